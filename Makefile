@@ -1,0 +1,33 @@
+# Developer entry points for paytrack. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+.PHONY: help up down test lint logs clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN { FS = ":.*## " } { printf "  %-8s %s\n", $$1, $$2 }'
+
+up: ## Start the local stack (NATS, PostgreSQL, paytrack with the simulator); writes .dev/stack.env
+	bash scripts/stack-up.sh
+
+down: ## Stop everything the local stack started (data stays in .dev)
+	bash scripts/stack-down.sh
+
+test: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
+test: ## Install the pinned test servers and tools, then run the whole test suite
+	bash scripts/install-nats-server.sh
+	bash scripts/ensure-postgres.sh
+	bash scripts/install-k8s-tools.sh
+	cargo test --workspace --locked
+
+lint: ## Check formatting and run clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+logs: ## Follow the paytrack log of the local stack
+	tail -f .dev/logs/paytrack.log
+
+clean: ## Stop the stack, delete its data (keeps .dev/bin) and cargo's build output
+	bash scripts/stack-down.sh --purge
+	cargo clean

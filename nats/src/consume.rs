@@ -1,0 +1,50 @@
+//! The consumer loop every JetStream-reading service shares, so they all stop,
+//! retry and finish in-flight work the same way.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+
+/// Pulls from `consumer` until `shutdown` is cancelled, handing each message to
+/// `handle`, which acknowledges it. On shutdown it stops pulling; a message already
+/// handed over is finished first. Pull errors (e.g. a server restart) are logged and
+/// pulling resumes, so a consumer loop outlives NATS outages.
+pub async fn consume<F, Fut>(
+    consumer: consumer::PullConsumer,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(jetstream::Message) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    let retry_pause = Duration::from_millis(500);
+    while !shutdown.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(retry_pause) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = messages.next() => match next {
+                    Some(Ok(message)) => handle(message).await,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "pull error");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(retry_pause) => {}
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}

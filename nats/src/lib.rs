@@ -1,0 +1,238 @@
+//! paytrack's JetStream layout as code: the streams and durable consumers of
+//! DESIGN.md §3, applied idempotently at start-up by every service, plus the few
+//! stream reads every service needs (a stream's epoch, a subject filter's latest
+//! message).
+//!
+//! `nats/local.conf` beside this crate is the server configuration of the local stack.
+
+mod consume;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use paytrack_shared::subjects;
+
+pub use crate::consume::consume;
+
+/// Why the JetStream layout could not be applied or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// Could not reach the server.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    /// A stream could not be created or updated.
+    #[error("stream {stream}: {source}")]
+    Stream {
+        /// The stream.
+        stream: &'static str,
+        /// What the server said.
+        source: async_nats::Error,
+    },
+    /// A consumer could not be created.
+    #[error("consumer {consumer} on {stream}: {source}")]
+    Consumer {
+        /// The stream.
+        stream: &'static str,
+        /// The consumer.
+        consumer: &'static str,
+        /// What the server said.
+        source: async_nats::Error,
+    },
+    /// A read failed.
+    #[error("read from {stream}: {source}")]
+    Read {
+        /// The stream.
+        stream: &'static str,
+        /// What the server said.
+        source: async_nats::Error,
+    },
+}
+
+/// How long a raw fact or a transition's `Nats-Msg-Id` is remembered for
+/// de-duplication. Providers retry for hours; a day covers their schedules.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The durable consumer the reconciler reads `PAYTRACK_IN` with.
+pub const CONSUMER_RECONCILER: &str = "reconciler";
+/// The durable consumer the projector reads transitions with.
+pub const CONSUMER_PROJECTOR_STATUS: &str = "ledger-projector-status";
+/// The durable consumer the projector reads raw facts (evidence) with.
+pub const CONSUMER_PROJECTOR_EVIDENCE: &str = "ledger-projector-evidence";
+
+/// Connects with the client name given, retrying the first connection so services
+/// may start before the server.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, LayoutError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection event");
+        })
+        .connect(url)
+        .await?;
+    Ok(client)
+}
+
+/// The configuration of every paytrack stream for `replicas` replicas.
+pub fn stream_configs(replicas: usize) -> Vec<stream::Config> {
+    let base = |name: &str, subjects: Vec<&str>, max_age: Duration| stream::Config {
+        name: name.to_owned(),
+        subjects: subjects.into_iter().map(str::to_owned).collect(),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        num_replicas: replicas,
+        max_age,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        deny_delete: true,
+        ..Default::default()
+    };
+    vec![
+        // Evidence: raw facts are kept for a year; the projector copies them to PostgreSQL.
+        base(
+            subjects::STREAM_IN,
+            vec![subjects::IN_ALL],
+            Duration::from_secs(365 * 86_400),
+        ),
+        // The history every payment channel reads; kept (max_age 0: forever).
+        base(
+            subjects::STREAM_STATUS,
+            vec![subjects::STATUS_ALL, subjects::CHECKPOINT_ALL],
+            Duration::ZERO,
+        ),
+        base(
+            subjects::STREAM_PUSH,
+            vec![subjects::PUSH_ALL],
+            Duration::from_secs(86_400),
+        ),
+        base(
+            subjects::STREAM_ALERT,
+            vec![subjects::ALERT_ALL],
+            Duration::from_secs(30 * 86_400),
+        ),
+        base(
+            subjects::STREAM_SESSION,
+            vec![subjects::SESSION_ALL],
+            Duration::from_secs(7 * 86_400),
+        ),
+    ]
+}
+
+/// Creates or updates every stream; safe to run from every service at every start.
+pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), LayoutError> {
+    for config in stream_configs(replicas) {
+        let name = static_name(&config.name);
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| LayoutError::Stream {
+                stream: name,
+                source: e.into(),
+            })?;
+    }
+    Ok(())
+}
+
+/// A durable, explicitly acknowledged pull consumer.
+pub fn durable_consumer(name: &str, filter: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: filter.to_owned(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: 1_000,
+        ..Default::default()
+    }
+}
+
+/// Gets or creates a durable consumer on `stream`.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    stream: &'static str,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, LayoutError> {
+    let consumer_name = static_name(config.durable_name.as_deref().unwrap_or_default());
+    let handle = js.get_stream(stream).await.map_err(|e| LayoutError::Stream {
+        stream,
+        source: e.into(),
+    })?;
+    let name = config.durable_name.clone().unwrap_or_default();
+    handle
+        .get_or_create_consumer(&name, config)
+        .await
+        .map_err(|e| LayoutError::Consumer {
+            stream,
+            consumer: consumer_name,
+            source: e.into(),
+        })
+}
+
+/// The epoch of a stream: its creation time in hex nanoseconds. It changes exactly
+/// when the stream is recreated, which is when its sequences could restart.
+pub fn epoch_of(info: &stream::Info) -> String {
+    format!("{:x}", info.created.unix_timestamp_nanos())
+}
+
+/// Reads a stream's epoch.
+pub async fn stream_epoch(js: &jetstream::Context, stream: &'static str) -> Result<String, LayoutError> {
+    let mut handle = js.get_stream(stream).await.map_err(|e| LayoutError::Read {
+        stream,
+        source: e.into(),
+    })?;
+    let info = handle.info().await.map_err(|e| LayoutError::Read {
+        stream,
+        source: e.into(),
+    })?;
+    Ok(epoch_of(info))
+}
+
+/// The newest message matching `filter` (wildcards allowed), or None.
+pub async fn last_message(
+    stream: &stream::Stream,
+    stream_name: &'static str,
+    filter: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, LayoutError> {
+    match stream.get_last_raw_message_by_subject(filter).await {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(LayoutError::Read {
+            stream: stream_name,
+            source: e.into(),
+        }),
+    }
+}
+
+fn static_name(name: &str) -> &'static str {
+    [
+        subjects::STREAM_IN,
+        subjects::STREAM_STATUS,
+        subjects::STREAM_PUSH,
+        subjects::STREAM_ALERT,
+        subjects::STREAM_SESSION,
+        CONSUMER_RECONCILER,
+        CONSUMER_PROJECTOR_STATUS,
+        CONSUMER_PROJECTOR_EVIDENCE,
+    ]
+    .into_iter()
+    .find(|known| *known == name)
+    .unwrap_or("(unnamed)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_and_checkpoints_share_one_stream() {
+        let configs = stream_configs(3);
+        let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
+        assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
+        assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));
+        // No two streams may claim the same subjects.
+        let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 6);
+    }
+}

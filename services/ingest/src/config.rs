@@ -1,0 +1,51 @@
+//! ingest's part of the settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paytrack_shared::auth::JwtKeys;
+use paytrack_shared::config::{ApiKeys, ConfigError, Settings, WebhookSecrets};
+use secrecy::SecretString;
+
+/// What ingest needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// NATS URL.
+    pub nats_url: String,
+    /// Stream replicas to apply.
+    pub nats_replicas: usize,
+    /// How long to wait for JetStream's publish ack before answering 503.
+    pub ack_timeout: Duration,
+    /// PostgreSQL URL.
+    pub database_url: SecretString,
+    /// Pool size.
+    pub database_max_connections: u32,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Webhook secrets per tenant and provider.
+    pub webhook_secrets: WebhookSecrets,
+    /// Backend API keys.
+    pub api_keys: ApiKeys,
+    /// Operator token verification.
+    pub jwt: JwtKeys,
+}
+
+impl Config {
+    /// Takes ingest's settings, failing on missing or malformed secrets.
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: s.ingest_listen,
+            nats_url: s.nats_url.clone(),
+            nats_replicas: s.nats_replicas,
+            ack_timeout: Duration::from_millis(s.nats_ack_timeout_ms),
+            database_url: s.database_url.clone(),
+            database_max_connections: s.database_max_connections,
+            max_body_bytes: s.max_body_bytes,
+            webhook_secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
+            api_keys: ApiKeys::parse(&s.api_keys)?,
+            jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+        })
+    }
+}

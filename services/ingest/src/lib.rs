@@ -1,0 +1,84 @@
+//! ingest: paytrack's HTTP front door.
+//!
+//! It verifies signed provider webhooks and records each one as a raw fact on
+//! `paytrack.in.<tenant>.<payment_id>` before answering 2xx, and it answers REST
+//! reads from the PostgreSQL projection. It never decides a status: that is the
+//! reconciler's job.
+
+mod app;
+mod auth;
+mod config;
+mod error;
+mod payments;
+mod publish;
+mod webhooks;
+
+use std::net::SocketAddr;
+
+use paytrack_shared::health::Readiness;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::Config;
+pub use crate::error::ApiError;
+
+/// Why ingest could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The listener could not be bound or failed.
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+    /// NATS could not be reached or the layout could not be applied.
+    #[error(transparent)]
+    Nats(#[from] paytrack_nats::LayoutError),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] paytrack_shared::config::ConfigError),
+    /// The database pool could not be created.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A bound, not yet serving, ingest: lets callers (tests) learn the port first.
+pub struct Ingest {
+    listener: TcpListener,
+    state: app::AppState,
+    readiness: Readiness,
+}
+
+impl Ingest {
+    /// Connects to NATS and PostgreSQL, applies the stream layout and binds the listener.
+    pub async fn bind(config: Config) -> Result<Ingest, IngestError> {
+        let readiness = Readiness::default();
+        let state = app::AppState::connect(&config).await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        readiness.set(true);
+        Ok(Ingest {
+            listener,
+            state,
+            readiness,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "ingest listening");
+        let router = app::router(self.state, self.readiness);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}
+
+/// Runs ingest with `config` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestError> {
+    Ingest::bind(config).await?.run(shutdown).await
+}

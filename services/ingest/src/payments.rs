@@ -1,0 +1,113 @@
+//! REST reads of the projection: a payment's current state and its timeline, and
+//! the status model. The tenant is the caller's; another tenant's payment is 404.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use paytrack_shared::{PaymentId, StatusModel};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// `GET /v1/payments/{id}`.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct PaymentView {
+    /// The payment.
+    pub payment_id: String,
+    /// Its merchant.
+    pub merchant_id: String,
+    /// Current canonical status.
+    pub status: String,
+    /// Version of that status (1 for the first transition).
+    pub version: i64,
+    /// PAYTRACK_STATUS sequence of the transition.
+    pub seq: i64,
+    /// Whether the status is final (terminal, persisted and posted to the ledger).
+    #[serde(rename = "final")]
+    #[sqlx(rename = "final")]
+    pub is_final: bool,
+    /// Trace of the transition.
+    pub trace_id: String,
+    /// When the cause happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the projection last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One timeline entry.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct TimelineEntry {
+    /// Version.
+    pub version: i64,
+    /// Status at that version.
+    pub status: String,
+    /// Status before.
+    pub previous_status: Option<String>,
+    /// PAYTRACK_STATUS sequence.
+    pub seq: i64,
+    /// The fact that caused it.
+    pub fact_id: String,
+    /// Where that fact came from.
+    pub source: String,
+    /// The mapping rule.
+    pub rule: String,
+    /// Where its raw payload is in PAYTRACK_IN.
+    pub inbound_seq: i64,
+    /// Trace.
+    pub trace_id: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was decided.
+    pub recorded_at: DateTime<Utc>,
+}
+
+fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
+    PaymentId::new(raw).map_err(|_| ApiError::NotFound("no such payment".into()))
+}
+
+/// Current state of one payment.
+pub async fn get_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(payment_id): Path<String>,
+) -> Result<Json<PaymentView>, ApiError> {
+    let payment_id = parse_id(&payment_id)?;
+    let row = sqlx::query_as::<_, PaymentView>(
+        "SELECT payment_id, merchant_id, status, version, status_seq AS seq, final, trace_id, occurred_at, updated_at
+         FROM payments WHERE tenant = $1 AND payment_id = $2",
+    )
+    .bind(caller.tenant.as_str())
+    .bind(payment_id.as_str())
+    .fetch_optional(&state.db)
+    .await?;
+    row.map(Json)
+        .ok_or_else(|| ApiError::NotFound("no such payment".into()))
+}
+
+/// Every transition of one payment, oldest first.
+pub async fn get_timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(payment_id): Path<String>,
+) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
+    let payment_id = parse_id(&payment_id)?;
+    let rows = sqlx::query_as::<_, TimelineEntry>(
+        "SELECT version, status, previous_status, status_seq AS seq, fact_id, source, rule, inbound_seq, trace_id, occurred_at, recorded_at
+         FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
+    )
+    .bind(caller.tenant.as_str())
+    .bind(payment_id.as_str())
+    .fetch_all(&state.db)
+    .await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound("no such payment".into()));
+    }
+    Ok(Json(rows))
+}
+
+/// The canonical status model, as data.
+pub async fn status_model() -> Json<&'static StatusModel> {
+    Json(StatusModel::get())
+}

@@ -1,0 +1,148 @@
+//! ledger-projector: the PostgreSQL record of every payment.
+//!
+//! It applies transitions from `paytrack.status.>` (current state and timeline) and
+//! raw facts from `paytrack.in.>` (evidence) exactly once: every write is keyed so a
+//! redelivered message changes nothing. After a transition is committed it publishes
+//! the `persisted` checkpoint into PAYTRACK_STATUS, on the payment's own subject
+//! tree, so clients see the record catch up in the same ordered history.
+
+mod evidence;
+mod transitions;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use paytrack_shared::config::Settings;
+use paytrack_shared::health::Readiness;
+use paytrack_shared::subjects;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// What the projector needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// NATS URL.
+    pub nats_url: String,
+    /// Stream replicas to apply.
+    pub nats_replicas: usize,
+    /// PostgreSQL URL.
+    pub database_url: SecretString,
+    /// Pool size.
+    pub database_max_connections: u32,
+    /// Optional health listener.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The projector's part of the settings.
+    pub fn from_settings(s: &Settings) -> Config {
+        Config {
+            nats_url: s.nats_url.clone(),
+            nats_replicas: s.nats_replicas,
+            database_url: s.database_url.clone(),
+            database_max_connections: s.database_max_connections,
+            admin_listen: s.admin_listen,
+        }
+    }
+}
+
+/// Why the projector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// NATS or the stream layout.
+    #[error(transparent)]
+    Nats(#[from] paytrack_nats::LayoutError),
+    /// The database or its migrations.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Why one message could not be applied now.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Unreadable; redelivery would not help.
+    #[error("{0}")]
+    Poison(String),
+    /// The database or NATS failed; try again.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(error: sqlx::Error) -> Self {
+        ApplyError::Transient(format!("database: {error}"))
+    }
+}
+
+/// Delay before a message that hit a transient failure is redelivered.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Runs the projector until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    let readiness = Readiness::default();
+    let admin = config.admin_listen.map(|listen| {
+        tokio::spawn(paytrack_shared::health::serve_admin(
+            listen,
+            readiness.clone(),
+            shutdown.clone(),
+        ))
+    });
+
+    let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
+    paytrack_shared::db::MIGRATOR.run(&db).await?;
+    let client = paytrack_nats::connect(&config.nats_url, "paytrack-ledger-projector").await?;
+    let js = jetstream::new(client);
+    paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+    let status_consumer = paytrack_nats::ensure_consumer(
+        &js,
+        subjects::STREAM_STATUS,
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, subjects::STATUS_ALL),
+    )
+    .await?;
+    let evidence_consumer = paytrack_nats::ensure_consumer(
+        &js,
+        subjects::STREAM_IN,
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
+    )
+    .await?;
+    readiness.set(true);
+    tracing::info!("ledger-projector consuming transitions and evidence");
+
+    let transitions = transitions::Applier { db: db.clone(), js };
+    let status_loop = paytrack_nats::consume(status_consumer, shutdown.clone(), |message| {
+        let transitions = &transitions;
+        async move { settle(&message, transitions.apply(&message).await).await }
+    });
+    let evidence_loop = paytrack_nats::consume(evidence_consumer, shutdown.clone(), |message| {
+        let db = &db;
+        async move { settle(&message, evidence::apply(db, &message).await).await }
+    });
+    tokio::join!(status_loop, evidence_loop);
+
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!("ledger-projector stopped");
+    Ok(())
+}
+
+async fn settle(message: &jetstream::Message, result: Result<(), ApplyError>) {
+    let ack = match result {
+        Ok(()) => AckKind::Ack,
+        Err(ApplyError::Poison(reason)) => {
+            tracing::error!(%reason, "unreadable message; terminating its delivery");
+            AckKind::Term
+        }
+        Err(ApplyError::Transient(reason)) => {
+            tracing::warn!(%reason, "transient failure; message will be redelivered");
+            AckKind::Nak(Some(RETRY_DELAY))
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(%error, "ack failed; the message will be redelivered and applied idempotently");
+    }
+}

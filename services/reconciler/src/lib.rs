@@ -1,0 +1,110 @@
+//! reconciler: the canonical status state machine and the single tie-breaker.
+//!
+//! It reads raw facts from `paytrack.in.>`, maps each to a canonical status with a
+//! named rule, checks the move against the status model, and appends the transition
+//! to `paytrack.status.<tenant>.<merchant>.<payment_id>` with
+//! `Nats-Expected-Last-Subject-Sequence`, so each payment's history is a strict chain
+//! no matter how many reconcilers run. It is the only writer of `paytrack.status.>`.
+
+mod decide;
+mod mapping;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use paytrack_shared::config::Settings;
+use paytrack_shared::health::Readiness;
+use paytrack_shared::subjects;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::decide::{Decision, Reconciler};
+pub use crate::mapping::{MappedStatus, map_fact};
+
+/// What the reconciler needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// NATS URL.
+    pub nats_url: String,
+    /// Stream replicas to apply.
+    pub nats_replicas: usize,
+    /// Optional health listener.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The reconciler's part of the settings.
+    pub fn from_settings(s: &Settings) -> Config {
+        Config {
+            nats_url: s.nats_url.clone(),
+            nats_replicas: s.nats_replicas,
+            admin_listen: s.admin_listen,
+        }
+    }
+}
+
+/// Why the reconciler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcilerError {
+    /// NATS or the stream layout.
+    #[error(transparent)]
+    Nats(#[from] paytrack_nats::LayoutError),
+    /// The admin listener.
+    #[error("admin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Delay before a fact that hit a transient failure is redelivered.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Runs the reconciler until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
+    let readiness = Readiness::default();
+    let admin = config.admin_listen.map(|listen| {
+        tokio::spawn(paytrack_shared::health::serve_admin(
+            listen,
+            readiness.clone(),
+            shutdown.clone(),
+        ))
+    });
+
+    let client = paytrack_nats::connect(&config.nats_url, "paytrack-reconciler").await?;
+    let js = jetstream::new(client);
+    paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+    let consumer = paytrack_nats::ensure_consumer(
+        &js,
+        subjects::STREAM_IN,
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
+    )
+    .await?;
+    let reconciler = Reconciler::new(js).await?;
+    readiness.set(true);
+    tracing::info!("reconciler consuming {}", subjects::IN_ALL);
+
+    paytrack_nats::consume(consumer, shutdown, |message| {
+        let reconciler = &reconciler;
+        async move {
+            let ack = match reconciler.handle(&message).await {
+                Ok(_) => AckKind::Ack,
+                Err(decide::HandleError::Poison(reason)) => {
+                    tracing::error!(%reason, "unreadable fact; terminating its delivery");
+                    AckKind::Term
+                }
+                Err(decide::HandleError::Transient(reason)) => {
+                    tracing::warn!(%reason, "transient failure; fact will be redelivered");
+                    AckKind::Nak(Some(RETRY_DELAY))
+                }
+            };
+            if let Err(error) = message.ack_with(ack).await {
+                tracing::warn!(%error, "ack failed; the fact will be redelivered and de-duplicated");
+            }
+        }
+    })
+    .await;
+
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!("reconciler stopped");
+    Ok(())
+}

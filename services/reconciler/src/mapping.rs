@@ -1,0 +1,101 @@
+//! Provider events → canonical statuses. Each mapping is a named rule, so every
+//! transition can say which rule produced it.
+
+use paytrack_shared::Status;
+use paytrack_shared::envelope::{FactSource, InboundFact};
+
+/// A fact's canonical status and the rule that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedStatus {
+    /// The canonical status.
+    pub status: Status,
+    /// The rule's name, e.g. `stdwebhooks:payment.succeeded`.
+    pub rule: String,
+}
+
+/// The generic `stdwebhooks` format: `payment.<status>` for these statuses only.
+const STDWEBHOOKS_STATUSES: [(&str, Status); 6] = [
+    ("payment.pending", Status::Pending),
+    ("payment.held", Status::Held),
+    ("payment.succeeded", Status::Succeeded),
+    ("payment.failed", Status::Failed),
+    ("payment.cancelled", Status::Cancelled),
+    ("payment.returned", Status::Returned),
+];
+
+/// Maps a fact, or None when no rule covers it (the fact is kept, not applied).
+pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
+    match &fact.source {
+        FactSource::Webhook(event) => {
+            let table: &[(&str, Status)] = match event.provider.as_str() {
+                "stdwebhooks" => &STDWEBHOOKS_STATUSES,
+                _ => &[],
+            };
+            table
+                .iter()
+                .find(|(event_type, _)| *event_type == event.event_type)
+                .map(|(event_type, status)| MappedStatus {
+                    status: *status,
+                    rule: format!("{}:{event_type}", event.provider),
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use paytrack_shared::envelope::{ProviderEvent, RawEvidence};
+    use paytrack_shared::{PaymentId, TenantId};
+
+    use super::*;
+
+    fn fact(provider: &str, event_type: &str) -> InboundFact {
+        InboundFact {
+            v: 1,
+            fact_id: "wh:x:1".into(),
+            tenant: TenantId::new("t").unwrap(),
+            payment_id: PaymentId::new("p").unwrap(),
+            merchant_id: None,
+            received_at: chrono::Utc::now(),
+            source: FactSource::Webhook(ProviderEvent {
+                provider: provider.into(),
+                event_id: "1".into(),
+                event_type: event_type.into(),
+                occurred_at: None,
+                provider_ref: None,
+                amount_minor: None,
+                currency: None,
+                reason: None,
+            }),
+            raw: RawEvidence {
+                headers: BTreeMap::new(),
+                body: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn stdwebhooks_rules() {
+        let cases = [
+            ("payment.pending", Some(Status::Pending)),
+            ("payment.held", Some(Status::Held)),
+            ("payment.succeeded", Some(Status::Succeeded)),
+            ("payment.failed", Some(Status::Failed)),
+            ("payment.cancelled", Some(Status::Cancelled)),
+            ("payment.returned", Some(Status::Returned)),
+            ("payment.initiated", None),
+            ("payment.investigation_required", None),
+            ("refund.created", None),
+        ];
+        for (event_type, expected) in cases {
+            let mapped = map_fact(&fact("stdwebhooks", event_type));
+            assert_eq!(mapped.as_ref().map(|m| m.status), expected, "{event_type}");
+            if let Some(m) = mapped {
+                assert_eq!(m.rule, format!("stdwebhooks:{event_type}"));
+            }
+        }
+        assert_eq!(map_fact(&fact("unknown", "payment.succeeded")), None);
+    }
+}

@@ -1,0 +1,110 @@
+//! The edge's router: the WebSocket upgrade (authenticated before any socket
+//! exists), the dashboard, health and metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use paytrack_shared::auth::{AuthError, JwtKeys, bearer};
+use paytrack_shared::health::{self, Readiness};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::Config;
+use crate::history::History;
+use crate::metrics::SessionMetrics;
+use crate::session;
+
+/// Largest client message accepted on a socket.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// What every session shares.
+pub struct EdgeState {
+    /// JetStream, for feeds and audit.
+    pub js: async_nats::jetstream::Context,
+    /// Channel histories.
+    pub history: History,
+    /// Token verification.
+    pub jwt: JwtKeys,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Per-session queue bound.
+    pub session_queue: usize,
+    /// This edge's name.
+    pub edge_id: String,
+    /// Cancelled when the edge shuts down.
+    pub shutdown: CancellationToken,
+    /// Session counters.
+    pub metrics: SessionMetrics,
+}
+
+impl EdgeState {
+    /// State for `config`.
+    pub fn new(config: &Config, js: async_nats::jetstream::Context, shutdown: CancellationToken) -> EdgeState {
+        EdgeState {
+            history: History::new(js.clone()),
+            js,
+            jwt: config.jwt.clone(),
+            heartbeat_ms: config.heartbeat_ms,
+            session_queue: config.session_queue,
+            edge_id: config.edge_id.clone(),
+            shutdown,
+            metrics: SessionMetrics::default(),
+        }
+    }
+}
+
+/// Every route of the edge.
+pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/v1/ws", get(upgrade))
+        .route("/metrics", get(metrics))
+        .route("/", get(dashboard))
+        .with_state(state)
+        .merge(health::routes(readiness))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn upgrade(
+    State(state): State<Arc<EdgeState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let token = header_token.or_else(|| query.get("token").map(String::as_str));
+    let claims = match token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t)) {
+        Ok(claims) => claims,
+        Err(error) => {
+            tracing::info!(%error, "upgrade refused");
+            let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| session::run(socket, state, claims))
+}
+
+async fn metrics(State(state): State<Arc<EdgeState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("../assets/dashboard.html"))
+}

@@ -1,0 +1,121 @@
+//! ws-edge: live sessions over WebSocket.
+//!
+//! It authenticates a JWT at the upgrade, maps channels to server-side JetStream
+//! filters inside the token's tenant, proves continuity with positions
+//! (`epoch`, `seq`, `prev_seq`), resumes gap-free or says it cannot and sends a
+//! snapshot, and audits every session. It knows nothing about payments beyond the
+//! envelope it renders; backend event history is the truth, the socket only shows it.
+
+mod app;
+mod audit;
+mod channel;
+mod history;
+mod metrics;
+mod protocol;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use paytrack_shared::auth::JwtKeys;
+use paytrack_shared::config::{ConfigError, Settings};
+use paytrack_shared::health::Readiness;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::channel::{Channel, ChannelError};
+pub use crate::protocol::{ClientMessage, Event, ServerMessage, close};
+
+/// What ws-edge needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// NATS URL.
+    pub nats_url: String,
+    /// Stream replicas to apply.
+    pub nats_replicas: usize,
+    /// This edge's name in audit subjects.
+    pub edge_id: String,
+    /// Heartbeat interval in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Per-session queue bound.
+    pub session_queue: usize,
+    /// Token verification.
+    pub jwt: JwtKeys,
+}
+
+impl Config {
+    /// ws-edge's part of the settings.
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: s.edge_listen,
+            nats_url: s.nats_url.clone(),
+            nats_replicas: s.nats_replicas,
+            edge_id: s.edge_id.clone(),
+            heartbeat_ms: s.heartbeat_ms,
+            session_queue: s.session_queue,
+            jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+        })
+    }
+}
+
+/// Why ws-edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The listener.
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+    /// NATS or the stream layout.
+    #[error(transparent)]
+    Nats(#[from] paytrack_nats::LayoutError),
+}
+
+/// A bound, not yet serving, edge.
+pub struct WsEdge {
+    listener: TcpListener,
+    state: Arc<app::EdgeState>,
+    readiness: Readiness,
+}
+
+impl WsEdge {
+    /// Connects to NATS, applies the stream layout and binds the listener.
+    pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
+        let client = paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge").await?;
+        let js = async_nats::jetstream::new(client);
+        paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
+        let readiness = Readiness::default();
+        readiness.set(true);
+        Ok(WsEdge {
+            listener,
+            state,
+            readiness,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the shutdown token given to [`WsEdge::bind`] is cancelled; open
+    /// sessions are closed with 1012 (restarting) first.
+    pub async fn run(self) -> Result<(), EdgeError> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "ws-edge listening");
+        let shutdown = self.state.shutdown.clone();
+        let router = app::router(self.state, self.readiness);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+        tracing::info!("ws-edge stopped");
+        Ok(())
+    }
+}
+
+/// Runs ws-edge with `config` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), EdgeError> {
+    WsEdge::bind(config, shutdown).await?.run().await
+}

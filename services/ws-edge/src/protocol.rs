@@ -1,0 +1,141 @@
+//! The WebSocket (and SSE) wire format: one JSON object per message, named by `type`.
+
+use paytrack_shared::envelope::Position;
+use serde::{Deserialize, Serialize};
+
+/// Client → server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Subscribe to a channel, optionally resuming after `since`.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// The last position the client saw.
+        #[serde(default)]
+        since: Option<Position>,
+    },
+    /// Stop a subscription.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Client heartbeat.
+    Ping,
+    /// Replace the session's token before it expires.
+    Refresh {
+        /// The new token.
+        token: String,
+    },
+}
+
+/// Server → client.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message of a session.
+    Welcome {
+        /// The session's id (also in the audit).
+        session_id: String,
+        /// How often the server sends heartbeats; the client should ping as often.
+        heartbeat_ms: u64,
+    },
+    /// A subscription's start: where the channel continues from.
+    Subscribed {
+        /// The channel.
+        channel: String,
+        /// True when `since` was continued gap-free.
+        recovered: bool,
+        /// Where the channel continues from: the next event's `prev_seq` equals its `seq`.
+        position: Position,
+        /// The channel's current state when continuity was not proven.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<serde_json::Value>,
+    },
+    /// One event of a channel.
+    Event(Event),
+    /// The latest position of every subscribed channel.
+    Heartbeat {
+        /// Channel → position.
+        positions: std::collections::BTreeMap<String, Position>,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// A refused request; the session stays open unless a close follows.
+    Error {
+        /// 4000 bad request, 4001 unauthorized, 4003 forbidden.
+        code: u16,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// An event as clients receive it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// The channel it was delivered on.
+    pub channel: String,
+    /// `transition`, `checkpoint` or `push`.
+    pub kind: String,
+    /// Its position.
+    pub position: Position,
+    /// The previous event's `seq` on this channel (0 for the first).
+    pub prev_seq: u64,
+    /// The event's own fields (payment fields, or a push's `type` and `data`).
+    #[serde(flatten)]
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Close codes of the contract.
+pub mod close {
+    /// Bad request (malformed message, missed heartbeats).
+    pub const BAD_REQUEST: u16 = 4000;
+    /// Unauthorized or token expired.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// Forbidden.
+    pub const FORBIDDEN: u16 = 4003;
+    /// The session's bounded queue overflowed.
+    pub const TOO_SLOW: u16 = 4008;
+    /// The edge is restarting; reconnect elsewhere.
+    pub const RESTARTING: u16 = 1012;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shapes() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"subscribe","channel":"payment:p1","since":{"epoch":"e","seq":41}}"#)
+                .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Subscribe {
+                channel: "payment:p1".into(),
+                since: Some(Position {
+                    epoch: "e".into(),
+                    seq: 41
+                })
+            }
+        );
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+        let mut body = serde_json::Map::new();
+        body.insert("status".into(), "pending".into());
+        let e = ServerMessage::Event(Event {
+            channel: "payment:p1".into(),
+            kind: "transition".into(),
+            position: Position {
+                epoch: "e".into(),
+                seq: 42,
+            },
+            prev_seq: 41,
+            body,
+        });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "event");
+        assert_eq!(v["prev_seq"], 41);
+        assert_eq!(v["position"]["seq"], 42);
+        assert_eq!(v["status"], "pending");
+    }
+}

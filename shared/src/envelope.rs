@@ -1,0 +1,300 @@
+//! Versioned JSON envelopes of every message paytrack puts on JetStream.
+//!
+//! Internal services may subscribe to the subjects directly, so these types are the
+//! documented wire contract. Every envelope carries `v`; a reader rejects a version it
+//! does not know instead of guessing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MerchantId, PaymentId, TenantId};
+use crate::status::Status;
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// Why bytes from a stream are not an envelope this build understands.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON of the expected shape.
+    #[error("malformed envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Written by a newer (or older, retired) build.
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u32),
+}
+
+/// Decodes an envelope and checks its version.
+pub fn decode<T: for<'de> Deserialize<'de> + Versioned>(bytes: &[u8]) -> Result<T, EnvelopeError> {
+    let value: T = serde_json::from_slice(bytes)?;
+    if value.version() != ENVELOPE_VERSION {
+        return Err(EnvelopeError::UnsupportedVersion(value.version()));
+    }
+    Ok(value)
+}
+
+/// Encodes an envelope; serialization of these plain types cannot fail.
+pub fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Envelopes expose their version so [`decode`] can check it.
+pub trait Versioned {
+    /// The `v` field.
+    fn version(&self) -> u32;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+    )*};
+}
+
+/// An inbound fact on `paytrack.in.<tenant>.<payment_id>`: what a provider or a
+/// caller told us, recorded before anything acts on it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InboundFact {
+    /// Envelope version.
+    pub v: u32,
+    /// Stable id of the fact (also its `Nats-Msg-Id`), e.g. `wh:stdwebhooks:<webhook-id>`.
+    pub fact_id: String,
+    /// The tenant whose endpoint or credential received the fact.
+    pub tenant: TenantId,
+    /// The payment the fact is about.
+    pub payment_id: PaymentId,
+    /// The merchant the fact names, if any.
+    pub merchant_id: Option<MerchantId>,
+    /// When ingest received it.
+    pub received_at: DateTime<Utc>,
+    /// What the fact says, parsed.
+    pub source: FactSource,
+    /// The raw evidence: the headers that matter and the exact body.
+    pub raw: RawEvidence,
+}
+
+/// Where a fact came from and what it says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FactSource {
+    /// A signed provider webhook.
+    Webhook(ProviderEvent),
+}
+
+/// A provider event, parsed from its own shape into the fields paytrack reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProviderEvent {
+    /// The provider (webhook scheme) name, e.g. `stdwebhooks`.
+    pub provider: String,
+    /// The provider's id of this delivery (e.g. `webhook-id`).
+    pub event_id: String,
+    /// The provider's event type, e.g. `payment.succeeded`.
+    pub event_type: String,
+    /// When the provider says it happened.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The provider's reference of the payment.
+    pub provider_ref: Option<String>,
+    /// Amount in minor units, as the provider reported it.
+    pub amount_minor: Option<i64>,
+    /// ISO 4217 currency, as the provider reported it.
+    pub currency: Option<String>,
+    /// A decline or hold reason, if given.
+    pub reason: Option<String>,
+}
+
+/// The raw payload of a fact, kept so every status can be traced to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RawEvidence {
+    /// Selected request headers (never credentials).
+    pub headers: BTreeMap<String, String>,
+    /// The body exactly as received (UTF-8; non-UTF-8 bodies are rejected at ingest).
+    pub body: String,
+}
+
+/// A canonical transition on `paytrack.status.<tenant>.<merchant>.<payment_id>`,
+/// written by the reconciler only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transition {
+    /// Envelope version.
+    pub v: u32,
+    /// Tenant of the payment.
+    pub tenant: TenantId,
+    /// Merchant fixed by the payment's first fact.
+    pub merchant_id: MerchantId,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// 1 for the first transition, +1 for each one after.
+    pub version: u64,
+    /// The new status.
+    pub status: Status,
+    /// The status before (None for the first transition).
+    pub previous_status: Option<Status>,
+    /// When the cause says it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the reconciler decided.
+    pub recorded_at: DateTime<Utc>,
+    /// The evidence the transition was accepted on.
+    pub cause: Cause,
+    /// The W3C trace id of the fact's journey.
+    pub trace_id: String,
+}
+
+/// The evidence a transition must carry (DESIGN.md §4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cause {
+    /// The inbound fact's id.
+    pub fact_id: String,
+    /// `webhook:<provider>` or `command:<name>`.
+    pub source: String,
+    /// The provider's event id, for webhooks.
+    pub provider_event_id: Option<String>,
+    /// The mapping rule that produced the status, e.g. `stdwebhooks:payment.succeeded`.
+    pub rule: String,
+    /// Where the raw payload is: the fact's sequence in `PAYTRACK_IN`.
+    pub inbound_seq: u64,
+}
+
+/// The projector's confirmation, on `paytrack.checkpoint.…`, that a version reached a
+/// durable record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// Envelope version.
+    pub v: u32,
+    /// Which record now holds the version.
+    pub checkpoint: CheckpointKind,
+    /// Tenant of the payment.
+    pub tenant: TenantId,
+    /// Merchant of the payment.
+    pub merchant_id: MerchantId,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// The version it confirms.
+    pub version: u64,
+    /// The status of that version.
+    pub status: Status,
+    /// When the checkpoint was reached.
+    pub recorded_at: DateTime<Utc>,
+    /// The trace of the transition it confirms.
+    pub trace_id: String,
+}
+
+/// The checkpoints that together turn a terminal status final.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// The transition is in PostgreSQL (current state and timeline).
+    Persisted,
+    /// The ledger entries of the transition are posted.
+    LedgerPosted,
+}
+
+impl CheckpointKind {
+    /// The wire spelling, also used in checkpoint message ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Persisted => "persisted",
+            CheckpointKind::LedgerPosted => "ledger_posted",
+        }
+    }
+}
+
+/// A position in a stream's history, as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Position {
+    /// The stream's incarnation; changes when the stream is recreated.
+    pub epoch: String,
+    /// The message's sequence in its stream.
+    pub seq: u64,
+}
+
+/// A session audit record on `paytrack.session.<tenant>.<edge_id>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionAudit {
+    /// Envelope version.
+    pub v: u32,
+    /// The session.
+    pub session_id: String,
+    /// The token's tenant.
+    pub tenant: TenantId,
+    /// The token's subject.
+    pub subject: String,
+    /// The edge process.
+    pub edge_id: String,
+    /// `websocket` or `sse`.
+    pub transport: String,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub event: SessionEvent,
+}
+
+/// The moments of a session the audit keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// The session opened with this scope (`None`: operator scope).
+    Open {
+        /// The token's `channels` claim.
+        scope: Option<Vec<String>>,
+    },
+    /// A subscribe or resume and its outcome.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// The position the client resumed from, if any.
+        since: Option<Position>,
+        /// Whether continuity was proven.
+        recovered: bool,
+        /// Where the channel continues from.
+        position: Position,
+    },
+    /// A subscribe that was refused.
+    Denied {
+        /// The channel asked for.
+        channel: String,
+        /// The error code sent.
+        code: u16,
+    },
+    /// The session closed.
+    Close {
+        /// The close code.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+}
+
+versioned!(InboundFact, Transition, Checkpoint, SessionAudit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_rejects_unknown_versions() {
+        let cp = Checkpoint {
+            v: 2,
+            checkpoint: CheckpointKind::Persisted,
+            tenant: TenantId::new("t").unwrap(),
+            merchant_id: MerchantId::new("m").unwrap(),
+            payment_id: PaymentId::new("p").unwrap(),
+            version: 1,
+            status: Status::Pending,
+            recorded_at: Utc::now(),
+            trace_id: "0".repeat(32),
+        };
+        let bytes = encode(&cp);
+        assert!(matches!(
+            decode::<Checkpoint>(&bytes),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        ));
+        let ok = Checkpoint { v: 1, ..cp };
+        assert_eq!(decode::<Checkpoint>(&encode(&ok)).unwrap(), ok);
+        assert!(matches!(decode::<Checkpoint>(b"{"), Err(EnvelopeError::Malformed(_))));
+    }
+}

@@ -1,0 +1,168 @@
+//! Validated identifiers: every token that can end up in a NATS subject.
+//!
+//! Subjects are built from tenant, merchant and payment ids, so an id that is not a
+//! safe subject token (`[A-Za-z0-9_-]{1,64}`) is rejected where it enters the system,
+//! never escaped later.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The longest token a subject may carry.
+pub const MAX_TOKEN_LEN: usize = 64;
+
+/// Why a string is not a valid subject token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The string was empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// Which identifier was being parsed.
+        what: &'static str,
+    },
+    /// The string was longer than [`MAX_TOKEN_LEN`].
+    #[error("{what} is longer than {MAX_TOKEN_LEN} characters")]
+    TooLong {
+        /// Which identifier was being parsed.
+        what: &'static str,
+    },
+    /// The string held a character outside `[A-Za-z0-9_-]`.
+    #[error("{what} may only contain A-Z, a-z, 0-9, '_' and '-'")]
+    BadCharacter {
+        /// Which identifier was being parsed.
+        what: &'static str,
+    },
+}
+
+/// Checks that `value` is a valid subject token; `what` names it in the error.
+pub fn validate_token(value: &str, what: &'static str) -> Result<(), TokenError> {
+    if value.is_empty() {
+        return Err(TokenError::Empty { what });
+    }
+    if value.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLong { what });
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(TokenError::BadCharacter { what });
+    }
+    Ok(())
+}
+
+/// Behaviour shared by every validated identifier.
+pub trait Token: Sized {
+    /// Parses and validates an identifier.
+    fn parse(value: &str) -> Result<Self, TokenError>;
+    /// The identifier as it appears in subjects and JSON.
+    fn as_str(&self) -> &str;
+}
+
+macro_rules! token_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl Token for $name {
+            fn parse(value: &str) -> Result<Self, TokenError> {
+                validate_token(value, $what)?;
+                Ok(Self(value.to_owned()))
+            }
+
+            fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl $name {
+            /// Parses and validates the identifier.
+            pub fn new(value: &str) -> Result<Self, TokenError> {
+                <Self as Token>::parse(value)
+            }
+
+            /// The identifier as it appears in subjects and JSON.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = TokenError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::new(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+token_type!(
+    /// The tenant a credential, a webhook endpoint and every subject belong to.
+    TenantId,
+    "tenant"
+);
+token_type!(
+    /// A payment's identifier, chosen by the caller or the provider event.
+    PaymentId,
+    "payment_id"
+);
+token_type!(
+    /// The merchant a payment is attributed to; fixed by the payment's first fact.
+    MerchantId,
+    "merchant_id"
+);
+
+impl MerchantId {
+    /// The merchant of a payment whose first fact named none.
+    pub fn unattributed() -> Self {
+        Self("_".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_subject_safe_tokens() {
+        for ok in ["a", "pay_123", "ACME-eu", &"x".repeat(64)] {
+            assert!(PaymentId::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_anything_that_could_change_a_subject() {
+        let cases: [(&str, TokenError); 6] = [
+            ("", TokenError::Empty { what: "payment_id" }),
+            (&"x".repeat(65), TokenError::TooLong { what: "payment_id" }),
+            ("a.b", TokenError::BadCharacter { what: "payment_id" }),
+            ("a*", TokenError::BadCharacter { what: "payment_id" }),
+            ("a>", TokenError::BadCharacter { what: "payment_id" }),
+            ("a b", TokenError::BadCharacter { what: "payment_id" }),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(PaymentId::new(input), Err(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        assert!(serde_json::from_str::<TenantId>("\"ok\"").is_ok());
+        assert!(serde_json::from_str::<TenantId>("\"no.dots\"").is_err());
+    }
+}

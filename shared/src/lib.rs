@@ -1,0 +1,20 @@
+//! The common crate every paytrack service builds on.
+//!
+//! It holds what the services must agree on without importing each other: the
+//! identifiers and subject names of the JetStream contract, the versioned message
+//! envelopes, the canonical status model (as data), configuration, credentials,
+//! telemetry and the shutdown signal.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod health;
+pub mod ids;
+pub mod shutdown;
+pub mod status;
+pub mod subjects;
+pub mod telemetry;
+
+pub use ids::{MerchantId, PaymentId, TenantId, Token};
+pub use status::{Status, StatusModel};

@@ -1,0 +1,91 @@
+//! Stream names and subject builders: the one place subjects are spelled.
+//!
+//! The hierarchy tenant → merchant → payment is what lets every WebSocket channel
+//! be a server-side JetStream filter; see DESIGN.md §3.
+
+use crate::ids::{MerchantId, PaymentId, TenantId};
+
+/// Raw inbound facts (webhooks, commands), written by ingest.
+pub const STREAM_IN: &str = "PAYTRACK_IN";
+/// Transitions (reconciler) and checkpoints (projector), one sequence for both.
+pub const STREAM_STATUS: &str = "PAYTRACK_STATUS";
+/// User-targeted pushes from backends.
+pub const STREAM_PUSH: &str = "PAYTRACK_PUSH";
+/// Operational alerts.
+pub const STREAM_ALERT: &str = "PAYTRACK_ALERT";
+/// Session audit written by ws-edge.
+pub const STREAM_SESSION: &str = "PAYTRACK_SESSION";
+
+/// Subjects captured by [`STREAM_IN`].
+pub const IN_ALL: &str = "paytrack.in.>";
+/// Transition subjects in [`STREAM_STATUS`].
+pub const STATUS_ALL: &str = "paytrack.status.>";
+/// Checkpoint subjects in [`STREAM_STATUS`].
+pub const CHECKPOINT_ALL: &str = "paytrack.checkpoint.>";
+/// Subjects captured by [`STREAM_PUSH`].
+pub const PUSH_ALL: &str = "paytrack.push.>";
+/// Subjects captured by [`STREAM_ALERT`].
+pub const ALERT_ALL: &str = "paytrack.alert.>";
+/// Subjects captured by [`STREAM_SESSION`].
+pub const SESSION_ALL: &str = "paytrack.session.>";
+
+/// `paytrack.in.<tenant>.<payment_id>`: where ingest records an inbound fact.
+pub fn inbound(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("paytrack.in.{tenant}.{payment}")
+}
+
+/// `paytrack.status.<tenant>.<merchant>.<payment_id>`: one payment's transitions.
+pub fn status(tenant: &TenantId, merchant: &MerchantId, payment: &PaymentId) -> String {
+    format!("paytrack.status.{tenant}.{merchant}.{payment}")
+}
+
+/// `paytrack.status.<tenant>.*.<payment_id>`: finds a payment's transitions when
+/// its merchant is not yet known to the caller.
+pub fn status_of_payment(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("paytrack.status.{tenant}.*.{payment}")
+}
+
+/// `paytrack.checkpoint.<tenant>.<merchant>.<payment_id>`: the projector's
+/// confirmations that a version is persisted (and later, posted to the ledger).
+pub fn checkpoint(tenant: &TenantId, merchant: &MerchantId, payment: &PaymentId) -> String {
+    format!("paytrack.checkpoint.{tenant}.{merchant}.{payment}")
+}
+
+/// `paytrack.session.<tenant>.<edge_id>`: session audit of one edge process.
+pub fn session(tenant: &TenantId, edge_id: &str) -> String {
+    format!("paytrack.session.{tenant}.{edge_id}")
+}
+
+/// The `Nats-Msg-Id` of a checkpoint: one per payment, version and checkpoint kind.
+pub fn checkpoint_msg_id(payment: &PaymentId, version: u64, checkpoint: &str) -> String {
+    format!("{payment}:{version}:{checkpoint}")
+}
+
+/// What kind of message a [`STREAM_STATUS`] subject holds, from its second token.
+pub fn status_stream_kind(subject: &str) -> Option<&'static str> {
+    match subject.split('.').nth(1)? {
+        "status" => Some("transition"),
+        "checkpoint" => Some("checkpoint"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let t = TenantId::new("acme").unwrap();
+        let m = MerchantId::new("m1").unwrap();
+        let p = PaymentId::new("pay_1").unwrap();
+        assert_eq!(inbound(&t, &p), "paytrack.in.acme.pay_1");
+        assert_eq!(status(&t, &m, &p), "paytrack.status.acme.m1.pay_1");
+        assert_eq!(checkpoint(&t, &m, &p), "paytrack.checkpoint.acme.m1.pay_1");
+        assert_eq!(status_of_payment(&t, &p), "paytrack.status.acme.*.pay_1");
+        assert_eq!(checkpoint_msg_id(&p, 3, "persisted"), "pay_1:3:persisted");
+        assert_eq!(status_stream_kind("paytrack.status.a.b.c"), Some("transition"));
+        assert_eq!(status_stream_kind("paytrack.checkpoint.a.b.c"), Some("checkpoint"));
+        assert_eq!(status_stream_kind("paytrack.in.a.b"), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! A real PostgreSQL cluster for the test process, and a fresh database per test.
+//!
+//! The cluster lives in a temporary directory under /tmp (the PostgreSQL user must be
+//! able to reach it, which a clone under a private directory may not allow). It runs
+//! under a small shell supervisor that reads our stdin: when this process exits, for
+//! whatever reason, the pipe closes and the supervisor stops PostgreSQL and removes
+//! its data, so no server outlives the tests.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::{Connection, PgConnection};
+
+struct Cluster {
+    port: u16,
+    _supervisor: Mutex<Child>,
+}
+
+fn pg_bin() -> PathBuf {
+    std::env::var_os("PAYTRACK_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs `program args` as the postgres user when we are root.
+fn as_postgres(program: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]).args(args);
+        command
+    } else {
+        let mut command = Command::new(program);
+        command.args(args);
+        command
+    }
+}
+
+fn start_cluster() -> anyhow::Result<Cluster> {
+    let dir = tempfile::Builder::new()
+        .prefix("paytrack-test-pg-")
+        .tempdir_in("/tmp")?
+        .keep();
+    let dir_str = dir.to_str().context("temp path is not UTF-8")?.to_owned();
+    if is_root() {
+        let status = Command::new("chown").args(["postgres:postgres", &dir_str]).status()?;
+        if !status.success() {
+            bail!("cannot chown {dir_str} to postgres");
+        }
+    }
+    let data = format!("{dir_str}/data");
+    let initdb = pg_bin().join("initdb");
+    let output = as_postgres(
+        initdb.to_str().context("pg bin path")?,
+        &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+    )
+    .output()
+    .context("run initdb (is PostgreSQL 15 installed? scripts/ensure-postgres.sh)")?;
+    if !output.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let port = crate::free_port()?;
+    let postgres = pg_bin().join("postgres");
+    let script = format!(
+        "{postgres} -D {data} -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >{dir_str}/log 2>&1 & \
+         pid=$!; read _eof; kill -INT $pid; wait $pid; rm -rf {dir_str}",
+        postgres = postgres.display()
+    );
+    let mut supervisor = as_postgres("sh", &["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    // Keep the pipe open for the life of the process; never write to it.
+    if let Some(stdin) = supervisor.stdin.as_mut() {
+        let _ = stdin.flush();
+    }
+    Ok(Cluster {
+        port,
+        _supervisor: Mutex::new(supervisor),
+    })
+}
+
+fn cluster() -> anyhow::Result<&'static Cluster> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| start_cluster().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("PostgreSQL for tests: {e}"))
+}
+
+/// Creates a fresh, empty database and returns its URL.
+pub async fn fresh_database() -> anyhow::Result<String> {
+    let cluster = cluster()?;
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let mut connection = None;
+    for _ in 0..200 {
+        match PgConnection::connect(&admin).await {
+            Ok(c) => {
+                connection = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut connection = connection.context("PostgreSQL did not accept connections")?;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await?;
+    connection.close().await?;
+    Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port))
+}

@@ -1,0 +1,98 @@
+//! A small WebSocket client for tests: JSON in, JSON out, with timeouts.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A connected test client.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// How an upgrade attempt ended.
+pub enum Upgrade {
+    /// Connected.
+    Open(Box<WsClient>),
+    /// Refused with this HTTP status.
+    Refused(u16),
+}
+
+impl WsClient {
+    /// Tries an upgrade with `Authorization: Bearer` (when given) against `url`.
+    pub async fn try_connect(url: &str, bearer: Option<&str>) -> anyhow::Result<Upgrade> {
+        let mut request = url.into_client_request()?;
+        if let Some(token) = bearer {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Upgrade::Open(Box::new(WsClient { socket }))),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Ok(Upgrade::Refused(response.status().as_u16()))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Connects or fails.
+    pub async fn connect(url: &str, bearer: &str) -> anyhow::Result<WsClient> {
+        match Self::try_connect(url, Some(bearer)).await? {
+            Upgrade::Open(client) => Ok(*client),
+            Upgrade::Refused(status) => bail!("upgrade refused with {status}"),
+        }
+    }
+
+    /// Sends one JSON message.
+    pub async fn send(&mut self, value: Value) -> anyhow::Result<()> {
+        self.socket.send(Message::Text(value.to_string().into())).await?;
+        Ok(())
+    }
+
+    /// The next JSON message, skipping heartbeats unless `type` asks for them.
+    pub async fn next_of(&mut self, kind: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = tokio::time::timeout(remaining, self.socket.next())
+                .await
+                .with_context(|| format!("timed out waiting for {kind}"))?
+                .context("socket ended")??;
+            match frame {
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text)?;
+                    if value["type"] == kind {
+                        return Ok(value);
+                    }
+                    if value["type"] != "heartbeat" && value["type"] != "welcome" {
+                        bail!("expected {kind}, got {value}");
+                    }
+                }
+                Message::Close(frame) => bail!("closed while waiting for {kind}: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the server to close; returns the close code.
+    pub async fn closed(&mut self, timeout: Duration) -> anyhow::Result<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, self.socket.next())
+                .await
+                .context("timed out waiting for close")?
+            {
+                Some(Ok(Message::Close(Some(frame)))) => return Ok(u16::from(frame.code)),
+                Some(Ok(Message::Close(None))) | None => return Ok(1005),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => bail!("socket error before close: {error}"),
+            }
+        }
+    }
+}
