@@ -48,9 +48,24 @@ pub enum LayoutError {
     },
 }
 
-/// How long a raw fact or a transition's `Nats-Msg-Id` is remembered for
-/// de-duplication. Providers retry for hours; a day covers their schedules.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// How the streams are laid out on this deployment's JetStream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Replicas of every stream: 1 on one node, 3 on a cluster.
+    pub replicas: usize,
+    /// How long a `Nats-Msg-Id` is remembered for de-duplication.
+    pub duplicate_window: Duration,
+}
+
+impl Layout {
+    /// The layout the settings ask for.
+    pub fn from_settings(settings: &paytrack_shared::config::Settings) -> Layout {
+        Layout {
+            replicas: settings.nats_replicas,
+            duplicate_window: Duration::from_secs(settings.nats_duplicate_window_secs),
+        }
+    }
+}
 
 /// The durable consumer the reconciler reads `PAYTRACK_IN` with.
 pub const CONSUMER_RECONCILER: &str = "reconciler";
@@ -74,15 +89,15 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Layout
 }
 
 /// The configuration of every paytrack stream for `replicas` replicas.
-pub fn stream_configs(replicas: usize) -> Vec<stream::Config> {
+pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
     let base = |name: &str, subjects: Vec<&str>, max_age: Duration| stream::Config {
         name: name.to_owned(),
         subjects: subjects.into_iter().map(str::to_owned).collect(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        num_replicas: replicas,
+        num_replicas: layout.replicas,
         max_age,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: layout.duplicate_window,
         allow_direct: true,
         deny_delete: true,
         ..Default::default()
@@ -119,8 +134,8 @@ pub fn stream_configs(replicas: usize) -> Vec<stream::Config> {
 }
 
 /// Creates or updates every stream; safe to run from every service at every start.
-pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), LayoutError> {
-    for config in stream_configs(replicas) {
+pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<(), LayoutError> {
+    for config in stream_configs(layout) {
         let name = static_name(&config.name);
         js.create_or_update_stream(config)
             .await
@@ -225,7 +240,10 @@ mod tests {
 
     #[test]
     fn transitions_and_checkpoints_share_one_stream() {
-        let configs = stream_configs(3);
+        let configs = stream_configs(&Layout {
+            replicas: 3,
+            duplicate_window: Duration::from_secs(60),
+        });
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));

@@ -53,6 +53,8 @@ pub struct Settings {
     pub nats_url: String,
     /// Replicas of each stream.
     pub nats_replicas: usize,
+    /// How long JetStream remembers a `Nats-Msg-Id`, in seconds.
+    pub nats_duplicate_window_secs: u64,
     /// Publish ack timeout.
     pub nats_ack_timeout_ms: u64,
     /// PostgreSQL URL (may hold a password).

@@ -32,16 +32,23 @@ pub enum LogSink {
     Stdout(LogFormat),
     /// Nowhere: tests stay quiet unless `TEST_LOG` is set. Spans still get trace ids.
     Discard,
+    /// JSON lines to a writer of the caller's (tests that assert on logs).
+    JsonTo(tracing_subscriber::fmt::writer::BoxMakeWriter),
 }
 
 /// Installs the global subscriber once; later calls are no-ops, so tests may call
 /// it freely. `RUST_LOG` filters (default `info`).
 pub fn init(service: &'static str, sink: LogSink) {
+    init_with_filter(service, sink, "info");
+}
+
+/// [`init`] with another default filter for when `RUST_LOG` is unset.
+pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &str) {
     let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(otel).with(filter);
     let _ = match sink {
         LogSink::Stdout(LogFormat::Json) => registry
@@ -55,6 +62,15 @@ pub fn init(service: &'static str, sink: LogSink) {
         LogSink::Stdout(LogFormat::Pretty) => registry.with(tracing_subscriber::fmt::layer()).try_init(),
         LogSink::Discard => registry
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .try_init(),
+        LogSink::JsonTo(writer) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer),
+            )
             .try_init(),
     };
 }

@@ -24,6 +24,8 @@ pub struct MeshOptions {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// JetStream's de-duplication window, in seconds.
+    pub duplicate_window_secs: u64,
 }
 
 impl Default for MeshOptions {
@@ -31,6 +33,7 @@ impl Default for MeshOptions {
         MeshOptions {
             heartbeat_ms: 1_000,
             session_queue: 1_024,
+            duplicate_window_secs: 86_400,
         }
     }
 }
@@ -87,6 +90,7 @@ impl Mesh {
             ("heartbeat_ms", options.heartbeat_ms.to_string()),
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
+            ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
         ])?;
 
         let db = PgPool::connect(&database_url).await?;

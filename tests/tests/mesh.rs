@@ -103,6 +103,23 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
         .collect();
     assert_eq!(statuses, vec![json!("pending"), json!("succeeded")]);
     assert_eq!(timeline[0]["rule"], "stdwebhooks:payment.pending");
+    assert_eq!(timeline[0]["trace_id"], trace_id);
+
+    // The status model every surface uses is served as data.
+    let model: Value = reqwest::get(format!("{}/v1/status-model", mesh.ingest_url))
+        .await?
+        .json()
+        .await?;
+    let succeeded = model["statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["status"] == "succeeded");
+    assert_eq!(
+        succeeded.map(|s| s["allowed_from"].clone()),
+        Some(json!(["initiated", "pending", "held"]))
+    );
+    assert_eq!(reqwest::get(format!("{}/readyz", mesh.ingest_url)).await?.status(), 200);
     Ok(())
 }
 

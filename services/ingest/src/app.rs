@@ -40,7 +40,7 @@ impl AppState {
     pub async fn connect(config: &Config) -> Result<AppState, IngestError> {
         let client = paytrack_nats::connect(&config.nats_url, "paytrack-ingest").await?;
         let publisher = FactPublisher::new(client, config.ack_timeout);
-        paytrack_nats::ensure_streams(publisher.jetstream(), config.nats_replicas).await?;
+        paytrack_nats::ensure_streams(publisher.jetstream(), &config.layout).await?;
         let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
         Ok(AppState {
             publisher,

@@ -14,8 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// NATS URL.
     pub nats_url: String,
-    /// Stream replicas to apply.
-    pub nats_replicas: usize,
+    /// The stream layout to apply.
+    pub layout: paytrack_nats::Layout,
     /// How long to wait for JetStream's publish ack before answering 503.
     pub ack_timeout: Duration,
     /// PostgreSQL URL.
@@ -38,7 +38,7 @@ impl Config {
         Ok(Config {
             listen: s.ingest_listen,
             nats_url: s.nats_url.clone(),
-            nats_replicas: s.nats_replicas,
+            layout: paytrack_nats::Layout::from_settings(s),
             ack_timeout: Duration::from_millis(s.nats_ack_timeout_ms),
             database_url: s.database_url.clone(),
             database_max_connections: s.database_max_connections,

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// NATS URL.
     pub nats_url: String,
-    /// Stream replicas to apply.
-    pub nats_replicas: usize,
+    /// The stream layout to apply.
+    pub layout: paytrack_nats::Layout,
     /// PostgreSQL URL.
     pub database_url: SecretString,
     /// Pool size.
@@ -39,7 +39,7 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Config {
         Config {
             nats_url: s.nats_url.clone(),
-            nats_replicas: s.nats_replicas,
+            layout: paytrack_nats::Layout::from_settings(s),
             database_url: s.database_url.clone(),
             database_max_connections: s.database_max_connections,
             admin_listen: s.admin_listen,
@@ -96,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     paytrack_shared::db::MIGRATOR.run(&db).await?;
     let client = paytrack_nats::connect(&config.nats_url, "paytrack-ledger-projector").await?;
     let js = jetstream::new(client);
-    paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+    paytrack_nats::ensure_streams(&js, &config.layout).await?;
     let status_consumer = paytrack_nats::ensure_consumer(
         &js,
         subjects::STREAM_STATUS,

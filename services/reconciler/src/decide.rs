@@ -1,7 +1,8 @@
 //! Deciding what one fact does to its payment, and appending the transition.
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream::Stream};
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, message::PublishMessage, stream::Stream};
 use chrono::Utc;
+use futures::StreamExt;
 use paytrack_shared::envelope::{self, Cause, ENVELOPE_VERSION, FactSource, InboundFact, Transition};
 use paytrack_shared::status::TransitionError;
 use paytrack_shared::telemetry::{self, NatsHeaders};
@@ -108,9 +109,8 @@ impl Reconciler {
         };
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.current(fact).await?;
-            if current
-                .as_ref()
-                .is_some_and(|c| c.transition.cause.fact_id == fact.fact_id)
+            if let Some(current) = &current
+                && self.already_applied(current, &fact.fact_id).await?
             {
                 return Ok(Decision::Duplicate);
             }
@@ -181,6 +181,48 @@ impl Reconciler {
             seq: message.sequence,
             transition,
         }))
+    }
+
+    /// Whether `fact_id` caused any transition of the payment so far. The newest
+    /// transition is checked first; older ones are read from the payment's own
+    /// subject only when needed. (JetStream's `Nats-Msg-Id` window catches most
+    /// repeats earlier; this catches the ones that arrive after it, e.g. a provider
+    /// retrying days later into a pending → held → pending cycle.)
+    async fn already_applied(&self, current: &Current, fact_id: &str) -> Result<bool, HandleError> {
+        if current.transition.cause.fact_id == fact_id {
+            return Ok(true);
+        }
+        let earlier = current.transition.version.saturating_sub(1);
+        if earlier == 0 {
+            return Ok(false);
+        }
+        let t = &current.transition;
+        let config = consumer::pull::OrderedConfig {
+            filter_subject: subjects::status(&t.tenant, &current.merchant, &t.payment_id),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        };
+        let transient = |e: &dyn std::fmt::Display| HandleError::Transient(format!("reading history: {e}"));
+        let mut history = self
+            .status
+            .create_consumer(config)
+            .await
+            .map_err(|e| transient(&e))?
+            .messages()
+            .await
+            .map_err(|e| transient(&e))?;
+        for _ in 0..earlier {
+            let message = history
+                .next()
+                .await
+                .ok_or_else(|| transient(&"history ended early"))?
+                .map_err(|e| transient(&e))?;
+            let transition: Transition = envelope::decode(&message.payload).map_err(|e| transient(&e))?;
+            if transition.cause.fact_id == fact_id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn append(&self, transition: &Transition, expected_subject_seq: u64) -> Result<Appended, HandleError> {

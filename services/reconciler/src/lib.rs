@@ -26,8 +26,8 @@ pub use crate::mapping::{MappedStatus, map_fact};
 pub struct Config {
     /// NATS URL.
     pub nats_url: String,
-    /// Stream replicas to apply.
-    pub nats_replicas: usize,
+    /// The stream layout to apply.
+    pub layout: paytrack_nats::Layout,
     /// Optional health listener.
     pub admin_listen: Option<SocketAddr>,
 }
@@ -37,7 +37,7 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Config {
         Config {
             nats_url: s.nats_url.clone(),
-            nats_replicas: s.nats_replicas,
+            layout: paytrack_nats::Layout::from_settings(s),
             admin_listen: s.admin_listen,
         }
     }
@@ -70,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
 
     let client = paytrack_nats::connect(&config.nats_url, "paytrack-reconciler").await?;
     let js = jetstream::new(client);
-    paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+    paytrack_nats::ensure_streams(&js, &config.layout).await?;
     let consumer = paytrack_nats::ensure_consumer(
         &js,
         subjects::STREAM_IN,

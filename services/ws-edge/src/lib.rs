@@ -33,8 +33,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// NATS URL.
     pub nats_url: String,
-    /// Stream replicas to apply.
-    pub nats_replicas: usize,
+    /// The stream layout to apply.
+    pub layout: paytrack_nats::Layout,
     /// This edge's name in audit subjects.
     pub edge_id: String,
     /// Heartbeat interval in milliseconds.
@@ -51,7 +51,7 @@ impl Config {
         Ok(Config {
             listen: s.edge_listen,
             nats_url: s.nats_url.clone(),
-            nats_replicas: s.nats_replicas,
+            layout: paytrack_nats::Layout::from_settings(s),
             edge_id: s.edge_id.clone(),
             heartbeat_ms: s.heartbeat_ms,
             session_queue: s.session_queue,
@@ -83,7 +83,7 @@ impl WsEdge {
     pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
         let client = paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge").await?;
         let js = async_nats::jetstream::new(client);
-        paytrack_nats::ensure_streams(&js, config.nats_replicas).await?;
+        paytrack_nats::ensure_streams(&js, &config.layout).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
         let readiness = Readiness::default();
