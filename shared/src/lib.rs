@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod envelope;
 pub mod health;
+pub mod http;
 pub mod ids;
 pub mod shutdown;
 pub mod status;

@@ -68,5 +68,5 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }

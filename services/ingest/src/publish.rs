@@ -72,7 +72,7 @@ impl FactPublisher {
                 let kind = error.kind();
                 tracing::warn!(%error, ?kind, "jetstream did not take the fact");
                 Err(match kind {
-                    PublishErrorKind::MaxPayloadExceeded => ApiError::TooLarge(0),
+                    PublishErrorKind::MaxPayloadExceeded => ApiError::TooLarge(self.client.server_info().max_payload),
                     _ => ApiError::Unavailable,
                 })
             }

@@ -68,7 +68,7 @@ pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }
 
 async fn upgrade(
