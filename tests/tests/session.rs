@@ -1,0 +1,56 @@
+//! Session lifecycle: heartbeats prove liveness both ways, and a token's expiry ends
+//! the session with the contract's close codes.
+
+use std::time::Duration;
+
+use paytrack_tests::Mesh;
+use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::ws::WsClient;
+use serde_json::json;
+
+fn fast_heartbeats() -> MeshOptions {
+    MeshOptions {
+        heartbeat_ms: 200,
+        ..MeshOptions::default()
+    }
+}
+
+/// A client that answers heartbeats stays; one that goes silent is closed with 4000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_and_a_pinging_one_stays() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(fast_heartbeats()).await?;
+    let mut pinging = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    let mut silent = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    let welcome = pinging.next_of("welcome", Duration::from_secs(5)).await?;
+    assert_eq!(welcome["heartbeat_ms"], 200);
+
+    // Keep one client talking for well past three intervals.
+    for _ in 0..8 {
+        pinging.send(json!({"type": "ping"})).await?;
+        pinging.next_of("pong", Duration::from_secs(5)).await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(silent.closed(Duration::from_secs(5)).await?, 4000);
+    pinging.send(json!({"type": "ping"})).await?;
+    pinging.next_of("pong", Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+/// A token that expires during the session closes it with 4001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_closes_the_session_with_4001() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(fast_heartbeats()).await?;
+    let token = mesh.jwt.mint("short-lived", &mesh.tenant, 1, None, None);
+    let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
+    let keep_alive = async {
+        loop {
+            if client.send(json!({"type": "ping"})).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(2_500), keep_alive).await;
+    assert_eq!(client.closed(Duration::from_secs(5)).await?, 4001);
+    Ok(())
+}
