@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down test lint logs clean
+.PHONY: help up down test smoke lint logs clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -15,11 +15,16 @@ down: ## Stop everything the local stack started (data stays in .dev)
 	bash scripts/stack-down.sh
 
 test: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
-test: ## Install the pinned test servers and tools, then run the whole test suite
+test: ## Install the pinned test servers and tools, run the whole test suite, then the smoke test
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/install-k8s-tools.sh
 	cargo test --workspace --locked
+	$(MAKE) --no-print-directory smoke
+
+smoke: ## Run the stack on its own ports, follow the README, check the dashboard in Chromium
+	bash scripts/install-browser.sh
+	bash scripts/stack-smoke.sh
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all -- --check

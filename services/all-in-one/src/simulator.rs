@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// Posts simulated webhooks for one tenant.
 pub struct Simulator {
     url: String,
+    ready_url: String,
     webhook: Webhook,
     http: reqwest::Client,
 }
@@ -34,6 +35,7 @@ impl Simulator {
         let webhook = Webhook::new(secret.expose_secret()).context("stdwebhooks secret")?;
         Ok(Simulator {
             url: format!("http://{}/v1/webhooks/{tenant}/stdwebhooks", settings.ingest_listen),
+            ready_url: format!("http://{}/readyz", settings.ingest_listen),
             webhook,
             http: reqwest::Client::new(),
         })
@@ -41,6 +43,19 @@ impl Simulator {
 
     /// Posts a payment's life every few seconds until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Ingest starts in the same process; post only once it answers.
+        while !self
+            .http
+            .get(&self.ready_url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
         tracing::info!(url = %self.url, "simulator posting webhooks");
         let mut n: u64 = 0;
         while !shutdown.is_cancelled() {

@@ -50,14 +50,63 @@ impl Closer {
     }
 }
 
-/// The session's outbound side, shared with its subscription tasks.
+/// The position of each subscribed channel, tagged with the subscription's
+/// generation so a replaced subscription's task can never write into its successor.
+type Positions = BTreeMap<String, (u64, Position)>;
+
+/// The session's outbound side, shared with its subscription tasks. Channel
+/// positions change under the same lock that queues the message announcing them, so
+/// a heartbeat never names a position whose event is not yet queued before it.
 #[derive(Clone)]
 struct Outbox {
     queue: mpsc::Sender<ServerMessage>,
     closer: Arc<Closer>,
+    positions: Arc<Mutex<Positions>>,
 }
 
 impl Outbox {
+    /// Starts (or restarts) a channel at `position` and queues its `subscribed`.
+    fn start_channel(&self, channel: &str, generation: u64, position: Position, subscribed: ServerMessage) {
+        if let Ok(mut positions) = self.positions.lock() {
+            positions.insert(channel.to_owned(), (generation, position));
+            self.send(subscribed);
+        }
+    }
+
+    /// Forgets a channel.
+    fn end_channel(&self, channel: &str) {
+        if let Ok(mut positions) = self.positions.lock() {
+            positions.remove(channel);
+        }
+    }
+
+    /// Queues the channel's next event, built from its `prev_seq`. False when the
+    /// subscription was replaced or the session is closing.
+    fn send_event(&self, channel: &str, generation: u64, seq: u64, event: impl FnOnce(u64) -> Event) -> bool {
+        let Ok(mut positions) = self.positions.lock() else {
+            return false;
+        };
+        let Some((current, position)) = positions.get_mut(channel) else {
+            return false;
+        };
+        if *current != generation {
+            return false;
+        }
+        let prev_seq = std::mem::replace(&mut position.seq, seq);
+        self.send(ServerMessage::Event(event(prev_seq)))
+    }
+
+    /// Queues a heartbeat naming every channel's latest queued position.
+    fn send_heartbeat(&self) {
+        if let Ok(positions) = self.positions.lock() {
+            let positions = positions
+                .iter()
+                .map(|(name, (_, p))| (name.clone(), p.clone()))
+                .collect();
+            self.send(ServerMessage::Heartbeat { positions });
+        }
+    }
+
     /// Queues a message; a full queue means the client is too slow: close 4008.
     fn send(&self, message: ServerMessage) -> bool {
         match self.queue.try_send(message) {
@@ -72,8 +121,6 @@ impl Outbox {
 }
 
 struct Subscription {
-    epoch: String,
-    last_seq: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -126,6 +173,7 @@ async fn drive(
     let outbox = Outbox {
         queue,
         closer: closer.clone(),
+        positions: Arc::default(),
     };
 
     let writer_closer = closer.clone();
@@ -167,76 +215,73 @@ async fn drive(
 
     loop {
         tokio::select! {
-            _ = closer.token.cancelled() => break,
-            _ = state.shutdown.cancelled() => {
-                closer.close(close::RESTARTING, "edge restarting");
-                break;
-            }
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat * SILENCE_LIMIT {
-                    closer.close(close::BAD_REQUEST, "heartbeat missed");
-                    break;
-                }
-                if claims.exp < now_secs() {
-                    closer.close(close::UNAUTHORIZED, "token expired");
-                    break;
-                }
-                let positions = subscriptions
-                    .iter()
-                    .map(|(name, s)| (name.clone(), Position { epoch: s.epoch.clone(), seq: s.last_seq.load(Ordering::SeqCst) }))
-                    .collect::<BTreeMap<_, _>>();
-                outbox.send(ServerMessage::Heartbeat { positions });
-            }
-            frame = incoming.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None => {
-                        closer.close(1000, "client closed");
+                    _ = closer.token.cancelled() => break,
+                    _ = state.shutdown.cancelled() => {
+                        closer.close(close::RESTARTING, "edge restarting");
                         break;
                     }
-                    Some(Ok(_)) => {
+                    _ = ticker.tick() => {
+                        if last_heard.elapsed() > heartbeat * SILENCE_LIMIT {
+                            closer.close(close::BAD_REQUEST, "heartbeat missed");
+                            break;
+                        }
+                        if claims.exp < now_secs() {
+                            closer.close(close::UNAUTHORIZED, "token expired");
+                            break;
+                        }
+        outbox.send_heartbeat();
+                    }
+                    frame = incoming.next() => {
+                        let text = match frame {
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Close(_))) | None => {
+                                closer.close(1000, "client closed");
+                                break;
+                            }
+                            Some(Ok(_)) => {
+                                last_heard = Instant::now();
+                                continue;
+                            }
+                            Some(Err(error)) => {
+                                closer.close(close::BAD_REQUEST, &format!("protocol error: {error}"));
+                                break;
+                            }
+                        };
                         last_heard = Instant::now();
-                        continue;
-                    }
-                    Some(Err(error)) => {
-                        closer.close(close::BAD_REQUEST, &format!("protocol error: {error}"));
-                        break;
-                    }
-                };
-                last_heard = Instant::now();
-                let message = match serde_json::from_str::<ClientMessage>(&text) {
-                    Ok(message) => message,
-                    Err(error) => {
-                        outbox.send(ServerMessage::Error { code: close::BAD_REQUEST, message: format!("bad message: {error}") });
-                        continue;
-                    }
-                };
-                match message {
-                    ClientMessage::Ping => { outbox.send(ServerMessage::Pong); }
-                    ClientMessage::Subscribe { channel, since } => {
-                        subscribe(state, &claims, &outbox, audit, &mut subscriptions, &channel, since).await;
-                    }
-                    ClientMessage::Unsubscribe { channel } => {
-                        if let Some(s) = subscriptions.remove(&channel) {
-                            s.task.abort();
+                        let message = match serde_json::from_str::<ClientMessage>(&text) {
+                            Ok(message) => message,
+                            Err(error) => {
+                                outbox.send(ServerMessage::Error { code: close::BAD_REQUEST, message: format!("bad message: {error}") });
+                                continue;
+                            }
+                        };
+                        match message {
+                            ClientMessage::Ping => { outbox.send(ServerMessage::Pong); }
+                            ClientMessage::Subscribe { channel, since } => {
+                                subscribe(state, &claims, &outbox, audit, &mut subscriptions, &channel, since).await;
+                            }
+                            ClientMessage::Unsubscribe { channel } => {
+                                if let Some(s) = subscriptions.remove(&channel) {
+                                    s.task.abort();
+                                    outbox.end_channel(&channel);
+                                }
+                            }
+                            ClientMessage::Refresh { token } => match state.jwt.verify(&token) {
+                                Ok(fresh) if fresh.sub == claims.sub && fresh.tenant == claims.tenant && fresh.channels == claims.channels => {
+                                    claims = fresh;
+                                }
+                                Ok(_) => {
+                                    closer.close(close::FORBIDDEN, "refresh token is for another subject or scope");
+                                    break;
+                                }
+                                Err(error) => {
+                                    closer.close(close::UNAUTHORIZED, &format!("refresh refused: {error}"));
+                                    break;
+                                }
+                            },
                         }
                     }
-                    ClientMessage::Refresh { token } => match state.jwt.verify(&token) {
-                        Ok(fresh) if fresh.sub == claims.sub && fresh.tenant == claims.tenant && fresh.channels == claims.channels => {
-                            claims = fresh;
-                        }
-                        Ok(_) => {
-                            closer.close(close::FORBIDDEN, "refresh token is for another subject or scope");
-                            break;
-                        }
-                        Err(error) => {
-                            closer.close(close::UNAUTHORIZED, &format!("refresh refused: {error}"));
-                            break;
-                        }
-                    },
                 }
-            }
-        }
     }
     for (_, subscription) in subscriptions.drain() {
         subscription.task.abort();
@@ -300,36 +345,33 @@ async fn subscribe(
         })
         .await;
     tracing::info!(channel = %name, recovered = start.recovered, seq = start.position.seq, "subscribed");
-    outbox.send(ServerMessage::Subscribed {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let subscribed = ServerMessage::Subscribed {
         channel: name.clone(),
         recovered: start.recovered,
         position: start.position.clone(),
         snapshot: start.snapshot,
-    });
-    let last_seq = Arc::new(AtomicU64::new(start.position.seq));
+    };
+    outbox.start_channel(&name, generation, start.position.clone(), subscribed);
     let task = tokio::spawn(forward(
         start.feed,
         name.clone(),
-        start.position.epoch.clone(),
-        last_seq.clone(),
+        start.position.epoch,
+        generation,
         outbox.clone(),
     ));
-    subscriptions.insert(
-        name,
-        Subscription {
-            epoch: start.position.epoch,
-            last_seq,
-            task,
-        },
-    );
+    subscriptions.insert(name, Subscription { task });
 }
+
+/// Tells subscriptions apart, so a replaced one can never write into its successor.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Copies a channel's feed into the session's queue, chaining `prev_seq`.
 async fn forward(
     mut feed: async_nats::jetstream::consumer::pull::Ordered,
     channel: String,
     epoch: String,
-    last_seq: Arc<AtomicU64>,
+    generation: u64,
     outbox: Outbox,
 ) {
     while let Some(next) = feed.next().await {
@@ -348,25 +390,26 @@ async fn forward(
             tracing::warn!(%channel, seq, "unreadable message skipped");
             continue;
         };
-        let prev_seq = last_seq.swap(seq, Ordering::SeqCst);
         let span = tracing::info_span!("deliver", trace_id = field::Empty, %channel, seq);
         if let Some(headers) = &message.headers {
             telemetry::continue_from(&span, &telemetry::NatsHeaders(headers));
         }
         telemetry::record_trace_id(&span);
         let _guard = span.enter();
-        tracing::debug!(kind = %kind, prev_seq, "event queued");
-        let event = Event {
-            channel: channel.clone(),
-            kind,
-            position: Position {
-                epoch: epoch.clone(),
-                seq,
-            },
-            prev_seq,
-            body,
-        };
-        if !outbox.send(ServerMessage::Event(event)) {
+        let queued = outbox.send_event(&channel, generation, seq, |prev_seq| {
+            tracing::debug!(kind = %kind, prev_seq, "event queued");
+            Event {
+                channel: channel.clone(),
+                kind,
+                position: Position {
+                    epoch: epoch.clone(),
+                    seq,
+                },
+                prev_seq,
+                body,
+            }
+        });
+        if !queued {
             return;
         }
     }
