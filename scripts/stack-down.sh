@@ -47,23 +47,8 @@ as_pg() {
   fi
 }
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local stat
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  [[ "${stat##*) }" != Z* ]]
-}
-
-# pid_of FILE COMM: prints the pid in FILE if it is a live process named COMM.
-pid_of() {
-  local file="$1" comm="$2" pid
-  [[ -r "$file" ]] || return 1
-  pid="$(head -n 1 "$file" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
-  [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$comm" ]] || return 1
-  echo "$pid"
-}
+# shellcheck source=scripts/lib/proc.sh
+source "$repo/scripts/lib/proc.sh"
 
 # wait_gone PID SECONDS: true once PID has exited, false on timeout.
 wait_gone() {

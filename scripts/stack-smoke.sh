@@ -80,12 +80,8 @@ done
 [[ "$timeout" =~ ^[0-9]+$ && "$heartbeat_ms" =~ ^[0-9]+$ ]] \
   || die "PAYTRACK_SMOKE_TIMEOUT and PAYTRACK_SMOKE_HEARTBEAT_MS must be integers"
 
-# alive PID: the process exists and is not a zombie.
-alive() {
-  local stat
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  [[ "${stat##*) }" != Z* ]]
-}
+# shellcheck source=scripts/lib/proc.sh
+source "$repo/scripts/lib/proc.sh"
 
 # port_busy PORT: something accepts connections on 127.0.0.1:PORT.
 port_busy() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -65,24 +65,11 @@ done
 command -v curl >/dev/null || die "curl is required"
 command -v openssl >/dev/null || die "openssl is required"
 
-# alive PID: the process exists and is not a zombie (an exited daemon whose parent,
-# init, has not reaped it yet still answers kill -0).
-alive() {
-  local stat
-  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  [[ "${stat##*) }" != Z* ]]
-}
+# shellcheck source=scripts/lib/proc.sh
+source "$repo/scripts/lib/proc.sh"
 
-# pid_alive FILE COMM: the first line of FILE is the pid of a live process named COMM.
-# Checking the name guards against a stale pid file whose pid was reused.
-pid_alive() {
-  local file="$1" comm="$2" pid
-  [[ -r "$file" ]] || return 1
-  pid="$(head -n 1 "$file" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
-  [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$comm" ]]
-}
+# pid_alive FILE COMM: FILE names a live process called COMM.
+pid_alive() { pid_of "$@" >/dev/null; }
 
 # initdb and postgres refuse to run as root: as root, run them as the postgres user,
 # from / because that user may not be allowed into the current directory.

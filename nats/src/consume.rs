@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::{self, AckKind, consumer};
 
 /// Pulls from `consumer` until `shutdown` is cancelled, handing each message to
 /// `handle`, which acknowledges it. On shutdown it stops pulling; a message already
@@ -46,5 +46,35 @@ pub async fn consume<F, Fut>(
                 },
             }
         }
+    }
+}
+
+/// Why a message could not be handled now, which decides how it is acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The message can never be handled (unreadable); redelivery would not help.
+    #[error("{0}")]
+    Poison(String),
+    /// A dependency failed or another writer raced us; try again later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Acknowledges `message` by how handling it went: done (ack), poison (terminate its
+/// delivery, logged as an error) or transient (redeliver after `retry_delay`).
+pub async fn settle(message: &jetstream::Message, result: Result<(), HandleError>, retry_delay: Duration) {
+    let ack = match result {
+        Ok(()) => AckKind::Ack,
+        Err(HandleError::Poison(reason)) => {
+            tracing::error!(%reason, "unreadable message; terminating its delivery");
+            AckKind::Term
+        }
+        Err(HandleError::Transient(reason)) => {
+            tracing::warn!(%reason, "transient failure; the message will be redelivered");
+            AckKind::Nak(Some(retry_delay))
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(%error, "ack failed; the message will be redelivered and handled idempotently");
     }
 }

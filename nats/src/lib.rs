@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use paytrack_shared::subjects;
 
-pub use crate::consume::consume;
+pub use crate::consume::{HandleError, consume, settle};
 
 /// Why the JetStream layout could not be applied or read.
 #[derive(Debug, thiserror::Error)]

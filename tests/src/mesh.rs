@@ -210,6 +210,19 @@ impl Mesh {
             .await?)
     }
 
+    /// A payment's timeline as an operator reads it, and its statuses oldest first.
+    pub async fn timeline(&self, payment: &str) -> anyhow::Result<(serde_json::Value, Vec<String>)> {
+        let path = format!("/v1/payments/{payment}/timeline");
+        let timeline: serde_json::Value = self.get(&path, &self.operator_token()).await?.json().await?;
+        let statuses = timeline
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["status"].as_str().map(str::to_owned))
+            .collect();
+        Ok((timeline, statuses))
+    }
+
     /// Messages in a stream now.
     pub async fn stream_messages(&self, stream: &str) -> anyhow::Result<u64> {
         let mut handle = self.js.get_stream(stream).await?;

@@ -90,18 +90,8 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
         (Some("succeeded"), Some(2))
     );
 
-    let timeline: Value = mesh
-        .get("/v1/payments/pay_e2e/timeline", &mesh.operator_token())
-        .await?
-        .json()
-        .await?;
-    let statuses: Vec<_> = timeline
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| t["status"].clone())
-        .collect();
-    assert_eq!(statuses, vec![json!("pending"), json!("succeeded")]);
+    let (timeline, statuses) = mesh.timeline("pay_e2e").await?;
+    assert_eq!(statuses, ["pending", "succeeded"]);
     assert_eq!(timeline[0]["rule"], "stdwebhooks:payment.pending");
     assert_eq!(timeline[0]["trace_id"], trace_id);
 

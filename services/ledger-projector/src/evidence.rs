@@ -6,16 +6,18 @@ use paytrack_shared::envelope::{self, InboundFact};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::ApplyError;
+use paytrack_nats::HandleError;
+
+use crate::transient_db;
 
 /// Stores one fact; a repeat is a no-op.
-pub async fn apply(db: &PgPool, message: &jetstream::Message) -> Result<(), ApplyError> {
+pub async fn apply(db: &PgPool, message: &jetstream::Message) -> Result<(), HandleError> {
     let seq = message
         .info()
         .map(|i| i.stream_sequence)
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
-    let fact: InboundFact = envelope::decode(&message.payload).map_err(|e| ApplyError::Poison(e.to_string()))?;
-    let seq = i64::try_from(seq).map_err(|_| ApplyError::Poison("sequence out of range".into()))?;
+        .map_err(|e| HandleError::Poison(e.to_string()))?;
+    let fact: InboundFact = envelope::decode(&message.payload).map_err(|e| HandleError::Poison(e.to_string()))?;
+    let seq = i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))?;
     sqlx::query(
         "INSERT INTO inbound_facts (tenant, fact_id, payment_id, inbound_seq, source, raw_headers, raw_body, received_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -30,7 +32,8 @@ pub async fn apply(db: &PgPool, message: &jetstream::Message) -> Result<(), Appl
     .bind(&fact.raw.body)
     .bind(fact.received_at)
     .execute(db)
-    .await?;
+    .await
+    .map_err(transient_db)?;
     tracing::debug!(tenant = %fact.tenant, payment_id = %fact.payment_id, fact_id = %fact.fact_id, "evidence stored");
     Ok(())
 }

@@ -12,7 +12,8 @@ mod transitions;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
+use paytrack_nats::HandleError;
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
@@ -61,21 +62,9 @@ pub enum ProjectorError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// Why one message could not be applied now.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// Unreadable; redelivery would not help.
-    #[error("{0}")]
-    Poison(String),
-    /// The database or NATS failed; try again.
-    #[error("{0}")]
-    Transient(String),
-}
-
-impl From<sqlx::Error> for ApplyError {
-    fn from(error: sqlx::Error) -> Self {
-        ApplyError::Transient(format!("database: {error}"))
-    }
+/// A database failure is worth retrying.
+fn transient_db(error: sqlx::Error) -> HandleError {
+    HandleError::Transient(format!("database: {error}"))
 }
 
 /// Delay before a message that hit a transient failure is redelivered.
@@ -115,11 +104,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     let transitions = transitions::Applier { db: db.clone(), js };
     let status_loop = paytrack_nats::consume(status_consumer, shutdown.clone(), |message| {
         let transitions = &transitions;
-        async move { settle(&message, transitions.apply(&message).await).await }
+        async move { paytrack_nats::settle(&message, transitions.apply(&message).await, RETRY_DELAY).await }
     });
     let evidence_loop = paytrack_nats::consume(evidence_consumer, shutdown.clone(), |message| {
         let db = &db;
-        async move { settle(&message, evidence::apply(db, &message).await).await }
+        async move { paytrack_nats::settle(&message, evidence::apply(db, &message).await, RETRY_DELAY).await }
     });
     tokio::join!(status_loop, evidence_loop);
 
@@ -128,21 +117,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     }
     tracing::info!("ledger-projector stopped");
     Ok(())
-}
-
-async fn settle(message: &jetstream::Message, result: Result<(), ApplyError>) {
-    let ack = match result {
-        Ok(()) => AckKind::Ack,
-        Err(ApplyError::Poison(reason)) => {
-            tracing::error!(%reason, "unreadable message; terminating its delivery");
-            AckKind::Term
-        }
-        Err(ApplyError::Transient(reason)) => {
-            tracing::warn!(%reason, "transient failure; message will be redelivered");
-            AckKind::Nak(Some(RETRY_DELAY))
-        }
-    };
-    if let Err(error) = message.ack_with(ack).await {
-        tracing::warn!(%error, "ack failed; the message will be redelivered and applied idempotently");
-    }
 }

@@ -9,7 +9,9 @@ use paytrack_shared::telemetry::{self, NatsHeaders};
 use sqlx::PgPool;
 use tracing::{Instrument, field};
 
-use crate::ApplyError;
+use paytrack_nats::HandleError;
+
+use crate::transient_db;
 
 /// Applies transitions to PostgreSQL and confirms them with checkpoints.
 pub struct Applier {
@@ -21,13 +23,13 @@ pub struct Applier {
 
 impl Applier {
     /// Applies one transition message; safe to repeat.
-    pub async fn apply(&self, message: &jetstream::Message) -> Result<(), ApplyError> {
+    pub async fn apply(&self, message: &jetstream::Message) -> Result<(), HandleError> {
         let seq = message
             .info()
             .map(|i| i.stream_sequence)
-            .map_err(|e| ApplyError::Poison(e.to_string()))?;
+            .map_err(|e| HandleError::Poison(e.to_string()))?;
         let transition: Transition =
-            envelope::decode(&message.payload).map_err(|e| ApplyError::Poison(e.to_string()))?;
+            envelope::decode(&message.payload).map_err(|e| HandleError::Poison(e.to_string()))?;
         let span = tracing::info_span!(
             "project",
             trace_id = field::Empty,
@@ -50,11 +52,11 @@ impl Applier {
     }
 
     /// Writes timeline and current state; returns whether the timeline row is new.
-    async fn persist(&self, t: &Transition, seq: u64) -> Result<bool, ApplyError> {
-        let seq = i64::try_from(seq).map_err(|_| ApplyError::Poison("sequence out of range".into()))?;
-        let version = i64::try_from(t.version).map_err(|_| ApplyError::Poison("version out of range".into()))?;
+    async fn persist(&self, t: &Transition, seq: u64) -> Result<bool, HandleError> {
+        let seq = i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))?;
+        let version = i64::try_from(t.version).map_err(|_| HandleError::Poison("version out of range".into()))?;
         let inbound_seq = i64::try_from(t.cause.inbound_seq).unwrap_or(i64::MAX);
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin().await.map_err(transient_db)?;
         let inserted = sqlx::query(
             "INSERT INTO payment_timeline
                (tenant, payment_id, version, status, previous_status, status_seq, fact_id, source,
@@ -77,7 +79,8 @@ impl Applier {
         .bind(t.occurred_at)
         .bind(t.recorded_at)
         .execute(&mut *tx)
-        .await?
+        .await
+        .map_err(transient_db)?
         .rows_affected()
             == 1;
         // Only a newer version moves current state, so replays and reordering of
@@ -100,13 +103,14 @@ impl Applier {
         .bind(&t.trace_id)
         .bind(t.occurred_at)
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await
+        .map_err(transient_db)?;
+        tx.commit().await.map_err(transient_db)?;
         Ok(inserted)
     }
 
     /// Publishes the `persisted` checkpoint (de-duplicated by its message id).
-    async fn checkpoint(&self, t: &Transition) -> Result<(), ApplyError> {
+    async fn checkpoint(&self, t: &Transition) -> Result<(), HandleError> {
         let kind = CheckpointKind::Persisted;
         let checkpoint = Checkpoint {
             v: ENVELOPE_VERSION,
@@ -129,6 +133,6 @@ impl Applier {
         async { self.js.send_publish(subject, message).await?.await }
             .await
             .map(|_| ())
-            .map_err(|e| ApplyError::Transient(format!("checkpoint publish failed: {e}")))
+            .map_err(|e| HandleError::Transient(format!("checkpoint publish failed: {e}")))
     }
 }

@@ -9,6 +9,8 @@ use paytrack_shared::telemetry::{self, NatsHeaders};
 use paytrack_shared::{MerchantId, StatusModel, Token, subjects};
 use tracing::{Instrument, field};
 
+use paytrack_nats::HandleError;
+
 use crate::mapping::map_fact;
 
 /// What a fact did.
@@ -27,17 +29,6 @@ pub enum Decision {
     NotApplied(TransitionError),
     /// No mapping rule covers the event.
     Unmapped,
-}
-
-/// Why a fact could not be handled now.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// The message can never be handled (unreadable); redelivery would not help.
-    #[error("{0}")]
-    Poison(String),
-    /// NATS failed or another writer raced us; try again.
-    #[error("{0}")]
-    Transient(String),
 }
 
 /// How many times a fact is re-decided when another writer appended first.

@@ -12,7 +12,7 @@ mod mapping;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
@@ -83,22 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
 
     paytrack_nats::consume(consumer, shutdown, |message| {
         let reconciler = &reconciler;
-        async move {
-            let ack = match reconciler.handle(&message).await {
-                Ok(_) => AckKind::Ack,
-                Err(decide::HandleError::Poison(reason)) => {
-                    tracing::error!(%reason, "unreadable fact; terminating its delivery");
-                    AckKind::Term
-                }
-                Err(decide::HandleError::Transient(reason)) => {
-                    tracing::warn!(%reason, "transient failure; fact will be redelivered");
-                    AckKind::Nak(Some(RETRY_DELAY))
-                }
-            };
-            if let Err(error) = message.ack_with(ack).await {
-                tracing::warn!(%error, "ack failed; the fact will be redelivered and de-duplicated");
-            }
-        }
+        async move { paytrack_nats::settle(&message, reconciler.handle(&message).await.map(drop), RETRY_DELAY).await }
     })
     .await;
 
