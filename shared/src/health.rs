@@ -14,20 +14,42 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-/// Whether a service is ready for traffic: set once its dependencies are reachable
-/// and its streams or schema exist.
-#[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Whether a service is ready for traffic: set once its streams or schema exist,
+/// and, when it watches a NATS connection, only while that connection is up (a
+/// service that cannot reach JetStream should be taken out of rotation).
+#[derive(Clone, Default)]
+pub struct Readiness {
+    started: Arc<AtomicBool>,
+    nats: Option<async_nats::Client>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness").field("ready", &self.is_ready()).finish()
+    }
+}
 
 impl Readiness {
-    /// Marks the service ready (or not).
+    /// Readiness that also requires `client` to be connected.
+    pub fn watching(client: async_nats::Client) -> Readiness {
+        Readiness {
+            started: Arc::default(),
+            nats: Some(client),
+        }
+    }
+
+    /// Marks start-up complete (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.started.store(ready, Ordering::SeqCst);
     }
 
     /// Whether the service is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        let connected = self
+            .nats
+            .as_ref()
+            .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
+        self.started.load(Ordering::SeqCst) && connected
     }
 }
 

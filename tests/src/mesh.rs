@@ -262,6 +262,13 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// Cancels the services' shutdown token, as SIGTERM would.
+    pub fn shut_down_services(&self) {
+        self.shutdown.cancel();
+    }
+}
+
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.shutdown.cancel();

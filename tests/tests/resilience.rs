@@ -20,7 +20,18 @@ async fn nats_outage_answers_503_and_the_retry_flows_through() -> anyhow::Result
     assert_eq!(before.status(), 200);
     mesh.wait_for_row("pay_before", 1).await?;
 
+    let ready = || async {
+        reqwest::get(format!("{}/readyz", mesh.ingest_url))
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(ready().await?, 200);
     mesh.nats.stop();
+    // Out of rotation while JetStream is unreachable.
+    eventually(Duration::from_secs(10), "ingest to report not ready", || async {
+        (ready().await.ok()? == 503).then_some(())
+    })
+    .await?;
     let body = Mesh::webhook_body("pay_outage", "succeeded", "m_1");
     let response = mesh.post_webhook("msg_out_1", &body).await?;
     assert_eq!(response.status(), 503, "{}", response.text().await?);
@@ -32,6 +43,7 @@ async fn nats_outage_answers_503_and_the_retry_flows_through() -> anyhow::Result
     })
     .await;
     accepted?;
+    assert_eq!(ready().await?, 200);
     let (status, version, ..) = mesh.wait_for_row("pay_outage", 1).await?;
     assert_eq!((status.as_str(), version), ("succeeded", 1));
     assert_eq!(mesh.transition_count("pay_outage").await?, 1);

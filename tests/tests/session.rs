@@ -54,3 +54,15 @@ async fn an_expired_token_closes_the_session_with_4001() -> anyhow::Result<()> {
     assert_eq!(client.closed(Duration::from_secs(5)).await?, 4001);
     Ok(())
 }
+
+/// Shutting the edge down closes open sessions with 1012 so clients reconnect
+/// elsewhere, instead of leaving them to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_with_1012() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    client.next_of("welcome", Duration::from_secs(5)).await?;
+    mesh.shut_down_services();
+    assert_eq!(client.closed(Duration::from_secs(5)).await?, 1012);
+    Ok(())
+}

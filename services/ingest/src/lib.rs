@@ -49,8 +49,8 @@ pub struct Ingest {
 impl Ingest {
     /// Connects to NATS and PostgreSQL, applies the stream layout and binds the listener.
     pub async fn bind(config: Config) -> Result<Ingest, IngestError> {
-        let readiness = Readiness::default();
         let state = app::AppState::connect(&config).await?;
+        let readiness = Readiness::watching(state.publisher.client().clone());
         let listener = TcpListener::bind(config.listen).await?;
         readiness.set(true);
         Ok(Ingest {

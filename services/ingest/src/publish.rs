@@ -40,6 +40,11 @@ impl FactPublisher {
         }
     }
 
+    /// The NATS client (for readiness).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The JetStream context (for applying the layout).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js

@@ -82,11 +82,11 @@ impl WsEdge {
     /// Connects to NATS, applies the stream layout and binds the listener.
     pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
         let client = paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge").await?;
+        let readiness = Readiness::watching(client.clone());
         let js = async_nats::jetstream::new(client);
         paytrack_nats::ensure_streams(&js, &config.layout).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
-        let readiness = Readiness::default();
         readiness.set(true);
         Ok(WsEdge {
             listener,

@@ -418,3 +418,76 @@ async fn forward(
 fn now_secs() -> u64 {
     chrono::Utc::now().timestamp().max(0) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<ServerMessage>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let outbox = Outbox {
+            queue,
+            closer: Arc::new(Closer::default()),
+            positions: Arc::default(),
+        };
+        (outbox, rx)
+    }
+
+    fn position(seq: u64) -> Position {
+        Position { epoch: "e".into(), seq }
+    }
+
+    fn event(channel: &str, seq: u64) -> impl FnOnce(u64) -> Event {
+        let channel = channel.to_owned();
+        move |prev_seq| Event {
+            channel,
+            kind: "transition".into(),
+            position: position(seq),
+            prev_seq,
+            body: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_session_with_4008_instead_of_dropping_events() {
+        let (outbox, _rx) = outbox(1);
+        outbox.start_channel("payments", 1, position(0), ServerMessage::Pong);
+        assert!(!outbox.send_event("payments", 1, 5, event("payments", 5)));
+        assert!(outbox.closer.token.is_cancelled());
+        assert_eq!(outbox.closer.reason().0, close::TOO_SLOW);
+    }
+
+    #[test]
+    fn events_chain_prev_seq_and_heartbeats_follow_queued_events() {
+        let (outbox, mut rx) = outbox(16);
+        outbox.start_channel("payments", 7, position(3), ServerMessage::Pong);
+        assert!(outbox.send_event("payments", 7, 5, event("payments", 5)));
+        assert!(outbox.send_event("payments", 7, 9, event("payments", 9)));
+        outbox.send_heartbeat();
+        let mut received = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            received.push(message);
+        }
+        let prevs: Vec<_> = received
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Event(e) => Some((e.prev_seq, e.position.seq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(prevs, vec![(3, 5), (5, 9)]);
+        match received.last() {
+            Some(ServerMessage::Heartbeat { positions }) => assert_eq!(positions["payments"].seq, 9),
+            other => panic!("expected a heartbeat last, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_replaced_subscription_cannot_write_into_its_successor() {
+        let (outbox, _rx) = outbox(16);
+        outbox.start_channel("payment:p", 1, position(0), ServerMessage::Pong);
+        outbox.start_channel("payment:p", 2, position(10), ServerMessage::Pong);
+        assert!(!outbox.send_event("payment:p", 1, 11, event("payment:p", 11)));
+        assert!(outbox.send_event("payment:p", 2, 12, event("payment:p", 12)));
+    }
+}
