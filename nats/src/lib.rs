@@ -73,6 +73,8 @@ pub const CONSUMER_RECONCILER: &str = "reconciler";
 pub const CONSUMER_PROJECTOR_STATUS: &str = "ledger-projector-status";
 /// The durable consumer the projector reads raw facts (evidence) with.
 pub const CONSUMER_PROJECTOR_EVIDENCE: &str = "ledger-projector-evidence";
+/// The durable consumer the projector reads session audit with.
+pub const CONSUMER_PROJECTOR_SESSIONS: &str = "ledger-projector-sessions";
 
 /// Connects with the client name given, retrying the first connection so services
 /// may start before the server.
@@ -228,6 +230,7 @@ fn static_name(name: &str) -> &'static str {
         CONSUMER_RECONCILER,
         CONSUMER_PROJECTOR_STATUS,
         CONSUMER_PROJECTOR_EVIDENCE,
+        CONSUMER_PROJECTOR_SESSIONS,
     ]
     .into_iter()
     .find(|known| *known == name)

@@ -95,6 +95,31 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
     assert_eq!(timeline[0]["rule"], "stdwebhooks:payment.pending");
     assert_eq!(timeline[0]["trace_id"], trace_id);
 
+    // The evidence pack traces the status to the raw payload, its rule and the
+    // session that watched it.
+    let evidence = paytrack_tests::eventually(WAIT, "both facts and the session in the evidence", || async {
+        let evidence: Value = mesh
+            .get("/v1/payments/pay_e2e/evidence", &mesh.operator_token())
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let complete = evidence["facts"].as_array().map(Vec::len) == Some(2)
+            && evidence["sessions"].as_array().is_some_and(|s| !s.is_empty());
+        complete.then_some(evidence)
+    })
+    .await?;
+    assert_eq!(evidence["payment"]["version"], 2);
+    assert_eq!(evidence["timeline"].as_array().map(Vec::len), Some(2));
+    let facts = &evidence["facts"];
+    assert_eq!(facts[0]["fact_id"], timeline[0]["fact_id"]);
+    assert_eq!(facts[0]["raw_body"], body, "the raw payload is kept byte for byte");
+    assert_eq!(facts[0]["raw_headers"]["webhook-id"], "msg_e2e_1");
+    let sessions = &evidence["sessions"];
+    assert_eq!(sessions[0]["subject"], "operator-1");
+    assert_eq!(sessions[0]["detail"]["position"]["seq"], 0);
+
     // The status model every surface uses is served as data.
     let model: Value = reqwest::get(format!("{}/v1/status-model", mesh.ingest_url))
         .await?

@@ -66,3 +66,42 @@ async fn shutdown_closes_sessions_with_1012() -> anyhow::Result<()> {
     assert_eq!(client.closed(Duration::from_secs(5)).await?, 1012);
     Ok(())
 }
+
+/// Every session is audited and stored: open, each subscribe with its outcome, denied
+/// channels, and the close with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_audited_in_postgres() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let token = mesh.scoped_token("user-audit", &["payment:pay_aud"]);
+    let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
+    let welcome = client.next_of("welcome", Duration::from_secs(5)).await?;
+    let session_id = welcome["session_id"].as_str().unwrap_or_default().to_owned();
+    client
+        .send(json!({"type": "subscribe", "channel": "payment:pay_aud"}))
+        .await?;
+    client.next_of("subscribed", Duration::from_secs(5)).await?;
+    client.send(json!({"type": "subscribe", "channel": "payments"})).await?;
+    client.next_of("error", Duration::from_secs(5)).await?;
+    drop(client);
+
+    let rows = paytrack_tests::eventually(Duration::from_secs(20), "four audit rows", || async {
+        let rows: Vec<(String, Option<String>, serde_json::Value)> = sqlx::query_as(
+            "SELECT kind, channel, detail FROM session_audit WHERE tenant = $1 AND session_id = $2 ORDER BY session_seq",
+        )
+        .bind(mesh.tenant.as_str())
+        .bind(&session_id)
+        .fetch_all(&mesh.db)
+        .await
+        .ok()?;
+        (rows.len() == 4).then_some(rows)
+    })
+    .await?;
+    let kinds: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["open", "subscribe", "denied", "close"]);
+    assert_eq!(rows[0].2["scope"], json!(["payment:pay_aud"]));
+    assert_eq!(rows[1].1.as_deref(), Some("payment:pay_aud"));
+    assert_eq!(rows[1].2["recovered"], false);
+    assert_eq!(rows[2].2["code"], 4003);
+    assert_eq!(rows[3].2["kind"], "close");
+    Ok(())
+}

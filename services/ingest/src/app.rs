@@ -60,6 +60,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/v1/webhooks/{tenant}/{provider}", post(webhooks::receive))
         .route("/v1/payments/{payment_id}", get(payments::get_payment))
         .route("/v1/payments/{payment_id}/timeline", get(payments::get_timeline))
+        .route("/v1/payments/{payment_id}/evidence", get(payments::get_evidence))
         .route("/v1/status-model", get(payments::status_model))
         .with_state(state)
         .merge(health::routes(readiness))

@@ -107,6 +107,84 @@ pub async fn get_timeline(
     Ok(Json(rows))
 }
 
+/// A raw fact as kept in the evidence.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct FactEvidence {
+    /// The fact's id.
+    pub fact_id: String,
+    /// Its sequence in PAYTRACK_IN.
+    pub inbound_seq: i64,
+    /// What it says, parsed.
+    pub source: serde_json::Value,
+    /// The headers kept.
+    pub raw_headers: serde_json::Value,
+    /// The body exactly as received.
+    pub raw_body: String,
+    /// When ingest received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A session's subscribe to the payment's channel.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct SessionEvidence {
+    /// The session.
+    pub session_id: String,
+    /// The token's subject.
+    pub subject: String,
+    /// `websocket` or `sse`.
+    pub transport: String,
+    /// The outcome (position, recovered, since).
+    pub detail: serde_json::Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /v1/payments/{id}/evidence`: everything a status traces to.
+#[derive(Debug, Serialize)]
+pub struct EvidencePack {
+    /// Current state.
+    pub payment: PaymentView,
+    /// Every transition with its cause and rule.
+    pub timeline: Vec<TimelineEntry>,
+    /// Every fact received for the payment, applied or not, with its raw payload.
+    pub facts: Vec<FactEvidence>,
+    /// Which sessions subscribed to the payment's channel, and from where.
+    pub sessions: Vec<SessionEvidence>,
+}
+
+/// The payment's evidence pack.
+pub async fn get_evidence(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(payment_id): Path<String>,
+) -> Result<Json<EvidencePack>, ApiError> {
+    let Json(payment) = get_payment(State(state.clone()), caller.clone(), Path(payment_id.clone())).await?;
+    let Json(timeline) = get_timeline(State(state.clone()), caller.clone(), Path(payment_id)).await?;
+    let tenant = caller.tenant.as_str();
+    let facts = sqlx::query_as::<_, FactEvidence>(
+        "SELECT fact_id, inbound_seq, source, raw_headers, raw_body, received_at
+         FROM inbound_facts WHERE tenant = $1 AND payment_id = $2 ORDER BY inbound_seq",
+    )
+    .bind(tenant)
+    .bind(&payment.payment_id)
+    .fetch_all(&state.db)
+    .await?;
+    let sessions = sqlx::query_as::<_, SessionEvidence>(
+        "SELECT session_id, subject, transport, detail, at
+         FROM session_audit WHERE tenant = $1 AND channel = $2 AND kind = 'subscribe' ORDER BY session_seq",
+    )
+    .bind(tenant)
+    .bind(format!("payment:{}", payment.payment_id))
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(EvidencePack {
+        payment,
+        timeline,
+        facts,
+        sessions,
+    }))
+}
+
 /// The canonical status model, as data.
 pub async fn status_model() -> Json<&'static StatusModel> {
     Json(StatusModel::get())

@@ -7,6 +7,7 @@
 //! tree, so clients see the record catch up in the same ordered history.
 
 mod evidence;
+mod sessions;
 mod transitions;
 
 use std::net::SocketAddr;
@@ -92,6 +93,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
         paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, subjects::STATUS_ALL),
     )
     .await?;
+    let session_consumer = paytrack_nats::ensure_consumer(
+        &js,
+        subjects::STREAM_SESSION,
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_SESSIONS, subjects::SESSION_ALL),
+    )
+    .await?;
     let evidence_consumer = paytrack_nats::ensure_consumer(
         &js,
         subjects::STREAM_IN,
@@ -110,7 +117,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
         let db = &db;
         async move { paytrack_nats::settle(&message, evidence::apply(db, &message).await, RETRY_DELAY).await }
     });
-    tokio::join!(status_loop, evidence_loop);
+    let session_loop = paytrack_nats::consume(session_consumer, shutdown.clone(), |message| {
+        let db = &db;
+        async move { paytrack_nats::settle(&message, sessions::apply(db, &message).await, RETRY_DELAY).await }
+    });
+    tokio::join!(status_loop, evidence_loop, session_loop);
 
     if let Some(admin) = admin {
         let _ = admin.await;
