@@ -231,7 +231,7 @@ impl Mesh {
 
     /// Transitions recorded for `payment` in PAYTRACK_STATUS.
     pub async fn transition_count(&self, payment: &str) -> anyhow::Result<usize> {
-        let filter = format!("paytrack.status.{}.*.{payment}", self.tenant);
+        let filter = subjects::status_of_payment(&self.tenant, &paytrack_shared::PaymentId::new(payment)?);
         let stream = self.js.get_stream(subjects::STREAM_STATUS).await?;
         let mut subjects = stream.info_with_subjects(filter).await?;
         let mut total = 0;

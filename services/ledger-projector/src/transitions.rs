@@ -55,7 +55,8 @@ impl Applier {
     async fn persist(&self, t: &Transition, seq: u64) -> Result<bool, HandleError> {
         let seq = i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))?;
         let version = i64::try_from(t.version).map_err(|_| HandleError::Poison("version out of range".into()))?;
-        let inbound_seq = i64::try_from(t.cause.inbound_seq).unwrap_or(i64::MAX);
+        let inbound_seq = i64::try_from(t.cause.inbound_seq)
+            .map_err(|_| HandleError::Poison("inbound sequence out of range".into()))?;
         let mut tx = self.db.begin().await.map_err(transient_db)?;
         let inserted = sqlx::query(
             "INSERT INTO payment_timeline

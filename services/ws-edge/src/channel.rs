@@ -83,6 +83,15 @@ impl Channel {
         }
     }
 
+    /// Where the channel's snapshot comes from: a payment's newest transition. Wider
+    /// channels have none (their current state is a list, served over REST).
+    pub fn snapshot_filter(&self, tenant: &TenantId) -> Option<String> {
+        match self {
+            Channel::Payment(id) => Some(subjects::status_of_payment(tenant, id)),
+            _ => None,
+        }
+    }
+
     /// The server-side filters of the channel within `tenant` (and, for a user
     /// token bound to a device, that device and `all`).
     pub fn filters(&self, tenant: &TenantId, device: Option<&str>) -> Vec<String> {

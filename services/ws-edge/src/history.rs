@@ -6,7 +6,7 @@
 
 use async_nats::jetstream::{self, consumer, stream::Stream};
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, Position, Transition};
-use paytrack_shared::{StatusModel, subjects};
+use paytrack_shared::{StatusModel, TenantId, subjects};
 use serde_json::{Map, Value, json};
 
 use crate::channel::Channel;
@@ -48,9 +48,11 @@ impl History {
     pub async fn start(
         &self,
         channel: &Channel,
-        filters: Vec<String>,
+        tenant: &TenantId,
+        device: Option<&str>,
         since: Option<&Position>,
     ) -> Result<Start, HistoryError> {
+        let filters = channel.filters(tenant, device);
         let stream_name = channel.stream();
         let stream = self.js.get_stream(stream_name).await.map_err(unavailable)?;
         let info = stream.cached_info();
@@ -69,7 +71,7 @@ impl History {
         let snapshot = if recovered {
             None
         } else {
-            self.snapshot(&stream, channel, &filters).await?
+            self.snapshot(&stream, channel.snapshot_filter(tenant)).await?
         };
         let config = consumer::pull::OrderedConfig {
             filter_subjects: filters,
@@ -107,22 +109,12 @@ impl History {
         Ok(latest)
     }
 
-    /// A payment channel's snapshot is its latest transition; wider channels have
-    /// none (their current state is a REST list).
-    async fn snapshot(
-        &self,
-        stream: &Stream,
-        channel: &Channel,
-        filters: &[String],
-    ) -> Result<Option<Value>, HistoryError> {
-        let Channel::Payment(_) = channel else {
+    /// The newest transition under `filter`, rendered as the channel's snapshot.
+    async fn snapshot(&self, stream: &Stream, filter: Option<String>) -> Result<Option<Value>, HistoryError> {
+        let Some(filter) = filter else {
             return Ok(None);
         };
-        let Some(filter) = filters.first() else {
-            return Ok(None);
-        };
-        let transitions = filter.replacen("paytrack.*.", "paytrack.status.", 1);
-        let last = paytrack_nats::last_message(stream, subjects::STREAM_STATUS, &transitions)
+        let last = paytrack_nats::last_message(stream, subjects::STREAM_STATUS, &filter)
             .await
             .map_err(unavailable)?;
         Ok(last.and_then(|m| render(&m.subject, &m.payload).map(|(_, body)| Value::Object(body))))

@@ -324,8 +324,11 @@ async fn subscribe(
     if let Some(previous) = subscriptions.remove(&name) {
         previous.task.abort();
     }
-    let filters = channel.filters(&claims.tenant, claims.device.as_deref());
-    let start = match state.history.start(&channel, filters, since.as_ref()).await {
+    let start = match state
+        .history
+        .start(&channel, &claims.tenant, claims.device.as_deref(), since.as_ref())
+        .await
+    {
         Ok(start) => start,
         Err(error) => {
             tracing::warn!(%error, channel = %name, "subscribe failed");

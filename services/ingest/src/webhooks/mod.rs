@@ -91,9 +91,6 @@ async fn handle(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
         _ => ApiError::Malformed(rejection.body_text()),
     })?;
-    if body.len() > state.max_body_bytes {
-        return Err(ApiError::TooLarge(state.max_body_bytes));
-    }
     let verified = match provider {
         stdwebhooks::PROVIDER => stdwebhooks::verify_and_parse(secret, headers, &body)?,
         _ => return Err(unknown()),
