@@ -1,8 +1,8 @@
 //! Liveness and readiness, shared by every service's HTTP surface.
 //!
 //! ingest and ws-edge mount [`routes`] on their own listener; the reconciler and the
-//! projector, which have no HTTP surface of their own, serve them on an admin
-//! listener with [`serve_admin`].
+//! projector, which have no HTTP surface of their own, serve them (and `/metrics`) on
+//! an admin listener with [`serve_admin`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
 /// Serves [`routes`] on `listen` until `shutdown` is cancelled.
 pub async fn serve_admin(listen: SocketAddr, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    let app: Router = routes(readiness);
+    let app: Router = routes(readiness).merge(crate::metrics::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

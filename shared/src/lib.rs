@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod shutdown;
 pub mod status;
 pub mod subjects;

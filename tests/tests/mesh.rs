@@ -120,6 +120,25 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
     assert_eq!(sessions[0]["subject"], "operator-1");
     assert_eq!(sessions[0]["detail"]["position"]["seq"], 0);
 
+    // Metrics: webhooks by outcome, reconciler decisions, open sessions.
+    let ingest_metrics = reqwest::get(format!("{}/metrics", mesh.ingest_url))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        ingest_metrics.contains(r#"paytrack_ingest_webhooks_total{outcome="stored"}"#),
+        "{ingest_metrics}"
+    );
+    assert!(ingest_metrics.contains(r#"paytrack_reconciler_facts_total{decision="applied"}"#));
+    let edge_metrics = reqwest::get(format!("http://{}/metrics", mesh.edge_addr))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        edge_metrics.contains(r#"paytrack_edge_sessions_open{transport="websocket"}"#),
+        "{edge_metrics}"
+    );
+
     // The status model every surface uses is served as data.
     let model: Value = reqwest::get(format!("{}/v1/status-model", mesh.ingest_url))
         .await?
@@ -220,6 +239,14 @@ async fn bad_deliveries_are_refused_and_store_nothing() -> anyhow::Result<()> {
         0,
         "nothing may reach JetStream"
     );
+    let metrics = reqwest::get(format!("{}/metrics", mesh.ingest_url))
+        .await?
+        .text()
+        .await?;
+    for outcome in ["invalid_signature", "malformed_body", "body_too_large", "not_found"] {
+        let line = format!(r#"paytrack_ingest_webhooks_total{{outcome="{outcome}"}}"#);
+        assert!(metrics.contains(&line), "{line} missing");
+    }
     Ok(())
 }
 

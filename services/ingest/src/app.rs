@@ -64,6 +64,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/v1/status-model", get(payments::status_model))
         .with_state(state)
         .merge(health::routes(readiness))
+        .merge(paytrack_shared::metrics::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

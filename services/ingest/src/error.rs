@@ -33,7 +33,12 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> (StatusCode, &'static str) {
+    /// The error code answered (also the metrics label).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -48,7 +53,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.code();
+        let (status, code) = self.status_and_code();
         let mut response = (status, Json(json!({ "error": code, "message": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

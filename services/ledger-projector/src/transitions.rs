@@ -44,6 +44,8 @@ impl Applier {
         async move {
             let inserted = self.persist(&transition, seq).await?;
             self.checkpoint(&transition).await?;
+            metrics::counter!("paytrack_projector_transitions_total", "new" => if inserted { "true" } else { "false" })
+                .increment(1);
             tracing::info!(status = %transition.status, seq, inserted, "transition persisted");
             Ok(())
         }

@@ -76,6 +76,13 @@ impl Reconciler {
         let trace_id = telemetry::record_trace_id(&span);
         async move {
             let decision = self.decide(&fact, inbound_seq, &trace_id).await?;
+            let label = match &decision {
+                Decision::Applied { .. } => "applied",
+                Decision::Duplicate => "duplicate",
+                Decision::NotApplied(_) => "not_applied",
+                Decision::Unmapped => "unmapped",
+            };
+            metrics::counter!("paytrack_reconciler_facts_total", "decision" => label).increment(1);
             match &decision {
                 Decision::Applied { transition, seq } => tracing::info!(
                     status = %transition.status,

@@ -18,7 +18,6 @@ use tower_http::trace::TraceLayer;
 
 use crate::Config;
 use crate::history::History;
-use crate::metrics::SessionMetrics;
 use crate::session;
 
 /// Largest client message accepted on a socket.
@@ -40,8 +39,6 @@ pub struct EdgeState {
     pub edge_id: String,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
-    /// Session counters.
-    pub metrics: SessionMetrics,
 }
 
 impl EdgeState {
@@ -55,7 +52,6 @@ impl EdgeState {
             session_queue: config.session_queue,
             edge_id: config.edge_id.clone(),
             shutdown,
-            metrics: SessionMetrics::default(),
         }
     }
 }
@@ -64,10 +60,10 @@ impl EdgeState {
 pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/ws", get(upgrade))
-        .route("/metrics", get(metrics))
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
+        .merge(paytrack_shared::metrics::routes())
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }
 
@@ -96,13 +92,6 @@ async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| session::run(socket, state, claims))
-}
-
-async fn metrics(State(state): State<Arc<EdgeState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -10,7 +10,6 @@ mod app;
 mod audit;
 mod channel;
 mod history;
-mod metrics;
 mod protocol;
 mod session;
 

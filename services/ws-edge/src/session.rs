@@ -136,7 +136,8 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, claims: Claims) {
         &claims.sub,
         "websocket",
     );
-    state.metrics.opened();
+    metrics::gauge!("paytrack_edge_sessions_open", "transport" => "websocket").increment(1);
+    metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => "websocket").increment(1);
     let session_state = state.clone();
     async move {
         let state = session_state;
@@ -147,6 +148,7 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, claims: Claims) {
             .await;
         tracing::info!("session opened");
         let (code, reason) = drive(socket, &state, claims, &session_id, &audit).await;
+        metrics::counter!("paytrack_edge_sessions_closed_total", "code" => code.to_string()).increment(1);
         audit
             .record(SessionEvent::Close {
                 code,
@@ -157,7 +159,7 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, claims: Claims) {
     }
     .instrument(span)
     .await;
-    state.metrics.closed();
+    metrics::gauge!("paytrack_edge_sessions_open", "transport" => "websocket").decrement(1);
 }
 
 async fn drive(

@@ -65,6 +65,12 @@ pub async fn receive(
     telemetry::record_trace_id(&span);
     async move {
         let result = handle(&state, &tenant, &provider, &headers, body).await;
+        let outcome = match &result {
+            Ok((_, Json(accepted))) if accepted.duplicate => "duplicate",
+            Ok(_) => "stored",
+            Err(error) => error.code(),
+        };
+        metrics::counter!("paytrack_ingest_webhooks_total", "outcome" => outcome).increment(1);
         match &result {
             Ok((_, Json(accepted))) => {
                 tracing::info!(seq = accepted.seq, duplicate = accepted.duplicate, "webhook stored")
