@@ -157,9 +157,64 @@ impl StatusModel {
     }
 }
 
+impl StatusModel {
+    /// The model as a Markdown table, for `docs/status-model.md`.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::from(
+            "# Canonical status model\n\n\
+             Generated from `shared/status-model.json` (the table the reconciler enforces and \
+             `GET /v1/status-model` serves); `cargo test -p paytrack-shared` fails when this \
+             page is stale, and `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-shared` rewrites it.\n\n\
+             | status | meaning | allowed from | may open a history | terminal | guidance |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for d in &self.statuses {
+            let from = if d.allowed_from.is_empty() {
+                "—".to_owned()
+            } else {
+                d.allowed_from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            let terminal = d
+                .terminal
+                .iter()
+                .map(|(rail, t)| format!("{rail}: {}", if *t { "yes" } else { "no" }))
+                .collect::<Vec<_>>();
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} | {} |\n",
+                d.status,
+                d.meaning,
+                from,
+                if d.opens_history { "yes" } else { "no" },
+                terminal.join("; "),
+                d.guidance
+            ));
+        }
+        out.push_str(&format!(
+            "\nEvidence every transition carries: {}.\n\n{}\n",
+            self.evidence_required.join(", "),
+            self.finality
+        ));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_docs_page_is_rendered_from_the_model() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-model.md");
+        let rendered = StatusModel::get().to_markdown();
+        if std::env::var_os("PAYTRACK_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/status-model.md is stale; run PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-shared"
+        );
+    }
 
     #[test]
     fn model_covers_every_status_once() {
