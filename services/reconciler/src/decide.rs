@@ -107,14 +107,21 @@ impl Reconciler {
         };
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.current(fact).await?;
-            if let Some(current) = &current
-                && self.already_applied(current, &fact.fact_id).await?
+            if current
+                .as_ref()
+                .is_some_and(|c| c.transition.cause.fact_id == fact.fact_id)
             {
                 return Ok(Decision::Duplicate);
             }
             let from = current.as_ref().map(|c| c.transition.status);
             if let Err(reason) = StatusModel::get().check_transition(from, mapped.status) {
                 return Ok(Decision::NotApplied(reason));
+            }
+            // Only a move the model allows needs the (costlier) look at older history.
+            if let Some(current) = &current
+                && self.applied_earlier(current, &fact.fact_id).await?
+            {
+                return Ok(Decision::Duplicate);
             }
             let merchant = match &current {
                 Some(c) => c.merchant.clone(),
@@ -181,15 +188,11 @@ impl Reconciler {
         }))
     }
 
-    /// Whether `fact_id` caused any transition of the payment so far. The newest
-    /// transition is checked first; older ones are read from the payment's own
-    /// subject only when needed. (JetStream's `Nats-Msg-Id` window catches most
+    /// Whether `fact_id` caused one of the transitions before the newest, read from
+    /// the payment's own subject. (JetStream's `Nats-Msg-Id` window catches most
     /// repeats earlier; this catches the ones that arrive after it, e.g. a provider
     /// retrying days later into a pending → held → pending cycle.)
-    async fn already_applied(&self, current: &Current, fact_id: &str) -> Result<bool, HandleError> {
-        if current.transition.cause.fact_id == fact_id {
-            return Ok(true);
-        }
+    async fn applied_earlier(&self, current: &Current, fact_id: &str) -> Result<bool, HandleError> {
         let earlier = current.transition.version.saturating_sub(1);
         if earlier == 0 {
             return Ok(false);
