@@ -122,3 +122,28 @@ async fn an_invalid_transition_is_kept_but_not_applied() -> anyhow::Result<()> {
     assert_eq!(evidence, 3);
     Ok(())
 }
+
+/// A fact acknowledged with 2xx survives nats-server being killed right after: once
+/// it is back, the fact is still in PAYTRACK_IN and flows to the projection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_fact_survives_a_nats_crash() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start().await?;
+    let burst: Vec<String> = (0..20).map(|n| format!("pay_crash_{n}")).collect();
+    for (n, payment) in burst.iter().enumerate() {
+        let body = Mesh::webhook_body(payment, "succeeded", "m_1");
+        let response = mesh.post_webhook(&format!("msg_crash_{n}"), &body).await?;
+        assert_eq!(response.status(), 200);
+    }
+    mesh.nats.stop(); // SIGKILL, no graceful flush
+    mesh.nats.restart().await?;
+    let stored = eventually(Duration::from_secs(20), "JetStream back with the facts", || async {
+        mesh.stream_messages(subjects::STREAM_IN).await.ok()
+    })
+    .await?;
+    assert_eq!(stored, 20);
+    for payment in &burst {
+        let (status, version, ..) = mesh.wait_for_row(payment, 1).await?;
+        assert_eq!((status.as_str(), version), ("succeeded", 1));
+    }
+    Ok(())
+}
