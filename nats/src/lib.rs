@@ -90,6 +90,12 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Layout
     Ok(client)
 }
 
+/// A JetStream context whose requests (publish acks, gets, consumer calls) give up
+/// after `timeout`, so work in flight when a server dies is retried promptly.
+pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Context {
+    jetstream::ContextBuilder::new().timeout(timeout).build(client)
+}
+
 /// The configuration of every paytrack stream for `replicas` replicas.
 pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
     let base = |name: &str, subjects: Vec<&str>, max_age: Duration| stream::Config {

@@ -13,7 +13,6 @@ mod transitions;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use paytrack_nats::HandleError;
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
@@ -28,6 +27,8 @@ pub struct Config {
     pub nats_url: String,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
+    /// How long a JetStream request may take.
+    pub nats_timeout: std::time::Duration,
     /// PostgreSQL URL.
     pub database_url: SecretString,
     /// Pool size.
@@ -42,6 +43,7 @@ impl Config {
         Config {
             nats_url: s.nats_url.clone(),
             layout: paytrack_nats::Layout::from_settings(s),
+            nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             database_url: s.database_url.clone(),
             database_max_connections: s.database_max_connections,
             admin_listen: s.admin_listen,
@@ -85,7 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
     paytrack_shared::db::MIGRATOR.run(&db).await?;
     let client = paytrack_nats::connect(&config.nats_url, "paytrack-ledger-projector").await?;
-    let js = jetstream::new(client);
+    let js = paytrack_nats::jetstream(client, config.nats_timeout);
     paytrack_nats::ensure_streams(&js, &config.layout).await?;
     let status_consumer = paytrack_nats::ensure_consumer(
         &js,

@@ -12,7 +12,6 @@ mod mapping;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
@@ -28,6 +27,8 @@ pub struct Config {
     pub nats_url: String,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
+    /// How long a JetStream request may take.
+    pub nats_timeout: std::time::Duration,
     /// Optional health listener.
     pub admin_listen: Option<SocketAddr>,
 }
@@ -38,6 +39,7 @@ impl Config {
         Config {
             nats_url: s.nats_url.clone(),
             layout: paytrack_nats::Layout::from_settings(s),
+            nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             admin_listen: s.admin_listen,
         }
     }
@@ -69,7 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
     });
 
     let client = paytrack_nats::connect(&config.nats_url, "paytrack-reconciler").await?;
-    let js = jetstream::new(client);
+    let js = paytrack_nats::jetstream(client, config.nats_timeout);
     paytrack_nats::ensure_streams(&js, &config.layout).await?;
     let consumer = paytrack_nats::ensure_consumer(
         &js,

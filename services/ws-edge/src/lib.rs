@@ -34,6 +34,8 @@ pub struct Config {
     pub nats_url: String,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
+    /// How long a JetStream request may take.
+    pub nats_timeout: std::time::Duration,
     /// This edge's name in audit subjects.
     pub edge_id: String,
     /// Heartbeat interval in milliseconds.
@@ -51,6 +53,7 @@ impl Config {
             listen: s.edge_listen,
             nats_url: s.nats_url.clone(),
             layout: paytrack_nats::Layout::from_settings(s),
+            nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             edge_id: s.edge_id.clone(),
             heartbeat_ms: s.heartbeat_ms,
             session_queue: s.session_queue,
@@ -82,7 +85,7 @@ impl WsEdge {
     pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
         let client = paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge").await?;
         let readiness = Readiness::watching(client.clone());
-        let js = async_nats::jetstream::new(client);
+        let js = paytrack_nats::jetstream(client, config.nats_timeout);
         paytrack_nats::ensure_streams(&js, &config.layout).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
