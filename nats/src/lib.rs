@@ -24,7 +24,7 @@ pub enum LayoutError {
     #[error("stream {stream}: {source}")]
     Stream {
         /// The stream.
-        stream: &'static str,
+        stream: String,
         /// What the server said.
         source: async_nats::Error,
     },
@@ -32,9 +32,9 @@ pub enum LayoutError {
     #[error("consumer {consumer} on {stream}: {source}")]
     Consumer {
         /// The stream.
-        stream: &'static str,
+        stream: String,
         /// The consumer.
-        consumer: &'static str,
+        consumer: String,
         /// What the server said.
         source: async_nats::Error,
     },
@@ -42,7 +42,7 @@ pub enum LayoutError {
     #[error("read from {stream}: {source}")]
     Read {
         /// The stream.
-        stream: &'static str,
+        stream: String,
         /// What the server said.
         source: async_nats::Error,
     },
@@ -144,11 +144,11 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
 /// Creates or updates every stream; safe to run from every service at every start.
 pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<(), LayoutError> {
     for config in stream_configs(layout) {
-        let name = static_name(&config.name);
+        let stream = config.name.clone();
         js.create_or_update_stream(config)
             .await
             .map_err(|e| LayoutError::Stream {
-                stream: name,
+                stream,
                 source: e.into(),
             })?;
     }
@@ -172,12 +172,11 @@ pub fn durable_consumer(name: &str, filter: &str) -> consumer::pull::Config {
 /// Gets or creates a durable consumer on `stream`.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
-    stream: &'static str,
+    stream: &str,
     config: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, LayoutError> {
-    let consumer_name = static_name(config.durable_name.as_deref().unwrap_or_default());
     let handle = js.get_stream(stream).await.map_err(|e| LayoutError::Stream {
-        stream,
+        stream: stream.to_owned(),
         source: e.into(),
     })?;
     let name = config.durable_name.clone().unwrap_or_default();
@@ -185,8 +184,8 @@ pub async fn ensure_consumer(
         .get_or_create_consumer(&name, config)
         .await
         .map_err(|e| LayoutError::Consumer {
-            stream,
-            consumer: consumer_name,
+            stream: stream.to_owned(),
+            consumer: name,
             source: e.into(),
         })
 }
@@ -197,50 +196,19 @@ pub fn epoch_of(info: &stream::Info) -> String {
     format!("{:x}", info.created.unix_timestamp_nanos())
 }
 
-/// Reads a stream's epoch.
-pub async fn stream_epoch(js: &jetstream::Context, stream: &'static str) -> Result<String, LayoutError> {
-    let mut handle = js.get_stream(stream).await.map_err(|e| LayoutError::Read {
-        stream,
-        source: e.into(),
-    })?;
-    let info = handle.info().await.map_err(|e| LayoutError::Read {
-        stream,
-        source: e.into(),
-    })?;
-    Ok(epoch_of(info))
-}
-
 /// The newest message matching `filter` (wildcards allowed), or None.
 pub async fn last_message(
     stream: &stream::Stream,
-    stream_name: &'static str,
     filter: &str,
 ) -> Result<Option<jetstream::message::StreamMessage>, LayoutError> {
     match stream.get_last_raw_message_by_subject(filter).await {
         Ok(message) => Ok(Some(message)),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(LayoutError::Read {
-            stream: stream_name,
+            stream: stream.cached_info().config.name.clone(),
             source: e.into(),
         }),
     }
-}
-
-fn static_name(name: &str) -> &'static str {
-    [
-        subjects::STREAM_IN,
-        subjects::STREAM_STATUS,
-        subjects::STREAM_PUSH,
-        subjects::STREAM_ALERT,
-        subjects::STREAM_SESSION,
-        CONSUMER_RECONCILER,
-        CONSUMER_PROJECTOR_STATUS,
-        CONSUMER_PROJECTOR_EVIDENCE,
-        CONSUMER_PROJECTOR_SESSIONS,
-    ]
-    .into_iter()
-    .find(|known| *known == name)
-    .unwrap_or("(unnamed)")
 }
 
 #[cfg(test)]

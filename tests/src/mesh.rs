@@ -223,6 +223,25 @@ impl Mesh {
         Ok((timeline, statuses))
     }
 
+    /// The Prometheus text of ingest's and the edge's `/metrics`.
+    pub async fn scrape(&self) -> anyhow::Result<(String, String)> {
+        let ingest = self
+            .http
+            .get(format!("{}/metrics", self.ingest_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let edge = self
+            .http
+            .get(format!("http://{}/metrics", self.edge_addr))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok((ingest, edge))
+    }
+
     /// Messages in a stream now.
     pub async fn stream_messages(&self, stream: &str) -> anyhow::Result<u64> {
         let mut handle = self.js.get_stream(stream).await?;

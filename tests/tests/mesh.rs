@@ -121,19 +121,12 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
     assert_eq!(sessions[0]["detail"]["position"]["seq"], 0);
 
     // Metrics: webhooks by outcome, reconciler decisions, open sessions.
-    let ingest_metrics = reqwest::get(format!("{}/metrics", mesh.ingest_url))
-        .await?
-        .text()
-        .await?;
+    let (ingest_metrics, edge_metrics) = mesh.scrape().await?;
     assert!(
         ingest_metrics.contains(r#"paytrack_ingest_webhooks_total{outcome="stored"}"#),
         "{ingest_metrics}"
     );
     assert!(ingest_metrics.contains(r#"paytrack_reconciler_facts_total{decision="applied"}"#));
-    let edge_metrics = reqwest::get(format!("http://{}/metrics", mesh.edge_addr))
-        .await?
-        .text()
-        .await?;
     assert!(
         edge_metrics.contains(r#"paytrack_edge_sessions_open{transport="websocket"}"#),
         "{edge_metrics}"
@@ -239,10 +232,7 @@ async fn bad_deliveries_are_refused_and_store_nothing() -> anyhow::Result<()> {
         0,
         "nothing may reach JetStream"
     );
-    let metrics = reqwest::get(format!("{}/metrics", mesh.ingest_url))
-        .await?
-        .text()
-        .await?;
+    let (metrics, _) = mesh.scrape().await?;
     for outcome in ["invalid_signature", "malformed_body", "body_too_large", "not_found"] {
         let line = format!(r#"paytrack_ingest_webhooks_total{{outcome="{outcome}"}}"#);
         assert!(metrics.contains(&line), "{line} missing");

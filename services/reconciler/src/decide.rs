@@ -53,7 +53,7 @@ impl Reconciler {
             .get_stream(subjects::STREAM_STATUS)
             .await
             .map_err(|e| paytrack_nats::LayoutError::Read {
-                stream: subjects::STREAM_STATUS,
+                stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
         Ok(Reconciler { js, status })
@@ -61,7 +61,10 @@ impl Reconciler {
 
     /// Handles one message of PAYTRACK_IN (the caller acknowledges it).
     pub async fn handle(&self, message: &jetstream::Message) -> Result<Decision, HandleError> {
-        let inbound_seq = message.info().map(|i| i.stream_sequence).unwrap_or_default();
+        let inbound_seq = message
+            .info()
+            .map(|i| i.stream_sequence)
+            .map_err(|e| HandleError::Poison(e.to_string()))?;
         let fact: InboundFact = envelope::decode(&message.payload).map_err(|e| HandleError::Poison(e.to_string()))?;
         let span = tracing::info_span!(
             "reconcile",
@@ -167,7 +170,7 @@ impl Reconciler {
 
     async fn current(&self, fact: &InboundFact) -> Result<Option<Current>, HandleError> {
         let filter = subjects::status_of_payment(&fact.tenant, &fact.payment_id);
-        let last = paytrack_nats::last_message(&self.status, subjects::STREAM_STATUS, &filter)
+        let last = paytrack_nats::last_message(&self.status, &filter)
             .await
             .map_err(|e| HandleError::Transient(e.to_string()))?;
         let Some(message) = last else {

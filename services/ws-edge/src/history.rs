@@ -58,7 +58,7 @@ impl History {
         let info = stream.cached_info();
         let epoch = paytrack_nats::epoch_of(info);
         let (first_seq, last_seq) = (info.state.first_sequence, info.state.last_sequence);
-        let latest = self.latest_seq(&stream, stream_name, &filters).await?;
+        let latest = self.latest_seq(&stream, &filters).await?;
 
         // Continuity holds when the stream is the same incarnation, the position is
         // not in the future, and nothing of the channel after it has aged out.
@@ -96,13 +96,10 @@ impl History {
     }
 
     /// The sequence of the channel's newest message (0 when it has none).
-    async fn latest_seq(&self, stream: &Stream, name: &'static str, filters: &[String]) -> Result<u64, HistoryError> {
+    async fn latest_seq(&self, stream: &Stream, filters: &[String]) -> Result<u64, HistoryError> {
         let mut latest = 0;
         for filter in filters {
-            if let Some(message) = paytrack_nats::last_message(stream, name, filter)
-                .await
-                .map_err(unavailable)?
-            {
+            if let Some(message) = paytrack_nats::last_message(stream, filter).await.map_err(unavailable)? {
                 latest = latest.max(message.sequence);
             }
         }
@@ -114,7 +111,7 @@ impl History {
         let Some(filter) = filter else {
             return Ok(None);
         };
-        let last = paytrack_nats::last_message(stream, subjects::STREAM_STATUS, &filter)
+        let last = paytrack_nats::last_message(stream, &filter)
             .await
             .map_err(unavailable)?;
         Ok(last.and_then(|m| render(&m.subject, &m.payload).map(|(_, body)| Value::Object(body))))
