@@ -1,4 +1,4 @@
-//! The common crate every paytrack service builds on.
+//! The common runtime crate every paytrack service builds on.
 //!
 //! It holds what the services must agree on without importing each other: the
 //! identifiers and subject names of the JetStream contract, the versioned message
@@ -8,15 +8,15 @@
 pub mod auth;
 pub mod config;
 pub mod db;
-pub mod envelope;
 pub mod health;
 pub mod http;
-pub mod ids;
 pub mod metrics;
 pub mod shutdown;
-pub mod status;
-pub mod subjects;
 pub mod telemetry;
+
+// The wire contract lives in `paytrack-contract` (no runtime dependencies); it is
+// re-exported so services name it through one crate.
+pub use paytrack_contract::{envelope, ids, status, subjects};
 
 pub use ids::{MerchantId, PaymentId, TenantId, Token};
 pub use status::{Status, StatusModel};

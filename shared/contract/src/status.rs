@@ -162,9 +162,9 @@ impl StatusModel {
     pub fn to_markdown(&self) -> String {
         let mut out = String::from(
             "# Canonical status model\n\n\
-             Generated from `shared/status-model.json` (the table the reconciler enforces and \
-             `GET /v1/status-model` serves); `cargo test -p paytrack-shared` fails when this \
-             page is stale, and `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-shared` rewrites it.\n\n\
+             Generated from `shared/contract/status-model.json` (the table the reconciler enforces and \
+             `GET /v1/status-model` serves); `cargo test -p paytrack-contract` fails when this \
+             page is stale, and `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-contract` rewrites it.\n\n\
              | status | meaning | allowed from | may open a history | terminal | guidance |\n\
              |---|---|---|---|---|---|\n",
         );
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn the_docs_page_is_rendered_from_the_model() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-model.md");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status-model.md");
         let rendered = StatusModel::get().to_markdown();
         if std::env::var_os("PAYTRACK_UPDATE_DOCS").is_some() {
             std::fs::write(&path, &rendered).unwrap();
@@ -212,7 +212,7 @@ mod tests {
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             on_disk == rendered,
-            "docs/status-model.md is stale; run PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-shared"
+            "docs/status-model.md is stale; run PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-contract"
         );
     }
 
