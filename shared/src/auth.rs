@@ -37,9 +37,14 @@ pub enum AuthError {
     /// The token has expired.
     #[error("token expired")]
     Expired,
-    /// The token is malformed, badly signed, or for another audience or issuer.
+    /// The token is malformed, badly signed, not yet valid (`nbf`), or for another
+    /// audience or issuer.
     #[error("invalid token")]
     Invalid,
+    /// A claim that ends up in a subject or a filter is not a subject token
+    /// (`[A-Za-z0-9_-]{1,64}`); `device: ">"` would otherwise widen a JetStream filter.
+    #[error("invalid token: malformed {0} claim")]
+    BadClaim(&'static str),
 }
 
 /// Verifies (and, for local use and tests, mints) HS256 tokens.
@@ -70,6 +75,8 @@ impl JwtKeys {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         validation.leeway = 5;
+        // A token whose `nbf` is in the future is not valid yet (off by default).
+        validation.validate_nbf = true;
         JwtKeys {
             decoding: DecodingKey::from_secret(bytes),
             encoding: EncodingKey::from_secret(bytes),
@@ -79,14 +86,19 @@ impl JwtKeys {
         }
     }
 
-    /// Checks a token's signature, expiry, issuer and audience.
+    /// Checks a token's signature, expiry, not-before, issuer and audience, and that
+    /// its `device` claim is a subject token (it becomes part of a JetStream filter).
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            })
+            })?;
+        if let Some(device) = &claims.device {
+            crate::ids::validate_token(device, "device").map_err(|_| AuthError::BadClaim("device"))?;
+        }
+        Ok(claims)
     }
 
     /// Mints a token for `sub` in `tenant`, valid for `ttl_secs`.
@@ -182,6 +194,45 @@ mod tests {
         .unwrap();
         assert_eq!(keys().verify(&expired), Err(AuthError::Expired));
         assert_eq!(keys().verify("garbage"), Err(AuthError::Invalid));
+    }
+
+    fn encode(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(b"s3cret-s3cret-s3cret"),
+        )
+        .unwrap()
+    }
+
+    fn claims_json(extra: serde_json::Value) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "sub": "u1", "tenant": "acme", "exp": now + 600, "aud": "paytrack", "iss": "paytrack",
+        });
+        if let (Some(map), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            map.extend(extra.clone());
+        }
+        claims
+    }
+
+    #[test]
+    fn a_token_not_valid_before_an_hour_from_now_is_refused() {
+        let now = chrono::Utc::now().timestamp();
+        let future = encode(&claims_json(serde_json::json!({ "nbf": now + 3600 })));
+        assert_eq!(keys().verify(&future), Err(AuthError::Invalid));
+        let past = encode(&claims_json(serde_json::json!({ "nbf": now - 10 })));
+        assert!(keys().verify(&past).is_ok());
+    }
+
+    #[test]
+    fn a_device_claim_that_is_not_a_subject_token_is_refused() {
+        for device in [">", "*", "d.1", "", "a b", &"d".repeat(65)] {
+            let token = encode(&claims_json(serde_json::json!({ "device": device })));
+            assert_eq!(keys().verify(&token), Err(AuthError::BadClaim("device")), "{device:?}");
+        }
+        let token = encode(&claims_json(serde_json::json!({ "device": "phone-1_a" })));
+        assert_eq!(keys().verify(&token).unwrap().device.as_deref(), Some("phone-1_a"));
     }
 
     #[test]

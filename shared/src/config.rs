@@ -18,14 +18,23 @@ pub const DEFAULTS_TOML: &str = include_str!("../config.default.toml");
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A value has the wrong type or shape.
+    /// A value has the wrong type or shape (figment's message names the key).
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// A value parses but cannot be used (zero where a positive number is needed,
+    /// an empty string where a name is needed).
+    #[error("PAYTRACK_{key} ({}): {reason}", key.to_lowercase())]
+    BadValue {
+        /// The setting, as its environment variable is spelled without the prefix.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A required secret is missing.
     #[error("PAYTRACK_{0} is required")]
     Missing(&'static str),
     /// A list setting has a malformed entry.
-    #[error("PAYTRACK_{key}: malformed entry {entry:?}: {reason}")]
+    #[error("PAYTRACK_{key} ({}): malformed entry {entry:?}: {reason}", key.to_lowercase())]
     BadEntry {
         /// The setting.
         key: &'static str,
@@ -75,6 +84,9 @@ pub struct Settings {
     pub session_queue: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// How long an HTTP client may take to send a request's headers (and the
+    /// longest a kept-alive connection may idle), in milliseconds.
+    pub http_header_read_timeout_ms: u64,
     /// HS256 secret for JWTs.
     pub jwt_secret: Option<SecretString>,
     /// Expected `iss`.
@@ -120,7 +132,48 @@ impl Settings {
             entry: settings.edge_id.clone(),
             reason: e.to_string(),
         })?;
+        settings.validate()?;
         Ok(settings)
+    }
+
+    /// Refuses settings that would only fail later, per request: every secret list
+    /// parses (and every `stdwebhooks` secret decodes), every number that must be
+    /// positive is, every name that must be set is. The error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        WebhookSecrets::parse(&self.webhook_secrets)?;
+        ApiKeys::parse(&self.api_keys)?;
+        let positive = [
+            ("NATS_REPLICAS", self.nats_replicas as u64),
+            ("NATS_DUPLICATE_WINDOW_SECS", self.nats_duplicate_window_secs),
+            ("NATS_ACK_TIMEOUT_MS", self.nats_ack_timeout_ms),
+            ("DATABASE_MAX_CONNECTIONS", u64::from(self.database_max_connections)),
+            ("HEARTBEAT_MS", self.heartbeat_ms),
+            ("SESSION_QUEUE", self.session_queue as u64),
+            ("MAX_BODY_BYTES", self.max_body_bytes as u64),
+            ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(bad_value(key, "must be greater than 0"));
+            }
+        }
+        let named = [
+            ("NATS_URL", self.nats_url.as_str()),
+            ("JWT_ISSUER", self.jwt_issuer.as_str()),
+            ("JWT_AUDIENCE", self.jwt_audience.as_str()),
+        ];
+        for (key, value) in named {
+            if value.trim().is_empty() {
+                return Err(bad_value(key, "must not be empty"));
+            }
+        }
+        if self.database_url.expose_secret().trim().is_empty() {
+            return Err(bad_value("DATABASE_URL", "must not be empty"));
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.expose_secret().trim().is_empty()) {
+            return Err(bad_value("JWT_SECRET", "must not be empty when set"));
+        }
+        Ok(())
     }
 
     /// The JWT secret, required by every service that authenticates callers.
@@ -140,22 +193,40 @@ impl std::fmt::Debug for WebhookSecrets {
 }
 
 impl WebhookSecrets {
-    /// Parses `tenant/provider=secret,...`.
+    /// Parses `tenant/provider=secret,...`. A `stdwebhooks` secret must decode the
+    /// way the Standard Webhooks library decodes it (`whsec_` + base64), so a bad
+    /// one stops the service at start instead of failing every delivery with 500.
     pub fn parse(raw: &SecretString) -> Result<WebhookSecrets, ConfigError> {
+        const KEY: &str = "WEBHOOK_SECRETS";
         let mut map = HashMap::new();
         for entry in split_list(raw.expose_secret()) {
+            // An entry without `=` may be a bare secret: never echo it.
             let (key, secret) = entry
                 .split_once('=')
-                .ok_or_else(|| bad("WEBHOOK_SECRETS", entry, "expected tenant/provider=secret"))?;
+                .ok_or_else(|| bad(KEY, "<redacted>", "expected tenant/provider=secret"))?;
             let (tenant, provider) = key
                 .split_once('/')
-                .ok_or_else(|| bad("WEBHOOK_SECRETS", key, "expected tenant/provider"))?;
-            let tenant =
-                TenantId::new(tenant.trim()).map_err(|e: TokenError| bad("WEBHOOK_SECRETS", key, &e.to_string()))?;
-            map.insert(
-                (tenant, provider.trim().to_owned()),
-                SecretString::from(secret.trim().to_owned()),
-            );
+                .ok_or_else(|| bad(KEY, key, "expected tenant/provider"))?;
+            let tenant = TenantId::new(tenant.trim()).map_err(|e: TokenError| bad(KEY, key, &e.to_string()))?;
+            let provider = provider.trim();
+            crate::ids::validate_token(provider, "provider").map_err(|e| bad(KEY, key, &e.to_string()))?;
+            let secret = secret.trim();
+            if secret.is_empty() {
+                return Err(bad(KEY, key, "the secret is empty"));
+            }
+            if provider == STDWEBHOOKS && decode_whsec(secret).is_none() {
+                return Err(bad(
+                    KEY,
+                    key,
+                    "a stdwebhooks secret must be whsec_ followed by non-empty base64",
+                ));
+            }
+            if map
+                .insert((tenant, provider.to_owned()), SecretString::from(secret.to_owned()))
+                .is_some()
+            {
+                return Err(bad(KEY, key, "listed twice"));
+            }
         }
         Ok(WebhookSecrets(map))
     }
@@ -177,15 +248,22 @@ impl std::fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    /// Parses `tenant=key,...`.
+    /// Parses `tenant=key,...`; a key must be non-empty and belong to one tenant.
     pub fn parse(raw: &SecretString) -> Result<ApiKeys, ConfigError> {
-        let mut keys = Vec::new();
+        let mut keys: Vec<(TenantId, SecretString)> = Vec::new();
         for entry in split_list(raw.expose_secret()) {
             let (tenant, key) = entry
                 .split_once('=')
                 .ok_or_else(|| bad("API_KEYS", "<redacted>", "expected tenant=key"))?;
             let tenant = TenantId::new(tenant.trim()).map_err(|e| bad("API_KEYS", tenant, &e.to_string()))?;
-            keys.push((tenant, SecretString::from(key.trim().to_owned())));
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(bad("API_KEYS", tenant.as_str(), "the key is empty"));
+            }
+            if keys.iter().any(|(_, k)| k.expose_secret() == key) {
+                return Err(bad("API_KEYS", tenant.as_str(), "the same key is listed twice"));
+            }
+            keys.push((tenant, SecretString::from(key.to_owned())));
         }
         Ok(ApiKeys(keys))
     }
@@ -200,6 +278,27 @@ impl ApiKeys {
             }
         }
         found
+    }
+}
+
+/// The provider whose secrets are Standard Webhooks `whsec_` secrets.
+const STDWEBHOOKS: &str = "stdwebhooks";
+
+/// The key bytes of a Standard Webhooks secret, as its library reads them
+/// (`whsec_` prefix optional, then standard base64); None when it cannot be used.
+fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| !key.is_empty())
+}
+
+fn bad_value(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::BadValue {
+        key,
+        reason: reason.to_owned(),
     }
 }
 
@@ -240,17 +339,71 @@ mod tests {
     #[test]
     fn webhook_secrets_by_tenant_and_provider() {
         let s = WebhookSecrets::parse(&SecretString::from(
-            "acme/stdwebhooks=whsec_a, beta/stripe=sk".to_owned(),
+            "acme/stdwebhooks=whsec_YWNtZQ==, beta/stripe=sk".to_owned(),
         ))
         .unwrap();
         let acme = TenantId::new("acme").unwrap();
         assert_eq!(
             s.get(&acme, "stdwebhooks").map(|s| s.expose_secret().to_owned()),
-            Some("whsec_a".into())
+            Some("whsec_YWNtZQ==".into())
         );
         assert!(s.get(&acme, "stripe").is_none());
         assert!(WebhookSecrets::parse(&SecretString::from("nope".to_owned())).is_err());
         assert!(WebhookSecrets::parse(&SecretString::from("a.b/x=1".to_owned())).is_err());
+    }
+
+    /// Each unusable setting is refused at start, and the error names its key.
+    #[test]
+    fn bad_settings_are_refused_naming_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("webhook_secrets", "acme/stdwebhooks=whsec_!!not-base64!!", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "acme/stdwebhooks=whsec_", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "acme/stdwebhooks=", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "acme/std.webhooks=x", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "a.b/stdwebhooks=whsec_AAAA", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "justasecret", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("webhook_secrets", "acme/x=1,acme/x=2", "PAYTRACK_WEBHOOK_SECRETS"),
+            ("api_keys", "acme", "PAYTRACK_API_KEYS"),
+            ("api_keys", "acme=", "PAYTRACK_API_KEYS"),
+            ("api_keys", "acme=k,beta=k", "PAYTRACK_API_KEYS"),
+            ("api_keys", "a b=k", "PAYTRACK_API_KEYS"),
+            ("heartbeat_ms", "0", "PAYTRACK_HEARTBEAT_MS"),
+            ("session_queue", "0", "PAYTRACK_SESSION_QUEUE"),
+            ("max_body_bytes", "0", "PAYTRACK_MAX_BODY_BYTES"),
+            ("nats_ack_timeout_ms", "0", "PAYTRACK_NATS_ACK_TIMEOUT_MS"),
+            ("nats_replicas", "0", "PAYTRACK_NATS_REPLICAS"),
+            ("database_max_connections", "0", "PAYTRACK_DATABASE_MAX_CONNECTIONS"),
+            ("http_header_read_timeout_ms", "0", "PAYTRACK_HTTP_HEADER_READ_TIMEOUT_MS"),
+            ("nats_url", " ", "PAYTRACK_NATS_URL"),
+            ("jwt_audience", "", "PAYTRACK_JWT_AUDIENCE"),
+            ("jwt_secret", " ", "PAYTRACK_JWT_SECRET"),
+            ("edge_id", "a.b", "PAYTRACK_EDGE_ID"),
+        ];
+        for (key, value, named) in cases {
+            let error = Settings::from_pairs([(*key, (*value).to_owned())])
+                .err()
+                .unwrap_or_else(|| panic!("{key}={value:?} was accepted"));
+            let message = error.to_string();
+            assert!(message.contains(named), "{key}={value:?}: {message}");
+            if *key == "webhook_secrets" {
+                assert!(!message.contains("!!not-base64!!"), "a secret was echoed: {message}");
+            }
+        }
+        // Listen addresses are typed: figment's error names the key.
+        let error = Settings::from_pairs([("ingest_listen", "nowhere".to_owned())]).unwrap_err();
+        assert!(error.to_string().contains("ingest_listen"), "{error}");
+    }
+
+    #[test]
+    fn usable_secrets_are_accepted() {
+        let s = Settings::from_pairs([
+            (
+                "webhook_secrets",
+                "acme/stdwebhooks=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, acme/razorpay=rzp-secret".to_owned(),
+            ),
+            ("api_keys", "acme=k1,beta=k2".to_owned()),
+        ]);
+        assert!(s.is_ok(), "{s:?}");
     }
 
     #[test]

@@ -68,11 +68,12 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
     }
 }
 
-/// Serves [`routes`] on `listen` until `shutdown` is cancelled.
+/// Serves [`routes`] on `listen` until `shutdown` is cancelled, through the same
+/// [`crate::http::serve`] as every other listener (panic guard, header-read
+/// timeout at its default: the admin listener is for probes and scrapes).
 pub async fn serve_admin(listen: SocketAddr, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
+    let options = crate::http::ServeOptions::default();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let app: Router = routes(readiness).merge(crate::metrics::routes());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::http::serve(listener, app, options, shutdown).await
 }

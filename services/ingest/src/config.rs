@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::{ApiKeys, ConfigError, Settings, WebhookSecrets};
+use paytrack_shared::http::ServeOptions;
 use secrecy::SecretString;
 
 /// What ingest needs to run.
@@ -30,6 +31,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Operator token verification.
     pub jwt: JwtKeys,
+    /// Connection limits of the listener (header-read timeout).
+    pub serve: ServeOptions,
 }
 
 impl Config {
@@ -46,6 +49,9 @@ impl Config {
             webhook_secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
             api_keys: ApiKeys::parse(&s.api_keys)?,
             jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+            serve: ServeOptions {
+                header_read_timeout: Duration::from_millis(s.http_header_read_timeout_ms),
+            },
         })
     }
 }

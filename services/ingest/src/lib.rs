@@ -44,6 +44,7 @@ pub struct Ingest {
     listener: TcpListener,
     state: app::AppState,
     readiness: Readiness,
+    serve: paytrack_shared::http::ServeOptions,
 }
 
 impl Ingest {
@@ -57,6 +58,7 @@ impl Ingest {
             listener,
             state,
             readiness,
+            serve: config.serve,
         })
     }
 
@@ -70,9 +72,7 @@ impl Ingest {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ingest listening");
         let router = app::router(self.state, self.readiness);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
         tracing::info!("ingest stopped");
         Ok(())
     }

@@ -20,7 +20,10 @@ use crate::Config;
 use crate::history::History;
 use crate::session;
 
-/// Largest client message accepted on a socket.
+/// Largest client message, and frame, accepted on a socket. The frame limit matters
+/// as much as the message limit: a frame is read (and its buffer reserved) whole
+/// before the message limit is checked, so without it a client could make the edge
+/// hold 16 MiB per connection.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// What every session shares.
@@ -91,6 +94,7 @@ async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| session::run(socket, state, claims))
 }
 

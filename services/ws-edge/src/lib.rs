@@ -44,6 +44,8 @@ pub struct Config {
     pub session_queue: usize,
     /// Token verification.
     pub jwt: JwtKeys,
+    /// Connection limits of the listener (header-read timeout).
+    pub serve: paytrack_shared::http::ServeOptions,
 }
 
 impl Config {
@@ -58,6 +60,9 @@ impl Config {
             heartbeat_ms: s.heartbeat_ms,
             session_queue: s.session_queue,
             jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+            serve: paytrack_shared::http::ServeOptions {
+                header_read_timeout: std::time::Duration::from_millis(s.http_header_read_timeout_ms),
+            },
         })
     }
 }
@@ -78,6 +83,7 @@ pub struct WsEdge {
     listener: TcpListener,
     state: Arc<app::EdgeState>,
     readiness: Readiness,
+    serve: paytrack_shared::http::ServeOptions,
 }
 
 impl WsEdge {
@@ -94,6 +100,7 @@ impl WsEdge {
             listener,
             state,
             readiness,
+            serve: config.serve,
         })
     }
 
@@ -109,9 +116,7 @@ impl WsEdge {
         tracing::info!(%addr, "ws-edge listening");
         let shutdown = self.state.shutdown.clone();
         let router = app::router(self.state, self.readiness);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
         tracing::info!("ws-edge stopped");
         Ok(())
     }

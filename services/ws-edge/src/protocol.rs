@@ -98,6 +98,8 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4008;
     /// The edge is restarting; reconnect elsewhere.
     pub const RESTARTING: u16 = 1012;
+    /// A frame or message larger than the edge accepts (RFC 6455 "message too big").
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 #[cfg(test)]

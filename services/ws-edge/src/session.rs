@@ -245,7 +245,12 @@ async fn drive(
                                 continue;
                             }
                             Some(Err(error)) => {
-                                closer.close(close::BAD_REQUEST, &format!("protocol error: {error}"));
+                                tracing::info!(%error, "websocket read failed");
+                                if is_too_big(error) {
+                                    closer.close(close::MESSAGE_TOO_BIG, "frame or message too big");
+                                } else {
+                                    closer.close(close::BAD_REQUEST, "protocol error");
+                                }
                                 break;
                             }
                         };
@@ -291,6 +296,16 @@ async fn drive(
     closer.token.cancel();
     let _ = writer.await;
     closer.reason()
+}
+
+/// Whether a read failed because the client sent a frame or message over the limits
+/// set at the upgrade (the frame is refused from its header, before its payload is
+/// read).
+fn is_too_big(error: axum::Error) -> bool {
+    error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 async fn subscribe(
