@@ -1,11 +1,13 @@
-//! Who is calling `/v1/payments…`: an operator JWT or a backend API key. The tenant
-//! always comes from the credential, never from the request.
+//! Who is calling `/v1/payments…` and what they may read: an operator JWT or a
+//! backend API key reads the whole tenant; an end user's JWT (one with a `channels`
+//! claim) reads only the payments its channels name. The tenant always comes from
+//! the credential, never from the request.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use paytrack_shared::TenantId;
 use paytrack_shared::auth::{AuthError, bearer};
+use paytrack_shared::{MerchantId, PaymentId, TenantId, Token};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -15,6 +17,66 @@ use crate::error::ApiError;
 pub struct Caller {
     /// The only tenant this caller may read or command.
     pub tenant: TenantId,
+    /// Which of the tenant's payments it may read.
+    pub scope: Scope,
+}
+
+/// What part of its tenant a caller may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: operator tokens (no `channels` claim), backend API keys, and end
+    /// user tokens granted the `payments` channel.
+    Tenant,
+    /// Only these payments, and the payments of these merchants (the token's
+    /// `payment:<id>` and `merchant:<id>` channels; other channels grant nothing
+    /// over REST).
+    Limited {
+        /// Payments granted by id.
+        payments: Vec<PaymentId>,
+        /// Merchants whose payments are granted.
+        merchants: Vec<MerchantId>,
+    },
+}
+
+/// What the scope says about one payment before anything is read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access<'a> {
+    /// Readable (a missing payment is then 404).
+    Granted,
+    /// Readable only if the payment belongs to one of these merchants.
+    IfMerchantIn(&'a [MerchantId]),
+    /// Not readable: 403, whether or not the payment exists.
+    Denied,
+}
+
+impl Scope {
+    /// The scope of a token's `channels` claim (None: an operator's token).
+    pub fn of_channels(channels: Option<&[String]>) -> Scope {
+        let Some(channels) = channels else {
+            return Scope::Tenant;
+        };
+        let mut payments = Vec::new();
+        let mut merchants = Vec::new();
+        for channel in channels {
+            match channel.split_once(':') {
+                None if channel == "payments" => return Scope::Tenant,
+                Some(("payment", id)) => payments.extend(PaymentId::parse(id).ok()),
+                Some(("merchant", id)) => merchants.extend(MerchantId::parse(id).ok()),
+                _ => {}
+            }
+        }
+        Scope::Limited { payments, merchants }
+    }
+
+    /// Whether `payment` may be read under this scope.
+    pub fn access(&self, payment: &PaymentId) -> Access<'_> {
+        match self {
+            Scope::Tenant => Access::Granted,
+            Scope::Limited { payments, .. } if payments.contains(payment) => Access::Granted,
+            Scope::Limited { merchants, .. } if !merchants.is_empty() => Access::IfMerchantIn(merchants),
+            Scope::Limited { .. } => Access::Denied,
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -24,12 +86,54 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = bearer(header).ok_or_else(|| ApiError::Unauthorized(AuthError::Missing.to_string()))?;
         if let Some(tenant) = state.api_keys.tenant_of(token) {
-            return Ok(Caller { tenant });
+            return Ok(Caller {
+                tenant,
+                scope: Scope::Tenant,
+            });
         }
         let claims = state
             .jwt
             .verify(token)
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        Ok(Caller { tenant: claims.tenant })
+        Ok(Caller {
+            scope: Scope::of_channels(claims.channels.as_deref()),
+            tenant: claims.tenant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(channels: &[&str]) -> Scope {
+        let channels: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
+        Scope::of_channels(Some(&channels))
+    }
+
+    fn pay(id: &str) -> PaymentId {
+        PaymentId::new(id).unwrap()
+    }
+
+    #[test]
+    fn operators_and_the_payments_channel_read_the_whole_tenant() {
+        assert_eq!(Scope::of_channels(None), Scope::Tenant);
+        assert_eq!(scope(&["user:u1", "payments"]), Scope::Tenant);
+        assert_eq!(Scope::Tenant.access(&pay("pay_any")), Access::Granted);
+    }
+
+    #[test]
+    fn a_scoped_token_reads_only_what_its_channels_name() {
+        let mine = scope(&["payment:pay_mine", "user:u1"]);
+        assert_eq!(mine.access(&pay("pay_mine")), Access::Granted);
+        assert_eq!(mine.access(&pay("pay_secret")), Access::Denied);
+        let merchant = scope(&["merchant:m_1"]);
+        assert_eq!(
+            merchant.access(&pay("pay_secret")),
+            Access::IfMerchantIn(&[MerchantId::new("m_1").unwrap()])
+        );
+        // Malformed grants grant nothing.
+        assert_eq!(scope(&["payment:*", "merchant:>"]).access(&pay("pay_1")), Access::Denied);
+        assert_eq!(scope(&[]).access(&pay("pay_1")), Access::Denied);
     }
 }

@@ -21,6 +21,10 @@ pub enum ApiError {
     /// No or an invalid credential.
     #[error("{0}")]
     Unauthorized(String),
+    /// The credential is valid but does not grant this resource (an end user's
+    /// token reading a payment outside its channels).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource for this caller (also: another tenant's resource).
     #[error("{0}")]
     NotFound(String),
@@ -44,6 +48,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

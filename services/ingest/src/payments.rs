@@ -8,7 +8,7 @@ use paytrack_shared::{PaymentId, StatusModel};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 
 /// `GET /v1/payments/{id}`.
@@ -67,6 +67,30 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     PaymentId::new(raw).map_err(|_| ApiError::NotFound("no such payment".into()))
 }
 
+/// Refuses (403) a payment outside the caller's scope. Decided before anything is
+/// read for a payment-scoped token, so the answer says nothing about whether the
+/// payment exists; a merchant-scoped token is also refused for a payment that does
+/// not exist in its tenant. Another tenant's payments never exist for a caller.
+async fn authorize(state: &AppState, caller: &Caller, payment_id: &PaymentId) -> Result<(), ApiError> {
+    let forbidden = || ApiError::Forbidden("this token does not grant that payment".into());
+    match caller.scope.access(payment_id) {
+        Access::Granted => Ok(()),
+        Access::Denied => Err(forbidden()),
+        Access::IfMerchantIn(merchants) => {
+            let merchant: Option<String> =
+                sqlx::query_scalar("SELECT merchant_id FROM payments WHERE tenant = $1 AND payment_id = $2")
+                    .bind(caller.tenant.as_str())
+                    .bind(payment_id.as_str())
+                    .fetch_optional(&state.db)
+                    .await?;
+            match merchant {
+                Some(m) if merchants.iter().any(|g| g.as_str() == m) => Ok(()),
+                _ => Err(forbidden()),
+            }
+        }
+    }
+}
+
 /// Current state of one payment.
 pub async fn get_payment(
     State(state): State<AppState>,
@@ -74,6 +98,7 @@ pub async fn get_payment(
     Path(payment_id): Path<String>,
 ) -> Result<Json<PaymentView>, ApiError> {
     let payment_id = parse_id(&payment_id)?;
+    authorize(&state, &caller, &payment_id).await?;
     let row = sqlx::query_as::<_, PaymentView>(
         "SELECT payment_id, merchant_id, status, version, status_seq AS seq, final, trace_id, occurred_at, updated_at
          FROM payments WHERE tenant = $1 AND payment_id = $2",
@@ -93,6 +118,7 @@ pub async fn get_timeline(
     Path(payment_id): Path<String>,
 ) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
     let payment_id = parse_id(&payment_id)?;
+    authorize(&state, &caller, &payment_id).await?;
     let rows = sqlx::query_as::<_, TimelineEntry>(
         "SELECT version, status, previous_status, status_seq AS seq, fact_id, source, rule, inbound_seq, trace_id, occurred_at, recorded_at
          FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",

@@ -19,6 +19,12 @@ pub const PROVIDER: &str = "stdwebhooks";
 
 /// Longest accepted `webhook-id`.
 const MAX_DELIVERY_ID_LEN: usize = 128;
+/// Longest accepted `webhook-signature` (the spec allows several space-separated
+/// `v1,<base64>` signatures during a key rotation: about 47 bytes each).
+const MAX_SIGNATURE_LEN: usize = 1024;
+/// Most digits of a `webhook-timestamp`: Unix seconds below 10^11 (year 5138), so
+/// no arithmetic on it can overflow.
+const MAX_TIMESTAMP_DIGITS: usize = 11;
 
 #[derive(Deserialize)]
 struct Body {
@@ -40,9 +46,15 @@ struct Data {
     reason: Option<String>,
 }
 
-/// Verifies the signature and timestamp, then parses the body.
+/// Verifies the signature and timestamp, then parses the body. A pure function of
+/// its inputs and the clock: every header is checked here before the signature
+/// library sees it (the library overflows on `webhook-timestamp: -9223372036854775808`),
+/// and every failure is a 4xx [`ApiError`].
 pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
+    let delivery_id = check_headers(headers)?;
     let webhook = Webhook::new(secret.expose_secret()).map_err(|_| {
+        // Settings are validated at start, so this cannot happen with a running
+        // service's secrets.
         tracing::error!("the stdwebhooks secret of this tenant is not a valid whsec_ secret");
         ApiError::Internal
     })?;
@@ -54,17 +66,12 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
         other => ApiError::BadSignature(format!("signature verification failed: {other}")),
     })?;
 
-    let delivery_id = header(headers, HEADER_WEBHOOK_ID).unwrap_or_default().to_owned();
-    if delivery_id.is_empty()
-        || delivery_id.len() > MAX_DELIVERY_ID_LEN
-        || !delivery_id.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::Malformed(
-            "webhook-id must be 1-128 visible ASCII characters".into(),
-        ));
-    }
-    let parsed: Body =
+    let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
+    if contains_nul(&value) {
+        return Err(ApiError::Malformed("the body contains a NUL character (\\u0000)".into()));
+    }
+    let parsed = Body::deserialize(&value).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
     if !parsed.event_type.starts_with("payment.") {
         return Err(ApiError::Malformed("type must be payment.<status>".into()));
     }
@@ -73,6 +80,16 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
     }
     if parsed.data.amount_minor < 0 {
         return Err(ApiError::Malformed("amount_minor must not be negative".into()));
+    }
+    let texts = [
+        ("type", Some(&parsed.event_type)),
+        ("data.provider_ref", Some(&parsed.data.provider_ref)),
+        ("data.reason", parsed.data.reason.as_ref()),
+    ];
+    for (field, text) in texts {
+        if text.is_some_and(|t| t.chars().any(char::is_control)) {
+            return Err(ApiError::Malformed(format!("{field} contains a control character")));
+        }
     }
 
     let evidence_headers = [
@@ -105,6 +122,57 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the three Standard Webhooks headers before any library reads them and
+/// returns the delivery id. Missing or unusable signature or timestamp: 401 (the
+/// request is not authenticated); a malformed id: 400.
+fn check_headers(headers: &HeaderMap) -> Result<String, ApiError> {
+    let one = |name: &str| -> Result<&str, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .map_err(|_| ApiError::BadSignature(format!("{name} is not visible ASCII"))),
+            (None, _) => Err(ApiError::BadSignature(format!("{name} is missing"))),
+            (Some(_), Some(_)) => Err(ApiError::BadSignature(format!("{name} is repeated"))),
+        }
+    };
+    let timestamp = one(HEADER_WEBHOOK_TIMESTAMP)?;
+    if timestamp.is_empty() || timestamp.len() > MAX_TIMESTAMP_DIGITS || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(ApiError::BadSignature(
+            "webhook-timestamp must be Unix seconds (digits only)".into(),
+        ));
+    }
+    let signature = one(HEADER_WEBHOOK_SIGNATURE)?;
+    if signature.is_empty() || signature.len() > MAX_SIGNATURE_LEN {
+        return Err(ApiError::BadSignature(format!(
+            "webhook-signature must be 1-{MAX_SIGNATURE_LEN} characters"
+        )));
+    }
+    let delivery_id = one(HEADER_WEBHOOK_ID).map_err(|e| match e {
+        ApiError::BadSignature(message) => ApiError::Malformed(message),
+        other => other,
+    })?;
+    let token_ish = |b: u8| b.is_ascii_alphanumeric() || b"_-.:~+=/@".contains(&b);
+    if delivery_id.is_empty() || delivery_id.len() > MAX_DELIVERY_ID_LEN || !delivery_id.bytes().all(token_ish) {
+        return Err(ApiError::Malformed(format!(
+            "webhook-id must be 1-{MAX_DELIVERY_ID_LEN} characters of [A-Za-z0-9_.:~+=/@-]"
+        )));
+    }
+    Ok(delivery_id.to_owned())
+}
+
+/// Whether any string (or key) of `value` holds a NUL, which PostgreSQL can store
+/// neither in `text` nor in `jsonb`.
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +238,133 @@ mod tests {
             verify_and_parse(&secret(), &signed(not_json, "msg_1", now), not_json.as_bytes()),
             Err(ApiError::Malformed(_))
         ));
+    }
+
+    fn status_of(error: ApiError) -> u16 {
+        use axum::response::IntoResponse;
+        error.into_response().status().as_u16()
+    }
+
+    /// Was a dropped connection: the signature library computed `now - ts` on
+    /// `i64::MIN` and overflowed.
+    #[test]
+    fn extreme_timestamps_are_refused_before_the_library_sees_them() {
+        let b = body("pay_1");
+        for ts in ["-9223372036854775808", "9223372036854775807", "-1", "+5", "1e9", " 1", "", "99999999999999"] {
+            let mut h = signed(&b, "msg_1", Utc::now().timestamp());
+            h.insert(HEADER_WEBHOOK_TIMESTAMP, ts.parse().unwrap());
+            let result = verify_and_parse(&secret(), &h, b.as_bytes());
+            assert!(matches!(result, Err(ApiError::BadSignature(_))), "{ts:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_ids_and_oversized_signatures_are_refused() {
+        let now = Utc::now().timestamp();
+        let b = body("pay_1");
+        for id in ["", "a b", "msg\"1", &"m".repeat(129), "msg>1"] {
+            let mut h = signed(&b, "msg_1", now);
+            h.insert(HEADER_WEBHOOK_ID, id.parse().unwrap());
+            assert!(matches!(verify_and_parse(&secret(), &h, b.as_bytes()), Err(ApiError::Malformed(_))), "{id:?}");
+        }
+        let mut h = signed(&b, "msg_1", now);
+        h.insert(HEADER_WEBHOOK_SIGNATURE, "v1,x ".repeat(300).parse().unwrap());
+        assert!(matches!(verify_and_parse(&secret(), &h, b.as_bytes()), Err(ApiError::BadSignature(_))));
+        let mut h = signed(&b, "msg_1", now);
+        h.append(HEADER_WEBHOOK_TIMESTAMP, now.to_string().parse().unwrap());
+        assert!(matches!(verify_and_parse(&secret(), &h, b.as_bytes()), Err(ApiError::BadSignature(_))));
+    }
+
+    /// PostgreSQL stores no NUL; a signed body holding one anywhere is refused (400),
+    /// and so are control characters in the fields paytrack keeps.
+    #[test]
+    fn nul_and_control_characters_are_refused() {
+        let now = Utc::now().timestamp();
+        let cases = [
+            body("pay_1").replace("pr_1", "pr\\u0000"),
+            body("pay_1").replace("payment.succeeded", "payment.succeeded\\u0007"),
+            body("pay_1").replace(r#""currency""#, r#""extra":{"k\u0000":1},"currency""#),
+            body("pay_1").replace(r#""merchant_id":"m_1""#, r#""merchant_id":"m_1","reason":"a\nb""#),
+        ];
+        for b in cases {
+            let result = verify_and_parse(&secret(), &signed(&b, "msg_1", now), b.as_bytes());
+            assert!(matches!(result, Err(ApiError::Malformed(_))), "{b}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
+            let now = Utc::now().timestamp();
+            prop_oneof![
+                Just(None),
+                proptest::collection::vec(any::<u8>(), 0..80).prop_map(Some),
+                any::<i64>().prop_map(|n| Some(n.to_string().into_bytes())),
+                // Where `now - ts` overflows: the edge of i64.
+                (i64::MIN..i64::MIN + 4_000_000_000).prop_map(|n| Some(n.to_string().into_bytes())),
+                (now - 400..now + 400).prop_map(|n| Some(n.to_string().into_bytes())),
+                "[ -~]{0,40}".prop_map(|s| Some(s.into_bytes())),
+            ]
+        }
+
+        fn body_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                (any::<String>(), any::<String>(), any::<i64>(), any::<String>()).prop_map(
+                    |(kind, reference, amount, currency)| {
+                        serde_json::json!({
+                            "type": format!("payment.{kind}"),
+                            "timestamp": "2026-11-22T10:00:00Z",
+                            "data": {"payment_id": "pay_1", "provider_ref": reference,
+                                     "amount_minor": amount, "currency": currency},
+                        })
+                        .to_string()
+                        .into_bytes()
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the bytes and headers, the answer is a 4xx or an accepted
+            /// event, never a panic and never a 5xx. With `sign`, a valid signature
+            /// over the arbitrary body is added, so the parser is reached too.
+            #[test]
+            fn arbitrary_input_gets_a_4xx_never_a_panic(
+                id in header_value(),
+                ts in header_value(),
+                sig in header_value(),
+                body in body_bytes(),
+                sign in any::<bool>(),
+            ) {
+                let mut h = HeaderMap::new();
+                for (name, value) in [(HEADER_WEBHOOK_ID, &id), (HEADER_WEBHOOK_TIMESTAMP, &ts), (HEADER_WEBHOOK_SIGNATURE, &sig)] {
+                    if let Some(v) = value.as_ref().and_then(|v| axum::http::HeaderValue::from_bytes(v).ok()) {
+                        h.insert(name, v);
+                    }
+                }
+                if sign {
+                    let id = h.get(HEADER_WEBHOOK_ID).and_then(|v| v.to_str().ok()).unwrap_or("msg_1").to_owned();
+                    let ts = h.get(HEADER_WEBHOOK_TIMESTAMP).and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+                    if let Some(ts) = ts.filter(|t| t.checked_abs().is_some()) {
+                        if let Ok(signature) = Webhook::new(SECRET).unwrap().sign(&id, ts, &body) {
+                            h.insert(HEADER_WEBHOOK_SIGNATURE, signature.parse().unwrap());
+                        }
+                    }
+                }
+                match verify_and_parse(&secret(), &h, &body) {
+                    Ok(verified) => prop_assert!(!verified.delivery_id.is_empty()),
+                    Err(error) => {
+                        let status = status_of(error);
+                        prop_assert!((400..500).contains(&status), "answered {}", status);
+                    }
+                }
+            }
+        }
     }
 }
