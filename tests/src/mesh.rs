@@ -26,6 +26,8 @@ pub struct MeshOptions {
     pub session_queue: usize,
     /// JetStream's de-duplication window, in seconds.
     pub duplicate_window_secs: u64,
+    /// How long ingest and the edge wait for a request's headers.
+    pub http_header_read_timeout_ms: u64,
 }
 
 impl Default for MeshOptions {
@@ -34,6 +36,7 @@ impl Default for MeshOptions {
             heartbeat_ms: 1_000,
             session_queue: 1_024,
             duplicate_window_secs: 86_400,
+            http_header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -54,6 +57,8 @@ pub struct Mesh {
     pub jwt: JwtKeys,
     /// A backend API key of the tenant.
     pub api_key: String,
+    /// The HS256 secret tokens are signed with (to forge tokens with odd claims).
+    pub jwt_secret: String,
     /// A JetStream client for assertions.
     pub js: jetstream::Context,
     webhook: Webhook,
@@ -91,6 +96,10 @@ impl Mesh {
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
+            (
+                "http_header_read_timeout_ms",
+                options.http_header_read_timeout_ms.to_string(),
+            ),
         ])?;
 
         let db = PgPool::connect(&database_url).await?;
@@ -121,6 +130,7 @@ impl Mesh {
             tenant,
             ingest_url,
             edge_addr,
+            jwt_secret: jwt_secret.clone(),
             jwt: JwtKeys::new(
                 &SecretString::from(jwt_secret),
                 &settings.jwt_issuer,

@@ -79,6 +79,20 @@ impl WsClient {
         }
     }
 
+    /// Writes raw bytes to the socket under the WebSocket protocol (to send what a
+    /// well-behaved client library would refuse to, e.g. a frame header alone).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self.socket.get_mut() {
+            MaybeTlsStream::Plain(stream) => {
+                stream.write_all(bytes).await?;
+                stream.flush().await?;
+                Ok(())
+            }
+            _ => bail!("send_raw needs a plain TCP socket"),
+        }
+    }
+
     /// Waits for the server to close; returns the close code.
     pub async fn closed(&mut self, timeout: Duration) -> anyhow::Result<u16> {
         let deadline = tokio::time::Instant::now() + timeout;
