@@ -170,7 +170,11 @@ impl Settings {
         if self.database_url.expose_secret().trim().is_empty() {
             return Err(bad_value("DATABASE_URL", "must not be empty"));
         }
-        if self.jwt_secret.as_ref().is_some_and(|s| s.expose_secret().trim().is_empty()) {
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().trim().is_empty())
+        {
             return Err(bad_value("JWT_SECRET", "must not be empty when set"));
         }
         Ok(())
@@ -356,11 +360,19 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_naming_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("webhook_secrets", "acme/stdwebhooks=whsec_!!not-base64!!", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/stdwebhooks=whsec_!!not-base64!!",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("webhook_secrets", "acme/stdwebhooks=whsec_", "PAYTRACK_WEBHOOK_SECRETS"),
             ("webhook_secrets", "acme/stdwebhooks=", "PAYTRACK_WEBHOOK_SECRETS"),
             ("webhook_secrets", "acme/std.webhooks=x", "PAYTRACK_WEBHOOK_SECRETS"),
-            ("webhook_secrets", "a.b/stdwebhooks=whsec_AAAA", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "a.b/stdwebhooks=whsec_AAAA",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("webhook_secrets", "justasecret", "PAYTRACK_WEBHOOK_SECRETS"),
             ("webhook_secrets", "acme/x=1,acme/x=2", "PAYTRACK_WEBHOOK_SECRETS"),
             ("api_keys", "acme", "PAYTRACK_API_KEYS"),
@@ -373,7 +385,11 @@ mod tests {
             ("nats_ack_timeout_ms", "0", "PAYTRACK_NATS_ACK_TIMEOUT_MS"),
             ("nats_replicas", "0", "PAYTRACK_NATS_REPLICAS"),
             ("database_max_connections", "0", "PAYTRACK_DATABASE_MAX_CONNECTIONS"),
-            ("http_header_read_timeout_ms", "0", "PAYTRACK_HTTP_HEADER_READ_TIMEOUT_MS"),
+            (
+                "http_header_read_timeout_ms",
+                "0",
+                "PAYTRACK_HTTP_HEADER_READ_TIMEOUT_MS",
+            ),
             ("nats_url", " ", "PAYTRACK_NATS_URL"),
             ("jwt_audience", "", "PAYTRACK_JWT_AUDIENCE"),
             ("jwt_secret", " ", "PAYTRACK_JWT_SECRET"),

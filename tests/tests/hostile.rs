@@ -61,7 +61,11 @@ async fn end_user_tokens_read_only_the_payments_their_channels_name() -> anyhow:
     let operator = mesh.operator_token();
     for suffix in ["", "/timeline", "/evidence"] {
         let path = |p: &str| format!("/v1/payments/{p}{suffix}");
-        assert_eq!(status_and_error(&mesh, &path("pay_mine"), &mine).await?.0, 200, "{suffix}");
+        assert_eq!(
+            status_and_error(&mesh, &path("pay_mine"), &mine).await?.0,
+            200,
+            "{suffix}"
+        );
         assert_eq!(
             status_and_error(&mesh, &path("pay_secret"), &mine).await?,
             (403, "forbidden".to_owned()),
@@ -102,9 +106,13 @@ async fn end_user_tokens_read_only_the_payments_their_channels_name() -> anyhow:
 async fn a_device_claim_that_could_widen_a_filter_is_refused() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     for device in [">", "*", "d.>", ""] {
-        let token = mesh
-            .jwt
-            .mint("user-1", &mesh.tenant, 600, Some(vec!["user:user-1".into()]), Some(device.into()));
+        let token = mesh.jwt.mint(
+            "user-1",
+            &mesh.tenant,
+            600,
+            Some(vec!["user:user-1".into()]),
+            Some(device.into()),
+        );
         match WsClient::try_connect(&mesh.ws_url(), Some(&token)).await? {
             Upgrade::Refused(status) => assert_eq!(status, 401, "{device:?}"),
             Upgrade::Open(_) => anyhow::bail!("device {device:?} was accepted at the upgrade"),
@@ -128,7 +136,10 @@ async fn a_device_claim_that_could_widen_a_filter_is_refused() -> anyhow::Result
 async fn a_token_not_valid_before_an_hour_from_now_is_refused() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     let later = chrono::Utc::now().timestamp() + 3600;
-    let token = forge(&mesh, claims(&mesh, serde_json::json!({ "nbf": later, "exp": later + 600 })))?;
+    let token = forge(
+        &mesh,
+        claims(&mesh, serde_json::json!({ "nbf": later, "exp": later + 600 })),
+    )?;
     assert!(matches!(
         WsClient::try_connect(&mesh.ws_url(), Some(&token)).await?,
         Upgrade::Refused(401)
@@ -213,7 +224,11 @@ async fn arbitrary_webhooks_over_http_get_a_4xx() -> anyhow::Result<()> {
                 let mut request = reqwest::Client::new()
                     .post(format!("{}/v1/webhooks/{}/stdwebhooks", mesh.ingest_url, mesh.tenant))
                     .body(body);
-                for (name, raw) in [("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)] {
+                for (name, raw) in [
+                    ("webhook-id", id),
+                    ("webhook-timestamp", ts),
+                    ("webhook-signature", sig),
+                ] {
                     if let Ok(v) = reqwest::header::HeaderValue::from_bytes(&raw) {
                         request = request.header(name, v);
                     }
@@ -244,7 +259,9 @@ async fn a_half_sent_request_is_closed_after_the_header_timeout() -> anyhow::Res
     let ingest = mesh.ingest_url.trim_start_matches("http://").to_owned();
     for addr in [ingest, mesh.edge_addr.to_string()] {
         let mut client = tokio::net::TcpStream::connect(&addr).await?;
-        client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await?;
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await?;
         let started = Instant::now();
         let mut rest = Vec::new();
         // Observed close: read_to_end returns (EOF or reset). The outer bound only

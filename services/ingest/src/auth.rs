@@ -133,7 +133,10 @@ mod tests {
             Access::IfMerchantIn(&[MerchantId::new("m_1").unwrap()])
         );
         // Malformed grants grant nothing.
-        assert_eq!(scope(&["payment:*", "merchant:>"]).access(&pay("pay_1")), Access::Denied);
+        assert_eq!(
+            scope(&["payment:*", "merchant:>"]).access(&pay("pay_1")),
+            Access::Denied
+        );
         assert_eq!(scope(&[]).access(&pay("pay_1")), Access::Denied);
     }
 }
