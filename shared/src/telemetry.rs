@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -51,16 +51,26 @@ pub fn init(service: &'static str, sink: LogSink) {
 /// the trace id persisted with a transition (and sent on the WebSocket) would be
 /// zeros at `warn`.
 pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &str) {
+    // Only the first call builds a subscriber. Building another one, even one that is
+    // never installed, registers a dispatcher and recomputes every callsite's
+    // interest, which leaves the installed per-layer filters with stale decisions.
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| install(service, sink, default_filter));
+}
+
+fn install(service: &'static str, sink: LogSink, default_filter: &str) {
     let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(filter_fn(|meta| {
-            meta.is_span() && meta.target().starts_with("paytrack")
-        }));
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry().with(otel);
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // A global gate lets through what the log filter may want (up to its most
+    // verbose level) and every span of paytrack's crates, whatever its level: the
+    // OpenTelemetry layer is not filtered further, the log output is (per layer).
+    let verbosest = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let gate =
+        filter_fn(move |meta| (meta.is_span() && meta.target().starts_with("paytrack")) || verbosest >= *meta.level());
+    let registry = tracing_subscriber::registry().with(gate).with(otel);
     let _ = match sink {
         LogSink::Stdout(LogFormat::Json) => registry
             .with(
@@ -68,17 +78,17 @@ pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &s
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_filter(filter()),
+                    .with_filter(filter),
             )
             .try_init(),
         LogSink::Stdout(LogFormat::Pretty) => registry
-            .with(tracing_subscriber::fmt::layer().with_filter(filter()))
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
             .try_init(),
         LogSink::Discard => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::sink)
-                    .with_filter(filter()),
+                    .with_filter(filter),
             )
             .try_init(),
         LogSink::JsonTo(writer) => registry
@@ -88,7 +98,7 @@ pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &s
                     .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(writer)
-                    .with_filter(filter()),
+                    .with_filter(filter),
             )
             .try_init(),
     };

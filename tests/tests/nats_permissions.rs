@@ -31,22 +31,20 @@ impl Probe {
     async fn connect(nats: &NatsServer, role: Role) -> anyhow::Result<Probe> {
         let (tx, errors) = mpsc::unbounded_channel();
         let password = nats.password(role);
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            role.user().into(),
-            password.expose_secret().into(),
-        )
-        .custom_inbox_prefix(role.inbox_prefix())
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(ServerError::Other(text)) = event {
-                    let _ = tx.send(text);
-                }
-            }
-        })
-        .connect(nats.url())
-        .await
-        .with_context(|| format!("connect as {}", role.user()))?;
+        let client =
+            async_nats::ConnectOptions::with_user_and_password(role.user().into(), password.expose_secret().into())
+                .custom_inbox_prefix(role.inbox_prefix())
+                .event_callback(move |event| {
+                    let tx = tx.clone();
+                    async move {
+                        if let Event::ServerError(ServerError::Other(text)) = event {
+                            let _ = tx.send(text);
+                        }
+                    }
+                })
+                .connect(nats.url())
+                .await
+                .with_context(|| format!("connect as {}", role.user()))?;
         Ok(Probe { role, client, errors })
     }
 
@@ -178,7 +176,10 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
         if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), watched.next()).await {
             break next.context("subscription ended")?;
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the reader never saw a transition");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the reader never saw a transition"
+        );
     };
     assert_eq!(seen.subject.as_str(), STATUS);
     reader.subscribe_refused("paytrack.in.>").await?;
