@@ -119,6 +119,33 @@ for key in PAYTRACK_JWT_SECRET WEBHOOK_SECRET_STDWEBHOOKS WEBHOOK_SECRET_RAZORPA
   [[ -n "${!key:-}" ]] || die "$key missing in $secrets_file (delete the file to regenerate it)"
 done
 
+# --- NATS users (generated once) ---------------------------------------------------------
+# One password per user of nats/auth.conf (generated from nats/src/auth.rs). nats-server
+# reads them from its environment, paytrack from the settings of the same names.
+nats_users_file="$dev/nats-users.env"
+nats_password_keys=(PAYTRACK_NATS_INGEST_PASSWORD PAYTRACK_NATS_RECONCILER_PASSWORD
+  PAYTRACK_NATS_PROJECTOR_PASSWORD PAYTRACK_NATS_EDGE_PASSWORD PAYTRACK_NATS_READER_PASSWORD
+  PAYTRACK_NATS_ADMIN_PASSWORD)
+if [[ ! -s "$nats_users_file" ]]; then
+  log "generating NATS user passwords in $nats_users_file"
+  (
+    umask 077
+    {
+      echo "# Local NATS user passwords (nats/auth.conf); generated once by stack-up.sh."
+      # Letters and digits, starting with a letter: nats-server reads them as bare strings.
+      for key in "${nats_password_keys[@]}"; do echo "$key=p$(openssl rand -hex 24)"; done
+    } >"$nats_users_file.tmp"
+    mv -f "$nats_users_file.tmp" "$nats_users_file"
+  )
+fi
+# shellcheck source=/dev/null
+source "$nats_users_file"
+for key in "${nats_password_keys[@]}"; do
+  [[ "${!key:-}" =~ ^[A-Za-z][A-Za-z0-9]*$ ]] \
+    || die "$key missing or malformed in $nats_users_file (delete the file to regenerate it)"
+  export "${key?}"
+done
+
 # --- NATS ------------------------------------------------------------------------------
 nats_log="$log_dir/nats.log"
 nats_pidfile="$run_dir/nats.pid"
@@ -276,6 +303,10 @@ else
   paytrack_log="$log_dir/paytrack.log"
   paytrack_env=(
     PAYTRACK_NATS_URL="$nats_url"
+    PAYTRACK_NATS_INGEST_PASSWORD="$PAYTRACK_NATS_INGEST_PASSWORD"
+    PAYTRACK_NATS_RECONCILER_PASSWORD="$PAYTRACK_NATS_RECONCILER_PASSWORD"
+    PAYTRACK_NATS_PROJECTOR_PASSWORD="$PAYTRACK_NATS_PROJECTOR_PASSWORD"
+    PAYTRACK_NATS_EDGE_PASSWORD="$PAYTRACK_NATS_EDGE_PASSWORD"
     PAYTRACK_DATABASE_URL="$database_url"
     PAYTRACK_INGEST_LISTEN="127.0.0.1:$ingest_port"
     PAYTRACK_EDGE_LISTEN="127.0.0.1:$edge_port"
@@ -345,6 +376,10 @@ stack_env="$dev/stack.env"
   umask 077
   {
     env_line NATS_URL "$nats_url"
+    env_line NATS_ADMIN_USER admin
+    env_line NATS_ADMIN_PASSWORD "$PAYTRACK_NATS_ADMIN_PASSWORD"
+    env_line NATS_READER_USER reader
+    env_line NATS_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD"
     env_line DATABASE_URL "$database_url"
     env_line INGEST_URL "$ingest_url"
     env_line EDGE_URL "$edge_url"
@@ -366,7 +401,8 @@ stack_env="$dev/stack.env"
 cat <<EOF
 
 paytrack local stack is up
-  NATS        $nats_url  (monitoring http://127.0.0.1:$nats_monitor_port)
+  NATS        $nats_url  (monitoring http://127.0.0.1:$nats_monitor_port; users in nats/auth.conf,
+              admin and reader passwords in .dev/stack.env)
   PostgreSQL  $database_url
   ingest      $ingest_url
   edge        $edge_url  (WebSocket ws://127.0.0.1:$edge_port/v1/ws)

@@ -3,16 +3,21 @@
 //! stream reads every service needs (a stream's epoch, a subject filter's latest
 //! message).
 //!
-//! `nats/local.conf` beside this crate is the server configuration of the local stack.
+//! `nats/local.conf` beside this crate is the server configuration of the local stack;
+//! its users and permissions are code in [`auth`].
 
+pub mod auth;
 mod consume;
+mod retry;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use paytrack_shared::subjects;
 
+pub use crate::auth::{Credentials, Role};
 pub use crate::consume::{HandleError, consume, settle};
+pub use crate::retry::{Stopped, retry_until_ready};
 
 /// Why the JetStream layout could not be applied or read.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +81,31 @@ pub const CONSUMER_PROJECTOR_EVIDENCE: &str = "ledger-projector-evidence";
 /// The durable consumer the projector reads session audit with.
 pub const CONSUMER_PROJECTOR_SESSIONS: &str = "ledger-projector-sessions";
 
-/// Connects with the client name given, retrying the first connection so services
-/// may start before the server.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, LayoutError> {
-    let client = async_nats::ConnectOptions::new()
+/// Connects with the client name given, as `credentials`' user when given (with
+/// that user's inbox prefix, the only replies its permissions let it read). The
+/// connection is made in the background and kept up across server restarts, so a
+/// service may start before the server; callers find out it is usable when their
+/// first request (applying the layout) succeeds.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    credentials: Option<&Credentials>,
+) -> Result<async_nats::Client, LayoutError> {
+    use secrecy::ExposeSecret;
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(credentials) = credentials {
+        options = async_nats::ConnectOptions::with_user_and_password(
+            credentials.role.user().to_owned(),
+            credentials.password.expose_secret().to_owned(),
+        )
+        .custom_inbox_prefix(credentials.role.inbox_prefix());
+    } else {
+        tracing::warn!(
+            client = name,
+            "no NATS credentials configured; connecting without a user"
+        );
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .event_callback(|event| async move {

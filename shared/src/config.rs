@@ -66,6 +66,14 @@ pub struct Settings {
     pub nats_duplicate_window_secs: u64,
     /// Publish ack timeout.
     pub nats_ack_timeout_ms: u64,
+    /// Password of ingest's NATS user `ingest` (no default).
+    pub nats_ingest_password: Option<SecretString>,
+    /// Password of the reconciler's NATS user `reconciler` (no default).
+    pub nats_reconciler_password: Option<SecretString>,
+    /// Password of the projector's NATS user `ledger-projector` (no default).
+    pub nats_projector_password: Option<SecretString>,
+    /// Password of ws-edge's NATS user `ws-edge` (no default).
+    pub nats_edge_password: Option<SecretString>,
     /// PostgreSQL URL (may hold a password).
     pub database_url: SecretString,
     /// Pool size.

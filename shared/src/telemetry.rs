@@ -16,7 +16,8 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
@@ -37,31 +38,58 @@ pub enum LogSink {
 }
 
 /// Installs the global subscriber once; later calls are no-ops, so tests may call
-/// it freely. `RUST_LOG` filters (default `info`).
+/// it freely. `RUST_LOG` filters the log lines (default `info`).
 pub fn init(service: &'static str, sink: LogSink) {
     init_with_filter(service, sink, "info");
 }
 
 /// [`init`] with another default filter for when `RUST_LOG` is unset.
+///
+/// The filter is a per-layer filter of the log output only. The OpenTelemetry layer
+/// has its own filter that keeps every span of paytrack's crates whatever the log
+/// level: a span the log filter disables would otherwise have no trace context, and
+/// the trace id persisted with a transition (and sent on the WebSocket) would be
+/// zeros at `warn`.
 pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &str) {
+    // Only the first call builds a subscriber. Building another one, even one that is
+    // never installed, registers a dispatcher and recomputes every callsite's
+    // interest, which leaves the installed per-layer filters with stale decisions.
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| install(service, sink, default_filter));
+}
+
+fn install(service: &'static str, sink: LogSink, default_filter: &str) {
     let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry().with(otel).with(filter);
+    // A global gate lets through what the log filter may want (up to its most
+    // verbose level) and every span of paytrack's crates, whatever its level: the
+    // OpenTelemetry layer is not filtered further, the log output is (per layer).
+    let verbosest = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let gate =
+        filter_fn(move |meta| (meta.is_span() && meta.target().starts_with("paytrack")) || verbosest >= *meta.level());
+    let registry = tracing_subscriber::registry().with(gate).with(otel);
     let _ = match sink {
         LogSink::Stdout(LogFormat::Json) => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogSink::Stdout(LogFormat::Pretty) => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogSink::Stdout(LogFormat::Pretty) => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            .try_init(),
         LogSink::Discard => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(filter),
+            )
             .try_init(),
         LogSink::JsonTo(writer) => registry
             .with(
@@ -69,7 +97,8 @@ pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &s
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter),
             )
             .try_init(),
     };

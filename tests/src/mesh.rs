@@ -1,11 +1,17 @@
 //! The whole mesh in-process on a real nats-server and a fresh PostgreSQL database.
+//!
+//! Each service connects as its own NATS user. The harness keeps every service's
+//! task: [`Mesh::start`] returns once all four report ready on `/readyz`, and its
+//! waits (and its drop) fail the test when a service task has ended on its own.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
 use base64::Engine;
+use futures::FutureExt;
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::Settings;
 use paytrack_shared::{TenantId, subjects};
@@ -13,9 +19,16 @@ use rand::RngCore;
 use secrecy::SecretString;
 use sqlx::PgPool;
 use standardwebhooks::Webhook;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::NatsServer;
+
+/// How long the mesh may take to become ready on a loaded machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A service's task, kept so that its end is noticed.
+type ServiceTask = (&'static str, JoinHandle<anyhow::Result<()>>);
 
 /// Knobs a test may turn.
 #[derive(Debug, Clone)]
@@ -59,8 +72,13 @@ pub struct Mesh {
     pub api_key: String,
     /// The HS256 secret tokens are signed with (to forge tokens with odd claims).
     pub jwt_secret: String,
-    /// A JetStream client for assertions.
+    /// A JetStream client for assertions, as the NATS admin user (may publish anything).
     pub js: jetstream::Context,
+    /// The reconciler's admin listener (`/readyz`, `/metrics`).
+    pub reconciler_admin: SocketAddr,
+    /// The projector's admin listener (`/readyz`, `/metrics`).
+    pub projector_admin: SocketAddr,
+    tasks: Mutex<Vec<ServiceTask>>,
     webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
@@ -72,10 +90,19 @@ impl Mesh {
         Self::start_with(MeshOptions::default()).await
     }
 
-    /// Starts nats-server, a fresh database and the four services.
+    /// Starts nats-server, a fresh database and the four services, and waits until
+    /// every service is ready.
     pub async fn start_with(options: MeshOptions) -> anyhow::Result<Mesh> {
-        paytrack_shared::telemetry::init_for_tests();
         let nats = NatsServer::start().await?;
+        let mesh = Self::launch(nats, options).await?;
+        mesh.wait_ready().await?;
+        Ok(mesh)
+    }
+
+    /// Starts a fresh database and the four services on `nats` (running or not) and
+    /// returns without waiting for them to be ready.
+    pub async fn launch(nats: NatsServer, options: MeshOptions) -> anyhow::Result<Mesh> {
+        paytrack_shared::telemetry::init_for_tests();
         let database_url = crate::pg::fresh_database().await?;
         let tenant = TenantId::new(&format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
         let mut key = [0u8; 24];
@@ -83,7 +110,8 @@ impl Mesh {
         let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
         let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
-        let settings = Settings::from_pairs([
+        let mut pairs = nats.settings_pairs();
+        pairs.extend([
             ("nats_url", nats.url()),
             ("database_url", database_url.clone()),
             ("ingest_listen", "127.0.0.1:0".to_owned()),
@@ -100,7 +128,8 @@ impl Mesh {
                 "http_header_read_timeout_ms",
                 options.http_header_read_timeout_ms.to_string(),
             ),
-        ])?;
+        ]);
+        let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;
         paytrack_shared::db::MIGRATOR.run(&db).await?;
@@ -112,18 +141,27 @@ impl Mesh {
             paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, shutdown.clone())
                 .await?;
         let edge_addr = edge.local_addr()?;
-        tokio::spawn(ingest.run(shutdown.clone()));
-        tokio::spawn(edge.run());
-        tokio::spawn(paytrack_reconciler::run(
-            paytrack_reconciler::Config::from_settings(&settings),
-            shutdown.clone(),
-        ));
-        tokio::spawn(paytrack_ledger_projector::run(
-            paytrack_ledger_projector::Config::from_settings(&settings),
-            shutdown.clone(),
-        ));
+        let admin = || -> anyhow::Result<SocketAddr> { Ok(SocketAddr::from(([127, 0, 0, 1], crate::free_port()?))) };
+        let (reconciler_admin, projector_admin) = (admin()?, admin()?);
+        let mut reconciler = paytrack_reconciler::Config::from_settings(&settings);
+        reconciler.admin_listen = Some(reconciler_admin);
+        let mut projector = paytrack_ledger_projector::Config::from_settings(&settings);
+        projector.admin_listen = Some(projector_admin);
+        let token = shutdown.clone();
+        let tasks: Vec<ServiceTask> = vec![
+            ("ingest", tokio::spawn(async move { Ok(ingest.run(token).await?) })),
+            ("ws-edge", tokio::spawn(async move { Ok(edge.run().await?) })),
+            ("reconciler", {
+                let token = shutdown.clone();
+                tokio::spawn(async move { Ok(paytrack_reconciler::run(reconciler, token).await?) })
+            }),
+            ("ledger-projector", {
+                let token = shutdown.clone();
+                tokio::spawn(async move { Ok(paytrack_ledger_projector::run(projector, token).await?) })
+            }),
+        ];
 
-        let client = async_nats::connect(nats.url()).await?;
+        let client = nats.admin_client().await?;
         Ok(Mesh {
             nats,
             db,
@@ -138,6 +176,9 @@ impl Mesh {
             ),
             api_key,
             js: jetstream::new(client),
+            reconciler_admin,
+            projector_admin,
+            tasks: Mutex::new(tasks),
             webhook: Webhook::new(&whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
@@ -271,10 +312,77 @@ impl Mesh {
         Ok(total)
     }
 
+    /// Fails when a service task has ended while it should run (an error, a panic,
+    /// or an early return), naming the service and why.
+    pub fn check_services(&self) -> anyhow::Result<()> {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+        // A finished task's result can be taken once: take it and forget the task.
+        let Some(index) = tasks.iter().position(|(_, task)| task.is_finished()) else {
+            return Ok(());
+        };
+        let (name, mut task) = tasks.swap_remove(index);
+        drop(tasks);
+        match (&mut task).now_or_never() {
+            Some(Ok(Ok(()))) if self.shutdown.is_cancelled() => self.check_services(),
+            Some(Ok(Ok(()))) => Err(anyhow::anyhow!("service {name} stopped before shutdown")),
+            Some(Ok(Err(error))) => Err(error.context(format!("service {name} failed"))),
+            Some(Err(join)) => Err(anyhow::anyhow!("service {name} panicked or was aborted: {join}")),
+            None => self.check_services(),
+        }
+    }
+
+    /// [`crate::eventually`] that also fails as soon as a service task has ended.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        crate::eventually(timeout, what, || {
+            let checked = self.check_services();
+            let next = f();
+            async move {
+                match checked {
+                    Err(error) => Some(Err(error)),
+                    Ok(()) => next.await.map(Ok),
+                }
+            }
+        })
+        .await?
+    }
+
+    /// The `/readyz` answer of each service, by name (None: no answer).
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<u16>)> {
+        let urls = [
+            ("ingest", format!("{}/readyz", self.ingest_url)),
+            ("ws-edge", format!("http://{}/readyz", self.edge_addr)),
+            ("reconciler", format!("http://{}/readyz", self.reconciler_admin)),
+            ("ledger-projector", format!("http://{}/readyz", self.projector_admin)),
+        ];
+        let mut answers = Vec::new();
+        for (name, url) in urls {
+            let status = self.http.get(url).send().await.ok().map(|r| r.status().as_u16());
+            answers.push((name, status));
+        }
+        answers
+    }
+
+    /// Waits until every service answers 200 on `/readyz`; fails early if one ends.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        self.eventually(READY_TIMEOUT, "every service ready", || async {
+            let answers = self.readiness().await;
+            answers.iter().all(|(_, s)| *s == Some(200)).then_some(())
+        })
+        .await
+        .with_context(|| "services not ready")
+    }
+
     /// Waits until the projection holds `payment` at `version` and returns its row
     /// `(status, version, status_seq, trace_id)`.
     pub async fn wait_for_row(&self, payment: &str, version: i64) -> anyhow::Result<(String, i64, i64, String)> {
-        crate::eventually(Duration::from_secs(20), "projection row", || async {
+        self.eventually(Duration::from_secs(30), "projection row", || async {
             sqlx::query_as::<_, (String, i64, i64, String)>(
                 "SELECT status, version, status_seq, trace_id FROM payments WHERE tenant = $1 AND payment_id = $2",
             )
@@ -300,6 +408,13 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        // A service that died during the test fails it, even if its assertions passed.
+        let ended = self.check_services();
         self.shutdown.cancel();
+        if let Err(error) = ended
+            && !std::thread::panicking()
+        {
+            panic!("{error:#}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! A real nats-server with JetStream for one test.
+//! A real nats-server with JetStream for one test, with paytrack's users and
+//! permissions (`paytrack_nats::auth`, the same text as `nats/auth.conf`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -6,9 +7,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use paytrack_nats::{Credentials, Role};
+use secrecy::{ExposeSecret, SecretString};
 
 /// The nats-server version the project pins (see scripts/install-nats-server.sh).
 pub const PINNED_VERSION: &str = "2.15.1";
+
+/// How long a (re)started server may take to accept connections on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The pinned binary: `PAYTRACK_NATS_SERVER`, else `.dev/bin/nats-server`; its
 /// version is checked once per process.
@@ -38,28 +44,96 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// A nats-server process with its own port and store directory.
+/// A nats-server process with its own port, store directory and user passwords.
+/// Clients must authenticate: [`NatsServer::connect_as`] (or
+/// [`NatsServer::credentials`] for a service's settings).
 pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
+    passwords: Vec<(Role, SecretString)>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a fresh store.
     pub async fn start() -> anyhow::Result<NatsServer> {
-        let mut server = NatsServer {
-            port: crate::free_port()?,
-            store: tempfile::tempdir()?,
-            child: None,
-        };
+        let mut server = Self::stopped()?;
         server.restart().await?;
         Ok(server)
     }
 
-    /// The client URL.
+    /// A server with its port, store and passwords chosen but not started yet
+    /// ([`NatsServer::restart`] starts it): for tests of services that start first.
+    pub fn stopped() -> anyhow::Result<NatsServer> {
+        let passwords = Role::ALL
+            .into_iter()
+            .map(|role| (role, SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))))
+            .collect();
+        Ok(NatsServer {
+            port: crate::free_port()?,
+            store: tempfile::tempdir()?,
+            passwords,
+            child: None,
+        })
+    }
+
+    /// The client URL (clients still need a user: see [`NatsServer::connect_as`]).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The password of `role`'s user on this server.
+    pub fn password(&self, role: Role) -> SecretString {
+        self.passwords
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| SecretString::from(String::new()))
+    }
+
+    /// `role`'s credentials, as a service's settings would give them.
+    pub fn credentials(&self, role: Role) -> Credentials {
+        Credentials {
+            role,
+            password: self.password(role),
+        }
+    }
+
+    /// The settings pairs that give each service its user's password.
+    pub fn settings_pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("nats_ingest_password", Role::Ingest),
+            ("nats_reconciler_password", Role::Reconciler),
+            ("nats_projector_password", Role::Projector),
+            ("nats_edge_password", Role::Edge),
+        ]
+        .into_iter()
+        .map(|(key, role)| (key, self.password(role).expose_secret().to_owned()))
+        .collect()
+    }
+
+    /// A client connected as `role`'s user (with its inbox prefix), retrying the
+    /// first connection so it may be made while the server is down.
+    pub async fn connect_as(&self, role: Role) -> anyhow::Result<async_nats::Client> {
+        let password = self.password(role);
+        Ok(
+            async_nats::ConnectOptions::with_user_and_password(role.user().into(), password.expose_secret().into())
+                .custom_inbox_prefix(role.inbox_prefix())
+                .retry_on_initial_connect()
+                .connect(self.url())
+                .await?,
+        )
+    }
+
+    /// A client of the admin user, which may do anything: for assertions and for
+    /// publishing what a test needs.
+    pub async fn admin_client(&self) -> anyhow::Result<async_nats::Client> {
+        self.connect_as(Role::Admin).await
+    }
+
+    /// The server's log (permission violations are logged there).
+    pub fn log_path(&self) -> PathBuf {
+        self.store.path().join("nats-server.log")
     }
 
     /// Kills the server (as a crash would); its store stays.
@@ -70,30 +144,55 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts the server again on the same port, store and passwords, and waits
+    /// until it accepts connections.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        let child = Command::new(binary()?)
+        let conf = self.store.path().join("nats.conf");
+        std::fs::write(&conf, paytrack_nats::auth::render_conf())?;
+        let mut command = Command::new(binary()?);
+        command
+            .arg("-c")
+            .arg(&conf)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.store.path())
+            .arg(self.store.path().join("js"))
+            .arg("-l")
+            .arg(self.log_path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn nats-server")?;
+            .stderr(Stdio::null());
+        for (role, password) in &self.passwords {
+            command.env(role.password_env(), password.expose_secret());
+        }
+        let child = command.spawn().context("spawn nats-server")?;
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {
                 return Ok(());
             }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                bail!("nats-server exited with {status} on {addr}: {tail:?}");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nats-server did not accept connections on {addr} within {START_TIMEOUT:?}");
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        bail!("nats-server did not accept connections on {addr}")
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+        // Refused publishes and subscriptions are worth seeing when a test fails.
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("Violation")) {
+            eprintln!("nats-server: {line}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use paytrack_shared::subjects;
 use paytrack_tests::mesh::MeshOptions;
-use paytrack_tests::{Mesh, eventually};
+use paytrack_tests::{Mesh, NatsServer, eventually};
 
 /// With nats-server down, ingest answers 503 (never 2xx); once it is back, the
 /// provider's retry of the same delivery flows through to the projection.
@@ -65,8 +65,22 @@ async fn a_redelivered_fact_is_applied_once() -> anyhow::Result<()> {
     mesh.post_webhook("msg_re_h", &Mesh::webhook_body("pay_re", "held", "m_1"))
         .await?;
     mesh.wait_for_row("pay_re", 2).await?;
-    // Let JetStream forget the message ids, so only the reconciler can catch the repeat.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Let JetStream forget the message ids, so only the reconciler can catch the repeat:
+    // a probe id published after them (same window, another stream) is forgotten later.
+    let probe = format!("paytrack.alert.{}.window_probe", mesh.tenant);
+    let publish_probe = || async {
+        let message = PublishMessage::build()
+            .message_id("window-probe")
+            .payload("probe".into());
+        mesh.js.send_publish(probe.clone(), message).await.ok()?.await.ok()
+    };
+    publish_probe()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("probe not stored"))?;
+    eventually(Duration::from_secs(20), "the duplicate window to pass", || async {
+        publish_probe().await.filter(|ack| !ack.duplicate)
+    })
+    .await?;
 
     let stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
     let stored = stream.get_raw_message(1).await?;
@@ -145,5 +159,33 @@ async fn an_acknowledged_fact_survives_a_nats_crash() -> anyhow::Result<()> {
         let (status, version, ..) = mesh.wait_for_row(payment, 1).await?;
         assert_eq!((status.as_str(), version), ("succeeded", 1));
     }
+    Ok(())
+}
+
+/// Services started while nats-server is down keep retrying (not ready, never
+/// exiting); once it is up, every service becomes ready and a webhook flows through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_started_before_nats_become_ready_once_it_is_up() -> anyhow::Result<()> {
+    let nats = NatsServer::stopped()?;
+    let mut mesh = Mesh::launch(nats, MeshOptions::default()).await?;
+    // Every service answers, none is ready, none has given up.
+    mesh.eventually(Duration::from_secs(30), "every service to answer 503", || async {
+        let answers = mesh.readiness().await;
+        answers.iter().all(|(_, status)| *status == Some(503)).then_some(())
+    })
+    .await?;
+    let refused = mesh
+        .post_webhook("msg_early_0", &Mesh::webhook_body("pay_early", "pending", "m_1"))
+        .await?;
+    assert_eq!(refused.status(), 503);
+    mesh.check_services()?;
+
+    mesh.nats.restart().await?;
+    mesh.wait_ready().await?;
+    let body = Mesh::webhook_body("pay_early", "succeeded", "m_1");
+    let accepted = mesh.post_webhook("msg_early_1", &body).await?;
+    assert_eq!(accepted.status(), 200, "{}", accepted.text().await?);
+    let (status, version, ..) = mesh.wait_for_row("pay_early", 1).await?;
+    assert_eq!((status.as_str(), version), ("succeeded", 1));
     Ok(())
 }

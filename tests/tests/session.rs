@@ -24,13 +24,20 @@ async fn a_silent_client_is_closed_and_a_pinging_one_stays() -> anyhow::Result<(
     let welcome = pinging.next_of("welcome", Duration::from_secs(5)).await?;
     assert_eq!(welcome["heartbeat_ms"], 200);
 
-    // Keep one client talking for well past three intervals.
-    for _ in 0..8 {
+    // Keep one client talking, a ping per 150 ms, until the silent one is closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
         pinging.send(json!({"type": "ping"})).await?;
         pinging.next_of("pong", Duration::from_secs(5)).await?;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    assert_eq!(silent.closed(Duration::from_secs(5)).await?, 4000);
+        if let Ok(code) = silent.closed(Duration::from_millis(150)).await {
+            break code;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the silent client was never closed"
+        );
+    };
+    assert_eq!(code, 4000);
     pinging.send(json!({"type": "ping"})).await?;
     pinging.next_of("pong", Duration::from_secs(5)).await?;
     Ok(())
@@ -42,16 +49,18 @@ async fn an_expired_token_closes_the_session_with_4001() -> anyhow::Result<()> {
     let mesh = Mesh::start_with(fast_heartbeats()).await?;
     let token = mesh.jwt.mint("short-lived", &mesh.tenant, 1, None, None);
     let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
-    let keep_alive = async {
-        loop {
-            if client.send(json!({"type": "ping"})).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Keep the session alive with a ping per 100 ms until the edge closes it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if client.send(json!({"type": "ping"})).await.is_err() {
+            break client.closed(Duration::from_secs(5)).await?;
         }
+        if let Ok(code) = client.closed(Duration::from_millis(100)).await {
+            break code;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the session outlived its token");
     };
-    let _ = tokio::time::timeout(Duration::from_millis(2_500), keep_alive).await;
-    assert_eq!(client.closed(Duration::from_secs(5)).await?, 4001);
+    assert_eq!(code, 4001);
     Ok(())
 }
 

@@ -54,7 +54,17 @@ async fn every_log_line_of_a_webhooks_journey_carries_its_trace_id() -> anyhow::
     client.next_of("event", Duration::from_secs(20)).await?;
     mesh.wait_for_row("pay_trace", 1).await?;
 
-    let text = String::from_utf8(capture.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone())?;
+    // The projector logs "transition persisted" after publishing the checkpoint the
+    // client already saw: wait for the last line of the journey, then read them all.
+    let captured = || {
+        let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    paytrack_tests::eventually(Duration::from_secs(20), "the projector's log line", || async {
+        captured().contains("transition persisted").then_some(())
+    })
+    .await?;
+    let text = captured();
     let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let of_payment: Vec<&Value> = lines
         .iter()

@@ -36,11 +36,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Connects to NATS (applying the stream layout) and opens the pool.
+    /// Starts connecting to NATS (in the background) and opens the pool (lazily);
+    /// the stream layout is applied by [`crate::Ingest::run`].
     pub async fn connect(config: &Config) -> Result<AppState, IngestError> {
-        let client = paytrack_nats::connect(&config.nats_url, "paytrack-ingest").await?;
+        let client =
+            paytrack_nats::connect(&config.nats_url, "paytrack-ingest", config.nats_credentials.as_ref()).await?;
         let publisher = FactPublisher::new(client, config.ack_timeout);
-        paytrack_nats::ensure_streams(publisher.jetstream(), &config.layout).await?;
         let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
         Ok(AppState {
             publisher,

@@ -15,6 +15,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// NATS URL.
     pub nats_url: String,
+    /// ingest's NATS user, if the server wants one.
+    pub nats_credentials: Option<paytrack_nats::Credentials>,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
     /// How long to wait for JetStream's publish ack before answering 503.
@@ -41,6 +43,7 @@ impl Config {
         Ok(Config {
             listen: s.ingest_listen,
             nats_url: s.nats_url.clone(),
+            nats_credentials: paytrack_nats::Role::Ingest.credentials(s),
             layout: paytrack_nats::Layout::from_settings(s),
             ack_timeout: Duration::from_millis(s.nats_ack_timeout_ms),
             database_url: s.database_url.clone(),

@@ -45,20 +45,23 @@ pub struct Ingest {
     state: app::AppState,
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
+    layout: paytrack_nats::Layout,
 }
 
 impl Ingest {
-    /// Connects to NATS and PostgreSQL, applies the stream layout and binds the listener.
+    /// Starts connecting to NATS and PostgreSQL and binds the listener. Nothing here
+    /// waits for NATS: [`Ingest::run`] applies the stream layout, retrying, and
+    /// `/readyz` answers 503 until it is applied.
     pub async fn bind(config: Config) -> Result<Ingest, IngestError> {
         let state = app::AppState::connect(&config).await?;
         let readiness = Readiness::watching(state.publisher.client().clone());
         let listener = TcpListener::bind(config.listen).await?;
-        readiness.set(true);
         Ok(Ingest {
             listener,
             state,
             readiness,
             serve: config.serve,
+            layout: config.layout,
         })
     }
 
@@ -71,6 +74,18 @@ impl Ingest {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngestError> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ingest listening");
+        let js = self.state.publisher.jetstream().clone();
+        let (readiness, layout, stop) = (self.readiness.clone(), self.layout, shutdown.clone());
+        tokio::spawn(async move {
+            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || {
+                paytrack_nats::ensure_streams(&js, &layout)
+            })
+            .await;
+            if applied.is_ok() {
+                readiness.set(true);
+                tracing::info!("ingest ready");
+            }
+        });
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
         tracing::info!("ingest stopped");

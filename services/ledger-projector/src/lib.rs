@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// NATS URL.
     pub nats_url: String,
+    /// The projector's NATS user, if the server wants one.
+    pub nats_credentials: Option<paytrack_nats::Credentials>,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
     /// How long a JetStream request may take.
@@ -42,6 +44,7 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Config {
         Config {
             nats_url: s.nats_url.clone(),
+            nats_credentials: paytrack_nats::Role::Projector.credentials(s),
             layout: paytrack_nats::Layout::from_settings(s),
             nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             database_url: s.database_url.clone(),
@@ -73,9 +76,17 @@ fn transient_db(error: sqlx::Error) -> HandleError {
 /// Delay before a message that hit a transient failure is redelivered.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Runs the projector until `shutdown` is cancelled.
+/// Runs the projector until `shutdown` is cancelled. PostgreSQL or NATS being down
+/// at start is not an error: the migrations, the layout and the consumers are
+/// retried with backoff while `/readyz` answers 503.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-    let readiness = Readiness::default();
+    let client = paytrack_nats::connect(
+        &config.nats_url,
+        "paytrack-ledger-projector",
+        config.nats_credentials.as_ref(),
+    )
+    .await?;
+    let readiness = Readiness::watching(client.clone());
     let admin = config.admin_listen.map(|listen| {
         tokio::spawn(paytrack_shared::health::serve_admin(
             listen,
@@ -85,28 +96,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     });
 
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
-    paytrack_shared::db::MIGRATOR.run(&db).await?;
-    let client = paytrack_nats::connect(&config.nats_url, "paytrack-ledger-projector").await?;
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
-    paytrack_nats::ensure_streams(&js, &config.layout).await?;
-    let status_consumer = paytrack_nats::ensure_consumer(
-        &js,
-        subjects::STREAM_STATUS,
-        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, subjects::STATUS_ALL),
-    )
-    .await?;
-    let session_consumer = paytrack_nats::ensure_consumer(
-        &js,
-        subjects::STREAM_SESSION,
-        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_SESSIONS, subjects::SESSION_ALL),
-    )
-    .await?;
-    let evidence_consumer = paytrack_nats::ensure_consumer(
-        &js,
-        subjects::STREAM_IN,
-        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
-    )
-    .await?;
+    let started = async {
+        paytrack_nats::retry_until_ready("apply the migrations", &shutdown, || {
+            paytrack_shared::db::MIGRATOR.run(&db)
+        })
+        .await?;
+        paytrack_nats::retry_until_ready("apply the layout and bind the consumers", &shutdown, || async {
+            paytrack_nats::ensure_streams(&js, &config.layout).await?;
+            let status = paytrack_nats::ensure_consumer(
+                &js,
+                subjects::STREAM_STATUS,
+                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, subjects::STATUS_ALL),
+            )
+            .await?;
+            let sessions = paytrack_nats::ensure_consumer(
+                &js,
+                subjects::STREAM_SESSION,
+                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_SESSIONS, subjects::SESSION_ALL),
+            )
+            .await?;
+            let evidence = paytrack_nats::ensure_consumer(
+                &js,
+                subjects::STREAM_IN,
+                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
+            )
+            .await?;
+            Ok::<_, paytrack_nats::LayoutError>((status, sessions, evidence))
+        })
+        .await
+    }
+    .await;
+    let Ok((status_consumer, session_consumer, evidence_consumer)) = started else {
+        tracing::info!("ledger-projector stopped before it was ready");
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        return Ok(());
+    };
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 

@@ -25,6 +25,8 @@ pub use crate::mapping::{MappedStatus, map_fact};
 pub struct Config {
     /// NATS URL.
     pub nats_url: String,
+    /// The reconciler's NATS user, if the server wants one.
+    pub nats_credentials: Option<paytrack_nats::Credentials>,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
     /// How long a JetStream request may take.
@@ -38,6 +40,7 @@ impl Config {
     pub fn from_settings(s: &Settings) -> Config {
         Config {
             nats_url: s.nats_url.clone(),
+            nats_credentials: paytrack_nats::Role::Reconciler.credentials(s),
             layout: paytrack_nats::Layout::from_settings(s),
             nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             admin_listen: s.admin_listen,
@@ -59,9 +62,17 @@ pub enum ReconcilerError {
 /// Delay before a fact that hit a transient failure is redelivered.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
-/// Runs the reconciler until `shutdown` is cancelled.
+/// Runs the reconciler until `shutdown` is cancelled. NATS being down at start is
+/// not an error: the layout and the consumer are retried with backoff while
+/// `/readyz` answers 503.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
-    let readiness = Readiness::default();
+    let client = paytrack_nats::connect(
+        &config.nats_url,
+        "paytrack-reconciler",
+        config.nats_credentials.as_ref(),
+    )
+    .await?;
+    let readiness = Readiness::watching(client.clone());
     let admin = config.admin_listen.map(|listen| {
         tokio::spawn(paytrack_shared::health::serve_admin(
             listen,
@@ -70,16 +81,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
         ))
     });
 
-    let client = paytrack_nats::connect(&config.nats_url, "paytrack-reconciler").await?;
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
-    paytrack_nats::ensure_streams(&js, &config.layout).await?;
-    let consumer = paytrack_nats::ensure_consumer(
-        &js,
-        subjects::STREAM_IN,
-        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
-    )
-    .await?;
-    let reconciler = Reconciler::new(js).await?;
+    let started = paytrack_nats::retry_until_ready("apply the layout and bind the consumer", &shutdown, || async {
+        paytrack_nats::ensure_streams(&js, &config.layout).await?;
+        let consumer = paytrack_nats::ensure_consumer(
+            &js,
+            subjects::STREAM_IN,
+            paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
+        )
+        .await?;
+        Ok::<_, paytrack_nats::LayoutError>((consumer, Reconciler::new(js.clone()).await?))
+    })
+    .await;
+    let Ok((consumer, reconciler)) = started else {
+        tracing::info!("reconciler stopped before it was ready");
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        return Ok(());
+    };
     readiness.set(true);
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);
 

@@ -32,6 +32,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// NATS URL.
     pub nats_url: String,
+    /// The edge's NATS user, if the server wants one.
+    pub nats_credentials: Option<paytrack_nats::Credentials>,
     /// The stream layout to apply.
     pub layout: paytrack_nats::Layout,
     /// How long a JetStream request may take.
@@ -54,6 +56,7 @@ impl Config {
         Ok(Config {
             listen: s.edge_listen,
             nats_url: s.nats_url.clone(),
+            nats_credentials: paytrack_nats::Role::Edge.credentials(s),
             layout: paytrack_nats::Layout::from_settings(s),
             nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             edge_id: s.edge_id.clone(),
@@ -84,23 +87,26 @@ pub struct WsEdge {
     state: Arc<app::EdgeState>,
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
+    layout: paytrack_nats::Layout,
 }
 
 impl WsEdge {
-    /// Connects to NATS, applies the stream layout and binds the listener.
+    /// Starts connecting to NATS and binds the listener. Nothing here waits for
+    /// NATS: [`WsEdge::run`] applies the stream layout, retrying, and `/readyz`
+    /// answers 503 until it is applied.
     pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
-        let client = paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge").await?;
+        let client =
+            paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge", config.nats_credentials.as_ref()).await?;
         let readiness = Readiness::watching(client.clone());
         let js = paytrack_nats::jetstream(client, config.nats_timeout);
-        paytrack_nats::ensure_streams(&js, &config.layout).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
-        readiness.set(true);
         Ok(WsEdge {
             listener,
             state,
             readiness,
             serve: config.serve,
+            layout: config.layout,
         })
     }
 
@@ -115,6 +121,22 @@ impl WsEdge {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ws-edge listening");
         let shutdown = self.state.shutdown.clone();
+        let (js, readiness, layout, stop) = (
+            self.state.js.clone(),
+            self.readiness.clone(),
+            self.layout,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || {
+                paytrack_nats::ensure_streams(&js, &layout)
+            })
+            .await;
+            if applied.is_ok() {
+                readiness.set(true);
+                tracing::info!("ws-edge ready");
+            }
+        });
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
         tracing::info!("ws-edge stopped");

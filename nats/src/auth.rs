@@ -1,0 +1,331 @@
+//! Who may publish and subscribe to what on paytrack's NATS: one user per service,
+//! a read-only user for internal services, and an admin user for operators and tests.
+//!
+//! This module is the one source of the permissions. [`render_conf`] turns it into
+//! the nats-server `authorization` block checked in as `nats/auth.conf` (included by
+//! `nats/local.conf`, the local stack) and `k8s/nats-auth.conf` (the Kubernetes base);
+//! the test harness starts its servers with the same text. A unit test fails when a
+//! checked-in copy is stale; `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats`
+//! rewrites them. Passwords are never in the files: each user's password is the
+//! environment variable [`Role::password_env`] of the nats-server process, so a server
+//! without them refuses to start.
+//!
+//! Each user gets exactly the JetStream API subjects its service uses: the stream
+//! layout every service applies at start (stream info/create/update), its own durable
+//! consumers (info, create, pull, ack), and, for readers of history, direct and
+//! stream gets and ephemeral ordered consumers. Replies come to a per-user inbox
+//! prefix ([`Role::inbox_prefix`]), so no user sees another's replies.
+
+use std::fmt::Write as _;
+
+use paytrack_shared::config::Settings;
+use paytrack_shared::subjects;
+use secrecy::SecretString;
+
+/// A NATS user of paytrack, by the job it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// ingest: records facts and push events.
+    Ingest,
+    /// The reconciler: the only writer of transitions.
+    Reconciler,
+    /// The ledger-projector: the only writer of checkpoints.
+    Projector,
+    /// ws-edge: reads channel histories, writes session audit.
+    Edge,
+    /// Internal services that watch statuses: read-only.
+    Reader,
+    /// Operators and the test harness: everything.
+    Admin,
+}
+
+impl Role {
+    /// Every role, in the order of the rendered configuration.
+    pub const ALL: [Role; 6] = [
+        Role::Ingest,
+        Role::Reconciler,
+        Role::Projector,
+        Role::Edge,
+        Role::Reader,
+        Role::Admin,
+    ];
+
+    /// The NATS user name.
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Reconciler => "reconciler",
+            Role::Projector => "ledger-projector",
+            Role::Edge => "ws-edge",
+            Role::Reader => "reader",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The environment variable holding the user's password, for nats-server (in the
+    /// configuration) and for paytrack (the setting of the same name).
+    pub fn password_env(self) -> &'static str {
+        match self {
+            Role::Ingest => "PAYTRACK_NATS_INGEST_PASSWORD",
+            Role::Reconciler => "PAYTRACK_NATS_RECONCILER_PASSWORD",
+            Role::Projector => "PAYTRACK_NATS_PROJECTOR_PASSWORD",
+            Role::Edge => "PAYTRACK_NATS_EDGE_PASSWORD",
+            Role::Reader => "PAYTRACK_NATS_READER_PASSWORD",
+            Role::Admin => "PAYTRACK_NATS_ADMIN_PASSWORD",
+        }
+    }
+
+    /// The inbox prefix the user's replies come to (`_INBOX` for the admin).
+    pub fn inbox_prefix(self) -> String {
+        match self {
+            Role::Admin => "_INBOX".to_owned(),
+            other => format!("_INBOX.{}", other.user()),
+        }
+    }
+
+    /// The credentials the settings give this role's service, if any.
+    pub fn credentials(self, settings: &Settings) -> Option<Credentials> {
+        let password = match self {
+            Role::Ingest => &settings.nats_ingest_password,
+            Role::Reconciler => &settings.nats_reconciler_password,
+            Role::Projector => &settings.nats_projector_password,
+            Role::Edge => &settings.nats_edge_password,
+            Role::Reader | Role::Admin => return None,
+        };
+        password.clone().map(|password| Credentials { role: self, password })
+    }
+
+    /// What the user may publish and subscribe to.
+    pub fn permissions(self) -> Permissions {
+        let mut p = Permissions::default();
+        if self == Role::Admin {
+            p.publish.push(">".into());
+            p.subscribe.push(">".into());
+            return p;
+        }
+        p.subscribe.push(format!("{}.>", self.inbox_prefix()));
+        match self {
+            Role::Ingest => {
+                p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
+                p.layout();
+            }
+            Role::Reconciler => {
+                p.publish.extend([
+                    subjects::STATUS_ALL.into(),
+                    OUTCOME_ALL.into(),
+                    subjects::ALERT_ALL.into(),
+                ]);
+                p.layout();
+                p.durable(subjects::STREAM_IN, crate::CONSUMER_RECONCILER);
+                p.history(subjects::STREAM_STATUS, &[crate::CONSUMER_RECONCILER]);
+            }
+            Role::Projector => {
+                p.publish.extend([
+                    subjects::CHECKPOINT_ALL.into(),
+                    subjects::ALERT_ALL.into(),
+                    DEAD_ALL.into(),
+                ]);
+                p.layout();
+                p.durable(subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS);
+                p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
+                p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
+            }
+            Role::Edge => {
+                p.publish.push(subjects::SESSION_ALL.into());
+                p.layout();
+                p.history(subjects::STREAM_STATUS, &[]);
+                p.history(subjects::STREAM_PUSH, &[]);
+            }
+            Role::Reader => {
+                p.subscribe.extend([
+                    subjects::STATUS_ALL.into(),
+                    subjects::CHECKPOINT_ALL.into(),
+                    OUTCOME_ALL.into(),
+                    subjects::ALERT_ALL.into(),
+                ]);
+                for stream in [subjects::STREAM_STATUS, subjects::STREAM_ALERT] {
+                    p.publish.push(api(&format!("STREAM.INFO.{stream}")));
+                    p.history(stream, &[]);
+                }
+            }
+            Role::Admin => {}
+        }
+        p
+    }
+}
+
+/// Every reconciler outcome (DESIGN §3; no stream holds them yet).
+pub const OUTCOME_ALL: &str = "paytrack.outcome.>";
+/// Dead-lettered messages the projector parks.
+pub const DEAD_ALL: &str = "paytrack.dead.>";
+
+/// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
+const DURABLES: [(&str, &str); 4] = [
+    (subjects::STREAM_IN, crate::CONSUMER_RECONCILER),
+    (subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS),
+    (subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE),
+    (subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS),
+];
+
+fn api(rest: &str) -> String {
+    format!("$JS.API.{rest}")
+}
+
+/// Subjects a user may publish to (allow and deny) and subscribe to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Publish allow list.
+    pub publish: Vec<String>,
+    /// Publish deny list (wins over the allow list).
+    pub publish_deny: Vec<String>,
+    /// Subscribe allow list.
+    pub subscribe: Vec<String>,
+}
+
+impl Permissions {
+    /// Info, create and update of every stream of the layout, which each service
+    /// applies at start so any start order works.
+    fn layout(&mut self) {
+        for config in crate::stream_configs(&crate::Layout {
+            replicas: 1,
+            duplicate_window: std::time::Duration::ZERO,
+        }) {
+            for verb in ["INFO", "CREATE", "UPDATE"] {
+                self.publish.push(api(&format!("STREAM.{verb}.{}", config.name)));
+            }
+        }
+    }
+
+    /// A durable pull consumer the user owns: get or create it, pull, acknowledge.
+    fn durable(&mut self, stream: &str, name: &str) {
+        self.publish.extend([
+            api(&format!("CONSUMER.INFO.{stream}.{name}")),
+            api(&format!("CONSUMER.CREATE.{stream}.{name}")),
+            api(&format!("CONSUMER.CREATE.{stream}.{name}.>")),
+            api(&format!("CONSUMER.MSG.NEXT.{stream}.{name}")),
+            format!("$JS.ACK.{stream}.{name}.>"),
+        ]);
+    }
+
+    /// Reading a stream's history: gets of its messages and ephemeral ordered
+    /// consumers (create, pull, delete on reset); never another service's durable,
+    /// except the user's own (`own`).
+    fn history(&mut self, stream: &str, own: &[&str]) {
+        self.publish.extend([
+            api(&format!("STREAM.MSG.GET.{stream}")),
+            api(&format!("DIRECT.GET.{stream}")),
+            api(&format!("DIRECT.GET.{stream}.>")),
+            api(&format!("CONSUMER.CREATE.{stream}")),
+            api(&format!("CONSUMER.CREATE.{stream}.*")),
+            api(&format!("CONSUMER.CREATE.{stream}.*.>")),
+            api(&format!("CONSUMER.INFO.{stream}.*")),
+            api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
+            api(&format!("CONSUMER.DELETE.{stream}.*")),
+        ]);
+        for (s, durable) in DURABLES {
+            if s == stream && !own.contains(&durable) {
+                for verb in ["CREATE", "DELETE", "MSG.NEXT"] {
+                    self.publish_deny
+                        .push(api(&format!("CONSUMER.{verb}.{stream}.{durable}")));
+                }
+                self.publish_deny
+                    .push(api(&format!("CONSUMER.CREATE.{stream}.{durable}.>")));
+            }
+        }
+    }
+}
+
+/// A service's NATS user and password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Whose credentials.
+    pub role: Role,
+    /// The password (never logged).
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.role.user()).finish()
+    }
+}
+
+/// The nats-server `authorization` block for every role, passwords referenced as
+/// environment variables.
+pub fn render_conf() -> String {
+    let mut out = String::from(
+        "# NATS users and permissions of paytrack. GENERATED from nats/src/auth.rs: do not edit;\n\
+         # `cargo test -p paytrack-nats` fails when this copy is stale and\n\
+         # `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats` rewrites it.\n\
+         # Each password is an environment variable of the nats-server process (letters and\n\
+         # digits, starting with a letter); the server refuses to start without it.\n\
+         authorization {\n  users = [\n",
+    );
+    for role in Role::ALL {
+        let p = role.permissions();
+        let list = |subjects: &[String], indent: &str| {
+            let items: Vec<String> = subjects.iter().map(|s| format!("{indent}  \"{s}\"\n")).collect();
+            format!("[\n{}{indent}]", items.concat())
+        };
+        let _ = writeln!(out, "    {{");
+        let _ = writeln!(out, "      user: \"{}\"", role.user());
+        let _ = writeln!(out, "      password: ${}", role.password_env());
+        let _ = writeln!(out, "      permissions: {{");
+        let _ = writeln!(out, "        publish: {{");
+        let _ = writeln!(out, "          allow: {}", list(&p.publish, "          "));
+        if !p.publish_deny.is_empty() {
+            let _ = writeln!(out, "          deny: {}", list(&p.publish_deny, "          "));
+        }
+        let _ = writeln!(out, "        }}");
+        let _ = writeln!(out, "        subscribe: {{");
+        let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
+        let _ = writeln!(out, "        }}");
+        let _ = writeln!(out, "      }}");
+        let _ = writeln!(out, "    }}");
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_copies_match_the_code() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let rendered = render_conf();
+        for path in ["nats/auth.conf", "k8s/nats-auth.conf"] {
+            let path = root.join(path);
+            if std::env::var_os("PAYTRACK_UPDATE_DOCS").is_some() {
+                std::fs::write(&path, &rendered).unwrap();
+            }
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                current == rendered,
+                "{} is stale; run PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_reconciler_writes_transitions_and_only_the_projector_checkpoints() {
+        let may = |role: Role, subject: &str| role.permissions().publish.iter().any(|s| s == subject);
+        for role in [Role::Ingest, Role::Projector, Role::Edge, Role::Reader] {
+            assert!(!may(role, subjects::STATUS_ALL), "{role:?}");
+        }
+        for role in [Role::Ingest, Role::Reconciler, Role::Edge, Role::Reader] {
+            assert!(!may(role, subjects::CHECKPOINT_ALL), "{role:?}");
+        }
+        assert!(may(Role::Reconciler, subjects::STATUS_ALL));
+        assert!(may(Role::Projector, subjects::CHECKPOINT_ALL));
+        assert!(
+            Role::Reader
+                .permissions()
+                .publish
+                .iter()
+                .all(|s| s.starts_with("$JS.API."))
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! Start-up that outlives NATS blips: a service retries its connection and stream
+//! layout with backoff, reporting not-ready meanwhile, instead of exiting.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+
+/// First pause after a failed attempt.
+const MIN_DELAY: Duration = Duration::from_millis(100);
+/// Longest pause between attempts, so a recovered server is used within seconds.
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// The service was asked to stop before the step succeeded.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before {0} succeeded")]
+pub struct Stopped(pub &'static str);
+
+/// Runs `step` until it succeeds, pausing with exponential backoff (jittered, capped
+/// at a few seconds) between attempts and logging each failure; gives up only when
+/// `shutdown` is cancelled. Every error is taken as transient: a server that is down,
+/// restarting or without JetStream yet comes back, and a misconfiguration stays
+/// visible in the logs and in `/readyz` without killing the process.
+pub async fn retry_until_ready<T, E, F, Fut>(
+    what: &'static str,
+    shutdown: &CancellationToken,
+    step: F,
+) -> Result<T, Stopped>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_jitter()
+        .without_max_times();
+    let attempts = step.retry(backoff).notify(|error: &E, pause: Duration| {
+        tracing::warn!(%error, step = what, retry_in_ms = pause.as_millis() as u64, "start-up step failed; retrying");
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(Stopped(what)),
+        result = attempts => match result {
+            Ok(value) => Ok(value),
+            // Unreachable without a limit on attempts; treated as a stop all the same.
+            Err(_) => Err(Stopped(what)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retries_until_the_step_succeeds_and_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut calls = 0;
+        let value = retry_until_ready("counting", &shutdown, || {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err("not yet") } else { Ok(n) } }
+        })
+        .await
+        .unwrap();
+        assert_eq!(value, 3);
+
+        shutdown.cancel();
+        let stopped = retry_until_ready("never", &shutdown, || async { Err::<(), _>("down") }).await;
+        assert!(stopped.is_err());
+    }
+}
