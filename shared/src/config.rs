@@ -57,6 +57,10 @@ pub struct Settings {
     pub nats_duplicate_window_secs: u64,
     /// Publish ack timeout.
     pub nats_ack_timeout_ms: u64,
+    /// Deliveries of a message that keeps failing before its consumer parks it.
+    pub consumer_max_deliveries: u32,
+    /// Delay before a failed message is delivered again; doubles up to 30 s.
+    pub consumer_retry_ms: u64,
     /// PostgreSQL URL (may hold a password).
     pub database_url: SecretString,
     /// Pool size.

@@ -4,8 +4,9 @@
 //! projector, which have no HTTP surface of their own, serve them (and `/metrics`) on
 //! an admin listener with [`serve_admin`].
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
@@ -16,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Whether a service is ready for traffic: set once its streams or schema exist,
 /// and, when it watches a NATS connection, only while that connection is up (a
-/// service that cannot reach JetStream should be taken out of rotation).
+/// service that cannot reach JetStream should be taken out of rotation), and only
+/// while none of its consumers keeps failing (a stalled consumer must be seen).
 #[derive(Clone, Default)]
 pub struct Readiness {
     started: Arc<AtomicBool>,
     nats: Option<async_nats::Client>,
+    stalled: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -35,6 +38,7 @@ impl Readiness {
         Readiness {
             started: Arc::default(),
             nats: Some(client),
+            stalled: Arc::default(),
         }
     }
 
@@ -43,13 +47,29 @@ impl Readiness {
         self.started.store(ready, Ordering::SeqCst);
     }
 
+    /// Marks `consumer` as stalled (it keeps failing) or as flowing again.
+    pub fn set_consumer_stalled(&self, consumer: &str, stalled: bool) {
+        let mut set = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        if stalled {
+            set.insert(consumer.to_owned());
+        } else {
+            set.remove(consumer);
+        }
+    }
+
+    /// The consumers that keep failing now.
+    pub fn stalled_consumers(&self) -> Vec<String> {
+        let set = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        set.iter().cloned().collect()
+    }
+
     /// Whether the service is ready.
     pub fn is_ready(&self) -> bool {
         let connected = self
             .nats
             .as_ref()
             .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
-        self.started.load(Ordering::SeqCst) && connected
+        self.started.load(Ordering::SeqCst) && connected && self.stalled_consumers().is_empty()
     }
 }
 

@@ -26,6 +26,13 @@ pub struct MeshOptions {
     pub session_queue: usize,
     /// JetStream's de-duplication window, in seconds.
     pub duplicate_window_secs: u64,
+    /// Deliveries of a failing message before it is parked (None: the default).
+    pub consumer_max_deliveries: Option<u32>,
+    /// First redelivery delay of a failing message, in ms (None: the default).
+    pub consumer_retry_ms: Option<u64>,
+    /// Serve the projector's `/readyz` and `/metrics` on a free port
+    /// ([`Mesh::projector_admin`]).
+    pub projector_admin: bool,
 }
 
 impl Default for MeshOptions {
@@ -34,6 +41,9 @@ impl Default for MeshOptions {
             heartbeat_ms: 1_000,
             session_queue: 1_024,
             duplicate_window_secs: 86_400,
+            consumer_max_deliveries: None,
+            consumer_retry_ms: None,
+            projector_admin: false,
         }
     }
 }
@@ -56,6 +66,10 @@ pub struct Mesh {
     pub api_key: String,
     /// A JetStream client for assertions.
     pub js: jetstream::Context,
+    /// The projector's admin listener (`/readyz`, `/metrics`), when asked for.
+    pub projector_admin: Option<SocketAddr>,
+    settings: Settings,
+    projector: std::sync::Mutex<Option<RunningProjector>>,
     webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
@@ -78,7 +92,12 @@ impl Mesh {
         let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
         let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
-        let settings = Settings::from_pairs([
+        let projector_admin = if options.projector_admin {
+            Some(SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)))
+        } else {
+            None
+        };
+        let mut pairs = vec![
             ("nats_url", nats.url()),
             ("database_url", database_url.clone()),
             ("ingest_listen", "127.0.0.1:0".to_owned()),
@@ -91,7 +110,17 @@ impl Mesh {
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
-        ])?;
+        ];
+        if let Some(max) = options.consumer_max_deliveries {
+            pairs.push(("consumer_max_deliveries", max.to_string()));
+        }
+        if let Some(ms) = options.consumer_retry_ms {
+            pairs.push(("consumer_retry_ms", ms.to_string()));
+        }
+        if let Some(admin) = projector_admin {
+            pairs.push(("admin_listen", admin.to_string()));
+        }
+        let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;
         paytrack_shared::db::MIGRATOR.run(&db).await?;
@@ -109,10 +138,7 @@ impl Mesh {
             paytrack_reconciler::Config::from_settings(&settings),
             shutdown.clone(),
         ));
-        tokio::spawn(paytrack_ledger_projector::run(
-            paytrack_ledger_projector::Config::from_settings(&settings),
-            shutdown.clone(),
-        ));
+        let projector = RunningProjector::spawn(&settings, &shutdown);
 
         let client = async_nats::connect(nats.url()).await?;
         Ok(Mesh {
@@ -128,6 +154,9 @@ impl Mesh {
             ),
             api_key,
             js: jetstream::new(client),
+            projector_admin,
+            settings,
+            projector: std::sync::Mutex::new(Some(projector)),
             webhook: Webhook::new(&whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
@@ -281,7 +310,41 @@ impl Mesh {
     }
 }
 
+/// The projector of a mesh, which tests may stop and start alone.
+struct RunningProjector {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), paytrack_ledger_projector::ProjectorError>>,
+}
+
+impl RunningProjector {
+    fn spawn(settings: &Settings, mesh_shutdown: &CancellationToken) -> RunningProjector {
+        let shutdown = mesh_shutdown.child_token();
+        let task = tokio::spawn(paytrack_ledger_projector::run(
+            paytrack_ledger_projector::Config::from_settings(settings),
+            shutdown.clone(),
+        ));
+        RunningProjector { shutdown, task }
+    }
+}
+
 impl Mesh {
+    /// Stops the projector alone (as SIGTERM to its process would), runs `between`,
+    /// then starts a fresh projector on the same settings.
+    pub async fn restart_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
+        &self,
+        between: F,
+    ) -> anyhow::Result<()> {
+        let running = self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))?.take();
+        if let Some(running) = running {
+            running.shutdown.cancel();
+            running.task.await?.context("projector ended with an error")?;
+        }
+        between.await?;
+        let fresh = RunningProjector::spawn(&self.settings, &self.shutdown);
+        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
+        Ok(())
+    }
+
     /// Cancels the services' shutdown token, as SIGTERM would.
     pub fn shut_down_services(&self) {
         self.shutdown.cancel();
