@@ -195,10 +195,14 @@ impl Supervisor {
     }
 
     fn failed(&self, kind: &'static str) {
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         metrics::counter!("paytrack_consumer_failures_total", "consumer" => self.consumer.clone(), "kind" => kind)
             .increment(1);
-        metrics::gauge!("paytrack_consumer_consecutive_failures", "consumer" => self.consumer.clone()).set(f64::from(n));
+        metrics::gauge!("paytrack_consumer_consecutive_failures", "consumer" => self.consumer.clone())
+            .set(f64::from(n));
         if n >= STALLED_AFTER_FAILURES {
             self.readiness.set_consumer_stalled(&self.consumer, true);
         }
@@ -256,7 +260,12 @@ impl Supervisor {
     /// payload, plus where it came from and why it was parked), then raises a
     /// `dead_letter` alert for its tenant. Both are de-duplicated by the original
     /// sequence, so parking again after a lost ack adds nothing.
-    async fn park(&self, message: &jetstream::Message, delivered: i64, reason: &str) -> Result<String, async_nats::Error> {
+    async fn park(
+        &self,
+        message: &jetstream::Message,
+        delivered: i64,
+        reason: &str,
+    ) -> Result<String, async_nats::Error> {
         let seq = message.info().map(|i| i.stream_sequence).ok();
         let dead_subject = subjects::dead_letter(&self.stream, &self.consumer);
         let reason = printable(reason, 512);
@@ -278,7 +287,9 @@ impl Supervisor {
         if let Some(seq) = seq {
             headers.insert(dead_headers::SEQ, seq.to_string().as_str());
         }
-        let mut dead = PublishMessage::build().headers(headers).payload(message.payload.clone());
+        let mut dead = PublishMessage::build()
+            .headers(headers)
+            .payload(message.payload.clone());
         if let Some(seq) = seq {
             dead = dead.message_id(subjects::dead_letter_msg_id(&self.stream, &self.consumer, seq));
         }

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
@@ -91,8 +91,36 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
 /// Serves [`routes`] on `listen` until `shutdown` is cancelled.
 pub async fn serve_admin(listen: SocketAddr, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_admin_on(listener, readiness, shutdown).await
+}
+
+/// [`serve_admin`] on a listener already bound (tests bind port 0 and read it back).
+pub async fn serve_admin_on(
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app: Router = routes(readiness).merge(crate::metrics::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_consumer_makes_the_service_unready_until_it_flows() {
+        let readiness = Readiness::default();
+        readiness.set(true);
+        assert!(readiness.is_ready());
+        readiness.set_consumer_stalled("evidence", true);
+        readiness.set_consumer_stalled("sessions", true);
+        assert!(!readiness.is_ready());
+        readiness.set_consumer_stalled("evidence", false);
+        assert_eq!(readiness.stalled_consumers(), vec!["sessions".to_owned()]);
+        readiness.set_consumer_stalled("sessions", false);
+        assert!(readiness.is_ready());
+    }
 }

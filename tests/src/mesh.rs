@@ -92,11 +92,13 @@ impl Mesh {
         let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
         let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
-        let projector_admin = if options.projector_admin {
-            Some(SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)))
+        // Bound here and handed over, so no other server can take the port between.
+        let admin_listener = if options.projector_admin {
+            Some(std::net::TcpListener::bind("127.0.0.1:0")?)
         } else {
             None
         };
+        let projector_admin = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let mut pairs = vec![
             ("nats_url", nats.url()),
             ("database_url", database_url.clone()),
@@ -117,9 +119,6 @@ impl Mesh {
         if let Some(ms) = options.consumer_retry_ms {
             pairs.push(("consumer_retry_ms", ms.to_string()));
         }
-        if let Some(admin) = projector_admin {
-            pairs.push(("admin_listen", admin.to_string()));
-        }
         let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;
@@ -138,7 +137,7 @@ impl Mesh {
             paytrack_reconciler::Config::from_settings(&settings),
             shutdown.clone(),
         ));
-        let projector = RunningProjector::spawn(&settings, &shutdown);
+        let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
 
         let client = async_nats::connect(nats.url()).await?;
         Ok(Mesh {
@@ -317,10 +316,15 @@ struct RunningProjector {
 }
 
 impl RunningProjector {
-    fn spawn(settings: &Settings, mesh_shutdown: &CancellationToken) -> RunningProjector {
+    fn spawn(
+        settings: &Settings,
+        admin: Option<std::net::TcpListener>,
+        mesh_shutdown: &CancellationToken,
+    ) -> RunningProjector {
         let shutdown = mesh_shutdown.child_token();
-        let task = tokio::spawn(paytrack_ledger_projector::run(
+        let task = tokio::spawn(paytrack_ledger_projector::run_with_admin(
             paytrack_ledger_projector::Config::from_settings(settings),
+            admin,
             shutdown.clone(),
         ));
         RunningProjector { shutdown, task }
@@ -329,18 +333,22 @@ impl RunningProjector {
 
 impl Mesh {
     /// Stops the projector alone (as SIGTERM to its process would), runs `between`,
-    /// then starts a fresh projector on the same settings.
+    /// then starts a fresh projector on the same settings (without an admin listener).
     pub async fn restart_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
         &self,
         between: F,
     ) -> anyhow::Result<()> {
-        let running = self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))?.take();
+        let running = self
+            .projector
+            .lock()
+            .map_err(|_| anyhow::anyhow!("projector lock"))?
+            .take();
         if let Some(running) = running {
             running.shutdown.cancel();
             running.task.await?.context("projector ended with an error")?;
         }
         between.await?;
-        let fresh = RunningProjector::spawn(&self.settings, &self.shutdown);
+        let fresh = RunningProjector::spawn(&self.settings, None, &self.shutdown);
         *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
         Ok(())
     }

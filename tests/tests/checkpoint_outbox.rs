@@ -42,7 +42,10 @@ async fn a_replay_after_the_duplicate_window_publishes_no_second_checkpoint() ->
     mesh.post_webhook("msg_o3", &Mesh::webhook_body("pay_o1", "succeeded", "m1"))
         .await?;
     let checkpoints = || count(&mesh, format!("paytrack.checkpoint.{tenant}.>"));
-    eventually(WAIT, "three checkpoints", || async { checkpoints().await.filter(|n| *n == 3) }).await?;
+    eventually(WAIT, "three checkpoints", || async {
+        checkpoints().await.filter(|n| *n == 3)
+    })
+    .await?;
     assert_eq!(count(&mesh, format!("paytrack.status.{tenant}.>")).await, Some(3));
 
     // Observe the window passing: a probe id published to the same stream after the
@@ -75,10 +78,66 @@ async fn a_replay_after_the_duplicate_window_publishes_no_second_checkpoint() ->
     eventually(WAIT, "the replay to finish", || async {
         let stream = mesh.js.get_stream("PAYTRACK_STATUS").await.ok()?;
         let info = stream.consumer_info("ledger-projector-status").await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence > 0)
-            .then_some(())
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence > 0).then_some(())
     })
     .await?;
-    assert_eq!(checkpoints().await, Some(3), "a replay must not publish checkpoints again");
+    assert_eq!(
+        checkpoints().await,
+        Some(3),
+        "a replay must not publish checkpoints again"
+    );
+    Ok(())
+}
+
+/// A checkpoint whose row stayed unpublished (the projector crashed after its
+/// commit) is published by the drainer, once, and marked with its sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drainer_publishes_checkpoints_left_unpublished() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let tenant = mesh.tenant.clone();
+    mesh.post_webhook("msg_d1", &Mesh::webhook_body("pay_d1", "pending", "m1"))
+        .await?;
+    mesh.wait_for_row("pay_d1", 1).await?;
+    let checkpoints = || count(&mesh, format!("paytrack.checkpoint.{tenant}.>"));
+    eventually(WAIT, "the first checkpoint", || async {
+        checkpoints().await.filter(|n| *n == 1)
+    })
+    .await?;
+
+    // What a crash between commit and publish leaves behind: a due, unpublished row.
+    let payload = serde_json::json!({
+        "v": 1, "checkpoint": "persisted", "tenant": tenant.as_str(), "merchant_id": "m1",
+        "payment_id": "pay_d1", "version": 2, "status": "succeeded",
+        "recorded_at": chrono::Utc::now(), "trace_id": "0".repeat(32),
+    });
+    sqlx::query(
+        "INSERT INTO checkpoint_outbox (tenant, payment_id, version, kind, subject, msg_id, payload, created_at)
+         VALUES ($1, 'pay_d1', 2, 'persisted', $2, $3, $4, now() - interval '1 minute')",
+    )
+    .bind(tenant.as_str())
+    .bind(format!("paytrack.checkpoint.{tenant}.m1.pay_d1"))
+    .bind(format!("{tenant}:pay_d1:2:persisted"))
+    .bind(serde_json::to_vec(&payload)?)
+    .execute(&mesh.db)
+    .await?;
+
+    let seq = eventually(WAIT, "the drained row marked", || async {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT published_seq FROM checkpoint_outbox WHERE tenant = $1 AND payment_id = 'pay_d1' AND version = 2",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&mesh.db)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await?;
+    assert_eq!(checkpoints().await, Some(2));
+    let stream = mesh.js.get_stream("PAYTRACK_STATUS").await?;
+    let drained = stream.get_raw_message(u64::try_from(seq)?).await?;
+    assert_eq!(
+        drained.subject.as_str(),
+        format!("paytrack.checkpoint.{tenant}.m1.pay_d1")
+    );
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use paytrack_shared::envelope::{self, FactSource, InboundFact, ProviderEvent, RawEvidence, SessionAudit, SessionEvent};
+use paytrack_shared::envelope::{
+    self, FactSource, InboundFact, ProviderEvent, RawEvidence, SessionAudit, SessionEvent,
+};
 use paytrack_shared::{PaymentId, TenantId};
 use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::ws::WsClient;
@@ -89,7 +91,14 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
 
     // Stored faithfully: NUL in the parsed event, a header and the raw body.
     let nul_body = "{\"type\":\"payment.pending\",\"note\":\"a\u{0}b\"}";
-    let faithful = fact(&tenant, "pay_nul", "wh:stdwebhooks:nul_1", "payment.pending", "evt\u{0}1", nul_body);
+    let faithful = fact(
+        &tenant,
+        "pay_nul",
+        "wh:stdwebhooks:nul_1",
+        "payment.pending",
+        "evt\u{0}1",
+        nul_body,
+    );
     let subject = format!("paytrack.in.{tenant}.pay_nul");
     mesh.js
         .send_publish(
@@ -116,7 +125,11 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
         let message = jetstream::message::PublishMessage::build()
             .message_id(format!("bad_{n}"))
             .payload(envelope::encode(&bad));
-        acks.push(mesh.js.send_publish(format!("paytrack.in.{tenant}.pay_badid"), message).await?);
+        acks.push(
+            mesh.js
+                .send_publish(format!("paytrack.in.{tenant}.pay_badid"), message)
+                .await?,
+        );
     }
     for ack in acks {
         ack.await?;
@@ -124,7 +137,10 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
 
     for n in 0..3 {
         let response = mesh
-            .post_webhook(&format!("msg_ok_{n}"), &Mesh::webhook_body(&format!("pay_ok_{n}"), "pending", "m1"))
+            .post_webhook(
+                &format!("msg_ok_{n}"),
+                &Mesh::webhook_body(&format!("pay_ok_{n}"), "pending", "m1"),
+            )
             .await?;
         assert!(response.status().is_success());
     }
@@ -174,19 +190,31 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
         Some(format!("paytrack.in.{tenant}.pay_badid").as_str())
     );
     assert_eq!(header(first, "Paytrack-Dead-Stream"), Some("PAYTRACK_IN"));
-    assert_eq!(header(first, "Paytrack-Dead-Delivered"), Some("1"), "a data error is not retried");
+    assert_eq!(
+        header(first, "Paytrack-Dead-Delivered"),
+        Some("1"),
+        "a data error is not retried"
+    );
     assert!(header(first, "Paytrack-Dead-Error").is_some_and(|e| !e.is_empty()));
     let original: InboundFact = envelope::decode(&first.payload)?;
     assert!(original.fact_id.starts_with("wh:stdwebhooks:bad\u{0}"));
 
     let alerts = eventually(WAIT, "dead-letter alerts", || async {
-        let alerts: Vec<serde_json::Value> =
-            messages_on(&mesh.js, "PAYTRACK_ALERT", &format!("paytrack.alert.{tenant}.dead_letter"))
-                .await?
-                .iter()
-                .filter_map(|m| serde_json::from_slice(&m.payload).ok())
-                .collect();
-        (alerts.iter().filter(|a| a["consumer"] == "ledger-projector-evidence").count() >= FLOOD).then_some(alerts)
+        let alerts: Vec<serde_json::Value> = messages_on(
+            &mesh.js,
+            "PAYTRACK_ALERT",
+            &format!("paytrack.alert.{tenant}.dead_letter"),
+        )
+        .await?
+        .iter()
+        .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+        .collect();
+        (alerts
+            .iter()
+            .filter(|a| a["consumer"] == "ledger-projector-evidence")
+            .count()
+            >= FLOOD)
+            .then_some(alerts)
     })
     .await?;
     let alert = alerts
@@ -200,15 +228,23 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
     // The NUL-carrying fact was applied; its transition names the provider event id,
     // which the timeline's TEXT cannot hold: parked for a person, with an alert.
     eventually(WAIT, "the unstorable transition parked, with an alert", || async {
-        let parked = messages_on(&mesh.js, "PAYTRACK_DEAD", "paytrack.dead.PAYTRACK_STATUS.ledger-projector-status")
-            .await?
-            .len();
-        let alerted = messages_on(&mesh.js, "PAYTRACK_ALERT", &format!("paytrack.alert.{tenant}.dead_letter"))
-            .await?
-            .iter()
-            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
-            .filter(|a| a["consumer"] == "ledger-projector-status")
-            .count();
+        let parked = messages_on(
+            &mesh.js,
+            "PAYTRACK_DEAD",
+            "paytrack.dead.PAYTRACK_STATUS.ledger-projector-status",
+        )
+        .await?
+        .len();
+        let alerted = messages_on(
+            &mesh.js,
+            "PAYTRACK_ALERT",
+            &format!("paytrack.alert.{tenant}.dead_letter"),
+        )
+        .await?
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .filter(|a| a["consumer"] == "ledger-projector-status")
+        .count();
         (parked == 1 && alerted == 1).then_some(())
     })
     .await?;
@@ -236,7 +272,10 @@ async fn a_message_that_keeps_failing_is_parked_after_n_deliveries() -> anyhow::
             .ok()
             .map(|r| r.status().as_u16())
     };
-    eventually(WAIT, "projector ready", || async { ready(http.clone()).await.filter(|s| *s == 200) }).await?;
+    eventually(WAIT, "projector ready", || async {
+        ready(http.clone()).await.filter(|s| *s == 200)
+    })
+    .await?;
 
     mesh.js
         .publish(format!("paytrack.in.{tenant}.pay_garbage"), "not an envelope".into())
@@ -282,14 +321,18 @@ async fn a_message_that_keeps_failing_is_parked_after_n_deliveries() -> anyhow::
     assert_eq!(header(&parked[1], "Paytrack-Dead-Delivered"), Some("3"));
     assert!(header(&parked[1], "Paytrack-Dead-Error").is_some_and(|e| e.contains("forced failure")));
     eventually(WAIT, "alert for the parked fact", || async {
-        messages_on(&mesh.js, "PAYTRACK_ALERT", &format!("paytrack.alert.{tenant}.dead_letter"))
-            .await
-            .filter(|m| {
-                m.iter().any(|a| {
-                    serde_json::from_slice::<serde_json::Value>(&a.payload)
-                        .is_ok_and(|v| v["subject"] == format!("paytrack.in.{tenant}.pay_doomed"))
-                })
+        messages_on(
+            &mesh.js,
+            "PAYTRACK_ALERT",
+            &format!("paytrack.alert.{tenant}.dead_letter"),
+        )
+        .await
+        .filter(|m| {
+            m.iter().any(|a| {
+                serde_json::from_slice::<serde_json::Value>(&a.payload)
+                    .is_ok_and(|v| v["subject"] == format!("paytrack.in.{tenant}.pay_doomed"))
             })
+        })
     })
     .await?;
 
@@ -297,15 +340,20 @@ async fn a_message_that_keeps_failing_is_parked_after_n_deliveries() -> anyhow::
     mesh.post_webhook("msg_after", &Mesh::webhook_body("pay_after", "pending", "m1"))
         .await?;
     eventually(WAIT, "the next fact stored", || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbound_facts WHERE tenant = $1 AND payment_id = 'pay_after'")
-            .bind(tenant.as_str())
-            .fetch_one(&mesh.db)
-            .await
-            .ok()
-            .filter(|n| *n == 1)
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM inbound_facts WHERE tenant = $1 AND payment_id = 'pay_after'",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&mesh.db)
+        .await
+        .ok()
+        .filter(|n| *n == 1)
     })
     .await?;
-    eventually(WAIT, "ready again", || async { ready(http.clone()).await.filter(|s| *s == 200) }).await?;
+    eventually(WAIT, "ready again", || async {
+        ready(http.clone()).await.filter(|s| *s == 200)
+    })
+    .await?;
 
     let metrics = http.get(format!("http://{admin}/metrics")).send().await?.text().await?;
     for line in [
@@ -340,7 +388,10 @@ async fn a_nul_channel_does_not_stall_session_audit() -> anyhow::Result<()> {
         },
     };
     mesh.js
-        .publish(format!("paytrack.session.{tenant}.edge-forged"), envelope::encode(&forged))
+        .publish(
+            format!("paytrack.session.{tenant}.edge-forged"),
+            envelope::encode(&forged),
+        )
         .await?
         .await?;
 
@@ -368,14 +419,21 @@ async fn a_nul_channel_does_not_stall_session_audit() -> anyhow::Result<()> {
         .filter(|rows| rows.iter().any(|(kind, _)| kind == "subscribe"))
     })
     .await?;
-    let denied = rows.iter().find(|(kind, _)| kind == "denied").expect("denied subscribe audited");
+    let denied = rows
+        .iter()
+        .find(|(kind, _)| kind == "denied")
+        .expect("denied subscribe audited");
     assert_eq!(denied.1.as_deref(), Some("payment:pay\\u{0}x"), "escaped, not dropped");
     assert!(rows.contains(&("subscribe".to_owned(), Some("payment:pay_fine".to_owned()))));
 
     let parked = eventually(WAIT, "forged record parked", || async {
-        messages_on(&mesh.js, "PAYTRACK_DEAD", "paytrack.dead.PAYTRACK_SESSION.ledger-projector-sessions")
-            .await
-            .filter(|m| !m.is_empty())
+        messages_on(
+            &mesh.js,
+            "PAYTRACK_DEAD",
+            "paytrack.dead.PAYTRACK_SESSION.ledger-projector-sessions",
+        )
+        .await
+        .filter(|m| !m.is_empty())
     })
     .await?;
     assert_eq!(

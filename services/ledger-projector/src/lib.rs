@@ -70,6 +70,9 @@ pub enum ProjectorError {
     /// The migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The admin listener given could not be used.
+    #[error("admin listener: {0}")]
+    Admin(std::io::Error),
 }
 
 /// A database failure that may pass (connection, pool, server state): retry.
@@ -96,14 +99,35 @@ fn sequence(seq: u64) -> Result<i64, HandleError> {
 
 /// Runs the projector until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    run_with_admin(config, None, shutdown).await
+}
+
+/// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
+/// `config.admin_listen`, so a test can bind port 0 and know the address.
+pub async fn run_with_admin(
+    config: Config,
+    admin: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
     let readiness = Readiness::default();
-    let admin = config.admin_listen.map(|listen| {
-        tokio::spawn(paytrack_shared::health::serve_admin(
-            listen,
-            readiness.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let admin = match admin {
+        Some(listener) => {
+            listener.set_nonblocking(true).map_err(ProjectorError::Admin)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(ProjectorError::Admin)?;
+            Some(tokio::spawn(paytrack_shared::health::serve_admin_on(
+                listener,
+                readiness.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => config.admin_listen.map(|listen| {
+            tokio::spawn(paytrack_shared::health::serve_admin(
+                listen,
+                readiness.clone(),
+                shutdown.clone(),
+            ))
+        }),
+    };
 
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
     paytrack_shared::db::MIGRATOR.run(&db).await?;
@@ -131,9 +155,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 
-    let supervisor = |stream: &str, consumer: &str| {
-        Supervisor::new(js.clone(), stream, consumer, config.retry, readiness.clone())
-    };
+    let supervisor =
+        |stream: &str, consumer: &str| Supervisor::new(js.clone(), stream, consumer, config.retry, readiness.clone());
     let status_supervisor = supervisor(subjects::STREAM_STATUS, paytrack_nats::CONSUMER_PROJECTOR_STATUS);
     let evidence_supervisor = supervisor(subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE);
     let session_supervisor = supervisor(subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS);
