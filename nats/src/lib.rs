@@ -9,6 +9,7 @@
 pub mod auth;
 mod consume;
 mod retry;
+mod delivery;
 
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use paytrack_shared::subjects;
 pub use crate::auth::{Credentials, Role};
 pub use crate::consume::{HandleError, consume, settle};
 pub use crate::retry::{Stopped, retry_until_ready};
+pub use crate::delivery::{
+    Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries, dead_headers,
+    printable,
+};
 
 /// Why the JetStream layout could not be applied or read.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +169,12 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             vec![subjects::SESSION_ALL],
             Duration::from_secs(7 * 86_400),
         ),
+        // Parked messages wait for a person as long as alerts do.
+        base(
+            subjects::STREAM_DEAD,
+            vec![subjects::DEAD_ALL],
+            Duration::from_secs(30 * 86_400),
+        ),
     ]
 }
 
@@ -254,6 +265,6 @@ mod tests {
         let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 7);
     }
 }

@@ -4,9 +4,10 @@
 //! projector, which have no HTTP surface of their own, serve them (and `/metrics`) on
 //! an admin listener with [`serve_admin`].
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Whether a service is ready for traffic: set once its streams or schema exist,
 /// and, when it watches a NATS connection, only while that connection is up (a
-/// service that cannot reach JetStream should be taken out of rotation).
+/// service that cannot reach JetStream should be taken out of rotation), and only
+/// while none of its consumers keeps failing (a stalled consumer must be seen).
 #[derive(Clone, Default)]
 pub struct Readiness {
     started: Arc<AtomicBool>,
     nats: Option<async_nats::Client>,
+    stalled: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -35,6 +38,7 @@ impl Readiness {
         Readiness {
             started: Arc::default(),
             nats: Some(client),
+            stalled: Arc::default(),
         }
     }
 
@@ -43,13 +47,29 @@ impl Readiness {
         self.started.store(ready, Ordering::SeqCst);
     }
 
+    /// Marks `consumer` as stalled (it keeps failing) or as flowing again.
+    pub fn set_consumer_stalled(&self, consumer: &str, stalled: bool) {
+        let mut set = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        if stalled {
+            set.insert(consumer.to_owned());
+        } else {
+            set.remove(consumer);
+        }
+    }
+
+    /// The consumers that keep failing now.
+    pub fn stalled_consumers(&self) -> Vec<String> {
+        let set = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        set.iter().cloned().collect()
+    }
+
     /// Whether the service is ready.
     pub fn is_ready(&self) -> bool {
         let connected = self
             .nats
             .as_ref()
             .is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
-        self.started.load(Ordering::SeqCst) && connected
+        self.started.load(Ordering::SeqCst) && connected && self.stalled_consumers().is_empty()
     }
 }
 
@@ -72,8 +92,35 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
 /// [`crate::http::serve`] as every other listener (panic guard, header-read
 /// timeout at its default: the admin listener is for probes and scrapes).
 pub async fn serve_admin(listen: SocketAddr, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
-    let options = crate::http::ServeOptions::default();
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_admin_on(listener, readiness, shutdown).await
+}
+
+/// [`serve_admin`] on a listener already bound (tests bind port 0 and read it back).
+pub async fn serve_admin_on(
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app: Router = routes(readiness).merge(crate::metrics::routes());
-    crate::http::serve(listener, app, options, shutdown).await
+    crate::http::serve(listener, app, crate::http::ServeOptions::default(), shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_consumer_makes_the_service_unready_until_it_flows() {
+        let readiness = Readiness::default();
+        readiness.set(true);
+        assert!(readiness.is_ready());
+        readiness.set_consumer_stalled("evidence", true);
+        readiness.set_consumer_stalled("sessions", true);
+        assert!(!readiness.is_ready());
+        readiness.set_consumer_stalled("evidence", false);
+        assert_eq!(readiness.stalled_consumers(), vec!["sessions".to_owned()]);
+        readiness.set_consumer_stalled("sessions", false);
+        assert!(readiness.is_ready());
+    }
 }

@@ -41,6 +41,10 @@ pub struct MeshOptions {
     pub duplicate_window_secs: u64,
     /// How long ingest and the edge wait for a request's headers.
     pub http_header_read_timeout_ms: u64,
+    /// Deliveries of a failing message before it is parked (None: the default).
+    pub consumer_max_deliveries: Option<u32>,
+    /// First redelivery delay of a failing message, in ms (None: the default).
+    pub consumer_retry_ms: Option<u64>,
 }
 
 impl Default for MeshOptions {
@@ -50,6 +54,8 @@ impl Default for MeshOptions {
             session_queue: 1_024,
             duplicate_window_secs: 86_400,
             http_header_read_timeout_ms: 10_000,
+            consumer_max_deliveries: None,
+            consumer_retry_ms: None,
         }
     }
 }
@@ -76,9 +82,12 @@ pub struct Mesh {
     pub js: jetstream::Context,
     /// The reconciler's admin listener (`/readyz`, `/metrics`).
     pub reconciler_admin: SocketAddr,
-    /// The projector's admin listener (`/readyz`, `/metrics`).
+    /// The projector's admin listener (`/readyz`, `/metrics`); a restarted projector
+    /// serves it again on the same address.
     pub projector_admin: SocketAddr,
     tasks: Mutex<Vec<ServiceTask>>,
+    settings: Settings,
+    projector: Mutex<Option<RunningProjector>>,
     webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
@@ -110,6 +119,9 @@ impl Mesh {
         let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
         let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
+        // Bound here and handed over, so no other server can take the port between.
+        let admin_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let projector_admin = admin_listener.local_addr()?;
         let mut pairs = nats.settings_pairs();
         pairs.extend([
             ("nats_url", nats.url()),
@@ -129,6 +141,12 @@ impl Mesh {
                 options.http_header_read_timeout_ms.to_string(),
             ),
         ]);
+        if let Some(max) = options.consumer_max_deliveries {
+            pairs.push(("consumer_max_deliveries", max.to_string()));
+        }
+        if let Some(ms) = options.consumer_retry_ms {
+            pairs.push(("consumer_retry_ms", ms.to_string()));
+        }
         let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;
@@ -141,12 +159,9 @@ impl Mesh {
             paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, shutdown.clone())
                 .await?;
         let edge_addr = edge.local_addr()?;
-        let admin = || -> anyhow::Result<SocketAddr> { Ok(SocketAddr::from(([127, 0, 0, 1], crate::free_port()?))) };
-        let (reconciler_admin, projector_admin) = (admin()?, admin()?);
+        let reconciler_admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
         let mut reconciler = paytrack_reconciler::Config::from_settings(&settings);
         reconciler.admin_listen = Some(reconciler_admin);
-        let mut projector = paytrack_ledger_projector::Config::from_settings(&settings);
-        projector.admin_listen = Some(projector_admin);
         let token = shutdown.clone();
         let tasks: Vec<ServiceTask> = vec![
             ("ingest", tokio::spawn(async move { Ok(ingest.run(token).await?) })),
@@ -155,11 +170,8 @@ impl Mesh {
                 let token = shutdown.clone();
                 tokio::spawn(async move { Ok(paytrack_reconciler::run(reconciler, token).await?) })
             }),
-            ("ledger-projector", {
-                let token = shutdown.clone();
-                tokio::spawn(async move { Ok(paytrack_ledger_projector::run(projector, token).await?) })
-            }),
         ];
+        let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
 
         let client = nats.admin_client().await?;
         Ok(Mesh {
@@ -179,6 +191,8 @@ impl Mesh {
             reconciler_admin,
             projector_admin,
             tasks: Mutex::new(tasks),
+            settings,
+            projector: Mutex::new(Some(projector)),
             webhook: Webhook::new(&whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
@@ -315,6 +329,7 @@ impl Mesh {
     /// Fails when a service task has ended while it should run (an error, a panic,
     /// or an early return), naming the service and why.
     pub fn check_services(&self) -> anyhow::Result<()> {
+        self.check_projector()?;
         let mut tasks = self
             .tasks
             .lock()
@@ -331,6 +346,27 @@ impl Mesh {
             Some(Ok(Err(error))) => Err(error.context(format!("service {name} failed"))),
             Some(Err(join)) => Err(anyhow::anyhow!("service {name} panicked or was aborted: {join}")),
             None => self.check_services(),
+        }
+    }
+
+    /// The projector's part of [`Mesh::check_services`]: it lives apart from the other
+    /// tasks because tests may restart it.
+    fn check_projector(&self) -> anyhow::Result<()> {
+        let mut slot = self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))?;
+        let ended = slot
+            .as_ref()
+            .is_some_and(|p| p.task.is_finished() && !p.shutdown.is_cancelled());
+        if !ended {
+            return Ok(());
+        }
+        let Some(mut running) = slot.take() else {
+            return Ok(());
+        };
+        match (&mut running.task).now_or_never() {
+            Some(Ok(Ok(()))) => Err(anyhow::anyhow!("service ledger-projector stopped before shutdown")),
+            Some(Ok(Err(error))) => Err(anyhow::Error::new(error).context("service ledger-projector failed")),
+            Some(Err(join)) => Err(anyhow::anyhow!("service ledger-projector panicked or was aborted: {join}")),
+            None => Ok(()),
         }
     }
 
@@ -399,7 +435,52 @@ impl Mesh {
     }
 }
 
+/// The projector of a mesh, which tests may stop and start alone.
+struct RunningProjector {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), paytrack_ledger_projector::ProjectorError>>,
+}
+
+impl RunningProjector {
+    fn spawn(
+        settings: &Settings,
+        admin: std::net::TcpListener,
+        mesh_shutdown: &CancellationToken,
+    ) -> RunningProjector {
+        let shutdown = mesh_shutdown.child_token();
+        let task = tokio::spawn(paytrack_ledger_projector::run_with_admin(
+            paytrack_ledger_projector::Config::from_settings(settings),
+            Some(admin),
+            shutdown.clone(),
+        ));
+        RunningProjector { shutdown, task }
+    }
+}
+
 impl Mesh {
+    /// Stops the projector alone (as SIGTERM to its process would), runs `between`,
+    /// then starts a fresh projector on the same settings and admin address.
+    pub async fn restart_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
+        &self,
+        between: F,
+    ) -> anyhow::Result<()> {
+        let running = self
+            .projector
+            .lock()
+            .map_err(|_| anyhow::anyhow!("projector lock"))?
+            .take();
+        if let Some(running) = running {
+            running.shutdown.cancel();
+            running.task.await?.context("projector ended with an error")?;
+        }
+        between.await?;
+        // The old listener is closed; the address is free for the fresh projector.
+        let admin = std::net::TcpListener::bind(self.projector_admin)?;
+        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
+        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
+        Ok(())
+    }
+
     /// Cancels the services' shutdown token, as SIGTERM would.
     pub fn shut_down_services(&self) {
         self.shutdown.cancel();

@@ -144,10 +144,18 @@ pub struct FactEvidence {
     pub source: serde_json::Value,
     /// The headers kept.
     pub raw_headers: serde_json::Value,
-    /// The body exactly as received.
-    pub raw_body: String,
+    /// The body exactly as received (stored as bytes; rendered as the UTF-8 text
+    /// ingest accepted).
+    #[serde(serialize_with = "body_as_text")]
+    pub raw_body: Vec<u8>,
     /// When ingest received it.
     pub received_at: DateTime<Utc>,
+}
+
+/// Renders a stored raw body as text: ingest only accepts UTF-8 bodies, so this is
+/// the body as received (anything else is shown with replacement characters).
+fn body_as_text<S: serde::Serializer>(body: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&String::from_utf8_lossy(body))
 }
 
 /// A session's subscribe to the payment's channel.

@@ -2,18 +2,22 @@
 //!
 //! It applies transitions from `paytrack.status.>` (current state and timeline) and
 //! raw facts from `paytrack.in.>` (evidence) exactly once: every write is keyed so a
-//! redelivered message changes nothing. After a transition is committed it publishes
-//! the `persisted` checkpoint into PAYTRACK_STATUS, on the payment's own subject
-//! tree, so clients see the record catch up in the same ordered history.
+//! redelivered message changes nothing. A transition's commit also records its
+//! `persisted` checkpoint as due (an outbox); the checkpoint is then published once
+//! into PAYTRACK_STATUS, on the payment's own subject tree, so clients see the record
+//! catch up in the same ordered history.
+//!
+//! Every consumer runs under a [`paytrack_nats::Supervisor`]: a message that cannot
+//! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
+//! a `dead_letter` alert, and the consumer moves on.
 
 mod evidence;
 mod sessions;
 mod transitions;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use paytrack_nats::HandleError;
+use paytrack_nats::{HandleError, RetryPolicy, Supervisor};
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
@@ -37,6 +41,8 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Optional health listener.
     pub admin_listen: Option<SocketAddr>,
+    /// How failing messages are retried before they are parked.
+    pub retry: RetryPolicy,
 }
 
 impl Config {
@@ -50,6 +56,7 @@ impl Config {
             database_url: s.database_url.clone(),
             database_max_connections: s.database_max_connections,
             admin_listen: s.admin_listen,
+            retry: RetryPolicy::from_settings(s),
         }
     }
 }
@@ -66,20 +73,47 @@ pub enum ProjectorError {
     /// The migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The admin listener given could not be used.
+    #[error("admin listener: {0}")]
+    Admin(std::io::Error),
 }
 
-/// A database failure is worth retrying.
+/// A database failure that may pass (connection, pool, server state): retry.
 fn transient_db(error: sqlx::Error) -> HandleError {
     HandleError::Transient(format!("database: {error}"))
 }
 
-/// Delay before a message that hit a transient failure is redelivered.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// A failure of a write: poison when PostgreSQL refuses the data itself (SQLSTATE
+/// class 22, data exception, e.g. a NUL in TEXT; class 23, integrity constraint),
+/// which no retry can change; otherwise transient.
+fn db_error(error: sqlx::Error) -> HandleError {
+    let code = error.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+    if code.starts_with("22") || code.starts_with("23") {
+        HandleError::Poison(format!("database refused the data ({code}): {error}"))
+    } else {
+        transient_db(error)
+    }
+}
+
+/// A stream sequence as a BIGINT.
+fn sequence(seq: u64) -> Result<i64, HandleError> {
+    i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))
+}
 
 /// Runs the projector until `shutdown` is cancelled. PostgreSQL or NATS being down
 /// at start is not an error: the migrations, the layout and the consumers are
 /// retried with backoff while `/readyz` answers 503.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    run_with_admin(config, None, shutdown).await
+}
+
+/// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
+/// `config.admin_listen`, so a test can bind port 0 and know the address.
+pub async fn run_with_admin(
+    config: Config,
+    admin: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ProjectorError> {
     let client = paytrack_nats::connect(
         &config.nats_url,
         "paytrack-ledger-projector",
@@ -87,13 +121,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     )
     .await?;
     let readiness = Readiness::watching(client.clone());
-    let admin = config.admin_listen.map(|listen| {
-        tokio::spawn(paytrack_shared::health::serve_admin(
-            listen,
-            readiness.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let admin = match admin {
+        Some(listener) => {
+            listener.set_nonblocking(true).map_err(ProjectorError::Admin)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(ProjectorError::Admin)?;
+            Some(tokio::spawn(paytrack_shared::health::serve_admin_on(
+                listener,
+                readiness.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => config.admin_listen.map(|listen| {
+            tokio::spawn(paytrack_shared::health::serve_admin(
+                listen,
+                readiness.clone(),
+                shutdown.clone(),
+            ))
+        }),
+    };
 
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
@@ -137,20 +182,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 
+    let supervisor =
+        |stream: &str, consumer: &str| Supervisor::new(js.clone(), stream, consumer, config.retry, readiness.clone());
+    let status_supervisor = supervisor(subjects::STREAM_STATUS, paytrack_nats::CONSUMER_PROJECTOR_STATUS);
+    let evidence_supervisor = supervisor(subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE);
+    let session_supervisor = supervisor(subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS);
+    let drainer = tokio::spawn(transitions::drain(db.clone(), js.clone(), shutdown.clone()));
     let transitions = transitions::Applier { db: db.clone(), js };
-    let status_loop = paytrack_nats::consume(status_consumer, shutdown.clone(), |message| {
-        let transitions = &transitions;
-        async move { paytrack_nats::settle(&message, transitions.apply(&message).await, RETRY_DELAY).await }
+    let status_loop = paytrack_nats::consume_deliveries(status_consumer, shutdown.clone(), status_supervisor, |d| {
+        transitions.apply(d)
     });
-    let evidence_loop = paytrack_nats::consume(evidence_consumer, shutdown.clone(), |message| {
-        let db = &db;
-        async move { paytrack_nats::settle(&message, evidence::apply(db, &message).await, RETRY_DELAY).await }
-    });
-    let session_loop = paytrack_nats::consume(session_consumer, shutdown.clone(), |message| {
-        let db = &db;
-        async move { paytrack_nats::settle(&message, sessions::apply(db, &message).await, RETRY_DELAY).await }
+    let evidence_loop =
+        paytrack_nats::consume_deliveries(evidence_consumer, shutdown.clone(), evidence_supervisor, |d| {
+            evidence::apply(&db, d)
+        });
+    let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
+        sessions::apply(&db, d)
     });
     tokio::join!(status_loop, evidence_loop, session_loop);
+    let _ = drainer.await;
 
     if let Some(admin) = admin {
         let _ = admin.await;

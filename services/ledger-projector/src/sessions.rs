@@ -1,22 +1,20 @@
 //! Storing session audit records so that what each screen was sent is queryable
 //! (and, per payment channel, part of the payment's evidence).
+//!
+//! ws-edge escapes control characters before it publishes; a record that still
+//! holds something PostgreSQL cannot store (a forged one) is poison and is parked.
 
-use async_nats::jetstream;
-use paytrack_nats::HandleError;
-use paytrack_shared::envelope::{self, SessionAudit, SessionEvent};
+use paytrack_nats::{Delivery, HandleError};
+use paytrack_shared::envelope::{SessionAudit, SessionEvent};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::transient_db;
+use crate::{db_error, sequence};
 
 /// Stores one audit record; a repeat is a no-op.
-pub async fn apply(db: &PgPool, message: &jetstream::Message) -> Result<(), HandleError> {
-    let seq = message
-        .info()
-        .map(|i| i.stream_sequence)
-        .map_err(|e| HandleError::Poison(e.to_string()))?;
-    let seq = i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))?;
-    let record: SessionAudit = envelope::decode(&message.payload).map_err(|e| HandleError::Poison(e.to_string()))?;
+pub async fn apply(db: &PgPool, delivery: Delivery<SessionAudit>) -> Result<(), HandleError> {
+    let seq = sequence(delivery.stream_seq)?;
+    let record = &delivery.envelope;
     let (kind, channel) = match &record.event {
         SessionEvent::Open { .. } => ("open", None),
         SessionEvent::Subscribe { channel, .. } => ("subscribe", Some(channel.as_str())),
@@ -40,6 +38,6 @@ pub async fn apply(db: &PgPool, message: &jetstream::Message) -> Result<(), Hand
     .bind(record.at)
     .execute(db)
     .await
-    .map_err(transient_db)?;
+    .map_err(db_error)?;
     Ok(())
 }

@@ -1,11 +1,18 @@
 //! Session audit: every open, subscribe (with its outcome) and close goes to
 //! `paytrack.session.<tenant>.<edge_id>`, where the projector can store it.
+//!
+//! Strings a client chose (a refused channel name) or a token carries (its subject)
+//! are published with control characters escaped (`\u{0}`), so a record is always
+//! one PostgreSQL can store: a NUL would otherwise be refused by the projector.
 
 use async_nats::jetstream;
 use chrono::Utc;
 use paytrack_shared::TenantId;
 use paytrack_shared::envelope::{self, ENVELOPE_VERSION, SessionAudit, SessionEvent};
 use paytrack_shared::subjects;
+
+/// The longest client-chosen string an audit record keeps, in characters.
+const MAX_LEN: usize = 256;
 
 /// Publishes one session's audit records.
 #[derive(Clone)]
@@ -33,7 +40,7 @@ impl Audit {
             edge_id: edge_id.to_owned(),
             session_id: session_id.to_owned(),
             tenant: tenant.clone(),
-            subject: subject.to_owned(),
+            subject: paytrack_nats::printable(subject, MAX_LEN),
             transport,
         }
     }
@@ -41,6 +48,20 @@ impl Audit {
     /// Records `event`. Audit must not stall a session, so a failure is logged, not
     /// retried here.
     pub async fn record(&self, event: SessionEvent) {
+        let event = match event {
+            SessionEvent::Denied { channel, code } => SessionEvent::Denied {
+                channel: paytrack_nats::printable(&channel, MAX_LEN),
+                code,
+            },
+            SessionEvent::Close { code, reason } => SessionEvent::Close {
+                code,
+                reason: paytrack_nats::printable(&reason, MAX_LEN),
+            },
+            SessionEvent::Open { scope } => SessionEvent::Open {
+                scope: scope.map(|s| s.iter().map(|c| paytrack_nats::printable(c, MAX_LEN)).collect()),
+            },
+            subscribe @ SessionEvent::Subscribe { .. } => subscribe,
+        };
         let record = SessionAudit {
             v: ENVELOPE_VERSION,
             session_id: self.session_id.clone(),

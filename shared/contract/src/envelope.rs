@@ -269,7 +269,37 @@ pub enum SessionEvent {
     },
 }
 
-versioned!(InboundFact, Transition, Checkpoint, SessionAudit);
+/// A `dead_letter` alert on `paytrack.alert.<tenant>.dead_letter`: a consumer parked
+/// a message it could not handle on `dead_subject` and moved on. The parked copy
+/// keeps the original headers and payload, so an operator can fix the cause and
+/// publish it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    /// Envelope version.
+    pub v: u32,
+    /// Always `dead_letter` (alerts of every kind carry their kind).
+    pub kind: String,
+    /// The tenant the original subject names, when it names a valid one.
+    pub tenant: Option<TenantId>,
+    /// The stream the message was read from.
+    pub stream: String,
+    /// The durable consumer that parked it.
+    pub consumer: String,
+    /// The original subject.
+    pub subject: String,
+    /// The original sequence in `stream`, when the message carried it.
+    pub stream_seq: Option<u64>,
+    /// Deliveries before it was parked.
+    pub delivered: i64,
+    /// The last error, control characters escaped.
+    pub error: String,
+    /// Where the parked copy is: `paytrack.dead.<stream>.<consumer>`.
+    pub dead_subject: String,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+versioned!(InboundFact, Transition, Checkpoint, SessionAudit, DeadLetter);
 
 #[cfg(test)]
 mod tests {

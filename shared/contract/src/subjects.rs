@@ -15,6 +15,8 @@ pub const STREAM_PUSH: &str = "PAYTRACK_PUSH";
 pub const STREAM_ALERT: &str = "PAYTRACK_ALERT";
 /// Session audit written by ws-edge.
 pub const STREAM_SESSION: &str = "PAYTRACK_SESSION";
+/// Messages a consumer parked because it could not handle them (dead letters).
+pub const STREAM_DEAD: &str = "PAYTRACK_DEAD";
 
 /// Subjects captured by [`STREAM_IN`].
 pub const IN_ALL: &str = "paytrack.in.>";
@@ -28,6 +30,12 @@ pub const PUSH_ALL: &str = "paytrack.push.>";
 pub const ALERT_ALL: &str = "paytrack.alert.>";
 /// Subjects captured by [`STREAM_SESSION`].
 pub const SESSION_ALL: &str = "paytrack.session.>";
+/// Subjects captured by [`STREAM_DEAD`].
+pub const DEAD_ALL: &str = "paytrack.dead.>";
+/// The alert kind raised when a consumer parks a message.
+pub const ALERT_DEAD_LETTER: &str = "dead_letter";
+/// The tenant token of alerts about messages whose subject names no readable tenant.
+pub const NO_TENANT: &str = "_";
 
 /// `paytrack.in.<tenant>.<payment_id>`: where ingest records an inbound fact.
 pub fn inbound(tenant: &TenantId, payment: &PaymentId) -> String {
@@ -54,6 +62,30 @@ pub fn checkpoint(tenant: &TenantId, merchant: &MerchantId, payment: &PaymentId)
 /// `paytrack.session.<tenant>.<edge_id>`: session audit of one edge process.
 pub fn session(tenant: &TenantId, edge_id: &str) -> String {
     format!("paytrack.session.{tenant}.{edge_id}")
+}
+
+/// `paytrack.dead.<stream>.<consumer>`: where durable `consumer` of `stream` parks
+/// what it cannot handle. Stream and consumer names are our own constants.
+pub fn dead_letter(stream: &str, consumer: &str) -> String {
+    format!("paytrack.dead.{stream}.{consumer}")
+}
+
+/// The `Nats-Msg-Id` of a parked message (and of its alert): one per original
+/// message and consumer, so parking again after a lost ack adds nothing.
+pub fn dead_letter_msg_id(stream: &str, consumer: &str, seq: u64) -> String {
+    format!("dead:{stream}:{consumer}:{seq}")
+}
+
+/// `paytrack.alert.<tenant>.<kind>`; without a tenant, `paytrack.alert._.<kind>`.
+pub fn alert(tenant: Option<&TenantId>, kind: &str) -> String {
+    let tenant = tenant.map_or(NO_TENANT, TenantId::as_str);
+    format!("paytrack.alert.{tenant}.{kind}")
+}
+
+/// The tenant a paytrack subject names (its third token, `paytrack.<kind>.<tenant>…`),
+/// if that token is a valid tenant id.
+pub fn tenant_of(subject: &str) -> Option<TenantId> {
+    TenantId::new(subject.split('.').nth(2)?).ok()
 }
 
 /// The `Nats-Msg-Id` of a checkpoint: one per payment, version and checkpoint kind.
@@ -87,5 +119,15 @@ mod tests {
         assert_eq!(status_stream_kind("paytrack.status.a.b.c"), Some("transition"));
         assert_eq!(status_stream_kind("paytrack.checkpoint.a.b.c"), Some("checkpoint"));
         assert_eq!(status_stream_kind("paytrack.in.a.b"), None);
+        assert_eq!(
+            dead_letter(STREAM_IN, "ledger-projector-evidence"),
+            "paytrack.dead.PAYTRACK_IN.ledger-projector-evidence"
+        );
+        assert_eq!(dead_letter_msg_id(STREAM_IN, "c", 7), "dead:PAYTRACK_IN:c:7");
+        assert_eq!(alert(Some(&t), ALERT_DEAD_LETTER), "paytrack.alert.acme.dead_letter");
+        assert_eq!(alert(None, ALERT_DEAD_LETTER), "paytrack.alert._.dead_letter");
+        assert_eq!(tenant_of("paytrack.in.acme.pay_1"), Some(t));
+        assert_eq!(tenant_of("paytrack.in.a\u{0}b.pay_1"), None);
+        assert_eq!(tenant_of("paytrack"), None);
     }
 }
