@@ -26,6 +26,14 @@ pub struct MeshOptions {
     pub session_queue: usize,
     /// JetStream's de-duplication window, in seconds.
     pub duplicate_window_secs: u64,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take.
+    pub session_write_timeout_ms: u64,
+    /// Recent messages per stream the edge keeps for resumes.
+    pub edge_ring_messages: usize,
+    /// Channels one session may hold.
+    pub edge_max_subscriptions: usize,
 }
 
 impl Default for MeshOptions {
@@ -34,6 +42,10 @@ impl Default for MeshOptions {
             heartbeat_ms: 1_000,
             session_queue: 1_024,
             duplicate_window_secs: 86_400,
+            session_queue_bytes: 1 << 20,
+            session_write_timeout_ms: 10_000,
+            edge_ring_messages: 10_000,
+            edge_max_subscriptions: 100,
         }
     }
 }
@@ -59,6 +71,7 @@ pub struct Mesh {
     webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
+    edge_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), paytrack_ws_edge::EdgeError>>>>,
 }
 
 impl Mesh {
@@ -91,6 +104,10 @@ impl Mesh {
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
+            ("session_queue_bytes", options.session_queue_bytes.to_string()),
+            ("session_write_timeout_ms", options.session_write_timeout_ms.to_string()),
+            ("edge_ring_messages", options.edge_ring_messages.to_string()),
+            ("edge_max_subscriptions", options.edge_max_subscriptions.to_string()),
         ])?;
 
         let db = PgPool::connect(&database_url).await?;
@@ -104,7 +121,7 @@ impl Mesh {
                 .await?;
         let edge_addr = edge.local_addr()?;
         tokio::spawn(ingest.run(shutdown.clone()));
-        tokio::spawn(edge.run());
+        let edge_task = tokio::spawn(edge.run());
         tokio::spawn(paytrack_reconciler::run(
             paytrack_reconciler::Config::from_settings(&settings),
             shutdown.clone(),
@@ -131,6 +148,7 @@ impl Mesh {
             webhook: Webhook::new(&whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
+            edge_task: tokio::sync::Mutex::new(Some(edge_task)),
         })
     }
 
@@ -285,6 +303,14 @@ impl Mesh {
     /// Cancels the services' shutdown token, as SIGTERM would.
     pub fn shut_down_services(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Waits until the edge's `run` has returned (after [`Mesh::shut_down_services`]).
+    pub async fn edge_stopped(&self) -> anyhow::Result<()> {
+        if let Some(task) = self.edge_task.lock().await.take() {
+            task.await??;
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::Config;
-use crate::history::History;
+use crate::router::Hub;
 use crate::session;
 
 /// Largest client message accepted on a socket.
@@ -27,14 +27,22 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 pub struct EdgeState {
     /// JetStream, for feeds and audit.
     pub js: async_nats::jetstream::Context,
-    /// Channel histories.
-    pub history: History,
+    /// The edge's fan-out: its feeds, ring and channel map.
+    pub hub: Arc<Hub>,
     /// Token verification.
     pub jwt: JwtKeys,
     /// Heartbeat interval.
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take.
+    pub write_timeout: std::time::Duration,
+    /// Channels one session may hold.
+    pub max_subscriptions: usize,
+    /// Every running session, so shutdown can wait for their close audit.
+    pub sessions: tokio_util::task::TaskTracker,
     /// This edge's name.
     pub edge_id: String,
     /// Cancelled when the edge shuts down.
@@ -43,13 +51,22 @@ pub struct EdgeState {
 
 impl EdgeState {
     /// State for `config`.
-    pub fn new(config: &Config, js: async_nats::jetstream::Context, shutdown: CancellationToken) -> EdgeState {
+    pub fn new(
+        config: &Config,
+        js: async_nats::jetstream::Context,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> EdgeState {
         EdgeState {
-            history: History::new(js.clone()),
+            hub,
             js,
             jwt: config.jwt.clone(),
             heartbeat_ms: config.heartbeat_ms,
             session_queue: config.session_queue,
+            session_queue_bytes: config.session_queue_bytes,
+            write_timeout: config.write_timeout,
+            max_subscriptions: config.max_subscriptions,
+            sessions: tokio_util::task::TaskTracker::new(),
             edge_id: config.edge_id.clone(),
             shutdown,
         }
@@ -91,7 +108,10 @@ async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session::run(socket, state, claims))
+        .on_upgrade(move |socket| {
+            let sessions = state.sessions.clone();
+            sessions.track_future(session::run(socket, state, claims))
+        })
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -10,7 +10,9 @@ mod app;
 mod audit;
 mod channel;
 mod history;
+mod outbox;
 mod protocol;
+mod router;
 mod session;
 
 use std::net::SocketAddr;
@@ -42,6 +44,16 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take before the session is closed with 4008.
+    pub write_timeout: std::time::Duration,
+    /// Recent messages per stream kept in memory for resumes.
+    pub ring_messages: usize,
+    /// Channels one session may hold.
+    pub max_subscriptions: usize,
+    /// JetStream reads one edge runs at once for subscribes.
+    pub replay_concurrency: usize,
     /// Token verification.
     pub jwt: JwtKeys,
 }
@@ -57,6 +69,11 @@ impl Config {
             edge_id: s.edge_id.clone(),
             heartbeat_ms: s.heartbeat_ms,
             session_queue: s.session_queue,
+            session_queue_bytes: s.session_queue_bytes,
+            write_timeout: std::time::Duration::from_millis(s.session_write_timeout_ms),
+            ring_messages: s.edge_ring_messages,
+            max_subscriptions: s.edge_max_subscriptions,
+            replay_concurrency: s.edge_replay_concurrency,
             jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
         })
     }
@@ -71,7 +88,13 @@ pub enum EdgeError {
     /// NATS or the stream layout.
     #[error(transparent)]
     Nats(#[from] paytrack_nats::LayoutError),
+    /// The edge's feeds could not be opened.
+    #[error("edge feed: {0}")]
+    Feed(#[from] history::HistoryError),
 }
+
+/// How long shutdown waits for sessions to send 1012 and audit their close.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound, not yet serving, edge.
 pub struct WsEdge {
@@ -87,8 +110,16 @@ impl WsEdge {
         let readiness = Readiness::watching(client.clone());
         let js = paytrack_nats::jetstream(client, config.nats_timeout);
         paytrack_nats::ensure_streams(&js, &config.layout).await?;
+        let hub = router::Hub::start(
+            &js,
+            config.ring_messages,
+            config.replay_concurrency,
+            config.nats_timeout,
+            shutdown.clone(),
+        )
+        .await?;
         let listener = TcpListener::bind(config.listen).await?;
-        let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
+        let state = Arc::new(app::EdgeState::new(&config, js, hub, shutdown));
         readiness.set(true);
         Ok(WsEdge {
             listener,
@@ -103,15 +134,23 @@ impl WsEdge {
     }
 
     /// Serves until the shutdown token given to [`WsEdge::bind`] is cancelled; open
-    /// sessions are closed with 1012 (restarting) first.
+    /// sessions are closed with 1012 (restarting) and their close is audited before
+    /// it returns.
     pub async fn run(self) -> Result<(), EdgeError> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ws-edge listening");
         let shutdown = self.state.shutdown.clone();
+        let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
+        // Upgraded sockets outlive the HTTP server: wait for every session's 1012 and
+        // close audit.
+        sessions.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait()).await.is_err() {
+            tracing::warn!(open = sessions.len(), "sessions still open after the drain timeout");
+        }
         tracing::info!("ws-edge stopped");
         Ok(())
     }
