@@ -522,9 +522,6 @@ async fn shutdown_audits_every_sessions_close_before_run_returns() -> anyhow::Re
         .try_collect()
         .await?;
     mesh.shut_down_services();
-    for (_, client) in &mut clients {
-        assert_eq!(client.closed(WAIT).await?, 1012);
-    }
     tokio::time::timeout(WAIT, mesh.edge_stopped()).await??;
 
     // Read the audit stream as it is now that the edge has stopped.
@@ -553,6 +550,9 @@ async fn shutdown_audits_every_sessions_close_before_run_returns() -> anyhow::Re
     assert_eq!(ids.len(), SESSIONS);
     for id in ids {
         assert_eq!(closes.get(id), Some(&1012), "no close audit for {id}");
+    }
+    for (_, client) in &mut clients {
+        assert_eq!(client.closed(WAIT).await?, 1012);
     }
     Ok(())
 }

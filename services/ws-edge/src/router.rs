@@ -336,7 +336,9 @@ impl Hub {
         });
         for feed in Feed::ALL {
             let from = heads[feed as usize] + 1;
-            tokio::spawn(hub.clone().feed(feed, from, shutdown.clone()));
+            // Opened before the edge serves, so its consumers exist from the start.
+            let messages = open_feed(&hub.streams[feed as usize], from).await?;
+            tokio::spawn(hub.clone().feed(feed, from, messages, shutdown.clone()));
         }
         Ok(hub)
     }
@@ -355,16 +357,19 @@ impl Hub {
     /// Reads one stream from `from` on, for as long as the edge runs. The ordered
     /// consumer recovers from lost messages and reconnects by itself; if it ends it is
     /// recreated after the last sequence seen.
-    async fn feed(self: Arc<Self>, feed: Feed, mut from: u64, shutdown: CancellationToken) {
+    async fn feed(
+        self: Arc<Self>,
+        feed: Feed,
+        mut from: u64,
+        first: consumer::pull::Ordered,
+        shutdown: CancellationToken,
+    ) {
         let stream = self.streams[feed as usize].clone();
+        let mut first = Some(first);
         while !shutdown.is_cancelled() {
-            let config = consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
-                ..Default::default()
-            };
-            let opened = match stream.create_consumer(config).await {
-                Ok(consumer) => consumer.messages().await.map_err(unavailable),
-                Err(error) => Err(unavailable(error)),
+            let opened = match first.take() {
+                Some(messages) => Ok(messages),
+                None => open_feed(&stream, from).await,
             };
             let mut messages = match opened {
                 Ok(messages) => messages,
@@ -684,6 +689,16 @@ impl Hub {
         }
         result
     }
+}
+
+/// An ordered consumer over the whole stream from `from` on.
+async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pull::Ordered, HistoryError> {
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
+    consumer.messages().await.map_err(unavailable)
 }
 
 async fn read_replay(
