@@ -54,7 +54,10 @@ async fn checkpoint(
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
     };
     Ok(js
-        .publish(subjects::checkpoint(tenant, &merchant, &payment), envelope::encode(&record))
+        .publish(
+            subjects::checkpoint(tenant, &merchant, &payment),
+            envelope::encode(&record),
+        )
         .await?)
 }
 
@@ -75,6 +78,18 @@ async fn subscribe(url: &str, token: &str, channel: &str) -> anyhow::Result<(WsC
     client.send(json!({"type": "subscribe", "channel": channel})).await?;
     let subscribed = client.next_of("subscribed", WAIT).await?;
     Ok((client, subscribed))
+}
+
+/// This process's resident memory (the edge and the test clients together).
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 fn open_files_limit() -> u64 {
@@ -108,6 +123,7 @@ async fn thousands_of_subscriptions_share_the_edges_two_consumers() -> anyhow::R
     })
     .await?;
 
+    let rss_before = resident_kib();
     let started = Instant::now();
     let url = mesh.ws_url();
     let operator = mesh.operator_token();
@@ -134,8 +150,16 @@ async fn thousands_of_subscriptions_share_the_edges_two_consumers() -> anyhow::R
         .try_collect()
         .await?;
     let opened = started.elapsed();
-    assert_eq!(payment_clients.len() + wide_clients.len(), PAYMENT_SESSIONS + WIDE_SESSIONS);
-    assert_eq!(status_consumers(&mesh.js).await?, idle, "subscriptions must not create consumers");
+    let per_session = (resident_kib().saturating_sub(rss_before)) / (PAYMENT_SESSIONS + WIDE_SESSIONS) as u64;
+    assert_eq!(
+        payment_clients.len() + wide_clients.len(),
+        PAYMENT_SESSIONS + WIDE_SESSIONS
+    );
+    assert_eq!(
+        status_consumers(&mesh.js).await?,
+        idle,
+        "subscriptions must not create consumers"
+    );
 
     // One event per payment channel, a few on the other tenant's wide channel.
     let published = Instant::now();
@@ -174,7 +198,7 @@ async fn thousands_of_subscriptions_share_the_edges_two_consumers() -> anyhow::R
     let delivered = published.elapsed();
     assert_eq!(status_consumers(&mesh.js).await?, idle);
     eprintln!(
-        "fan-out: {} sessions subscribed in {opened:?}; {} events to all of them in {delivered:?}; {idle} STATUS consumers throughout",
+        "fan-out: {} sessions subscribed in {opened:?} (~{per_session} KiB resident each, client and server side); {} events to all of them in {delivered:?}; {idle} STATUS consumers throughout",
         PAYMENT_SESSIONS + WIDE_SESSIONS,
         PAYMENT_SESSIONS as u64 + WIDE_EVENTS,
     );
@@ -254,7 +278,16 @@ async fn a_resume_mid_stream_sees_exactly_the_streams_events() -> anyhow::Result
     let since_seq = since["seq"].as_u64().unwrap_or_default();
     // Let the stream move well past the ring before resuming.
     eventually(WAIT, "the stream to leave the ring behind", || async {
-        let last = mesh.js.get_stream(subjects::STREAM_PUSH).await.ok()?.info().await.ok()?.state.last_sequence;
+        let last = mesh
+            .js
+            .get_stream(subjects::STREAM_PUSH)
+            .await
+            .ok()?
+            .info()
+            .await
+            .ok()?
+            .state
+            .last_sequence;
         (last > since_seq + 200).then_some(())
     })
     .await?;
@@ -266,7 +299,10 @@ async fn a_resume_mid_stream_sees_exactly_the_streams_events() -> anyhow::Result
     let resumed = second.next_of("subscribed", WAIT).await?;
     assert_eq!(resumed["recovered"], true);
     assert_eq!(resumed["position"], since);
-    assert!(replays(&mesh).await? > replays_before, "an old position is read from JetStream");
+    assert!(
+        replays(&mesh).await? > replays_before,
+        "an old position is read from JetStream"
+    );
     while (timeline.len() as u64) < EVENTS - 100 {
         timeline.push(second.next_of("event", WAIT).await?);
     }
@@ -382,7 +418,12 @@ async fn repeated_subscribes_are_idempotent_and_capped() -> anyhow::Result<()> {
         .await?;
     let error = client.next_of("error", WAIT).await?;
     assert_eq!(error["code"], 4000);
-    assert!(error["message"].as_str().unwrap_or_default().contains("subscription limit"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subscription limit")
+    );
     // The held subscription still works.
     checkpoint(&mesh.js, &mesh.tenant, "m1", "pay_rep", 1).await?.await?;
     let event = client.next_of("event", WAIT).await?;
@@ -421,7 +462,8 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
     let mut slow = WsClient::connect(&mesh.ws_url(), &token).await?;
     let welcome = slow.next_of("welcome", WAIT).await?;
     let slow_session = welcome["session_id"].as_str().unwrap_or_default().to_owned();
-    slow.send(json!({"type": "subscribe", "channel": "user:u_slow"})).await?;
+    slow.send(json!({"type": "subscribe", "channel": "user:u_slow"}))
+        .await?;
     let (mut reader, _) = subscribe(&mesh.ws_url(), &token, "user:u_slow").await?;
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
     let reading = tokio::spawn(async move {
@@ -445,7 +487,10 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
         }
         // The reader keeps up while the slow session is being closed.
         let target = sent;
-        if tokio::time::timeout(WAIT, done_rx.wait_for(|n| *n >= target)).await?.is_err() {
+        if tokio::time::timeout(WAIT, done_rx.wait_for(|n| *n >= target))
+            .await?
+            .is_err()
+        {
             reading.await??;
             bail!("the reader stopped");
         }
