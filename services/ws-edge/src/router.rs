@@ -612,16 +612,16 @@ impl Hub {
         let inner = self.lock();
         let mut positions = BTreeMap::new();
         for (key, id, channel) in subs {
-            if let Some(sub) = inner.channels.get(key).and_then(|e| e.subs.get(&id)) {
-                if sub.pending.is_none() {
-                    positions.insert(
-                        channel.name(),
-                        Position {
-                            epoch: self.epoch(channel).to_owned(),
-                            seq: sub.last_seq,
-                        },
-                    );
-                }
+            if let Some(sub) = inner.channels.get(key).and_then(|e| e.subs.get(&id))
+                && sub.pending.is_none()
+            {
+                positions.insert(
+                    channel.name(),
+                    Position {
+                        epoch: self.epoch(channel).to_owned(),
+                        seq: sub.last_seq,
+                    },
+                );
             }
         }
         out.send(&ServerMessage::Heartbeat { positions });
@@ -787,19 +787,19 @@ fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
     metrics::gauge!("paytrack_edge_channels").decrement(1);
     // A device-bound user channel's key is `tenant user:<id> device`.
     let mut parts = key.splitn(3, ' ');
-    if let (Some(tenant), Some(name), Some(device)) = (parts.next(), parts.next(), parts.next()) {
-        if !device.is_empty() {
-            let user = channel_key(tenant, name, None);
-            if let Some(devices) = inner.user_devices.get_mut(&user) {
-                if let Some(count) = devices.get_mut(device) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        devices.remove(device);
-                    }
+    if let (Some(tenant), Some(name), Some(device)) = (parts.next(), parts.next(), parts.next())
+        && !device.is_empty()
+    {
+        let user = channel_key(tenant, name, None);
+        if let Some(devices) = inner.user_devices.get_mut(&user) {
+            if let Some(count) = devices.get_mut(device) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    devices.remove(device);
                 }
-                if devices.is_empty() {
-                    inner.user_devices.remove(&user);
-                }
+            }
+            if devices.is_empty() {
+                inner.user_devices.remove(&user);
             }
         }
     }

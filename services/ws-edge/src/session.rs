@@ -316,10 +316,10 @@ async fn subscribe(
     // Subscribing to a channel already held is idempotent: without `since` the session
     // is told where it stands; with `since` a new subscription replaces the held one
     // only once it is ready.
-    if let (Some(current), None) = (subs.held.get(&name), &request.since) {
-        if state.hub.resubscribed(&request, current.id).is_some() {
-            return;
-        }
+    if let (Some(current), None) = (subs.held.get(&name), &request.since)
+        && state.hub.resubscribed(&request, current.id).is_some()
+    {
+        return;
     }
     if !subs.held.contains_key(&name) && subs.held.len() + subs.starting.len() >= state.max_subscriptions {
         out.send(&ServerMessage::Error {
