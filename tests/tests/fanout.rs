@@ -601,3 +601,42 @@ async fn shutdown_audits_every_sessions_close_before_run_returns() -> anyhow::Re
     }
     Ok(())
 }
+
+/// The edge's single feed survives nats-server restarting: a session subscribed before
+/// the outage gets the events published after it, chained without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_resumes_after_nats_restarts() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start_with(quiet()).await?;
+    let token = mesh.jwt.mint("u_out", &mesh.tenant, 600, None, None);
+    let (mut client, subscribed) = subscribe(&mesh.ws_url(), &token, "user:u_out").await?;
+    let start = subscribed["position"]["seq"].as_u64().unwrap_or_default();
+    let subject = format!("paytrack.push.{}.u_out.all", mesh.tenant);
+    mesh.js
+        .publish(subject.clone(), json!({"type": "note", "n": 0}).to_string().into())
+        .await?
+        .await?;
+    let mut events = vec![client.next_of("event", WAIT).await?];
+
+    mesh.nats.stop();
+    mesh.nats.restart().await?;
+    for n in 1..=3 {
+        let ack = eventually(WAIT, "publish after the restart", || async {
+            let ack = mesh
+                .js
+                .publish(subject.clone(), json!({"type": "note", "n": n}).to_string().into())
+                .await
+                .ok()?;
+            ack.await.ok()
+        })
+        .await?;
+        assert!(ack.sequence > 0);
+    }
+    for _ in 1..=3 {
+        events.push(client.next_of("event", WAIT).await?);
+    }
+    chain(start, &events);
+    let ns: Vec<u64> = events.iter().filter_map(|e| e["n"].as_u64()).collect();
+    assert_eq!(ns, vec![0, 1, 2, 3]);
+    Ok(())
+}
+
