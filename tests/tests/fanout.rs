@@ -639,4 +639,3 @@ async fn the_feed_resumes_after_nats_restarts() -> anyhow::Result<()> {
     assert_eq!(ns, vec![0, 1, 2, 3]);
     Ok(())
 }
-

@@ -176,7 +176,12 @@ struct Sub {
     last_seq: u64,
     /// While a JetStream replay runs: the live messages that arrived meanwhile.
     pending: Option<Vec<Arc<Msg>>>,
+    /// Whether more live messages arrived during the replay than are buffered.
+    overflowed: bool,
 }
+
+/// Live messages one subscription buffers while its replay runs.
+const MAX_BUFFERED: usize = 65_536;
 
 /// A channel some local session holds.
 struct Entry {
@@ -515,6 +520,7 @@ impl Hub {
                     out: request.out.clone(),
                     last_seq: position,
                     pending: None,
+                    overflowed: false,
                 };
                 for message in &missed {
                     deliver_one(&mut sub, &name, &epoch, message);
@@ -537,6 +543,7 @@ impl Hub {
                     out: request.out.clone(),
                     last_seq: position,
                     pending: Some(Vec::new()),
+                    overflowed: false,
                 },
             );
             head
@@ -557,6 +564,10 @@ impl Hub {
         let Some(mut sub) = entry.subs.remove(&request.id) else {
             return Err(unavailable("subscription ended during its replay"));
         };
+        if sub.overflowed {
+            detach_locked(inner, &key, request.id);
+            return Err(unavailable("live traffic outran the replay"));
+        }
         let buffered = sub.pending.take().unwrap_or_default();
         request.out.send(&subscribed(position));
         let mut newest = latest;
@@ -828,7 +839,13 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
             continue;
         }
         if let Some(pending) = &mut sub.pending {
-            pending.push(message.clone());
+            // Bounded: a replay that falls this far behind the live feed fails (the
+            // client retries) rather than growing memory.
+            if pending.len() < MAX_BUFFERED {
+                pending.push(message.clone());
+            } else {
+                sub.overflowed = true;
+            }
             continue;
         }
         let prev_seq = sub.last_seq;
@@ -914,6 +931,7 @@ mod tests {
                     out: receivers[id as usize].0.clone(),
                     last_seq: 4,
                     pending: None,
+                    overflowed: false,
                 },
             );
         }
