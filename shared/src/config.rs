@@ -94,6 +94,16 @@ pub struct Settings {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// Per-session queue bound in bytes: a session over it is closed with 4008.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take before the session is closed with 4008.
+    pub session_write_timeout_ms: u64,
+    /// Recent messages per stream the edge keeps in memory to serve resumes.
+    pub edge_ring_messages: usize,
+    /// Channels one session may hold at once.
+    pub edge_max_subscriptions: usize,
+    /// JetStream reads (gets, replays) one edge runs at once for subscribes.
+    pub edge_replay_concurrency: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// How long an HTTP client may take to send a request's headers (and the

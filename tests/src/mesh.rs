@@ -45,6 +45,14 @@ pub struct MeshOptions {
     pub consumer_max_deliveries: Option<u32>,
     /// First redelivery delay of a failing message, in ms (None: the default).
     pub consumer_retry_ms: Option<u64>,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take.
+    pub session_write_timeout_ms: u64,
+    /// Recent messages per stream the edge keeps for resumes.
+    pub edge_ring_messages: usize,
+    /// Channels one session may hold.
+    pub edge_max_subscriptions: usize,
 }
 
 impl Default for MeshOptions {
@@ -56,6 +64,10 @@ impl Default for MeshOptions {
             http_header_read_timeout_ms: 10_000,
             consumer_max_deliveries: None,
             consumer_retry_ms: None,
+            session_queue_bytes: 1 << 20,
+            session_write_timeout_ms: 10_000,
+            edge_ring_messages: 10_000,
+            edge_max_subscriptions: 100,
         }
     }
 }
@@ -140,6 +152,10 @@ impl Mesh {
                 "http_header_read_timeout_ms",
                 options.http_header_read_timeout_ms.to_string(),
             ),
+            ("session_queue_bytes", options.session_queue_bytes.to_string()),
+            ("session_write_timeout_ms", options.session_write_timeout_ms.to_string()),
+            ("edge_ring_messages", options.edge_ring_messages.to_string()),
+            ("edge_max_subscriptions", options.edge_max_subscriptions.to_string()),
         ]);
         if let Some(max) = options.consumer_max_deliveries {
             pairs.push(("consumer_max_deliveries", max.to_string()));
@@ -484,6 +500,19 @@ impl Mesh {
     /// Cancels the services' shutdown token, as SIGTERM would.
     pub fn shut_down_services(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Waits until the edge's `run` has returned (after [`Mesh::shut_down_services`]).
+    pub async fn edge_stopped(&self) -> anyhow::Result<()> {
+        let task = {
+            let mut tasks = self.tasks.lock().map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+            let index = tasks.iter().position(|(name, _)| *name == "ws-edge");
+            index.map(|i| tasks.swap_remove(i).1)
+        };
+        if let Some(task) = task {
+            task.await?.context("ws-edge failed")?;
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::Config;
-use crate::history::History;
+use crate::router::Hub;
 use crate::session;
 
 /// Largest client message, and frame, accepted on a socket. The frame limit matters
@@ -30,14 +30,23 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 pub struct EdgeState {
     /// JetStream, for feeds and audit.
     pub js: async_nats::jetstream::Context,
-    /// Channel histories.
-    pub history: History,
+    /// The edge's fan-out (its feeds, ring and channel map), set once the feeds are
+    /// open; until then upgrades are refused with 503.
+    pub hub: std::sync::OnceLock<Arc<Hub>>,
     /// Token verification.
     pub jwt: JwtKeys,
     /// Heartbeat interval.
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take.
+    pub write_timeout: std::time::Duration,
+    /// Channels one session may hold.
+    pub max_subscriptions: usize,
+    /// Every running session, so shutdown can wait for their close audit.
+    pub sessions: tokio_util::task::TaskTracker,
     /// This edge's name.
     pub edge_id: String,
     /// Cancelled when the edge shuts down.
@@ -46,13 +55,21 @@ pub struct EdgeState {
 
 impl EdgeState {
     /// State for `config`.
-    pub fn new(config: &Config, js: async_nats::jetstream::Context, shutdown: CancellationToken) -> EdgeState {
+    pub fn new(
+        config: &Config,
+        js: async_nats::jetstream::Context,
+        shutdown: CancellationToken,
+    ) -> EdgeState {
         EdgeState {
-            history: History::new(js.clone()),
+            hub: std::sync::OnceLock::new(),
             js,
             jwt: config.jwt.clone(),
             heartbeat_ms: config.heartbeat_ms,
             session_queue: config.session_queue,
+            session_queue_bytes: config.session_queue_bytes,
+            write_timeout: config.write_timeout,
+            max_subscriptions: config.max_subscriptions,
+            sessions: tokio_util::task::TaskTracker::new(),
             edge_id: config.edge_id.clone(),
             shutdown,
         }
@@ -90,12 +107,19 @@ async fn upgrade(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let Some(hub) = state.hub.get().cloned() else {
+        let body = axum::Json(json!({ "error": "unavailable", "message": "the edge is not connected to JetStream yet" }));
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+    };
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| session::run(socket, state, claims))
+        .on_upgrade(move |socket| {
+            let sessions = state.sessions.clone();
+            sessions.track_future(session::run(socket, state, hub, claims))
+        })
 }
 
 async fn dashboard() -> Html<&'static str> {

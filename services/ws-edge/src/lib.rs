@@ -10,7 +10,9 @@ mod app;
 mod audit;
 mod channel;
 mod history;
+mod outbox;
 mod protocol;
+mod router;
 mod session;
 
 use std::net::SocketAddr;
@@ -44,6 +46,16 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
+    /// Per-session queue bound in bytes.
+    pub session_queue_bytes: usize,
+    /// How long one socket write may take before the session is closed with 4008.
+    pub write_timeout: std::time::Duration,
+    /// Recent messages per stream kept in memory for resumes.
+    pub ring_messages: usize,
+    /// Channels one session may hold.
+    pub max_subscriptions: usize,
+    /// JetStream reads one edge runs at once for subscribes.
+    pub replay_concurrency: usize,
     /// Token verification.
     pub jwt: JwtKeys,
     /// Connection limits of the listener (header-read timeout).
@@ -62,6 +74,11 @@ impl Config {
             edge_id: s.edge_id.clone(),
             heartbeat_ms: s.heartbeat_ms,
             session_queue: s.session_queue,
+            session_queue_bytes: s.session_queue_bytes,
+            write_timeout: std::time::Duration::from_millis(s.session_write_timeout_ms),
+            ring_messages: s.edge_ring_messages,
+            max_subscriptions: s.edge_max_subscriptions,
+            replay_concurrency: s.edge_replay_concurrency,
             jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
             serve: paytrack_shared::http::ServeOptions {
                 header_read_timeout: std::time::Duration::from_millis(s.http_header_read_timeout_ms),
@@ -79,7 +96,13 @@ pub enum EdgeError {
     /// NATS or the stream layout.
     #[error(transparent)]
     Nats(#[from] paytrack_nats::LayoutError),
+    /// The edge's feeds could not be opened.
+    #[error("edge feed: {0}")]
+    Feed(#[from] history::HistoryError),
 }
+
+/// How long shutdown waits for sessions to send 1012 and audit their close.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound, not yet serving, edge.
 pub struct WsEdge {
@@ -88,6 +111,15 @@ pub struct WsEdge {
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
     layout: paytrack_nats::Layout,
+    feeds: FeedSettings,
+}
+
+/// How the edge's fan-out is sized, kept until its feeds can be opened.
+#[derive(Debug, Clone, Copy)]
+struct FeedSettings {
+    ring_messages: usize,
+    replay_concurrency: usize,
+    timeout: std::time::Duration,
 }
 
 impl WsEdge {
@@ -107,6 +139,11 @@ impl WsEdge {
             readiness,
             serve: config.serve,
             layout: config.layout,
+            feeds: FeedSettings {
+                ring_messages: config.ring_messages,
+                replay_concurrency: config.replay_concurrency,
+                timeout: config.nats_timeout,
+            },
         })
     }
 
@@ -116,29 +153,53 @@ impl WsEdge {
     }
 
     /// Serves until the shutdown token given to [`WsEdge::bind`] is cancelled; open
-    /// sessions are closed with 1012 (restarting) first.
+    /// sessions are closed with 1012 (restarting) and their close is audited before
+    /// it returns.
     pub async fn run(self) -> Result<(), EdgeError> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ws-edge listening");
         let shutdown = self.state.shutdown.clone();
-        let (js, readiness, layout, stop) = (
-            self.state.js.clone(),
+        let (state, readiness, layout, feeds, stop) = (
+            self.state.clone(),
             self.readiness.clone(),
             self.layout,
+            self.feeds,
             shutdown.clone(),
         );
+        // NATS may be unreachable at start: apply the layout and open the feeds with
+        // backoff; until then `/readyz` is 503 and upgrades are refused with 503.
         tokio::spawn(async move {
-            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || {
+            let js = state.js.clone();
+            let opened = paytrack_nats::retry_until_ready("open the edge's feeds", &stop, || async {
                 paytrack_nats::ensure_streams(&js, &layout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                router::Hub::start(
+                    &js,
+                    feeds.ring_messages,
+                    feeds.replay_concurrency,
+                    feeds.timeout,
+                    stop.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())
             })
             .await;
-            if applied.is_ok() {
+            if let Ok(hub) = opened {
+                let _ = state.hub.set(hub);
                 readiness.set(true);
                 tracing::info!("ws-edge ready");
             }
         });
+        let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
+        // Upgraded sockets outlive the HTTP server: wait for every session's 1012 and
+        // close audit.
+        sessions.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait()).await.is_err() {
+            tracing::warn!(open = sessions.len(), "sessions still open after the drain timeout");
+        }
         tracing::info!("ws-edge stopped");
         Ok(())
     }

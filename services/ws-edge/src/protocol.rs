@@ -27,6 +27,12 @@ pub enum ClientMessage {
         /// The new token.
         token: String,
     },
+    /// The positions the client has processed (its answer to a heartbeat).
+    Ack {
+        /// Channel → position.
+        #[serde(default)]
+        positions: std::collections::BTreeMap<String, Position>,
+    },
 }
 
 /// Server → client.

@@ -1,0 +1,152 @@
+//! A session's outbound side: a queue of encoded frames bounded in messages and in
+//! bytes, shared by the router (which writes the same encoded event into every session
+//! of a channel) and the session (its own replies). A full queue closes the session with
+//! 4008 instead of growing memory or dropping events.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{ServerMessage, close};
+
+/// How a session ends: the first close reason wins.
+#[derive(Default)]
+pub struct Closer {
+    /// Cancelled once the session must close.
+    pub token: CancellationToken,
+    reason: Mutex<Option<(u16, String)>>,
+}
+
+impl Closer {
+    /// Closes with `code` unless a reason was set already.
+    pub fn close(&self, code: u16, reason: &str) {
+        if let Ok(mut slot) = self.reason.lock() {
+            slot.get_or_insert_with(|| (code, reason.to_owned()));
+        }
+        self.token.cancel();
+    }
+
+    /// The close code and reason (1000 when none was set).
+    pub fn reason(&self) -> (u16, String) {
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or((1000, "closed".to_owned()))
+    }
+}
+
+/// The bounded queue of one session's outgoing text frames.
+pub struct Outbox {
+    queue: mpsc::UnboundedSender<Utf8Bytes>,
+    queued_bytes: AtomicUsize,
+    queued_messages: AtomicUsize,
+    max_bytes: usize,
+    max_messages: usize,
+    /// How the session ends.
+    pub closer: Closer,
+}
+
+/// The receiving end, read by the session's writer.
+pub struct Outgoing {
+    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+}
+
+impl Outbox {
+    /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
+    pub fn new(max_messages: usize, max_bytes: usize) -> (Outbox, Outgoing) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            queue,
+            queued_bytes: AtomicUsize::new(0),
+            queued_messages: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
+            max_messages: max_messages.max(1),
+            closer: Closer::default(),
+        };
+        (outbox, Outgoing { rx })
+    }
+
+    /// Queues an encoded frame; a full queue means the client is too slow: the session
+    /// is closed with 4008 and false is returned (nothing is silently dropped from a
+    /// session that stays open).
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        if self.closer.token.is_cancelled() {
+            return false;
+        }
+        let len = frame.len();
+        let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        let messages = self.queued_messages.fetch_add(1, Ordering::AcqRel) + 1;
+        if bytes > self.max_bytes || messages > self.max_messages {
+            self.closer.close(close::TOO_SLOW, "client too slow: queue overflowed");
+            return false;
+        }
+        self.queue.send(frame).is_ok()
+    }
+
+    /// Encodes and queues a message of the session itself.
+    pub fn send(&self, message: &ServerMessage) -> bool {
+        match serde_json::to_string(message) {
+            Ok(text) => self.push(text.into()),
+            Err(error) => {
+                tracing::error!(%error, "server message not encodable");
+                false
+            }
+        }
+    }
+
+    /// Bytes queued now.
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    fn written(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.queued_messages.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Outgoing {
+    /// The next frame to write; call [`Outgoing::written`] once it is on the socket.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        self.rx.recv().await
+    }
+
+    /// Releases a written frame's share of the bound.
+    pub fn written(&self, outbox: &Outbox, len: usize) {
+        outbox.written(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_closes_the_session_with_4008_instead_of_dropping_events() {
+        let (outbox, _rx) = Outbox::new(100, 10);
+        assert!(outbox.push("12345".into()));
+        assert!(!outbox.push("123456".into()));
+        assert!(outbox.closer.token.is_cancelled());
+        assert_eq!(outbox.closer.reason().0, close::TOO_SLOW);
+        // Once closed nothing more is queued.
+        assert!(!outbox.push("1".into()));
+    }
+
+    #[tokio::test]
+    async fn written_frames_release_their_bytes() {
+        let (outbox, mut rx) = Outbox::new(2, 100);
+        assert!(outbox.push("abc".into()));
+        assert!(outbox.push("de".into()));
+        assert_eq!(outbox.queued_bytes(), 5);
+        let frame = rx.recv().await.unwrap();
+        rx.written(&outbox, frame.len());
+        assert_eq!(outbox.queued_bytes(), 2);
+        assert!(outbox.push("f".into()));
+        assert!(!outbox.closer.token.is_cancelled());
+    }
+}

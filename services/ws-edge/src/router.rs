@@ -1,0 +1,964 @@
+//! The edge's fan-out: one ordered consumer per stream (PAYTRACK_STATUS and
+//! PAYTRACK_PUSH, delivering what arrives after the edge started), an in-memory ring of
+//! recent messages, and a map from channel to the local subscriptions that match each
+//! message's subject. Each event is encoded once per channel (per `prev_seq`, which is
+//! the same for every session that is current on the channel) and the same bytes are
+//! queued to every session of that channel.
+//!
+//! JetStream consumers are a fixed cost: two per edge, whatever its sessions. A
+//! subscribe reads JetStream only for what memory cannot answer (a channel's latest
+//! position the first time this edge holds it, a payment's snapshot, a resume older
+//! than the ring), through a semaphore, with a short-lived filtered consumer that is
+//! deleted right after.
+//!
+//! Everything that decides what a session sees (the ring, the channel map, each
+//! subscription's `prev_seq`, the queueing of `subscribed`, events and heartbeats)
+//! changes under one lock, so a session's queue always holds `subscribed` first, then
+//! every event of its channel exactly once and in stream order, and a heartbeat never
+//! names a position whose event is not queued before it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream::Stream};
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use paytrack_shared::envelope::Position;
+use paytrack_shared::{TenantId, subjects, telemetry};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::field;
+
+use crate::channel::Channel;
+use crate::history::{HistoryError, render, unavailable};
+use crate::outbox::Outbox;
+use crate::protocol::ServerMessage;
+
+/// The two streams channels read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// PAYTRACK_STATUS: payment, merchant and tenant-wide channels.
+    Status = 0,
+    /// PAYTRACK_PUSH: user channels.
+    Push = 1,
+}
+
+impl Feed {
+    const ALL: [Feed; 2] = [Feed::Status, Feed::Push];
+
+    fn of(channel: &Channel) -> Feed {
+        match channel {
+            Channel::User(_) => Feed::Push,
+            _ => Feed::Status,
+        }
+    }
+
+    fn stream(self) -> &'static str {
+        match self {
+            Feed::Status => subjects::STREAM_STATUS,
+            Feed::Push => subjects::STREAM_PUSH,
+        }
+    }
+}
+
+/// One stream message as the edge keeps it: rendered once, shared by the ring, the
+/// channels it matches and any replay.
+pub struct Msg {
+    seq: u64,
+    subject: String,
+    rendered: Option<(String, Map<String, Value>)>,
+    headers: Option<HeaderMap>,
+}
+
+impl Msg {
+    fn new(seq: u64, subject: &str, payload: &[u8], headers: Option<HeaderMap>) -> Arc<Msg> {
+        Arc::new(Msg {
+            seq,
+            subject: subject.to_owned(),
+            rendered: render(subject, payload),
+            headers,
+        })
+    }
+}
+
+/// The most recent messages of one stream. It holds every message with a sequence in
+/// `(floor, head]`.
+struct Ring {
+    messages: VecDeque<Arc<Msg>>,
+    floor: u64,
+    head: u64,
+    capacity: usize,
+}
+
+impl Ring {
+    fn new(head: u64, capacity: usize) -> Ring {
+        Ring {
+            messages: VecDeque::new(),
+            floor: head,
+            head,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn push(&mut self, message: Arc<Msg>) {
+        self.head = message.seq;
+        self.messages.push_back(message);
+        while self.messages.len() > self.capacity {
+            if let Some(evicted) = self.messages.pop_front() {
+                self.floor = evicted.seq;
+            }
+        }
+    }
+
+    /// The held messages after `seq`, oldest first; only complete when `floor <= seq`.
+    fn after(&self, seq: u64) -> impl Iterator<Item = &Arc<Msg>> {
+        let start = self.messages.partition_point(|m| m.seq <= seq);
+        self.messages.range(start..)
+    }
+}
+
+/// The map key of a channel inside a tenant (and, for user channels, a device).
+pub fn channel_key(tenant: &str, name: &str, device: Option<&str>) -> String {
+    format!("{tenant} {name} {}", device.unwrap_or(""))
+}
+
+/// The keys of every channel a message of `feed` on `subject` belongs to.
+fn keys_of(feed: Feed, subject: &str, user_devices: &HashMap<String, HashMap<String, usize>>) -> Vec<String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    match (feed, tokens.as_slice()) {
+        (Feed::Status, [_, _, tenant, merchant, payment]) => vec![
+            channel_key(tenant, &format!("payment:{payment}"), None),
+            channel_key(tenant, &format!("merchant:{merchant}"), None),
+            channel_key(tenant, "payments", None),
+        ],
+        (Feed::Push, [_, _, tenant, user, device]) => {
+            let name = format!("user:{user}");
+            let mut keys = vec![channel_key(tenant, &name, None)];
+            if *device == "all" {
+                if let Some(devices) = user_devices.get(&channel_key(tenant, &name, None)) {
+                    keys.extend(devices.keys().map(|d| channel_key(tenant, &name, Some(d))));
+                }
+            } else {
+                keys.push(channel_key(tenant, &name, Some(device)));
+            }
+            keys
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `subject` is in the channel of `key` (used to pick a channel's messages
+/// from the ring).
+fn matches(feed: Feed, subject: &str, key: &str) -> bool {
+    // Channels are few per message; the index is not worth it for a ring scan.
+    let empty = HashMap::new();
+    let mut keys = keys_of(feed, subject, &empty);
+    if feed == Feed::Push {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        if let [_, _, tenant, user, "all"] = tokens.as_slice() {
+            let name = format!("user:{user}");
+            if key.starts_with(&channel_key(tenant, &name, None)) {
+                keys.push(key.to_owned());
+            }
+        }
+    }
+    keys.iter().any(|k| k == key)
+}
+
+/// One subscription of one session to one channel.
+struct Sub {
+    out: Arc<Outbox>,
+    /// The `seq` of the last event queued to it (its `prev_seq` chain).
+    last_seq: u64,
+    /// While a JetStream replay runs: the live messages that arrived meanwhile.
+    pending: Option<Vec<Arc<Msg>>>,
+    /// Whether more live messages arrived during the replay than are buffered.
+    overflowed: bool,
+}
+
+/// Live messages one subscription buffers while its replay runs.
+const MAX_BUFFERED: usize = 65_536;
+
+/// A channel some local session holds.
+struct Entry {
+    name: String,
+    /// The channel's newest message on the edge's feed, once known.
+    latest: Option<u64>,
+    subs: HashMap<u64, Sub>,
+}
+
+struct Inner {
+    rings: [Ring; 2],
+    channels: HashMap<String, Entry>,
+    /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
+    /// device-bound channels.
+    user_devices: HashMap<String, HashMap<String, usize>>,
+}
+
+/// An event as it goes on the wire, borrowing the message's rendered fields. The
+/// envelope's own fields win over a body field of the same name (a push may carry its
+/// own `type`), so the frame never holds a key twice.
+struct WireEvent<'a> {
+    channel: &'a str,
+    kind: &'a str,
+    position: Position,
+    prev_seq: u64,
+    body: &'a Map<String, Value>,
+}
+
+const ENVELOPE_FIELDS: [&str; 5] = ["type", "channel", "kind", "position", "prev_seq"];
+
+impl Serialize for WireEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", "event")?;
+        map.serialize_entry("channel", self.channel)?;
+        map.serialize_entry("kind", self.kind)?;
+        map.serialize_entry("position", &self.position)?;
+        map.serialize_entry("prev_seq", &self.prev_seq)?;
+        for (key, value) in self.body {
+            if !ENVELOPE_FIELDS.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+fn encode_event(channel: &str, epoch: &str, message: &Msg, prev_seq: u64) -> Option<Utf8Bytes> {
+    let (kind, body) = message.rendered.as_ref()?;
+    let event = WireEvent {
+        channel,
+        kind,
+        position: Position {
+            epoch: epoch.to_owned(),
+            seq: message.seq,
+        },
+        prev_seq,
+        body,
+    };
+    serde_json::to_string(&event).ok().map(Utf8Bytes::from)
+}
+
+/// Queues `message` to `sub` (skipping what it already has), chaining its `prev_seq`.
+fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &Msg) {
+    if message.seq <= sub.last_seq || message.rendered.is_none() {
+        return;
+    }
+    if let Some(frame) = encode_event(channel, epoch, message, sub.last_seq) {
+        sub.last_seq = message.seq;
+        sub.out.push(frame);
+    }
+}
+
+/// What a subscribe asks for.
+pub struct Request {
+    /// The channel.
+    pub channel: Channel,
+    /// The token's tenant.
+    pub tenant: TenantId,
+    /// The token's device, for user channels.
+    pub device: Option<String>,
+    /// The client's last position.
+    pub since: Option<Position>,
+    /// The session's queue.
+    pub out: Arc<Outbox>,
+    /// This subscription's id (unique per edge).
+    pub id: u64,
+    /// The session's current subscription to the same channel, replaced once this one
+    /// is ready.
+    pub replaces: Option<u64>,
+}
+
+impl Request {
+    /// The channel's map key.
+    pub fn key(&self) -> String {
+        let device = match self.channel {
+            Channel::User(_) => self.device.as_deref(),
+            _ => None,
+        };
+        channel_key(self.tenant.as_str(), &self.channel.name(), device)
+    }
+}
+
+/// How a subscription started (for the audit).
+pub struct Ready {
+    /// Whether `since` was continued gap-free.
+    pub recovered: bool,
+    /// Where the channel continues from.
+    pub position: Position,
+}
+
+/// The fan-out of one edge.
+pub struct Hub {
+    inner: Mutex<Inner>,
+    epochs: [String; 2],
+    streams: [Stream; 2],
+    heads: [watch::Sender<u64>; 2],
+    permits: Semaphore,
+    timeout: Duration,
+}
+
+impl Hub {
+    /// Opens one ordered consumer per stream, starting after each stream's current last
+    /// message, and returns the hub they feed. The consumers stop at `shutdown`.
+    pub async fn start(
+        js: &jetstream::Context,
+        ring_messages: usize,
+        concurrency: usize,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Hub>, HistoryError> {
+        let mut streams = Vec::new();
+        let mut epochs = Vec::new();
+        let mut heads = Vec::new();
+        for feed in Feed::ALL {
+            let mut stream = js.get_stream(feed.stream()).await.map_err(unavailable)?;
+            let info = stream.info().await.map_err(unavailable)?;
+            epochs.push(paytrack_nats::epoch_of(info));
+            heads.push(info.state.last_sequence);
+            streams.push(stream);
+        }
+        let inner = Inner {
+            rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
+            channels: HashMap::new(),
+            user_devices: HashMap::new(),
+        };
+        let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
+        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
+        let hub = Arc::new(Hub {
+            inner: Mutex::new(inner),
+            epochs: [status_epoch, push_epoch],
+            streams: [status, push],
+            heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
+            permits: Semaphore::new(concurrency.max(1)),
+            timeout,
+        });
+        for feed in Feed::ALL {
+            let from = heads[feed as usize] + 1;
+            // Opened before the edge serves, so its consumers exist from the start.
+            let messages = open_feed(&hub.streams[feed as usize], from).await?;
+            tokio::spawn(hub.clone().feed(feed, from, messages, shutdown.clone()));
+        }
+        Ok(hub)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is a
+        // single insert or push), so a poisoned lock is still used.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream epoch of `channel`.
+    pub fn epoch(&self, channel: &Channel) -> &str {
+        &self.epochs[Feed::of(channel) as usize]
+    }
+
+    /// Reads one stream from `from` on, for as long as the edge runs. The ordered
+    /// consumer recovers from lost messages and reconnects by itself; if it ends it is
+    /// recreated after the last sequence seen.
+    async fn feed(
+        self: Arc<Self>,
+        feed: Feed,
+        mut from: u64,
+        first: consumer::pull::Ordered,
+        shutdown: CancellationToken,
+    ) {
+        let stream = self.streams[feed as usize].clone();
+        let mut first = Some(first);
+        while !shutdown.is_cancelled() {
+            let opened = match first.take() {
+                Some(messages) => Ok(messages),
+                None => open_feed(&stream, from).await,
+            };
+            let mut messages = match opened {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, stream = feed.stream(), "edge feed not open; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            tracing::info!(stream = feed.stream(), from, "edge feed open");
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let Ok(info) = message.info() else { continue };
+                        let seq = info.stream_sequence;
+                        let message = Msg::new(seq, &message.subject, &message.payload, message.headers.clone());
+                        self.ingest(feed, message);
+                        from = seq + 1;
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, stream = feed.stream(), "edge feed error; the ordered consumer recovers");
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Adds a message to the ring and queues it to every session of every channel it
+    /// belongs to.
+    fn ingest(&self, feed: Feed, message: Arc<Msg>) {
+        let epoch = &self.epochs[feed as usize];
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let keys = keys_of(feed, &message.subject, &inner.user_devices);
+        for key in keys {
+            if let Some(entry) = inner.channels.get_mut(&key) {
+                dispatch(entry, epoch, &message);
+            }
+        }
+        inner.rings[feed as usize].push(message.clone());
+        drop(guard);
+        self.heads[feed as usize].send_replace(message.seq);
+        metrics::counter!("paytrack_edge_feed_messages_total", "stream" => feed.stream()).increment(1);
+    }
+
+    /// Starts a subscription: decides where it continues from, replays what it missed
+    /// (from memory, else from JetStream) and hands it over to the live feed without a
+    /// gap or a duplicate. `subscribed` and the replay are queued before any live event.
+    /// On error nothing changed: a subscription it would replace keeps working.
+    pub async fn subscribe(&self, request: Request) -> Result<Ready, HistoryError> {
+        let feed = Feed::of(&request.channel);
+        let epoch = self.epochs[feed as usize].clone();
+        let key = request.key();
+        let name = request.channel.name();
+        let filters = request.channel.filters(&request.tenant, request.device.as_deref());
+        let stream = &self.streams[feed as usize];
+
+        // What is known of the channel: its newest message `latest`, and `known`:
+        // the channel has no message in (latest, known].
+        let head_before = *self.heads[feed as usize].borrow();
+        let held = {
+            let inner = self.lock();
+            let head = inner.rings[feed as usize].head;
+            inner
+                .channels
+                .get(&key)
+                .and_then(|e| e.latest)
+                .map(|latest| (latest, head))
+        };
+        let (latest, known) = match held {
+            Some(held) => held,
+            None => {
+                let latest = {
+                    let _permit = self.permits.acquire().await.map_err(unavailable)?;
+                    latest_seq(stream, &filters).await?
+                };
+                // The feed must have passed the channel's newest message before the
+                // memory can be trusted after it.
+                let mut heads = self.heads[feed as usize].subscribe();
+                tokio::time::timeout(self.timeout, heads.wait_for(|h| *h >= latest))
+                    .await
+                    .map_err(|_| unavailable("edge feed behind the stream"))?
+                    .map_err(unavailable)?;
+                (latest, head_before.max(latest))
+            }
+        };
+
+        // Continuity holds when the position is of this stream's incarnation, not in
+        // the future, and every message of the channel after it is still readable.
+        let since = request.since.as_ref().filter(|s| s.epoch == epoch && s.seq <= known);
+        let mut resume: Option<(u64, u64)> = None; // (position, replay after)
+        if let Some(since) = since {
+            if latest <= since.seq && (latest > 0 || since.seq == 0) {
+                resume = Some((since.seq, known));
+            } else if self.ring_floor(feed) <= since.seq || since.seq + 1 >= self.first_seq(feed).await? {
+                // Either the ring holds everything after it, or the stream does.
+                let after = if latest <= since.seq { known } else { since.seq };
+                resume = Some((since.seq, after));
+            }
+        }
+        let recovered = resume.is_some();
+        let (position, after) = resume.unwrap_or((latest, known));
+        let snapshot = if recovered {
+            None
+        } else {
+            self.snapshot(&request, stream).await?
+        };
+        let subscribed = |position: u64| ServerMessage::Subscribed {
+            channel: name.clone(),
+            recovered,
+            position: Position {
+                epoch: epoch.clone(),
+                seq: position,
+            },
+            snapshot: snapshot.clone(),
+        };
+
+        // From memory, when the ring still holds everything after `after`.
+        let registered_through = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            let ring = &inner.rings[feed as usize];
+            let head = ring.head;
+            if ring.floor <= after {
+                let missed: Vec<Arc<Msg>> = ring
+                    .after(after)
+                    .filter(|m| matches(feed, &m.subject, &key))
+                    .cloned()
+                    .collect();
+                let entry = attach(inner, &key, &name, &request);
+                if entry.latest.is_none() {
+                    entry.latest = Some(missed.last().map_or(latest, |m| m.seq.max(latest)));
+                }
+                request.out.send(&subscribed(position));
+                let mut sub = Sub {
+                    out: request.out.clone(),
+                    last_seq: position,
+                    pending: None,
+                    overflowed: false,
+                };
+                for message in &missed {
+                    deliver_one(&mut sub, &name, &epoch, message);
+                }
+                if let Some(old) = request.replaces {
+                    entry.subs.remove(&old);
+                }
+                entry.subs.insert(request.id, sub);
+                return Ok(Ready {
+                    recovered,
+                    position: Position { epoch, seq: position },
+                });
+            }
+            // Otherwise register now (live messages are buffered from here) and
+            // replay the rest from JetStream.
+            let entry = attach(inner, &key, &name, &request);
+            entry.subs.insert(
+                request.id,
+                Sub {
+                    out: request.out.clone(),
+                    last_seq: position,
+                    pending: Some(Vec::new()),
+                    overflowed: false,
+                },
+            );
+            head
+        };
+        let replayed = self.replay(stream, filters, after, registered_through).await;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let replayed = match replayed {
+            Ok(replayed) => replayed,
+            Err(error) => {
+                detach_locked(inner, &key, request.id);
+                return Err(error);
+            }
+        };
+        let Some(entry) = inner.channels.get_mut(&key) else {
+            return Err(unavailable("subscription ended during its replay"));
+        };
+        let Some(mut sub) = entry.subs.remove(&request.id) else {
+            return Err(unavailable("subscription ended during its replay"));
+        };
+        if sub.overflowed {
+            detach_locked(inner, &key, request.id);
+            return Err(unavailable("live traffic outran the replay"));
+        }
+        let buffered = sub.pending.take().unwrap_or_default();
+        request.out.send(&subscribed(position));
+        let mut newest = latest;
+        for message in replayed.iter().chain(buffered.iter()) {
+            newest = newest.max(message.seq);
+            deliver_one(&mut sub, &name, &epoch, message);
+        }
+        if entry.latest.is_none() {
+            entry.latest = Some(newest);
+        }
+        if let Some(old) = request.replaces {
+            entry.subs.remove(&old);
+        }
+        entry.subs.insert(request.id, sub);
+        Ok(Ready {
+            recovered,
+            position: Position { epoch, seq: position },
+        })
+    }
+
+    /// Queues `subscribed` again for a channel the session already holds, at the
+    /// position it has reached (a repeated subscribe without `since` is idempotent).
+    pub fn resubscribed(&self, request: &Request, id: u64) -> Option<Position> {
+        let key = request.key();
+        let epoch = self.epoch(&request.channel).to_owned();
+        let inner = self.lock();
+        let sub = inner.channels.get(&key)?.subs.get(&id)?;
+        if sub.pending.is_some() {
+            return None;
+        }
+        let position = Position {
+            epoch,
+            seq: sub.last_seq,
+        };
+        request.out.send(&ServerMessage::Subscribed {
+            channel: request.channel.name(),
+            recovered: true,
+            position: position.clone(),
+            snapshot: None,
+        });
+        Some(position)
+    }
+
+    /// Ends a subscription.
+    pub fn detach(&self, key: &str, id: u64) {
+        detach_locked(&mut self.lock(), key, id);
+    }
+
+    /// Queues a heartbeat naming the position each of `subs` (`(key, id, channel)`)
+    /// has reached, under the lock that queues events, so the heartbeat never runs
+    /// ahead of them.
+    pub fn heartbeat<'a>(&self, out: &Outbox, subs: impl Iterator<Item = (&'a str, u64, &'a Channel)>) {
+        let inner = self.lock();
+        let mut positions = BTreeMap::new();
+        for (key, id, channel) in subs {
+            if let Some(sub) = inner.channels.get(key).and_then(|e| e.subs.get(&id))
+                && sub.pending.is_none()
+            {
+                positions.insert(
+                    channel.name(),
+                    Position {
+                        epoch: self.epoch(channel).to_owned(),
+                        seq: sub.last_seq,
+                    },
+                );
+            }
+        }
+        out.send(&ServerMessage::Heartbeat { positions });
+    }
+
+    fn ring_floor(&self, feed: Feed) -> u64 {
+        self.lock().rings[feed as usize].floor
+    }
+
+    async fn first_seq(&self, feed: Feed) -> Result<u64, HistoryError> {
+        let _permit = self.permits.acquire().await.map_err(unavailable)?;
+        let info = self.streams[feed as usize].get_info().await.map_err(unavailable)?;
+        Ok(info.state.first_sequence)
+    }
+
+    /// The snapshot of DESIGN §6 for a subscription whose continuity is not proven.
+    async fn snapshot(&self, request: &Request, stream: &Stream) -> Result<Option<Value>, HistoryError> {
+        match &request.channel {
+            Channel::Payment(id) => {
+                let _permit = self.permits.acquire().await.map_err(unavailable)?;
+                let filter = subjects::status_of_payment(&request.tenant, id);
+                let last = paytrack_nats::last_message(stream, &filter)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(last.and_then(|m| render(&m.subject, &m.payload).map(|(_, body)| Value::Object(body))))
+            }
+            Channel::Merchant(id) => Ok(Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") }))),
+            Channel::Payments => Ok(Some(json!({ "reload": "/v1/payments" }))),
+            Channel::User(_) => Ok(None),
+        }
+    }
+
+    /// The channel's messages in `(after, through]` read from JetStream with a
+    /// short-lived filtered consumer, deleted right after.
+    async fn replay(
+        &self,
+        stream: &Stream,
+        filters: Vec<String>,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<Arc<Msg>>, HistoryError> {
+        if through <= after {
+            return Ok(Vec::new());
+        }
+        let _permit = self.permits.acquire().await.map_err(unavailable)?;
+        metrics::counter!("paytrack_edge_replays_total").increment(1);
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subjects: filters,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let pending = consumer.cached_info().num_pending;
+        let result = read_replay(&consumer, pending, through, self.timeout).await;
+        if let Err(error) = stream.delete_consumer(&name).await {
+            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
+        }
+        result
+    }
+}
+
+/// An ordered consumer over the whole stream from `from` on.
+async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pull::Ordered, HistoryError> {
+    let config = consumer::pull::OrderedConfig {
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from },
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
+    consumer.messages().await.map_err(unavailable)
+}
+
+async fn read_replay(
+    consumer: &consumer::PullConsumer,
+    mut pending: u64,
+    through: u64,
+    timeout: Duration,
+) -> Result<Vec<Arc<Msg>>, HistoryError> {
+    let mut out = Vec::new();
+    while pending > 0 {
+        let mut batch = consumer
+            .batch()
+            .max_messages(pending.min(512) as usize)
+            .expires(timeout)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(unavailable)?;
+            got += 1;
+            let info = message.info().map_err(unavailable)?;
+            let seq = info.stream_sequence;
+            pending = info.pending;
+            if seq > through {
+                return Ok(out);
+            }
+            out.push(Msg::new(
+                seq,
+                &message.subject,
+                &message.payload,
+                message.headers.clone(),
+            ));
+            if seq == through || pending == 0 {
+                return Ok(out);
+            }
+        }
+        if got == 0 {
+            return Err(unavailable("replay stalled"));
+        }
+    }
+    Ok(out)
+}
+
+/// The newest message of the channel's filters (0 when it has none).
+async fn latest_seq(stream: &Stream, filters: &[String]) -> Result<u64, HistoryError> {
+    let mut latest = 0;
+    for filter in filters {
+        if let Some(message) = paytrack_nats::last_message(stream, filter).await.map_err(unavailable)? {
+            latest = latest.max(message.sequence);
+        }
+    }
+    Ok(latest)
+}
+
+/// The channel's entry, created (and indexed) when no session held it.
+fn attach<'a>(inner: &'a mut Inner, key: &str, name: &str, request: &Request) -> &'a mut Entry {
+    if !inner.channels.contains_key(key) {
+        if let (Channel::User(_), Some(device)) = (&request.channel, &request.device) {
+            let user = channel_key(request.tenant.as_str(), name, None);
+            *inner
+                .user_devices
+                .entry(user)
+                .or_default()
+                .entry(device.clone())
+                .or_default() += 1;
+        }
+        metrics::gauge!("paytrack_edge_channels").increment(1);
+    }
+    inner.channels.entry(key.to_owned()).or_insert_with(|| Entry {
+        name: name.to_owned(),
+        latest: None,
+        subs: HashMap::new(),
+    })
+}
+
+fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
+    let Some(entry) = inner.channels.get_mut(key) else {
+        return;
+    };
+    entry.subs.remove(&id);
+    if !entry.subs.is_empty() {
+        return;
+    }
+    inner.channels.remove(key);
+    metrics::gauge!("paytrack_edge_channels").decrement(1);
+    // A device-bound user channel's key is `tenant user:<id> device`.
+    let mut parts = key.splitn(3, ' ');
+    if let (Some(tenant), Some(name), Some(device)) = (parts.next(), parts.next(), parts.next())
+        && !device.is_empty()
+    {
+        let user = channel_key(tenant, name, None);
+        if let Some(devices) = inner.user_devices.get_mut(&user) {
+            if let Some(count) = devices.get_mut(device) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    devices.remove(device);
+                }
+            }
+            if devices.is_empty() {
+                inner.user_devices.remove(&user);
+            }
+        }
+    }
+}
+
+/// Queues `message` to every subscription of `entry`: encoded once per `prev_seq`
+/// (once, when every session is current on the channel), the same bytes to each.
+fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
+    if entry.latest.is_some() {
+        entry.latest = Some(message.seq);
+    }
+    if message.rendered.is_none() {
+        tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
+        return;
+    }
+    let span = tracing::info_span!("deliver", trace_id = field::Empty, channel = %entry.name, seq = message.seq);
+    if let Some(headers) = &message.headers {
+        telemetry::continue_from(&span, &telemetry::NatsHeaders(headers));
+    }
+    telemetry::record_trace_id(&span);
+    let _guard = span.enter();
+    let mut encoded: Vec<(u64, Utf8Bytes)> = Vec::with_capacity(1);
+    let mut queued = 0usize;
+    for sub in entry.subs.values_mut() {
+        if message.seq <= sub.last_seq {
+            continue;
+        }
+        if let Some(pending) = &mut sub.pending {
+            // Bounded: a replay that falls this far behind the live feed fails (the
+            // client retries) rather than growing memory.
+            if pending.len() < MAX_BUFFERED {
+                pending.push(message.clone());
+            } else {
+                sub.overflowed = true;
+            }
+            continue;
+        }
+        let prev_seq = sub.last_seq;
+        let frame = match encoded.iter().find(|(p, _)| *p == prev_seq) {
+            Some((_, frame)) => frame.clone(),
+            None => {
+                let Some(frame) = encode_event(&entry.name, epoch, message, prev_seq) else {
+                    continue;
+                };
+                encoded.push((prev_seq, frame.clone()));
+                frame
+            }
+        };
+        sub.last_seq = message.seq;
+        sub.out.push(frame);
+        queued += 1;
+    }
+    if queued > 0 {
+        tracing::debug!(sessions = queued, encodings = encoded.len(), "event queued");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    fn msg(seq: u64, subject: &str) -> Arc<Msg> {
+        let payload = json!({"type": "note", "kind": "x", "n": seq}).to_string();
+        Msg::new(seq, subject, payload.as_bytes(), None)
+    }
+
+    #[test]
+    fn subjects_map_to_their_channels() {
+        let none = HashMap::new();
+        assert_eq!(
+            keys_of(Feed::Status, "paytrack.status.acme.m1.p1", &none),
+            vec!["acme payment:p1 ", "acme merchant:m1 ", "acme payments "]
+        );
+        let mut devices = HashMap::new();
+        devices.insert(
+            channel_key("acme", "user:u1", None),
+            HashMap::from([("d1".to_owned(), 1)]),
+        );
+        assert_eq!(
+            keys_of(Feed::Push, "paytrack.push.acme.u1.all", &devices),
+            vec!["acme user:u1 ", "acme user:u1 d1"]
+        );
+        assert_eq!(
+            keys_of(Feed::Push, "paytrack.push.acme.u1.d2", &devices),
+            vec!["acme user:u1 ", "acme user:u1 d2"]
+        );
+        assert!(matches(Feed::Push, "paytrack.push.acme.u1.all", "acme user:u1 d9"));
+        assert!(!matches(Feed::Push, "paytrack.push.acme.u1.d1", "acme user:u1 d9"));
+        assert!(!matches(Feed::Status, "paytrack.status.other.m1.p1", "acme payments "));
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_knows_what_it_covers() {
+        let mut ring = Ring::new(10, 3);
+        for seq in 11..=15 {
+            ring.push(msg(seq, "paytrack.push.a.u.all"));
+        }
+        assert_eq!((ring.floor, ring.head), (12, 15));
+        assert_eq!(ring.after(13).map(|m| m.seq).collect::<Vec<_>>(), vec![14, 15]);
+    }
+
+    #[test]
+    fn one_encoding_per_prev_seq_is_shared_by_every_session_and_chains() {
+        let mut entry = Entry {
+            name: "user:u".into(),
+            latest: Some(0),
+            subs: HashMap::new(),
+        };
+        let mut receivers = Vec::new();
+        for id in 0..3 {
+            let (out, rx) = Outbox::new(16, 1 << 20);
+            receivers.push((Arc::new(out), rx));
+            entry.subs.insert(
+                id,
+                Sub {
+                    out: receivers[id as usize].0.clone(),
+                    last_seq: 4,
+                    pending: None,
+                    overflowed: false,
+                },
+            );
+        }
+        dispatch(&mut entry, "e", &msg(5, "paytrack.push.a.u.all"));
+        dispatch(&mut entry, "e", &msg(9, "paytrack.push.a.u.all"));
+        // A message the session already has (a replay overlapping the feed) is skipped.
+        dispatch(&mut entry, "e", &msg(9, "paytrack.push.a.u.all"));
+        assert_eq!(entry.latest, Some(9));
+        let mut frames = Vec::new();
+        for (_, rx) in &mut receivers {
+            let mut mine = Vec::new();
+            while let Some(Some(frame)) = rx.recv().now_or_never() {
+                mine.push(frame);
+            }
+            frames.push(mine);
+        }
+        assert!(frames.iter().all(|f| f.len() == 2 && *f == frames[0]));
+        let first: Value = serde_json::from_str(&frames[0][0]).unwrap();
+        let second: Value = serde_json::from_str(&frames[0][1]).unwrap();
+        assert_eq!(
+            (first["prev_seq"].clone(), first["position"]["seq"].clone()),
+            (json!(4), json!(5))
+        );
+        assert_eq!(second["prev_seq"], 5);
+        assert_eq!(second["type"], "event");
+        assert_eq!(second["kind"], "push");
+        assert_eq!(frames[0][1].matches("\"type\"").count(), 1);
+        assert_eq!(second["n"], 9);
+    }
+}
