@@ -8,8 +8,8 @@
 
 pub mod auth;
 mod consume;
-mod retry;
 mod delivery;
+mod retry;
 
 use std::time::Duration;
 
@@ -18,11 +18,11 @@ use paytrack_shared::subjects;
 
 pub use crate::auth::{Credentials, Role};
 pub use crate::consume::{HandleError, consume, settle};
-pub use crate::retry::{Stopped, retry_until_ready};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries, dead_headers,
     printable,
 };
+pub use crate::retry::{Stopped, retry_until_ready};
 
 /// Why the JetStream layout could not be applied or read.
 #[derive(Debug, thiserror::Error)]

@@ -381,7 +381,9 @@ impl Mesh {
         match (&mut running.task).now_or_never() {
             Some(Ok(Ok(()))) => Err(anyhow::anyhow!("service ledger-projector stopped before shutdown")),
             Some(Ok(Err(error))) => Err(anyhow::Error::new(error).context("service ledger-projector failed")),
-            Some(Err(join)) => Err(anyhow::anyhow!("service ledger-projector panicked or was aborted: {join}")),
+            Some(Err(join)) => Err(anyhow::anyhow!(
+                "service ledger-projector panicked or was aborted: {join}"
+            )),
             None => Ok(()),
         }
     }
@@ -458,11 +460,7 @@ struct RunningProjector {
 }
 
 impl RunningProjector {
-    fn spawn(
-        settings: &Settings,
-        admin: std::net::TcpListener,
-        mesh_shutdown: &CancellationToken,
-    ) -> RunningProjector {
+    fn spawn(settings: &Settings, admin: std::net::TcpListener, mesh_shutdown: &CancellationToken) -> RunningProjector {
         let shutdown = mesh_shutdown.child_token();
         let task = tokio::spawn(paytrack_ledger_projector::run_with_admin(
             paytrack_ledger_projector::Config::from_settings(settings),
@@ -505,7 +503,10 @@ impl Mesh {
     /// Waits until the edge's `run` has returned (after [`Mesh::shut_down_services`]).
     pub async fn edge_stopped(&self) -> anyhow::Result<()> {
         let task = {
-            let mut tasks = self.tasks.lock().map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+            let mut tasks = self
+                .tasks
+                .lock()
+                .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
             let index = tasks.iter().position(|(name, _)| *name == "ws-edge");
             index.map(|i| tasks.swap_remove(i).1)
         };

@@ -257,10 +257,7 @@ async fn nul_bytes_neither_stall_nor_lose_later_facts() -> anyhow::Result<()> {
 /// says so, and `/metrics` counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_keeps_failing_is_parked_after_n_deliveries() -> anyhow::Result<()> {
-    let mesh = Mesh::start_with(MeshOptions {
-        ..quick_parking()
-    })
-    .await?;
+    let mesh = Mesh::start_with(MeshOptions { ..quick_parking() }).await?;
     let tenant = mesh.tenant.clone();
     let admin = mesh.projector_admin;
     let http = reqwest::Client::new();

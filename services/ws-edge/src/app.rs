@@ -55,11 +55,7 @@ pub struct EdgeState {
 
 impl EdgeState {
     /// State for `config`.
-    pub fn new(
-        config: &Config,
-        js: async_nats::jetstream::Context,
-        shutdown: CancellationToken,
-    ) -> EdgeState {
+    pub fn new(config: &Config, js: async_nats::jetstream::Context, shutdown: CancellationToken) -> EdgeState {
         EdgeState {
             hub: std::sync::OnceLock::new(),
             js,
@@ -108,7 +104,8 @@ async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     let Some(hub) = state.hub.get().cloned() else {
-        let body = axum::Json(json!({ "error": "unavailable", "message": "the edge is not connected to JetStream yet" }));
+        let body =
+            axum::Json(json!({ "error": "unavailable", "message": "the edge is not connected to JetStream yet" }));
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
     };
     upgrade

@@ -225,7 +225,7 @@ async fn drive(
                     ClientMessage::Ack { .. } => {}
                     ClientMessage::Subscribe { channel, since } => {
                         let held_ids = Subscriptions { held: &held, starting: &mut starting, tasks: &mut tasks };
-                        subscribe(state, hub, &claims, &out, audit, held_ids, &channel, since).await;
+                        subscribe(state, &claims, &out, audit, held_ids, &channel, since).await;
                     }
                     ClientMessage::Unsubscribe { channel } => {
                         if let Some(s) = starting.remove(&channel) {
@@ -285,7 +285,6 @@ fn is_too_big(error: axum::Error) -> bool {
 
 async fn subscribe(
     state: &Arc<EdgeState>,
-    hub: &Arc<Hub>,
     claims: &Claims,
     out: &Arc<Outbox>,
     audit: &Audit,
@@ -293,6 +292,14 @@ async fn subscribe(
     raw: &str,
     since: Option<Position>,
 ) {
+    // A session exists only once the hub is set (the upgrade checks), so this holds.
+    let Some(hub) = state.hub.get() else {
+        out.send(&ServerMessage::Error {
+            code: close::RESTARTING,
+            message: "the edge is not connected to JetStream yet".to_owned(),
+        });
+        return;
+    };
     let channel = match Channel::parse(raw).and_then(|c| c.authorize(claims).map(|_| c)) {
         Ok(channel) => channel,
         Err(error) => {
