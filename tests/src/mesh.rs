@@ -26,6 +26,9 @@ pub struct MeshOptions {
     pub session_queue: usize,
     /// JetStream's de-duplication window, in seconds.
     pub duplicate_window_secs: u64,
+    /// How many reconciler replicas run side by side (the Kubernetes base runs two);
+    /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
+    pub reconcilers: usize,
 }
 
 impl Default for MeshOptions {
@@ -34,6 +37,7 @@ impl Default for MeshOptions {
             heartbeat_ms: 1_000,
             session_queue: 1_024,
             duplicate_window_secs: 86_400,
+            reconcilers: 1,
         }
     }
 }
@@ -54,9 +58,14 @@ pub struct Mesh {
     pub jwt: JwtKeys,
     /// A backend API key of the tenant.
     pub api_key: String,
+    /// A second tenant with its own webhook secret and API key, for isolation tests.
+    pub other_tenant: TenantId,
+    /// A backend API key of [`Mesh::other_tenant`].
+    pub other_api_key: String,
     /// A JetStream client for assertions.
     pub js: jetstream::Context,
     webhook: Webhook,
+    other_webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -72,11 +81,15 @@ impl Mesh {
         paytrack_shared::telemetry::init_for_tests();
         let nats = NatsServer::start().await?;
         let database_url = crate::pg::fresh_database().await?;
-        let tenant = TenantId::new(&format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
-        let mut key = [0u8; 24];
-        rand::rng().fill_bytes(&mut key);
-        let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
-        let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
+        let new_tenant = || TenantId::new(&format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let new_whsec = || {
+            let mut key = [0u8; 24];
+            rand::rng().fill_bytes(&mut key);
+            format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+        };
+        let new_api_key = || format!("pk_test_{}", uuid::Uuid::new_v4().simple());
+        let (tenant, whsec, api_key) = (new_tenant()?, new_whsec(), new_api_key());
+        let (other_tenant, other_whsec, other_api_key) = (new_tenant()?, new_whsec(), new_api_key());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
         let settings = Settings::from_pairs([
             ("nats_url", nats.url()),
@@ -85,8 +98,11 @@ impl Mesh {
             ("edge_listen", "127.0.0.1:0".to_owned()),
             ("nats_ack_timeout_ms", "2000".to_owned()),
             ("jwt_secret", jwt_secret.clone()),
-            ("webhook_secrets", format!("{tenant}/stdwebhooks={whsec}")),
-            ("api_keys", format!("{tenant}={api_key}")),
+            (
+                "webhook_secrets",
+                format!("{tenant}/stdwebhooks={whsec},{other_tenant}/stdwebhooks={other_whsec}"),
+            ),
+            ("api_keys", format!("{tenant}={api_key},{other_tenant}={other_api_key}")),
             ("heartbeat_ms", options.heartbeat_ms.to_string()),
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
@@ -105,10 +121,15 @@ impl Mesh {
         let edge_addr = edge.local_addr()?;
         tokio::spawn(ingest.run(shutdown.clone()));
         tokio::spawn(edge.run());
-        tokio::spawn(paytrack_reconciler::run(
-            paytrack_reconciler::Config::from_settings(&settings),
-            shutdown.clone(),
-        ));
+        for replica in 0..options.reconcilers {
+            let run = paytrack_reconciler::run(paytrack_reconciler::Config::from_settings(&settings), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(error) = run.await {
+                    tracing::error!(replica, %error, "reconciler ended with an error");
+                    eprintln!("reconciler {replica} ended with an error: {error}");
+                }
+            });
+        }
         tokio::spawn(paytrack_ledger_projector::run(
             paytrack_ledger_projector::Config::from_settings(&settings),
             shutdown.clone(),
@@ -127,8 +148,11 @@ impl Mesh {
                 &settings.jwt_audience,
             ),
             api_key,
+            other_tenant,
+            other_api_key,
             js: jetstream::new(client),
             webhook: Webhook::new(&whsec)?,
+            other_webhook: Webhook::new(&other_whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
         })
@@ -168,8 +192,12 @@ impl Mesh {
 
     /// Standard Webhooks headers for `body`, signed now with the tenant's secret.
     pub fn sign(&self, delivery_id: &str, body: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Self::sign_with(&self.webhook, delivery_id, body)
+    }
+
+    fn sign_with(webhook: &Webhook, delivery_id: &str, body: &str) -> anyhow::Result<Vec<(String, String)>> {
         let ts = chrono::Utc::now().timestamp();
-        let signature = self.webhook.sign(delivery_id, ts, body.as_bytes())?;
+        let signature = webhook.sign(delivery_id, ts, body.as_bytes())?;
         Ok(vec![
             ("webhook-id".into(), delivery_id.into()),
             ("webhook-timestamp".into(), ts.to_string()),
@@ -198,6 +226,26 @@ impl Mesh {
     pub async fn post_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
         let headers = self.sign(delivery_id, body)?;
         self.post_webhook_with(&headers, body).await
+    }
+
+    /// Signs a webhook with [`Mesh::other_tenant`]'s secret and posts it to that
+    /// tenant's stdwebhooks endpoint.
+    pub async fn post_other_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
+        let headers = Self::sign_with(&self.other_webhook, delivery_id, body)?;
+        let mut request = self
+            .http
+            .post(format!("{}/v1/webhooks/{}/stdwebhooks", self.ingest_url, self.other_tenant))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// An operator token of [`Mesh::other_tenant`].
+    pub fn other_operator_token(&self) -> String {
+        self.jwt.mint("operator-2", &self.other_tenant, 600, None, None)
     }
 
     /// `GET {ingest}{path}` with a bearer credential.

@@ -31,6 +31,10 @@ pub enum Decision {
     Unmapped,
 }
 
+/// The header naming the subject filter `Nats-Expected-Last-Subject-Sequence` is
+/// checked against (nats-server 2.12+; async-nats has no builder method for it).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
 /// How many times a fact is re-decided when another writer appended first.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -233,6 +237,13 @@ impl Reconciler {
         let subject = subjects::status(&transition.tenant, &transition.merchant_id, &transition.payment_id);
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
+        // The expected sequence is checked against the payment's whole history
+        // (`paytrack.status.<t>.*.<p>`), not only this merchant's subject: two first
+        // facts naming different merchants (or none) must not both become version 1.
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+            subjects::status_of_payment(&transition.tenant, &transition.payment_id).as_str(),
+        );
         let message = PublishMessage::build()
             .headers(headers)
             .message_id(format!(
@@ -247,7 +258,9 @@ impl Reconciler {
                 seq: ack.sequence,
                 duplicate: ack.duplicate,
             }),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Appended::Conflict),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || is_wrong_last_sequence(&e) => {
+                Ok(Appended::Conflict)
+            }
             Err(e) => Err(HandleError::Transient(format!("append failed: {e}"))),
         }
     }
@@ -256,6 +269,22 @@ impl Reconciler {
 enum Appended {
     At { seq: u64, duplicate: bool },
     Conflict,
+}
+
+/// Whether JetStream refused the append with 10071 ("wrong last sequence"), however
+/// the client classified it: a refusal under the filter header is the same conflict.
+fn is_wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e
+            .downcast_ref::<jetstream::Error>()
+            .is_some_and(|js| js.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn occurred_at(fact: &InboundFact) -> chrono::DateTime<Utc> {
