@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, Transition};
-use paytrack_shared::subjects;
+use paytrack_shared::{msg_id, subjects};
 use paytrack_shared::telemetry::{self, NatsHeaders};
 use sqlx::PgPool;
 use tracing::{Instrument, field};
@@ -130,7 +130,7 @@ impl Applier {
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(subjects::checkpoint_msg_id(&t.payment_id, t.version, kind.as_str()))
+            .message_id(msg_id::checkpoint(&t.tenant, &t.payment_id, t.version, kind.as_str()))
             .payload(envelope::encode(&checkpoint));
         let subject = subjects::checkpoint(&t.tenant, &t.merchant_id, &t.payment_id);
         async { self.js.send_publish(subject, message).await?.await }

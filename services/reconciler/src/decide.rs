@@ -6,7 +6,7 @@ use futures::StreamExt;
 use paytrack_shared::envelope::{self, Cause, ENVELOPE_VERSION, FactSource, InboundFact, Transition};
 use paytrack_shared::status::TransitionError;
 use paytrack_shared::telemetry::{self, NatsHeaders};
-use paytrack_shared::{MerchantId, StatusModel, Token, subjects};
+use paytrack_shared::{MerchantId, StatusModel, Token, msg_id, subjects};
 use tracing::{Instrument, field};
 
 use paytrack_nats::HandleError;
@@ -246,9 +246,10 @@ impl Reconciler {
         );
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(format!(
-                "{}:{}:{}",
-                transition.tenant, transition.payment_id, transition.cause.fact_id
+            .message_id(msg_id::transition(
+                &transition.tenant,
+                &transition.payment_id,
+                &transition.cause.fact_id,
             ))
             .expected_last_subject_sequence(expected_subject_seq)
             .payload(envelope::encode(transition));

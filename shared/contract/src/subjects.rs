@@ -56,11 +56,6 @@ pub fn session(tenant: &TenantId, edge_id: &str) -> String {
     format!("paytrack.session.{tenant}.{edge_id}")
 }
 
-/// The `Nats-Msg-Id` of a checkpoint: one per payment, version and checkpoint kind.
-pub fn checkpoint_msg_id(payment: &PaymentId, version: u64, checkpoint: &str) -> String {
-    format!("{payment}:{version}:{checkpoint}")
-}
-
 /// What kind of message a [`STREAM_STATUS`] subject holds, from its second token.
 pub fn status_stream_kind(subject: &str) -> Option<&'static str> {
     match subject.split('.').nth(1)? {
@@ -83,7 +78,6 @@ mod tests {
         assert_eq!(status(&t, &m, &p), "paytrack.status.acme.m1.pay_1");
         assert_eq!(checkpoint(&t, &m, &p), "paytrack.checkpoint.acme.m1.pay_1");
         assert_eq!(status_of_payment(&t, &p), "paytrack.status.acme.*.pay_1");
-        assert_eq!(checkpoint_msg_id(&p, 3, "persisted"), "pay_1:3:persisted");
         assert_eq!(status_stream_kind("paytrack.status.a.b.c"), Some("transition"));
         assert_eq!(status_stream_kind("paytrack.checkpoint.a.b.c"), Some("checkpoint"));
         assert_eq!(status_stream_kind("paytrack.in.a.b"), None);
