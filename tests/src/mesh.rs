@@ -24,7 +24,7 @@ pub struct MeshOptions {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
-    /// JetStream's de-duplication window, in seconds.
+    /// JetStream's de-duplication window of every stream, in seconds.
     pub duplicate_window_secs: u64,
     /// How many reconciler replicas run side by side (the Kubernetes base runs two);
     /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
@@ -107,6 +107,8 @@ impl Mesh {
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
+            ("nats_duplicate_window_in_secs", options.duplicate_window_secs.to_string()),
+            ("nats_duplicate_window_push_secs", options.duplicate_window_secs.to_string()),
         ])?;
 
         let db = PgPool::connect(&database_url).await?;

@@ -192,3 +192,79 @@ async fn two_reconcilers_keep_one_chain_per_payment() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Consumers on PAYTRACK_STATUS that are not durable: what a history scan creates.
+async fn ephemeral_status_consumers(mesh: &Mesh) -> anyhow::Result<usize> {
+    use futures::TryStreamExt;
+    let stream = mesh.js.get_stream(subjects::STREAM_STATUS).await?;
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await?;
+    Ok(infos.iter().filter(|i| i.config.durable_name.is_none()).count())
+}
+
+/// Facts for a payment with several versions are reconciled without creating a
+/// single JetStream consumer, and a fact repeated after the de-duplication window
+/// is still recognised from the newest transition alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        duplicate_window_secs: 1,
+        ..MeshOptions::default()
+    })
+    .await?;
+    // Sample the consumers all along, not only at the end.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let most = {
+        let (js, stop) = (mesh.js.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !stop.is_cancelled() {
+                if let Ok(stream) = js.get_stream(subjects::STREAM_STATUS).await {
+                    use futures::TryStreamExt;
+                    if let Ok(infos) = stream.consumers().try_collect::<Vec<consumer::Info>>().await {
+                        most = most.max(infos.iter().filter(|i| i.config.durable_name.is_none()).count());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
+
+    for (n, status) in ["pending", "held"].into_iter().enumerate() {
+        mesh.post_webhook(&format!("msg_multi_{n}"), &body("pay_multi", status, Some("m_1")))
+            .await?;
+    }
+    mesh.wait_for_row("pay_multi", 2).await?;
+    // Let JetStream forget the message ids (the window is 1 s), so only the
+    // reconciler can recognise the repeat: the first fact, stored again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let inbound = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let first = inbound.get_raw_message(1).await?;
+    mesh.js
+        .send_publish(
+            format!("paytrack.in.{}.pay_multi", mesh.tenant),
+            async_nats::jetstream::message::PublishMessage::build()
+                .message_id("stored-again")
+                .payload(first.payload.clone()),
+        )
+        .await?
+        .await?;
+    mesh.post_webhook("msg_multi_3", &body("pay_multi", "succeeded", Some("m_1")))
+        .await?;
+    wait_reconciled(&mesh, 4).await?;
+    let (status, version, ..) = mesh.wait_for_row("pay_multi", 3).await?;
+    assert_eq!((status.as_str(), version), ("succeeded", 3), "the repeat was not applied");
+    assert_eq!(mesh.transition_count("pay_multi").await?, 3);
+    let now = ephemeral_status_consumers(&mesh).await?;
+    watching.cancel();
+    let most = most.await?;
+    assert_eq!((now, most), (0, 0), "no consumer was created on PAYTRACK_STATUS");
+
+    // (Reading the history for this check is the test's own consumer.)
+    let newest = all_transitions(&mesh).await?.pop().context("a transition")?.1;
+    assert_eq!(
+        newest.applied_fact_ids,
+        ["wh:stdwebhooks:msg_multi_0", "wh:stdwebhooks:msg_multi_1", "wh:stdwebhooks:msg_multi_3"]
+    );
+    Ok(())
+}

@@ -4,9 +4,11 @@
 //! raw facts from `paytrack.in.>` (evidence) exactly once: every write is keyed so a
 //! redelivered message changes nothing. After a transition is committed it publishes
 //! the `persisted` checkpoint into PAYTRACK_STATUS, on the payment's own subject
-//! tree, so clients see the record catch up in the same ordered history.
+//! tree, so clients see the record catch up in the same ordered history. What each
+//! fact did (`paytrack.outcome.>`) is stored beside, so the timeline shows every fact.
 
 mod evidence;
+mod outcomes;
 mod sessions;
 mod transitions;
 
@@ -107,6 +109,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
         paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
     )
     .await?;
+    let outcome_consumer = paytrack_nats::ensure_consumer(
+        &js,
+        subjects::STREAM_OUTCOME,
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
+    )
+    .await?;
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 
@@ -123,7 +131,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Proj
         let db = &db;
         async move { paytrack_nats::settle(&message, sessions::apply(db, &message).await, RETRY_DELAY).await }
     });
-    tokio::join!(status_loop, evidence_loop, session_loop);
+    let outcome_loop = paytrack_nats::consume(outcome_consumer, shutdown.clone(), |message| {
+        let db = &db;
+        async move { paytrack_nats::settle(&message, outcomes::apply(db, &message).await, RETRY_DELAY).await }
+    });
+    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop);
 
     if let Some(admin) = admin {
         let _ = admin.await;

@@ -9,6 +9,8 @@ use crate::ids::{MerchantId, PaymentId, TenantId};
 pub const STREAM_IN: &str = "PAYTRACK_IN";
 /// Transitions (reconciler) and checkpoints (projector), one sequence for both.
 pub const STREAM_STATUS: &str = "PAYTRACK_STATUS";
+/// What each fact did, written by the reconciler.
+pub const STREAM_OUTCOME: &str = "PAYTRACK_OUTCOME";
 /// User-targeted pushes from backends.
 pub const STREAM_PUSH: &str = "PAYTRACK_PUSH";
 /// Operational alerts.
@@ -22,6 +24,8 @@ pub const IN_ALL: &str = "paytrack.in.>";
 pub const STATUS_ALL: &str = "paytrack.status.>";
 /// Checkpoint subjects in [`STREAM_STATUS`].
 pub const CHECKPOINT_ALL: &str = "paytrack.checkpoint.>";
+/// Subjects captured by [`STREAM_OUTCOME`].
+pub const OUTCOME_ALL: &str = "paytrack.outcome.>";
 /// Subjects captured by [`STREAM_PUSH`].
 pub const PUSH_ALL: &str = "paytrack.push.>";
 /// Subjects captured by [`STREAM_ALERT`].
@@ -51,6 +55,11 @@ pub fn checkpoint(tenant: &TenantId, merchant: &MerchantId, payment: &PaymentId)
     format!("paytrack.checkpoint.{tenant}.{merchant}.{payment}")
 }
 
+/// `paytrack.outcome.<tenant>.<payment_id>`: what each of a payment's facts did.
+pub fn outcome(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("paytrack.outcome.{tenant}.{payment}")
+}
+
 /// `paytrack.session.<tenant>.<edge_id>`: session audit of one edge process.
 pub fn session(tenant: &TenantId, edge_id: &str) -> String {
     format!("paytrack.session.{tenant}.{edge_id}")
@@ -78,6 +87,7 @@ mod tests {
         assert_eq!(status(&t, &m, &p), "paytrack.status.acme.m1.pay_1");
         assert_eq!(checkpoint(&t, &m, &p), "paytrack.checkpoint.acme.m1.pay_1");
         assert_eq!(status_of_payment(&t, &p), "paytrack.status.acme.*.pay_1");
+        assert_eq!(outcome(&t, &p), "paytrack.outcome.acme.pay_1");
         assert_eq!(status_stream_kind("paytrack.status.a.b.c"), Some("transition"));
         assert_eq!(status_stream_kind("paytrack.checkpoint.a.b.c"), Some("checkpoint"));
         assert_eq!(status_stream_kind("paytrack.in.a.b"), None);
