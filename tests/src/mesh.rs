@@ -107,8 +107,14 @@ impl Mesh {
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
-            ("nats_duplicate_window_in_secs", options.duplicate_window_secs.to_string()),
-            ("nats_duplicate_window_push_secs", options.duplicate_window_secs.to_string()),
+            (
+                "nats_duplicate_window_in_secs",
+                options.duplicate_window_secs.to_string(),
+            ),
+            (
+                "nats_duplicate_window_push_secs",
+                options.duplicate_window_secs.to_string(),
+            ),
         ])?;
 
         let db = PgPool::connect(&database_url).await?;
@@ -236,7 +242,10 @@ impl Mesh {
         let headers = Self::sign_with(&self.other_webhook, delivery_id, body)?;
         let mut request = self
             .http
-            .post(format!("{}/v1/webhooks/{}/stdwebhooks", self.ingest_url, self.other_tenant))
+            .post(format!(
+                "{}/v1/webhooks/{}/stdwebhooks",
+                self.ingest_url, self.other_tenant
+            ))
             .header("content-type", "application/json")
             .body(body.to_owned());
         for (k, v) in &headers {

@@ -148,7 +148,11 @@ async fn two_reconcilers_keep_one_chain_per_payment() -> anyhow::Result<()> {
         let mut previous = None;
         for (n, (s, t)) in chain.iter().enumerate() {
             assert_eq!(s, subject, "{payment}: one subject for the whole history");
-            assert_eq!(t.version, n as u64 + 1, "{payment}: versions 1..n, each once: {chain:?}");
+            assert_eq!(
+                t.version,
+                n as u64 + 1,
+                "{payment}: versions 1..n, each once: {chain:?}"
+            );
             assert_eq!(t.previous_status, previous, "{payment}: each version follows the last");
             assert_eq!(
                 subject.split('.').nth(3),
@@ -176,14 +180,13 @@ async fn two_reconcilers_keep_one_chain_per_payment() -> anyhow::Result<()> {
             .map(|(_, t)| (t.version as i64, t.status.as_str().to_owned()))
             .collect();
         assert_eq!(rows, expected, "{payment}: timeline");
-        let (status, row_version, merchant): (String, i64, String) = sqlx::query_as(
-            "SELECT status, version, merchant_id FROM payments WHERE tenant = $1 AND payment_id = $2",
-        )
-        .bind(mesh.tenant.as_str())
-        .bind(payment)
-        .fetch_one(&mesh.db)
-        .await
-        .context("payments row")?;
+        let (status, row_version, merchant): (String, i64, String) =
+            sqlx::query_as("SELECT status, version, merchant_id FROM payments WHERE tenant = $1 AND payment_id = $2")
+                .bind(mesh.tenant.as_str())
+                .bind(payment)
+                .fetch_one(&mesh.db)
+                .await
+                .context("payments row")?;
         assert_eq!(
             (status.as_str(), row_version, merchant.as_str()),
             (newest.status.as_str(), version, newest.merchant_id.as_str()),
@@ -253,7 +256,11 @@ async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()>
         .await?;
     wait_reconciled(&mesh, 4).await?;
     let (status, version, ..) = mesh.wait_for_row("pay_multi", 3).await?;
-    assert_eq!((status.as_str(), version), ("succeeded", 3), "the repeat was not applied");
+    assert_eq!(
+        (status.as_str(), version),
+        ("succeeded", 3),
+        "the repeat was not applied"
+    );
     assert_eq!(mesh.transition_count("pay_multi").await?, 3);
     let now = ephemeral_status_consumers(&mesh).await?;
     watching.cancel();
@@ -264,7 +271,11 @@ async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()>
     let newest = all_transitions(&mesh).await?.pop().context("a transition")?.1;
     assert_eq!(
         newest.applied_fact_ids,
-        ["wh:stdwebhooks:msg_multi_0", "wh:stdwebhooks:msg_multi_1", "wh:stdwebhooks:msg_multi_3"]
+        [
+            "wh:stdwebhooks:msg_multi_0",
+            "wh:stdwebhooks:msg_multi_1",
+            "wh:stdwebhooks:msg_multi_3"
+        ]
     );
     Ok(())
 }

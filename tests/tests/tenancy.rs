@@ -54,7 +54,10 @@ async fn two_tenants_with_colliding_ids_keep_all_their_messages() -> anyhow::Res
         .await?;
     assert_eq!(response.status(), 200);
     let first_b: Value = response.json().await?;
-    assert_eq!(first_b["duplicate"], false, "B's delivery is not A's duplicate: {first_b}");
+    assert_eq!(
+        first_b["duplicate"], false,
+        "B's delivery is not A's duplicate: {first_b}"
+    );
     assert_ne!(first_b["seq"], first_a["seq"]);
     // A repeat of B's own delivery is B's duplicate.
     let repeat_b: Value = mesh
@@ -62,7 +65,10 @@ async fn two_tenants_with_colliding_ids_keep_all_their_messages() -> anyhow::Res
         .await?
         .json()
         .await?;
-    assert_eq!((repeat_b["duplicate"].as_bool(), &repeat_b["seq"]), (Some(true), &first_b["seq"]));
+    assert_eq!(
+        (repeat_b["duplicate"].as_bool(), &repeat_b["seq"]),
+        (Some(true), &first_b["seq"])
+    );
 
     // Different delivery ids, same payment id: second versions and their checkpoints.
     mesh.post_webhook("msg_a2", &Mesh::webhook_body("pay_same", "succeeded", "m_a"))
@@ -100,7 +106,10 @@ async fn two_tenants_with_colliding_ids_keep_all_their_messages() -> anyhow::Res
         .await?
         .json()
         .await?;
-    assert_eq!((view_b["merchant_id"].as_str(), view_b["version"].as_i64()), (Some("m_b"), Some(2)));
+    assert_eq!(
+        (view_b["merchant_id"].as_str(), view_b["version"].as_i64()),
+        (Some("m_b"), Some(2))
+    );
     let view_a: Value = mesh
         .get("/v1/payments/pay_same", &mesh.other_api_key)
         .await?

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use paytrack_shared::envelope::{self, InboundFact};
-use paytrack_shared::{msg_id, subjects};
 use paytrack_shared::telemetry;
+use paytrack_shared::{msg_id, subjects};
 
 use crate::error::ApiError;
 

@@ -4,8 +4,8 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, Transition};
-use paytrack_shared::{msg_id, subjects};
 use paytrack_shared::telemetry::{self, NatsHeaders};
+use paytrack_shared::{msg_id, subjects};
 use sqlx::PgPool;
 use tracing::{Instrument, field};
 

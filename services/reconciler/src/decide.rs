@@ -232,7 +232,11 @@ impl Reconciler {
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(msg_id::outcome(&outcome.tenant, &outcome.payment_id, outcome.inbound_seq))
+            .message_id(msg_id::outcome(
+                &outcome.tenant,
+                &outcome.payment_id,
+                outcome.inbound_seq,
+            ))
             .payload(envelope::encode(outcome));
         let subject = subjects::outcome(&outcome.tenant, &outcome.payment_id);
         async { self.js.send_publish(subject, message).await?.await }
@@ -350,8 +354,7 @@ fn applied_so_far(t: &Transition) -> Vec<String> {
 fn is_wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
     while let Some(e) = cause {
-        if e
-            .downcast_ref::<jetstream::Error>()
+        if e.downcast_ref::<jetstream::Error>()
             .is_some_and(|js| js.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
         {
             return true;
