@@ -23,6 +23,9 @@ pub enum Decision {
         transition: Box<Transition>,
         /// Its sequence in PAYTRACK_STATUS.
         seq: u64,
+        /// True when this very message had been applied before it was redelivered
+        /// (its ack was lost): nothing new was appended this time.
+        redelivered: bool,
     },
     /// It had been applied before (a repeated delivery).
     Duplicate {
@@ -98,6 +101,7 @@ impl Reconciler {
             self.publish_outcome(&outcome_of(&fact, inbound_seq, &decision, &trace_id))
                 .await?;
             let label = match &decision {
+                Decision::Applied { redelivered: true, .. } => "redelivered",
                 Decision::Applied { .. } => "applied",
                 Decision::Duplicate { .. } => "duplicate",
                 Decision::NotApplied { .. } => "not_applied",
@@ -105,10 +109,15 @@ impl Reconciler {
             };
             metrics::counter!("paytrack_reconciler_facts_total", "decision" => label).increment(1);
             match &decision {
-                Decision::Applied { transition, seq } => tracing::info!(
+                Decision::Applied {
+                    transition,
+                    seq,
+                    redelivered,
+                } => tracing::info!(
                     status = %transition.status,
                     version = transition.version,
                     seq,
+                    redelivered,
                     "transition appended"
                 ),
                 Decision::Duplicate { .. } => tracing::info!("duplicate fact; nothing applied"),
@@ -140,6 +149,7 @@ impl Reconciler {
                     return Ok(Decision::Applied {
                         transition: Box::new(c.transition.clone()),
                         seq: c.seq,
+                        redelivered: true,
                     });
                 }
                 return Ok(Decision::Duplicate {
@@ -189,6 +199,7 @@ impl Reconciler {
                     return Ok(Decision::Applied {
                         transition: Box::new(transition),
                         seq,
+                        redelivered: false,
                     });
                 }
                 Appended::At { duplicate: true, .. } => return Ok(Decision::Duplicate { current_version }),
