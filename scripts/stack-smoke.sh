@@ -270,8 +270,9 @@ phase="stack.env"
 stack_env="$root/.dev/stack.env"
 [[ -s "$stack_env" ]] || die "$stack_env missing or empty"
 keys=(NATS_URL DATABASE_URL INGEST_URL EDGE_URL DEV_TENANT JWT_ALG JWT_SECRET JWT_ISSUER JWT_AUDIENCE
-  WEBHOOK_SECRET_STDWEBHOOKS WEBHOOK_SECRET_RAZORPAY WEBHOOK_SECRET_STRIPE PUSH_API_KEY DASHBOARD_URL)
-for key in "${keys[@]}" DEV_TOKEN; do unset "$key"; done
+  WEBHOOK_SECRET_STDWEBHOOKS WEBHOOK_SECRET_RAZORPAY WEBHOOK_SECRET_STRIPE PUSH_API_KEY DASHBOARD_URL
+  OTHER_TENANT OTHER_WEBHOOK_SECRET_STDWEBHOOKS)
+for key in "${keys[@]}" DEV_TOKEN OTHER_TOKEN; do unset "$key"; done
 # shellcheck source=/dev/null
 source "$stack_env"
 for key in "${keys[@]}"; do
@@ -279,6 +280,7 @@ for key in "${keys[@]}"; do
   [[ -n "${!key:-}" ]] || die "$key is empty in stack.env"
 done
 [[ -n "${DEV_TOKEN:-}" ]] || die "DEV_TOKEN is empty in stack.env"
+[[ -n "${OTHER_TOKEN:-}" && "$OTHER_TENANT" != "$DEV_TENANT" ]] || die "no second tenant in stack.env"
 [[ "$INGEST_URL" == "http://127.0.0.1:$ingest_port" && "$EDGE_URL" == "http://127.0.0.1:$edge_port" ]] \
   || die "stack.env names other ports than the smoke stack's: $INGEST_URL, $EDGE_URL"
 [[ "$NATS_URL" == *":$nats_port" && "$DATABASE_URL" == *":$pg_port/"* ]] \

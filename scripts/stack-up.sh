@@ -18,6 +18,7 @@
 #   PAYTRACK_DEV_EDGE_PORT          ws-edge HTTP/WebSocket port   (18081)
 #   PAYTRACK_DEV_READY_TIMEOUT      seconds to wait for /readyz   (60)
 #   DEV_TENANT                      the tenant set up for local use (dev)
+#   OTHER_TENANT                    a second tenant, to try isolation by hand (other)
 #   PAYTRACK_STACK_INFRA_ONLY=1     start only NATS and PostgreSQL: no cargo build, no
 #                                   paytrack process, DEV_TOKEN left empty in stack.env
 #   PAYTRACK_PG_BIN                 PostgreSQL server bin dir (see ensure-postgres.sh)
@@ -36,6 +37,7 @@ ingest_port="${PAYTRACK_DEV_INGEST_PORT:-18080}"
 edge_port="${PAYTRACK_DEV_EDGE_PORT:-18081}"
 ready_timeout="${PAYTRACK_DEV_READY_TIMEOUT:-60}"
 dev_tenant="${DEV_TENANT:-dev}"
+other_tenant="${OTHER_TENANT:-other}"
 infra_only="${PAYTRACK_STACK_INFRA_ONLY:-0}"
 
 nats_url="nats://127.0.0.1:$nats_port"
@@ -62,6 +64,8 @@ for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_p
   fi
 done
 [[ "$dev_tenant" =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "invalid DEV_TENANT: $dev_tenant"
+[[ "$other_tenant" =~ ^[a-z0-9][a-z0-9_-]*$ && "$other_tenant" != "$dev_tenant" ]] \
+  || die "invalid OTHER_TENANT (must differ from DEV_TENANT): $other_tenant"
 command -v curl >/dev/null || die "curl is required"
 command -v openssl >/dev/null || die "openssl is required"
 
@@ -118,6 +122,11 @@ for key in PAYTRACK_JWT_SECRET WEBHOOK_SECRET_STDWEBHOOKS WEBHOOK_SECRET_RAZORPA
   WEBHOOK_SECRET_STRIPE PUSH_API_KEY; do
   [[ -n "${!key:-}" ]] || die "$key missing in $secrets_file (delete the file to regenerate it)"
 done
+# The second tenant's secret, added to secrets files made before it existed.
+if [[ -z "${OTHER_WEBHOOK_SECRET_STDWEBHOOKS:-}" ]]; then
+  OTHER_WEBHOOK_SECRET_STDWEBHOOKS="whsec_$(openssl rand -base64 24)"
+  echo "OTHER_WEBHOOK_SECRET_STDWEBHOOKS=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS" >>"$secrets_file"
+fi
 
 # --- NATS users (generated once) ---------------------------------------------------------
 # One password per user of nats/auth.conf (generated from nats/src/auth.rs). nats-server
@@ -293,6 +302,7 @@ fi
 
 # --- paytrack (all four services + simulator in one process) ----------------------------
 token=""
+other_token=""
 if [[ "$infra_only" == "1" ]]; then
   log "PAYTRACK_STACK_INFRA_ONLY=1: not building or starting paytrack"
 else
@@ -313,7 +323,7 @@ else
     PAYTRACK_JWT_SECRET="$PAYTRACK_JWT_SECRET"
     PAYTRACK_JWT_ISSUER="$jwt_issuer"
     PAYTRACK_JWT_AUDIENCE="$jwt_audience"
-    PAYTRACK_WEBHOOK_SECRETS="$dev_tenant/stdwebhooks=$WEBHOOK_SECRET_STDWEBHOOKS,$dev_tenant/razorpay=$WEBHOOK_SECRET_RAZORPAY,$dev_tenant/stripe=$WEBHOOK_SECRET_STRIPE"
+    PAYTRACK_WEBHOOK_SECRETS="$dev_tenant/stdwebhooks=$WEBHOOK_SECRET_STDWEBHOOKS,$dev_tenant/razorpay=$WEBHOOK_SECRET_RAZORPAY,$dev_tenant/stripe=$WEBHOOK_SECRET_STRIPE,$other_tenant/stdwebhooks=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
     PAYTRACK_API_KEYS="$dev_tenant=$PUSH_API_KEY"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
   )
@@ -356,6 +366,9 @@ else
   token="${token//[[:space:]]/}"
   [[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] \
     || die "mint-token did not print a JWT"
+  other_token="$(env "${paytrack_env[@]}" "$paytrack_bin" mint-token --tenant "$other_tenant" \
+    --sub other-operator --ttl-secs 604800)"
+  other_token="${other_token//[[:space:]]/}"
 fi
 
 # --- .dev/stack.env ------------------------------------------------------------------------
@@ -394,6 +407,9 @@ stack_env="$dev/stack.env"
     env_line PUSH_API_KEY "$PUSH_API_KEY"
     env_line DASHBOARD_URL "$dashboard_url"
     env_line DEV_TOKEN "$token"
+    env_line OTHER_TENANT "$other_tenant"
+    env_line OTHER_WEBHOOK_SECRET_STDWEBHOOKS "$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
+    env_line OTHER_TOKEN "$other_token"
   } >"$stack_env.tmp"
   mv -f "$stack_env.tmp" "$stack_env"
 )

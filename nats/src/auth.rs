@@ -112,7 +112,7 @@ impl Role {
             Role::Reconciler => {
                 p.publish.extend([
                     subjects::STATUS_ALL.into(),
-                    OUTCOME_ALL.into(),
+                    subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
                 ]);
                 p.layout();
@@ -123,12 +123,13 @@ impl Role {
                 p.publish.extend([
                     subjects::CHECKPOINT_ALL.into(),
                     subjects::ALERT_ALL.into(),
-                    DEAD_ALL.into(),
+                    subjects::DEAD_ALL.into(),
                 ]);
                 p.layout();
                 p.durable(subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS);
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
                 p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
+                p.durable(subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES);
             }
             Role::Edge => {
                 p.publish.push(subjects::SESSION_ALL.into());
@@ -140,10 +141,10 @@ impl Role {
                 p.subscribe.extend([
                     subjects::STATUS_ALL.into(),
                     subjects::CHECKPOINT_ALL.into(),
-                    OUTCOME_ALL.into(),
+                    subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
                 ]);
-                for stream in [subjects::STREAM_STATUS, subjects::STREAM_ALERT] {
+                for stream in [subjects::STREAM_STATUS, subjects::STREAM_OUTCOME, subjects::STREAM_ALERT] {
                     p.publish.push(api(&format!("STREAM.INFO.{stream}")));
                     p.history(stream, &[]);
                 }
@@ -154,10 +155,6 @@ impl Role {
     }
 }
 
-/// Every reconciler outcome (DESIGN §3; no stream holds them yet).
-pub const OUTCOME_ALL: &str = "paytrack.outcome.>";
-/// Dead-lettered messages the projector parks.
-pub const DEAD_ALL: &str = "paytrack.dead.>";
 
 /// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
 const DURABLES: [(&str, &str); 4] = [
@@ -188,7 +185,11 @@ impl Permissions {
     fn layout(&mut self) {
         for config in crate::stream_configs(&crate::Layout {
             replicas: 1,
-            duplicate_window: std::time::Duration::ZERO,
+            windows: crate::DuplicateWindows {
+                inbound: std::time::Duration::ZERO,
+                push: std::time::Duration::ZERO,
+                internal: std::time::Duration::ZERO,
+            },
         }) {
             for verb in ["INFO", "CREATE", "UPDATE"] {
                 self.publish.push(api(&format!("STREAM.{verb}.{}", config.name)));

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, message::PublishMessage};
 use chrono::Utc;
-use paytrack_shared::envelope::{self, DeadLetter, ENVELOPE_VERSION, InboundFact, SessionAudit, Transition, Versioned};
+use paytrack_shared::envelope::{
+    self, DeadLetter, ENVELOPE_VERSION, FactOutcome, InboundFact, SessionAudit, Transition, Versioned,
+};
 use paytrack_shared::health::Readiness;
 use paytrack_shared::telemetry::{self, NatsHeaders};
 use paytrack_shared::{PaymentId, TenantId, subjects};
@@ -57,6 +59,15 @@ impl Traced for InboundFact {
 }
 
 impl Traced for Transition {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+    fn payment_id(&self) -> Option<&PaymentId> {
+        Some(&self.payment_id)
+    }
+}
+
+impl Traced for FactOutcome {
     fn tenant(&self) -> &TenantId {
         &self.tenant
     }
@@ -291,7 +302,7 @@ impl Supervisor {
             .headers(headers)
             .payload(message.payload.clone());
         if let Some(seq) = seq {
-            dead = dead.message_id(subjects::dead_letter_msg_id(&self.stream, &self.consumer, seq));
+            dead = dead.message_id(paytrack_shared::msg_id::dead_letter(&self.stream, &self.consumer, seq));
         }
         self.js.send_publish(dead_subject.clone(), dead).await?.await?;
 
@@ -311,7 +322,7 @@ impl Supervisor {
         };
         let mut alert_message = PublishMessage::build().payload(envelope::encode(&alert));
         if let Some(seq) = seq {
-            alert_message = alert_message.message_id(subjects::dead_letter_msg_id(&self.stream, &self.consumer, seq));
+            alert_message = alert_message.message_id(paytrack_shared::msg_id::dead_letter(&self.stream, &self.consumer, seq));
         }
         let alert_subject = subjects::alert(tenant.as_ref(), subjects::ALERT_DEAD_LETTER);
         self.js.send_publish(alert_subject, alert_message).await?.await?;

@@ -63,8 +63,24 @@ pub enum LayoutError {
 pub struct Layout {
     /// Replicas of every stream: 1 on one node, 3 on a cluster.
     pub replicas: usize,
-    /// How long a `Nats-Msg-Id` is remembered for de-duplication.
-    pub duplicate_window: Duration,
+    /// How long each stream remembers a `Nats-Msg-Id` for de-duplication.
+    pub windows: DuplicateWindows,
+}
+
+/// How long each stream remembers message ids. JetStream keeps about 233 bytes of
+/// server memory per remembered id, so each window is sized for the retries it must
+/// absorb, not "as long as possible" (README.md: the memory it costs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateWindows {
+    /// PAYTRACK_IN: providers' quick retries of a webhook delivery (and callers'
+    /// retries of a command). A repeat after it is stored again and recognised by
+    /// the reconciler and the projector.
+    pub inbound: Duration,
+    /// PAYTRACK_PUSH: a backend's retries of one push.
+    pub push: Duration,
+    /// Streams only paytrack's services write (status, outcome, alert, session): a
+    /// writer's own retry after a lost ack. Correctness never depends on it.
+    pub internal: Duration,
 }
 
 impl Layout {
@@ -72,7 +88,11 @@ impl Layout {
     pub fn from_settings(settings: &paytrack_shared::config::Settings) -> Layout {
         Layout {
             replicas: settings.nats_replicas,
-            duplicate_window: Duration::from_secs(settings.nats_duplicate_window_secs),
+            windows: DuplicateWindows {
+                inbound: Duration::from_secs(settings.nats_duplicate_window_in_secs),
+                push: Duration::from_secs(settings.nats_duplicate_window_push_secs),
+                internal: Duration::from_secs(settings.nats_duplicate_window_secs),
+            },
         }
     }
 }
@@ -85,6 +105,8 @@ pub const CONSUMER_PROJECTOR_STATUS: &str = "ledger-projector-status";
 pub const CONSUMER_PROJECTOR_EVIDENCE: &str = "ledger-projector-evidence";
 /// The durable consumer the projector reads session audit with.
 pub const CONSUMER_PROJECTOR_SESSIONS: &str = "ledger-projector-sessions";
+/// The durable consumer the projector reads fact outcomes with.
+pub const CONSUMER_PROJECTOR_OUTCOMES: &str = "ledger-projector-outcomes";
 
 /// Connects with the client name given, as `credentials`' user when given (with
 /// that user's inbox prefix, the only replies its permissions let it read). The
@@ -129,14 +151,14 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
 
 /// The configuration of every paytrack stream for `replicas` replicas.
 pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
-    let base = |name: &str, subjects: Vec<&str>, max_age: Duration| stream::Config {
+    let base = |name: &str, subjects: Vec<&str>, max_age: Duration, duplicate_window: Duration| stream::Config {
         name: name.to_owned(),
         subjects: subjects.into_iter().map(str::to_owned).collect(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         num_replicas: layout.replicas,
         max_age,
-        duplicate_window: layout.duplicate_window,
+        duplicate_window,
         allow_direct: true,
         deny_delete: true,
         ..Default::default()
@@ -147,33 +169,47 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             subjects::STREAM_IN,
             vec![subjects::IN_ALL],
             Duration::from_secs(365 * 86_400),
+            layout.windows.inbound,
         ),
         // The history every payment channel reads; kept (max_age 0: forever).
         base(
             subjects::STREAM_STATUS,
             vec![subjects::STATUS_ALL, subjects::CHECKPOINT_ALL],
             Duration::ZERO,
+            layout.windows.internal,
+        ),
+        // What each fact did (applied, duplicate, refused, unmapped); the projector
+        // copies it to PostgreSQL, so a year like the facts themselves.
+        base(
+            subjects::STREAM_OUTCOME,
+            vec![subjects::OUTCOME_ALL],
+            Duration::from_secs(365 * 86_400),
+            layout.windows.internal,
         ),
         base(
             subjects::STREAM_PUSH,
             vec![subjects::PUSH_ALL],
             Duration::from_secs(86_400),
+            layout.windows.push,
         ),
         base(
             subjects::STREAM_ALERT,
             vec![subjects::ALERT_ALL],
             Duration::from_secs(30 * 86_400),
+            layout.windows.internal,
         ),
         base(
             subjects::STREAM_SESSION,
             vec![subjects::SESSION_ALL],
             Duration::from_secs(7 * 86_400),
+            layout.windows.internal,
         ),
         // Parked messages wait for a person as long as alerts do.
         base(
             subjects::STREAM_DEAD,
             vec![subjects::DEAD_ALL],
             Duration::from_secs(30 * 86_400),
+            layout.windows.internal,
         ),
     ]
 }
@@ -256,7 +292,11 @@ mod tests {
     fn transitions_and_checkpoints_share_one_stream() {
         let configs = stream_configs(&Layout {
             replicas: 3,
-            duplicate_window: Duration::from_secs(60),
+            windows: DuplicateWindows {
+                inbound: Duration::from_secs(3_600),
+                push: Duration::from_secs(600),
+                internal: Duration::from_secs(120),
+            },
         });
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
@@ -265,6 +305,11 @@ mod tests {
         let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 8);
+        let window = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.duplicate_window);
+        assert_eq!(window(subjects::STREAM_IN), Some(Duration::from_secs(3_600)));
+        assert_eq!(window(subjects::STREAM_STATUS), Some(Duration::from_secs(120)));
+        assert_eq!(window(subjects::STREAM_OUTCOME), Some(Duration::from_secs(120)));
+        assert_eq!(window(subjects::STREAM_PUSH), Some(Duration::from_secs(600)));
     }
 }

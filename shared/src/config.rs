@@ -62,8 +62,13 @@ pub struct Settings {
     pub nats_url: String,
     /// Replicas of each stream.
     pub nats_replicas: usize,
-    /// How long JetStream remembers a `Nats-Msg-Id`, in seconds.
+    /// How long the streams only paytrack writes (status, outcome, alert, session)
+    /// remember a `Nats-Msg-Id`, in seconds.
     pub nats_duplicate_window_secs: u64,
+    /// How long PAYTRACK_IN remembers a fact's `Nats-Msg-Id`, in seconds.
+    pub nats_duplicate_window_in_secs: u64,
+    /// How long PAYTRACK_PUSH remembers a push's `Nats-Msg-Id`, in seconds.
+    pub nats_duplicate_window_push_secs: u64,
     /// Publish ack timeout.
     pub nats_ack_timeout_ms: u64,
     /// Password of ingest's NATS user `ingest` (no default).

@@ -37,7 +37,7 @@ pub struct MeshOptions {
     pub heartbeat_ms: u64,
     /// Per-session queue bound.
     pub session_queue: usize,
-    /// JetStream's de-duplication window, in seconds.
+    /// JetStream's de-duplication window of every stream, in seconds.
     pub duplicate_window_secs: u64,
     /// How long ingest and the edge wait for a request's headers.
     pub http_header_read_timeout_ms: u64,
@@ -53,6 +53,9 @@ pub struct MeshOptions {
     pub edge_ring_messages: usize,
     /// Channels one session may hold.
     pub edge_max_subscriptions: usize,
+    /// How many reconciler replicas run side by side (the Kubernetes base runs two);
+    /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
+    pub reconcilers: usize,
 }
 
 impl Default for MeshOptions {
@@ -68,6 +71,7 @@ impl Default for MeshOptions {
             session_write_timeout_ms: 10_000,
             edge_ring_messages: 10_000,
             edge_max_subscriptions: 100,
+            reconcilers: 1,
         }
     }
 }
@@ -90,10 +94,14 @@ pub struct Mesh {
     pub api_key: String,
     /// The HS256 secret tokens are signed with (to forge tokens with odd claims).
     pub jwt_secret: String,
+    /// A second tenant with its own webhook secret and API key, for isolation tests.
+    pub other_tenant: TenantId,
+    /// A backend API key of [`Mesh::other_tenant`].
+    pub other_api_key: String,
     /// A JetStream client for assertions, as the NATS admin user (may publish anything).
     pub js: jetstream::Context,
-    /// The reconciler's admin listener (`/readyz`, `/metrics`).
-    pub reconciler_admin: SocketAddr,
+    /// Each reconciler replica's admin listener (`/readyz`, `/metrics`).
+    pub reconciler_admins: Vec<SocketAddr>,
     /// The projector's admin listener (`/readyz`, `/metrics`); a restarted projector
     /// serves it again on the same address.
     pub projector_admin: SocketAddr,
@@ -101,6 +109,7 @@ pub struct Mesh {
     settings: Settings,
     projector: Mutex<Option<RunningProjector>>,
     webhook: Webhook,
+    other_webhook: Webhook,
     http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -125,11 +134,15 @@ impl Mesh {
     pub async fn launch(nats: NatsServer, options: MeshOptions) -> anyhow::Result<Mesh> {
         paytrack_shared::telemetry::init_for_tests();
         let database_url = crate::pg::fresh_database().await?;
-        let tenant = TenantId::new(&format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))?;
-        let mut key = [0u8; 24];
-        rand::rng().fill_bytes(&mut key);
-        let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
-        let api_key = format!("pk_test_{}", uuid::Uuid::new_v4().simple());
+        let new_tenant = || TenantId::new(&format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let new_whsec = || {
+            let mut key = [0u8; 24];
+            rand::rng().fill_bytes(&mut key);
+            format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+        };
+        let new_api_key = || format!("pk_test_{}", uuid::Uuid::new_v4().simple());
+        let (tenant, whsec, api_key) = (new_tenant()?, new_whsec(), new_api_key());
+        let (other_tenant, other_whsec, other_api_key) = (new_tenant()?, new_whsec(), new_api_key());
         let jwt_secret = uuid::Uuid::new_v4().to_string();
         // Bound here and handed over, so no other server can take the port between.
         let admin_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -142,8 +155,11 @@ impl Mesh {
             ("edge_listen", "127.0.0.1:0".to_owned()),
             ("nats_ack_timeout_ms", "2000".to_owned()),
             ("jwt_secret", jwt_secret.clone()),
-            ("webhook_secrets", format!("{tenant}/stdwebhooks={whsec}")),
-            ("api_keys", format!("{tenant}={api_key}")),
+            (
+                "webhook_secrets",
+                format!("{tenant}/stdwebhooks={whsec},{other_tenant}/stdwebhooks={other_whsec}"),
+            ),
+            ("api_keys", format!("{tenant}={api_key},{other_tenant}={other_api_key}")),
             ("heartbeat_ms", options.heartbeat_ms.to_string()),
             ("session_queue", options.session_queue.to_string()),
             ("edge_id", "edge-test".to_owned()),
@@ -151,6 +167,14 @@ impl Mesh {
             (
                 "http_header_read_timeout_ms",
                 options.http_header_read_timeout_ms.to_string(),
+            ),
+            (
+                "nats_duplicate_window_in_secs",
+                options.duplicate_window_secs.to_string(),
+            ),
+            (
+                "nats_duplicate_window_push_secs",
+                options.duplicate_window_secs.to_string(),
             ),
             ("session_queue_bytes", options.session_queue_bytes.to_string()),
             ("session_write_timeout_ms", options.session_write_timeout_ms.to_string()),
@@ -175,18 +199,24 @@ impl Mesh {
             paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, shutdown.clone())
                 .await?;
         let edge_addr = edge.local_addr()?;
-        let reconciler_admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-        let mut reconciler = paytrack_reconciler::Config::from_settings(&settings);
-        reconciler.admin_listen = Some(reconciler_admin);
         let token = shutdown.clone();
-        let tasks: Vec<ServiceTask> = vec![
+        let mut tasks: Vec<ServiceTask> = vec![
             ("ingest", tokio::spawn(async move { Ok(ingest.run(token).await?) })),
             ("ws-edge", tokio::spawn(async move { Ok(edge.run().await?) })),
-            ("reconciler", {
-                let token = shutdown.clone();
-                tokio::spawn(async move { Ok(paytrack_reconciler::run(reconciler, token).await?) })
-            }),
         ];
+        // Every replica gets its own admin listener; readiness waits for all of them.
+        let mut reconciler_admins = Vec::new();
+        for _ in 0..options.reconcilers {
+            let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+            let mut reconciler = paytrack_reconciler::Config::from_settings(&settings);
+            reconciler.admin_listen = Some(admin);
+            reconciler_admins.push(admin);
+            let token = shutdown.clone();
+            tasks.push((
+                "reconciler",
+                tokio::spawn(async move { Ok(paytrack_reconciler::run(reconciler, token).await?) }),
+            ));
+        }
         let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
 
         let client = nats.admin_client().await?;
@@ -203,13 +233,16 @@ impl Mesh {
                 &settings.jwt_audience,
             ),
             api_key,
+            other_tenant,
+            other_api_key,
             js: jetstream::new(client),
-            reconciler_admin,
+            reconciler_admins,
             projector_admin,
             tasks: Mutex::new(tasks),
             settings,
             projector: Mutex::new(Some(projector)),
             webhook: Webhook::new(&whsec)?,
+            other_webhook: Webhook::new(&other_whsec)?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
         })
@@ -249,8 +282,12 @@ impl Mesh {
 
     /// Standard Webhooks headers for `body`, signed now with the tenant's secret.
     pub fn sign(&self, delivery_id: &str, body: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Self::sign_with(&self.webhook, delivery_id, body)
+    }
+
+    fn sign_with(webhook: &Webhook, delivery_id: &str, body: &str) -> anyhow::Result<Vec<(String, String)>> {
         let ts = chrono::Utc::now().timestamp();
-        let signature = self.webhook.sign(delivery_id, ts, body.as_bytes())?;
+        let signature = webhook.sign(delivery_id, ts, body.as_bytes())?;
         Ok(vec![
             ("webhook-id".into(), delivery_id.into()),
             ("webhook-timestamp".into(), ts.to_string()),
@@ -279,6 +316,29 @@ impl Mesh {
     pub async fn post_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
         let headers = self.sign(delivery_id, body)?;
         self.post_webhook_with(&headers, body).await
+    }
+
+    /// Signs a webhook with [`Mesh::other_tenant`]'s secret and posts it to that
+    /// tenant's stdwebhooks endpoint.
+    pub async fn post_other_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
+        let headers = Self::sign_with(&self.other_webhook, delivery_id, body)?;
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/v1/webhooks/{}/stdwebhooks",
+                self.ingest_url, self.other_tenant
+            ))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// An operator token of [`Mesh::other_tenant`].
+    pub fn other_operator_token(&self) -> String {
+        self.jwt.mint("operator-2", &self.other_tenant, 600, None, None)
     }
 
     /// `GET {ingest}{path}` with a bearer credential.
@@ -409,12 +469,16 @@ impl Mesh {
 
     /// The `/readyz` answer of each service, by name (None: no answer).
     pub async fn readiness(&self) -> Vec<(&'static str, Option<u16>)> {
-        let urls = [
+        let mut urls = vec![
             ("ingest", format!("{}/readyz", self.ingest_url)),
             ("ws-edge", format!("http://{}/readyz", self.edge_addr)),
-            ("reconciler", format!("http://{}/readyz", self.reconciler_admin)),
             ("ledger-projector", format!("http://{}/readyz", self.projector_admin)),
         ];
+        urls.extend(
+            self.reconciler_admins
+                .iter()
+                .map(|admin| ("reconciler", format!("http://{admin}/readyz"))),
+        );
         let mut answers = Vec::new();
         for (name, url) in urls {
             let status = self.http.get(url).send().await.ok().map(|r| r.status().as_u16());

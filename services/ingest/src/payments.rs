@@ -63,6 +63,40 @@ pub struct TimelineEntry {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// A fact that did not move the payment (duplicate, refused by the status model, or
+/// unmapped), shown in the timeline so that every fact received is visible.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct FactNotApplied {
+    /// The fact.
+    pub fact_id: String,
+    /// `duplicate`, `refused` or `unmapped`.
+    pub outcome: String,
+    /// Why it was not applied.
+    pub reason: Option<String>,
+    /// The mapping rule that matched, if any.
+    pub rule: Option<String>,
+    /// The provider's event type (what an unmapped fact said).
+    pub event_type: Option<String>,
+    /// The payment's version the decision was made against.
+    pub current_version: Option<i64>,
+    /// Where its raw payload is in PAYTRACK_IN.
+    pub inbound_seq: i64,
+    /// Trace.
+    pub trace_id: String,
+    /// When it was decided.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One entry of a payment's timeline: a transition, or a fact that changed nothing.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineItem {
+    /// A version of the payment.
+    Transition(TimelineEntry),
+    /// A fact received and recorded, not applied.
+    Fact(FactNotApplied),
+}
+
 fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     PaymentId::new(raw).map_err(|_| ApiError::NotFound("no such payment".into()))
 }
@@ -111,15 +145,24 @@ pub async fn get_payment(
         .ok_or_else(|| ApiError::NotFound("no such payment".into()))
 }
 
-/// Every transition of one payment, oldest first.
+/// Every transition of one payment in version order, with the facts that changed
+/// nothing placed where they were decided.
 pub async fn get_timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(payment_id): Path<String>,
-) -> Result<Json<Vec<TimelineEntry>>, ApiError> {
+) -> Result<Json<Vec<TimelineItem>>, ApiError> {
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
-    let rows = sqlx::query_as::<_, TimelineEntry>(
+    let items = timeline(&state, &caller, &payment_id).await?;
+    if items.is_empty() {
+        return Err(ApiError::NotFound("no such payment".into()));
+    }
+    Ok(Json(items))
+}
+
+async fn timeline(state: &AppState, caller: &Caller, payment_id: &PaymentId) -> Result<Vec<TimelineItem>, ApiError> {
+    let transitions = sqlx::query_as::<_, TimelineEntry>(
         "SELECT version, status, previous_status, status_seq AS seq, fact_id, source, rule, inbound_seq, trace_id, occurred_at, recorded_at
          FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
     )
@@ -127,10 +170,32 @@ pub async fn get_timeline(
     .bind(payment_id.as_str())
     .fetch_all(&state.db)
     .await?;
-    if rows.is_empty() {
-        return Err(ApiError::NotFound("no such payment".into()));
+    let not_applied = sqlx::query_as::<_, FactNotApplied>(
+        "SELECT fact_id, outcome, reason, rule, event_type, current_version, inbound_seq, trace_id,
+                decided_at AS recorded_at
+         FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2 AND outcome <> 'applied'
+         ORDER BY decided_at, inbound_seq",
+    )
+    .bind(caller.tenant.as_str())
+    .bind(payment_id.as_str())
+    .fetch_all(&state.db)
+    .await?;
+    Ok(merge_timeline(transitions, not_applied))
+}
+
+/// Transitions keep their version order; each fact that changed nothing goes before
+/// the first transition decided after it.
+fn merge_timeline(transitions: Vec<TimelineEntry>, not_applied: Vec<FactNotApplied>) -> Vec<TimelineItem> {
+    let mut items = Vec::with_capacity(transitions.len() + not_applied.len());
+    let mut facts = not_applied.into_iter().peekable();
+    for transition in transitions {
+        while let Some(fact) = facts.next_if(|f| f.recorded_at < transition.recorded_at) {
+            items.push(TimelineItem::Fact(fact));
+        }
+        items.push(TimelineItem::Transition(transition));
     }
-    Ok(Json(rows))
+    items.extend(facts.map(TimelineItem::Fact));
+    items
 }
 
 /// A raw fact as kept in the evidence.
@@ -150,6 +215,10 @@ pub struct FactEvidence {
     pub raw_body: Vec<u8>,
     /// When ingest received it.
     pub received_at: DateTime<Utc>,
+    /// What it did (`applied`, `duplicate`, `refused`, `unmapped`), once decided.
+    pub outcome: Option<String>,
+    /// Why it was not applied, if it was not.
+    pub outcome_reason: Option<String>,
 }
 
 /// Renders a stored raw body as text: ingest only accepts UTF-8 bodies, so this is
@@ -176,10 +245,11 @@ pub struct SessionEvidence {
 /// `GET /v1/payments/{id}/evidence`: everything a status traces to.
 #[derive(Debug, Serialize)]
 pub struct EvidencePack {
-    /// Current state.
-    pub payment: PaymentView,
-    /// Every transition with its cause and rule.
-    pub timeline: Vec<TimelineEntry>,
+    /// Current state (null while no fact has moved the payment, e.g. only unmapped
+    /// events were received).
+    pub payment: Option<PaymentView>,
+    /// Every transition with its cause and rule, and the facts that changed nothing.
+    pub timeline: Vec<TimelineItem>,
     /// Every fact received for the payment, applied or not, with its raw payload.
     pub facts: Vec<FactEvidence>,
     /// Which sessions subscribed to the payment's channel, and from where.
@@ -192,23 +262,35 @@ pub async fn get_evidence(
     caller: Caller,
     Path(payment_id): Path<String>,
 ) -> Result<Json<EvidencePack>, ApiError> {
-    let Json(payment) = get_payment(State(state.clone()), caller.clone(), Path(payment_id.clone())).await?;
-    let Json(timeline) = get_timeline(State(state.clone()), caller.clone(), Path(payment_id)).await?;
+    let payment = match get_payment(State(state.clone()), caller.clone(), Path(payment_id.clone())).await {
+        Ok(Json(payment)) => Some(payment),
+        Err(ApiError::NotFound(_)) => None,
+        Err(other) => return Err(other),
+    };
+    let payment_id = parse_id(&payment_id)?;
+    let timeline = timeline(&state, &caller, &payment_id).await?;
     let tenant = caller.tenant.as_str();
     let facts = sqlx::query_as::<_, FactEvidence>(
-        "SELECT fact_id, inbound_seq, source, raw_headers, raw_body, received_at
-         FROM inbound_facts WHERE tenant = $1 AND payment_id = $2 ORDER BY inbound_seq",
+        "SELECT f.fact_id, f.inbound_seq, f.source, f.raw_headers, f.raw_body, f.received_at,
+                o.outcome, o.reason AS outcome_reason
+         FROM inbound_facts f
+         LEFT JOIN fact_outcomes o
+           ON o.tenant = f.tenant AND o.payment_id = f.payment_id AND o.inbound_seq = f.inbound_seq
+         WHERE f.tenant = $1 AND f.payment_id = $2 ORDER BY f.inbound_seq",
     )
     .bind(tenant)
-    .bind(&payment.payment_id)
+    .bind(payment_id.as_str())
     .fetch_all(&state.db)
     .await?;
+    if payment.is_none() && timeline.is_empty() && facts.is_empty() {
+        return Err(ApiError::NotFound("no such payment".into()));
+    }
     let sessions = sqlx::query_as::<_, SessionEvidence>(
         "SELECT session_id, subject, transport, detail, at
          FROM session_audit WHERE tenant = $1 AND channel = $2 AND kind = 'subscribe' ORDER BY session_seq",
     )
     .bind(tenant)
-    .bind(format!("payment:{}", payment.payment_id))
+    .bind(format!("payment:{payment_id}"))
     .fetch_all(&state.db)
     .await?;
     Ok(Json(EvidencePack {

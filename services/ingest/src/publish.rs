@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use paytrack_shared::envelope::{self, InboundFact};
-use paytrack_shared::subjects;
 use paytrack_shared::telemetry;
+use paytrack_shared::{msg_id, subjects};
 
 use crate::error::ApiError;
 
@@ -50,7 +50,8 @@ impl FactPublisher {
         &self.js
     }
 
-    /// Stores `fact`; `Nats-Msg-Id` = its `fact_id`, so retries de-duplicate.
+    /// Stores `fact`; `Nats-Msg-Id` = `<tenant>:<fact_id>`, so retries de-duplicate
+    /// and another tenant's fact with the same id does not.
     /// Answers [`ApiError::Unavailable`] unless JetStream acknowledged it.
     pub async fn store(&self, fact: &InboundFact) -> Result<Stored, ApiError> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
@@ -61,7 +62,7 @@ impl FactPublisher {
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(&fact.fact_id)
+            .message_id(msg_id::fact(&fact.tenant, &fact.fact_id))
             .payload(envelope::encode(fact));
         let subject = subjects::inbound(&fact.tenant, &fact.payment_id);
         let ack = async {

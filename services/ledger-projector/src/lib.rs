@@ -5,13 +5,15 @@
 //! redelivered message changes nothing. A transition's commit also records its
 //! `persisted` checkpoint as due (an outbox); the checkpoint is then published once
 //! into PAYTRACK_STATUS, on the payment's own subject tree, so clients see the record
-//! catch up in the same ordered history.
+//! catch up in the same ordered history. What each fact did (`paytrack.outcome.>`)
+//! is stored beside, so the timeline shows every fact.
 //!
 //! Every consumer runs under a [`paytrack_nats::Supervisor`]: a message that cannot
 //! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
 //! a `dead_letter` alert, and the consumer moves on.
 
 mod evidence;
+mod outcomes;
 mod sessions;
 mod transitions;
 
@@ -167,12 +169,18 @@ pub async fn run_with_admin(
                 paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
             )
             .await?;
-            Ok::<_, paytrack_nats::LayoutError>((status, sessions, evidence))
+            let outcomes = paytrack_nats::ensure_consumer(
+                &js,
+                subjects::STREAM_OUTCOME,
+                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
+            )
+            .await?;
+            Ok::<_, paytrack_nats::LayoutError>((status, sessions, evidence, outcomes))
         })
         .await
     }
     .await;
-    let Ok((status_consumer, session_consumer, evidence_consumer)) = started else {
+    let Ok((status_consumer, session_consumer, evidence_consumer, outcome_consumer)) = started else {
         tracing::info!("ledger-projector stopped before it was ready");
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -187,6 +195,7 @@ pub async fn run_with_admin(
     let status_supervisor = supervisor(subjects::STREAM_STATUS, paytrack_nats::CONSUMER_PROJECTOR_STATUS);
     let evidence_supervisor = supervisor(subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE);
     let session_supervisor = supervisor(subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS);
+    let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
     let drainer = tokio::spawn(transitions::drain(db.clone(), js.clone(), shutdown.clone()));
     let transitions = transitions::Applier { db: db.clone(), js };
     let status_loop = paytrack_nats::consume_deliveries(status_consumer, shutdown.clone(), status_supervisor, |d| {
@@ -199,7 +208,10 @@ pub async fn run_with_admin(
     let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
         sessions::apply(&db, d)
     });
-    tokio::join!(status_loop, evidence_loop, session_loop);
+    let outcome_loop = paytrack_nats::consume_deliveries(outcome_consumer, shutdown.clone(), outcome_supervisor, |d| {
+        outcomes::apply(&db, d)
+    });
+    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop);
     let _ = drainer.await;
 
     if let Some(admin) = admin {

@@ -14,8 +14,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use paytrack_nats::{Delivery, HandleError};
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, Transition};
-use paytrack_shared::subjects;
 use paytrack_shared::telemetry::{self, TRACEPARENT};
+use paytrack_shared::{msg_id, subjects};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -164,7 +164,7 @@ fn checkpoint_due(t: &Transition, version: i64) -> OutboxRow {
         version,
         kind: kind.as_str().to_owned(),
         subject: subjects::checkpoint(&t.tenant, &t.merchant_id, &t.payment_id),
-        msg_id: subjects::checkpoint_msg_id(&t.payment_id, t.version, kind.as_str()),
+        msg_id: msg_id::checkpoint(&t.tenant, &t.payment_id, t.version, kind.as_str()),
         payload: envelope::encode(&checkpoint).to_vec(),
         traceparent: carrier.get(TRACEPARENT).map(|v| v.as_str().to_owned()),
     }

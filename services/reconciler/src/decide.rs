@@ -1,12 +1,13 @@
 //! Deciding what one fact does to its payment, and appending the transition.
 
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, message::PublishMessage, stream::Stream};
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream::Stream};
 use chrono::Utc;
-use futures::StreamExt;
-use paytrack_shared::envelope::{self, Cause, ENVELOPE_VERSION, FactSource, InboundFact, Transition};
+use paytrack_shared::envelope::{
+    self, Cause, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, Transition,
+};
 use paytrack_shared::status::TransitionError;
 use paytrack_shared::telemetry::{self, NatsHeaders};
-use paytrack_shared::{MerchantId, StatusModel, Token, subjects};
+use paytrack_shared::{MerchantId, StatusModel, Token, msg_id, subjects};
 use tracing::{Instrument, field};
 
 use paytrack_nats::HandleError;
@@ -22,14 +23,31 @@ pub enum Decision {
         transition: Box<Transition>,
         /// Its sequence in PAYTRACK_STATUS.
         seq: u64,
+        /// True when this very message had been applied before it was redelivered
+        /// (its ack was lost): nothing new was appended this time.
+        redelivered: bool,
     },
-    /// It had been applied before (redelivery or a repeated delivery).
-    Duplicate,
+    /// It had been applied before (a repeated delivery).
+    Duplicate {
+        /// The payment's version when the repeat was recognised.
+        current_version: Option<u64>,
+    },
     /// The status model refused the move (stale, out of order or conflicting).
-    NotApplied(TransitionError),
+    NotApplied {
+        /// The model's refusal.
+        reason: TransitionError,
+        /// The rule that mapped the fact.
+        rule: String,
+        /// The payment's version the move was refused against.
+        current_version: Option<u64>,
+    },
     /// No mapping rule covers the event.
     Unmapped,
 }
+
+/// The header naming the subject filter `Nats-Expected-Last-Subject-Sequence` is
+/// checked against (nats-server 2.12+; async-nats has no builder method for it).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
 /// How many times a fact is re-decided when another writer appended first.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -79,22 +97,31 @@ impl Reconciler {
         let trace_id = telemetry::record_trace_id(&span);
         async move {
             let decision = self.decide(&fact, inbound_seq, &trace_id).await?;
+            // Recorded before the fact is acknowledged: every fact has an outcome.
+            self.publish_outcome(&outcome_of(&fact, inbound_seq, &decision, &trace_id))
+                .await?;
             let label = match &decision {
+                Decision::Applied { redelivered: true, .. } => "redelivered",
                 Decision::Applied { .. } => "applied",
-                Decision::Duplicate => "duplicate",
-                Decision::NotApplied(_) => "not_applied",
+                Decision::Duplicate { .. } => "duplicate",
+                Decision::NotApplied { .. } => "not_applied",
                 Decision::Unmapped => "unmapped",
             };
             metrics::counter!("paytrack_reconciler_facts_total", "decision" => label).increment(1);
             match &decision {
-                Decision::Applied { transition, seq } => tracing::info!(
+                Decision::Applied {
+                    transition,
+                    seq,
+                    redelivered,
+                } => tracing::info!(
                     status = %transition.status,
                     version = transition.version,
                     seq,
+                    redelivered,
                     "transition appended"
                 ),
-                Decision::Duplicate => tracing::info!("duplicate fact; nothing applied"),
-                Decision::NotApplied(reason) => tracing::info!(%reason, "fact recorded, not applied"),
+                Decision::Duplicate { .. } => tracing::info!("duplicate fact; nothing applied"),
+                Decision::NotApplied { reason, .. } => tracing::info!(%reason, "fact recorded, not applied"),
                 Decision::Unmapped => tracing::info!("no mapping rule; fact recorded, not applied"),
             }
             Ok(decision)
@@ -110,22 +137,39 @@ impl Reconciler {
         };
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.current(fact).await?;
-            if current
-                .as_ref()
-                .is_some_and(|c| c.transition.cause.fact_id == fact.fact_id)
+            // The newest transition lists every fact applied so far: a repeat is
+            // recognised with the one read above, however late it comes back.
+            if let Some(c) = &current
+                && c.transition.has_applied(&fact.fact_id)
             {
-                return Ok(Decision::Duplicate);
+                let cause = &c.transition.cause;
+                if cause.fact_id == fact.fact_id && cause.inbound_seq == inbound_seq {
+                    // This very message was applied and then redelivered (its ack
+                    // was lost): its outcome is still "applied".
+                    return Ok(Decision::Applied {
+                        transition: Box::new(c.transition.clone()),
+                        seq: c.seq,
+                        redelivered: true,
+                    });
+                }
+                return Ok(Decision::Duplicate {
+                    current_version: Some(c.transition.version),
+                });
             }
             let from = current.as_ref().map(|c| c.transition.status);
+            let current_version = current.as_ref().map(|c| c.transition.version);
             if let Err(reason) = StatusModel::get().check_transition(from, mapped.status) {
-                return Ok(Decision::NotApplied(reason));
+                return Ok(Decision::NotApplied {
+                    reason,
+                    rule: mapped.rule.clone(),
+                    current_version,
+                });
             }
-            // Only a move the model allows needs the (costlier) look at older history.
-            if let Some(current) = &current
-                && self.applied_earlier(current, &fact.fact_id).await?
-            {
-                return Ok(Decision::Duplicate);
-            }
+            let mut applied_fact_ids = current
+                .as_ref()
+                .map(|c| applied_so_far(&c.transition))
+                .unwrap_or_default();
+            applied_fact_ids.push(fact.fact_id.clone());
             let merchant = match &current {
                 Some(c) => c.merchant.clone(),
                 None => fact.merchant_id.clone().unwrap_or_else(MerchantId::unattributed),
@@ -148,15 +192,17 @@ impl Reconciler {
                     inbound_seq,
                 },
                 trace_id: trace_id.to_owned(),
+                applied_fact_ids,
             };
             match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
                 Appended::At { seq, duplicate: false } => {
                     return Ok(Decision::Applied {
                         transition: Box::new(transition),
                         seq,
+                        redelivered: false,
                     });
                 }
-                Appended::At { duplicate: true, .. } => return Ok(Decision::Duplicate),
+                Appended::At { duplicate: true, .. } => return Ok(Decision::Duplicate { current_version }),
                 Appended::Conflict => {
                     tracing::info!("another writer appended first; deciding again");
                     continue;
@@ -191,53 +237,42 @@ impl Reconciler {
         }))
     }
 
-    /// Whether `fact_id` caused one of the transitions before the newest, read from
-    /// the payment's own subject. (JetStream's `Nats-Msg-Id` window catches most
-    /// repeats earlier; this catches the ones that arrive after it, e.g. a provider
-    /// retrying days later into a pending → held → pending cycle.)
-    async fn applied_earlier(&self, current: &Current, fact_id: &str) -> Result<bool, HandleError> {
-        let earlier = current.transition.version.saturating_sub(1);
-        if earlier == 0 {
-            return Ok(false);
-        }
-        let t = &current.transition;
-        let config = consumer::pull::OrderedConfig {
-            filter_subject: subjects::status(&t.tenant, &current.merchant, &t.payment_id),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        };
-        let transient = |e: &dyn std::fmt::Display| HandleError::Transient(format!("reading history: {e}"));
-        let mut history = self
-            .status
-            .create_consumer(config)
+    /// Records what a fact did on `paytrack.outcome.<tenant>.<payment_id>`.
+    async fn publish_outcome(&self, outcome: &FactOutcome) -> Result<(), HandleError> {
+        let mut headers = async_nats::HeaderMap::new();
+        telemetry::inject_nats(&tracing::Span::current(), &mut headers);
+        let message = PublishMessage::build()
+            .headers(headers)
+            .message_id(msg_id::outcome(
+                &outcome.tenant,
+                &outcome.payment_id,
+                outcome.inbound_seq,
+            ))
+            .payload(envelope::encode(outcome));
+        let subject = subjects::outcome(&outcome.tenant, &outcome.payment_id);
+        async { self.js.send_publish(subject, message).await?.await }
             .await
-            .map_err(|e| transient(&e))?
-            .messages()
-            .await
-            .map_err(|e| transient(&e))?;
-        for _ in 0..earlier {
-            let message = history
-                .next()
-                .await
-                .ok_or_else(|| transient(&"history ended early"))?
-                .map_err(|e| transient(&e))?;
-            let transition: Transition = envelope::decode(&message.payload).map_err(|e| transient(&e))?;
-            if transition.cause.fact_id == fact_id {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            .map(drop)
+            .map_err(|e| HandleError::Transient(format!("outcome publish failed: {e}")))
     }
 
     async fn append(&self, transition: &Transition, expected_subject_seq: u64) -> Result<Appended, HandleError> {
         let subject = subjects::status(&transition.tenant, &transition.merchant_id, &transition.payment_id);
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
+        // The expected sequence is checked against the payment's whole history
+        // (`paytrack.status.<t>.*.<p>`), not only this merchant's subject: two first
+        // facts naming different merchants (or none) must not both become version 1.
+        headers.insert(
+            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+            subjects::status_of_payment(&transition.tenant, &transition.payment_id).as_str(),
+        );
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(format!(
-                "{}:{}:{}",
-                transition.tenant, transition.payment_id, transition.cause.fact_id
+            .message_id(msg_id::transition(
+                &transition.tenant,
+                &transition.payment_id,
+                &transition.cause.fact_id,
             ))
             .expected_last_subject_sequence(expected_subject_seq)
             .payload(envelope::encode(transition));
@@ -247,7 +282,9 @@ impl Reconciler {
                 seq: ack.sequence,
                 duplicate: ack.duplicate,
             }),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Appended::Conflict),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || is_wrong_last_sequence(&e) => {
+                Ok(Appended::Conflict)
+            }
             Err(e) => Err(HandleError::Transient(format!("append failed: {e}"))),
         }
     }
@@ -256,6 +293,86 @@ impl Reconciler {
 enum Appended {
     At { seq: u64, duplicate: bool },
     Conflict,
+}
+
+/// The outcome record of `decision`.
+fn outcome_of(fact: &InboundFact, inbound_seq: u64, decision: &Decision, trace_id: &str) -> FactOutcome {
+    let (outcome, reason, rule, version, current_version) = match decision {
+        Decision::Applied { transition, .. } => (
+            OutcomeKind::Applied,
+            None,
+            Some(transition.cause.rule.clone()),
+            Some(transition.version),
+            transition.version.checked_sub(1).filter(|v| *v > 0),
+        ),
+        Decision::Duplicate { current_version } => (
+            OutcomeKind::Duplicate,
+            Some("the fact was applied before".to_owned()),
+            None,
+            None,
+            *current_version,
+        ),
+        Decision::NotApplied {
+            reason,
+            rule,
+            current_version,
+        } => (
+            OutcomeKind::Refused,
+            Some(reason.to_string()),
+            Some(rule.clone()),
+            None,
+            *current_version,
+        ),
+        Decision::Unmapped => (
+            OutcomeKind::Unmapped,
+            Some("no mapping rule covers this event type".to_owned()),
+            None,
+            None,
+            None,
+        ),
+    };
+    FactOutcome {
+        v: ENVELOPE_VERSION,
+        tenant: fact.tenant.clone(),
+        payment_id: fact.payment_id.clone(),
+        fact_id: fact.fact_id.clone(),
+        inbound_seq,
+        outcome,
+        reason,
+        rule,
+        event_type: match &fact.source {
+            FactSource::Webhook(event) => Some(event.event_type.clone()),
+        },
+        version,
+        current_version,
+        trace_id: trace_id.to_owned(),
+        decided_at: Utc::now(),
+    }
+}
+
+/// The facts applied up to `t`, including its own cause (which a transition written
+/// before `applied_fact_ids` existed does not list).
+fn applied_so_far(t: &Transition) -> Vec<String> {
+    let mut ids = t.applied_fact_ids.clone();
+    if !ids.contains(&t.cause.fact_id) {
+        ids.push(t.cause.fact_id.clone());
+    }
+    ids
+}
+
+/// Whether JetStream refused the append with 10071 ("wrong last sequence"), however
+/// the client classified it: a refusal under the filter header is the same conflict.
+fn is_wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<jetstream::Error>()
+            .is_some_and(|js| js.error_code() == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn occurred_at(fact: &InboundFact) -> chrono::DateTime<Utc> {

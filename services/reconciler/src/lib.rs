@@ -3,8 +3,10 @@
 //! It reads raw facts from `paytrack.in.>`, maps each to a canonical status with a
 //! named rule, checks the move against the status model, and appends the transition
 //! to `paytrack.status.<tenant>.<merchant>.<payment_id>` with
-//! `Nats-Expected-Last-Subject-Sequence`, so each payment's history is a strict chain
-//! no matter how many reconcilers run. It is the only writer of `paytrack.status.>`.
+//! `Nats-Expected-Last-Subject-Sequence` checked against the payment's whole history
+//! (`paytrack.status.<tenant>.*.<payment_id>`), so each payment's history is a strict
+//! chain no matter how many reconcilers run. It is the only writer of
+//! `paytrack.status.>`, and records what every fact did on `paytrack.outcome.>`.
 
 mod decide;
 mod mapping;

@@ -142,6 +142,19 @@ pub struct Transition {
     pub cause: Cause,
     /// The W3C trace id of the fact's journey.
     pub trace_id: String,
+    /// The ids of every fact applied to the payment up to and including this
+    /// transition, oldest first, so the newest transition alone tells whether a fact
+    /// was applied before (one request, whenever the fact comes back). Empty in
+    /// transitions written before the field existed.
+    #[serde(default)]
+    pub applied_fact_ids: Vec<String>,
+}
+
+impl Transition {
+    /// Whether `fact_id` was applied to the payment at this version or before.
+    pub fn has_applied(&self, fact_id: &str) -> bool {
+        self.cause.fact_id == fact_id || self.applied_fact_ids.iter().any(|id| id == fact_id)
+    }
 }
 
 /// The evidence a transition must carry (DESIGN.md §4).
@@ -199,6 +212,65 @@ impl CheckpointKind {
         match self {
             CheckpointKind::Persisted => "persisted",
             CheckpointKind::LedgerPosted => "ledger_posted",
+        }
+    }
+}
+
+/// What one fact did, on `paytrack.outcome.<tenant>.<payment_id>`, written by the
+/// reconciler for every fact it decides, so a payment's timeline and evidence record
+/// every fact, not only the applied ones (an unknown provider event type included).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FactOutcome {
+    /// Envelope version.
+    pub v: u32,
+    /// Tenant of the payment.
+    pub tenant: TenantId,
+    /// The payment.
+    pub payment_id: PaymentId,
+    /// The fact's id.
+    pub fact_id: String,
+    /// Where the fact is in PAYTRACK_IN.
+    pub inbound_seq: u64,
+    /// What the fact did.
+    pub outcome: OutcomeKind,
+    /// Why it was not applied, in words (the status model's refusal).
+    pub reason: Option<String>,
+    /// The mapping rule that matched, if any.
+    pub rule: Option<String>,
+    /// The provider's event type, for webhooks (what an unmapped fact said).
+    pub event_type: Option<String>,
+    /// The version the fact created, when applied.
+    pub version: Option<u64>,
+    /// The payment's version the decision was made against (None: no history yet).
+    pub current_version: Option<u64>,
+    /// The trace of the fact's journey.
+    pub trace_id: String,
+    /// When the reconciler decided.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// The outcomes a fact can have.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// It moved the payment (a transition was appended).
+    Applied,
+    /// It had been applied before; nothing changed.
+    Duplicate,
+    /// The status model refused the move (stale, out of order or conflicting).
+    Refused,
+    /// No mapping rule covers it (e.g. a provider event type paytrack does not map).
+    Unmapped,
+}
+
+impl OutcomeKind {
+    /// The wire spelling, also stored in PostgreSQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Applied => "applied",
+            OutcomeKind::Duplicate => "duplicate",
+            OutcomeKind::Refused => "refused",
+            OutcomeKind::Unmapped => "unmapped",
         }
     }
 }
@@ -299,7 +371,7 @@ pub struct DeadLetter {
     pub parked_at: DateTime<Utc>,
 }
 
-versioned!(InboundFact, Transition, Checkpoint, SessionAudit, DeadLetter);
+versioned!(InboundFact, Transition, Checkpoint, FactOutcome, SessionAudit, DeadLetter);
 
 #[cfg(test)]
 mod tests {

@@ -2,13 +2,14 @@
 //!
 //! Everything a program needs to read or write paytrack's subjects lives here and
 //! nowhere else: validated ids, stream names and subject builders, every
-//! `Nats-Msg-Id`, the versioned envelopes and the canonical status model. Internal
+//! `Nats-Msg-Id` (`msg_id`), the versioned envelopes and the canonical status model. Internal
 //! services that only subscribe to our subjects depend on this crate alone; the
 //! runtime pieces (configuration, telemetry, auth, HTTP, database) are in
 //! `paytrack-shared` beside it.
 
 pub mod envelope;
 pub mod ids;
+pub mod msg_id;
 pub mod status;
 pub mod subjects;
 

@@ -9,6 +9,8 @@ use crate::ids::{MerchantId, PaymentId, TenantId};
 pub const STREAM_IN: &str = "PAYTRACK_IN";
 /// Transitions (reconciler) and checkpoints (projector), one sequence for both.
 pub const STREAM_STATUS: &str = "PAYTRACK_STATUS";
+/// What each fact did, written by the reconciler.
+pub const STREAM_OUTCOME: &str = "PAYTRACK_OUTCOME";
 /// User-targeted pushes from backends.
 pub const STREAM_PUSH: &str = "PAYTRACK_PUSH";
 /// Operational alerts.
@@ -24,6 +26,8 @@ pub const IN_ALL: &str = "paytrack.in.>";
 pub const STATUS_ALL: &str = "paytrack.status.>";
 /// Checkpoint subjects in [`STREAM_STATUS`].
 pub const CHECKPOINT_ALL: &str = "paytrack.checkpoint.>";
+/// Subjects captured by [`STREAM_OUTCOME`].
+pub const OUTCOME_ALL: &str = "paytrack.outcome.>";
 /// Subjects captured by [`STREAM_PUSH`].
 pub const PUSH_ALL: &str = "paytrack.push.>";
 /// Subjects captured by [`STREAM_ALERT`].
@@ -59,6 +63,11 @@ pub fn checkpoint(tenant: &TenantId, merchant: &MerchantId, payment: &PaymentId)
     format!("paytrack.checkpoint.{tenant}.{merchant}.{payment}")
 }
 
+/// `paytrack.outcome.<tenant>.<payment_id>`: what each of a payment's facts did.
+pub fn outcome(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("paytrack.outcome.{tenant}.{payment}")
+}
+
 /// `paytrack.session.<tenant>.<edge_id>`: session audit of one edge process.
 pub fn session(tenant: &TenantId, edge_id: &str) -> String {
     format!("paytrack.session.{tenant}.{edge_id}")
@@ -68,12 +77,6 @@ pub fn session(tenant: &TenantId, edge_id: &str) -> String {
 /// what it cannot handle. Stream and consumer names are our own constants.
 pub fn dead_letter(stream: &str, consumer: &str) -> String {
     format!("paytrack.dead.{stream}.{consumer}")
-}
-
-/// The `Nats-Msg-Id` of a parked message (and of its alert): one per original
-/// message and consumer, so parking again after a lost ack adds nothing.
-pub fn dead_letter_msg_id(stream: &str, consumer: &str, seq: u64) -> String {
-    format!("dead:{stream}:{consumer}:{seq}")
 }
 
 /// `paytrack.alert.<tenant>.<kind>`; without a tenant, `paytrack.alert._.<kind>`.
@@ -86,11 +89,6 @@ pub fn alert(tenant: Option<&TenantId>, kind: &str) -> String {
 /// if that token is a valid tenant id.
 pub fn tenant_of(subject: &str) -> Option<TenantId> {
     TenantId::new(subject.split('.').nth(2)?).ok()
-}
-
-/// The `Nats-Msg-Id` of a checkpoint: one per payment, version and checkpoint kind.
-pub fn checkpoint_msg_id(payment: &PaymentId, version: u64, checkpoint: &str) -> String {
-    format!("{payment}:{version}:{checkpoint}")
 }
 
 /// What kind of message a [`STREAM_STATUS`] subject holds, from its second token.
@@ -115,7 +113,7 @@ mod tests {
         assert_eq!(status(&t, &m, &p), "paytrack.status.acme.m1.pay_1");
         assert_eq!(checkpoint(&t, &m, &p), "paytrack.checkpoint.acme.m1.pay_1");
         assert_eq!(status_of_payment(&t, &p), "paytrack.status.acme.*.pay_1");
-        assert_eq!(checkpoint_msg_id(&p, 3, "persisted"), "pay_1:3:persisted");
+        assert_eq!(outcome(&t, &p), "paytrack.outcome.acme.pay_1");
         assert_eq!(status_stream_kind("paytrack.status.a.b.c"), Some("transition"));
         assert_eq!(status_stream_kind("paytrack.checkpoint.a.b.c"), Some("checkpoint"));
         assert_eq!(status_stream_kind("paytrack.in.a.b"), None);
@@ -123,7 +121,6 @@ mod tests {
             dead_letter(STREAM_IN, "ledger-projector-evidence"),
             "paytrack.dead.PAYTRACK_IN.ledger-projector-evidence"
         );
-        assert_eq!(dead_letter_msg_id(STREAM_IN, "c", 7), "dead:PAYTRACK_IN:c:7");
         assert_eq!(alert(Some(&t), ALERT_DEAD_LETTER), "paytrack.alert.acme.dead_letter");
         assert_eq!(alert(None, ALERT_DEAD_LETTER), "paytrack.alert._.dead_letter");
         assert_eq!(tenant_of("paytrack.in.acme.pay_1"), Some(t));

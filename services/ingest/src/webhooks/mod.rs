@@ -107,7 +107,7 @@ async fn handle(
 
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
-        fact_id: format!("wh:{provider}:{}", verified.delivery_id),
+        fact_id: paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id),
         tenant,
         payment_id: verified.payment_id,
         merchant_id: verified.merchant_id,

@@ -1,0 +1,136 @@
+//! Every `Nats-Msg-Id` paytrack writes, and the fact ids they are made from: the one
+//! place they are spelled.
+//!
+//! JetStream de-duplicates by message id per stream, across every subject of it, so
+//! an id that does not name the tenant lets one tenant's message be dropped as
+//! another's duplicate. Each id therefore starts with `<tenant>:`. A tenant is a
+//! subject token (`[A-Za-z0-9_-]`, never `:`), so the prefix is unambiguous: ids of
+//! two tenants never collide, whatever the rest of the id holds.
+
+use crate::ids::{PaymentId, TenantId};
+
+/// The stable id of a provider webhook delivery: `wh:<provider>:<delivery id>`.
+/// Unique within a tenant (the tenant is the endpoint's, not part of the fact id).
+pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> String {
+    format!("wh:{provider}:{delivery_id}")
+}
+
+/// The stable id of an API command: `cmd:<idempotency key>`.
+pub fn command_fact_id(idempotency_key: &str) -> String {
+    format!("cmd:{idempotency_key}")
+}
+
+/// An inbound fact in PAYTRACK_IN (webhook or command): `<tenant>:<fact_id>`, so a
+/// provider's retry of the same delivery is dropped, another tenant's is not.
+pub fn fact(tenant: &TenantId, fact_id: &str) -> String {
+    format!("{tenant}:{fact_id}")
+}
+
+/// A transition in PAYTRACK_STATUS: `<tenant>:<payment_id>:<fact_id>`, the fact
+/// that caused it, so a reconciler's retry of the same append is dropped.
+pub fn transition(tenant: &TenantId, payment: &PaymentId, fact_id: &str) -> String {
+    format!("{tenant}:{payment}:{fact_id}")
+}
+
+/// A checkpoint in PAYTRACK_STATUS: `<tenant>:<payment_id>:<version>:<checkpoint>`
+/// (DESIGN.md §3), one per payment, version and checkpoint kind.
+pub fn checkpoint(tenant: &TenantId, payment: &PaymentId, version: u64, checkpoint: &str) -> String {
+    format!("{tenant}:{payment}:{version}:{checkpoint}")
+}
+
+/// A push in PAYTRACK_PUSH: `<tenant>:<user>:<push id>`, where the push id is the
+/// backend's idempotency key for it.
+pub fn push(tenant: &TenantId, user: &str, push_id: &str) -> String {
+    format!("{tenant}:{user}:{push_id}")
+}
+
+/// A parked message (and its `dead_letter` alert): one per original message and
+/// consumer, so parking again after a lost ack adds nothing. Not tenant-scoped, and
+/// needs not be: a stream sequence is unique across tenants.
+pub fn dead_letter(stream: &str, consumer: &str, seq: u64) -> String {
+    format!("dead:{stream}:{consumer}:{seq}")
+}
+
+/// A fact's outcome in PAYTRACK_OUTCOME: `<tenant>:<payment_id>:<inbound_seq>:outcome`.
+/// Keyed by the fact's position in PAYTRACK_IN, so a redelivery of the same message
+/// records one outcome, while a later repeat of the fact (stored again after the
+/// inbound window) records its own (`duplicate`).
+pub fn outcome(tenant: &TenantId, payment: &PaymentId, inbound_seq: u64) -> String {
+    format!("{tenant}:{payment}:{inbound_seq}:outcome")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenants() -> (TenantId, TenantId) {
+        (TenantId::new("acme").unwrap(), TenantId::new("beta").unwrap())
+    }
+
+    fn pay() -> PaymentId {
+        PaymentId::new("pay_1").unwrap()
+    }
+
+    #[test]
+    fn a_parked_message_is_named_by_its_stream_position() {
+        assert_eq!(dead_letter("PAYTRACK_IN", "c", 7), "dead:PAYTRACK_IN:c:7");
+        assert_ne!(dead_letter("PAYTRACK_IN", "c", 7), dead_letter("PAYTRACK_STATUS", "c", 7));
+    }
+
+    #[test]
+    fn fact_ids_and_their_message_ids() {
+        let (a, b) = tenants();
+        let id = webhook_fact_id("stdwebhooks", "msg_1");
+        assert_eq!(id, "wh:stdwebhooks:msg_1");
+        assert_eq!(command_fact_id("k1"), "cmd:k1");
+        assert_eq!(fact(&a, &id), "acme:wh:stdwebhooks:msg_1");
+        assert_ne!(fact(&a, &id), fact(&b, &id));
+        assert_ne!(fact(&a, &command_fact_id("k1")), fact(&b, &command_fact_id("k1")));
+    }
+
+    #[test]
+    fn transitions_of_two_tenants_never_collide() {
+        let (a, b) = tenants();
+        assert_eq!(transition(&a, &pay(), "wh:x:1"), "acme:pay_1:wh:x:1");
+        assert_ne!(transition(&a, &pay(), "wh:x:1"), transition(&b, &pay(), "wh:x:1"));
+    }
+
+    #[test]
+    fn checkpoints_of_two_tenants_never_collide() {
+        let (a, b) = tenants();
+        assert_eq!(checkpoint(&a, &pay(), 3, "persisted"), "acme:pay_1:3:persisted");
+        assert_ne!(
+            checkpoint(&a, &pay(), 3, "persisted"),
+            checkpoint(&b, &pay(), 3, "persisted")
+        );
+    }
+
+    #[test]
+    fn pushes_of_two_tenants_never_collide() {
+        let (a, b) = tenants();
+        assert_eq!(push(&a, "u1", "p1"), "acme:u1:p1");
+        assert_ne!(push(&a, "u1", "p1"), push(&b, "u1", "p1"));
+    }
+
+    #[test]
+    fn outcomes_of_two_tenants_never_collide() {
+        let (a, b) = tenants();
+        assert_eq!(outcome(&a, &pay(), 7), "acme:pay_1:7:outcome");
+        assert_ne!(outcome(&a, &pay(), 7), outcome(&b, &pay(), 7));
+    }
+
+    /// Whatever the rest of an id holds, its tenant is what precedes the first `:`,
+    /// so no choice of payment, user or fact id makes two tenants' ids equal.
+    #[test]
+    fn the_tenant_prefix_is_unambiguous() {
+        let (a, b) = tenants();
+        let tricky = ["", ":", "beta:", "acme:x", "a:b:c"];
+        for x in tricky {
+            for id in [fact(&a, x), push(&a, x, x)] {
+                assert_eq!(id.split(':').next(), Some("acme"));
+                assert_ne!(id, fact(&b, x));
+                assert_ne!(id, push(&b, x, x));
+            }
+        }
+    }
+}

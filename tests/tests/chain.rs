@@ -1,0 +1,281 @@
+//! One strict chain per payment: whatever the number of reconciler replicas and
+//! whatever the facts say about the merchant, each payment's transitions are versions
+//! 1..n, each once, on one subject, in the stream and in PostgreSQL; and recognising an
+//! applied fact costs no JetStream consumer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::consumer;
+use futures::StreamExt;
+use paytrack_shared::envelope::{self, Transition};
+use paytrack_shared::subjects;
+use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::{Mesh, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `stdwebhooks` body; `merchant: None` leaves the payment unattributed.
+fn body(payment: &str, status: &str, merchant: Option<&str>) -> String {
+    let mut data = serde_json::json!({
+        "payment_id": payment,
+        "provider_ref": format!("pr_{payment}"),
+        "amount_minor": 1250,
+        "currency": "USD",
+    });
+    if let Some(merchant) = merchant {
+        data["merchant_id"] = merchant.into();
+    }
+    serde_json::json!({
+        "type": format!("payment.{status}"),
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Waits until the reconcilers' durable consumer has handled `facts` facts.
+async fn wait_reconciled(mesh: &Mesh, facts: u64) -> anyhow::Result<()> {
+    eventually(WAIT, "every fact reconciled", || async {
+        let stream = mesh.js.get_stream(subjects::STREAM_IN).await.ok()?;
+        let mut reconciler: consumer::PullConsumer =
+            stream.get_consumer(paytrack_nats::CONSUMER_RECONCILER).await.ok()?;
+        let info = reconciler.info().await.ok()?;
+        (info.ack_floor.stream_sequence >= facts && info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+    })
+    .await
+}
+
+/// Every transition in PAYTRACK_STATUS, with its subject, in stream order.
+async fn all_transitions(mesh: &Mesh) -> anyhow::Result<Vec<(String, Transition)>> {
+    let mut stream = mesh.js.get_stream(subjects::STREAM_STATUS).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let ordered = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::STATUS_ALL.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = ordered.messages().await?;
+    while let Some(message) = tokio::time::timeout(WAIT, messages.next()).await?.transpose()? {
+        let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        out.push((message.subject.to_string(), envelope::decode(&message.payload)?));
+        if message.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 || seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Two reconciler replicas race on first facts naming different merchants (or none)
+/// for 40 payments: each payment's four facts are decided at the same moment, two by
+/// each replica. Each payment still has exactly one strict chain, in the stream and in
+/// PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_reconcilers_keep_one_chain_per_payment() -> anyhow::Result<()> {
+    // The replicas are driven by the test, so that facts of one payment are decided
+    // concurrently (a replica's consumer would otherwise take whole batches).
+    let mesh = Mesh::start_with(MeshOptions {
+        reconcilers: 0,
+        ..MeshOptions::default()
+    })
+    .await?;
+    let payments: Vec<String> = (0..40).map(|n| format!("pay_race_{n}")).collect();
+    // Each payment gets four facts: three name different merchants, one none.
+    let facts = [
+        ("pending", Some("m_a")),
+        ("held", Some("m_b")),
+        ("succeeded", Some("m_c")),
+        ("pending", None),
+    ];
+    let mesh_ref = &mesh;
+    let posts = payments.iter().flat_map(|payment| {
+        facts.iter().enumerate().map(move |(n, (status, merchant))| {
+            let mesh = mesh_ref;
+            async move {
+                let response = mesh
+                    .post_webhook(&format!("msg_{payment}_{n}"), &body(payment, status, *merchant))
+                    .await?;
+                anyhow::ensure!(response.status() == 200, "webhook answered {}", response.status());
+                let accepted: serde_json::Value = response.json().await?;
+                accepted["seq"].as_u64().context("seq")
+            }
+        })
+    });
+    let seqs: Vec<anyhow::Result<u64>> = futures::stream::iter(posts).buffered(16).collect().await;
+    let seqs = seqs.into_iter().collect::<anyhow::Result<Vec<u64>>>()?;
+
+    // Two replicas, each with its own connection, as two pods would have.
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let client = async_nats::connect(mesh.nats.url()).await?;
+        replicas.push(paytrack_reconciler::Reconciler::new(async_nats::jetstream::new(client)).await?);
+    }
+    let inbound = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let replicas = &replicas;
+    let inbound = &inbound;
+    let races = seqs.chunks(facts.len()).map(|chunk| async move {
+        let decisions = chunk.iter().enumerate().map(|(n, seq)| async move {
+            let stored = inbound.get_raw_message(*seq).await?;
+            let fact: paytrack_shared::envelope::InboundFact = envelope::decode(&stored.payload)?;
+            replicas[n % 2]
+                .decide(&fact, *seq, &"0".repeat(32))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+        futures::future::try_join_all(decisions).await
+    });
+    let decided: Vec<anyhow::Result<_>> = futures::stream::iter(races).buffer_unordered(8).collect().await;
+    decided.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+
+    // The stream: per payment one subject, versions 1..n, each following the last.
+    let mut chains: BTreeMap<String, Vec<(String, Transition)>> = BTreeMap::new();
+    for (subject, transition) in all_transitions(&mesh).await? {
+        assert_eq!(transition.tenant, mesh.tenant);
+        chains
+            .entry(transition.payment_id.to_string())
+            .or_default()
+            .push((subject, transition));
+    }
+    assert_eq!(chains.len(), payments.len(), "every payment has a history");
+    for (payment, chain) in &chains {
+        let subject = &chain[0].0;
+        let mut previous = None;
+        for (n, (s, t)) in chain.iter().enumerate() {
+            assert_eq!(s, subject, "{payment}: one subject for the whole history");
+            assert_eq!(
+                t.version,
+                n as u64 + 1,
+                "{payment}: versions 1..n, each once: {chain:?}"
+            );
+            assert_eq!(t.previous_status, previous, "{payment}: each version follows the last");
+            assert_eq!(
+                subject.split('.').nth(3),
+                Some(t.merchant_id.as_str()),
+                "{payment}: merchant"
+            );
+            previous = Some(t.status);
+        }
+    }
+
+    // PostgreSQL: the timeline is the same chain, and the current row agrees.
+    for (payment, chain) in &chains {
+        let newest = &chain[chain.len() - 1].1;
+        let version = i64::try_from(newest.version)?;
+        mesh.wait_for_row(payment, version).await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT version, status FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
+        )
+        .bind(mesh.tenant.as_str())
+        .bind(payment)
+        .fetch_all(&mesh.db)
+        .await?;
+        let expected: Vec<(i64, String)> = chain
+            .iter()
+            .map(|(_, t)| (t.version as i64, t.status.as_str().to_owned()))
+            .collect();
+        assert_eq!(rows, expected, "{payment}: timeline");
+        let (status, row_version, merchant): (String, i64, String) =
+            sqlx::query_as("SELECT status, version, merchant_id FROM payments WHERE tenant = $1 AND payment_id = $2")
+                .bind(mesh.tenant.as_str())
+                .bind(payment)
+                .fetch_one(&mesh.db)
+                .await
+                .context("payments row")?;
+        assert_eq!(
+            (status.as_str(), row_version, merchant.as_str()),
+            (newest.status.as_str(), version, newest.merchant_id.as_str()),
+            "{payment}: current state"
+        );
+    }
+    Ok(())
+}
+
+/// Consumers on PAYTRACK_STATUS that are not durable: what a history scan creates.
+async fn ephemeral_status_consumers(mesh: &Mesh) -> anyhow::Result<usize> {
+    use futures::TryStreamExt;
+    let stream = mesh.js.get_stream(subjects::STREAM_STATUS).await?;
+    let infos: Vec<consumer::Info> = stream.consumers().try_collect().await?;
+    Ok(infos.iter().filter(|i| i.config.durable_name.is_none()).count())
+}
+
+/// Facts for a payment with several versions are reconciled without creating a
+/// single JetStream consumer, and a fact repeated after the de-duplication window
+/// is still recognised from the newest transition alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        duplicate_window_secs: 1,
+        ..MeshOptions::default()
+    })
+    .await?;
+    // Sample the consumers all along, not only at the end.
+    let watching = tokio_util::sync::CancellationToken::new();
+    let most = {
+        let (js, stop) = (mesh.js.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !stop.is_cancelled() {
+                if let Ok(stream) = js.get_stream(subjects::STREAM_STATUS).await {
+                    use futures::TryStreamExt;
+                    if let Ok(infos) = stream.consumers().try_collect::<Vec<consumer::Info>>().await {
+                        most = most.max(infos.iter().filter(|i| i.config.durable_name.is_none()).count());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            most
+        })
+    };
+
+    for (n, status) in ["pending", "held"].into_iter().enumerate() {
+        mesh.post_webhook(&format!("msg_multi_{n}"), &body("pay_multi", status, Some("m_1")))
+            .await?;
+    }
+    mesh.wait_for_row("pay_multi", 2).await?;
+    // Let JetStream forget the message ids (the window is 1 s), so only the
+    // reconciler can recognise the repeat: the first fact, stored again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let inbound = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let first = inbound.get_raw_message(1).await?;
+    mesh.js
+        .send_publish(
+            format!("paytrack.in.{}.pay_multi", mesh.tenant),
+            async_nats::jetstream::message::PublishMessage::build()
+                .message_id("stored-again")
+                .payload(first.payload.clone()),
+        )
+        .await?
+        .await?;
+    mesh.post_webhook("msg_multi_3", &body("pay_multi", "succeeded", Some("m_1")))
+        .await?;
+    wait_reconciled(&mesh, 4).await?;
+    let (status, version, ..) = mesh.wait_for_row("pay_multi", 3).await?;
+    assert_eq!(
+        (status.as_str(), version),
+        ("succeeded", 3),
+        "the repeat was not applied"
+    );
+    assert_eq!(mesh.transition_count("pay_multi").await?, 3);
+    let now = ephemeral_status_consumers(&mesh).await?;
+    watching.cancel();
+    let most = most.await?;
+    assert_eq!((now, most), (0, 0), "no consumer was created on PAYTRACK_STATUS");
+
+    // (Reading the history for this check is the test's own consumer.)
+    let newest = all_transitions(&mesh).await?.pop().context("a transition")?.1;
+    assert_eq!(
+        newest.applied_fact_ids,
+        [
+            "wh:stdwebhooks:msg_multi_0",
+            "wh:stdwebhooks:msg_multi_1",
+            "wh:stdwebhooks:msg_multi_3"
+        ]
+    );
+    Ok(())
+}
