@@ -114,6 +114,7 @@ impl Role {
                     subjects::STATUS_ALL.into(),
                     subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
+                    subjects::DEAD_ALL.into(),
                 ]);
                 p.layout();
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_RECONCILER);
@@ -144,7 +145,11 @@ impl Role {
                     subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
                 ]);
-                for stream in [subjects::STREAM_STATUS, subjects::STREAM_OUTCOME, subjects::STREAM_ALERT] {
+                for stream in [
+                    subjects::STREAM_STATUS,
+                    subjects::STREAM_OUTCOME,
+                    subjects::STREAM_ALERT,
+                ] {
                     p.publish.push(api(&format!("STREAM.INFO.{stream}")));
                     p.history(stream, &[]);
                 }
@@ -154,7 +159,6 @@ impl Role {
         p
     }
 }
-
 
 /// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
 const DURABLES: [(&str, &str); 4] = [

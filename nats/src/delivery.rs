@@ -322,7 +322,8 @@ impl Supervisor {
         };
         let mut alert_message = PublishMessage::build().payload(envelope::encode(&alert));
         if let Some(seq) = seq {
-            alert_message = alert_message.message_id(paytrack_shared::msg_id::dead_letter(&self.stream, &self.consumer, seq));
+            alert_message =
+                alert_message.message_id(paytrack_shared::msg_id::dead_letter(&self.stream, &self.consumer, seq));
         }
         let alert_subject = subjects::alert(tenant.as_ref(), subjects::ALERT_DEAD_LETTER);
         self.js.send_publish(alert_subject, alert_message).await?.await?;

@@ -286,6 +286,15 @@ async fn a_message_that_keeps_failing_is_parked_after_n_deliveries() -> anyhow::
     .await?;
     assert_eq!(header(&garbage[0], "Paytrack-Dead-Delivered"), Some("1"));
     assert_eq!(&garbage[0].payload[..], b"not an envelope");
+    // The reconciler reads the same fact through the same prologue: it parks it too,
+    // under its own consumer, instead of retrying it forever.
+    let parked_by_reconciler = eventually(WAIT, "undecodable fact parked by the reconciler", || async {
+        messages_on(&mesh.js, "PAYTRACK_DEAD", "paytrack.dead.PAYTRACK_IN.reconciler")
+            .await
+            .filter(|m| !m.is_empty())
+    })
+    .await?;
+    assert_eq!(&parked_by_reconciler[0].payload[..], b"not an envelope");
 
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS $$

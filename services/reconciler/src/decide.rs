@@ -6,11 +6,11 @@ use paytrack_shared::envelope::{
     self, Cause, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, Transition,
 };
 use paytrack_shared::status::TransitionError;
-use paytrack_shared::telemetry::{self, NatsHeaders};
+use paytrack_shared::telemetry;
 use paytrack_shared::{MerchantId, StatusModel, Token, msg_id, subjects};
-use tracing::{Instrument, field};
+use tracing::Instrument;
 
-use paytrack_nats::HandleError;
+use paytrack_nats::{Delivery, HandleError};
 
 use crate::mapping::map_fact;
 
@@ -77,28 +77,23 @@ impl Reconciler {
         Ok(Reconciler { js, status })
     }
 
-    /// Handles one message of PAYTRACK_IN (the caller acknowledges it).
-    pub async fn handle(&self, message: &jetstream::Message) -> Result<Decision, HandleError> {
-        let inbound_seq = message
-            .info()
-            .map(|i| i.stream_sequence)
-            .map_err(|e| HandleError::Poison(e.to_string()))?;
-        let fact: InboundFact = envelope::decode(&message.payload).map_err(|e| HandleError::Poison(e.to_string()))?;
+    /// Handles one fact of PAYTRACK_IN, opened by the shared delivery prologue (the
+    /// supervisor acknowledges it, or parks it when it keeps failing).
+    pub async fn handle(&self, delivery: Delivery<InboundFact>) -> Result<Decision, HandleError> {
+        let inbound_seq = delivery.stream_seq;
+        let fact = &delivery.envelope;
+        let trace_id = telemetry::record_trace_id(&delivery.span);
         let span = tracing::info_span!(
             "reconcile",
-            trace_id = field::Empty,
+            trace_id = %trace_id,
             tenant = %fact.tenant,
             payment_id = %fact.payment_id,
             fact_id = %fact.fact_id,
         );
-        if let Some(headers) = &message.headers {
-            telemetry::continue_from(&span, &NatsHeaders(headers));
-        }
-        let trace_id = telemetry::record_trace_id(&span);
         async move {
-            let decision = self.decide(&fact, inbound_seq, &trace_id).await?;
+            let decision = self.decide(fact, inbound_seq, &trace_id).await?;
             // Recorded before the fact is acknowledged: every fact has an outcome.
-            self.publish_outcome(&outcome_of(&fact, inbound_seq, &decision, &trace_id))
+            self.publish_outcome(&outcome_of(fact, inbound_seq, &decision, &trace_id))
                 .await?;
             let label = match &decision {
                 Decision::Applied { redelivered: true, .. } => "redelivered",

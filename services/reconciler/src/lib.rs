@@ -12,7 +12,6 @@ mod decide;
 mod mapping;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use paytrack_shared::config::Settings;
 use paytrack_shared::health::Readiness;
@@ -35,6 +34,8 @@ pub struct Config {
     pub nats_timeout: std::time::Duration,
     /// Optional health listener.
     pub admin_listen: Option<SocketAddr>,
+    /// How a fact that keeps failing is retried, then parked on the dead-letter stream.
+    pub retry: paytrack_nats::RetryPolicy,
 }
 
 impl Config {
@@ -46,6 +47,7 @@ impl Config {
             layout: paytrack_nats::Layout::from_settings(s),
             nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             admin_listen: s.admin_listen,
+            retry: paytrack_nats::RetryPolicy::from_settings(s),
         }
     }
 }
@@ -60,9 +62,6 @@ pub enum ReconcilerError {
     #[error("admin listener: {0}")]
     Io(#[from] std::io::Error),
 }
-
-/// Delay before a fact that hit a transient failure is redelivered.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Runs the reconciler until `shutdown` is cancelled. NATS being down at start is
 /// not an error: the layout and the consumer are retried with backoff while
@@ -105,9 +104,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
     readiness.set(true);
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);
 
-    paytrack_nats::consume(consumer, shutdown, |message| {
+    let supervisor = paytrack_nats::Supervisor::new(
+        js.clone(),
+        subjects::STREAM_IN,
+        paytrack_nats::CONSUMER_RECONCILER,
+        config.retry,
+        readiness.clone(),
+    );
+    paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
         let reconciler = &reconciler;
-        async move { paytrack_nats::settle(&message, reconciler.handle(&message).await.map(drop), RETRY_DELAY).await }
+        async move { reconciler.handle(delivery).await.map(drop) }
     })
     .await;
 

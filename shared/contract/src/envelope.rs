@@ -371,7 +371,14 @@ pub struct DeadLetter {
     pub parked_at: DateTime<Utc>,
 }
 
-versioned!(InboundFact, Transition, Checkpoint, FactOutcome, SessionAudit, DeadLetter);
+versioned!(
+    InboundFact,
+    Transition,
+    Checkpoint,
+    FactOutcome,
+    SessionAudit,
+    DeadLetter
+);
 
 #[cfg(test)]
 mod tests {

@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn a_parked_message_is_named_by_its_stream_position() {
         assert_eq!(dead_letter("PAYTRACK_IN", "c", 7), "dead:PAYTRACK_IN:c:7");
-        assert_ne!(dead_letter("PAYTRACK_IN", "c", 7), dead_letter("PAYTRACK_STATUS", "c", 7));
+        assert_ne!(
+            dead_letter("PAYTRACK_IN", "c", 7),
+            dead_letter("PAYTRACK_STATUS", "c", 7)
+        );
     }
 
     #[test]
