@@ -559,6 +559,29 @@ impl Mesh {
         Ok(())
     }
 
+    /// Waits until JetStream has forgotten the message ids published before this call
+    /// (tests run every stream with [`MeshOptions::duplicate_window_secs`]): a probe
+    /// id published now is accepted again once the window has passed. Observed, not
+    /// slept.
+    pub async fn wait_for_duplicate_window(&self) -> anyhow::Result<()> {
+        let probe = format!("paytrack.alert.{}.window_probe", self.tenant);
+        let id = format!("window-probe-{}", uuid::Uuid::new_v4().simple());
+        let publish_probe = || async {
+            let message = jetstream::message::PublishMessage::build()
+                .message_id(id.as_str())
+                .payload("probe".into());
+            self.js.send_publish(probe.clone(), message).await.ok()?.await.ok()
+        };
+        publish_probe()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("window probe not stored"))?;
+        self.eventually(Duration::from_secs(30), "the duplicate window to pass", || async {
+            publish_probe().await.filter(|ack| !ack.duplicate)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Cancels the services' shutdown token, as SIGTERM would.
     pub fn shut_down_services(&self) {
         self.shutdown.cancel();

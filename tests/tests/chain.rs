@@ -243,7 +243,7 @@ async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()>
     mesh.wait_for_row("pay_multi", 2).await?;
     // Let JetStream forget the message ids (the window is 1 s), so only the
     // reconciler can recognise the repeat: the first fact, stored again.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    mesh.wait_for_duplicate_window().await?;
     let inbound = mesh.js.get_stream(subjects::STREAM_IN).await?;
     let first = inbound.get_raw_message(1).await?;
     mesh.js

@@ -67,20 +67,7 @@ async fn a_redelivered_fact_is_applied_once() -> anyhow::Result<()> {
     mesh.wait_for_row("pay_re", 2).await?;
     // Let JetStream forget the message ids, so only the reconciler can catch the repeat:
     // a probe id published after them (same window, another stream) is forgotten later.
-    let probe = format!("paytrack.alert.{}.window_probe", mesh.tenant);
-    let publish_probe = || async {
-        let message = PublishMessage::build()
-            .message_id("window-probe")
-            .payload("probe".into());
-        mesh.js.send_publish(probe.clone(), message).await.ok()?.await.ok()
-    };
-    publish_probe()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("probe not stored"))?;
-    eventually(Duration::from_secs(20), "the duplicate window to pass", || async {
-        publish_probe().await.filter(|ack| !ack.duplicate)
-    })
-    .await?;
+    mesh.wait_for_duplicate_window().await?;
 
     let stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
     let stored = stream.get_raw_message(1).await?;
