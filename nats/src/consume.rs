@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::jetstream::{self, consumer};
 
 /// How long one pull request waits for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
@@ -61,32 +61,48 @@ pub async fn consume<F, Fut>(
     }
 }
 
+/// The underlying error a [`HandleError`] carries, kept typed so logs and dead
+/// letters can name the whole chain of causes.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a message could not be handled now, which decides how it is acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// The message can never be handled (unreadable); redelivery would not help.
-    #[error("{0}")]
-    Poison(String),
+    /// The message can never be handled (unreadable, or data the store refuses);
+    /// redelivery would not help.
+    #[error("{what}: {source}")]
+    Poison {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Cause,
+    },
     /// A dependency failed or another writer raced us; try again later.
-    #[error("{0}")]
-    Transient(String),
+    #[error("{what}: {source}")]
+    Transient {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Cause,
+    },
 }
 
-/// Acknowledges `message` by how handling it went: done (ack), poison (terminate its
-/// delivery, logged as an error) or transient (redeliver after `retry_delay`).
-pub async fn settle(message: &jetstream::Message, result: Result<(), HandleError>, retry_delay: Duration) {
-    let ack = match result {
-        Ok(()) => AckKind::Ack,
-        Err(HandleError::Poison(reason)) => {
-            tracing::error!(%reason, "unreadable message; terminating its delivery");
-            AckKind::Term
+impl HandleError {
+    /// A failure no redelivery can change.
+    pub fn poison(what: &'static str, source: impl Into<Cause>) -> HandleError {
+        HandleError::Poison {
+            what,
+            source: source.into(),
         }
-        Err(HandleError::Transient(reason)) => {
-            tracing::warn!(%reason, "transient failure; the message will be redelivered");
-            AckKind::Nak(Some(retry_delay))
+    }
+
+    /// A failure worth retrying.
+    pub fn transient(what: &'static str, source: impl Into<Cause>) -> HandleError {
+        HandleError::Transient {
+            what,
+            source: source.into(),
         }
-    };
-    if let Err(error) = message.ack_with(ack).await {
-        tracing::warn!(%error, "ack failed; the message will be redelivered and handled idempotently");
     }
 }

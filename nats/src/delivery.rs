@@ -228,7 +228,7 @@ impl Supervisor {
                 self.succeeded();
                 AckKind::Ack
             }
-            Err(HandleError::Transient(reason)) if !self.retry.exhausted(delivered) => {
+            Err(reason @ HandleError::Transient { .. }) if !self.retry.exhausted(delivered) => {
                 self.failed("transient");
                 let delay = self.retry.delay(delivered);
                 tracing::warn!(%reason, delivered, ?delay, "transient failure; the message will be redelivered");
@@ -236,8 +236,8 @@ impl Supervisor {
             }
             Err(error) => {
                 self.failed(match error {
-                    HandleError::Poison(_) => "poison",
-                    HandleError::Transient(_) => "transient",
+                    HandleError::Poison { .. } => "poison",
+                    HandleError::Transient { .. } => "transient",
                 });
                 self.park_or_retry(message, delivered, &error.to_string()).await
             }
@@ -370,7 +370,7 @@ pub async fn consume_deliveries<T, F, Fut>(
                 let span = delivery.span.clone();
                 handle(delivery).instrument(span).await
             }
-            Err(error) => Err(HandleError::Poison(error.to_string())),
+            Err(error) => Err(HandleError::poison("open the message", error)),
         };
         supervisor.settle(&message, delivered, result).await;
     })

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use paytrack_shared::subjects;
 
 pub use crate::auth::{Credentials, Role};
-pub use crate::consume::{HandleError, consume, settle};
+pub use crate::consume::{Cause, HandleError, consume};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries, dead_headers,
     printable,

@@ -39,5 +39,5 @@ pub async fn apply(db: &PgPool, delivery: Delivery<InboundFact>) -> Result<(), H
 /// JSON text of a value, for `::json` parameters: bound as text, so PostgreSQL's
 /// JSONB input (which refuses `\u0000`) never sees it.
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, HandleError> {
-    serde_json::to_string(value).map_err(|e| HandleError::Poison(e.to_string()))
+    serde_json::to_string(value).map_err(|e| HandleError::poison("encode evidence as JSON", e))
 }

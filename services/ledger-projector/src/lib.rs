@@ -82,7 +82,7 @@ pub enum ProjectorError {
 
 /// A database failure that may pass (connection, pool, server state): retry.
 fn transient_db(error: sqlx::Error) -> HandleError {
-    HandleError::Transient(format!("database: {error}"))
+    HandleError::transient("database", error)
 }
 
 /// A failure of a write: poison when PostgreSQL refuses the data itself (SQLSTATE
@@ -91,7 +91,7 @@ fn transient_db(error: sqlx::Error) -> HandleError {
 fn db_error(error: sqlx::Error) -> HandleError {
     let code = error.as_database_error().and_then(|e| e.code()).unwrap_or_default();
     if code.starts_with("22") || code.starts_with("23") {
-        HandleError::Poison(format!("database refused the data ({code}): {error}"))
+        HandleError::poison("the database refused the data", error)
     } else {
         transient_db(error)
     }
@@ -99,7 +99,7 @@ fn db_error(error: sqlx::Error) -> HandleError {
 
 /// A stream sequence as a BIGINT.
 fn sequence(seq: u64) -> Result<i64, HandleError> {
-    i64::try_from(seq).map_err(|_| HandleError::Poison("sequence out of range".into()))
+    i64::try_from(seq).map_err(|e| HandleError::poison("a stream sequence as BIGINT", e))
 }
 
 /// Runs the projector until `shutdown` is cancelled. PostgreSQL or NATS being down

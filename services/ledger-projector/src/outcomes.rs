@@ -11,7 +11,7 @@ use crate::{db_error, sequence};
 pub async fn apply(db: &PgPool, delivery: Delivery<FactOutcome>) -> Result<(), HandleError> {
     let seq = sequence(delivery.stream_seq)?;
     let o = &delivery.envelope;
-    let int = |v: u64, what: &str| i64::try_from(v).map_err(|_| HandleError::Poison(format!("{what} out of range")));
+    let int = |v: u64, what: &'static str| i64::try_from(v).map_err(|e| HandleError::poison(what, e));
     let inbound_seq = int(o.inbound_seq, "inbound sequence")?;
     let version = o.version.map(|v| int(v, "version")).transpose()?;
     let current_version = o.current_version.map(|v| int(v, "version")).transpose()?;

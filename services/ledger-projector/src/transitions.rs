@@ -65,9 +65,9 @@ impl Applier {
     /// timeline row is new, and the checkpoint's outbox row.
     async fn persist(&self, t: &Transition, seq: u64) -> Result<(bool, OutboxRow), HandleError> {
         let seq = sequence(seq)?;
-        let version = i64::try_from(t.version).map_err(|_| HandleError::Poison("version out of range".into()))?;
-        let inbound_seq = i64::try_from(t.cause.inbound_seq)
-            .map_err(|_| HandleError::Poison("inbound sequence out of range".into()))?;
+        let version = i64::try_from(t.version).map_err(|e| HandleError::poison("a version as BIGINT", e))?;
+        let inbound_seq =
+            i64::try_from(t.cause.inbound_seq).map_err(|e| HandleError::poison("an inbound sequence as BIGINT", e))?;
         let due = checkpoint_due(t, version);
         let mut tx = self.db.begin().await.map_err(transient_db)?;
         let inserted = sqlx::query(
@@ -203,7 +203,7 @@ async fn publish(db: &PgPool, js: &jetstream::Context, row: &OutboxRow) -> Resul
         .payload(row.payload.clone().into());
     let ack = async { js.send_publish(row.subject.clone(), message).await?.await }
         .await
-        .map_err(|e| HandleError::Transient(format!("checkpoint publish failed: {e}")))?;
+        .map_err(|e| HandleError::transient("publish a checkpoint", e))?;
     sqlx::query(
         "UPDATE checkpoint_outbox SET published_seq = $5, published_at = now()
          WHERE tenant = $1 AND payment_id = $2 AND version = $3 AND kind = $4 AND published_at IS NULL",

@@ -204,8 +204,9 @@ impl Reconciler {
                 }
             }
         }
-        Err(HandleError::Transient(
-            "too many concurrent writers for one payment".into(),
+        Err(HandleError::transient(
+            "append the transition",
+            ConflictsExhausted(MAX_CONFLICT_RETRIES),
         ))
     }
 
@@ -213,12 +214,12 @@ impl Reconciler {
         let filter = subjects::status_of_payment(&fact.tenant, &fact.payment_id);
         let last = paytrack_nats::last_message(&self.status, &filter)
             .await
-            .map_err(|e| HandleError::Transient(e.to_string()))?;
+            .map_err(|e| HandleError::transient("read the payment's newest transition", e))?;
         let Some(message) = last else {
             return Ok(None);
         };
         let transition: Transition = envelope::decode(&message.payload)
-            .map_err(|e| HandleError::Transient(format!("unreadable history: {e}")))?;
+            .map_err(|e| HandleError::transient("decode the payment's newest transition", e))?;
         let merchant = message
             .subject
             .split('.')
@@ -248,7 +249,7 @@ impl Reconciler {
         async { self.js.send_publish(subject, message).await?.await }
             .await
             .map(drop)
-            .map_err(|e| HandleError::Transient(format!("outcome publish failed: {e}")))
+            .map_err(|e| HandleError::transient("publish the fact's outcome", e))
     }
 
     async fn append(&self, transition: &Transition, expected_subject_seq: u64) -> Result<Appended, HandleError> {
@@ -280,10 +281,15 @@ impl Reconciler {
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence || is_wrong_last_sequence(&e) => {
                 Ok(Appended::Conflict)
             }
-            Err(e) => Err(HandleError::Transient(format!("append failed: {e}"))),
+            Err(e) => Err(HandleError::transient("append the transition", e)),
         }
     }
 }
+
+/// Every attempt to append found that another writer had appended first.
+#[derive(Debug, thiserror::Error)]
+#[error("another writer appended first {0} times in a row")]
+struct ConflictsExhausted(usize);
 
 enum Appended {
     At { seq: u64, duplicate: bool },
