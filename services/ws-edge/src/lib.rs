@@ -9,6 +9,8 @@
 mod app;
 mod audit;
 mod channel;
+mod currency;
+mod fairness;
 mod history;
 mod outbox;
 mod protocol;
@@ -56,6 +58,10 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// JetStream reads one edge runs at once for subscribes.
     pub replay_concurrency: usize,
+    /// New subscribes per second per session.
+    pub subscribe_rate: u32,
+    /// Subscribes per tenant at once, and waiting behind them.
+    pub tenant_subscribes: (usize, usize),
     /// Token verification.
     pub jwt: JwtKeys,
     /// Connection limits of the listener (header-read timeout).
@@ -79,7 +85,9 @@ impl Config {
             ring_messages: s.edge_ring_messages,
             max_subscriptions: s.edge_max_subscriptions,
             replay_concurrency: s.edge_replay_concurrency,
-            jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+            subscribe_rate: s.edge_subscribe_rate,
+            tenant_subscribes: (s.edge_tenant_subscribes, s.edge_tenant_queue),
+            jwt: s.jwt_keys()?,
             serve: paytrack_shared::http::ServeOptions {
                 header_read_timeout: std::time::Duration::from_millis(s.http_header_read_timeout_ms),
             },
