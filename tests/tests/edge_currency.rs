@@ -408,13 +408,15 @@ async fn one_tenants_subscribe_storm_cannot_hold_up_another_tenants_subscribe() 
         "edge-fair",
         &[
             ("edge_subscribe_rate", "50".to_owned()),
-            ("edge_tenant_subscribes", "4".to_owned()),
+            ("edge_tenant_subscribes", "2".to_owned()),
             ("edge_tenant_queue", "20".to_owned()),
-            ("edge_replay_concurrency", "16".to_owned()),
+            ("edge_replay_concurrency", "4".to_owned()),
+            // The storm's clients never ping.
+            ("heartbeat_ms", "30000".to_owned()),
         ],
     )
     .await?;
-    const SESSIONS: usize = 20;
+    const SESSIONS: usize = 60;
     const BURST: usize = 100;
     let hammer = TenantId::new("thammer")?;
     let token = mesh.jwt.mint("hammer", &hammer, 600, None, None);
@@ -440,7 +442,8 @@ async fn one_tenants_subscribe_storm_cannot_hold_up_another_tenants_subscribe() 
     let mut refused = 0;
     let mut subscribed = 0;
     for client in &mut hammers {
-        for _ in 0..BURST {
+        let mut answered = 0;
+        while answered < BURST {
             let message = client.next(WAIT).await?;
             match message["type"].as_str() {
                 Some("subscribed") => subscribed += 1,
@@ -448,12 +451,15 @@ async fn one_tenants_subscribe_storm_cannot_hold_up_another_tenants_subscribe() 
                     assert_eq!(message["code"], 4029, "{message}");
                     refused += 1;
                 }
-                _ => {}
+                _ => continue,
             }
+            answered += 1;
         }
     }
     println!("fairness: other tenant subscribed in {took:?} during a storm of {} subscribes ({subscribed} served, {refused} refused with 4029)", SESSIONS * BURST);
+    // Without the caps (every subscribe admitted) the other tenant waits behind the
+    // whole storm in the edge's shared pool of JetStream reads: over a second here.
+    assert!(took < Duration::from_secs(1), "the other tenant waited {took:?}");
     assert!(refused > 0 && subscribed > 0, "{subscribed} served, {refused} refused");
-    assert!(took < Duration::from_secs(2), "the other tenant waited {took:?}");
     Ok(())
 }
