@@ -194,7 +194,11 @@ async fn drive(
                 if let Verdict::Stale(positions) = currency.tick(|channel| held.contains_key(channel)) {
                     metrics::counter!("paytrack_edge_sessions_stale_total", "transport" => "websocket").increment(1);
                     tracing::info!(?positions, acked = ?currency.acked(), "session stale: acks behind for two heartbeats");
-                    audit.record(SessionEvent::Stale { positions, acked: currency.acked().clone() }).await;
+                    // Not awaited: while JetStream is away the publish waits for its
+                    // timeout, and the session must keep reading its client meanwhile.
+                    let audit = audit.clone();
+                    let event = SessionEvent::Stale { positions, acked: currency.acked().clone() };
+                    tokio::spawn(async move { audit.record(event).await });
                 }
                 let sent = hub.heartbeat(&out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
                 currency.sent(sent);
