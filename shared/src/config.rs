@@ -396,7 +396,10 @@ mod tests {
         std::fs::write(&bad, r#"{"keys":[{"kty":"RSA","kid":"k9","n":"AQAB","e":"AQAB"}]}"#).unwrap();
         let s = Settings::from_pairs([("jwt_jwks_path", bad.display().to_string())]).unwrap();
         let error = s.jwt_keys().unwrap_err().to_string();
-        assert!(error.contains("PAYTRACK_JWT_JWKS_PATH") && error.contains("k9"), "{error}");
+        assert!(
+            error.contains("PAYTRACK_JWT_JWKS_PATH") && error.contains("k9"),
+            "{error}"
+        );
         let s = Settings::from_pairs([("jwt_jwks_path", "/nonexistent/jwks.json".to_owned())]).unwrap();
         assert!(s.jwt_keys().is_err());
         assert!(matches!(

@@ -225,7 +225,10 @@ async fn audit(js: &jetstream::Context, tenant: &TenantId) -> anyhow::Result<Vec
 fn client_loop(
     mut client: WsClient,
     acking: bool,
-) -> (tokio::sync::mpsc::UnboundedReceiver<Value>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
@@ -296,7 +299,9 @@ async fn acking_sessions_stay_current_and_a_silent_one_is_audited_stale_once() -
     for acking in [true, false] {
         let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
         ids.push(client.next_of("welcome", WAIT).await?["session_id"].clone());
-        client.send(json!({"type": "subscribe", "channel": "user:u_cur"})).await?;
+        client
+            .send(json!({"type": "subscribe", "channel": "user:u_cur"}))
+            .await?;
         let subscribed = client.next_of("subscribed", WAIT).await?;
         assert!(subscribed["position"]["seq"].as_u64() > Some(0));
         loops.push(client_loop(client, acking));
@@ -317,7 +322,10 @@ async fn acking_sessions_stay_current_and_a_silent_one_is_audited_stale_once() -
     let SessionEvent::Stale { positions, acked } = &stale[0].event else {
         bail!("not stale")
     };
-    assert!(positions.contains_key("user:u_cur") && acked.is_empty(), "{positions:?} {acked:?}");
+    assert!(
+        positions.contains_key("user:u_cur") && acked.is_empty(),
+        "{positions:?} {acked:?}"
+    );
     eventually(WAIT, "2 open, 1 current", || async {
         let (open, current) = session_gauges(&mesh).await.ok()?;
         (open == base_open + 2.0 && current == base_current + 1.0).then_some(())
@@ -345,13 +353,14 @@ async fn acking_sessions_stay_current_and_a_silent_one_is_audited_stale_once() -
 /// `live: true` again, and events published after the restart arrive with the
 /// `prev_seq` chain intact from the last event seen before the outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeats_stop_claiming_currency_without_jetstream_and_sessions_catch_up_gap_free() -> anyhow::Result<()>
-{
+async fn heartbeats_stop_claiming_currency_without_jetstream_and_sessions_catch_up_gap_free() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let mut mesh = Mesh::start().await?;
     let token = mesh.scoped_token("u_live", &["user:u_live"]);
     let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
-    client.send(json!({"type": "subscribe", "channel": "user:u_live"})).await?;
+    client
+        .send(json!({"type": "subscribe", "channel": "user:u_live"}))
+        .await?;
     let subscribed = client.next_of("subscribed", WAIT).await?;
     let mut last = subscribed["position"]["seq"].as_u64().unwrap_or_default();
     let (mut rx, _task) = client_loop(client, true);
@@ -456,7 +465,10 @@ async fn one_tenants_subscribe_storm_cannot_hold_up_another_tenants_subscribe() 
             answered += 1;
         }
     }
-    println!("fairness: other tenant subscribed in {took:?} during a storm of {} subscribes ({subscribed} served, {refused} refused with 4029)", SESSIONS * BURST);
+    println!(
+        "fairness: other tenant subscribed in {took:?} during a storm of {} subscribes ({subscribed} served, {refused} refused with 4029)",
+        SESSIONS * BURST
+    );
     // Without the caps (every subscribe admitted) the other tenant waits behind the
     // whole storm in the edge's shared pool of JetStream reads: over a second here.
     assert!(took < Duration::from_secs(1), "the other tenant waited {took:?}");

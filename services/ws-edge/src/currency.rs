@@ -102,7 +102,11 @@ impl Currency {
     fn set_current(&mut self, current: bool) {
         if current != self.current {
             let gauge = metrics::gauge!("paytrack_edge_sessions_current", "transport" => self.transport);
-            if current { gauge.increment(1) } else { gauge.decrement(1) }
+            if current {
+                gauge.increment(1)
+            } else {
+                gauge.decrement(1)
+            }
             self.current = current;
         }
     }
@@ -149,7 +153,13 @@ mod tests {
         // A position of another epoch is not caught up; an unsubscribed channel is
         // not waited for.
         c.sent(map(&[("payments", 9), ("payment:p", 3)]));
-        c.ack(BTreeMap::from([("payments".to_owned(), Position { epoch: "f".into(), seq: 9 })]));
+        c.ack(BTreeMap::from([(
+            "payments".to_owned(),
+            Position {
+                epoch: "f".into(),
+                seq: 9,
+            },
+        )]));
         assert_eq!(c.tick(|ch| ch == "payment:p"), Verdict::Behind);
     }
 }

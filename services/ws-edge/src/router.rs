@@ -477,7 +477,12 @@ impl Hub {
     /// Whether every feed is live, and the largest lag of the edge's feeds in ms.
     pub fn currency(&self) -> (bool, u64) {
         let live = self.health.iter().all(|h| h.live.load(Ordering::Relaxed));
-        let lag = self.health.iter().map(|h| h.lag_ms.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let lag = self
+            .health
+            .iter()
+            .map(|h| h.lag_ms.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         (live, lag)
     }
 
