@@ -2,6 +2,7 @@
 //! and keys) and backend API keys.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -82,15 +83,15 @@ struct PinnedKey {
 #[derive(Clone)]
 pub struct JwtKeys {
     secret: Option<(DecodingKey, EncodingKey)>,
-    jwks: std::sync::Arc<HashMap<String, PinnedKey>>,
+    /// Shared by clones, so a refresh reaches every holder.
+    jwks: Arc<RwLock<Arc<HashMap<String, PinnedKey>>>>,
     issuer: String,
     audience: String,
 }
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut kids: Vec<&String> = self.jwks.keys().collect();
-        kids.sort();
+        let kids = self.kids();
         f.debug_struct("JwtKeys")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -115,61 +116,37 @@ impl JwtKeys {
     pub fn without_secret(issuer: &str, audience: &str) -> JwtKeys {
         JwtKeys {
             secret: None,
-            jwks: std::sync::Arc::default(),
+            jwks: Arc::default(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
     }
 
-    /// Adds the keys of a JWKS document (replacing any previous set). Every key must
+    /// Adds the keys of a JWKS document (replacing any previous set; this value then
+    /// no longer shares its keys with the clones it was made from). Every key must
     /// have a `kid`, an `alg` of RS256 or EdDSA that matches its key type, and (when
     /// given) `use: sig`; otherwise the whole set is refused, naming the key.
     pub fn with_jwks(mut self, document: &str) -> Result<JwtKeys, JwksError> {
-        let set: JwkSet = serde_json::from_str(document).map_err(|e| JwksError::Malformed(e.to_string()))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let kid = jwk.common.key_id.clone().unwrap_or_default();
-            let bad = |reason: &str| JwksError::Key {
-                kid: kid.clone(),
-                reason: reason.to_owned(),
-            };
-            if kid.is_empty() {
-                return Err(bad("has no kid"));
-            }
-            if jwk
-                .common
-                .public_key_use
-                .as_ref()
-                .is_some_and(|u| *u != PublicKeyUse::Signature)
-            {
-                return Err(bad("is not a signing key (use must be sig)"));
-            }
-            let algorithm = match (jwk.common.key_algorithm, &jwk.algorithm) {
-                (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-                (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(p))
-                    if p.curve == EllipticCurve::Ed25519 =>
-                {
-                    Algorithm::EdDSA
-                }
-                (None, _) => return Err(bad("has no alg (each key is pinned to one algorithm)")),
-                (Some(alg), _) => {
-                    return Err(bad(&format!(
-                        "alg {alg} with this key type is not accepted (RS256 with RSA, EdDSA with Ed25519)"
-                    )));
-                }
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(&e.to_string()))?;
-            if keys.insert(kid.clone(), PinnedKey { algorithm, key }).is_some() {
-                return Err(bad("appears twice"));
-            }
-        }
-        self.jwks = std::sync::Arc::new(keys);
+        self.jwks = Arc::new(RwLock::new(Arc::new(parse_jwks(document)?)));
         Ok(self)
+    }
+
+    /// Replaces the JWKS keys of this value and of every clone of it (a periodic
+    /// refresh); a set that cannot be used changes nothing. Returns the number of keys.
+    pub fn replace_jwks(&self, document: &str) -> Result<usize, JwksError> {
+        let keys = parse_jwks(document)?;
+        let count = keys.len();
+        *self.jwks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(count)
+    }
+
+    fn current_jwks(&self) -> Arc<HashMap<String, PinnedKey>> {
+        self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The `kid`s of the JWKS keys in use.
     pub fn kids(&self) -> Vec<String> {
-        let mut kids: Vec<String> = self.jwks.keys().cloned().collect();
+        let mut kids: Vec<String> = self.current_jwks().keys().cloned().collect();
         kids.sort();
         kids
     }
@@ -194,9 +171,10 @@ impl JwtKeys {
     /// `kid`, another `alg`, or `alg: none` (not a known algorithm) is invalid.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let jwks = self.current_jwks();
         let (algorithm, key) = match &header.kid {
             Some(kid) => {
-                let pinned = self.jwks.get(kid).ok_or(AuthError::Invalid)?;
+                let pinned = jwks.get(kid).ok_or(AuthError::Invalid)?;
                 (pinned.algorithm, &pinned.key)
             }
             None => {
@@ -245,6 +223,47 @@ impl JwtKeys {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).unwrap_or_default()
     }
+}
+
+/// The keys of a JWKS document, each pinned to its algorithm (see [`JwtKeys::with_jwks`]).
+fn parse_jwks(document: &str) -> Result<HashMap<String, PinnedKey>, JwksError> {
+    let set: JwkSet = serde_json::from_str(document).map_err(|e| JwksError::Malformed(e.to_string()))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone().unwrap_or_default();
+        let bad = |reason: &str| JwksError::Key {
+            kid: kid.clone(),
+            reason: reason.to_owned(),
+        };
+        if kid.is_empty() {
+            return Err(bad("has no kid"));
+        }
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return Err(bad("is not a signing key (use must be sig)"));
+        }
+        let algorithm = match (jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(p)) if p.curve == EllipticCurve::Ed25519 => {
+                Algorithm::EdDSA
+            }
+            (None, _) => return Err(bad("has no alg (each key is pinned to one algorithm)")),
+            (Some(alg), _) => {
+                return Err(bad(&format!(
+                    "alg {alg} with this key type is not accepted (RS256 with RSA, EdDSA with Ed25519)"
+                )));
+            }
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(&e.to_string()))?;
+        if keys.insert(kid.clone(), PinnedKey { algorithm, key }).is_some() {
+            return Err(bad("appears twice"));
+        }
+    }
+    Ok(keys)
 }
 
 /// Takes the token out of an `Authorization: Bearer …` header value.

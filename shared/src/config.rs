@@ -121,6 +121,12 @@ pub struct Settings {
     /// the HS256 secret; read and validated at start.
     #[serde(default)]
     pub jwt_jwks_path: Option<std::path::PathBuf>,
+    /// A JWKS URL (the identity provider's), fetched by ws-edge at start and every
+    /// `jwt_jwks_refresh_secs`; replaces the file's keys once fetched.
+    #[serde(default)]
+    pub jwt_jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again, in seconds.
+    pub jwt_jwks_refresh_secs: u64,
     /// Expected `iss`.
     pub jwt_issuer: String,
     /// Expected `aud`.
@@ -183,6 +189,7 @@ impl Settings {
             ("SESSION_QUEUE", self.session_queue as u64),
             ("EDGE_SUBSCRIBE_RATE", u64::from(self.edge_subscribe_rate)),
             ("EDGE_TENANT_SUBSCRIBES", self.edge_tenant_subscribes as u64),
+            ("JWT_JWKS_REFRESH_SECS", self.jwt_jwks_refresh_secs),
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
         ];
@@ -220,6 +227,9 @@ impl Settings {
         let keys = match (&self.jwt_secret, &self.jwt_jwks_path) {
             (Some(secret), _) => crate::auth::JwtKeys::new(secret, &self.jwt_issuer, &self.jwt_audience),
             (None, Some(_)) => crate::auth::JwtKeys::without_secret(&self.jwt_issuer, &self.jwt_audience),
+            (None, None) if self.jwt_jwks_url.is_some() => {
+                crate::auth::JwtKeys::without_secret(&self.jwt_issuer, &self.jwt_audience)
+            }
             (None, None) => return Err(ConfigError::Missing("JWT_SECRET")),
         };
         let Some(path) = &self.jwt_jwks_path else {

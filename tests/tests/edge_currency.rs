@@ -182,6 +182,97 @@ async fn jwks_tokens_are_verified_by_kid_with_the_algorithm_pinned() -> anyhow::
     Ok(())
 }
 
+/// Serves `body` (changeable) as `application/json` to every request.
+async fn serve_json(body: std::sync::Arc<std::sync::Mutex<String>>) -> anyhow::Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.lock().map(|b| b.clone()).unwrap_or_default();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A JWKS URL is fetched at start and refreshed: a key added by the identity
+/// provider (a rotation) is accepted without restarting the edge, and a key it
+/// removed is refused from the next refresh on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_refreshed_so_a_rotation_needs_no_restart() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mesh = Mesh::start().await?;
+    let full: Value = serde_json::from_slice(&std::fs::read(fixtures().join("jwks.json"))?)?;
+    let only = |kid: &str| {
+        let keys: Vec<Value> = full["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|k| k["kid"] == kid)
+            .cloned()
+            .collect();
+        json!({ "keys": keys }).to_string()
+    };
+    let body = std::sync::Arc::new(std::sync::Mutex::new(only("rsa-1")));
+    let addr = serve_json(body.clone()).await?;
+    let edge = Edge::start(
+        &mesh,
+        "edge-jwks-url",
+        &[
+            ("jwt_jwks_url", format!("http://{addr}/jwks.json")),
+            ("jwt_jwks_refresh_secs", "1".to_owned()),
+        ],
+    )
+    .await?;
+    let url = edge.url();
+    let good = claims(json!({}));
+    let one = sign(Algorithm::RS256, Some("rsa-1"), &key("rsa-1")?, &good)?;
+    let two = sign(Algorithm::RS256, Some("rsa-2"), &key("rsa-2")?, &good)?;
+    assert_eq!(status(&url, &one).await?, 101);
+    assert_eq!(status(&url, &two).await?, 401);
+    *body.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = only("rsa-2");
+    eventually(WAIT, "rsa-2 accepted after a refresh", || async {
+        (status(&url, &two).await.ok()? == 101).then_some(())
+    })
+    .await?;
+    assert_eq!(status(&url, &one).await?, 401);
+
+    // A bad set at start refuses to start, naming the key.
+    *body.lock().map_err(|_| anyhow::anyhow!("poisoned"))? =
+        r#"{"keys":[{"kty":"RSA","kid":"k7","n":"AQAB","e":"AQAB"}]}"#.to_owned();
+    let settings = Edge::settings(
+        &mesh,
+        "edge-bad-url",
+        &[("jwt_jwks_url", format!("http://{addr}/jwks.json"))],
+    )?;
+    let error = match paytrack_ws_edge::WsEdge::bind(
+        paytrack_ws_edge::Config::from_settings(&settings)?,
+        CancellationToken::new(),
+    )
+    .await
+    {
+        Ok(_) => bail!("a bad JWKS URL was accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("k7"), "{error}");
+    Ok(())
+}
+
 /// The value of a gauge in Prometheus text (0 when absent).
 fn gauge(text: &str, name: &str) -> f64 {
     text.lines()
