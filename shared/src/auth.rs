@@ -1,6 +1,10 @@
 //! Credentials: operator and client JWTs (shared by ingest and ws-edge, same issuer
 //! and keys) and backend API keys.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -47,49 +51,141 @@ pub enum AuthError {
     BadClaim(&'static str),
 }
 
-/// Verifies (and, for local use and tests, mints) HS256 tokens.
+/// Why a JWKS cannot be used; names the key at fault, so a bad set refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// The document is not a JWKS.
+    #[error("not a JWKS: {0}")]
+    Malformed(String),
+    /// One key of the set cannot be used.
+    #[error("JWKS key {kid:?}: {reason}")]
+    Key {
+        /// The key's `kid` (empty when it has none).
+        kid: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A JWKS key with the one algorithm it may verify: a token naming another `alg`
+/// (HS256 signed with an RSA key's public bytes, `none`) is refused before any
+/// signature check.
+#[derive(Clone)]
+struct PinnedKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies tokens: HS256 with the shared secret (local stacks, tests; tokens without
+/// `kid`), and RS256 or EdDSA with the keys of a JWKS selected by `kid` (production;
+/// several keys at once during a rotation), each key pinned to its own algorithm. It
+/// also mints HS256 tokens for local use and tests.
 #[derive(Clone)]
 pub struct JwtKeys {
-    decoding: DecodingKey,
-    encoding: EncodingKey,
-    validation: Validation,
+    secret: Option<(DecodingKey, EncodingKey)>,
+    /// Shared by clones, so a refresh reaches every holder.
+    jwks: Arc<RwLock<Arc<HashMap<String, PinnedKey>>>>,
     issuer: String,
     audience: String,
 }
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids = self.kids();
         f.debug_struct("JwtKeys")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("hs256", &self.secret.is_some())
+            .field("kids", &kids)
             .finish_non_exhaustive()
     }
 }
 
 impl JwtKeys {
-    /// Keys for one secret, issuer and audience.
+    /// Keys for one HS256 secret, issuer and audience.
     pub fn new(secret: &SecretString, issuer: &str, audience: &str) -> JwtKeys {
         let bytes = secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        validation.leeway = 5;
-        // A token whose `nbf` is in the future is not valid yet (off by default).
-        validation.validate_nbf = true;
         JwtKeys {
-            decoding: DecodingKey::from_secret(bytes),
-            encoding: EncodingKey::from_secret(bytes),
-            validation,
+            secret: Some((DecodingKey::from_secret(bytes), EncodingKey::from_secret(bytes))),
+            ..JwtKeys::without_secret(issuer, audience)
+        }
+    }
+
+    /// Keys without an HS256 secret (production with a JWKS only): tokens without a
+    /// `kid` are refused.
+    pub fn without_secret(issuer: &str, audience: &str) -> JwtKeys {
+        JwtKeys {
+            secret: None,
+            jwks: Arc::default(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
     }
 
+    /// Adds the keys of a JWKS document (replacing any previous set; this value then
+    /// no longer shares its keys with the clones it was made from). Every key must
+    /// have a `kid`, an `alg` of RS256 or EdDSA that matches its key type, and (when
+    /// given) `use: sig`; otherwise the whole set is refused, naming the key.
+    pub fn with_jwks(mut self, document: &str) -> Result<JwtKeys, JwksError> {
+        self.jwks = Arc::new(RwLock::new(Arc::new(parse_jwks(document)?)));
+        Ok(self)
+    }
+
+    /// Replaces the JWKS keys of this value and of every clone of it (a periodic
+    /// refresh); a set that cannot be used changes nothing. Returns the number of keys.
+    pub fn replace_jwks(&self, document: &str) -> Result<usize, JwksError> {
+        let keys = parse_jwks(document)?;
+        let count = keys.len();
+        *self.jwks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(count)
+    }
+
+    fn current_jwks(&self) -> Arc<HashMap<String, PinnedKey>> {
+        self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The `kid`s of the JWKS keys in use.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.current_jwks().keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        validation.leeway = 5;
+        // A token whose `nbf` is in the future is not valid yet (off by default).
+        validation.validate_nbf = true;
+        validation
+    }
+
     /// Checks a token's signature, expiry, not-before, issuer and audience, and that
     /// its `device` claim is a subject token (it becomes part of a JetStream filter).
+    ///
+    /// The key is chosen by the header alone, then the algorithm is pinned by the
+    /// key, never by the token: a `kid` selects a JWKS key and the token's `alg` must
+    /// be that key's; a token without `kid` is HS256 with the secret. An unknown
+    /// `kid`, another `alg`, or `alg: none` (not a known algorithm) is invalid.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let jwks = self.current_jwks();
+        let (algorithm, key) = match &header.kid {
+            Some(kid) => {
+                let pinned = jwks.get(kid).ok_or(AuthError::Invalid)?;
+                (pinned.algorithm, &pinned.key)
+            }
+            None => {
+                let (decoding, _) = self.secret.as_ref().ok_or(AuthError::Invalid)?;
+                (Algorithm::HS256, decoding)
+            }
+        };
+        if header.alg != algorithm {
+            return Err(AuthError::Invalid);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -120,9 +216,54 @@ impl JwtKeys {
             device,
             channels,
         };
-        // Encoding HS256 claims of plain strings cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
+        // Encoding HS256 claims of plain strings cannot fail; without a secret there is
+        // nothing to mint with (an empty token is refused everywhere).
+        let Some((_, encoding)) = &self.secret else {
+            return String::new();
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).unwrap_or_default()
     }
+}
+
+/// The keys of a JWKS document, each pinned to its algorithm (see [`JwtKeys::with_jwks`]).
+fn parse_jwks(document: &str) -> Result<HashMap<String, PinnedKey>, JwksError> {
+    let set: JwkSet = serde_json::from_str(document).map_err(|e| JwksError::Malformed(e.to_string()))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone().unwrap_or_default();
+        let bad = |reason: &str| JwksError::Key {
+            kid: kid.clone(),
+            reason: reason.to_owned(),
+        };
+        if kid.is_empty() {
+            return Err(bad("has no kid"));
+        }
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return Err(bad("is not a signing key (use must be sig)"));
+        }
+        let algorithm = match (jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(p)) if p.curve == EllipticCurve::Ed25519 => {
+                Algorithm::EdDSA
+            }
+            (None, _) => return Err(bad("has no alg (each key is pinned to one algorithm)")),
+            (Some(alg), _) => {
+                return Err(bad(&format!(
+                    "alg {alg} with this key type is not accepted (RS256 with RSA, EdDSA with Ed25519)"
+                )));
+            }
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(&e.to_string()))?;
+        if keys.insert(kid.clone(), PinnedKey { algorithm, key }).is_some() {
+            return Err(bad("appears twice"));
+        }
+    }
+    Ok(keys)
 }
 
 /// Takes the token out of an `Authorization: Bearer …` header value.
@@ -233,6 +374,121 @@ mod tests {
         }
         let token = encode(&claims_json(serde_json::json!({ "device": "phone-1_a" })));
         assert_eq!(keys().verify(&token).unwrap().device.as_deref(), Some("phone-1_a"));
+    }
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/jwt");
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    fn with_jwks() -> JwtKeys {
+        keys()
+            .with_jwks(&String::from_utf8(fixture("jwks.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Signs `claims` with `key`, naming `kid` in the header.
+    fn sign(alg: Algorithm, kid: Option<&str>, claims: &serde_json::Value, key: &EncodingKey) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn rsa(kid: &str) -> EncodingKey {
+        EncodingKey::from_rsa_der(&fixture(&format!("{kid}.der")))
+    }
+
+    fn ed() -> EncodingKey {
+        EncodingKey::from_ed_der(&fixture("ed-1.der"))
+    }
+
+    #[test]
+    fn rs256_and_eddsa_tokens_from_the_jwks_verify_and_both_rotation_kids_are_accepted() {
+        let keys = with_jwks();
+        assert_eq!(keys.kids(), vec!["ed-1", "rsa-1", "rsa-2"]);
+        let claims = claims_json(serde_json::json!({}));
+        for kid in ["rsa-1", "rsa-2"] {
+            let token = sign(Algorithm::RS256, Some(kid), &claims, &rsa(kid));
+            assert_eq!(keys.verify(&token).unwrap().sub, "u1", "{kid}");
+        }
+        let token = sign(Algorithm::EdDSA, Some("ed-1"), &claims, &ed());
+        assert_eq!(keys.verify(&token).unwrap().tenant.as_str(), "acme");
+        // HS256 tokens without kid still verify with the secret.
+        assert!(keys.verify(&encode(&claims)).is_ok());
+    }
+
+    #[test]
+    fn alg_none_confusion_wrong_key_audience_and_unknown_kid_are_refused() {
+        let keys = with_jwks();
+        let claims = claims_json(serde_json::json!({}));
+        // alg: none, unsigned.
+        let b64 = |v: &serde_json::Value| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        for header in [
+            serde_json::json!({"alg": "none", "typ": "JWT"}),
+            serde_json::json!({"alg": "none", "kid": "rsa-1"}),
+        ] {
+            let none = format!("{}.{}.", b64(&header), b64(&claims));
+            assert_eq!(keys.verify(&none), Err(AuthError::Invalid), "{header}");
+        }
+        // HS256 signed with the RSA public key's bytes, with and without its kid.
+        let public = EncodingKey::from_secret(&fixture("rsa-1.pub.pem"));
+        for kid in [Some("rsa-1"), None] {
+            let confused = sign(Algorithm::HS256, kid, &claims, &public);
+            assert_eq!(keys.verify(&confused), Err(AuthError::Invalid), "{kid:?}");
+        }
+        // RS256 token naming the EdDSA kid, and one signed by the other RSA key.
+        let token = sign(Algorithm::RS256, Some("ed-1"), &claims, &rsa("rsa-1"));
+        assert_eq!(keys.verify(&token), Err(AuthError::Invalid));
+        let token = sign(Algorithm::RS256, Some("rsa-2"), &claims, &rsa("rsa-1"));
+        assert_eq!(keys.verify(&token), Err(AuthError::Invalid));
+        // Wrong audience, unknown kid.
+        let elsewhere = claims_json(serde_json::json!({"aud": "elsewhere"}));
+        let token = sign(Algorithm::RS256, Some("rsa-1"), &elsewhere, &rsa("rsa-1"));
+        assert_eq!(keys.verify(&token), Err(AuthError::Invalid));
+        let token = sign(Algorithm::RS256, Some("rsa-9"), &claims, &rsa("rsa-1"));
+        assert_eq!(keys.verify(&token), Err(AuthError::Invalid));
+        // Without a secret, a token without kid is refused.
+        let jwks_only = JwtKeys::without_secret("paytrack", "paytrack")
+            .with_jwks(&String::from_utf8(fixture("jwks.json")).unwrap())
+            .unwrap();
+        assert_eq!(jwks_only.verify(&encode(&claims)), Err(AuthError::Invalid));
+        assert!(
+            jwks_only
+                .verify(&sign(Algorithm::RS256, Some("rsa-1"), &claims, &rsa("rsa-1")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_bad_jwks_is_refused_naming_the_key() {
+        let set: serde_json::Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut set = set.clone();
+            f(&mut set["keys"][1]);
+            keys().with_jwks(&set.to_string()).map(|_| ())
+        };
+        let kid_of = |r: Result<(), JwksError>| match r {
+            Err(JwksError::Key { kid, reason }) => (kid, reason),
+            other => panic!("{other:?}"),
+        };
+        let (kid, reason) = kid_of(with(&|k| {
+            k.as_object_mut().unwrap().remove("alg");
+        }));
+        assert_eq!(kid, "rsa-2");
+        assert!(reason.contains("no alg"), "{reason}");
+        let (kid, _) = kid_of(with(&|k| k["alg"] = "HS256".into()));
+        assert_eq!(kid, "rsa-2");
+        let (kid, _) = kid_of(with(&|k| k["alg"] = "EdDSA".into()));
+        assert_eq!(kid, "rsa-2");
+        let (_, reason) = kid_of(with(&|k| k["kid"] = "rsa-1".into()));
+        assert!(reason.contains("twice"), "{reason}");
+        let (kid, _) = kid_of(with(&|k| k["use"] = "enc".into()));
+        assert_eq!(kid, "rsa-2");
+        assert!(matches!(keys().with_jwks("{}"), Err(JwksError::Malformed(_))));
     }
 
     #[test]

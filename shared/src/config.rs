@@ -109,6 +109,12 @@ pub struct Settings {
     pub edge_max_subscriptions: usize,
     /// JetStream reads (gets, replays) one edge runs at once for subscribes.
     pub edge_replay_concurrency: usize,
+    /// New subscribes one session may start per second (also its burst).
+    pub edge_subscribe_rate: u32,
+    /// Subscribes of one tenant an edge runs at once (each may read JetStream).
+    pub edge_tenant_subscribes: usize,
+    /// Subscribes of one tenant waiting behind those; more are refused with 4029.
+    pub edge_tenant_queue: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// How long an HTTP client may take to send a request's headers (and the
@@ -116,6 +122,16 @@ pub struct Settings {
     pub http_header_read_timeout_ms: u64,
     /// HS256 secret for JWTs.
     pub jwt_secret: Option<SecretString>,
+    /// A JWKS file whose RS256/EdDSA keys (selected by `kid`) verify tokens besides
+    /// the HS256 secret; read and validated at start.
+    #[serde(default)]
+    pub jwt_jwks_path: Option<std::path::PathBuf>,
+    /// A JWKS URL (the identity provider's), fetched by ws-edge at start and every
+    /// `jwt_jwks_refresh_secs`; replaces the file's keys once fetched.
+    #[serde(default)]
+    pub jwt_jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again, in seconds.
+    pub jwt_jwks_refresh_secs: u64,
     /// Expected `iss`.
     pub jwt_issuer: String,
     /// Expected `aud`.
@@ -176,6 +192,9 @@ impl Settings {
             ("DATABASE_MAX_CONNECTIONS", u64::from(self.database_max_connections)),
             ("HEARTBEAT_MS", self.heartbeat_ms),
             ("SESSION_QUEUE", self.session_queue as u64),
+            ("EDGE_SUBSCRIBE_RATE", u64::from(self.edge_subscribe_rate)),
+            ("EDGE_TENANT_SUBSCRIBES", self.edge_tenant_subscribes as u64),
+            ("JWT_JWKS_REFRESH_SECS", self.jwt_jwks_refresh_secs),
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
         ];
@@ -205,6 +224,26 @@ impl Settings {
             return Err(bad_value("JWT_SECRET", "must not be empty when set"));
         }
         Ok(())
+    }
+
+    /// The token keys: the HS256 secret and/or the JWKS of `jwt_jwks_path`, at least
+    /// one of them. A JWKS that cannot be read or used refuses to start, naming the key.
+    pub fn jwt_keys(&self) -> Result<crate::auth::JwtKeys, ConfigError> {
+        let keys = match (&self.jwt_secret, &self.jwt_jwks_path) {
+            (Some(secret), _) => crate::auth::JwtKeys::new(secret, &self.jwt_issuer, &self.jwt_audience),
+            (None, Some(_)) => crate::auth::JwtKeys::without_secret(&self.jwt_issuer, &self.jwt_audience),
+            (None, None) if self.jwt_jwks_url.is_some() => {
+                crate::auth::JwtKeys::without_secret(&self.jwt_issuer, &self.jwt_audience)
+            }
+            (None, None) => return Err(ConfigError::Missing("JWT_SECRET")),
+        };
+        let Some(path) = &self.jwt_jwks_path else {
+            return Ok(keys);
+        };
+        let document = std::fs::read_to_string(path)
+            .map_err(|e| bad_value("JWT_JWKS_PATH", &format!("{}: {e}", path.display())))?;
+        keys.with_jwks(&document)
+            .map_err(|e| bad_value("JWT_JWKS_PATH", &format!("{}: {e}", path.display())))
     }
 
     /// The JWT secret, required by every service that authenticates callers.
@@ -360,6 +399,34 @@ mod tests {
         assert_eq!(s.heartbeat_ms, 250);
         assert_eq!(s.jwt_audience, "paytrack");
         assert!(matches!(s.jwt_secret(), Err(ConfigError::Missing("JWT_SECRET"))));
+    }
+
+    #[test]
+    fn a_jwks_path_is_read_and_a_bad_one_refuses_naming_the_key() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/jwt");
+        let s = Settings::from_pairs([("jwt_jwks_path", format!("{fixtures}/jwks.json"))]).unwrap();
+        assert_eq!(s.jwt_keys().unwrap().kids(), vec!["ed-1", "rsa-1", "rsa-2"]);
+        let dir = tempfile_dir();
+        let bad = dir.join("jwks.json");
+        std::fs::write(&bad, r#"{"keys":[{"kty":"RSA","kid":"k9","n":"AQAB","e":"AQAB"}]}"#).unwrap();
+        let s = Settings::from_pairs([("jwt_jwks_path", bad.display().to_string())]).unwrap();
+        let error = s.jwt_keys().unwrap_err().to_string();
+        assert!(
+            error.contains("PAYTRACK_JWT_JWKS_PATH") && error.contains("k9"),
+            "{error}"
+        );
+        let s = Settings::from_pairs([("jwt_jwks_path", "/nonexistent/jwks.json".to_owned())]).unwrap();
+        assert!(s.jwt_keys().is_err());
+        assert!(matches!(
+            Settings::from_pairs([]).unwrap().jwt_keys(),
+            Err(ConfigError::Missing("JWT_SECRET"))
+        ));
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("paytrack-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -79,6 +79,23 @@ impl WsClient {
         }
     }
 
+    /// The next JSON message of any type (a close is an error).
+    pub async fn next(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = tokio::time::timeout(remaining, self.socket.next())
+                .await
+                .context("timed out waiting for a message")?
+                .context("socket ended")??;
+            match frame {
+                Message::Text(text) => return Ok(serde_json::from_str(&text)?),
+                Message::Close(frame) => bail!("closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
     /// Writes raw bytes to the socket under the WebSocket protocol (to send what a
     /// well-behaved client library would refuse to, e.g. a frame header alone).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ pub async fn apply(db: &PgPool, delivery: Delivery<SessionAudit>) -> Result<(), 
         SessionEvent::Open { .. } => ("open", None),
         SessionEvent::Subscribe { channel, .. } => ("subscribe", Some(channel.as_str())),
         SessionEvent::Denied { channel, .. } => ("denied", Some(channel.as_str())),
+        SessionEvent::Stale { .. } => ("stale", None),
         SessionEvent::Close { .. } => ("close", None),
     };
     sqlx::query(

@@ -45,6 +45,8 @@ pub struct EdgeState {
     pub write_timeout: std::time::Duration,
     /// Channels one session may hold.
     pub max_subscriptions: usize,
+    /// Subscribe rate per session and subscribes per tenant.
+    pub fairness: crate::fairness::Fairness,
     /// Every running session, so shutdown can wait for their close audit.
     pub sessions: tokio_util::task::TaskTracker,
     /// This edge's name.
@@ -65,6 +67,11 @@ impl EdgeState {
             session_queue_bytes: config.session_queue_bytes,
             write_timeout: config.write_timeout,
             max_subscriptions: config.max_subscriptions,
+            fairness: crate::fairness::Fairness::new(
+                config.subscribe_rate,
+                config.tenant_subscribes.0,
+                config.tenant_subscribes.1,
+            ),
             sessions: tokio_util::task::TaskTracker::new(),
             edge_id: config.edge_id.clone(),
             shutdown,

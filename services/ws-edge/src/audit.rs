@@ -60,7 +60,7 @@ impl Audit {
             SessionEvent::Open { scope } => SessionEvent::Open {
                 scope: scope.map(|s| s.iter().map(|c| paytrack_nats::printable(c, MAX_LEN)).collect()),
             },
-            subscribe @ SessionEvent::Subscribe { .. } => subscribe,
+            event @ (SessionEvent::Subscribe { .. } | SessionEvent::Stale { .. }) => event,
         };
         let record = SessionAudit {
             v: ENVELOPE_VERSION,

@@ -9,7 +9,10 @@
 mod app;
 mod audit;
 mod channel;
+mod currency;
+mod fairness;
 mod history;
+mod jwks;
 mod outbox;
 mod protocol;
 mod router;
@@ -56,8 +59,14 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// JetStream reads one edge runs at once for subscribes.
     pub replay_concurrency: usize,
+    /// New subscribes per second per session.
+    pub subscribe_rate: u32,
+    /// Subscribes per tenant at once, and waiting behind them.
+    pub tenant_subscribes: (usize, usize),
     /// Token verification.
     pub jwt: JwtKeys,
+    /// A JWKS URL fetched at start and refreshed at this interval.
+    pub jwks_url: Option<(String, std::time::Duration)>,
     /// Connection limits of the listener (header-read timeout).
     pub serve: paytrack_shared::http::ServeOptions,
 }
@@ -79,7 +88,13 @@ impl Config {
             ring_messages: s.edge_ring_messages,
             max_subscriptions: s.edge_max_subscriptions,
             replay_concurrency: s.edge_replay_concurrency,
-            jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+            subscribe_rate: s.edge_subscribe_rate,
+            tenant_subscribes: (s.edge_tenant_subscribes, s.edge_tenant_queue),
+            jwt: s.jwt_keys()?,
+            jwks_url: s
+                .jwt_jwks_url
+                .clone()
+                .map(|url| (url, std::time::Duration::from_secs(s.jwt_jwks_refresh_secs))),
             serve: paytrack_shared::http::ServeOptions {
                 header_read_timeout: std::time::Duration::from_millis(s.http_header_read_timeout_ms),
             },
@@ -99,6 +114,9 @@ pub enum EdgeError {
     /// The edge's feeds could not be opened.
     #[error("edge feed: {0}")]
     Feed(#[from] history::HistoryError),
+    /// The JWKS URL could not be fetched or holds a key that cannot be used.
+    #[error("JWKS: {0}")]
+    Jwks(String),
 }
 
 /// How long shutdown waits for sessions to send 1012 and audit their close.
@@ -132,6 +150,11 @@ impl WsEdge {
         let readiness = Readiness::watching(client.clone());
         let js = paytrack_nats::jetstream(client, config.nats_timeout);
         let listener = TcpListener::bind(config.listen).await?;
+        if let Some((url, every)) = &config.jwks_url {
+            let count = jwks::fetch(&config.jwt, url).await.map_err(EdgeError::Jwks)?;
+            tracing::info!(%url, keys = count, "JWKS fetched");
+            tokio::spawn(jwks::refresh(config.jwt.clone(), url.clone(), *every, shutdown.clone()));
+        }
         let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
         Ok(WsEdge {
             listener,

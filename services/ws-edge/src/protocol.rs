@@ -60,10 +60,17 @@ pub enum ServerMessage {
     },
     /// One event of a channel.
     Event(Event),
-    /// The latest position of every subscribed channel.
+    /// The latest position of every subscribed channel, and whether the edge itself
+    /// is current with the streams: while `live` is false (its feed is cut from
+    /// JetStream) the positions are only what was sent, not a claim of currency.
     Heartbeat {
         /// Channel → position.
         positions: std::collections::BTreeMap<String, Position>,
+        /// Whether the edge's feeds are connected to JetStream and caught up.
+        live: bool,
+        /// How long the edge's feeds have been behind the streams, in milliseconds
+        /// (0 when caught up).
+        lag_ms: u64,
     },
     /// Answer to `ping`.
     Pong,
@@ -104,6 +111,9 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4008;
     /// The edge is restarting; reconnect elsewhere.
     pub const RESTARTING: u16 = 1012;
+    /// Too many requests (subscribes per second, resumes in flight for the tenant);
+    /// sent as an `error`, the session stays open and may retry later.
+    pub const RATE_LIMITED: u16 = 4029;
     /// A frame or message larger than the edge accepts (RFC 6455 "message too big").
     pub const MESSAGE_TOO_BIG: u16 = 1009;
 }

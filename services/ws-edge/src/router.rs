@@ -18,6 +18,7 @@
 //! names a position whose event is not queued before it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -294,9 +295,25 @@ pub struct Ready {
     pub position: Position,
 }
 
+/// Whether one feed is current with its stream, as the heartbeats report it.
+#[derive(Default)]
+struct FeedHealth {
+    /// Connected to JetStream, the stream reachable and the feed's consumer working.
+    live: AtomicBool,
+    /// Since when the feed has been behind the stream's last message, in ms (0: caught up).
+    lag_ms: AtomicU64,
+    /// Cleared when the feed's consumer reports an error, set again once it delivers
+    /// or the feed is found caught up with the stream.
+    consumer_ok: AtomicBool,
+}
+
+/// How often the edge compares its feeds with the streams.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The fan-out of one edge.
 pub struct Hub {
     inner: Mutex<Inner>,
+    health: [FeedHealth; 2],
     epochs: [String; 2],
     streams: [Stream; 2],
     heads: [watch::Sender<u64>; 2],
@@ -338,7 +355,12 @@ impl Hub {
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
             timeout,
+            health: Default::default(),
         });
+        for feed in Feed::ALL {
+            hub.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
+            tokio::spawn(hub.clone().watch_health(feed, js.client(), shutdown.clone()));
+        }
         for feed in Feed::ALL {
             let from = heads[feed as usize] + 1;
             // Opened before the edge serves, so its consumers exist from the start.
@@ -379,6 +401,7 @@ impl Hub {
             let mut messages = match opened {
                 Ok(messages) => messages,
                 Err(error) => {
+                    self.health[feed as usize].consumer_ok.store(false, Ordering::Relaxed);
                     tracing::warn!(%error, stream = feed.stream(), "edge feed not open; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -398,15 +421,69 @@ impl Hub {
                         let seq = info.stream_sequence;
                         let message = Msg::new(seq, &message.subject, &message.payload, message.headers.clone());
                         self.ingest(feed, message);
+                        self.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
                         from = seq + 1;
                     }
                     Some(Err(error)) => {
+                        self.health[feed as usize].consumer_ok.store(false, Ordering::Relaxed);
                         tracing::warn!(%error, stream = feed.stream(), "edge feed error; the ordered consumer recovers");
                     }
-                    None => break,
+                    None => {
+                        self.health[feed as usize].consumer_ok.store(false, Ordering::Relaxed);
+                        break;
+                    }
                 }
             }
         }
+    }
+
+    /// Compares one feed with its stream every [`HEALTH_INTERVAL`]: the feed is live
+    /// while NATS is connected, the stream answers and the feed's consumer works (or
+    /// has every message the stream has); its lag is how long it has been behind the
+    /// stream's last message.
+    async fn watch_health(self: Arc<Self>, feed: Feed, client: async_nats::Client, shutdown: CancellationToken) {
+        let health = &self.health[feed as usize];
+        let mut caught_up_at = std::time::Instant::now();
+        let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            let last = if connected {
+                match tokio::time::timeout(self.timeout, self.streams[feed as usize].get_info()).await {
+                    Ok(Ok(info)) => Some(info.state.last_sequence),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let head = *self.heads[feed as usize].borrow();
+            if last.is_some_and(|last| head >= last) {
+                caught_up_at = std::time::Instant::now();
+                health.consumer_ok.store(true, Ordering::Relaxed);
+            }
+            let live = last.is_some() && health.consumer_ok.load(Ordering::Relaxed);
+            let lag = caught_up_at.elapsed().as_millis() as u64;
+            health.live.store(live, Ordering::Relaxed);
+            health.lag_ms.store(lag, Ordering::Relaxed);
+            metrics::gauge!("paytrack_edge_feed_live", "stream" => feed.stream()).set(if live { 1.0 } else { 0.0 });
+            metrics::gauge!("paytrack_edge_feed_lag_ms", "stream" => feed.stream()).set(lag as f64);
+        }
+    }
+
+    /// Whether every feed is live, and the largest lag of the edge's feeds in ms.
+    pub fn currency(&self) -> (bool, u64) {
+        let live = self.health.iter().all(|h| h.live.load(Ordering::Relaxed));
+        let lag = self
+            .health
+            .iter()
+            .map(|h| h.lag_ms.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        (live, lag)
     }
 
     /// Adds a message to the ring and queues it to every session of every channel it
@@ -618,8 +695,14 @@ impl Hub {
 
     /// Queues a heartbeat naming the position each of `subs` (`(key, id, channel)`)
     /// has reached, under the lock that queues events, so the heartbeat never runs
-    /// ahead of them.
-    pub fn heartbeat<'a>(&self, out: &Outbox, subs: impl Iterator<Item = (&'a str, u64, &'a Channel)>) {
+    /// ahead of them, with the edge's own currency (`live`, `lag_ms`). Returns the
+    /// positions sent, which the session's next acks must catch up with.
+    pub fn heartbeat<'a>(
+        &self,
+        out: &Outbox,
+        subs: impl Iterator<Item = (&'a str, u64, &'a Channel)>,
+    ) -> BTreeMap<String, Position> {
+        let (live, lag_ms) = self.currency();
         let inner = self.lock();
         let mut positions = BTreeMap::new();
         for (key, id, channel) in subs {
@@ -635,7 +718,12 @@ impl Hub {
                 );
             }
         }
-        out.send(&ServerMessage::Heartbeat { positions });
+        out.send(&ServerMessage::Heartbeat {
+            positions: positions.clone(),
+            live,
+            lag_ms,
+        });
+        positions
     }
 
     fn ring_floor(&self, feed: Feed) -> u64 {

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::app::EdgeState;
 use crate::audit::Audit;
 use crate::channel::{Channel, ChannelError};
+use crate::currency::{Currency, Verdict};
 use crate::history::HistoryError;
 use crate::outbox::Outbox;
 use crate::protocol::{ClientMessage, ServerMessage, close};
@@ -161,6 +162,8 @@ async fn drive(
     let mut starting: HashMap<String, Starting> = HashMap::new();
     let mut tasks: JoinSet<Started> = JoinSet::new();
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut currency = Currency::new("websocket");
+    let limiter = state.fairness.session_limiter();
     let mut last_heard = Instant::now();
     let token_expiry = tokio::time::sleep_until(expiry(claims.exp));
     tokio::pin!(token_expiry);
@@ -188,7 +191,17 @@ async fn drive(
                     out.closer.close(close::BAD_REQUEST, "heartbeat missed");
                     break;
                 }
-                hub.heartbeat(&out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
+                if let Verdict::Stale(positions) = currency.tick(|channel| held.contains_key(channel)) {
+                    metrics::counter!("paytrack_edge_sessions_stale_total", "transport" => "websocket").increment(1);
+                    tracing::info!(?positions, acked = ?currency.acked(), "session stale: acks behind for two heartbeats");
+                    // Not awaited: while JetStream is away the publish waits for its
+                    // timeout, and the session must keep reading its client meanwhile.
+                    let audit = audit.clone();
+                    let event = SessionEvent::Stale { positions, acked: currency.acked().clone() };
+                    tokio::spawn(async move { audit.record(event).await });
+                }
+                let sent = hub.heartbeat(&out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
+                currency.sent(sent);
             }
             frame = incoming.next() => {
                 let text = match frame {
@@ -222,9 +235,9 @@ async fn drive(
                 };
                 match message {
                     ClientMessage::Ping => { out.send(&ServerMessage::Pong); }
-                    ClientMessage::Ack { .. } => {}
+                    ClientMessage::Ack { positions } => currency.ack(positions),
                     ClientMessage::Subscribe { channel, since } => {
-                        let held_ids = Subscriptions { held: &held, starting: &mut starting, tasks: &mut tasks };
+                        let held_ids = Subscriptions { held: &held, starting: &mut starting, tasks: &mut tasks, limiter: &limiter };
                         subscribe(state, &claims, &out, audit, held_ids, &channel, since).await;
                     }
                     ClientMessage::Unsubscribe { channel } => {
@@ -271,6 +284,7 @@ struct Subscriptions<'a> {
     held: &'a HashMap<String, Held>,
     starting: &'a mut HashMap<String, Starting>,
     tasks: &'a mut JoinSet<Started>,
+    limiter: &'a governor::DefaultDirectRateLimiter,
 }
 
 /// Whether a read failed because the client sent a frame or message over the limits
@@ -356,12 +370,27 @@ async fn subscribe(
         });
         return;
     }
+    // Fairness: the session's subscribe rate, then a place in its tenant's queue.
+    let admission = match state.fairness.admit(subs.limiter, &claims.tenant) {
+        Ok(admission) => admission,
+        Err(refused) => {
+            tracing::info!(%refused, channel = %name, "subscribe refused");
+            out.send(&ServerMessage::Error {
+                code: close::RATE_LIMITED,
+                message: refused.to_string(),
+            });
+            return;
+        }
+    };
     let key = request.key();
     let hub = hub.clone();
     let since = request.since.clone();
     let task_name = name.clone();
     let task = subs.tasks.spawn(async move {
-        let result = hub.subscribe(request).await;
+        let result = match admission.enter().await {
+            Some(_slot) => hub.subscribe(request).await,
+            None => Err(crate::history::unavailable("edge shutting down")),
+        };
         Started {
             name: task_name,
             id,

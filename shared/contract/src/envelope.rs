@@ -332,6 +332,15 @@ pub enum SessionEvent {
         /// The error code sent.
         code: u16,
     },
+    /// The session stayed behind for two heartbeats: its acks had not caught up
+    /// with the positions the edge had sent (connected, not current). Recorded once
+    /// per episode; the session is current again once its acks catch up.
+    Stale {
+        /// The positions of the heartbeat the session did not catch up with.
+        positions: std::collections::BTreeMap<String, Position>,
+        /// The positions it had acked.
+        acked: std::collections::BTreeMap<String, Position>,
+    },
     /// The session closed.
     Close {
         /// The close code.
