@@ -51,7 +51,7 @@ impl Config {
             max_body_bytes: s.max_body_bytes,
             webhook_secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
             api_keys: ApiKeys::parse(&s.api_keys)?,
-            jwt: JwtKeys::new(s.jwt_secret()?, &s.jwt_issuer, &s.jwt_audience),
+            jwt: s.jwt_keys()?,
             serve: ServeOptions {
                 header_read_timeout: Duration::from_millis(s.http_header_read_timeout_ms),
             },
