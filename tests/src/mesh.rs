@@ -88,6 +88,8 @@ pub struct Mesh {
     pub ingest_url: String,
     /// The edge's address.
     pub edge_addr: SocketAddr,
+    /// The edge's name (its `edge_id`, unique per mesh).
+    pub edge_id: String,
     /// Mints tokens the mesh accepts.
     pub jwt: JwtKeys,
     /// A backend API key of the tenant.
@@ -147,6 +149,8 @@ impl Mesh {
         // Bound here and handed over, so no other server can take the port between.
         let admin_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let projector_admin = admin_listener.local_addr()?;
+        // Unique per mesh, so per-edge metrics of tests running side by side stay apart.
+        let edge_id = format!("edge-{}", &tenant.as_str()[1..]);
         let mut pairs = nats.settings_pairs();
         pairs.extend([
             ("nats_url", nats.url()),
@@ -162,7 +166,7 @@ impl Mesh {
             ("api_keys", format!("{tenant}={api_key},{other_tenant}={other_api_key}")),
             ("heartbeat_ms", options.heartbeat_ms.to_string()),
             ("session_queue", options.session_queue.to_string()),
-            ("edge_id", "edge-test".to_owned()),
+            ("edge_id", edge_id.clone()),
             ("nats_duplicate_window_secs", options.duplicate_window_secs.to_string()),
             (
                 "http_header_read_timeout_ms",
@@ -226,6 +230,7 @@ impl Mesh {
             tenant,
             ingest_url,
             edge_addr,
+            edge_id,
             jwt_secret: jwt_secret.clone(),
             jwt: JwtKeys::new(
                 &SecretString::from(jwt_secret),

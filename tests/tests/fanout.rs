@@ -475,6 +475,8 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
         Ok::<_, anyhow::Error>(events)
     });
 
+    let baseline = queued_bytes(&mesh).await?;
+    let mut most_queued = baseline;
     let started = Instant::now();
     let filler = "x".repeat(32 * 1024);
     let subject = format!("paytrack.push.{}.u_slow.all", mesh.tenant);
@@ -501,6 +503,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
         .bind(&slow_session)
         .fetch_optional(&mesh.db)
         .await?;
+        most_queued = most_queued.max(queued_bytes(&mesh).await?);
         if let Some(detail) = closed {
             assert_eq!(detail["code"], 4008, "{detail}");
             break started.elapsed();
@@ -515,9 +518,33 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
     chain(events[0]["prev_seq"].as_u64().unwrap_or_default(), &events);
     assert_eq!(events.len() as u64, sent + 1);
     assert_eq!(audited_close(&mesh, &slow_session).await?, 4008);
-    eprintln!("slow client: closed with 4008 {closed_after:?} after the burst began ({sent} events of 32 KiB)");
+    // What the edge held for the slow client is freed with its session.
+    assert!(
+        most_queued > baseline,
+        "the edge's queued bytes never showed the slow client"
+    );
+    let settled = mesh
+        .eventually(WAIT, "the edge's queued bytes back at their baseline", || async {
+            queued_bytes(&mesh).await.ok().filter(|q| *q <= baseline)
+        })
+        .await?;
+    eprintln!(
+        "slow client: closed with 4008 {closed_after:?} after the burst began ({sent} events of 32 KiB); \
+         edge queued bytes {baseline} -> {most_queued} -> {settled}"
+    );
     drop(slow);
     Ok(())
+}
+
+/// `paytrack_edge_queued_bytes` of this mesh's edge (0 before it is first reported).
+async fn queued_bytes(mesh: &Mesh) -> anyhow::Result<u64> {
+    let (_, edge) = mesh.scrape().await?;
+    let prefix = format!("paytrack_edge_queued_bytes{{edge=\"{}\"}} ", mesh.edge_id);
+    Ok(edge
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
 }
 
 /// A token is closed with 4001 at its `exp`, not at the next heartbeat.

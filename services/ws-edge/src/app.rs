@@ -51,6 +51,8 @@ pub struct EdgeState {
     pub sessions: tokio_util::task::TaskTracker,
     /// This edge's name.
     pub edge_id: String,
+    /// Bytes queued to every session and not yet written (`paytrack_edge_queued_bytes`).
+    pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
 }
@@ -74,6 +76,7 @@ impl EdgeState {
             ),
             sessions: tokio_util::task::TaskTracker::new(),
             edge_id: config.edge_id.clone(),
+            queued_bytes: Arc::default(),
             shutdown,
         }
     }

@@ -214,6 +214,7 @@ impl WsEdge {
                 tracing::info!("ws-edge ready");
             }
         });
+        tokio::spawn(report_queued_bytes(self.state.clone(), shutdown.clone()));
         let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
@@ -231,4 +232,22 @@ impl WsEdge {
 /// Runs ws-edge with `config` until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), EdgeError> {
     WsEdge::bind(config, shutdown).await?.run().await
+}
+
+/// How often the edge publishes what it holds for clients that have not read yet.
+const QUEUED_BYTES_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps `paytrack_edge_queued_bytes{edge}` current: the bytes queued to sessions and
+/// not yet written, which returns to its baseline when a slow client is closed.
+async fn report_queued_bytes(state: Arc<app::EdgeState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(QUEUED_BYTES_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let queued = state.queued_bytes.load(std::sync::atomic::Ordering::Acquire);
+                metrics::gauge!("paytrack_edge_queued_bytes", "edge" => state.edge_id.clone()).set(queued as f64);
+            }
+        }
+    }
 }

@@ -3,8 +3,8 @@
 //! of a channel) and the session (its own replies). A full queue closes the session with
 //! 4008 instead of growing memory or dropping events.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
@@ -44,6 +44,9 @@ pub struct Outbox {
     queue: mpsc::UnboundedSender<Utf8Bytes>,
     queued_bytes: AtomicUsize,
     queued_messages: AtomicUsize,
+    /// Bytes queued by every session of the edge, this one included: what the edge
+    /// holds for clients that have not read yet (`paytrack_edge_queued_bytes`).
+    edge_total: Arc<AtomicUsize>,
     max_bytes: usize,
     max_messages: usize,
     /// How the session ends.
@@ -57,12 +60,19 @@ pub struct Outgoing {
 
 impl Outbox {
     /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
+    #[cfg(test)]
     pub fn new(max_messages: usize, max_bytes: usize) -> (Outbox, Outgoing) {
+        Self::counted(max_messages, max_bytes, Arc::default())
+    }
+
+    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`.
+    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Outbox, Outgoing) {
         let (queue, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
             queue,
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
+            edge_total,
             max_bytes: max_bytes.max(1),
             max_messages: max_messages.max(1),
             closer: Closer::default(),
@@ -79,6 +89,7 @@ impl Outbox {
         }
         let len = frame.len();
         let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.edge_total.fetch_add(len, Ordering::AcqRel);
         let messages = self.queued_messages.fetch_add(1, Ordering::AcqRel) + 1;
         if bytes > self.max_bytes || messages > self.max_messages {
             self.closer.close(close::TOO_SLOW, "client too slow: queue overflowed");
@@ -106,7 +117,16 @@ impl Outbox {
 
     fn written(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.edge_total.fetch_sub(len, Ordering::AcqRel);
         self.queued_messages.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Outbox {
+    /// What was never written is freed with the session: take it off the edge's total.
+    fn drop(&mut self) {
+        let left = self.queued_bytes.load(Ordering::Acquire);
+        self.edge_total.fetch_sub(left, Ordering::AcqRel);
     }
 }
 
@@ -125,6 +145,18 @@ impl Outgoing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_edge_total_returns_to_zero_when_a_session_goes() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let (outbox, _rx) = Outbox::counted(100, 1_000, total.clone());
+        assert!(outbox.push("12345".into()));
+        assert!(outbox.push("123".into()));
+        outbox.written(3);
+        assert_eq!(total.load(Ordering::Acquire), 5);
+        drop(outbox);
+        assert_eq!(total.load(Ordering::Acquire), 0);
+    }
 
     #[test]
     fn a_full_queue_closes_the_session_with_4008_instead_of_dropping_events() {

@@ -111,7 +111,11 @@ async fn drive(
     audit: &Audit,
 ) -> (u16, String) {
     let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = crate::outbox::Outbox::new(state.session_queue, state.session_queue_bytes);
+    let (out, mut outgoing) = crate::outbox::Outbox::counted(
+        state.session_queue,
+        state.session_queue_bytes,
+        state.queued_bytes.clone(),
+    );
     let out = Arc::new(out);
 
     let writer_out = out.clone();
