@@ -133,10 +133,19 @@ impl Role {
                 p.durable(subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES);
             }
             Role::Edge => {
-                p.publish.push(subjects::SESSION_ALL.into());
+                p.publish
+                    .extend([subjects::SESSION_ALL.into(), subjects::PRESENCE_ALL.into()]);
                 p.layout();
                 p.history(subjects::STREAM_STATUS, &[]);
                 p.history(subjects::STREAM_PUSH, &[]);
+                // Presence: the KV bucket's stream is created by the edge (which reads
+                // the account's limits first) and read back.
+                p.publish.push(api("INFO"));
+                for verb in ["INFO", "CREATE", "UPDATE"] {
+                    p.publish
+                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_PRESENCE)));
+                }
+                p.history(subjects::STREAM_PRESENCE, &[]);
             }
             Role::Reader => {
                 p.subscribe.extend([

@@ -105,6 +105,8 @@ pub struct Settings {
     pub session_write_timeout_ms: u64,
     /// Recent messages per stream the edge keeps in memory to serve resumes.
     pub edge_ring_messages: usize,
+    /// How long a session's presence outlives its last refresh (an edge that died).
+    pub edge_presence_ttl_secs: u64,
     /// Channels one session may hold at once.
     pub edge_max_subscriptions: usize,
     /// JetStream reads (gets, replays) one edge runs at once for subscribes.
@@ -197,6 +199,7 @@ impl Settings {
             ("JWT_JWKS_REFRESH_SECS", self.jwt_jwks_refresh_secs),
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
+            ("EDGE_PRESENCE_TTL_SECS", self.edge_presence_ttl_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -51,6 +51,8 @@ pub struct EdgeState {
     pub sessions: tokio_util::task::TaskTracker,
     /// This edge's name.
     pub edge_id: String,
+    /// Which sessions each user has open (set with the hub, once JetStream answers).
+    pub presence: std::sync::OnceLock<Arc<crate::presence::Presence>>,
     /// Bytes queued to every session and not yet written (`paytrack_edge_queued_bytes`).
     pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Cancelled when the edge shuts down.
@@ -77,6 +79,7 @@ impl EdgeState {
             sessions: tokio_util::task::TaskTracker::new(),
             edge_id: config.edge_id.clone(),
             queued_bytes: Arc::default(),
+            presence: std::sync::OnceLock::new(),
             shutdown,
         }
     }
@@ -86,6 +89,7 @@ impl EdgeState {
 pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/ws", get(upgrade))
+        .route("/v1/presence/{user}", get(presence_of))
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
@@ -127,6 +131,53 @@ async fn upgrade(
             let sessions = state.sessions.clone();
             sessions.track_future(session::run(socket, state, hub, claims))
         })
+}
+
+/// `GET /v1/presence/{user}`: the sessions `user` has open now, on any edge. An
+/// operator token of the tenant may ask for any user; a user's token for itself only.
+async fn presence_of(
+    State(state): State<Arc<EdgeState>>,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let error = |status: StatusCode, code: &str, message: &str| {
+        (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
+    };
+    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let token = header_token.or_else(|| query.get("token").map(String::as_str));
+    let claims = match token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t)) {
+        Ok(claims) => claims,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
+    };
+    if paytrack_shared::ids::validate_token(&user, "user").is_err() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "a user id is a subject token");
+    }
+    if claims.channels.is_some() && claims.sub != user {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may ask for its own presence only",
+        );
+    }
+    let Some(presence) = state.presence.get() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the edge is not connected to JetStream yet",
+        );
+    };
+    match presence.of(&claims.tenant, &user).await {
+        Ok(sessions) => axum::Json(json!({ "user": user, "sessions": sessions })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "presence not readable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "presence is not readable now",
+            )
+        }
+    }
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -14,6 +14,7 @@ mod fairness;
 mod history;
 mod jwks;
 mod outbox;
+mod presence;
 mod protocol;
 mod router;
 mod session;
@@ -55,6 +56,8 @@ pub struct Config {
     pub write_timeout: std::time::Duration,
     /// Recent messages per stream kept in memory for resumes.
     pub ring_messages: usize,
+    /// How long a session's presence outlives its last refresh.
+    pub presence_ttl: std::time::Duration,
     /// Channels one session may hold.
     pub max_subscriptions: usize,
     /// JetStream reads one edge runs at once for subscribes.
@@ -86,6 +89,7 @@ impl Config {
             session_queue_bytes: s.session_queue_bytes,
             write_timeout: std::time::Duration::from_millis(s.session_write_timeout_ms),
             ring_messages: s.edge_ring_messages,
+            presence_ttl: std::time::Duration::from_secs(s.edge_presence_ttl_secs),
             max_subscriptions: s.edge_max_subscriptions,
             replay_concurrency: s.edge_replay_concurrency,
             subscribe_rate: s.edge_subscribe_rate,
@@ -129,6 +133,7 @@ pub struct WsEdge {
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
     layout: paytrack_nats::Layout,
+    presence_ttl: std::time::Duration,
     feeds: FeedSettings,
 }
 
@@ -162,6 +167,7 @@ impl WsEdge {
             readiness,
             serve: config.serve,
             layout: config.layout,
+            presence_ttl: config.presence_ttl,
             feeds: FeedSettings {
                 ring_messages: config.ring_messages,
                 replay_concurrency: config.replay_concurrency,
@@ -182,6 +188,7 @@ impl WsEdge {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ws-edge listening");
         let shutdown = self.state.shutdown.clone();
+        let presence_ttl = self.presence_ttl;
         let (state, readiness, layout, feeds, stop) = (
             self.state.clone(),
             self.readiness.clone(),
@@ -208,11 +215,16 @@ impl WsEdge {
                 .map_err(|e| e.to_string())
             })
             .await;
-            if let Ok(hub) = opened {
-                let _ = state.hub.set(hub);
-                readiness.set(true);
-                tracing::info!("ws-edge ready");
-            }
+            let Ok(hub) = opened else { return };
+            let presence = paytrack_nats::retry_until_ready("open the presence bucket", &stop, || {
+                presence::Presence::open(&js, presence_ttl, layout.replicas, &state.edge_id)
+            })
+            .await;
+            let Ok(presence) = presence else { return };
+            let _ = state.presence.set(presence);
+            let _ = state.hub.set(hub);
+            readiness.set(true);
+            tracing::info!("ws-edge ready");
         });
         tokio::spawn(report_queued_bytes(self.state.clone(), shutdown.clone()));
         let sessions = self.state.sessions.clone();

@@ -80,7 +80,12 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims
             })
             .await;
         tracing::info!("session opened");
+        let present = tokio_util::sync::CancellationToken::new();
+        if let Some(presence) = state.presence.get() {
+            presence.track(&claims, &session_id, "websocket", present.clone());
+        }
         let (code, reason) = drive(socket, &state, &hub, claims, &session_id, &audit).await;
+        present.cancel();
         metrics::counter!("paytrack_edge_sessions_closed_total", "code" => code.to_string()).increment(1);
         audit
             .record(SessionEvent::Close {

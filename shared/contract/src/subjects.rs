@@ -20,6 +20,14 @@ pub const STREAM_SESSION: &str = "PAYTRACK_SESSION";
 /// Messages a consumer parked because it could not handle them (dead letters).
 pub const STREAM_DEAD: &str = "PAYTRACK_DEAD";
 
+/// The JetStream KV bucket of presence: which sessions each user has open, one key
+/// `<tenant>.<user>.<device>.<session_id>` per session, written by ws-edge.
+pub const PRESENCE_BUCKET: &str = "PAYTRACK_PRESENCE";
+/// The stream behind [`PRESENCE_BUCKET`] (JetStream names a bucket's stream `KV_<bucket>`).
+pub const STREAM_PRESENCE: &str = "KV_PAYTRACK_PRESENCE";
+/// The subjects a presence write is published on.
+pub const PRESENCE_ALL: &str = "$KV.PAYTRACK_PRESENCE.>";
+
 /// Subjects captured by [`STREAM_IN`].
 pub const IN_ALL: &str = "paytrack.in.>";
 /// Transition subjects in [`STREAM_STATUS`].
