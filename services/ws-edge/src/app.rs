@@ -86,6 +86,7 @@ impl EdgeState {
 pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/ws", get(upgrade))
+        .route("/v1/sse", get(crate::sse::open))
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
@@ -99,15 +100,9 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let token = header_token.or_else(|| query.get("token").map(String::as_str));
-    let claims = match token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t)) {
+    let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
-        Err(error) => {
-            tracing::info!(%error, "upgrade refused");
-            let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
-        }
+        Err(refused) => return refused,
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -126,6 +121,25 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
             sessions.track_future(session::run(socket, state, hub, claims))
+        })
+}
+
+/// The token's claims (from the `Authorization` header, else the `token` query
+/// parameter), or the 401 every transport answers before any stream exists.
+pub fn authenticate(
+    state: &EdgeState,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<paytrack_shared::auth::Claims, Response> {
+    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let token = header_token.or_else(|| query.get("token").map(String::as_str));
+    token
+        .ok_or(AuthError::Missing)
+        .and_then(|t| state.jwt.verify(t))
+        .map_err(|error| {
+            tracing::info!(%error, "session refused");
+            let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
+            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
         })
 }
 

@@ -17,6 +17,7 @@ mod outbox;
 mod protocol;
 mod router;
 mod session;
+mod sse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,230 @@
+//! ws-edge's other ways in and out: the Server-Sent Events fallback on the same core as
+//! the WebSocket, a client moving to a second edge when its edge stops, and a `user:`
+//! resume after PAYTRACK_PUSH's history aged out.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use paytrack_shared::subjects;
+use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::sse::{Opened, SseClient};
+use paytrack_tests::ws::WsClient;
+use paytrack_tests::{Mesh, eventually};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Heartbeats rare enough that silent WebSocket test clients are not closed.
+fn quiet() -> MeshOptions {
+    MeshOptions {
+        heartbeat_ms: 120_000,
+        ..MeshOptions::default()
+    }
+}
+
+/// Asserts `events` chain from `start` and returns their sequences.
+fn chain(start: u64, events: &[Value]) -> Vec<u64> {
+    let mut last = start;
+    let mut seqs = Vec::new();
+    for event in events {
+        assert_eq!(event["prev_seq"], last, "gap or duplicate before {event}");
+        last = event["position"]["seq"].as_u64().unwrap_or_default();
+        seqs.push(last);
+    }
+    seqs
+}
+
+/// The sequences of a channel's messages as the stream holds them.
+async fn stream_seqs(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<Vec<u64>> {
+    let stream = js.get_stream(stream).await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            ..Default::default()
+        })
+        .await?;
+    let mut pending = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await?;
+    let mut seqs = Vec::new();
+    while pending > 0 {
+        let message = tokio::time::timeout(WAIT, messages.next())
+            .await?
+            .context("stream ended")??;
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        seqs.push(info.stream_sequence);
+        pending = info.pending;
+    }
+    Ok(seqs)
+}
+
+/// Publishes `count` pushes to `user` (interleaved with another user's) as the admin.
+fn publish_pushes(mesh: &Mesh, user: &str, count: u64) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let js = mesh.js.clone();
+    let tenant = mesh.tenant.clone();
+    let user = user.to_owned();
+    tokio::spawn(async move {
+        for n in 0..count {
+            for to in [user.as_str(), "u_other"] {
+                let subject = format!("paytrack.push.{tenant}.{to}.all");
+                js.publish(subject, json!({"type": "note", "n": n}).to_string().into())
+                    .await?
+                    .await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn edge_base(mesh: &Mesh) -> String {
+    format!("http://{}", mesh.edge_addr)
+}
+
+/// An SSE client follows a channel while events are published; then an SSE resume
+/// with `Last-Event-ID` from a mid position and a WebSocket resume with the same
+/// `since` yield exactly the same events (seqs and bodies), which are the stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_resume_yields_exactly_what_a_websocket_resume_does() -> anyhow::Result<()> {
+    const EVENTS: u64 = 200;
+    const MID: usize = 79;
+    let mesh = Mesh::start_with(MeshOptions {
+        edge_ring_messages: 32,
+        ..quiet()
+    })
+    .await?;
+    let token = mesh.jwt.mint("u_sse", &mesh.tenant, 600, None, None);
+    let mut follower = SseClient::connect(&edge_base(&mesh), "user:u_sse", &token, None).await?;
+    let subscribed = follower.next_of("subscribed", WAIT).await?;
+    assert_eq!(subscribed.data["type"], "subscribed");
+    assert_eq!(subscribed.data["channel"], "user:u_sse");
+    let start = subscribed.data["position"]["seq"].as_u64().context("position")?;
+
+    let publisher = publish_pushes(&mesh, "u_sse", EVENTS);
+    let mut followed = Vec::new();
+    let mut ids = Vec::new();
+    while (followed.len() as u64) < EVENTS {
+        let event = follower.next_of("message", WAIT).await?;
+        ids.push(event.id.clone().context("every event has an id")?);
+        followed.push(event.data);
+    }
+    publisher.await??;
+    drop(follower);
+    let seqs = chain(start, &followed);
+    let filter = format!("paytrack.push.{}.u_sse.>", mesh.tenant);
+    assert_eq!(seqs, stream_seqs(&mesh.js, subjects::STREAM_PUSH, &filter).await?);
+    for (id, event) in ids.iter().zip(&followed) {
+        assert_eq!(event["type"], "event");
+        let position = &event["position"];
+        assert_eq!(
+            *id,
+            format!("{}:{}", position["epoch"].as_str().unwrap_or_default(), position["seq"])
+        );
+    }
+
+    // Resume both transports from the same mid position.
+    let since = followed[MID]["position"].clone();
+    let mut sse = SseClient::connect(&edge_base(&mesh), "user:u_sse", &token, Some(&ids[MID])).await?;
+    let sse_subscribed = sse.next_of("subscribed", WAIT).await?;
+    let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+    ws.send(json!({"type": "subscribe", "channel": "user:u_sse", "since": since}))
+        .await?;
+    let ws_subscribed = ws.next_of("subscribed", WAIT).await?;
+    assert_eq!(sse_subscribed.data, ws_subscribed);
+    assert_eq!(ws_subscribed["recovered"], true);
+    assert_eq!(ws_subscribed["position"], since);
+    let rest = followed.len() - MID - 1;
+    let mut from_sse = Vec::new();
+    let mut from_ws = Vec::new();
+    for _ in 0..rest {
+        from_sse.push(sse.next_of("message", WAIT).await?.data);
+        from_ws.push(ws.next_of("event", WAIT).await?);
+    }
+    assert_eq!(from_sse, from_ws, "the same events, byte for byte as JSON");
+    assert_eq!(from_sse, followed[MID + 1..].to_vec());
+    Ok(())
+}
+
+/// The SSE fallback follows the WebSocket's token and channel rules before any stream
+/// exists, heartbeats as `event: heartbeat`, and its session is audited and counted
+/// as transport `sse`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_refuses_like_the_websocket_and_is_its_own_transport() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        heartbeat_ms: 300,
+        ..MeshOptions::default()
+    })
+    .await?;
+    let base = edge_base(&mesh);
+    let refused = |opened: Opened| match opened {
+        Opened::Refused(status, body) => (status, body["error"].as_str().unwrap_or_default().to_owned()),
+        Opened::Open(_) => (200, String::new()),
+    };
+    // A token whose signature does not verify.
+    let bad = format!("{}x", mesh.operator_token());
+    assert_eq!(refused(SseClient::open(&base, "payments", None, None).await?).0, 401);
+    assert_eq!(
+        refused(SseClient::open(&base, "payments", Some("not-a-jwt"), None).await?).0,
+        401
+    );
+    assert_eq!(
+        refused(SseClient::open(&base, "payments", Some(&bad), None).await?).0,
+        401
+    );
+    let scoped = mesh.scoped_token("u1", &["payment:pay_mine"]);
+    assert_eq!(
+        refused(SseClient::open(&base, "payments", Some(&scoped), None).await?),
+        (403, "forbidden".to_owned())
+    );
+    let operator = mesh.operator_token();
+    assert_eq!(
+        refused(SseClient::open(&base, "nonsense:x", Some(&operator), None).await?).0,
+        400
+    );
+    assert_eq!(
+        refused(SseClient::open(&base, "payments", Some(&operator), Some("garbage")).await?).0,
+        400
+    );
+
+    let url = format!("{base}/v1/sse?token={operator}&channel=payments");
+    let response = reqwest::get(&url).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"].to_str()?, "text/event-stream");
+    let session_id = response.headers()["x-session-id"].to_str()?.to_owned();
+    drop(response);
+    let mut client = SseClient::connect(&base, "payments", &operator, None).await?;
+    let subscribed = client.next(WAIT).await?;
+    assert_eq!(subscribed.event, "subscribed");
+    let position = &subscribed.data["position"];
+    assert_eq!(
+        subscribed.id.as_deref(),
+        Some(format!("{}:{}", position["epoch"].as_str().unwrap_or_default(), position["seq"]).as_str())
+    );
+    let heartbeat = client.next(WAIT).await?;
+    assert_eq!(heartbeat.event, "heartbeat");
+    assert_eq!(heartbeat.data["positions"]["payments"], *position);
+    assert_eq!(heartbeat.data["live"], true);
+    let (_, metrics) = mesh.scrape().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("paytrack_edge_sessions_open{transport=\"sse\"") && !l.ends_with(" 0")),
+        "sse sessions are counted apart: {metrics}"
+    );
+
+    // The first session (dropped at once) is audited as an SSE session, closed.
+    eventually(WAIT, "the SSE session's audit", || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT transport, kind FROM session_audit WHERE tenant = $1 AND session_id = $2 ORDER BY session_seq",
+        )
+        .bind(mesh.tenant.as_str())
+        .bind(&session_id)
+        .fetch_all(&mesh.db)
+        .await
+        .ok()?;
+        let kinds: Vec<&str> = rows.iter().map(|(_, k)| k.as_str()).collect();
+        (rows.iter().all(|(t, _)| t == "sse") && kinds == ["open", "subscribe", "close"]).then_some(())
+    })
+    .await?;
+    Ok(())
+}
