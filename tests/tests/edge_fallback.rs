@@ -228,3 +228,73 @@ async fn sse_refuses_like_the_websocket_and_is_its_own_transport() -> anyhow::Re
     .await?;
     Ok(())
 }
+
+/// A client following a channel on edge A moves to edge B when A stops (its session
+/// gets 1012) and resumes there with `since` = the last position it saw, while events
+/// keep flowing: its timeline equals the stream's exactly, no gap, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moves_to_a_second_edge_when_its_edge_stops_and_misses_nothing() -> anyhow::Result<()> {
+    const EVENTS: u64 = 600;
+    let mesh = Mesh::start_with(quiet()).await?;
+    let a = mesh.start_edge(&format!("{}-a", mesh.edge_id)).await?;
+    let b = mesh.start_edge(&format!("{}-b", mesh.edge_id)).await?;
+    let token = mesh.jwt.mint("u_fo", &mesh.tenant, 600, None, None);
+    let mut client = WsClient::connect(&a.ws_url(), &token).await?;
+    client
+        .send(json!({"type": "subscribe", "channel": "user:u_fo"}))
+        .await?;
+    let start = client.next_of("subscribed", WAIT).await?["position"]["seq"]
+        .as_u64()
+        .context("position")?;
+
+    // Paced, so edge A stops and the client resumes while the stream still grows.
+    let js = mesh.js.clone();
+    let tenant = mesh.tenant.clone();
+    let publisher = tokio::spawn(async move {
+        for n in 0..EVENTS {
+            for to in ["u_fo", "u_other"] {
+                let subject = format!("paytrack.push.{tenant}.{to}.all");
+                js.publish(subject, json!({"type": "note", "n": n}).to_string().into())
+                    .await?
+                    .await?;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+
+    let mut timeline = Vec::new();
+    while timeline.len() < 150 {
+        timeline.push(client.next_of("event", WAIT).await?);
+    }
+    let stopping = tokio::spawn(a.stop());
+    let code = loop {
+        match client.next_or_close(WAIT).await? {
+            Ok(message) if message["type"] == "event" => timeline.push(message),
+            Ok(_) => {}
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, 1012, "a stopping edge tells its sessions to reconnect elsewhere");
+    stopping.await??;
+
+    let since = timeline.last().context("events before the stop")?["position"].clone();
+    let mut moved = WsClient::connect(&b.ws_url(), &token).await?;
+    moved
+        .send(json!({"type": "subscribe", "channel": "user:u_fo", "since": since}))
+        .await?;
+    let resumed = moved.next_of("subscribed", WAIT).await?;
+    assert_eq!(resumed["recovered"], true);
+    assert_eq!(resumed["position"], since);
+    while (timeline.len() as u64) < EVENTS {
+        timeline.push(moved.next_of("event", WAIT).await?);
+    }
+    publisher.await??;
+
+    let seqs = chain(start, &timeline);
+    let filter = format!("paytrack.push.{}.u_fo.>", mesh.tenant);
+    assert_eq!(seqs, stream_seqs(&mesh.js, subjects::STREAM_PUSH, &filter).await?);
+    let ns: Vec<u64> = timeline.iter().filter_map(|e| e["n"].as_u64()).collect();
+    assert_eq!(ns, (0..EVENTS).collect::<Vec<_>>());
+    Ok(())
+}
