@@ -298,3 +298,65 @@ async fn a_client_moves_to_a_second_edge_when_its_edge_stops_and_misses_nothing(
     assert_eq!(ns, (0..EVENTS).collect::<Vec<_>>());
     Ok(())
 }
+
+/// A `user:` resume whose `since` is older than PAYTRACK_PUSH's first retained message
+/// (the pushes after it were purged) is answered `recovered: false` with the explicit
+/// push snapshot `{"missed": true}` (pushes have no state to reload), on both
+/// transports; the channel continues from its latest position. A `since` still
+/// retained resumes gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_resume_after_push_history_aged_out_is_not_recovered() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        edge_ring_messages: 4,
+        ..quiet()
+    })
+    .await?;
+    let token = mesh.jwt.mint("u_old", &mesh.tenant, 600, None, None);
+    let mut fresh = WsClient::connect(&mesh.ws_url(), &token).await?;
+    fresh
+        .send(json!({"type": "subscribe", "channel": "user:u_old"}))
+        .await?;
+    let epoch = fresh.next_of("subscribed", WAIT).await?["position"]["epoch"].clone();
+    drop(fresh);
+    publish_pushes(&mesh, "u_old", 20).await??;
+    let filter = format!("paytrack.push.{}.u_old.>", mesh.tenant);
+    let seqs = stream_seqs(&mesh.js, subjects::STREAM_PUSH, &filter).await?;
+    assert_eq!(seqs.len(), 20);
+    // History ages out: everything before the user's 11th push is gone.
+    mesh.js
+        .get_stream(subjects::STREAM_PUSH)
+        .await?
+        .purge()
+        .sequence(seqs[10])
+        .await?;
+
+    let since = json!({"epoch": epoch, "seq": seqs[2]});
+    let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+    ws.send(json!({"type": "subscribe", "channel": "user:u_old", "since": since}))
+        .await?;
+    let subscribed = ws.next_of("subscribed", WAIT).await?;
+    assert_eq!(subscribed["recovered"], false, "{subscribed}");
+    assert_eq!(subscribed["snapshot"], json!({"missed": true}));
+    assert_eq!(subscribed["position"]["seq"], seqs[19]);
+    let id = format!("{}:{}", epoch.as_str().unwrap_or_default(), seqs[2]);
+    let mut sse = SseClient::connect(&edge_base(&mesh), "user:u_old", &token, Some(&id)).await?;
+    assert_eq!(sse.next_of("subscribed", WAIT).await?.data, subscribed);
+    // The channel continues from its latest position.
+    publish_pushes(&mesh, "u_old", 1).await??;
+    let next = ws.next_of("event", WAIT).await?;
+    assert_eq!(next["prev_seq"], seqs[19]);
+    assert_eq!(sse.next_of("message", WAIT).await?.data, next);
+
+    // Still retained: gap-free, from JetStream (the ring holds 4 messages).
+    let since = json!({"epoch": epoch, "seq": seqs[12]});
+    let mut kept = WsClient::connect(&mesh.ws_url(), &token).await?;
+    kept.send(json!({"type": "subscribe", "channel": "user:u_old", "since": since}))
+        .await?;
+    assert_eq!(kept.next_of("subscribed", WAIT).await?["recovered"], true);
+    let mut resumed = Vec::new();
+    for _ in 13..20 {
+        resumed.push(kept.next_of("event", WAIT).await?);
+    }
+    assert_eq!(chain(seqs[12], &resumed), seqs[13..].to_vec());
+    Ok(())
+}
