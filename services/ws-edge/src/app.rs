@@ -102,7 +102,7 @@ async fn upgrade(
 ) -> Response {
     let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
-        Err(refused) => return refused,
+        Err(error) => return unauthorized(&error),
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -125,22 +125,22 @@ async fn upgrade(
 }
 
 /// The token's claims (from the `Authorization` header, else the `token` query
-/// parameter), or the 401 every transport answers before any stream exists.
+/// parameter); every transport checks it before any stream exists.
 pub fn authenticate(
     state: &EdgeState,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
-) -> Result<paytrack_shared::auth::Claims, Response> {
+) -> Result<paytrack_shared::auth::Claims, AuthError> {
     let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
     let token = header_token.or_else(|| query.get("token").map(String::as_str));
-    token
-        .ok_or(AuthError::Missing)
-        .and_then(|t| state.jwt.verify(t))
-        .map_err(|error| {
-            tracing::info!(%error, "session refused");
-            let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
-            (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        })
+    token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t))
+}
+
+/// The 401 every transport answers a missing or invalid token with.
+pub fn unauthorized(error: &AuthError) -> Response {
+    tracing::info!(%error, "session refused");
+    let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -35,7 +35,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::app::{EdgeState, authenticate};
+use crate::app::{EdgeState, authenticate, unauthorized};
 use crate::audit::Audit;
 use crate::channel::{Channel, ChannelError};
 use crate::currency::{Currency, Verdict};
@@ -59,7 +59,7 @@ pub async fn open(
 ) -> Response {
     let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
-        Err(refused) => return refused,
+        Err(error) => return unauthorized(&error),
     };
     let Some(raw) = query.get("channel") else {
         return refuse(
