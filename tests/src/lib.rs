@@ -10,6 +10,7 @@
 pub mod mesh;
 pub mod nats;
 pub mod pg;
+pub mod sse;
 pub mod ws;
 
 pub use mesh::Mesh;

@@ -621,3 +621,65 @@ impl Drop for Mesh {
         }
     }
 }
+
+/// Another ws-edge on the mesh's NATS, with its own `edge_id`, port and shutdown: a
+/// second edge for failover tests, stopped (as SIGTERM would) by [`ExtraEdge::stop`]
+/// or its drop.
+pub struct ExtraEdge {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its name in audit subjects and metrics.
+    pub edge_id: String,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ExtraEdge {
+    /// Its WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// Stops it as SIGTERM would (sessions get 1012, their close is audited) and waits
+    /// until its `run` has returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await?.context("extra ws-edge failed")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ExtraEdge {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Mesh {
+    /// Starts another ws-edge named `edge_id` on the mesh's NATS and settings, on a
+    /// free port, and waits until it is ready.
+    pub async fn start_edge(&self, edge_id: &str) -> anyhow::Result<ExtraEdge> {
+        let mut config = paytrack_ws_edge::Config::from_settings(&self.settings)?;
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.edge_id = edge_id.to_owned();
+        let shutdown = self.shutdown.child_token();
+        let edge = paytrack_ws_edge::WsEdge::bind(config, shutdown.clone()).await?;
+        let addr = edge.local_addr()?;
+        let task = tokio::spawn(async move { Ok(edge.run().await?) });
+        let edge = ExtraEdge {
+            addr,
+            edge_id: edge_id.to_owned(),
+            shutdown,
+            task: Some(task),
+        };
+        let url = format!("http://{addr}/readyz");
+        self.eventually(READY_TIMEOUT, "the extra edge ready", || async {
+            let status = self.http.get(&url).send().await.ok()?.status();
+            (status == 200).then_some(())
+        })
+        .await?;
+        Ok(edge)
+    }
+}

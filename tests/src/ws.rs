@@ -96,6 +96,24 @@ impl WsClient {
         }
     }
 
+    /// The next JSON message of any type, or the close code once the server closes.
+    pub async fn next_or_close(&mut self, timeout: Duration) -> anyhow::Result<Result<Value, u16>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, self.socket.next())
+                .await
+                .context("timed out waiting for a message or a close")?
+            {
+                Some(Ok(Message::Text(text))) => return Ok(Ok(serde_json::from_str(&text)?)),
+                Some(Ok(Message::Close(Some(frame)))) => return Ok(Err(u16::from(frame.code))),
+                Some(Ok(Message::Close(None))) | None => return Ok(Err(1005)),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => bail!("socket error before close: {error}"),
+            }
+        }
+    }
+
     /// Writes raw bytes to the socket under the WebSocket protocol (to send what a
     /// well-behaved client library would refuse to, e.g. a frame header alone).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {

@@ -90,6 +90,7 @@ pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/ws", get(upgrade))
         .route("/v1/presence/{user}", get(presence_of))
+        .route("/v1/sse", get(crate::sse::open))
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
@@ -103,15 +104,9 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let token = header_token.or_else(|| query.get("token").map(String::as_str));
-    let claims = match token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t)) {
+    let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
-        Err(error) => {
-            tracing::info!(%error, "upgrade refused");
-            let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
-        }
+        Err(error) => return unauthorized(&error),
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -144,11 +139,9 @@ async fn presence_of(
     let error = |status: StatusCode, code: &str, message: &str| {
         (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
     };
-    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let token = header_token.or_else(|| query.get("token").map(String::as_str));
-    let claims = match token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t)) {
+    let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string()),
+        Err(e) => return unauthorized(&e),
     };
     if paytrack_shared::ids::validate_token(&user, "user").is_err() {
         return error(StatusCode::BAD_REQUEST, "bad_request", "a user id is a subject token");
@@ -178,6 +171,25 @@ async fn presence_of(
             )
         }
     }
+}
+
+/// The token's claims (from the `Authorization` header, else the `token` query
+/// parameter); every transport checks it before any stream exists.
+pub fn authenticate(
+    state: &EdgeState,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<paytrack_shared::auth::Claims, AuthError> {
+    let header_token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let token = header_token.or_else(|| query.get("token").map(String::as_str));
+    token.ok_or(AuthError::Missing).and_then(|t| state.jwt.verify(t))
+}
+
+/// The 401 every transport answers a missing or invalid token with.
+pub fn unauthorized(error: &AuthError) -> Response {
+    tracing::info!(%error, "session refused");
+    let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

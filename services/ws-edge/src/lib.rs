@@ -18,6 +18,7 @@ mod presence;
 mod protocol;
 mod router;
 mod session;
+mod sse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -736,7 +736,9 @@ impl Hub {
         Ok(info.state.first_sequence)
     }
 
-    /// The snapshot of DESIGN §6 for a subscription whose continuity is not proven.
+    /// The snapshot of DESIGN §6 for a subscription whose continuity is not proven:
+    /// the payment's state, `{"reload": <REST list>}` for the wide channels, and
+    /// `{"missed": true}` for `user:` channels.
     async fn snapshot(&self, request: &Request, stream: &Stream) -> Result<Option<Value>, HistoryError> {
         match &request.channel {
             Channel::Payment(id) => {
@@ -749,7 +751,10 @@ impl Hub {
             }
             Channel::Merchant(id) => Ok(Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") }))),
             Channel::Payments => Ok(Some(json!({ "reload": "/v1/payments" }))),
-            Channel::User(_) => Ok(None),
+            // Pushes are notifications, not state: there is nothing to reload. The
+            // snapshot says explicitly that pushes between the client's `since` and
+            // `position` were missed (aged out of PAYTRACK_PUSH, or another epoch).
+            Channel::User(_) => Ok(Some(json!({ "missed": true }))),
         }
     }
 

@@ -100,8 +100,13 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims
     metrics::gauge!("paytrack_edge_sessions_open", "transport" => "websocket").decrement(1);
 }
 
+/// A new subscription id, unique across the edge's transports.
+pub fn next_subscription_id() -> u64 {
+    NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// When the token's `exp` (unix seconds) is reached, as an instant.
-fn expiry(exp: u64) -> Instant {
+pub fn expiry(exp: u64) -> Instant {
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let remaining = exp.saturating_mul(1000).saturating_sub(now_ms);
     Instant::now() + Duration::from_millis(remaining)
@@ -344,7 +349,7 @@ async fn subscribe(
         }
     };
     let name = channel.name();
-    let id = NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed);
+    let id = next_subscription_id();
     let request = Request {
         channel,
         tenant: claims.tenant.clone(),
