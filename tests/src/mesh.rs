@@ -211,14 +211,16 @@ impl Mesh {
         // Every replica gets its own admin listener; readiness waits for all of them.
         let mut reconciler_admins = Vec::new();
         for _ in 0..options.reconcilers {
-            let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-            let mut reconciler = paytrack_reconciler::Config::from_settings(&settings);
-            reconciler.admin_listen = Some(admin);
-            reconciler_admins.push(admin);
+            // Bound here and handed over, so no other server can take the port between.
+            let admin = std::net::TcpListener::bind("127.0.0.1:0")?;
+            reconciler_admins.push(admin.local_addr()?);
+            let reconciler = paytrack_reconciler::Config::from_settings(&settings);
             let token = shutdown.clone();
             tasks.push((
                 "reconciler",
-                tokio::spawn(async move { Ok(paytrack_reconciler::run(reconciler, token).await?) }),
+                tokio::spawn(
+                    async move { Ok(paytrack_reconciler::run_with_admin(reconciler, Some(admin), token).await?) },
+                ),
             ));
         }
         let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);

@@ -57,9 +57,17 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port with a fresh store.
     pub async fn start() -> anyhow::Result<NatsServer> {
-        let mut server = Self::stopped()?;
-        server.restart().await?;
-        Ok(server)
+        // The free port is released before nats-server binds it: if another process
+        // took it meanwhile, the server exits and another port is tried.
+        let mut last = None;
+        for _ in 0..5 {
+            let mut server = Self::stopped()?;
+            match server.restart().await {
+                Ok(()) => return Ok(server),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
     /// A server with its port, store and passwords chosen but not started yet
@@ -163,12 +171,22 @@ impl NatsServer {
         for (role, password) in &self.passwords {
             command.env(role.password_env(), password.expose_secret());
         }
+        // Ready is what this server's own log says, not that something answers on the
+        // port (another process may hold it): count the readiness lines before starting.
+        let log_path = self.log_path();
+        let ready_lines = || {
+            std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .matches(READY_LINE)
+                .count()
+        };
+        let before = ready_lines();
         let child = command.spawn().context("spawn nats-server")?;
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            if ready_lines() > before && tokio::net::TcpStream::connect(&addr).await.is_ok() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut()
@@ -185,6 +203,9 @@ impl NatsServer {
         }
     }
 }
+
+/// What nats-server logs once it accepts clients.
+const READY_LINE: &str = "Server is ready";
 
 impl Drop for NatsServer {
     fn drop(&mut self) {

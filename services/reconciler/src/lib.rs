@@ -67,6 +67,17 @@ pub enum ReconcilerError {
 /// not an error: the layout and the consumer are retried with backoff while
 /// `/readyz` answers 503.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
+    run_with_admin(config, None, shutdown).await
+}
+
+/// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
+/// `config.admin_listen`, so a test can bind port 0 and know the address without a
+/// window in which another server could take the port.
+pub async fn run_with_admin(
+    config: Config,
+    admin: Option<std::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), ReconcilerError> {
     let client = paytrack_nats::connect(
         &config.nats_url,
         "paytrack-reconciler",
@@ -74,13 +85,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Reco
     )
     .await?;
     let readiness = Readiness::watching(client.clone());
-    let admin = config.admin_listen.map(|listen| {
-        tokio::spawn(paytrack_shared::health::serve_admin(
-            listen,
-            readiness.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let admin = match admin {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            Some(tokio::spawn(paytrack_shared::health::serve_admin_on(
+                listener,
+                readiness.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => config.admin_listen.map(|listen| {
+            tokio::spawn(paytrack_shared::health::serve_admin(
+                listen,
+                readiness.clone(),
+                shutdown.clone(),
+            ))
+        }),
+    };
 
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
     let started = paytrack_nats::retry_until_ready("apply the layout and bind the consumer", &shutdown, || async {
