@@ -88,6 +88,26 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
     }
 }
 
+/// Starts the admin listener of a consumer service: on `bound` when the caller bound
+/// it already (tests bind port 0 and read the address, with no window in which
+/// another server could take the port), else on `listen` when one is configured.
+pub fn spawn_admin(
+    bound: Option<std::net::TcpListener>,
+    listen: Option<SocketAddr>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+    Ok(match bound {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            Some(tokio::spawn(serve_admin_on(listener, readiness, shutdown)))
+        }
+        None => listen.map(|listen| tokio::spawn(serve_admin(listen, readiness, shutdown))),
+    })
+}
+
 /// Serves [`routes`] on `listen` until `shutdown` is cancelled, through the same
 /// [`crate::http::serve`] as every other listener (panic guard, header-read
 /// timeout at its default: the admin listener is for probes and scrapes).

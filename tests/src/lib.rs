@@ -7,6 +7,7 @@
 //! - [`Mesh`]: ingest, reconciler, ledger-projector and ws-edge on top of both, with
 //!   helpers to sign webhooks, mint tokens and open WebSockets.
 
+pub mod continuity;
 pub mod mesh;
 pub mod nats;
 pub mod pg;

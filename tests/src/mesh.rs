@@ -58,6 +58,17 @@ pub struct MeshOptions {
     pub reconcilers: usize,
 }
 
+impl MeshOptions {
+    /// Heartbeats rare enough that silent test clients (thousands of them) are not
+    /// closed for missing them.
+    pub fn quiet() -> MeshOptions {
+        MeshOptions {
+            heartbeat_ms: 120_000,
+            ..MeshOptions::default()
+        }
+    }
+}
+
 impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {

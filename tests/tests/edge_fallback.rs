@@ -2,62 +2,18 @@
 //! the WebSocket, a client moving to a second edge when its edge stops, and a `user:`
 //! resume after PAYTRACK_PUSH's history aged out.
 
+use paytrack_tests::continuity::{chain, stream_seqs};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
 use paytrack_shared::subjects;
 use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::sse::{Opened, SseClient};
 use paytrack_tests::ws::WsClient;
 use paytrack_tests::{Mesh, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Heartbeats rare enough that silent WebSocket test clients are not closed.
-fn quiet() -> MeshOptions {
-    MeshOptions {
-        heartbeat_ms: 120_000,
-        ..MeshOptions::default()
-    }
-}
-
-/// Asserts `events` chain from `start` and returns their sequences.
-fn chain(start: u64, events: &[Value]) -> Vec<u64> {
-    let mut last = start;
-    let mut seqs = Vec::new();
-    for event in events {
-        assert_eq!(event["prev_seq"], last, "gap or duplicate before {event}");
-        last = event["position"]["seq"].as_u64().unwrap_or_default();
-        seqs.push(last);
-    }
-    seqs
-}
-
-/// The sequences of a channel's messages as the stream holds them.
-async fn stream_seqs(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<Vec<u64>> {
-    let stream = js.get_stream(stream).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            ..Default::default()
-        })
-        .await?;
-    let mut pending = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await?;
-    let mut seqs = Vec::new();
-    while pending > 0 {
-        let message = tokio::time::timeout(WAIT, messages.next())
-            .await?
-            .context("stream ended")??;
-        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        seqs.push(info.stream_sequence);
-        pending = info.pending;
-    }
-    Ok(seqs)
-}
 
 /// Publishes `count` pushes to `user` (interleaved with another user's) as the admin.
 fn publish_pushes(mesh: &Mesh, user: &str, count: u64) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -90,7 +46,7 @@ async fn an_sse_resume_yields_exactly_what_a_websocket_resume_does() -> anyhow::
     const MID: usize = 79;
     let mesh = Mesh::start_with(MeshOptions {
         edge_ring_messages: 32,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let token = mesh.jwt.mint("u_sse", &mesh.tenant, 600, None, None);
@@ -235,7 +191,7 @@ async fn sse_refuses_like_the_websocket_and_is_its_own_transport() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_moves_to_a_second_edge_when_its_edge_stops_and_misses_nothing() -> anyhow::Result<()> {
     const EVENTS: u64 = 600;
-    let mesh = Mesh::start_with(quiet()).await?;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let a = mesh.start_edge(&format!("{}-a", mesh.edge_id)).await?;
     let b = mesh.start_edge(&format!("{}-b", mesh.edge_id)).await?;
     let token = mesh.jwt.mint("u_fo", &mesh.tenant, 600, None, None);
@@ -308,7 +264,7 @@ async fn a_client_moves_to_a_second_edge_when_its_edge_stops_and_misses_nothing(
 async fn a_user_resume_after_push_history_aged_out_is_not_recovered() -> anyhow::Result<()> {
     let mesh = Mesh::start_with(MeshOptions {
         edge_ring_messages: 4,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let token = mesh.jwt.mint("u_old", &mesh.tenant, 600, None, None);

@@ -3,6 +3,7 @@
 //! slow clients closed with 4008, tokens closed at `exp`, and a drain that audits every
 //! close before the edge stops.
 
+use paytrack_tests::continuity::{chain, stream_seqs};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -18,14 +19,6 @@ use paytrack_tests::{Mesh, eventually};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Heartbeats rare enough that thousands of silent test clients are not closed.
-fn quiet() -> MeshOptions {
-    MeshOptions {
-        heartbeat_ms: 120_000,
-        ..MeshOptions::default()
-    }
-}
 
 async fn status_consumers(js: &jetstream::Context) -> anyhow::Result<usize> {
     let mut stream = js.get_stream(subjects::STREAM_STATUS).await?;
@@ -59,18 +52,6 @@ async fn checkpoint(
             envelope::encode(&record),
         )
         .await?)
-}
-
-/// Asserts `events` chain from `start` and returns their sequences.
-fn chain(start: u64, events: &[Value]) -> Vec<u64> {
-    let mut last = start;
-    let mut seqs = Vec::new();
-    for event in events {
-        assert_eq!(event["prev_seq"], last, "gap or duplicate before {event}");
-        last = event["position"]["seq"].as_u64().unwrap_or_default();
-        seqs.push(last);
-    }
-    seqs
 }
 
 async fn subscribe(url: &str, token: &str, channel: &str) -> anyhow::Result<(WsClient, Value)> {
@@ -116,7 +97,7 @@ async fn thousands_of_subscriptions_share_the_edges_two_consumers() -> anyhow::R
     if open_files_limit() < needed {
         bail!("this test needs `ulimit -n` >= {needed}, it is {}", open_files_limit());
     }
-    let mesh = Mesh::start_with(quiet()).await?;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     // The idle edge's consumers: its STATUS feed, plus the projector's durable one.
     let idle = eventually(WAIT, "idle consumers", || async {
         status_consumers(&mesh.js).await.ok().filter(|n| *n >= 2)
@@ -205,29 +186,6 @@ async fn thousands_of_subscriptions_share_the_edges_two_consumers() -> anyhow::R
     Ok(())
 }
 
-/// The sequences of a channel's messages as the stream holds them.
-async fn stream_seqs(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<Vec<u64>> {
-    let stream = js.get_stream(stream).await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            ..Default::default()
-        })
-        .await?;
-    let mut pending = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await?;
-    let mut seqs = Vec::new();
-    while pending > 0 {
-        let message = tokio::time::timeout(WAIT, messages.next())
-            .await?
-            .context("stream ended")??;
-        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        seqs.push(info.stream_sequence);
-        pending = info.pending;
-    }
-    Ok(seqs)
-}
-
 async fn replays(mesh: &Mesh) -> anyhow::Result<u64> {
     let (_, edge) = mesh.scrape().await?;
     Ok(edge
@@ -246,7 +204,7 @@ async fn a_resume_mid_stream_sees_exactly_the_streams_events() -> anyhow::Result
     const EVENTS: u64 = 1_000;
     let mesh = Mesh::start_with(MeshOptions {
         edge_ring_messages: 64,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let token = mesh.jwt.mint("u_res", &mesh.tenant, 600, None, None);
@@ -334,7 +292,7 @@ async fn a_resume_mid_stream_sees_exactly_the_streams_events() -> anyhow::Result
 async fn an_unprovable_since_gets_recovered_false_and_a_snapshot() -> anyhow::Result<()> {
     let mesh = Mesh::start_with(MeshOptions {
         edge_ring_messages: 4,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let token = mesh.operator_token();
@@ -389,7 +347,7 @@ async fn an_unprovable_since_gets_recovered_false_and_a_snapshot() -> anyhow::Re
 async fn repeated_subscribes_are_idempotent_and_capped() -> anyhow::Result<()> {
     let mesh = Mesh::start_with(MeshOptions {
         edge_max_subscriptions: 3,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let idle = eventually(WAIT, "idle consumers", || async {
@@ -455,7 +413,7 @@ async fn a_client_that_never_reads_is_closed_with_4008_and_others_keep_up() -> a
     let mesh = Mesh::start_with(MeshOptions {
         session_queue_bytes: 1024 * 1024,
         session_write_timeout_ms: 2_000,
-        ..quiet()
+        ..MeshOptions::quiet()
     })
     .await?;
     let token = mesh.jwt.mint("u_slow", &mesh.tenant, 600, None, None);
@@ -574,7 +532,7 @@ async fn an_expiring_token_is_closed_within_a_second_of_exp() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_audits_every_sessions_close_before_run_returns() -> anyhow::Result<()> {
     const SESSIONS: usize = 200;
-    let mesh = Mesh::start_with(quiet()).await?;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let url = mesh.ws_url();
     let token = mesh.operator_token();
     let mut clients: Vec<(String, WsClient)> = futures::stream::iter(0..SESSIONS)
@@ -633,7 +591,7 @@ async fn shutdown_audits_every_sessions_close_before_run_returns() -> anyhow::Re
 /// the outage gets the events published after it, chained without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_resumes_after_nats_restarts() -> anyhow::Result<()> {
-    let mut mesh = Mesh::start_with(quiet()).await?;
+    let mut mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let token = mesh.jwt.mint("u_out", &mesh.tenant, 600, None, None);
     let (mut client, subscribed) = subscribe(&mesh.ws_url(), &token, "user:u_out").await?;
     let start = subscribed["position"]["seq"].as_u64().unwrap_or_default();

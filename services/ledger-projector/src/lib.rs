@@ -123,24 +123,8 @@ pub async fn run_with_admin(
     )
     .await?;
     let readiness = Readiness::watching(client.clone());
-    let admin = match admin {
-        Some(listener) => {
-            listener.set_nonblocking(true).map_err(ProjectorError::Admin)?;
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(ProjectorError::Admin)?;
-            Some(tokio::spawn(paytrack_shared::health::serve_admin_on(
-                listener,
-                readiness.clone(),
-                shutdown.clone(),
-            )))
-        }
-        None => config.admin_listen.map(|listen| {
-            tokio::spawn(paytrack_shared::health::serve_admin(
-                listen,
-                readiness.clone(),
-                shutdown.clone(),
-            ))
-        }),
-    };
+    let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)
+        .map_err(ProjectorError::Admin)?;
 
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
     let js = paytrack_nats::jetstream(client, config.nats_timeout);

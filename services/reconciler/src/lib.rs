@@ -85,24 +85,7 @@ pub async fn run_with_admin(
     )
     .await?;
     let readiness = Readiness::watching(client.clone());
-    let admin = match admin {
-        Some(listener) => {
-            listener.set_nonblocking(true)?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            Some(tokio::spawn(paytrack_shared::health::serve_admin_on(
-                listener,
-                readiness.clone(),
-                shutdown.clone(),
-            )))
-        }
-        None => config.admin_listen.map(|listen| {
-            tokio::spawn(paytrack_shared::health::serve_admin(
-                listen,
-                readiness.clone(),
-                shutdown.clone(),
-            ))
-        }),
-    };
+    let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)?;
 
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
     let started = paytrack_nats::retry_until_ready("apply the layout and bind the consumer", &shutdown, || async {

@@ -59,21 +59,35 @@ struct Started {
 /// Runs a session over an upgraded socket until either side closes; the close is
 /// audited before it returns.
 pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims: Claims) {
+    let driver = claims.clone();
+    let edge = state.clone();
+    lifecycle(&state, &claims, "websocket", |session_id, audit| async move {
+        drive(socket, &edge, &hub, driver, &session_id, &audit).await
+    })
+    .await;
+}
+
+/// What every session does whatever its transport: its span, the open/closed
+/// metrics, the open and close audit and its presence, around `drive`, which runs
+/// the transport and answers the close code and reason.
+pub async fn lifecycle<F, Fut>(state: &Arc<EdgeState>, claims: &Claims, transport: &'static str, drive: F)
+where
+    F: FnOnce(String, Audit) -> Fut,
+    Fut: std::future::Future<Output = (u16, String)>,
+{
     let session_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::info_span!("session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport = "websocket");
+    let span = tracing::info_span!("session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
     let audit = Audit::new(
         state.js.clone(),
         &state.edge_id,
         &session_id,
         &claims.tenant,
         &claims.sub,
-        "websocket",
+        transport,
     );
-    metrics::gauge!("paytrack_edge_sessions_open", "transport" => "websocket").increment(1);
-    metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => "websocket").increment(1);
-    let session_state = state.clone();
+    metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
+    metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
     async move {
-        let state = session_state;
         audit
             .record(SessionEvent::Open {
                 scope: claims.channels.clone(),
@@ -82,9 +96,9 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims
         tracing::info!("session opened");
         let present = tokio_util::sync::CancellationToken::new();
         if let Some(presence) = state.presence.get() {
-            presence.track(&claims, &session_id, "websocket", present.clone());
+            presence.track(claims, &session_id, transport, present.clone());
         }
-        let (code, reason) = drive(socket, &state, &hub, claims, &session_id, &audit).await;
+        let (code, reason) = drive(session_id, audit.clone()).await;
         present.cancel();
         metrics::counter!("paytrack_edge_sessions_closed_total", "code" => code.to_string()).increment(1);
         audit
@@ -97,7 +111,7 @@ pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims
     }
     .instrument(span)
     .await;
-    metrics::gauge!("paytrack_edge_sessions_open", "transport" => "websocket").decrement(1);
+    metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).decrement(1);
 }
 
 /// A new subscription id, unique across the edge's transports.

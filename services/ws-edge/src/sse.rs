@@ -33,7 +33,6 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::app::{EdgeState, authenticate, unauthorized};
 use crate::audit::Audit;
@@ -245,43 +244,12 @@ impl Session {
     /// Runs the session until the client goes, the edge stops or the token expires;
     /// the close is audited before it returns.
     async fn run(self, opened: oneshot::Sender<Opened>) {
-        let session_id = uuid::Uuid::now_v7().to_string();
-        let span = tracing::info_span!("session", %session_id, tenant = %self.claims.tenant, sub = %self.claims.sub, transport = TRANSPORT);
-        let audit = Audit::new(
-            self.state.js.clone(),
-            &self.state.edge_id,
-            &session_id,
-            &self.claims.tenant,
-            &self.claims.sub,
-            TRANSPORT,
-        );
-        metrics::gauge!("paytrack_edge_sessions_open", "transport" => TRANSPORT).increment(1);
-        metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => TRANSPORT).increment(1);
-        async move {
-            audit
-                .record(SessionEvent::Open {
-                    scope: self.claims.channels.clone(),
-                })
-                .await;
-            tracing::info!(channel = %self.channel.name(), "session opened");
-            let present = tokio_util::sync::CancellationToken::new();
-            if let Some(presence) = self.state.presence.get() {
-                presence.track(&self.claims, &session_id, TRANSPORT, present.clone());
-            }
-            let (code, reason) = self.drive(&session_id, &audit, opened).await;
-            present.cancel();
-            metrics::counter!("paytrack_edge_sessions_closed_total", "code" => code.to_string()).increment(1);
-            audit
-                .record(SessionEvent::Close {
-                    code,
-                    reason: reason.clone(),
-                })
-                .await;
-            tracing::info!(code, %reason, "session closed");
-        }
-        .instrument(span)
+        let (state, claims) = (self.state.clone(), self.claims.clone());
+        crate::session::lifecycle(&state, &claims, TRANSPORT, |session_id, audit| async move {
+            tracing::info!(channel = %self.channel.name(), "sse channel");
+            self.drive(&session_id, &audit, opened).await
+        })
         .await;
-        metrics::gauge!("paytrack_edge_sessions_open", "transport" => TRANSPORT).decrement(1);
     }
 
     async fn drive(mut self, session_id: &str, audit: &Audit, opened: oneshot::Sender<Opened>) -> (u16, String) {
