@@ -48,6 +48,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             amount_minor: Some(100),
             currency: Some("USD".into()),
             reason: Some("nul \u{0} inside".into()),
+            provider_seq: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

@@ -3,7 +3,8 @@
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream::Stream};
 use chrono::Utc;
 use paytrack_shared::envelope::{
-    self, Cause, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, Transition,
+    self, Cause, CommandAction, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, PaymentTerms,
+    Transition,
 };
 use paytrack_shared::status::TransitionError;
 use paytrack_shared::telemetry;
@@ -188,6 +189,7 @@ impl Reconciler {
                 },
                 trace_id: trace_id.to_owned(),
                 applied_fact_ids,
+                terms: terms_after(current.as_ref().map(|c| &c.transition.terms), fact),
             };
             match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
                 Appended::At { seq, duplicate: false } => {
@@ -343,11 +345,13 @@ fn outcome_of(fact: &InboundFact, inbound_seq: u64, decision: &Decision, trace_i
         rule,
         event_type: match &fact.source {
             FactSource::Webhook(event) => Some(event.event_type.clone()),
+            FactSource::Command(command) => Some(format!("command.{}", command.action.name())),
         },
         version,
         current_version,
         trace_id: trace_id.to_owned(),
         decided_at: Utc::now(),
+        superseded_by: None,
     }
 }
 
@@ -379,17 +383,47 @@ fn is_wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
 fn occurred_at(fact: &InboundFact) -> chrono::DateTime<Utc> {
     match &fact.source {
         FactSource::Webhook(event) => event.occurred_at.unwrap_or(fact.received_at),
+        FactSource::Command(_) => fact.received_at,
     }
 }
 
 fn source_of(fact: &InboundFact) -> String {
     match &fact.source {
         FactSource::Webhook(event) => format!("webhook:{}", event.provider),
+        FactSource::Command(command) => format!("command:{}", command.action.name()),
     }
 }
 
 fn provider_event_id(fact: &InboundFact) -> Option<String> {
     match &fact.source {
         FactSource::Webhook(event) => Some(event.event_id.clone()),
+        FactSource::Command(_) => None,
     }
+}
+
+/// The payment's terms after `fact`: what was known, completed (never overwritten)
+/// by what the fact says.
+fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms {
+    let mut terms = known.cloned().unwrap_or_default();
+    match &fact.source {
+        FactSource::Webhook(event) => {
+            terms.amount_minor = terms.amount_minor.or(event.amount_minor);
+            terms.currency = terms.currency.take().or_else(|| event.currency.clone());
+            terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
+            terms.provider_ref = terms.provider_ref.take().or_else(|| event.provider_ref.clone());
+        }
+        FactSource::Command(command) => {
+            if let CommandAction::Create(create) = &command.action {
+                terms.amount_minor = terms.amount_minor.or(Some(create.amount_minor));
+                terms.currency = terms.currency.take().or_else(|| Some(create.currency.clone()));
+                terms.rail = terms.rail.take().or_else(|| Some(create.rail.clone()));
+                terms.country = terms.country.take().or_else(|| Some(create.country.clone()));
+                if let Some(routing) = &create.routing {
+                    terms.provider = terms.provider.take().or_else(|| Some(routing.provider.clone()));
+                    terms.provider_ref = terms.provider_ref.take().or_else(|| routing.provider_ref.clone());
+                }
+            }
+        }
+    }
+    terms
 }

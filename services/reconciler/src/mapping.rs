@@ -2,7 +2,7 @@
 //! transition can say which rule produced it.
 
 use paytrack_shared::Status;
-use paytrack_shared::envelope::{FactSource, InboundFact};
+use paytrack_shared::envelope::{CommandAction, FactSource, InboundFact};
 
 /// A fact's canonical status and the rule that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,20 @@ pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
                     rule: format!("{}:{event_type}", event.provider),
                 })
         }
+        FactSource::Command(command) => {
+            let status = match &command.action {
+                CommandAction::Create(_) => Status::Initiated,
+                CommandAction::Cancel { .. } => Status::Cancelled,
+                CommandAction::Resolve { status, .. } => *status,
+                // A retry asks a provider again; what the provider answers moves
+                // the payment, not the command itself.
+                CommandAction::Retry { .. } => return None,
+            };
+            Some(MappedStatus {
+                status,
+                rule: format!("command:{}", command.action.name()),
+            })
+        }
     }
 }
 
@@ -68,6 +82,7 @@ mod tests {
                 amount_minor: None,
                 currency: None,
                 reason: None,
+                provider_seq: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

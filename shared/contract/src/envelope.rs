@@ -84,6 +84,151 @@ pub struct InboundFact {
 pub enum FactSource {
     /// A signed provider webhook.
     Webhook(ProviderEvent),
+    /// A command from the payments API: create, cancel, retry, or an operator's
+    /// resolution. Commands are facts like webhooks: the reconciler alone decides what
+    /// they do to a payment's status.
+    Command(PaymentCommand),
+}
+
+/// A command as ingest accepted it, with who asked for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PaymentCommand {
+    /// What the command asks for.
+    #[serde(flatten)]
+    pub action: CommandAction,
+    /// The credential's subject (an operator's `sub` or an API key's id), for the audit.
+    pub actor: String,
+    /// The caller's `Idempotency-Key`, when the route takes one.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// The commands of DESIGN.md §5, tagged by `command` on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum CommandAction {
+    /// `POST /v1/payments`: opens the payment's history as `initiated`.
+    Create(CreatePayment),
+    /// `POST /v1/payments/{id}/cancel`.
+    Cancel {
+        /// Why, in the caller's words.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// `POST /v1/payments/{id}/retry`: submit the payment to a provider again.
+    Retry {
+        /// Why, in the caller's words.
+        #[serde(default)]
+        reason: Option<String>,
+        /// The provider chosen for the new attempt, when routing chose one.
+        #[serde(default)]
+        routing: Option<RoutingDecision>,
+    },
+    /// `POST /v1/payments/{id}/resolve`: an operator's audited way out of
+    /// `investigation_required`, to the status the evidence supports.
+    Resolve {
+        /// The status the operator resolves to.
+        status: Status,
+        /// Why; required, and kept in the timeline.
+        reason: String,
+    },
+}
+
+impl CommandAction {
+    /// The command's wire name, used in rules (`command:<name>`) and fact ids.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandAction::Create(_) => "create",
+            CommandAction::Cancel { .. } => "cancel",
+            CommandAction::Retry { .. } => "retry",
+            CommandAction::Resolve { .. } => "resolve",
+        }
+    }
+}
+
+/// The terms of a new payment, as `POST /v1/payments` accepted them, with the routing
+/// and capability decisions made at create time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreatePayment {
+    /// The merchant; fixes the payment's subjects for good.
+    pub merchant_id: MerchantId,
+    /// Amount in minor units of `currency`.
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// `card`, `ach_debit`, `rtp`, `upi`, …: decides finality (DESIGN.md §4).
+    pub rail: String,
+    /// ISO 3166-1 alpha-2 country.
+    pub country: String,
+    /// The program, when the caller names one.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// The caller's customer reference.
+    #[serde(default)]
+    pub customer_ref: Option<String>,
+    /// Free-form caller metadata, kept as given.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    /// Which provider the payment was routed to, and why.
+    #[serde(default)]
+    pub routing: Option<RoutingDecision>,
+    /// The capabilities the create was checked against.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitySnapshot>,
+}
+
+/// The gateway chosen for a payment and the reason, stored on the payment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoutingDecision {
+    /// The provider (webhook scheme name), e.g. `razorpay`.
+    pub provider: String,
+    /// The provider's reference of the payment, once initiation returned one.
+    #[serde(default)]
+    pub provider_ref: Option<String>,
+    /// Why this provider, in words (rule matched, success rates compared).
+    pub reason: String,
+}
+
+/// What a country, rail and program supported when a command was checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CapabilitySnapshot {
+    /// ISO 3166-1 alpha-2 country.
+    pub country: String,
+    /// The rail.
+    pub rail: String,
+    /// The program, if any.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// Feature → supported (`cancel`, `retry`, `instant`, `refund`, …).
+    pub features: BTreeMap<String, bool>,
+    /// When the snapshot was taken.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// What is known about a payment beyond its status: set by the create command or
+/// learnt from provider events, and carried forward on every transition, so a reader
+/// of the newest transition (the projector posting the ledger and deciding finality
+/// by rail, a client) needs no other lookup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PaymentTerms {
+    /// Amount in minor units.
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+    /// ISO 4217 code.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The rail, which decides finality.
+    #[serde(default)]
+    pub rail: Option<String>,
+    /// ISO 3166-1 alpha-2 country.
+    #[serde(default)]
+    pub country: Option<String>,
+    /// The provider handling the payment.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The provider's reference of the payment.
+    #[serde(default)]
+    pub provider_ref: Option<String>,
 }
 
 /// A provider event, parsed from its own shape into the fields paytrack reads.
@@ -105,6 +250,10 @@ pub struct ProviderEvent {
     pub currency: Option<String>,
     /// A decline or hold reason, if given.
     pub reason: Option<String>,
+    /// The provider's own ordering of its events for the payment, where it gives one
+    /// (the tie-breaker prefers it to `occurred_at`).
+    #[serde(default)]
+    pub provider_seq: Option<u64>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.
@@ -148,6 +297,9 @@ pub struct Transition {
     /// transitions written before the field existed.
     #[serde(default)]
     pub applied_fact_ids: Vec<String>,
+    /// What is known about the payment (amount, rail, provider), carried forward.
+    #[serde(default)]
+    pub terms: PaymentTerms,
 }
 
 impl Transition {
@@ -247,6 +399,9 @@ pub struct FactOutcome {
     pub trace_id: String,
     /// When the reconciler decided.
     pub decided_at: DateTime<Utc>,
+    /// For a stale, duplicate or conflicting fact: the applied fact it lost to.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 /// The outcomes a fact can have.
@@ -261,6 +416,11 @@ pub enum OutcomeKind {
     Refused,
     /// No mapping rule covers it (e.g. a provider event type paytrack does not map).
     Unmapped,
+    /// Older (by provider time or sequence) than the state it would replace.
+    Stale,
+    /// It contradicts what was applied (e.g. `failed` after `succeeded` on an
+    /// irrevocable rail): the payment moved to `investigation_required`.
+    Conflict,
 }
 
 impl OutcomeKind {
@@ -271,6 +431,8 @@ impl OutcomeKind {
             OutcomeKind::Duplicate => "duplicate",
             OutcomeKind::Refused => "refused",
             OutcomeKind::Unmapped => "unmapped",
+            OutcomeKind::Stale => "stale",
+            OutcomeKind::Conflict => "conflict",
         }
     }
 }
@@ -380,7 +542,35 @@ pub struct DeadLetter {
     pub parked_at: DateTime<Utc>,
 }
 
+/// An alert on `paytrack.alert.<tenant>.<kind>` (DESIGN.md §4), raised by the
+/// reconciler (or the projector), stored and listed for operators.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alert {
+    /// Envelope version.
+    pub v: u32,
+    /// Stable id (also its `Nats-Msg-Id`), so raising it again adds nothing.
+    pub alert_id: String,
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`.
+    pub kind: String,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The payment it is about.
+    pub payment_id: PaymentId,
+    /// The payment's merchant, when known.
+    #[serde(default)]
+    pub merchant_id: Option<MerchantId>,
+    /// What was observed, in words.
+    pub detail: String,
+    /// Where the evidence is: `/v1/payments/<id>/evidence`.
+    pub evidence: String,
+    /// When it was raised.
+    pub raised_at: DateTime<Utc>,
+    /// The trace it belongs to.
+    pub trace_id: String,
+}
+
 versioned!(
+    Alert,
     InboundFact,
     Transition,
     Checkpoint,

@@ -38,6 +38,20 @@ pub fn checkpoint(tenant: &TenantId, payment: &PaymentId, version: u64, checkpoi
     format!("{tenant}:{payment}:{version}:{checkpoint}")
 }
 
+/// The stable id of a command on an existing payment (`cancel`, `retry`, `resolve`):
+/// `cmd:<payment>:<command>:<idempotency key>`, so a caller's retry is dropped while
+/// the same key on another payment or command is a fact of its own.
+pub fn payment_command_fact_id(payment: &PaymentId, command: &str, idempotency_key: &str) -> String {
+    format!("cmd:{payment}:{command}:{idempotency_key}")
+}
+
+/// An alert in PAYTRACK_ALERT: `<tenant>:<payment>:<kind>:<discriminator>`, where the
+/// discriminator says which occurrence (e.g. the version it is about), so raising the
+/// same alert again adds nothing.
+pub fn alert(tenant: &TenantId, payment: &PaymentId, kind: &str, discriminator: &str) -> String {
+    format!("{tenant}:{payment}:{kind}:{discriminator}")
+}
+
 /// A push in PAYTRACK_PUSH: `<tenant>:<user>:<push id>`, where the push id is the
 /// backend's idempotency key for it.
 pub fn push(tenant: &TenantId, user: &str, push_id: &str) -> String {

@@ -117,6 +117,7 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
             amount_minor: Some(parsed.data.amount_minor),
             currency: Some(parsed.data.currency),
             reason: parsed.data.reason,
+            provider_seq: None,
         },
         evidence_headers,
     })
