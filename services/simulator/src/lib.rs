@@ -1,0 +1,1 @@
+//! paytrack's provider simulator (being built).

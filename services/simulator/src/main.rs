@@ -1,0 +1,2 @@
+//! The provider simulator binary (being built).
+fn main() {}
