@@ -146,6 +146,14 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
     pub simulator_tenant: Option<String>,
+    /// Where the provider simulator's HTTP API listens.
+    pub simulator_listen: SocketAddr,
+    /// ingest's base URL as the simulator posts webhooks to it (default: from
+    /// `ingest_listen`).
+    pub simulator_ingest_url: Option<String>,
+    /// Milliseconds between the payments the simulator invents for light traffic
+    /// (with `simulator_tenant`).
+    pub simulator_traffic_ms: u64,
 }
 
 impl Settings {
@@ -525,9 +533,17 @@ mod tests {
                 "PAYTRACK_WEBHOOK_SECRETS",
             ),
             ("webhook_secrets", "justasecret", "PAYTRACK_WEBHOOK_SECRETS"),
-            ("webhook_secrets", "acme/x=1,acme/x=2,acme/x=3", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/x=1,acme/x=2,acme/x=3",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("webhook_secrets", "acme/x=1,acme/x=1", "PAYTRACK_WEBHOOK_SECRETS"),
-            ("webhook_secrets", "acme/stdwebhooks=whpk_AAAA", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/stdwebhooks=whpk_AAAA",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("api_keys", "acme", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=k,beta=k", "PAYTRACK_API_KEYS"),

@@ -108,13 +108,19 @@ fn parked_prefix(tenant: &TenantId, provider: &str, provider_ref: &str) -> Strin
 impl ProviderRefs {
     /// A store on `publisher`'s JetStream; the bucket is created on first use (and
     /// by [`ProviderRefs::open`] at start).
-    pub fn new(publisher: FactPublisher, replicas: usize) -> ProviderRefs {
+    pub(crate) fn new(publisher: FactPublisher, replicas: usize) -> ProviderRefs {
         ProviderRefs {
             js: publisher.jetstream().clone(),
             replicas: replicas.max(1),
             store: std::sync::Arc::default(),
             publisher,
         }
+    }
+
+    /// A store of its own on `client` (tools and tests; ingest shares its
+    /// publisher through [`ProviderRefs::new`]).
+    pub fn from_client(client: async_nats::Client, ack_timeout: Duration, replicas: usize) -> ProviderRefs {
+        ProviderRefs::new(FactPublisher::new(client, ack_timeout), replicas)
     }
 
     /// Creates (or opens) the bucket.

@@ -28,8 +28,8 @@ use tracing::{Instrument, field};
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
-use crate::provider_refs::Parked;
 use crate::error::ApiError;
+use crate::provider_refs::Parked;
 
 /// A verified, parsed provider event, ready to become a fact.
 pub struct Verified {
@@ -145,7 +145,16 @@ async fn handle(
     };
     let payment_id = match verified.payment_id {
         Some(id) => id,
-        None => match link(state, &tenant, provider, provider_ref.as_deref(), &verified.delivery_id, &parked).await? {
+        None => match link(
+            state,
+            &tenant,
+            provider,
+            provider_ref.as_deref(),
+            &verified.delivery_id,
+            &parked,
+        )
+        .await?
+        {
             Some(id) => id,
             None => {
                 return Ok((
@@ -190,7 +199,9 @@ async fn link(
     parked: &Parked,
 ) -> Result<Option<paytrack_shared::PaymentId>, ApiError> {
     let Some(provider_ref) = provider_ref else {
-        return Err(ApiError::Malformed("the event names neither a payment nor a provider reference".into()));
+        return Err(ApiError::Malformed(
+            "the event names neither a payment nor a provider reference".into(),
+        ));
     };
     let unavailable = |error: crate::provider_refs::ProviderRefsError| {
         tracing::warn!(%error, "provider references unavailable; the sender retries");
@@ -210,7 +221,10 @@ async fn link(
         .await
         .map_err(unavailable)?;
     if linked.is_none() {
-        tracing::info!(provider_ref, "event for a payment not known yet: parked until its reference is recorded");
+        tracing::info!(
+            provider_ref,
+            "event for a payment not known yet: parked until its reference is recorded"
+        );
     }
     // Linked meanwhile: park() already published it; storing again below answers
     // with its position (a duplicate of the same fact id).

@@ -38,7 +38,9 @@ pub const EVENTS: &[(&str, &str)] = &[
 pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
     let signature = verify::one_header(headers, HEADER_SIGNATURE)?;
     if signature.len() != 64 {
-        return Err(ApiError::BadSignature(format!("{HEADER_SIGNATURE} must be 64 hex digits")));
+        return Err(ApiError::BadSignature(format!(
+            "{HEADER_SIGNATURE} must be 64 hex digits"
+        )));
     }
     let matches = keys.iter().any(|key| match key {
         Key::Hmac(secret) => verify::hex_matches(signature, &verify::hmac_sha256(secret, &[body])),
@@ -168,7 +170,10 @@ mod tests {
     }
 
     fn sign(secret: &str, body: &str) -> String {
-        hex::encode(verify::hmac_sha256(&SecretBox::new(secret.as_bytes().into()), &[body.as_bytes()]))
+        hex::encode(verify::hmac_sha256(
+            &SecretBox::new(secret.as_bytes().into()),
+            &[body.as_bytes()],
+        ))
     }
 
     #[test]
@@ -177,7 +182,10 @@ mod tests {
         let good = sign(SECRET, &body);
         let cases = [
             (headers(&sign("another_secret", &body), "evt_1"), body.clone()),
-            (headers(&good, "evt_1"), body.replace(r#""amount":100"#, r#""amount":900"#)),
+            (
+                headers(&good, "evt_1"),
+                body.replace(r#""amount":100"#, r#""amount":900"#),
+            ),
             (HeaderMap::new(), body.clone()),
             (headers("abc", "evt_1"), body.clone()),
         ];
@@ -204,7 +212,12 @@ mod tests {
         assert!(v.payment_id.is_none());
         assert_eq!(v.event.provider_ref.as_deref(), Some("pay_DESlfW9H8K9uqM"));
         let refund = r#"{"entity":"event","event":"refund.processed","contains":["refund","payment"],"payload":{"refund":{"entity":{"id":"rfnd_1","payment_id":"pay_DESlfW9H8K9uqM","amount":100,"currency":"INR","notes":{"payment_id":"pay_9"},"created_at":1567674700}},"payment":{"entity":{"id":"pay_DESlfW9H8K9uqM","amount":100,"currency":"INR","notes":[]}}},"created_at":1567674701}"#;
-        let v = verify_and_parse(&keys(SECRET), &headers(&sign(SECRET, refund), "evt_3"), refund.as_bytes()).unwrap();
+        let v = verify_and_parse(
+            &keys(SECRET),
+            &headers(&sign(SECRET, refund), "evt_3"),
+            refund.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(v.payment_id.unwrap().as_str(), "pay_9");
         assert_eq!(v.event.status.as_deref(), Some("returned"));
         assert_eq!(v.event.provider_ref.as_deref(), Some("pay_DESlfW9H8K9uqM"));

@@ -84,7 +84,12 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
 
     let evidence_headers = verify::evidence_headers(
         headers,
-        &[HEADER_WEBHOOK_ID, HEADER_WEBHOOK_TIMESTAMP, HEADER_WEBHOOK_SIGNATURE, "content-type"],
+        &[
+            HEADER_WEBHOOK_ID,
+            HEADER_WEBHOOK_TIMESTAMP,
+            HEADER_WEBHOOK_SIGNATURE,
+            "content-type",
+        ],
     );
     let status = EVENTS
         .iter()
@@ -120,7 +125,9 @@ fn verify_signature(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<()
             Key::StdSymmetric(webhook) => match webhook.verify(body, headers) {
                 Ok(()) => true,
                 Err(WebhookError::TimestampTooOldError | WebhookError::FutureTimestampError) => {
-                    return Err(ApiError::BadSignature("webhook-timestamp is outside the tolerance".into()));
+                    return Err(ApiError::BadSignature(
+                        "webhook-timestamp is outside the tolerance".into(),
+                    ));
                 }
                 Err(WebhookError::InvalidPayload) => return Err(ApiError::Malformed("body is not UTF-8".into())),
                 Err(_) => false,
@@ -239,7 +246,10 @@ mod tests {
     fn the_specification_example_vector() {
         let (id, ts, payload) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, r#"{"test": 2432232314}"#);
         let expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-        assert_eq!(Webhook::new(SECRET).unwrap().sign(id, ts, payload.as_bytes()).unwrap(), expected);
+        assert_eq!(
+            Webhook::new(SECRET).unwrap().sign(id, ts, payload.as_bytes()).unwrap(),
+            expected
+        );
         let key = base64::engine::general_purpose::STANDARD
             .decode(SECRET.strip_prefix("whsec_").unwrap())
             .unwrap();
@@ -247,7 +257,10 @@ mod tests {
             &secrecy::SecretBox::new(key.into()),
             &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", payload.as_bytes()],
         );
-        assert_eq!(format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac)), expected);
+        assert_eq!(
+            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac)),
+            expected
+        );
     }
 
     const OTHER: &str = "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";

@@ -42,8 +42,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             _ => {}
         }
     }
-    let timestamp =
-        timestamp.ok_or_else(|| ApiError::BadSignature(format!("{HEADER_SIGNATURE} carries no t=")))?;
+    let timestamp = timestamp.ok_or_else(|| ApiError::BadSignature(format!("{HEADER_SIGNATURE} carries no t=")))?;
     if signatures.is_empty() {
         return Err(ApiError::BadSignature(format!("{HEADER_SIGNATURE} carries no v1=")));
     }
@@ -94,9 +93,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     verify::check_text("reason", reason.as_deref())?;
     let metadata = &object["metadata"];
     let payment_id = metadata["payment_id"].as_str().and_then(|id| PaymentId::new(id).ok());
-    let merchant_id = metadata["merchant_id"]
-        .as_str()
-        .and_then(|id| MerchantId::new(id).ok());
+    let merchant_id = metadata["merchant_id"].as_str().and_then(|id| MerchantId::new(id).ok());
     let status = EVENTS
         .iter()
         .find(|(t, _)| *t == event_type)
@@ -186,7 +183,11 @@ mod tests {
     fn several_v1_and_two_secrets_overlap_during_rotation() {
         let b = body("{}");
         let now = Utc::now().timestamp();
-        let header = format!("t={now},v1={},v1={}", sign("whsec_old", now, &b), sign("whsec_new", now, &b));
+        let header = format!(
+            "t={now},v1={},v1={}",
+            sign("whsec_old", now, &b),
+            sign("whsec_new", now, &b)
+        );
         assert!(verify_and_parse(&keys(&["whsec_new"]), &headers(&header), b.as_bytes()).is_ok());
         let only_new = format!("t={now},v1={}", sign("whsec_new", now, &b));
         assert!(verify_and_parse(&keys(&["whsec_old", "whsec_new"]), &headers(&only_new), b.as_bytes()).is_ok());
@@ -201,9 +202,18 @@ mod tests {
         let b = body("{}");
         let now = Utc::now().timestamp();
         let cases = [
-            (headers(&format!("t={},v1={}", now - 301, sign(SECRET, now - 301, &b))), b.clone()),
-            (headers(&format!("t={now},v1={}", sign(SECRET, now, &b))), b.replace("2000", "2001")),
-            (headers(&format!("t={now},v1={}", sign("whsec_other", now, &b))), b.clone()),
+            (
+                headers(&format!("t={},v1={}", now - 301, sign(SECRET, now - 301, &b))),
+                b.clone(),
+            ),
+            (
+                headers(&format!("t={now},v1={}", sign(SECRET, now, &b))),
+                b.replace("2000", "2001"),
+            ),
+            (
+                headers(&format!("t={now},v1={}", sign("whsec_other", now, &b))),
+                b.clone(),
+            ),
             (headers(&format!("v1={}", sign(SECRET, now, &b))), b.clone()),
             (headers(&format!("t={now}")), b.clone()),
             (HeaderMap::new(), b.clone()),

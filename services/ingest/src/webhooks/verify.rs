@@ -36,7 +36,9 @@ pub fn one_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Api
 /// Parses Unix seconds (digits only) and checks them against now ± [`TOLERANCE_SECS`].
 pub fn check_timestamp(raw: &str, now: i64) -> Result<i64, ApiError> {
     if raw.is_empty() || raw.len() > MAX_TIMESTAMP_DIGITS || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::BadSignature("the timestamp must be Unix seconds (digits only)".into()));
+        return Err(ApiError::BadSignature(
+            "the timestamp must be Unix seconds (digits only)".into(),
+        ));
     }
     let ts: i64 = raw
         .parse()
@@ -103,7 +105,9 @@ pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
     if contains_nul(&value) {
-        return Err(ApiError::Malformed("the body contains a NUL character (\\u0000)".into()));
+        return Err(ApiError::Malformed(
+            "the body contains a NUL character (\\u0000)".into(),
+        ));
     }
     Ok(value)
 }
