@@ -127,11 +127,15 @@ impl Stack {
     }
 
     async fn settled(&self, payment: &str, status: &str, facts: usize) -> anyhow::Result<Value> {
-        eventually(Duration::from_secs(30), &format!("{payment} {status} with {facts} facts"), || async {
-            let truth = self.truth(payment).await?;
-            let stored = self.facts(payment).await.ok()?;
-            (truth["status"] == status && stored == facts).then_some(truth)
-        })
+        eventually(
+            Duration::from_secs(30),
+            &format!("{payment} {status} with {facts} facts"),
+            || async {
+                let truth = self.truth(payment).await?;
+                let stored = self.facts(payment).await.ok()?;
+                (truth["status"] == status && stored == facts).then_some(truth)
+            },
+        )
         .await
     }
 }
@@ -183,7 +187,12 @@ async fn behaviour_changes_take_effect() -> anyhow::Result<()> {
     stack.initiate("stripe", "pay_ok").await?;
     stack.settled("pay_ok", "succeeded", 2).await?;
 
-    assert_eq!(stack.behave("stripe", json!({"success_pct": 0, "duplicate_pct": 100})).await?, 200);
+    assert_eq!(
+        stack
+            .behave("stripe", json!({"success_pct": 0, "duplicate_pct": 100}))
+            .await?,
+        200
+    );
     let (_, answer) = stack.initiate("stripe", "pay_ko").await?;
     let truth = stack.settled("pay_ko", "failed", 2).await?;
     assert_eq!(truth["webhooks_sent"], 4, "every webhook delivered twice, stored once");
