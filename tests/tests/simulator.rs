@@ -24,6 +24,10 @@ struct Stack {
 }
 
 async fn start() -> anyhow::Result<Stack> {
+    start_with(None).await
+}
+
+async fn start_with(traffic_tenant: Option<TenantId>) -> anyhow::Result<Stack> {
     paytrack_shared::telemetry::init_for_tests();
     let nats = NatsServer::start().await?;
     let mut pairs = nats.settings_pairs();
@@ -45,8 +49,8 @@ async fn start() -> anyhow::Result<Stack> {
             listen: "127.0.0.1:0".parse()?,
             ingest_url: ingest_url.clone(),
             secrets: WebhookSecrets::parse(&secrecy::SecretString::from(SECRETS.to_owned()))?,
-            traffic_tenant: None,
-            traffic_every: Duration::from_secs(1),
+            traffic_tenant,
+            traffic_every: Duration::from_millis(100),
         },
         stop.clone(),
     )
@@ -249,6 +253,38 @@ async fn events_without_metadata_link_through_the_recorded_reference() -> anyhow
         refs.record(&tenant, provider, &provider_ref, &PaymentId::new(&payment)?)
             .await?;
         stack.settled(&payment, "succeeded", 2).await?;
+    }
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// With a traffic tenant the simulator invents payments on its own (what `make up`
+/// shows on the dashboard): each gets its webhooks into PAYTRACK_IN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_traffic_invents_payments() -> anyhow::Result<()> {
+    let stack = start_with(Some(TenantId::new("acme")?)).await?;
+    let invented = eventually(Duration::from_secs(30), "three invented payments settled", || async {
+        let all: Value = stack
+            .http
+            .get(format!("{}/v1/ground-truth", stack.sim))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let settled: Vec<String> = all["payments"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"] != "pending" && p["webhooks_sent"] == 2)
+            .filter_map(|p| p["payment_id"].as_str().map(str::to_owned))
+            .collect();
+        (settled.len() >= 3).then_some(settled)
+    })
+    .await?;
+    for payment in &invented[..3] {
+        assert!(payment.starts_with("sim_"), "{payment}");
+        assert_eq!(stack.facts(payment).await?, 2, "{payment}");
     }
     stack.stop.cancel();
     Ok(())
