@@ -5,8 +5,8 @@
 //! but its last four digits replaced by `*`, one byte for one byte: the stored body
 //! has the received body's length and every other byte unchanged, so offsets, JSON
 //! structure (inside strings) and every other field stay exactly as received. The
-//! signature is then no longer re-computable over the stored body; the digest of the
-//! received bytes is kept beside it (see ARCHITECTURE.md, "Webhook evidence").
+//! signature is then no longer re-computable over the stored body alone (see
+//! ARCHITECTURE.md, "Webhook evidence").
 
 /// Shortest and longest digit runs treated as card numbers.
 const PAN_DIGITS: std::ops::RangeInclusive<usize> = 13..=19;

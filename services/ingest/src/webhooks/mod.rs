@@ -25,8 +25,6 @@ use paytrack_shared::{TenantId, Token};
 use serde::Serialize;
 use tracing::{Instrument, field};
 
-use sha2::{Digest, Sha256};
-
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::provider_refs::Parked;
@@ -126,10 +124,10 @@ async fn handle(
     let (masked_body, masked) = mask::mask_card_numbers(text);
     let mut evidence_headers = verified.evidence_headers;
     if masked > 0 {
-        // The received bytes' digest, so the original can still be matched to this
-        // fact (see ARCHITECTURE.md, "Webhook evidence").
+        // No digest of the received bytes is kept: with the rest of the body stored,
+        // an unkeyed digest would let anyone reading the evidence search the few
+        // masked digits. The signature headers (keyed) are what match an original.
         evidence_headers.insert(MASKED_HEADER.to_owned(), masked.to_string());
-        evidence_headers.insert(DIGEST_HEADER.to_owned(), hex::encode(Sha256::digest(&body)));
     }
     let fact_id = paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id);
     let provider_ref = verified.event.provider_ref.clone();
@@ -185,8 +183,6 @@ async fn handle(
 
 /// Evidence header: how many card-like numbers were masked in the stored body.
 pub const MASKED_HEADER: &str = "paytrack-masked-card-numbers";
-/// Evidence header: hex SHA-256 of the body as received, before masking.
-pub const DIGEST_HEADER: &str = "paytrack-received-body-sha256";
 
 /// The payment of an event that names none: its recorded provider reference, or
 /// None after parking it (kept until the reference is recorded).
