@@ -108,6 +108,14 @@ impl Role {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
                 p.layout();
+                // Provider references: the KV bucket's stream is created by ingest.
+                p.publish.push(subjects::PROVIDER_REFS_ALL.into());
+                p.publish.push(api("INFO"));
+                for verb in ["INFO", "CREATE", "UPDATE"] {
+                    p.publish
+                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_PROVIDER_REFS)));
+                }
+                p.history(subjects::STREAM_PROVIDER_REFS, &[]);
             }
             Role::Reconciler => {
                 p.publish.extend([

@@ -146,6 +146,14 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
     pub simulator_tenant: Option<String>,
+    /// Where the provider simulator's HTTP API listens.
+    pub simulator_listen: SocketAddr,
+    /// ingest's base URL as the simulator posts webhooks to it (default: from
+    /// `ingest_listen`).
+    pub simulator_ingest_url: Option<String>,
+    /// Milliseconds between the payments the simulator invents for light traffic
+    /// (with `simulator_tenant`).
+    pub simulator_traffic_ms: u64,
 }
 
 impl Settings {
@@ -255,9 +263,14 @@ impl Settings {
     }
 }
 
-/// Webhook secrets by tenant and provider.
+/// Webhook secrets by tenant and provider: one, or two while a secret is rotated
+/// (the old and the new one both verify until the old one is removed).
 #[derive(Clone, Default)]
-pub struct WebhookSecrets(HashMap<(TenantId, String), SecretString>);
+pub struct WebhookSecrets(HashMap<(TenantId, String), Vec<SecretString>>);
+
+/// Most secrets one tenant's provider endpoint may hold at once: the current one and
+/// the one replacing it.
+pub const MAX_ACTIVE_WEBHOOK_SECRETS: usize = 2;
 
 impl std::fmt::Debug for WebhookSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,9 +279,11 @@ impl std::fmt::Debug for WebhookSecrets {
 }
 
 impl WebhookSecrets {
-    /// Parses `tenant/provider=secret,...`. A `stdwebhooks` secret must decode the
-    /// way the Standard Webhooks library decodes it (`whsec_` + base64), so a bad
-    /// one stops the service at start instead of failing every delivery with 500.
+    /// Parses `tenant/provider=secret,...`; the same `tenant/provider` may be listed
+    /// twice during a rotation, never more. A `stdwebhooks` secret must decode the
+    /// way the Standard Webhooks library decodes it (`whsec_` + base64), or be an
+    /// ed25519 public key (`whpk_` + base64 of 32 bytes) for `v1a` signatures, so a
+    /// bad one stops the service at start instead of failing every delivery with 500.
     pub fn parse(raw: &SecretString) -> Result<WebhookSecrets, ConfigError> {
         const KEY: &str = "WEBHOOK_SECRETS";
         let mut map = HashMap::new();
@@ -287,26 +302,49 @@ impl WebhookSecrets {
             if secret.is_empty() {
                 return Err(bad(KEY, key, "the secret is empty"));
             }
-            if provider == STDWEBHOOKS && decode_whsec(secret).is_none() {
+            if provider == STDWEBHOOKS && decode_whsec(secret).is_none() && decode_whpk(secret).is_none() {
                 return Err(bad(
                     KEY,
                     key,
-                    "a stdwebhooks secret must be whsec_ followed by non-empty base64",
+                    "a stdwebhooks secret must be whsec_ followed by non-empty base64, \
+                     or whpk_ followed by the base64 of a 32-byte ed25519 public key",
                 ));
             }
-            if map
-                .insert((tenant, provider.to_owned()), SecretString::from(secret.to_owned()))
-                .is_some()
-            {
-                return Err(bad(KEY, key, "listed twice"));
+            let active: &mut Vec<SecretString> = map.entry((tenant, provider.to_owned())).or_default();
+            if active.iter().any(|s| s.expose_secret() == secret) {
+                return Err(bad(KEY, key, "the same secret is listed twice"));
             }
+            if active.len() == MAX_ACTIVE_WEBHOOK_SECRETS {
+                return Err(bad(
+                    KEY,
+                    key,
+                    "listed more than twice (at most the old and the new secret during a rotation)",
+                ));
+            }
+            active.push(SecretString::from(secret.to_owned()));
         }
         Ok(WebhookSecrets(map))
     }
 
-    /// The secret of one tenant's provider endpoint.
+    /// The first secret listed for one tenant's provider endpoint (the one senders
+    /// such as the simulator sign with).
     pub fn get(&self, tenant: &TenantId, provider: &str) -> Option<&SecretString> {
-        self.0.get(&(tenant.clone(), provider.to_owned()))
+        self.all(tenant, provider).first()
+    }
+
+    /// Every active secret of one tenant's provider endpoint, in the order listed
+    /// (empty when the endpoint has none): a delivery verifies with any of them.
+    pub fn all(&self, tenant: &TenantId, provider: &str) -> &[SecretString] {
+        self.0
+            .get(&(tenant.clone(), provider.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every `(tenant, provider)` that has secrets, so each can be checked at start.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&TenantId, &str, &[SecretString])> {
+        self.0
+            .iter()
+            .map(|((tenant, provider), secrets)| (tenant, provider.as_str(), secrets.as_slice()))
     }
 }
 
@@ -366,6 +404,17 @@ fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()
         .filter(|key| !key.is_empty())
+}
+
+/// The key of a Standard Webhooks ed25519 public key (`whpk_` + standard base64 of
+/// 32 bytes); None when it is not one.
+fn decode_whpk(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whpk_")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| key.len() == 32)
 }
 
 fn bad_value(key: &'static str, reason: &str) -> ConfigError {
@@ -449,6 +498,19 @@ mod tests {
             Some("whsec_YWNtZQ==".into())
         );
         assert!(s.get(&acme, "stripe").is_none());
+        assert!(s.all(&acme, "stripe").is_empty());
+        let rotating = WebhookSecrets::parse(&SecretString::from(
+            "acme/razorpay=old, acme/razorpay=new, acme/stdwebhooks=whpk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                .to_owned(),
+        ))
+        .unwrap();
+        let both: Vec<_> = rotating
+            .all(&acme, "razorpay")
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect();
+        assert_eq!(both, ["old", "new"]);
+        assert_eq!(rotating.all(&acme, "stdwebhooks").len(), 1);
         assert!(WebhookSecrets::parse(&SecretString::from("nope".to_owned())).is_err());
         assert!(WebhookSecrets::parse(&SecretString::from("a.b/x=1".to_owned())).is_err());
     }
@@ -471,7 +533,17 @@ mod tests {
                 "PAYTRACK_WEBHOOK_SECRETS",
             ),
             ("webhook_secrets", "justasecret", "PAYTRACK_WEBHOOK_SECRETS"),
-            ("webhook_secrets", "acme/x=1,acme/x=2", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/x=1,acme/x=2,acme/x=3",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
+            ("webhook_secrets", "acme/x=1,acme/x=1", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/stdwebhooks=whpk_AAAA",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("api_keys", "acme", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=k,beta=k", "PAYTRACK_API_KEYS"),

@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::IngestError;
 use crate::config::Config;
+use crate::provider_refs::ProviderRefs;
 use crate::publish::FactPublisher;
 use crate::{payments, webhooks};
 
@@ -27,6 +28,10 @@ pub struct AppState {
     pub db: PgPool,
     /// Webhook secrets.
     pub webhook_secrets: Arc<WebhookSecrets>,
+    /// Webhook verification keys, decoded from the secrets at start.
+    pub webhook_keys: Arc<webhooks::keys::Keys>,
+    /// Provider reference → payment, and events parked until it is known.
+    pub provider_refs: ProviderRefs,
     /// Backend API keys.
     pub api_keys: Arc<ApiKeys>,
     /// Operator tokens.
@@ -42,11 +47,14 @@ impl AppState {
         let client =
             paytrack_nats::connect(&config.nats_url, "paytrack-ingest", config.nats_credentials.as_ref()).await?;
         let publisher = FactPublisher::new(client, config.ack_timeout);
+        let provider_refs = ProviderRefs::new(publisher.clone(), config.layout.replicas);
         let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
         Ok(AppState {
             publisher,
             db,
             webhook_secrets: Arc::new(config.webhook_secrets.clone()),
+            webhook_keys: Arc::new(webhooks::keys::Keys::from_secrets(&config.webhook_secrets)?),
+            provider_refs,
             api_keys: Arc::new(config.api_keys.clone()),
             jwt: Arc::new(config.jwt.clone()),
             max_body_bytes: config.max_body_bytes,

@@ -38,8 +38,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Takes ingest's settings, failing on missing or malformed secrets.
+    /// Takes ingest's settings, failing on missing or malformed secrets (a webhook
+    /// secret its provider's scheme cannot use included).
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let webhook_secrets = WebhookSecrets::parse(&s.webhook_secrets)?;
+        // Every secret must be usable by its provider's scheme: checked here, at start.
+        crate::webhooks::keys::Keys::from_secrets(&webhook_secrets)?;
         Ok(Config {
             listen: s.ingest_listen,
             nats_url: s.nats_url.clone(),
@@ -49,7 +53,7 @@ impl Config {
             database_url: s.database_url.clone(),
             database_max_connections: s.database_max_connections,
             max_body_bytes: s.max_body_bytes,
-            webhook_secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
+            webhook_secrets,
             api_keys: ApiKeys::parse(&s.api_keys)?,
             jwt: s.jwt_keys()?,
             serve: ServeOptions {

@@ -10,8 +10,9 @@ mod auth;
 mod config;
 mod error;
 mod payments;
+pub mod provider_refs;
 mod publish;
-mod webhooks;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 
@@ -75,10 +76,15 @@ impl Ingest {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ingest listening");
         let js = self.state.publisher.jetstream().clone();
+        let refs = self.state.provider_refs.clone();
         let (readiness, layout, stop) = (self.readiness.clone(), self.layout, shutdown.clone());
         tokio::spawn(async move {
-            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || {
-                paytrack_nats::ensure_streams(&js, &layout)
+            let (js, refs, layout) = (&js, &refs, &layout);
+            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || async move {
+                paytrack_nats::ensure_streams(js, layout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                refs.open().await.map_err(|e| e.to_string())
             })
             .await;
             if applied.is_ok() {

@@ -240,6 +240,12 @@ pub struct ProviderEvent {
     pub event_id: String,
     /// The provider's event type, e.g. `payment.succeeded`.
     pub event_type: String,
+    /// paytrack's generic provider status that ingest's mapping table of this
+    /// provider gives the event type (`pending`, `held`, `succeeded`, `failed`,
+    /// `cancelled`, `returned`); absent when the table has no row for it, or in facts
+    /// written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// When the provider says it happened.
     pub occurred_at: Option<DateTime<Utc>>,
     /// The provider's reference of the payment.

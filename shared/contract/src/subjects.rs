@@ -28,6 +28,15 @@ pub const STREAM_PRESENCE: &str = "KV_PAYTRACK_PRESENCE";
 /// The subjects a presence write is published on.
 pub const PRESENCE_ALL: &str = "$KV.PAYTRACK_PRESENCE.>";
 
+/// The JetStream KV bucket of provider references, written by ingest: which payment
+/// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
+/// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).
+pub const PROVIDER_REFS_BUCKET: &str = "PAYTRACK_PROVIDER_REFS";
+/// The stream behind [`PROVIDER_REFS_BUCKET`].
+pub const STREAM_PROVIDER_REFS: &str = "KV_PAYTRACK_PROVIDER_REFS";
+/// The subjects a provider-reference write is published on.
+pub const PROVIDER_REFS_ALL: &str = "$KV.PAYTRACK_PROVIDER_REFS.>";
+
 /// Subjects captured by [`STREAM_IN`].
 pub const IN_ALL: &str = "paytrack.in.>";
 /// Transition subjects in [`STREAM_STATUS`].
