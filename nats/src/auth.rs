@@ -108,6 +108,22 @@ impl Role {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
                 p.layout();
+                // Idempotency keys and commanded payments: KV buckets ingest creates
+                // (reading the account's limits first), writes and reads back.
+                p.publish.push(api("INFO"));
+                for (stream, writes) in [
+                    (subjects::STREAM_IDEMPOTENCY, subjects::IDEMPOTENCY_ALL),
+                    (subjects::STREAM_COMMANDED, subjects::COMMANDED_ALL),
+                ] {
+                    p.publish.push(writes.into());
+                    for verb in ["INFO", "CREATE", "UPDATE"] {
+                        p.publish.push(api(&format!("STREAM.{verb}.{stream}")));
+                    }
+                    p.history(stream, &[]);
+                }
+                // Routing reads terminal transitions (one ordered consumer) and a
+                // payment's newest transition for commands on it.
+                p.history(subjects::STREAM_STATUS, &[]);
             }
             Role::Reconciler => {
                 p.publish.extend([
