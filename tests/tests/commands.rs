@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::TryStreamExt;
 use paytrack_shared::subjects;
 use paytrack_tests::ws::WsClient;
@@ -462,5 +463,36 @@ async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyho
         );
     }
     assert!(doc["components"]["schemas"]["CreatePaymentRequest"].is_object());
+    Ok(())
+}
+
+/// A claim whose owner died between claiming the key and answering (a pending claim
+/// older than the claim timeout) is taken over with the payment id it recorded, so
+/// the key still makes exactly one payment; a fresh claim of another body is 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let body = create_body("m_dead", "card", "US", 700);
+    let fingerprint = paytrack_ingest::create_fingerprint(body.as_bytes()).context("a create body")?;
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "crashed-1");
+    let claimed_at = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let pending = json!({
+        "state": "pending", "body_hash": fingerprint, "payment_id": "pay_dead_owner", "claimed_at": claimed_at,
+    });
+    bucket.create(&key, pending.to_string().into()).await?;
+
+    let token = mesh.operator_token();
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("crashed-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    assert_eq!(created["payment_id"], "pay_dead_owner");
+    let (status, again) = post(&client, &mesh, "/v1/payments", &token, Some("crashed-1"), &body).await?;
+    assert_eq!((status, &again), (201, &text));
+    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    assert_eq!(facts, vec![(format!("paytrack.in.{}.pay_dead_owner", mesh.tenant), 1)]);
+    let (status, ..) = mesh.wait_for_row("pay_dead_owner", 1).await?;
+    assert_eq!(status, "initiated");
     Ok(())
 }

@@ -250,6 +250,21 @@ impl CreatePaymentRequest {
     }
 }
 
+/// What "the same body" means for an `Idempotency-Key`: the SHA-256 of the request
+/// as parsed and re-serialized, so the same request spelled with other whitespace is
+/// the same request.
+fn fingerprint(request: &CreatePaymentRequest) -> String {
+    idempotency::sha256_hex(&serde_json::to_vec(request).unwrap_or_default())
+}
+
+/// The fingerprint a `POST /v1/payments` body is claimed with (None: not a create
+/// body), for operators and tests inspecting PAYTRACK_IDEMPOTENCY.
+pub fn create_fingerprint(body: &[u8]) -> Option<String> {
+    serde_json::from_slice(body)
+        .ok()
+        .map(|r: CreatePaymentRequest| fingerprint(&r))
+}
+
 /// The buckets, or 503 while the layout is not applied yet.
 fn stores(state: &AppState) -> Result<&crate::app::Stores, ApiError> {
     state.stores.get().ok_or(ApiError::Unavailable)
@@ -324,9 +339,7 @@ async fn create(
         now,
     )?;
     let stores = stores(state)?;
-    // The body as validated, so the same request spelled with other whitespace or
-    // key order is the same request.
-    let body_hash = idempotency::sha256_hex(&serde_json::to_vec(&request).unwrap_or_default());
+    let body_hash = fingerprint(&request);
     let bucket_key = Idempotency::bucket_key(&caller.tenant, &key);
     let fresh = PaymentId::new(&format!("pay_{}", uuid::Uuid::now_v7().simple())).map_err(|_| ApiError::Internal)?;
     let (revision, payment_id) = match stores.idempotency.claim(&bucket_key, &body_hash, fresh).await? {

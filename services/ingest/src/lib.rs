@@ -29,8 +29,10 @@ use paytrack_shared::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::commands::create_fingerprint;
 pub use crate::config::Config;
 pub use crate::error::ApiError;
+pub use crate::idempotency::Idempotency;
 pub use crate::routes::{Route, all as routes};
 
 /// Why ingest could not start or stopped with an error.
