@@ -496,3 +496,74 @@ async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Resul
     assert_eq!(status, "initiated");
     Ok(())
 }
+
+/// A sandbox gateway for the initiation test: `stripe` answers a provider_ref and
+/// keeps the requests; `stdwebhooks` answers 500.
+async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+    use axum::extract::{Path, State};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    async fn initiate(
+        State(seen): State<Seen>,
+        Path(provider): Path<String>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
+        if provider != "stripe" {
+            return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let reference = format!("pi_{}", body["payment_id"].as_str().unwrap_or_default());
+        seen.lock()
+            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
+            .push(body);
+        Ok(axum::Json(json!({"provider_ref": reference})))
+    }
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, seen))
+}
+
+/// A create asks the routed provider's sandbox gateway to initiate the payment and
+/// records the provider_ref it answers; a gateway that fails marks its provider
+/// unavailable, and the next create is routed to the other candidate, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
+    let (url, seen) = sandbox_gateway().await?;
+    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
+        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        ..Default::default()
+    })
+    .await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_i", "card", "US", 900);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let first: Value = serde_json::from_str(&text)?;
+    // stdwebhooks (first preference) failed to initiate: no reference, provider avoided.
+    assert_eq!(first["routing"]["provider"], "stdwebhooks");
+    assert!(first["routing"]["provider_ref"].is_null(), "{first}");
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let second: Value = serde_json::from_str(&text)?;
+    let payment = second["payment_id"].as_str().unwrap_or_default();
+    assert_eq!(second["routing"]["provider"], "stripe", "{second}");
+    assert_eq!(second["routing"]["provider_ref"], format!("pi_{payment}"));
+    let reason = second["routing"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("stdwebhooks (0 outcomes, too few to judge, unavailable)"),
+        "{reason}"
+    );
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(
+        requests,
+        vec![json!({
+            "tenant": mesh.tenant.as_str(), "payment_id": payment, "amount_minor": 900,
+            "currency": "USD", "rail": "card",
+        })]
+    );
+    Ok(())
+}
