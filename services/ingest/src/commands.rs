@@ -19,6 +19,7 @@ use paytrack_shared::envelope::{
     CapabilitySnapshot, CommandAction, CreatePayment, ENVELOPE_VERSION, FactSource, InboundFact, PaymentCommand,
     RawEvidence, RoutingDecision,
 };
+use paytrack_shared::telemetry::{self, HttpHeaders};
 use paytrack_shared::{MerchantId, PaymentId, Status, Token, msg_id};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -300,7 +301,14 @@ pub async fn create_payment(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let span = tracing::info_span!("create_payment", tenant = %caller.tenant, payment_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "create_payment",
+        trace_id = tracing::field::Empty,
+        tenant = %caller.tenant,
+        payment_id = tracing::field::Empty,
+    );
+    telemetry::continue_from(&span, &HttpHeaders(&headers));
+    telemetry::record_trace_id(&span);
     async move {
         let result = create(&state, &caller, &headers, body).await;
         let outcome = match &result {
@@ -595,7 +603,15 @@ async fn command(
     let name = action.name();
     let not_found = || ApiError::NotFound("no such payment".into());
     let payment_id = PaymentId::parse(payment_id).map_err(|_| not_found())?;
-    let span = tracing::info_span!("command", tenant = %caller.tenant, payment_id = %payment_id, command = name);
+    let span = tracing::info_span!(
+        "command",
+        trace_id = tracing::field::Empty,
+        tenant = %caller.tenant,
+        payment_id = %payment_id,
+        command = name,
+    );
+    telemetry::continue_from(&span, &HttpHeaders(headers));
+    telemetry::record_trace_id(&span);
     async move {
         let key = match headers.get("idempotency-key") {
             Some(_) => idempotency::validate_key(headers.get("idempotency-key"))?,
