@@ -325,7 +325,8 @@ else
     PAYTRACK_JWT_ISSUER="$jwt_issuer"
     PAYTRACK_JWT_AUDIENCE="$jwt_audience"
     PAYTRACK_WEBHOOK_SECRETS="$dev_tenant/stdwebhooks=$WEBHOOK_SECRET_STDWEBHOOKS,$dev_tenant/razorpay=$WEBHOOK_SECRET_RAZORPAY,$dev_tenant/stripe=$WEBHOOK_SECRET_STRIPE,$other_tenant/stdwebhooks=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
-    PAYTRACK_API_KEYS="$dev_tenant=$PUSH_API_KEY"
+    # The backend key is given by its SHA-256 only: the settings never hold it.
+    PAYTRACK_API_KEY_HASHES="$dev_tenant=$(printf %s "$PUSH_API_KEY" | sha256sum | cut -d' ' -f1)"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
     PAYTRACK_SIMULATOR_LISTEN="127.0.0.1:$simulator_port"
   )

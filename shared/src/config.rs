@@ -142,6 +142,18 @@ pub struct Settings {
     pub webhook_secrets: SecretString,
     /// `tenant=key,...`.
     pub api_keys: SecretString,
+    /// `tenant=<hex SHA-256 of a key>,...`: backend API keys given by their hashes
+    /// only, so the settings need not hold the keys themselves.
+    #[serde(default = "empty_secret")]
+    pub api_key_hashes: SecretString,
+    /// How long an `Idempotency-Key` of `POST /v1/payments` (and the first response it
+    /// replays) is kept, in seconds.
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// `provider=base URL,...`: the sandbox gateway (provider simulator) ingest asks to
+    /// initiate each payment routed to that provider. Unset: no initiation call.
+    #[serde(default)]
+    pub provider_urls: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
@@ -154,6 +166,14 @@ pub struct Settings {
     /// Milliseconds between the payments the simulator invents for light traffic
     /// (with `simulator_tenant`).
     pub simulator_traffic_ms: u64,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+fn default_idempotency_ttl_secs() -> u64 {
+    86_400
 }
 
 impl Settings {
@@ -194,8 +214,9 @@ impl Settings {
     /// positive is, every name that must be set is. The error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
         WebhookSecrets::parse(&self.webhook_secrets)?;
-        ApiKeys::parse(&self.api_keys)?;
+        ApiKeys::parse(&self.api_keys)?.with_hashes(&self.api_key_hashes)?;
         let positive = [
+            ("IDEMPOTENCY_TTL_SECS", self.idempotency_ttl_secs),
             ("NATS_REPLICAS", self.nats_replicas as u64),
             ("NATS_DUPLICATE_WINDOW_SECS", self.nats_duplicate_window_secs),
             ("NATS_ACK_TIMEOUT_MS", self.nats_ack_timeout_ms),
@@ -348,9 +369,11 @@ impl WebhookSecrets {
     }
 }
 
-/// Backend API keys, each bound to one tenant.
+/// Backend API keys, each bound to one tenant, held only as SHA-256 hashes: a key
+/// given in clear (`api_keys`) is hashed when the settings are read, and
+/// `api_key_hashes` gives keys by their hashes alone.
 #[derive(Clone, Default)]
-pub struct ApiKeys(Vec<(TenantId, SecretString)>);
+pub struct ApiKeys(Vec<(TenantId, [u8; 32])>);
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -358,10 +381,16 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+/// The SHA-256 of a presented key.
+fn key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
 impl ApiKeys {
     /// Parses `tenant=key,...`; a key must be non-empty and belong to one tenant.
     pub fn parse(raw: &SecretString) -> Result<ApiKeys, ConfigError> {
-        let mut keys: Vec<(TenantId, SecretString)> = Vec::new();
+        let mut keys = ApiKeys::default();
         for entry in split_list(raw.expose_secret()) {
             let (tenant, key) = entry
                 .split_once('=')
@@ -371,24 +400,51 @@ impl ApiKeys {
             if key.is_empty() {
                 return Err(bad("API_KEYS", tenant.as_str(), "the key is empty"));
             }
-            if keys.iter().any(|(_, k)| k.expose_secret() == key) {
-                return Err(bad("API_KEYS", tenant.as_str(), "the same key is listed twice"));
-            }
-            keys.push((tenant, SecretString::from(key.to_owned())));
+            keys.add("API_KEYS", tenant, key_hash(key))?;
         }
-        Ok(ApiKeys(keys))
+        Ok(keys)
     }
 
-    /// The tenant a presented key belongs to; compares in constant time.
+    /// Adds the keys of `tenant=<64 hex digits>,...` (their SHA-256 hashes).
+    pub fn with_hashes(mut self, raw: &SecretString) -> Result<ApiKeys, ConfigError> {
+        const KEY: &str = "API_KEY_HASHES";
+        for entry in split_list(raw.expose_secret()) {
+            let (tenant, hash) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(KEY, "<redacted>", "expected tenant=sha256hex"))?;
+            let tenant = TenantId::new(tenant.trim()).map_err(|e| bad(KEY, tenant, &e.to_string()))?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(hash.trim(), &mut bytes)
+                .map_err(|_| bad(KEY, tenant.as_str(), "expected 64 hex digits (a SHA-256)"))?;
+            self.add(KEY, tenant, bytes)?;
+        }
+        Ok(self)
+    }
+
+    fn add(&mut self, key: &'static str, tenant: TenantId, hash: [u8; 32]) -> Result<(), ConfigError> {
+        if self.0.iter().any(|(_, h)| *h == hash) {
+            return Err(bad(key, tenant.as_str(), "the same key is listed twice"));
+        }
+        self.0.push((tenant, hash));
+        Ok(())
+    }
+
+    /// The tenant a presented key belongs to; compares hashes in constant time.
     pub fn tenant_of(&self, presented: &str) -> Option<TenantId> {
+        let presented = key_hash(presented);
         let mut found = None;
-        for (tenant, key) in &self.0 {
-            let key = key.expose_secret().as_bytes();
-            if key.len() == presented.len() && bool::from(key.ct_eq(presented.as_bytes())) {
+        for (tenant, hash) in &self.0 {
+            if bool::from(hash.ct_eq(&presented)) {
                 found = Some(tenant.clone());
             }
         }
         found
+    }
+
+    /// A short, non-secret id of a key for audit trails: the first 12 hex digits of
+    /// its SHA-256.
+    pub fn key_id(presented: &str) -> String {
+        hex::encode(&key_hash(presented)[..6])
     }
 }
 

@@ -56,6 +56,8 @@ pub struct MeshOptions {
     /// How many reconciler replicas run side by side (the Kubernetes base runs two);
     /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
     pub reconcilers: usize,
+    /// ingest's `provider_urls` (sandbox gateways to initiate payments at).
+    pub provider_urls: Option<String>,
 }
 
 impl MeshOptions {
@@ -83,6 +85,7 @@ impl Default for MeshOptions {
             edge_ring_messages: 10_000,
             edge_max_subscriptions: 100,
             reconcilers: 1,
+            provider_urls: None,
         }
     }
 }
@@ -201,6 +204,9 @@ impl Mesh {
         }
         if let Some(ms) = options.consumer_retry_ms {
             pairs.push(("consumer_retry_ms", ms.to_string()));
+        }
+        if let Some(urls) = &options.provider_urls {
+            pairs.push(("provider_urls", urls.clone()));
         }
         let settings = Settings::from_pairs(pairs)?;
 

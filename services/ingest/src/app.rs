@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::{ApiKeys, WebhookSecrets};
 use paytrack_shared::health::{self, Readiness};
@@ -14,10 +13,23 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::IngestError;
+use crate::commanded::CommandedPayments;
 use crate::config::Config;
+use crate::idempotency::Idempotency;
+use crate::initiate::Initiator;
 use crate::provider_refs::ProviderRefs;
 use crate::publish::FactPublisher;
-use crate::{payments, webhooks};
+use crate::push::PushEpoch;
+use crate::routing::ProviderHealth;
+use crate::webhooks;
+
+/// The KV buckets, opened once the layout is applied (commands answer 503 before).
+pub struct Stores {
+    /// Idempotency keys of creates.
+    pub idempotency: Idempotency,
+    /// Payments created through the API.
+    pub commanded: CommandedPayments,
+}
 
 /// Shared, cheaply cloned handler state.
 #[derive(Clone)]
@@ -38,6 +50,14 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Largest body, for error messages.
     pub max_body_bytes: usize,
+    /// The KV buckets, set once applied.
+    pub stores: Arc<tokio::sync::OnceCell<Stores>>,
+    /// Providers' success rates and availability, for routing.
+    pub health: ProviderHealth,
+    /// Sandbox gateways to initiate payments at.
+    pub initiator: Initiator,
+    /// PAYTRACK_PUSH's epoch, for push positions.
+    pub push_epoch: PushEpoch,
 }
 
 impl AppState {
@@ -58,6 +78,10 @@ impl AppState {
             api_keys: Arc::new(config.api_keys.clone()),
             jwt: Arc::new(config.jwt.clone()),
             max_body_bytes: config.max_body_bytes,
+            stores: Arc::default(),
+            health: ProviderHealth::default(),
+            initiator: Initiator::new(config.provider_urls.clone()),
+            push_epoch: PushEpoch::default(),
         })
     }
 }
@@ -65,12 +89,11 @@ impl AppState {
 /// Every route of ingest.
 pub fn router(state: AppState, readiness: Readiness) -> Router {
     let max_body = state.max_body_bytes;
-    Router::new()
-        .route("/v1/webhooks/{tenant}/{provider}", post(webhooks::receive))
-        .route("/v1/payments/{payment_id}", get(payments::get_payment))
-        .route("/v1/payments/{payment_id}/timeline", get(payments::get_timeline))
-        .route("/v1/payments/{payment_id}/evidence", get(payments::get_evidence))
-        .route("/v1/status-model", get(payments::status_model))
+    let mut router = Router::new();
+    for (route, handler) in crate::routes::table() {
+        router = router.route(route.path, handler);
+    }
+    router
         .with_state(state)
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())

@@ -81,6 +81,9 @@ pub struct InboundFact {
 /// Where a fact came from and what it says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A fact is decoded, handled and dropped one at a time, never held in bulk: the size
+// of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum FactSource {
     /// A signed provider webhook.
     Webhook(ProviderEvent),
@@ -106,6 +109,7 @@ pub struct PaymentCommand {
 /// The commands of DESIGN.md §5, tagged by `command` on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // as FactSource: one at a time, never in bulk
 pub enum CommandAction {
     /// `POST /v1/payments`: opens the payment's history as `initiated`.
     Create(CreatePayment),

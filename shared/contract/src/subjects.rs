@@ -36,6 +36,22 @@ pub const PROVIDER_REFS_BUCKET: &str = "PAYTRACK_PROVIDER_REFS";
 pub const STREAM_PROVIDER_REFS: &str = "KV_PAYTRACK_PROVIDER_REFS";
 /// The subjects a provider-reference write is published on.
 pub const PROVIDER_REFS_ALL: &str = "$KV.PAYTRACK_PROVIDER_REFS.>";
+/// The JetStream KV bucket of idempotency keys of `POST /v1/payments`: one key
+/// `<tenant>.<sha256 of the Idempotency-Key>` each, holding the claim and then the
+/// first response, written by ingest; its TTL is `idempotency_ttl_secs`.
+pub const IDEMPOTENCY_BUCKET: &str = "PAYTRACK_IDEMPOTENCY";
+/// The stream behind [`IDEMPOTENCY_BUCKET`].
+pub const STREAM_IDEMPOTENCY: &str = "KV_PAYTRACK_IDEMPOTENCY";
+/// The subjects an idempotency write is published on.
+pub const IDEMPOTENCY_ALL: &str = "$KV.PAYTRACK_IDEMPOTENCY.>";
+/// The JetStream KV bucket of payments created through the API: one key
+/// `<tenant>.<payment_id>` each, holding the terms later commands are checked against
+/// (rail, country, program, provider), written by ingest and kept.
+pub const COMMANDED_BUCKET: &str = "PAYTRACK_COMMANDED";
+/// The stream behind [`COMMANDED_BUCKET`].
+pub const STREAM_COMMANDED: &str = "KV_PAYTRACK_COMMANDED";
+/// The subjects a commanded-payment write is published on.
+pub const COMMANDED_ALL: &str = "$KV.PAYTRACK_COMMANDED.>";
 
 /// Subjects captured by [`STREAM_IN`].
 pub const IN_ALL: &str = "paytrack.in.>";

@@ -106,6 +106,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             amount_minor,
             currency,
             reason,
+            provider_seq: None,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
