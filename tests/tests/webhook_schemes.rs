@@ -22,6 +22,9 @@ const RZP_NEW: &str = "rzp_new_webhook_secret";
 const STRIPE_OLD: &str = "whsec_stripe_old_secret";
 const STRIPE_NEW: &str = "whsec_stripe_new_secret";
 
+/// A signed delivery: its body and headers.
+type Delivery = (String, Vec<(String, String)>);
+
 struct RunningIngest {
     url: String,
     stop: CancellationToken,
@@ -84,7 +87,7 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
 }
 
 /// One signed delivery: the body and its headers, signed with `secret` at `ts`.
-fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> (String, Vec<(String, String)>) {
+fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> Delivery {
     match provider {
         "stdwebhooks" => {
             let body = serde_json::json!({
@@ -148,7 +151,7 @@ async fn post(
     ingest: &str,
     tenant: &TenantId,
     provider: &str,
-    (body, headers): &(String, Vec<(String, String)>),
+    (body, headers): &Delivery,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let mut request = http
         .post(format!("{ingest}/v1/webhooks/{tenant}/{provider}"))
@@ -406,7 +409,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     let before = inbound_messages(&js).await?;
 
     let providers = ["stdwebhooks", "razorpay", "stripe"];
-    let mut deliveries: Vec<(&str, (String, Vec<(String, String)>))> = (0..UNIQUE)
+    let mut deliveries: Vec<(&str, Delivery)> = (0..UNIQUE)
         .map(|i| {
             let provider = providers[i % 3];
             let secret = [STD_NEW, RZP_NEW, STRIPE_NEW][i % 3];
