@@ -460,3 +460,30 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     ingest.stop().await?;
     Ok(())
 }
+
+/// Razorpay and Stripe events in their own shapes become canonical transitions
+/// through the whole mesh, each by the rule named after its native event type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_events_become_transitions_by_their_own_rules() -> anyhow::Result<()> {
+    use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
+    let mesh = paytrack_tests::Mesh::start().await?;
+    let http = reqwest::Client::new();
+    for (provider, secret, payment, rule) in [
+        ("razorpay", RAZORPAY_SECRET, "pay_rzp_e2e", "razorpay:payment.captured"),
+        (
+            "stripe",
+            STRIPE_SECRET,
+            "pay_stripe_e2e",
+            "stripe:payment_intent.succeeded",
+        ),
+    ] {
+        let sent = delivery(provider, secret, &id("evt_"), Some(payment), now());
+        let (status, answer) = post(&http, &mesh.ingest_url, &mesh.tenant, provider, &sent).await?;
+        assert_eq!(status, 200, "{provider}: {answer}");
+        let (status, ..) = mesh.wait_for_row(payment, 1).await?;
+        assert_eq!(status, "succeeded", "{provider}");
+        let (timeline, _) = mesh.timeline(payment).await?;
+        assert_eq!(timeline[0]["rule"], rule, "{timeline}");
+    }
+    Ok(())
+}
