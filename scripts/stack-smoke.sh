@@ -31,7 +31,8 @@
 # Environment (all optional):
 #   PAYTRACK_SMOKE_NATS_PORT (24222), PAYTRACK_SMOKE_NATS_MONITOR_PORT (28222),
 #   PAYTRACK_SMOKE_PG_PORT (25432), PAYTRACK_SMOKE_INGEST_PORT (28080),
-#   PAYTRACK_SMOKE_EDGE_PORT (28081), PAYTRACK_SMOKE_WEBDRIVER_PORT (29515)
+#   PAYTRACK_SMOKE_EDGE_PORT (28081), PAYTRACK_SMOKE_SIMULATOR_PORT (28082),
+#   PAYTRACK_SMOKE_WEBDRIVER_PORT (29515)
 #   PAYTRACK_SMOKE_TIMEOUT       seconds to wait for each asynchronous outcome (30)
 #   PAYTRACK_SMOKE_HEARTBEAT_MS  the smoke stack's edge heartbeat, so that "current" is
 #                                reached quickly (2000; the product default is 15000)
@@ -48,6 +49,7 @@ nats_monitor_port="${PAYTRACK_SMOKE_NATS_MONITOR_PORT:-28222}"
 pg_port="${PAYTRACK_SMOKE_PG_PORT:-25432}"
 ingest_port="${PAYTRACK_SMOKE_INGEST_PORT:-28080}"
 edge_port="${PAYTRACK_SMOKE_EDGE_PORT:-28081}"
+simulator_port="${PAYTRACK_SMOKE_SIMULATOR_PORT:-28082}"
 webdriver_port="${PAYTRACK_SMOKE_WEBDRIVER_PORT:-29515}"
 timeout="${PAYTRACK_SMOKE_TIMEOUT:-30}"
 heartbeat_ms="${PAYTRACK_SMOKE_HEARTBEAT_MS:-2000}"
@@ -74,7 +76,7 @@ ok() {
   printf 'smoke: ok %d - %s\n' "$passed" "$*"
 }
 
-for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$webdriver_port"; do
+for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$simulator_port" "$webdriver_port"; do
   if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then die "invalid port: $port"; fi
 done
 [[ "$timeout" =~ ^[0-9]+$ && "$heartbeat_ms" =~ ^[0-9]+$ ]] \
@@ -216,7 +218,7 @@ for tool in curl openssl "$python" cargo; do
 done
 [[ -x "$chromium" ]] || die "$chromium missing: run scripts/install-browser.sh"
 [[ -x "$chromedriver" ]] || die "$chromedriver missing: run scripts/install-browser.sh"
-for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$webdriver_port"; do
+for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$simulator_port" "$webdriver_port"; do
   if port_busy "$port"; then
     die "port $port is already in use on 127.0.0.1 (a smoke stack left running? override with PAYTRACK_SMOKE_*_PORT)"
   fi
@@ -258,7 +260,8 @@ stack_started=1
 env -u CARGO_TARGET_DIR PATH="$work/shim:$PATH" \
   PAYTRACK_DEV_NATS_PORT="$nats_port" PAYTRACK_DEV_NATS_MONITOR_PORT="$nats_monitor_port" \
   PAYTRACK_DEV_PG_PORT="$pg_port" PAYTRACK_DEV_INGEST_PORT="$ingest_port" \
-  PAYTRACK_DEV_EDGE_PORT="$edge_port" PAYTRACK_HEARTBEAT_MS="$heartbeat_ms" \
+  PAYTRACK_DEV_EDGE_PORT="$edge_port" PAYTRACK_DEV_SIMULATOR_PORT="$simulator_port" \
+  PAYTRACK_HEARTBEAT_MS="$heartbeat_ms" \
   bash "$root/scripts/stack-up.sh" >"$work/stack-up.out" 2>&1 \
   || { sed -E 's/token=[A-Za-z0-9._-]+/token=<redacted>/g' "$work/stack-up.out" | tail -n 40 >&2; die "stack-up.sh failed"; }
 sed -E 's/token=[A-Za-z0-9._-]+/token=<redacted>/g; s/^/  /' "$work/stack-up.out"
