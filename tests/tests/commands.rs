@@ -567,3 +567,39 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
     );
     Ok(())
 }
+
+/// A create whose fact JetStream refuses answers 503 and leaves its claim to the
+/// caller's retry, which makes the payment under the same id (had the refused publish
+/// been stored after all, its `Nats-Msg-Id` would de-duplicate the retry's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_retry", "card", "US", 800);
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    // PAYTRACK_IN refuses every message for a while.
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "flaky-1");
+    let claim: Value = serde_json::from_slice(&bucket.get(&key).await?.context("the claim is kept")?)?;
+    assert_eq!(claim["state"], "pending", "{claim}");
+    let claimed = claim["payment_id"].as_str().unwrap_or_default().to_owned();
+
+    mesh.js.update_stream(original).await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    assert_eq!(created["payment_id"], claimed.as_str());
+    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
+    Ok(())
+}

@@ -213,11 +213,18 @@ impl Idempotency {
             .map_err(|e| unavailable("complete", &e))
     }
 
-    /// Gives up a claim whose work failed before anything was published, so the
-    /// caller's retry starts afresh.
-    pub async fn release(&self, key: &str, revision: u64) {
-        if let Err(error) = self.store.delete_expect_revision(key, Some(revision)).await {
-            tracing::warn!(%error, "idempotency claim not released; it is taken over after the claim timeout");
+    /// Gives up a claim whose work failed (the publish was refused or timed out), so
+    /// the caller's retry takes it over at once. The claim keeps its payment id: a
+    /// publish that JetStream did store despite the error is then de-duplicated by
+    /// its `Nats-Msg-Id`, and the retry answers the payment that fact created.
+    pub async fn abandon(&self, key: &str, revision: u64, body_hash: &str, payment_id: &PaymentId) {
+        let abandoned = Record::Pending {
+            body_hash: body_hash.to_owned(),
+            payment_id: payment_id.clone(),
+            claimed_at: DateTime::UNIX_EPOCH,
+        };
+        if let Err(error) = self.store.update(key, encode(&abandoned), revision).await {
+            tracing::warn!(%error, "idempotency claim not abandoned; it is taken over after the claim timeout");
         }
     }
 }
