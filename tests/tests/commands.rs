@@ -78,10 +78,12 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
     let client = http()?;
     let body = create_body("m_idem", "card", "US", 4200);
     let token = mesh.operator_token();
+    let started = std::time::Instant::now();
     let answers = futures::future::try_join_all(
         (0..20).map(|_| post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &body)),
     )
     .await?;
+    eprintln!("20 concurrent creates with one key answered in {:?}", started.elapsed());
     let (status, first) = &answers[0];
     assert_eq!(*status, 201, "{first}");
     for (status, text) in &answers {
