@@ -321,7 +321,15 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     )
     .await?;
     assert_eq!(status, 202, "{text}");
-    assert_eq!(inbound_count(&mesh).await?, before + 2);
+    let retry_path = format!("/v1/payments/{card}/retry");
+    let (status, text) = post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
+    assert_eq!(status, 202, "{text}");
+    let retry: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        retry["routing"]["provider"], "stdwebhooks",
+        "a retry is routed: {retry}"
+    );
+    assert_eq!(inbound_count(&mesh).await?, before + 3);
     // The reconciler applies the cancel.
     mesh.eventually(WAIT, "cancelled", || async {
         let (_, statuses) = mesh.timeline(&card).await.ok()?;

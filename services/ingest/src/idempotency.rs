@@ -232,3 +232,23 @@ impl Idempotency {
 fn encode(record: &Record) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(record).unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_255_and_bucket_keys_are_per_tenant() {
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        assert_eq!(validate_key(Some(&header("order-42:a/b"))).unwrap(), "order-42:a/b");
+        assert!(validate_key(None).is_err());
+        assert!(validate_key(Some(&header(""))).is_err());
+        assert!(validate_key(Some(&header("a b"))).is_err());
+        assert!(validate_key(Some(&header(&"k".repeat(256)))).is_err());
+        assert!(validate_key(Some(&header(&"k".repeat(255)))).is_ok());
+        let (a, b) = (TenantId::new("acme").unwrap(), TenantId::new("beta").unwrap());
+        let key = Idempotency::bucket_key(&a, "k. >*");
+        assert!(key.starts_with("acme.") && key.len() == "acme.".len() + 64, "{key}");
+        assert_ne!(key, Idempotency::bucket_key(&b, "k. >*"));
+    }
+}
