@@ -472,7 +472,18 @@ async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyho
             route.path
         );
     }
-    assert!(doc["components"]["schemas"]["CreatePaymentRequest"].is_object());
+    for schema in [
+        "CreatePaymentRequest",
+        "PaymentCreated",
+        "PushRequest",
+        "PaymentView",
+        "EvidencePack",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} is not documented"
+        );
+    }
     Ok(())
 }
 
