@@ -373,9 +373,12 @@ async fn create(
     let created = match made {
         Ok(created) => created,
         Err(error) => {
-            // Nothing was published (or the publish failed): the caller's retry with
-            // the same key starts afresh.
-            stores.idempotency.release(&bucket_key, revision).await;
+            // The publish failed (or may have been stored without an ack): the
+            // caller's retry with the key takes the claim over with this payment id.
+            stores
+                .idempotency
+                .abandon(&bucket_key, revision, &body_hash, &payment_id)
+                .await;
             return Err(error);
         }
     };
@@ -421,6 +424,7 @@ async fn make(
             &state.health,
         )
         .await;
+    metrics::counter!("paytrack_ingest_routed_total", "provider" => routing.provider.clone()).increment(1);
     let fact_id = msg_id::command_fact_id(key);
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
