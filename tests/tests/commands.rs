@@ -586,6 +586,45 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
             "currency": "USD", "rail": "card",
         })]
     );
+
+    // The provider's event names only the recorded reference (no metadata): it is the
+    // created payment's fact, and moves it.
+    let t = chrono::Utc::now().timestamp();
+    let event = json!({
+        "id": format!("evt_{payment}"), "object": "event", "created": t, "type": "payment_intent.succeeded",
+        "data": {"object": {"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 900,
+            "currency": "usd", "metadata": {}, "created": t}},
+    })
+    .to_string();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(paytrack_tests::mesh::STRIPE_SECRET.as_bytes())?;
+    hmac::Mac::update(&mut mac, format!("{t}.{event}").as_bytes());
+    let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    let response = client
+        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
+        .header("stripe-signature", format!("t={t},v1={signature}"))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200, "{}", response.text().await?);
+    eventually(
+        Duration::from_secs(20),
+        "the linked event moved the payment",
+        || async {
+            let current: Value = client
+                .get(format!("{}/v1/payments/{payment}", mesh.ingest_url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (current["status"] == "succeeded" && current["version"] == 2).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

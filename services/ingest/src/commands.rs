@@ -466,6 +466,17 @@ async fn make(
         // Later commands then find the payment by its newest transition.
         tracing::warn!(%error, "commanded payment not recorded");
     }
+    if let Some(provider_ref) = &routing.provider_ref {
+        // Recorded after the create is stored, so a provider event that names only
+        // this reference (and any parked before it) links to a payment that exists.
+        if let Err(error) = state
+            .provider_refs
+            .record(&caller.tenant, &routing.provider, provider_ref, payment_id)
+            .await
+        {
+            tracing::warn!(%error, provider = %routing.provider, "provider reference not recorded; events link by metadata only");
+        }
+    }
     Ok(PaymentCreated {
         payment_id: payment_id.clone(),
         status: Status::Initiated,
