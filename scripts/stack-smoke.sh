@@ -15,7 +15,9 @@
 #   2. sources the copy's .dev/stack.env and checks every documented key is non-empty;
 #   3. sends `pending` then `succeeded` webhooks for a new payment with
 #      scripts/send-webhook.sh and polls GET /v1/payments/<id> until it is succeeded at
-#      version 2;
+#      version 2; then creates a payment with POST /v1/payments (the README's command),
+#      checks it was routed and initiated at the simulator's sandbox gateway, and polls
+#      until the simulator's own webhooks settle it;
 #   4. fetches $DASHBOARD_URL with curl (200, the dashboard page), then loads it in
 #      headless Chromium through chromedriver (WebDriver, driven from Python's standard
 #      library) and waits until the rendered table shows the payment as succeeded, the
@@ -321,6 +323,37 @@ except Exception:
   sleep 0.5
 done
 ok "GET /v1/payments/$payment_id answers succeeded, version 2"
+
+phase="create"
+created="$(curl -sS --max-time 10 -w '\n%{http_code}' "$INGEST_URL/v1/payments" \
+  -H "Authorization: Bearer $DEV_TOKEN" -H 'content-type: application/json' \
+  -H "Idempotency-Key: smoke-$RANDOM-$RANDOM" \
+  --data '{"merchant_id":"m_smoke","amount_minor":1250,"currency":"USD","rail":"card","country":"US"}')" \
+  || die "POST /v1/payments failed"
+code="${created##*$'\n'}"
+created="${created%$'\n'*}"
+[[ "$code" == 201 ]] || die "POST /v1/payments answered $code: $created"
+read -r created_id created_provider created_ref < <(printf '%s' "$created" | "$python" -c '
+import json, sys
+p = json.load(sys.stdin)
+print(p["payment_id"], p["routing"]["provider"], p["routing"].get("provider_ref") or "-")
+')
+[[ "$created_ref" != "-" ]] || die "the create was not initiated at the simulator: $created"
+deadline=$((SECONDS + timeout))
+while :; do
+  answer="$(curl -sS --max-time 5 -H "Authorization: Bearer $DEV_TOKEN" "$INGEST_URL/v1/payments/$created_id" 2>/dev/null || true)"
+  state="$(printf '%s' "$answer" | "$python" -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get("status"))
+except Exception:
+    print("-")
+')"
+  [[ "$state" == succeeded || "$state" == failed ]] && break
+  ((SECONDS < deadline)) || die "created payment $created_id did not settle after ${timeout}s; last answer: $answer"
+  sleep 0.5
+done
+ok "POST /v1/payments created $created_id, routed to $created_provider ($created_ref), settled $state by the simulator's webhooks"
 
 # --- 4. the dashboard --------------------------------------------------------------------------
 phase="dashboard (curl)"
