@@ -1,0 +1,8 @@
+//! The six sections, each measuring a figure against a ceiling in the same run.
+
+pub mod e2e;
+pub mod fanout;
+pub mod ingest;
+pub mod polling;
+pub mod projector;
+pub mod storm;
