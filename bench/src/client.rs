@@ -94,6 +94,7 @@ pub struct Fleet {
     pub recorder: Arc<Recorder>,
     target: Target,
     connects: Arc<Semaphore>,
+    source_base: u8,
 }
 
 impl Fleet {
@@ -104,7 +105,15 @@ impl Fleet {
             recorder: Arc::new(Recorder::default()),
             target,
             connects: Arc::new(Semaphore::new(concurrent_connects.max(1))),
+            source_base: 1,
         }
+    }
+
+    /// Spreads this fleet over 127.0.0.`base`.. (client processes side by side use
+    /// different bases, so loopback ephemeral ports stretch further).
+    pub fn with_source_base(mut self, base: u8) -> Fleet {
+        self.source_base = base.max(1);
+        self
     }
 
     /// Adds sessions on `channels` (one each) and starts them.
@@ -124,7 +133,8 @@ impl Fleet {
     }
 
     fn start(&self, index: usize, session: &mut Session) {
-        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCES as usize) as u8));
+        let last = (self.source_base as usize + index % SOURCES as usize).min(254) as u8;
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
         let target = self.target.clone();
         let state = session.state.clone();
         let channel = session.channel.clone();
@@ -252,7 +262,12 @@ async fn connect(
         match socket.connect(addr).await {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
-                let (ws, _) = tokio_tungstenite::client_async(request.clone(), stream).await?;
+                // Small buffers: thousands of clients share this process's memory.
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4 * 1024)
+                    .write_buffer_size(0);
+                let (ws, _) =
+                    tokio_tungstenite::client_async_with_config(request.clone(), stream, Some(config)).await?;
                 return Ok(ws);
             }
             Err(e) => {
