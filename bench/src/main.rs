@@ -34,6 +34,9 @@ struct Cli {
     /// Tiny sizes (seconds): checks the harness, not the figures.
     #[arg(long)]
     smoke: bool,
+    /// Scales every count of the full run (e.g. 0.1 for a tenth of the sessions).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
     /// Where results.md and the plots go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -85,7 +88,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let plan = if cli.smoke { Plan::smoke() } else { Plan::full() };
+    let plan = match (cli.smoke, cli.scale) {
+        (true, _) => Plan::smoke(),
+        (false, s) if (s - 1.0).abs() < f64::EPSILON => Plan::full(),
+        (false, s) => Plan::scaled(s),
+    };
     let wanted = |n: u8| cli.only.is_empty() || cli.only.contains(&n);
     std::fs::create_dir_all(&cli.out)?;
     progress(&format!(
@@ -147,7 +154,7 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
             plan.storm_rate, plan.connect_concurrency
         ),
         "Projector: transitions are written by the reconciler with the projector stopped; the figure is the time from its restart until every payment row is there. The ceiling copies those payments' projection rows (payments, payment_timeline) as JSON into look-alike tables with 500-row INSERTs.".into(),
-        "Polling: staleness runs from ingest's 2xx for a transition to the first poll (or WebSocket event) showing it.".into(),
+        "Polling: every client's payment gets one transition (pending → held), spread evenly over the polling window; staleness runs from ingest's 2xx for it to the first poll (or WebSocket event) showing it.".into(),
     ];
     if multi_edge {
         notes.push(format!(

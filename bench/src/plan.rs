@@ -31,10 +31,8 @@ pub struct Plan {
     pub polling_clients: Vec<usize>,
     /// Their polling period.
     pub polling_period: Duration,
-    /// How long transitions flow while they poll.
+    /// How long transitions flow while they poll (one per client, evenly spread).
     pub polling_duration: Duration,
-    /// Transitions per second during polling.
-    pub polling_rate: u32,
     /// Handshakes a client process runs at once.
     pub connect_concurrency: usize,
 }
@@ -61,8 +59,24 @@ impl Plan {
             polling_clients: vec![10, 20],
             polling_period: Duration::from_secs(1),
             polling_duration: Duration::from_secs(2),
-            polling_rate: 10,
             connect_concurrency: 16,
+        }
+    }
+
+    /// The full run with every count (sessions, webhooks, clients) scaled by `factor`
+    /// (at least 2), for a quicker look at the same shape.
+    pub fn scaled(factor: f64) -> Plan {
+        let scale = |n: usize| ((n as f64 * factor).round() as usize).max(2);
+        let full = Plan::full();
+        Plan {
+            ingest_sizes: full.ingest_sizes.iter().map(|&n| scale(n)).collect(),
+            e2e_sessions: full.e2e_sessions.iter().map(|&n| scale(n)).collect(),
+            fanout_sizes: full.fanout_sizes.iter().map(|&n| scale(n)).collect(),
+            multi_edge_sizes: full.multi_edge_sizes.iter().map(|&n| scale(n)).collect(),
+            storms: full.storms.iter().map(|&(n, d)| (scale(n), d)).collect(),
+            projector_sizes: full.projector_sizes.iter().map(|&n| scale(n)).collect(),
+            polling_clients: full.polling_clients.iter().map(|&n| scale(n)).collect(),
+            ..full
         }
     }
 
@@ -87,7 +101,6 @@ impl Plan {
             polling_clients: vec![1_000, 5_000],
             polling_period: Duration::from_secs(5),
             polling_duration: Duration::from_secs(15),
-            polling_rate: 100,
             connect_concurrency: 256,
         }
     }

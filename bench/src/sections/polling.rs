@@ -151,21 +151,21 @@ async fn measure(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Figures> {
     let polling_started = Instant::now();
     let requests_before = requests.load(Ordering::Relaxed);
 
-    // Transitions flow at the plan's rate: held first, then succeeded.
-    let total = (f64::from(ctx.plan.polling_rate) * ctx.plan.polling_duration.as_secs_f64()) as usize;
+    // One transition per client's payment (pending → held), spread evenly over the
+    // polling duration, so every poller has exactly one change to notice.
+    let total = clients;
     let acked: Arc<Mutex<HashMap<String, SystemTime>>> = Arc::default();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(ctx.plan.polling_rate)));
+    let mut ticker = tokio::time::interval(ctx.plan.polling_duration.div_f64(total as f64));
     let mut posts = Vec::new();
     for k in 0..total {
         ticker.tick().await;
-        let status = if k < clients { "held" } else { "succeeded" };
-        let payment = format!("{prefix}{}", k % clients);
+        let payment = format!("{prefix}{k}");
         let (ctx, acked) = (ctx.clone(), acked.clone());
         posts.push(tokio::spawn(async move {
-            if let Ok(at) = ctx.post(&payment, status, "qm").await
+            if let Ok(at) = ctx.post(&payment, "held", "qm").await
                 && let Ok(mut a) = acked.lock()
             {
-                a.insert(format!("{payment}:{status}"), at);
+                a.insert(format!("{payment}:held"), at);
             }
         }));
     }
