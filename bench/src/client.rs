@@ -389,10 +389,7 @@ async fn run_nats(
             _ => continue,
         }
         // Parse whole protocol lines (and MSG payloads) out of the buffer.
-        loop {
-            let Some(eol) = buffer.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(eol) = buffer.windows(2).position(|w| w == b"\r\n") {
             let line = String::from_utf8_lossy(&buffer[..eol]).to_string();
             if let Some(rest) = line.strip_prefix("MSG ") {
                 let size: usize = rest.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);

@@ -60,6 +60,7 @@ pub const SECTIONS: [&str; 6] = [
 
 impl Report {
     /// Adds a row whose ceiling is a measured number (ratio = value / ceiling).
+    #[allow(clippy::too_many_arguments)]
     pub fn measured(
         &mut self,
         section: &'static str,

@@ -1,4 +1,4 @@
-//! 2. End to end: webhook → WebSocket `event` latency at fixed offered loads (open
+//! Section 2: End to end: webhook → WebSocket `event` latency at fixed offered loads (open
 //! loop), with N sessions subscribed (one `merchant:` channel each, so every
 //! transition reaches exactly one session).
 

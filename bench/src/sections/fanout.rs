@@ -1,4 +1,4 @@
-//! 3. Fan-out: sessions one process holds, resident memory per idle session, and a
+//! Section 3: Fan-out: sessions one process holds, resident memory per idle session, and a
 //! broadcast on `payments` to all of them (p99 until received), for the edge, a bare
 //! axum WebSocket server and nats-server's WebSocket listener serving the same clients.
 

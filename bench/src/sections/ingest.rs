@@ -1,4 +1,4 @@
-//! 1. Ingest: signed webhooks durably accepted per second, against raw JetStream
+//! Section 1: Ingest: signed webhooks durably accepted per second, against raw JetStream
 //! publish-with-ack (`Nats-Msg-Id`) of the same payloads at the same concurrency.
 
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! 3b. Fan-out over several edge processes together (`--multi-edge`): sessions spread
+//! Section 3: Fan-out over several edge processes together (`--multi-edge`): sessions spread
 //! over edge processes of at most [`PER_EDGE`] each, held by client processes (this
 //! binary's hidden `clients` subcommand) on their own 127.0.0.x source addresses.
 

@@ -1,4 +1,4 @@
-//! 6. Polling baseline: the same clients polling `GET /v1/payments/{id}` every period
+//! Section 6: Polling baseline: the same clients polling `GET /v1/payments/{id}` every period
 //! while transitions flow, against the same clients on WebSocket `payment:` channels:
 //! server requests per second and mean staleness (from ingest's 2xx to the client
 //! seeing the new status).

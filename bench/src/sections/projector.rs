@@ -1,4 +1,4 @@
-//! 5. Projector: how fast the ledger projector catches up on N transitions preloaded
+//! Section 5: Projector: how fast the ledger projector catches up on N transitions preloaded
 //! in PAYTRACK_STATUS while it was stopped, against raw batched inserts of the same
 //! rows (every projection table's rows of those payments) into PostgreSQL.
 

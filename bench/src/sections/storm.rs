@@ -1,4 +1,4 @@
-//! 4. Reconnect storm: every session dropped at once while transitions flow, then
+//! Section 4: Reconnect storm: every session dropped at once while transitions flow, then
 //! all resume with `since`. Measures the time until every session is current (it has
 //! `subscribed` again and every transition acknowledged by ingest before the resume
 //! began), gaps and duplicates from `prev_seq` (must be zero), and JetStream API
