@@ -27,7 +27,8 @@ smoke: ## Run the stack on its own ports, follow the README, check the dashboard
 	bash scripts/stack-smoke.sh
 
 bench: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
-bench: ## Build release and measure capacity against same-run ceilings (about 10 min); writes bench/results/
+bench: BENCH_ARGS ?= --multi-edge
+bench: ## Build release, measure capacity against same-run ceilings (about 10 min idle); writes bench/results/
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	cargo build --release --locked -p paytrack-bench

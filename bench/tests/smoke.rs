@@ -21,6 +21,7 @@ fn smoke_run_writes_a_complete_table_and_every_plot() -> anyhow::Result<()> {
     ] {
         assert!(table.contains(header), "results.md lacks {header:?}:\n{table}");
     }
+    assert!(!table.contains("section failed"), "a section failed:\n{table}");
     for section in [
         "1. Ingest",
         "2. End to end",
