@@ -51,10 +51,19 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
                 ),
                 "target p99 ≤ 10 ms at 1,000/s, 10k sessions",
             );
+            if h.2 > 0 {
+                report.plain(
+                    SECTION,
+                    &label,
+                    "webhooks not accepted (error or non-2xx)",
+                    h.2.to_string(),
+                    "0",
+                );
+            }
             if h.1 > 0 {
                 report.plain(SECTION, &label, "events not received within 30 s", h.1.to_string(), "0");
             }
-            if p99 < P99_BOUND_MS && h.1 == 0 {
+            if p99 < P99_BOUND_MS && h.1 == 0 && h.2 == 0 {
                 best = Some(load);
             }
             points.push((f64::from(load), p99));
@@ -94,7 +103,7 @@ async fn offer(
     fleet: &Fleet,
     sessions: usize,
     load: u32,
-) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize)> {
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize, usize)> {
     fleet.recorder.take();
     let total = (f64::from(load) * ctx.plan.e2e_step.as_secs_f64()).ceil() as usize;
     let sent: Arc<Mutex<HashMap<String, SystemTime>>> = Arc::default();
@@ -135,5 +144,6 @@ async fn offer(
             seen += 1;
         }
     }
-    Ok((h, total.saturating_sub(seen)))
+    let refused = errors.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((h, total.saturating_sub(seen), refused))
 }
