@@ -204,12 +204,19 @@ impl Fleet {
 
     /// Drops every connection at once (no close handshake); sessions keep their positions.
     pub async fn drop_all(&mut self) {
+        // Every socket is aborted first, then the tasks are reaped: the drop is at once.
+        let mut tasks = Vec::with_capacity(self.sessions.len());
         for s in &mut self.sessions {
             s.stop.cancel();
             if let Some(task) = s.task.take() {
                 task.abort();
-                let _ = task.await;
+                tasks.push(task);
             }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        for s in &self.sessions {
             if let Ok(mut st) = s.state.lock() {
                 st.subscribed = false;
             }
