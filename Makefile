@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down test smoke lint logs clean
+.PHONY: help up down test smoke lint logs clean bench
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -25,6 +25,14 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 smoke: ## Run the stack on its own ports, follow the README, check the dashboard in Chromium
 	bash scripts/install-browser.sh
 	bash scripts/stack-smoke.sh
+
+bench: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
+bench: BENCH_ARGS ?= --multi-edge
+bench: ## Build release, measure capacity against same-run ceilings (about 10 min idle); writes bench/results/
+	bash scripts/install-nats-server.sh
+	bash scripts/ensure-postgres.sh
+	cargo build --release --locked -p paytrack-bench
+	ulimit -n $$(ulimit -Hn) && "$${CARGO_TARGET_DIR:-target}/release/paytrack-bench" --out bench/results $(BENCH_ARGS)
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all -- --check

@@ -1,0 +1,151 @@
+//! The mesh a run measures, and what every section needs from it: signed webhooks,
+//! separate edge processes, JetStream counters.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use futures::TryStreamExt;
+use paytrack_tests::Mesh;
+use paytrack_tests::mesh::MeshOptions;
+
+use crate::plan::Plan;
+use crate::servers::{self, ServerProcess};
+
+/// A running mesh with the run's sizes.
+pub struct Ctx {
+    /// The mesh (nats-server, PostgreSQL, the four services in-process).
+    pub mesh: Mesh,
+    /// The sizes of this run.
+    pub plan: Plan,
+    /// An operator token valid for the whole run.
+    pub token: String,
+    edges: AtomicU32,
+}
+
+impl Ctx {
+    /// Starts the mesh with rare heartbeats (silent clients are not closed).
+    pub async fn start(plan: Plan) -> anyhow::Result<Ctx> {
+        let mesh = Mesh::start_with(MeshOptions {
+            edge_max_subscriptions: 100,
+            ..MeshOptions::quiet()
+        })
+        .await?;
+        let token = mesh.jwt.mint("bench-operator", &mesh.tenant, 6 * 3600, None, None);
+        Ok(Ctx {
+            mesh,
+            plan,
+            token,
+            edges: AtomicU32::new(0),
+        })
+    }
+
+    /// Starts a ws-edge in its own process on the mesh's NATS and waits until it is ready.
+    pub async fn spawn_edge(&self) -> anyhow::Result<ServerProcess> {
+        let n = self.edges.fetch_add(1, Ordering::SeqCst);
+        let mut env: Vec<(String, String)> = self
+            .mesh
+            .nats
+            .settings_pairs()
+            .into_iter()
+            .filter(|(k, _)| *k == "nats_edge_password")
+            .map(|(k, v)| (format!("PAYTRACK_{}", k.to_uppercase()), v))
+            .collect();
+        let window = "86400".to_owned();
+        env.extend(
+            [
+                ("NATS_URL", self.mesh.nats.url()),
+                ("JWT_SECRET", self.mesh.jwt_secret.clone()),
+                ("EDGE_LISTEN", "127.0.0.1:0".into()),
+                ("EDGE_ID", format!("bench-edge-{n}")),
+                ("HEARTBEAT_MS", "120000".into()),
+                ("NATS_ACK_TIMEOUT_MS", "5000".into()),
+                ("NATS_DUPLICATE_WINDOW_SECS", window.clone()),
+                ("NATS_DUPLICATE_WINDOW_IN_SECS", window.clone()),
+                ("NATS_DUPLICATE_WINDOW_PUSH_SECS", window),
+                // One tenant holds every bench session: its subscribe queue must fit a
+                // whole reconnect storm (the per-tenant concurrency cap stays as shipped).
+                ("EDGE_TENANT_QUEUE", "1000000".into()),
+                ("LOG_FORMAT", "json".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (format!("PAYTRACK_{k}"), v)),
+        );
+        env.push(("RUST_LOG".into(), "error".into()));
+        let edge = servers::spawn_self("edge", &env).await?;
+        servers::wait_ready(&reqwest::Client::new(), edge.addr).await?;
+        Ok(edge)
+    }
+
+    /// A `stdwebhooks` body for `payment` of `merchant` at `status`.
+    pub fn body(payment: &str, status: &str, merchant: &str) -> String {
+        Mesh::webhook_body(payment, status, merchant)
+    }
+
+    /// Signs and posts a webhook; returns when ingest answered 2xx (durable), with that time.
+    pub async fn post(&self, payment: &str, status: &str, merchant: &str) -> anyhow::Result<SystemTime> {
+        let body = Self::body(payment, status, merchant);
+        let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let response = self.mesh.post_webhook(&id, &body).await?;
+        if !response.status().is_success() {
+            bail!("webhook for {payment} answered {}", response.status());
+        }
+        Ok(SystemTime::now())
+    }
+
+    /// Posts many webhooks with `concurrency` in flight; `item(i)` names payment, status, merchant.
+    pub async fn post_many(
+        &self,
+        count: usize,
+        concurrency: usize,
+        item: impl Fn(usize) -> (String, &'static str, String),
+    ) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let mut results = futures::stream::iter((0..count).map(|i| {
+            let (p, s, m) = item(i);
+            async move { self.post(&p, s, &m).await }
+        }))
+        .buffer_unordered(concurrency);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Messages in PAYTRACK_STATUS now.
+    pub async fn status_messages(&self) -> anyhow::Result<u64> {
+        self.mesh
+            .stream_messages(paytrack_shared::subjects::STREAM_STATUS)
+            .await
+    }
+
+    /// Waits until every durable consumer of the main streams has nothing pending, so
+    /// one section's backlog does not slow the next.
+    pub async fn drain(&self) -> anyhow::Result<()> {
+        let streams = ["PAYTRACK_IN", "PAYTRACK_STATUS", "PAYTRACK_OUTCOME"];
+        self.mesh
+            .eventually(Duration::from_secs(300), "the mesh to drain", || async {
+                for name in streams {
+                    let Ok(stream) = self.mesh.js.get_stream(name).await else {
+                        continue;
+                    };
+                    let infos: Vec<_> = stream.consumers().try_collect().await.ok()?;
+                    let busy = infos
+                        .iter()
+                        .filter(|c| c.config.durable_name.is_some())
+                        .any(|c| c.num_pending > 0 || c.num_ack_pending > 0);
+                    if busy {
+                        return None;
+                    }
+                }
+                Some(())
+            })
+            .await
+    }
+
+    /// JetStream API requests the account has served so far (all services share it).
+    pub async fn js_api_total(&self) -> anyhow::Result<u64> {
+        let account = self.mesh.js.query_account().await.context("jetstream account info")?;
+        Ok(account.requests.total)
+    }
+}

@@ -1,0 +1,184 @@
+//! `paytrack-bench`: starts the mesh on this machine (nats-server and PostgreSQL
+//! started here, temporary data, random ports), measures the six capacity figures
+//! against ceilings taken in the same run, and writes `results.md` and PNG plots.
+//!
+//! `make bench` runs the full size; `--smoke` runs tiny sizes in seconds (the test
+//! suite does, so the harness cannot rot). Hidden subcommands run the servers the
+//! fan-out section compares in their own processes.
+
+mod bare;
+mod client;
+mod ctx;
+mod machine;
+mod plan;
+mod report;
+mod sections;
+mod servers;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::plan::Plan;
+use crate::report::Report;
+use crate::stats::progress;
+
+/// Capacity figures of the paytrack mesh against ceilings measured in the same run.
+#[derive(Parser)]
+#[command(name = "paytrack-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Tiny sizes (seconds): checks the harness, not the figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Scales every count of the full run (e.g. 0.1 for a tenth of the sessions).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Where results.md and the plots go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Also fan-out over several edge processes together (50k and 100k sessions in
+    /// the full run; several minutes more).
+    #[arg(long)]
+    multi_edge: bool,
+    /// Only these sections (numbers 1-6, comma separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A ws-edge from PAYTRACK_* variables (fan-out: its own process and RSS).
+    #[command(hide = true)]
+    Edge,
+    /// The bare axum WebSocket server.
+    #[command(hide = true)]
+    Bare,
+    /// A client process holding sessions on `payments` (multi-edge fan-out).
+    #[command(hide = true)]
+    Clients {
+        /// The edge.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// Sessions to hold.
+        #[arg(long)]
+        count: usize,
+        /// First 127.0.0.x source address.
+        #[arg(long, default_value_t = 1)]
+        source_base: u8,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Some(Command::Edge) => runtime.block_on(servers::edge_main()),
+        Some(Command::Bare) => runtime.block_on(servers::bare_main()),
+        Some(Command::Clients {
+            addr,
+            count,
+            source_base,
+        }) => runtime.block_on(sections::multi_edge::clients_main(addr, count, source_base)),
+        None => runtime.block_on(run(cli)),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let plan = match (cli.smoke, cli.scale) {
+        (true, _) => Plan::smoke(),
+        (false, s) if (s - 1.0).abs() < f64::EPSILON => Plan::full(),
+        (false, s) => Plan::scaled(s),
+    };
+    let wanted = |n: u8| cli.only.is_empty() || cli.only.contains(&n);
+    std::fs::create_dir_all(&cli.out)?;
+    progress(&format!(
+        "starting the mesh ({} run)",
+        if plan.smoke { "smoke" } else { "full" }
+    ));
+    let ctx = Arc::new(ctx::Ctx::start(plan).await?);
+    let mut report = Report::default();
+    // A section that fails is reported as such and the run goes on, so one failure
+    // does not cost the other figures; the run still exits non-zero at the end.
+    let mut failed = Vec::new();
+    macro_rules! section {
+        ($n:expr, $title:expr, $run:expr) => {
+            if wanted($n) {
+                if let Err(error) = $run.await {
+                    progress(&format!("{} failed: {error:#}", $title));
+                    report.plain(
+                        $title,
+                        "-",
+                        "section failed",
+                        format!("failed: {error:#}").replace('|', "/"),
+                        "",
+                    );
+                    failed.push($title);
+                }
+                if let Err(error) = ctx.drain().await {
+                    progress(&format!("the mesh did not drain after {}: {error:#}", $title));
+                }
+            }
+        };
+    }
+    section!(1, report::SECTIONS[0], sections::ingest::run(&ctx, &mut report));
+    section!(2, report::SECTIONS[1], sections::e2e::run(&ctx, &mut report));
+    section!(3, report::SECTIONS[2], sections::fanout::run(&ctx, &mut report));
+    if cli.multi_edge {
+        section!(3, report::SECTIONS[2], sections::multi_edge::run(&ctx, &mut report));
+    }
+    section!(4, report::SECTIONS[3], sections::storm::run(&ctx, &mut report));
+    section!(5, report::SECTIONS[4], sections::projector::run(&ctx, &mut report));
+    section!(6, report::SECTIONS[5], sections::polling::run(&ctx, &mut report));
+    ctx.mesh.check_services()?;
+    report.notes.extend(notes(&ctx.plan, cli.multi_edge));
+    let mode = match (ctx.plan.smoke, cli.scale) {
+        (true, _) => "smoke (tiny sizes: checks the harness, not the figures)".to_owned(),
+        (false, s) if (s - 1.0).abs() < f64::EPSILON => "full".to_owned(),
+        (false, s) => format!("full sizes scaled by {s}"),
+    };
+    let machine = machine::describe(&mode);
+    report.draw(&cli.out)?;
+    let markdown = report.markdown(&machine);
+    std::fs::write(cli.out.join("results.md"), &markdown)?;
+    println!("{markdown}");
+    progress(&format!("wrote {}", cli.out.join("results.md").display()));
+    anyhow::ensure!(failed.is_empty(), "sections failed: {failed:?}");
+    let missing = report.missing_sections();
+    anyhow::ensure!(
+        missing.is_empty() || !cli.only.is_empty(),
+        "sections without figures: {missing:?}"
+    );
+    Ok(())
+}
+
+/// How the figures are taken, printed under the table.
+fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
+    let mut notes = vec![
+        "Everything runs on this one machine: the load generators and clients compete with the mesh for the same cores.".into(),
+        "Ingest ceiling: the same bodies published by one client with `Nats-Msg-Id` and awaited acks, at the same concurrency, into a stream configured as PAYTRACK_IN.".into(),
+        "End to end: each session holds one `merchant:` channel; every offered transition is a new payment of one merchant, so it reaches exactly one session; latency runs from just before the webhook is sent to the `event` frame. Open loop: sends are not held back by slow answers.".into(),
+        "Fan-out: every server runs in its own process; resident memory per session = (VmRSS with N subscribed sessions − VmRSS before any) / N. The edge's broadcast clock starts when the transition is stored in PAYTRACK_STATUS; the bare server's at its HTTP trigger; nats-server's at the core publish. Clients spread over 127.0.0.1–8 and live in the bench process (the same clients for all three servers, so a client-side limit weighs on all three alike).".into(),
+        format!(
+            "Reconnect storm: sessions are dropped without a close handshake while {} transitions/s flow; current = `subscribed` again and every transition acknowledged before the resume started received. Resumes are paced by the client fleet to {} handshakes at once. JetStream API requests = the account's request counter over the storm, less its rate over one second before it.",
+            plan.storm_rate, plan.connect_concurrency
+        ),
+        "Projector: transitions are written by the reconciler with the projector stopped; the figure is the time from its restart until every payment row is there. The ceiling copies every row of those payments (each table keyed by tenant and payment_id) as JSON into look-alike tables with 500-row INSERTs.".into(),
+        "Polling: every client's payment gets one transition (pending → held), spread evenly over the polling window; staleness runs from ingest's 2xx for it to the first poll (or WebSocket event) showing it.".into(),
+    ];
+    if multi_edge {
+        notes.push(format!(
+            "Several edge processes together: at most {} sessions per edge process and per client process (hidden `clients` subcommand), each client process on its own 127.0.0.x range; the broadcast p99 pools every session's receipt.",
+            sections::multi_edge::PER_EDGE
+        ));
+    } else {
+        notes.push(format!(
+            "Several edge processes together ({:?} sessions) run only with `--multi-edge` (`make bench` passes it; `make bench BENCH_ARGS=` leaves it out).",
+            plan.multi_edge_sizes
+        ));
+    }
+    notes
+}

@@ -1,0 +1,9 @@
+//! The six sections, each measuring a figure against a ceiling in the same run.
+
+pub mod e2e;
+pub mod fanout;
+pub mod ingest;
+pub mod multi_edge;
+pub mod polling;
+pub mod projector;
+pub mod storm;

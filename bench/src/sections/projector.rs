@@ -1,0 +1,134 @@
+//! Section 5: Projector: how fast the ledger projector catches up on N transitions preloaded
+//! in PAYTRACK_STATUS while it was stopped, against raw batched inserts of the same
+//! rows (every projection table's rows of those payments) into PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use crate::ctx::Ctx;
+use crate::report::{Plot, Report};
+use crate::stats::progress;
+
+const SECTION: &str = "5. Projector";
+
+/// Rows per INSERT of the ceiling.
+const BATCH: usize = 500;
+
+/// Runs every size.
+pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let (mut projected, mut raw) = (Vec::new(), Vec::new());
+    for &size in &ctx.plan.projector_sizes {
+        let prefix = format!("p{size}x");
+        progress(&format!(
+            "projector: preloading {size} transitions with the projector stopped"
+        ));
+        let before = ctx.status_messages().await?;
+        ctx.mesh
+            .restart_projector(async {
+                ctx.post_many(size, 32, |i| {
+                    (format!("{prefix}{i}"), "pending", format!("pm{}", i % 100))
+                })
+                .await?;
+                ctx.mesh
+                    .eventually(
+                        Duration::from_secs(600),
+                        "the reconciler to write every transition",
+                        || async {
+                            let now = ctx.status_messages().await.ok()?;
+                            (now >= before + size as u64).then_some(())
+                        },
+                    )
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        progress(&format!("projector: catching up on {size} transitions"));
+        let started = Instant::now();
+        let pattern = format!("{prefix}%");
+        ctx.mesh
+            .eventually(Duration::from_secs(600), "the projector to catch up", || async {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM payments WHERE tenant = $1 AND payment_id LIKE $2")
+                        .bind(ctx.mesh.tenant.as_str())
+                        .bind(&pattern)
+                        .fetch_one(&ctx.mesh.db)
+                        .await
+                        .ok()?;
+                (n as usize >= size).then_some(())
+            })
+            .await?;
+        let rate = size as f64 / started.elapsed().as_secs_f64();
+        progress(&format!(
+            "projector: raw batched inserts of the same rows ({size} transitions)"
+        ));
+        let raw_rate = size as f64 / raw_inserts(ctx, &pattern).await?.as_secs_f64();
+        report.measured(
+            SECTION,
+            format!("{size} transitions"),
+            "transitions/s committed",
+            rate,
+            raw_rate,
+            "raw batched INSERTs of the same rows",
+            "/s",
+        );
+        projected.push((size as f64, rate));
+        raw.push((size as f64, raw_rate));
+        ctx.drain().await?;
+    }
+    report.plots.push(Plot {
+        file: "projector.png".into(),
+        title: "Projector: transitions/s vs raw batched inserts".into(),
+        x_label: "transitions preloaded".into(),
+        y_label: "transitions per second".into(),
+        series: vec![
+            ("projector catch-up".into(), projected),
+            ("raw batched INSERT".into(), raw),
+        ],
+    });
+    Ok(())
+}
+
+/// Copies the projection rows of payments matching `pattern` into empty look-alike
+/// tables in batches; returns the time spent inserting.
+async fn raw_inserts(ctx: &Ctx, pattern: &str) -> anyhow::Result<Duration> {
+    let db = &ctx.mesh.db;
+    let mut spent = Duration::ZERO;
+    // Every table keyed by tenant and payment (payments, timeline, and whatever the
+    // projector writes besides, such as ledger postings), so the ceiling inserts the
+    // same rows the projector committed.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND column_name IN ('tenant', 'payment_id') \
+         AND table_name NOT LIKE 'bench_copy_%' \
+         GROUP BY table_name HAVING count(*) = 2 ORDER BY table_name",
+    )
+    .fetch_all(db)
+    .await?;
+    for table in &tables {
+        let copy = format!("bench_copy_{table}");
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {copy} (LIKE {table} INCLUDING ALL)"
+        ))
+        .execute(db)
+        .await?;
+        sqlx::query(&format!("TRUNCATE {copy}")).execute(db).await?;
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+            "SELECT to_jsonb(t) FROM {table} t WHERE tenant = $1 AND payment_id LIKE $2"
+        ))
+        .bind(ctx.mesh.tenant.as_str())
+        .bind(pattern)
+        .fetch_all(db)
+        .await?;
+        let insert = format!(
+            "INSERT INTO {copy} OVERRIDING SYSTEM VALUE SELECT * FROM jsonb_populate_recordset(NULL::{copy}, $1)"
+        );
+        let started = Instant::now();
+        for batch in rows.chunks(BATCH) {
+            sqlx::query(&insert)
+                .bind(serde_json::Value::Array(batch.to_vec()))
+                .execute(db)
+                .await?;
+        }
+        spent += started.elapsed();
+    }
+    Ok(spent)
+}

@@ -1,0 +1,66 @@
+//! The harness cannot rot: `paytrack-bench --smoke` (tiny sizes) must produce a complete
+//! table and every plot. Asserts completeness only, never timing.
+
+use std::process::Command;
+
+#[test]
+fn smoke_run_writes_a_complete_table_and_every_plot() -> anyhow::Result<()> {
+    let out = tempfile::tempdir()?;
+    let status = Command::new(env!("CARGO_BIN_EXE_paytrack-bench"))
+        .arg("--smoke")
+        .arg("--out")
+        .arg(out.path())
+        .current_dir(paytrack_tests::workspace_root())
+        .status()?;
+    assert!(status.success(), "paytrack-bench --smoke failed: {status}");
+    let table = std::fs::read_to_string(out.path().join("results.md"))?;
+    for header in [
+        "| section | size | figure | value | ceiling (same run) | ratio |",
+        "- machine:",
+        "- paytrack ",
+    ] {
+        assert!(table.contains(header), "results.md lacks {header:?}:\n{table}");
+    }
+    assert!(!table.contains("section failed"), "a section failed:\n{table}");
+    for section in [
+        "1. Ingest",
+        "2. End to end",
+        "3. Fan-out",
+        "4. Reconnect storm",
+        "5. Projector",
+        "6. Polling baseline",
+    ] {
+        let rows = table
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {section} |")))
+            .count();
+        assert!(rows >= 2, "section {section} has {rows} rows:\n{table}");
+    }
+    // Every row has a value, and every figure was measured at two sizes at least.
+    for line in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| section"))
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        assert!(cells.len() >= 7 && !cells[4].is_empty(), "row without a value: {line}");
+        assert!(
+            !cells[4].contains("NaN") && !cells[4].contains("inf"),
+            "row with no measure: {line}"
+        );
+    }
+    for plot in [
+        "ingest.png",
+        "e2e.png",
+        "fanout_memory.png",
+        "fanout_broadcast.png",
+        "storm.png",
+        "storm_sessions.png",
+        "projector.png",
+        "polling.png",
+    ] {
+        let bytes = std::fs::read(out.path().join(plot))?;
+        assert!(bytes.starts_with(b"\x89PNG"), "{plot} is not a PNG");
+        assert!(table.contains(&format!("]({plot})")), "results.md does not show {plot}");
+    }
+    Ok(())
+}
