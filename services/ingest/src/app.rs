@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::IngestError;
 use crate::config::Config;
 use crate::publish::FactPublisher;
-use crate::{payments, webhooks};
+use crate::{list, payments, webhooks};
 
 /// Shared, cheaply cloned handler state.
 #[derive(Clone)]
@@ -62,6 +62,8 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/v1/payments/{payment_id}", get(payments::get_payment))
         .route("/v1/payments/{payment_id}/timeline", get(payments::get_timeline))
         .route("/v1/payments/{payment_id}/evidence", get(payments::get_evidence))
+        .route("/v1/payments", get(list::list_payments))
+        .route("/v1/payments/{payment_id}/ledger", get(payments::get_ledger))
         .route("/v1/status-model", get(payments::status_model))
         .with_state(state)
         .merge(health::routes(readiness))

@@ -9,6 +9,7 @@ mod app;
 mod auth;
 mod config;
 mod error;
+mod list;
 mod payments;
 mod publish;
 mod webhooks;

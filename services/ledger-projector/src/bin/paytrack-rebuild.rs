@@ -1,0 +1,24 @@
+//! `paytrack-rebuild`: replays the streams into the empty database at `DATABASE_URL`
+//! (settings from the environment, as the projector's), then prints what it did.
+
+use paytrack_shared::config::Settings;
+use paytrack_shared::telemetry::{self, LogSink};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    telemetry::init("paytrack-rebuild", LogSink::Stdout(settings.log_format));
+    let config = paytrack_ledger_projector::Config::from_settings(&settings);
+    let client = paytrack_nats::connect(&config.nats_url, "paytrack-rebuild", config.nats_credentials.as_ref()).await?;
+    let js = paytrack_nats::jetstream(client, config.nats_timeout);
+    let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
+    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &db).await?;
+    println!(
+        "rebuilt: {} transitions from {:?}, {} skipped, in {:.1} s",
+        report.transitions,
+        report.messages,
+        report.skipped,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
