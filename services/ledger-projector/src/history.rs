@@ -250,7 +250,18 @@ impl Live {
                     let _ = received.message.ack_with(AckKind::Nak(Some(DEFER_DELAY))).await;
                 }
                 Applied::New | Applied::Duplicate | Applied::Observed => {
-                    new += u64::from(*applied == Applied::New);
+                    if let (Applied::New, Item::Transition(t)) = (applied, item) {
+                        new += 1;
+                        let span = tracing::info_span!(
+                            "project",
+                            tenant = %t.tenant,
+                            payment_id = %t.payment_id,
+                            trace_id = %t.trace_id,
+                        );
+                        span.in_scope(|| {
+                            tracing::info!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
+                        });
+                    }
                     self.supervisor
                         .settle(&received.message, received.delivered, Ok(()))
                         .await;

@@ -651,8 +651,24 @@ async fn decide_final(
     Ok(())
 }
 
-/// The checkpoint of `kind` for `t`, ready for the outbox, with the trace context of
-/// the current span.
+/// A W3C `traceparent` continuing the transition's trace (its `trace_id`), with a
+/// parent id derived from the checkpoint, so a checkpoint published by a batch (or by
+/// the drainer, or replayed) stays in the journey's trace without a span per message.
+fn traceparent(t: &Transition, kind: CheckpointKind) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let valid = t.trace_id.len() == 32
+        && t.trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+        && t.trace_id.bytes().any(|b| b != b'0');
+    if !valid {
+        return None;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (t.tenant.as_str(), t.payment_id.as_str(), t.version, kind.as_str()).hash(&mut hasher);
+    let parent = hasher.finish().max(1);
+    Some(format!("00-{}-{parent:016x}-01", t.trace_id.to_ascii_lowercase()))
+}
+
+/// The checkpoint of `kind` for `t`, ready for the outbox.
 fn checkpoint_row(t: &Transition, kind: CheckpointKind, is_final: bool) -> OutboxRow {
     let checkpoint = Checkpoint {
         v: ENVELOPE_VERSION,
@@ -666,8 +682,6 @@ fn checkpoint_row(t: &Transition, kind: CheckpointKind, is_final: bool) -> Outbo
         trace_id: t.trace_id.clone(),
         is_final,
     };
-    let mut carrier = async_nats::HeaderMap::new();
-    paytrack_shared::telemetry::inject_nats(&tracing::Span::current(), &mut carrier);
     OutboxRow {
         tenant: t.tenant.to_string(),
         payment_id: t.payment_id.to_string(),
@@ -676,9 +690,7 @@ fn checkpoint_row(t: &Transition, kind: CheckpointKind, is_final: bool) -> Outbo
         subject: subjects::checkpoint(&t.tenant, &t.merchant_id, &t.payment_id),
         msg_id: msg_id::checkpoint(&t.tenant, &t.payment_id, t.version, kind.as_str()),
         payload: envelope::encode(&checkpoint).to_vec(),
-        traceparent: carrier
-            .get(paytrack_shared::telemetry::TRACEPARENT)
-            .map(|v| v.as_str().to_owned()),
+        traceparent: traceparent(t, kind),
         is_final,
     }
 }
