@@ -34,6 +34,20 @@ pub struct PaymentView {
     pub occurred_at: DateTime<Utc>,
     /// When the projection last changed.
     pub updated_at: DateTime<Utc>,
+    /// Amount in minor units, when known.
+    pub amount_minor: Option<i64>,
+    /// ISO 4217, when known.
+    pub currency: Option<String>,
+    /// The rail (decides finality), when known.
+    pub rail: Option<String>,
+    /// The provider handling it, when known.
+    pub provider: Option<String>,
+    /// The provider's reference, when known.
+    pub provider_ref: Option<String>,
+    /// The routing decision of its create command, if any.
+    pub routing: Option<serde_json::Value>,
+    /// The capability snapshot it was created on, with `checked_at`, if any.
+    pub capabilities: Option<serde_json::Value>,
 }
 
 /// One timeline entry.
@@ -134,8 +148,12 @@ pub async fn get_payment(
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
     let row = sqlx::query_as::<_, PaymentView>(
-        "SELECT payment_id, merchant_id, status, version, status_seq AS seq, final, trace_id, occurred_at, updated_at
-         FROM payments WHERE tenant = $1 AND payment_id = $2",
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, p.final, p.trace_id, p.occurred_at,
+                p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
+                d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
+         FROM payments p
+         LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
+         WHERE p.tenant = $1 AND p.payment_id = $2",
     )
     .bind(caller.tenant.as_str())
     .bind(payment_id.as_str())

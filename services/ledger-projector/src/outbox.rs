@@ -14,7 +14,7 @@ use paytrack_shared::telemetry::TRACEPARENT;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::project::OutboxRow;
+use crate::project::{CheckpointSeqs, OutboxRow};
 
 /// Publishes `rows` concurrently and marks those JetStream acknowledged; returns how
 /// many were published. Failures are left to the drainer.
@@ -38,22 +38,22 @@ pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: &[OutboxRow
         }
     }
     let acks = futures::future::join_all(pending.into_iter().map(|(row, ack)| async move { (row, ack.await) })).await;
-    let mut marks: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
+    let mut marks = CheckpointSeqs::default();
     for (row, ack) in acks {
         match ack {
-            Ok(ack) => {
-                marks.0.push(row.tenant.clone());
-                marks.1.push(row.payment_id.clone());
-                marks.2.push(row.version);
-                marks.3.push(row.kind.clone());
-                marks.4.push(i64::try_from(ack.sequence).unwrap_or(i64::MAX));
-            }
+            Ok(ack) => marks.push(
+                &row.tenant,
+                &row.payment_id,
+                row.version,
+                &row.kind,
+                i64::try_from(ack.sequence).unwrap_or(i64::MAX),
+            ),
             Err(error) => {
                 tracing::warn!(%error, tenant = %row.tenant, payment_id = %row.payment_id, "checkpoint not acknowledged; the drainer retries");
             }
         }
     }
-    let published = marks.0.len();
+    let published = marks.tenant.len();
     if published == 0 {
         return 0;
     }
@@ -63,11 +63,11 @@ pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: &[OutboxRow
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
          WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k",
     )
-    .bind(&marks.0)
-    .bind(&marks.1)
-    .bind(&marks.2)
-    .bind(&marks.3)
-    .bind(&marks.4)
+    .bind(&marks.tenant)
+    .bind(&marks.payment_id)
+    .bind(&marks.version)
+    .bind(&marks.kind)
+    .bind(&marks.seq)
     .execute(db)
     .await;
     if let Err(error) = marked {

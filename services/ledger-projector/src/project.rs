@@ -172,6 +172,39 @@ struct Postings {
     amount: Vec<i64>,
 }
 
+/// Checkpoint keys with a stream sequence each, as columns for `unnest`.
+#[derive(Default)]
+pub(crate) struct CheckpointSeqs {
+    pub(crate) tenant: Vec<String>,
+    pub(crate) payment_id: Vec<String>,
+    pub(crate) version: Vec<i64>,
+    pub(crate) kind: Vec<String>,
+    pub(crate) seq: Vec<i64>,
+}
+
+impl CheckpointSeqs {
+    pub(crate) fn push(&mut self, tenant: &str, payment_id: &str, version: i64, kind: &str, seq: i64) {
+        self.tenant.push(tenant.to_owned());
+        self.payment_id.push(payment_id.to_owned());
+        self.version.push(version);
+        self.kind.push(kind.to_owned());
+        self.seq.push(seq);
+    }
+}
+
+#[derive(Default)]
+struct OutboxCols {
+    tenant: Vec<String>,
+    payment_id: Vec<String>,
+    version: Vec<i64>,
+    kind: Vec<String>,
+    subject: Vec<String>,
+    msg_id: Vec<String>,
+    payload: Vec<Vec<u8>>,
+    traceparent: Vec<Option<String>>,
+    is_final: Vec<bool>,
+}
+
 /// Why a batch could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -553,27 +586,17 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, due: &[OutboxRow]) -> 
     if due.is_empty() {
         return Ok(());
     }
-    let mut c: (
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<Vec<u8>>,
-        Vec<Option<String>>,
-        Vec<bool>,
-    ) = Default::default();
+    let mut c = OutboxCols::default();
     for r in due {
-        c.0.push(r.tenant.clone());
-        c.1.push(r.payment_id.clone());
-        c.2.push(r.version);
-        c.3.push(r.kind.clone());
-        c.4.push(r.subject.clone());
-        c.5.push(r.msg_id.clone());
-        c.6.push(r.payload.clone());
-        c.7.push(r.traceparent.clone());
-        c.8.push(r.is_final);
+        c.tenant.push(r.tenant.clone());
+        c.payment_id.push(r.payment_id.clone());
+        c.version.push(r.version);
+        c.kind.push(r.kind.clone());
+        c.subject.push(r.subject.clone());
+        c.msg_id.push(r.msg_id.clone());
+        c.payload.push(r.payload.clone());
+        c.traceparent.push(r.traceparent.clone());
+        c.is_final.push(r.is_final);
     }
     sqlx::query(
         "INSERT INTO checkpoint_outbox (tenant, payment_id, version, kind, subject, msg_id, payload, traceparent, is_final)
@@ -581,15 +604,15 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, due: &[OutboxRow]) -> 
            $8::text[], $9::bool[])
          ON CONFLICT (tenant, payment_id, version, kind) DO NOTHING",
     )
-    .bind(&c.0)
-    .bind(&c.1)
-    .bind(&c.2)
-    .bind(&c.3)
-    .bind(&c.4)
-    .bind(&c.5)
-    .bind(&c.6)
-    .bind(&c.7)
-    .bind(&c.8)
+    .bind(&c.tenant)
+    .bind(&c.payment_id)
+    .bind(&c.version)
+    .bind(&c.kind)
+    .bind(&c.subject)
+    .bind(&c.msg_id)
+    .bind(&c.payload)
+    .bind(&c.traceparent)
+    .bind(&c.is_final)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -604,13 +627,9 @@ async fn observe(
     if observed.is_empty() {
         return Ok(());
     }
-    let mut c: (Vec<String>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
+    let mut c = CheckpointSeqs::default();
     for (t, p, v, k, s) in observed {
-        c.0.push(t.clone());
-        c.1.push(p.clone());
-        c.2.push(*v);
-        c.3.push(k.clone());
-        c.4.push(*s);
+        c.push(t, p, *v, k, *s);
     }
     sqlx::query(
         "UPDATE checkpoint_outbox o SET observed_seq = COALESCE(o.observed_seq, u.seq),
@@ -618,11 +637,11 @@ async fn observe(
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
          WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k",
     )
-    .bind(&c.0)
-    .bind(&c.1)
-    .bind(&c.2)
-    .bind(&c.3)
-    .bind(&c.4)
+    .bind(&c.tenant)
+    .bind(&c.payment_id)
+    .bind(&c.version)
+    .bind(&c.kind)
+    .bind(&c.seq)
     .execute(&mut **tx)
     .await?;
     Ok(())
