@@ -23,6 +23,8 @@ use crate::project::{self, Applied, BatchError, Item, Origin};
 
 /// Most messages applied in one transaction.
 pub const BATCH: usize = 1_000;
+/// How long a batch waits for more ready messages once it has some.
+const GATHER: Duration = Duration::from_millis(2);
 /// How long one pull request waits for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// Idle heartbeat of a pull.
@@ -60,7 +62,12 @@ pub struct Live {
     pub readiness: Readiness,
     /// Epoch and instance.
     pub origin: Origin,
+    /// Batches whose checkpoints are being confirmed (bounded by [`CONFIRMING`]).
+    pub confirming: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Most batches whose checkpoint acks are awaited at once.
+pub const CONFIRMING: usize = 4;
 
 struct Received {
     message: jetstream::Message,
@@ -92,13 +99,26 @@ impl Live {
             };
             let mut chunks = messages.ready_chunks(BATCH);
             loop {
-                let chunk = tokio::select! {
+                let mut chunk = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     next = chunks.next() => match next {
                         Some(chunk) => chunk,
                         None => break,
                     },
                 };
+                // A chunk ends where the runtime's cooperative budget (128 polls) does,
+                // not where the ready messages do: gather what is ready a little longer.
+                let mut ended = false;
+                while chunk.len() < BATCH {
+                    match tokio::time::timeout(GATHER, chunks.next()).await {
+                        Ok(Some(more)) => chunk.extend(more),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let mut received = Vec::with_capacity(chunk.len());
                 for next in chunk {
                     match next {
@@ -107,6 +127,9 @@ impl Live {
                     }
                 }
                 self.handle(received, &shutdown).await;
+                if ended {
+                    break;
+                }
             }
         }
     }
@@ -270,11 +293,21 @@ impl Live {
         }
         metrics::counter!("paytrack_projector_transitions_total").increment(new);
         metrics::histogram!("paytrack_projector_batch_seconds").record(started.elapsed().as_secs_f64());
-        let published = crate::outbox::publish_all(&self.db, &self.js, &result.due).await;
+        // Send now (in order), confirm in the background: the next batch need not wait
+        // for this one's acks; at most `CONFIRMING` batches are confirmed at once.
+        let due = result.due.len();
+        let sent = crate::outbox::send_all(&self.js, result.due).await;
+        if let Ok(permit) = self.confirming.clone().acquire_owned().await {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                crate::outbox::confirm(&db, sent).await;
+                drop(permit);
+            });
+        }
         tracing::debug!(
             size = batch.len(),
             new,
-            published,
+            due,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch projected"
         );

@@ -229,6 +229,7 @@ pub async fn run_with_admin(
             epoch: status_epoch,
             instance: config.instance.clone(),
         },
+        confirming: std::sync::Arc::new(tokio::sync::Semaphore::new(history::CONFIRMING)),
     };
     let status_loop = live.run(status_consumer, shutdown.clone());
     let evidence_loop =

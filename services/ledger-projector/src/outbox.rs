@@ -16,9 +16,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::project::{CheckpointSeqs, OutboxRow};
 
+/// Checkpoints sent to JetStream (in order, on one connection), their acks pending.
+pub struct Sent(Vec<(OutboxRow, jetstream::context::PublishAckFuture)>);
+
 /// Publishes `rows` concurrently and marks those JetStream acknowledged; returns how
 /// many were published. Failures are left to the drainer.
-pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: &[OutboxRow]) -> usize {
+pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: Vec<OutboxRow>) -> usize {
+    confirm(db, send_all(js, rows).await).await
+}
+
+/// Sends `rows` in order without waiting for their acks (a row that cannot be sent,
+/// and every one after it, is left to the drainer).
+pub async fn send_all(js: &jetstream::Context, rows: Vec<OutboxRow>) -> Sent {
     let mut pending = Vec::with_capacity(rows.len());
     for row in rows {
         let mut headers = async_nats::HeaderMap::new();
@@ -37,6 +46,13 @@ pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: &[OutboxRow
             }
         }
     }
+    Sent(pending)
+}
+
+/// Awaits the acks of `sent` together and marks the acknowledged rows published in
+/// one statement; returns how many were.
+pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
+    let pending = sent.0;
     let acks = futures::future::join_all(pending.into_iter().map(|(row, ack)| async move { (row, ack.await) })).await;
     let mut marks = CheckpointSeqs::default();
     for (row, ack) in acks {
@@ -109,8 +125,9 @@ pub async fn drain(db: PgPool, js: jetstream::Context, shutdown: CancellationTok
         if rows.is_empty() {
             continue;
         }
-        let drained = publish_all(&db, &js, &rows).await;
+        let due = rows.len();
+        let drained = publish_all(&db, &js, rows).await;
         metrics::counter!("paytrack_projector_checkpoints_drained_total").increment(drained as u64);
-        tracing::info!(drained, due = rows.len(), "unpublished checkpoints drained");
+        tracing::info!(drained, due, "unpublished checkpoints drained");
     }
 }
