@@ -41,6 +41,21 @@ pub enum RebuildError {
     /// A batch could not be applied.
     #[error(transparent)]
     Batch(#[from] project::BatchError),
+    /// NATS could not be reached.
+    #[error(transparent)]
+    Nats(#[from] paytrack_nats::LayoutError),
+}
+
+/// [`rebuild`] with the projector's settings: its NATS user, into `database_url`
+/// (which must be empty). The entry of `paytrack rebuild` and `paytrack-rebuild`.
+pub async fn rebuild_from_settings(
+    settings: &paytrack_shared::config::Settings,
+) -> Result<RebuildReport, RebuildError> {
+    let config = crate::Config::from_settings(settings);
+    let client = paytrack_nats::connect(&config.nats_url, "paytrack-rebuild", config.nats_credentials.as_ref()).await?;
+    let js = paytrack_nats::jetstream(client, config.nats_timeout);
+    let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
+    rebuild(&js, &db).await
 }
 
 /// What a rebuild did.

@@ -8,11 +8,7 @@ use paytrack_shared::telemetry::{self, LogSink};
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     telemetry::init("paytrack-rebuild", LogSink::Stdout(settings.log_format));
-    let config = paytrack_ledger_projector::Config::from_settings(&settings);
-    let client = paytrack_nats::connect(&config.nats_url, "paytrack-rebuild", config.nats_credentials.as_ref()).await?;
-    let js = paytrack_nats::jetstream(client, config.nats_timeout);
-    let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
-    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &db).await?;
+    let report = paytrack_ledger_projector::rebuild::rebuild_from_settings(&settings).await?;
     println!(
         "rebuilt: {} transitions from {:?}, {} skipped, in {:.1} s",
         report.transitions,
