@@ -272,9 +272,17 @@ async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow
 async fn a_list_position_then_since_misses_no_transition() -> anyhow::Result<()> {
     let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let (second, second_task) = mesh.spawn_projector("second");
-    let plans = plans("pl", 120);
+    let plans = plans("pl", 240);
     let token = mesh.operator_token();
-    let publisher = publish(&mesh, &plans, Duration::from_millis(150));
+    // A steady flow: ten payments' whole histories at a time, without pause, so the
+    // list is loaded while transitions are in flight to the projectors.
+    let publisher = async {
+        let mut published = 0;
+        for group in plans.chunks(10) {
+            published += publish(&mesh, group, Duration::ZERO).await?;
+        }
+        Ok::<_, anyhow::Error>(published)
+    };
     let client = async {
         // Load the list while the flow is under way.
         mesh.eventually(WAIT, "some transitions projected", || async {
