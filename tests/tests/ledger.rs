@@ -270,7 +270,13 @@ async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow
 /// version, so nothing fell between the page and the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_position_then_since_misses_no_transition() -> anyhow::Result<()> {
-    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    // The client reads its events once the flow is over: room for all of them.
+    let mesh = Mesh::start_with(MeshOptions {
+        session_queue: 16_384,
+        session_queue_bytes: 32 << 20,
+        ..MeshOptions::quiet()
+    })
+    .await?;
     let (second, second_task) = mesh.spawn_projector("second");
     let plans = plans("pl", 240);
     let token = mesh.operator_token();
