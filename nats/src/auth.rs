@@ -149,6 +149,20 @@ impl Role {
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
                 p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
                 p.durable(subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES);
+                // `paytrack-rebuild` replays every stream it projects with ordered consumers.
+                let own = [
+                    crate::CONSUMER_PROJECTOR_STATUS,
+                    crate::CONSUMER_PROJECTOR_EVIDENCE,
+                    crate::CONSUMER_PROJECTOR_SESSIONS,
+                ];
+                for stream in [
+                    subjects::STREAM_STATUS,
+                    subjects::STREAM_IN,
+                    subjects::STREAM_OUTCOME,
+                    subjects::STREAM_SESSION,
+                ] {
+                    p.history(stream, &own);
+                }
             }
             Role::Edge => {
                 p.publish

@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod nats;
 pub mod pg;
 pub mod sse;
+pub mod workload;
 pub mod ws;
 
 pub use mesh::Mesh;

@@ -591,6 +591,53 @@ impl Mesh {
         Ok(())
     }
 
+    /// Kills the projector mid-work (its consumer loop is aborted where it stands, as
+    /// `kill -9` would: no batch finished, no message handed back; its helpers are
+    /// stopped), runs `between`, then starts a fresh projector as
+    /// [`Mesh::restart_projector`] does.
+    pub async fn kill_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
+        &self,
+        between: F,
+    ) -> anyhow::Result<()> {
+        let running = self
+            .projector
+            .lock()
+            .map_err(|_| anyhow::anyhow!("projector lock"))?
+            .take();
+        if let Some(running) = running {
+            running.task.abort();
+            running.shutdown.cancel();
+            let _ = running.task.await;
+        }
+        between.await?;
+        // The aborted projector's admin listener closes once its task sees the cancel.
+        let admin = crate::eventually(Duration::from_secs(10), "the admin port free", || async {
+            std::net::TcpListener::bind(self.projector_admin).ok()
+        })
+        .await?;
+        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
+        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
+        Ok(())
+    }
+
+    /// Starts another projector instance named `instance` on the mesh's settings (a
+    /// second replica sharing the durable consumers); it stops with the returned token
+    /// or the mesh.
+    pub fn spawn_projector(
+        &self,
+        instance: &str,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), paytrack_ledger_projector::ProjectorError>>,
+    ) {
+        let shutdown = self.shutdown.child_token();
+        let mut config = paytrack_ledger_projector::Config::from_settings(&self.settings);
+        config.instance = instance.to_owned();
+        config.admin_listen = None;
+        let task = tokio::spawn(paytrack_ledger_projector::run(config, shutdown.clone()));
+        (shutdown, task)
+    }
+
     /// Waits until JetStream has forgotten the message ids published before this call
     /// (tests run every stream with [`MeshOptions::duplicate_window_secs`]): a probe
     /// id published now is accepted again once the window has passed. Observed, not

@@ -17,7 +17,10 @@ use sqlx::{Connection, PgConnection};
 
 struct Cluster {
     port: u16,
+    dir: String,
     _supervisor: Mutex<Child>,
+    /// A server started again by [`start`] after [`stop`], under its own supervisor.
+    restarted: Mutex<Option<Child>>,
 }
 
 fn pg_bin() -> PathBuf {
@@ -88,7 +91,9 @@ fn start_cluster() -> anyhow::Result<Cluster> {
     }
     Ok(Cluster {
         port,
+        dir: dir_str,
         _supervisor: Mutex::new(supervisor),
+        restarted: Mutex::new(None),
     })
 }
 
@@ -121,4 +126,53 @@ pub async fn fresh_database() -> anyhow::Result<String> {
         .await?;
     connection.close().await?;
     Ok(format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port))
+}
+
+/// Stops the test process's PostgreSQL (fast shutdown: connections are cut), as an
+/// outage would; [`start`] brings it back on the same port and data. Every database
+/// of the process is affected, so a test using this runs in its own test binary.
+pub fn stop() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let pg_ctl = pg_bin().join("pg_ctl");
+    let data = format!("{}/data", cluster.dir);
+    let output = as_postgres(
+        pg_ctl.to_str().context("pg bin path")?,
+        &["-D", &data, "-m", "fast", "-w", "stop"],
+    )
+    .output()?;
+    if !output.status.success() {
+        bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // A server restarted earlier has stopped now; forget its supervisor.
+    if let Ok(mut restarted) = cluster.restarted.lock()
+        && let Some(mut child) = restarted.take()
+    {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// Starts PostgreSQL again after [`stop`], under a supervisor that stops it when this
+/// process exits (as the first one does).
+pub fn start() -> anyhow::Result<()> {
+    let cluster = cluster()?;
+    let dir = &cluster.dir;
+    let postgres = pg_bin().join("postgres");
+    let script = format!(
+        "{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >>{dir}/log 2>&1 & \
+         pid=$!; read _eof; kill -INT $pid; wait $pid",
+        postgres = postgres.display(),
+        port = cluster.port,
+    );
+    let child = as_postgres("sh", &["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    *cluster
+        .restarted
+        .lock()
+        .map_err(|_| anyhow::anyhow!("restarted lock"))? = Some(child);
+    Ok(())
 }

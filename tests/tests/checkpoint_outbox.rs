@@ -42,8 +42,9 @@ async fn a_replay_after_the_duplicate_window_publishes_no_second_checkpoint() ->
     mesh.post_webhook("msg_o3", &Mesh::webhook_body("pay_o1", "succeeded", "m1"))
         .await?;
     let checkpoints = || count(&mesh, format!("paytrack.checkpoint.{tenant}.>"));
-    eventually(WAIT, "three checkpoints", || async {
-        checkpoints().await.filter(|n| *n == 3)
+    // Two per transition: `persisted` and `ledger_posted`.
+    eventually(WAIT, "six checkpoints", || async {
+        checkpoints().await.filter(|n| *n == 6)
     })
     .await?;
     assert_eq!(count(&mesh, format!("paytrack.status.{tenant}.>")).await, Some(3));
@@ -83,7 +84,7 @@ async fn a_replay_after_the_duplicate_window_publishes_no_second_checkpoint() ->
     .await?;
     assert_eq!(
         checkpoints().await,
-        Some(3),
+        Some(6),
         "a replay must not publish checkpoints again"
     );
     Ok(())
@@ -99,8 +100,8 @@ async fn the_drainer_publishes_checkpoints_left_unpublished() -> anyhow::Result<
         .await?;
     mesh.wait_for_row("pay_d1", 1).await?;
     let checkpoints = || count(&mesh, format!("paytrack.checkpoint.{tenant}.>"));
-    eventually(WAIT, "the first checkpoint", || async {
-        checkpoints().await.filter(|n| *n == 1)
+    eventually(WAIT, "the first checkpoints", || async {
+        checkpoints().await.filter(|n| *n == 2)
     })
     .await?;
 
@@ -132,7 +133,7 @@ async fn the_drainer_publishes_checkpoints_left_unpublished() -> anyhow::Result<
         .flatten()
     })
     .await?;
-    assert_eq!(checkpoints().await, Some(2));
+    assert_eq!(checkpoints().await, Some(3));
     let stream = mesh.js.get_stream("PAYTRACK_STATUS").await?;
     let drained = stream.get_raw_message(u64::try_from(seq)?).await?;
     assert_eq!(

@@ -45,6 +45,7 @@ async fn checkpoint(
         status: Status::Pending,
         recorded_at: chrono::Utc::now(),
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        is_final: false,
     };
     Ok(js
         .publish(

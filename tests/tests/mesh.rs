@@ -55,6 +55,11 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
     assert_eq!(checkpoint["checkpoint"], "persisted");
     assert_eq!(checkpoint["version"], 1);
     assert_eq!(checkpoint["prev_seq"], seq);
+    // Then the ledger is posted (nothing moves for `pending`); not final.
+    let posted = client.next_of("event", WAIT).await?;
+    assert_eq!(posted["checkpoint"], "ledger_posted");
+    assert_eq!(posted["final"], false);
+    assert_eq!(posted["prev_seq"], checkpoint["position"]["seq"]);
 
     let (status, version, status_seq, row_trace) = mesh.wait_for_row("pay_e2e", 1).await?;
     assert_eq!((status.as_str(), version, status_seq as u64), ("pending", 1, seq));
@@ -81,7 +86,7 @@ async fn a_signed_webhook_reaches_websocket_postgres_and_rest() -> anyhow::Resul
         (Some("transition"), Some("succeeded"))
     );
     assert_eq!(event2["version"], 2);
-    assert_eq!(event2["prev_seq"], checkpoint["position"]["seq"]);
+    assert_eq!(event2["prev_seq"], posted["position"]["seq"]);
     let (status, version, ..) = mesh.wait_for_row("pay_e2e", 2).await?;
     assert_eq!((status.as_str(), version), ("succeeded", 2));
     let rest: Value = mesh.get("/v1/payments/pay_e2e", &mesh.api_key).await?.json().await?;

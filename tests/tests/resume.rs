@@ -50,13 +50,18 @@ async fn resume_is_gap_free_and_an_unknown_epoch_gets_a_snapshot() -> anyhow::Re
         mesh.post_webhook(&format!("msg_res_{n}"), &Mesh::webhook_body(payment, status, merchant))
             .await?;
     }
-    // 3 transitions + 3 checkpoints of merchant m_res.
-    let seen = events(&mut live, 6).await?;
+    // 3 transitions + 6 checkpoints (persisted, ledger_posted) of merchant m_res.
+    let seen = events(&mut live, 9).await?;
     assert_chain(0, &seen);
     assert!(seen.iter().all(|e| e["merchant_id"] == "m_res"));
-    let last_seq = seen[5]["position"]["seq"].clone();
+    let last_seq = seen[8]["position"]["seq"].clone();
+    let pay_a_last = seen
+        .iter()
+        .rfind(|e| e["payment_id"] == "pay_a")
+        .map(|e| e["position"]["seq"].clone())
+        .unwrap_or_default();
 
-    // Resume after the second event: exactly the four after it, chained.
+    // Resume after the second event: exactly the seven after it, chained.
     let mut resumed = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
     let since = seen[1]["position"].clone();
     resumed
@@ -65,9 +70,9 @@ async fn resume_is_gap_free_and_an_unknown_epoch_gets_a_snapshot() -> anyhow::Re
     let subscribed = resumed.next_of("subscribed", WAIT).await?;
     assert_eq!(subscribed["recovered"], true);
     assert_eq!(subscribed["position"], since);
-    let replayed = events(&mut resumed, 4).await?;
+    let replayed = events(&mut resumed, 7).await?;
     assert_chain(since["seq"].as_u64().unwrap_or_default(), &replayed);
-    assert_eq!(replayed[3]["position"]["seq"], last_seq);
+    assert_eq!(replayed[6]["position"]["seq"], last_seq);
     assert_eq!(&replayed[..], &seen[2..]);
 
     // The heartbeat names the channel's latest position: the client is current.
@@ -84,7 +89,7 @@ async fn resume_is_gap_free_and_an_unknown_epoch_gets_a_snapshot() -> anyhow::Re
     assert_eq!(subscribed["position"]["epoch"], epoch);
     assert_eq!(subscribed["snapshot"]["status"], "succeeded");
     assert_eq!(subscribed["snapshot"]["version"], 2);
-    // Its position is the payment's latest message (the v2 checkpoint).
-    assert_eq!(subscribed["position"]["seq"], last_seq);
+    // Its position is the payment's latest message (the v2 ledger_posted checkpoint).
+    assert_eq!(subscribed["position"]["seq"], pay_a_last);
     Ok(())
 }

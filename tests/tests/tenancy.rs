@@ -22,7 +22,8 @@ async fn count(mesh: &Mesh, filter: String) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// Waits until `tenant`'s `payment` has `n` transitions and `n` checkpoints.
+/// Waits until `tenant`'s `payment` has `n` transitions and their `2n` checkpoints
+/// (`persisted` and `ledger_posted` each).
 async fn wait_for_history(mesh: &Mesh, tenant: &TenantId, payment: &str, n: u64) -> anyhow::Result<()> {
     let payment = PaymentId::new(payment)?;
     let transitions = subjects::status_of_payment(tenant, &payment);
@@ -30,7 +31,7 @@ async fn wait_for_history(mesh: &Mesh, tenant: &TenantId, payment: &str, n: u64)
     eventually(WAIT, "transitions and checkpoints of both tenants", || async {
         let t = count(mesh, transitions.clone()).await.ok()?;
         let c = count(mesh, checkpoints.clone()).await.ok()?;
-        (t == n && c == n).then_some(())
+        (t == n && c == 2 * n).then_some(())
     })
     .await
 }

@@ -36,6 +36,8 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Replay the streams into the empty database at PAYTRACK_DATABASE_URL.
+    Rebuild,
     /// Print a JWT for the configured issuer and audience.
     MintToken {
         /// The token's tenant.
@@ -170,6 +172,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let pool = paytrack_shared::db::pool(&settings.database_url, 1)?;
             paytrack_shared::db::MIGRATOR.run(&pool).await?;
+            Ok(())
+        }
+        Command::Rebuild => {
+            telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
+            let report = paytrack_ledger_projector::rebuild::rebuild_from_settings(&settings).await?;
+            println!(
+                "rebuilt {} transitions in {:.1} s: {report:?}",
+                report.transitions,
+                report.elapsed.as_secs_f64()
+            );
             Ok(())
         }
         Command::MintToken {

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod idempotency;
 mod initiate;
+mod list;
 mod openapi;
 mod outcomes_feed;
 mod payments;

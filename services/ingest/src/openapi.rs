@@ -28,6 +28,8 @@ use crate::error::ErrorBody;
         get_payment,
         get_timeline,
         get_evidence,
+        list_payments,
+        get_ledger,
         status_model,
         openapi_json,
         healthz,
@@ -105,6 +107,25 @@ fn get_timeline() {}
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_evidence() {}
+
+/// The tenant's payments, filtered, paged by cursor, with the position to subscribe from.
+#[utoipa::path(get, path = "/v1/payments", tag = "reads",
+    params(("merchant_id" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "at most 500")),
+    responses((status = 200, body = crate::list::ListPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn list_payments() {}
+
+/// A payment's journal entries and postings.
+#[utoipa::path(get, path = "/v1/payments/{payment_id}/ledger", tag = "reads",
+    params(("payment_id" = String, Path)),
+    responses((status = 200, body = crate::payments::LedgerView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn get_ledger() {}
 
 /// The canonical status model as data.
 #[utoipa::path(get, path = "/v1/status-model", tag = "reference", responses((status = 200, body = Object)))]

@@ -34,6 +34,20 @@ pub struct PaymentView {
     pub occurred_at: DateTime<Utc>,
     /// When the projection last changed.
     pub updated_at: DateTime<Utc>,
+    /// Amount in minor units, when known.
+    pub amount_minor: Option<i64>,
+    /// ISO 4217, when known.
+    pub currency: Option<String>,
+    /// The rail (decides finality), when known.
+    pub rail: Option<String>,
+    /// The provider handling it, when known.
+    pub provider: Option<String>,
+    /// The provider's reference, when known.
+    pub provider_ref: Option<String>,
+    /// The routing decision of its create command, if any.
+    pub routing: Option<serde_json::Value>,
+    /// The capability snapshot it was created on, with `checked_at`, if any.
+    pub capabilities: Option<serde_json::Value>,
 }
 
 /// One timeline entry.
@@ -134,8 +148,12 @@ pub async fn get_payment(
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
     let row = sqlx::query_as::<_, PaymentView>(
-        "SELECT payment_id, merchant_id, status, version, status_seq AS seq, final, trace_id, occurred_at, updated_at
-         FROM payments WHERE tenant = $1 AND payment_id = $2",
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, p.final, p.trace_id, p.occurred_at,
+                p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
+                d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
+         FROM payments p
+         LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
+         WHERE p.tenant = $1 AND p.payment_id = $2",
     )
     .bind(caller.tenant.as_str())
     .bind(payment_id.as_str())
@@ -230,7 +248,8 @@ fn body_as_text<S: serde::Serializer>(body: &[u8], serializer: S) -> Result<S::O
     serializer.serialize_str(&String::from_utf8_lossy(body))
 }
 
-/// A session's subscribe to the payment's channel.
+/// A session subscribed to a channel that carries the payment (`payment:<id>`, its
+/// `merchant:<id>`, or `payments`), and the versions it was sent.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SessionEvidence {
     /// The session.
@@ -239,11 +258,49 @@ pub struct SessionEvidence {
     pub subject: String,
     /// `websocket` or `sse`.
     pub transport: String,
+    /// The channel that carried the payment.
+    pub channel: String,
     /// The outcome (position, recovered, since).
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     /// When.
     pub at: DateTime<Utc>,
+    /// When the session closed, if it did.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The versions of the payment the channel carried to the session: those after the
+    /// position it subscribed from, decided before it closed.
+    pub versions_sent: Vec<i64>,
+}
+
+/// A checkpoint of one version, and where it is in PAYTRACK_STATUS.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CheckpointEvidence {
+    /// The version confirmed.
+    pub version: i64,
+    /// `persisted` or `ledger_posted`.
+    pub kind: String,
+    /// Whether it makes the status final.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Its sequence in PAYTRACK_STATUS, once published.
+    pub seq: Option<i64>,
+    /// Whether the projector has read it back from the stream (finality needs both).
+    pub observed: bool,
+    /// When it was made due.
+    pub created_at: DateTime<Utc>,
+    /// When it was published.
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// The capability snapshot and routing decision the payment was created on.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DecisionEvidence {
+    /// The create command fact.
+    pub fact_id: String,
+    /// Provider chosen and why.
+    pub routing: Option<serde_json::Value>,
+    /// What the country, rail and program supported, with `checked_at`.
+    pub capabilities: Option<serde_json::Value>,
 }
 
 /// `GET /v1/payments/{id}/evidence`: everything a status traces to.
@@ -256,8 +313,16 @@ pub struct EvidencePack {
     pub timeline: Vec<TimelineItem>,
     /// Every fact received for the payment, applied or not, with its raw payload.
     pub facts: Vec<FactEvidence>,
-    /// Which sessions subscribed to the payment's channel, and from where.
+    /// Every checkpoint of every version.
+    pub checkpoints: Vec<CheckpointEvidence>,
+    /// The journal entries and their postings.
+    pub ledger: Vec<JournalEntry>,
+    /// The routing decision and capability snapshot, when a create command was received.
+    pub decisions: Option<DecisionEvidence>,
+    /// The sessions any channel carrying the payment was sent to, with the versions.
     pub sessions: Vec<SessionEvidence>,
+    /// Alerts raised about the payment.
+    pub alerts: Vec<serde_json::Value>,
 }
 
 /// The payment's evidence pack.
@@ -289,19 +354,188 @@ pub async fn get_evidence(
     if payment.is_none() && timeline.is_empty() && facts.is_empty() {
         return Err(ApiError::NotFound("no such payment".into()));
     }
+    let mut channels = vec![format!("payment:{payment_id}"), "payments".to_owned()];
+    if let Some(p) = &payment {
+        channels.push(format!("merchant:{}", p.merchant_id));
+    }
     let sessions = sqlx::query_as::<_, SessionEvidence>(
-        "SELECT session_id, subject, transport, detail, at
-         FROM session_audit WHERE tenant = $1 AND channel = $2 AND kind = 'subscribe' ORDER BY session_seq",
+        "SELECT * FROM (
+           SELECT s.session_id, s.subject, s.transport, s.channel, s.detail::jsonb AS detail, s.at, c.at AS closed_at,
+             ARRAY(SELECT t.version FROM payment_timeline t
+                   WHERE t.tenant = s.tenant AND t.payment_id = $2
+                     AND t.status_seq > COALESCE((s.detail->'position'->>'seq')::bigint, 0)
+                     AND (c.at IS NULL OR t.recorded_at <= c.at)
+                   ORDER BY t.version) AS versions_sent
+           FROM session_audit s
+           LEFT JOIN LATERAL (SELECT x.at FROM session_audit x WHERE x.tenant = s.tenant
+                              AND x.session_id = s.session_id AND x.kind = 'close' LIMIT 1) c ON TRUE
+           WHERE s.tenant = $1 AND s.kind = 'subscribe' AND s.channel = ANY($3)
+           ORDER BY s.at, s.session_epoch, s.session_seq) q
+         WHERE channel = $4 OR cardinality(versions_sent) > 0",
     )
     .bind(tenant)
-    .bind(format!("payment:{payment_id}"))
+    .bind(payment_id.as_str())
+    .bind(&channels)
+    .bind(&channels[0])
     .fetch_all(&state.db)
     .await?;
+    let checkpoints = sqlx::query_as::<_, CheckpointEvidence>(
+        "SELECT version, kind, is_final, published_seq AS seq, observed_seq IS NOT NULL AS observed, created_at, published_at
+         FROM checkpoint_outbox WHERE tenant = $1 AND payment_id = $2 ORDER BY version, kind DESC",
+    )
+    .bind(tenant)
+    .bind(payment_id.as_str())
+    .fetch_all(&state.db)
+    .await?;
+    let decisions = sqlx::query_as::<_, DecisionEvidence>(
+        "SELECT fact_id, routing::jsonb AS routing, capabilities::jsonb AS capabilities
+         FROM payment_decisions WHERE tenant = $1 AND payment_id = $2",
+    )
+    .bind(tenant)
+    .bind(payment_id.as_str())
+    .fetch_optional(&state.db)
+    .await?;
+    let ledger = journal(&state, tenant, payment_id.as_str()).await?;
+    let alerts = alerts(&state, tenant, payment_id.as_str()).await;
     Ok(Json(EvidencePack {
         payment,
         timeline,
         facts,
+        checkpoints,
+        ledger,
+        decisions,
         sessions,
+        alerts,
+    }))
+}
+
+/// Alerts about a payment, when the alert store exists (it is filled by the alert
+/// consumer); an unreadable store answers none rather than failing the evidence.
+async fn alerts(state: &AppState, tenant: &str, payment_id: &str) -> Vec<serde_json::Value> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('alerts')::text")
+        .fetch_one(&state.db)
+        .await
+        .ok()
+        .flatten();
+    if exists.is_none() {
+        return Vec::new();
+    }
+    sqlx::query_scalar("SELECT to_jsonb(a) FROM alerts a WHERE a.tenant = $1 AND a.payment_id = $2")
+        .bind(tenant)
+        .bind(payment_id)
+        .fetch_all(&state.db)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "alerts not readable for the evidence pack");
+            Vec::new()
+        })
+}
+
+/// One posting of a journal entry.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct PostingView {
+    /// Leg number within the entry.
+    pub leg: i32,
+    /// Account, e.g. `merchant_payable:m_1`.
+    pub account: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// Debit positive, credit negative, in minor units.
+    pub amount_minor: i64,
+}
+
+/// A journal entry of a payment (one per money-moving version).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JournalEntry {
+    /// The version it posts.
+    pub version: i64,
+    /// `capture`, `return`, `reversal`, `resolution_capture`, `resolution_reversal`.
+    pub entry_kind: String,
+    /// The status posted.
+    pub status: String,
+    /// PAYTRACK_STATUS sequence of the transition.
+    pub seq: i64,
+    /// When the cause happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Its legs (summing to zero per currency).
+    pub postings: Vec<PostingView>,
+}
+
+async fn journal(state: &AppState, tenant: &str, payment_id: &str) -> Result<Vec<JournalEntry>, ApiError> {
+    let entries: Vec<(i64, String, String, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT version, entry_kind, status, status_seq, occurred_at FROM journal_entries
+         WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
+    )
+    .bind(tenant)
+    .bind(payment_id)
+    .fetch_all(&state.db)
+    .await?;
+    let postings: Vec<(i64, i32, String, String, i64)> = sqlx::query_as(
+        "SELECT version, leg, account, currency, amount_minor FROM ledger_postings
+         WHERE tenant = $1 AND payment_id = $2 ORDER BY version, leg",
+    )
+    .bind(tenant)
+    .bind(payment_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(entries
+        .into_iter()
+        .map(|(version, entry_kind, status, seq, occurred_at)| JournalEntry {
+            version,
+            entry_kind,
+            status,
+            seq,
+            occurred_at,
+            postings: postings
+                .iter()
+                .filter(|p| p.0 == version)
+                .map(|p| PostingView {
+                    leg: p.1,
+                    account: p.2.clone(),
+                    currency: p.3.clone(),
+                    amount_minor: p.4,
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// `GET /v1/payments/{id}/ledger`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LedgerView {
+    /// The payment.
+    pub payment_id: String,
+    /// Amount the ledger currently recognises for it, in `currency`.
+    pub ledger_minor: i64,
+    /// Its currency, when known.
+    pub currency: Option<String>,
+    /// Its journal entries.
+    pub entries: Vec<JournalEntry>,
+}
+
+/// The payment's journal entries and postings.
+pub async fn get_ledger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(payment_id): Path<String>,
+) -> Result<Json<LedgerView>, ApiError> {
+    let payment_id = parse_id(&payment_id)?;
+    authorize(&state, &caller, &payment_id).await?;
+    let tenant = caller.tenant.as_str();
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT ledger_minor, currency FROM payments WHERE tenant = $1 AND payment_id = $2")
+            .bind(tenant)
+            .bind(payment_id.as_str())
+            .fetch_optional(&state.db)
+            .await?;
+    let Some((ledger_minor, currency)) = row else {
+        return Err(ApiError::NotFound("no such payment".into()));
+    };
+    Ok(Json(LedgerView {
+        payment_id: payment_id.to_string(),
+        ledger_minor,
+        currency,
+        entries: journal(&state, tenant, payment_id.as_str()).await?,
     }))
 }
 

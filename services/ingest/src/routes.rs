@@ -5,7 +5,7 @@
 use axum::routing::{MethodRouter, get, post};
 
 use crate::app::AppState;
-use crate::{capabilities, commands, openapi, payments, push, webhooks};
+use crate::{capabilities, commands, list, openapi, payments, push, webhooks};
 
 /// A route: its method and its path (axum's `{param}` syntax, which is also
 /// OpenAPI's).
@@ -29,6 +29,7 @@ pub(crate) fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             post(webhooks::receive),
         ),
         (route("post", "/v1/payments"), post(commands::create_payment)),
+        (route("get", "/v1/payments"), get(list::list_payments)),
         (route("get", "/v1/payments/{payment_id}"), get(payments::get_payment)),
         (
             route("post", "/v1/payments/{payment_id}/cancel"),
@@ -49,6 +50,10 @@ pub(crate) fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         (
             route("get", "/v1/payments/{payment_id}/evidence"),
             get(payments::get_evidence),
+        ),
+        (
+            route("get", "/v1/payments/{payment_id}/ledger"),
+            get(payments::get_ledger),
         ),
         (route("get", "/v1/status-model"), get(payments::status_model)),
         (route("get", "/v1/capabilities"), get(capabilities::get_capabilities)),

@@ -7,7 +7,7 @@
 //! parks it on the dead-letter subject and moves on.
 
 use paytrack_nats::{Delivery, HandleError};
-use paytrack_shared::envelope::InboundFact;
+use paytrack_shared::envelope::{CommandAction, FactSource, InboundFact};
 use sqlx::PgPool;
 
 use crate::{db_error, sequence};
@@ -32,6 +32,28 @@ pub async fn apply(db: &PgPool, delivery: Delivery<InboundFact>) -> Result<(), H
     .execute(db)
     .await
     .map_err(db_error)?;
+    if let FactSource::Command(command) = &fact.source
+        && let CommandAction::Create(create) = &command.action
+    {
+        // The routing decision and capability snapshot the payment was created on;
+        // the first create of a payment stands.
+        sqlx::query(
+            "INSERT INTO payment_decisions (tenant, payment_id, fact_id, routing, capabilities, program, customer_ref, received_at)
+             VALUES ($1, $2, $3, $4::json, $5::json, $6, $7, $8)
+             ON CONFLICT (tenant, payment_id) DO NOTHING",
+        )
+        .bind(fact.tenant.as_str())
+        .bind(fact.payment_id.as_str())
+        .bind(&fact.fact_id)
+        .bind(create.routing.as_ref().map(json_text).transpose()?)
+        .bind(create.capabilities.as_ref().map(json_text).transpose()?)
+        .bind(&create.program)
+        .bind(&create.customer_ref)
+        .bind(fact.received_at)
+        .execute(db)
+        .await
+        .map_err(db_error)?;
+    }
     tracing::debug!(fact_id = %fact.fact_id, "evidence stored");
     Ok(())
 }

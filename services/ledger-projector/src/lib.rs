@@ -1,21 +1,27 @@
 //! ledger-projector: the PostgreSQL record of every payment.
 //!
-//! It applies transitions from `paytrack.status.>` (current state and timeline) and
-//! raw facts from `paytrack.in.>` (evidence) exactly once: every write is keyed so a
-//! redelivered message changes nothing. A transition's commit also records its
-//! `persisted` checkpoint as due (an outbox); the checkpoint is then published once
-//! into PAYTRACK_STATUS, on the payment's own subject tree, so clients see the record
-//! catch up in the same ordered history. What each fact did (`paytrack.outcome.>`)
-//! is stored beside, so the timeline shows every fact.
+//! It applies PAYTRACK_STATUS (transitions, and its own checkpoints read back) in
+//! batches, one transaction each ([`project`]): current state, timeline, the
+//! double-entry ledger ([`ledger`]) and the `persisted` and `ledger_posted`
+//! checkpoints they make due (an outbox, published after commit by [`outbox`]).
+//! Raw facts from `paytrack.in.>` (evidence) and what each fact did
+//! (`paytrack.outcome.>`) are stored beside, so the timeline shows every fact. Every
+//! write is keyed so a redelivered message changes nothing; [`rebuild`] replays the
+//! streams into an empty database and ends with the same rows.
 //!
 //! Every consumer runs under a [`paytrack_nats::Supervisor`]: a message that cannot
 //! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
 //! a `dead_letter` alert, and the consumer moves on.
 
 mod evidence;
+mod history;
+pub mod ledger;
+mod outbox;
 mod outcomes;
+mod position;
+pub mod project;
+pub mod rebuild;
 mod sessions;
-mod transitions;
 
 use std::net::SocketAddr;
 
@@ -45,6 +51,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// How failing messages are retried before they are parked.
     pub retry: RetryPolicy,
+    /// This instance's name in `projector_progress` (the pod's host name).
+    pub instance: String,
 }
 
 impl Config {
@@ -59,6 +67,7 @@ impl Config {
             database_max_connections: s.database_max_connections,
             admin_listen: s.admin_listen,
             retry: RetryPolicy::from_settings(s),
+            instance: std::env::var("HOSTNAME").unwrap_or_else(|_| "ledger-projector".to_owned()),
         }
     }
 }
@@ -135,12 +144,33 @@ pub async fn run_with_admin(
         .await?;
         paytrack_nats::retry_until_ready("apply the layout and bind the consumers", &shutdown, || async {
             paytrack_nats::ensure_streams(&js, &config.layout).await?;
-            let status = paytrack_nats::ensure_consumer(
-                &js,
-                subjects::STREAM_STATUS,
-                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, subjects::STATUS_ALL),
-            )
-            .await?;
+            // Every message of PAYTRACK_STATUS: transitions and checkpoints. Created or
+            // updated, so a consumer of an older layout (transitions only) is widened.
+            let status_stream =
+                js.get_stream(subjects::STREAM_STATUS)
+                    .await
+                    .map_err(|e| paytrack_nats::LayoutError::Stream {
+                        stream: subjects::STREAM_STATUS.to_owned(),
+                        source: e.into(),
+                    })?;
+            let status_epoch = paytrack_nats::epoch_of(status_stream.cached_info());
+            let status = status_stream
+                .create_consumer(history::consumer_config())
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Consumer {
+                    stream: subjects::STREAM_STATUS.to_owned(),
+                    consumer: paytrack_nats::CONSUMER_PROJECTOR_STATUS.to_owned(),
+                    source: e.into(),
+                })?;
+            let session_epoch = paytrack_nats::epoch_of(
+                js.get_stream(subjects::STREAM_SESSION)
+                    .await
+                    .map_err(|e| paytrack_nats::LayoutError::Stream {
+                        stream: subjects::STREAM_SESSION.to_owned(),
+                        source: e.into(),
+                    })?
+                    .cached_info(),
+            );
             let sessions = paytrack_nats::ensure_consumer(
                 &js,
                 subjects::STREAM_SESSION,
@@ -159,12 +189,14 @@ pub async fn run_with_admin(
                 paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
             )
             .await?;
-            Ok::<_, paytrack_nats::LayoutError>((status, sessions, evidence, outcomes))
+            Ok::<_, paytrack_nats::LayoutError>((status, status_epoch, session_epoch, sessions, evidence, outcomes))
         })
         .await
     }
     .await;
-    let Ok((status_consumer, session_consumer, evidence_consumer, outcome_consumer)) = started else {
+    let Ok((status_consumer, status_epoch, session_epoch, session_consumer, evidence_consumer, outcome_consumer)) =
+        started
+    else {
         tracing::info!("ledger-projector stopped before it was ready");
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -180,23 +212,39 @@ pub async fn run_with_admin(
     let evidence_supervisor = supervisor(subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE);
     let session_supervisor = supervisor(subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS);
     let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
-    let drainer = tokio::spawn(transitions::drain(db.clone(), js.clone(), shutdown.clone()));
-    let transitions = transitions::Applier { db: db.clone(), js };
-    let status_loop = paytrack_nats::consume_deliveries(status_consumer, shutdown.clone(), status_supervisor, |d| {
-        transitions.apply(d)
-    });
+    let drainer = tokio::spawn(outbox::drain(db.clone(), js.clone(), shutdown.clone()));
+    let tracker = tokio::spawn(position::track(
+        db.clone(),
+        status_consumer.clone(),
+        subjects::STREAM_STATUS,
+        status_epoch.clone(),
+        shutdown.clone(),
+    ));
+    let live = history::Live {
+        db: db.clone(),
+        js: js.clone(),
+        supervisor: status_supervisor,
+        readiness: readiness.clone(),
+        origin: project::Origin {
+            epoch: status_epoch,
+            instance: config.instance.clone(),
+        },
+        confirming: std::sync::Arc::new(tokio::sync::Semaphore::new(history::CONFIRMING)),
+    };
+    let status_loop = live.run(status_consumer, shutdown.clone());
     let evidence_loop =
         paytrack_nats::consume_deliveries(evidence_consumer, shutdown.clone(), evidence_supervisor, |d| {
             evidence::apply(&db, d)
         });
     let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
-        sessions::apply(&db, d)
+        sessions::apply(&db, &session_epoch, d)
     });
     let outcome_loop = paytrack_nats::consume_deliveries(outcome_consumer, shutdown.clone(), outcome_supervisor, |d| {
         outcomes::apply(&db, d)
     });
     tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop);
     let _ = drainer.await;
+    let _ = tracker.await;
 
     if let Some(admin) = admin {
         let _ = admin.await;

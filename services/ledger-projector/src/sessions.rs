@@ -11,8 +11,9 @@ use sqlx::types::Json;
 
 use crate::{db_error, sequence};
 
-/// Stores one audit record; a repeat is a no-op.
-pub async fn apply(db: &PgPool, delivery: Delivery<SessionAudit>) -> Result<(), HandleError> {
+/// Stores one audit record read from PAYTRACK_SESSION of `epoch`; a repeat is a
+/// no-op, and a recreated stream (new epoch) never collides with old records.
+pub async fn apply(db: &PgPool, epoch: &str, delivery: Delivery<SessionAudit>) -> Result<(), HandleError> {
     let seq = sequence(delivery.stream_seq)?;
     let record = &delivery.envelope;
     let (kind, channel) = match &record.event {
@@ -23,9 +24,10 @@ pub async fn apply(db: &PgPool, delivery: Delivery<SessionAudit>) -> Result<(), 
         SessionEvent::Close { .. } => ("close", None),
     };
     sqlx::query(
-        "INSERT INTO session_audit (session_seq, tenant, session_id, subject, edge_id, transport, kind, channel, detail, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (session_seq) DO NOTHING",
+        "INSERT INTO session_audit (session_seq, tenant, session_id, subject, edge_id, transport, kind, channel, detail, at,
+           session_epoch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (session_epoch, session_seq) DO NOTHING",
     )
     .bind(seq)
     .bind(record.tenant.as_str())
@@ -37,6 +39,7 @@ pub async fn apply(db: &PgPool, delivery: Delivery<SessionAudit>) -> Result<(), 
     .bind(channel)
     .bind(Json(&record.event))
     .bind(record.at)
+    .bind(epoch)
     .execute(db)
     .await
     .map_err(db_error)?;

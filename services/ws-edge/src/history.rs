@@ -2,7 +2,7 @@
 //! when the history it needs cannot be read now.
 
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, Transition};
-use paytrack_shared::{StatusModel, subjects};
+use paytrack_shared::subjects;
 use serde_json::{Map, Value, json};
 
 /// Why a channel's history cannot be read now.
@@ -34,8 +34,8 @@ pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Valu
         }
         Some("checkpoint") => {
             let c: Checkpoint = envelope::decode(payload).ok()?;
-            let is_final =
-                c.checkpoint == CheckpointKind::LedgerPosted && StatusModel::get().is_terminal(c.status, None);
+            // The projector decides finality (it knows the rail); the edge forwards it.
+            let is_final = c.checkpoint == CheckpointKind::LedgerPosted && c.is_final;
             let value = json!({
                 "payment_id": c.payment_id,
                 "merchant_id": c.merchant_id,

@@ -356,6 +356,12 @@ pub struct Checkpoint {
     pub recorded_at: DateTime<Utc>,
     /// The trace of the transition it confirms.
     pub trace_id: String,
+    /// Whether this checkpoint makes the status final: decided by the projector, true
+    /// only on a `ledger_posted` checkpoint of a status terminal on the payment's rail
+    /// (never `succeeded` on ach_debit). Absent in checkpoints written before the field
+    /// existed, which read as false.
+    #[serde(rename = "final", default)]
+    pub is_final: bool,
 }
 
 /// The checkpoints that together turn a terminal status final.
@@ -605,6 +611,7 @@ mod tests {
             status: Status::Pending,
             recorded_at: Utc::now(),
             trace_id: "0".repeat(32),
+            is_final: false,
         };
         let bytes = encode(&cp);
         assert!(matches!(

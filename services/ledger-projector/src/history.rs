@@ -1,0 +1,331 @@
+//! The live consumer of PAYTRACK_STATUS: messages are pulled in batches (as many as
+//! are ready, up to [`BATCH`]), each batch applied in one transaction
+//! ([`crate::project`]), acknowledged after its commit, and its checkpoints
+//! published from the outbox.
+//!
+//! Several instances may share the durable consumer; per-payment order is kept by the
+//! version guard of [`crate::project`] (a version whose predecessor is not applied yet
+//! is redelivered shortly). While PostgreSQL is unavailable the batch is held (its
+//! messages kept in progress), the consumer reports itself stalled (`/readyz` 503),
+//! and the batch is retried until the database answers: nothing is parked for an
+//! outage.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use paytrack_nats::{HandleError, Supervisor};
+use paytrack_shared::health::Readiness;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::project::{self, Applied, BatchError, Item, Origin};
+
+/// Most messages applied in one transaction.
+pub const BATCH: usize = 1_000;
+/// How long a batch waits for more ready messages once it has some.
+const GATHER: Duration = Duration::from_millis(2);
+/// How long one pull request waits for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// Idle heartbeat of a pull.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+/// How soon a version that came before its predecessor is delivered again.
+const DEFER_DELAY: Duration = Duration::from_millis(100);
+/// After this many deliveries a deferred version counts as failing (its predecessor
+/// may have been parked), so the retry policy eventually parks it too.
+const DEFER_DELIVERIES: i64 = 300;
+
+/// The durable consumer of every PAYTRACK_STATUS message (transitions and checkpoints).
+pub fn consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(paytrack_nats::CONSUMER_PROJECTOR_STATUS.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::All,
+        // A batch held through a database outage is kept in progress explicitly, so a
+        // short wait only speeds up redelivery after a crash.
+        ack_wait: Duration::from_secs(10),
+        max_deliver: -1,
+        max_ack_pending: 4 * BATCH as i64,
+        ..Default::default()
+    }
+}
+
+/// What the loop needs.
+pub struct Live {
+    /// The projection.
+    pub db: PgPool,
+    /// For checkpoints.
+    pub js: jetstream::Context,
+    /// Settles messages (parks poison).
+    pub supervisor: Supervisor,
+    /// Marked stalled while the database is down.
+    pub readiness: Readiness,
+    /// Epoch and instance.
+    pub origin: Origin,
+    /// Batches whose checkpoints are being confirmed (bounded by [`CONFIRMING`]).
+    pub confirming: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Most batches whose checkpoint acks are awaited at once.
+pub const CONFIRMING: usize = 4;
+
+struct Received {
+    message: jetstream::Message,
+    delivered: i64,
+    seq: u64,
+}
+
+impl Live {
+    /// Pulls and applies batches until `shutdown`.
+    pub async fn run(&self, consumer: consumer::PullConsumer, shutdown: CancellationToken) {
+        let retry_pause = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            let pull = consumer
+                .stream()
+                .max_messages_per_batch(BATCH)
+                .expires(PULL_EXPIRES)
+                .heartbeat(PULL_HEARTBEAT)
+                .messages()
+                .await;
+            let messages = match pull {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot pull; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry_pause) => continue,
+                    }
+                }
+            };
+            let mut chunks = messages.ready_chunks(BATCH);
+            loop {
+                let mut chunk = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = chunks.next() => match next {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                };
+                // A chunk ends where the runtime's cooperative budget (128 polls) does,
+                // not where the ready messages do: gather what is ready a little longer.
+                let mut ended = false;
+                while chunk.len() < BATCH {
+                    match tokio::time::timeout(GATHER, chunks.next()).await {
+                        Ok(Some(more)) => chunk.extend(more),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut received = Vec::with_capacity(chunk.len());
+                for next in chunk {
+                    match next {
+                        Ok(message) => received.push(message),
+                        Err(error) => tracing::warn!(%error, "pull error"),
+                    }
+                }
+                self.handle(received, &shutdown).await;
+                if ended {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, messages: Vec<jetstream::Message>, shutdown: &CancellationToken) {
+        let mut batch = Vec::with_capacity(messages.len());
+        let mut items = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Ok(info) = message.info() else {
+                self.supervisor
+                    .settle(
+                        &message,
+                        1,
+                        Err(HandleError::poison("read JetStream metadata", "no metadata")),
+                    )
+                    .await;
+                continue;
+            };
+            let (seq, delivered) = (info.stream_sequence, info.delivered);
+            match Item::decode(&message.subject, &message.payload) {
+                Ok(item) => {
+                    items.push((seq, item));
+                    batch.push(Received {
+                        message,
+                        delivered,
+                        seq,
+                    });
+                }
+                Err(error) => {
+                    self.supervisor
+                        .settle(&message, delivered, Err(HandleError::poison("open the message", error)))
+                        .await;
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.apply_or_wait(&batch, &items, shutdown).await {
+            Some(Ok(result)) => self.settle(&batch, &items, result, started).await,
+            Some(Err(error)) if batch.len() == 1 => {
+                let received = &batch[0];
+                self.supervisor
+                    .settle(&received.message, received.delivered, Err(poison(error)))
+                    .await;
+            }
+            Some(Err(error)) => {
+                // The database refused something in the batch: apply one by one, so
+                // only the message it refuses is parked.
+                tracing::warn!(%error, size = batch.len(), "batch refused; applying its messages one by one");
+                for (received, item) in batch.iter().zip(items) {
+                    let one = std::slice::from_ref(received);
+                    let item = [item];
+                    match self.apply_or_wait(one, &item, shutdown).await {
+                        Some(Ok(result)) => self.settle(one, &item, result, std::time::Instant::now()).await,
+                        Some(Err(error)) => {
+                            self.supervisor
+                                .settle(&received.message, received.delivered, Err(poison(error)))
+                                .await;
+                        }
+                        None => return,
+                    }
+                }
+            }
+            None => {
+                // Shutting down mid-wait: hand the batch back at once.
+                for received in &batch {
+                    let _ = received.message.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+        }
+    }
+
+    /// Applies the batch, waiting out database failures (stalled, messages kept in
+    /// progress); `None` on shutdown, `Err` when the database refuses the data.
+    async fn apply_or_wait(
+        &self,
+        batch: &[Received],
+        items: &[(u64, Item)],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<project::BatchResult, BatchError>> {
+        let mut delay = Duration::from_millis(200);
+        let mut failures = 0u32;
+        loop {
+            match project::apply_batch(&self.db, &self.origin, items).await {
+                Ok(result) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the database is back; projecting again");
+                        self.readiness
+                            .set_consumer_stalled(paytrack_nats::CONSUMER_PROJECTOR_STATUS, false);
+                    }
+                    return Some(Ok(result));
+                }
+                Err(error) if refused(&error) => return Some(Err(error)),
+                Err(error) => {
+                    failures += 1;
+                    self.readiness
+                        .set_consumer_stalled(paytrack_nats::CONSUMER_PROJECTOR_STATUS, true);
+                    metrics::counter!("paytrack_projector_batch_failures_total").increment(1);
+                    tracing::warn!(%error, failures, ?delay, "cannot apply the batch; holding it and retrying");
+                    for received in batch {
+                        let _ = received.message.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        batch: &[Received],
+        items: &[(u64, Item)],
+        result: project::BatchResult,
+        started: std::time::Instant,
+    ) {
+        let mut new = 0u64;
+        for ((received, (_, item)), applied) in batch.iter().zip(items).zip(&result.applied) {
+            match applied {
+                Applied::Deferred if received.delivered >= DEFER_DELIVERIES => {
+                    self.supervisor
+                        .settle(
+                            &received.message,
+                            received.delivered,
+                            Err(HandleError::transient(
+                                "apply a transition",
+                                "its previous version is still not in the projection",
+                            )),
+                        )
+                        .await;
+                }
+                Applied::Deferred => {
+                    if let Item::Transition(t) = item {
+                        tracing::debug!(payment_id = %t.payment_id, version = t.version, seq = received.seq, "deferred until its previous version is applied");
+                    }
+                    let _ = received.message.ack_with(AckKind::Nak(Some(DEFER_DELAY))).await;
+                }
+                Applied::New | Applied::Duplicate | Applied::Observed => {
+                    if let (Applied::New, Item::Transition(t)) = (applied, item) {
+                        new += 1;
+                        let span = tracing::info_span!(
+                            "project",
+                            tenant = %t.tenant,
+                            payment_id = %t.payment_id,
+                            trace_id = %t.trace_id,
+                        );
+                        span.in_scope(|| {
+                            tracing::info!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
+                        });
+                    }
+                    self.supervisor
+                        .settle(&received.message, received.delivered, Ok(()))
+                        .await;
+                }
+            }
+        }
+        metrics::counter!("paytrack_projector_transitions_total").increment(new);
+        metrics::histogram!("paytrack_projector_batch_seconds").record(started.elapsed().as_secs_f64());
+        // Send now (in order), confirm in the background: the next batch need not wait
+        // for this one's acks; at most `CONFIRMING` batches are confirmed at once.
+        let due = result.due.len();
+        let sent = crate::outbox::send_all(&self.js, result.due).await;
+        if let Ok(permit) = self.confirming.clone().acquire_owned().await {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                crate::outbox::confirm(&db, sent).await;
+                drop(permit);
+            });
+        }
+        tracing::debug!(
+            size = batch.len(),
+            new,
+            due,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "batch projected"
+        );
+    }
+}
+
+/// Whether the database refused the data itself (SQLSTATE class 22 or 23), which no
+/// retry changes, as opposed to being unavailable.
+fn refused(error: &BatchError) -> bool {
+    match error {
+        BatchError::Range(_) => true,
+        BatchError::Database(e) => {
+            let code = e.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+            code.starts_with("22") || code.starts_with("23")
+        }
+    }
+}
+
+fn poison(error: BatchError) -> HandleError {
+    HandleError::poison("the database refused the transition", error)
+}

@@ -1,0 +1,197 @@
+//! The posting rules: which journal entry a transition makes, as data.
+//!
+//! The ledger keeps, per payment, the amount it currently recognises as owed by the
+//! provider to the merchant (`ledger_minor`). A status implies a target for it
+//! (`succeeded`: the payment's amount; `returned`, `failed`, `cancelled`: nothing;
+//! the others, `investigation_required` included: unchanged), and a transition posts
+//! the difference. So a capture, a return, and the reversal or capture that resolves
+//! an investigation are one rule, and a payment can never be posted twice.
+//!
+//! Accounts (per tenant and currency):
+//! - `provider_clearing:<provider>` (asset): what the provider owes us until it settles;
+//! - `merchant_payable:<merchant>` (liability): what we owe the merchant.
+//!
+//! A capture debits clearing and credits the merchant; a reversal does the opposite.
+//! Debits are positive, credits negative: every entry sums to zero per currency, which
+//! the database also enforces.
+
+use paytrack_shared::Status;
+use paytrack_shared::envelope::PaymentTerms;
+
+/// What kind of balance an account holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// Money owed to us.
+    Asset,
+    /// Money we owe.
+    Liability,
+}
+
+impl AccountKind {
+    /// As stored in `ledger_accounts.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Asset => "asset",
+            AccountKind::Liability => "liability",
+        }
+    }
+}
+
+/// One leg of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The account name.
+    pub account: String,
+    /// Its kind, for the chart of accounts.
+    pub kind: AccountKind,
+    /// Debit positive, credit negative, in minor units.
+    pub amount_minor: i64,
+}
+
+/// The journal entry of one transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `capture`, `return`, `reversal`, `resolution_capture`, `resolution_reversal`.
+    pub kind: &'static str,
+    /// ISO 4217 code of every leg.
+    pub currency: String,
+    /// The legs, summing to zero.
+    pub legs: Vec<Leg>,
+}
+
+/// What the ledger does for a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posting {
+    /// Nothing moves (the ledger is posted: `ledger_posted` may follow).
+    Nothing,
+    /// This entry; afterwards the payment's recognised amount is `ledger_minor`.
+    Entry {
+        /// The entry.
+        entry: Entry,
+        /// The recognised amount after it.
+        ledger_minor: i64,
+    },
+    /// Money moved but the amount or currency is unknown: nothing can be posted, so
+    /// no `ledger_posted` checkpoint (and never `final`).
+    Unpostable,
+}
+
+/// The entry for a move to `status` from `previous`, with `ledger_minor` recognised so
+/// far, for a payment of `merchant` with `terms`.
+pub fn posting(
+    status: Status,
+    previous: Option<Status>,
+    ledger_minor: i64,
+    merchant: &str,
+    terms: &PaymentTerms,
+) -> Posting {
+    let target = match status {
+        Status::Succeeded => match terms.amount_minor {
+            Some(amount) if amount > 0 => amount,
+            _ => return Posting::Unpostable,
+        },
+        Status::Returned | Status::Failed | Status::Cancelled => 0,
+        _ => ledger_minor,
+    };
+    let delta = target.saturating_sub(ledger_minor);
+    if delta == 0 {
+        return Posting::Nothing;
+    }
+    let Some(currency) = terms.currency.as_ref().filter(|c| !c.is_empty()) else {
+        return Posting::Unpostable;
+    };
+    let resolution = previous == Some(Status::InvestigationRequired);
+    let kind = match (delta > 0, status, resolution) {
+        (true, _, true) => "resolution_capture",
+        (true, _, false) => "capture",
+        (false, _, true) => "resolution_reversal",
+        (false, Status::Returned, false) => "return",
+        (false, _, false) => "reversal",
+    };
+    let clearing = Leg {
+        account: format!("provider_clearing:{}", terms.provider.as_deref().unwrap_or("unknown")),
+        kind: AccountKind::Asset,
+        amount_minor: delta,
+    };
+    let payable = Leg {
+        account: format!("merchant_payable:{merchant}"),
+        kind: AccountKind::Liability,
+        amount_minor: -delta,
+    };
+    Posting::Entry {
+        entry: Entry {
+            kind,
+            currency: currency.to_uppercase(),
+            legs: vec![clearing, payable],
+        },
+        ledger_minor: target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(amount: Option<i64>) -> PaymentTerms {
+        PaymentTerms {
+            amount_minor: amount,
+            currency: Some("usd".into()),
+            provider: Some("stdwebhooks".into()),
+            ..Default::default()
+        }
+    }
+
+    fn entry(p: &Posting) -> (&'static str, i64, Vec<i64>) {
+        match p {
+            Posting::Entry { entry, ledger_minor } => (
+                entry.kind,
+                *ledger_minor,
+                entry.legs.iter().map(|l| l.amount_minor).collect(),
+            ),
+            other => panic!("no entry: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capture_then_return_balances_and_nets_to_zero() {
+        let t = terms(Some(1250));
+        let capture = posting(Status::Succeeded, Some(Status::Pending), 0, "m1", &t);
+        assert_eq!(entry(&capture), ("capture", 1250, vec![1250, -1250]));
+        let ret = posting(Status::Returned, Some(Status::Succeeded), 1250, "m1", &t);
+        assert_eq!(entry(&ret), ("return", 0, vec![-1250, 1250]));
+        assert_eq!(
+            posting(Status::Pending, Some(Status::Initiated), 0, "m1", &t),
+            Posting::Nothing
+        );
+        assert_eq!(
+            posting(Status::Failed, Some(Status::Pending), 0, "m1", &t),
+            Posting::Nothing
+        );
+    }
+
+    #[test]
+    fn investigation_keeps_then_resolution_posts_the_difference() {
+        let t = terms(Some(900));
+        assert_eq!(
+            posting(Status::InvestigationRequired, Some(Status::Succeeded), 900, "m", &t),
+            Posting::Nothing
+        );
+        let rev = posting(Status::Failed, Some(Status::InvestigationRequired), 900, "m", &t);
+        assert_eq!(entry(&rev), ("resolution_reversal", 0, vec![-900, 900]));
+        let cap = posting(Status::Succeeded, Some(Status::InvestigationRequired), 0, "m", &t);
+        assert_eq!(entry(&cap).0, "resolution_capture");
+        // Resolved to succeeded when it was already posted: nothing twice.
+        assert_eq!(
+            posting(Status::Succeeded, Some(Status::InvestigationRequired), 900, "m", &t),
+            Posting::Nothing
+        );
+    }
+
+    #[test]
+    fn unknown_amount_cannot_be_posted() {
+        assert_eq!(
+            posting(Status::Succeeded, None, 0, "m", &terms(None)),
+            Posting::Unpostable
+        );
+    }
+}

@@ -1,0 +1,715 @@
+//! Applying a batch of PAYTRACK_STATUS messages (transitions and the projector's own
+//! checkpoints, read back) in ONE database transaction: timeline, current state,
+//! journal entries and postings, the checkpoints they make due (an outbox), the
+//! checkpoints observed, finality, and the instance's progress.
+//!
+//! Exactly once: every row is keyed by `(tenant, payment, version)` and current state
+//! moves only to the next version, so a batch redelivered after a crash changes
+//! nothing. Order per payment: a transition is applied only on top of its previous
+//! version (`version = current + 1`); one that arrives before its predecessor (two
+//! instances share the consumer, or a redelivery) is deferred and redelivered. The
+//! payments of a batch are locked (advisory, in key order) for the transaction, so two
+//! instances never interleave on one payment.
+//!
+//! Finality: a transition makes `persisted` due, and `ledger_posted` once its postings
+//! are written; the `ledger_posted` checkpoint carries `final` = the status is terminal
+//! on the payment's rail. The payment row turns `final` only when the projector reads
+//! BOTH checkpoints of its current version back from the stream, so a client never sees
+//! `final` before the chain exists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, PaymentTerms, Transition};
+use paytrack_shared::{StatusModel, msg_id, subjects};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::ledger::{self, Posting};
+
+/// One message of PAYTRACK_STATUS, decoded.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A canonical transition.
+    Transition(Box<Transition>),
+    /// A checkpoint (read back).
+    Checkpoint(Checkpoint),
+}
+
+impl Item {
+    /// Decodes a PAYTRACK_STATUS message by its subject.
+    pub fn decode(subject: &str, payload: &[u8]) -> Result<Item, envelope::EnvelopeError> {
+        if subject.starts_with("paytrack.checkpoint.") {
+            Ok(Item::Checkpoint(envelope::decode(payload)?))
+        } else {
+            Ok(Item::Transition(Box::new(envelope::decode(payload)?)))
+        }
+    }
+
+    fn key(&self) -> (String, String) {
+        match self {
+            Item::Transition(t) => (t.tenant.to_string(), t.payment_id.to_string()),
+            Item::Checkpoint(c) => (c.tenant.to_string(), c.payment_id.to_string()),
+        }
+    }
+}
+
+/// What a batch did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied now.
+    New,
+    /// Already in the projection (a redelivery or replay): nothing changed.
+    Duplicate,
+    /// Its predecessor version is not applied yet: deliver it again later.
+    Deferred,
+    /// A checkpoint read back.
+    Observed,
+}
+
+/// A checkpoint made due by a batch, as kept in `checkpoint_outbox`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Payment.
+    pub payment_id: String,
+    /// Version confirmed.
+    pub version: i64,
+    /// `persisted` or `ledger_posted`.
+    pub kind: String,
+    /// Where it is published.
+    pub subject: String,
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: String,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// Trace context.
+    pub traceparent: Option<String>,
+    /// Whether the checkpoint says final.
+    #[sqlx(default)]
+    pub is_final: bool,
+}
+
+/// The result of a batch: per message (in input order) what it did, and the
+/// checkpoints to publish after commit.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Per input item.
+    pub applied: Vec<Applied>,
+    /// Due checkpoints, in the order to publish them.
+    pub due: Vec<OutboxRow>,
+}
+
+/// Where the batch was read: the stream incarnation and who applied it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// PAYTRACK_STATUS epoch.
+    pub epoch: String,
+    /// The projector instance (progress is kept per instance).
+    pub instance: String,
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    version: i64,
+    ledger_minor: i64,
+}
+
+#[derive(Debug, Clone)]
+struct PaymentRow {
+    tenant: String,
+    payment_id: String,
+    merchant_id: String,
+    status: String,
+    version: i64,
+    seq: i64,
+    trace_id: String,
+    occurred_at: DateTime<Utc>,
+    terms: PaymentTerms,
+    ledger_minor: i64,
+}
+
+/// Columns of a bulk insert, one vector per column.
+#[derive(Default)]
+struct Timeline {
+    tenant: Vec<String>,
+    payment_id: Vec<String>,
+    version: Vec<i64>,
+    status: Vec<String>,
+    previous_status: Vec<Option<String>>,
+    seq: Vec<i64>,
+    fact_id: Vec<String>,
+    source: Vec<String>,
+    provider_event_id: Vec<Option<String>>,
+    rule: Vec<String>,
+    inbound_seq: Vec<i64>,
+    trace_id: Vec<String>,
+    occurred_at: Vec<DateTime<Utc>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    provider_ref: Vec<Option<String>>,
+}
+
+#[derive(Default)]
+struct Journal {
+    tenant: Vec<String>,
+    payment_id: Vec<String>,
+    version: Vec<i64>,
+    kind: Vec<String>,
+    status: Vec<String>,
+    seq: Vec<i64>,
+    trace_id: Vec<String>,
+    occurred_at: Vec<DateTime<Utc>>,
+}
+
+#[derive(Default)]
+struct Postings {
+    tenant: Vec<String>,
+    payment_id: Vec<String>,
+    version: Vec<i64>,
+    leg: Vec<i32>,
+    account: Vec<String>,
+    currency: Vec<String>,
+    amount: Vec<i64>,
+}
+
+/// Checkpoint keys with a stream sequence each, as columns for `unnest`.
+#[derive(Default)]
+pub(crate) struct CheckpointSeqs {
+    pub(crate) tenant: Vec<String>,
+    pub(crate) payment_id: Vec<String>,
+    pub(crate) version: Vec<i64>,
+    pub(crate) kind: Vec<String>,
+    pub(crate) seq: Vec<i64>,
+}
+
+impl CheckpointSeqs {
+    pub(crate) fn push(&mut self, tenant: &str, payment_id: &str, version: i64, kind: &str, seq: i64) {
+        self.tenant.push(tenant.to_owned());
+        self.payment_id.push(payment_id.to_owned());
+        self.version.push(version);
+        self.kind.push(kind.to_owned());
+        self.seq.push(seq);
+    }
+}
+
+#[derive(Default)]
+struct OutboxCols {
+    tenant: Vec<String>,
+    payment_id: Vec<String>,
+    version: Vec<i64>,
+    kind: Vec<String>,
+    subject: Vec<String>,
+    msg_id: Vec<String>,
+    payload: Vec<Vec<u8>>,
+    traceparent: Vec<Option<String>>,
+    is_final: Vec<bool>,
+}
+
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A number does not fit BIGINT (poison).
+    #[error("a value out of range: {0}")]
+    Range(&'static str),
+    /// The database failed or refused.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn int(v: u64, what: &'static str) -> Result<i64, BatchError> {
+    i64::try_from(v).map_err(|_| BatchError::Range(what))
+}
+
+/// Applies `items` (with their stream sequences) in one transaction.
+pub async fn apply_batch(db: &PgPool, origin: &Origin, items: &[(u64, Item)]) -> Result<BatchResult, BatchError> {
+    let mut tx = db.begin().await?;
+    let result = apply_in(&mut tx, origin, items).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    origin: &Origin,
+    items: &[(u64, Item)],
+) -> Result<BatchResult, BatchError> {
+    let keys: BTreeSet<(String, String)> = items.iter().map(|(_, i)| i.key()).collect();
+    let (tenants, payments): (Vec<String>, Vec<String>) = keys.iter().cloned().unzip();
+    // Lock the batch's payments in key order: two instances never interleave on one
+    // payment, and never deadlock.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+           SELECT DISTINCT hashtextextended(t || '/' || p, 17) AS k FROM unnest($1::text[], $2::text[]) AS u(t, p)
+         ) s ORDER BY k",
+    )
+    .bind(&tenants)
+    .bind(&payments)
+    .execute(&mut **tx)
+    .await?;
+    let current: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT p.tenant, p.payment_id, p.version, p.ledger_minor FROM payments p
+         JOIN unnest($1::text[], $2::text[]) AS u(t, id) ON p.tenant = u.t AND p.payment_id = u.id",
+    )
+    .bind(&tenants)
+    .bind(&payments)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut state: HashMap<(String, String), State> = current
+        .into_iter()
+        .map(|(t, p, version, ledger_minor)| ((t, p), State { version, ledger_minor }))
+        .collect();
+
+    let model = StatusModel::get();
+    let mut result = BatchResult::default();
+    let mut timeline = Timeline::default();
+    let mut journal = Journal::default();
+    let mut postings = Postings::default();
+    let mut accounts: BTreeMap<(String, String, String), &'static str> = BTreeMap::new();
+    let mut rows: BTreeMap<(String, String), PaymentRow> = BTreeMap::new();
+    let mut observed: Vec<(String, String, i64, String, i64)> = Vec::new();
+    let mut max_seq = 0i64;
+
+    for (seq, item) in items {
+        let seq = int(*seq, "stream sequence")?;
+        max_seq = max_seq.max(seq);
+        let t = match item {
+            Item::Checkpoint(c) => {
+                observed.push((
+                    c.tenant.to_string(),
+                    c.payment_id.to_string(),
+                    int(c.version, "version")?,
+                    c.checkpoint.as_str().to_owned(),
+                    seq,
+                ));
+                result.applied.push(Applied::Observed);
+                continue;
+            }
+            Item::Transition(t) => t,
+        };
+        let key = item.key();
+        let version = int(t.version, "version")?;
+        let known = state.get(&key).cloned().unwrap_or(State {
+            version: 0,
+            ledger_minor: 0,
+        });
+        if version <= known.version {
+            result.applied.push(Applied::Duplicate);
+            continue;
+        }
+        if version != known.version + 1 {
+            result.applied.push(Applied::Deferred);
+            continue;
+        }
+        let merchant = t.merchant_id.to_string();
+        let posting = ledger::posting(t.status, t.previous_status, known.ledger_minor, &merchant, &t.terms);
+        let (ledger_minor, posted) = match posting {
+            Posting::Nothing => (known.ledger_minor, true),
+            Posting::Unpostable => {
+                tracing::warn!(
+                    tenant = %t.tenant,
+                    payment_id = %t.payment_id,
+                    version,
+                    status = %t.status,
+                    "money moved but the amount or currency is unknown: not posted, never final"
+                );
+                (known.ledger_minor, false)
+            }
+            Posting::Entry { entry, ledger_minor } => {
+                journal.tenant.push(key.0.clone());
+                journal.payment_id.push(key.1.clone());
+                journal.version.push(version);
+                journal.kind.push(entry.kind.to_owned());
+                journal.status.push(t.status.as_str().to_owned());
+                journal.seq.push(seq);
+                journal.trace_id.push(t.trace_id.clone());
+                journal.occurred_at.push(t.occurred_at);
+                for (leg, l) in entry.legs.iter().enumerate() {
+                    accounts.insert(
+                        (key.0.clone(), l.account.clone(), entry.currency.clone()),
+                        l.kind.as_str(),
+                    );
+                    postings.tenant.push(key.0.clone());
+                    postings.payment_id.push(key.1.clone());
+                    postings.version.push(version);
+                    postings.leg.push(i32::try_from(leg).unwrap_or(i32::MAX));
+                    postings.account.push(l.account.clone());
+                    postings.currency.push(entry.currency.clone());
+                    postings.amount.push(l.amount_minor);
+                }
+                (ledger_minor, true)
+            }
+        };
+        timeline.tenant.push(key.0.clone());
+        timeline.payment_id.push(key.1.clone());
+        timeline.version.push(version);
+        timeline.status.push(t.status.as_str().to_owned());
+        timeline
+            .previous_status
+            .push(t.previous_status.map(|s| s.as_str().to_owned()));
+        timeline.seq.push(seq);
+        timeline.fact_id.push(t.cause.fact_id.clone());
+        timeline.source.push(t.cause.source.clone());
+        timeline.provider_event_id.push(t.cause.provider_event_id.clone());
+        timeline.rule.push(t.cause.rule.clone());
+        timeline.inbound_seq.push(int(t.cause.inbound_seq, "inbound sequence")?);
+        timeline.trace_id.push(t.trace_id.clone());
+        timeline.occurred_at.push(t.occurred_at);
+        timeline.recorded_at.push(t.recorded_at);
+        timeline.provider_ref.push(t.terms.provider_ref.clone());
+
+        result.due.push(checkpoint_row(t, CheckpointKind::Persisted, false));
+        if posted {
+            let is_final = model.is_terminal(t.status, t.terms.rail.as_deref());
+            result
+                .due
+                .push(checkpoint_row(t, CheckpointKind::LedgerPosted, is_final));
+        }
+        rows.insert(
+            key.clone(),
+            PaymentRow {
+                tenant: key.0.clone(),
+                payment_id: key.1.clone(),
+                merchant_id: merchant,
+                status: t.status.as_str().to_owned(),
+                version,
+                seq,
+                trace_id: t.trace_id.clone(),
+                occurred_at: t.occurred_at,
+                terms: t.terms.clone(),
+                ledger_minor,
+            },
+        );
+        state.insert(key, State { version, ledger_minor });
+        result.applied.push(Applied::New);
+    }
+
+    write_timeline(tx, &timeline, &origin.epoch).await?;
+    write_payments(tx, rows.values(), &origin.epoch).await?;
+    write_ledger(tx, &accounts, &journal, &postings).await?;
+    write_outbox(tx, &result.due).await?;
+    observe(tx, &observed).await?;
+    decide_final(tx, &tenants, &payments).await?;
+    sqlx::query(
+        "INSERT INTO projector_progress (instance, stream, epoch, max_seq, applied) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (instance, stream, epoch) DO UPDATE SET
+           max_seq = GREATEST(projector_progress.max_seq, EXCLUDED.max_seq),
+           applied = projector_progress.applied + EXCLUDED.applied, updated_at = now()",
+    )
+    .bind(&origin.instance)
+    .bind(subjects::STREAM_STATUS)
+    .bind(&origin.epoch)
+    .bind(max_seq)
+    .bind(i64::try_from(result.applied.iter().filter(|a| **a == Applied::New).count()).unwrap_or(i64::MAX))
+    .execute(&mut **tx)
+    .await?;
+    Ok(result)
+}
+
+async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch: &str) -> Result<(), BatchError> {
+    if t.tenant.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO payment_timeline
+           (tenant, payment_id, version, status, previous_status, status_seq, fact_id, source,
+            provider_event_id, rule, inbound_seq, trace_id, occurred_at, recorded_at, provider_ref, status_epoch)
+         SELECT *, $16 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+           $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::timestamptz[],
+           $14::timestamptz[], $15::text[])
+         ON CONFLICT (tenant, payment_id, version) DO NOTHING",
+    )
+    .bind(&t.tenant)
+    .bind(&t.payment_id)
+    .bind(&t.version)
+    .bind(&t.status)
+    .bind(&t.previous_status)
+    .bind(&t.seq)
+    .bind(&t.fact_id)
+    .bind(&t.source)
+    .bind(&t.provider_event_id)
+    .bind(&t.rule)
+    .bind(&t.inbound_seq)
+    .bind(&t.trace_id)
+    .bind(&t.occurred_at)
+    .bind(&t.recorded_at)
+    .bind(&t.provider_ref)
+    .bind(epoch)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_payments<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a PaymentRow>,
+    epoch: &str,
+) -> Result<(), BatchError> {
+    #[derive(Default)]
+    struct Cols {
+        tenant: Vec<String>,
+        payment_id: Vec<String>,
+        merchant_id: Vec<String>,
+        status: Vec<String>,
+        version: Vec<i64>,
+        seq: Vec<i64>,
+        trace_id: Vec<String>,
+        occurred_at: Vec<DateTime<Utc>>,
+        amount: Vec<Option<i64>>,
+        currency: Vec<Option<String>>,
+        rail: Vec<Option<String>>,
+        country: Vec<Option<String>>,
+        provider: Vec<Option<String>>,
+        provider_ref: Vec<Option<String>>,
+        ledger_minor: Vec<i64>,
+    }
+    let mut c = Cols::default();
+    for r in rows {
+        c.tenant.push(r.tenant.clone());
+        c.payment_id.push(r.payment_id.clone());
+        c.merchant_id.push(r.merchant_id.clone());
+        c.status.push(r.status.clone());
+        c.version.push(r.version);
+        c.seq.push(r.seq);
+        c.trace_id.push(r.trace_id.clone());
+        c.occurred_at.push(r.occurred_at);
+        c.amount.push(r.terms.amount_minor);
+        c.currency.push(r.terms.currency.clone());
+        c.rail.push(r.terms.rail.clone());
+        c.country.push(r.terms.country.clone());
+        c.provider.push(r.terms.provider.clone());
+        c.provider_ref.push(r.terms.provider_ref.clone());
+        c.ledger_minor.push(r.ledger_minor);
+    }
+    if c.tenant.is_empty() {
+        return Ok(());
+    }
+    // Only a newer version moves current state, and a new version is never final
+    // until its own checkpoints are read back.
+    sqlx::query(
+        "INSERT INTO payments
+           (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
+            currency, rail, country, provider, provider_ref, ledger_minor, final, status_epoch)
+         SELECT u.*, FALSE, $16 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+           $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
+           $14::text[], $15::bigint[]) AS u
+         ON CONFLICT (tenant, payment_id) DO UPDATE SET
+           status = EXCLUDED.status, version = EXCLUDED.version, status_seq = EXCLUDED.status_seq,
+           trace_id = EXCLUDED.trace_id, occurred_at = EXCLUDED.occurred_at, amount_minor = EXCLUDED.amount_minor,
+           currency = EXCLUDED.currency, rail = EXCLUDED.rail, country = EXCLUDED.country,
+           provider = EXCLUDED.provider, provider_ref = EXCLUDED.provider_ref,
+           ledger_minor = EXCLUDED.ledger_minor, final = FALSE, status_epoch = EXCLUDED.status_epoch,
+           updated_at = now()
+         WHERE payments.version < EXCLUDED.version",
+    )
+    .bind(&c.tenant)
+    .bind(&c.payment_id)
+    .bind(&c.merchant_id)
+    .bind(&c.status)
+    .bind(&c.version)
+    .bind(&c.seq)
+    .bind(&c.trace_id)
+    .bind(&c.occurred_at)
+    .bind(&c.amount)
+    .bind(&c.currency)
+    .bind(&c.rail)
+    .bind(&c.country)
+    .bind(&c.provider)
+    .bind(&c.provider_ref)
+    .bind(&c.ledger_minor)
+    .bind(epoch)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_ledger(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &BTreeMap<(String, String, String), &'static str>,
+    j: &Journal,
+    p: &Postings,
+) -> Result<(), BatchError> {
+    if j.tenant.is_empty() {
+        return Ok(());
+    }
+    let mut a: (Vec<String>, Vec<String>, Vec<String>, Vec<String>) = Default::default();
+    for ((tenant, account, currency), kind) in accounts {
+        a.0.push(tenant.clone());
+        a.1.push(account.clone());
+        a.2.push(currency.clone());
+        a.3.push((*kind).to_owned());
+    }
+    sqlx::query(
+        "INSERT INTO ledger_accounts (tenant, account, currency, kind)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&a.0)
+    .bind(&a.1)
+    .bind(&a.2)
+    .bind(&a.3)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO journal_entries (tenant, payment_id, version, entry_kind, status, status_seq, trace_id, occurred_at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+           $8::timestamptz[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&j.tenant)
+    .bind(&j.payment_id)
+    .bind(&j.version)
+    .bind(&j.kind)
+    .bind(&j.status)
+    .bind(&j.seq)
+    .bind(&j.trace_id)
+    .bind(&j.occurred_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO ledger_postings (tenant, payment_id, version, leg, account, currency, amount_minor)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&p.tenant)
+    .bind(&p.payment_id)
+    .bind(&p.version)
+    .bind(&p.leg)
+    .bind(&p.account)
+    .bind(&p.currency)
+    .bind(&p.amount)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_outbox(tx: &mut Transaction<'_, Postgres>, due: &[OutboxRow]) -> Result<(), BatchError> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut c = OutboxCols::default();
+    for r in due {
+        c.tenant.push(r.tenant.clone());
+        c.payment_id.push(r.payment_id.clone());
+        c.version.push(r.version);
+        c.kind.push(r.kind.clone());
+        c.subject.push(r.subject.clone());
+        c.msg_id.push(r.msg_id.clone());
+        c.payload.push(r.payload.clone());
+        c.traceparent.push(r.traceparent.clone());
+        c.is_final.push(r.is_final);
+    }
+    sqlx::query(
+        "INSERT INTO checkpoint_outbox (tenant, payment_id, version, kind, subject, msg_id, payload, traceparent, is_final)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[],
+           $8::text[], $9::bool[])
+         ON CONFLICT (tenant, payment_id, version, kind) DO NOTHING",
+    )
+    .bind(&c.tenant)
+    .bind(&c.payment_id)
+    .bind(&c.version)
+    .bind(&c.kind)
+    .bind(&c.subject)
+    .bind(&c.msg_id)
+    .bind(&c.payload)
+    .bind(&c.traceparent)
+    .bind(&c.is_final)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks the checkpoints read back from the stream (and published, should the
+/// publisher have crashed before marking them).
+async fn observe(
+    tx: &mut Transaction<'_, Postgres>,
+    observed: &[(String, String, i64, String, i64)],
+) -> Result<(), BatchError> {
+    if observed.is_empty() {
+        return Ok(());
+    }
+    let mut c = CheckpointSeqs::default();
+    for (t, p, v, k, s) in observed {
+        c.push(t, p, *v, k, *s);
+    }
+    sqlx::query(
+        "UPDATE checkpoint_outbox o SET observed_seq = COALESCE(o.observed_seq, u.seq),
+           published_seq = COALESCE(o.published_seq, u.seq), published_at = COALESCE(o.published_at, now())
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
+         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k",
+    )
+    .bind(&c.tenant)
+    .bind(&c.payment_id)
+    .bind(&c.version)
+    .bind(&c.kind)
+    .bind(&c.seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A payment of the batch is final once its current version's `persisted` and
+/// `ledger_posted` checkpoints were both read back and the latter says final.
+async fn decide_final(
+    tx: &mut Transaction<'_, Postgres>,
+    tenants: &[String],
+    payments: &[String],
+) -> Result<(), BatchError> {
+    sqlx::query(
+        "UPDATE payments p SET final = TRUE, updated_at = now()
+         FROM unnest($1::text[], $2::text[]) AS u(t, id)
+         WHERE p.tenant = u.t AND p.payment_id = u.id AND NOT p.final
+           AND EXISTS (SELECT 1 FROM checkpoint_outbox l WHERE l.tenant = p.tenant AND l.payment_id = p.payment_id
+                       AND l.version = p.version AND l.kind = 'ledger_posted' AND l.is_final AND l.observed_seq IS NOT NULL)
+           AND EXISTS (SELECT 1 FROM checkpoint_outbox s WHERE s.tenant = p.tenant AND s.payment_id = p.payment_id
+                       AND s.version = p.version AND s.kind = 'persisted' AND s.observed_seq IS NOT NULL)",
+    )
+    .bind(tenants)
+    .bind(payments)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A W3C `traceparent` continuing the transition's trace (its `trace_id`), with a
+/// parent id derived from the checkpoint, so a checkpoint published by a batch (or by
+/// the drainer, or replayed) stays in the journey's trace without a span per message.
+fn traceparent(t: &Transition, kind: CheckpointKind) -> Option<String> {
+    use std::hash::{Hash, Hasher};
+    let valid = t.trace_id.len() == 32
+        && t.trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+        && t.trace_id.bytes().any(|b| b != b'0');
+    if !valid {
+        return None;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (t.tenant.as_str(), t.payment_id.as_str(), t.version, kind.as_str()).hash(&mut hasher);
+    let parent = hasher.finish().max(1);
+    Some(format!("00-{}-{parent:016x}-01", t.trace_id.to_ascii_lowercase()))
+}
+
+/// The checkpoint of `kind` for `t`, ready for the outbox.
+fn checkpoint_row(t: &Transition, kind: CheckpointKind, is_final: bool) -> OutboxRow {
+    let checkpoint = Checkpoint {
+        v: ENVELOPE_VERSION,
+        checkpoint: kind,
+        tenant: t.tenant.clone(),
+        merchant_id: t.merchant_id.clone(),
+        payment_id: t.payment_id.clone(),
+        version: t.version,
+        status: t.status,
+        recorded_at: Utc::now(),
+        trace_id: t.trace_id.clone(),
+        is_final,
+    };
+    OutboxRow {
+        tenant: t.tenant.to_string(),
+        payment_id: t.payment_id.to_string(),
+        version: i64::try_from(t.version).unwrap_or(i64::MAX),
+        kind: kind.as_str().to_owned(),
+        subject: subjects::checkpoint(&t.tenant, &t.merchant_id, &t.payment_id),
+        msg_id: msg_id::checkpoint(&t.tenant, &t.payment_id, t.version, kind.as_str()),
+        payload: envelope::encode(&checkpoint).to_vec(),
+        traceparent: traceparent(t, kind),
+        is_final,
+    }
+}

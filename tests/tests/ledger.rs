@@ -1,0 +1,364 @@
+//! The ledger projector (issue 17): a double-entry ledger the database keeps
+//! balanced, exactly-once batches that survive a kill, two instances keeping
+//! per-payment order, a rebuild equal to the live projection, `final` only after both
+//! checkpoints, and a list `position` a subscription can continue from.
+//!
+//! Transitions are published directly as the reconciler (its NATS user), so volume
+//! costs no webhook round trips.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use paytrack_nats::Role;
+use paytrack_tests::Mesh;
+use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::workload::{WAIT, check_ledger, dump, plans, publish, scalar, wait_projected};
+use paytrack_tests::ws::WsClient;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Two projector instances share the consumer; one is killed in the middle of a few
+/// thousand transitions and started again. The projection then holds every
+/// transition once, each payment's ledger is what its ordered history implies, the
+/// ledger balances, both instances did part of the work, and a rebuild from the
+/// streams into an empty database equals it row for row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_flow_two_instances_end_equal_to_a_rebuild() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let (second, second_task) = mesh.spawn_projector("second");
+    let plans = plans("pk", 1_000);
+    let total: usize = plans.iter().map(|p| p.statuses.len()).sum();
+    let publisher = publish(&mesh, &plans, Duration::ZERO);
+    let killer = async {
+        // Kill once part of the work is committed (and while the rest is in flight).
+        mesh.eventually(WAIT, "some transitions projected", || async {
+            scalar(
+                &mesh.db,
+                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
+                &mesh.tenant,
+            )
+            .await
+            .filter(|n| *n >= 300)
+        })
+        .await?;
+        mesh.kill_projector(async { Ok(()) }).await
+    };
+    let started = std::time::Instant::now();
+    let (published, killed) = tokio::join!(publisher, killer);
+    assert_eq!(published?, total);
+    killed?;
+    wait_projected(&mesh, &mesh.db, total).await?;
+    eprintln!(
+        "live: {total} transitions projected (with a kill) in {:?}",
+        started.elapsed()
+    );
+    check_ledger(&mesh.db, &mesh.tenant, &plans).await?;
+    let instances: Vec<(String, i64)> =
+        sqlx::query_as("SELECT instance, applied FROM projector_progress WHERE applied > 0 ORDER BY instance")
+            .fetch_all(&mesh.db)
+            .await?;
+    assert!(instances.len() >= 2, "both instances applied batches: {instances:?}");
+    let applied: i64 = instances.iter().map(|i| i.1).sum();
+    assert_eq!(
+        applied, total as i64,
+        "every transition applied exactly once across instances"
+    );
+    second.cancel();
+    second_task.await??;
+
+    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    assert_eq!(report.transitions, total as u64);
+    eprintln!("rebuild: {report:?}");
+    let live = dump(&mesh.db, &mesh.tenant).await?;
+    let replayed = dump(&rebuilt, &mesh.tenant).await?;
+    for (table, rows) in &live {
+        assert!(!rows.is_empty(), "{table} has rows");
+        assert_eq!(rows.len(), replayed[table].len(), "{table}: row count");
+        for (a, b) in rows.iter().zip(&replayed[table]) {
+            assert_eq!(a, b, "{table}: live and rebuilt rows differ");
+        }
+    }
+    check_ledger(&rebuilt, &mesh.tenant, &plans).await?;
+    Ok(())
+}
+
+/// The database itself refuses a journal entry whose legs do not sum to zero per
+/// currency, and any edit of a posted leg; a balanced entry written by hand commits.
+#[tokio::test]
+async fn the_database_refuses_an_unbalanced_journal_entry() -> anyhow::Result<()> {
+    let db = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    paytrack_shared::db::MIGRATOR.run(&db).await?;
+    sqlx::query(
+        "INSERT INTO ledger_accounts (tenant, account, currency, kind) VALUES
+           ('t1', 'provider_clearing:x', 'USD', 'asset'), ('t1', 'merchant_payable:m', 'USD', 'liability'),
+           ('t1', 'provider_clearing:x', 'EUR', 'asset'), ('t1', 'merchant_payable:m', 'EUR', 'liability')",
+    )
+    .execute(&db)
+    .await?;
+    let entry = |version: i64, legs: Vec<(&'static str, &'static str, i64)>| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await?;
+            sqlx::query(
+                "INSERT INTO journal_entries (tenant, payment_id, version, entry_kind, status, status_seq, trace_id, occurred_at)
+                 VALUES ('t1', 'p1', $1, 'capture', 'succeeded', 1, 'x', now())",
+            )
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            // One statement per leg: the check waits for the commit.
+            for (leg, (account, currency, amount)) in legs.into_iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO ledger_postings (tenant, payment_id, version, leg, account, currency, amount_minor)
+                     VALUES ('t1', 'p1', $1, $2, $3, $4, $5)",
+                )
+                .bind(version)
+                .bind(leg as i32)
+                .bind(account)
+                .bind(currency)
+                .bind(amount)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+    };
+    let refused = |r: Result<(), sqlx::Error>| {
+        r.err()
+            .and_then(|e| e.as_database_error().and_then(|d| d.code().map(|c| c.into_owned())))
+    };
+    assert_eq!(
+        refused(entry(1, vec![("provider_clearing:x", "USD", 100)]).await),
+        Some("23514".into()),
+        "a one-legged entry"
+    );
+    assert_eq!(
+        refused(
+            entry(
+                2,
+                vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "USD", -90)]
+            )
+            .await
+        ),
+        Some("23514".into()),
+        "legs that do not sum to zero"
+    );
+    assert_eq!(
+        refused(
+            entry(
+                3,
+                vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "EUR", -100)]
+            )
+            .await
+        ),
+        Some("23514".into()),
+        "legs that sum to zero only across currencies"
+    );
+    entry(
+        4,
+        vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "USD", -100)],
+    )
+    .await?;
+    let edit = sqlx::query("UPDATE ledger_postings SET amount_minor = 1 WHERE version = 4 AND leg = 0")
+        .execute(&db)
+        .await;
+    assert!(edit.is_err(), "a posted leg cannot be edited");
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM journal_entries")
+        .fetch_one(&db)
+        .await?;
+    assert_eq!(entries, 1, "only the balanced entry was committed");
+    Ok(())
+}
+
+/// `final` appears (REST, list, WebSocket) only once both checkpoints of the version
+/// are in the stream, for a status terminal on its rail; `succeeded` on ach_debit is
+/// never final (its return window), while a card capture and a failure are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    let mut ws = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    ws.send(json!({"type": "subscribe", "channel": "payments"})).await?;
+    ws.next_of("subscribed", WAIT).await?;
+    let all = plans("pf", 4);
+    // card succeeded, ach_debit succeeded (then held back from its return), rtp failed.
+    let mut ach = all[1].clone();
+    ach.statuses.truncate(3);
+    let chosen = vec![all[0].clone(), ach, all[2].clone()];
+    publish(&mesh, &chosen, Duration::ZERO).await?;
+    wait_projected(&mesh, &mesh.db, 9).await?;
+
+    // The WebSocket: the only final events are the ledger_posted checkpoints of the
+    // card capture and the rtp failure, each after its persisted checkpoint.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut finals = BTreeSet::new();
+    while finals.len() < 2 {
+        let event = ws
+            .next_of("event", WAIT)
+            .await
+            .map_err(|e| e.context(format!("final events so far {finals:?}, seen {seen:?}")))?;
+        if event["final"] == true {
+            finals.insert(event["payment_id"].as_str().unwrap_or_default().to_owned());
+            assert_eq!(event["kind"], "checkpoint", "{event}");
+            assert_eq!(event["checkpoint"], "ledger_posted", "{event}");
+            let persisted = seen.iter().any(|e| {
+                e["payment_id"] == event["payment_id"]
+                    && e["version"] == event["version"]
+                    && e["checkpoint"] == "persisted"
+            });
+            assert!(persisted, "final only after the persisted checkpoint: {event}");
+        }
+        seen.push(event);
+    }
+    assert_eq!(finals, BTreeSet::from(["pf0".to_owned(), "pf2".to_owned()]));
+    let ach_checkpoint = seen
+        .iter()
+        .find(|e| e["payment_id"] == "pf1" && e["version"] == 3 && e["checkpoint"] == "ledger_posted");
+    if let Some(e) = ach_checkpoint {
+        assert_eq!(e["final"], false, "ach_debit succeeded is not final: {e}");
+    }
+
+    // REST and the list agree; and where final, both checkpoints are in the stream.
+    let token = mesh.operator_token();
+    for (payment, expected) in [("pf0", true), ("pf1", false), ("pf2", true)] {
+        let body: Value = mesh
+            .get(&format!("/v1/payments/{payment}"), &token)
+            .await?
+            .json()
+            .await?;
+        assert_eq!(body["final"], expected, "{payment}: {body}");
+        let evidence: Value = mesh
+            .get(&format!("/v1/payments/{payment}/evidence"), &token)
+            .await?
+            .json()
+            .await?;
+        let version = body["version"].clone();
+        let checkpoints: Vec<&Value> = evidence["checkpoints"]
+            .as_array()
+            .map(|a| a.iter().filter(|c| c["version"] == version).collect())
+            .unwrap_or_default();
+        assert_eq!(checkpoints.len(), 2, "{payment}: {evidence}");
+        let stream = mesh.js.get_stream("PAYTRACK_STATUS").await?;
+        for c in checkpoints {
+            assert_eq!(c["observed"], true);
+            let seq = c["seq"].as_u64().expect("published");
+            let message = stream.get_raw_message(seq).await?;
+            assert!(message.subject.starts_with("paytrack.checkpoint."));
+        }
+    }
+    let ledger: Value = mesh.get("/v1/payments/pf0/ledger", &token).await?.json().await?;
+    assert_eq!(ledger["ledger_minor"], 100, "{ledger}");
+    assert_eq!(ledger["entries"][0]["entry_kind"], "capture");
+    let list: Value = mesh.get("/v1/payments?status=succeeded", &token).await?.json().await?;
+    let listed: Vec<(&str, bool)> = list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| (i["payment_id"].as_str().unwrap_or(""), i["final"] == true))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(listed, vec![("pf0", true), ("pf1", false)], "{list}");
+    Ok(())
+}
+
+/// While transitions flow (to two projector instances), a client loads the list
+/// with its `position`, then subscribes to `payments` with `since` = position: for
+/// every payment, the listed version plus the transitions received cover every
+/// version, so nothing fell between the page and the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_position_then_since_misses_no_transition() -> anyhow::Result<()> {
+    // The client reads its events once the flow is over: room for all of them.
+    let mesh = Mesh::start_with(MeshOptions {
+        session_queue: 16_384,
+        session_queue_bytes: 32 << 20,
+        ..MeshOptions::quiet()
+    })
+    .await?;
+    let (second, second_task) = mesh.spawn_projector("second");
+    let plans = plans("pl", 240);
+    let token = mesh.operator_token();
+    // A steady flow: ten payments' whole histories at a time, without pause, so the
+    // list is loaded while transitions are in flight to the projectors.
+    let publisher = async {
+        let mut published = 0;
+        for group in plans.chunks(10) {
+            published += publish(&mesh, group, Duration::ZERO).await?;
+        }
+        Ok::<_, anyhow::Error>(published)
+    };
+    let client = async {
+        // Load the list while the flow is under way.
+        mesh.eventually(WAIT, "some transitions projected", || async {
+            scalar(
+                &mesh.db,
+                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
+                &mesh.tenant,
+            )
+            .await
+            .filter(|n| *n >= 100)
+        })
+        .await?;
+        let list: Value = mesh.get("/v1/payments?limit=500", &token).await?.json().await?;
+        let position = list["position"].clone();
+        assert!(position["seq"].as_u64().unwrap_or(0) > 0, "{position}");
+        let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+        ws.send(json!({"type": "subscribe", "channel": "payments", "since": position}))
+            .await?;
+        let subscribed = ws.next_of("subscribed", WAIT).await?;
+        assert_eq!(subscribed["recovered"], true, "{subscribed}");
+        let listed: BTreeMap<String, u64> = list["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i["payment_id"].as_str().unwrap_or("").to_owned(),
+                            i["version"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(list["next_cursor"].is_null());
+        Ok::<_, anyhow::Error>((ws, listed))
+    };
+    let (published, client) = tokio::join!(publisher, client);
+    published?;
+    let (mut ws, listed) = client?;
+    let mut received: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let complete = |received: &BTreeMap<String, BTreeSet<u64>>| {
+        plans.iter().all(|p| {
+            let last = p.statuses.len() as u64;
+            let from = listed.get(&p.payment).copied().unwrap_or(0);
+            (from + 1..=last).all(|v| received.get(&p.payment).is_some_and(|r| r.contains(&v)))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !complete(&received) {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = ws.next_of("event", remaining).await.map_err(|e| {
+            let missing: Vec<_> = plans
+                .iter()
+                .filter(|p| {
+                    let from = listed.get(&p.payment).copied().unwrap_or(0);
+                    (from + 1..=p.statuses.len() as u64)
+                        .any(|v| !received.get(&p.payment).is_some_and(|r| r.contains(&v)))
+                })
+                .map(|p| p.payment.clone())
+                .collect();
+            e.context(format!("versions missed after the list's position: {missing:?}"))
+        })?;
+        if event["kind"] == "transition" {
+            received
+                .entry(event["payment_id"].as_str().unwrap_or("").to_owned())
+                .or_default()
+                .insert(event["version"].as_u64().unwrap_or(0));
+        }
+    }
+    second.cancel();
+    second_task.await??;
+    Ok(())
+}
