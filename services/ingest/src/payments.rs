@@ -79,6 +79,8 @@ pub struct FactNotApplied {
     pub event_type: Option<String>,
     /// The payment's version the decision was made against.
     pub current_version: Option<i64>,
+    /// The applied fact it lost to (stale, duplicate) or contradicted (conflict).
+    pub superseded_by: Option<String>,
     /// Where its raw payload is in PAYTRACK_IN.
     pub inbound_seq: i64,
     /// Trace.
@@ -171,8 +173,8 @@ async fn timeline(state: &AppState, caller: &Caller, payment_id: &PaymentId) -> 
     .fetch_all(&state.db)
     .await?;
     let not_applied = sqlx::query_as::<_, FactNotApplied>(
-        "SELECT fact_id, outcome, reason, rule, event_type, current_version, inbound_seq, trace_id,
-                decided_at AS recorded_at
+        "SELECT fact_id, outcome, reason, rule, event_type, current_version, superseded_by, inbound_seq,
+                trace_id, decided_at AS recorded_at
          FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2 AND outcome <> 'applied'
          ORDER BY decided_at, inbound_seq",
     )
@@ -219,6 +221,8 @@ pub struct FactEvidence {
     pub outcome: Option<String>,
     /// Why it was not applied, if it was not.
     pub outcome_reason: Option<String>,
+    /// The applied fact it lost to or contradicted, if any.
+    pub superseded_by: Option<String>,
 }
 
 /// Renders a stored raw body as text: ingest only accepts UTF-8 bodies, so this is
@@ -272,7 +276,7 @@ pub async fn get_evidence(
     let tenant = caller.tenant.as_str();
     let facts = sqlx::query_as::<_, FactEvidence>(
         "SELECT f.fact_id, f.inbound_seq, f.source, f.raw_headers, f.raw_body, f.received_at,
-                o.outcome, o.reason AS outcome_reason
+                o.outcome, o.reason AS outcome_reason, o.superseded_by
          FROM inbound_facts f
          LEFT JOIN fact_outcomes o
            ON o.tenant = f.tenant AND o.payment_id = f.payment_id AND o.inbound_seq = f.inbound_seq

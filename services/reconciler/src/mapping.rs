@@ -26,6 +26,18 @@ const STDWEBHOOKS_STATUSES: [(&str, Status); 6] = [
 /// Maps a fact, or None when no rule covers it (the fact is kept, not applied).
 pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
     match &fact.source {
+        FactSource::StatusQuery(event) => {
+            // The status-query answer names a canonical provider status
+            // (`pending`, `succeeded`, …), the same set the generic webhook uses.
+            let event_type = format!("payment.{}", event.event_type);
+            STDWEBHOOKS_STATUSES
+                .iter()
+                .find(|(known, _)| *known == event_type)
+                .map(|(_, status)| MappedStatus {
+                    status: *status,
+                    rule: format!("status_query:{}", event.event_type),
+                })
+        }
         FactSource::Webhook(event) => {
             let table: &[(&str, Status)] = match event.provider.as_str() {
                 "stdwebhooks" => &STDWEBHOOKS_STATUSES,
