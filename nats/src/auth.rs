@@ -119,6 +119,16 @@ impl Role {
                 p.layout();
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_RECONCILER);
                 p.history(subjects::STREAM_STATUS, &[crate::CONSUMER_RECONCILER]);
+                // Stuck-payment sweeps: a status-query answer is recorded as an
+                // inbound fact (so evidence and de-duplication work as for any
+                // fact), and the sweep's KV bucket is created, written and scanned.
+                p.publish.extend([subjects::IN_ALL.into(), subjects::SWEEP_ALL.into()]);
+                p.publish.push(api("INFO"));
+                for verb in ["INFO", "CREATE", "UPDATE"] {
+                    p.publish
+                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_SWEEP)));
+                }
+                p.history(subjects::STREAM_SWEEP, &[]);
             }
             Role::Projector => {
                 p.publish.extend([

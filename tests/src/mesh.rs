@@ -56,6 +56,8 @@ pub struct MeshOptions {
     /// How many reconciler replicas run side by side (the Kubernetes base runs two);
     /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
     pub reconcilers: usize,
+    /// Further settings, applied last (e.g. the reconciler's sweep windows).
+    pub extra_settings: Vec<(&'static str, String)>,
 }
 
 impl MeshOptions {
@@ -83,6 +85,7 @@ impl Default for MeshOptions {
             edge_ring_messages: 10_000,
             edge_max_subscriptions: 100,
             reconcilers: 1,
+            extra_settings: Vec::new(),
         }
     }
 }
@@ -202,6 +205,7 @@ impl Mesh {
         if let Some(ms) = options.consumer_retry_ms {
             pairs.push(("consumer_retry_ms", ms.to_string()));
         }
+        pairs.extend(options.extra_settings.iter().map(|(k, v)| (*k, v.clone())));
         let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;

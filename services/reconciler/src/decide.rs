@@ -72,6 +72,7 @@ const MAX_CONFLICT_RETRIES: usize = 5;
 pub struct Reconciler {
     js: jetstream::Context,
     status: Stream,
+    sweeps: Option<std::sync::Arc<crate::sweep::Sweeps>>,
 }
 
 struct Current {
@@ -90,7 +91,20 @@ impl Reconciler {
                 stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
-        Ok(Reconciler { js, status })
+        Ok(Reconciler {
+            js,
+            status,
+            sweeps: None,
+        })
+    }
+
+    /// This reconciler, recording each transition it appends in the stuck-payment
+    /// sweep's bucket.
+    pub fn with_sweeps(self, sweeps: std::sync::Arc<crate::sweep::Sweeps>) -> Reconciler {
+        Reconciler {
+            sweeps: Some(sweeps),
+            ..self
+        }
     }
 
     /// Handles one fact of PAYTRACK_IN, opened by the shared delivery prologue (the
@@ -109,8 +123,22 @@ impl Reconciler {
         async move {
             let decision = self.decide(fact, inbound_seq, &trace_id).await?;
             // Recorded before the fact is acknowledged: every fact has an outcome.
-            self.publish_outcome(&outcome_of(fact, inbound_seq, &decision, &trace_id))
-                .await?;
+            let outcome = outcome_of(fact, inbound_seq, &decision, &trace_id);
+            self.publish_outcome(&outcome).await?;
+            if let (Some(sweeps), Decision::Applied { transition, .. }) = (&self.sweeps, &decision) {
+                sweeps
+                    .track(transition)
+                    .await
+                    .map_err(|e| HandleError::transient("track the payment for sweeps", e))?;
+            }
+            if matches!(fact.source, FactSource::StatusQuery(_))
+                && matches!(
+                    outcome.outcome,
+                    OutcomeKind::Stale | OutcomeKind::Refused | OutcomeKind::Conflict
+                )
+            {
+                self.source_mismatch(&outcome).await?;
+            }
             let label = match &decision {
                 Decision::Applied { redelivered: true, .. } => "redelivered",
                 Decision::Applied {
@@ -273,6 +301,33 @@ impl Reconciler {
             seq: message.sequence,
             transition,
         }))
+    }
+
+    /// Raises `source_mismatch`: the provider's status query disagrees with what was
+    /// applied from its webhooks.
+    async fn source_mismatch(&self, outcome: &FactOutcome) -> Result<(), HandleError> {
+        let detail = format!(
+            "the status query ({}) was {}: {}; applied: {}",
+            outcome.event_type.as_deref().unwrap_or("?"),
+            outcome.outcome.as_str(),
+            outcome.reason.as_deref().unwrap_or(""),
+            outcome.superseded_by.as_deref().unwrap_or("nothing")
+        );
+        tracing::warn!(%detail, "source mismatch");
+        crate::alerts::raise(
+            &self.js,
+            crate::alerts::Raise {
+                tenant: &outcome.tenant,
+                payment: &outcome.payment_id,
+                merchant: None,
+                kind: subjects::ALERT_SOURCE_MISMATCH,
+                discriminator: &outcome.fact_id,
+                detail,
+                trace_id: &outcome.trace_id,
+            },
+        )
+        .await
+        .map_err(|e| HandleError::transient("raise source_mismatch", e))
     }
 
     /// Records what a fact did on `paytrack.outcome.<tenant>.<payment_id>`.
