@@ -424,6 +424,21 @@ impl Mesh {
         Ok(total)
     }
 
+    /// Aborts one reconciler replica's task, as a killed process would stop: the
+    /// message in hand is neither finished nor acknowledged. False when none runs.
+    pub fn abort_reconciler(&self) -> anyhow::Result<bool> {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+        let Some(index) = tasks.iter().position(|(name, _)| *name == "reconciler") else {
+            return Ok(false);
+        };
+        let (_, task) = tasks.swap_remove(index);
+        task.abort();
+        Ok(true)
+    }
+
     /// Fails when a service task has ended while it should run (an error, a panic,
     /// or an early return), naming the service and why.
     pub fn check_services(&self) -> anyhow::Result<()> {

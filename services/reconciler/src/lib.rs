@@ -130,7 +130,6 @@ pub async fn run_with_admin(
     };
     readiness.set(true);
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);
-    let sweeper = tokio::spawn(sweeps.run(shutdown.clone()));
 
     let supervisor = paytrack_nats::Supervisor::new(
         js.clone(),
@@ -139,13 +138,16 @@ pub async fn run_with_admin(
         config.retry,
         readiness.clone(),
     );
-    paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
+    // The sweeper runs inside this future, not as a detached task: whatever ends
+    // the reconciler (shutdown, or its task being aborted like a killed process)
+    // ends its sweeps too.
+    let sweeper = sweeps.run(shutdown.clone());
+    let consumer = paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
         let reconciler = &reconciler;
         async move { reconciler.handle(delivery).await.map(drop) }
-    })
-    .await;
+    });
+    tokio::join!(consumer, sweeper);
 
-    let _ = sweeper.await;
     if let Some(admin) = admin {
         let _ = admin.await;
     }
