@@ -141,6 +141,7 @@ impl Role {
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
                 p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
                 p.durable(subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES);
+                p.durable(subjects::STREAM_ALERT, crate::CONSUMER_PROJECTOR_ALERTS);
             }
             Role::Edge => {
                 p.publish
@@ -180,7 +181,8 @@ impl Role {
 }
 
 /// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
-const DURABLES: [(&str, &str); 4] = [
+const DURABLES: [(&str, &str); 5] = [
+    (subjects::STREAM_ALERT, crate::CONSUMER_PROJECTOR_ALERTS),
     (subjects::STREAM_IN, crate::CONSUMER_RECONCILER),
     (subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS),
     (subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE),

@@ -209,3 +209,56 @@ async fn a_missing_persisted_checkpoint_raises_trace_gap() -> anyhow::Result<()>
     assert_eq!(mesh.stream_messages(subjects::STREAM_ALERT).await?, at);
     Ok(())
 }
+
+/// An alert is listed for operators with its evidence link; acknowledging it records
+/// who and why once (a repeat answers the first acknowledgement); an end user's
+/// token may not read alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_and_acknowledged_once_by_a_named_operator() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let pay = "pay_upi_ack";
+    pending_payment(&mesh, pay, "upi").await?;
+    let raised = alert(&mesh, &mesh.tenant, subjects::ALERT_UNCLEAR_PENDING).await?;
+    let token = mesh.operator_token();
+    let listed = eventually(WAIT, "the alert listed", || async {
+        let response = mesh.get("/v1/alerts?kind=unclear_pending", &token).await.ok()?;
+        let list: serde_json::Value = response.json().await.ok()?;
+        let items = list["items"].as_array()?.clone();
+        items.into_iter().find(|a| a["alert_id"] == raised.alert_id.as_str())
+    })
+    .await?;
+    assert_eq!(listed["payment_id"], pay);
+    assert_eq!(listed["evidence"], format!("/v1/payments/{pay}/evidence"));
+    assert_eq!(listed["acked_by"], serde_json::Value::Null);
+
+    let http = reqwest::Client::new();
+    let ack_url = format!("{}/v1/alerts/{}/ack", mesh.ingest_url, raised.alert_id);
+    let ack = |note: &'static str| {
+        http.post(&ack_url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"note": note}))
+            .send()
+    };
+    let first: serde_json::Value = ack("provider outage, checked by phone").await?.json().await?;
+    let again: serde_json::Value = ack("second look").await?.json().await?;
+    assert!(first["acked_by"].as_str().is_some_and(|a| !a.is_empty()), "{first}");
+    assert_eq!(first["ack_note"], "provider outage, checked by phone");
+    assert_eq!(again["acked_at"], first["acked_at"], "the first acknowledgement stands");
+    assert_eq!(again["ack_note"], first["ack_note"]);
+    let unacked: serde_json::Value = mesh.get("/v1/alerts?acknowledged=false", &token).await?.json().await?;
+    assert!(
+        unacked["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|a| a["alert_id"] != raised.alert_id.as_str()))
+    );
+    let missing = http
+        .post(format!("{}/v1/alerts/nope/ack", mesh.ingest_url))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    let user = mesh.scoped_token("u_1", &[&format!("payment:{pay}")]);
+    assert_eq!(mesh.get("/v1/alerts", &user).await?.status(), 403);
+    Ok(())
+}

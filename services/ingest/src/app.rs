@@ -63,6 +63,8 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/v1/payments/{payment_id}/timeline", get(payments::get_timeline))
         .route("/v1/payments/{payment_id}/evidence", get(payments::get_evidence))
         .route("/v1/status-model", get(payments::status_model))
+        .route("/v1/alerts", get(crate::alerts::list))
+        .route("/v1/alerts/{alert_id}/ack", post(crate::alerts::ack))
         .with_state(state)
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())
