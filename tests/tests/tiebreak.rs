@@ -184,3 +184,23 @@ async fn an_rtp_failure_after_success_needs_investigation_and_only_a_resolve_lea
     assert_eq!(chain[3].cause.rule, "command:resolve");
     Ok(())
 }
+
+/// `GET /v1/status-model` serves the per-rail data the reconciler enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_model_serves_rail_finality_and_windows() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let model: Value = mesh
+        .get("/v1/status-model", &mesh.operator_token())
+        .await?
+        .json()
+        .await?;
+    assert_eq!(model["rails"]["upi"]["status_checks"]["first_after_secs"], 90);
+    assert_eq!(model["rails"]["upi"]["status_checks"]["max_checks"], 3);
+    assert_eq!(model["rails"]["rtp"]["irrevocable"], true);
+    assert_eq!(model["rails"]["ach_debit"]["irrevocable"], false);
+    let windows = model["rails"]["ach_debit"]["return_windows"].clone();
+    assert_eq!(windows[0]["codes"], serde_json::json!(["R01", "R02", "R03", "R04"]));
+    assert_eq!(windows[0]["banking_days"], 2);
+    assert_eq!(windows[1]["calendar_days"], 60);
+    Ok(())
+}
