@@ -81,6 +81,8 @@ pub struct InboundFact {
 /// Where a fact came from and what it says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A wire type read once per message: boxing the larger variant saves nothing here.
+#[allow(clippy::large_enum_variant)]
 pub enum FactSource {
     /// A signed provider webhook.
     Webhook(ProviderEvent),
@@ -109,6 +111,8 @@ pub struct PaymentCommand {
 /// The commands of DESIGN.md §5, tagged by `command` on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case")]
+// A wire type read once per message: boxing the larger variant saves nothing here.
+#[allow(clippy::large_enum_variant)]
 pub enum CommandAction {
     /// `POST /v1/payments`: opens the payment's history as `initiated`.
     Create(CreatePayment),
