@@ -35,6 +35,7 @@ nats_monitor_port="${PAYTRACK_DEV_NATS_MONITOR_PORT:-18222}"
 pg_port="${PAYTRACK_DEV_PG_PORT:-15432}"
 ingest_port="${PAYTRACK_DEV_INGEST_PORT:-18080}"
 edge_port="${PAYTRACK_DEV_EDGE_PORT:-18081}"
+simulator_port="${PAYTRACK_DEV_SIMULATOR_PORT:-18082}"
 ready_timeout="${PAYTRACK_DEV_READY_TIMEOUT:-60}"
 dev_tenant="${DEV_TENANT:-dev}"
 other_tenant="${OTHER_TENANT:-other}"
@@ -324,8 +325,10 @@ else
     PAYTRACK_JWT_ISSUER="$jwt_issuer"
     PAYTRACK_JWT_AUDIENCE="$jwt_audience"
     PAYTRACK_WEBHOOK_SECRETS="$dev_tenant/stdwebhooks=$WEBHOOK_SECRET_STDWEBHOOKS,$dev_tenant/razorpay=$WEBHOOK_SECRET_RAZORPAY,$dev_tenant/stripe=$WEBHOOK_SECRET_STRIPE,$other_tenant/stdwebhooks=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
-    PAYTRACK_API_KEYS="$dev_tenant=$PUSH_API_KEY"
+    # The backend key is given by its SHA-256 only: the settings never hold it.
+    PAYTRACK_API_KEY_HASHES="$dev_tenant=$(printf %s "$PUSH_API_KEY" | sha256sum | cut -d' ' -f1)"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
+    PAYTRACK_SIMULATOR_LISTEN="127.0.0.1:$simulator_port"
   )
 
   if pid_alive "$paytrack_pidfile" paytrack; then
@@ -396,6 +399,7 @@ stack_env="$dev/stack.env"
     env_line DATABASE_URL "$database_url"
     env_line INGEST_URL "$ingest_url"
     env_line EDGE_URL "$edge_url"
+    env_line SIMULATOR_URL "http://127.0.0.1:$simulator_port"
     env_line DEV_TENANT "$dev_tenant"
     env_line JWT_ALG HS256
     env_line JWT_SECRET "$PAYTRACK_JWT_SECRET"
@@ -422,6 +426,7 @@ paytrack local stack is up
   PostgreSQL  $database_url
   ingest      $ingest_url
   edge        $edge_url  (WebSocket ws://127.0.0.1:$edge_port/v1/ws)
+  simulator   http://127.0.0.1:$simulator_port  (sandbox providers: stdwebhooks, razorpay, stripe)
   dashboard   ${dashboard_url}
   logs        $log_dir/
 Load the settings into a shell with:  source .dev/stack.env

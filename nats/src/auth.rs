@@ -108,6 +108,24 @@ impl Role {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
                 p.layout();
+                // KV buckets ingest creates (reading the account's limits first), writes
+                // and reads back: idempotency keys, commanded payments, and provider
+                // references (with the events parked until their payment is known).
+                p.publish.push(api("INFO"));
+                for (stream, writes) in [
+                    (subjects::STREAM_IDEMPOTENCY, subjects::IDEMPOTENCY_ALL),
+                    (subjects::STREAM_COMMANDED, subjects::COMMANDED_ALL),
+                    (subjects::STREAM_PROVIDER_REFS, subjects::PROVIDER_REFS_ALL),
+                ] {
+                    p.publish.push(writes.into());
+                    for verb in ["INFO", "CREATE", "UPDATE"] {
+                        p.publish.push(api(&format!("STREAM.{verb}.{stream}")));
+                    }
+                    p.history(stream, &[]);
+                }
+                // Routing reads terminal transitions (one ordered consumer) and a
+                // payment's newest transition for commands on it.
+                p.history(subjects::STREAM_STATUS, &[]);
             }
             Role::Reconciler => {
                 p.publish.extend([

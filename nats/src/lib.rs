@@ -7,6 +7,7 @@
 //! its users and permissions are code in [`auth`].
 
 pub mod auth;
+mod buckets;
 mod consume;
 mod delivery;
 mod retry;
@@ -17,6 +18,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use paytrack_shared::subjects;
 
 pub use crate::auth::{Credentials, Role};
+pub use crate::buckets::{IngestBuckets, ensure_ingest_buckets, ingest_buckets};
 pub use crate::consume::{Cause, HandleError, consume};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries, dead_headers,

@@ -142,6 +142,18 @@ pub struct Settings {
     pub webhook_secrets: SecretString,
     /// `tenant=key,...`.
     pub api_keys: SecretString,
+    /// `tenant=<hex SHA-256 of a key>,...`: backend API keys given by their hashes
+    /// only, so the settings need not hold the keys themselves.
+    #[serde(default = "empty_secret")]
+    pub api_key_hashes: SecretString,
+    /// How long an `Idempotency-Key` of `POST /v1/payments` (and the first response it
+    /// replays) is kept, in seconds.
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// `provider=base URL,...`: the sandbox gateway (provider simulator) ingest asks to
+    /// initiate each payment routed to that provider. Unset: no initiation call.
+    #[serde(default)]
+    pub provider_urls: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
@@ -159,6 +171,22 @@ pub struct Settings {
     pub reconciler_status_query_urls: String,
     /// How long one status query may take, in ms.
     pub reconciler_status_query_timeout_ms: u64,
+    /// Where the provider simulator's HTTP API listens.
+    pub simulator_listen: SocketAddr,
+    /// ingest's base URL as the simulator posts webhooks to it (default: from
+    /// `ingest_listen`).
+    pub simulator_ingest_url: Option<String>,
+    /// Milliseconds between the payments the simulator invents for light traffic
+    /// (with `simulator_tenant`).
+    pub simulator_traffic_ms: u64,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+fn default_idempotency_ttl_secs() -> u64 {
+    86_400
 }
 
 impl Settings {
@@ -199,8 +227,9 @@ impl Settings {
     /// positive is, every name that must be set is. The error names the key.
     fn validate(&self) -> Result<(), ConfigError> {
         WebhookSecrets::parse(&self.webhook_secrets)?;
-        ApiKeys::parse(&self.api_keys)?;
+        ApiKeys::parse(&self.api_keys)?.with_hashes(&self.api_key_hashes)?;
         let positive = [
+            ("IDEMPOTENCY_TTL_SECS", self.idempotency_ttl_secs),
             ("NATS_REPLICAS", self.nats_replicas as u64),
             ("NATS_DUPLICATE_WINDOW_SECS", self.nats_duplicate_window_secs),
             ("NATS_ACK_TIMEOUT_MS", self.nats_ack_timeout_ms),
@@ -268,9 +297,14 @@ impl Settings {
     }
 }
 
-/// Webhook secrets by tenant and provider.
+/// Webhook secrets by tenant and provider: one, or two while a secret is rotated
+/// (the old and the new one both verify until the old one is removed).
 #[derive(Clone, Default)]
-pub struct WebhookSecrets(HashMap<(TenantId, String), SecretString>);
+pub struct WebhookSecrets(HashMap<(TenantId, String), Vec<SecretString>>);
+
+/// Most secrets one tenant's provider endpoint may hold at once: the current one and
+/// the one replacing it.
+pub const MAX_ACTIVE_WEBHOOK_SECRETS: usize = 2;
 
 impl std::fmt::Debug for WebhookSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -279,9 +313,11 @@ impl std::fmt::Debug for WebhookSecrets {
 }
 
 impl WebhookSecrets {
-    /// Parses `tenant/provider=secret,...`. A `stdwebhooks` secret must decode the
-    /// way the Standard Webhooks library decodes it (`whsec_` + base64), so a bad
-    /// one stops the service at start instead of failing every delivery with 500.
+    /// Parses `tenant/provider=secret,...`; the same `tenant/provider` may be listed
+    /// twice during a rotation, never more. A `stdwebhooks` secret must decode the
+    /// way the Standard Webhooks library decodes it (`whsec_` + base64), or be an
+    /// ed25519 public key (`whpk_` + base64 of 32 bytes) for `v1a` signatures, so a
+    /// bad one stops the service at start instead of failing every delivery with 500.
     pub fn parse(raw: &SecretString) -> Result<WebhookSecrets, ConfigError> {
         const KEY: &str = "WEBHOOK_SECRETS";
         let mut map = HashMap::new();
@@ -300,32 +336,57 @@ impl WebhookSecrets {
             if secret.is_empty() {
                 return Err(bad(KEY, key, "the secret is empty"));
             }
-            if provider == STDWEBHOOKS && decode_whsec(secret).is_none() {
+            if provider == STDWEBHOOKS && decode_whsec(secret).is_none() && decode_whpk(secret).is_none() {
                 return Err(bad(
                     KEY,
                     key,
-                    "a stdwebhooks secret must be whsec_ followed by non-empty base64",
+                    "a stdwebhooks secret must be whsec_ followed by non-empty base64, \
+                     or whpk_ followed by the base64 of a 32-byte ed25519 public key",
                 ));
             }
-            if map
-                .insert((tenant, provider.to_owned()), SecretString::from(secret.to_owned()))
-                .is_some()
-            {
-                return Err(bad(KEY, key, "listed twice"));
+            let active: &mut Vec<SecretString> = map.entry((tenant, provider.to_owned())).or_default();
+            if active.iter().any(|s| s.expose_secret() == secret) {
+                return Err(bad(KEY, key, "the same secret is listed twice"));
             }
+            if active.len() == MAX_ACTIVE_WEBHOOK_SECRETS {
+                return Err(bad(
+                    KEY,
+                    key,
+                    "listed more than twice (at most the old and the new secret during a rotation)",
+                ));
+            }
+            active.push(SecretString::from(secret.to_owned()));
         }
         Ok(WebhookSecrets(map))
     }
 
-    /// The secret of one tenant's provider endpoint.
+    /// The first secret listed for one tenant's provider endpoint (the one senders
+    /// such as the simulator sign with).
     pub fn get(&self, tenant: &TenantId, provider: &str) -> Option<&SecretString> {
-        self.0.get(&(tenant.clone(), provider.to_owned()))
+        self.all(tenant, provider).first()
+    }
+
+    /// Every active secret of one tenant's provider endpoint, in the order listed
+    /// (empty when the endpoint has none): a delivery verifies with any of them.
+    pub fn all(&self, tenant: &TenantId, provider: &str) -> &[SecretString] {
+        self.0
+            .get(&(tenant.clone(), provider.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every `(tenant, provider)` that has secrets, so each can be checked at start.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&TenantId, &str, &[SecretString])> {
+        self.0
+            .iter()
+            .map(|((tenant, provider), secrets)| (tenant, provider.as_str(), secrets.as_slice()))
     }
 }
 
-/// Backend API keys, each bound to one tenant.
+/// Backend API keys, each bound to one tenant, held only as SHA-256 hashes: a key
+/// given in clear (`api_keys`) is hashed when the settings are read, and
+/// `api_key_hashes` gives keys by their hashes alone.
 #[derive(Clone, Default)]
-pub struct ApiKeys(Vec<(TenantId, SecretString)>);
+pub struct ApiKeys(Vec<(TenantId, [u8; 32])>);
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -333,10 +394,16 @@ impl std::fmt::Debug for ApiKeys {
     }
 }
 
+/// The SHA-256 of a presented key.
+fn key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
 impl ApiKeys {
     /// Parses `tenant=key,...`; a key must be non-empty and belong to one tenant.
     pub fn parse(raw: &SecretString) -> Result<ApiKeys, ConfigError> {
-        let mut keys: Vec<(TenantId, SecretString)> = Vec::new();
+        let mut keys = ApiKeys::default();
         for entry in split_list(raw.expose_secret()) {
             let (tenant, key) = entry
                 .split_once('=')
@@ -346,24 +413,51 @@ impl ApiKeys {
             if key.is_empty() {
                 return Err(bad("API_KEYS", tenant.as_str(), "the key is empty"));
             }
-            if keys.iter().any(|(_, k)| k.expose_secret() == key) {
-                return Err(bad("API_KEYS", tenant.as_str(), "the same key is listed twice"));
-            }
-            keys.push((tenant, SecretString::from(key.to_owned())));
+            keys.add("API_KEYS", tenant, key_hash(key))?;
         }
-        Ok(ApiKeys(keys))
+        Ok(keys)
     }
 
-    /// The tenant a presented key belongs to; compares in constant time.
+    /// Adds the keys of `tenant=<64 hex digits>,...` (their SHA-256 hashes).
+    pub fn with_hashes(mut self, raw: &SecretString) -> Result<ApiKeys, ConfigError> {
+        const KEY: &str = "API_KEY_HASHES";
+        for entry in split_list(raw.expose_secret()) {
+            let (tenant, hash) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(KEY, "<redacted>", "expected tenant=sha256hex"))?;
+            let tenant = TenantId::new(tenant.trim()).map_err(|e| bad(KEY, tenant, &e.to_string()))?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(hash.trim(), &mut bytes)
+                .map_err(|_| bad(KEY, tenant.as_str(), "expected 64 hex digits (a SHA-256)"))?;
+            self.add(KEY, tenant, bytes)?;
+        }
+        Ok(self)
+    }
+
+    fn add(&mut self, key: &'static str, tenant: TenantId, hash: [u8; 32]) -> Result<(), ConfigError> {
+        if self.0.iter().any(|(_, h)| *h == hash) {
+            return Err(bad(key, tenant.as_str(), "the same key is listed twice"));
+        }
+        self.0.push((tenant, hash));
+        Ok(())
+    }
+
+    /// The tenant a presented key belongs to; compares hashes in constant time.
     pub fn tenant_of(&self, presented: &str) -> Option<TenantId> {
+        let presented = key_hash(presented);
         let mut found = None;
-        for (tenant, key) in &self.0 {
-            let key = key.expose_secret().as_bytes();
-            if key.len() == presented.len() && bool::from(key.ct_eq(presented.as_bytes())) {
+        for (tenant, hash) in &self.0 {
+            if bool::from(hash.ct_eq(&presented)) {
                 found = Some(tenant.clone());
             }
         }
         found
+    }
+
+    /// A short, non-secret id of a key for audit trails: the first 12 hex digits of
+    /// its SHA-256.
+    pub fn key_id(presented: &str) -> String {
+        hex::encode(&key_hash(presented)[..6])
     }
 }
 
@@ -379,6 +473,17 @@ fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()
         .filter(|key| !key.is_empty())
+}
+
+/// The key of a Standard Webhooks ed25519 public key (`whpk_` + standard base64 of
+/// 32 bytes); None when it is not one.
+fn decode_whpk(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whpk_")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|key| key.len() == 32)
 }
 
 fn bad_value(key: &'static str, reason: &str) -> ConfigError {
@@ -462,6 +567,19 @@ mod tests {
             Some("whsec_YWNtZQ==".into())
         );
         assert!(s.get(&acme, "stripe").is_none());
+        assert!(s.all(&acme, "stripe").is_empty());
+        let rotating = WebhookSecrets::parse(&SecretString::from(
+            "acme/razorpay=old, acme/razorpay=new, acme/stdwebhooks=whpk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                .to_owned(),
+        ))
+        .unwrap();
+        let both: Vec<_> = rotating
+            .all(&acme, "razorpay")
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect();
+        assert_eq!(both, ["old", "new"]);
+        assert_eq!(rotating.all(&acme, "stdwebhooks").len(), 1);
         assert!(WebhookSecrets::parse(&SecretString::from("nope".to_owned())).is_err());
         assert!(WebhookSecrets::parse(&SecretString::from("a.b/x=1".to_owned())).is_err());
     }
@@ -484,7 +602,17 @@ mod tests {
                 "PAYTRACK_WEBHOOK_SECRETS",
             ),
             ("webhook_secrets", "justasecret", "PAYTRACK_WEBHOOK_SECRETS"),
-            ("webhook_secrets", "acme/x=1,acme/x=2", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/x=1,acme/x=2,acme/x=3",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
+            ("webhook_secrets", "acme/x=1,acme/x=1", "PAYTRACK_WEBHOOK_SECRETS"),
+            (
+                "webhook_secrets",
+                "acme/stdwebhooks=whpk_AAAA",
+                "PAYTRACK_WEBHOOK_SECRETS",
+            ),
             ("api_keys", "acme", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=k,beta=k", "PAYTRACK_API_KEYS"),

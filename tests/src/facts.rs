@@ -102,6 +102,7 @@ pub fn event(
             currency: Some("USD".into()),
             reason: reason.map(str::to_owned),
             provider_seq,
+            status: Some(status.as_str().to_owned()),
         }),
     )
 }

@@ -58,6 +58,8 @@ pub struct MeshOptions {
     pub reconcilers: usize,
     /// Further settings, applied last (e.g. the reconciler's sweep windows).
     pub extra_settings: Vec<(&'static str, String)>,
+    /// ingest's `provider_urls` (sandbox gateways to initiate payments at).
+    pub provider_urls: Option<String>,
 }
 
 impl MeshOptions {
@@ -86,6 +88,7 @@ impl Default for MeshOptions {
             edge_max_subscriptions: 100,
             reconcilers: 1,
             extra_settings: Vec::new(),
+            provider_urls: None,
         }
     }
 }
@@ -206,6 +209,9 @@ impl Mesh {
             pairs.push(("consumer_retry_ms", ms.to_string()));
         }
         pairs.extend(options.extra_settings.iter().map(|(k, v)| (*k, v.clone())));
+        if let Some(urls) = &options.provider_urls {
+            pairs.push(("provider_urls", urls.clone()));
+        }
         let settings = Settings::from_pairs(pairs)?;
 
         let db = PgPool::connect(&database_url).await?;

@@ -43,6 +43,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             provider: "stdwebhooks".into(),
             event_id: event_id.to_owned(),
             event_type: event_type.to_owned(),
+            status: None,
             occurred_at: None,
             provider_ref: Some(format!("pr\u{0}{payment}")),
             amount_minor: Some(100),

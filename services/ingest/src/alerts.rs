@@ -100,6 +100,12 @@ const SELECT: &str = "SELECT a.alert_id, a.kind, a.payment_id, a.merchant_id, a.
      FROM alerts a LEFT JOIN alert_acks k ON k.tenant = a.tenant AND k.alert_id = a.alert_id";
 
 /// `GET /v1/alerts`.
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
+    params(("kind" = Option<String>, Query, description = "unclear_pending, source_mismatch, trace_gap"),
+        ("payment_id" = Option<String>, Query), ("acknowledged" = Option<bool>, Query)),
+    responses((status = 200, description = "items: newest first, each with its evidence link and acknowledgement", body = Object),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     operator: Operator,
@@ -128,6 +134,13 @@ pub struct AckBody {
 }
 
 /// `POST /v1/alerts/{id}/ack`.
+#[utoipa::path(post, path = "/v1/alerts/{alert_id}/ack", tag = "alerts",
+    params(("alert_id" = String, Path)),
+    request_body(content = Object, description = r#"{"note": ".."} (optional)"#),
+    responses((status = 200, description = "The alert with its (first) acknowledgement", body = Object),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn ack(
     State(state): State<AppState>,
     operator: Operator,

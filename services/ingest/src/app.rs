@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::{ApiKeys, WebhookSecrets};
 use paytrack_shared::health::{self, Readiness};
@@ -14,9 +13,23 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::IngestError;
+use crate::commanded::CommandedPayments;
 use crate::config::Config;
+use crate::idempotency::Idempotency;
+use crate::initiate::Initiator;
+use crate::provider_refs::ProviderRefs;
 use crate::publish::FactPublisher;
-use crate::{payments, webhooks};
+use crate::push::PushEpoch;
+use crate::routing::ProviderHealth;
+use crate::webhooks;
+
+/// The KV buckets, opened once the layout is applied (commands answer 503 before).
+pub struct Stores {
+    /// Idempotency keys of creates.
+    pub idempotency: Idempotency,
+    /// Payments created through the API.
+    pub commanded: CommandedPayments,
+}
 
 /// Shared, cheaply cloned handler state.
 #[derive(Clone)]
@@ -27,12 +40,24 @@ pub struct AppState {
     pub db: PgPool,
     /// Webhook secrets.
     pub webhook_secrets: Arc<WebhookSecrets>,
+    /// Webhook verification keys, decoded from the secrets at start.
+    pub webhook_keys: Arc<webhooks::keys::Keys>,
+    /// Provider reference → payment, and events parked until it is known.
+    pub provider_refs: ProviderRefs,
     /// Backend API keys.
     pub api_keys: Arc<ApiKeys>,
     /// Operator tokens.
     pub jwt: Arc<JwtKeys>,
     /// Largest body, for error messages.
     pub max_body_bytes: usize,
+    /// The KV buckets, set once applied.
+    pub stores: Arc<tokio::sync::OnceCell<Stores>>,
+    /// Providers' success rates and availability, for routing.
+    pub health: ProviderHealth,
+    /// Sandbox gateways to initiate payments at.
+    pub initiator: Initiator,
+    /// PAYTRACK_PUSH's epoch, for push positions.
+    pub push_epoch: PushEpoch,
 }
 
 impl AppState {
@@ -42,14 +67,21 @@ impl AppState {
         let client =
             paytrack_nats::connect(&config.nats_url, "paytrack-ingest", config.nats_credentials.as_ref()).await?;
         let publisher = FactPublisher::new(client, config.ack_timeout);
+        let provider_refs = ProviderRefs::new(publisher.clone(), config.layout.replicas);
         let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
         Ok(AppState {
             publisher,
             db,
             webhook_secrets: Arc::new(config.webhook_secrets.clone()),
+            webhook_keys: Arc::new(webhooks::keys::Keys::from_secrets(&config.webhook_secrets)?),
+            provider_refs,
             api_keys: Arc::new(config.api_keys.clone()),
             jwt: Arc::new(config.jwt.clone()),
             max_body_bytes: config.max_body_bytes,
+            stores: Arc::default(),
+            health: ProviderHealth::default(),
+            initiator: Initiator::new(config.provider_urls.clone()),
+            push_epoch: PushEpoch::default(),
         })
     }
 }
@@ -57,14 +89,11 @@ impl AppState {
 /// Every route of ingest.
 pub fn router(state: AppState, readiness: Readiness) -> Router {
     let max_body = state.max_body_bytes;
-    Router::new()
-        .route("/v1/webhooks/{tenant}/{provider}", post(webhooks::receive))
-        .route("/v1/payments/{payment_id}", get(payments::get_payment))
-        .route("/v1/payments/{payment_id}/timeline", get(payments::get_timeline))
-        .route("/v1/payments/{payment_id}/evidence", get(payments::get_evidence))
-        .route("/v1/status-model", get(payments::status_model))
-        .route("/v1/alerts", get(crate::alerts::list))
-        .route("/v1/alerts/{alert_id}/ack", post(crate::alerts::ack))
+    let mut router = Router::new();
+    for (route, handler) in crate::routes::table() {
+        router = router.route(route.path, handler);
+    }
+    router
         .with_state(state)
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())

@@ -19,6 +19,42 @@ pub struct Caller {
     pub tenant: TenantId,
     /// Which of the tenant's payments it may read.
     pub scope: Scope,
+    /// What kind of credential it presented.
+    pub kind: CallerKind,
+    /// Who it is, for the audit of commands: an operator's `sub`, or
+    /// `api_key:<key id>` for a backend key (never the key).
+    pub actor: String,
+}
+
+/// The kinds of credential, which decide who may command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A JWT without a `channels` claim: creates, cancels, retries and resolves.
+    Operator,
+    /// A backend API key: creates, cancels and retries (never resolves).
+    Backend,
+    /// An end user's JWT (with `channels`): reads only.
+    User,
+}
+
+impl Caller {
+    /// Refuses (403) a credential that may not create, cancel or retry payments.
+    pub fn require_commander(&self) -> Result<(), ApiError> {
+        match self.kind {
+            CallerKind::Operator | CallerKind::Backend => Ok(()),
+            CallerKind::User => Err(ApiError::Forbidden(
+                "an end user's token may not command payments".into(),
+            )),
+        }
+    }
+
+    /// Refuses (403) anyone but an operator (resolutions are operators' alone).
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self.kind {
+            CallerKind::Operator => Ok(()),
+            _ => Err(ApiError::Forbidden("only an operator may resolve a payment".into())),
+        }
+    }
 }
 
 /// What part of its tenant a caller may read.
@@ -89,15 +125,24 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller {
                 tenant,
                 scope: Scope::Tenant,
+                kind: CallerKind::Backend,
+                actor: format!("api_key:{}", paytrack_shared::config::ApiKeys::key_id(token)),
             });
         }
         let claims = state
             .jwt
             .verify(token)
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        let kind = if claims.channels.is_none() {
+            CallerKind::Operator
+        } else {
+            CallerKind::User
+        };
         Ok(Caller {
             scope: Scope::of_channels(claims.channels.as_deref()),
             tenant: claims.tenant,
+            kind,
+            actor: claims.sub,
         })
     }
 }

@@ -34,6 +34,27 @@ pub enum ApiError {
     /// Something failed on our side; details are in the logs only.
     #[error("internal error")]
     Internal,
+    /// A field of a command or push is missing or invalid (400 `invalid_request`).
+    #[error("{0}")]
+    Invalid(String),
+    /// The command needs a feature the payment's country, rail and program lack.
+    #[error("{feature} is not supported for this country, rail and program")]
+    Unsupported {
+        /// The feature asked for (`cancel`, `retry`, `create`, …).
+        feature: String,
+        /// The payment's country.
+        country: String,
+        /// The payment's rail.
+        rail: String,
+        /// The payment's program.
+        program: Option<String>,
+    },
+    /// The `Idempotency-Key` was used before with another body.
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being processed.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyInProgress,
 }
 
 impl ApiError {
@@ -52,6 +73,10 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unsupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_feature"),
+            ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            ApiError::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_key_in_progress"),
         }
     }
 }
@@ -59,7 +84,23 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response = (status, Json(json!({ "error": code, "message": self.to_string() }))).into_response();
+        let body = match &self {
+            ApiError::Unsupported {
+                feature,
+                country,
+                rail,
+                program,
+            } => json!({
+                "error": code,
+                "message": self.to_string(),
+                "feature": feature,
+                "country": country,
+                "rail": rail,
+                "program": program,
+            }),
+            _ => json!({ "error": code, "message": self.to_string() }),
+        };
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -79,4 +120,25 @@ impl From<sqlx::Error> for ApiError {
         tracing::error!(error = %error, "database error");
         ApiError::Internal
     }
+}
+
+/// The error body every endpoint answers with, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code, e.g. `invalid_request`, `unsupported_feature`.
+    pub error: String,
+    /// What went wrong, in words.
+    pub message: String,
+    /// For `unsupported_feature`: the feature asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+    /// For `unsupported_feature`: the country.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// For `unsupported_feature`: the rail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rail: Option<String>,
+    /// For `unsupported_feature`: the program (null when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
 }

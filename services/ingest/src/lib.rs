@@ -8,11 +8,22 @@
 mod alerts;
 mod app;
 mod auth;
+mod capabilities;
+mod commanded;
+mod commands;
 mod config;
 mod error;
+mod idempotency;
+mod initiate;
+mod openapi;
+mod outcomes_feed;
 mod payments;
+pub mod provider_refs;
 mod publish;
-mod webhooks;
+mod push;
+mod routes;
+mod routing;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 
@@ -20,8 +31,11 @@ use paytrack_shared::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::commands::create_fingerprint;
 pub use crate::config::Config;
 pub use crate::error::ApiError;
+pub use crate::idempotency::Idempotency;
+pub use crate::routes::{Route, all as routes};
 
 /// Why ingest could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +61,8 @@ pub struct Ingest {
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
     layout: paytrack_nats::Layout,
+    idempotency_ttl: std::time::Duration,
+    ack_timeout: std::time::Duration,
 }
 
 impl Ingest {
@@ -63,6 +79,8 @@ impl Ingest {
             readiness,
             serve: config.serve,
             layout: config.layout,
+            idempotency_ttl: config.idempotency_ttl,
+            ack_timeout: config.ack_timeout,
         })
     }
 
@@ -76,15 +94,34 @@ impl Ingest {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ingest listening");
         let js = self.state.publisher.jetstream().clone();
+        let refs = self.state.provider_refs.clone();
         let (readiness, layout, stop) = (self.readiness.clone(), self.layout, shutdown.clone());
+        let (stores, health) = (self.state.stores.clone(), self.state.health.clone());
+        let (ttl, ack_timeout) = (self.idempotency_ttl, self.ack_timeout);
         tokio::spawn(async move {
-            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || {
-                paytrack_nats::ensure_streams(&js, &layout)
+            let (js_ref, refs, layout) = (&js, &refs, &layout);
+            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || async move {
+                paytrack_nats::ensure_streams(js_ref, layout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let buckets = paytrack_nats::ensure_ingest_buckets(js_ref, layout.replicas, ttl)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                refs.open().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(buckets)
             })
             .await;
-            if applied.is_ok() {
+            if let Ok(buckets) = applied {
+                // A claim is presumed dead once its owner had time to route, initiate
+                // (2 s) and publish (the ack timeout), twice over.
+                let claim_timeout = (ack_timeout + std::time::Duration::from_secs(2)) * 2;
+                let _ = stores.set(app::Stores {
+                    idempotency: idempotency::Idempotency::new(buckets.idempotency, claim_timeout, claim_timeout),
+                    commanded: commanded::CommandedPayments::new(buckets.commanded, js.clone()),
+                });
                 readiness.set(true);
                 tracing::info!("ingest ready");
+                outcomes_feed::run(js, health, stop).await;
             }
         });
         let router = app::router(self.state, self.readiness);

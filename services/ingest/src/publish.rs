@@ -54,17 +54,35 @@ impl FactPublisher {
     /// and another tenant's fact with the same id does not.
     /// Answers [`ApiError::Unavailable`] unless JetStream acknowledged it.
     pub async fn store(&self, fact: &InboundFact) -> Result<Stored, ApiError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            tracing::warn!("nats is disconnected; refusing the fact so the sender retries");
-            return Err(ApiError::Unavailable);
-        }
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
+        let subject = subjects::inbound(&fact.tenant, &fact.payment_id);
+        self.publish(
+            subject,
+            headers,
+            msg_id::fact(&fact.tenant, &fact.fact_id),
+            envelope::encode(fact),
+        )
+        .await
+    }
+
+    /// Publishes `payload` on `subject` with `Nats-Msg-Id` = `message_id` and waits
+    /// for JetStream's ack; [`ApiError::Unavailable`] unless it came.
+    pub async fn publish(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        message_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<Stored, ApiError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!("nats is disconnected; refusing the message so the sender retries");
+            return Err(ApiError::Unavailable);
+        }
         let message = PublishMessage::build()
             .headers(headers)
-            .message_id(msg_id::fact(&fact.tenant, &fact.fact_id))
-            .payload(envelope::encode(fact));
-        let subject = subjects::inbound(&fact.tenant, &fact.payment_id);
+            .message_id(message_id)
+            .payload(payload);
         let ack = async {
             let future = self.js.send_publish(subject, message).await?;
             future.await
@@ -76,7 +94,7 @@ impl FactPublisher {
             }),
             Ok(Err(error)) => {
                 let kind = error.kind();
-                tracing::warn!(%error, ?kind, "jetstream did not take the fact");
+                tracing::warn!(%error, ?kind, "jetstream did not take the message");
                 Err(match kind {
                     PublishErrorKind::MaxPayloadExceeded => ApiError::TooLarge(self.client.server_info().max_payload),
                     _ => ApiError::Unavailable,

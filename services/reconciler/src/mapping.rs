@@ -24,6 +24,9 @@ const STDWEBHOOKS_STATUSES: [(&str, Status); 6] = [
 ];
 
 /// Maps a fact, or None when no rule covers it (the fact is kept, not applied).
+/// `stdwebhooks` events name their status in their type; another provider's event
+/// carries the generic provider status ingest's mapping table of that provider gave
+/// its native type, and the rule names that native type (`razorpay:payment.captured`).
 pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
     match &fact.source {
         FactSource::StatusQuery(event) => {
@@ -39,16 +42,16 @@ pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
                 })
         }
         FactSource::Webhook(event) => {
-            let table: &[(&str, Status)] = match event.provider.as_str() {
-                "stdwebhooks" => &STDWEBHOOKS_STATUSES,
-                _ => &[],
+            let generic = match event.provider.as_str() {
+                "stdwebhooks" => event.event_type.clone(),
+                _ => format!("payment.{}", event.status.as_deref()?),
             };
-            table
+            STDWEBHOOKS_STATUSES
                 .iter()
-                .find(|(event_type, _)| *event_type == event.event_type)
-                .map(|(event_type, status)| MappedStatus {
+                .find(|(event_type, _)| *event_type == generic)
+                .map(|(_, status)| MappedStatus {
                     status: *status,
-                    rule: format!("{}:{event_type}", event.provider),
+                    rule: format!("{}:{}", event.provider, event.event_type),
                 })
         }
         FactSource::Command(command) => {
@@ -89,6 +92,7 @@ mod tests {
                 provider: provider.into(),
                 event_id: "1".into(),
                 event_type: event_type.into(),
+                status: None,
                 occurred_at: None,
                 provider_ref: None,
                 amount_minor: None,
@@ -124,5 +128,23 @@ mod tests {
             }
         }
         assert_eq!(map_fact(&fact("unknown", "payment.succeeded")), None);
+    }
+
+    /// Razorpay and Stripe events carry the generic status ingest's table gave them;
+    /// the rule names the provider's own event type.
+    #[test]
+    fn other_providers_map_by_the_status_ingest_gave_them() {
+        let mut captured = fact("razorpay", "payment.captured");
+        if let FactSource::Webhook(event) = &mut captured.source {
+            event.status = Some("succeeded".into());
+        }
+        let mapped = map_fact(&captured).unwrap();
+        assert_eq!(mapped.status, Status::Succeeded);
+        assert_eq!(mapped.rule, "razorpay:payment.captured");
+        if let FactSource::Webhook(event) = &mut captured.source {
+            event.status = Some("investigation_required".into());
+        }
+        assert_eq!(map_fact(&captured), None);
+        assert_eq!(map_fact(&fact("stripe", "payment_intent.created")), None);
     }
 }

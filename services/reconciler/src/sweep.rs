@@ -438,13 +438,14 @@ impl Sweeps {
             source: FactSource::StatusQuery(ProviderEvent {
                 provider: provider.clone(),
                 event_id: format!("check-{}", entry.checks),
-                event_type: parsed.status,
+                event_type: parsed.status.clone(),
                 occurred_at: parsed.occurred_at,
                 provider_ref: Some(provider_ref.clone()),
                 amount_minor: None,
                 currency: None,
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
+                status: Some(parsed.status.clone()),
             }),
             raw: RawEvidence {
                 headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),

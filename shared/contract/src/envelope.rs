@@ -81,7 +81,8 @@ pub struct InboundFact {
 /// Where a fact came from and what it says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-// A wire type read once per message: boxing the larger variant saves nothing here.
+// A fact is decoded, handled and dropped one at a time, never held in bulk: the size
+// of its largest variant costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 pub enum FactSource {
     /// A signed provider webhook.
@@ -111,8 +112,7 @@ pub struct PaymentCommand {
 /// The commands of DESIGN.md §5, tagged by `command` on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case")]
-// A wire type read once per message: boxing the larger variant saves nothing here.
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant)] // as FactSource: one at a time, never in bulk
 pub enum CommandAction {
     /// `POST /v1/payments`: opens the payment's history as `initiated`.
     Create(CreatePayment),
@@ -247,6 +247,12 @@ pub struct ProviderEvent {
     pub event_id: String,
     /// The provider's event type, e.g. `payment.succeeded`.
     pub event_type: String,
+    /// paytrack's generic provider status that ingest's mapping table of this
+    /// provider gives the event type (`pending`, `held`, `succeeded`, `failed`,
+    /// `cancelled`, `returned`); absent when the table has no row for it, or in facts
+    /// written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     /// When the provider says it happened.
     pub occurred_at: Option<DateTime<Utc>>,
     /// The provider's reference of the payment.

@@ -41,6 +41,30 @@ pub const ALERT_UNCLEAR_PENDING: &str = "unclear_pending";
 pub const ALERT_SOURCE_MISMATCH: &str = "source_mismatch";
 /// Alert: a transition's `persisted` checkpoint did not follow in time.
 pub const ALERT_TRACE_GAP: &str = "trace_gap";
+/// The JetStream KV bucket of provider references, written by ingest: which payment
+/// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
+/// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).
+pub const PROVIDER_REFS_BUCKET: &str = "PAYTRACK_PROVIDER_REFS";
+/// The stream behind [`PROVIDER_REFS_BUCKET`].
+pub const STREAM_PROVIDER_REFS: &str = "KV_PAYTRACK_PROVIDER_REFS";
+/// The subjects a provider-reference write is published on.
+pub const PROVIDER_REFS_ALL: &str = "$KV.PAYTRACK_PROVIDER_REFS.>";
+/// The JetStream KV bucket of idempotency keys of `POST /v1/payments`: one key
+/// `<tenant>.<sha256 of the Idempotency-Key>` each, holding the claim and then the
+/// first response, written by ingest; its TTL is `idempotency_ttl_secs`.
+pub const IDEMPOTENCY_BUCKET: &str = "PAYTRACK_IDEMPOTENCY";
+/// The stream behind [`IDEMPOTENCY_BUCKET`].
+pub const STREAM_IDEMPOTENCY: &str = "KV_PAYTRACK_IDEMPOTENCY";
+/// The subjects an idempotency write is published on.
+pub const IDEMPOTENCY_ALL: &str = "$KV.PAYTRACK_IDEMPOTENCY.>";
+/// The JetStream KV bucket of payments created through the API: one key
+/// `<tenant>.<payment_id>` each, holding the terms later commands are checked against
+/// (rail, country, program, provider), written by ingest and kept.
+pub const COMMANDED_BUCKET: &str = "PAYTRACK_COMMANDED";
+/// The stream behind [`COMMANDED_BUCKET`].
+pub const STREAM_COMMANDED: &str = "KV_PAYTRACK_COMMANDED";
+/// The subjects a commanded-payment write is published on.
+pub const COMMANDED_ALL: &str = "$KV.PAYTRACK_COMMANDED.>";
 
 /// Subjects captured by [`STREAM_IN`].
 pub const IN_ALL: &str = "paytrack.in.>";

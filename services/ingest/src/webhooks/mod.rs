@@ -1,9 +1,16 @@
 //! `POST /v1/webhooks/{tenant}/{provider}`: verify, parse, store, then answer.
 //!
-//! A 2xx means the fact is in JetStream. Nothing is stored for a request that fails
-//! any check.
+//! A 2xx means the fact is in JetStream (in PAYTRACK_IN, or parked in the provider
+//! references bucket until its payment is known: see [`crate::provider_refs`]).
+//! Nothing is stored for a request that fails any check. Each scheme is a module of
+//! its own: its verifier and its provider's mapping table (`EVENTS`).
 
-mod stdwebhooks;
+pub mod keys;
+pub mod mask;
+pub mod razorpay;
+pub mod stdwebhooks;
+pub mod stripe;
+mod verify;
 
 use std::collections::BTreeMap;
 
@@ -12,7 +19,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use paytrack_shared::envelope::{ENVELOPE_VERSION, FactSource, InboundFact, RawEvidence};
+use paytrack_shared::envelope::{FactSource, RawEvidence};
 use paytrack_shared::telemetry::{self, HttpHeaders};
 use paytrack_shared::{TenantId, Token};
 use serde::Serialize;
@@ -20,13 +27,15 @@ use tracing::{Instrument, field};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::provider_refs::Parked;
 
 /// A verified, parsed provider event, ready to become a fact.
 pub struct Verified {
     /// The provider's delivery id (de-duplication key).
     pub delivery_id: String,
-    /// The payment it is about.
-    pub payment_id: paytrack_shared::PaymentId,
+    /// The payment it names (stdwebhooks data, Razorpay notes, Stripe metadata);
+    /// None when only the provider reference can link it.
+    pub payment_id: Option<paytrack_shared::PaymentId>,
     /// The merchant it names.
     pub merchant_id: Option<paytrack_shared::MerchantId>,
     /// What it says.
@@ -44,6 +53,10 @@ pub struct Accepted {
     pub seq: u64,
     /// True when this delivery had been received before.
     pub duplicate: bool,
+    /// True when the payment is not known yet: the event is kept (parked) and
+    /// becomes a fact once its provider reference is recorded (`seq` is then 0).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
 }
 
 /// Handles one webhook delivery.
@@ -67,6 +80,7 @@ pub async fn receive(
         let result = handle(&state, &tenant, &provider, &headers, body).await;
         let outcome = match &result {
             Ok((_, Json(accepted))) if accepted.duplicate => "duplicate",
+            Ok((_, Json(accepted))) if accepted.parked => "parked",
             Ok(_) => "stored",
             Err(error) => error.code(),
         };
@@ -92,33 +106,69 @@ async fn handle(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let unknown = || ApiError::NotFound("no webhook endpoint for this tenant and provider".into());
     let tenant = TenantId::parse(tenant).map_err(|_| unknown())?;
-    let secret = state.webhook_secrets.get(&tenant, provider).ok_or_else(unknown)?;
+    let keys = state.webhook_keys.get(&tenant, provider).ok_or_else(unknown)?;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
         _ => ApiError::Malformed(rejection.body_text()),
     })?;
     let verified = match provider {
-        stdwebhooks::PROVIDER => stdwebhooks::verify_and_parse(secret, headers, &body)?,
+        stdwebhooks::PROVIDER => stdwebhooks::verify_and_parse(keys, headers, &body)?,
+        razorpay::PROVIDER => razorpay::verify_and_parse(keys, headers, &body)?,
+        stripe::PROVIDER => stripe::verify_and_parse(keys, headers, &body)?,
         _ => return Err(unknown()),
     };
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("body is not UTF-8".into()))?;
     let span = tracing::Span::current();
-    span.record("payment_id", verified.payment_id.as_str());
     span.record("delivery_id", verified.delivery_id.as_str());
 
-    let fact = InboundFact {
-        v: ENVELOPE_VERSION,
-        fact_id: paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id),
-        tenant,
-        payment_id: verified.payment_id,
+    let (masked_body, masked) = mask::mask_card_numbers(text);
+    let mut evidence_headers = verified.evidence_headers;
+    if masked > 0 {
+        // No digest of the received bytes is kept: with the rest of the body stored,
+        // an unkeyed digest would let anyone reading the evidence search the few
+        // masked digits. The signature headers (keyed) are what match an original.
+        evidence_headers.insert(MASKED_HEADER.to_owned(), masked.to_string());
+    }
+    let fact_id = paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id);
+    let provider_ref = verified.event.provider_ref.clone();
+    let parked = Parked {
+        fact_id: fact_id.clone(),
         merchant_id: verified.merchant_id,
         received_at: chrono::Utc::now(),
         source: FactSource::Webhook(verified.event),
         raw: RawEvidence {
-            headers: verified.evidence_headers,
-            // verify_and_parse only accepts UTF-8 bodies.
-            body: String::from_utf8_lossy(&body).into_owned(),
+            headers: evidence_headers,
+            body: masked_body,
         },
     };
+    let payment_id = match verified.payment_id {
+        Some(id) => id,
+        None => match link(
+            state,
+            &tenant,
+            provider,
+            provider_ref.as_deref(),
+            &verified.delivery_id,
+            &parked,
+        )
+        .await?
+        {
+            Some(id) => id,
+            None => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(Accepted {
+                        fact_id,
+                        seq: 0,
+                        duplicate: false,
+                        parked: true,
+                    }),
+                ));
+            }
+        },
+    };
+    span.record("payment_id", payment_id.as_str());
+    let fact = parked.into_fact(tenant, payment_id);
     let stored = state.publisher.store(&fact).await?;
     Ok((
         StatusCode::OK,
@@ -126,6 +176,53 @@ async fn handle(
             fact_id: fact.fact_id,
             seq: stored.seq,
             duplicate: stored.duplicate,
+            parked: false,
         }),
     ))
+}
+
+/// Evidence header: how many card-like numbers were masked in the stored body.
+pub const MASKED_HEADER: &str = "paytrack-masked-card-numbers";
+
+/// The payment of an event that names none: its recorded provider reference, or
+/// None after parking it (kept until the reference is recorded).
+async fn link(
+    state: &AppState,
+    tenant: &TenantId,
+    provider: &str,
+    provider_ref: Option<&str>,
+    delivery_id: &str,
+    parked: &Parked,
+) -> Result<Option<paytrack_shared::PaymentId>, ApiError> {
+    let Some(provider_ref) = provider_ref else {
+        return Err(ApiError::Malformed(
+            "the event names neither a payment nor a provider reference".into(),
+        ));
+    };
+    let unavailable = |error: crate::provider_refs::ProviderRefsError| {
+        tracing::warn!(%error, "provider references unavailable; the sender retries");
+        ApiError::Unavailable
+    };
+    if let Some(id) = state
+        .provider_refs
+        .lookup(tenant, provider, provider_ref)
+        .await
+        .map_err(unavailable)?
+    {
+        return Ok(Some(id));
+    }
+    let linked = state
+        .provider_refs
+        .park(tenant, provider, provider_ref, delivery_id, parked)
+        .await
+        .map_err(unavailable)?;
+    if linked.is_none() {
+        tracing::info!(
+            provider_ref,
+            "event for a payment not known yet: parked until its reference is recorded"
+        );
+    }
+    // Linked meanwhile: park() already published it; storing again below answers
+    // with its position (a duplicate of the same fact id).
+    Ok(linked)
 }

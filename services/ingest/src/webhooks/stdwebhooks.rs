@@ -1,27 +1,40 @@
-//! The `stdwebhooks` provider: the Standard Webhooks signature scheme (via the spec's
-//! own `standardwebhooks` crate) and paytrack's generic event body.
-
-use std::collections::BTreeMap;
+//! The `stdwebhooks` provider: the Standard Webhooks signature scheme and
+//! paytrack's generic event body.
+//!
+//! Symmetric `v1` signatures are checked by the spec's own `standardwebhooks` crate;
+//! asymmetric `v1a` (ed25519) signatures, which that crate does not verify yet, with
+//! `ed25519-dalek` over the same signed content (`<id>.<timestamp>.<body>`). The
+//! `webhook-signature` header may hold several space-separated signatures (a sender
+//! rotating its secret signs with both), and an endpoint may hold two keys (ours
+//! rotating): a delivery verifies when any signature matches any key.
 
 use axum::http::HeaderMap;
+use base64::Engine;
 use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, VerifyingKey};
 use paytrack_shared::envelope::ProviderEvent;
 use paytrack_shared::{MerchantId, PaymentId};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook, WebhookError};
+use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, WebhookError};
 
 use super::Verified;
+use super::keys::Key;
+use super::verify::{self, MAX_DELIVERY_ID_LEN, MAX_SIGNATURE_LEN};
 use crate::error::ApiError;
 
 /// The provider name in the webhook URL.
 pub const PROVIDER: &str = "stdwebhooks";
 
-/// Longest accepted `webhook-id`.
-const MAX_DELIVERY_ID_LEN: usize = 128;
-/// Longest accepted `webhook-signature` (the spec allows several space-separated
-/// `v1,<base64>` signatures during a key rotation: about 47 bytes each).
-const MAX_SIGNATURE_LEN: usize = 1024;
+/// The generic format's event types, each naming paytrack's provider status.
+pub const EVENTS: &[(&str, &str)] = &[
+    ("payment.pending", "pending"),
+    ("payment.held", "held"),
+    ("payment.succeeded", "succeeded"),
+    ("payment.failed", "failed"),
+    ("payment.cancelled", "cancelled"),
+    ("payment.returned", "returned"),
+];
+
 /// Most digits of a `webhook-timestamp`: Unix seconds below 10^11 (year 5138), so
 /// no arithmetic on it can overflow.
 const MAX_TIMESTAMP_DIGITS: usize = 11;
@@ -46,33 +59,15 @@ struct Data {
     reason: Option<String>,
 }
 
-/// Verifies the signature and timestamp, then parses the body. A pure function of
-/// its inputs and the clock: every header is checked here before the signature
-/// library sees it (the library overflows on `webhook-timestamp: -9223372036854775808`),
-/// and every failure is a 4xx [`ApiError`].
-pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
+/// Verifies a signature and the timestamp with any of `keys`, then parses the body.
+/// A pure function of its inputs and the clock: every header is checked here before
+/// the signature library sees it (the library overflows on
+/// `webhook-timestamp: -9223372036854775808`), and every failure is a 4xx [`ApiError`].
+pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
     let delivery_id = check_headers(headers)?;
-    let webhook = Webhook::new(secret.expose_secret()).map_err(|_| {
-        // Settings are validated at start, so this cannot happen with a running
-        // service's secrets.
-        tracing::error!("the stdwebhooks secret of this tenant is not a valid whsec_ secret");
-        ApiError::Internal
-    })?;
-    webhook.verify(body, headers).map_err(|e| match e {
-        WebhookError::TimestampTooOldError | WebhookError::FutureTimestampError => {
-            ApiError::BadSignature("webhook-timestamp is outside the tolerance".into())
-        }
-        WebhookError::InvalidPayload => ApiError::Malformed("body is not UTF-8".into()),
-        other => ApiError::BadSignature(format!("signature verification failed: {other}")),
-    })?;
+    verify_signature(keys, headers, body)?;
 
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
-    if contains_nul(&value) {
-        return Err(ApiError::Malformed(
-            "the body contains a NUL character (\\u0000)".into(),
-        ));
-    }
+    let value = verify::parse_json(body)?;
     let parsed = Body::deserialize(&value).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
     if !parsed.event_type.starts_with("payment.") {
         return Err(ApiError::Malformed("type must be payment.<status>".into()));
@@ -83,35 +78,33 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
     if parsed.data.amount_minor < 0 {
         return Err(ApiError::Malformed("amount_minor must not be negative".into()));
     }
-    let texts = [
-        ("type", Some(&parsed.event_type)),
-        ("data.provider_ref", Some(&parsed.data.provider_ref)),
-        ("data.reason", parsed.data.reason.as_ref()),
-    ];
-    for (field, text) in texts {
-        if text.is_some_and(|t| t.chars().any(char::is_control)) {
-            return Err(ApiError::Malformed(format!("{field} contains a control character")));
-        }
-    }
+    verify::check_text("type", Some(&parsed.event_type))?;
+    verify::check_text("data.provider_ref", Some(&parsed.data.provider_ref))?;
+    verify::check_text("data.reason", parsed.data.reason.as_deref())?;
 
-    let evidence_headers = [
-        HEADER_WEBHOOK_ID,
-        HEADER_WEBHOOK_TIMESTAMP,
-        HEADER_WEBHOOK_SIGNATURE,
-        "content-type",
-    ]
-    .into_iter()
-    .filter_map(|name| header(headers, name).map(|v| (name.to_owned(), v.to_owned())))
-    .collect::<BTreeMap<_, _>>();
+    let evidence_headers = verify::evidence_headers(
+        headers,
+        &[
+            HEADER_WEBHOOK_ID,
+            HEADER_WEBHOOK_TIMESTAMP,
+            HEADER_WEBHOOK_SIGNATURE,
+            "content-type",
+        ],
+    );
+    let status = EVENTS
+        .iter()
+        .find(|(t, _)| *t == parsed.event_type)
+        .map(|(_, s)| (*s).to_owned());
 
     Ok(Verified {
         delivery_id: delivery_id.clone(),
-        payment_id: parsed.data.payment_id,
+        payment_id: Some(parsed.data.payment_id),
         merchant_id: parsed.data.merchant_id,
         event: ProviderEvent {
             provider: PROVIDER.to_owned(),
             event_id: delivery_id,
             event_type: parsed.event_type,
+            status,
             occurred_at: Some(parsed.timestamp),
             provider_ref: Some(parsed.data.provider_ref),
             amount_minor: Some(parsed.data.amount_minor),
@@ -123,8 +116,60 @@ pub fn verify_and_parse(secret: &SecretString, headers: &HeaderMap, body: &[u8])
     })
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// Accepts when any signature of `webhook-signature` verifies under any key and the
+/// timestamp is within the tolerance; a stale timestamp is named as such.
+fn verify_signature(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let timestamp = verify::one_header(headers, HEADER_WEBHOOK_TIMESTAMP)?;
+    verify::check_timestamp(timestamp, Utc::now().timestamp())?;
+    for key in keys {
+        let verified = match key {
+            Key::StdSymmetric(webhook) => match webhook.verify(body, headers) {
+                Ok(()) => true,
+                Err(WebhookError::TimestampTooOldError | WebhookError::FutureTimestampError) => {
+                    return Err(ApiError::BadSignature(
+                        "webhook-timestamp is outside the tolerance".into(),
+                    ));
+                }
+                Err(WebhookError::InvalidPayload) => return Err(ApiError::Malformed("body is not UTF-8".into())),
+                Err(_) => false,
+            },
+            Key::StdPublic(public) => verify_v1a(public, headers, body)?,
+            Key::Hmac(_) => false,
+        };
+        if verified {
+            return Ok(());
+        }
+    }
+    Err(ApiError::BadSignature(
+        "no signature verified with this endpoint's keys".into(),
+    ))
+}
+
+/// Whether a `v1a,<base64 ed25519 signature>` of the header verifies under `public`
+/// over `<webhook-id>.<webhook-timestamp>.<body>`.
+fn verify_v1a(public: &VerifyingKey, headers: &HeaderMap, body: &[u8]) -> Result<bool, ApiError> {
+    let id = verify::one_header(headers, HEADER_WEBHOOK_ID)?;
+    let timestamp = verify::one_header(headers, HEADER_WEBHOOK_TIMESTAMP)?;
+    let signatures = verify::one_header(headers, HEADER_WEBHOOK_SIGNATURE)?;
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    Ok(signatures.split(' ').any(|entry| {
+        let Some(encoded) = entry.strip_prefix("v1a,") else {
+            return false;
+        };
+        let Some(bytes) = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
+            return false;
+        };
+        public.verify_strict(&content, &Signature::from_bytes(&bytes)).is_ok()
+    }))
 }
 
 /// Checks the three Standard Webhooks headers before any library reads them and
@@ -167,19 +212,11 @@ fn check_headers(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(delivery_id.to_owned())
 }
 
-/// Whether any string (or key) of `value` holds a NUL, which PostgreSQL can store
-/// neither in `text` nor in `jsonb`.
-fn contains_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(contains_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::{Signer, SigningKey};
+    use standardwebhooks::Webhook;
+
     use super::*;
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -199,15 +236,102 @@ mod tests {
         )
     }
 
-    fn secret() -> SecretString {
-        SecretString::from(SECRET.to_owned())
+    fn secret() -> Vec<Key> {
+        vec![Key::StdSymmetric(Box::new(Webhook::new(SECRET).unwrap()))]
+    }
+
+    /// The example of the Standard Webhooks specification: this secret, id,
+    /// timestamp and payload sign to this signature, both by the spec's crate and by
+    /// the signed content this module builds for `v1a`.
+    #[test]
+    fn the_specification_example_vector() {
+        let (id, ts, payload) = ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, r#"{"test": 2432232314}"#);
+        let expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert_eq!(
+            Webhook::new(SECRET).unwrap().sign(id, ts, payload.as_bytes()).unwrap(),
+            expected
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(SECRET.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        let mac = verify::hmac_sha256(
+            &secrecy::SecretBox::new(key.into()),
+            &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", payload.as_bytes()],
+        );
+        assert_eq!(
+            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac)),
+            expected
+        );
+    }
+
+    const OTHER: &str = "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";
+
+    /// Two keys on the endpoint (ours rotating): either verifies; a header with two
+    /// signatures (the sender rotating) verifies when one of them matches.
+    #[test]
+    fn rotation_on_either_side() {
+        let b = body("pay_1");
+        let now = Utc::now().timestamp();
+        let both = vec![
+            Key::StdSymmetric(Box::new(Webhook::new(SECRET).unwrap())),
+            Key::StdSymmetric(Box::new(Webhook::new(OTHER).unwrap())),
+        ];
+        let signed_other = {
+            let sig = Webhook::new(OTHER).unwrap().sign("msg_1", now, b.as_bytes()).unwrap();
+            let mut h = signed(&b, "msg_1", now);
+            h.insert(HEADER_WEBHOOK_SIGNATURE, sig.parse().unwrap());
+            h
+        };
+        assert!(verify_and_parse(&both, &signed(&b, "msg_1", now), b.as_bytes()).is_ok());
+        assert!(verify_and_parse(&both, &signed_other, b.as_bytes()).is_ok());
+        assert!(matches!(
+            verify_and_parse(&secret(), &signed_other, b.as_bytes()),
+            Err(ApiError::BadSignature(_))
+        ));
+        let mut two = signed(&b, "msg_1", now);
+        let old = two[HEADER_WEBHOOK_SIGNATURE].to_str().unwrap().to_owned();
+        let new = signed_other[HEADER_WEBHOOK_SIGNATURE].to_str().unwrap().to_owned();
+        two.insert(HEADER_WEBHOOK_SIGNATURE, format!("{new} {old}").parse().unwrap());
+        assert!(verify_and_parse(&secret(), &two, b.as_bytes()).is_ok());
+    }
+
+    fn v1a_headers(signing: &SigningKey, b: &str, id: &str, ts: i64) -> HeaderMap {
+        let sig = signing.sign(format!("{id}.{ts}.{b}").as_bytes());
+        let mut h = signed(b, id, ts);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+        h.insert(HEADER_WEBHOOK_SIGNATURE, format!("v1a,{encoded}").parse().unwrap());
+        h
+    }
+
+    /// Asymmetric `v1a`: verified with the configured public key; another key's
+    /// signature, a tampered body and a stale timestamp are refused.
+    #[test]
+    fn asymmetric_v1a_signatures() {
+        let signing = SigningKey::from_bytes(&[7u8; 32]);
+        let public = vec![Key::StdPublic(signing.verifying_key())];
+        let b = body("pay_1");
+        let now = Utc::now().timestamp();
+        assert!(verify_and_parse(&public, &v1a_headers(&signing, &b, "msg_1", now), b.as_bytes()).is_ok());
+        let stranger = SigningKey::from_bytes(&[8u8; 32]);
+        let refused = [
+            (v1a_headers(&stranger, &b, "msg_1", now), b.clone()),
+            (v1a_headers(&signing, &b, "msg_1", now), b.replace("1250", "1251")),
+            (v1a_headers(&signing, &b, "msg_1", now - 301), b.clone()),
+            (signed(&b, "msg_1", now), b.clone()),
+        ];
+        for (headers, sent) in refused {
+            assert!(matches!(
+                verify_and_parse(&public, &headers, sent.as_bytes()),
+                Err(ApiError::BadSignature(_))
+            ));
+        }
     }
 
     #[test]
     fn a_signed_event_parses() {
         let b = body("pay_1");
         let v = verify_and_parse(&secret(), &signed(&b, "msg_1", Utc::now().timestamp()), b.as_bytes()).unwrap();
-        assert_eq!(v.payment_id.as_str(), "pay_1");
+        assert_eq!(v.payment_id.unwrap().as_str(), "pay_1");
         assert_eq!(v.merchant_id.unwrap().as_str(), "m_1");
         assert_eq!(v.event.event_type, "payment.succeeded");
         assert_eq!(v.delivery_id, "msg_1");

@@ -1,0 +1,129 @@
+//! The operator CLI as an operator runs it: the built `paytrack` binary, configured
+//! by environment, against a real ingest and NATS.
+
+use std::time::Duration;
+
+use paytrack_shared::TenantId;
+use paytrack_shared::auth::JwtKeys;
+use paytrack_tests::{NatsServer, eventually};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+const SECRETS: &str = "acme/stdwebhooks=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,\
+                       acme/razorpay=rzp_cli_secret_1,acme/stripe=whsec_cli_stripe";
+
+async fn paytrack(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(bool, String)> {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paytrack"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("PAYTRACK_JWT_SECRET", "cli-test-secret")
+        .env("PAYTRACK_LOG_FORMAT", "pretty")
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
+}
+
+/// `paytrack mint-token` prints a token the configured keys verify, with the
+/// tenant, subject and channels asked for.
+#[tokio::test]
+async fn mint_token_prints_a_verifiable_token() -> anyhow::Result<()> {
+    let (ok, out) = paytrack(
+        &[
+            "mint-token",
+            "--tenant",
+            "acme",
+            "--sub",
+            "ops-1",
+            "--channel",
+            "payment:p1",
+        ],
+        &[],
+    )
+    .await?;
+    assert!(ok, "{out}");
+    let keys = JwtKeys::new(&SecretString::from("cli-test-secret"), "paytrack", "paytrack");
+    let claims = keys.verify(out.trim())?;
+    assert_eq!(claims.tenant, TenantId::new("acme")?);
+    assert_eq!(claims.sub, "ops-1");
+    assert_eq!(claims.channels, Some(vec!["payment:p1".to_owned()]));
+    let other = JwtKeys::new(&SecretString::from("another-secret"), "paytrack", "paytrack");
+    assert!(other.verify(out.trim()).is_err());
+    Ok(())
+}
+
+/// `paytrack webhook` sends each scheme's event, signed with the configured secret:
+/// ingest stores it as a fact of the payment. Signed with a secret ingest does not
+/// hold, it is refused (401) and the command fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
+    paytrack_shared::telemetry::init_for_tests();
+    let nats = NatsServer::start().await?;
+    let mut pairs = nats.settings_pairs();
+    pairs.extend([
+        ("nats_url", nats.url()),
+        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
+        ("ingest_listen", "127.0.0.1:0".to_owned()),
+        ("jwt_secret", "cli-test-secret".to_owned()),
+        ("webhook_secrets", SECRETS.to_owned()),
+    ]);
+    let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
+    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
+    let url = format!("http://{}", ingest.local_addr()?);
+    let stop = CancellationToken::new();
+    tokio::spawn(ingest.run(stop.clone()));
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "ingest ready", || async {
+        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+
+    for provider in ["stdwebhooks", "razorpay", "stripe"] {
+        let payment = format!("pay_cli_{provider}");
+        let args = [
+            "webhook",
+            "--provider",
+            provider,
+            "--tenant",
+            "acme",
+            "--payment-id",
+            &payment,
+            "--status",
+            "failed",
+            "--currency",
+            "INR",
+            "--ingest-url",
+            &url,
+        ];
+        let (ok, out) = paytrack(&args, &[("PAYTRACK_WEBHOOK_SECRETS", SECRETS)]).await?;
+        assert!(ok, "{provider}: {out}");
+        assert!(out.contains("HTTP 200"), "{out}");
+        let stored = js
+            .get_stream(paytrack_shared::subjects::STREAM_IN)
+            .await?
+            .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
+            .await?;
+        let fact: serde_json::Value = serde_json::from_slice(&stored.payload)?;
+        assert_eq!(fact["source"]["provider"], provider);
+        assert_eq!(fact["source"]["status"], "failed", "{fact}");
+
+        let forged = SECRETS
+            .replace(
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz",
+            )
+            .replace("rzp_cli_secret_1", "rzp_cli_secret_2")
+            .replace("whsec_cli_stripe", "whsec_cli_other");
+        let (ok, out) = paytrack(&args, &[("PAYTRACK_WEBHOOK_SECRETS", &forged)]).await?;
+        assert!(!ok, "{provider}: a forged webhook was accepted: {out}");
+        assert!(out.contains("HTTP 401"), "{out}");
+    }
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `Idempotency-Key` of `POST /v1/payments`: one key per tenant in the JetStream KV
+//! bucket `PAYTRACK_IDEMPOTENCY` (TTL `idempotency_ttl_secs`).
+//!
+//! The first request *claims* the key with KV create-if-absent (only one create of a
+//! key can succeed, across every ingest replica), records the payment id it will use,
+//! does the work, then stores the exact response bytes. Concurrent requests with the
+//! key wait for that response and answer it byte for byte; a request with another
+//! body answers 422. A claim whose owner died between claim and response (older than
+//! the claim timeout) is taken over by compare-and-set on its revision, keeping its
+//! payment id: the command fact's `Nats-Msg-Id` (`cmd:<key>`) de-duplicates a
+//! publish that did happen before the crash, so the key still makes one payment.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind};
+use chrono::{DateTime, Utc};
+use paytrack_shared::{PaymentId, TenantId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 255;
+/// How often a waiting request looks at the key again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// What the bucket holds for one key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Record {
+    /// Claimed; the response is being made.
+    Pending {
+        body_hash: String,
+        payment_id: PaymentId,
+        claimed_at: DateTime<Utc>,
+    },
+    /// Answered: the response to replay.
+    Done {
+        body_hash: String,
+        payment_id: PaymentId,
+        status: u16,
+        body: String,
+    },
+}
+
+impl Record {
+    fn body_hash(&self) -> &str {
+        match self {
+            Record::Pending { body_hash, .. } | Record::Done { body_hash, .. } => body_hash,
+        }
+    }
+}
+
+/// The outcome of a claim.
+#[derive(Debug)]
+pub enum Claimed {
+    /// This request owns the key: make the payment with this id, then [`Idempotency::complete`].
+    Owner {
+        /// The claim's revision (for the compare-and-set that completes it).
+        revision: u64,
+        /// The payment id to use (the dead owner's, after a take-over).
+        payment_id: PaymentId,
+    },
+    /// The key was answered before: answer this, byte for byte.
+    Replay {
+        /// The HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
+}
+
+/// The idempotency bucket.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: kv::Store,
+    /// After this, a pending claim is presumed dead and may be taken over.
+    claim_timeout: Duration,
+    /// How long a concurrent request waits for the first one's response.
+    wait: Duration,
+}
+
+/// Checks an `Idempotency-Key` header: 1 to 255 visible ASCII characters (it is
+/// part of the command's `Nats-Msg-Id`).
+pub fn validate_key(raw: Option<&http::HeaderValue>) -> Result<String, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::Invalid("the Idempotency-Key header is required".into()))?;
+    let key = raw
+        .to_str()
+        .map_err(|_| ApiError::Invalid("Idempotency-Key must be visible ASCII".into()))?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::Invalid(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
+/// The hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn unavailable(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "idempotency bucket: {what} failed");
+    ApiError::Unavailable
+}
+
+impl Idempotency {
+    /// The bucket's store; claims older than `claim_timeout` may be taken over, and a
+    /// concurrent request waits up to `wait` for the first response.
+    pub fn new(store: kv::Store, claim_timeout: Duration, wait: Duration) -> Idempotency {
+        Idempotency {
+            store,
+            claim_timeout,
+            wait,
+        }
+    }
+
+    /// The bucket key of a tenant's `Idempotency-Key`: `<tenant>.<sha256 of the key>`
+    /// (any key becomes a valid KV key; tenants never share one).
+    pub fn bucket_key(tenant: &TenantId, key: &str) -> String {
+        format!("{tenant}.{}", sha256_hex(key.as_bytes()))
+    }
+
+    /// Claims `key` for a request whose body hashes to `body_hash`, or finds the
+    /// answer to replay. 422 when the key was used with another body; 409 when the
+    /// first request is still at work after the wait.
+    pub async fn claim(&self, key: &str, body_hash: &str, fresh: PaymentId) -> Result<Claimed, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let pending = Record::Pending {
+                body_hash: body_hash.to_owned(),
+                payment_id: fresh.clone(),
+                claimed_at: Utc::now(),
+            };
+            match self.store.create(key, encode(&pending)).await {
+                Ok(revision) => {
+                    return Ok(Claimed::Owner {
+                        revision,
+                        payment_id: fresh,
+                    });
+                }
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(unavailable("claim", &e)),
+            }
+            loop {
+                let Some(entry) = self.store.entry(key).await.map_err(|e| unavailable("read", &e))? else {
+                    break; // expired or released between: claim again
+                };
+                if entry.operation != kv::Operation::Put {
+                    break;
+                }
+                let record: Record = serde_json::from_slice(&entry.value).map_err(|error| {
+                    tracing::error!(%error, "unreadable idempotency record");
+                    ApiError::Internal
+                })?;
+                if record.body_hash() != body_hash {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+                match record {
+                    Record::Done { status, body, .. } => return Ok(Claimed::Replay { status, body }),
+                    Record::Pending {
+                        payment_id, claimed_at, ..
+                    } if Utc::now()
+                        .signed_duration_since(claimed_at)
+                        .to_std()
+                        .unwrap_or_default()
+                        > self.claim_timeout =>
+                    {
+                        let taken = Record::Pending {
+                            body_hash: body_hash.to_owned(),
+                            payment_id: payment_id.clone(),
+                            claimed_at: Utc::now(),
+                        };
+                        if let Ok(revision) = self.store.update(key, encode(&taken), entry.revision).await {
+                            tracing::warn!(payment_id = %payment_id, "took over an abandoned idempotency claim");
+                            return Ok(Claimed::Owner { revision, payment_id });
+                        }
+                    }
+                    Record::Pending { .. } => {
+                        if tokio::time::Instant::now() > deadline {
+                            return Err(ApiError::IdempotencyInProgress);
+                        }
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores the response of a claim this request owns, so every later request
+    /// with the key replays it.
+    pub async fn complete(
+        &self,
+        key: &str,
+        revision: u64,
+        body_hash: &str,
+        payment_id: &PaymentId,
+        status: u16,
+        body: &str,
+    ) -> Result<(), ApiError> {
+        let done = Record::Done {
+            body_hash: body_hash.to_owned(),
+            payment_id: payment_id.clone(),
+            status,
+            body: body.to_owned(),
+        };
+        self.store
+            .update(key, encode(&done), revision)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("complete", &e))
+    }
+
+    /// Gives up a claim whose work failed before anything was published, so the
+    /// caller's retry starts afresh.
+    pub async fn release(&self, key: &str, revision: u64) {
+        if let Err(error) = self.store.delete_expect_revision(key, Some(revision)).await {
+            tracing::warn!(%error, "idempotency claim not released; it is taken over after the claim timeout");
+        }
+    }
+}
+
+fn encode(record: &Record) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}

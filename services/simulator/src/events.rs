@@ -1,0 +1,167 @@
+//! Event bodies in each sandbox provider's own shape, from a payment and the
+//! provider status it moved to.
+
+use serde_json::{Value, json};
+
+use crate::gateway::Payment;
+
+/// The provider's event type for a provider status, if it sends one for it.
+pub fn event_type(provider: &str, status: &str) -> Option<&'static str> {
+    let table: &[(&str, &str)] = match provider {
+        "stdwebhooks" => &[
+            ("pending", "payment.pending"),
+            ("held", "payment.held"),
+            ("succeeded", "payment.succeeded"),
+            ("failed", "payment.failed"),
+            ("cancelled", "payment.cancelled"),
+            ("returned", "payment.returned"),
+        ],
+        "razorpay" => &[
+            ("pending", "payment.authorized"),
+            ("succeeded", "payment.captured"),
+            ("failed", "payment.failed"),
+            ("returned", "refund.processed"),
+        ],
+        "stripe" => &[
+            ("pending", "payment_intent.processing"),
+            ("succeeded", "payment_intent.succeeded"),
+            ("failed", "payment_intent.payment_failed"),
+            ("cancelled", "payment_intent.canceled"),
+            ("returned", "charge.refunded"),
+        ],
+        _ => &[],
+    };
+    table.iter().find(|(s, _)| *s == status).map(|(_, t)| *t)
+}
+
+/// A new delivery id in the provider's style.
+pub fn delivery_id(provider: &str) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    match provider {
+        "stdwebhooks" => format!("msg_{}", &random[..24]),
+        _ => format!("evt_{}", &random[..24]),
+    }
+}
+
+/// The body of `payment`'s event for `status`, delivered as `delivery_id` at `now`.
+/// Metadata naming the paytrack payment is included when `metadata` is true (the
+/// generic stdwebhooks format always names it).
+pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metadata: bool) -> Option<String> {
+    let event_type = event_type(&payment.provider, status)?;
+    let notes = if metadata {
+        let mut notes = json!({ "payment_id": payment.payment_id });
+        if let Some(m) = &payment.merchant_id {
+            notes["merchant_id"] = json!(m);
+        }
+        notes
+    } else {
+        json!({})
+    };
+    let value: Value = match payment.provider.as_str() {
+        "stdwebhooks" => {
+            let mut data = json!({
+                "payment_id": payment.payment_id,
+                "provider_ref": payment.provider_ref,
+                "amount_minor": payment.amount_minor,
+                "currency": payment.currency,
+            });
+            if let Some(m) = &payment.merchant_id {
+                data["merchant_id"] = json!(m);
+            }
+            if status == "failed" {
+                data["reason"] = json!("card_declined");
+            }
+            json!({
+                "type": event_type,
+                "timestamp": chrono::DateTime::<chrono::Utc>::from_timestamp(now, 0).unwrap_or_default().to_rfc3339(),
+                "data": data,
+            })
+        }
+        "razorpay" => {
+            // Razorpay sends `"notes": []` when there are none.
+            let notes = if metadata { notes } else { json!([]) };
+            let entity_status = match status {
+                "pending" => "authorized",
+                "succeeded" | "returned" => "captured",
+                other => other,
+            };
+            let mut entity = json!({
+                "id": payment.provider_ref,
+                "entity": "payment",
+                "amount": payment.amount_minor,
+                "currency": payment.currency,
+                "status": entity_status,
+                "method": payment.rail,
+                "notes": notes,
+                "error_description": if status == "failed" { json!("Payment processing failed because of incorrect OTP") } else { Value::Null },
+                "created_at": payment.created_at,
+            });
+            let mut payload = json!({ "payment": { "entity": entity.take() } });
+            let mut contains = vec!["payment"];
+            if status == "returned" {
+                payload["refund"] = json!({ "entity": {
+                    "id": format!("rfnd_{}", delivery_id.trim_start_matches("evt_")),
+                    "entity": "refund",
+                    "payment_id": payment.provider_ref,
+                    "amount": payment.amount_minor,
+                    "currency": payment.currency,
+                    "notes": [],
+                    "created_at": now,
+                }});
+                contains.insert(0, "refund");
+            }
+            json!({
+                "entity": "event",
+                "account_id": "acc_sandbox",
+                "event": event_type,
+                "contains": contains,
+                "payload": payload,
+                "created_at": now,
+            })
+        }
+        _ => {
+            let object = if status == "returned" {
+                json!({
+                    "id": format!("ch_{}", payment.provider_ref.trim_start_matches("pi_")),
+                    "object": "charge",
+                    "payment_intent": payment.provider_ref,
+                    "amount": payment.amount_minor,
+                    "amount_refunded": payment.amount_minor,
+                    "currency": payment.currency.to_ascii_lowercase(),
+                    "metadata": notes,
+                    "created": payment.created_at,
+                })
+            } else {
+                let mut object = json!({
+                    "id": payment.provider_ref,
+                    "object": "payment_intent",
+                    "amount": payment.amount_minor,
+                    "currency": payment.currency.to_ascii_lowercase(),
+                    "metadata": notes,
+                    "created": payment.created_at,
+                    "status": match status {
+                        "pending" => "processing",
+                        "failed" => "requires_payment_method",
+                        "cancelled" => "canceled",
+                        other => other,
+                    },
+                });
+                if status == "failed" {
+                    object["last_payment_error"] =
+                        json!({ "code": "card_declined", "message": "Your card was declined." });
+                }
+                object
+            };
+            json!({
+                "id": delivery_id,
+                "object": "event",
+                "api_version": "2024-06-20",
+                "created": now,
+                "livemode": false,
+                "type": event_type,
+                "data": { "object": object },
+            })
+        }
+    };
+    Some(value.to_string())
+}

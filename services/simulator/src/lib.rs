@@ -1,0 +1,160 @@
+//! paytrack's provider simulator: sandbox gateways speaking the three webhook
+//! schemes ingest verifies (Standard Webhooks, Razorpay, Stripe).
+//!
+//! A payment is initiated at a sandbox provider (`POST /v1/providers/{provider}/payments`,
+//! which ingest's create command calls) and answered with the provider's reference;
+//! the provider then decides its outcome and posts signed webhooks to ingest — late,
+//! twice, out of order or never, as its behaviour says (`PUT
+//! /v1/providers/{provider}/behaviour`). Its status-query API answers what really
+//! happened (the reconciler's sweeps ask it), and `GET /v1/ground-truth` exports the
+//! truth for tests and the bench. With a traffic tenant it also invents payments
+//! now and then, so a local stack shows life.
+
+mod api;
+pub mod events;
+pub mod gateway;
+pub mod sign;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paytrack_shared::config::{ConfigError, Settings, WebhookSecrets};
+use paytrack_shared::{TenantId, Token};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::gateway::{Behaviour, BehaviourUpdate, Gateways, Initiated, Initiation, Payment};
+
+/// What the simulator needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where its HTTP API listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// ingest's base URL, where webhooks are posted.
+    pub ingest_url: String,
+    /// The tenants' webhook secrets (the sandbox signs with them).
+    pub secrets: WebhookSecrets,
+    /// The tenant to invent light traffic for, if any.
+    pub traffic_tenant: Option<TenantId>,
+    /// Time between invented payments.
+    pub traffic_every: Duration,
+}
+
+impl Config {
+    /// The simulator's part of the settings.
+    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+        let traffic_tenant = s
+            .simulator_tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+            .map_err(|e| ConfigError::BadValue {
+                key: "SIMULATOR_TENANT",
+                reason: e.to_string(),
+            })?;
+        Ok(Config {
+            listen: s.simulator_listen,
+            ingest_url: s
+                .simulator_ingest_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", s.ingest_listen)),
+            secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
+            traffic_tenant,
+            traffic_every: Duration::from_millis(s.simulator_traffic_ms.max(100)),
+        })
+    }
+}
+
+/// A bound, not yet serving, simulator: lets callers (tests) learn the port first.
+pub struct Simulator {
+    listener: TcpListener,
+    gateways: Gateways,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+impl Simulator {
+    /// Binds the listener.
+    pub async fn bind(config: Config, shutdown: CancellationToken) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let gateways = Gateways::new(&config.ingest_url, config.secrets.clone(), shutdown.clone());
+        Ok(Simulator {
+            listener,
+            gateways,
+            config,
+            shutdown,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The gateways (for in-process callers).
+    pub fn gateways(&self) -> Gateways {
+        self.gateways.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled.
+    pub async fn run(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr()?, ingest = %self.config.ingest_url, "simulator listening");
+        if let Some(tenant) = self.config.traffic_tenant.clone() {
+            let (gateways, every, stop) = (self.gateways.clone(), self.config.traffic_every, self.shutdown.clone());
+            tokio::spawn(async move { traffic(gateways, tenant, every, stop).await });
+        }
+        let stop = self.shutdown.clone();
+        axum::serve(self.listener, api::router(self.gateways))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await?;
+        tracing::info!("simulator stopped");
+        Ok(())
+    }
+}
+
+/// Runs the simulator with `config` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    Simulator::bind(config, shutdown).await?.run().await
+}
+
+/// Invents a payment every `every` at one of the tenant's sandbox providers.
+async fn traffic(gateways: Gateways, tenant: TenantId, every: Duration, shutdown: CancellationToken) {
+    let providers = gateways.providers_of(&tenant);
+    if providers.is_empty() {
+        tracing::warn!(tenant = %tenant, "no sandbox provider can sign for the traffic tenant; no traffic");
+        return;
+    }
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        n += 1;
+        let (provider, merchant, amount) = {
+            let mut rng = rand::rng();
+            (
+                providers[rng.random_range(0..providers.len())],
+                format!("m_{}", rng.random_range(1..=3)),
+                rng.random_range(100..50_000),
+            )
+        };
+        let (currency, rail) = if provider == "razorpay" {
+            ("INR", "upi")
+        } else {
+            ("USD", "card")
+        };
+        let request = Initiation {
+            tenant: tenant.to_string(),
+            payment_id: format!("sim_{}_{n}", chrono::Utc::now().timestamp()),
+            amount_minor: amount,
+            currency: currency.to_owned(),
+            rail: rail.to_owned(),
+            merchant_id: Some(merchant),
+        };
+        if let Err(error) = gateways.initiate(provider, request) {
+            tracing::debug!(%error, provider, "invented payment not initiated");
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Payment commands, capabilities, routing, the push API and the OpenAPI document,
+//! on the whole mesh (real NATS and PostgreSQL).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::TryStreamExt;
+use paytrack_shared::subjects;
+use paytrack_tests::ws::WsClient;
+use paytrack_tests::{Mesh, eventually};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?)
+}
+
+/// `POST {ingest}{path}` with a bearer credential, an optional Idempotency-Key and a
+/// raw body; the status and the body as text.
+async fn post(
+    client: &reqwest::Client,
+    mesh: &Mesh,
+    path: &str,
+    credential: &str,
+    key: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut request = client
+        .post(format!("{}{path}", mesh.ingest_url))
+        .bearer_auth(credential)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String {
+    json!({
+        "merchant_id": merchant,
+        "amount_minor": amount,
+        "currency": "USD",
+        "rail": rail,
+        "country": country,
+        "customer_ref": "cust_1",
+        "metadata": {"order": "o-1"},
+    })
+    .to_string()
+}
+
+/// Messages of PAYTRACK_IN on the subjects matching `filter`.
+async fn inbound(mesh: &Mesh, filter: String) -> anyhow::Result<Vec<(String, usize)>> {
+    let stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let mut found = Vec::new();
+    let mut subjects = stream.info_with_subjects(filter).await?;
+    while let Some((subject, n)) = subjects.try_next().await? {
+        found.push((subject, n));
+    }
+    Ok(found)
+}
+
+async fn inbound_count(mesh: &Mesh) -> anyhow::Result<usize> {
+    Ok(inbound(mesh, format!("paytrack.in.{}.>", mesh.tenant))
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// 20 concurrent creates with one key make one payment and 20 identical answers;
+/// the key with another body is 422; the payment opens as `initiated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let body = create_body("m_idem", "card", "US", 4200);
+    let token = mesh.operator_token();
+    let answers = futures::future::try_join_all(
+        (0..20).map(|_| post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &body)),
+    )
+    .await?;
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 201, "{first}");
+    for (status, text) in &answers {
+        assert_eq!(
+            (*status, text),
+            (201, first),
+            "every answer is the first, byte for byte"
+        );
+    }
+    let created: Value = serde_json::from_str(first)?;
+    let payment = created["payment_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(created["status"], "initiated");
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["routing"]["provider"], "stdwebhooks");
+    assert!(created["capabilities"]["checked_at"].is_string(), "{created}");
+    assert_eq!(created["capabilities"]["features"]["cancel"], true);
+
+    // One payment, one fact.
+    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    assert_eq!(facts, vec![(format!("paytrack.in.{}.{payment}", mesh.tenant), 1)]);
+    // The same key later (and by an API key of the tenant) still replays.
+    let (status, again) = post(&client, &mesh, "/v1/payments", &mesh.api_key, Some("order-42"), &body).await?;
+    assert_eq!((status, &again), (201, first));
+
+    // Another body with the key.
+    let other = create_body("m_idem", "card", "US", 4300);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &other).await?;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "idempotency_key_reused");
+    // The other tenant's key space is its own.
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &mesh.other_api_key,
+        Some("order-42"),
+        &other,
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    assert_ne!(
+        serde_json::from_str::<Value>(&text)?["payment_id"].as_str(),
+        Some(payment.as_str())
+    );
+
+    // No key, bad fields: 400, nothing stored.
+    let before = inbound_count(&mesh).await?;
+    let (status, _) = post(&client, &mesh, "/v1/payments", &token, None, &body).await?;
+    assert_eq!(status, 400);
+    for bad in [
+        json!({"merchant_id": "m 1", "amount_minor": 1, "currency": "USD", "rail": "card", "country": "US"}),
+        json!({"merchant_id": "m_1", "amount_minor": 0, "currency": "USD", "rail": "card", "country": "US"}),
+        json!({"merchant_id": "m_1", "amount_minor": 1, "currency": "usd", "rail": "card", "country": "US"}),
+        json!({"merchant_id": "m_1", "amount_minor": 1, "currency": "USD", "rail": "card", "country": "USA"}),
+        json!({"merchant_id": "m_1", "amount_minor": 1, "currency": "USD", "rail": "card"}),
+        json!({"merchant_id": "m_1", "amount_minor": 1, "currency": "USD", "rail": "card", "country": "US", "metadata": [1]}),
+        json!({"merchant_id": "m_1", "amount_minor": 1, "currency": "USD", "rail": "card", "country": "US", "extra": 1}),
+    ] {
+        let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("k-bad"), &bad.to_string()).await?;
+        assert_eq!(status, 400, "{bad}: {text}");
+        assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "invalid_request");
+    }
+    // An end user's token may not command.
+    let user = mesh.scoped_token("u_1", &["payments"]);
+    let (status, _) = post(&client, &mesh, "/v1/payments", &user, Some("k-user"), &body).await?;
+    assert_eq!(status, 403);
+    assert_eq!(inbound_count(&mesh).await?, before);
+
+    // The reconciler opens the payment as initiated.
+    let (status, version, ..) = mesh.wait_for_row(&payment, 1).await?;
+    assert_eq!((status.as_str(), version), ("initiated", 1));
+    Ok(())
+}
+
+/// Unsupported features answer 422 with the documented body and publish nothing;
+/// resolve needs a reason (400) and an operator (403); another tenant's payment is
+/// 404; supported commands are recorded as facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some("rtp-1"),
+        &create_body("m_c", "rtp", "US", 100),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let rtp = serde_json::from_str::<Value>(&text)?["payment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some("card-1"),
+        &create_body("m_c", "card", "US", 100),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let card = serde_json::from_str::<Value>(&text)?["payment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let before = inbound_count(&mesh).await?;
+
+    for command in ["cancel", "retry"] {
+        let (status, text) = post(
+            &client,
+            &mesh,
+            &format!("/v1/payments/{rtp}/{command}"),
+            &token,
+            None,
+            "",
+        )
+        .await?;
+        assert_eq!(status, 422, "{text}");
+        let body: Value = serde_json::from_str(&text)?;
+        assert_eq!(body["error"], "unsupported_feature");
+        assert_eq!(body["feature"], command);
+        assert_eq!(
+            (body["country"].as_str(), body["rail"].as_str()),
+            (Some("US"), Some("rtp"))
+        );
+        assert!(body.get("program").is_some_and(Value::is_null), "{body}");
+    }
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some("zz-1"),
+        &create_body("m_c", "card", "ZZ", 100),
+    )
+    .await?;
+    assert_eq!(status, 422, "{text}");
+    let body: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        (body["error"].as_str(), body["feature"].as_str()),
+        (Some("unsupported_feature"), Some("create"))
+    );
+
+    // Resolve: reason required, operators only.
+    let resolve = format!("/v1/payments/{card}/resolve");
+    let (status, text) = post(
+        &client,
+        &mesh,
+        &resolve,
+        &token,
+        None,
+        &json!({"status": "failed"}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 400, "{text}");
+    let (status, _) = post(
+        &client,
+        &mesh,
+        &resolve,
+        &token,
+        None,
+        &json!({"status": "failed", "reason": " "}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        &client,
+        &mesh,
+        &resolve,
+        &mesh.api_key,
+        None,
+        &json!({"status": "failed", "reason": "r"}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 403);
+    // Another tenant's operator: 404 for every command.
+    let other = mesh.other_operator_token();
+    for command in ["cancel", "retry", "resolve"] {
+        let body = match command {
+            "resolve" => json!({"status": "failed", "reason": "not yours"}),
+            _ => json!({"reason": "not yours"}),
+        }
+        .to_string();
+        let (status, _) = post(
+            &client,
+            &mesh,
+            &format!("/v1/payments/{card}/{command}"),
+            &other,
+            None,
+            &body,
+        )
+        .await?;
+        assert_eq!(status, 404, "{command}");
+    }
+    assert_eq!(
+        inbound_count(&mesh).await?,
+        before,
+        "refused commands published nothing"
+    );
+    assert!(
+        inbound(&mesh, format!("paytrack.in.{}.>", mesh.other_tenant))
+            .await?
+            .is_empty(),
+        "nothing under the other tenant either"
+    );
+
+    // Supported commands are facts; a retry with the same key is a duplicate.
+    let cancel = format!("/v1/payments/{card}/cancel");
+    let body = json!({"reason": "customer asked"}).to_string();
+    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?;
+    assert_eq!(status, 202, "{text}");
+    let first: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        (first["command"].as_str(), first["duplicate"].as_bool()),
+        (Some("cancel"), Some(false))
+    );
+    let (_, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?;
+    let again: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        (again["seq"].clone(), again["duplicate"].as_bool()),
+        (first["seq"].clone(), Some(true))
+    );
+    let (status, text) = post(
+        &client,
+        &mesh,
+        &resolve,
+        &token,
+        None,
+        &json!({"status": "failed", "reason": "bank confirmed"}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(inbound_count(&mesh).await?, before + 2);
+    // The reconciler applies the cancel.
+    mesh.eventually(WAIT, "cancelled", || async {
+        let (_, statuses) = mesh.timeline(&card).await.ok()?;
+        statuses.iter().any(|s| s == "cancelled").then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Routing moves new payments away from a provider whose payments fail (reported by
+/// its webhooks), and the create records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let create = |key: String| {
+        let (client, token, mesh) = (&client, &token, &mesh);
+        async move {
+            let (status, text) = post(
+                client,
+                mesh,
+                "/v1/payments",
+                token,
+                Some(&key),
+                &create_body("m_r", "card", "US", 500),
+            )
+            .await?;
+            anyhow::ensure!(status == 201, "{text}");
+            Ok::<Value, anyhow::Error>(serde_json::from_str(&text)?)
+        }
+    };
+    let mut failing = Vec::new();
+    for i in 0..5 {
+        let created = create(format!("r-{i}")).await?;
+        assert_eq!(created["routing"]["provider"], "stdwebhooks", "{created}");
+        failing.push(created["payment_id"].as_str().unwrap_or_default().to_owned());
+    }
+    for (i, payment) in failing.iter().enumerate() {
+        let response = mesh
+            .post_webhook(&format!("fail-{i}"), &Mesh::webhook_body(payment, "failed", "m_r"))
+            .await?;
+        assert_eq!(response.status(), 200);
+    }
+    let mut n = 0;
+    let moved = eventually(WAIT, "a create routed away from stdwebhooks", || {
+        n += 1;
+        let key = format!("after-{n}");
+        let create = &create;
+        async move {
+            let created = create(key).await.ok()?;
+            (created["routing"]["provider"] != "stdwebhooks").then_some(created)
+        }
+    })
+    .await?;
+    assert_eq!(moved["routing"]["provider"], "stripe", "{moved}");
+    let reason = moved["routing"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stdwebhooks (success 0% of 5)"), "{reason}");
+    assert!(reason.contains("highest success rate"), "{reason}");
+    // The decision is on the stored command, which is what the payment keeps.
+    let payment = moved["payment_id"].as_str().unwrap_or_default();
+    let stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let fact = stream
+        .get_last_raw_message_by_subject(&format!("paytrack.in.{}.{payment}", mesh.tenant))
+        .await?;
+    let fact: Value = serde_json::from_slice(&fact.payload)?;
+    assert_eq!(fact["source"]["routing"]["provider"], "stripe", "{fact}");
+    assert_eq!(fact["source"]["routing"]["reason"], reason);
+    Ok(())
+}
+
+/// A push reaches the user's WebSocket `user:` subscriber with its position; a bad
+/// key is 401 and a bad body 400. Every route is in `/openapi.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.scoped_token("u_push", &["user:u_push"]);
+    let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+    ws.next_of("welcome", WAIT).await?;
+    ws.send(json!({"type": "subscribe", "channel": "user:u_push"})).await?;
+    ws.next_of("subscribed", WAIT).await?;
+
+    let body = json!({"user": "u_push", "type": "order.ready", "data": {"order": "o-9"}}).to_string();
+    let (status, text) = post(&client, &mesh, "/v1/push", &mesh.api_key, None, &body).await?;
+    assert_eq!(status, 202, "{text}");
+    let accepted: Value = serde_json::from_str(&text)?;
+    let event = ws.next_of("event", WAIT).await?;
+    assert_eq!(event["kind"], "push");
+    assert_eq!(event["channel"], "user:u_push");
+    assert_eq!(event["push_type"], "order.ready");
+    assert_eq!(event["data"], json!({"order": "o-9"}));
+    assert_eq!(event["position"], accepted["position"], "{event} {accepted}");
+
+    for (credential, body, want) in [
+        ("pk_wrong", body.clone(), 401),
+        (
+            mesh.api_key.as_str(),
+            json!({"user": "u push", "type": "t", "data": {}}).to_string(),
+            400,
+        ),
+        (
+            mesh.api_key.as_str(),
+            json!({"user": "u_push", "data": {}}).to_string(),
+            400,
+        ),
+        (
+            mesh.api_key.as_str(),
+            json!({"user": "u_push", "device": "all", "type": "t", "data": {}}).to_string(),
+            400,
+        ),
+        (mesh.api_key.as_str(), "{".to_owned(), 400),
+    ] {
+        let (status, text) = post(&client, &mesh, "/v1/push", credential, None, &body).await?;
+        assert_eq!(status, want, "{body}: {text}");
+    }
+    // A device push reaches that device only (here: not this token's, which has none).
+    let stream = mesh.js.get_stream(subjects::STREAM_PUSH).await?;
+    let device = json!({"user": "u_push", "device": "d1", "type": "t", "data": 1}).to_string();
+    let (status, _) = post(&client, &mesh, "/v1/push", &mesh.api_key, None, &device).await?;
+    assert_eq!(status, 202);
+    let last = stream
+        .get_last_raw_message_by_subject(&format!("paytrack.push.{}.u_push.d1", mesh.tenant))
+        .await?;
+    assert_eq!(serde_json::from_slice::<Value>(&last.payload)?["data"], 1);
+
+    let doc: Value = client
+        .get(format!("{}/openapi.json", mesh.ingest_url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let routes = paytrack_ingest::routes();
+    assert!(routes.len() >= 15);
+    for route in routes {
+        assert!(
+            doc["paths"][route.path][route.method].is_object(),
+            "{} {} is missing from /openapi.json",
+            route.method,
+            route.path
+        );
+    }
+    assert!(doc["components"]["schemas"]["CreatePaymentRequest"].is_object());
+    Ok(())
+}
+
+/// A claim whose owner died between claiming the key and answering (a pending claim
+/// older than the claim timeout) is taken over with the payment id it recorded, so
+/// the key still makes exactly one payment; a fresh claim of another body is 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let body = create_body("m_dead", "card", "US", 700);
+    let fingerprint = paytrack_ingest::create_fingerprint(body.as_bytes()).context("a create body")?;
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "crashed-1");
+    let claimed_at = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let pending = json!({
+        "state": "pending", "body_hash": fingerprint, "payment_id": "pay_dead_owner", "claimed_at": claimed_at,
+    });
+    bucket.create(&key, pending.to_string().into()).await?;
+
+    let token = mesh.operator_token();
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("crashed-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    assert_eq!(created["payment_id"], "pay_dead_owner");
+    let (status, again) = post(&client, &mesh, "/v1/payments", &token, Some("crashed-1"), &body).await?;
+    assert_eq!((status, &again), (201, &text));
+    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    assert_eq!(facts, vec![(format!("paytrack.in.{}.pay_dead_owner", mesh.tenant), 1)]);
+    let (status, ..) = mesh.wait_for_row("pay_dead_owner", 1).await?;
+    assert_eq!(status, "initiated");
+    Ok(())
+}
+
+/// A sandbox gateway for the initiation test: `stripe` answers a provider_ref and
+/// keeps the requests; `stdwebhooks` answers 500.
+async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+    use axum::extract::{Path, State};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    async fn initiate(
+        State(seen): State<Seen>,
+        Path(provider): Path<String>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
+        if provider != "stripe" {
+            return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        let reference = format!("pi_{}", body["payment_id"].as_str().unwrap_or_default());
+        seen.lock()
+            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
+            .push(body);
+        Ok(axum::Json(json!({"provider_ref": reference})))
+    }
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, seen))
+}
+
+/// A create asks the routed provider's sandbox gateway to initiate the payment and
+/// records the provider_ref it answers; a gateway that fails marks its provider
+/// unavailable, and the next create is routed to the other candidate, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
+    let (url, seen) = sandbox_gateway().await?;
+    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
+        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        ..Default::default()
+    })
+    .await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_i", "card", "US", 900);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let first: Value = serde_json::from_str(&text)?;
+    // stdwebhooks (first preference) failed to initiate: no reference, provider avoided.
+    assert_eq!(first["routing"]["provider"], "stdwebhooks");
+    assert!(first["routing"]["provider_ref"].is_null(), "{first}");
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let second: Value = serde_json::from_str(&text)?;
+    let payment = second["payment_id"].as_str().unwrap_or_default();
+    assert_eq!(second["routing"]["provider"], "stripe", "{second}");
+    assert_eq!(second["routing"]["provider_ref"], format!("pi_{payment}"));
+    let reason = second["routing"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("stdwebhooks (0 outcomes, too few to judge, unavailable)"),
+        "{reason}"
+    );
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(
+        requests,
+        vec![json!({
+            "tenant": mesh.tenant.as_str(), "payment_id": payment, "amount_minor": 900,
+            "currency": "USD", "rail": "card",
+        })]
+    );
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! The provider simulator against a real ingest and NATS: a payment initiated at
+//! each sandbox provider gets the provider's signed webhooks into PAYTRACK_IN, the
+//! ground truth and status-query API say what happened, and the behaviour settings
+//! (success rate, availability, status API, duplicates, metadata) take effect.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use paytrack_nats::Role;
+use paytrack_shared::config::WebhookSecrets;
+use paytrack_shared::{PaymentId, TenantId};
+use paytrack_tests::{NatsServer, eventually};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SECRETS: &str = "acme/stdwebhooks=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,\
+                       acme/razorpay=rzp_sandbox_secret,acme/stripe=whsec_sandbox_stripe";
+
+struct Stack {
+    nats: NatsServer,
+    sim: String,
+    http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+async fn start() -> anyhow::Result<Stack> {
+    start_with(None).await
+}
+
+async fn start_with(traffic_tenant: Option<TenantId>) -> anyhow::Result<Stack> {
+    paytrack_shared::telemetry::init_for_tests();
+    let nats = NatsServer::start().await?;
+    let mut pairs = nats.settings_pairs();
+    pairs.extend([
+        ("nats_url", nats.url()),
+        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
+        ("ingest_listen", "127.0.0.1:0".to_owned()),
+        ("jwt_secret", "test-secret".to_owned()),
+        ("webhook_secrets", SECRETS.to_owned()),
+    ]);
+    let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
+    let stop = CancellationToken::new();
+    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
+    let ingest_url = format!("http://{}", ingest.local_addr()?);
+    let token = stop.clone();
+    tokio::spawn(async move { ingest.run(token).await });
+    let sim = paytrack_simulator::Simulator::bind(
+        paytrack_simulator::Config {
+            listen: "127.0.0.1:0".parse()?,
+            ingest_url: ingest_url.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(SECRETS.to_owned()))?,
+            traffic_tenant,
+            traffic_every: Duration::from_millis(100),
+        },
+        stop.clone(),
+    )
+    .await?;
+    let sim_url = format!("http://{}", sim.local_addr()?);
+    tokio::spawn(sim.run());
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(20), "ingest ready", || async {
+        let response = http.get(format!("{ingest_url}/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await?;
+    for provider in ["stdwebhooks", "razorpay", "stripe"] {
+        let response = http
+            .put(format!("{sim_url}/v1/providers/{provider}/behaviour"))
+            .json(&json!({"latency_ms": 20, "success_pct": 100}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+    }
+    Ok(Stack {
+        nats,
+        sim: sim_url,
+        http,
+        stop,
+    })
+}
+
+impl Stack {
+    async fn initiate(&self, provider: &str, payment: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/providers/{provider}/payments", self.sim))
+            .json(&json!({"tenant": "acme", "payment_id": payment, "amount_minor": 1500,
+                          "currency": "INR", "rail": "upi", "merchant_id": "m_1"}))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await.unwrap_or_default()))
+    }
+
+    async fn behave(&self, provider: &str, behaviour: Value) -> anyhow::Result<u16> {
+        let response = self
+            .http
+            .put(format!("{}/v1/providers/{provider}/behaviour", self.sim))
+            .json(&behaviour)
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
+    async fn truth(&self, payment: &str) -> Option<Value> {
+        let all: Value = self
+            .http
+            .get(format!("{}/v1/ground-truth", self.sim))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        all["payments"]
+            .as_array()?
+            .iter()
+            .find(|p| p["payment_id"] == payment)
+            .cloned()
+    }
+
+    /// Facts stored for `payment` in PAYTRACK_IN.
+    async fn facts(&self, payment: &str) -> anyhow::Result<usize> {
+        let js = async_nats::jetstream::new(self.nats.admin_client().await?);
+        let stream = js.get_stream(paytrack_shared::subjects::STREAM_IN).await?;
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(format!("paytrack.in.acme.{payment}"))
+            .await?
+            .try_collect()
+            .await?;
+        Ok(subjects.iter().map(|(_, n)| n).sum())
+    }
+
+    async fn settled(&self, payment: &str, status: &str, facts: usize) -> anyhow::Result<Value> {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{payment} {status} with {facts} facts"),
+            || async {
+                let truth = self.truth(payment).await?;
+                let stored = self.facts(payment).await.ok()?;
+                (truth["status"] == status && stored == facts).then_some(truth)
+            },
+        )
+        .await
+    }
+}
+
+/// Each provider: initiation answers its reference, both webhooks (pending, then
+/// the outcome) become facts, the ground truth and the status API agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sandbox_provider_delivers_signed_webhooks() -> anyhow::Result<()> {
+    let stack = start().await?;
+    for (provider, prefix) in [("stdwebhooks", "sw_"), ("razorpay", "pay_"), ("stripe", "pi_")] {
+        let payment = format!("pay_sim_{provider}");
+        let (status, answer) = stack.initiate(provider, &payment).await?;
+        assert_eq!(status, 201, "{answer}");
+        let provider_ref = answer["provider_ref"].as_str().unwrap_or_default().to_owned();
+        assert!(provider_ref.starts_with(prefix), "{answer}");
+        let truth = stack.settled(&payment, "succeeded", 2).await?;
+        assert_eq!(truth["webhooks_sent"], 2);
+        let queried: Value = stack
+            .http
+            .get(format!("{}/v1/providers/{provider}/payments/{provider_ref}", stack.sim))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(queried["status"], "succeeded");
+        assert_eq!(queried["payment_id"], payment.as_str());
+    }
+
+    // A tenant without an endpoint, an unknown provider, a bad body.
+    let response = stack
+        .http
+        .post(format!("{}/v1/providers/stripe/payments", stack.sim))
+        .json(&json!({"tenant": "beta", "payment_id": "p1", "amount_minor": 1, "currency": "USD", "rail": "card"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 422);
+    assert_eq!(stack.initiate("paypal", "p2").await?.0, 404);
+    assert_eq!(stack.behave("stripe", json!({"loss_pct": 120})).await?, 422);
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// The behaviour settings: a success rate of 0 fails payments (and the provider's
+/// rolling success rate drops), availability 0 refuses initiations, a stopped
+/// status API answers 503, and duplicates do not add facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behaviour_changes_take_effect() -> anyhow::Result<()> {
+    let stack = start().await?;
+    stack.initiate("stripe", "pay_ok").await?;
+    stack.settled("pay_ok", "succeeded", 2).await?;
+
+    assert_eq!(
+        stack
+            .behave("stripe", json!({"success_pct": 0, "duplicate_pct": 100}))
+            .await?,
+        200
+    );
+    let (_, answer) = stack.initiate("stripe", "pay_ko").await?;
+    let truth = stack.settled("pay_ko", "failed", 2).await?;
+    assert_eq!(truth["webhooks_sent"], 4, "every webhook delivered twice, stored once");
+    let described: Value = stack
+        .http
+        .get(format!("{}/v1/providers/stripe/behaviour", stack.sim))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(described["stats"]["success_rate"], 0.5, "{described}");
+
+    assert_eq!(stack.behave("stripe", json!({"status_api": false})).await?, 200);
+    let provider_ref = answer["provider_ref"].as_str().unwrap_or_default();
+    let response = stack
+        .http
+        .get(format!("{}/v1/providers/stripe/payments/{provider_ref}", stack.sim))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 503);
+
+    assert_eq!(stack.behave("razorpay", json!({"availability_pct": 0})).await?, 200);
+    assert_eq!(stack.initiate("razorpay", "pay_down").await?.0, 503);
+    assert!(stack.truth("pay_down").await.is_none());
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// Without metadata a provider's events name only its reference: they are parked
+/// until the create command records the reference, then become the payment's facts
+/// — whichever of the two happens first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_without_metadata_link_through_the_recorded_reference() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
+        stack.nats.connect_as(Role::Ingest).await?,
+        Duration::from_secs(5),
+        1,
+    );
+    let tenant = TenantId::new("acme")?;
+    for provider in ["razorpay", "stripe"] {
+        assert_eq!(stack.behave(provider, json!({"send_metadata": false})).await?, 200);
+        let payment = format!("pay_nometa_{provider}");
+        let (status, answer) = stack.initiate(provider, &payment).await?;
+        assert_eq!(status, 201);
+        let provider_ref = answer["provider_ref"].as_str().unwrap_or_default().to_owned();
+        // The webhooks arrive (and are parked) before the reference is recorded.
+        eventually(Duration::from_secs(30), "both webhooks parked", || async {
+            let parked = refs.parked(&tenant, provider, &provider_ref).await.ok()?;
+            (parked.len() == 2).then_some(())
+        })
+        .await?;
+        assert_eq!(stack.facts(&payment).await?, 0);
+        refs.record(&tenant, provider, &provider_ref, &PaymentId::new(&payment)?)
+            .await?;
+        stack.settled(&payment, "succeeded", 2).await?;
+    }
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// With a traffic tenant the simulator invents payments on its own (what `make up`
+/// shows on the dashboard): each gets its webhooks into PAYTRACK_IN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_traffic_invents_payments() -> anyhow::Result<()> {
+    let stack = start_with(Some(TenantId::new("acme")?)).await?;
+    let invented = eventually(Duration::from_secs(30), "three invented payments settled", || async {
+        let all: Value = stack
+            .http
+            .get(format!("{}/v1/ground-truth", stack.sim))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let settled: Vec<String> = all["payments"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"] != "pending" && p["webhooks_sent"] == 2)
+            .filter_map(|p| p["payment_id"].as_str().map(str::to_owned))
+            .collect();
+        (settled.len() >= 3).then_some(settled)
+    })
+    .await?;
+    for payment in &invented[..3] {
+        assert!(payment.starts_with("sim_"), "{payment}");
+        assert_eq!(stack.facts(payment).await?, 2, "{payment}");
+    }
+    stack.stop.cancel();
+    Ok(())
+}

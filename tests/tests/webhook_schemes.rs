@@ -1,0 +1,459 @@
+//! The three webhook schemes against a real ingest and NATS: valid deliveries are
+//! stored, forged, tampered, unsigned and stale ones are refused with 401 and leave
+//! PAYTRACK_IN untouched, secret rotation works on both sides, events naming no
+//! payment are parked until their provider reference is recorded, and a burst with
+//! duplicates stores exactly the unique facts.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use paytrack_nats::Role;
+use paytrack_shared::config::Settings;
+use paytrack_shared::{PaymentId, TenantId};
+use paytrack_tests::NatsServer;
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+const STD_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const STD_NEW: &str = "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";
+const RZP_OLD: &str = "rzp_old_webhook_secret";
+const RZP_NEW: &str = "rzp_new_webhook_secret";
+const STRIPE_OLD: &str = "whsec_stripe_old_secret";
+const STRIPE_NEW: &str = "whsec_stripe_new_secret";
+
+struct RunningIngest {
+    url: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningIngest {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
+    let mut pairs = nats.settings_pairs();
+    pairs.extend([
+        ("nats_url", nats.url()),
+        // Never connected to: webhooks read no table.
+        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
+        ("ingest_listen", "127.0.0.1:0".to_owned()),
+        ("nats_ack_timeout_ms", "5000".to_owned()),
+        ("jwt_secret", "test-secret".to_owned()),
+        ("webhook_secrets", secrets.to_owned()),
+    ]);
+    Ok(Settings::from_pairs(pairs)?)
+}
+
+async fn start_ingest(nats: &NatsServer, secrets: &str) -> anyhow::Result<RunningIngest> {
+    paytrack_shared::telemetry::init_for_tests();
+    let config = paytrack_ingest::Config::from_settings(&settings(nats, secrets)?)?;
+    let ingest = paytrack_ingest::Ingest::bind(config).await?;
+    let url = format!("http://{}", ingest.local_addr()?);
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move { Ok(ingest.run(token).await?) });
+    let http = reqwest::Client::new();
+    paytrack_tests::eventually(Duration::from_secs(20), "ingest ready", || async {
+        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await?;
+    Ok(RunningIngest { url, stop, task })
+}
+
+fn endpoint_secrets(tenant: &TenantId, which: &[(&str, &str)]) -> String {
+    which
+        .iter()
+        .map(|(provider, secret)| format!("{tenant}/{provider}={secret}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// One signed delivery: the body and its headers, signed with `secret` at `ts`.
+fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> (String, Vec<(String, String)>) {
+    match provider {
+        "stdwebhooks" => {
+            let body = serde_json::json!({
+                "type": "payment.succeeded",
+                "timestamp": "2026-11-23T10:00:00Z",
+                "data": {"payment_id": payment.unwrap_or("pay_std"), "provider_ref": format!("sw_{id}"),
+                         "amount_minor": 1250, "currency": "USD", "merchant_id": "m_1"},
+            })
+            .to_string();
+            let sig = standardwebhooks::Webhook::new(secret)
+                .expect("whsec")
+                .sign(id, ts, body.as_bytes())
+                .expect("sign");
+            let headers = vec![
+                ("webhook-id".into(), id.into()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                ("webhook-signature".into(), sig),
+            ];
+            (body, headers)
+        }
+        "razorpay" => {
+            let notes = match payment {
+                Some(p) => serde_json::json!({"payment_id": p, "merchant_id": "m_1"}),
+                None => serde_json::json!([]),
+            };
+            let body = serde_json::json!({
+                "entity": "event", "account_id": "acc_test", "event": "payment.captured",
+                "contains": ["payment"],
+                "payload": {"payment": {"entity": {"id": format!("pay_{id}"), "entity": "payment",
+                    "amount": 50000, "currency": "INR", "status": "captured", "notes": notes,
+                    "card": {"number": "4111111111111111"}, "created_at": ts - 5}}},
+                "created_at": ts,
+            })
+            .to_string();
+            let headers = vec![
+                ("x-razorpay-signature".into(), hmac_hex(secret, &[body.as_bytes()])),
+                ("x-razorpay-event-id".into(), id.into()),
+            ];
+            (body, headers)
+        }
+        _ => {
+            let metadata = match payment {
+                Some(p) => serde_json::json!({"payment_id": p}),
+                None => serde_json::json!({}),
+            };
+            let body = serde_json::json!({
+                "id": id, "object": "event", "created": ts, "type": "payment_intent.succeeded",
+                "data": {"object": {"id": format!("pi_{id}"), "object": "payment_intent", "amount": 2000,
+                    "currency": "usd", "metadata": metadata, "created": ts - 5}},
+            })
+            .to_string();
+            let t = ts.to_string();
+            let sig = hmac_hex(secret, &[t.as_bytes(), b".", body.as_bytes()]);
+            (body, vec![("stripe-signature".into(), format!("t={t},v1={sig}"))])
+        }
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    ingest: &str,
+    tenant: &TenantId,
+    provider: &str,
+    (body, headers): &(String, Vec<(String, String)>),
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut request = http
+        .post(format!("{ingest}/v1/webhooks/{tenant}/{provider}"))
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+async fn inbound_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream(paytrack_shared::subjects::STREAM_IN)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn id(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// Per scheme: valid → 200 and one fact; wrong secret, tampered body, missing
+/// signature header, stale timestamp → 401 and nothing stored. During a rotation
+/// both secrets verify; after it (ingest restarted with the new one only) the old
+/// one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let rotating = endpoint_secrets(
+        &tenant,
+        &[
+            ("stdwebhooks", STD_OLD),
+            ("stdwebhooks", STD_NEW),
+            ("razorpay", RZP_OLD),
+            ("razorpay", RZP_NEW),
+            ("stripe", STRIPE_OLD),
+            ("stripe", STRIPE_NEW),
+        ],
+    );
+    let ingest = start_ingest(&nats, &rotating).await?;
+    let http = reqwest::Client::new();
+    let schemes = [
+        ("stdwebhooks", STD_OLD, STD_NEW),
+        ("razorpay", RZP_OLD, RZP_NEW),
+        ("stripe", STRIPE_OLD, STRIPE_NEW),
+    ];
+
+    for (provider, old, new) in schemes {
+        let before = inbound_messages(&js).await?;
+        // During the rotation both secrets verify.
+        for secret in [old, new] {
+            let sent = delivery(provider, secret, &id("d"), Some("pay_1"), now());
+            let (status, answer) = post(&http, &ingest.url, &tenant, provider, &sent).await?;
+            assert_eq!(status, 200, "{provider}: {answer}");
+            assert_eq!(answer["duplicate"], false, "{provider}");
+        }
+        assert_eq!(inbound_messages(&js).await?, before + 2, "{provider}");
+
+        let wrong = delivery(
+            provider,
+            "whsec_QW5vdGhlciBzZWNyZXQgZW50aXJlbHk=",
+            &id("d"),
+            Some("pay_1"),
+            now(),
+        );
+        let mut tampered = delivery(provider, new, &id("d"), Some("pay_1"), now());
+        tampered.0 = tampered.0.replacen("pay_1", "pay_2", 1);
+        let mut unsigned = delivery(provider, new, &id("d"), Some("pay_1"), now());
+        unsigned
+            .1
+            .retain(|(k, _)| !["webhook-signature", "x-razorpay-signature", "stripe-signature"].contains(&k.as_str()));
+        let mut refused = vec![
+            ("wrong secret", wrong),
+            ("tampered body", tampered),
+            ("missing header", unsigned),
+        ];
+        // Razorpay signs no timestamp: staleness is a Standard Webhooks and Stripe check.
+        if provider != "razorpay" {
+            refused.push((
+                "stale timestamp",
+                delivery(provider, new, &id("d"), Some("pay_1"), now() - 301),
+            ));
+        }
+        for (what, sent) in refused {
+            let (status, answer) = post(&http, &ingest.url, &tenant, provider, &sent).await?;
+            assert_eq!(status, 401, "{provider} {what}: {answer}");
+            assert_eq!(answer["error"], "invalid_signature", "{provider} {what}");
+        }
+        assert_eq!(
+            inbound_messages(&js).await?,
+            before + 2,
+            "{provider}: a refused delivery stored something"
+        );
+    }
+
+    // The card number in the Razorpay body is masked in the stored evidence.
+    let sent = delivery("razorpay", RZP_NEW, &id("card"), Some("pay_card"), now());
+    assert_eq!(post(&http, &ingest.url, &tenant, "razorpay", &sent).await?.0, 200);
+    let stored = js
+        .get_stream(paytrack_shared::subjects::STREAM_IN)
+        .await?
+        .get_last_raw_message_by_subject("paytrack.in.acme.pay_card")
+        .await?;
+    let fact: serde_json::Value = serde_json::from_slice(&stored.payload)?;
+    let body = fact["raw"]["body"].as_str().unwrap_or_default();
+    assert!(body.contains(r#""number":"************1111""#), "{body}");
+    assert_eq!(body.len(), sent.0.len(), "masking keeps every other byte");
+    assert_eq!(fact["raw"]["headers"]["paytrack-masked-card-numbers"], "1");
+    assert_eq!(fact["source"]["status"], "succeeded");
+    assert_eq!(fact["source"]["event_type"], "payment.captured");
+
+    // After the rotation: ingest restarted with the new secrets only.
+    ingest.stop().await?;
+    let rotated = endpoint_secrets(
+        &tenant,
+        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
+    );
+    let ingest = start_ingest(&nats, &rotated).await?;
+    for (provider, old, new) in schemes {
+        let before = inbound_messages(&js).await?;
+        let (status, _) = post(
+            &http,
+            &ingest.url,
+            &tenant,
+            provider,
+            &delivery(provider, old, &id("d"), Some("pay_1"), now()),
+        )
+        .await?;
+        assert_eq!(
+            status, 401,
+            "{provider}: the old secret still verifies after the rotation"
+        );
+        let (status, _) = post(
+            &http,
+            &ingest.url,
+            &tenant,
+            provider,
+            &delivery(provider, new, &id("d"), Some("pay_1"), now()),
+        )
+        .await?;
+        assert_eq!(status, 200, "{provider}");
+        assert_eq!(inbound_messages(&js).await?, before + 1, "{provider}");
+    }
+    ingest.stop().await?;
+    Ok(())
+}
+
+/// A secret a scheme cannot use stops ingest at start, naming the endpoint.
+#[tokio::test]
+async fn unusable_secrets_stop_the_start() -> anyhow::Result<()> {
+    let nats = NatsServer::stopped()?;
+    for secrets in [
+        "acme/stripe=sk_live_123456789",
+        "acme/paypal=some-secret",
+        "acme/stdwebhooks=whpk_AAAA",
+    ] {
+        let error = match settings(&nats, secrets).and_then(|s| Ok(paytrack_ingest::Config::from_settings(&s)?)) {
+            Ok(_) => anyhow::bail!("{secrets} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains("WEBHOOK_SECRETS") || error.contains("webhook_secrets"),
+            "{error}"
+        );
+    }
+    Ok(())
+}
+
+/// An event that names no payment and whose provider reference is not recorded yet
+/// is kept (202, parked), not published; recording the reference publishes it to
+/// the right payment, and a later event of that reference links at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_unknown_payments_are_parked_then_linked() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let ingest = start_ingest(
+        &nats,
+        &endpoint_secrets(&tenant, &[("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)]),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
+        nats.connect_as(Role::Ingest).await?,
+        Duration::from_secs(5),
+        1,
+    );
+
+    let before = inbound_messages(&js).await?;
+    let event = id("e");
+    let sent = delivery("stripe", STRIPE_NEW, &event, None, now());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &sent).await?;
+    assert_eq!((status, &answer["parked"]), (202, &serde_json::json!(true)), "{answer}");
+    assert_eq!(inbound_messages(&js).await?, before, "a parked event is not a fact yet");
+    let provider_ref = format!("pi_{event}");
+    assert_eq!(refs.parked(&tenant, "stripe", &provider_ref).await?.len(), 1);
+
+    let payment = PaymentId::new("pay_linked")?;
+    assert_eq!(refs.record(&tenant, "stripe", &provider_ref, &payment).await?, 1);
+    assert_eq!(inbound_messages(&js).await?, before + 1);
+    let stored = js
+        .get_stream(paytrack_shared::subjects::STREAM_IN)
+        .await?
+        .get_last_raw_message_by_subject("paytrack.in.acme.pay_linked")
+        .await?;
+    let fact: serde_json::Value = serde_json::from_slice(&stored.payload)?;
+    assert_eq!(fact["fact_id"], format!("wh:stripe:{event}"));
+    assert!(refs.parked(&tenant, "stripe", &provider_ref).await?.is_empty());
+    assert_eq!(
+        refs.lookup(&tenant, "stripe", &provider_ref).await?,
+        Some(payment.clone())
+    );
+
+    // The same delivery again now links directly, and is the same fact.
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &sent).await?;
+    assert_eq!(
+        (status, &answer["duplicate"]),
+        (200, &serde_json::json!(true)),
+        "{answer}"
+    );
+    // Another tenant's identical reference is not linked by this record.
+    let other = TenantId::new("beta")?;
+    assert_eq!(refs.lookup(&other, "stripe", &provider_ref).await?, None);
+    ingest.stop().await?;
+    Ok(())
+}
+
+/// 5,000 deliveries across the three schemes, 20% of them repeats of earlier ones,
+/// sent concurrently: every one is answered 200 and PAYTRACK_IN holds exactly the
+/// 4,000 unique facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Result<()> {
+    const TOTAL: usize = 5_000;
+    const UNIQUE: usize = 4_000;
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let secrets = endpoint_secrets(
+        &tenant,
+        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
+    );
+    let ingest = start_ingest(&nats, &secrets).await?;
+    let before = inbound_messages(&js).await?;
+
+    let providers = ["stdwebhooks", "razorpay", "stripe"];
+    let mut deliveries: Vec<(&str, (String, Vec<(String, String)>))> = (0..UNIQUE)
+        .map(|i| {
+            let provider = providers[i % 3];
+            let secret = [STD_NEW, RZP_NEW, STRIPE_NEW][i % 3];
+            let payment = format!("pay_{}", i % 500);
+            (
+                provider,
+                delivery(provider, secret, &format!("burst_{i}"), Some(&payment), now()),
+            )
+        })
+        .collect();
+    // Every fifth delivery is a repeat of an earlier one (re-signed, as a provider's
+    // retry is), interleaved so repeats race their originals.
+    for i in 0..(TOTAL - UNIQUE) {
+        let original = (i * 7919) % UNIQUE;
+        let provider = providers[original % 3];
+        let secret = [STD_NEW, RZP_NEW, STRIPE_NEW][original % 3];
+        let payment = format!("pay_{}", original % 500);
+        let repeat = (
+            provider,
+            delivery(provider, secret, &format!("burst_{original}"), Some(&payment), now()),
+        );
+        deliveries.insert((i * 5 + 4).min(deliveries.len()), repeat);
+    }
+    assert_eq!(deliveries.len(), TOTAL);
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let started = std::time::Instant::now();
+    let answers: Vec<anyhow::Result<(u16, serde_json::Value)>> = futures::stream::iter(deliveries.iter())
+        .map(|(provider, sent)| post(&http, &ingest.url, &tenant, provider, sent))
+        .buffer_unordered(48)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let mut duplicates = 0;
+    for answer in answers {
+        let (status, body) = answer?;
+        assert_eq!(status, 200, "{body}");
+        if body["duplicate"] == true {
+            duplicates += 1;
+        }
+    }
+    eprintln!(
+        "burst: {TOTAL} deliveries in {elapsed:?} ({:.0}/s), {duplicates} answered duplicate",
+        TOTAL as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(inbound_messages(&js).await? - before, UNIQUE as u64);
+    assert_eq!(duplicates, TOTAL - UNIQUE);
+    ingest.stop().await?;
+    Ok(())
+}
