@@ -18,11 +18,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
         -p paytrack-reconciler \
         -p paytrack-ledger-projector \
         -p paytrack-ws-edge \
+        -p paytrack-simulator \
     && mkdir -p /out \
     && cp target/release/paytrack-ingest \
           target/release/paytrack-reconciler \
           target/release/paytrack-ledger-projector \
           target/release/paytrack-ws-edge \
+          target/release/paytrack-simulator \
           /out/
 
 FROM debian:bookworm-slim

@@ -15,7 +15,9 @@
 #   2. sources the copy's .dev/stack.env and checks every documented key is non-empty;
 #   3. sends `pending` then `succeeded` webhooks for a new payment with
 #      scripts/send-webhook.sh and polls GET /v1/payments/<id> until it is succeeded at
-#      version 2;
+#      version 2; then creates a payment with POST /v1/payments (the README's command),
+#      checks it was routed and initiated at the simulator's sandbox gateway, and polls
+#      until the simulator's own webhooks settle it;
 #   4. fetches $DASHBOARD_URL with curl (200, the dashboard page), then loads it in
 #      headless Chromium through chromedriver (WebDriver, driven from Python's standard
 #      library) and waits until the rendered table shows the payment as succeeded, the
@@ -31,7 +33,8 @@
 # Environment (all optional):
 #   PAYTRACK_SMOKE_NATS_PORT (24222), PAYTRACK_SMOKE_NATS_MONITOR_PORT (28222),
 #   PAYTRACK_SMOKE_PG_PORT (25432), PAYTRACK_SMOKE_INGEST_PORT (28080),
-#   PAYTRACK_SMOKE_EDGE_PORT (28081), PAYTRACK_SMOKE_WEBDRIVER_PORT (29515)
+#   PAYTRACK_SMOKE_EDGE_PORT (28081), PAYTRACK_SMOKE_SIMULATOR_PORT (28082),
+#   PAYTRACK_SMOKE_WEBDRIVER_PORT (29515)
 #   PAYTRACK_SMOKE_TIMEOUT       seconds to wait for each asynchronous outcome (30)
 #   PAYTRACK_SMOKE_HEARTBEAT_MS  the smoke stack's edge heartbeat, so that "current" is
 #                                reached quickly (2000; the product default is 15000)
@@ -48,6 +51,7 @@ nats_monitor_port="${PAYTRACK_SMOKE_NATS_MONITOR_PORT:-28222}"
 pg_port="${PAYTRACK_SMOKE_PG_PORT:-25432}"
 ingest_port="${PAYTRACK_SMOKE_INGEST_PORT:-28080}"
 edge_port="${PAYTRACK_SMOKE_EDGE_PORT:-28081}"
+simulator_port="${PAYTRACK_SMOKE_SIMULATOR_PORT:-28082}"
 webdriver_port="${PAYTRACK_SMOKE_WEBDRIVER_PORT:-29515}"
 timeout="${PAYTRACK_SMOKE_TIMEOUT:-30}"
 heartbeat_ms="${PAYTRACK_SMOKE_HEARTBEAT_MS:-2000}"
@@ -74,7 +78,7 @@ ok() {
   printf 'smoke: ok %d - %s\n' "$passed" "$*"
 }
 
-for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$webdriver_port"; do
+for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$simulator_port" "$webdriver_port"; do
   if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then die "invalid port: $port"; fi
 done
 [[ "$timeout" =~ ^[0-9]+$ && "$heartbeat_ms" =~ ^[0-9]+$ ]] \
@@ -216,7 +220,7 @@ for tool in curl openssl "$python" cargo; do
 done
 [[ -x "$chromium" ]] || die "$chromium missing: run scripts/install-browser.sh"
 [[ -x "$chromedriver" ]] || die "$chromedriver missing: run scripts/install-browser.sh"
-for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$webdriver_port"; do
+for port in "$nats_port" "$nats_monitor_port" "$pg_port" "$ingest_port" "$edge_port" "$simulator_port" "$webdriver_port"; do
   if port_busy "$port"; then
     die "port $port is already in use on 127.0.0.1 (a smoke stack left running? override with PAYTRACK_SMOKE_*_PORT)"
   fi
@@ -258,7 +262,8 @@ stack_started=1
 env -u CARGO_TARGET_DIR PATH="$work/shim:$PATH" \
   PAYTRACK_DEV_NATS_PORT="$nats_port" PAYTRACK_DEV_NATS_MONITOR_PORT="$nats_monitor_port" \
   PAYTRACK_DEV_PG_PORT="$pg_port" PAYTRACK_DEV_INGEST_PORT="$ingest_port" \
-  PAYTRACK_DEV_EDGE_PORT="$edge_port" PAYTRACK_HEARTBEAT_MS="$heartbeat_ms" \
+  PAYTRACK_DEV_EDGE_PORT="$edge_port" PAYTRACK_DEV_SIMULATOR_PORT="$simulator_port" \
+  PAYTRACK_HEARTBEAT_MS="$heartbeat_ms" \
   bash "$root/scripts/stack-up.sh" >"$work/stack-up.out" 2>&1 \
   || { sed -E 's/token=[A-Za-z0-9._-]+/token=<redacted>/g' "$work/stack-up.out" | tail -n 40 >&2; die "stack-up.sh failed"; }
 sed -E 's/token=[A-Za-z0-9._-]+/token=<redacted>/g; s/^/  /' "$work/stack-up.out"
@@ -318,6 +323,37 @@ except Exception:
   sleep 0.5
 done
 ok "GET /v1/payments/$payment_id answers succeeded, version 2"
+
+phase="create"
+created="$(curl -sS --max-time 10 -w '\n%{http_code}' "$INGEST_URL/v1/payments" \
+  -H "Authorization: Bearer $DEV_TOKEN" -H 'content-type: application/json' \
+  -H "Idempotency-Key: smoke-$RANDOM-$RANDOM" \
+  --data '{"merchant_id":"m_smoke","amount_minor":1250,"currency":"USD","rail":"card","country":"US"}')" \
+  || die "POST /v1/payments failed"
+code="${created##*$'\n'}"
+created="${created%$'\n'*}"
+[[ "$code" == 201 ]] || die "POST /v1/payments answered $code: $created"
+read -r created_id created_provider created_ref < <(printf '%s' "$created" | "$python" -c '
+import json, sys
+p = json.load(sys.stdin)
+print(p["payment_id"], p["routing"]["provider"], p["routing"].get("provider_ref") or "-")
+')
+[[ "$created_ref" != "-" ]] || die "the create was not initiated at the simulator: $created"
+deadline=$((SECONDS + timeout))
+while :; do
+  answer="$(curl -sS --max-time 5 -H "Authorization: Bearer $DEV_TOKEN" "$INGEST_URL/v1/payments/$created_id" 2>/dev/null || true)"
+  state="$(printf '%s' "$answer" | "$python" -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get("status"))
+except Exception:
+    print("-")
+')"
+  [[ "$state" == succeeded || "$state" == failed ]] && break
+  ((SECONDS < deadline)) || die "created payment $created_id did not settle after ${timeout}s; last answer: $answer"
+  sleep 0.5
+done
+ok "POST /v1/payments created $created_id, routed to $created_provider ($created_ref), settled $state by the simulator's webhooks"
 
 # --- 4. the dashboard --------------------------------------------------------------------------
 phase="dashboard (curl)"

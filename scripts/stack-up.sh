@@ -329,6 +329,9 @@ else
     PAYTRACK_API_KEY_HASHES="$dev_tenant=$(printf %s "$PUSH_API_KEY" | sha256sum | cut -d' ' -f1)"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
     PAYTRACK_SIMULATOR_LISTEN="127.0.0.1:$simulator_port"
+    # Payments created through the API are initiated at the simulator's sandbox
+    # gateways, which then send each provider's webhooks.
+    PAYTRACK_PROVIDER_URLS="stdwebhooks=http://127.0.0.1:$simulator_port,razorpay=http://127.0.0.1:$simulator_port,stripe=http://127.0.0.1:$simulator_port"
   )
 
   if pid_alive "$paytrack_pidfile" paytrack; then

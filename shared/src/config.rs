@@ -617,6 +617,8 @@ mod tests {
             ("api_keys", "acme=", "PAYTRACK_API_KEYS"),
             ("api_keys", "acme=k,beta=k", "PAYTRACK_API_KEYS"),
             ("api_keys", "a b=k", "PAYTRACK_API_KEYS"),
+            ("api_key_hashes", "acme=abc", "PAYTRACK_API_KEY_HASHES"),
+            ("idempotency_ttl_secs", "0", "PAYTRACK_IDEMPOTENCY_TTL_SECS"),
             ("heartbeat_ms", "0", "PAYTRACK_HEARTBEAT_MS"),
             ("session_queue", "0", "PAYTRACK_SESSION_QUEUE"),
             ("max_body_bytes", "0", "PAYTRACK_MAX_BODY_BYTES"),
@@ -666,5 +668,27 @@ mod tests {
         assert_eq!(keys.tenant_of("k2"), Some(TenantId::new("beta").unwrap()));
         assert_eq!(keys.tenant_of("k3"), None);
         assert_eq!(keys.tenant_of(""), None);
+    }
+
+    #[test]
+    fn api_keys_are_held_as_hashes_and_may_be_given_by_hash() {
+        let hash = hex::encode(key_hash("pk_by_hash"));
+        let keys = ApiKeys::parse(&SecretString::from("acme=pk_clear".to_owned()))
+            .unwrap()
+            .with_hashes(&SecretString::from(format!("beta={hash}")))
+            .unwrap();
+        assert_eq!(keys.tenant_of("pk_clear").unwrap().as_str(), "acme");
+        assert_eq!(keys.tenant_of("pk_by_hash").unwrap().as_str(), "beta");
+        assert!(keys.tenant_of(&hash).is_none(), "the hash itself is no key");
+        assert!(keys.tenant_of("pk_other").is_none());
+        assert!(!format!("{keys:?}").contains("pk_clear"));
+        // The same key in clear and by hash is listed twice.
+        let clear_hash = hex::encode(key_hash("pk_clear"));
+        assert!(
+            ApiKeys::parse(&SecretString::from("acme=pk_clear".to_owned()))
+                .unwrap()
+                .with_hashes(&SecretString::from(format!("beta={clear_hash}")))
+                .is_err()
+        );
     }
 }

@@ -27,6 +27,11 @@ use crate::NatsServer;
 /// How long the mesh may take to become ready on a loaded machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The mesh tenant's Razorpay webhook secret.
+pub const RAZORPAY_SECRET: &str = "rzp_mesh_webhook_secret";
+/// The mesh tenant's Stripe endpoint secret.
+pub const STRIPE_SECRET: &str = "whsec_mesh_stripe_secret";
+
 /// A service's task, kept so that its end is noticed.
 type ServiceTask = (&'static str, JoinHandle<anyhow::Result<()>>);
 
@@ -178,7 +183,10 @@ impl Mesh {
             ("jwt_secret", jwt_secret.clone()),
             (
                 "webhook_secrets",
-                format!("{tenant}/stdwebhooks={whsec},{other_tenant}/stdwebhooks={other_whsec}"),
+                format!(
+                    "{tenant}/stdwebhooks={whsec},{other_tenant}/stdwebhooks={other_whsec},\
+                     {tenant}/razorpay={RAZORPAY_SECRET},{tenant}/stripe={STRIPE_SECRET}"
+                ),
             ),
             ("api_keys", format!("{tenant}={api_key},{other_tenant}={other_api_key}")),
             ("heartbeat_ms", options.heartbeat_ms.to_string()),

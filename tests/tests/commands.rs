@@ -78,10 +78,12 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
     let client = http()?;
     let body = create_body("m_idem", "card", "US", 4200);
     let token = mesh.operator_token();
+    let started = std::time::Instant::now();
     let answers = futures::future::try_join_all(
         (0..20).map(|_| post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &body)),
     )
     .await?;
+    eprintln!("20 concurrent creates with one key answered in {:?}", started.elapsed());
     let (status, first) = &answers[0];
     assert_eq!(*status, 201, "{first}");
     for (status, text) in &answers {
@@ -319,7 +321,15 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     )
     .await?;
     assert_eq!(status, 202, "{text}");
-    assert_eq!(inbound_count(&mesh).await?, before + 2);
+    let retry_path = format!("/v1/payments/{card}/retry");
+    let (status, text) = post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
+    assert_eq!(status, 202, "{text}");
+    let retry: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        retry["routing"]["provider"], "stdwebhooks",
+        "a retry is routed: {retry}"
+    );
+    assert_eq!(inbound_count(&mesh).await?, before + 3);
     // The reconciler applies the cancel.
     mesh.eventually(WAIT, "cancelled", || async {
         let (_, statuses) = mesh.timeline(&card).await.ok()?;
@@ -462,7 +472,18 @@ async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyho
             route.path
         );
     }
-    assert!(doc["components"]["schemas"]["CreatePaymentRequest"].is_object());
+    for schema in [
+        "CreatePaymentRequest",
+        "PaymentCreated",
+        "PushRequest",
+        "PaymentView",
+        "EvidencePack",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} is not documented"
+        );
+    }
     Ok(())
 }
 
@@ -565,5 +586,80 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
             "currency": "USD", "rail": "card",
         })]
     );
+
+    // The provider's event names only the recorded reference (no metadata): it is the
+    // created payment's fact, and moves it.
+    let t = chrono::Utc::now().timestamp();
+    let event = json!({
+        "id": format!("evt_{payment}"), "object": "event", "created": t, "type": "payment_intent.succeeded",
+        "data": {"object": {"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 900,
+            "currency": "usd", "metadata": {}, "created": t}},
+    })
+    .to_string();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(paytrack_tests::mesh::STRIPE_SECRET.as_bytes())?;
+    hmac::Mac::update(&mut mac, format!("{t}.{event}").as_bytes());
+    let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
+    let response = client
+        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
+        .header("stripe-signature", format!("t={t},v1={signature}"))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200, "{}", response.text().await?);
+    eventually(
+        Duration::from_secs(20),
+        "the linked event moved the payment",
+        || async {
+            let current: Value = client
+                .get(format!("{}/v1/payments/{payment}", mesh.ingest_url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (current["status"] == "succeeded" && current["version"] == 2).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A create whose fact JetStream refuses answers 503 and leaves its claim to the
+/// caller's retry, which makes the payment under the same id (had the refused publish
+/// been stored after all, its `Nats-Msg-Id` would de-duplicate the retry's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_retry", "card", "US", 800);
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    // PAYTRACK_IN refuses every message for a while.
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "flaky-1");
+    let claim: Value = serde_json::from_slice(&bucket.get(&key).await?.context("the claim is kept")?)?;
+    assert_eq!(claim["state"], "pending", "{claim}");
+    let claimed = claim["payment_id"].as_str().unwrap_or_default().to_owned();
+
+    mesh.js.update_stream(original).await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    assert_eq!(created["payment_id"], claimed.as_str());
+    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
     Ok(())
 }

@@ -130,6 +130,11 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     for subject in [STATUS, CHECKPOINT, SESSION, OUTCOME, ALERT] {
         ingest.publish_refused(subject).await?;
     }
+    // Its own KV buckets (idempotency keys, commanded payments), not the edge's presence.
+    for subject in ["$KV.PAYTRACK_IDEMPOTENCY.dev.k", "$KV.PAYTRACK_COMMANDED.dev.pay_1"] {
+        ingest.publish_allowed(&admin, subject).await?;
+    }
+    ingest.publish_refused("$KV.PAYTRACK_PRESENCE.dev.u.d.s").await?;
 
     let mut reconciler = Probe::connect(&nats, Role::Reconciler).await?;
     // INBOUND: the sweep records a provider's status-query answer as a fact.

@@ -22,6 +22,9 @@ const RZP_NEW: &str = "rzp_new_webhook_secret";
 const STRIPE_OLD: &str = "whsec_stripe_old_secret";
 const STRIPE_NEW: &str = "whsec_stripe_new_secret";
 
+/// A signed delivery: its body and headers.
+type Delivery = (String, Vec<(String, String)>);
+
 struct RunningIngest {
     url: String,
     stop: CancellationToken,
@@ -84,7 +87,7 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
 }
 
 /// One signed delivery: the body and its headers, signed with `secret` at `ts`.
-fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> (String, Vec<(String, String)>) {
+fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> Delivery {
     match provider {
         "stdwebhooks" => {
             let body = serde_json::json!({
@@ -148,7 +151,7 @@ async fn post(
     ingest: &str,
     tenant: &TenantId,
     provider: &str,
-    (body, headers): &(String, Vec<(String, String)>),
+    (body, headers): &Delivery,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
     let mut request = http
         .post(format!("{ingest}/v1/webhooks/{tenant}/{provider}"))
@@ -406,7 +409,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     let before = inbound_messages(&js).await?;
 
     let providers = ["stdwebhooks", "razorpay", "stripe"];
-    let mut deliveries: Vec<(&str, (String, Vec<(String, String)>))> = (0..UNIQUE)
+    let mut deliveries: Vec<(&str, Delivery)> = (0..UNIQUE)
         .map(|i| {
             let provider = providers[i % 3];
             let secret = [STD_NEW, RZP_NEW, STRIPE_NEW][i % 3];
@@ -455,5 +458,32 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     assert_eq!(inbound_messages(&js).await? - before, UNIQUE as u64);
     assert_eq!(duplicates, TOTAL - UNIQUE);
     ingest.stop().await?;
+    Ok(())
+}
+
+/// Razorpay and Stripe events in their own shapes become canonical transitions
+/// through the whole mesh, each by the rule named after its native event type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_events_become_transitions_by_their_own_rules() -> anyhow::Result<()> {
+    use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
+    let mesh = paytrack_tests::Mesh::start().await?;
+    let http = reqwest::Client::new();
+    for (provider, secret, payment, rule) in [
+        ("razorpay", RAZORPAY_SECRET, "pay_rzp_e2e", "razorpay:payment.captured"),
+        (
+            "stripe",
+            STRIPE_SECRET,
+            "pay_stripe_e2e",
+            "stripe:payment_intent.succeeded",
+        ),
+    ] {
+        let sent = delivery(provider, secret, &id("evt_"), Some(payment), now());
+        let (status, answer) = post(&http, &mesh.ingest_url, &mesh.tenant, provider, &sent).await?;
+        assert_eq!(status, 200, "{provider}: {answer}");
+        let (status, ..) = mesh.wait_for_row(payment, 1).await?;
+        assert_eq!(status, "succeeded", "{provider}");
+        let (timeline, _) = mesh.timeline(payment).await?;
+        assert_eq!(timeline[0]["rule"], rule, "{timeline}");
+    }
     Ok(())
 }

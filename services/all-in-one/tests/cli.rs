@@ -127,3 +127,77 @@ async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
     stop.cancel();
     Ok(())
 }
+
+/// `paytrack tail` prints a channel's events with their positions, and `paytrack
+/// evidence` the payment's evidence pack, against a whole mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_positions_and_evidence_prints_the_pack() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mesh = paytrack_tests::Mesh::start().await?;
+    let token = mesh.operator_token();
+    let edge_url = format!("http://{}", mesh.edge_addr);
+    let payment = "pay_cli_tail";
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_paytrack"))
+        .args(["tail", "--channel", &format!("payment:{payment}"), "--count", "1"])
+        .args(["--token", &token, "--edge-url", &edge_url])
+        .env("PAYTRACK_JWT_SECRET", &mesh.jwt_secret)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(tail.stdout.take().expect("piped")).lines();
+    // The first line naming `what` (welcome and heartbeats come and go).
+    let mut line_with = async |what: &str| -> anyhow::Result<String> {
+        let read = async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains(what) {
+                    return Ok(line);
+                }
+            }
+            anyhow::bail!("tail ended before printing {what:?}")
+        };
+        tokio::time::timeout(Duration::from_secs(30), read).await?
+    };
+    line_with(" subscribed ").await?;
+
+    let secrets = format!("{}/razorpay={}", mesh.tenant, paytrack_tests::mesh::RAZORPAY_SECRET);
+    let args = [
+        "webhook",
+        "--provider",
+        "razorpay",
+        "--tenant",
+        mesh.tenant.as_str(),
+        "--payment-id",
+        payment,
+        "--ingest-url",
+        &mesh.ingest_url,
+    ];
+    let (ok, out) = paytrack(&args, &[("PAYTRACK_WEBHOOK_SECRETS", &secrets)]).await?;
+    assert!(ok, "{out}");
+
+    let event = line_with("prev_seq=").await?;
+    assert!(event.contains(" transition "), "{event}");
+    assert!(event.contains(r#""status":"succeeded""#), "{event}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), tail.wait())
+            .await??
+            .success()
+    );
+
+    let (ok, out) = paytrack(
+        &[
+            "evidence",
+            "--payment-id",
+            payment,
+            "--token",
+            &token,
+            "--ingest-url",
+            &mesh.ingest_url,
+        ],
+        &[("PAYTRACK_JWT_SECRET", &mesh.jwt_secret)],
+    )
+    .await?;
+    assert!(ok && out.contains("HTTP 200"), "{out}");
+    assert!(out.contains("razorpay:payment.captured"), "{out}");
+    Ok(())
+}

@@ -373,9 +373,12 @@ async fn create(
     let created = match made {
         Ok(created) => created,
         Err(error) => {
-            // Nothing was published (or the publish failed): the caller's retry with
-            // the same key starts afresh.
-            stores.idempotency.release(&bucket_key, revision).await;
+            // The publish failed (or may have been stored without an ack): the
+            // caller's retry with the key takes the claim over with this payment id.
+            stores
+                .idempotency
+                .abandon(&bucket_key, revision, &body_hash, &payment_id)
+                .await;
             return Err(error);
         }
     };
@@ -421,6 +424,7 @@ async fn make(
             &state.health,
         )
         .await;
+    metrics::counter!("paytrack_ingest_routed_total", "provider" => routing.provider.clone()).increment(1);
     let fact_id = msg_id::command_fact_id(key);
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
@@ -461,6 +465,17 @@ async fn make(
     if let Err(error) = stores.commanded.record(&caller.tenant, payment_id, &terms).await {
         // Later commands then find the payment by its newest transition.
         tracing::warn!(%error, "commanded payment not recorded");
+    }
+    if let Some(provider_ref) = &routing.provider_ref {
+        // Recorded after the create is stored, so a provider event that names only
+        // this reference (and any parked before it) links to a payment that exists.
+        if let Err(error) = state
+            .provider_refs
+            .record(&caller.tenant, &routing.provider, provider_ref, payment_id)
+            .await
+        {
+            tracing::warn!(%error, provider = %routing.provider, "provider reference not recorded; events link by metadata only");
+        }
     }
     Ok(PaymentCreated {
         payment_id: payment_id.clone(),

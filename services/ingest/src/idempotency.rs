@@ -213,15 +213,42 @@ impl Idempotency {
             .map_err(|e| unavailable("complete", &e))
     }
 
-    /// Gives up a claim whose work failed before anything was published, so the
-    /// caller's retry starts afresh.
-    pub async fn release(&self, key: &str, revision: u64) {
-        if let Err(error) = self.store.delete_expect_revision(key, Some(revision)).await {
-            tracing::warn!(%error, "idempotency claim not released; it is taken over after the claim timeout");
+    /// Gives up a claim whose work failed (the publish was refused or timed out), so
+    /// the caller's retry takes it over at once. The claim keeps its payment id: a
+    /// publish that JetStream did store despite the error is then de-duplicated by
+    /// its `Nats-Msg-Id`, and the retry answers the payment that fact created.
+    pub async fn abandon(&self, key: &str, revision: u64, body_hash: &str, payment_id: &PaymentId) {
+        let abandoned = Record::Pending {
+            body_hash: body_hash.to_owned(),
+            payment_id: payment_id.clone(),
+            claimed_at: DateTime::UNIX_EPOCH,
+        };
+        if let Err(error) = self.store.update(key, encode(&abandoned), revision).await {
+            tracing::warn!(%error, "idempotency claim not abandoned; it is taken over after the claim timeout");
         }
     }
 }
 
 fn encode(record: &Record) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_up_to_255_and_bucket_keys_are_per_tenant() {
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        assert_eq!(validate_key(Some(&header("order-42:a/b"))).unwrap(), "order-42:a/b");
+        assert!(validate_key(None).is_err());
+        assert!(validate_key(Some(&header(""))).is_err());
+        assert!(validate_key(Some(&header("a b"))).is_err());
+        assert!(validate_key(Some(&header(&"k".repeat(256)))).is_err());
+        assert!(validate_key(Some(&header(&"k".repeat(255)))).is_ok());
+        let (a, b) = (TenantId::new("acme").unwrap(), TenantId::new("beta").unwrap());
+        let key = Idempotency::bucket_key(&a, "k. >*");
+        assert!(key.starts_with("acme.") && key.len() == "acme.".len() + 64, "{key}");
+        assert_ne!(key, Idempotency::bucket_key(&b, "k. >*"));
+    }
 }

@@ -12,7 +12,7 @@ use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 
 /// `GET /v1/payments/{id}`.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PaymentView {
     /// The payment.
     pub payment_id: String,
@@ -37,7 +37,7 @@ pub struct PaymentView {
 }
 
 /// One timeline entry.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// Version.
     pub version: i64,
@@ -65,7 +65,7 @@ pub struct TimelineEntry {
 
 /// A fact that did not move the payment (duplicate, refused by the status model, or
 /// unmapped), shown in the timeline so that every fact received is visible.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FactNotApplied {
     /// The fact.
     pub fact_id: String,
@@ -90,7 +90,7 @@ pub struct FactNotApplied {
 }
 
 /// One entry of a payment's timeline: a transition, or a fact that changed nothing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimelineItem {
     /// A version of the payment.
@@ -201,19 +201,22 @@ fn merge_timeline(transitions: Vec<TimelineEntry>, not_applied: Vec<FactNotAppli
 }
 
 /// A raw fact as kept in the evidence.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FactEvidence {
     /// The fact's id.
     pub fact_id: String,
     /// Its sequence in PAYTRACK_IN.
     pub inbound_seq: i64,
     /// What it says, parsed.
+    #[schema(value_type = Object)]
     pub source: serde_json::Value,
     /// The headers kept.
+    #[schema(value_type = Object)]
     pub raw_headers: serde_json::Value,
     /// The body exactly as received (stored as bytes; rendered as the UTF-8 text
     /// ingest accepted).
     #[serde(serialize_with = "body_as_text")]
+    #[schema(value_type = String)]
     pub raw_body: Vec<u8>,
     /// When ingest received it.
     pub received_at: DateTime<Utc>,
@@ -232,7 +235,7 @@ fn body_as_text<S: serde::Serializer>(body: &[u8], serializer: S) -> Result<S::O
 }
 
 /// A session's subscribe to the payment's channel.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SessionEvidence {
     /// The session.
     pub session_id: String,
@@ -241,13 +244,14 @@ pub struct SessionEvidence {
     /// `websocket` or `sse`.
     pub transport: String,
     /// The outcome (position, recovered, since).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     /// When.
     pub at: DateTime<Utc>,
 }
 
 /// `GET /v1/payments/{id}/evidence`: everything a status traces to.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EvidencePack {
     /// Current state (null while no fact has moved the payment, e.g. only unmapped
     /// events were received).

@@ -81,6 +81,10 @@ mod tests {
     use super::*;
 
     fn fact(provider: &str, event_type: &str) -> InboundFact {
+        fact_with(provider, event_type, None)
+    }
+
+    fn fact_with(provider: &str, event_type: &str, status: Option<&str>) -> InboundFact {
         InboundFact {
             v: 1,
             fact_id: "wh:x:1".into(),
@@ -92,7 +96,7 @@ mod tests {
                 provider: provider.into(),
                 event_id: "1".into(),
                 event_type: event_type.into(),
-                status: None,
+                status: status.map(str::to_owned),
                 occurred_at: None,
                 provider_ref: None,
                 amount_minor: None,
@@ -134,17 +138,11 @@ mod tests {
     /// the rule names the provider's own event type.
     #[test]
     fn other_providers_map_by_the_status_ingest_gave_them() {
-        let mut captured = fact("razorpay", "payment.captured");
-        if let FactSource::Webhook(event) = &mut captured.source {
-            event.status = Some("succeeded".into());
-        }
-        let mapped = map_fact(&captured).unwrap();
+        let mapped = map_fact(&fact_with("razorpay", "payment.captured", Some("succeeded"))).unwrap();
         assert_eq!(mapped.status, Status::Succeeded);
         assert_eq!(mapped.rule, "razorpay:payment.captured");
-        if let FactSource::Webhook(event) = &mut captured.source {
-            event.status = Some("investigation_required".into());
-        }
-        assert_eq!(map_fact(&captured), None);
+        let odd = fact_with("razorpay", "payment.captured", Some("investigation_required"));
+        assert_eq!(map_fact(&odd), None);
         assert_eq!(map_fact(&fact("stripe", "payment_intent.created")), None);
     }
 }

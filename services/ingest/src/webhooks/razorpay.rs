@@ -236,4 +236,67 @@ mod tests {
             assert!(verify_and_parse(&both, &headers(&sign(secret, &body), "evt_1"), body.as_bytes()).is_ok());
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn sign_body(body: &[u8]) -> String {
+            hex::encode(verify::hmac_sha256(&SecretBox::new(SECRET.as_bytes().into()), &[body]))
+        }
+
+        fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                Just(None),
+                proptest::collection::vec(any::<u8>(), 0..80).prop_map(Some),
+                "[ -~]{0,70}".prop_map(|s| Some(s.into_bytes())),
+            ]
+        }
+
+        fn body_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                (any::<String>(), any::<i64>(), any::<String>(), any::<i64>()).prop_map(|(kind, amount, currency, at)| {
+                    serde_json::json!({
+                        "id": "evt_1", "event": kind, "type": kind, "created_at": at, "created": at,
+                        "payload": {"payment": {"entity": {"id": kind, "amount": amount, "currency": currency, "notes": []}}},
+                        "data": {"object": {"id": kind, "object": "charge", "amount": amount, "currency": currency}},
+                    })
+                    .to_string()
+                    .into_bytes()
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the bytes and headers (signed or not), the answer is a 4xx or
+            /// an accepted event, never a panic and never a 5xx.
+            #[test]
+            fn arbitrary_input_gets_a_4xx_never_a_panic(
+                sig in header_value(),
+                id in header_value(),
+                body in body_bytes(),
+                sign in any::<bool>(),
+            ) {
+                let mut h = HeaderMap::new();
+                if let Some(v) = sig.and_then(|v| axum::http::HeaderValue::from_bytes(&v).ok()) {
+                    h.insert(HEADER_SIGNATURE, v);
+                }
+                if let Some(v) = id.and_then(|v| axum::http::HeaderValue::from_bytes(&v).ok()) {
+                    h.insert(HEADER_EVENT_ID, v);
+                }
+                if sign {
+                    h.insert(HEADER_SIGNATURE, sign_body(&body).parse().unwrap());
+                }
+                if let Err(error) = verify_and_parse(&keys(SECRET), &h, &body) {
+                    use axum::response::IntoResponse;
+                    let status = error.into_response().status().as_u16();
+                    prop_assert!((400..500).contains(&status), "answered {}", status);
+                }
+            }
+        }
+    }
 }
