@@ -42,8 +42,19 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: String, source: FactSource) -
     })
 }
 
-/// The create command of `payment` on `rail`, routed to `provider` as `provider_ref`.
+/// The create command of `payment` on `rail`, routed to `provider` as `pr_<payment>`.
 pub fn create(tenant: &TenantId, payment: &str, rail: &str, provider: &str) -> anyhow::Result<InboundFact> {
+    create_with_ref(tenant, payment, rail, provider, &format!("pr_{payment}"))
+}
+
+/// The create command of `payment` on `rail`, routed to `provider` as `provider_ref`.
+pub fn create_with_ref(
+    tenant: &TenantId,
+    payment: &str,
+    rail: &str,
+    provider: &str,
+    provider_ref: &str,
+) -> anyhow::Result<InboundFact> {
     let action = CommandAction::Create(CreatePayment {
         merchant_id: MerchantId::new("m_1")?,
         amount_minor: 1250,
@@ -55,7 +66,7 @@ pub fn create(tenant: &TenantId, payment: &str, rail: &str, provider: &str) -> a
         metadata: None,
         routing: Some(RoutingDecision {
             provider: provider.into(),
-            provider_ref: Some(format!("pr_{payment}")),
+            provider_ref: Some(provider_ref.to_owned()),
             reason: "test".into(),
         }),
         capabilities: None,
