@@ -137,6 +137,16 @@ impl Role {
                 p.layout();
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_RECONCILER);
                 p.history(subjects::STREAM_STATUS, &[crate::CONSUMER_RECONCILER]);
+                // Stuck-payment sweeps: a status-query answer is recorded as an
+                // inbound fact (so evidence and de-duplication work as for any
+                // fact), and the sweep's KV bucket is created, written and scanned.
+                p.publish.extend([subjects::IN_ALL.into(), subjects::SWEEP_ALL.into()]);
+                p.publish.push(api("INFO"));
+                for verb in ["INFO", "CREATE", "UPDATE"] {
+                    p.publish
+                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_SWEEP)));
+                }
+                p.history(subjects::STREAM_SWEEP, &[]);
             }
             Role::Projector => {
                 p.publish.extend([
@@ -149,6 +159,7 @@ impl Role {
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
                 p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
                 p.durable(subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES);
+                p.durable(subjects::STREAM_ALERT, crate::CONSUMER_PROJECTOR_ALERTS);
                 // `paytrack-rebuild` replays every stream it projects with ordered consumers.
                 let own = [
                     crate::CONSUMER_PROJECTOR_STATUS,
@@ -202,7 +213,8 @@ impl Role {
 }
 
 /// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
-const DURABLES: [(&str, &str); 4] = [
+const DURABLES: [(&str, &str); 5] = [
+    (subjects::STREAM_ALERT, crate::CONSUMER_PROJECTOR_ALERTS),
     (subjects::STREAM_IN, crate::CONSUMER_RECONCILER),
     (subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS),
     (subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE),

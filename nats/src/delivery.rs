@@ -76,6 +76,15 @@ impl Traced for FactOutcome {
     }
 }
 
+impl Traced for paytrack_shared::envelope::Alert {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+    fn payment_id(&self) -> Option<&PaymentId> {
+        Some(&self.payment_id)
+    }
+}
+
 impl Traced for SessionAudit {
     fn tenant(&self) -> &TenantId {
         &self.tenant

@@ -109,6 +109,8 @@ pub const CONSUMER_PROJECTOR_EVIDENCE: &str = "ledger-projector-evidence";
 pub const CONSUMER_PROJECTOR_SESSIONS: &str = "ledger-projector-sessions";
 /// The durable consumer the projector reads fact outcomes with.
 pub const CONSUMER_PROJECTOR_OUTCOMES: &str = "ledger-projector-outcomes";
+/// The durable consumer the projector stores payment alerts with.
+pub const CONSUMER_PROJECTOR_ALERTS: &str = "ledger-projector-alerts";
 
 /// Connects with the client name given, as `credentials`' user when given (with
 /// that user's inbox prefix, the only replies its permissions let it read). The

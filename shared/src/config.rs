@@ -158,6 +158,19 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
     pub simulator_tenant: Option<String>,
+    /// How often the reconciler scans its stuck-payment table, in ms.
+    pub reconciler_sweep_interval_ms: u64,
+    /// Divides every rail window and status-check interval of the status model
+    /// (1 in production; a test accelerates time with e.g. 1000).
+    pub reconciler_window_divisor: u32,
+    /// How long a transition may wait for its `persisted` checkpoint before a
+    /// `trace_gap` alert, in ms.
+    pub reconciler_trace_gap_ms: u64,
+    /// Base URL of each provider's status-query API: `provider=url,...`; the query is
+    /// `GET {url}/v1/providers/{provider}/payments/{provider_ref}`.
+    pub reconciler_status_query_urls: String,
+    /// How long one status query may take, in ms.
+    pub reconciler_status_query_timeout_ms: u64,
     /// Where the provider simulator's HTTP API listens.
     pub simulator_listen: SocketAddr,
     /// ingest's base URL as the simulator posts webhooks to it (default: from

@@ -8,6 +8,7 @@
 //!   helpers to sign webhooks, mint tokens and open WebSockets.
 
 pub mod continuity;
+pub mod facts;
 pub mod mesh;
 pub mod nats;
 pub mod pg;

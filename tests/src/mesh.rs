@@ -61,6 +61,8 @@ pub struct MeshOptions {
     /// How many reconciler replicas run side by side (the Kubernetes base runs two);
     /// 0 for a test that drives its own `paytrack_reconciler::Reconciler`s.
     pub reconcilers: usize,
+    /// Further settings, applied last (e.g. the reconciler's sweep windows).
+    pub extra_settings: Vec<(&'static str, String)>,
     /// ingest's `provider_urls` (sandbox gateways to initiate payments at).
     pub provider_urls: Option<String>,
 }
@@ -90,6 +92,7 @@ impl Default for MeshOptions {
             edge_ring_messages: 10_000,
             edge_max_subscriptions: 100,
             reconcilers: 1,
+            extra_settings: Vec::new(),
             provider_urls: None,
         }
     }
@@ -213,6 +216,7 @@ impl Mesh {
         if let Some(ms) = options.consumer_retry_ms {
             pairs.push(("consumer_retry_ms", ms.to_string()));
         }
+        pairs.extend(options.extra_settings.iter().map(|(k, v)| (*k, v.clone())));
         if let Some(urls) = &options.provider_urls {
             pairs.push(("provider_urls", urls.clone()));
         }
@@ -432,6 +436,21 @@ impl Mesh {
             total += count;
         }
         Ok(total)
+    }
+
+    /// Aborts one reconciler replica's task, as a killed process would stop: the
+    /// message in hand is neither finished nor acknowledged. False when none runs.
+    pub fn abort_reconciler(&self) -> anyhow::Result<bool> {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+        let Some(index) = tasks.iter().position(|(name, _)| *name == "reconciler") else {
+            return Ok(false);
+        };
+        let (_, task) = tasks.swap_remove(index);
+        task.abort();
+        Ok(true)
     }
 
     /// Fails when a service task has ended while it should run (an error, a panic,

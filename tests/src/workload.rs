@@ -104,6 +104,8 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
             provider: Some("stdwebhooks".into()),
             provider_ref: Some(format!("ref_{}", plan.payment)),
         },
+        ordered_by: None,
+        evidence_fact_ids: vec![],
     })
 }
 

@@ -137,10 +137,11 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     ingest.publish_refused("$KV.PAYTRACK_PRESENCE.dev.u.d.s").await?;
 
     let mut reconciler = Probe::connect(&nats, Role::Reconciler).await?;
-    for subject in [OUTCOME, STATUS, ALERT] {
+    // INBOUND: the sweep records a provider's status-query answer as a fact.
+    for subject in [OUTCOME, STATUS, ALERT, INBOUND] {
         reconciler.publish_allowed(&admin, subject).await?;
     }
-    for subject in [INBOUND, CHECKPOINT, PUSH, SESSION] {
+    for subject in [CHECKPOINT, PUSH, SESSION] {
         reconciler.publish_refused(subject).await?;
     }
 

@@ -24,6 +24,8 @@ use crate::error::ErrorBody;
         crate::commands::resolve_payment,
         crate::capabilities::get_capabilities,
         crate::push::push,
+        crate::alerts::list,
+        crate::alerts::ack,
         webhook,
         get_payment,
         get_timeline,

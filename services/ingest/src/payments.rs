@@ -93,6 +93,8 @@ pub struct FactNotApplied {
     pub event_type: Option<String>,
     /// The payment's version the decision was made against.
     pub current_version: Option<i64>,
+    /// The applied fact it lost to (stale, duplicate) or contradicted (conflict).
+    pub superseded_by: Option<String>,
     /// Where its raw payload is in PAYTRACK_IN.
     pub inbound_seq: i64,
     /// Trace.
@@ -189,8 +191,8 @@ async fn timeline(state: &AppState, caller: &Caller, payment_id: &PaymentId) -> 
     .fetch_all(&state.db)
     .await?;
     let not_applied = sqlx::query_as::<_, FactNotApplied>(
-        "SELECT fact_id, outcome, reason, rule, event_type, current_version, inbound_seq, trace_id,
-                decided_at AS recorded_at
+        "SELECT fact_id, outcome, reason, rule, event_type, current_version, superseded_by, inbound_seq,
+                trace_id, decided_at AS recorded_at
          FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2 AND outcome <> 'applied'
          ORDER BY decided_at, inbound_seq",
     )
@@ -240,6 +242,8 @@ pub struct FactEvidence {
     pub outcome: Option<String>,
     /// Why it was not applied, if it was not.
     pub outcome_reason: Option<String>,
+    /// The applied fact it lost to or contradicted, if any.
+    pub superseded_by: Option<String>,
 }
 
 /// Renders a stored raw body as text: ingest only accepts UTF-8 bodies, so this is
@@ -341,7 +345,7 @@ pub async fn get_evidence(
     let tenant = caller.tenant.as_str();
     let facts = sqlx::query_as::<_, FactEvidence>(
         "SELECT f.fact_id, f.inbound_seq, f.source, f.raw_headers, f.raw_body, f.received_at,
-                o.outcome, o.reason AS outcome_reason
+                o.outcome, o.reason AS outcome_reason, o.superseded_by
          FROM inbound_facts f
          LEFT JOIN fact_outcomes o
            ON o.tenant = f.tenant AND o.payment_id = f.payment_id AND o.inbound_seq = f.inbound_seq
@@ -412,23 +416,20 @@ pub async fn get_evidence(
 /// Alerts about a payment, when the alert store exists (it is filled by the alert
 /// consumer); an unreadable store answers none rather than failing the evidence.
 async fn alerts(state: &AppState, tenant: &str, payment_id: &str) -> Vec<serde_json::Value> {
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('alerts')::text")
-        .fetch_one(&state.db)
-        .await
-        .ok()
-        .flatten();
-    if exists.is_none() {
-        return Vec::new();
-    }
-    sqlx::query_scalar("SELECT to_jsonb(a) FROM alerts a WHERE a.tenant = $1 AND a.payment_id = $2")
-        .bind(tenant)
-        .bind(payment_id)
-        .fetch_all(&state.db)
-        .await
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "alerts not readable for the evidence pack");
-            Vec::new()
-        })
+    // Each alert with its acknowledgement, if an operator gave one (who, when, why).
+    sqlx::query_scalar(
+        "SELECT to_jsonb(a) || jsonb_build_object('ack', to_jsonb(k) - 'tenant' - 'alert_id')
+         FROM alerts a LEFT JOIN alert_acks k USING (tenant, alert_id)
+         WHERE a.tenant = $1 AND a.payment_id = $2 ORDER BY a.raised_at, a.alert_seq",
+    )
+    .bind(tenant)
+    .bind(payment_id)
+    .fetch_all(&state.db)
+    .await
+    .unwrap_or_else(|error| {
+        tracing::warn!(%error, "alerts not readable for the evidence pack");
+        Vec::new()
+    })
 }
 
 /// One posting of a journal entry.

@@ -56,6 +56,8 @@ pub(crate) fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             get(payments::get_ledger),
         ),
         (route("get", "/v1/status-model"), get(payments::status_model)),
+        (route("get", "/v1/alerts"), get(crate::alerts::list)),
+        (route("post", "/v1/alerts/{alert_id}/ack"), post(crate::alerts::ack)),
         (route("get", "/v1/capabilities"), get(capabilities::get_capabilities)),
         (route("post", "/v1/push"), post(push::push)),
         (route("get", "/openapi.json"), get(openapi::serve)),

@@ -13,6 +13,7 @@
 //! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
 //! a `dead_letter` alert, and the consumer moves on.
 
+mod alerts;
 mod evidence;
 mod history;
 pub mod ledger;
@@ -189,13 +190,33 @@ pub async fn run_with_admin(
                 paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
             )
             .await?;
-            Ok::<_, paytrack_nats::LayoutError>((status, status_epoch, session_epoch, sessions, evidence, outcomes))
+            let mut alert_config =
+                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
+            alert_config.filter_subject = String::new();
+            alert_config.filter_subjects = alerts::filter_subjects();
+            let alerts = paytrack_nats::ensure_consumer(&js, subjects::STREAM_ALERT, alert_config).await?;
+            Ok::<_, paytrack_nats::LayoutError>((
+                status,
+                status_epoch,
+                session_epoch,
+                sessions,
+                evidence,
+                outcomes,
+                alerts,
+            ))
         })
         .await
     }
     .await;
-    let Ok((status_consumer, status_epoch, session_epoch, session_consumer, evidence_consumer, outcome_consumer)) =
-        started
+    let Ok((
+        status_consumer,
+        status_epoch,
+        session_epoch,
+        session_consumer,
+        evidence_consumer,
+        outcome_consumer,
+        alert_consumer,
+    )) = started
     else {
         tracing::info!("ledger-projector stopped before it was ready");
         if let Some(admin) = admin {
@@ -212,6 +233,7 @@ pub async fn run_with_admin(
     let evidence_supervisor = supervisor(subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE);
     let session_supervisor = supervisor(subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS);
     let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
+    let alert_supervisor = supervisor(subjects::STREAM_ALERT, paytrack_nats::CONSUMER_PROJECTOR_ALERTS);
     let drainer = tokio::spawn(outbox::drain(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
@@ -242,7 +264,10 @@ pub async fn run_with_admin(
     let outcome_loop = paytrack_nats::consume_deliveries(outcome_consumer, shutdown.clone(), outcome_supervisor, |d| {
         outcomes::apply(&db, d)
     });
-    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop);
+    let alert_loop = paytrack_nats::consume_deliveries(alert_consumer, shutdown.clone(), alert_supervisor, |d| {
+        alerts::apply(&db, d)
+    });
+    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop, alert_loop);
     let _ = drainer.await;
     let _ = tracker.await;
 

@@ -18,8 +18,8 @@ pub async fn apply(db: &PgPool, delivery: Delivery<FactOutcome>) -> Result<(), H
     sqlx::query(
         "INSERT INTO fact_outcomes
            (tenant, payment_id, inbound_seq, fact_id, outcome, reason, rule, event_type, version,
-            current_version, trace_id, outcome_seq, decided_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            current_version, trace_id, outcome_seq, decided_at, superseded_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (tenant, payment_id, inbound_seq) DO NOTHING",
     )
     .bind(o.tenant.as_str())
@@ -35,6 +35,7 @@ pub async fn apply(db: &PgPool, delivery: Delivery<FactOutcome>) -> Result<(), H
     .bind(&o.trace_id)
     .bind(seq)
     .bind(o.decided_at)
+    .bind(o.superseded_by.as_deref().map(text))
     .execute(db)
     .await
     .map_err(db_error)?;

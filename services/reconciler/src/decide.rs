@@ -4,21 +4,23 @@ use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMes
 use chrono::Utc;
 use paytrack_shared::envelope::{
     self, Cause, CommandAction, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, PaymentTerms,
-    Transition,
+    ProviderOrder, Transition,
 };
-use paytrack_shared::status::TransitionError;
 use paytrack_shared::telemetry;
 use paytrack_shared::{MerchantId, StatusModel, Token, msg_id, subjects};
 use tracing::Instrument;
 
 use paytrack_nats::{Delivery, HandleError};
 
-use crate::mapping::map_fact;
+use crate::judge::{self, FactKind, FactView, Verdict};
+use crate::mapping::{MappedStatus, map_fact};
 
 /// What a fact did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// It moved the payment; the transition is in PAYTRACK_STATUS at `seq`.
+    /// It moved the payment; the transition is in PAYTRACK_STATUS at `seq`. When it
+    /// contradicted what was applied, the transition is `investigation_required`
+    /// and `conflict_with` names the applied fact it contradicted.
     Applied {
         /// The transition appended.
         transition: Box<Transition>,
@@ -27,20 +29,33 @@ pub enum Decision {
         /// True when this very message had been applied before it was redelivered
         /// (its ack was lost): nothing new was appended this time.
         redelivered: bool,
+        /// The applied fact this one contradicted (a conflict), if any.
+        conflict_with: Option<String>,
     },
-    /// It had been applied before (a repeated delivery).
+    /// It had been applied before, or repeats the status another fact set.
     Duplicate {
         /// The payment's version when the repeat was recognised.
         current_version: Option<u64>,
+        /// The applied fact it repeats.
+        superseded_by: Option<String>,
     },
-    /// The status model refused the move (stale, out of order or conflicting).
+    /// It is older (provider sequence or time) than the fact that set the status.
+    Stale {
+        /// The payment's version it was judged against.
+        current_version: Option<u64>,
+        /// The newer applied fact.
+        superseded_by: String,
+    },
+    /// The status model refused the move.
     NotApplied {
-        /// The model's refusal.
-        reason: TransitionError,
+        /// The model's refusal, in words.
+        reason: String,
         /// The rule that mapped the fact.
         rule: String,
         /// The payment's version the move was refused against.
         current_version: Option<u64>,
+        /// The applied fact it was refused against.
+        superseded_by: Option<String>,
     },
     /// No mapping rule covers the event.
     Unmapped,
@@ -57,6 +72,7 @@ const MAX_CONFLICT_RETRIES: usize = 5;
 pub struct Reconciler {
     js: jetstream::Context,
     status: Stream,
+    sweeps: Option<std::sync::Arc<crate::sweep::Sweeps>>,
 }
 
 struct Current {
@@ -75,7 +91,20 @@ impl Reconciler {
                 stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
-        Ok(Reconciler { js, status })
+        Ok(Reconciler {
+            js,
+            status,
+            sweeps: None,
+        })
+    }
+
+    /// This reconciler, recording each transition it appends in the stuck-payment
+    /// sweep's bucket.
+    pub fn with_sweeps(self, sweeps: std::sync::Arc<crate::sweep::Sweeps>) -> Reconciler {
+        Reconciler {
+            sweeps: Some(sweeps),
+            ..self
+        }
     }
 
     /// Handles one fact of PAYTRACK_IN, opened by the shared delivery prologue (the
@@ -94,12 +123,30 @@ impl Reconciler {
         async move {
             let decision = self.decide(fact, inbound_seq, &trace_id).await?;
             // Recorded before the fact is acknowledged: every fact has an outcome.
-            self.publish_outcome(&outcome_of(fact, inbound_seq, &decision, &trace_id))
-                .await?;
+            let outcome = outcome_of(fact, inbound_seq, &decision, &trace_id);
+            self.publish_outcome(&outcome).await?;
+            if let (Some(sweeps), Decision::Applied { transition, .. }) = (&self.sweeps, &decision) {
+                sweeps
+                    .track(transition)
+                    .await
+                    .map_err(|e| HandleError::transient("track the payment for sweeps", e))?;
+            }
+            if matches!(fact.source, FactSource::StatusQuery(_))
+                && matches!(
+                    outcome.outcome,
+                    OutcomeKind::Stale | OutcomeKind::Refused | OutcomeKind::Conflict
+                )
+            {
+                self.source_mismatch(&outcome).await?;
+            }
             let label = match &decision {
                 Decision::Applied { redelivered: true, .. } => "redelivered",
+                Decision::Applied {
+                    conflict_with: Some(_), ..
+                } => "conflict",
                 Decision::Applied { .. } => "applied",
                 Decision::Duplicate { .. } => "duplicate",
+                Decision::Stale { .. } => "stale",
                 Decision::NotApplied { .. } => "not_applied",
                 Decision::Unmapped => "unmapped",
             };
@@ -109,6 +156,7 @@ impl Reconciler {
                     transition,
                     seq,
                     redelivered,
+                    ..
                 } => tracing::info!(
                     status = %transition.status,
                     version = transition.version,
@@ -116,7 +164,12 @@ impl Reconciler {
                     redelivered,
                     "transition appended"
                 ),
-                Decision::Duplicate { .. } => tracing::info!("duplicate fact; nothing applied"),
+                Decision::Duplicate { superseded_by, .. } => {
+                    tracing::info!(?superseded_by, "duplicate fact; nothing applied")
+                }
+                Decision::Stale { superseded_by, .. } => {
+                    tracing::info!(%superseded_by, "stale fact; recorded, not applied")
+                }
                 Decision::NotApplied { reason, .. } => tracing::info!(%reason, "fact recorded, not applied"),
                 Decision::Unmapped => tracing::info!("no mapping rule; fact recorded, not applied"),
             }
@@ -126,70 +179,79 @@ impl Reconciler {
         .await
     }
 
-    /// Decides and appends, re-deciding if another writer appended first.
+    /// Decides and appends, re-deciding if another writer appended first: reads
+    /// the newest transition, asks the pure core ([`crate::judge::decide`]), and
+    /// appends with the sequence it read.
     pub async fn decide(&self, fact: &InboundFact, inbound_seq: u64, trace_id: &str) -> Result<Decision, HandleError> {
         let Some(mapped) = map_fact(fact) else {
             return Ok(Decision::Unmapped);
         };
+        let view = view_of(fact, &mapped);
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self.current(fact).await?;
-            // The newest transition lists every fact applied so far: a repeat is
-            // recognised with the one read above, however late it comes back.
+            let current_version = current.as_ref().map(|c| c.transition.version);
             if let Some(c) = &current
                 && c.transition.has_applied(&fact.fact_id)
             {
                 let cause = &c.transition.cause;
                 if cause.fact_id == fact.fact_id && cause.inbound_seq == inbound_seq {
                     // This very message was applied and then redelivered (its ack
-                    // was lost): its outcome is still "applied".
+                    // was lost): its outcome is still what it was.
                     return Ok(Decision::Applied {
                         transition: Box::new(c.transition.clone()),
                         seq: c.seq,
                         redelivered: true,
+                        conflict_with: conflict_partner(&c.transition, &fact.fact_id),
                     });
                 }
-                return Ok(Decision::Duplicate {
-                    current_version: Some(c.transition.version),
-                });
             }
-            let from = current.as_ref().map(|c| c.transition.status);
-            let current_version = current.as_ref().map(|c| c.transition.version);
-            if let Err(reason) = StatusModel::get().check_transition(from, mapped.status) {
-                return Ok(Decision::NotApplied {
-                    reason,
-                    rule: mapped.rule.clone(),
-                    current_version,
-                });
-            }
-            let mut applied_fact_ids = current
-                .as_ref()
-                .map(|c| applied_so_far(&c.transition))
-                .unwrap_or_default();
-            applied_fact_ids.push(fact.fact_id.clone());
+            let state = current.as_ref().map(|c| judge::State {
+                transition: &c.transition,
+            });
+            let verdict = judge::decide(state, &view, StatusModel::get());
+            let conflict_with = match &verdict {
+                Verdict::Apply { .. } => None,
+                Verdict::Conflict { with, why } => {
+                    tracing::warn!(conflict_with = %with, %why, "evidence conflicts; investigation required");
+                    Some(with.clone())
+                }
+                Verdict::Duplicate { superseded_by } => {
+                    return Ok(Decision::Duplicate {
+                        current_version,
+                        superseded_by: Some(superseded_by.clone()),
+                    });
+                }
+                Verdict::Stale { superseded_by } => {
+                    return Ok(Decision::Stale {
+                        current_version,
+                        superseded_by: superseded_by.clone(),
+                    });
+                }
+                Verdict::Refused { reason, against } => {
+                    return Ok(Decision::NotApplied {
+                        reason: reason.clone(),
+                        rule: mapped.rule.clone(),
+                        current_version,
+                        superseded_by: against.clone(),
+                    });
+                }
+                Verdict::Unmapped => return Ok(Decision::Unmapped),
+            };
             let merchant = match &current {
                 Some(c) => c.merchant.clone(),
                 None => fact.merchant_id.clone().unwrap_or_else(MerchantId::unattributed),
             };
-            let transition = Transition {
-                v: ENVELOPE_VERSION,
-                tenant: fact.tenant.clone(),
-                merchant_id: merchant.clone(),
-                payment_id: fact.payment_id.clone(),
-                version: current.as_ref().map_or(1, |c| c.transition.version + 1),
-                status: mapped.status,
-                previous_status: from,
-                occurred_at: occurred_at(fact),
-                recorded_at: Utc::now(),
-                cause: Cause {
-                    fact_id: fact.fact_id.clone(),
-                    source: source_of(fact),
-                    provider_event_id: provider_event_id(fact),
-                    rule: mapped.rule.clone(),
-                    inbound_seq,
-                },
-                trace_id: trace_id.to_owned(),
-                applied_fact_ids,
-                terms: terms_after(current.as_ref().map(|c| &c.transition.terms), fact),
+            let Some(transition) = next_transition(
+                current.as_ref().map(|c| &c.transition),
+                merchant,
+                fact,
+                &view,
+                &verdict,
+                &mapped.rule,
+                inbound_seq,
+                trace_id,
+            ) else {
+                return Ok(Decision::Unmapped);
             };
             match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
                 Appended::At { seq, duplicate: false } => {
@@ -197,9 +259,15 @@ impl Reconciler {
                         transition: Box::new(transition),
                         seq,
                         redelivered: false,
+                        conflict_with,
                     });
                 }
-                Appended::At { duplicate: true, .. } => return Ok(Decision::Duplicate { current_version }),
+                Appended::At { duplicate: true, .. } => {
+                    return Ok(Decision::Duplicate {
+                        current_version,
+                        superseded_by: Some(fact.fact_id.clone()),
+                    });
+                }
                 Appended::Conflict => {
                     tracing::info!("another writer appended first; deciding again");
                     continue;
@@ -233,6 +301,33 @@ impl Reconciler {
             seq: message.sequence,
             transition,
         }))
+    }
+
+    /// Raises `source_mismatch`: the provider's status query disagrees with what was
+    /// applied from its webhooks.
+    async fn source_mismatch(&self, outcome: &FactOutcome) -> Result<(), HandleError> {
+        let detail = format!(
+            "the status query ({}) was {}: {}; applied: {}",
+            outcome.event_type.as_deref().unwrap_or("?"),
+            outcome.outcome.as_str(),
+            outcome.reason.as_deref().unwrap_or(""),
+            outcome.superseded_by.as_deref().unwrap_or("nothing")
+        );
+        tracing::warn!(%detail, "source mismatch");
+        crate::alerts::raise(
+            &self.js,
+            crate::alerts::Raise {
+                tenant: &outcome.tenant,
+                payment: &outcome.payment_id,
+                merchant: None,
+                kind: subjects::ALERT_SOURCE_MISMATCH,
+                discriminator: &outcome.fact_id,
+                detail,
+                trace_id: &outcome.trace_id,
+            },
+        )
+        .await
+        .map_err(|e| HandleError::transient("raise source_mismatch", e))
     }
 
     /// Records what a fact did on `paytrack.outcome.<tenant>.<payment_id>`.
@@ -300,35 +395,64 @@ enum Appended {
 
 /// The outcome record of `decision`.
 fn outcome_of(fact: &InboundFact, inbound_seq: u64, decision: &Decision, trace_id: &str) -> FactOutcome {
-    let (outcome, reason, rule, version, current_version) = match decision {
-        Decision::Applied { transition, .. } => (
-            OutcomeKind::Applied,
-            None,
+    let (outcome, reason, rule, version, current_version, superseded_by) = match decision {
+        Decision::Applied {
+            transition,
+            conflict_with,
+            ..
+        } => (
+            if conflict_with.is_some() {
+                OutcomeKind::Conflict
+            } else {
+                OutcomeKind::Applied
+            },
+            conflict_with
+                .as_ref()
+                .map(|with| format!("contradicts {with}: investigation required")),
             Some(transition.cause.rule.clone()),
             Some(transition.version),
             transition.version.checked_sub(1).filter(|v| *v > 0),
+            conflict_with.clone(),
         ),
-        Decision::Duplicate { current_version } => (
+        Decision::Duplicate {
+            current_version,
+            superseded_by,
+        } => (
             OutcomeKind::Duplicate,
-            Some("the fact was applied before".to_owned()),
+            Some("the fact, or its status, was applied before".to_owned()),
             None,
             None,
             *current_version,
+            superseded_by.clone(),
+        ),
+        Decision::Stale {
+            current_version,
+            superseded_by,
+        } => (
+            OutcomeKind::Stale,
+            Some("older than the fact that set the current status".to_owned()),
+            None,
+            None,
+            *current_version,
+            Some(superseded_by.clone()),
         ),
         Decision::NotApplied {
             reason,
             rule,
             current_version,
+            superseded_by,
         } => (
             OutcomeKind::Refused,
-            Some(reason.to_string()),
+            Some(reason.clone()),
             Some(rule.clone()),
             None,
             *current_version,
+            superseded_by.clone(),
         ),
         Decision::Unmapped => (
             OutcomeKind::Unmapped,
             Some("no mapping rule covers this event type".to_owned()),
+            None,
             None,
             None,
             None,
@@ -344,15 +468,99 @@ fn outcome_of(fact: &InboundFact, inbound_seq: u64, decision: &Decision, trace_i
         reason,
         rule,
         event_type: match &fact.source {
-            FactSource::Webhook(event) => Some(event.event_type.clone()),
+            FactSource::Webhook(event) | FactSource::StatusQuery(event) => Some(event.event_type.clone()),
             FactSource::Command(command) => Some(format!("command.{}", command.action.name())),
         },
         version,
         current_version,
         trace_id: trace_id.to_owned(),
         decided_at: Utc::now(),
-        superseded_by: None,
+        superseded_by,
     }
+}
+
+/// The fact `t` records as contradicted by `fact_id`, when `t` is the conflict
+/// `fact_id` caused.
+fn conflict_partner(t: &Transition, fact_id: &str) -> Option<String> {
+    (t.status == paytrack_shared::Status::InvestigationRequired && t.cause.fact_id == fact_id)
+        .then(|| t.evidence_fact_ids.first().cloned())
+        .flatten()
+}
+
+/// The fact as the pure core sees it.
+pub(crate) fn view_of<'a>(fact: &'a InboundFact, mapped: &MappedStatus) -> FactView<'a> {
+    match &fact.source {
+        FactSource::Webhook(event) | FactSource::StatusQuery(event) => FactView {
+            fact_id: &fact.fact_id,
+            target: Some(mapped.status),
+            kind: FactKind::Evidence,
+            order: Some(ProviderOrder {
+                provider: event.provider.clone(),
+                provider_seq: event.provider_seq,
+                occurred_at: event.occurred_at,
+            }),
+            occurred_at: event.occurred_at.unwrap_or(fact.received_at),
+            reason: event.reason.as_deref(),
+        },
+        FactSource::Command(command) => FactView {
+            fact_id: &fact.fact_id,
+            target: Some(mapped.status),
+            kind: match command.action {
+                CommandAction::Resolve { .. } => FactKind::Resolve,
+                _ => FactKind::Command,
+            },
+            order: None,
+            occurred_at: fact.received_at,
+            reason: None,
+        },
+    }
+}
+
+/// The transition `verdict` appends after `current` (None when it appends nothing).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn next_transition(
+    current: Option<&Transition>,
+    merchant: MerchantId,
+    fact: &InboundFact,
+    view: &FactView<'_>,
+    verdict: &Verdict,
+    rule: &str,
+    inbound_seq: u64,
+    trace_id: &str,
+) -> Option<Transition> {
+    let (status, evidence_fact_ids) = match verdict {
+        Verdict::Apply { status } => (*status, Vec::new()),
+        Verdict::Conflict { with, .. } => (
+            paytrack_shared::Status::InvestigationRequired,
+            vec![with.clone(), fact.fact_id.clone()],
+        ),
+        _ => return None,
+    };
+    let mut applied_fact_ids = current.map(applied_so_far).unwrap_or_default();
+    applied_fact_ids.push(fact.fact_id.clone());
+    Some(Transition {
+        v: ENVELOPE_VERSION,
+        tenant: fact.tenant.clone(),
+        merchant_id: merchant,
+        payment_id: fact.payment_id.clone(),
+        version: current.map_or(1, |c| c.version + 1),
+        status,
+        previous_status: current.map(|c| c.status),
+        occurred_at: view.occurred_at,
+        recorded_at: Utc::now(),
+        cause: Cause {
+            fact_id: fact.fact_id.clone(),
+            source: source_of(fact),
+            provider_event_id: provider_event_id(fact),
+            rule: rule.to_owned(),
+            inbound_seq,
+        },
+        trace_id: trace_id.to_owned(),
+        applied_fact_ids,
+        terms: terms_after(current.map(|c| &c.terms), fact),
+        ordered_by: judge::ordered_by_after(verdict, current, view),
+        evidence_fact_ids,
+    })
 }
 
 /// The facts applied up to `t`, including its own cause (which a transition written
@@ -380,23 +588,17 @@ fn is_wrong_last_sequence(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn occurred_at(fact: &InboundFact) -> chrono::DateTime<Utc> {
-    match &fact.source {
-        FactSource::Webhook(event) => event.occurred_at.unwrap_or(fact.received_at),
-        FactSource::Command(_) => fact.received_at,
-    }
-}
-
 fn source_of(fact: &InboundFact) -> String {
     match &fact.source {
         FactSource::Webhook(event) => format!("webhook:{}", event.provider),
+        FactSource::StatusQuery(event) => format!("status_query:{}", event.provider),
         FactSource::Command(command) => format!("command:{}", command.action.name()),
     }
 }
 
 fn provider_event_id(fact: &InboundFact) -> Option<String> {
     match &fact.source {
-        FactSource::Webhook(event) => Some(event.event_id.clone()),
+        FactSource::Webhook(event) | FactSource::StatusQuery(event) => Some(event.event_id.clone()),
         FactSource::Command(_) => None,
     }
 }
@@ -406,7 +608,7 @@ fn provider_event_id(fact: &InboundFact) -> Option<String> {
 fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms {
     let mut terms = known.cloned().unwrap_or_default();
     match &fact.source {
-        FactSource::Webhook(event) => {
+        FactSource::Webhook(event) | FactSource::StatusQuery(event) => {
             terms.amount_minor = terms.amount_minor.or(event.amount_minor);
             terms.currency = terms.currency.take().or_else(|| event.currency.clone());
             terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
@@ -427,3 +629,6 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
     }
     terms
 }
+
+#[cfg(test)]
+mod props;

@@ -8,8 +8,11 @@
 //! chain no matter how many reconcilers run. It is the only writer of
 //! `paytrack.status.>`, and records what every fact did on `paytrack.outcome.>`.
 
+mod alerts;
 mod decide;
+pub mod judge;
 mod mapping;
+pub mod sweep;
 
 use std::net::SocketAddr;
 
@@ -36,6 +39,10 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// How a fact that keeps failing is retried, then parked on the dead-letter stream.
     pub retry: paytrack_nats::RetryPolicy,
+    /// Stuck-payment sweeps.
+    pub sweep: sweep::SweepConfig,
+    /// Replicas of the sweep's bucket.
+    pub replicas: usize,
 }
 
 impl Config {
@@ -48,6 +55,14 @@ impl Config {
             nats_timeout: std::time::Duration::from_millis(s.nats_ack_timeout_ms),
             admin_listen: s.admin_listen,
             retry: paytrack_nats::RetryPolicy::from_settings(s),
+            sweep: sweep::SweepConfig {
+                interval: std::time::Duration::from_millis(s.reconciler_sweep_interval_ms.max(10)),
+                window_divisor: s.reconciler_window_divisor.max(1),
+                trace_gap: std::time::Duration::from_millis(s.reconciler_trace_gap_ms),
+                status_query_urls: sweep::SweepConfig::parse_urls(&s.reconciler_status_query_urls),
+                query_timeout: std::time::Duration::from_millis(s.reconciler_status_query_timeout_ms),
+            },
+            replicas: s.nats_replicas,
         }
     }
 }
@@ -96,10 +111,17 @@ pub async fn run_with_admin(
             paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
         )
         .await?;
-        Ok::<_, paytrack_nats::LayoutError>((consumer, Reconciler::new(js.clone()).await?))
+        let sweeps = sweep::Sweeps::open(&js, config.replicas, config.sweep.clone())
+            .await
+            .map_err(|e| paytrack_nats::LayoutError::Read {
+                stream: subjects::STREAM_SWEEP.to_owned(),
+                source: Box::new(e),
+            })?;
+        let reconciler = Reconciler::new(js.clone()).await?.with_sweeps(sweeps.clone());
+        Ok::<_, paytrack_nats::LayoutError>((consumer, reconciler, sweeps))
     })
     .await;
-    let Ok((consumer, reconciler)) = started else {
+    let Ok((consumer, reconciler, sweeps)) = started else {
         tracing::info!("reconciler stopped before it was ready");
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -116,11 +138,15 @@ pub async fn run_with_admin(
         config.retry,
         readiness.clone(),
     );
-    paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
+    // The sweeper runs inside this future, not as a detached task: whatever ends
+    // the reconciler (shutdown, or its task being aborted like a killed process)
+    // ends its sweeps too.
+    let sweeper = sweeps.run(shutdown.clone());
+    let consumer = paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
         let reconciler = &reconciler;
         async move { reconciler.handle(delivery).await.map(drop) }
-    })
-    .await;
+    });
+    tokio::join!(consumer, sweeper);
 
     if let Some(admin) = admin {
         let _ = admin.await;

@@ -29,6 +29,18 @@ const STDWEBHOOKS_STATUSES: [(&str, Status); 6] = [
 /// its native type, and the rule names that native type (`razorpay:payment.captured`).
 pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
     match &fact.source {
+        FactSource::StatusQuery(event) => {
+            // The status-query answer names a canonical provider status
+            // (`pending`, `succeeded`, …), the same set the generic webhook uses.
+            let event_type = format!("payment.{}", event.event_type);
+            STDWEBHOOKS_STATUSES
+                .iter()
+                .find(|(known, _)| *known == event_type)
+                .map(|(_, status)| MappedStatus {
+                    status: *status,
+                    rule: format!("status_query:{}", event.event_type),
+                })
+        }
         FactSource::Webhook(event) => {
             let generic = match event.provider.as_str() {
                 "stdwebhooks" => event.event_type.clone(),

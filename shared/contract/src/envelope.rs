@@ -87,6 +87,9 @@ pub struct InboundFact {
 pub enum FactSource {
     /// A signed provider webhook.
     Webhook(ProviderEvent),
+    /// The provider's answer to a status query made by the reconciler's sweep of
+    /// stuck payments: evidence like a webhook, kept and de-duplicated the same way.
+    StatusQuery(ProviderEvent),
     /// A command from the payments API: create, cancel, retry, or an operator's
     /// resolution. Commands are facts like webhooks: the reconciler alone decides what
     /// they do to a payment's status.
@@ -310,6 +313,28 @@ pub struct Transition {
     /// What is known about the payment (amount, rail, provider), carried forward.
     #[serde(default)]
     pub terms: PaymentTerms,
+    /// The provider's position of the fact that set this status (None when a
+    /// command set it): what a later fact is compared with to tell whether it is
+    /// stale (the tie-breaker orders by provider sequence, else provider time).
+    #[serde(default)]
+    pub ordered_by: Option<ProviderOrder>,
+    /// For `investigation_required`: the facts whose evidence disagrees (the applied
+    /// one, then the one that contradicted it).
+    #[serde(default)]
+    pub evidence_fact_ids: Vec<String>,
+}
+
+/// Where a provider places one of its facts about a payment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderOrder {
+    /// The provider that placed it (sequences of two providers do not compare).
+    pub provider: String,
+    /// The provider's sequence, when it gives one.
+    #[serde(default)]
+    pub provider_seq: Option<u64>,
+    /// The provider's time of the event, when it gives one.
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 impl Transition {

@@ -15,6 +15,13 @@ pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> String {
     format!("wh:{provider}:{delivery_id}")
 }
 
+/// The stable id of a status-query answer, the reconciler's `check`-th query of
+/// `payment` with `provider`: `sq:<provider>:<payment>:<check>`, so a replica
+/// repeating the same check after a crash records it once.
+pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> String {
+    format!("sq:{provider}:{payment}:{check}")
+}
+
 /// The stable id of an API command: `cmd:<idempotency key>`.
 pub fn command_fact_id(idempotency_key: &str) -> String {
     format!("cmd:{idempotency_key}")

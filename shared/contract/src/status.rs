@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The model's source, embedded so that a binary always serves the table it enforces.
@@ -78,6 +79,89 @@ pub struct StatusDefinition {
     pub terminal: BTreeMap<String, bool>,
     /// What support should tell a customer.
     pub guidance: String,
+    /// The statuses an operator's `resolve` command may move a payment to from this
+    /// one (only `investigation_required` has any: nothing else leaves it).
+    #[serde(default)]
+    pub resolves_to: Vec<Status>,
+}
+
+/// A move that provider evidence asks for but that contradicts what was applied: the
+/// payment goes to `investigation_required` with both facts instead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The applied status.
+    pub from: Status,
+    /// The status the newer evidence reports.
+    pub to: Status,
+    /// Why it is a conflict, for operators.
+    pub why: String,
+}
+
+/// Finality and windows of one rail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RailRules {
+    /// Whether a success is final at once (rtp, upi, card capture): a later failure
+    /// or return is a conflict, never a move.
+    pub irrevocable: bool,
+    /// How long a payment may stay non-terminal before it is checked with the
+    /// provider's status-query API (scaled by configuration in tests).
+    pub pending_window_secs: u64,
+    /// When a success may still come back, by return reason code.
+    pub return_windows: Vec<ReturnWindow>,
+    /// How the provider's status-query API is polled for a stuck payment.
+    pub status_checks: StatusChecks,
+}
+
+/// Return reason codes and how long after the success they may arrive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReturnWindow {
+    /// Return reason codes (the `returned` event's `reason`), e.g. `R01`.
+    pub codes: Vec<String>,
+    /// Window in banking days (Monday to Friday; holidays are not modelled).
+    pub banking_days: Option<u32>,
+    /// Window in calendar days.
+    pub calendar_days: Option<u32>,
+}
+
+/// Status-query schedule of a rail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusChecks {
+    /// The first check is made no earlier than this after initiation.
+    pub first_after_secs: u64,
+    /// Between checks.
+    pub interval_secs: u64,
+    /// At most this many checks; then the payment raises `unclear_pending`.
+    pub max_checks: u32,
+}
+
+impl ReturnWindow {
+    /// The last instant a return may happen after a success at `succeeded_at`.
+    pub fn closes(&self, succeeded_at: DateTime<Utc>) -> DateTime<Utc> {
+        let calendar = self
+            .calendar_days
+            .map(|d| succeeded_at + chrono::Duration::days(i64::from(d)));
+        let banking = self.banking_days.map(|d| add_banking_days(succeeded_at, d));
+        match (calendar, banking) {
+            (Some(c), Some(b)) => c.max(b),
+            (Some(c), None) => c,
+            (None, Some(b)) => b,
+            (None, None) => succeeded_at,
+        }
+    }
+}
+
+/// `at` plus `days` banking days (weekends skipped).
+pub fn add_banking_days(at: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    use chrono::Datelike;
+    let mut t = at;
+    let mut left = days;
+    while left > 0 {
+        t += chrono::Duration::days(1);
+        if !matches!(t.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    t
 }
 
 /// The whole model as served at `GET /v1/status-model`.
@@ -91,6 +175,18 @@ pub struct StatusModel {
     pub evidence_required: Vec<String>,
     /// When a status is shown as final.
     pub finality: String,
+    /// How facts of one payment are ordered (the tie-breaker).
+    #[serde(default)]
+    pub ordering: String,
+    /// Moves that evidence asks for but that contradict what was applied.
+    #[serde(default)]
+    pub conflicts: Vec<Conflict>,
+    /// Finality and windows per rail.
+    #[serde(default)]
+    pub rails: BTreeMap<String, RailRules>,
+    /// The rules of a rail the table does not list (or a payment whose rail is not
+    /// known yet).
+    pub default_rail: RailRules,
 }
 
 /// Why a fact cannot move a payment to a status.
@@ -105,6 +201,15 @@ pub enum TransitionError {
         /// The payment's current status.
         from: Status,
         /// The status the fact asked for.
+        to: Status,
+    },
+    /// Only an operator's resolution to one of the model's `resolves_to` leaves
+    /// this status.
+    #[error("{from} -> {to} is not a resolution the model allows")]
+    NotResolvable {
+        /// The payment's current status.
+        from: Status,
+        /// The status asked for.
         to: Status,
     },
     /// The status cannot be the first one a payment has.
@@ -141,6 +246,47 @@ impl StatusModel {
             Some(from) if def.allowed_from.contains(&from) => Ok(()),
             Some(from) => Err(TransitionError::NotAllowed { from, to }),
         }
+    }
+
+    /// The rules of `rail` (the default rules when it is unknown or not listed).
+    pub fn rail(&self, rail: Option<&str>) -> &RailRules {
+        rail.and_then(|r| self.rails.get(r)).unwrap_or(&self.default_rail)
+    }
+
+    /// Whether evidence asking for `from -> to` contradicts what was applied.
+    pub fn conflict(&self, from: Status, to: Status) -> Option<&Conflict> {
+        self.conflicts.iter().find(|c| c.from == from && c.to == to)
+    }
+
+    /// Whether an operator may resolve a payment in `from` to `to`.
+    pub fn check_resolution(&self, from: Status, to: Status) -> Result<(), TransitionError> {
+        let allowed = self.definition(from).is_some_and(|d| d.resolves_to.contains(&to));
+        if allowed {
+            Ok(())
+        } else {
+            Err(TransitionError::NotResolvable { from, to })
+        }
+    }
+
+    /// Whether a return with reason `code` at `returned_at` of a success at
+    /// `succeeded_at` on `rail` is inside the rail's window. `None` when the rail is
+    /// unknown (nothing to judge it by: the move is left to the table).
+    pub fn return_allowed(
+        &self,
+        rail: Option<&str>,
+        code: Option<&str>,
+        succeeded_at: DateTime<Utc>,
+        returned_at: DateTime<Utc>,
+    ) -> Option<bool> {
+        let rules = self.rails.get(rail?)?;
+        if rules.irrevocable {
+            return Some(false);
+        }
+        let window = rules
+            .return_windows
+            .iter()
+            .find(|w| code.is_some_and(|c| w.codes.iter().any(|k| k == c)));
+        Some(window.is_some_and(|w| returned_at <= w.closes(succeeded_at)))
     }
 
     /// Whether `status` is terminal on `rail` (None: the rail is not known yet, in
@@ -194,6 +340,48 @@ impl StatusModel {
             self.evidence_required.join(", "),
             self.finality
         ));
+        out.push_str(&format!("\n## Ordering\n\n{}\n", self.ordering));
+        out.push_str(
+            "\n## Conflicts\n\nEvidence asking for one of these moves sends the payment to \
+             `investigation_required` with both facts; only an operator's `resolve` leaves it.\n\n\
+             | from | to | why |\n|---|---|---|\n",
+        );
+        for c in &self.conflicts {
+            out.push_str(&format!("| `{}` | `{}` | {} |\n", c.from, c.to, c.why));
+        }
+        out.push_str(
+            "\n## Rails\n\n| rail | irrevocable | pending window | return windows | status checks |\n\
+             |---|---|---|---|---|\n",
+        );
+        let rails = self.rails.iter().map(|(name, r)| (name.as_str(), r));
+        for (name, r) in rails.chain(std::iter::once(("(other)", &self.default_rail))) {
+            let windows = r
+                .return_windows
+                .iter()
+                .map(|w| {
+                    let within = match (w.banking_days, w.calendar_days) {
+                        (Some(b), _) => format!("{b} banking days"),
+                        (None, Some(c)) => format!("{c} days"),
+                        (None, None) => "never".to_owned(),
+                    };
+                    format!("{} within {within}", w.codes.join("/"))
+                })
+                .collect::<Vec<_>>();
+            let c = &r.status_checks;
+            out.push_str(&format!(
+                "| `{name}` | {} | {} s | {} | first after {} s, then every {} s, at most {} |\n",
+                if r.irrevocable { "yes" } else { "no" },
+                r.pending_window_secs,
+                if windows.is_empty() {
+                    "—".to_owned()
+                } else {
+                    windows.join("; ")
+                },
+                c.first_after_secs,
+                c.interval_secs,
+                c.max_checks
+            ));
+        }
         out
     }
 }
@@ -265,6 +453,64 @@ mod tests {
             model.check_transition(Some(Pending), Pending),
             Err(TransitionError::AlreadyInStatus(Pending))
         );
+    }
+
+    #[test]
+    fn return_windows_follow_the_rail_and_the_code() {
+        let model = StatusModel::get();
+        // A Friday noon success: two banking days later is Tuesday noon.
+        let friday = "2026-11-20T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let ach = Some("ach_debit");
+        assert_eq!(
+            model.return_allowed(ach, Some("R01"), friday, at("2026-11-24T12:00:00Z")),
+            Some(true)
+        );
+        assert_eq!(
+            model.return_allowed(ach, Some("R01"), friday, at("2026-11-24T12:00:01Z")),
+            Some(false)
+        );
+        assert_eq!(
+            model.return_allowed(ach, Some("R10"), friday, at("2027-01-19T12:00:00Z")),
+            Some(true)
+        );
+        assert_eq!(
+            model.return_allowed(ach, Some("R10"), friday, at("2027-01-19T12:00:01Z")),
+            Some(false)
+        );
+        assert_eq!(model.return_allowed(ach, Some("R99"), friday, friday), Some(false));
+        assert_eq!(model.return_allowed(ach, None, friday, friday), Some(false));
+        for rail in ["rtp", "upi", "card"] {
+            assert_eq!(
+                model.return_allowed(Some(rail), Some("R01"), friday, friday),
+                Some(false)
+            );
+        }
+        assert_eq!(model.return_allowed(None, Some("R01"), friday, friday), None);
+        let upi = model.rail(Some("upi"));
+        assert!(upi.irrevocable);
+        assert_eq!(
+            (upi.status_checks.first_after_secs, upi.status_checks.max_checks),
+            (90, 3)
+        );
+    }
+
+    #[test]
+    fn only_investigation_required_is_resolved() {
+        let model = StatusModel::get();
+        assert!(
+            model
+                .check_resolution(Status::InvestigationRequired, Status::Failed)
+                .is_ok()
+        );
+        assert!(
+            model
+                .check_resolution(Status::InvestigationRequired, Status::Initiated)
+                .is_err()
+        );
+        assert!(model.check_resolution(Status::Pending, Status::Failed).is_err());
+        assert!(model.conflict(Status::Succeeded, Status::Failed).is_some());
+        assert!(model.conflict(Status::Pending, Status::Failed).is_none());
     }
 
     #[test]

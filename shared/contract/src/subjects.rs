@@ -28,6 +28,19 @@ pub const STREAM_PRESENCE: &str = "KV_PAYTRACK_PRESENCE";
 /// The subjects a presence write is published on.
 pub const PRESENCE_ALL: &str = "$KV.PAYTRACK_PRESENCE.>";
 
+/// The JetStream KV bucket of the reconciler's stuck-payment sweep: one key
+/// `<tenant>.<payment>` per payment whose status is not yet settled and persisted.
+pub const SWEEP_BUCKET: &str = "PAYTRACK_SWEEP";
+/// The stream behind [`SWEEP_BUCKET`].
+pub const STREAM_SWEEP: &str = "KV_PAYTRACK_SWEEP";
+/// The subjects a sweep entry is written on.
+pub const SWEEP_ALL: &str = "$KV.PAYTRACK_SWEEP.>";
+/// Alert: a payment pending past its rail's window that the provider cannot confirm.
+pub const ALERT_UNCLEAR_PENDING: &str = "unclear_pending";
+/// Alert: the provider's status query disagrees with what its webhooks said.
+pub const ALERT_SOURCE_MISMATCH: &str = "source_mismatch";
+/// Alert: a transition's `persisted` checkpoint did not follow in time.
+pub const ALERT_TRACE_GAP: &str = "trace_gap";
 /// The JetStream KV bucket of provider references, written by ingest: which payment
 /// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
 /// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).

@@ -1,0 +1,572 @@
+//! Stuck-payment sweeps: a periodic scan of a JetStream KV bucket holding one entry
+//! per payment whose status is not yet settled and persisted.
+//!
+//! The reconciler writes the entry after each transition it appends (newest version
+//! wins, by compare-and-set). Every replica scans the bucket every
+//! `reconciler_sweep_interval_ms`; each action on an entry first wins a
+//! compare-and-set on the entry's revision, so two replicas never both query the
+//! provider for the same check (the revision is the lease). What an entry needs is
+//! decided by [`plan`], a pure function of the entry, the clock and the model:
+//! - no `persisted` checkpoint for its version after `reconciler_trace_gap_ms`:
+//!   a `trace_gap` alert;
+//! - still `initiated`/`pending`/`held` past its rail's window: a status query to
+//!   the provider (at most the rail's `max_checks`, `interval_secs` apart), whose
+//!   answer is published on PAYTRACK_IN as a `status_query` fact and decided like
+//!   any other;
+//! - checks exhausted and still not settled: an `unclear_pending` alert;
+//! - settled and persisted: the entry is removed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use paytrack_shared::envelope::{
+    self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, FactSource, InboundFact, ProviderEvent, RawEvidence, Transition,
+};
+use paytrack_shared::{MerchantId, PaymentId, Status, StatusModel, TenantId, msg_id, subjects};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts;
+
+/// The sweep's settings.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    /// Time between scans.
+    pub interval: Duration,
+    /// Divides every rail window and check interval (1 in production).
+    pub window_divisor: u32,
+    /// How long a transition may wait for its `persisted` checkpoint.
+    pub trace_gap: Duration,
+    /// Status-query base URL per provider.
+    pub status_query_urls: BTreeMap<String, String>,
+    /// How long one status query may take.
+    pub query_timeout: Duration,
+}
+
+impl SweepConfig {
+    /// Parses `provider=url,...`; malformed pairs are skipped with a warning.
+    pub fn parse_urls(raw: &str) -> BTreeMap<String, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .filter_map(|pair| match pair.split_once('=') {
+                Some((provider, url)) => {
+                    Some((provider.trim().to_owned(), url.trim().trim_end_matches('/').to_owned()))
+                }
+                None => {
+                    tracing::warn!(pair, "reconciler_status_query_urls: expected provider=url");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn scaled(&self, secs: u64) -> chrono::Duration {
+        let ms = secs.saturating_mul(1000) / u64::from(self.window_divisor.max(1));
+        chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+}
+
+/// One tracked payment, the value of key `<tenant>.<payment>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Payment.
+    pub payment_id: PaymentId,
+    /// Merchant (the subject of its checkpoints).
+    pub merchant_id: MerchantId,
+    /// The newest version appended.
+    pub version: u64,
+    /// Its status.
+    pub status: Status,
+    /// The rail, when known.
+    pub rail: Option<String>,
+    /// The provider, when known.
+    pub provider: Option<String>,
+    /// The provider's reference, when known.
+    pub provider_ref: Option<String>,
+    /// When the payment's first tracked transition was recorded.
+    pub since: DateTime<Utc>,
+    /// When the newest version was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Status queries made so far.
+    pub checks: u32,
+    /// No query before this.
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Whether the newest version's `persisted` checkpoint was seen.
+    pub persisted: bool,
+    /// Whether `trace_gap` was raised for the newest version.
+    pub trace_gap_raised: bool,
+    /// Whether `unclear_pending` was raised for the current status.
+    pub unclear_raised: bool,
+    /// The trace of the newest version.
+    pub trace_id: String,
+}
+
+impl Entry {
+    /// The entry after `t` was appended, keeping what `known` learnt.
+    pub fn after(known: Option<&Entry>, t: &Transition) -> Entry {
+        let same_status = known.is_some_and(|k| k.status == t.status);
+        Entry {
+            tenant: t.tenant.clone(),
+            payment_id: t.payment_id.clone(),
+            merchant_id: t.merchant_id.clone(),
+            version: t.version,
+            status: t.status,
+            rail: t.terms.rail.clone(),
+            provider: t.terms.provider.clone(),
+            provider_ref: t.terms.provider_ref.clone(),
+            since: known.map_or(t.recorded_at, |k| k.since),
+            recorded_at: t.recorded_at,
+            checks: known.map_or(0, |k| k.checks),
+            next_check_at: known.and_then(|k| k.next_check_at),
+            persisted: false,
+            trace_gap_raised: false,
+            unclear_raised: same_status && known.is_some_and(|k| k.unclear_raised),
+            trace_id: t.trace_id.clone(),
+        }
+    }
+}
+
+fn key(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("{tenant}.{payment}")
+}
+
+/// What a scan does with one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Look for the newest version's `persisted` checkpoint.
+    pub look_for_checkpoint: bool,
+    /// Raise `trace_gap` (if the checkpoint is still missing).
+    pub trace_gap: bool,
+    /// Make status query number `checks + 1`.
+    pub query: bool,
+    /// Raise `unclear_pending`.
+    pub unclear: bool,
+    /// Remove the entry: settled and persisted.
+    pub forget: bool,
+}
+
+/// Whether a status still waits for the provider.
+pub fn unsettled(status: Status) -> bool {
+    matches!(status, Status::Initiated | Status::Pending | Status::Held)
+}
+
+/// What `entry` needs at `now`: pure, so every rule is tested without a clock.
+pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &SweepConfig) -> Plan {
+    let rules = model.rail(entry.rail.as_deref());
+    let checks = &rules.status_checks;
+    let gap = chrono::Duration::from_std(config.trace_gap).unwrap_or(chrono::Duration::MAX);
+    let first = entry.since + config.scaled(rules.pending_window_secs.max(checks.first_after_secs));
+    let due = unsettled(entry.status) && now >= first && entry.next_check_at.is_none_or(|t| now >= t);
+    Plan {
+        look_for_checkpoint: !entry.persisted,
+        trace_gap: !entry.persisted && !entry.trace_gap_raised && now - entry.recorded_at > gap,
+        query: due && entry.checks < checks.max_checks,
+        unclear: due && entry.checks >= checks.max_checks && !entry.unclear_raised,
+        forget: !unsettled(entry.status) && entry.persisted,
+    }
+}
+
+/// The sweep's bucket and what it needs to act.
+pub struct Sweeps {
+    store: kv::Store,
+    js: jetstream::Context,
+    status: stream::Stream,
+    http: reqwest::Client,
+    config: SweepConfig,
+}
+
+/// Why the sweep's bucket cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("sweep bucket: {0}")]
+pub struct SweepError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+/// How many times a compare-and-set is retried against another writer.
+const CAS_ATTEMPTS: usize = 5;
+
+impl Sweeps {
+    /// Creates (or opens) the bucket.
+    pub async fn open(
+        js: &jetstream::Context,
+        replicas: usize,
+        config: SweepConfig,
+    ) -> Result<Arc<Sweeps>, SweepError> {
+        let store = js
+            .create_key_value(kv::Config {
+                bucket: subjects::SWEEP_BUCKET.to_owned(),
+                description: "paytrack: payments the reconciler sweeps until settled and persisted".to_owned(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SweepError(e.into()))?;
+        let status = js
+            .get_stream(subjects::STREAM_STATUS)
+            .await
+            .map_err(|e| SweepError(e.into()))?;
+        let http = reqwest::Client::builder()
+            .timeout(config.query_timeout)
+            .build()
+            .map_err(|e| SweepError(e.into()))?;
+        Ok(Arc::new(Sweeps {
+            store,
+            js: js.clone(),
+            status,
+            http,
+            config,
+        }))
+    }
+
+    /// Records that `t` was appended: the entry moves to its version unless a newer
+    /// one is already there.
+    pub async fn track(&self, t: &Transition) -> Result<(), SweepError> {
+        let key = key(&t.tenant, &t.payment_id);
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.store.entry(&key).await.map_err(|e| SweepError(e.into()))?;
+            let known = current
+                .as_ref()
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| serde_json::from_slice::<Entry>(&e.value).ok());
+            if known.as_ref().is_some_and(|k| k.version >= t.version) {
+                return Ok(());
+            }
+            let next = Entry::after(known.as_ref(), t);
+            let value = bytes::Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+            let written = match &current {
+                Some(e) => self.store.update(&key, value, e.revision).await.map(drop).is_ok(),
+                None => self.store.create(&key, value).await.map(drop).is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err(SweepError("another writer kept updating the entry".into()))
+    }
+
+    /// Scans every `interval` until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.scan().await {
+                tracing::warn!(error = %e, "sweep scan failed; retrying next interval");
+            }
+        }
+    }
+
+    async fn scan(&self) -> Result<(), SweepError> {
+        let mut keys = match self.store.keys().await {
+            Ok(keys) => keys,
+            Err(e) => return Err(SweepError(e.into())),
+        };
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            if let Err(e) = self.sweep_one(&key).await {
+                tracing::warn!(key, error = %e, "sweeping a payment failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_one(&self, key: &str) -> Result<(), SweepError> {
+        let Some(stored) = self.store.entry(key).await.map_err(|e| SweepError(e.into()))? else {
+            return Ok(());
+        };
+        if stored.operation != kv::Operation::Put {
+            return Ok(());
+        }
+        let Ok(mut entry) = serde_json::from_slice::<Entry>(&stored.value) else {
+            tracing::warn!(key, "unreadable sweep entry; removing it");
+            let _ = self.store.purge(key).await;
+            return Ok(());
+        };
+        let mut revision = stored.revision;
+        let now = Utc::now();
+        let model = StatusModel::get();
+        let mut plan = plan(&entry, now, model, &self.config);
+        if plan.look_for_checkpoint && self.persisted(&entry).await? {
+            entry.persisted = true;
+            let Some(r) = self.write(key, &entry, revision).await else {
+                return Ok(());
+            };
+            revision = r;
+            plan = self::plan(&entry, now, model, &self.config);
+        }
+        if plan.trace_gap {
+            let detail = format!(
+                "version {} ({}) has no persisted checkpoint {} ms after it was recorded",
+                entry.version,
+                entry.status,
+                self.config.trace_gap.as_millis()
+            );
+            self.raise(&entry, subjects::ALERT_TRACE_GAP, &entry.version.to_string(), detail)
+                .await?;
+            entry.trace_gap_raised = true;
+            let Some(r) = self.write(key, &entry, revision).await else {
+                return Ok(());
+            };
+            revision = r;
+        }
+        if plan.unclear {
+            let detail = format!(
+                "{} past its rail's window after {} status checks; the provider cannot confirm it",
+                entry.status, entry.checks
+            );
+            let discriminator = format!("{}:{}", entry.version, entry.status);
+            self.raise(&entry, subjects::ALERT_UNCLEAR_PENDING, &discriminator, detail)
+                .await?;
+            entry.unclear_raised = true;
+            self.write(key, &entry, revision).await;
+            return Ok(());
+        }
+        if plan.query {
+            // The claim: whoever updates the revision first makes this check.
+            let rules = model.rail(entry.rail.as_deref());
+            entry.checks += 1;
+            entry.next_check_at = Some(now + self.config.scaled(rules.status_checks.interval_secs));
+            if self.write(key, &entry, revision).await.is_none() {
+                return Ok(());
+            }
+            self.query(&entry).await;
+            return Ok(());
+        }
+        if plan.forget {
+            // Only if nobody wrote since: a newer version keeps its entry.
+            let _ = self.store.delete_expect_revision(key, Some(revision)).await;
+        }
+        Ok(())
+    }
+
+    /// Writes `entry` if the revision is still `revision`; the new revision.
+    async fn write(&self, key: &str, entry: &Entry, revision: u64) -> Option<u64> {
+        let value = bytes::Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
+        self.store.update(key, value, revision).await.ok()
+    }
+
+    async fn persisted(&self, entry: &Entry) -> Result<bool, SweepError> {
+        let subject = subjects::checkpoint(&entry.tenant, &entry.merchant_id, &entry.payment_id);
+        let last = paytrack_nats::last_message(&self.status, &subject)
+            .await
+            .map_err(|e| SweepError(e.into()))?;
+        Ok(last
+            .and_then(|m| envelope::decode::<Checkpoint>(&m.payload).ok())
+            .is_some_and(|c| c.version >= entry.version && c.checkpoint == CheckpointKind::Persisted))
+    }
+
+    async fn raise(&self, entry: &Entry, kind: &str, discriminator: &str, detail: String) -> Result<(), SweepError> {
+        tracing::warn!(
+            tenant = %entry.tenant,
+            payment_id = %entry.payment_id,
+            kind,
+            %detail,
+            "alert raised"
+        );
+        alerts::raise(
+            &self.js,
+            alerts::Raise {
+                tenant: &entry.tenant,
+                payment: &entry.payment_id,
+                merchant: Some(&entry.merchant_id),
+                kind,
+                discriminator,
+                detail,
+                trace_id: &entry.trace_id,
+            },
+        )
+        .await
+        .map_err(|e| SweepError(e.into()))
+    }
+
+    /// Asks the provider; its answer becomes a `status_query` fact on PAYTRACK_IN.
+    /// No answer is logged: the check is spent, and once all are spent the payment
+    /// raises `unclear_pending`.
+    async fn query(&self, entry: &Entry) {
+        let span = tracing::info_span!(
+            "status_query",
+            tenant = %entry.tenant,
+            payment_id = %entry.payment_id,
+            check = entry.checks
+        );
+        let _guard = span.enter();
+        let (Some(provider), Some(provider_ref)) = (&entry.provider, &entry.provider_ref) else {
+            tracing::info!("no provider reference to query");
+            return;
+        };
+        let Some(base) = self.config.status_query_urls.get(provider) else {
+            tracing::info!(provider, "no status-query URL configured for the provider");
+            return;
+        };
+        let url = format!("{base}/v1/providers/{provider}/payments/{provider_ref}");
+        let answer = async {
+            let response = self.http.get(&url).send().await?.error_for_status()?;
+            response.text().await
+        }
+        .await;
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                metrics::counter!("paytrack_reconciler_status_queries_total", "result" => "no_answer").increment(1);
+                tracing::warn!(provider, error = %e, "the provider's status query did not answer");
+                return;
+            }
+        };
+        let Ok(parsed) = serde_json::from_str::<QueryAnswer>(&body) else {
+            metrics::counter!("paytrack_reconciler_status_queries_total", "result" => "unreadable").increment(1);
+            tracing::warn!(provider, "the provider's status-query answer is unreadable");
+            return;
+        };
+        metrics::counter!("paytrack_reconciler_status_queries_total", "result" => "answered").increment(1);
+        let fact = InboundFact {
+            v: ENVELOPE_VERSION,
+            fact_id: msg_id::status_query_fact_id(provider, &entry.payment_id, entry.checks),
+            tenant: entry.tenant.clone(),
+            payment_id: entry.payment_id.clone(),
+            merchant_id: Some(entry.merchant_id.clone()),
+            received_at: Utc::now(),
+            source: FactSource::StatusQuery(ProviderEvent {
+                provider: provider.clone(),
+                event_id: format!("check-{}", entry.checks),
+                event_type: parsed.status.clone(),
+                occurred_at: parsed.occurred_at,
+                provider_ref: Some(provider_ref.clone()),
+                amount_minor: None,
+                currency: None,
+                reason: parsed.reason,
+                provider_seq: parsed.provider_seq,
+                status: Some(parsed.status.clone()),
+            }),
+            raw: RawEvidence {
+                headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),
+                body,
+            },
+        };
+        let message = jetstream::message::PublishMessage::build()
+            .message_id(msg_id::fact(&fact.tenant, &fact.fact_id))
+            .payload(envelope::encode(&fact));
+        let subject = subjects::inbound(&fact.tenant, &fact.payment_id);
+        match async { self.js.send_publish(subject, message).await?.await }.await {
+            Ok(_) => tracing::info!(fact_id = %fact.fact_id, "status-query answer recorded"),
+            Err(e) => tracing::warn!(error = %e, "recording the status-query answer failed"),
+        }
+    }
+}
+
+/// The provider's status-query answer, as far as paytrack reads it.
+#[derive(Debug, Deserialize)]
+struct QueryAnswer {
+    status: String,
+    #[serde(default)]
+    occurred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    provider_seq: Option<u64>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SweepConfig {
+        SweepConfig {
+            interval: Duration::from_millis(100),
+            window_divisor: 1,
+            trace_gap: Duration::from_secs(30),
+            status_query_urls: BTreeMap::new(),
+            query_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn entry(status: Status, rail: &str) -> Entry {
+        let t0 = "2026-11-23T12:00:00Z".parse().unwrap();
+        Entry {
+            tenant: TenantId::new("t").unwrap(),
+            payment_id: PaymentId::new("p").unwrap(),
+            merchant_id: MerchantId::new("m").unwrap(),
+            version: 1,
+            status,
+            rail: Some(rail.into()),
+            provider: Some("sim".into()),
+            provider_ref: Some("pr".into()),
+            since: t0,
+            recorded_at: t0,
+            checks: 0,
+            next_check_at: None,
+            persisted: true,
+            trace_gap_raised: false,
+            unclear_raised: false,
+            trace_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn upi_is_checked_no_earlier_than_90_s_and_at_most_3_times() {
+        let model = StatusModel::get();
+        let c = config();
+        let mut e = entry(Status::Pending, "upi");
+        let at = |s: i64| e.since + chrono::Duration::seconds(s);
+        assert!(!plan(&e, at(89), model, &c).query);
+        assert!(plan(&e, at(90), model, &c).query);
+        e.checks = 1;
+        e.next_check_at = Some(at(180));
+        assert!(!plan(&e, at(179), model, &c).query);
+        assert!(plan(&e, at(180), model, &c).query);
+        e.checks = 3;
+        e.next_check_at = Some(at(360));
+        let p = plan(&e, at(360), model, &c);
+        assert!(!p.query && p.unclear, "{p:?}");
+        e.unclear_raised = true;
+        assert_eq!(plan(&e, at(400), model, &c), Plan::default());
+    }
+
+    #[test]
+    fn a_divisor_accelerates_every_window() {
+        let model = StatusModel::get();
+        let c = SweepConfig {
+            window_divisor: 1000,
+            ..config()
+        };
+        let e = entry(Status::Pending, "upi");
+        assert!(!plan(&e, e.since + chrono::Duration::milliseconds(89), model, &c).query);
+        assert!(plan(&e, e.since + chrono::Duration::milliseconds(90), model, &c).query);
+    }
+
+    #[test]
+    fn settled_payments_are_forgotten_once_persisted_and_gaps_are_raised() {
+        let model = StatusModel::get();
+        let c = config();
+        let mut e = entry(Status::Succeeded, "rtp");
+        let later = e.since + chrono::Duration::days(1);
+        assert_eq!(
+            plan(&e, later, model, &c),
+            Plan {
+                forget: true,
+                ..Plan::default()
+            }
+        );
+        e.persisted = false;
+        let p = plan(&e, e.recorded_at + chrono::Duration::seconds(31), model, &c);
+        assert!(p.trace_gap && p.look_for_checkpoint && !p.forget);
+        assert!(!plan(&e, e.recorded_at + chrono::Duration::seconds(29), model, &c).trace_gap);
+    }
+
+    #[test]
+    fn status_query_urls_are_parsed_per_provider() {
+        let urls = SweepConfig::parse_urls("stdwebhooks=http://a:1/, razorpay=http://b ,junk");
+        assert_eq!(urls.get("stdwebhooks").map(String::as_str), Some("http://a:1"));
+        assert_eq!(urls.get("razorpay").map(String::as_str), Some("http://b"));
+        assert_eq!(urls.len(), 2);
+    }
+}

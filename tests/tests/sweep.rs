@@ -1,0 +1,264 @@
+//! Stuck-payment sweeps against a provider status-query API (a small HTTP server in
+//! the test, answering like the simulator's `GET /v1/providers/{provider}/payments/{ref}`),
+//! with the status model's rail windows accelerated by configuration, not sleeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use paytrack_shared::envelope::{self, Alert};
+use paytrack_shared::{Status, TenantId, subjects};
+use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::{Mesh, eventually, facts};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the stub provider answers.
+#[derive(Clone)]
+enum Answer {
+    /// 503 to every query.
+    Down,
+    /// This status, at this provider sequence.
+    Status(&'static str, Option<u64>),
+}
+
+#[derive(Clone)]
+struct Provider {
+    answer: Answer,
+    queries: Arc<AtomicUsize>,
+}
+
+async fn status_query(State(p): State<Provider>, Path((provider, reference)): Path<(String, String)>) -> Response {
+    p.queries.fetch_add(1, Ordering::SeqCst);
+    match p.answer {
+        Answer::Down => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Answer::Status(status, seq) => axum::Json(serde_json::json!({
+            "status": status,
+            "provider": provider,
+            "provider_ref": reference,
+            "occurred_at": Utc::now().to_rfc3339(),
+            "provider_seq": seq,
+        }))
+        .into_response(),
+    }
+}
+
+/// Starts the stub; its base URL and its query counter.
+async fn provider(answer: Answer) -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    let queries = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route("/v1/providers/{provider}/payments/{reference}", get(status_query))
+        .with_state(Provider {
+            answer,
+            queries: queries.clone(),
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, queries))
+}
+
+/// A mesh whose rail windows are 1000 times shorter (UPI's 90 s is 90 ms).
+async fn mesh(url: &str, extra: &[(&'static str, &str)]) -> anyhow::Result<Mesh> {
+    let mut settings = vec![
+        ("reconciler_window_divisor", "1000".to_owned()),
+        ("reconciler_sweep_interval_ms", "50".to_owned()),
+        ("reconciler_status_query_urls", format!("stdwebhooks={url}")),
+    ];
+    settings.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Mesh::start_with(MeshOptions {
+        extra_settings: settings,
+        ..MeshOptions::default()
+    })
+    .await
+}
+
+async fn alert(mesh: &Mesh, tenant: &TenantId, kind: &str) -> anyhow::Result<Alert> {
+    let stream = mesh.js.get_stream(subjects::STREAM_ALERT).await?;
+    let subject = subjects::alert(Some(tenant), kind);
+    eventually(WAIT, kind, || async {
+        let message = stream.get_last_raw_message_by_subject(&subject).await.ok()?;
+        envelope::decode::<Alert>(&message.payload).ok()
+    })
+    .await
+}
+
+async fn pending_payment(mesh: &Mesh, pay: &str, rail: &str) -> anyhow::Result<()> {
+    let tenant = &mesh.tenant;
+    facts::publish(&mesh.js, &facts::create(tenant, pay, rail, "stdwebhooks")?).await?;
+    facts::publish(
+        &mesh.js,
+        &facts::event(
+            tenant,
+            pay,
+            &format!("{pay}_p"),
+            Status::Pending,
+            Some(1),
+            Utc::now(),
+            None,
+        )?,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The provider answers nothing: after its rail's window and its three checks, the
+/// UPI payment raises `unclear_pending`, linking to its evidence; no fourth query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_provider_stops_answering_raises_unclear_pending() -> anyhow::Result<()> {
+    let (url, queries) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let pay = "pay_upi_silent";
+    pending_payment(&mesh, pay, "upi").await?;
+    let raised = alert(&mesh, &mesh.tenant, subjects::ALERT_UNCLEAR_PENDING).await?;
+    assert_eq!(raised.payment_id.as_str(), pay);
+    assert_eq!(raised.evidence, format!("/v1/payments/{pay}/evidence"));
+    assert_eq!(queries.load(Ordering::SeqCst), 3, "UPI allows at most 3 status checks");
+    // Still pending: nothing was invented.
+    let chain = facts::chain(&mesh.js, &mesh.tenant, pay).await?;
+    assert_eq!(chain.last().map(|t| t.status), Some(Status::Pending));
+    // More sweeps go by: no further query, one alert.
+    let at = mesh.stream_messages(subjects::STREAM_ALERT).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queries.load(Ordering::SeqCst), 3);
+    assert_eq!(mesh.stream_messages(subjects::STREAM_ALERT).await?, at);
+    Ok(())
+}
+
+/// The provider answers `succeeded`: the stuck payment is settled by a fact whose
+/// source is the status query, kept as evidence like any fact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_payment_is_settled_by_the_status_query() -> anyhow::Result<()> {
+    let (url, queries) = provider(Answer::Status("succeeded", Some(2))).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let pay = "pay_rtp_stuck";
+    pending_payment(&mesh, pay, "rtp").await?;
+    let chain = eventually(WAIT, "the payment settled", || async {
+        let chain = facts::chain(&mesh.js, &mesh.tenant, pay).await.ok()?;
+        (chain.last()?.status == Status::Succeeded).then_some(chain)
+    })
+    .await?;
+    let settled = chain.last().map(|t| t.cause.clone());
+    assert_eq!(
+        settled.as_ref().map(|c| c.source.as_str()),
+        Some("status_query:stdwebhooks")
+    );
+    assert_eq!(settled.map(|c| c.rule), Some("status_query:succeeded".to_owned()));
+    assert_eq!(queries.load(Ordering::SeqCst), 1, "settled at the first check");
+    let evidence = eventually(WAIT, "the answer in the evidence", || async {
+        let response = mesh
+            .get(&format!("/v1/payments/{pay}/evidence"), &mesh.operator_token())
+            .await
+            .ok()?;
+        let evidence: serde_json::Value = response.json().await.ok()?;
+        let facts = evidence["facts"].as_array()?.clone();
+        facts
+            .into_iter()
+            .find(|f| f["source"]["kind"] == "status_query" && f["outcome"] == "applied")
+    })
+    .await?;
+    assert!(evidence["raw_body"].as_str().is_some_and(|b| b.contains("succeeded")));
+    Ok(())
+}
+
+/// The webhooks said `held` (provider sequence 5); the status query answers an
+/// older `pending` (sequence 1): recorded as stale, and `source_mismatch` raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_query_disagreeing_with_the_webhooks_raises_source_mismatch() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Status("pending", Some(1))).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let (tenant, pay) = (&mesh.tenant, "pay_mismatch");
+    facts::publish(&mesh.js, &facts::create(tenant, pay, "rtp", "stdwebhooks")?).await?;
+    facts::publish(
+        &mesh.js,
+        &facts::event(tenant, pay, "mm_held", Status::Held, Some(5), Utc::now(), None)?,
+    )
+    .await?;
+    let raised = alert(&mesh, tenant, subjects::ALERT_SOURCE_MISMATCH).await?;
+    assert_eq!(raised.payment_id.as_str(), pay);
+    assert!(raised.detail.contains("stale"), "{}", raised.detail);
+    let chain = facts::chain(&mesh.js, tenant, pay).await?;
+    assert_eq!(chain.last().map(|t| t.status), Some(Status::Held));
+    Ok(())
+}
+
+/// With the projector down, a transition's `persisted` checkpoint never follows:
+/// `trace_gap` is raised for that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_persisted_checkpoint_raises_trace_gap() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[("reconciler_trace_gap_ms", "300")]).await?;
+    let pay = "pay_gap";
+    mesh.restart_projector(async {
+        mesh.post_webhook("gap_1", &Mesh::webhook_body(pay, "succeeded", "m_1"))
+            .await?;
+        let raised = alert(&mesh, &mesh.tenant, subjects::ALERT_TRACE_GAP).await?;
+        anyhow::ensure!(raised.payment_id.as_str() == pay, "{raised:?}");
+        Ok(())
+    })
+    .await?;
+    // Once persisted, the settled payment leaves the sweep and no new gap is raised.
+    mesh.wait_for_row(pay, 1).await?;
+    let at = mesh.stream_messages(subjects::STREAM_ALERT).await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(mesh.stream_messages(subjects::STREAM_ALERT).await?, at);
+    Ok(())
+}
+
+/// An alert is listed for operators with its evidence link; acknowledging it records
+/// who and why once (a repeat answers the first acknowledgement); an end user's
+/// token may not read alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_and_acknowledged_once_by_a_named_operator() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let pay = "pay_upi_ack";
+    pending_payment(&mesh, pay, "upi").await?;
+    let raised = alert(&mesh, &mesh.tenant, subjects::ALERT_UNCLEAR_PENDING).await?;
+    let token = mesh.operator_token();
+    let listed = eventually(WAIT, "the alert listed", || async {
+        let response = mesh.get("/v1/alerts?kind=unclear_pending", &token).await.ok()?;
+        let list: serde_json::Value = response.json().await.ok()?;
+        let items = list["items"].as_array()?.clone();
+        items.into_iter().find(|a| a["alert_id"] == raised.alert_id.as_str())
+    })
+    .await?;
+    assert_eq!(listed["payment_id"], pay);
+    assert_eq!(listed["evidence"], format!("/v1/payments/{pay}/evidence"));
+    assert_eq!(listed["acked_by"], serde_json::Value::Null);
+
+    let http = reqwest::Client::new();
+    let ack_url = format!("{}/v1/alerts/{}/ack", mesh.ingest_url, raised.alert_id);
+    let ack = |note: &'static str| {
+        http.post(&ack_url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"note": note}))
+            .send()
+    };
+    let first: serde_json::Value = ack("provider outage, checked by phone").await?.json().await?;
+    let again: serde_json::Value = ack("second look").await?.json().await?;
+    assert!(first["acked_by"].as_str().is_some_and(|a| !a.is_empty()), "{first}");
+    assert_eq!(first["ack_note"], "provider outage, checked by phone");
+    assert_eq!(again["acked_at"], first["acked_at"], "the first acknowledgement stands");
+    assert_eq!(again["ack_note"], first["ack_note"]);
+    let unacked: serde_json::Value = mesh.get("/v1/alerts?acknowledged=false", &token).await?.json().await?;
+    assert!(
+        unacked["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|a| a["alert_id"] != raised.alert_id.as_str()))
+    );
+    let missing = http
+        .post(format!("{}/v1/alerts/nope/ack", mesh.ingest_url))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    let user = mesh.scoped_token("u_1", &[&format!("payment:{pay}")]);
+    assert_eq!(mesh.get("/v1/alerts", &user).await?.status(), 403);
+    Ok(())
+}
