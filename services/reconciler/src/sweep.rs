@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use async_nats::jetstream::{self, kv, stream};
 use chrono::{DateTime, Utc};
@@ -399,7 +400,12 @@ impl Sweeps {
             payment_id = %entry.payment_id,
             check = entry.checks
         );
-        let _guard = span.enter();
+        // Instrumented, never entered across an await: a guard held over a suspension
+        // leaves the span entered on whatever task the worker thread runs next.
+        self.query_in_span(entry).instrument(span).await;
+    }
+
+    async fn query_in_span(&self, entry: &Entry) {
         let (Some(provider), Some(provider_ref)) = (&entry.provider, &entry.provider_ref) else {
             tracing::info!("no provider reference to query");
             return;
