@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Source addresses clients spread over.
 const SOURCES: u8 = 8;
+/// Subscribes retried after an error that says "retry" before the session counts as failed.
+const MAX_SUBSCRIBE_RETRIES: u64 = 10;
 
 /// When each transition reached a client: `(payment_id:status, time)`.
 #[derive(Default)]
@@ -63,6 +65,8 @@ pub struct ChannelState {
     pub unrecovered: u64,
     /// Connections that failed or were closed by the server.
     pub failures: u64,
+    /// Why the last one failed, for the report.
+    pub last_error: Option<String>,
 }
 
 /// A client session of the edge protocol (also spoken by the bare server).
@@ -147,11 +151,12 @@ impl Fleet {
             } else {
                 run_edge(&target, source, &channel, &state, &recorder, &stop, &connects).await
             };
-            if outcome.is_err()
+            if let Err(error) = outcome
                 && let Ok(mut s) = state.lock()
             {
                 s.failures += 1;
                 s.subscribed = false;
+                s.last_error = Some(format!("{error:#}"));
             }
         }));
     }
@@ -187,8 +192,13 @@ impl Fleet {
             }
             let failed = self.failures();
             if failed > 0 {
+                let why = self
+                    .sessions
+                    .iter()
+                    .find_map(|s| s.state.lock().ok().and_then(|s| s.last_error.clone()))
+                    .unwrap_or_default();
                 bail!(
-                    "{failed} sessions failed to connect ({n} of {} subscribed)",
+                    "{failed} sessions failed to connect ({n} of {} subscribed): {why}",
                     self.sessions.len()
                 );
             }
@@ -312,6 +322,7 @@ async fn run_edge(
         Ok(msg.to_string())
     };
     let resuming = state.lock().map(|s| s.epoch.is_some()).unwrap_or(false);
+    let mut retries = 0u64;
     ws.send(Message::Text(subscribe(state)?.into())).await?;
     loop {
         let frame = tokio::select! {
@@ -359,9 +370,15 @@ async fn run_edge(
                     recorder.record(key);
                 }
             }
-            Some("error") if value["code"] == 4029 => {
-                // The tenant's subscribe queue is full: try again shortly.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Some("error") if value["code"] == 4029 || value["code"] == 1011 => {
+                // The tenant's subscribe queue is full (4029), or the edge could not
+                // read the channel's history in time (1011): both say "retry", as a
+                // real client does, a little later and at most a few times.
+                retries += 1;
+                if retries > MAX_SUBSCRIBE_RETRIES {
+                    bail!("error from server after {MAX_SUBSCRIBE_RETRIES} retries: {value}");
+                }
+                tokio::time::sleep(Duration::from_millis(200 * retries)).await;
                 ws.send(Message::Text(subscribe(state)?.into())).await?;
             }
             Some("error") => bail!("error from server: {value}"),

@@ -18,8 +18,8 @@ use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-/// Two projector instances share the consumer; one is killed in the middle of a few
-/// thousand transitions and started again. The projection then holds every
+/// Two projector instances share the consumer; one is killed in the middle of about
+/// 10,000 transitions and started again. The projection then holds every
 /// transition once, each payment's ledger is what its ordered history implies, the
 /// ledger balances, both instances did part of the work, and a rebuild from the
 /// streams into an empty database equals it row for row.
@@ -27,8 +27,9 @@ use sqlx::PgPool;
 async fn killed_mid_flow_two_instances_end_equal_to_a_rebuild() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     let (second, second_task) = mesh.spawn_projector("second");
-    let plans = plans("pk", 1_000);
+    let plans = plans("pk", 2_900);
     let total: usize = plans.iter().map(|p| p.statuses.len()).sum();
+    assert!(total >= 10_000, "the issue's size: {total} transitions");
     let publisher = publish(&mesh, &plans, Duration::ZERO);
     let killer = async {
         // Kill once part of the work is committed (and while the rest is in flight).
