@@ -279,6 +279,8 @@ impl Permissions {
             api(&format!("CONSUMER.INFO.{stream}.*")),
             api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
             api(&format!("CONSUMER.DELETE.{stream}.*")),
+            // Flow-control replies of ordered consumers and KV watches.
+            format!("$JS.FC.{stream}.>"),
         ]);
         for (s, durable) in DURABLES {
             if s == stream && !own.contains(&durable) {
@@ -383,7 +385,8 @@ mod tests {
                 .permissions()
                 .publish
                 .iter()
-                .all(|s| s.starts_with("$JS.API."))
+                .all(|s| s.starts_with("$JS.API.") || s.starts_with("$JS.FC.")),
+            "the reader publishes only API requests and flow-control replies"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! outcome, retry with backoff, and park what cannot be handled on a dead-letter
 //! subject (with an alert) so that one poisonous message never stalls a consumer.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use crate::consume::{HandleError, consume};
+use crate::consume::HandleError;
 
 /// Headers a parked message carries beside the original ones.
 pub mod dead_headers {
@@ -357,7 +358,7 @@ pub fn printable(text: &str, max: usize) -> String {
     out
 }
 
-/// [`consume`] with the shared prologue and epilogue: each message is opened as a
+/// [`crate::consume`] with the shared prologue and epilogue: each message is opened as a
 /// [`Delivery`] of `T` (one that cannot be opened is parked at once), handed to
 /// `handle` inside its span, and settled by the [`Supervisor`].
 pub async fn consume_deliveries<T, F, Fut>(
@@ -370,9 +371,26 @@ pub async fn consume_deliveries<T, F, Fut>(
     F: Fn(Delivery<T>) -> Fut,
     Fut: std::future::Future<Output = Result<(), HandleError>>,
 {
+    consume_deliveries_in_lanes(consumer, shutdown, supervisor, NonZeroUsize::MIN, handle).await;
+}
+
+/// [`consume_deliveries`] with `lanes` messages handled at once: messages of one
+/// subject are handled in delivery order, one after another (see
+/// [`crate::consume_in_lanes`]).
+pub async fn consume_deliveries_in_lanes<T, F, Fut>(
+    consumer: consumer::PullConsumer,
+    shutdown: CancellationToken,
+    supervisor: Supervisor,
+    lanes: NonZeroUsize,
+    handle: F,
+) where
+    T: DeserializeOwned + Versioned + Traced,
+    F: Fn(Delivery<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), HandleError>>,
+{
     let supervisor = &supervisor;
     let handle = &handle;
-    consume(consumer, shutdown, |message| async move {
+    crate::consume_in_lanes(consumer, shutdown, lanes, |message| async move {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let result = match Delivery::<T>::open(&message, &supervisor.consumer) {
             Ok(delivery) => {

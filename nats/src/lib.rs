@@ -10,6 +10,7 @@ pub mod auth;
 mod buckets;
 mod consume;
 mod delivery;
+mod lanes;
 mod retry;
 
 use std::time::Duration;
@@ -21,9 +22,10 @@ pub use crate::auth::{Credentials, Role};
 pub use crate::buckets::{IngestBuckets, ensure_ingest_buckets, ingest_buckets};
 pub use crate::consume::{Cause, HandleError, consume};
 pub use crate::delivery::{
-    Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries, dead_headers,
-    printable,
+    Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries,
+    consume_deliveries_in_lanes, dead_headers, printable,
 };
+pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::retry::{Stopped, retry_until_ready};
 
 /// Why the JetStream layout could not be applied or read.

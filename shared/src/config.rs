@@ -171,6 +171,9 @@ pub struct Settings {
     pub reconciler_status_query_urls: String,
     /// How long one status query may take, in ms.
     pub reconciler_status_query_timeout_ms: u64,
+    /// How many payments one reconciler replica decides at once (each payment's
+    /// facts still one after another, in delivery order).
+    pub reconciler_lanes: usize,
     /// Where the provider simulator's HTTP API listens.
     pub simulator_listen: SocketAddr,
     /// ingest's base URL as the simulator posts webhooks to it (default: from

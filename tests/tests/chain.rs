@@ -286,3 +286,46 @@ async fn recognising_an_applied_fact_creates_no_consumer() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// One replica decides many payments at once (its lanes), yet each payment's facts
+/// are decided in the order they were stored: a create followed at once by its
+/// cancel always ends `initiated → cancelled`. A cancel decided before its create
+/// (or beside it, against the empty history) is refused, so a lane per fact instead
+/// of per payment fails this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_decide_payments_at_once_and_each_payment_in_order() -> anyhow::Result<()> {
+    use paytrack_shared::envelope::CommandAction;
+    use paytrack_tests::facts;
+    const PAYMENTS: usize = 150;
+    let mesh = Mesh::start_with(MeshOptions {
+        extra_settings: vec![("reconciler_lanes", "16".to_owned())],
+        ..MeshOptions::default()
+    })
+    .await?;
+    let tenant = mesh.tenant.clone();
+    let mut stored = 0;
+    for n in 0..PAYMENTS {
+        let pay = format!("pay_lane_{n}");
+        facts::publish(&mesh.js, &facts::create(&tenant, &pay, "card", "stdwebhooks")?).await?;
+        let cancel = CommandAction::Cancel {
+            reason: Some("changed mind".into()),
+        };
+        facts::publish(&mesh.js, &facts::command(&tenant, &pay, "cancel-1", cancel)?).await?;
+        stored += 2;
+    }
+    wait_reconciled(&mesh, stored).await?;
+    for n in 0..PAYMENTS {
+        let pay = format!("pay_lane_{n}");
+        let chain: Vec<_> = facts::chain(&mesh.js, &tenant, &pay)
+            .await?
+            .iter()
+            .map(|t| (t.version, t.status.as_str().to_owned()))
+            .collect();
+        assert_eq!(
+            chain,
+            vec![(1, "initiated".to_owned()), (2, "cancelled".to_owned())],
+            "{pay}: its create, then its cancel"
+        );
+    }
+    Ok(())
+}

@@ -33,6 +33,14 @@ use paytrack_shared::subjects;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+/// Raw facts (and outcomes) stored at once, each lane one insert at a time: with
+/// fsync on, one insert at a time waits a commit per fact; four overlap them into
+/// group commits while leaving most of the pool to the transition batches.
+const INSERT_LANES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 /// What the projector needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -254,16 +262,26 @@ pub async fn run_with_admin(
         confirming: std::sync::Arc::new(tokio::sync::Semaphore::new(history::CONFIRMING)),
     };
     let status_loop = live.run(status_consumer, shutdown.clone());
-    let evidence_loop =
-        paytrack_nats::consume_deliveries(evidence_consumer, shutdown.clone(), evidence_supervisor, |d| {
-            evidence::apply(&db, d)
-        });
+    // Raw facts and outcomes are one insert each, keyed by fact: lanes overlap
+    // their commits (one payment's messages still in order), leaving most of the
+    // pool to the transition batches.
+    let evidence_loop = paytrack_nats::consume_deliveries_in_lanes(
+        evidence_consumer,
+        shutdown.clone(),
+        evidence_supervisor,
+        INSERT_LANES,
+        |d| evidence::apply(&db, d),
+    );
     let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
         sessions::apply(&db, &session_epoch, d)
     });
-    let outcome_loop = paytrack_nats::consume_deliveries(outcome_consumer, shutdown.clone(), outcome_supervisor, |d| {
-        outcomes::apply(&db, d)
-    });
+    let outcome_loop = paytrack_nats::consume_deliveries_in_lanes(
+        outcome_consumer,
+        shutdown.clone(),
+        outcome_supervisor,
+        INSERT_LANES,
+        |d| outcomes::apply(&db, d),
+    );
     let alert_loop = paytrack_nats::consume_deliveries(alert_consumer, shutdown.clone(), alert_supervisor, |d| {
         alerts::apply(&db, d)
     });

@@ -43,6 +43,8 @@ pub struct Config {
     pub sweep: sweep::SweepConfig,
     /// Replicas of the sweep's bucket.
     pub replicas: usize,
+    /// Payments decided at once (see [`paytrack_nats::consume_in_lanes`]).
+    pub lanes: std::num::NonZeroUsize,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
                 query_timeout: std::time::Duration::from_millis(s.reconciler_status_query_timeout_ms),
             },
             replicas: s.nats_replicas,
+            lanes: std::num::NonZeroUsize::new(s.reconciler_lanes).unwrap_or(std::num::NonZeroUsize::MIN),
         }
     }
 }
@@ -142,10 +145,11 @@ pub async fn run_with_admin(
     // the reconciler (shutdown, or its task being aborted like a killed process)
     // ends its sweeps too.
     let sweeper = sweeps.run(shutdown.clone());
-    let consumer = paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |delivery| {
-        let reconciler = &reconciler;
-        async move { reconciler.handle(delivery).await.map(drop) }
-    });
+    let consumer =
+        paytrack_nats::consume_deliveries_in_lanes(consumer, shutdown, supervisor, config.lanes, |delivery| {
+            let reconciler = &reconciler;
+            async move { reconciler.handle(delivery).await.map(drop) }
+        });
     tokio::join!(consumer, sweeper);
 
     if let Some(admin) = admin {
