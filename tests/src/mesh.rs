@@ -130,6 +130,8 @@ pub struct Mesh {
     /// serves it again on the same address.
     pub projector_admin: SocketAddr,
     tasks: Mutex<Vec<ServiceTask>>,
+    /// Stops the running reconciler replicas (a child of `shutdown`).
+    reconciler_stop: Mutex<CancellationToken>,
     settings: Settings,
     projector: Mutex<Option<RunningProjector>>,
     webhook: Webhook,
@@ -239,18 +241,12 @@ impl Mesh {
         ];
         // Every replica gets its own admin listener; readiness waits for all of them.
         let mut reconciler_admins = Vec::new();
+        let reconciler_stop = shutdown.child_token();
         for _ in 0..options.reconcilers {
             // Bound here and handed over, so no other server can take the port between.
             let admin = std::net::TcpListener::bind("127.0.0.1:0")?;
             reconciler_admins.push(admin.local_addr()?);
-            let reconciler = paytrack_reconciler::Config::from_settings(&settings);
-            let token = shutdown.clone();
-            tasks.push((
-                "reconciler",
-                tokio::spawn(
-                    async move { Ok(paytrack_reconciler::run_with_admin(reconciler, Some(admin), token).await?) },
-                ),
-            ));
+            tasks.push(spawn_reconciler(&settings, admin, &reconciler_stop));
         }
         let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
 
@@ -275,6 +271,7 @@ impl Mesh {
             reconciler_admins,
             projector_admin,
             tasks: Mutex::new(tasks),
+            reconciler_stop: Mutex::new(reconciler_stop),
             settings,
             projector: Mutex::new(Some(projector)),
             webhook: Webhook::new(&whsec)?,
@@ -451,6 +448,54 @@ impl Mesh {
         let (_, task) = tasks.swap_remove(index);
         task.abort();
         Ok(true)
+    }
+
+    /// Stops every reconciler replica (as SIGTERM to their processes would: the facts
+    /// in hand are finished), runs `between`, then starts as many fresh replicas on
+    /// the same settings and admin addresses: facts stored meanwhile wait in
+    /// PAYTRACK_IN, as they would for a stopped deployment.
+    pub async fn restart_reconcilers<F: std::future::Future<Output = anyhow::Result<()>>>(
+        &self,
+        between: F,
+    ) -> anyhow::Result<()> {
+        let stopped: Vec<ServiceTask> = {
+            let mut tasks = self
+                .tasks
+                .lock()
+                .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?;
+            let (replicas, others) = std::mem::take(&mut *tasks)
+                .into_iter()
+                .partition(|(name, _)| *name == "reconciler");
+            *tasks = others;
+            replicas
+        };
+        self.reconciler_stop
+            .lock()
+            .map_err(|_| anyhow::anyhow!("reconciler stop poisoned"))?
+            .cancel();
+        for (_, task) in stopped {
+            task.await?.context("reconciler ended with an error")?;
+        }
+        between.await?;
+        let stop = self.shutdown.child_token();
+        let mut fresh = Vec::new();
+        for addr in &self.reconciler_admins {
+            // The stopped replica's listener is closed; its address is free again.
+            let admin = crate::eventually(Duration::from_secs(10), "the admin port free", || async {
+                std::net::TcpListener::bind(addr).ok()
+            })
+            .await?;
+            fresh.push(spawn_reconciler(&self.settings, admin, &stop));
+        }
+        *self
+            .reconciler_stop
+            .lock()
+            .map_err(|_| anyhow::anyhow!("reconciler stop poisoned"))? = stop;
+        self.tasks
+            .lock()
+            .map_err(|_| anyhow::anyhow!("service tasks poisoned"))?
+            .extend(fresh);
+        Ok(())
     }
 
     /// Fails when a service task has ended while it should run (an error, a panic,
@@ -775,4 +820,14 @@ impl Mesh {
         .await?;
         Ok(edge)
     }
+}
+
+/// A reconciler replica serving `/readyz` on `admin`, stopped by `stop`.
+fn spawn_reconciler(settings: &Settings, admin: std::net::TcpListener, stop: &CancellationToken) -> ServiceTask {
+    let config = paytrack_reconciler::Config::from_settings(settings);
+    let token = stop.clone();
+    (
+        "reconciler",
+        tokio::spawn(async move { Ok(paytrack_reconciler::run_with_admin(config, Some(admin), token).await?) }),
+    )
 }
