@@ -269,3 +269,65 @@ async fn alerts_are_listed_and_acknowledged_once_by_a_named_operator() -> anyhow
     assert_eq!(mesh.get("/v1/alerts", &user).await?.status(), 403);
     Ok(())
 }
+
+/// A scan reads memory, not JetStream: with 1,000 payments tracked and none due,
+/// two replicas scanning every 100 ms make no request on the sweep bucket or the
+/// status stream (a scan that read each entry, or looked for each checkpoint, would
+/// make at least 1,000 per scan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_cost_no_request_for_payments_that_need_nothing() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    const TRACKED: u64 = 1_000;
+    let mesh = Mesh::start_with(MeshOptions {
+        reconcilers: 2,
+        extra_settings: vec![("reconciler_sweep_interval_ms", "100".to_owned())],
+        ..MeshOptions::default()
+    })
+    .await?;
+    let tenant = mesh.tenant.clone();
+    let facts: Vec<_> = (0..TRACKED)
+        .map(|n| facts::create(&tenant, &format!("pay_idle_{n}"), "card", "stdwebhooks"))
+        .collect::<anyhow::Result<_>>()?;
+    let js = &mesh.js;
+    let stored: Vec<anyhow::Result<u64>> = futures::stream::iter(facts.iter().map(|f| facts::publish(js, f)))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    stored.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let bucket = subjects::STREAM_SWEEP;
+    eventually(WAIT, "every payment tracked", || async {
+        let mut stream = mesh.js.get_stream(bucket).await.ok()?;
+        (stream.info().await.ok()?.state.messages >= TRACKED).then_some(())
+    })
+    .await?;
+    // Every fact decided: no more reads from deciding.
+    eventually(WAIT, "every fact decided", || async {
+        (mesh.stream_messages(subjects::STREAM_OUTCOME).await.ok()? >= TRACKED).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let admin = mesh.nats.admin_client().await?;
+    let mut requests = admin.subscribe("$JS.API.>").await?;
+    let window = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(window);
+    let mut reads = Vec::new();
+    loop {
+        tokio::select! {
+            () = &mut window => break,
+            Some(message) = requests.next() => {
+                let subject = message.subject.to_string();
+                if subject.contains(bucket) || subject.contains(subjects::STREAM_STATUS) {
+                    reads.push(subject);
+                }
+            }
+        }
+    }
+    assert!(
+        reads.len() < 20,
+        "about 40 scans of 1,000 idle payments made {} requests, e.g. {:?}",
+        reads.len(),
+        reads.iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(())
+}

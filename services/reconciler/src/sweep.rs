@@ -2,11 +2,14 @@
 //! per payment whose status is not yet settled and persisted.
 //!
 //! The reconciler writes the entry after each transition it appends (newest version
-//! wins, by compare-and-set). Every replica scans the bucket every
-//! `reconciler_sweep_interval_ms`; each action on an entry first wins a
-//! compare-and-set on the entry's revision, so two replicas never both query the
-//! provider for the same check (the revision is the lease). What an entry needs is
-//! decided by [`plan`], a pure function of the entry, the clock and the model:
+//! wins, by compare-and-set). Every replica follows the bucket with one watch (a
+//! fixed cost: one ordered consumer) into an in-memory index, and scans that index
+//! every `reconciler_sweep_interval_ms`: a scan costs JetStream nothing for the
+//! payments that need nothing now, however many are tracked. Each action on an
+//! entry first wins a compare-and-set on the entry's revision, so two replicas
+//! never both query the provider for the same check (the revision is the lease).
+//! What an entry needs is decided by [`plan`], a pure function of the entry, the
+//! clock and the model:
 //! - no `persisted` checkpoint for its version after `reconciler_trace_gap_ms`:
 //!   a `trace_gap` alert;
 //! - still `initiated`/`pending`/`held` past its rail's window: a status query to
@@ -16,7 +19,7 @@
 //! - checks exhausted and still not settled: an `unclear_pending` alert;
 //! - settled and persisted: the entry is removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -165,9 +168,12 @@ pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &Swe
     let gap = chrono::Duration::from_std(config.trace_gap).unwrap_or(chrono::Duration::MAX);
     let first = entry.since + config.scaled(rules.pending_window_secs.max(checks.first_after_secs));
     let due = unsettled(entry.status) && now >= first && entry.next_check_at.is_none_or(|t| now >= t);
+    let gap_passed = now - entry.recorded_at > gap;
     Plan {
-        look_for_checkpoint: !entry.persisted,
-        trace_gap: !entry.persisted && !entry.trace_gap_raised && now - entry.recorded_at > gap,
+        // The checkpoint matters to forget a settled payment, or to tell a trace gap
+        // once the gap has passed; an unsettled payment inside the gap needs no read.
+        look_for_checkpoint: !entry.persisted && (!unsettled(entry.status) || (gap_passed && !entry.trace_gap_raised)),
+        trace_gap: !entry.persisted && !entry.trace_gap_raised && gap_passed,
         query: due && entry.checks < checks.max_checks,
         unclear: due && entry.checks >= checks.max_checks && !entry.unclear_raised,
         forget: !unsettled(entry.status) && entry.persisted,
@@ -176,6 +182,9 @@ pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &Swe
 
 /// The sweep's bucket and what it needs to act.
 pub struct Sweeps {
+    /// Each tracked payment's entry and revision as this replica's watch last saw
+    /// them: what a scan reads.
+    index: std::sync::Mutex<HashMap<String, (Entry, u64)>>,
     store: kv::Store,
     js: jetstream::Context,
     status: stream::Stream,
@@ -218,6 +227,7 @@ impl Sweeps {
             .build()
             .map_err(|e| SweepError(e.into()))?;
         Ok(Arc::new(Sweeps {
+            index: std::sync::Mutex::new(HashMap::new()),
             store,
             js: js.clone(),
             status,
@@ -252,48 +262,112 @@ impl Sweeps {
         Err(SweepError("another writer kept updating the entry".into()))
     }
 
-    /// Scans every `interval` until `shutdown`.
+    /// Follows the bucket and scans every `interval` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+        let follow = self.follow(shutdown.clone());
+        let scans = async {
+            let mut tick = tokio::time::interval(self.config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                self.scan().await;
             }
-            if let Err(e) = self.scan().await {
-                tracing::warn!(error = %e, "sweep scan failed; retrying next interval");
+        };
+        tokio::join!(follow, scans);
+    }
+
+    /// Keeps the index equal to the bucket: every entry's newest value, then each
+    /// change as it is written (by any replica). After a lost watch the index is
+    /// reloaded from scratch, so a removal missed meanwhile cannot linger.
+    async fn follow(&self, shutdown: CancellationToken) {
+        let retry = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            let mut watch = match self.store.watch_with_history(">").await {
+                Ok(watch) => watch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the sweep bucket; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(retry) => continue,
+                    }
+                }
+            };
+            self.with_index(HashMap::clear);
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = watch.next() => next,
+                };
+                match next {
+                    Some(Ok(change)) => self.learn(change),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "sweep bucket watch failed; watching again");
+                        break;
+                    }
+                    None => break,
+                }
             }
         }
     }
 
-    async fn scan(&self) -> Result<(), SweepError> {
-        let mut keys = match self.store.keys().await {
-            Ok(keys) => keys,
-            Err(e) => return Err(SweepError(e.into())),
-        };
-        while let Some(key) = keys.next().await {
-            let Ok(key) = key else { continue };
-            if let Err(e) = self.sweep_one(&key).await {
+    /// Applies one change of the bucket to the index.
+    fn learn(&self, change: kv::Entry) {
+        if change.operation != kv::Operation::Put {
+            self.with_index(|index| index.remove(&change.key));
+            return;
+        }
+        match serde_json::from_slice::<Entry>(&change.value) {
+            Ok(entry) => self.with_index(|index| {
+                // The watch delivers in order; a newer revision is never replaced.
+                let stale = index.get(&change.key).is_some_and(|(_, r)| *r > change.revision);
+                if !stale {
+                    index.insert(change.key, (entry, change.revision));
+                }
+            }),
+            Err(_) => {
+                tracing::warn!(key = change.key, "unreadable sweep entry; removing it");
+                self.with_index(|index| index.remove(&change.key));
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    let _ = store.purge(change.key).await;
+                });
+            }
+        }
+    }
+
+    fn with_index<T>(&self, f: impl FnOnce(&mut HashMap<String, (Entry, u64)>) -> T) -> T {
+        // A panic while holding the lock leaves a map that is still consistent.
+        let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut index)
+    }
+
+    /// Acts on every indexed entry whose plan has something to do now; the rest
+    /// cost nothing.
+    async fn scan(&self) {
+        let now = Utc::now();
+        let model = StatusModel::get();
+        let due: Vec<(String, Entry, u64)> = self.with_index(|index| {
+            index
+                .iter()
+                .filter(|(_, (entry, _))| plan(entry, now, model, &self.config) != Plan::default())
+                .map(|(key, (entry, revision))| (key.clone(), entry.clone(), *revision))
+                .collect()
+        });
+        metrics::gauge!("paytrack_sweep_tracked").set(self.with_index(|index| index.len()) as f64);
+        for (key, entry, revision) in due {
+            if let Err(e) = self.sweep_one(&key, entry, revision).await {
                 tracing::warn!(key, error = %e, "sweeping a payment failed");
             }
         }
-        Ok(())
     }
 
-    async fn sweep_one(&self, key: &str) -> Result<(), SweepError> {
-        let Some(stored) = self.store.entry(key).await.map_err(|e| SweepError(e.into()))? else {
-            return Ok(());
-        };
-        if stored.operation != kv::Operation::Put {
-            return Ok(());
-        }
-        let Ok(mut entry) = serde_json::from_slice::<Entry>(&stored.value) else {
-            tracing::warn!(key, "unreadable sweep entry; removing it");
-            let _ = self.store.purge(key).await;
-            return Ok(());
-        };
-        let mut revision = stored.revision;
+    /// Does what `entry` (at `revision`) needs; a write that loses its
+    /// compare-and-set means another writer moved first, and the watch brings the
+    /// newer entry for the next scan.
+    async fn sweep_one(&self, key: &str, mut entry: Entry, mut revision: u64) -> Result<(), SweepError> {
         let now = Utc::now();
         let model = StatusModel::get();
         let mut plan = plan(&entry, now, model, &self.config);
@@ -353,7 +427,16 @@ impl Sweeps {
     /// Writes `entry` if the revision is still `revision`; the new revision.
     async fn write(&self, key: &str, entry: &Entry, revision: u64) -> Option<u64> {
         let value = bytes::Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
-        self.store.update(key, value, revision).await.ok()
+        let written = self.store.update(key, value, revision).await.ok()?;
+        // The watch brings this write too; recording it now keeps the next scan from
+        // acting on the revision just replaced.
+        self.with_index(|index| {
+            let newer = index.get(key).is_some_and(|(_, r)| *r > written);
+            if !newer {
+                index.insert(key.to_owned(), (entry.clone(), written));
+            }
+        });
+        Some(written)
     }
 
     async fn persisted(&self, entry: &Entry) -> Result<bool, SweepError> {
@@ -566,6 +649,20 @@ mod tests {
         let p = plan(&e, e.recorded_at + chrono::Duration::seconds(31), model, &c);
         assert!(p.trace_gap && p.look_for_checkpoint && !p.forget);
         assert!(!plan(&e, e.recorded_at + chrono::Duration::seconds(29), model, &c).trace_gap);
+    }
+
+    #[test]
+    fn an_unsettled_payment_inside_the_gap_needs_no_checkpoint_read() {
+        let model = StatusModel::get();
+        let c = config();
+        let mut e = entry(Status::Pending, "card");
+        e.persisted = false;
+        let inside = plan(&e, e.recorded_at + chrono::Duration::seconds(29), model, &c);
+        assert_eq!(inside, Plan::default(), "a scan costs nothing for it");
+        let after = plan(&e, e.recorded_at + chrono::Duration::seconds(31), model, &c);
+        assert!(after.look_for_checkpoint && after.trace_gap, "{after:?}");
+        e.trace_gap_raised = true;
+        assert!(!plan(&e, e.recorded_at + chrono::Duration::seconds(31), model, &c).look_for_checkpoint);
     }
 
     #[test]
