@@ -240,6 +240,14 @@ impl Sweeps {
     /// one is already there.
     pub async fn track(&self, t: &Transition) -> Result<(), SweepError> {
         let key = key(&t.tenant, &t.payment_id);
+        if t.version == 1 {
+            // A new payment has no entry yet: create it without reading first (one
+            // round trip); if one exists after all, the loop below settles it.
+            let value = bytes::Bytes::from(serde_json::to_vec(&Entry::after(None, t)).unwrap_or_default());
+            if self.store.create(&key, value).await.is_ok() {
+                return Ok(());
+            }
+        }
         for _ in 0..CAS_ATTEMPTS {
             let current = self.store.entry(&key).await.map_err(|e| SweepError(e.into()))?;
             let known = current
