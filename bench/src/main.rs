@@ -8,6 +8,7 @@
 
 mod bare;
 mod client;
+mod cpu;
 mod ctx;
 mod machine;
 mod plan;
@@ -161,6 +162,7 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
         "Everything runs on this one machine: the load generators and clients compete with the mesh for the same cores.".into(),
         "Ingest ceiling: the same bodies published by one client with `Nats-Msg-Id` and awaited acks, at the same concurrency, into a stream configured as PAYTRACK_IN. Ingest and its ceiling are measured with the reconciler and the projector stopped (a webhook's 2xx never waits for them), so neither shares the cores with a backlog; the row \"while the mesh consumes them\" posts the same number again with every consumer running.".into(),
         "End to end: each session holds one `merchant:` channel; every offered transition is a new payment of one merchant, so it reaches exactly one session; latency runs from just before the webhook is sent to the `event` frame. Open loop: sends are not held back by slow answers.".into(),
+        "End to end, CPU cores used: user+system time of each process group from /proc while the load ran (first webhook sent until the last event received), divided by the elapsed time: nats-server, postgres, the edge under test, this process (ingest, reconciler and projector in-process, plus the webhook senders and WebSocket clients), and every other process; 2.00 in total is this machine saturated".into(),
         "Fan-out: every server runs in its own process; resident memory per session = (VmRSS with N subscribed sessions − VmRSS before any) / N. The edge's broadcast clock starts when the transition is stored in PAYTRACK_STATUS; the bare server's at its HTTP trigger; nats-server's at the core publish. Clients spread over 127.0.0.1–8 and live in the bench process (the same clients for all three servers, so a client-side limit weighs on all three alike).".into(),
         format!(
             "Reconnect storm: sessions are dropped without a close handshake while {} transitions/s flow; current = `subscribed` again and every transition acknowledged before the resume started received. Resumes are paced by the client fleet to {} handshakes at once. JetStream API requests = the account's request counter over the storm, less its rate over one second before it.",

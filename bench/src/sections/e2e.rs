@@ -36,7 +36,7 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
         let mut best: Option<u32> = None;
         for &load in &ctx.plan.e2e_loads {
             progress(&format!("end to end: {load}/s offered to {sessions} sessions"));
-            let h = offer(ctx, &fleet, sessions, load).await?;
+            let h = offer(ctx, &fleet, sessions, load, edge.pid()).await?;
             let label = format!("{sessions} sessions, {load}/s");
             let (p50, p99, p999) = (stats::ms(&h.0, 0.5), stats::ms(&h.0, 0.99), stats::ms(&h.0, 0.999));
             report.plain(
@@ -50,6 +50,13 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
                     crate::report::num(p999)
                 ),
                 "target p99 ≤ 10 ms at 1,000/s, 10k sessions",
+            );
+            report.plain(
+                SECTION,
+                &label,
+                "CPU cores used, first webhook sent until the last event received",
+                crate::cpu::describe(&h.3),
+                "the machine's cores: where they went",
             );
             if h.2 > 0 {
                 report.plain(
@@ -96,15 +103,22 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one offered load measured: latencies, events never received, webhooks
+/// refused, and the cores each process group used meanwhile.
+type Offered = (hdrhistogram::Histogram<u64>, usize, usize, Vec<(&'static str, f64)>);
+
 /// Offers `load` transitions/s for the plan's step, open loop; returns the latency
-/// histogram and how many events never arrived.
+/// histogram, how many events never arrived, how many webhooks were refused, and
+/// where the CPU went (`edge_pid` is the edge under test).
 async fn offer(
     ctx: &Arc<Ctx>,
     fleet: &Fleet,
     sessions: usize,
     load: u32,
-) -> anyhow::Result<(hdrhistogram::Histogram<u64>, usize, usize)> {
+    edge_pid: Option<u32>,
+) -> anyhow::Result<Offered> {
     fleet.recorder.take();
+    let cpu_before = crate::cpu::CpuSample::now(edge_pid);
     let total = (f64::from(load) * ctx.plan.e2e_step.as_secs_f64()).ceil() as usize;
     let sent: Arc<Mutex<HashMap<String, SystemTime>>> = Arc::default();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load)));
@@ -134,6 +148,7 @@ async fn offer(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu = cpu_before.cores_until(&crate::cpu::CpuSample::now(edge_pid));
     let receipts = fleet.recorder.take();
     let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
     let mut h = histogram();
@@ -145,5 +160,5 @@ async fn offer(
         }
     }
     let refused = errors.load(std::sync::atomic::Ordering::Relaxed);
-    Ok((h, total.saturating_sub(seen), refused))
+    Ok((h, total.saturating_sub(seen), refused, cpu))
 }
