@@ -168,7 +168,7 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
             "Reconnect storm: sessions are dropped without a close handshake while {} transitions/s flow; current = `subscribed` again and every transition acknowledged before the resume started received. Resumes are paced by the client fleet to {} handshakes at once. JetStream API requests = the account's request counter over the storm, less its rate over one second before it.",
             plan.storm_rate, plan.connect_concurrency
         ),
-        "Projector: transitions are written by the reconciler with the projector stopped; the figure is the time from its restart until every payment row is there. The ceiling copies every row of those payments (each table keyed by tenant and payment_id) as JSON into look-alike tables with 500-row INSERTs.".into(),
+        "Projector: transitions are written by the reconciler with the projector stopped; the figure is the time from its restart until every payment row is there. The ceiling copies every row of those payments (each table keyed by tenant and payment_id) into look-alike tables (no triggers) as the projector batches them: one transaction per 1,000 transitions' rows, one multi-row INSERT per table (rows bound as an array of the table's row type).".into(),
         "Polling: every client's payment gets one transition (pending → held), spread evenly over the polling window; staleness runs from ingest's 2xx for it to the first poll (or WebSocket event) showing it.".into(),
     ];
     if multi_edge {

@@ -36,7 +36,7 @@ async fn every_log_line_of_a_webhooks_journey_carries_its_trace_id() -> anyhow::
     telemetry::init_with_filter(
         "paytrack-test",
         LogSink::JsonTo(BoxMakeWriter::new(move || writer.clone())),
-        "info,paytrack_ws_edge=debug",
+        "info,paytrack_ws_edge=debug,paytrack_ledger_projector=debug",
     );
     let mesh = Mesh::start().await?;
     let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
@@ -54,7 +54,7 @@ async fn every_log_line_of_a_webhooks_journey_carries_its_trace_id() -> anyhow::
     client.next_of("event", Duration::from_secs(20)).await?;
     mesh.wait_for_row("pay_trace", 1).await?;
 
-    // The projector logs "transition persisted" after publishing the checkpoint the
+    // The projector logs "transition persisted" (at debug) after publishing the checkpoint the
     // client already saw: wait for the last line of the journey, then read them all.
     let captured = || {
         let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();

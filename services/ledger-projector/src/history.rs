@@ -170,7 +170,7 @@ impl Live {
         }
         let started = std::time::Instant::now();
         match self.apply_or_wait(&batch, &items, shutdown).await {
-            Some(Ok(result)) => self.settle(&batch, &items, result, started).await,
+            Some(Ok(result)) => self.settle(&batch, &items, result, started, shutdown).await,
             Some(Err(error)) if batch.len() == 1 => {
                 let received = &batch[0];
                 self.supervisor
@@ -185,7 +185,10 @@ impl Live {
                     let one = std::slice::from_ref(received);
                     let item = [item];
                     match self.apply_or_wait(one, &item, shutdown).await {
-                        Some(Ok(result)) => self.settle(one, &item, result, std::time::Instant::now()).await,
+                        Some(Ok(result)) => {
+                            self.settle(one, &item, result, std::time::Instant::now(), shutdown)
+                                .await
+                        }
                         Some(Err(error)) => {
                             self.supervisor
                                 .settle(&received.message, received.delivered, Err(poison(error)))
@@ -250,6 +253,7 @@ impl Live {
         items: &[(u64, Item)],
         result: project::BatchResult,
         started: std::time::Instant,
+        shutdown: &CancellationToken,
     ) {
         let mut new = 0u64;
         for ((received, (_, item)), applied) in batch.iter().zip(items).zip(&result.applied) {
@@ -275,15 +279,20 @@ impl Live {
                 Applied::New | Applied::Duplicate | Applied::Observed => {
                     if let (Applied::New, Item::Transition(t)) = (applied, item) {
                         new += 1;
-                        let span = tracing::info_span!(
-                            "project",
-                            tenant = %t.tenant,
-                            payment_id = %t.payment_id,
-                            trace_id = %t.trace_id,
-                        );
-                        span.in_scope(|| {
-                            tracing::info!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
-                        });
+                        // One line per transition is debug: at thousands a second its
+                        // span and line cost more than projecting it. The trace id is
+                        // kept with the transition (timeline, checkpoints' traceparent).
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            let span = tracing::debug_span!(
+                                "project",
+                                tenant = %t.tenant,
+                                payment_id = %t.payment_id,
+                                trace_id = %t.trace_id,
+                            );
+                            span.in_scope(|| {
+                                tracing::debug!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
+                            });
+                        }
                     }
                     self.supervisor
                         .settle(&received.message, received.delivered, Ok(()))
@@ -294,23 +303,43 @@ impl Live {
         metrics::counter!("paytrack_projector_transitions_total").increment(new);
         metrics::histogram!("paytrack_projector_batch_seconds").record(started.elapsed().as_secs_f64());
         // Send now (in order), confirm in the background: the next batch need not wait
-        // for this one's acks; at most `CONFIRMING` batches are confirmed at once.
+        // for this one's acks; at most `CONFIRMING` batches' acks are awaited at once.
         let due = result.due.len();
         let sent = crate::outbox::send_all(&self.js, result.due).await;
         if let Ok(permit) = self.confirming.clone().acquire_owned().await {
             let db = self.db.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                crate::outbox::confirm(&db, sent).await;
+                let acked = crate::outbox::acked(sent).await;
                 drop(permit);
+                // Most are read back (and marked) before this; on shutdown, mark now.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(crate::outbox::MARK_AFTER) => {}
+                }
+                crate::outbox::mark(&db, acked).await;
             });
         }
-        tracing::debug!(
-            size = batch.len(),
-            new,
-            due,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch projected"
+        let (first_seq, last_seq) = (
+            batch.first().map(|r| r.seq).unwrap_or_default(),
+            batch.last().map(|r| r.seq).unwrap_or_default(),
         );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        // One line per batch that applied something (a batch of checkpoints read back
+        // only is debug); the transitions' own lines are debug (above).
+        if new > 0 {
+            tracing::info!(
+                size = batch.len(),
+                new,
+                due,
+                first_seq,
+                last_seq,
+                elapsed_ms,
+                "batch projected"
+            );
+        } else {
+            tracing::debug!(size = batch.len(), first_seq, last_seq, elapsed_ms, "batch projected");
+        }
     }
 }
 

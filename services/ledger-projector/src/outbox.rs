@@ -2,7 +2,9 @@
 //!
 //! A batch's checkpoints are all sent at once and their acknowledgements awaited
 //! together (one connection keeps their order, so `persisted` precedes
-//! `ledger_posted`), then marked published in one statement. A checkpoint is
+//! `ledger_posted`), then, [`MARK_AFTER`] later, those not yet read back are marked
+//! published in one statement (a checkpoint read back is marked by the batch that
+//! reads it, so in a steady flow the outbox row is updated once, not twice). A checkpoint is
 //! published only while its outbox row is unpublished, so a replayed transition
 //! publishes nothing; the window between a publish and its mark is covered by the
 //! message id, and a drainer publishes rows a crash or a NATS outage left behind.
@@ -52,6 +54,15 @@ pub async fn send_all(js: &jetstream::Context, rows: Vec<OutboxRow>) -> Sent {
 /// Awaits the acks of `sent` together and marks the acknowledged rows published in
 /// one statement; returns how many were.
 pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
+    mark(db, acked(sent).await).await
+}
+
+/// Checkpoints JetStream acknowledged, with their sequences, not yet marked.
+pub struct Acked(CheckpointSeqs);
+
+/// Awaits the acks of `sent` together (a checkpoint not acknowledged is left to the
+/// drainer).
+pub async fn acked(sent: Sent) -> Acked {
     let pending = sent.0;
     let acks = futures::future::join_all(pending.into_iter().map(|(row, ack)| async move { (row, ack.await) })).await;
     let mut marks = CheckpointSeqs::default();
@@ -69,6 +80,14 @@ pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
             }
         }
     }
+    Acked(marks)
+}
+
+/// Marks the acknowledged checkpoints published in one statement, skipping rows
+/// already marked (a checkpoint read back from the stream is marked by its batch);
+/// returns how many were acknowledged.
+pub async fn mark(db: &PgPool, acked: Acked) -> usize {
+    let marks = acked.0;
     let published = marks.tenant.len();
     if published == 0 {
         return 0;
@@ -77,7 +96,8 @@ pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
         "UPDATE checkpoint_outbox o SET published_seq = COALESCE(o.published_seq, u.seq),
            published_at = COALESCE(o.published_at, now())
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
-         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k",
+         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k
+           AND o.published_at IS NULL",
     )
     .bind(&marks.tenant)
     .bind(&marks.payment_id)
@@ -92,6 +112,12 @@ pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
     metrics::counter!("paytrack_projector_checkpoints_published_total").increment(published as u64);
     published
 }
+
+/// How long the live loop waits after a batch's acks before marking its checkpoints
+/// published: usually they are read back (and marked by that batch) sooner, so the
+/// mark writes nothing; well inside [`DRAIN_EVERY`], so the drainer never takes an
+/// acknowledged checkpoint for a lost one.
+pub const MARK_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the drainer looks for checkpoints left unpublished.
 const DRAIN_EVERY: Duration = Duration::from_secs(5);

@@ -388,7 +388,11 @@ async fn apply_in(
     write_ledger(tx, &accounts, &journal, &postings).await?;
     write_outbox(tx, &result.due).await?;
     observe(tx, &observed).await?;
-    decide_final(tx, &tenants, &payments).await?;
+    // Only a checkpoint read back can make a payment final (a new version is never
+    // final), so only the payments whose checkpoints this batch read are decided.
+    let seen: BTreeSet<(&str, &str)> = observed.iter().map(|(t, p, ..)| (t.as_str(), p.as_str())).collect();
+    let (seen_tenants, seen_payments): (Vec<&str>, Vec<&str>) = seen.into_iter().unzip();
+    decide_final(tx, &seen_tenants, &seen_payments).await?;
     sqlx::query(
         "INSERT INTO projector_progress (instance, stream, epoch, max_seq, applied) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (instance, stream, epoch) DO UPDATE SET
@@ -635,7 +639,8 @@ async fn observe(
         "UPDATE checkpoint_outbox o SET observed_seq = COALESCE(o.observed_seq, u.seq),
            published_seq = COALESCE(o.published_seq, u.seq), published_at = COALESCE(o.published_at, now())
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
-         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k",
+         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k
+           AND o.observed_seq IS NULL",
     )
     .bind(&c.tenant)
     .bind(&c.payment_id)
@@ -651,17 +656,22 @@ async fn observe(
 /// `ledger_posted` checkpoints were both read back and the latter says final.
 async fn decide_final(
     tx: &mut Transaction<'_, Postgres>,
-    tenants: &[String],
-    payments: &[String],
+    tenants: &[&str],
+    payments: &[&str],
 ) -> Result<(), BatchError> {
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    // A correlated count (two primary-key probes per payment), so the plan never
+    // turns into a hash join over the whole outbox.
     sqlx::query(
         "UPDATE payments p SET final = TRUE, updated_at = now()
          FROM unnest($1::text[], $2::text[]) AS u(t, id)
          WHERE p.tenant = u.t AND p.payment_id = u.id AND NOT p.final
-           AND EXISTS (SELECT 1 FROM checkpoint_outbox l WHERE l.tenant = p.tenant AND l.payment_id = p.payment_id
-                       AND l.version = p.version AND l.kind = 'ledger_posted' AND l.is_final AND l.observed_seq IS NOT NULL)
-           AND EXISTS (SELECT 1 FROM checkpoint_outbox s WHERE s.tenant = p.tenant AND s.payment_id = p.payment_id
-                       AND s.version = p.version AND s.kind = 'persisted' AND s.observed_seq IS NOT NULL)",
+           AND (SELECT count(*) FROM checkpoint_outbox c
+                WHERE c.tenant = p.tenant AND c.payment_id = p.payment_id AND c.version = p.version
+                  AND c.kind IN ('persisted', 'ledger_posted') AND c.observed_seq IS NOT NULL
+                  AND (c.kind = 'persisted' OR c.is_final)) = 2",
     )
     .bind(tenants)
     .bind(payments)
