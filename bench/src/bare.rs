@@ -14,6 +14,10 @@ use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast;
 
+/// The edge's socket buffers (`services/ws-edge/src/app.rs`), so the ceiling holds
+/// sessions as the edge does.
+const READ_BUFFER: usize = 0;
+
 struct Bare {
     events: broadcast::Sender<Utf8Bytes>,
     seq: AtomicU64,
@@ -55,7 +59,7 @@ async fn broadcast_key(State(state): State<Arc<Bare>>, key: String) -> &'static 
 
 async fn upgrade(State(state): State<Arc<Bare>>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)

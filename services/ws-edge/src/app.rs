@@ -26,6 +26,13 @@ use crate::session;
 /// hold 16 MiB per connection.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
+/// The socket's read buffer reserved up front: none. Clients send little (acks,
+/// pings, subscribes), so a frame's room is reserved when its header arrives and an
+/// idle session holds no buffer (4 KiB here was most of an idle session's memory).
+/// Writes are not buffered either (`write_buffer_size(0)`): each frame goes out
+/// whole.
+const READ_BUFFER: usize = 0;
+
 /// What every session shares.
 pub struct EdgeState {
     /// JetStream, for feeds and audit.
@@ -55,6 +62,8 @@ pub struct EdgeState {
     pub presence: std::sync::OnceLock<Arc<crate::presence::Presence>>,
     /// Bytes queued to every session and not yet written (`paytrack_edge_queued_bytes`).
     pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every WebSocket session's token deadline, on one timer.
+    pub expiries: Arc<crate::expiry::Expiries>,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
 }
@@ -80,6 +89,7 @@ impl EdgeState {
             edge_id: config.edge_id.clone(),
             queued_bytes: Arc::default(),
             presence: std::sync::OnceLock::new(),
+            expiries: Arc::default(),
             shutdown,
         }
     }
@@ -118,7 +128,7 @@ async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
     };
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)

@@ -48,6 +48,12 @@ impl Audit {
     /// Records `event`. Audit must not stall a session, so a failure is logged, not
     /// retried here.
     pub async fn record(&self, event: SessionEvent) {
+        // Boxed: the publish's state exists only while it runs, not inline in every
+        // session's future (an idle session would carry it for its whole life).
+        Box::pin(self.publish(event)).await;
+    }
+
+    async fn publish(&self, event: SessionEvent) {
         let event = match event {
             SessionEvent::Denied { channel, code } => SessionEvent::Denied {
                 channel: paytrack_nats::printable(&channel, MAX_LEN),

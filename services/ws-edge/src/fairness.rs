@@ -87,10 +87,22 @@ impl Fairness {
     /// Checks a new subscribe against the session's rate, then queues it behind its
     /// tenant's subscribes in progress, or refuses it when that queue is full.
     pub fn admit(&self, limiter: &DefaultDirectRateLimiter, tenant: &TenantId) -> Result<Admission, Refused> {
+        self.check_rate(limiter)?;
+        self.queue(tenant)
+    }
+
+    /// Counts a new subscribe against the session's rate.
+    pub fn check_rate(&self, limiter: &DefaultDirectRateLimiter) -> Result<(), Refused> {
         if limiter.check().is_err() {
             metrics::counter!("paytrack_edge_subscribes_refused_total", "limit" => "rate").increment(1);
             return Err(Refused::Rate(self.rate.get()));
         }
+        Ok(())
+    }
+
+    /// Queues a subscribe that may read JetStream behind its tenant's subscribes in
+    /// progress, or refuses it when that queue is full.
+    pub fn queue(&self, tenant: &TenantId) -> Result<Admission, Refused> {
         let slots = {
             let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
             tenants

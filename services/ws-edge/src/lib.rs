@@ -10,6 +10,7 @@ mod app;
 mod audit;
 mod channel;
 mod currency;
+mod expiry;
 mod fairness;
 mod history;
 mod jwks;
@@ -228,6 +229,7 @@ impl WsEdge {
             tracing::info!("ws-edge ready");
         });
         tokio::spawn(report_queued_bytes(self.state.clone(), shutdown.clone()));
+        tokio::spawn(self.state.expiries.clone().run(shutdown.clone()));
         let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;

@@ -3,11 +3,12 @@
 //! of a channel) and the session (its own replies). A full queue closes the session with
 //! 4008 instead of growing memory or dropping events.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{ServerMessage, close};
@@ -39,9 +40,13 @@ impl Closer {
     }
 }
 
-/// The bounded queue of one session's outgoing text frames.
+/// The bounded queue of one session's outgoing text frames. The queue holds memory only
+/// while it holds frames: an idle session's is empty and unallocated (a channel would
+/// preallocate a block of slots per session).
 pub struct Outbox {
-    queue: mpsc::UnboundedSender<Utf8Bytes>,
+    queue: Mutex<VecDeque<Utf8Bytes>>,
+    /// Wakes the writer when a frame is queued (a permit is kept if it is not waiting).
+    ready: Notify,
     queued_bytes: AtomicUsize,
     queued_messages: AtomicUsize,
     /// Bytes queued by every session of the edge, this one included: what the edge
@@ -55,29 +60,30 @@ pub struct Outbox {
 
 /// The receiving end, read by the session's writer.
 pub struct Outgoing {
-    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+    outbox: Arc<Outbox>,
 }
 
 impl Outbox {
     /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
     #[cfg(test)]
-    pub fn new(max_messages: usize, max_bytes: usize) -> (Outbox, Outgoing) {
+    pub fn new(max_messages: usize, max_bytes: usize) -> (Arc<Outbox>, Outgoing) {
         Self::counted(max_messages, max_bytes, Arc::default())
     }
 
     /// [`Outbox::new`], adding what it queues to the edge's `edge_total`.
-    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Outbox, Outgoing) {
-        let (queue, rx) = mpsc::unbounded_channel();
-        let outbox = Outbox {
-            queue,
+    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Arc<Outbox>, Outgoing) {
+        let outbox = Arc::new(Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
             edge_total,
             max_bytes: max_bytes.max(1),
             max_messages: max_messages.max(1),
             closer: Closer::default(),
-        };
-        (outbox, Outgoing { rx })
+        });
+        let outgoing = Outgoing { outbox: outbox.clone() };
+        (outbox, outgoing)
     }
 
     /// Queues an encoded frame; a full queue means the client is too slow: the session
@@ -95,7 +101,22 @@ impl Outbox {
             self.closer.close(close::TOO_SLOW, "client too slow: queue overflowed");
             return false;
         }
-        self.queue.send(frame).is_ok()
+        match self.queue.lock() {
+            Ok(mut queue) => queue.push_back(frame),
+            Err(_) => return false,
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// The oldest queued frame; an emptied queue gives its memory back.
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut queue = self.queue.lock().ok()?;
+        let frame = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            *queue = VecDeque::new();
+        }
+        frame
     }
 
     /// Encodes and queues a message of the session itself.
@@ -131,9 +152,16 @@ impl Drop for Outbox {
 }
 
 impl Outgoing {
-    /// The next frame to write; call [`Outgoing::written`] once it is on the socket.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        self.rx.recv().await
+    /// The next frame to write, waiting for one; call [`Outgoing::written`] once it is
+    /// on the socket. Cancel-safe: a frame is taken only when it is returned.
+    pub async fn recv(&mut self) -> Utf8Bytes {
+        loop {
+            let queued = self.outbox.ready.notified();
+            if let Some(frame) = self.outbox.pop() {
+                return frame;
+            }
+            queued.await;
+        }
     }
 
     /// Releases a written frame's share of the bound.
@@ -149,12 +177,12 @@ mod tests {
     #[test]
     fn the_edge_total_returns_to_zero_when_a_session_goes() {
         let total = Arc::new(AtomicUsize::new(0));
-        let (outbox, _rx) = Outbox::counted(100, 1_000, total.clone());
+        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone());
         assert!(outbox.push("12345".into()));
         assert!(outbox.push("123".into()));
         outbox.written(3);
         assert_eq!(total.load(Ordering::Acquire), 5);
-        drop(outbox);
+        drop((outbox, rx));
         assert_eq!(total.load(Ordering::Acquire), 0);
     }
 
@@ -175,7 +203,7 @@ mod tests {
         assert!(outbox.push("abc".into()));
         assert!(outbox.push("de".into()));
         assert_eq!(outbox.queued_bytes(), 5);
-        let frame = rx.recv().await.unwrap();
+        let frame = rx.recv().await;
         rx.written(&outbox, frame.len());
         assert_eq!(outbox.queued_bytes(), 2);
         assert!(outbox.push("f".into()));

@@ -3,11 +3,13 @@
 //! Each session keeps one key, `<tenant>.<user>.<device>.<session_id>`, in the JetStream
 //! KV bucket `PAYTRACK_PRESENCE`, written at open, refreshed while the session lives and
 //! deleted at close. The bucket's TTL removes the keys of an edge that died without
-//! closing its sessions. `GET /v1/presence/{user}` reads the user's keys with one
+//! closing its sessions. One task per edge refreshes every session's key (a session
+//! holds no timer or task of its own for it). `GET /v1/presence/{user}` reads the user's keys with one
 //! short-lived ordered consumer (last value per key), so reading presence costs a
 //! request, not a consumer per session.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
@@ -17,7 +19,6 @@ use paytrack_shared::TenantId;
 use paytrack_shared::auth::Claims;
 use paytrack_shared::ids::validate_token;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use paytrack_shared::subjects::{PRESENCE_BUCKET as BUCKET, STREAM_PRESENCE};
 /// The device name of a token without a `device` claim.
@@ -51,12 +52,27 @@ pub struct Here {
     pub seen_at: DateTime<Utc>,
 }
 
+/// Key writes of the refresh that run at once.
+const REFRESH_CONCURRENCY: usize = 32;
+
 /// The presence bucket of one edge.
 pub struct Presence {
     store: kv::Store,
     stream: stream::Stream,
     ttl: Duration,
     edge_id: String,
+    /// The sessions present on this edge, by key, refreshed together.
+    present: Mutex<HashMap<String, Present>>,
+}
+
+/// One session present on this edge.
+struct Present {
+    since: DateTime<Utc>,
+    transport: &'static str,
+    /// A write of the key is on its way: a close waits for it before deleting.
+    writing: bool,
+    /// The session closed while a write was on its way: delete the key after it.
+    closed: bool,
 }
 
 impl Presence {
@@ -83,52 +99,109 @@ impl Presence {
             .get_stream(STREAM_PRESENCE)
             .await
             .map_err(|e| PresenceError::Bucket(e.into()))?;
-        Ok(Arc::new(Presence {
+        let presence = Arc::new(Presence {
             store,
             stream,
             ttl,
             edge_id: edge_id.to_owned(),
-        }))
+            present: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(refresh(Arc::downgrade(&presence), ttl));
+        Ok(presence)
     }
 
-    /// Marks a session present until `done` is cancelled, refreshing its key at a
-    /// third of the TTL, then deletes the key. Failures are logged: presence is
-    /// advisory and never holds a session up.
-    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &str, done: CancellationToken) {
-        let device = claims.device.clone().unwrap_or_else(|| NO_DEVICE.to_owned());
-        let key = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id);
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Present>> {
+        self.present.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a session present (its key is written now and refreshed at a third of the
+    /// TTL with every other session of the edge) and returns its key, for
+    /// [`Presence::leave`] at close. Failures are logged: presence is advisory and never
+    /// holds a session up.
+    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<String> {
         // A `sub` that is not a subject token cannot name a key; such a user has no presence.
         if validate_token(&claims.sub, "user").is_err() {
-            return;
+            return None;
         }
-        let here = Here {
-            device,
-            session_id: session_id.to_owned(),
-            edge_id: self.edge_id.clone(),
-            transport: transport.to_owned(),
-            since: Utc::now(),
-            seen_at: Utc::now(),
-        };
+        let device = claims.device.as_deref().unwrap_or(NO_DEVICE);
+        let key = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id);
+        self.lock().insert(
+            key.clone(),
+            Present {
+                since: Utc::now(),
+                transport,
+                writing: false,
+                closed: false,
+            },
+        );
         let presence = self.clone();
-        tokio::spawn(async move {
-            let mut here = here;
-            let mut tick = tokio::time::interval((presence.ttl / 3).max(Duration::from_millis(100)));
-            loop {
-                tokio::select! {
-                    _ = done.cancelled() => break,
-                    _ = tick.tick() => {
-                        here.seen_at = Utc::now();
-                        let value = serde_json::to_vec(&here).unwrap_or_default();
-                        if let Err(error) = presence.store.put(&key, value.into()).await {
-                            tracing::warn!(%error, "presence not written");
-                        }
-                    }
+        let written = key.clone();
+        tokio::spawn(async move { presence.write(&written).await });
+        Some(key)
+    }
+
+    /// Ends a session's presence: its key is deleted (after a write of it on its way).
+    pub fn leave(self: &Arc<Self>, key: String) {
+        let delete = {
+            let mut present = self.lock();
+            match present.get_mut(&key) {
+                Some(p) if p.writing => {
+                    p.closed = true;
+                    false
                 }
+                Some(_) => present.remove(&key).is_some(),
+                None => false,
             }
-            if let Err(error) = presence.store.delete(&key).await {
-                tracing::warn!(%error, "presence not removed; it expires with the TTL");
+        };
+        if delete {
+            let presence = self.clone();
+            tokio::spawn(async move { presence.delete(&key).await });
+        }
+    }
+
+    /// Writes `key` with the time now, unless a write of it is on its way or its
+    /// session closed; deletes it afterwards if the session closed meanwhile.
+    async fn write(&self, key: &str) {
+        let value = {
+            let mut present = self.lock();
+            let Some(p) = present.get_mut(key).filter(|p| !p.writing && !p.closed) else {
+                return;
+            };
+            p.writing = true;
+            let (device, session_id) = device_and_session(key);
+            let here = Here {
+                device: device.to_owned(),
+                session_id: session_id.to_owned(),
+                edge_id: self.edge_id.clone(),
+                transport: p.transport.to_owned(),
+                since: p.since,
+                seen_at: Utc::now(),
+            };
+            serde_json::to_vec(&here).unwrap_or_default()
+        };
+        if let Err(error) = self.store.put(key, value.into()).await {
+            tracing::warn!(%error, "presence not written");
+        }
+        let closed = {
+            let mut present = self.lock();
+            match present.get_mut(key) {
+                Some(p) if p.closed => present.remove(key).is_some(),
+                Some(p) => {
+                    p.writing = false;
+                    false
+                }
+                None => false,
             }
-        });
+        };
+        if closed {
+            self.delete(key).await;
+        }
+    }
+
+    async fn delete(&self, key: &str) {
+        if let Err(error) = self.store.delete(key).await {
+            tracing::warn!(%error, "presence not removed; it expires with the TTL");
+        }
     }
 
     /// The sessions `user` of `tenant` has open now.
@@ -171,5 +244,42 @@ impl Presence {
         }
         present.sort_by(|a, b| (&a.device, a.since).cmp(&(&b.device, b.since)));
         Ok(present)
+    }
+}
+
+/// The device and session of a key `<tenant>.<user>.<device>.<session_id>`.
+fn device_and_session(key: &str) -> (&str, &str) {
+    let mut parts = key.rsplitn(3, '.');
+    let session_id = parts.next().unwrap_or_default();
+    let device = parts.next().unwrap_or(NO_DEVICE);
+    (device, session_id)
+}
+
+/// Refreshes every present session's key at a third of the TTL, for as long as the
+/// edge's presence exists.
+async fn refresh(presence: Weak<Presence>, ttl: Duration) {
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(presence) = presence.upgrade() else { return };
+        let keys: Vec<String> = presence.lock().keys().cloned().collect();
+        futures::stream::iter(keys)
+            .for_each_concurrent(REFRESH_CONCURRENCY, |key| {
+                let presence = presence.clone();
+                async move { presence.write(&key).await }
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_its_device_and_session() {
+        assert_eq!(device_and_session("acme.u1.phone.0190-ab"), ("phone", "0190-ab"));
     }
 }

@@ -105,14 +105,24 @@ impl Ring {
         }
     }
 
-    fn push(&mut self, message: Arc<Msg>) {
+    /// Adds the newest message; returns the one it pushed out, if the ring was full.
+    fn push(&mut self, message: Arc<Msg>) -> Option<Arc<Msg>> {
         self.head = message.seq;
         self.messages.push_back(message);
+        let mut evicted = None;
         while self.messages.len() > self.capacity {
-            if let Some(evicted) = self.messages.pop_front() {
-                self.floor = evicted.seq;
+            if let Some(oldest) = self.messages.pop_front() {
+                self.floor = oldest.seq;
+                evicted = Some(oldest);
             }
         }
+        evicted
+    }
+
+    /// The held message with sequence `seq`.
+    fn get(&self, seq: u64) -> Option<&Arc<Msg>> {
+        let at = self.messages.partition_point(|m| m.seq < seq);
+        self.messages.get(at).filter(|m| m.seq == seq)
     }
 
     /// The held messages after `seq`, oldest first; only complete when `floor <= seq`.
@@ -153,21 +163,37 @@ fn keys_of(feed: Feed, subject: &str, user_devices: &HashMap<String, HashMap<Str
 }
 
 /// Whether `subject` is in the channel of `key` (used to pick a channel's messages
-/// from the ring).
+/// from the ring). Allocates nothing: a resume may test many ring messages.
 fn matches(feed: Feed, subject: &str, key: &str) -> bool {
-    // Channels are few per message; the index is not worth it for a ring scan.
-    let empty = HashMap::new();
-    let mut keys = keys_of(feed, subject, &empty);
-    if feed == Feed::Push {
-        let tokens: Vec<&str> = subject.split('.').collect();
-        if let [_, _, tenant, user, "all"] = tokens.as_slice() {
-            let name = format!("user:{user}");
-            if key.starts_with(&channel_key(tenant, &name, None)) {
-                keys.push(key.to_owned());
-            }
+    let mut parts = key.splitn(3, ' ');
+    let (Some(key_tenant), Some(name), Some(key_device)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let mut tokens = subject.split('.');
+    let (Some(_), Some(_), Some(tenant), Some(middle), Some(last), None) = (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) else {
+        return false;
+    };
+    if tenant != key_tenant {
+        return false;
+    }
+    match feed {
+        Feed::Status => {
+            key_device.is_empty()
+                && (name == "payments"
+                    || name.strip_prefix("payment:") == Some(last)
+                    || name.strip_prefix("merchant:") == Some(middle))
+        }
+        Feed::Push => {
+            name.strip_prefix("user:") == Some(middle) && (key_device.is_empty() || last == "all" || last == key_device)
         }
     }
-    keys.iter().any(|k| k == key)
 }
 
 /// One subscription of one session to one channel.
@@ -184,12 +210,44 @@ struct Sub {
 /// Live messages one subscription buffers while its replay runs.
 const MAX_BUFFERED: usize = 65_536;
 
-/// A channel some local session holds.
+/// How long a channel no session holds is still followed, so that clients that
+/// reconnect (a dropped edge connection, a reconnect storm) resume from memory.
+const IDLE_FOR: Duration = Duration::from_secs(120);
+
+/// At most this many channels no session holds are followed (the oldest go first).
+const IDLE_CHANNELS: usize = 65_536;
+
+/// A channel some local session holds, or held until recently (idle).
 struct Entry {
     name: String,
     /// The channel's newest message on the edge's feed, once known.
     latest: Option<u64>,
+    /// The channel's newest message at or below the ring's floor, once known (kept as
+    /// the ring evicts the channel's messages): a `since` at or after it is continued
+    /// from the ring even when it is older than the ring, since the channel has
+    /// nothing between the two.
+    below_floor: Option<u64>,
     subs: HashMap<u64, Sub>,
+    /// Set while no session holds the channel: its ticket in [`Inner::idle`].
+    idle: Option<u64>,
+    /// The sequences of the channel's messages the ring holds after `indexed_after`,
+    /// oldest first, so a resume picks its missed messages without scanning the ring.
+    recent: VecDeque<u64>,
+    /// Every message of the channel the ring holds after this is in `recent`.
+    indexed_after: u64,
+}
+
+impl Entry {
+    /// The channel's newest message at or below `floor`, when known.
+    fn below(&self, floor: u64) -> Option<u64> {
+        self.below_floor.or(self.latest.filter(|latest| *latest <= floor))
+    }
+
+    /// Whether the ring (holding everything after `floor`) holds every message of the
+    /// channel after `after`.
+    fn in_ring_after(&self, floor: u64, after: u64) -> bool {
+        floor <= after || self.below(floor).is_some_and(|below| below <= after)
+    }
 }
 
 struct Inner {
@@ -198,6 +256,9 @@ struct Inner {
     /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
     /// device-bound channels.
     user_devices: HashMap<String, HashMap<String, usize>>,
+    /// Channels no session holds, oldest first: (ticket, since when, key).
+    idle: VecDeque<(u64, std::time::Instant, String)>,
+    next_ticket: u64,
 }
 
 /// An event as it goes on the wire, borrowing the message's rendered fields. The
@@ -345,6 +406,8 @@ impl Hub {
             rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
         };
         let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
         let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
@@ -491,17 +554,47 @@ impl Hub {
     fn ingest(&self, feed: Feed, message: Arc<Msg>) {
         let epoch = &self.epochs[feed as usize];
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        let keys = keys_of(feed, &message.subject, &inner.user_devices);
-        for key in keys {
-            if let Some(entry) = inner.channels.get_mut(&key) {
-                dispatch(entry, epoch, &message);
-            }
-        }
-        inner.rings[feed as usize].push(message.clone());
+        ingest_locked(&mut guard, feed, epoch, &message);
         drop(guard);
         self.heads[feed as usize].send_replace(message.seq);
         metrics::counter!("paytrack_edge_feed_messages_total", "stream" => feed.stream()).increment(1);
+    }
+
+    /// Starts a subscription without reading JetStream, when memory can answer it: the
+    /// channel is followed by this edge (held by a session, or idle since recently) and
+    /// either `since` is continued from the ring or, for a wide or user channel, the
+    /// snapshot needs no read. Otherwise None: [`Hub::subscribe`] reads what is missing.
+    pub fn subscribe_from_memory(&self, request: &Request) -> Option<Ready> {
+        let feed = Feed::of(&request.channel);
+        let epoch = &self.epochs[feed as usize];
+        let key = request.key();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let ring = &inner.rings[feed as usize];
+        let (head, floor) = (ring.head, ring.floor);
+        let (latest, in_ring) = inner.channels.get(&key).and_then(|entry| {
+            let latest = entry.latest?;
+            Some((latest, |after: u64| entry.in_ring_after(floor, after)))
+        })?;
+        let since = request.since.as_ref().filter(|s| s.epoch == *epoch && s.seq <= head);
+        let resume = match since {
+            Some(since) if latest <= since.seq && (latest > 0 || since.seq == 0) => Some((since.seq, head)),
+            Some(since) if in_ring(since.seq) => Some((since.seq, if latest <= since.seq { head } else { since.seq })),
+            // Whether the stream still holds it takes a read.
+            Some(_) => return None,
+            None => None,
+        };
+        let snapshot = match (&resume, static_snapshot(&request.channel)) {
+            (Some(_), _) => None,
+            (None, Some(snapshot)) => Some(snapshot),
+            // A payment's state takes a read.
+            (None, None) => return None,
+        };
+        let recovered = resume.is_some();
+        let (position, after) = resume.unwrap_or((latest, head));
+        Some(go_live_from_ring(
+            inner, feed, epoch, &key, request, latest, recovered, position, after, snapshot,
+        ))
     }
 
     /// Starts a subscription: decides where it continues from, replays what it missed
@@ -509,6 +602,9 @@ impl Hub {
     /// gap or a duplicate. `subscribed` and the replay are queued before any live event.
     /// On error nothing changed: a subscription it would replace keeps working.
     pub async fn subscribe(&self, request: Request) -> Result<Ready, HistoryError> {
+        if let Some(ready) = self.subscribe_from_memory(&request) {
+            return Ok(ready);
+        }
         let feed = Feed::of(&request.channel);
         let epoch = self.epochs[feed as usize].clone();
         let key = request.key();
@@ -521,14 +617,13 @@ impl Hub {
         let head_before = *self.heads[feed as usize].borrow();
         let held = {
             let inner = self.lock();
-            let head = inner.rings[feed as usize].head;
-            inner
-                .channels
-                .get(&key)
-                .and_then(|e| e.latest)
-                .map(|latest| (latest, head))
+            let ring = &inner.rings[feed as usize];
+            inner.channels.get(&key).and_then(|e| {
+                let latest = e.latest?;
+                Some((latest, ring.head, e.below(ring.floor)))
+            })
         };
-        let (latest, known) = match held {
+        let (latest, known, below) = match held {
             Some(held) => held,
             None => {
                 let latest = {
@@ -542,7 +637,7 @@ impl Hub {
                     .await
                     .map_err(|_| unavailable("edge feed behind the stream"))?
                     .map_err(unavailable)?;
-                (latest, head_before.max(latest))
+                (latest, head_before.max(latest), None)
             }
         };
 
@@ -553,8 +648,12 @@ impl Hub {
         if let Some(since) = since {
             if latest <= since.seq && (latest > 0 || since.seq == 0) {
                 resume = Some((since.seq, known));
-            } else if self.ring_floor(feed) <= since.seq || since.seq + 1 >= self.first_seq(feed).await? {
-                // Either the ring holds everything after it, or the stream does.
+            } else if below.is_some_and(|b| b <= since.seq)
+                || self.ring_floor(feed) <= since.seq
+                || since.seq + 1 >= self.first_seq(feed).await?
+            {
+                // Either the ring holds everything of the channel after it, or the
+                // stream does.
                 let after = if latest <= since.seq { known } else { since.seq };
                 resume = Some((since.seq, after));
             }
@@ -581,35 +680,15 @@ impl Hub {
             let mut inner = self.lock();
             let inner = &mut *inner;
             let ring = &inner.rings[feed as usize];
-            let head = ring.head;
-            if ring.floor <= after {
-                let missed: Vec<Arc<Msg>> = ring
-                    .after(after)
-                    .filter(|m| matches(feed, &m.subject, &key))
-                    .cloned()
-                    .collect();
-                let entry = attach(inner, &key, &name, &request);
-                if entry.latest.is_none() {
-                    entry.latest = Some(missed.last().map_or(latest, |m| m.seq.max(latest)));
-                }
-                request.out.send(&subscribed(position));
-                let mut sub = Sub {
-                    out: request.out.clone(),
-                    last_seq: position,
-                    pending: None,
-                    overflowed: false,
-                };
-                for message in &missed {
-                    deliver_one(&mut sub, &name, &epoch, message);
-                }
-                if let Some(old) = request.replaces {
-                    entry.subs.remove(&old);
-                }
-                entry.subs.insert(request.id, sub);
-                return Ok(Ready {
-                    recovered,
-                    position: Position { epoch, seq: position },
-                });
+            let (head, floor) = (ring.head, ring.floor);
+            let in_ring = match inner.channels.get(&key) {
+                Some(entry) => entry.in_ring_after(floor, after),
+                None => floor <= after,
+            };
+            if in_ring {
+                return Ok(go_live_from_ring(
+                    inner, feed, &epoch, &key, &request, latest, recovered, position, after, snapshot,
+                ));
             }
             // Otherwise register now (live messages are buffered from here) and
             // replay the rest from JetStream.
@@ -749,12 +828,7 @@ impl Hub {
                     .map_err(unavailable)?;
                 Ok(last.and_then(|m| render(&m.subject, &m.payload).map(|(_, body)| Value::Object(body))))
             }
-            Channel::Merchant(id) => Ok(Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") }))),
-            Channel::Payments => Ok(Some(json!({ "reload": "/v1/payments" }))),
-            // Pushes are notifications, not state: there is nothing to reload. The
-            // snapshot says explicitly that pushes between the client's `since` and
-            // `position` were missed (aged out of PAYTRACK_PUSH, or another epoch).
-            Channel::User(_) => Ok(Some(json!({ "missed": true }))),
+            other => Ok(static_snapshot(other)),
         }
     }
 
@@ -792,6 +866,31 @@ impl Hub {
             tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
         }
         result
+    }
+}
+
+/// [`Hub::ingest`] under the hub's lock: queues `message` to the channels it belongs
+/// to, indexes it on their entries, adds it to the ring and records, on the entries of
+/// the message the ring evicts, that it is now their newest at the floor.
+fn ingest_locked(inner: &mut Inner, feed: Feed, epoch: &str, message: &Arc<Msg>) {
+    let keys = keys_of(feed, &message.subject, &inner.user_devices);
+    for key in keys {
+        if let Some(entry) = inner.channels.get_mut(&key) {
+            dispatch(entry, epoch, message);
+        }
+    }
+    if let Some(evicted) = inner.rings[feed as usize].push(message.clone()) {
+        for key in keys_of(feed, &evicted.subject, &inner.user_devices) {
+            if let Some(entry) = inner.channels.get_mut(&key) {
+                entry.below_floor = Some(evicted.seq);
+                if entry.recent.front() == Some(&evicted.seq) {
+                    entry.recent.pop_front();
+                    if entry.recent.is_empty() {
+                        entry.recent = VecDeque::new();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -858,25 +957,144 @@ async fn latest_seq(stream: &Stream, filters: &[String]) -> Result<u64, HistoryE
     Ok(latest)
 }
 
-/// The channel's entry, created (and indexed) when no session held it.
+/// The channel's entry, created (and indexed) when this edge did not follow it, or
+/// taken back from the idle channels.
 fn attach<'a>(inner: &'a mut Inner, key: &str, name: &str, request: &Request) -> &'a mut Entry {
-    if !inner.channels.contains_key(key) {
+    let head = inner.rings[Feed::of(&request.channel) as usize].head;
+    attach_in(&mut inner.channels, &mut inner.user_devices, head, key, name, request)
+}
+
+/// [`attach`] on the hub's fields (`head`: the ring's head, where the entry's index
+/// starts).
+fn attach_in<'a>(
+    channels: &'a mut HashMap<String, Entry>,
+    user_devices: &mut HashMap<String, HashMap<String, usize>>,
+    head: u64,
+    key: &str,
+    name: &str,
+    request: &Request,
+) -> &'a mut Entry {
+    if !channels.contains_key(key) {
         if let (Channel::User(_), Some(device)) = (&request.channel, &request.device) {
             let user = channel_key(request.tenant.as_str(), name, None);
-            *inner
-                .user_devices
-                .entry(user)
-                .or_default()
-                .entry(device.clone())
-                .or_default() += 1;
+            *user_devices.entry(user).or_default().entry(device.clone()).or_default() += 1;
         }
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
-    inner.channels.entry(key.to_owned()).or_insert_with(|| Entry {
+    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry {
         name: name.to_owned(),
         latest: None,
+        below_floor: None,
         subs: HashMap::new(),
-    })
+        idle: None,
+        recent: VecDeque::new(),
+        indexed_after: head,
+    });
+    if entry.idle.take().is_some() {
+        metrics::gauge!("paytrack_edge_channels").increment(1);
+    }
+    entry
+}
+
+/// The snapshot of a subscription whose continuity is not proven when it needs no
+/// read: the REST list to reload for the wide channels, `missed` for user channels
+/// (None for a payment, whose state is read from the stream).
+fn static_snapshot(channel: &Channel) -> Option<Value> {
+    match channel {
+        Channel::Payment(_) => None,
+        Channel::Merchant(id) => Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") })),
+        Channel::Payments => Some(json!({ "reload": "/v1/payments" })),
+        // Pushes are notifications, not state: there is nothing to reload. The
+        // snapshot says explicitly that pushes between the client's `since` and
+        // `position` were missed (aged out of PAYTRACK_PUSH, or another epoch).
+        Channel::User(_) => Some(json!({ "missed": true })),
+    }
+}
+
+/// The channel's messages the ring holds after `after`, oldest first, from the entry's
+/// index (the ring is scanned only for what the index does not cover yet, once).
+fn missed_in_ring(ring: &Ring, feed: Feed, key: &str, entry: &mut Entry, after: u64) -> Vec<Arc<Msg>> {
+    if after < entry.indexed_after {
+        let upto = entry.indexed_after;
+        let older: VecDeque<u64> = ring
+            .after(after)
+            .take_while(|m| m.seq <= upto)
+            .filter(|m| matches(feed, &m.subject, key))
+            .map(|m| m.seq)
+            .collect();
+        if !older.is_empty() {
+            let newer = std::mem::replace(&mut entry.recent, older);
+            entry.recent.extend(newer);
+        }
+        entry.indexed_after = after;
+    }
+    let start = entry.recent.partition_point(|seq| *seq <= after);
+    entry
+        .recent
+        .range(start..)
+        .filter_map(|seq| ring.get(*seq))
+        .cloned()
+        .collect()
+}
+
+/// Registers a subscription whose missed messages (those of the channel after
+/// `after`) are all in the ring: queues `subscribed`, then them, and goes live, in one
+/// step under the hub's lock.
+#[allow(clippy::too_many_arguments)]
+fn go_live_from_ring(
+    inner: &mut Inner,
+    feed: Feed,
+    epoch: &str,
+    key: &str,
+    request: &Request,
+    latest: u64,
+    recovered: bool,
+    position: u64,
+    after: u64,
+    snapshot: Option<Value>,
+) -> Ready {
+    let name = request.channel.name();
+    let Inner {
+        rings,
+        channels,
+        user_devices,
+        ..
+    } = inner;
+    let ring = &rings[feed as usize];
+    let floor = ring.floor;
+    let entry = attach_in(channels, user_devices, ring.head, key, &name, request);
+    let missed = missed_in_ring(ring, feed, key, entry, after);
+    if entry.latest.is_none() {
+        entry.latest = Some(missed.last().map_or(latest, |m| m.seq.max(latest)));
+    }
+    if entry.below_floor.is_none() && latest <= floor && floor <= after {
+        // Nothing of the channel lies in (latest, after], so none in (latest, floor].
+        entry.below_floor = Some(latest);
+    }
+    let position = Position {
+        epoch: epoch.to_owned(),
+        seq: position,
+    };
+    request.out.send(&ServerMessage::Subscribed {
+        channel: name.clone(),
+        recovered,
+        position: position.clone(),
+        snapshot,
+    });
+    let mut sub = Sub {
+        out: request.out.clone(),
+        last_seq: position.seq,
+        pending: None,
+        overflowed: false,
+    };
+    for message in &missed {
+        deliver_one(&mut sub, &name, epoch, message);
+    }
+    if let Some(old) = request.replaces {
+        entry.subs.remove(&old);
+    }
+    entry.subs.insert(request.id, sub);
+    Ready { recovered, position }
 }
 
 fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
@@ -884,11 +1102,37 @@ fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
         return;
     };
     entry.subs.remove(&id);
-    if !entry.subs.is_empty() {
+    if !entry.subs.is_empty() || entry.idle.is_some() {
         return;
     }
-    inner.channels.remove(key);
     metrics::gauge!("paytrack_edge_channels").decrement(1);
+    if entry.latest.is_none() {
+        remove_entry(inner, key);
+        return;
+    }
+    // Still followed for a while, so that its sessions resume from memory.
+    entry.subs.shrink_to_fit();
+    let ticket = inner.next_ticket;
+    inner.next_ticket += 1;
+    entry.idle = Some(ticket);
+    let now = std::time::Instant::now();
+    inner.idle.push_back((ticket, now, key.to_owned()));
+    while let Some((ticket, since, _)) = inner.idle.front() {
+        if inner.idle.len() <= IDLE_CHANNELS && now.duration_since(*since) < IDLE_FOR {
+            break;
+        }
+        let ticket = *ticket;
+        if let Some((_, _, key)) = inner.idle.pop_front()
+            && inner.channels.get(&key).is_some_and(|e| e.idle == Some(ticket))
+        {
+            remove_entry(inner, &key);
+        }
+    }
+}
+
+/// Forgets a channel (and its device index).
+fn remove_entry(inner: &mut Inner, key: &str) {
+    inner.channels.remove(key);
     // A device-bound user channel's key is `tenant user:<id> device`.
     let mut parts = key.splitn(3, ' ');
     if let (Some(tenant), Some(name), Some(device)) = (parts.next(), parts.next(), parts.next())
@@ -912,8 +1156,12 @@ fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
 /// Queues `message` to every subscription of `entry`: encoded once per `prev_seq`
 /// (once, when every session is current on the channel), the same bytes to each.
 fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
+    entry.recent.push_back(message.seq);
     if entry.latest.is_some() {
         entry.latest = Some(message.seq);
+    }
+    if entry.subs.is_empty() {
+        return;
     }
     if message.rendered.is_none() {
         tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
@@ -1012,12 +1260,16 @@ mod tests {
         let mut entry = Entry {
             name: "user:u".into(),
             latest: Some(0),
+            below_floor: None,
             subs: HashMap::new(),
+            idle: None,
+            recent: VecDeque::new(),
+            indexed_after: 0,
         };
         let mut receivers = Vec::new();
         for id in 0..3 {
             let (out, rx) = Outbox::new(16, 1 << 20);
-            receivers.push((Arc::new(out), rx));
+            receivers.push((out, rx));
             entry.subs.insert(
                 id,
                 Sub {
@@ -1036,7 +1288,7 @@ mod tests {
         let mut frames = Vec::new();
         for (_, rx) in &mut receivers {
             let mut mine = Vec::new();
-            while let Some(Some(frame)) = rx.recv().now_or_never() {
+            while let Some(frame) = rx.recv().now_or_never() {
                 mine.push(frame);
             }
             frames.push(mine);
@@ -1053,5 +1305,54 @@ mod tests {
         assert_eq!(second["kind"], "push");
         assert_eq!(frames[0][1].matches("\"type\"").count(), 1);
         assert_eq!(second["n"], 9);
+    }
+
+    #[test]
+    fn an_idle_channel_answers_a_since_older_than_the_ring_from_its_index() {
+        let key = channel_key("a", "merchant:m1", None);
+        let mut inner = Inner {
+            rings: [Ring::new(10, 4), Ring::new(0, 4)],
+            channels: HashMap::new(),
+            user_devices: HashMap::new(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
+        };
+        // Followed since seq 10, when it had no message (latest 0), now idle.
+        inner.channels.insert(
+            key.clone(),
+            Entry {
+                name: "merchant:m1".into(),
+                latest: Some(0),
+                below_floor: None,
+                subs: HashMap::new(),
+                idle: Some(0),
+                recent: VecDeque::new(),
+                indexed_after: 10,
+            },
+        );
+        for seq in 11..=17 {
+            let merchant = if seq == 12 || seq == 16 { "m1" } else { "m2" };
+            ingest_locked(
+                &mut inner,
+                Feed::Status,
+                "e",
+                &msg(seq, &format!("paytrack.status.a.{merchant}.p{seq}")),
+            );
+        }
+        let ring = &inner.rings[0];
+        assert_eq!((ring.floor, ring.head), (13, 17));
+        let entry = inner.channels.get_mut(&key).unwrap();
+        // 12 left the ring: the channel's newest at the floor; 16 is indexed.
+        assert_eq!((entry.latest, entry.below_floor), (Some(16), Some(12)));
+        assert_eq!(entry.recent, VecDeque::from([16]));
+        // A since at or after 12 is continued from the ring; one before it is not.
+        assert!(entry.in_ring_after(ring.floor, 12));
+        assert!(!entry.in_ring_after(ring.floor, 11));
+        let missed: Vec<u64> = missed_in_ring(ring, Feed::Status, &key, entry, 12)
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(missed, vec![16]);
+        assert!(missed_in_ring(ring, Feed::Status, &key, entry, 16).is_empty());
     }
 }

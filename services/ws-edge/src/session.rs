@@ -2,7 +2,6 @@
 //! JetStream), its byte-bounded outbound queue and timed writes, heartbeats both ways,
 //! token expiry at `exp` and refresh, and the audit of all of it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,11 +40,63 @@ struct Held {
     channel: Channel,
 }
 
+/// A session's few channels, each with its `T`, in a vector sized to what it holds (a
+/// map would allocate room for several entries in every session).
+struct ByChannel<T>(Vec<(String, T)>);
+
+impl<T> Default for ByChannel<T> {
+    fn default() -> Self {
+        ByChannel(Vec::new())
+    }
+}
+
+impl<T> ByChannel<T> {
+    fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn insert(&mut self, name: String, value: T) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((name, value));
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) -> Option<T> {
+        let at = self.0.iter().position(|(n, _)| n == name)?;
+        let (_, value) = self.0.swap_remove(at);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(value)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, t)| t)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (String, T)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 /// A subscribe still replaying.
 struct Starting {
     key: String,
     id: u64,
-    task: AbortHandle,
+    /// The subscribe's task (None while one answered from memory is recorded).
+    task: Option<AbortHandle>,
 }
 
 /// What a finished subscribe task reports.
@@ -58,14 +109,31 @@ struct Started {
 
 /// Runs a session over an upgraded socket until either side closes; the close is
 /// audited before it returns.
-pub async fn run(socket: WebSocket, state: Arc<EdgeState>, hub: Arc<Hub>, claims: Claims) {
-    let driver = claims.clone();
-    let edge = state.clone();
-    lifecycle(&state, &claims, "websocket", |session_id, audit| async move {
-        drive(socket, &edge, &hub, driver, &session_id, &audit).await
-    })
-    .await;
+pub fn run(
+    socket: WebSocket,
+    state: Arc<EdgeState>,
+    hub: Arc<Hub>,
+    claims: Claims,
+) -> impl std::future::Future<Output = ()> {
+    // Split before the session's future exists, so that it holds the two halves (the
+    // socket itself moves to the heap once) rather than a copy of the socket per
+    // nested future.
+    let halves = socket.split();
+    async move {
+        let opened = Opened::open(&state, &claims, "websocket").await;
+        let span = opened.span.clone();
+        let (code, reason) = drive(halves, &state, &hub, claims, &opened.session_id, &opened.audit)
+            .instrument(span)
+            .await;
+        opened.close(code, reason).await;
+    }
 }
+
+/// The two halves of a session's socket.
+type Halves = (
+    futures::stream::SplitSink<WebSocket, Message>,
+    futures::stream::SplitStream<WebSocket>,
+);
 
 /// What every session does whatever its transport: its span, the open/closed
 /// metrics, the open and close audit and its presence, around `drive`, which runs
@@ -75,43 +143,78 @@ where
     F: FnOnce(String, Audit) -> Fut,
     Fut: std::future::Future<Output = (u16, String)>,
 {
-    let session_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::info_span!("session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
-    let audit = Audit::new(
-        state.js.clone(),
-        &state.edge_id,
-        &session_id,
-        &claims.tenant,
-        &claims.sub,
-        transport,
-    );
-    metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
-    metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
-    async move {
+    let opened = Opened::open(state, claims, transport).await;
+    let span = opened.span.clone();
+    let (code, reason) = drive(opened.session_id.clone(), opened.audit.clone())
+        .instrument(span)
+        .await;
+    opened.close(code, reason).await;
+}
+
+/// An open session's span, audit and presence, until [`Opened::close`].
+struct Opened {
+    session_id: String,
+    span: tracing::Span,
+    audit: Audit,
+    transport: &'static str,
+    presence: Option<(Arc<crate::presence::Presence>, String)>,
+}
+
+impl Opened {
+    /// Opens a session: counted, audited and present.
+    async fn open(state: &Arc<EdgeState>, claims: &Claims, transport: &'static str) -> Opened {
+        let session_id = uuid::Uuid::now_v7().to_string();
+        // The session's span is log context only (a trace is per event, the `deliver`
+        // span): its target is outside `paytrack*`, so it exists only when the log
+        // filter wants it, rather than for the trace layer in every session for its
+        // whole life.
+        let span = tracing::info_span!(target: "ws_edge::session", "session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
+        let audit = Audit::new(
+            state.js.clone(),
+            &state.edge_id,
+            &session_id,
+            &claims.tenant,
+            &claims.sub,
+            transport,
+        );
+        metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
+        metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
         audit
             .record(SessionEvent::Open {
                 scope: claims.channels.clone(),
             })
+            .instrument(span.clone())
             .await;
-        tracing::info!("session opened");
-        let present = tokio_util::sync::CancellationToken::new();
-        if let Some(presence) = state.presence.get() {
-            presence.track(claims, &session_id, transport, present.clone());
+        span.in_scope(|| tracing::info!("session opened"));
+        let presence = state
+            .presence
+            .get()
+            .and_then(|p| p.track(claims, &session_id, transport).map(|key| (p.clone(), key)));
+        Opened {
+            session_id,
+            span,
+            audit,
+            transport,
+            presence,
         }
-        let (code, reason) = drive(session_id, audit.clone()).await;
-        present.cancel();
+    }
+
+    /// Closes a session with `code` and `reason`: no longer present, audited, counted.
+    async fn close(self, code: u16, reason: String) {
+        if let Some((presence, key)) = self.presence {
+            presence.leave(key);
+        }
         metrics::counter!("paytrack_edge_sessions_closed_total", "code" => code.to_string()).increment(1);
-        audit
+        self.audit
             .record(SessionEvent::Close {
                 code,
                 reason: reason.clone(),
             })
+            .instrument(self.span.clone())
             .await;
-        tracing::info!(code, %reason, "session closed");
+        self.span.in_scope(|| tracing::info!(code, %reason, "session closed"));
+        metrics::gauge!("paytrack_edge_sessions_open", "transport" => self.transport).decrement(1);
     }
-    .instrument(span)
-    .await;
-    metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).decrement(1);
 }
 
 /// A new subscription id, unique across the edge's transports.
@@ -127,74 +230,34 @@ pub fn expiry(exp: u64) -> Instant {
 }
 
 async fn drive(
-    socket: WebSocket,
+    (mut sink, mut incoming): Halves,
     state: &Arc<EdgeState>,
     hub: &Arc<Hub>,
     mut claims: Claims,
     session_id: &str,
     audit: &Audit,
 ) -> (u16, String) {
-    let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = crate::outbox::Outbox::counted(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
     );
-    let out = Arc::new(out);
-
-    let writer_out = out.clone();
-    let write_timeout = state.write_timeout;
-    let writer = tokio::spawn(async move {
-        let out = writer_out;
-        loop {
-            tokio::select! {
-                biased;
-                _ = out.closer.token.cancelled() => break,
-                next = outgoing.recv() => match next {
-                    Some(frame) => {
-                        let len = frame.len();
-                        match tokio::time::timeout(write_timeout, sink.send(Message::Text(frame))).await {
-                            Ok(Ok(())) => outgoing.written(&out, len),
-                            Ok(Err(_)) => {
-                                out.closer.close(1006, "socket write failed");
-                                break;
-                            }
-                            Err(_) => {
-                                out.closer.close(close::TOO_SLOW, "client too slow: write timed out");
-                                break;
-                            }
-                        }
-                    }
-                    None => break,
-                },
-            }
-        }
-        let (code, reason) = out.closer.reason();
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        let _ = tokio::time::timeout(CLOSE_WRITE, async {
-            let _ = sink.send(frame).await;
-            let _ = sink.close().await;
-        })
-        .await;
-    });
+    // The token is closed at its `exp` by the edge's one expiry timer (4001).
+    let mut expiry_key = state.expiries.watch(expiry(claims.exp), &out);
 
     let heartbeat = Duration::from_millis(state.heartbeat_ms.max(1));
     out.send(&ServerMessage::Welcome {
         session_id: session_id.to_owned(),
         heartbeat_ms: state.heartbeat_ms,
     });
-    let mut held: HashMap<String, Held> = HashMap::new();
-    let mut starting: HashMap<String, Starting> = HashMap::new();
-    let mut tasks: JoinSet<Started> = JoinSet::new();
+    let mut held: ByChannel<Held> = ByChannel::default();
+    let mut starting: ByChannel<Starting> = ByChannel::default();
+    // Created by the first subscribe that reads JetStream, dropped once none runs.
+    let mut tasks: Option<JoinSet<Started>> = None;
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut currency = Currency::new("websocket");
     let limiter = state.fairness.session_limiter();
     let mut last_heard = Instant::now();
-    let token_expiry = tokio::time::sleep_until(expiry(claims.exp));
-    tokio::pin!(token_expiry);
 
     loop {
         tokio::select! {
@@ -206,13 +269,12 @@ async fn drive(
                 out.closer.close(close::RESTARTING, "edge restarting");
                 break;
             }
-            _ = &mut token_expiry => {
-                out.closer.close(close::UNAUTHORIZED, "token expired");
-                break;
-            }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(done) = async { tasks.as_mut()?.join_next().await }, if tasks.as_ref().is_some_and(|t| !t.is_empty()) => {
+                if tasks.as_ref().is_some_and(JoinSet::is_empty) {
+                    tasks = None;
+                }
                 let Ok(done) = done else { continue };
-                started(state, audit, &out, &mut held, &mut starting, done).await;
+                Box::pin(started(state, audit, &out, &mut held, &mut starting, done)).await;
             }
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * SILENCE_LIMIT {
@@ -265,12 +327,14 @@ async fn drive(
                     ClientMessage::Ping => { out.send(&ServerMessage::Pong); }
                     ClientMessage::Ack { positions } => currency.ack(positions),
                     ClientMessage::Subscribe { channel, since } => {
-                        let held_ids = Subscriptions { held: &held, starting: &mut starting, tasks: &mut tasks, limiter: &limiter };
-                        subscribe(state, &claims, &out, audit, held_ids, &channel, since).await;
+                        let held_ids = Subscriptions { held: &mut held, starting: &mut starting, tasks: &mut tasks, limiter: &limiter };
+                        Box::pin(subscribe(state, &claims, &out, audit, held_ids, &channel, since)).await;
                     }
                     ClientMessage::Unsubscribe { channel } => {
                         if let Some(s) = starting.remove(&channel) {
-                            s.task.abort();
+                            if let Some(task) = s.task {
+                                task.abort();
+                            }
                             hub.detach(&s.key, s.id);
                         }
                         if let Some(h) = held.remove(&channel) {
@@ -279,7 +343,7 @@ async fn drive(
                     }
                     ClientMessage::Refresh { token } => match state.jwt.verify(&token) {
                         Ok(fresh) if fresh.sub == claims.sub && fresh.tenant == claims.tenant && fresh.channels == claims.channels && fresh.device == claims.device => {
-                            token_expiry.as_mut().reset(expiry(fresh.exp));
+                            expiry_key = state.expiries.rewatch(expiry_key, expiry(fresh.exp), &out);
                             claims = fresh;
                         }
                         Ok(_) => {
@@ -293,9 +357,33 @@ async fn drive(
                     },
                 }
             }
+            // The session writes its own frames (no writer task): each within the
+            // write timeout, and a close decided meanwhile ends the write.
+            frame = outgoing.recv() => {
+                let len = frame.len();
+                let written = tokio::select! {
+                    biased;
+                    _ = out.closer.token.cancelled() => break,
+                    written = tokio::time::timeout(state.write_timeout, sink.send(Message::Text(frame))) => written,
+                };
+                match written {
+                    Ok(Ok(())) => outgoing.written(&out, len),
+                    Ok(Err(_)) => {
+                        out.closer.close(1006, "socket write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        out.closer.close(close::TOO_SLOW, "client too slow: write timed out");
+                        break;
+                    }
+                }
+            }
         }
     }
-    tasks.abort_all();
+    state.expiries.unwatch(expiry_key);
+    if let Some(tasks) = tasks.as_mut() {
+        tasks.abort_all();
+    }
     for (_, s) in starting.drain() {
         hub.detach(&s.key, s.id);
     }
@@ -303,15 +391,24 @@ async fn drive(
         hub.detach(&h.key, h.id);
     }
     out.closer.token.cancel();
-    let _ = writer.await;
-    out.closer.reason()
+    let (code, reason) = out.closer.reason();
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.clone().into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_WRITE, async {
+        let _ = sink.send(frame).await;
+        let _ = sink.close().await;
+    })
+    .await;
+    (code, reason)
 }
 
 /// The session's subscription bookkeeping a subscribe changes.
 struct Subscriptions<'a> {
-    held: &'a HashMap<String, Held>,
-    starting: &'a mut HashMap<String, Starting>,
-    tasks: &'a mut JoinSet<Started>,
+    held: &'a mut ByChannel<Held>,
+    starting: &'a mut ByChannel<Starting>,
+    tasks: &'a mut Option<JoinSet<Started>>,
     limiter: &'a governor::DefaultDirectRateLimiter,
 }
 
@@ -398,23 +495,44 @@ async fn subscribe(
         });
         return;
     }
-    // Fairness: the session's subscribe rate, then a place in its tenant's queue.
-    let admission = match state.fairness.admit(subs.limiter, &claims.tenant) {
+    // Fairness: the session's subscribe rate, then, for a subscribe that may read
+    // JetStream, a place in its tenant's queue.
+    let refused = |refused: crate::fairness::Refused| {
+        tracing::info!(%refused, channel = %name, "subscribe refused");
+        out.send(&ServerMessage::Error {
+            code: close::RATE_LIMITED,
+            message: refused.to_string(),
+        });
+    };
+    if let Err(error) = state.fairness.check_rate(subs.limiter) {
+        refused(error);
+        return;
+    }
+    let key = request.key();
+    let since = request.since.clone();
+    // What memory answers (a resume from the ring, a wide channel this edge follows)
+    // is answered here, without a task or a JetStream read.
+    if let Some(ready) = hub.subscribe_from_memory(&request) {
+        subs.starting.insert(name.clone(), Starting { key, id, task: None });
+        let done = Started {
+            name,
+            id,
+            since,
+            result: Ok(ready),
+        };
+        started(state, audit, out, subs.held, subs.starting, done).await;
+        return;
+    }
+    let admission = match state.fairness.queue(&claims.tenant) {
         Ok(admission) => admission,
-        Err(refused) => {
-            tracing::info!(%refused, channel = %name, "subscribe refused");
-            out.send(&ServerMessage::Error {
-                code: close::RATE_LIMITED,
-                message: refused.to_string(),
-            });
+        Err(error) => {
+            refused(error);
             return;
         }
     };
-    let key = request.key();
     let hub = hub.clone();
-    let since = request.since.clone();
     let task_name = name.clone();
-    let task = subs.tasks.spawn(async move {
+    let task = subs.tasks.get_or_insert_with(JoinSet::new).spawn(async move {
         let result = match admission.enter().await {
             Some(_slot) => hub.subscribe(request).await,
             None => Err(crate::history::unavailable("edge shutting down")),
@@ -426,7 +544,14 @@ async fn subscribe(
             result,
         }
     });
-    subs.starting.insert(name, Starting { key, id, task });
+    subs.starting.insert(
+        name,
+        Starting {
+            key,
+            id,
+            task: Some(task),
+        },
+    );
 }
 
 /// Records a subscribe's outcome once its task is done.
@@ -434,8 +559,8 @@ async fn started(
     state: &Arc<EdgeState>,
     audit: &Audit,
     out: &Outbox,
-    held: &mut HashMap<String, Held>,
-    starting: &mut HashMap<String, Starting>,
+    held: &mut ByChannel<Held>,
+    starting: &mut ByChannel<Starting>,
     done: Started,
 ) {
     let Some(start) = starting.remove(&done.name).filter(|s| s.id == done.id) else {

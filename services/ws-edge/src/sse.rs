@@ -107,7 +107,6 @@ pub async fn open(
         state.session_queue_bytes,
         state.queued_bytes.clone(),
     );
-    let out = Arc::new(out);
     let (opened_tx, opened_rx) = oneshot::channel();
     let (acks_tx, acks_rx) = watch::channel(BTreeMap::new());
     let session = Session {
@@ -197,7 +196,7 @@ fn events(
         let frame = tokio::select! {
             biased;
             _ = out.closer.token.cancelled() => None,
-            frame = outgoing.recv() => frame,
+            frame = outgoing.recv() => Some(frame),
         };
         let Some(frame) = frame else {
             let (code, reason) = out.closer.reason();
