@@ -19,9 +19,24 @@ pub struct Closer {
     /// Cancelled once the session must close.
     pub token: CancellationToken,
     reason: Mutex<Option<(u16, String)>>,
+    /// The edge's shutdown, the parent of `token`: a session it closed without a
+    /// reason of its own was closed by a restart.
+    shutdown: CancellationToken,
 }
 
 impl Closer {
+    /// A closer whose token is a child of `parent`: cancelling the parent (the edge
+    /// shutting down) closes the session too. Each session then waits on its own
+    /// token alone, instead of every session polling the edge's one shared token (a
+    /// mutex every session took on every wake-up).
+    pub fn under(parent: &CancellationToken) -> Closer {
+        Closer {
+            token: parent.child_token(),
+            reason: Mutex::new(None),
+            shutdown: parent.clone(),
+        }
+    }
+
     /// Closes with `code` unless a reason was set already.
     pub fn close(&self, code: u16, reason: &str) {
         if let Ok(mut slot) = self.reason.lock() {
@@ -30,13 +45,16 @@ impl Closer {
         self.token.cancel();
     }
 
-    /// The close code and reason (1000 when none was set).
+    /// The close code and reason (1012 when the edge's shutdown closed it, else 1000
+    /// when none was set).
     pub fn reason(&self) -> (u16, String) {
-        self.reason
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .unwrap_or((1000, "closed".to_owned()))
+        self.reason.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| {
+            if self.shutdown.is_cancelled() {
+                (close::RESTARTING, "edge restarting".to_owned())
+            } else {
+                (1000, "closed".to_owned())
+            }
+        })
     }
 }
 
@@ -67,11 +85,17 @@ impl Outbox {
     /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
     #[cfg(test)]
     pub fn new(max_messages: usize, max_bytes: usize) -> (Arc<Outbox>, Outgoing) {
-        Self::counted(max_messages, max_bytes, Arc::default())
+        Self::counted(max_messages, max_bytes, Arc::default(), &CancellationToken::new())
     }
 
-    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`.
-    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Arc<Outbox>, Outgoing) {
+    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`, closed when
+    /// `shutdown` is cancelled (see [`Closer::under`]).
+    pub fn counted(
+        max_messages: usize,
+        max_bytes: usize,
+        edge_total: Arc<AtomicUsize>,
+        shutdown: &CancellationToken,
+    ) -> (Arc<Outbox>, Outgoing) {
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
@@ -80,7 +104,7 @@ impl Outbox {
             edge_total,
             max_bytes: max_bytes.max(1),
             max_messages: max_messages.max(1),
-            closer: Closer::default(),
+            closer: Closer::under(shutdown),
         });
         let outgoing = Outgoing { outbox: outbox.clone() };
         (outbox, outgoing)
@@ -175,9 +199,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_edge_shutting_down_closes_every_session_as_a_restart() {
+        let shutdown = CancellationToken::new();
+        let (quiet, _rx1) = Outbox::counted(10, 1_000, Arc::default(), &shutdown);
+        let (slow, _rx2) = Outbox::counted(10, 1_000, Arc::default(), &shutdown);
+        slow.closer.close(close::TOO_SLOW, "client too slow");
+        assert!(!quiet.closer.token.is_cancelled());
+        shutdown.cancel();
+        assert!(quiet.closer.token.is_cancelled(), "a child of the shutdown");
+        assert_eq!(quiet.closer.reason().0, close::RESTARTING);
+        assert_eq!(slow.closer.reason().0, close::TOO_SLOW, "its own reason stands");
+        assert!(!quiet.push("late".into()), "nothing is queued after the close");
+    }
+
+    #[test]
     fn the_edge_total_returns_to_zero_when_a_session_goes() {
         let total = Arc::new(AtomicUsize::new(0));
-        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone());
+        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone(), &CancellationToken::new());
         assert!(outbox.push("12345".into()));
         assert!(outbox.push("123".into()));
         outbox.written(3);

@@ -241,6 +241,7 @@ async fn drive(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
+        &state.shutdown,
     );
     // The token is closed at its `exp` by the edge's one expiry timer (4001).
     let mut expiry_key = state.expiries.watch(expiry(claims.exp), &out);
@@ -264,11 +265,8 @@ async fn drive(
             // Biased so a finished subscribe is recorded before the next client frame
             // is read: the audit keeps the session's order.
             biased;
+            // A child of the edge's shutdown: cancelled when the edge stops, too.
             _ = out.closer.token.cancelled() => break,
-            _ = state.shutdown.cancelled() => {
-                out.closer.close(close::RESTARTING, "edge restarting");
-                break;
-            }
             Some(done) = async { tasks.as_mut()?.join_next().await }, if tasks.as_ref().is_some_and(|t| !t.is_empty()) => {
                 if tasks.as_ref().is_some_and(JoinSet::is_empty) {
                     tasks = None;

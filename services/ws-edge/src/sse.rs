@@ -106,6 +106,7 @@ pub async fn open(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
+        &state.shutdown,
     );
     let (opened_tx, opened_rx) = oneshot::channel();
     let (acks_tx, acks_rx) = watch::channel(BTreeMap::new());
@@ -316,11 +317,13 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = out.closer.token.cancelled() => break,
+                // Before the session's own token, which is a child of the shutdown
+                // and is cancelled with it: a restart is named as such.
                 _ = state.shutdown.cancelled() => {
                     out.closer.close(close::RESTARTING, "edge restarting");
                     break;
                 }
+                _ = out.closer.token.cancelled() => break,
                 _ = &mut token_expiry => {
                     out.closer.close(close::UNAUTHORIZED, "token expired");
                     break;
