@@ -122,7 +122,9 @@ impl Ctx {
     /// Waits until every durable consumer of the main streams has nothing pending, so
     /// one section's backlog does not slow the next.
     pub async fn drain(&self) -> anyhow::Result<()> {
-        let streams = ["PAYTRACK_IN", "PAYTRACK_STATUS", "PAYTRACK_OUTCOME"];
+        // The session audit too: connecting thousands of sessions leaves a backlog of
+        // opens and subscribes for the projector that would weigh on the next figure.
+        let streams = ["PAYTRACK_IN", "PAYTRACK_STATUS", "PAYTRACK_OUTCOME", "PAYTRACK_SESSION"];
         self.mesh
             .eventually(Duration::from_secs(300), "the mesh to drain", || async {
                 for name in streams {

@@ -32,6 +32,8 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
         );
         fleet.add((0..sessions).map(|i| format!("merchant:e{sessions}m{i}")));
         fleet.wait_subscribed(Duration::from_secs(300)).await?;
+        // The sessions' open and subscribe audit is stored before any load is offered.
+        ctx.drain().await?;
         let mut points = Vec::new();
         let mut best: Option<u32> = None;
         for &load in &ctx.plan.e2e_loads {
