@@ -328,13 +328,7 @@ impl Sweeps {
             return;
         }
         match serde_json::from_slice::<Entry>(&change.value) {
-            Ok(entry) => self.with_index(|index| {
-                // The watch delivers in order; a newer revision is never replaced.
-                let stale = index.get(&change.key).is_some_and(|(_, r)| *r > change.revision);
-                if !stale {
-                    index.insert(change.key, (entry, change.revision));
-                }
-            }),
+            Ok(entry) => self.remember(&change.key, entry, change.revision),
             Err(_) => {
                 tracing::warn!(key = change.key, "unreadable sweep entry; removing it");
                 self.with_index(|index| index.remove(&change.key));
@@ -344,6 +338,16 @@ impl Sweeps {
                 });
             }
         }
+    }
+
+    /// Records `entry` at `revision` unless the index already knows a newer revision
+    /// (this replica's own write may come back through the watch after a newer one).
+    fn remember(&self, key: &str, entry: Entry, revision: u64) {
+        self.with_index(|index| {
+            if index.get(key).is_none_or(|(_, known)| *known <= revision) {
+                index.insert(key.to_owned(), (entry, revision));
+            }
+        });
     }
 
     fn with_index<T>(&self, f: impl FnOnce(&mut HashMap<String, (Entry, u64)>) -> T) -> T {
@@ -357,14 +361,15 @@ impl Sweeps {
     async fn scan(&self) {
         let now = Utc::now();
         let model = StatusModel::get();
-        let due: Vec<(String, Entry, u64)> = self.with_index(|index| {
-            index
+        let (tracked, due): (usize, Vec<(String, Entry, u64)>) = self.with_index(|index| {
+            let due = index
                 .iter()
                 .filter(|(_, (entry, _))| plan(entry, now, model, &self.config) != Plan::default())
                 .map(|(key, (entry, revision))| (key.clone(), entry.clone(), *revision))
-                .collect()
+                .collect();
+            (index.len(), due)
         });
-        metrics::gauge!("paytrack_sweep_tracked").set(self.with_index(|index| index.len()) as f64);
+        metrics::gauge!("paytrack_sweep_tracked").set(tracked as f64);
         for (key, entry, revision) in due {
             if let Err(e) = self.sweep_one(&key, entry, revision).await {
                 tracing::warn!(key, error = %e, "sweeping a payment failed");
@@ -438,12 +443,7 @@ impl Sweeps {
         let written = self.store.update(key, value, revision).await.ok()?;
         // The watch brings this write too; recording it now keeps the next scan from
         // acting on the revision just replaced.
-        self.with_index(|index| {
-            let newer = index.get(key).is_some_and(|(_, r)| *r > written);
-            if !newer {
-                index.insert(key.to_owned(), (entry.clone(), written));
-            }
-        });
+        self.remember(key, entry.clone(), written);
         Some(written)
     }
 
