@@ -77,9 +77,10 @@ fn start_cluster() -> anyhow::Result<Cluster> {
     let postgres = pg_bin().join("postgres");
     let script = format!(
         "{postgres} -D {data} -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >{dir_str}/log 2>&1 & \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{extra} >{dir_str}/log 2>&1 & \
          pid=$!; read _eof; kill -INT $pid; wait $pid; rm -rf {dir_str}",
-        postgres = postgres.display()
+        postgres = postgres.display(),
+        extra = profiling_options(),
     );
     let mut supervisor = as_postgres("sh", &["-c", &script])
         .stdin(Stdio::piped())
@@ -95,6 +96,40 @@ fn start_cluster() -> anyhow::Result<Cluster> {
         _supervisor: Mutex::new(supervisor),
         restarted: Mutex::new(None),
     })
+}
+
+/// With `PAYTRACK_PG_STATEMENTS=1`, the server loads `pg_stat_statements`, so a
+/// measurement can say which statements the time went to ([`top_statements`]).
+fn profiling_options() -> &'static str {
+    if std::env::var_os("PAYTRACK_PG_STATEMENTS").is_some_and(|v| v == "1") {
+        " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+    } else {
+        ""
+    }
+}
+
+/// The `limit` statements that took the most time in `db`'s server, as lines of
+/// total milliseconds, calls, rows and the statement's start, when the server was
+/// started with `PAYTRACK_PG_STATEMENTS=1`; empty otherwise.
+pub async fn top_statements(db: &sqlx::PgPool, limit: i64) -> Vec<String> {
+    if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(db)
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let rows: Vec<(f64, i64, i64, String)> = sqlx::query_as(
+        "SELECT total_exec_time, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+         FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+    .unwrap_or_default();
+    rows.into_iter()
+        .map(|(ms, calls, n, q)| format!("{ms:>9.0} ms {calls:>7} calls {n:>8} rows  {q}"))
+        .collect()
 }
 
 fn cluster() -> anyhow::Result<&'static Cluster> {
@@ -161,10 +196,11 @@ pub fn start() -> anyhow::Result<()> {
     let postgres = pg_bin().join("postgres");
     let script = format!(
         "{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 >>{dir}/log 2>&1 & \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{extra} >>{dir}/log 2>&1 & \
          pid=$!; read _eof; kill -INT $pid; wait $pid",
         postgres = postgres.display(),
         port = cluster.port,
+        extra = profiling_options(),
     );
     let child = as_postgres("sh", &["-c", &script])
         .stdin(Stdio::piped())

@@ -149,27 +149,45 @@ pub async fn scalar(db: &PgPool, sql: &str, tenant: &TenantId) -> Option<i64> {
     sqlx::query_scalar(sql).bind(tenant.as_str()).fetch_one(db).await.ok()
 }
 
-/// Waits until the projection holds all `total` transitions and has read back both
-/// checkpoints of each.
+/// Waits until the projection holds all `total` transitions and the stream holds both
+/// checkpoints of each. While it waits it asks only what is cheap to answer (the
+/// projector's progress counters and the unpublished part of the outbox), so polling
+/// does not compete with the projector for the database; the full counts are checked
+/// once those say done.
 pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::Result<()> {
     let total = total as i64;
     mesh.eventually(
         WAIT,
-        "every transition projected and both checkpoints read back",
+        "every transition projected and both checkpoints stored",
         || async {
+            let applied: i64 = sqlx::query_scalar("SELECT COALESCE(sum(applied), 0)::bigint FROM projector_progress")
+                .fetch_one(db)
+                .await
+                .ok()?;
+            if applied < total {
+                return None;
+            }
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM checkpoint_outbox WHERE published_at IS NULL")
+                    .fetch_one(db)
+                    .await
+                    .ok()?;
+            if unpublished > 0 {
+                return None;
+            }
             let timeline = scalar(
                 db,
                 "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
                 &mesh.tenant,
             )
             .await?;
-            let observed = scalar(
+            let stored = scalar(
                 db,
                 "SELECT count(*) FROM checkpoint_outbox WHERE tenant = $1 AND observed_seq IS NOT NULL",
                 &mesh.tenant,
             )
             .await?;
-            (timeline == total && observed == 2 * total).then_some(())
+            (timeline == total && stored == 2 * total).then_some(())
         },
     )
     .await

@@ -3,7 +3,8 @@
 //! of its checkpoints are in PostgreSQL (postings included). Ignored by default (it
 //! measures, it does not check); run it with
 //! `cargo test -p paytrack-tests --test ledger_bench -- --ignored --nocapture`
-//! (add `--release` for figures worth comparing).
+//! (add `--release` for figures worth comparing; with `PAYTRACK_PG_STATEMENTS=1` it
+//! also prints the statements PostgreSQL spent the most time in).
 
 use std::time::{Duration, Instant};
 
@@ -37,5 +38,8 @@ async fn projector_throughput_with_postings() -> anyhow::Result<()> {
         total as f64 / elapsed.as_secs_f64()
     );
     check_ledger(&mesh.db, &mesh.tenant, &plans).await?;
+    for line in paytrack_tests::pg::top_statements(&mesh.db, 15).await {
+        eprintln!("{line}");
+    }
     Ok(())
 }

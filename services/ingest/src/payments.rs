@@ -288,7 +288,8 @@ pub struct CheckpointEvidence {
     pub is_final: bool,
     /// Its sequence in PAYTRACK_STATUS, once published.
     pub seq: Option<i64>,
-    /// Whether the projector has read it back from the stream (finality needs both).
+    /// Whether the stream is known to hold it (JetStream acknowledged it, or a
+    /// rebuild read it back): finality needs both of a version.
     pub observed: bool,
     /// When it was made due.
     pub created_at: DateTime<Utc>,

@@ -1,7 +1,9 @@
-//! The live consumer of PAYTRACK_STATUS: messages are pulled in batches (as many as
-//! are ready, up to [`BATCH`]), each batch applied in one transaction
+//! The live consumer of PAYTRACK_STATUS's transitions: messages are pulled in batches
+//! (as many as are ready, up to [`BATCH`]), each batch applied in one transaction
 //! ([`crate::project`]), acknowledged after its commit, and its checkpoints
-//! published from the outbox.
+//! published from the outbox (their acknowledgements confirm them and decide
+//! finality, [`crate::outbox`]; the projector does not read its own checkpoints
+//! back).
 //!
 //! Several instances may share the durable consumer; per-payment order is kept by the
 //! version guard of [`crate::project`] (a version whose predecessor is not applied yet
@@ -16,6 +18,7 @@ use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use paytrack_nats::{HandleError, Supervisor};
 use paytrack_shared::health::Readiness;
+use paytrack_shared::subjects;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -35,10 +38,13 @@ const DEFER_DELAY: Duration = Duration::from_millis(100);
 /// may have been parked), so the retry policy eventually parks it too.
 const DEFER_DELIVERIES: i64 = 300;
 
-/// The durable consumer of every PAYTRACK_STATUS message (transitions and checkpoints).
+/// The durable consumer of PAYTRACK_STATUS's transitions. Checkpoints are left out:
+/// reading its own back would cost the stream two deliveries and two acks per
+/// transition to learn what the publish acknowledgement already said.
 pub fn consumer_config() -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(paytrack_nats::CONSUMER_PROJECTOR_STATUS.to_owned()),
+        filter_subject: subjects::STATUS_ALL.to_owned(),
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
         // A batch held through a database outage is kept in progress explicitly, so a
@@ -170,7 +176,7 @@ impl Live {
         }
         let started = std::time::Instant::now();
         match self.apply_or_wait(&batch, &items, shutdown).await {
-            Some(Ok(result)) => self.settle(&batch, &items, result, started, shutdown).await,
+            Some(Ok(result)) => self.settle(&batch, &items, result, started).await,
             Some(Err(error)) if batch.len() == 1 => {
                 let received = &batch[0];
                 self.supervisor
@@ -185,10 +191,7 @@ impl Live {
                     let one = std::slice::from_ref(received);
                     let item = [item];
                     match self.apply_or_wait(one, &item, shutdown).await {
-                        Some(Ok(result)) => {
-                            self.settle(one, &item, result, std::time::Instant::now(), shutdown)
-                                .await
-                        }
+                        Some(Ok(result)) => self.settle(one, &item, result, std::time::Instant::now()).await,
                         Some(Err(error)) => {
                             self.supervisor
                                 .settle(&received.message, received.delivered, Err(poison(error)))
@@ -253,7 +256,6 @@ impl Live {
         items: &[(u64, Item)],
         result: project::BatchResult,
         started: std::time::Instant,
-        shutdown: &CancellationToken,
     ) {
         let mut new = 0u64;
         for ((received, (_, item)), applied) in batch.iter().zip(items).zip(&result.applied) {
@@ -308,16 +310,9 @@ impl Live {
         let sent = crate::outbox::send_all(&self.js, result.due).await;
         if let Ok(permit) = self.confirming.clone().acquire_owned().await {
             let db = self.db.clone();
-            let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let acked = crate::outbox::acked(sent).await;
+                crate::outbox::confirm(&db, sent).await;
                 drop(permit);
-                // Most are read back (and marked) before this; on shutdown, mark now.
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(crate::outbox::MARK_AFTER) => {}
-                }
-                crate::outbox::mark(&db, acked).await;
             });
         }
         let (first_seq, last_seq) = (
@@ -325,8 +320,8 @@ impl Live {
             batch.last().map(|r| r.seq).unwrap_or_default(),
         );
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        // One line per batch that applied something (a batch of checkpoints read back
-        // only is debug); the transitions' own lines are debug (above).
+        // One line per batch that applied something (a batch of duplicates only is
+        // debug); the transitions' own lines are debug (above).
         if new > 0 {
             tracing::info!(
                 size = batch.len(),

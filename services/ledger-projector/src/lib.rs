@@ -1,9 +1,9 @@
 //! ledger-projector: the PostgreSQL record of every payment.
 //!
-//! It applies PAYTRACK_STATUS (transitions, and its own checkpoints read back) in
-//! batches, one transaction each ([`project`]): current state, timeline, the
-//! double-entry ledger ([`ledger`]) and the `persisted` and `ledger_posted`
-//! checkpoints they make due (an outbox, published after commit by [`outbox`]).
+//! It applies PAYTRACK_STATUS's transitions in batches, one transaction each
+//! ([`project`]): current state, timeline, the double-entry ledger ([`ledger`]) and
+//! the `persisted` and `ledger_posted` checkpoints they make due (an outbox,
+//! published after commit by [`outbox`], whose acknowledgements decide finality).
 //! Raw facts from `paytrack.in.>` (evidence) and what each fact did
 //! (`paytrack.outcome.>`) are stored beside, so the timeline shows every fact. Every
 //! write is keyed so a redelivered message changes nothing; [`rebuild`] replays the
@@ -153,8 +153,8 @@ pub async fn run_with_admin(
         .await?;
         paytrack_nats::retry_until_ready("apply the layout and bind the consumers", &shutdown, || async {
             paytrack_nats::ensure_streams(&js, &config.layout).await?;
-            // Every message of PAYTRACK_STATUS: transitions and checkpoints. Created or
-            // updated, so a consumer of an older layout (transitions only) is widened.
+            // PAYTRACK_STATUS's transitions. Created or updated, so the consumer of an
+            // older layout (which also read the checkpoints back) is narrowed.
             let status_stream =
                 js.get_stream(subjects::STREAM_STATUS)
                     .await

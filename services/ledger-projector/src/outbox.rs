@@ -2,12 +2,16 @@
 //!
 //! A batch's checkpoints are all sent at once and their acknowledgements awaited
 //! together (one connection keeps their order, so `persisted` precedes
-//! `ledger_posted`), then, [`MARK_AFTER`] later, those not yet read back are marked
-//! published in one statement (a checkpoint read back is marked by the batch that
-//! reads it, so in a steady flow the outbox row is updated once, not twice). A checkpoint is
-//! published only while its outbox row is unpublished, so a replayed transition
+//! `ledger_posted`); then, in one transaction, the acknowledged rows are marked
+//! published at the sequence JetStream stored them at, and the payments whose current
+//! version now has both checkpoints stored (the `ledger_posted` one saying final) turn
+//! `final`. JetStream's acknowledgement is the proof the checkpoint is in the stream,
+//! so the projector does not read its own checkpoints back (its consumer takes
+//! transitions only) and an outbox row is written once after its insert. A checkpoint
+//! is published only while its outbox row is unpublished, so a replayed transition
 //! publishes nothing; the window between a publish and its mark is covered by the
-//! message id, and a drainer publishes rows a crash or a NATS outage left behind.
+//! message id (a republished checkpoint is acknowledged with its first sequence), and
+//! a drainer publishes rows a crash or a NATS outage left behind.
 
 use std::time::Duration;
 
@@ -83,41 +87,36 @@ pub async fn acked(sent: Sent) -> Acked {
     Acked(marks)
 }
 
-/// Marks the acknowledged checkpoints published in one statement, skipping rows
-/// already marked (a checkpoint read back from the stream is marked by its batch);
-/// returns how many were acknowledged.
+/// Marks the acknowledged checkpoints stored (published, at their sequence) and
+/// decides finality for their payments, in one transaction; returns how many were
+/// acknowledged. Should the database fail, the rows stay unpublished and the drainer
+/// republishes them under their ids (acknowledged again with their first sequence).
 pub async fn mark(db: &PgPool, acked: Acked) -> usize {
     let marks = acked.0;
     let published = marks.tenant.len();
     if published == 0 {
         return 0;
     }
-    let marked = sqlx::query(
-        "UPDATE checkpoint_outbox o SET published_seq = COALESCE(o.published_seq, u.seq),
-           published_at = COALESCE(o.published_at, now())
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
-         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k
-           AND o.published_at IS NULL",
-    )
-    .bind(&marks.tenant)
-    .bind(&marks.payment_id)
-    .bind(&marks.version)
-    .bind(&marks.kind)
-    .bind(&marks.seq)
-    .execute(db)
-    .await;
-    if let Err(error) = marked {
+    if let Err(error) = mark_and_decide(db, &marks).await {
         tracing::warn!(%error, "published checkpoints not marked; the drainer republishes them under their ids");
     }
     metrics::counter!("paytrack_projector_checkpoints_published_total").increment(published as u64);
     published
 }
 
-/// How long the live loop waits after a batch's acks before marking its checkpoints
-/// published: usually they are read back (and marked by that batch) sooner, so the
-/// mark writes nothing; well inside [`DRAIN_EVERY`], so the drainer never takes an
-/// acknowledged checkpoint for a lost one.
-pub const MARK_AFTER: Duration = Duration::from_secs(1);
+async fn mark_and_decide(db: &PgPool, marks: &CheckpointSeqs) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    crate::project::confirm_stored(&mut tx, marks).await?;
+    let payments: std::collections::BTreeSet<(&str, &str)> = marks
+        .tenant
+        .iter()
+        .zip(&marks.payment_id)
+        .map(|(t, p)| (t.as_str(), p.as_str()))
+        .collect();
+    let (tenants, payments): (Vec<&str>, Vec<&str>) = payments.into_iter().unzip();
+    crate::project::decide_final(&mut tx, &tenants, &payments).await?;
+    tx.commit().await
+}
 
 /// How often the drainer looks for checkpoints left unpublished.
 const DRAIN_EVERY: Duration = Duration::from_secs(5);

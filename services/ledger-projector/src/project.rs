@@ -1,7 +1,7 @@
-//! Applying a batch of PAYTRACK_STATUS messages (transitions and the projector's own
-//! checkpoints, read back) in ONE database transaction: timeline, current state,
+//! Applying a batch of PAYTRACK_STATUS messages (transitions; checkpoints too when a
+//! rebuild replays the stream) in ONE database transaction: timeline, current state,
 //! journal entries and postings, the checkpoints they make due (an outbox), the
-//! checkpoints observed, finality, and the instance's progress.
+//! checkpoints read, finality, and the instance's progress.
 //!
 //! Exactly once: every row is keyed by `(tenant, payment, version)` and current state
 //! moves only to the next version, so a batch redelivered after a crash changes
@@ -13,9 +13,10 @@
 //!
 //! Finality: a transition makes `persisted` due, and `ledger_posted` once its postings
 //! are written; the `ledger_posted` checkpoint carries `final` = the status is terminal
-//! on the payment's rail. The payment row turns `final` only when the projector reads
-//! BOTH checkpoints of its current version back from the stream, so a client never sees
-//! `final` before the chain exists.
+//! on the payment's rail. The payment row turns `final` only once BOTH checkpoints of
+//! its current version are stored in the stream (JetStream acknowledged them,
+//! [`crate::outbox`], or a rebuild read them), so a client never sees `final` before
+//! the chain exists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -388,7 +389,7 @@ async fn apply_in(
     write_ledger(tx, &accounts, &journal, &postings).await?;
     write_outbox(tx, &result.due).await?;
     observe(tx, &observed).await?;
-    // Only a checkpoint read back can make a payment final (a new version is never
+    // Only a stored checkpoint can make a payment final (a new version is never
     // final), so only the payments whose checkpoints this batch read are decided.
     let seen: BTreeSet<(&str, &str)> = observed.iter().map(|(t, p, ..)| (t.as_str(), p.as_str())).collect();
     let (seen_tenants, seen_payments): (Vec<&str>, Vec<&str>) = seen.into_iter().unzip();
@@ -488,7 +489,7 @@ async fn write_payments<'a>(
         return Ok(());
     }
     // Only a newer version moves current state, and a new version is never final
-    // until its own checkpoints are read back.
+    // until its own checkpoints are stored.
     sqlx::query(
         "INSERT INTO payments
            (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
@@ -622,8 +623,8 @@ async fn write_outbox(tx: &mut Transaction<'_, Postgres>, due: &[OutboxRow]) -> 
     Ok(())
 }
 
-/// Marks the checkpoints read back from the stream (and published, should the
-/// publisher have crashed before marking them).
+/// Marks checkpoints read back from the stream (a rebuild, or a consumer of an older
+/// layout) stored, as [`confirm_stored`] does for acknowledged ones.
 async fn observe(
     tx: &mut Transaction<'_, Postgres>,
     observed: &[(String, String, i64, String, i64)],
@@ -634,6 +635,18 @@ async fn observe(
     let mut c = CheckpointSeqs::default();
     for (t, p, v, k, s) in observed {
         c.push(t, p, *v, k, *s);
+    }
+    confirm_stored(tx, &c).await?;
+    Ok(())
+}
+
+/// Records that the stream stored these checkpoints at these sequences (JetStream
+/// acknowledged them, or they were read back): `observed_seq` is what finality
+/// counts, `published_seq` / `published_at` stop the drainer. A row already
+/// confirmed keeps its first sequence.
+pub(crate) async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, c: &CheckpointSeqs) -> Result<(), sqlx::Error> {
+    if c.tenant.is_empty() {
+        return Ok(());
     }
     sqlx::query(
         "UPDATE checkpoint_outbox o SET observed_seq = COALESCE(o.observed_seq, u.seq),
@@ -652,13 +665,14 @@ async fn observe(
     Ok(())
 }
 
-/// A payment of the batch is final once its current version's `persisted` and
-/// `ledger_posted` checkpoints were both read back and the latter says final.
-async fn decide_final(
+/// A payment is final once its current version's `persisted` and `ledger_posted`
+/// checkpoints are both stored in the stream (acknowledged or read back) and the
+/// latter says final.
+pub(crate) async fn decide_final(
     tx: &mut Transaction<'_, Postgres>,
     tenants: &[&str],
     payments: &[&str],
-) -> Result<(), BatchError> {
+) -> Result<(), sqlx::Error> {
     if tenants.is_empty() {
         return Ok(());
     }
