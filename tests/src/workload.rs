@@ -168,7 +168,7 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
                 return None;
             }
             let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM checkpoint_outbox WHERE published_at IS NULL")
+                sqlx::query_scalar("SELECT count(*) FROM checkpoints WHERE published_at IS NULL")
                     .fetch_one(db)
                     .await
                     .ok()?;
@@ -183,7 +183,8 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
             .await?;
             let stored = scalar(
                 db,
-                "SELECT count(*) FROM checkpoint_outbox WHERE tenant = $1 AND observed_seq IS NOT NULL",
+                "SELECT count(*) FILTER (WHERE persisted_seq IS NOT NULL) + count(*) FILTER (WHERE ledger_posted_seq IS NOT NULL)
+                 FROM checkpoints WHERE tenant = $1",
                 &mesh.tenant,
             )
             .await?;
@@ -195,13 +196,14 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
 
 /// Every row of the projection that a rebuild must reproduce, as JSON, in key order.
 pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'static str, Vec<Value>>> {
+    let payments = format!(
+        "SELECT tenant, payment_id, merchant_id, status, version, status_seq, {final_} AS final, trace_id, occurred_at,
+                amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch
+         FROM payments p WHERE tenant = $1 ORDER BY payment_id",
+        final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+    );
     let tables: [(&str, &str); 6] = [
-        (
-            "payments",
-            "SELECT tenant, payment_id, merchant_id, status, version, status_seq, final, trace_id, occurred_at,
-                    amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch
-             FROM payments WHERE tenant = $1 ORDER BY payment_id",
-        ),
+        ("payments", payments.as_str()),
         (
             "payment_timeline",
             "SELECT * FROM payment_timeline WHERE tenant = $1 ORDER BY payment_id, version",
@@ -219,9 +221,10 @@ pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'s
             "SELECT * FROM ledger_postings WHERE tenant = $1 ORDER BY payment_id, version, leg",
         ),
         (
-            "checkpoint_outbox",
-            "SELECT tenant, payment_id, version, kind, subject, msg_id, is_final, published_seq, observed_seq
-             FROM checkpoint_outbox WHERE tenant = $1 ORDER BY payment_id, version, kind",
+            "checkpoints",
+            "SELECT tenant, payment_id, version, merchant_id, status, trace_id, ledger_posted_due, is_final,
+                    persisted_seq, ledger_posted_seq, published_at IS NOT NULL AS published
+             FROM checkpoints WHERE tenant = $1 ORDER BY payment_id, version",
         ),
     ];
     let mut out = BTreeMap::new();

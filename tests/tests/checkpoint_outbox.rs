@@ -106,30 +106,26 @@ async fn the_drainer_publishes_checkpoints_left_unpublished() -> anyhow::Result<
     .await?;
 
     // What a crash between commit and publish leaves behind: a due, unpublished row.
-    let payload = serde_json::json!({
-        "v": 1, "checkpoint": "persisted", "tenant": tenant.as_str(), "merchant_id": "m1",
-        "payment_id": "pay_d1", "version": 2, "status": "succeeded",
-        "recorded_at": chrono::Utc::now(), "trace_id": "0".repeat(32),
-    });
     sqlx::query(
-        "INSERT INTO checkpoint_outbox (tenant, payment_id, version, kind, subject, msg_id, payload, created_at)
-         VALUES ($1, 'pay_d1', 2, 'persisted', $2, $3, $4, now() - interval '1 minute')",
+        "INSERT INTO checkpoints (tenant, payment_id, version, merchant_id, status, trace_id, created_at,
+                                  ledger_posted_due, is_final)
+         VALUES ($1, 'pay_d1', 2, 'm1', 'succeeded', $2, now() - interval '1 minute', FALSE, FALSE)",
     )
     .bind(tenant.as_str())
-    .bind(format!("paytrack.checkpoint.{tenant}.m1.pay_d1"))
-    .bind(format!("{tenant}:pay_d1:2:persisted"))
-    .bind(serde_json::to_vec(&payload)?)
+    .bind("0".repeat(32))
     .execute(&mesh.db)
     .await?;
 
     let seq = eventually(WAIT, "the drained row marked", || async {
         sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT published_seq FROM checkpoint_outbox WHERE tenant = $1 AND payment_id = 'pay_d1' AND version = 2",
+            "SELECT persisted_seq FROM checkpoints WHERE tenant = $1 AND payment_id = 'pay_d1' AND version = 2
+               AND published_at IS NOT NULL",
         )
         .bind(tenant.as_str())
-        .fetch_one(&mesh.db)
+        .fetch_optional(&mesh.db)
         .await
         .ok()
+        .flatten()
         .flatten()
     })
     .await?;

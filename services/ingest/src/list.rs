@@ -117,27 +117,29 @@ pub async fn list_payments(
             .fetch_optional(&state.db)
             .await?;
     let (epoch, seq) = position.unwrap_or_default();
-    let mut items = sqlx::query_as::<_, ListItem>(
-        "SELECT payment_id, merchant_id, status, version, status_seq AS seq, final, amount_minor, currency, rail,
-                occurred_at, updated_at
-         FROM payments
-         WHERE tenant = $1
-           AND ($2::text IS NULL OR merchant_id = $2)
-           AND ($3::text IS NULL OR status = $3)
-           AND ($4::text IS NULL OR payment_id > $4)
-           AND ($5::text[] IS NULL OR merchant_id = ANY($5) OR payment_id = ANY($6))
-         ORDER BY payment_id
+    let sql = format!(
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, p.amount_minor,
+                p.currency, p.rail, p.occurred_at, p.updated_at
+         FROM payments p
+         WHERE p.tenant = $1
+           AND ($2::text IS NULL OR p.merchant_id = $2)
+           AND ($3::text IS NULL OR p.status = $3)
+           AND ($4::text IS NULL OR p.payment_id > $4)
+           AND ($5::text[] IS NULL OR p.merchant_id = ANY($5) OR p.payment_id = ANY($6))
+         ORDER BY p.payment_id
          LIMIT $7",
-    )
-    .bind(caller.tenant.as_str())
-    .bind(merchant.as_ref().map(|m| m.as_str()))
-    .bind(status.map(|s| s.as_str()))
-    .bind(query.cursor.as_deref())
-    .bind(scoped_merchants)
-    .bind(scoped_payments.unwrap_or_default())
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
+        final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+    );
+    let mut items = sqlx::query_as::<_, ListItem>(&sql)
+        .bind(caller.tenant.as_str())
+        .bind(merchant.as_ref().map(|m| m.as_str()))
+        .bind(status.map(|s| s.as_str()))
+        .bind(query.cursor.as_deref())
+        .bind(scoped_merchants)
+        .bind(scoped_payments.unwrap_or_default())
+        .bind(limit + 1)
+        .fetch_all(&state.db)
+        .await?;
     let more = items.len() as i64 > limit;
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = more.then(|| items.last().map(|i| i.payment_id.clone())).flatten();

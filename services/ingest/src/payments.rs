@@ -149,18 +149,20 @@ pub async fn get_payment(
 ) -> Result<Json<PaymentView>, ApiError> {
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
-    let row = sqlx::query_as::<_, PaymentView>(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, p.final, p.trace_id, p.occurred_at,
-                p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
+    let sql = format!(
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, p.trace_id,
+                p.occurred_at, p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
                 d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
          FROM payments p
          LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
          WHERE p.tenant = $1 AND p.payment_id = $2",
-    )
-    .bind(caller.tenant.as_str())
-    .bind(payment_id.as_str())
-    .fetch_optional(&state.db)
-    .await?;
+        final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+    );
+    let row = sqlx::query_as::<_, PaymentView>(&sql)
+        .bind(caller.tenant.as_str())
+        .bind(payment_id.as_str())
+        .fetch_optional(&state.db)
+        .await?;
     row.map(Json)
         .ok_or_else(|| ApiError::NotFound("no such payment".into()))
 }
@@ -293,7 +295,7 @@ pub struct CheckpointEvidence {
     pub observed: bool,
     /// When it was made due.
     pub created_at: DateTime<Utc>,
-    /// When it was published.
+    /// When every checkpoint of its version was stored (absent until then).
     pub published_at: Option<DateTime<Utc>>,
 }
 
@@ -385,8 +387,13 @@ pub async fn get_evidence(
     .fetch_all(&state.db)
     .await?;
     let checkpoints = sqlx::query_as::<_, CheckpointEvidence>(
-        "SELECT version, kind, is_final, published_seq AS seq, observed_seq IS NOT NULL AS observed, created_at, published_at
-         FROM checkpoint_outbox WHERE tenant = $1 AND payment_id = $2 ORDER BY version, kind DESC",
+        "SELECT c.version, k.kind, k.kind = 'ledger_posted' AND c.is_final AS is_final, k.seq, k.seq IS NOT NULL AS observed,
+                c.created_at, CASE WHEN k.seq IS NOT NULL THEN c.published_at END AS published_at
+         FROM checkpoints c
+         CROSS JOIN LATERAL (VALUES ('persisted', c.persisted_seq, TRUE),
+                                    ('ledger_posted', c.ledger_posted_seq, c.ledger_posted_due)) AS k(kind, seq, owed)
+         WHERE c.tenant = $1 AND c.payment_id = $2 AND k.owed
+         ORDER BY c.version, k.kind DESC",
     )
     .bind(tenant)
     .bind(payment_id.as_str())

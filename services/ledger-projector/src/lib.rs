@@ -14,6 +14,7 @@
 //! a `dead_letter` alert, and the consumer moves on.
 
 mod alerts;
+mod checkpoints;
 mod evidence;
 mod history;
 pub mod ledger;

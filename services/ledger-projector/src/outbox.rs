@@ -2,16 +2,16 @@
 //!
 //! A batch's checkpoints are all sent at once and their acknowledgements awaited
 //! together (one connection keeps their order, so `persisted` precedes
-//! `ledger_posted`); then, in one transaction, the acknowledged rows are marked
-//! published at the sequence JetStream stored them at, and the payments whose current
-//! version now has both checkpoints stored (the `ledger_posted` one saying final) turn
-//! `final`. JetStream's acknowledgement is the proof the checkpoint is in the stream,
-//! so the projector does not read its own checkpoints back (its consumer takes
-//! transitions only) and an outbox row is written once after its insert. A checkpoint
-//! is published only while its outbox row is unpublished, so a replayed transition
-//! publishes nothing; the window between a publish and its mark is covered by the
-//! message id (a republished checkpoint is acknowledged with its first sequence), and
-//! a drainer publishes rows a crash or a NATS outage left behind.
+//! `ledger_posted`); then one statement records the acknowledged ones stored, at the
+//! sequence JetStream stored them at, and turns `final` the payments whose current
+//! version now has both checkpoints stored (the `ledger_posted` one saying final).
+//! JetStream's acknowledgement is the proof the checkpoint is in the stream, so the
+//! projector does not read its own checkpoints back (its consumer takes transitions
+//! only). A version's checkpoints are published only while its `checkpoints` row
+//! lacks them, so a replayed transition publishes nothing; the window between a
+//! publish and its record is covered by the message id (a republished checkpoint is
+//! acknowledged with its first sequence), and a drainer publishes what a crash or a
+//! NATS outage left unpublished.
 
 use std::time::Duration;
 
@@ -20,102 +20,100 @@ use paytrack_shared::telemetry::TRACEPARENT;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::project::{CheckpointSeqs, OutboxRow};
+use crate::checkpoints::{self, Due, Stored};
+use paytrack_shared::envelope::CheckpointKind;
 
-/// Checkpoints sent to JetStream (in order, on one connection), their acks pending.
-pub struct Sent(Vec<(OutboxRow, jetstream::context::PublishAckFuture)>);
-
-/// Publishes `rows` concurrently and marks those JetStream acknowledged; returns how
-/// many were published. Failures are left to the drainer.
-pub async fn publish_all(db: &PgPool, js: &jetstream::Context, rows: Vec<OutboxRow>) -> usize {
-    confirm(db, send_all(js, rows).await).await
+/// A checkpoint sent to JetStream: whose it is, and its ack, pending.
+struct Pending {
+    tenant: String,
+    payment_id: String,
+    version: i64,
+    kind: CheckpointKind,
+    ack: jetstream::context::PublishAckFuture,
 }
 
-/// Sends `rows` in order without waiting for their acks (a row that cannot be sent,
-/// and every one after it, is left to the drainer).
-pub async fn send_all(js: &jetstream::Context, rows: Vec<OutboxRow>) -> Sent {
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(traceparent) = &row.traceparent {
-            headers.insert(TRACEPARENT, traceparent.as_str());
-        }
-        let message = PublishMessage::build()
-            .headers(headers)
-            .message_id(row.msg_id.as_str())
-            .payload(row.payload.clone().into());
-        match js.send_publish(row.subject.clone(), message).await {
-            Ok(ack) => pending.push((row, ack)),
-            Err(error) => {
-                tracing::warn!(%error, tenant = %row.tenant, payment_id = %row.payment_id, "checkpoint not sent; the drainer retries");
-                break;
+/// Checkpoints sent to JetStream (in order, on one connection), their acks pending.
+pub struct Sent(Vec<Pending>);
+
+/// Publishes what `due` lacks and confirms what JetStream acknowledged; returns how
+/// many were acknowledged. Failures are left to the drainer.
+pub async fn publish_all(db: &PgPool, js: &jetstream::Context, due: Vec<Due>) -> usize {
+    confirm(db, send_all(js, due).await).await
+}
+
+/// Sends the checkpoints `due` lacks, in order, without waiting for their acks (a
+/// checkpoint that cannot be sent, and every one after it, is left to the drainer).
+pub async fn send_all(js: &jetstream::Context, due: Vec<Due>) -> Sent {
+    let mut pending = Vec::with_capacity(2 * due.len());
+    'versions: for d in due {
+        let version = i64::try_from(d.version).unwrap_or(i64::MAX);
+        for m in d.unstored() {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(traceparent) = &m.traceparent {
+                headers.insert(TRACEPARENT, traceparent.as_str());
+            }
+            let message = PublishMessage::build()
+                .headers(headers)
+                .message_id(m.msg_id.as_str())
+                .payload(m.payload.into());
+            match js.send_publish(m.subject, message).await {
+                Ok(ack) => pending.push(Pending {
+                    tenant: d.tenant.to_string(),
+                    payment_id: d.payment_id.to_string(),
+                    version,
+                    kind: m.kind,
+                    ack,
+                }),
+                Err(error) => {
+                    tracing::warn!(%error, tenant = %d.tenant, payment_id = %d.payment_id, "checkpoint not sent; the drainer retries");
+                    break 'versions;
+                }
             }
         }
     }
     Sent(pending)
 }
 
-/// Awaits the acks of `sent` together and marks the acknowledged rows published in
-/// one statement; returns how many were.
+/// Awaits the acks of `sent` together, then records the acknowledged checkpoints
+/// stored and decides finality for their payments in one statement; returns how
+/// many were acknowledged. Should the database fail, the rows stay unpublished and
+/// the drainer republishes them under their ids (acknowledged again with their
+/// first sequence).
 pub async fn confirm(db: &PgPool, sent: Sent) -> usize {
-    mark(db, acked(sent).await).await
-}
-
-/// Checkpoints JetStream acknowledged, with their sequences, not yet marked.
-pub struct Acked(CheckpointSeqs);
-
-/// Awaits the acks of `sent` together (a checkpoint not acknowledged is left to the
-/// drainer).
-pub async fn acked(sent: Sent) -> Acked {
-    let pending = sent.0;
-    let acks = futures::future::join_all(pending.into_iter().map(|(row, ack)| async move { (row, ack.await) })).await;
-    let mut marks = CheckpointSeqs::default();
-    for (row, ack) in acks {
+    let acks = futures::future::join_all(sent.0.into_iter().map(|p| async move {
+        let ack = p.ack.await;
+        (p.tenant, p.payment_id, p.version, p.kind, ack)
+    }))
+    .await;
+    let mut stored = Stored::default();
+    for (tenant, payment_id, version, kind, ack) in acks {
         match ack {
-            Ok(ack) => marks.push(
-                &row.tenant,
-                &row.payment_id,
-                row.version,
-                &row.kind,
+            Ok(ack) => stored.push(
+                &tenant,
+                &payment_id,
+                version,
+                kind,
                 i64::try_from(ack.sequence).unwrap_or(i64::MAX),
             ),
             Err(error) => {
-                tracing::warn!(%error, tenant = %row.tenant, payment_id = %row.payment_id, "checkpoint not acknowledged; the drainer retries");
+                tracing::warn!(%error, %tenant, %payment_id, "checkpoint not acknowledged; the drainer retries");
             }
         }
     }
-    Acked(marks)
-}
-
-/// Marks the acknowledged checkpoints stored (published, at their sequence) and
-/// decides finality for their payments, in one transaction; returns how many were
-/// acknowledged. Should the database fail, the rows stay unpublished and the drainer
-/// republishes them under their ids (acknowledged again with their first sequence).
-pub async fn mark(db: &PgPool, acked: Acked) -> usize {
-    let marks = acked.0;
-    let published = marks.tenant.len();
+    let published = stored.len();
     if published == 0 {
         return 0;
     }
-    if let Err(error) = mark_and_decide(db, &marks).await {
-        tracing::warn!(%error, "published checkpoints not marked; the drainer republishes them under their ids");
+    let confirmed = async {
+        let mut tx = db.begin().await?;
+        checkpoints::confirm_stored(&mut tx, &stored).await?;
+        tx.commit().await
+    };
+    if let Err(error) = confirmed.await {
+        tracing::warn!(%error, "published checkpoints not recorded; the drainer republishes them under their ids");
     }
     metrics::counter!("paytrack_projector_checkpoints_published_total").increment(published as u64);
     published
-}
-
-async fn mark_and_decide(db: &PgPool, marks: &CheckpointSeqs) -> Result<(), sqlx::Error> {
-    let mut tx = db.begin().await?;
-    crate::project::confirm_stored(&mut tx, marks).await?;
-    let payments: std::collections::BTreeSet<(&str, &str)> = marks
-        .tenant
-        .iter()
-        .zip(&marks.payment_id)
-        .map(|(t, p)| (t.as_str(), p.as_str()))
-        .collect();
-    let (tenants, payments): (Vec<&str>, Vec<&str>) = payments.into_iter().unzip();
-    crate::project::decide_final(&mut tx, &tenants, &payments).await?;
-    tx.commit().await
 }
 
 /// How often the drainer looks for checkpoints left unpublished.
@@ -132,18 +130,10 @@ pub async fn drain(db: PgPool, js: jetstream::Context, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let rows: Vec<OutboxRow> = match sqlx::query_as(
-            "SELECT tenant, payment_id, version, kind, subject, msg_id, payload, traceparent, is_final FROM checkpoint_outbox
-             WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
-             ORDER BY created_at, tenant, payment_id, version, kind DESC LIMIT 1000",
-        )
-        .bind(DRAIN_EVERY.as_secs_f64())
-        .fetch_all(&db)
-        .await
-        {
+        let rows = match checkpoints::unpublished(&db, DRAIN_EVERY.as_secs_f64(), 1000).await {
             Ok(rows) => rows,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the checkpoint outbox; retrying");
+                tracing::warn!(%error, "cannot read the unpublished checkpoints; retrying");
                 continue;
             }
         };

@@ -13,18 +13,19 @@
 //!
 //! Finality: a transition makes `persisted` due, and `ledger_posted` once its postings
 //! are written; the `ledger_posted` checkpoint carries `final` = the status is terminal
-//! on the payment's rail. The payment row turns `final` only once BOTH checkpoints of
-//! its current version are stored in the stream (JetStream acknowledged them,
-//! [`crate::outbox`], or a rebuild read them), so a client never sees `final` before
-//! the chain exists.
+//! on the payment's rail (a `checkpoints` row per version, [`crate::checkpoints`]). A
+//! payment reads as `final` only once BOTH checkpoints of its current version are
+//! stored in the stream (JetStream acknowledged them, [`crate::outbox`], or a rebuild
+//! read them), so a client never sees `final` before the chain exists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, PaymentTerms, Transition};
-use paytrack_shared::{StatusModel, msg_id, subjects};
+use paytrack_shared::envelope::{self, Checkpoint, PaymentTerms, Transition};
+use paytrack_shared::{StatusModel, subjects};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::checkpoints::{self, Due, Stored};
 use crate::ledger::{self, Posting};
 
 /// One message of PAYTRACK_STATUS, decoded.
@@ -46,7 +47,8 @@ impl Item {
         }
     }
 
-    fn key(&self) -> (String, String) {
+    /// The payment the message is about: `(tenant, payment)`.
+    pub fn key(&self) -> (String, String) {
         match self {
             Item::Transition(t) => (t.tenant.to_string(), t.payment_id.to_string()),
             Item::Checkpoint(c) => (c.tenant.to_string(), c.payment_id.to_string()),
@@ -67,38 +69,14 @@ pub enum Applied {
     Observed,
 }
 
-/// A checkpoint made due by a batch, as kept in `checkpoint_outbox`.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct OutboxRow {
-    /// Tenant.
-    pub tenant: String,
-    /// Payment.
-    pub payment_id: String,
-    /// Version confirmed.
-    pub version: i64,
-    /// `persisted` or `ledger_posted`.
-    pub kind: String,
-    /// Where it is published.
-    pub subject: String,
-    /// Its `Nats-Msg-Id`.
-    pub msg_id: String,
-    /// The encoded envelope.
-    pub payload: Vec<u8>,
-    /// Trace context.
-    pub traceparent: Option<String>,
-    /// Whether the checkpoint says final.
-    #[sqlx(default)]
-    pub is_final: bool,
-}
-
 /// The result of a batch: per message (in input order) what it did, and the
 /// checkpoints to publish after commit.
 #[derive(Debug, Default)]
 pub struct BatchResult {
     /// Per input item.
     pub applied: Vec<Applied>,
-    /// Due checkpoints, in the order to publish them.
-    pub due: Vec<OutboxRow>,
+    /// The checkpoints of the versions applied, in the order to publish them.
+    pub due: Vec<Due>,
 }
 
 /// Where the batch was read: the stream incarnation and who applied it.
@@ -173,39 +151,6 @@ struct Postings {
     amount: Vec<i64>,
 }
 
-/// Checkpoint keys with a stream sequence each, as columns for `unnest`.
-#[derive(Default)]
-pub(crate) struct CheckpointSeqs {
-    pub(crate) tenant: Vec<String>,
-    pub(crate) payment_id: Vec<String>,
-    pub(crate) version: Vec<i64>,
-    pub(crate) kind: Vec<String>,
-    pub(crate) seq: Vec<i64>,
-}
-
-impl CheckpointSeqs {
-    pub(crate) fn push(&mut self, tenant: &str, payment_id: &str, version: i64, kind: &str, seq: i64) {
-        self.tenant.push(tenant.to_owned());
-        self.payment_id.push(payment_id.to_owned());
-        self.version.push(version);
-        self.kind.push(kind.to_owned());
-        self.seq.push(seq);
-    }
-}
-
-#[derive(Default)]
-struct OutboxCols {
-    tenant: Vec<String>,
-    payment_id: Vec<String>,
-    version: Vec<i64>,
-    kind: Vec<String>,
-    subject: Vec<String>,
-    msg_id: Vec<String>,
-    payload: Vec<Vec<u8>>,
-    traceparent: Vec<Option<String>>,
-    is_final: Vec<bool>,
-}
-
 /// Why a batch could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -267,7 +212,7 @@ async fn apply_in(
     let mut postings = Postings::default();
     let mut accounts: BTreeMap<(String, String, String), &'static str> = BTreeMap::new();
     let mut rows: BTreeMap<(String, String), PaymentRow> = BTreeMap::new();
-    let mut observed: Vec<(String, String, i64, String, i64)> = Vec::new();
+    let mut observed = Stored::default();
     let mut max_seq = 0i64;
 
     for (seq, item) in items {
@@ -275,13 +220,13 @@ async fn apply_in(
         max_seq = max_seq.max(seq);
         let t = match item {
             Item::Checkpoint(c) => {
-                observed.push((
-                    c.tenant.to_string(),
-                    c.payment_id.to_string(),
+                observed.push(
+                    c.tenant.as_str(),
+                    c.payment_id.as_str(),
                     int(c.version, "version")?,
-                    c.checkpoint.as_str().to_owned(),
+                    c.checkpoint,
                     seq,
-                ));
+                );
                 result.applied.push(Applied::Observed);
                 continue;
             }
@@ -358,13 +303,8 @@ async fn apply_in(
         timeline.recorded_at.push(t.recorded_at);
         timeline.provider_ref.push(t.terms.provider_ref.clone());
 
-        result.due.push(checkpoint_row(t, CheckpointKind::Persisted, false));
-        if posted {
-            let is_final = model.is_terminal(t.status, t.terms.rail.as_deref());
-            result
-                .due
-                .push(checkpoint_row(t, CheckpointKind::LedgerPosted, is_final));
-        }
+        let is_final = model.is_terminal(t.status, t.terms.rail.as_deref());
+        result.due.push(Due::of(t, posted, is_final));
         rows.insert(
             key.clone(),
             PaymentRow {
@@ -387,13 +327,10 @@ async fn apply_in(
     write_timeline(tx, &timeline, &origin.epoch).await?;
     write_payments(tx, rows.values(), &origin.epoch).await?;
     write_ledger(tx, &accounts, &journal, &postings).await?;
-    write_outbox(tx, &result.due).await?;
-    observe(tx, &observed).await?;
-    // Only a stored checkpoint can make a payment final (a new version is never
-    // final), so only the payments whose checkpoints this batch read are decided.
-    let seen: BTreeSet<(&str, &str)> = observed.iter().map(|(t, p, ..)| (t.as_str(), p.as_str())).collect();
-    let (seen_tenants, seen_payments): (Vec<&str>, Vec<&str>) = seen.into_iter().unzip();
-    decide_final(tx, &seen_tenants, &seen_payments).await?;
+    checkpoints::insert(tx, &result.due).await?;
+    // Checkpoints read from the stream (a rebuild) are stored ones, and only a stored
+    // checkpoint can make a payment final (a new version never is).
+    checkpoints::confirm_stored(tx, &observed).await?;
     sqlx::query(
         "INSERT INTO projector_progress (instance, stream, epoch, max_seq, applied) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (instance, stream, epoch) DO UPDATE SET
@@ -488,13 +425,13 @@ async fn write_payments<'a>(
     if c.tenant.is_empty() {
         return Ok(());
     }
-    // Only a newer version moves current state, and a new version is never final
-    // until its own checkpoints are stored.
+    // Only a newer version moves current state (a new version is not final until its
+    // own checkpoints are stored: finality is read from `checkpoints`).
     sqlx::query(
         "INSERT INTO payments
            (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
-            currency, rail, country, provider, provider_ref, ledger_minor, final, status_epoch)
-         SELECT u.*, FALSE, $16 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+            currency, rail, country, provider, provider_ref, ledger_minor, status_epoch)
+         SELECT u.*, $16 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
            $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
            $14::text[], $15::bigint[]) AS u
          ON CONFLICT (tenant, payment_id) DO UPDATE SET
@@ -502,7 +439,7 @@ async fn write_payments<'a>(
            trace_id = EXCLUDED.trace_id, occurred_at = EXCLUDED.occurred_at, amount_minor = EXCLUDED.amount_minor,
            currency = EXCLUDED.currency, rail = EXCLUDED.rail, country = EXCLUDED.country,
            provider = EXCLUDED.provider, provider_ref = EXCLUDED.provider_ref,
-           ledger_minor = EXCLUDED.ledger_minor, final = FALSE, status_epoch = EXCLUDED.status_epoch,
+           ledger_minor = EXCLUDED.ledger_minor, status_epoch = EXCLUDED.status_epoch,
            updated_at = now()
          WHERE payments.version < EXCLUDED.version",
     )
@@ -585,155 +522,4 @@ async fn write_ledger(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-async fn write_outbox(tx: &mut Transaction<'_, Postgres>, due: &[OutboxRow]) -> Result<(), BatchError> {
-    if due.is_empty() {
-        return Ok(());
-    }
-    let mut c = OutboxCols::default();
-    for r in due {
-        c.tenant.push(r.tenant.clone());
-        c.payment_id.push(r.payment_id.clone());
-        c.version.push(r.version);
-        c.kind.push(r.kind.clone());
-        c.subject.push(r.subject.clone());
-        c.msg_id.push(r.msg_id.clone());
-        c.payload.push(r.payload.clone());
-        c.traceparent.push(r.traceparent.clone());
-        c.is_final.push(r.is_final);
-    }
-    sqlx::query(
-        "INSERT INTO checkpoint_outbox (tenant, payment_id, version, kind, subject, msg_id, payload, traceparent, is_final)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-           $8::text[], $9::bool[])
-         ON CONFLICT (tenant, payment_id, version, kind) DO NOTHING",
-    )
-    .bind(&c.tenant)
-    .bind(&c.payment_id)
-    .bind(&c.version)
-    .bind(&c.kind)
-    .bind(&c.subject)
-    .bind(&c.msg_id)
-    .bind(&c.payload)
-    .bind(&c.traceparent)
-    .bind(&c.is_final)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Marks checkpoints read back from the stream (a rebuild, or a consumer of an older
-/// layout) stored, as [`confirm_stored`] does for acknowledged ones.
-async fn observe(
-    tx: &mut Transaction<'_, Postgres>,
-    observed: &[(String, String, i64, String, i64)],
-) -> Result<(), BatchError> {
-    if observed.is_empty() {
-        return Ok(());
-    }
-    let mut c = CheckpointSeqs::default();
-    for (t, p, v, k, s) in observed {
-        c.push(t, p, *v, k, *s);
-    }
-    confirm_stored(tx, &c).await?;
-    Ok(())
-}
-
-/// Records that the stream stored these checkpoints at these sequences (JetStream
-/// acknowledged them, or they were read back): `observed_seq` is what finality
-/// counts, `published_seq` / `published_at` stop the drainer. A row already
-/// confirmed keeps its first sequence.
-pub(crate) async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, c: &CheckpointSeqs) -> Result<(), sqlx::Error> {
-    if c.tenant.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE checkpoint_outbox o SET observed_seq = COALESCE(o.observed_seq, u.seq),
-           published_seq = COALESCE(o.published_seq, u.seq), published_at = COALESCE(o.published_at, now())
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS u(t, p, v, k, seq)
-         WHERE o.tenant = u.t AND o.payment_id = u.p AND o.version = u.v AND o.kind = u.k
-           AND o.observed_seq IS NULL",
-    )
-    .bind(&c.tenant)
-    .bind(&c.payment_id)
-    .bind(&c.version)
-    .bind(&c.kind)
-    .bind(&c.seq)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A payment is final once its current version's `persisted` and `ledger_posted`
-/// checkpoints are both stored in the stream (acknowledged or read back) and the
-/// latter says final.
-pub(crate) async fn decide_final(
-    tx: &mut Transaction<'_, Postgres>,
-    tenants: &[&str],
-    payments: &[&str],
-) -> Result<(), sqlx::Error> {
-    if tenants.is_empty() {
-        return Ok(());
-    }
-    // A correlated count (two primary-key probes per payment), so the plan never
-    // turns into a hash join over the whole outbox.
-    sqlx::query(
-        "UPDATE payments p SET final = TRUE, updated_at = now()
-         FROM unnest($1::text[], $2::text[]) AS u(t, id)
-         WHERE p.tenant = u.t AND p.payment_id = u.id AND NOT p.final
-           AND (SELECT count(*) FROM checkpoint_outbox c
-                WHERE c.tenant = p.tenant AND c.payment_id = p.payment_id AND c.version = p.version
-                  AND c.kind IN ('persisted', 'ledger_posted') AND c.observed_seq IS NOT NULL
-                  AND (c.kind = 'persisted' OR c.is_final)) = 2",
-    )
-    .bind(tenants)
-    .bind(payments)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A W3C `traceparent` continuing the transition's trace (its `trace_id`), with a
-/// parent id derived from the checkpoint, so a checkpoint published by a batch (or by
-/// the drainer, or replayed) stays in the journey's trace without a span per message.
-fn traceparent(t: &Transition, kind: CheckpointKind) -> Option<String> {
-    use std::hash::{Hash, Hasher};
-    let valid = t.trace_id.len() == 32
-        && t.trace_id.bytes().all(|b| b.is_ascii_hexdigit())
-        && t.trace_id.bytes().any(|b| b != b'0');
-    if !valid {
-        return None;
-    }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (t.tenant.as_str(), t.payment_id.as_str(), t.version, kind.as_str()).hash(&mut hasher);
-    let parent = hasher.finish().max(1);
-    Some(format!("00-{}-{parent:016x}-01", t.trace_id.to_ascii_lowercase()))
-}
-
-/// The checkpoint of `kind` for `t`, ready for the outbox.
-fn checkpoint_row(t: &Transition, kind: CheckpointKind, is_final: bool) -> OutboxRow {
-    let checkpoint = Checkpoint {
-        v: ENVELOPE_VERSION,
-        checkpoint: kind,
-        tenant: t.tenant.clone(),
-        merchant_id: t.merchant_id.clone(),
-        payment_id: t.payment_id.clone(),
-        version: t.version,
-        status: t.status,
-        recorded_at: Utc::now(),
-        trace_id: t.trace_id.clone(),
-        is_final,
-    };
-    OutboxRow {
-        tenant: t.tenant.to_string(),
-        payment_id: t.payment_id.to_string(),
-        version: i64::try_from(t.version).unwrap_or(i64::MAX),
-        kind: kind.as_str().to_owned(),
-        subject: subjects::checkpoint(&t.tenant, &t.merchant_id, &t.payment_id),
-        msg_id: msg_id::checkpoint(&t.tenant, &t.payment_id, t.version, kind.as_str()),
-        payload: envelope::encode(&checkpoint).to_vec(),
-        traceparent: traceparent(t, kind),
-        is_final,
-    }
 }
