@@ -165,6 +165,7 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
     if due.is_empty() {
         return Ok(());
     }
+    #[allow(clippy::type_complexity)] // the columns of one INSERT, bound in order
     let mut c: (
         Vec<&str>,
         Vec<&str>,

@@ -97,6 +97,9 @@ struct Received {
     seq: u64,
 }
 
+/// One lane of a batch: its messages and what they decoded to.
+type Lane = (Vec<Received>, Vec<(u64, Item)>);
+
 /// A committed batch, for the settling loop.
 struct Committed {
     batch: Vec<Received>,
@@ -227,7 +230,7 @@ impl Live {
         }
         // Each lane is one transaction of the batch's payments that hash to it: the
         // lanes commit at once on their own connections, one payment stays in one lane.
-        let mut lanes: Vec<(Vec<Received>, Vec<(u64, Item)>)> = (0..LANES).map(|_| Default::default()).collect();
+        let mut lanes: Vec<Lane> = (0..LANES).map(|_| Default::default()).collect();
         for (received, item) in batch.into_iter().zip(items) {
             let lane = &mut lanes[lane_of(&item.1)];
             lane.0.push(received);
