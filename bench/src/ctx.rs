@@ -119,6 +119,16 @@ impl Ctx {
             .await
     }
 
+    /// Transitions the projector has committed so far, summed over its instances and
+    /// stream incarnations (its own progress counters).
+    pub async fn projector_applied(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(sum(applied), 0)::bigint FROM projector_progress")
+                .fetch_one(&self.mesh.db)
+                .await?,
+        )
+    }
+
     /// Waits until every durable consumer of the main streams has nothing pending, so
     /// one section's backlog does not slow the next.
     pub async fn drain(&self) -> anyhow::Result<()> {

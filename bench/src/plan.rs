@@ -97,7 +97,7 @@ impl Plan {
                 (10_000, Duration::from_secs(3)),
             ],
             storm_rate: 200,
-            projector_sizes: vec![2_000, 10_000],
+            projector_sizes: vec![10_000, 40_000],
             polling_clients: vec![1_000, 5_000],
             polling_period: Duration::from_secs(5),
             polling_duration: Duration::from_secs(15),

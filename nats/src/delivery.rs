@@ -190,7 +190,7 @@ impl RetryPolicy {
 pub struct Supervisor {
     js: jetstream::Context,
     stream: String,
-    consumer: String,
+    pub(crate) consumer: String,
     retry: RetryPolicy,
     readiness: Readiness,
     consecutive_failures: AtomicU32,

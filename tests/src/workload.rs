@@ -76,7 +76,9 @@ pub fn plans(prefix: &str, n: usize) -> Vec<Plan> {
 /// Version `version` (from 1) of `plan` as the reconciler would publish it.
 pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Result<Transition> {
     let status = plan.statuses[version - 1];
-    let at = chrono::DateTime::from_timestamp(1_790_000_000 + version as i64, 0).unwrap_or_default();
+    // Now: a success on a reversible rail stays inside its return window (not final)
+    // for the whole test; a test that needs a closed window sets `occurred_at` itself.
+    let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
     Ok(Transition {
         v: ENVELOPE_VERSION,
         tenant: tenant.clone(),
@@ -107,6 +109,17 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         ordered_by: None,
         evidence_fact_ids: vec![],
     })
+}
+
+/// Publishes `transitions` as the reconciler, in order, each acknowledged before the
+/// next.
+pub async fn publish_transitions(mesh: &Mesh, transitions: &[Transition]) -> anyhow::Result<()> {
+    let js = jetstream::new(mesh.nats.connect_as(Role::Reconciler).await?);
+    for t in transitions {
+        let subject = subjects::status(&t.tenant, &t.merchant_id, &t.payment_id);
+        js.publish(subject, envelope::encode(t)).await?.await?;
+    }
+    Ok(())
 }
 
 /// Publishes every plan's transitions as the reconciler, interleaved across payments
@@ -223,7 +236,8 @@ pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'s
         (
             "checkpoints",
             "SELECT tenant, payment_id, version, merchant_id, status, trace_id, ledger_posted_due, is_final,
-                    persisted_seq, ledger_posted_seq, published_at IS NOT NULL AS published
+                    persisted_seq, ledger_posted_seq, published_at IS NOT NULL AS published, final_after,
+                    window_closed_seq
              FROM checkpoints WHERE tenant = $1 ORDER BY payment_id, version",
         ),
     ];

@@ -265,6 +265,126 @@ async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow
     Ok(())
 }
 
+/// A success on ach_debit turns final only once the last of its return windows has
+/// closed with the payment still at that version: the projector publishes a
+/// `return_window_closed` checkpoint saying final, and REST, the WebSocket and a
+/// rebuild agree. A success inside its window, and one whose window closed but that
+/// moved on to an investigation, never get one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ach_success_turns_final_only_when_its_return_window_closes() -> anyhow::Result<()> {
+    use paytrack_shared::Status::*;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    let token = mesh.operator_token();
+    let plan = |payment: &str, statuses: Vec<paytrack_shared::Status>| paytrack_tests::workload::Plan {
+        payment: payment.to_owned(),
+        merchant: "m1".to_owned(),
+        rail: "ach_debit",
+        amount: 500,
+        statuses,
+        ledger_minor: 500,
+        entries: vec!["capture"],
+    };
+    let history = |plan: &paytrack_tests::workload::Plan, days_ago: i64| -> anyhow::Result<Vec<_>> {
+        (1..=plan.statuses.len())
+            .map(|v| {
+                let mut t = paytrack_tests::workload::transition(&mesh.tenant, plan, v)?;
+                t.occurred_at -= chrono::Duration::days(days_ago);
+                Ok(t)
+            })
+            .collect()
+    };
+    // Inside the window (1 day old), and moved on after a success long ago: both are
+    // fully stored before the payment whose window closed is even published, so the
+    // scan that turns that one final has seen them.
+    let inside = plan("win_inside", vec![Initiated, Pending, Succeeded]);
+    let moved = plan("win_moved", vec![Pending, Succeeded, InvestigationRequired]);
+    let closed = plan("win_closed", vec![Initiated, Pending, Succeeded]);
+    paytrack_tests::workload::publish_transitions(&mesh, &history(&inside, 1)?).await?;
+    paytrack_tests::workload::publish_transitions(&mesh, &history(&moved, 61)?).await?;
+    wait_projected(&mesh, &mesh.db, 6).await?;
+    paytrack_tests::workload::publish_transitions(&mesh, &history(&closed, 61)?).await?;
+
+    let body = mesh
+        .eventually(WAIT, "the closed window's success final over REST", || async {
+            let body: Value = mesh
+                .get("/v1/payments/win_closed", &token)
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (body["final"] == true).then_some(body)
+        })
+        .await?;
+    assert_eq!(body["status"], "succeeded", "{body}");
+    assert_eq!(body["version"], 3, "{body}");
+
+    // The stream says so, once, after persisted and ledger_posted.
+    let stream = mesh.js.get_stream("PAYTRACK_STATUS").await?;
+    let checkpoints = |payment: &'static str| {
+        let stream = stream.clone();
+        let tenant = mesh.tenant.clone();
+        async move {
+            let last = stream
+                .get_last_raw_message_by_subject(&format!("paytrack.checkpoint.{tenant}.m1.{payment}"))
+                .await?;
+            let value: Value = serde_json::from_slice(&last.payload)?;
+            anyhow::Ok(value)
+        }
+    };
+    let last = checkpoints("win_closed").await?;
+    assert_eq!(last["checkpoint"], "return_window_closed", "{last}");
+    assert_eq!(last["final"], true, "{last}");
+    assert_eq!(last["version"], 3, "{last}");
+    for payment in ["win_inside", "win_moved"] {
+        let last = checkpoints(payment).await?;
+        assert_ne!(last["checkpoint"], "return_window_closed", "{payment}: {last}");
+        let body: Value = mesh
+            .get(&format!("/v1/payments/{payment}"), &token)
+            .await?
+            .json()
+            .await?;
+        assert_eq!(body["final"], false, "{payment}: {body}");
+    }
+
+    // The WebSocket replays the payment's history: final arrives with the window's
+    // checkpoint, never before.
+    let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+    let epoch = paytrack_nats::epoch_of(stream.cached_info());
+    ws.send(json!({"type": "subscribe", "channel": "payment:win_closed", "since": {"epoch": epoch, "seq": 1}}))
+        .await?;
+    ws.next_of("subscribed", WAIT).await?;
+    let mut seen = Vec::new();
+    loop {
+        let event = ws.next_of("event", WAIT).await?;
+        let kind = event["checkpoint"].as_str().unwrap_or("transition").to_owned();
+        if event["final"] == true {
+            assert_eq!(kind, "return_window_closed", "{event}");
+            assert_eq!(event["version"], 3, "{event}");
+            break;
+        }
+        seen.push((event["version"].as_u64().unwrap_or(0), kind));
+    }
+    for kind in ["transition", "persisted", "ledger_posted"] {
+        assert!(
+            seen.contains(&(3, kind.to_owned())),
+            "{kind} of v3 before final: {seen:?}"
+        );
+    }
+
+    // A rebuild reads the window's checkpoint back and ends with the same rows.
+    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let live = dump(&mesh.db, &mesh.tenant).await?;
+    let replayed = dump(&rebuilt, &mesh.tenant).await?;
+    assert_eq!(live["checkpoints"], replayed["checkpoints"]);
+    assert_eq!(live["payments"], replayed["payments"]);
+    let finals: Vec<&Value> = live["payments"].iter().filter(|p| p["final"] == true).collect();
+    assert_eq!(finals.len(), 1, "only win_closed is final: {finals:?}");
+    Ok(())
+}
+
 /// While transitions flow (to two projector instances), a client loads the list
 /// with its `position`, then subscribes to `payments` with `since` = position: for
 /// every payment, the listed version plus the transitions received cover every

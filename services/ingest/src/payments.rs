@@ -283,7 +283,8 @@ pub struct SessionEvidence {
 pub struct CheckpointEvidence {
     /// The version confirmed.
     pub version: i64,
-    /// `persisted` or `ledger_posted`.
+    /// `persisted`, `ledger_posted`, or `return_window_closed` (a success on a
+    /// reversible rail whose last return window closed).
     pub kind: String,
     /// Whether it makes the status final.
     #[serde(rename = "final")]
@@ -387,13 +388,16 @@ pub async fn get_evidence(
     .fetch_all(&state.db)
     .await?;
     let checkpoints = sqlx::query_as::<_, CheckpointEvidence>(
-        "SELECT c.version, k.kind, k.kind = 'ledger_posted' AND c.is_final AS is_final, k.seq, k.seq IS NOT NULL AS observed,
+        "SELECT c.version, k.kind, k.is_final, k.seq, k.seq IS NOT NULL AS observed,
                 c.created_at, CASE WHEN k.seq IS NOT NULL THEN c.published_at END AS published_at
          FROM checkpoints c
-         CROSS JOIN LATERAL (VALUES ('persisted', c.persisted_seq, TRUE),
-                                    ('ledger_posted', c.ledger_posted_seq, c.ledger_posted_due)) AS k(kind, seq, owed)
+         CROSS JOIN LATERAL (VALUES
+           (1, 'persisted', c.persisted_seq, TRUE, FALSE),
+           (2, 'ledger_posted', c.ledger_posted_seq, c.ledger_posted_due, c.is_final AND c.window_closed_seq IS NULL),
+           (3, 'return_window_closed', c.window_closed_seq, c.window_closed_seq IS NOT NULL, TRUE)
+         ) AS k(ord, kind, seq, owed, is_final)
          WHERE c.tenant = $1 AND c.payment_id = $2 AND k.owed
-         ORDER BY c.version, k.kind DESC",
+         ORDER BY c.version, k.ord",
     )
     .bind(tenant)
     .bind(payment_id.as_str())

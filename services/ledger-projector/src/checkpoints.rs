@@ -8,7 +8,10 @@
 //! stays narrow and the drainer builds the same messages the live loop sent. A row is
 //! written once after its insert, when JetStream acknowledges its checkpoints
 //! ([`confirm_stored`]); a payment is final when its current version's row has both
-//! stored and is terminal on its rail (`paytrack_shared::db::PAYMENT_IS_FINAL`).
+//! stored and is terminal on its rail (`paytrack_shared::db::PAYMENT_IS_FINAL`). A
+//! success on a reversible rail also keeps when its return window closes
+//! (`final_after`); the window scan ([`crate::window`]) then owes its third
+//! checkpoint, `return_window_closed`, whose storage makes the row final.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, Transition};
@@ -41,6 +44,14 @@ pub struct Due {
     pub persisted_seq: Option<i64>,
     /// Sequence of the stored `ledger_posted` checkpoint.
     pub ledger_posted_seq: Option<i64>,
+    /// When a success on a reversible rail turns final by time (its last return
+    /// window closes); `None` for every other version.
+    pub final_after: Option<DateTime<Utc>>,
+    /// Whether the `return_window_closed` checkpoint is owed now (the window scan
+    /// found the window closed with the payment still at this version).
+    pub window_closed: bool,
+    /// Sequence of the stored `return_window_closed` checkpoint.
+    pub window_closed_seq: Option<i64>,
 }
 
 /// One checkpoint message, ready to publish.
@@ -59,8 +70,9 @@ pub struct Message {
 }
 
 impl Due {
-    /// What a newly applied transition owes.
-    pub fn of(t: &Transition, ledger_posted: bool, is_final: bool) -> Due {
+    /// What a newly applied transition owes; `final_after` (from the status model)
+    /// counts only once its postings are written.
+    pub fn of(t: &Transition, ledger_posted: bool, is_final: bool, final_after: Option<DateTime<Utc>>) -> Due {
         Due {
             tenant: t.tenant.clone(),
             merchant_id: t.merchant_id.clone(),
@@ -73,6 +85,9 @@ impl Due {
             is_final: ledger_posted && is_final,
             persisted_seq: None,
             ledger_posted_seq: None,
+            final_after: final_after.filter(|_| ledger_posted && !is_final),
+            window_closed: false,
+            window_closed_seq: None,
         }
     }
 
@@ -86,11 +101,18 @@ impl Due {
         if self.ledger_posted && self.ledger_posted_seq.is_none() {
             out.push(self.message(CheckpointKind::LedgerPosted));
         }
+        if self.window_closed && self.window_closed_seq.is_none() {
+            out.push(self.message(CheckpointKind::ReturnWindowClosed));
+        }
         out
     }
 
     fn message(&self, kind: CheckpointKind) -> Message {
-        let is_final = kind == CheckpointKind::LedgerPosted && self.is_final;
+        let is_final = match kind {
+            CheckpointKind::Persisted => false,
+            CheckpointKind::LedgerPosted => self.is_final,
+            CheckpointKind::ReturnWindowClosed => true,
+        };
         let checkpoint = Checkpoint {
             v: ENVELOPE_VERSION,
             checkpoint: kind,
@@ -176,6 +198,7 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
         Vec<DateTime<Utc>>,
         Vec<bool>,
         Vec<bool>,
+        Vec<Option<DateTime<Utc>>>,
     ) = Default::default();
     for d in due {
         c.0.push(d.tenant.as_str());
@@ -187,12 +210,14 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
         c.6.push(d.recorded_at);
         c.7.push(d.ledger_posted);
         c.8.push(d.is_final);
+        c.9.push(d.final_after);
     }
     sqlx::query(
         "INSERT INTO checkpoints
-           (tenant, payment_id, version, merchant_id, status, trace_id, created_at, ledger_posted_due, is_final)
+           (tenant, payment_id, version, merchant_id, status, trace_id, created_at, ledger_posted_due, is_final,
+            final_after)
          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-           $7::timestamptz[], $8::bool[], $9::bool[])
+           $7::timestamptz[], $8::bool[], $9::bool[], $10::timestamptz[])
          ON CONFLICT (tenant, payment_id, version) DO NOTHING",
     )
     .bind(&c.0)
@@ -204,6 +229,7 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
     .bind(&c.6)
     .bind(&c.7)
     .bind(&c.8)
+    .bind(&c.9)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -211,9 +237,9 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
 
 /// Records that the stream stored these checkpoints (JetStream acknowledged them, or
 /// a rebuild read them); a payment whose current version's row then has both, and
-/// says final, reads as final. A checkpoint already recorded keeps its first
-/// sequence; `published_at` is set once every checkpoint the version owes is
-/// stored, which stops the drainer.
+/// says final, reads as final. A stored `return_window_closed` checkpoint makes its
+/// row final. A checkpoint already recorded keeps its first sequence; `published_at`
+/// is set once every checkpoint the version owes is stored, which stops the drainer.
 pub async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, stored: &Stored) -> Result<(), sqlx::Error> {
     if stored.is_empty() {
         return Ok(());
@@ -222,17 +248,21 @@ pub async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, stored: &Stored)
         "UPDATE checkpoints c SET
            persisted_seq = COALESCE(c.persisted_seq, u.ps),
            ledger_posted_seq = COALESCE(c.ledger_posted_seq, u.ls),
+           window_closed_seq = COALESCE(c.window_closed_seq, u.ws),
+           is_final = c.is_final OR u.ws IS NOT NULL,
            published_at = CASE
              WHEN COALESCE(c.persisted_seq, u.ps) IS NOT NULL
               AND (NOT c.ledger_posted_due OR COALESCE(c.ledger_posted_seq, u.ls) IS NOT NULL)
              THEN COALESCE(c.published_at, now()) END
          FROM (
-           SELECT t, p, v, min(seq) FILTER (WHERE k = 'persisted') AS ps, min(seq) FILTER (WHERE k = 'ledger_posted') AS ls
+           SELECT t, p, v, min(seq) FILTER (WHERE k = 'persisted') AS ps, min(seq) FILTER (WHERE k = 'ledger_posted') AS ls,
+             min(seq) FILTER (WHERE k = 'return_window_closed') AS ws
            FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS x(t, p, v, k, seq)
            GROUP BY t, p, v
          ) u
          WHERE c.tenant = u.t AND c.payment_id = u.p AND c.version = u.v
-           AND (c.persisted_seq IS NULL OR (c.ledger_posted_due AND c.ledger_posted_seq IS NULL))",
+           AND (c.persisted_seq IS NULL OR (c.ledger_posted_due AND c.ledger_posted_seq IS NULL)
+                OR (u.ws IS NOT NULL AND c.window_closed_seq IS NULL))",
     )
     .bind(&stored.tenant)
     .bind(&stored.payment_id)
@@ -258,23 +288,52 @@ struct Row {
     is_final: bool,
     persisted_seq: Option<i64>,
     ledger_posted_seq: Option<i64>,
+    final_after: Option<DateTime<Utc>>,
+    window_closed_seq: Option<i64>,
 }
+
+/// The columns a [`Row`] is read from.
+const ROW_COLUMNS: &str = "c.tenant, c.payment_id, c.version, c.merchant_id, c.status, c.trace_id, c.created_at,
+    c.ledger_posted_due, c.is_final, c.persisted_seq, c.ledger_posted_seq, c.final_after, c.window_closed_seq";
 
 /// Rows whose checkpoints are not all stored `older_than_secs` after they were made
 /// due (a crash or a NATS outage after the commit), oldest first, at most `limit`.
 pub async fn unpublished(db: &sqlx::PgPool, older_than_secs: f64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT tenant, payment_id, version, merchant_id, status, trace_id, created_at, ledger_posted_due, is_final,
-                persisted_seq, ledger_posted_seq
-         FROM checkpoints
-         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
-         ORDER BY created_at, tenant, payment_id, version LIMIT $2",
-    )
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM checkpoints c
+         WHERE c.published_at IS NULL AND c.created_at < now() - make_interval(secs => $1)
+         ORDER BY c.created_at, c.tenant, c.payment_id, c.version LIMIT $2"
+    ))
     .bind(older_than_secs)
     .bind(limit)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().filter_map(due_of).collect())
+}
+
+/// Versions whose last return window has closed, at most `limit`, oldest window
+/// first: posted and persisted, not final yet, and still the payment's current
+/// version (a later transition, a return inside the window or an investigation,
+/// leaves the success behind). Each owes its `return_window_closed` checkpoint.
+pub async fn windows_closed(db: &sqlx::PgPool, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {ROW_COLUMNS} FROM checkpoints c
+         JOIN payments p ON p.tenant = c.tenant AND p.payment_id = c.payment_id AND p.version = c.version
+         WHERE c.final_after IS NOT NULL AND NOT c.is_final AND c.final_after <= now()
+           AND c.persisted_seq IS NOT NULL AND c.ledger_posted_seq IS NOT NULL
+         ORDER BY c.final_after LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(due_of)
+        .map(|mut due| {
+            due.window_closed = true;
+            due
+        })
+        .collect())
 }
 
 /// A row read back as what it owes; a row the projector could not have written (an
@@ -293,6 +352,9 @@ fn due_of(row: Row) -> Option<Due> {
             is_final: row.is_final,
             persisted_seq: row.persisted_seq,
             ledger_posted_seq: row.ledger_posted_seq,
+            final_after: row.final_after,
+            window_closed: false,
+            window_closed_seq: row.window_closed_seq,
         })
     })();
     if parsed.is_none() {
@@ -318,7 +380,27 @@ mod tests {
             is_final,
             persisted_seq: None,
             ledger_posted_seq: None,
+            final_after: None,
+            window_closed: false,
+            window_closed_seq: None,
         }
+    }
+
+    #[test]
+    fn a_closed_return_window_owes_one_final_checkpoint_once() {
+        let mut d = due(true, false);
+        d.persisted_seq = Some(10);
+        d.ledger_posted_seq = Some(11);
+        assert!(d.unstored().is_empty(), "nothing owed before the window scan");
+        d.window_closed = true;
+        let messages = d.unstored();
+        let kinds: Vec<_> = messages.iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, [CheckpointKind::ReturnWindowClosed]);
+        let decoded: Checkpoint = envelope::decode(&messages[0].payload).expect("decodes");
+        assert!(decoded.is_final, "the window checkpoint says final");
+        assert_eq!(messages[0].msg_id, "t1:pay_1:3:return_window_closed");
+        d.window_closed_seq = Some(12);
+        assert!(d.unstored().is_empty(), "stored once, never owed again");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! It applies PAYTRACK_STATUS's transitions in batches, one transaction each
 //! ([`project`]): current state, timeline, the double-entry ledger ([`ledger`]) and
 //! the `persisted` and `ledger_posted` checkpoints they make due (an outbox,
-//! published after commit by [`outbox`], whose acknowledgements decide finality).
+//! published after commit by [`outbox`], whose acknowledgements decide finality; a
+//! success on a reversible rail turns final when its return window closes, which a
+//! scan publishes as a third checkpoint).
 //! Raw facts from `paytrack.in.>` (evidence) and what each fact did
 //! (`paytrack.outcome.>`) are stored beside, so the timeline shows every fact. Every
 //! write is keyed so a redelivered message changes nothing; [`rebuild`] replays the
@@ -24,6 +26,7 @@ mod position;
 pub mod project;
 pub mod rebuild;
 mod sessions;
+mod window;
 
 use std::net::SocketAddr;
 
@@ -34,13 +37,10 @@ use paytrack_shared::subjects;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-/// Raw facts (and outcomes) stored at once, each lane one insert at a time: with
-/// fsync on, one insert at a time waits a commit per fact; four overlap them into
-/// group commits while leaving most of the pool to the transition batches.
-const INSERT_LANES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4) {
-    Some(n) => n,
-    None => std::num::NonZeroUsize::MIN,
-};
+/// A batch size as the consumer wants it (a constant that is never zero).
+fn batch_size(n: usize) -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
+}
 
 /// What the projector needs to run.
 #[derive(Debug, Clone)]
@@ -244,6 +244,7 @@ pub async fn run_with_admin(
     let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
     let alert_supervisor = supervisor(subjects::STREAM_ALERT, paytrack_nats::CONSUMER_PROJECTOR_ALERTS);
     let drainer = tokio::spawn(outbox::drain(db.clone(), js.clone(), shutdown.clone()));
+    let windows = tokio::spawn(window::close_windows(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
         status_consumer.clone(),
@@ -263,31 +264,32 @@ pub async fn run_with_admin(
         confirming: std::sync::Arc::new(tokio::sync::Semaphore::new(history::CONFIRMING)),
     };
     let status_loop = live.run(status_consumer, shutdown.clone());
-    // Raw facts and outcomes are one insert each, keyed by fact: lanes overlap
-    // their commits (one payment's messages still in order), leaving most of the
-    // pool to the transition batches.
-    let evidence_loop = paytrack_nats::consume_deliveries_in_lanes(
+    // Raw facts and outcomes are keyed inserts: each ready run of them is stored in
+    // one transaction, so a backlog costs the database a bulk insert, not a commit
+    // per fact.
+    let evidence_loop = paytrack_nats::consume_delivery_batches(
         evidence_consumer,
         shutdown.clone(),
         evidence_supervisor,
-        INSERT_LANES,
-        |d| evidence::apply(&db, d),
+        batch_size(evidence::BATCH),
+        |batch| evidence::apply(&db, batch),
     );
     let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
         sessions::apply(&db, &session_epoch, d)
     });
-    let outcome_loop = paytrack_nats::consume_deliveries_in_lanes(
+    let outcome_loop = paytrack_nats::consume_delivery_batches(
         outcome_consumer,
         shutdown.clone(),
         outcome_supervisor,
-        INSERT_LANES,
-        |d| outcomes::apply(&db, d),
+        batch_size(outcomes::BATCH),
+        |batch| outcomes::apply(&db, batch),
     );
     let alert_loop = paytrack_nats::consume_deliveries(alert_consumer, shutdown.clone(), alert_supervisor, |d| {
         alerts::apply(&db, d)
     });
     tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop, alert_loop);
     let _ = drainer.await;
+    let _ = windows.await;
     let _ = tracker.await;
 
     if let Some(admin) = admin {

@@ -303,8 +303,10 @@ async fn apply_in(
         timeline.recorded_at.push(t.recorded_at);
         timeline.provider_ref.push(t.terms.provider_ref.clone());
 
-        let is_final = model.is_terminal(t.status, t.terms.rail.as_deref());
-        result.due.push(Due::of(t, posted, is_final));
+        let rail = t.terms.rail.as_deref();
+        let is_final = model.is_terminal(t.status, rail);
+        let final_after = model.final_after(t.status, rail, t.occurred_at);
+        result.due.push(Due::of(t, posted, is_final, final_after));
         rows.insert(
             key.clone(),
             PaymentRow {

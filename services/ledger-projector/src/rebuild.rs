@@ -84,7 +84,7 @@ pub async fn rebuild(js: &jetstream::Context, db: &PgPool) -> Result<RebuildRepo
     let mut report = RebuildReport::default();
     let n = replay(js, subjects::STREAM_IN, |m| async move {
         if let Ok(d) = Delivery::open(&m, "rebuild") {
-            crate::evidence::apply(db, d).await.is_ok()
+            crate::evidence::apply(db, vec![d]).await.is_ok()
         } else {
             false
         }
@@ -94,7 +94,7 @@ pub async fn rebuild(js: &jetstream::Context, db: &PgPool) -> Result<RebuildRepo
     report.skipped += n.1;
     let n = replay(js, subjects::STREAM_OUTCOME, |m| async move {
         if let Ok(d) = Delivery::open(&m, "rebuild") {
-            crate::outcomes::apply(db, d).await.is_ok()
+            crate::outcomes::apply(db, vec![d]).await.is_ok()
         } else {
             false
         }

@@ -34,8 +34,13 @@ pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Valu
         }
         Some("checkpoint") => {
             let c: Checkpoint = envelope::decode(payload).ok()?;
-            // The projector decides finality (it knows the rail); the edge forwards it.
-            let is_final = c.checkpoint == CheckpointKind::LedgerPosted && c.is_final;
+            // The projector decides finality (it knows the rail); the edge forwards it
+            // from the checkpoints that may carry it (`persisted` never does).
+            let is_final = c.is_final
+                && matches!(
+                    c.checkpoint,
+                    CheckpointKind::LedgerPosted | CheckpointKind::ReturnWindowClosed
+                );
             let value = json!({
                 "payment_id": c.payment_id,
                 "merchant_id": c.merchant_id,

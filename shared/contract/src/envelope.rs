@@ -382,14 +382,15 @@ pub struct Checkpoint {
     /// The trace of the transition it confirms.
     pub trace_id: String,
     /// Whether this checkpoint makes the status final: decided by the projector, true
-    /// only on a `ledger_posted` checkpoint of a status terminal on the payment's rail
-    /// (never `succeeded` on ach_debit). Absent in checkpoints written before the field
-    /// existed, which read as false.
+    /// on a `ledger_posted` checkpoint of a status terminal on the payment's rail
+    /// (never `succeeded` on ach_debit), and on a `return_window_closed` checkpoint.
+    /// Absent in checkpoints written before the field existed, which read as false.
     #[serde(rename = "final", default)]
     pub is_final: bool,
 }
 
-/// The checkpoints that together turn a terminal status final.
+/// The checkpoints that together turn a terminal status final (and, on a reversible
+/// rail, the close of the return window that makes a success final).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckpointKind {
@@ -397,6 +398,10 @@ pub enum CheckpointKind {
     Persisted,
     /// The ledger entries of the transition are posted.
     LedgerPosted,
+    /// The last return window of a success on a reversible rail has closed with the
+    /// payment still at that version: the status is final from here on (always
+    /// `final`: true).
+    ReturnWindowClosed,
 }
 
 impl CheckpointKind {
@@ -405,6 +410,7 @@ impl CheckpointKind {
         match self {
             CheckpointKind::Persisted => "persisted",
             CheckpointKind::LedgerPosted => "ledger_posted",
+            CheckpointKind::ReturnWindowClosed => "return_window_closed",
         }
     }
 }

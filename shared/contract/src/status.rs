@@ -304,6 +304,23 @@ impl StatusModel {
 }
 
 impl StatusModel {
+    /// When `status`, reached at `at` on `rail`, becomes final by time alone: the
+    /// instant the last of the rail's return windows closes, for a status that is
+    /// terminal by default but not on this rail because it can still be returned
+    /// (`succeeded` on ach_debit). `None` when time changes nothing (the status is
+    /// terminal on the rail already, never terminal, or the rail has no windows).
+    pub fn final_after(&self, status: Status, rail: Option<&str>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let def = self.definition(status)?;
+        let terminal_by_default = def.terminal.get("default").copied().unwrap_or(false);
+        if !terminal_by_default || self.is_terminal(status, rail) {
+            return None;
+        }
+        let rules = self.rails.get(rail?)?;
+        rules.return_windows.iter().map(|w| w.closes(at)).max()
+    }
+}
+
+impl StatusModel {
     /// The model as a Markdown table, for `docs/status-model.md`.
     pub fn to_markdown(&self) -> String {
         let mut out = String::from(
@@ -453,6 +470,28 @@ mod tests {
             model.check_transition(Some(Pending), Pending),
             Err(TransitionError::AlreadyInStatus(Pending))
         );
+    }
+
+    #[test]
+    fn a_success_on_a_reversible_rail_turns_final_when_its_last_window_closes() {
+        let model = StatusModel::get();
+        // A Monday: R01-R04 close two banking days later, R05/R07/R10/R11 after 60 days.
+        let at = DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(
+            model.final_after(Status::Succeeded, Some("ach_debit"), at),
+            Some(at + chrono::Duration::days(60))
+        );
+        // Final at once, or never by time.
+        assert_eq!(model.final_after(Status::Succeeded, Some("card"), at), None);
+        assert_eq!(model.final_after(Status::Failed, Some("ach_debit"), at), None);
+        assert_eq!(model.final_after(Status::Pending, Some("ach_debit"), at), None);
+        assert_eq!(
+            model.final_after(Status::InvestigationRequired, Some("ach_debit"), at),
+            None
+        );
+        assert_eq!(model.final_after(Status::Succeeded, None, at), None);
     }
 
     #[test]

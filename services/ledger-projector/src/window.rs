@@ -1,0 +1,69 @@
+//! The return-window scan: a success on a reversible rail (ach_debit) is posted but
+//! not final, because the money can still come back; once the last of its rail's
+//! return windows has closed with the payment still at that version, the projector
+//! publishes a `return_window_closed` checkpoint (final: true) and, on its
+//! acknowledgement, records the version final. Clients see it like any checkpoint,
+//! on the payment's channels, so a screen turns the payment final when the stream
+//! says so and never before.
+//!
+//! Two instances may scan at once: the checkpoint's message id
+//! (`<tenant>:<payment>:<version>:return_window_closed`) makes the second publish a
+//! duplicate acknowledged with the first one's sequence, and the record keeps the
+//! first sequence.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{checkpoints, outbox};
+
+/// How often the scan looks for closed windows. Windows last days; a scan is one
+/// index range read, so a short period costs little and keeps the delay small.
+const SCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// Most versions turned final per scan (the rest wait for the next one).
+const PER_SCAN: i64 = 1_000;
+
+/// Publishes, until `shutdown`, the `return_window_closed` checkpoint of every
+/// version whose window has closed, and records those JetStream acknowledged.
+pub async fn close_windows(db: PgPool, js: jetstream::Context, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SCAN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = match checkpoints::windows_closed(&db, PER_SCAN).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the versions whose return window closed; retrying");
+                continue;
+            }
+        };
+        if due.is_empty() {
+            continue;
+        }
+        for d in &due {
+            tracing::info!(
+                tenant = %d.tenant,
+                payment_id = %d.payment_id,
+                trace_id = %d.trace_id,
+                version = d.version,
+                "return window closed; the success is final"
+            );
+        }
+        let owed = due.len();
+        let closed = outbox::publish_all(&db, &js, due).await;
+        metrics::counter!("paytrack_projector_return_windows_closed_total").increment(closed as u64);
+        if closed < owed {
+            tracing::warn!(
+                closed,
+                owed,
+                "some return-window checkpoints were not acknowledged; the next scan retries"
+            );
+        }
+    }
+}
