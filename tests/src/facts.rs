@@ -113,6 +113,7 @@ pub fn event(
             currency: Some("USD".into()),
             reason: reason.map(str::to_owned),
             provider_seq,
+            fee_minor: None,
             status: Some(status.as_str().to_owned()),
         }),
     )

@@ -265,6 +265,77 @@ async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow
     Ok(())
 }
 
+/// A fee the provider reports on its capture webhook is posted with the capture: the
+/// provider owes the amount less its fee, the fee is an expense, and the entry sums
+/// to zero. A fee that cannot be (negative, or above the amount) is refused 400 and
+/// nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reported_provider_fee_is_posted_as_an_expense_of_the_capture() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    let token = mesh.operator_token();
+    let with_fee = |payment: &str, fee: i64| -> anyhow::Result<String> {
+        let mut body: Value = serde_json::from_str(&Mesh::webhook_body(payment, "succeeded", "m_fee"))?;
+        body["data"]["fee_minor"] = json!(fee);
+        Ok(body.to_string())
+    };
+    for (i, fee) in [-1, 1251].into_iter().enumerate() {
+        let response = mesh
+            .post_webhook(&format!("msg_badfee_{i}"), &with_fee("pay_badfee", fee)?)
+            .await?;
+        assert_eq!(response.status(), 400, "fee {fee}");
+        assert_eq!(response.json::<Value>().await?["error"], "malformed_body");
+    }
+    assert_eq!(mesh.stream_messages(paytrack_shared::subjects::STREAM_IN).await?, 0);
+
+    let response = mesh.post_webhook("msg_fee_1", &with_fee("pay_fee", 37)?).await?;
+    assert_eq!(response.status(), 200);
+    let ledger: Value = mesh
+        .eventually(WAIT, "the capture posted", || async {
+            let ledger: Value = mesh
+                .get("/v1/payments/pay_fee/ledger", &token)
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (ledger["entries"].as_array().is_some_and(|e| !e.is_empty())).then_some(ledger)
+        })
+        .await?;
+    let entry = &ledger["entries"][0];
+    assert_eq!(entry["entry_kind"], "capture", "{ledger}");
+    let legs: BTreeMap<String, i64> = entry["postings"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|l| {
+                    (
+                        l["account"].as_str().unwrap_or_default().to_owned(),
+                        l["amount_minor"].as_i64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        legs,
+        BTreeMap::from([
+            ("provider_clearing:stdwebhooks".to_owned(), 1213),
+            ("provider_fees:stdwebhooks".to_owned(), 37),
+            ("merchant_payable:m_fee".to_owned(), -1250),
+        ]),
+        "{ledger}"
+    );
+    assert_eq!(ledger["ledger_minor"], 1250, "{ledger}");
+    let kind: String = sqlx::query_scalar(
+        "SELECT kind FROM ledger_accounts WHERE tenant = $1 AND account = 'provider_fees:stdwebhooks'",
+    )
+    .bind(mesh.tenant.as_str())
+    .fetch_one(&mesh.db)
+    .await?;
+    assert_eq!(kind, "expense");
+    Ok(())
+}
+
 /// A success on ach_debit turns final only once the last of its return windows has
 /// closed with the payment still at that version: the projector publishes a
 /// `return_window_closed` checkpoint saying final, and REST, the WebSocket and a

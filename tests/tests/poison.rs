@@ -50,6 +50,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             currency: Some("USD".into()),
             reason: Some("nul \u{0} inside".into()),
             provider_seq: None,
+            fee_minor: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

@@ -9,9 +9,14 @@
 //!
 //! Accounts (per tenant and currency):
 //! - `provider_clearing:<provider>` (asset): what the provider owes us until it settles;
-//! - `merchant_payable:<merchant>` (liability): what we owe the merchant.
+//! - `merchant_payable:<merchant>` (liability): what we owe the merchant;
+//! - `provider_fees:<provider>` (expense): what the provider kept, where a provider
+//!   event reported its fee.
 //!
 //! A capture debits clearing and credits the merchant; a reversal does the opposite.
+//! A first capture whose fee is known splits its debit: the provider owes the amount
+//! less its fee, and the fee is an expense. Providers keep their fee when money comes
+//! back, so a return reverses the whole amount through clearing and the expense stays.
 //! Debits are positive, credits negative: every entry sums to zero per currency, which
 //! the database also enforces.
 
@@ -25,6 +30,8 @@ pub enum AccountKind {
     Asset,
     /// Money we owe.
     Liability,
+    /// Money spent (provider fees).
+    Expense,
 }
 
 impl AccountKind {
@@ -33,6 +40,7 @@ impl AccountKind {
         match self {
             AccountKind::Asset => "asset",
             AccountKind::Liability => "liability",
+            AccountKind::Expense => "expense",
         }
     }
 }
@@ -108,21 +116,38 @@ pub fn posting(
         (false, Status::Returned, false) => "return",
         (false, _, false) => "reversal",
     };
-    let clearing = Leg {
-        account: format!("provider_clearing:{}", terms.provider.as_deref().unwrap_or("unknown")),
-        kind: AccountKind::Asset,
-        amount_minor: delta,
+    let provider = terms.provider.as_deref().unwrap_or("unknown");
+    // The fee is posted with the first capture only (a payment is captured once; a
+    // resolution re-recognises the amount, the fee was already charged).
+    let fee = match (kind, terms.fee_minor) {
+        ("capture", Some(fee)) if fee > 0 && fee <= delta => fee,
+        _ => 0,
     };
-    let payable = Leg {
+    let mut legs = Vec::with_capacity(3);
+    if delta - fee != 0 {
+        legs.push(Leg {
+            account: format!("provider_clearing:{provider}"),
+            kind: AccountKind::Asset,
+            amount_minor: delta - fee,
+        });
+    }
+    if fee != 0 {
+        legs.push(Leg {
+            account: format!("provider_fees:{provider}"),
+            kind: AccountKind::Expense,
+            amount_minor: fee,
+        });
+    }
+    legs.push(Leg {
         account: format!("merchant_payable:{merchant}"),
         kind: AccountKind::Liability,
         amount_minor: -delta,
-    };
+    });
     Posting::Entry {
         entry: Entry {
             kind,
             currency: currency.to_uppercase(),
-            legs: vec![clearing, payable],
+            legs,
         },
         ledger_minor: target,
     }
@@ -185,6 +210,45 @@ mod tests {
             posting(Status::Succeeded, Some(Status::InvestigationRequired), 900, "m", &t),
             Posting::Nothing
         );
+    }
+
+    #[test]
+    fn a_reported_fee_is_an_expense_of_the_capture_and_stays_after_a_return() {
+        let mut t = terms(Some(1000));
+        t.fee_minor = Some(30);
+        let capture = posting(Status::Succeeded, Some(Status::Pending), 0, "m1", &t);
+        let Posting::Entry {
+            entry: split,
+            ledger_minor,
+        } = &capture
+        else {
+            panic!("no entry: {capture:?}");
+        };
+        assert_eq!(*ledger_minor, 1000);
+        let legs: Vec<(&str, AccountKind, i64)> = split
+            .legs
+            .iter()
+            .map(|l| (l.account.as_str(), l.kind, l.amount_minor))
+            .collect();
+        assert_eq!(
+            legs,
+            vec![
+                ("provider_clearing:stdwebhooks", AccountKind::Asset, 970),
+                ("provider_fees:stdwebhooks", AccountKind::Expense, 30),
+                ("merchant_payable:m1", AccountKind::Liability, -1000),
+            ]
+        );
+        assert_eq!(split.legs.iter().map(|l| l.amount_minor).sum::<i64>(), 0);
+        // The return takes the whole amount back through clearing; the fee stays spent.
+        let ret = posting(Status::Returned, Some(Status::Succeeded), 1000, "m1", &t);
+        assert_eq!(entry(&ret), ("return", 0, vec![-1000, 1000]));
+        // A resolution capture charges no second fee.
+        let again = posting(Status::Succeeded, Some(Status::InvestigationRequired), 0, "m1", &t);
+        assert_eq!(entry(&again), ("resolution_capture", 1000, vec![1000, -1000]));
+        // A fee larger than the amount is not believed.
+        t.fee_minor = Some(5000);
+        let odd = posting(Status::Succeeded, Some(Status::Pending), 0, "m1", &t);
+        assert_eq!(entry(&odd), ("capture", 1000, vec![1000, -1000]));
     }
 
     #[test]

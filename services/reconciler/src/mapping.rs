@@ -103,6 +103,7 @@ mod tests {
                 currency: None,
                 reason: None,
                 provider_seq: None,
+                fee_minor: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

@@ -542,6 +542,7 @@ impl Sweeps {
                 currency: None,
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
+                fee_minor: None,
                 status: Some(parsed.status.clone()),
             }),
             raw: RawEvidence {

@@ -43,6 +43,12 @@ pub fn delivery_id(provider: &str) -> String {
     }
 }
 
+/// The sandbox's fee for a payment: 2% of the amount, rounded down, as a provider
+/// would report it on the captured payment (so the ledger's fee postings have data).
+pub fn fee_of(amount_minor: i64) -> i64 {
+    amount_minor.max(0) / 50
+}
+
 /// The body of `payment`'s event for `status`, delivered as `delivery_id` at `now`.
 /// Metadata naming the paytrack payment is included when `metadata` is true (the
 /// generic stdwebhooks format always names it).
@@ -71,6 +77,9 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
             if status == "failed" {
                 data["reason"] = json!("card_declined");
             }
+            if status == "succeeded" {
+                data["fee_minor"] = json!(fee_of(payment.amount_minor));
+            }
             json!({
                 "type": event_type,
                 "timestamp": chrono::DateTime::<chrono::Utc>::from_timestamp(now, 0).unwrap_or_default().to_rfc3339(),
@@ -94,6 +103,8 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
                 "method": payment.rail,
                 "notes": notes,
                 "error_description": if status == "failed" { json!("Payment processing failed because of incorrect OTP") } else { Value::Null },
+                // Razorpay reports its fee (tax included) once the payment is captured.
+                "fee": if entity_status == "captured" { json!(fee_of(payment.amount_minor)) } else { Value::Null },
                 "created_at": payment.created_at,
             });
             let mut payload = json!({ "payment": { "entity": entity.take() } });

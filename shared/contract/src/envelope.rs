@@ -236,6 +236,10 @@ pub struct PaymentTerms {
     /// The provider's reference of the payment.
     #[serde(default)]
     pub provider_ref: Option<String>,
+    /// The provider's fee for the payment in minor units (same currency), where a
+    /// provider event reported it: posted to the fees account with the capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_minor: Option<i64>,
 }
 
 /// A provider event, parsed from its own shape into the fields paytrack reads.
@@ -267,6 +271,10 @@ pub struct ProviderEvent {
     /// (the tie-breaker prefers it to `occurred_at`).
     #[serde(default)]
     pub provider_seq: Option<u64>,
+    /// The provider's fee in minor units, where the event reports one (Razorpay's
+    /// `fee` on a captured payment, `data.fee_minor` of a Standard Webhooks event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_minor: Option<i64>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.

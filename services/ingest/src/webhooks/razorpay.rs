@@ -80,6 +80,10 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         .to_owned();
     verify::check_text("provider_ref", Some(&provider_ref))?;
     let amount_minor = entity["amount"].as_i64().filter(|a| *a >= 0);
+    // Razorpay reports its fee (tax included) on the payment entity once captured.
+    let fee_minor = payment["fee"]
+        .as_i64()
+        .filter(|f| *f >= 0 && payment["amount"].as_i64().is_some_and(|a| *f <= a));
     let currency = entity["currency"].as_str().map(verify::currency).transpose()?;
     let reason = payment["error_description"]
         .as_str()
@@ -107,6 +111,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             currency,
             reason,
             provider_seq: None,
+            fee_minor,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })

@@ -57,6 +57,9 @@ struct Data {
     merchant_id: Option<MerchantId>,
     #[serde(default)]
     reason: Option<String>,
+    /// The provider's fee, in the payment's minor units.
+    #[serde(default)]
+    fee_minor: Option<i64>,
 }
 
 /// Verifies a signature and the timestamp with any of `keys`, then parses the body.
@@ -77,6 +80,15 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     }
     if parsed.data.amount_minor < 0 {
         return Err(ApiError::Malformed("amount_minor must not be negative".into()));
+    }
+    if parsed
+        .data
+        .fee_minor
+        .is_some_and(|f| f < 0 || f > parsed.data.amount_minor)
+    {
+        return Err(ApiError::Malformed(
+            "fee_minor must be between 0 and amount_minor".into(),
+        ));
     }
     verify::check_text("type", Some(&parsed.event_type))?;
     verify::check_text("data.provider_ref", Some(&parsed.data.provider_ref))?;
@@ -111,6 +123,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             currency: Some(parsed.data.currency),
             reason: parsed.data.reason,
             provider_seq: None,
+            fee_minor: parsed.data.fee_minor,
         },
         evidence_headers,
     })

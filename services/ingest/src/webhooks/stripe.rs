@@ -114,6 +114,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             currency,
             reason,
             provider_seq: None,
+            fee_minor: None,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })

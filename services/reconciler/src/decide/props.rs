@@ -58,6 +58,7 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
             currency: Some("USD".into()),
             reason: (status == Status::Returned).then(|| "R01".to_owned()),
             provider_seq: Some(seq),
+            fee_minor: None,
             status: Some(status.as_str().to_owned()),
         }),
     )
