@@ -29,9 +29,13 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// The socket's read buffer reserved up front: none. Clients send little (acks,
 /// pings, subscribes), so a frame's room is reserved when its header arrives and an
 /// idle session holds no buffer (4 KiB here was most of an idle session's memory).
-/// Writes are not buffered either (`write_buffer_size(0)`): each frame goes out
-/// whole.
+/// Writes reserve nothing up front either.
 const READ_BUFFER: usize = 0;
+
+/// How many bytes of frames the socket collects before it writes them by itself. The
+/// session flushes after each batch of queued frames (`session::write_queued`), so a
+/// burst goes out in one write; the room grows only with what a batch holds.
+pub const WRITE_BUFFER: usize = 64 * 1024;
 
 /// What every session shares.
 pub struct EdgeState {
@@ -64,6 +68,9 @@ pub struct EdgeState {
     pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Every WebSocket session's token deadline, on one timer.
     pub expiries: Arc<crate::expiry::Expiries>,
+    /// Every WebSocket session's heartbeat, on one timer (which also closes them when
+    /// the edge shuts down).
+    pub heartbeats: Arc<crate::heartbeat::Heartbeats>,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
 }
@@ -90,6 +97,9 @@ impl EdgeState {
             queued_bytes: Arc::default(),
             presence: std::sync::OnceLock::new(),
             expiries: Arc::default(),
+            heartbeats: Arc::new(crate::heartbeat::Heartbeats::new(std::time::Duration::from_millis(
+                config.heartbeat_ms,
+            ))),
             shutdown,
         }
     }
@@ -129,7 +139,7 @@ async fn upgrade(
     };
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| {
