@@ -50,6 +50,11 @@ impl Audit {
         &self.session_id
     }
 
+    /// The session's transport (`websocket`, `sse`).
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
     /// Records `event`. Audit must not stall a session, so a failure is logged, not
     /// retried here.
     pub async fn record(&self, event: SessionEvent) {

@@ -61,8 +61,9 @@ pub struct Presence {
     stream: stream::Stream,
     ttl: Duration,
     edge_id: String,
-    /// The sessions present on this edge, by key, refreshed together.
-    present: Mutex<HashMap<String, Present>>,
+    /// The sessions present on this edge, by key, refreshed together. The key is
+    /// shared with its session (`Arc<str>`), not copied.
+    present: Mutex<HashMap<Arc<str>, Present>>,
 }
 
 /// One session present on this edge.
@@ -110,7 +111,7 @@ impl Presence {
         Ok(presence)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Present>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Present>> {
         self.present.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -118,13 +119,13 @@ impl Presence {
     /// TTL with every other session of the edge) and returns its key, for
     /// [`Presence::leave`] at close. Failures are logged: presence is advisory and never
     /// holds a session up.
-    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<String> {
+    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<Arc<str>> {
         // A `sub` that is not a subject token cannot name a key; such a user has no presence.
         if validate_token(&claims.sub, "user").is_err() {
             return None;
         }
         let device = claims.device.as_deref().unwrap_or(NO_DEVICE);
-        let key = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id);
+        let key: Arc<str> = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id).into();
         self.lock().insert(
             key.clone(),
             Present {
@@ -141,15 +142,15 @@ impl Presence {
     }
 
     /// Ends a session's presence: its key is deleted (after a write of it on its way).
-    pub fn leave(self: &Arc<Self>, key: String) {
+    pub fn leave(self: &Arc<Self>, key: Arc<str>) {
         let delete = {
             let mut present = self.lock();
-            match present.get_mut(&key) {
+            match present.get_mut(&*key) {
                 Some(p) if p.writing => {
                     p.closed = true;
                     false
                 }
-                Some(_) => present.remove(&key).is_some(),
+                Some(_) => present.remove(&*key).is_some(),
                 None => false,
             }
         };
@@ -264,7 +265,7 @@ async fn refresh(presence: Weak<Presence>, ttl: Duration) {
     loop {
         tick.tick().await;
         let Some(presence) = presence.upgrade() else { return };
-        let keys: Vec<String> = presence.lock().keys().cloned().collect();
+        let keys: Vec<Arc<str>> = presence.lock().keys().cloned().collect();
         futures::stream::iter(keys)
             .for_each_concurrent(REFRESH_CONCURRENCY, |key| {
                 let presence = presence.clone();

@@ -122,9 +122,8 @@ pub fn run(
     let mut halves = socket.split();
     async move {
         let opened = Opened::open(&state, &claims, "websocket").await;
-        let span = opened.span.clone();
         let (code, reason) = drive(&mut halves, &state, &hub, &mut claims, &opened.audit)
-            .instrument(span)
+            .instrument(opened.span.clone())
             .await;
         opened.close(code, reason).await;
     }
@@ -152,13 +151,12 @@ where
     opened.close(code, reason).await;
 }
 
-/// An open session's span, audit (which holds its id) and presence, until
-/// [`Opened::close`].
+/// An open session's span, audit (which holds its id and transport) and presence,
+/// until [`Opened::close`].
 struct Opened {
     span: tracing::Span,
     audit: Audit,
-    transport: &'static str,
-    presence: Option<(Arc<crate::presence::Presence>, String)>,
+    presence: Option<(Arc<crate::presence::Presence>, Arc<str>)>,
 }
 
 impl Opened {
@@ -184,12 +182,7 @@ impl Opened {
             p.track(claims, audit.session_id(), transport)
                 .map(|key| (p.clone(), key))
         });
-        Opened {
-            span,
-            audit,
-            transport,
-            presence,
-        }
+        Opened { span, audit, presence }
     }
 
     /// Closes a session with `code` and `reason`: no longer present, audited, counted.
@@ -206,7 +199,7 @@ impl Opened {
             .instrument(self.span.clone())
             .await;
         self.span.in_scope(|| tracing::info!(code, %reason, "session closed"));
-        metrics::gauge!("paytrack_edge_sessions_open", "transport" => self.transport).decrement(1);
+        metrics::gauge!("paytrack_edge_sessions_open", "transport" => self.audit.transport()).decrement(1);
     }
 }
 
