@@ -124,8 +124,11 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Boxed: the claims (152 bytes) are captured by the upgrade's callback, which the
+    // session's task keeps for its whole life, and held by the session itself; inline,
+    // every session's task would carry them twice.
     let claims = match authenticate(&state, &query, &headers) {
-        Ok(claims) => claims,
+        Ok(claims) => Box::new(claims),
         Err(error) => return unauthorized(&error),
     };
     let upgrade = match upgrade {

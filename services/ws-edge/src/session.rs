@@ -113,7 +113,7 @@ pub fn run(
     socket: WebSocket,
     state: Arc<EdgeState>,
     hub: Arc<Hub>,
-    mut claims: Claims,
+    mut claims: Box<Claims>,
 ) -> impl std::future::Future<Output = ()> {
     // Split before the session's future exists, so that it holds the two halves (the
     // socket itself moves to the heap once) rather than a copy of the socket per
