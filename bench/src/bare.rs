@@ -18,10 +18,6 @@ use tokio::sync::broadcast;
 /// sessions as the edge does.
 const READ_BUFFER: usize = 0;
 
-/// The edge's write threshold (`WRITE_BUFFER` in `services/ws-edge/src/app.rs`); this
-/// server flushes every frame as it sends it.
-const WRITE_BUFFER: usize = 64 * 1024;
-
 struct Bare {
     events: broadcast::Sender<Utf8Bytes>,
     seq: AtomicU64,
@@ -64,7 +60,7 @@ async fn broadcast_key(State(state): State<Arc<Bare>>, key: String) -> &'static 
 async fn upgrade(State(state): State<Arc<Bare>>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| session(socket, state))

@@ -330,9 +330,9 @@ async fn drive(
                     }
                 }
                 // The session writes its own frames (no writer task): this one and
-                // whatever else is queued now, in one write, within the write timeout;
-                // a close decided meanwhile ends the write. Boxed: the write's state
-                // (its timer among it) takes room only while it runs.
+                // whatever else is queued now, within the write timeout; a close
+                // decided meanwhile ends the write. Boxed: the write's state (its
+                // timer among it) takes room only while it runs.
                 Next::Frame(frame) => {
                     let write = tokio::time::timeout(state.write_timeout, write_queued(sink, &mut outgoing, &out, frame));
                     let written = Box::pin(async {
@@ -385,9 +385,10 @@ const BATCH_FRAMES: usize = 64;
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Writes `first` and the frames queued behind it (up to [`BATCH_FRAMES`] and
-/// [`BATCH_BYTES`]) with one flush, so a burst (an event and the checkpoint right
-/// behind it) costs one socket write, not one per frame; releases their share of the
-/// queue's bound once written.
+/// [`BATCH_BYTES`]) in one wake-up of the session, so a burst (an event and the
+/// checkpoints right behind it) does not go back through the session's select for
+/// each frame; releases their share of the queue's bound once written. Each frame is
+/// written to the socket as it is fed (no write buffer, `app.rs`).
 async fn write_queued(
     sink: &mut futures::stream::SplitSink<WebSocket, Message>,
     outgoing: &mut Outgoing,
