@@ -126,7 +126,14 @@ async fn upgrade(
     // session's task keeps for its whole life, and held by the session itself; inline,
     // every session's task would carry them twice.
     let claims = match authenticate(&state, &query, &headers) {
-        Ok(claims) => Box::new(claims),
+        Ok(mut claims) => {
+            // The audience and issuer were checked by the verification and nothing in
+            // a session reads them again (a refresh compares subject, tenant, scope
+            // and device): the session does not keep their two strings.
+            claims.aud = String::new();
+            claims.iss = String::new();
+            Box::new(claims)
+        }
         Err(error) => return unauthorized(&error),
     };
     let upgrade = match upgrade {

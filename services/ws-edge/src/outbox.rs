@@ -41,8 +41,10 @@ pub struct Outbox {
     /// Bytes queued by every session of the edge, this one included: what the edge
     /// holds for clients that have not read yet (`paytrack_edge_queued_bytes`).
     edge_total: Arc<AtomicUsize>,
-    max_bytes: usize,
-    max_messages: usize,
+    /// The bounds, as u32 (a session's queue bound is far below 4 GiB): the outbox is
+    /// allocated per session and this keeps it in a smaller allocation size.
+    max_bytes: u32,
+    max_messages: u32,
 }
 
 /// The receiving end, read by the session's writer.
@@ -80,8 +82,8 @@ impl Outbox {
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
             edge_total,
-            max_bytes: max_bytes.max(1),
-            max_messages: max_messages.max(1),
+            max_bytes: u32::try_from(max_bytes.max(1)).unwrap_or(u32::MAX),
+            max_messages: u32::try_from(max_messages.max(1)).unwrap_or(u32::MAX),
         });
         let outgoing = Outgoing { outbox: outbox.clone() };
         (outbox, outgoing)
@@ -98,7 +100,7 @@ impl Outbox {
         let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         self.edge_total.fetch_add(len, Ordering::AcqRel);
         let messages = self.queued_messages.fetch_add(1, Ordering::AcqRel) + 1;
-        if bytes > self.max_bytes || messages > self.max_messages {
+        if bytes > self.max_bytes as usize || messages > self.max_messages as usize {
             self.close(close::TOO_SLOW, "client too slow: queue overflowed");
             return false;
         }

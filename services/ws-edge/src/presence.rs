@@ -69,7 +69,9 @@ pub struct Presence {
 /// One session present on this edge.
 struct Present {
     since: DateTime<Utc>,
-    transport: &'static str,
+    /// SSE or WebSocket: a flag rather than the name (16 bytes) in every entry of the
+    /// map.
+    sse: bool,
     /// A write of the key is on its way: a close waits for it before deleting.
     writing: bool,
     /// The session closed while a write was on its way: delete the key after it.
@@ -130,7 +132,7 @@ impl Presence {
             key.clone(),
             Present {
                 since: Utc::now(),
-                transport,
+                sse: transport == crate::sse::TRANSPORT,
                 writing: false,
                 closed: false,
             },
@@ -174,7 +176,7 @@ impl Presence {
                 device: device.to_owned(),
                 session_id: session_id.to_owned(),
                 edge_id: self.edge_id.clone(),
-                transport: p.transport.to_owned(),
+                transport: transport_name(p.sse).to_owned(),
                 since: p.since,
                 seen_at: Utc::now(),
             };
@@ -248,6 +250,11 @@ impl Presence {
     }
 }
 
+/// The transport a presence entry names (`Present::sse`).
+fn transport_name(sse: bool) -> &'static str {
+    if sse { crate::sse::TRANSPORT } else { "websocket" }
+}
+
 /// The device and session of a key `<tenant>.<user>.<device>.<session_id>`.
 fn device_and_session(key: &str) -> (&str, &str) {
     let mut parts = key.rsplitn(3, '.');
@@ -278,6 +285,13 @@ async fn refresh(presence: Weak<Presence>, ttl: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_names_its_transport() {
+        for transport in [crate::sse::TRANSPORT, "websocket"] {
+            assert_eq!(transport_name(transport == crate::sse::TRANSPORT), transport);
+        }
+    }
 
     #[test]
     fn a_key_names_its_device_and_session() {

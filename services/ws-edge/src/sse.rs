@@ -43,7 +43,7 @@ use crate::protocol::close;
 use crate::router::{Hub, Request};
 
 /// The transport's name in metrics, logs and audit.
-const TRANSPORT: &str = "sse";
+pub(crate) const TRANSPORT: &str = "sse";
 
 /// What the session tells the handler once its subscribe is done: the session id, or
 /// the status and message to refuse the request with.
