@@ -5,7 +5,8 @@
 //! are published with control characters escaped (`\u{0}`), so a record is always
 //! one PostgreSQL can store: a NUL would otherwise be refused by the projector.
 
-use async_nats::jetstream;
+use std::sync::Arc;
+
 use chrono::Utc;
 use paytrack_shared::TenantId;
 use paytrack_shared::envelope::{self, ENVELOPE_VERSION, SessionAudit, SessionEvent};
@@ -14,11 +15,12 @@ use paytrack_shared::subjects;
 /// The longest client-chosen string an audit record keeps, in characters.
 const MAX_LEN: usize = 256;
 
-/// Publishes one session's audit records.
+/// Publishes one session's audit records. It lives as long as its session: it reaches
+/// JetStream and the edge's name through the edge's shared state rather than holding
+/// its own copy of the JetStream context (over 200 bytes) and of the name.
 #[derive(Clone)]
 pub struct Audit {
-    js: jetstream::Context,
-    edge_id: String,
+    edge: Arc<crate::app::EdgeState>,
     session_id: String,
     tenant: TenantId,
     subject: String,
@@ -28,21 +30,29 @@ pub struct Audit {
 impl Audit {
     /// An audit trail for one session.
     pub fn new(
-        js: jetstream::Context,
-        edge_id: &str,
-        session_id: &str,
+        edge: &Arc<crate::app::EdgeState>,
+        session_id: String,
         tenant: &TenantId,
         subject: &str,
         transport: &'static str,
     ) -> Audit {
         Audit {
-            js,
-            edge_id: edge_id.to_owned(),
-            session_id: session_id.to_owned(),
+            edge: edge.clone(),
+            session_id,
             tenant: tenant.clone(),
             subject: paytrack_nats::printable(subject, MAX_LEN),
             transport,
         }
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The session's transport (`websocket`, `sse`).
+    pub fn transport(&self) -> &'static str {
+        self.transport
     }
 
     /// Records `event`. Audit must not stall a session, so a failure is logged, not
@@ -73,13 +83,13 @@ impl Audit {
             session_id: self.session_id.clone(),
             tenant: self.tenant.clone(),
             subject: self.subject.clone(),
-            edge_id: self.edge_id.clone(),
+            edge_id: self.edge.edge_id.clone(),
             transport: self.transport.to_owned(),
             at: Utc::now(),
             event,
         };
-        let subject = subjects::session(&self.tenant, &self.edge_id);
-        let result = async { self.js.publish(subject, envelope::encode(&record)).await?.await }.await;
+        let subject = subjects::session(&self.tenant, &self.edge.edge_id);
+        let result = async { self.edge.js.publish(subject, envelope::encode(&record)).await?.await }.await;
         if let Err(error) = result {
             tracing::warn!(%error, session_id = %self.session_id, "session audit not recorded");
         }

@@ -67,7 +67,7 @@ impl Expiries {
                         break;
                     }
                     if let Some(out) = entry.remove().upgrade() {
-                        out.closer.close(close::UNAUTHORIZED, "token expired");
+                        out.close(close::UNAUTHORIZED, "token expired");
                     }
                 }
                 deadlines.first_key_value().map(|(key, _)| key.0)
@@ -107,11 +107,11 @@ mod tests {
         // A refresh moves the late one further out.
         expiries.rewatch(key, start + ms(600), &late);
         tokio::time::sleep_until(start + ms(250)).await;
-        assert_eq!(early.closer.reason().0, close::UNAUTHORIZED);
+        assert_eq!(early.close_reason().0, close::UNAUTHORIZED);
         tokio::time::sleep_until(start + ms(450)).await;
-        assert!(!late.closer.token.is_cancelled());
+        assert!(!late.is_closed());
         tokio::time::sleep_until(start + ms(750)).await;
-        assert_eq!(late.closer.reason().0, close::UNAUTHORIZED);
+        assert_eq!(late.close_reason().0, close::UNAUTHORIZED);
         shutdown.cancel();
     }
 }

@@ -12,6 +12,7 @@ mod channel;
 mod currency;
 mod expiry;
 mod fairness;
+mod heartbeat;
 mod history;
 mod jwks;
 mod outbox;
@@ -230,6 +231,7 @@ impl WsEdge {
         });
         tokio::spawn(report_queued_bytes(self.state.clone(), shutdown.clone()));
         tokio::spawn(self.state.expiries.clone().run(shutdown.clone()));
+        tokio::spawn(self.state.heartbeats.clone().run(shutdown.clone()));
         let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;

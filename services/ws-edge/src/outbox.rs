@@ -1,79 +1,50 @@
 //! A session's outbound side: a queue of encoded frames bounded in messages and in
 //! bytes, shared by the router (which writes the same encoded event into every session
-//! of a channel) and the session (its own replies). A full queue closes the session with
-//! 4008 instead of growing memory or dropping events.
+//! of a channel) and the session (its own replies), and how the session ends. A full
+//! queue closes the session with 4008 instead of growing memory or dropping events.
+//!
+//! Everything that wakes a WebSocket session's writer comes through one [`Notify`]
+//! (`ready`): a frame queued, the close, a heartbeat due (set by the edge's heartbeat
+//! wheel, `heartbeat.rs`). Whether the session is closed is one atomic flag, so the
+//! router's [`Outbox::push`], called for every session of a channel on every event,
+//! takes no lock but the queue's own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{ServerMessage, close};
+use crate::protocol::ServerMessage;
+use crate::protocol::close;
 
-/// How a session ends: the first close reason wins.
-#[derive(Default)]
-pub struct Closer {
-    /// Cancelled once the session must close.
-    pub token: CancellationToken,
-    reason: Mutex<Option<(u16, String)>>,
-    /// The edge's shutdown, the parent of `token`: a session it closed without a
-    /// reason of its own was closed by a restart.
-    shutdown: CancellationToken,
-}
-
-impl Closer {
-    /// A closer whose token is a child of `parent`: cancelling the parent (the edge
-    /// shutting down) closes the session too. Each session then waits on its own
-    /// token alone, instead of every session polling the edge's one shared token (a
-    /// mutex every session took on every wake-up).
-    pub fn under(parent: &CancellationToken) -> Closer {
-        Closer {
-            token: parent.child_token(),
-            reason: Mutex::new(None),
-            shutdown: parent.clone(),
-        }
-    }
-
-    /// Closes with `code` unless a reason was set already.
-    pub fn close(&self, code: u16, reason: &str) {
-        if let Ok(mut slot) = self.reason.lock() {
-            slot.get_or_insert_with(|| (code, reason.to_owned()));
-        }
-        self.token.cancel();
-    }
-
-    /// The close code and reason (1012 when the edge's shutdown closed it, else 1000
-    /// when none was set).
-    pub fn reason(&self) -> (u16, String) {
-        self.reason.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| {
-            if self.shutdown.is_cancelled() {
-                (close::RESTARTING, "edge restarting".to_owned())
-            } else {
-                (1000, "closed".to_owned())
-            }
-        })
-    }
-}
-
-/// The bounded queue of one session's outgoing text frames. The queue holds memory only
-/// while it holds frames: an idle session's is empty and unallocated (a channel would
-/// preallocate a block of slots per session).
+/// The bounded queue of one session's outgoing text frames, and its close. The queue
+/// holds memory only while it holds frames: an idle session's is empty and unallocated
+/// (a channel would preallocate a block of slots per session).
 pub struct Outbox {
     queue: Mutex<VecDeque<Utf8Bytes>>,
-    /// Wakes the writer when a frame is queued (a permit is kept if it is not waiting).
+    /// Wakes the writer: a frame queued (a permit is kept if it is not waiting), the
+    /// session closed, or a heartbeat due.
     ready: Notify,
+    /// Wakes every task waiting in [`Outbox::closed`] (an SSE session's driver and its
+    /// stream are two).
+    closing: Notify,
+    /// Set once the session must close: nothing more is queued.
+    closed: AtomicBool,
+    /// Set by the heartbeat wheel when the session's heartbeat is due.
+    heartbeat_due: AtomicBool,
+    /// The first close reason wins.
+    reason: OnceLock<(u16, String)>,
     queued_bytes: AtomicUsize,
     queued_messages: AtomicUsize,
     /// Bytes queued by every session of the edge, this one included: what the edge
     /// holds for clients that have not read yet (`paytrack_edge_queued_bytes`).
     edge_total: Arc<AtomicUsize>,
-    max_bytes: usize,
-    max_messages: usize,
-    /// How the session ends.
-    pub closer: Closer,
+    /// The bounds, as u32 (a session's queue bound is far below 4 GiB): the outbox is
+    /// allocated per session and this keeps it in a smaller allocation size.
+    max_bytes: u32,
+    max_messages: u32,
 }
 
 /// The receiving end, read by the session's writer.
@@ -81,30 +52,38 @@ pub struct Outgoing {
     outbox: Arc<Outbox>,
 }
 
+/// What woke a session's writer, in the order it must be handled.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// The session is closed (see [`Outbox::close_reason`]).
+    Closed,
+    /// Its heartbeat is due.
+    Heartbeat,
+    /// A frame to write; call [`Outgoing::written`] once it is on the socket.
+    Frame(Utf8Bytes),
+}
+
 impl Outbox {
     /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
     #[cfg(test)]
     pub fn new(max_messages: usize, max_bytes: usize) -> (Arc<Outbox>, Outgoing) {
-        Self::counted(max_messages, max_bytes, Arc::default(), &CancellationToken::new())
+        Self::counted(max_messages, max_bytes, Arc::default())
     }
 
-    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`, closed when
-    /// `shutdown` is cancelled (see [`Closer::under`]).
-    pub fn counted(
-        max_messages: usize,
-        max_bytes: usize,
-        edge_total: Arc<AtomicUsize>,
-        shutdown: &CancellationToken,
-    ) -> (Arc<Outbox>, Outgoing) {
+    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`.
+    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Arc<Outbox>, Outgoing) {
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
+            closing: Notify::new(),
+            closed: AtomicBool::new(false),
+            heartbeat_due: AtomicBool::new(false),
+            reason: OnceLock::new(),
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
             edge_total,
-            max_bytes: max_bytes.max(1),
-            max_messages: max_messages.max(1),
-            closer: Closer::under(shutdown),
+            max_bytes: u32::try_from(max_bytes.max(1)).unwrap_or(u32::MAX),
+            max_messages: u32::try_from(max_messages.max(1)).unwrap_or(u32::MAX),
         });
         let outgoing = Outgoing { outbox: outbox.clone() };
         (outbox, outgoing)
@@ -112,17 +91,17 @@ impl Outbox {
 
     /// Queues an encoded frame; a full queue means the client is too slow: the session
     /// is closed with 4008 and false is returned (nothing is silently dropped from a
-    /// session that stays open).
+    /// session that stays open). A closed session queues nothing.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        if self.closer.token.is_cancelled() {
+        if self.is_closed() {
             return false;
         }
         let len = frame.len();
         let bytes = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
         self.edge_total.fetch_add(len, Ordering::AcqRel);
         let messages = self.queued_messages.fetch_add(1, Ordering::AcqRel) + 1;
-        if bytes > self.max_bytes || messages > self.max_messages {
-            self.closer.close(close::TOO_SLOW, "client too slow: queue overflowed");
+        if bytes > self.max_bytes as usize || messages > self.max_messages as usize {
+            self.close(close::TOO_SLOW, "client too slow: queue overflowed");
             return false;
         }
         match self.queue.lock() {
@@ -154,16 +133,56 @@ impl Outbox {
         }
     }
 
+    /// Closes the session with `code` and `reason` unless a reason was set already,
+    /// and wakes whatever waits for it.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.reason.get_or_init(|| (code, reason.to_owned()));
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+        self.closing.notify_waiters();
+    }
+
+    /// Whether the session is closed (one atomic load).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes once the session is closed.
+    pub async fn closed(&self) {
+        loop {
+            // Created before the flag is read: a close in between still wakes it.
+            let woken = self.closing.notified();
+            if self.is_closed() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// The close code and reason (1000 when the session was closed without one).
+    pub fn close_reason(&self) -> (u16, String) {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| (1000, "closed".to_owned()))
+    }
+
+    /// Marks the session's heartbeat due and wakes its writer (the heartbeat wheel).
+    pub fn heartbeat_due(&self) {
+        self.heartbeat_due.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
     /// Bytes queued now.
     #[cfg(test)]
     fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Acquire)
     }
 
-    fn written(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.edge_total.fetch_sub(len, Ordering::AcqRel);
-        self.queued_messages.fetch_sub(1, Ordering::AcqRel);
+    fn written_batch(&self, frames: usize, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.edge_total.fetch_sub(bytes, Ordering::AcqRel);
+        self.queued_messages.fetch_sub(frames, Ordering::AcqRel);
     }
 }
 
@@ -176,21 +195,54 @@ impl Drop for Outbox {
 }
 
 impl Outgoing {
-    /// The next frame to write, waiting for one; call [`Outgoing::written`] once it is
-    /// on the socket. Cancel-safe: a frame is taken only when it is returned.
-    pub async fn recv(&mut self) -> Utf8Bytes {
+    /// What the writer does next, waiting until there is something: the close first,
+    /// then a due heartbeat, then the oldest frame. Cancel-safe: a frame or a
+    /// heartbeat is taken only when it is returned.
+    pub async fn next(&mut self) -> Next {
         loop {
-            let queued = self.outbox.ready.notified();
-            if let Some(frame) = self.outbox.pop() {
-                return frame;
+            let woken = self.outbox.ready.notified();
+            if self.outbox.is_closed() {
+                return Next::Closed;
             }
-            queued.await;
+            if self.outbox.heartbeat_due.swap(false, Ordering::AcqRel) {
+                return Next::Heartbeat;
+            }
+            if let Some(frame) = self.outbox.pop() {
+                return Next::Frame(frame);
+            }
+            woken.await;
         }
+    }
+
+    /// The next frame to write, or None once the session is closed (a transport
+    /// without heartbeats from the wheel: SSE).
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        loop {
+            match self.next().await {
+                Next::Closed => return None,
+                Next::Heartbeat => continue,
+                Next::Frame(frame) => return Some(frame),
+            }
+        }
+    }
+
+    /// The oldest queued frame if there is one and the session is open (a writer
+    /// adding what is queued to the frame it writes).
+    pub fn try_frame(&mut self) -> Option<Utf8Bytes> {
+        if self.outbox.is_closed() {
+            return None;
+        }
+        self.outbox.pop()
     }
 
     /// Releases a written frame's share of the bound.
     pub fn written(&self, outbox: &Outbox, len: usize) {
-        outbox.written(len);
+        outbox.written_batch(1, len);
+    }
+
+    /// Releases the share of `frames` written frames of `bytes` bytes together.
+    pub fn written_batch(&self, outbox: &Outbox, frames: usize, bytes: usize) {
+        outbox.written_batch(frames, bytes);
     }
 }
 
@@ -199,26 +251,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_edge_shutting_down_closes_every_session_as_a_restart() {
-        let shutdown = CancellationToken::new();
-        let (quiet, _rx1) = Outbox::counted(10, 1_000, Arc::default(), &shutdown);
-        let (slow, _rx2) = Outbox::counted(10, 1_000, Arc::default(), &shutdown);
-        slow.closer.close(close::TOO_SLOW, "client too slow");
-        assert!(!quiet.closer.token.is_cancelled());
-        shutdown.cancel();
-        assert!(quiet.closer.token.is_cancelled(), "a child of the shutdown");
-        assert_eq!(quiet.closer.reason().0, close::RESTARTING);
-        assert_eq!(slow.closer.reason().0, close::TOO_SLOW, "its own reason stands");
-        assert!(!quiet.push("late".into()), "nothing is queued after the close");
-    }
-
-    #[test]
     fn the_edge_total_returns_to_zero_when_a_session_goes() {
         let total = Arc::new(AtomicUsize::new(0));
-        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone(), &CancellationToken::new());
+        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone());
         assert!(outbox.push("12345".into()));
         assert!(outbox.push("123".into()));
-        outbox.written(3);
+        outbox.written_batch(1, 3);
         assert_eq!(total.load(Ordering::Acquire), 5);
         drop((outbox, rx));
         assert_eq!(total.load(Ordering::Acquire), 0);
@@ -229,10 +267,19 @@ mod tests {
         let (outbox, _rx) = Outbox::new(100, 10);
         assert!(outbox.push("12345".into()));
         assert!(!outbox.push("123456".into()));
-        assert!(outbox.closer.token.is_cancelled());
-        assert_eq!(outbox.closer.reason().0, close::TOO_SLOW);
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.close_reason().0, close::TOO_SLOW);
         // Once closed nothing more is queued.
         assert!(!outbox.push("1".into()));
+    }
+
+    #[test]
+    fn the_first_close_reason_wins() {
+        let (outbox, _rx) = Outbox::new(10, 100);
+        assert_eq!(outbox.close_reason().0, 1000, "no reason yet");
+        outbox.close(close::UNAUTHORIZED, "token expired");
+        outbox.close(close::RESTARTING, "edge restarting");
+        assert_eq!(outbox.close_reason(), (close::UNAUTHORIZED, "token expired".to_owned()));
     }
 
     #[tokio::test]
@@ -241,10 +288,70 @@ mod tests {
         assert!(outbox.push("abc".into()));
         assert!(outbox.push("de".into()));
         assert_eq!(outbox.queued_bytes(), 5);
-        let frame = rx.recv().await;
+        let Next::Frame(frame) = rx.next().await else {
+            panic!("a frame is queued")
+        };
         rx.written(&outbox, frame.len());
         assert_eq!(outbox.queued_bytes(), 2);
         assert!(outbox.push("f".into()));
-        assert!(!outbox.closer.token.is_cancelled());
+        assert!(!outbox.is_closed());
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_by_the_close_first_then_a_heartbeat_then_frames() {
+        let (outbox, mut rx) = Outbox::new(10, 100);
+        assert!(outbox.push("a".into()));
+        outbox.heartbeat_due();
+        assert_eq!(
+            rx.next().await,
+            Next::Heartbeat,
+            "a due heartbeat goes before queued frames"
+        );
+        assert_eq!(rx.next().await, Next::Frame("a".into()));
+        // A writer waiting with nothing queued is woken by a heartbeat, then by a close.
+        let waiting = tokio::spawn(async move {
+            let first = rx.next().await;
+            let second = rx.next().await;
+            (first, second, rx)
+        });
+        tokio::task::yield_now().await;
+        outbox.heartbeat_due();
+        tokio::task::yield_now().await;
+        outbox.close(close::TOO_SLOW, "test");
+        let (first, second, mut rx) = waiting.await.expect("writer task");
+        assert_eq!(first, Next::Heartbeat);
+        assert_eq!(second, Next::Closed);
+        assert!(!outbox.push("late".into()), "nothing is queued after the close");
+        assert_eq!(rx.recv().await, None, "SSE's view of a closed session");
+    }
+
+    #[test]
+    fn a_writer_adds_queued_frames_to_its_write_until_the_close() {
+        let (outbox, mut rx) = Outbox::new(10, 100);
+        assert!(outbox.push("a".into()));
+        assert!(outbox.push("bc".into()));
+        assert_eq!(rx.try_frame(), Some("a".into()));
+        rx.written_batch(&outbox, 1, 1);
+        assert_eq!(outbox.queued_bytes(), 2);
+        outbox.close(close::TOO_SLOW, "test");
+        assert_eq!(rx.try_frame(), None, "a closed session writes nothing more");
+    }
+
+    #[tokio::test]
+    async fn every_task_waiting_for_the_close_is_woken() {
+        let (outbox, _rx) = Outbox::new(10, 100);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.closed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        outbox.close(1000, "client closed");
+        for waiter in waiters {
+            waiter.await.expect("woken by the close");
+        }
+        // Already closed: completes at once.
+        outbox.closed().await;
     }
 }

@@ -61,14 +61,17 @@ pub struct Presence {
     stream: stream::Stream,
     ttl: Duration,
     edge_id: String,
-    /// The sessions present on this edge, by key, refreshed together.
-    present: Mutex<HashMap<String, Present>>,
+    /// The sessions present on this edge, by key, refreshed together. The key is
+    /// shared with its session (`Arc<str>`), not copied.
+    present: Mutex<HashMap<Arc<str>, Present>>,
 }
 
 /// One session present on this edge.
 struct Present {
     since: DateTime<Utc>,
-    transport: &'static str,
+    /// SSE or WebSocket: a flag rather than the name (16 bytes) in every entry of the
+    /// map.
+    sse: bool,
     /// A write of the key is on its way: a close waits for it before deleting.
     writing: bool,
     /// The session closed while a write was on its way: delete the key after it.
@@ -110,7 +113,7 @@ impl Presence {
         Ok(presence)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Present>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Present>> {
         self.present.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -118,18 +121,18 @@ impl Presence {
     /// TTL with every other session of the edge) and returns its key, for
     /// [`Presence::leave`] at close. Failures are logged: presence is advisory and never
     /// holds a session up.
-    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<String> {
+    pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<Arc<str>> {
         // A `sub` that is not a subject token cannot name a key; such a user has no presence.
         if validate_token(&claims.sub, "user").is_err() {
             return None;
         }
         let device = claims.device.as_deref().unwrap_or(NO_DEVICE);
-        let key = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id);
+        let key: Arc<str> = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id).into();
         self.lock().insert(
             key.clone(),
             Present {
                 since: Utc::now(),
-                transport,
+                sse: transport == crate::sse::TRANSPORT,
                 writing: false,
                 closed: false,
             },
@@ -141,15 +144,15 @@ impl Presence {
     }
 
     /// Ends a session's presence: its key is deleted (after a write of it on its way).
-    pub fn leave(self: &Arc<Self>, key: String) {
+    pub fn leave(self: &Arc<Self>, key: Arc<str>) {
         let delete = {
             let mut present = self.lock();
-            match present.get_mut(&key) {
+            match present.get_mut(&*key) {
                 Some(p) if p.writing => {
                     p.closed = true;
                     false
                 }
-                Some(_) => present.remove(&key).is_some(),
+                Some(_) => present.remove(&*key).is_some(),
                 None => false,
             }
         };
@@ -173,7 +176,7 @@ impl Presence {
                 device: device.to_owned(),
                 session_id: session_id.to_owned(),
                 edge_id: self.edge_id.clone(),
-                transport: p.transport.to_owned(),
+                transport: transport_name(p.sse).to_owned(),
                 since: p.since,
                 seen_at: Utc::now(),
             };
@@ -247,6 +250,11 @@ impl Presence {
     }
 }
 
+/// The transport a presence entry names (`Present::sse`).
+fn transport_name(sse: bool) -> &'static str {
+    if sse { crate::sse::TRANSPORT } else { "websocket" }
+}
+
 /// The device and session of a key `<tenant>.<user>.<device>.<session_id>`.
 fn device_and_session(key: &str) -> (&str, &str) {
     let mut parts = key.rsplitn(3, '.');
@@ -264,7 +272,7 @@ async fn refresh(presence: Weak<Presence>, ttl: Duration) {
     loop {
         tick.tick().await;
         let Some(presence) = presence.upgrade() else { return };
-        let keys: Vec<String> = presence.lock().keys().cloned().collect();
+        let keys: Vec<Arc<str>> = presence.lock().keys().cloned().collect();
         futures::stream::iter(keys)
             .for_each_concurrent(REFRESH_CONCURRENCY, |key| {
                 let presence = presence.clone();
@@ -277,6 +285,13 @@ async fn refresh(presence: Weak<Presence>, ttl: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_names_its_transport() {
+        for transport in [crate::sse::TRANSPORT, "websocket"] {
+            assert_eq!(transport_name(transport == crate::sse::TRANSPORT), transport);
+        }
+    }
 
     #[test]
     fn a_key_names_its_device_and_session() {

@@ -201,8 +201,15 @@ struct Sub {
     out: Arc<Outbox>,
     /// The `seq` of the last event queued to it (its `prev_seq` chain).
     last_seq: u64,
-    /// While a JetStream replay runs: the live messages that arrived meanwhile.
-    pending: Option<Vec<Arc<Msg>>>,
+    /// While a JetStream replay runs: what arrived live meanwhile (boxed: one pointer in
+    /// every subscription of the channel map, for what exists only during a replay).
+    replay: Option<Box<Replay>>,
+}
+
+/// The live messages a subscription buffers while its JetStream replay runs.
+#[derive(Default)]
+struct Replay {
+    pending: Vec<Arc<Msg>>,
     /// Whether more live messages arrived during the replay than are buffered.
     overflowed: bool,
 }
@@ -698,8 +705,7 @@ impl Hub {
                 Sub {
                     out: request.out.clone(),
                     last_seq: position,
-                    pending: Some(Vec::new()),
-                    overflowed: false,
+                    replay: Some(Box::default()),
                 },
             );
             head
@@ -720,11 +726,11 @@ impl Hub {
         let Some(mut sub) = entry.subs.remove(&request.id) else {
             return Err(unavailable("subscription ended during its replay"));
         };
-        if sub.overflowed {
+        if sub.replay.as_ref().is_some_and(|r| r.overflowed) {
             detach_locked(inner, &key, request.id);
             return Err(unavailable("live traffic outran the replay"));
         }
-        let buffered = sub.pending.take().unwrap_or_default();
+        let buffered = sub.replay.take().map(|r| r.pending).unwrap_or_default();
         request.out.send(&subscribed(position));
         let mut newest = latest;
         for message in replayed.iter().chain(buffered.iter()) {
@@ -751,7 +757,7 @@ impl Hub {
         let epoch = self.epoch(&request.channel).to_owned();
         let inner = self.lock();
         let sub = inner.channels.get(&key)?.subs.get(&id)?;
-        if sub.pending.is_some() {
+        if sub.replay.is_some() {
             return None;
         }
         let position = Position {
@@ -786,7 +792,7 @@ impl Hub {
         let mut positions = BTreeMap::new();
         for (key, id, channel) in subs {
             if let Some(sub) = inner.channels.get(key).and_then(|e| e.subs.get(&id))
-                && sub.pending.is_none()
+                && sub.replay.is_none()
             {
                 positions.insert(
                     channel.name(),
@@ -1084,8 +1090,7 @@ fn go_live_from_ring(
     let mut sub = Sub {
         out: request.out.clone(),
         last_seq: position.seq,
-        pending: None,
-        overflowed: false,
+        replay: None,
     };
     for message in &missed {
         deliver_one(&mut sub, &name, epoch, message);
@@ -1179,13 +1184,13 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
         if message.seq <= sub.last_seq {
             continue;
         }
-        if let Some(pending) = &mut sub.pending {
+        if let Some(replay) = &mut sub.replay {
             // Bounded: a replay that falls this far behind the live feed fails (the
             // client retries) rather than growing memory.
-            if pending.len() < MAX_BUFFERED {
-                pending.push(message.clone());
+            if replay.pending.len() < MAX_BUFFERED {
+                replay.pending.push(message.clone());
             } else {
-                sub.overflowed = true;
+                replay.overflowed = true;
             }
             continue;
         }
@@ -1275,8 +1280,7 @@ mod tests {
                 Sub {
                     out: receivers[id as usize].0.clone(),
                     last_seq: 4,
-                    pending: None,
-                    overflowed: false,
+                    replay: None,
                 },
             );
         }
@@ -1288,7 +1292,7 @@ mod tests {
         let mut frames = Vec::new();
         for (_, rx) in &mut receivers {
             let mut mine = Vec::new();
-            while let Some(frame) = rx.recv().now_or_never() {
+            while let Some(Some(frame)) = rx.recv().now_or_never() {
                 mine.push(frame);
             }
             frames.push(mine);

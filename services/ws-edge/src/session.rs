@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use paytrack_shared::auth::Claims;
 use paytrack_shared::envelope::{Position, SessionEvent};
@@ -19,7 +19,7 @@ use crate::audit::Audit;
 use crate::channel::{Channel, ChannelError};
 use crate::currency::{Currency, Verdict};
 use crate::history::HistoryError;
-use crate::outbox::Outbox;
+use crate::outbox::{Next, Outbox, Outgoing};
 use crate::protocol::{ClientMessage, ServerMessage, close};
 use crate::router::{Hub, Ready, Request};
 
@@ -113,17 +113,17 @@ pub fn run(
     socket: WebSocket,
     state: Arc<EdgeState>,
     hub: Arc<Hub>,
-    claims: Claims,
+    mut claims: Box<Claims>,
 ) -> impl std::future::Future<Output = ()> {
     // Split before the session's future exists, so that it holds the two halves (the
     // socket itself moves to the heap once) rather than a copy of the socket per
-    // nested future.
-    let halves = socket.split();
+    // nested future. `drive` borrows the halves and the claims: passed by value, the
+    // session's future would hold them twice (once here, once in `drive`'s future).
+    let mut halves = socket.split();
     async move {
         let opened = Opened::open(&state, &claims, "websocket").await;
-        let span = opened.span.clone();
-        let (code, reason) = drive(halves, &state, &hub, claims, &opened.session_id, &opened.audit)
-            .instrument(span)
+        let (code, reason) = drive(&mut halves, &state, &hub, &mut claims, &opened.audit)
+            .instrument(opened.span.clone())
             .await;
         opened.close(code, reason).await;
     }
@@ -145,19 +145,18 @@ where
 {
     let opened = Opened::open(state, claims, transport).await;
     let span = opened.span.clone();
-    let (code, reason) = drive(opened.session_id.clone(), opened.audit.clone())
+    let (code, reason) = drive(opened.audit.session_id().to_owned(), opened.audit.clone())
         .instrument(span)
         .await;
     opened.close(code, reason).await;
 }
 
-/// An open session's span, audit and presence, until [`Opened::close`].
+/// An open session's span, audit (which holds its id and transport) and presence,
+/// until [`Opened::close`].
 struct Opened {
-    session_id: String,
     span: tracing::Span,
     audit: Audit,
-    transport: &'static str,
-    presence: Option<(Arc<crate::presence::Presence>, String)>,
+    presence: Option<(Arc<crate::presence::Presence>, Arc<str>)>,
 }
 
 impl Opened {
@@ -169,14 +168,7 @@ impl Opened {
         // filter wants it, rather than for the trace layer in every session for its
         // whole life.
         let span = tracing::info_span!(target: "ws_edge::session", "session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
-        let audit = Audit::new(
-            state.js.clone(),
-            &state.edge_id,
-            &session_id,
-            &claims.tenant,
-            &claims.sub,
-            transport,
-        );
+        let audit = Audit::new(state, session_id, &claims.tenant, &claims.sub, transport);
         metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
         metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
         audit
@@ -186,17 +178,11 @@ impl Opened {
             .instrument(span.clone())
             .await;
         span.in_scope(|| tracing::info!("session opened"));
-        let presence = state
-            .presence
-            .get()
-            .and_then(|p| p.track(claims, &session_id, transport).map(|key| (p.clone(), key)));
-        Opened {
-            session_id,
-            span,
-            audit,
-            transport,
-            presence,
-        }
+        let presence = state.presence.get().and_then(|p| {
+            p.track(claims, audit.session_id(), transport)
+                .map(|key| (p.clone(), key))
+        });
+        Opened { span, audit, presence }
     }
 
     /// Closes a session with `code` and `reason`: no longer present, audited, counted.
@@ -213,7 +199,7 @@ impl Opened {
             .instrument(self.span.clone())
             .await;
         self.span.in_scope(|| tracing::info!(code, %reason, "session closed"));
-        metrics::gauge!("paytrack_edge_sessions_open", "transport" => self.transport).decrement(1);
+        metrics::gauge!("paytrack_edge_sessions_open", "transport" => self.audit.transport()).decrement(1);
     }
 }
 
@@ -230,43 +216,41 @@ pub fn expiry(exp: u64) -> Instant {
 }
 
 async fn drive(
-    (mut sink, mut incoming): Halves,
+    (sink, incoming): &mut Halves,
     state: &Arc<EdgeState>,
     hub: &Arc<Hub>,
-    mut claims: Claims,
-    session_id: &str,
+    claims: &mut Claims,
     audit: &Audit,
 ) -> (u16, String) {
     let (out, mut outgoing) = crate::outbox::Outbox::counted(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
-        &state.shutdown,
     );
-    // The token is closed at its `exp` by the edge's one expiry timer (4001).
+    // The token is closed at its `exp` by the edge's one expiry timer (4001). The
+    // edge's one heartbeat wheel marks the heartbeat due every interval, and closes
+    // the session with 1012 when the edge shuts down.
     let mut expiry_key = state.expiries.watch(expiry(claims.exp), &out);
+    let wheel_key = state.heartbeats.join(&out);
 
-    let heartbeat = Duration::from_millis(state.heartbeat_ms.max(1));
     out.send(&ServerMessage::Welcome {
-        session_id: session_id.to_owned(),
+        session_id: audit.session_id().to_owned(),
         heartbeat_ms: state.heartbeat_ms,
     });
     let mut held: ByChannel<Held> = ByChannel::default();
     let mut starting: ByChannel<Starting> = ByChannel::default();
     // Created by the first subscribe that reads JetStream, dropped once none runs.
     let mut tasks: Option<JoinSet<Started>> = None;
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut currency = Currency::new("websocket");
     let limiter = state.fairness.session_limiter();
     let mut last_heard = Instant::now();
 
-    loop {
+    // Checked before every wait: a close wins over anything the client sends.
+    while !out.is_closed() {
         tokio::select! {
             // Biased so a finished subscribe is recorded before the next client frame
             // is read: the audit keeps the session's order.
             biased;
-            // A child of the edge's shutdown: cancelled when the edge stops, too.
-            _ = out.closer.token.cancelled() => break,
             Some(done) = async { tasks.as_mut()?.join_next().await }, if tasks.as_ref().is_some_and(|t| !t.is_empty()) => {
                 if tasks.as_ref().is_some_and(JoinSet::is_empty) {
                     tasks = None;
@@ -274,28 +258,11 @@ async fn drive(
                 let Ok(done) = done else { continue };
                 Box::pin(started(state, audit, &out, &mut held, &mut starting, done)).await;
             }
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat * SILENCE_LIMIT {
-                    out.closer.close(close::BAD_REQUEST, "heartbeat missed");
-                    break;
-                }
-                if let Verdict::Stale(positions) = currency.tick(|channel| held.contains_key(channel)) {
-                    metrics::counter!("paytrack_edge_sessions_stale_total", "transport" => "websocket").increment(1);
-                    tracing::info!(?positions, acked = ?currency.acked(), "session stale: acks behind for two heartbeats");
-                    // Not awaited: while JetStream is away the publish waits for its
-                    // timeout, and the session must keep reading its client meanwhile.
-                    let audit = audit.clone();
-                    let event = SessionEvent::Stale { positions, acked: currency.acked().clone() };
-                    tokio::spawn(async move { audit.record(event).await });
-                }
-                let sent = hub.heartbeat(&out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
-                currency.sent(sent);
-            }
             frame = incoming.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(_))) | None => {
-                        out.closer.close(1000, "client closed");
+                        out.close(1000, "client closed");
                         break;
                     }
                     Some(Ok(_)) => {
@@ -306,9 +273,9 @@ async fn drive(
                         tracing::info!(%error, "websocket read failed");
                         let reason = format!("protocol error: {error}");
                         if is_too_big(error) {
-                            out.closer.close(close::MESSAGE_TOO_BIG, "frame or message too big");
+                            out.close(close::MESSAGE_TOO_BIG, "frame or message too big");
                         } else {
-                            out.closer.close(close::BAD_REQUEST, &reason);
+                            out.close(close::BAD_REQUEST, &reason);
                         }
                         break;
                     }
@@ -326,7 +293,7 @@ async fn drive(
                     ClientMessage::Ack { positions } => currency.ack(positions),
                     ClientMessage::Subscribe { channel, since } => {
                         let held_ids = Subscriptions { held: &mut held, starting: &mut starting, tasks: &mut tasks, limiter: &limiter };
-                        Box::pin(subscribe(state, &claims, &out, audit, held_ids, &channel, since)).await;
+                        Box::pin(subscribe(state, claims, &out, audit, held_ids, &channel, since)).await;
                     }
                     ClientMessage::Unsubscribe { channel } => {
                         if let Some(s) = starting.remove(&channel) {
@@ -342,42 +309,57 @@ async fn drive(
                     ClientMessage::Refresh { token } => match state.jwt.verify(&token) {
                         Ok(fresh) if fresh.sub == claims.sub && fresh.tenant == claims.tenant && fresh.channels == claims.channels && fresh.device == claims.device => {
                             expiry_key = state.expiries.rewatch(expiry_key, expiry(fresh.exp), &out);
-                            claims = fresh;
+                            *claims = fresh;
                         }
                         Ok(_) => {
-                            out.closer.close(close::FORBIDDEN, "refresh token is for another subject or scope");
+                            out.close(close::FORBIDDEN, "refresh token is for another subject or scope");
                             break;
                         }
                         Err(error) => {
-                            out.closer.close(close::UNAUTHORIZED, &format!("refresh refused: {error}"));
+                            out.close(close::UNAUTHORIZED, &format!("refresh refused: {error}"));
                             break;
                         }
                     },
                 }
             }
-            // The session writes its own frames (no writer task): each within the
-            // write timeout, and a close decided meanwhile ends the write.
-            frame = outgoing.recv() => {
-                let len = frame.len();
-                let written = tokio::select! {
-                    biased;
-                    _ = out.closer.token.cancelled() => break,
-                    written = tokio::time::timeout(state.write_timeout, sink.send(Message::Text(frame))) => written,
-                };
-                match written {
-                    Ok(Ok(())) => outgoing.written(&out, len),
-                    Ok(Err(_)) => {
-                        out.closer.close(1006, "socket write failed");
-                        break;
-                    }
-                    Err(_) => {
-                        out.closer.close(close::TOO_SLOW, "client too slow: write timed out");
+            next = outgoing.next() => match next {
+                Next::Closed => break,
+                Next::Heartbeat => {
+                    if !heartbeat(state, hub, &out, audit, &held, &mut currency, last_heard) {
                         break;
                     }
                 }
-            }
+                // The session writes its own frames (no writer task): this one and
+                // whatever else is queued now, within the write timeout; a close
+                // decided meanwhile ends the write. Boxed: the write's state (its
+                // timer among it) takes room only while it runs.
+                Next::Frame(frame) => {
+                    let write = tokio::time::timeout(state.write_timeout, write_queued(sink, &mut outgoing, &out, frame));
+                    let written = Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            written = write => Some(written),
+                            _ = out.closed() => None,
+                        }
+                    })
+                    .await;
+                    match written {
+                        None => break,
+                        Some(Ok(Ok(()))) => {}
+                        Some(Ok(Err(_))) => {
+                            out.close(1006, "socket write failed");
+                            break;
+                        }
+                        Some(Err(_)) => {
+                            out.close(close::TOO_SLOW, "client too slow: write timed out");
+                            break;
+                        }
+                    }
+                }
+            },
         }
     }
+    state.heartbeats.leave(wheel_key);
     state.expiries.unwatch(expiry_key);
     if let Some(tasks) = tasks.as_mut() {
         tasks.abort_all();
@@ -388,18 +370,89 @@ async fn drive(
     for (_, h) in held.drain() {
         hub.detach(&h.key, h.id);
     }
-    out.closer.token.cancel();
-    let (code, reason) = out.closer.reason();
+    // Nothing more is queued once the session ends (a reason set before stands).
+    out.close(1000, "closed");
+    let (code, reason) = out.close_reason();
+    // Boxed: the close frame's write and its timer exist only while the session ends.
+    Box::pin(say_goodbye(sink, code, reason.clone())).await;
+    (code, reason)
+}
+
+/// Frames written together at most (a burst queued while the session waited).
+const BATCH_FRAMES: usize = 64;
+
+/// Bytes written together at most, unless one frame is larger.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes `first` and the frames queued behind it (up to [`BATCH_FRAMES`] and
+/// [`BATCH_BYTES`]) in one wake-up of the session, so a burst (an event and the
+/// checkpoints right behind it) does not go back through the session's select for
+/// each frame; releases their share of the queue's bound once written. Each frame is
+/// written to the socket as it is fed (no write buffer, `app.rs`).
+async fn write_queued(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    outgoing: &mut Outgoing,
+    out: &Outbox,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
+    let (mut frames, mut bytes) = (1, first.len());
+    sink.feed(Message::Text(first)).await?;
+    while frames < BATCH_FRAMES && bytes < BATCH_BYTES {
+        let Some(frame) = outgoing.try_frame() else { break };
+        frames += 1;
+        bytes += frame.len();
+        sink.feed(Message::Text(frame)).await?;
+    }
+    sink.flush().await?;
+    outgoing.written_batch(out, frames, bytes);
+    Ok(())
+}
+
+/// Sends the close frame, for at most [`CLOSE_WRITE`] (a client that does not read
+/// gets none).
+async fn say_goodbye(sink: &mut futures::stream::SplitSink<WebSocket, Message>, code: u16, reason: String) {
     let frame = Message::Close(Some(CloseFrame {
         code,
-        reason: reason.clone().into(),
+        reason: reason.into(),
     }));
     let _ = tokio::time::timeout(CLOSE_WRITE, async {
         let _ = sink.send(frame).await;
         let _ = sink.close().await;
     })
     .await;
-    (code, reason)
+}
+
+/// A due heartbeat: closes a client silent for [`SILENCE_LIMIT`] intervals (false),
+/// audits a session stale, and queues the heartbeat with each subscription's position.
+fn heartbeat(
+    state: &EdgeState,
+    hub: &Hub,
+    out: &Outbox,
+    audit: &Audit,
+    held: &ByChannel<Held>,
+    currency: &mut Currency,
+    last_heard: Instant,
+) -> bool {
+    let interval = Duration::from_millis(state.heartbeat_ms.max(1));
+    if last_heard.elapsed() > interval * SILENCE_LIMIT {
+        out.close(close::BAD_REQUEST, "heartbeat missed");
+        return false;
+    }
+    if let Verdict::Stale(positions) = currency.tick(|channel| held.contains_key(channel)) {
+        metrics::counter!("paytrack_edge_sessions_stale_total", "transport" => "websocket").increment(1);
+        tracing::info!(?positions, acked = ?currency.acked(), "session stale: acks behind for two heartbeats");
+        // Not awaited: while JetStream is away the publish waits for its timeout, and
+        // the session must keep reading its client meanwhile.
+        let audit = audit.clone();
+        let event = SessionEvent::Stale {
+            positions,
+            acked: currency.acked().clone(),
+        };
+        tokio::spawn(async move { audit.record(event).await });
+    }
+    let sent = hub.heartbeat(out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
+    currency.sent(sent);
+    true
 }
 
 /// The session's subscription bookkeeping a subscribe changes.

@@ -43,7 +43,7 @@ use crate::protocol::close;
 use crate::router::{Hub, Request};
 
 /// The transport's name in metrics, logs and audit.
-const TRANSPORT: &str = "sse";
+pub(crate) const TRANSPORT: &str = "sse";
 
 /// What the session tells the handler once its subscribe is done: the session id, or
 /// the status and message to refuse the request with.
@@ -106,7 +106,6 @@ pub async fn open(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
-        &state.shutdown,
     );
     let (opened_tx, opened_rx) = oneshot::channel();
     let (acks_tx, acks_rx) = watch::channel(BTreeMap::new());
@@ -178,7 +177,7 @@ struct ClientGone(Arc<Outbox>);
 
 impl Drop for ClientGone {
     fn drop(&mut self) {
-        self.0.closer.close(1000, "client closed");
+        self.0.close(1000, "client closed");
     }
 }
 
@@ -194,13 +193,8 @@ fn events(
     futures::stream::unfold(state, |state| async move {
         let (mut outgoing, gone, acks) = state?;
         let out = gone.0.clone();
-        let frame = tokio::select! {
-            biased;
-            _ = out.closer.token.cancelled() => None,
-            frame = outgoing.recv() => Some(frame),
-        };
-        let Some(frame) = frame else {
-            let (code, reason) = out.closer.reason();
+        let Some(frame) = outgoing.recv().await else {
+            let (code, reason) = out.close_reason();
             let data = json!({ "type": "close", "code": code, "reason": reason }).to_string();
             return Some((Ok(Event::default().event("close").data(data)), None));
         };
@@ -317,15 +311,13 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                // Before the session's own token, which is a child of the shutdown
-                // and is cancelled with it: a restart is named as such.
                 _ = state.shutdown.cancelled() => {
-                    out.closer.close(close::RESTARTING, "edge restarting");
+                    out.close(close::RESTARTING, "edge restarting");
                     break;
                 }
-                _ = out.closer.token.cancelled() => break,
+                _ = out.closed() => break,
                 _ = &mut token_expiry => {
-                    out.closer.close(close::UNAUTHORIZED, "token expired");
+                    out.close(close::UNAUTHORIZED, "token expired");
                     break;
                 }
                 _ = ticker.tick() => {
@@ -343,7 +335,9 @@ impl Session {
             }
         }
         self.hub.detach(&key, id);
-        out.closer.reason()
+        // Nothing more is queued once the session ends (a reason set before stands).
+        out.close(1000, "closed");
+        out.close_reason()
     }
 }
 
