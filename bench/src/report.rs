@@ -103,7 +103,11 @@ impl Report {
         let mut out = String::from("# paytrack capacity figures\n\n");
         out.push_str(machine);
         out.push_str("\n| section | size | figure | value | ceiling (same run) | ratio |\n|---|---|---|---|---|---|\n");
-        for r in &self.rows {
+        // In section order, whatever order the sections ran in (a stable sort keeps
+        // each section's own rows as they came).
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by_key(|r| SECTIONS.iter().position(|s| *s == r.section));
+        for r in rows {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} |",
