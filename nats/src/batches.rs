@@ -49,6 +49,29 @@ pub async fn consume_delivery_batches<T, F, Fut>(
     F: Fn(Vec<Delivery<T>>) -> Fut,
     Fut: std::future::Future<Output = Result<(), HandleError>>,
 {
+    let (supervisor, handle) = (&supervisor, &handle);
+    pull_batches(consumer, &shutdown, max_batch, Duration::ZERO, |received| {
+        handle_batch(supervisor, received, handle)
+    })
+    .await;
+}
+
+/// The pull loop of every batching consumer: pulls from `consumer` until `shutdown`
+/// is cancelled and hands each run of ready messages (at most `max_batch`) to
+/// `handle`, one run after the other. A run ends where the runtime's cooperative
+/// budget does, not only where the ready messages do, so with a non-zero `gather` it
+/// waits that long for more before it is handed over. Pull errors (a server
+/// restart) are logged and pulling resumes.
+pub async fn pull_batches<F, Fut>(
+    consumer: consumer::PullConsumer,
+    shutdown: &CancellationToken,
+    max_batch: NonZeroUsize,
+    gather: Duration,
+    mut handle: F,
+) where
+    F: FnMut(Vec<jetstream::Message>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let max_batch = max_batch.get();
     while !shutdown.is_cancelled() {
         let pull = consumer
@@ -70,13 +93,24 @@ pub async fn consume_delivery_batches<T, F, Fut>(
         };
         let mut chunks = messages.ready_chunks(max_batch);
         loop {
-            let chunk = tokio::select! {
+            let mut chunk = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = chunks.next() => match next {
                     Some(chunk) => chunk,
                     None => break,
                 },
             };
+            let mut ended = false;
+            while !gather.is_zero() && chunk.len() < max_batch {
+                match tokio::time::timeout(gather, chunks.next()).await {
+                    Ok(Some(more)) => chunk.extend(more),
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             let mut received = Vec::with_capacity(chunk.len());
             for next in chunk {
                 match next {
@@ -84,7 +118,10 @@ pub async fn consume_delivery_batches<T, F, Fut>(
                     Err(error) => tracing::warn!(%error, "pull error"),
                 }
             }
-            handle_batch(&supervisor, received, &handle).await;
+            handle(received).await;
+            if ended {
+                break;
+            }
         }
     }
 }

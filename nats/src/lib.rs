@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use paytrack_shared::subjects;
 
 pub use crate::auth::{Credentials, Role};
-pub use crate::batches::consume_delivery_batches;
+pub use crate::batches::{consume_delivery_batches, pull_batches};
 pub use crate::buckets::{IngestBuckets, ensure_ingest_buckets, ingest_buckets};
 pub use crate::consume::{Cause, HandleError, consume};
 pub use crate::delivery::{

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use futures::StreamExt;
 use paytrack_nats::{HandleError, Supervisor};
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
@@ -28,10 +27,6 @@ use crate::project::{self, Applied, BatchError, Item, Origin};
 pub const BATCH: usize = 1_000;
 /// How long a batch waits for more ready messages once it has some.
 const GATHER: Duration = Duration::from_millis(2);
-/// How long one pull request waits for messages.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
-/// Idle heartbeat of a pull.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 /// How soon a version that came before its predecessor is delivered again.
 const DEFER_DELAY: Duration = Duration::from_millis(100);
 /// After this many deliveries a deferred version counts as failing (its predecessor
@@ -133,60 +128,13 @@ impl Live {
         shutdown: &CancellationToken,
         committed: &tokio::sync::mpsc::Sender<Committed>,
     ) {
-        let retry_pause = Duration::from_millis(500);
-        while !shutdown.is_cancelled() {
-            let pull = consumer
-                .stream()
-                .max_messages_per_batch(BATCH)
-                .expires(PULL_EXPIRES)
-                .heartbeat(PULL_HEARTBEAT)
-                .messages()
-                .await;
-            let messages = match pull {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot pull; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(retry_pause) => continue,
-                    }
-                }
-            };
-            let mut chunks = messages.ready_chunks(BATCH);
-            loop {
-                let mut chunk = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    next = chunks.next() => match next {
-                        Some(chunk) => chunk,
-                        None => break,
-                    },
-                };
-                // A chunk ends where the runtime's cooperative budget (128 polls) does,
-                // not where the ready messages do: gather what is ready a little longer.
-                let mut ended = false;
-                while chunk.len() < BATCH {
-                    match tokio::time::timeout(GATHER, chunks.next()).await {
-                        Ok(Some(more)) => chunk.extend(more),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let mut received = Vec::with_capacity(chunk.len());
-                for next in chunk {
-                    match next {
-                        Ok(message) => received.push(message),
-                        Err(error) => tracing::warn!(%error, "pull error"),
-                    }
-                }
-                self.handle(received, shutdown, committed).await;
-                if ended {
-                    break;
-                }
-            }
-        }
+        // A chunk ends where the runtime's cooperative budget (128 polls) does, not
+        // where the ready messages do: gather what is ready a little longer.
+        let max = std::num::NonZeroUsize::new(BATCH).unwrap_or(std::num::NonZeroUsize::MIN);
+        paytrack_nats::pull_batches(consumer, shutdown, max, GATHER, |received| {
+            self.handle(received, shutdown, committed)
+        })
+        .await;
     }
 
     async fn handle(
