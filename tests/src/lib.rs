@@ -30,6 +30,22 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A free TCP port on 127.0.0.1 below the kernel's ephemeral range (32768 and up), for
+/// a server that binds it later (a NATS server started after the services that use
+/// it): no outgoing connection's source port, and no other test's [`free_port`], can
+/// take it in between.
+pub fn free_port_for_later() -> anyhow::Result<u16> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port: u16 = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port between 20000 and 32000")
+}
+
 /// Waits until `f` returns Some, polling every 50 ms, up to `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut f: F) -> anyhow::Result<T>
 where

@@ -78,7 +78,9 @@ impl NatsServer {
             .map(|role| (role, SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))))
             .collect();
         Ok(NatsServer {
-            port: crate::free_port()?,
+            // Outside the ephemeral range: the port stays unbound until the server
+            // starts, possibly long after (services that start first).
+            port: crate::free_port_for_later()?,
             store: tempfile::tempdir()?,
             passwords,
             child: None,
