@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
@@ -44,16 +44,49 @@ pub async fn serve(
     Ok(())
 }
 
-async fn broadcast_key(State(state): State<Arc<Bare>>, key: String) -> &'static str {
-    let seq = state.seq.fetch_add(1, Ordering::SeqCst) + 1;
+/// `?frames=3` sends what the edge sends for one webhook: the transition and its two
+/// checkpoints (`persisted`, `ledger_posted`), shaped and sized as the edge's frames;
+/// without it, the transition alone.
+#[derive(serde::Deserialize)]
+struct BroadcastQuery {
+    #[serde(default)]
+    frames: Option<u8>,
+}
+
+async fn broadcast_key(
+    State(state): State<Arc<Bare>>,
+    Query(query): Query<BroadcastQuery>,
+    key: String,
+) -> &'static str {
     let (payment, status) = key.split_once(':').unwrap_or((key.as_str(), "pending"));
-    let text = serde_json::json!({
-        "type": "event", "channel": "payments", "kind": "transition",
-        "position": {"epoch": "bare", "seq": seq}, "prev_seq": seq - 1,
-        "payment_id": payment, "status": status,
-    })
-    .to_string();
-    let _ = state.events.send(text.into());
+    let fields = |kind: &str| {
+        let mut fields = serde_json::json!({
+            "payment_id": payment, "merchant_id": "bcast", "version": 1, "status": status,
+            "previous_status": null, "final": false, "occurred_at": chrono::Utc::now(),
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        });
+        if kind != "transition" {
+            fields["checkpoint"] = kind.into();
+        }
+        fields
+    };
+    let kinds: &[&str] = if query.frames == Some(3) {
+        &["transition", "persisted", "ledger_posted"]
+    } else {
+        &["transition"]
+    };
+    for kind in kinds {
+        let seq = state.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut frame = serde_json::json!({
+            "type": "event", "channel": "payments",
+            "kind": if *kind == "transition" { "transition" } else { "checkpoint" },
+            "position": {"epoch": "bare", "seq": seq}, "prev_seq": seq - 1,
+        });
+        if let (Some(frame), serde_json::Value::Object(fields)) = (frame.as_object_mut(), fields(kind)) {
+            frame.extend(fields);
+        }
+        let _ = state.events.send(frame.to_string().into());
+    }
     "ok"
 }
 

@@ -108,6 +108,18 @@ fn profiling_options() -> &'static str {
     }
 }
 
+/// Forgets the statement counts so far (when profiling, [`top_statements`]), so a
+/// measurement's profile holds only its own statements.
+pub async fn reset_statements(db: &sqlx::PgPool) {
+    if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(db)
+        .await
+        .is_ok()
+    {
+        let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(db).await;
+    }
+}
+
 /// The `limit` statements that took the most time in `db`'s server, as lines of
 /// total milliseconds, calls, rows and the statement's start, when the server was
 /// started with `PAYTRACK_PG_STATEMENTS=1`; empty otherwise.

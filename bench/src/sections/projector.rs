@@ -52,6 +52,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         // every transition with its postings and JetStream has acknowledged both
         // checkpoints of each; read from the projector's own progress counters, so the
         // wait costs the database two small queries every 50 ms.
+        paytrack_tests::pg::reset_statements(&ctx.mesh.db).await;
         let started = Instant::now();
         let pattern = format!("{prefix}%");
         ctx.mesh
@@ -69,6 +70,10 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             })
             .await?;
         let rate = size as f64 / started.elapsed().as_secs_f64();
+        // With PAYTRACK_PG_STATEMENTS=1, where PostgreSQL spent the catch-up.
+        for line in paytrack_tests::pg::top_statements(&ctx.mesh.db, 15).await {
+            progress(&format!("projector: {line}"));
+        }
         progress(&format!(
             "projector: raw batched inserts of the same rows ({size} transitions)"
         ));

@@ -193,8 +193,12 @@ async fn apply_in(
     .execute(&mut **tx)
     .await?;
     let current: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT p.tenant, p.payment_id, p.version, p.ledger_minor FROM payments p
-         JOIN unnest($1::text[], $2::text[]) AS u(t, id) ON p.tenant = u.t AND p.payment_id = u.id",
+        // One index probe per payment, whatever the planner thinks of the table's size:
+        // a hash join over a seq scan of `payments` costs each batch the whole table.
+        "SELECT u.t, u.id, p.version, p.ledger_minor FROM unnest($1::text[], $2::text[]) AS u(t, id)
+         CROSS JOIN LATERAL (
+           SELECT version, ledger_minor FROM payments WHERE tenant = u.t AND payment_id = u.id LIMIT 1
+         ) p",
     )
     .bind(&tenants)
     .bind(&payments)
