@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use paytrack_tests::Mesh;
+use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::ws::WsClient;
 use serde_json::Value;
 
@@ -79,5 +80,130 @@ async fn presence_lists_a_users_open_devices_and_forgets_closed_ones() -> anyhow
     })
     .await?;
     drop(on_laptop);
+    Ok(())
+}
+
+/// A session key as an edge writes it (`presence.rs`'s `Here`).
+fn session_entry(device: &str, session_id: &str, edge_id: &str) -> Vec<u8> {
+    let now = chrono::Utc::now();
+    serde_json::to_vec(&serde_json::json!({
+        "device": device, "session_id": session_id, "edge_id": edge_id,
+        "transport": "websocket", "since": now, "seen_at": now,
+    }))
+    .unwrap_or_default()
+}
+
+/// An edge's own key as it writes it: alive at `seen_at`.
+fn alive_entry(edge_id: &str, seen_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"edge_id": edge_id, "seen_at": seen_at})).unwrap_or_default()
+}
+
+/// A session is listed only while the edge holding it says it is alive: the key of a
+/// session on an edge that never said so, or stopped saying so longer than the TTL
+/// ago (an edge killed without closing its sessions), is not listed, while the
+/// user's session on a live edge is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_an_edge_that_stopped_saying_it_is_alive_is_not_listed() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let operator = mesh.operator_token();
+    let phone = mesh.jwt.mint(
+        "u_ghost",
+        &mesh.tenant,
+        600,
+        Some(vec!["user:u_ghost".to_owned()]),
+        Some("phone".into()),
+    );
+    let mut on_phone = WsClient::connect(&mesh.ws_url(), &phone).await?;
+    on_phone.next_of("welcome", WAIT).await?;
+    mesh.eventually(WAIT, "the phone present", || async {
+        let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await.ok()?;
+        (devices(&body) == ["phone"]).then_some(())
+    })
+    .await?;
+
+    // A tablet's session on an edge that has not said it is alive.
+    let bucket = mesh.js.get_key_value("PAYTRACK_PRESENCE").await?;
+    bucket
+        .put(
+            format!("{}.u_ghost.tablet.s-ghost", mesh.tenant),
+            session_entry("tablet", "s-ghost", "ghost-edge").into(),
+        )
+        .await?;
+    let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await?;
+    assert_eq!(devices(&body), ["phone"], "{body}");
+
+    // The ghost edge says it is alive: its session is listed, seen when it said so.
+    let said = chrono::Utc::now();
+    bucket
+        .put("_edge.ghost-edge", alive_entry("ghost-edge", said).into())
+        .await?;
+    let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await?;
+    assert_eq!(devices(&body), ["phone", "tablet"], "{body}");
+    let tablet = body["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["device"] == "tablet")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tablet["edge_id"], "ghost-edge", "{body}");
+    let seen_at: chrono::DateTime<chrono::Utc> = serde_json::from_value(tablet["seen_at"].clone())?;
+    assert_eq!(seen_at, said, "{body}");
+
+    // It last said so longer than the TTL (60 s) ago: gone again.
+    bucket
+        .put(
+            "_edge.ghost-edge",
+            alive_entry("ghost-edge", said - chrono::Duration::seconds(61)).into(),
+        )
+        .await?;
+    let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await?;
+    assert_eq!(devices(&body), ["phone"], "{body}");
+    drop(on_phone);
+    Ok(())
+}
+
+/// Open sessions cost presence no writes while they live: with a 3 s TTL (the edge
+/// says it is alive every second), 20 open sessions add only the edge's own writes
+/// over 3.5 s (a key per session refreshed at a third of the TTL would be 60 and
+/// more), and all 20 stay listed past the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_cost_presence_no_writes_while_they_live() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        extra_settings: vec![("edge_presence_ttl_secs", "3".to_owned())],
+        ..MeshOptions::quiet()
+    })
+    .await?;
+    let operator = mesh.operator_token();
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let token = mesh.jwt.mint(
+            "u_many",
+            &mesh.tenant,
+            600,
+            Some(vec!["user:u_many".to_owned()]),
+            Some(format!("d{i:02}")),
+        );
+        let mut ws = WsClient::connect(&mesh.ws_url(), &token).await?;
+        ws.next_of("welcome", WAIT).await?;
+        sessions.push(ws);
+    }
+    mesh.eventually(WAIT, "20 devices present", || async {
+        let (_, body) = presence(&mesh, "u_many", Some(&operator)).await.ok()?;
+        (devices(&body).len() == 20).then_some(())
+    })
+    .await?;
+    let mut stream = mesh.js.get_stream("KV_PAYTRACK_PRESENCE").await?;
+    let before = stream.info().await?.state.last_sequence;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let after = stream.info().await?.state.last_sequence;
+    assert!(
+        after - before <= 8,
+        "{} presence writes in 3.5 s with 20 sessions open",
+        after - before
+    );
+    let (_, body) = presence(&mesh, "u_many", Some(&operator)).await?;
+    assert_eq!(devices(&body).len(), 20, "all still listed past the TTL: {body}");
+    drop(sessions);
     Ok(())
 }

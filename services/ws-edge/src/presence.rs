@@ -1,12 +1,18 @@
 //! Presence: which of a user's devices have a session open right now, on any edge.
 //!
 //! Each session keeps one key, `<tenant>.<user>.<device>.<session_id>`, in the JetStream
-//! KV bucket `PAYTRACK_PRESENCE`, written at open, refreshed while the session lives and
-//! deleted at close. The bucket's TTL removes the keys of an edge that died without
-//! closing its sessions. One task per edge refreshes every session's key (a session
-//! holds no timer or task of its own for it). `GET /v1/presence/{user}` reads the user's keys with one
-//! short-lived ordered consumer (last value per key), so reading presence costs a
-//! request, not a consumer per session.
+//! KV bucket `PAYTRACK_PRESENCE`, written at open and deleted at close. Whether the
+//! edge holding it is still alive is said once per edge, not once per session: every
+//! edge rewrites its own key `_edge.<edge_id>` every third of the presence TTL, and a
+//! reader lists a session only while its edge's key is younger than the TTL. An edge
+//! that died without closing its sessions thus drops out of every answer within the
+//! TTL, and the steady cost is one write per edge per refresh whatever the number of
+//! sessions (10,000 sessions refreshed one key each at a third of 60 s were 500
+//! JetStream writes a second). Session keys are rewritten only every third of
+//! [`SESSION_KEY_RETENTION`], the bucket's age limit, which removes a dead edge's
+//! leftovers. `GET /v1/presence/{user}` reads the user's keys with one short-lived
+//! ordered consumer (last value per key) and each edge's key with a direct get, so
+//! reading presence costs requests, not a consumer per session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -48,12 +54,43 @@ pub struct Here {
     pub transport: String,
     /// When the session opened.
     pub since: DateTime<Utc>,
-    /// When the edge last confirmed it (at most the TTL ago).
+    /// When the edge holding it last said it is alive (at most the TTL ago).
     pub seen_at: DateTime<Utc>,
 }
 
 /// Key writes of the refresh that run at once.
 const REFRESH_CONCURRENCY: usize = 32;
+
+/// How long a key lives without being rewritten (the bucket's age limit): session
+/// keys are rewritten every third of it, so only a dead edge's keys reach it.
+pub const SESSION_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// The first token of an edge's own key (`_edge.<edge_id>`): two tokens, so it never
+/// falls under a user's filter `<tenant>.<user>.>`.
+const EDGE_KEY_PREFIX: &str = "_edge";
+
+/// What an edge's own key holds: when it last said it is alive.
+#[derive(Debug, Serialize, Deserialize)]
+struct Alive {
+    edge_id: String,
+    seen_at: DateTime<Utc>,
+}
+
+/// The key an edge says it is alive under; characters a key token cannot hold
+/// become `_`.
+fn edge_key(edge_id: &str) -> String {
+    let token: String = edge_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{EDGE_KEY_PREFIX}.{token}")
+}
 
 /// The presence bucket of one edge.
 pub struct Presence {
@@ -79,7 +116,8 @@ struct Present {
 }
 
 impl Presence {
-    /// Creates (or opens) the bucket with `ttl` and `replicas`.
+    /// Creates (or opens, or updates to this configuration) the bucket with `replicas`,
+    /// says this edge is alive, and keeps saying so every third of `ttl`.
     pub async fn open(
         js: &jetstream::Context,
         ttl: Duration,
@@ -87,11 +125,11 @@ impl Presence {
         edge_id: &str,
     ) -> Result<Arc<Presence>, PresenceError> {
         let store = js
-            .create_key_value(kv::Config {
+            .create_or_update_key_value(kv::Config {
                 bucket: BUCKET.to_owned(),
-                description: "paytrack: open sessions per user and device".to_owned(),
+                description: "paytrack: open sessions per user and device, and which edges are alive".to_owned(),
                 history: 1,
-                max_age: ttl,
+                max_age: SESSION_KEY_RETENTION,
                 storage: stream::StorageType::File,
                 num_replicas: replicas.max(1),
                 ..Default::default()
@@ -109,7 +147,9 @@ impl Presence {
             edge_id: edge_id.to_owned(),
             present: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(refresh(Arc::downgrade(&presence), ttl));
+        presence.say_alive().await;
+        tokio::spawn(say_alive(Arc::downgrade(&presence), ttl));
+        tokio::spawn(refresh(Arc::downgrade(&presence), SESSION_KEY_RETENTION));
         Ok(presence)
     }
 
@@ -117,8 +157,8 @@ impl Presence {
         self.present.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks a session present (its key is written now and refreshed at a third of the
-    /// TTL with every other session of the edge) and returns its key, for
+    /// Marks a session present (its key is written now, and rewritten with every other
+    /// session of the edge only at a third of [`SESSION_KEY_RETENTION`]) and returns its key, for
     /// [`Presence::leave`] at close. Failures are logged: presence is advisory and never
     /// holds a session up.
     pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<Arc<str>> {
@@ -201,6 +241,35 @@ impl Presence {
         }
     }
 
+    /// Rewrites this edge's own key with the time now.
+    async fn say_alive(&self) {
+        let alive = Alive {
+            edge_id: self.edge_id.clone(),
+            seen_at: Utc::now(),
+        };
+        let value = serde_json::to_vec(&alive).unwrap_or_default();
+        if let Err(error) = self.store.put(edge_key(&self.edge_id), value.into()).await {
+            tracing::warn!(%error, "edge presence not written");
+        }
+    }
+
+    /// When `edge_id` last said it is alive, if it has within the TTL (this edge
+    /// always has).
+    async fn alive_at(&self, edge_id: &str) -> Result<Option<DateTime<Utc>>, PresenceError> {
+        if edge_id == self.edge_id {
+            return Ok(Some(Utc::now()));
+        }
+        let value = self
+            .store
+            .get(edge_key(edge_id))
+            .await
+            .map_err(|e| PresenceError::Read(e.into()))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<Alive>(&v).ok())
+            .map(|alive| alive.seen_at)
+            .filter(|seen_at| within(*seen_at, self.ttl)))
+    }
+
     async fn delete(&self, key: &str) {
         if let Err(error) = self.store.delete(key).await {
             tracing::warn!(%error, "presence not removed; it expires with the TTL");
@@ -223,7 +292,7 @@ impl Presence {
             .map_err(|e| read(&e))?;
         let pending = ordered.info().await.map_err(|e| read(&e))?.num_pending;
         let mut messages = ordered.messages().await.map_err(|e| read(&e))?;
-        let mut present = Vec::new();
+        let mut present: Vec<Here> = Vec::new();
         for _ in 0..pending {
             let Some(message) = messages.next().await else { break };
             let message = message.map_err(|e| read(&e))?;
@@ -236,15 +305,26 @@ impl Presence {
                 continue;
             }
             if let Ok(here) = serde_json::from_slice::<Here>(&message.payload)
-                && Utc::now()
-                    .signed_duration_since(here.seen_at)
-                    .to_std()
-                    .unwrap_or_default()
-                    <= self.ttl
+                && within(here.seen_at, SESSION_KEY_RETENTION)
             {
                 present.push(here);
             }
         }
+        // A session is present while the edge holding it says it is alive.
+        let mut edges: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+        for here in &present {
+            if !edges.contains_key(&here.edge_id) {
+                let alive = self.alive_at(&here.edge_id).await?;
+                edges.insert(here.edge_id.clone(), alive);
+            }
+        }
+        let mut present: Vec<Here> = present
+            .into_iter()
+            .filter_map(|mut here| {
+                here.seen_at = edges.get(&here.edge_id).copied().flatten()?;
+                Some(here)
+            })
+            .collect();
         present.sort_by(|a, b| (&a.device, a.since).cmp(&(&b.device, b.since)));
         Ok(present)
     }
@@ -263,8 +343,26 @@ fn device_and_session(key: &str) -> (&str, &str) {
     (device, session_id)
 }
 
-/// Refreshes every present session's key at a third of the TTL, for as long as the
-/// edge's presence exists.
+/// Whether `at` is at most `age` ago.
+fn within(at: DateTime<Utc>, age: Duration) -> bool {
+    Utc::now().signed_duration_since(at).to_std().unwrap_or_default() <= age
+}
+
+/// Rewrites the edge's own key at a third of the TTL, for as long as the edge's
+/// presence exists.
+async fn say_alive(presence: Weak<Presence>, ttl: Duration) {
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(presence) = presence.upgrade() else { return };
+        presence.say_alive().await;
+    }
+}
+
+/// Rewrites every present session's key at a third of `ttl` (the bucket's age
+/// limit), for as long as the edge's presence exists.
 async fn refresh(presence: Weak<Presence>, ttl: Duration) {
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,6 +389,13 @@ mod tests {
         for transport in [crate::sse::TRANSPORT, "websocket"] {
             assert_eq!(transport_name(transport == crate::sse::TRANSPORT), transport);
         }
+    }
+
+    #[test]
+    fn an_edge_key_is_two_tokens_whatever_the_edge_id() {
+        assert_eq!(edge_key("edge-7_a"), "_edge.edge-7_a");
+        assert_eq!(edge_key("pod.ns.svc"), "_edge.pod_ns_svc");
+        assert_eq!(edge_key("a b*>"), "_edge.a_b__");
     }
 
     #[test]
