@@ -108,7 +108,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     macro_rules! section {
         ($n:expr, $title:expr, $run:expr) => {
             if wanted($n) {
-                if let Err(error) = $run.await {
+                // With PAYTRACK_PG_STATEMENTS=1, where PostgreSQL spent the section (the
+                // projector's section prints its catch-up's own).
+                paytrack_tests::pg::reset_statements(&ctx.mesh.db).await;
+                let outcome = $run.await;
+                if $n != 5 {
+                    for line in paytrack_tests::pg::top_statements(&ctx.mesh.db, 15).await {
+                        progress(&format!("{}: {line}", $title));
+                    }
+                }
+                if let Err(error) = outcome {
                     progress(&format!("{} failed: {error:#}", $title));
                     report.plain(
                         $title,

@@ -240,6 +240,12 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, due: &[Due]) -> Result<(
 /// says final, reads as final. A stored `return_window_closed` checkpoint makes its
 /// row final. A checkpoint already recorded keeps its first sequence; `published_at`
 /// is set once every checkpoint the version owes is stored, which stops the drainer.
+///
+/// Each row is found by one index probe and locked (in key order, so two confirms
+/// never deadlock), then updated by its row id: joined by key instead, the planner
+/// hash-joined a seq scan of the whole table for every handful of acks (1.5 ms a call
+/// at 14k rows, the first PostgreSQL cost at 300 webhooks/s). The lock makes the row
+/// id the row's latest version, so a concurrent confirm of the same row is not lost.
 pub async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, stored: &Stored) -> Result<(), sqlx::Error> {
     if stored.is_empty() {
         return Ok(());
@@ -255,12 +261,19 @@ pub async fn confirm_stored(tx: &mut Transaction<'_, Postgres>, stored: &Stored)
               AND (NOT c.ledger_posted_due OR COALESCE(c.ledger_posted_seq, u.ls) IS NOT NULL)
              THEN COALESCE(c.published_at, now()) END
          FROM (
-           SELECT t, p, v, min(seq) FILTER (WHERE k = 'persisted') AS ps, min(seq) FILTER (WHERE k = 'ledger_posted') AS ls,
-             min(seq) FILTER (WHERE k = 'return_window_closed') AS ws
-           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS x(t, p, v, k, seq)
-           GROUP BY t, p, v
+           SELECT r.row_id, g.ps, g.ls, g.ws FROM (
+             SELECT t, p, v, min(seq) FILTER (WHERE k = 'persisted') AS ps,
+               min(seq) FILTER (WHERE k = 'ledger_posted') AS ls,
+               min(seq) FILTER (WHERE k = 'return_window_closed') AS ws
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) AS x(t, p, v, k, seq)
+             GROUP BY t, p, v ORDER BY t, p, v
+           ) g
+           CROSS JOIN LATERAL (
+             SELECT ctid AS row_id FROM checkpoints
+             WHERE tenant = g.t AND payment_id = g.p AND version = g.v LIMIT 1 FOR UPDATE
+           ) r
          ) u
-         WHERE c.tenant = u.t AND c.payment_id = u.p AND c.version = u.v
+         WHERE c.ctid = u.row_id
            AND (c.persisted_seq IS NULL OR (c.ledger_posted_due AND c.ledger_posted_seq IS NULL)
                 OR (u.ws IS NOT NULL AND c.window_closed_seq IS NULL))",
     )
