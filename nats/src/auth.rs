@@ -147,6 +147,13 @@ impl Role {
                         .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_SWEEP)));
                 }
                 p.history(subjects::STREAM_SWEEP, &[]);
+                // Payment claims: which merchant's subject holds each payment's history.
+                p.publish.push(subjects::CLAIMS_ALL.into());
+                for verb in ["INFO", "CREATE", "UPDATE"] {
+                    p.publish
+                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_CLAIMS)));
+                }
+                p.history(subjects::STREAM_CLAIMS, &[]);
             }
             Role::Projector => {
                 p.publish.extend([

@@ -329,3 +329,90 @@ async fn lanes_decide_payments_at_once_and_each_payment_in_order() -> anyhow::Re
     }
     Ok(())
 }
+
+/// A history written before payment claims existed (so with no claim) is claimed for
+/// its merchant when a reconciler first opens the claims bucket: a later fact that
+/// names another merchant continues that history on its subject as version 2, and
+/// never starts a second one. A new payment is claimed for the merchant its first
+/// fact names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_older_than_the_claims_is_claimed_and_continued() -> anyhow::Result<()> {
+    use paytrack_shared::Status::Pending;
+    let mesh = Mesh::start_with(MeshOptions {
+        reconcilers: 0,
+        ..MeshOptions::default()
+    })
+    .await?;
+    let legacy = paytrack_tests::workload::Plan {
+        payment: "pay_legacy".to_owned(),
+        merchant: "m_old".to_owned(),
+        rail: "card",
+        amount: 500,
+        statuses: vec![Pending],
+        ledger_minor: 0,
+        entries: vec![],
+    };
+    paytrack_tests::workload::publish_transitions(
+        &mesh,
+        &[paytrack_tests::workload::transition(&mesh.tenant, &legacy, 1)?],
+    )
+    .await?;
+
+    let mut seqs = Vec::new();
+    for (n, (payment, status, merchant)) in [("pay_legacy", "succeeded", "m_new"), ("pay_fresh", "pending", "m_new")]
+        .into_iter()
+        .enumerate()
+    {
+        let response = mesh
+            .post_webhook(&format!("msg_claim_{n}"), &body(payment, status, Some(merchant)))
+            .await?;
+        anyhow::ensure!(response.status() == 200, "webhook answered {}", response.status());
+        let accepted: serde_json::Value = response.json().await?;
+        seqs.push(accepted["seq"].as_u64().context("seq")?);
+    }
+    // The first reconciler to open the bucket claims the old history.
+    let client = mesh.nats.connect_as(paytrack_nats::auth::Role::Reconciler).await?;
+    let reconciler = paytrack_reconciler::Reconciler::new(async_nats::jetstream::new(client)).await?;
+    let inbound = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    for seq in &seqs {
+        let stored = inbound.get_raw_message(*seq).await?;
+        let fact: paytrack_shared::envelope::InboundFact = envelope::decode(&stored.payload)?;
+        reconciler
+            .decide(&fact, *seq, &"0".repeat(32))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    let status = mesh.js.get_stream(subjects::STREAM_STATUS).await?;
+    let last = |merchant: &'static str, payment: &'static str| {
+        let status = status.clone();
+        let subject = format!("paytrack.status.{}.{merchant}.{payment}", mesh.tenant);
+        async move {
+            match status.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => anyhow::Ok(Some(envelope::decode::<Transition>(&m.payload)?)),
+                Err(_) => Ok(None),
+            }
+        }
+    };
+    let continued = last("m_old", "pay_legacy").await?.context("pay_legacy on m_old")?;
+    assert_eq!(
+        (continued.version, continued.status.as_str()),
+        (2, "succeeded"),
+        "{continued:?}"
+    );
+    assert!(
+        last("m_new", "pay_legacy").await?.is_none(),
+        "pay_legacy started a second history on m_new"
+    );
+    let fresh = last("m_new", "pay_fresh").await?.context("pay_fresh on m_new")?;
+    assert_eq!(fresh.version, 1, "{fresh:?}");
+    let claims = mesh.js.get_key_value(subjects::CLAIMS_BUCKET).await?;
+    for (payment, merchant) in [("pay_legacy", "m_old"), ("pay_fresh", "m_new")] {
+        let claim = claims
+            .get(format!("{}.{payment}", mesh.tenant))
+            .await?
+            .context("claim")?;
+        assert_eq!(std::str::from_utf8(&claim)?, merchant, "{payment}");
+    }
+    Ok(())
+}

@@ -7,11 +7,12 @@ use paytrack_shared::envelope::{
     ProviderOrder, Transition,
 };
 use paytrack_shared::telemetry;
-use paytrack_shared::{MerchantId, StatusModel, Token, msg_id, subjects};
+use paytrack_shared::{MerchantId, StatusModel, msg_id, subjects};
 use tracing::Instrument;
 
 use paytrack_nats::{Delivery, HandleError};
 
+use crate::claims::{Claims, Created};
 use crate::judge::{self, FactKind, FactView, Verdict};
 use crate::mapping::{MappedStatus, map_fact};
 
@@ -61,10 +62,6 @@ pub enum Decision {
     Unmapped,
 }
 
-/// The header naming the subject filter `Nats-Expected-Last-Subject-Sequence` is
-/// checked against (nats-server 2.12+; async-nats has no builder method for it).
-const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
-
 /// How many times a fact is re-decided when another writer appended first.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -72,6 +69,7 @@ const MAX_CONFLICT_RETRIES: usize = 5;
 pub struct Reconciler {
     js: jetstream::Context,
     status: Stream,
+    claims: Claims,
     sweeps: Option<std::sync::Arc<crate::sweep::Sweeps>>,
 }
 
@@ -91,9 +89,16 @@ impl Reconciler {
                 stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
+        let claims = Claims::open(&js, &status)
+            .await
+            .map_err(|e| paytrack_nats::LayoutError::Read {
+                stream: subjects::STREAM_CLAIMS.to_owned(),
+                source: e.into(),
+            })?;
         Ok(Reconciler {
             js,
             status,
+            claims,
             sweeps: None,
         })
     }
@@ -188,7 +193,7 @@ impl Reconciler {
         };
         let view = view_of(fact, &mapped);
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let current = self.current(fact).await?;
+            let (claimed, current) = self.current(fact).await?;
             let current_version = current.as_ref().map(|c| c.transition.version);
             if let Some(c) = &current
                 && c.transition.has_applied(&fact.fact_id)
@@ -237,9 +242,25 @@ impl Reconciler {
                 }
                 Verdict::Unmapped => return Ok(Decision::Unmapped),
             };
-            let merchant = match &current {
-                Some(c) => c.merchant.clone(),
-                None => fact.merchant_id.clone().unwrap_or_else(MerchantId::unattributed),
+            let merchant = match (&current, claimed) {
+                (Some(c), _) => c.merchant.clone(),
+                (None, Some(claimed)) => claimed,
+                (None, None) => {
+                    // The payment's first transition: claim it for its merchant first,
+                    // so a first fact naming another merchant cannot start a second
+                    // history; losing the claim means deciding again on the winner's.
+                    let merchant = fact.merchant_id.clone().unwrap_or_else(MerchantId::unattributed);
+                    let created = self
+                        .claims
+                        .create(&fact.tenant, &fact.payment_id, &merchant)
+                        .await
+                        .map_err(|e| HandleError::transient("claim the payment", e))?;
+                    if created == Created::Taken {
+                        tracing::info!("another writer claimed the payment first; deciding again");
+                        continue;
+                    }
+                    merchant
+                }
             };
             let Some(transition) = next_transition(
                 current.as_ref().map(|c| &c.transition),
@@ -280,27 +301,35 @@ impl Reconciler {
         ))
     }
 
-    async fn current(&self, fact: &InboundFact) -> Result<Option<Current>, HandleError> {
-        let filter = subjects::status_of_payment(&fact.tenant, &fact.payment_id);
-        let last = paytrack_nats::last_message(&self.status, &filter)
+    /// The merchant the payment is claimed for, and its newest transition (on that
+    /// merchant's subject, one literal lookup). A claim without a transition is a
+    /// first writer between its claim and its append (or one that crashed there).
+    async fn current(&self, fact: &InboundFact) -> Result<(Option<MerchantId>, Option<Current>), HandleError> {
+        let Some(merchant) = self
+            .claims
+            .merchant_of(&fact.tenant, &fact.payment_id)
+            .await
+            .map_err(|e| HandleError::transient("read the payment's claim", e))?
+        else {
+            return Ok((None, None));
+        };
+        let subject = subjects::status(&fact.tenant, &merchant, &fact.payment_id);
+        let last = paytrack_nats::last_message(&self.status, &subject)
             .await
             .map_err(|e| HandleError::transient("read the payment's newest transition", e))?;
         let Some(message) = last else {
-            return Ok(None);
+            return Ok((Some(merchant), None));
         };
         let transition: Transition = envelope::decode(&message.payload)
             .map_err(|e| HandleError::transient("decode the payment's newest transition", e))?;
-        let merchant = message
-            .subject
-            .split('.')
-            .nth(3)
-            .and_then(|m| MerchantId::parse(m).ok())
-            .unwrap_or_else(|| transition.merchant_id.clone());
-        Ok(Some(Current {
-            merchant,
-            seq: message.sequence,
-            transition,
-        }))
+        Ok((
+            Some(merchant.clone()),
+            Some(Current {
+                merchant,
+                seq: message.sequence,
+                transition,
+            }),
+        ))
     }
 
     /// Raises `source_mismatch`: the provider's status query disagrees with what was
@@ -353,13 +382,8 @@ impl Reconciler {
         let subject = subjects::status(&transition.tenant, &transition.merchant_id, &transition.payment_id);
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
-        // The expected sequence is checked against the payment's whole history
-        // (`paytrack.status.<t>.*.<p>`), not only this merchant's subject: two first
-        // facts naming different merchants (or none) must not both become version 1.
-        headers.insert(
-            EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
-            subjects::status_of_payment(&transition.tenant, &transition.payment_id).as_str(),
-        );
+        // The payment's whole history is on this subject (its claim names the
+        // merchant), so its last sequence there is the history's.
         let message = PublishMessage::build()
             .headers(headers)
             .message_id(msg_id::transition(

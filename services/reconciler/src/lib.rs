@@ -9,6 +9,7 @@
 //! `paytrack.status.>`, and records what every fact did on `paytrack.outcome.>`.
 
 mod alerts;
+mod claims;
 mod decide;
 pub mod judge;
 mod mapping;

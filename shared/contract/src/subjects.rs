@@ -35,6 +35,16 @@ pub const SWEEP_BUCKET: &str = "PAYTRACK_SWEEP";
 pub const STREAM_SWEEP: &str = "KV_PAYTRACK_SWEEP";
 /// The subjects a sweep entry is written on.
 pub const SWEEP_ALL: &str = "$KV.PAYTRACK_SWEEP.>";
+/// The JetStream KV bucket of the reconciler's payment claims: one key
+/// `<tenant>.<payment>` per payment, holding the merchant whose subject carries its
+/// history. Created once (before the payment's first transition), so a payment's
+/// newest transition is read, and its next one appended, on one literal subject:
+/// a `paytrack.status.<tenant>.*.<payment>` lookup walks every merchant of the tenant.
+pub const CLAIMS_BUCKET: &str = "PAYTRACK_CLAIMS";
+/// The stream behind [`CLAIMS_BUCKET`].
+pub const STREAM_CLAIMS: &str = "KV_PAYTRACK_CLAIMS";
+/// The subjects a claim is written on.
+pub const CLAIMS_ALL: &str = "$KV.PAYTRACK_CLAIMS.>";
 /// Alert: a payment pending past its rail's window that the provider cannot confirm.
 pub const ALERT_UNCLEAR_PENDING: &str = "unclear_pending";
 /// Alert: the provider's status query disagrees with what its webhooks said.
