@@ -274,9 +274,13 @@ pub async fn run_with_admin(
         batch_size(evidence::BATCH),
         |batch| evidence::apply(&db, batch),
     );
-    let session_loop = paytrack_nats::consume_deliveries(session_consumer, shutdown.clone(), session_supervisor, |d| {
-        sessions::apply(&db, &session_epoch, d)
-    });
+    let session_loop = paytrack_nats::consume_delivery_batches(
+        session_consumer,
+        shutdown.clone(),
+        session_supervisor,
+        batch_size(sessions::BATCH),
+        |batch| sessions::apply(&db, &session_epoch, batch),
+    );
     let outcome_loop = paytrack_nats::consume_delivery_batches(
         outcome_consumer,
         shutdown.clone(),

@@ -106,7 +106,7 @@ pub async fn rebuild(js: &jetstream::Context, db: &PgPool) -> Result<RebuildRepo
     let session_epoch = &session_epoch;
     let n = replay(js, subjects::STREAM_SESSION, |m| async move {
         if let Ok(d) = Delivery::open(&m, "rebuild") {
-            crate::sessions::apply(db, session_epoch, d).await.is_ok()
+            crate::sessions::apply(db, session_epoch, vec![d]).await.is_ok()
         } else {
             false
         }
