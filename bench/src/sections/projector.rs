@@ -53,6 +53,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         // checkpoints of each; read from the projector's own progress counters, so the
         // wait costs the database two small queries every 50 ms.
         paytrack_tests::pg::reset_statements(&ctx.mesh.db).await;
+        let cpu_before = crate::cpu::CpuSample::now(None);
         let started = Instant::now();
         let pattern = format!("{prefix}%");
         ctx.mesh
@@ -70,6 +71,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             })
             .await?;
         let rate = size as f64 / started.elapsed().as_secs_f64();
+        let cpu = cpu_before.cores_until(&crate::cpu::CpuSample::now(None));
         // With PAYTRACK_PG_STATEMENTS=1, where PostgreSQL spent the catch-up.
         for line in paytrack_tests::pg::top_statements(&ctx.mesh.db, 15).await {
             progress(&format!("projector: {line}"));
@@ -86,6 +88,13 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             raw_rate,
             "raw batched INSERTs of the same rows",
             "/s",
+        );
+        report.plain(
+            SECTION,
+            format!("{size} transitions"),
+            "CPU cores used during the catch-up",
+            crate::cpu::describe(&cpu),
+            "the machine's cores: where they went",
         );
         projected.push((size as f64, rate));
         raw.push((size as f64, raw_rate));
