@@ -567,3 +567,104 @@ async fn a_list_position_then_since_misses_no_transition() -> anyhow::Result<()>
     second_task.await??;
     Ok(())
 }
+
+/// Two projector replicas whose return-window scans read the same closed windows
+/// before either publishes (the race two instances run every few seconds): each
+/// version still gets one `return_window_closed` checkpoint in the stream (the
+/// second publish is a duplicate by its message id), and its row keeps that
+/// checkpoint's sequence and reads final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_closing_the_same_windows_store_one_checkpoint_each() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use futures::StreamExt;
+    use paytrack_ledger_projector::window;
+    use paytrack_shared::Status::*;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    // Successes whose last return window closes a few seconds from now: projected
+    // (persisted, posted) with the window still open, so no scan closes them early.
+    let closes_at = chrono::Utc::now() + chrono::Duration::seconds(10);
+    let mut occurred_at = closes_at - chrono::Duration::days(60);
+    for _ in 0..8 {
+        let closes = paytrack_shared::StatusModel::get()
+            .final_after(Succeeded, Some("ach_debit"), occurred_at)
+            .context("ach_debit success has a return window")?;
+        occurred_at += closes_at - closes;
+    }
+    let payments = 20;
+    let mut transitions = Vec::new();
+    for n in 0..payments {
+        let plan = paytrack_tests::workload::Plan {
+            payment: format!("twin_{n}"),
+            merchant: "m1".to_owned(),
+            rail: "ach_debit",
+            amount: 700,
+            statuses: vec![Initiated, Pending, Succeeded],
+            ledger_minor: 700,
+            entries: vec!["capture"],
+        };
+        for v in 1..=3 {
+            let mut t = paytrack_tests::workload::transition(&mesh.tenant, &plan, v)?;
+            t.occurred_at = occurred_at;
+            transitions.push(t);
+        }
+    }
+    paytrack_tests::workload::publish_transitions(&mesh, &transitions).await?;
+    wait_projected(&mesh, &mesh.db, 3 * payments).await?;
+    anyhow::ensure!(
+        chrono::Utc::now() < closes_at,
+        "projecting took past the windows' close: the setup cannot stage the race"
+    );
+
+    mesh.restart_projector(async {
+        let wait = (closes_at - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(200)).await;
+        let first = window::closed_now(&mesh.db).await?;
+        let second = window::closed_now(&mesh.db).await?;
+        assert_eq!((first.len(), second.len()), (payments, payments));
+        let js_first = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+        let js_second = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+        let (a, b) = tokio::join!(
+            window::publish(&mesh.db, &js_first, first),
+            window::publish(&mesh.db, &js_second, second)
+        );
+        assert_eq!((a, b), (payments, payments), "both replicas' publishes acknowledged");
+        Ok(())
+    })
+    .await?;
+
+    // The stream holds one return_window_closed checkpoint per payment.
+    let stream = mesh.js.get_stream("PAYTRACK_STATUS").await?;
+    let mut ordered = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("paytrack.checkpoint.{}.>", mesh.tenant),
+            ..Default::default()
+        })
+        .await?;
+    let pending = ordered.info().await?.num_pending;
+    let mut messages = ordered.messages().await?;
+    let mut closed: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for _ in 0..pending {
+        let message = messages.next().await.context("checkpoint")??;
+        let value: Value = serde_json::from_slice(&message.payload)?;
+        if value["checkpoint"] == "return_window_closed" {
+            let seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+            closed
+                .entry(value["payment_id"].as_str().unwrap_or_default().to_owned())
+                .or_default()
+                .push(seq);
+        }
+    }
+    assert_eq!(closed.len(), payments, "{closed:?}");
+    for (payment, seqs) in &closed {
+        assert_eq!(seqs.len(), 1, "{payment}: {seqs:?}");
+        let (seq, is_final): (Option<i64>, bool) = sqlx::query_as(
+            "SELECT window_closed_seq, is_final FROM checkpoints WHERE tenant = $1 AND payment_id = $2 AND version = 3",
+        )
+        .bind(mesh.tenant.as_str())
+        .bind(payment)
+        .fetch_one(&mesh.db)
+        .await?;
+        assert_eq!((seq, is_final), (i64::try_from(seqs[0]).ok(), true), "{payment}");
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ mod position;
 pub mod project;
 pub mod rebuild;
 mod sessions;
-mod window;
+pub mod window;
 
 use std::net::SocketAddr;
 

@@ -26,6 +26,43 @@ const SCAN_EVERY: Duration = Duration::from_secs(2);
 /// Most versions turned final per scan (the rest wait for the next one).
 const PER_SCAN: i64 = 1_000;
 
+/// The versions one scan found with their window closed, not yet published.
+pub struct Closed(Vec<checkpoints::Due>);
+
+impl Closed {
+    /// How many versions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the scan found none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The first half of a scan: the versions whose window has closed now (at most
+/// [`PER_SCAN`]). Public with [`publish`] so a test can interleave two replicas'
+/// scans: both read the same versions before either publishes.
+pub async fn closed_now(db: &PgPool) -> Result<Closed, sqlx::Error> {
+    checkpoints::windows_closed(db, PER_SCAN).await.map(Closed)
+}
+
+/// The second half of a scan: publishes each version's `return_window_closed`
+/// checkpoint and records those JetStream acknowledged; returns how many were.
+pub async fn publish(db: &PgPool, js: &jetstream::Context, closed: Closed) -> usize {
+    for d in &closed.0 {
+        tracing::info!(
+            tenant = %d.tenant,
+            payment_id = %d.payment_id,
+            trace_id = %d.trace_id,
+            version = d.version,
+            "return window closed; the success is final"
+        );
+    }
+    outbox::publish_all(db, js, closed.0).await
+}
+
 /// Publishes, until `shutdown`, the `return_window_closed` checkpoint of every
 /// version whose window has closed, and records those JetStream acknowledged.
 pub async fn close_windows(db: PgPool, js: jetstream::Context, shutdown: CancellationToken) {
@@ -36,31 +73,22 @@ pub async fn close_windows(db: PgPool, js: jetstream::Context, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = match checkpoints::windows_closed(&db, PER_SCAN).await {
-            Ok(due) => due,
+        let closed = match closed_now(&db).await {
+            Ok(closed) => closed,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the versions whose return window closed; retrying");
                 continue;
             }
         };
-        if due.is_empty() {
+        if closed.is_empty() {
             continue;
         }
-        for d in &due {
-            tracing::info!(
-                tenant = %d.tenant,
-                payment_id = %d.payment_id,
-                trace_id = %d.trace_id,
-                version = d.version,
-                "return window closed; the success is final"
-            );
-        }
-        let owed = due.len();
-        let closed = outbox::publish_all(&db, &js, due).await;
-        metrics::counter!("paytrack_projector_return_windows_closed_total").increment(closed as u64);
-        if closed < owed {
+        let owed = closed.len();
+        let published = publish(&db, &js, closed).await;
+        metrics::counter!("paytrack_projector_return_windows_closed_total").increment(published as u64);
+        if published < owed {
             tracing::warn!(
-                closed,
+                published,
                 owed,
                 "some return-window checkpoints were not acknowledged; the next scan retries"
             );
