@@ -66,23 +66,34 @@ impl Feed {
     }
 }
 
-/// One stream message as the edge keeps it: rendered once, shared by the ring, the
-/// channels it matches and any replay.
+/// One stream message as the edge keeps it: shared by the ring, the channels it
+/// matches and any replay, and rendered once, when a session is first sent it. A
+/// message no session holds a channel of is never rendered: an edge reads the whole
+/// stream, and rendering every message for nobody was most of an idle edge's work.
 pub struct Msg {
     seq: u64,
     subject: String,
-    rendered: Option<(String, Map<String, Value>)>,
+    payload: bytes::Bytes,
+    rendered: std::sync::OnceLock<Option<(String, Map<String, Value>)>>,
     headers: Option<HeaderMap>,
 }
 
 impl Msg {
-    fn new(seq: u64, subject: &str, payload: &[u8], headers: Option<HeaderMap>) -> Arc<Msg> {
+    fn new(seq: u64, subject: &str, payload: bytes::Bytes, headers: Option<HeaderMap>) -> Arc<Msg> {
         Arc::new(Msg {
             seq,
             subject: subject.to_owned(),
-            rendered: render(subject, payload),
+            payload,
+            rendered: std::sync::OnceLock::new(),
             headers,
         })
+    }
+
+    /// The event's kind and fields (None for a message that cannot be read).
+    fn rendered(&self) -> Option<&(String, Map<String, Value>)> {
+        self.rendered
+            .get_or_init(|| render(&self.subject, &self.payload))
+            .as_ref()
     }
 }
 
@@ -300,7 +311,7 @@ impl Serialize for WireEvent<'_> {
 }
 
 fn encode_event(channel: &str, epoch: &str, message: &Msg, prev_seq: u64) -> Option<Utf8Bytes> {
-    let (kind, body) = message.rendered.as_ref()?;
+    let (kind, body) = message.rendered()?;
     let event = WireEvent {
         channel,
         kind,
@@ -316,7 +327,7 @@ fn encode_event(channel: &str, epoch: &str, message: &Msg, prev_seq: u64) -> Opt
 
 /// Queues `message` to `sub` (skipping what it already has), chaining its `prev_seq`.
 fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &Msg) {
-    if message.seq <= sub.last_seq || message.rendered.is_none() {
+    if message.seq <= sub.last_seq || message.rendered().is_none() {
         return;
     }
     if let Some(frame) = encode_event(channel, epoch, message, sub.last_seq) {
@@ -489,7 +500,7 @@ impl Hub {
                     Some(Ok(message)) => {
                         let Ok(info) = message.info() else { continue };
                         let seq = info.stream_sequence;
-                        let message = Msg::new(seq, &message.subject, &message.payload, message.headers.clone());
+                        let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
                         self.ingest(feed, message);
                         self.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
                         from = seq + 1;
@@ -938,7 +949,7 @@ async fn read_replay(
             out.push(Msg::new(
                 seq,
                 &message.subject,
-                &message.payload,
+                message.payload.clone(),
                 message.headers.clone(),
             ));
             if seq == through || pending == 0 {
@@ -1168,7 +1179,7 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
     if entry.subs.is_empty() {
         return;
     }
-    if message.rendered.is_none() {
+    if message.rendered().is_none() {
         tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
         return;
     }
@@ -1222,7 +1233,7 @@ mod tests {
 
     fn msg(seq: u64, subject: &str) -> Arc<Msg> {
         let payload = json!({"type": "note", "kind": "x", "n": seq}).to_string();
-        Msg::new(seq, subject, payload.as_bytes(), None)
+        Msg::new(seq, subject, payload.into(), None)
     }
 
     #[test]
@@ -1309,6 +1320,39 @@ mod tests {
         assert_eq!(second["kind"], "push");
         assert_eq!(frames[0][1].matches("\"type\"").count(), 1);
         assert_eq!(second["n"], 9);
+    }
+
+    #[test]
+    fn a_message_is_rendered_only_once_a_session_is_sent_it() {
+        let (out, mut rx) = Outbox::new(16, 1 << 20);
+        let mut entry = Entry {
+            name: "merchant:m1".into(),
+            latest: Some(0),
+            below_floor: None,
+            subs: HashMap::new(),
+            idle: None,
+            recent: VecDeque::new(),
+            indexed_after: 0,
+        };
+        let nobody = msg(3, "paytrack.push.a.u.all");
+        dispatch(&mut entry, "e", &nobody);
+        assert!(
+            nobody.rendered.get().is_none(),
+            "rendered with no session to send it to"
+        );
+        entry.subs.insert(
+            1,
+            Sub {
+                out,
+                last_seq: 3,
+                replay: None,
+            },
+        );
+        let held = msg(4, "paytrack.push.a.u.all");
+        dispatch(&mut entry, "e", &held);
+        assert!(held.rendered.get().is_some_and(Option::is_some));
+        let frame: Value = serde_json::from_str(&rx.recv().now_or_never().flatten().unwrap()).unwrap();
+        assert_eq!((frame["n"].clone(), frame["prev_seq"].clone()), (json!(4), json!(3)));
     }
 
     #[test]
