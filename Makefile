@@ -28,7 +28,7 @@ smoke: ## Run the stack on its own ports, follow the README, check the dashboard
 
 bench: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
 bench: BENCH_ARGS ?= --multi-edge
-bench: ## Build release, measure capacity against same-run ceilings (about 10 min idle); writes bench/results/
+bench: ## Build release, measure capacity against same-run ceilings (about 4 min idle, plus the release build); writes bench/results/
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	cargo build --release --locked -p paytrack-bench
