@@ -331,3 +331,43 @@ async fn scans_cost_no_request_for_payments_that_need_nothing() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// A settled payment whose checkpoints are all stored leaves the sweep, and no
+/// `trace_gap` is raised for it, even when the sweep looks only after `ledger_posted`
+/// (which the projector publishes right after `persisted`) is the subject's newest
+/// checkpoint. Ten payments, scans every 50 ms, a 1 s gap waited out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_and_persisted_payment_leaves_the_sweep_without_an_alert() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[("reconciler_trace_gap_ms", "1000")]).await?;
+    let payments: Vec<String> = (0..10).map(|n| format!("pay_done_{n}")).collect();
+    for (n, pay) in payments.iter().enumerate() {
+        let response = mesh
+            .post_webhook(&format!("done_{n}"), &Mesh::webhook_body(pay, "succeeded", "m_1"))
+            .await?;
+        anyhow::ensure!(response.status() == 200, "webhook answered {}", response.status());
+    }
+    for pay in &payments {
+        mesh.wait_for_row(pay, 1).await?;
+    }
+    let bucket = mesh.js.get_key_value(subjects::SWEEP_BUCKET).await?;
+    let tenant = mesh.tenant.clone();
+    let bucket = &bucket;
+    let payments = &payments;
+    eventually(WAIT, "every settled payment gone from the sweep", || async {
+        for pay in payments {
+            if bucket.get(format!("{tenant}.{pay}")).await.ok()?.is_some() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(
+        mesh.stream_messages(subjects::STREAM_ALERT).await?,
+        0,
+        "an alert was raised for a payment whose checkpoints are stored"
+    );
+    Ok(())
+}

@@ -161,6 +161,16 @@ pub fn unsettled(status: Status) -> bool {
     matches!(status, Status::Initiated | Status::Pending | Status::Held)
 }
 
+/// Whether `newest`, the newest checkpoint of a payment's subject, shows `version`
+/// persisted: every checkpoint kind is published after its version's `persisted`.
+pub fn proves_persisted(newest: &Checkpoint, version: u64) -> bool {
+    match newest.checkpoint {
+        CheckpointKind::Persisted | CheckpointKind::LedgerPosted | CheckpointKind::ReturnWindowClosed => {
+            newest.version >= version
+        }
+    }
+}
+
 /// What `entry` needs at `now`: pure, so every rule is tested without a clock.
 pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &SweepConfig) -> Plan {
     let rules = model.rail(entry.rail.as_deref());
@@ -447,6 +457,12 @@ impl Sweeps {
         Some(written)
     }
 
+    /// Whether the entry's version is persisted: the subject's newest checkpoint is
+    /// of that version or a later one, whatever its kind. The projector publishes a
+    /// version's `persisted` before its `ledger_posted` (and `return_window_closed`
+    /// after both), so the newest checkpoint is rarely `persisted` itself: asking for
+    /// that kind kept every settled payment in the sweep and raised a `trace_gap` for
+    /// each once the gap had passed.
     async fn persisted(&self, entry: &Entry) -> Result<bool, SweepError> {
         let subject = subjects::checkpoint(&entry.tenant, &entry.merchant_id, &entry.payment_id);
         let last = paytrack_nats::last_message(&self.status, &subject)
@@ -454,7 +470,7 @@ impl Sweeps {
             .map_err(|e| SweepError(e.into()))?;
         Ok(last
             .and_then(|m| envelope::decode::<Checkpoint>(&m.payload).ok())
-            .is_some_and(|c| c.version >= entry.version && c.checkpoint == CheckpointKind::Persisted))
+            .is_some_and(|c| proves_persisted(&c, entry.version)))
     }
 
     async fn raise(&self, entry: &Entry, kind: &str, discriminator: &str, detail: String) -> Result<(), SweepError> {
@@ -606,6 +622,34 @@ mod tests {
             trace_gap_raised: false,
             unclear_raised: false,
             trace_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn any_checkpoint_of_the_version_or_later_proves_it_persisted() {
+        let checkpoint = |kind: CheckpointKind, version: u64| Checkpoint {
+            v: ENVELOPE_VERSION,
+            checkpoint: kind,
+            tenant: TenantId::new("t").unwrap(),
+            merchant_id: MerchantId::new("m").unwrap(),
+            payment_id: PaymentId::new("p").unwrap(),
+            version,
+            status: Status::Succeeded,
+            recorded_at: "2026-11-23T12:00:00Z".parse().unwrap(),
+            trace_id: String::new(),
+            is_final: false,
+        };
+        for kind in [
+            CheckpointKind::Persisted,
+            CheckpointKind::LedgerPosted,
+            CheckpointKind::ReturnWindowClosed,
+        ] {
+            assert!(proves_persisted(&checkpoint(kind, 2), 2), "{kind:?} of the version");
+            assert!(proves_persisted(&checkpoint(kind, 3), 2), "{kind:?} of a later version");
+            assert!(
+                !proves_persisted(&checkpoint(kind, 1), 2),
+                "{kind:?} of an earlier version"
+            );
         }
     }
 
