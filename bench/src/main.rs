@@ -141,8 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         section!(3, report::SECTIONS[2], sections::multi_edge::run(&ctx, &mut report));
     }
     section!(4, report::SECTIONS[3], sections::storm::run(&ctx, &mut report));
-    // The projector's bulk load runs last: the sweeps confirm `persisted` for each of
-    // its transitions 30 s later, a burst that would weigh on any section after it.
+    // The projector's bulk load runs last: the sweeps look for the `persisted`
+    // checkpoint of each of its pending payments once the trace gap (30 s) has
+    // passed, a burst that would weigh on any section after it.
     section!(6, report::SECTIONS[5], sections::polling::run(&ctx, &mut report));
     section!(5, report::SECTIONS[4], sections::projector::run(&ctx, &mut report));
     ctx.mesh.check_services()?;
