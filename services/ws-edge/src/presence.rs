@@ -148,8 +148,14 @@ impl Presence {
             present: Mutex::new(HashMap::new()),
         });
         presence.say_alive().await;
-        tokio::spawn(say_alive(Arc::downgrade(&presence), ttl));
-        tokio::spawn(refresh(Arc::downgrade(&presence), SESSION_KEY_RETENTION));
+        tokio::spawn(every_third_of(Arc::downgrade(&presence), ttl, |p| async move {
+            p.say_alive().await
+        }));
+        tokio::spawn(every_third_of(
+            Arc::downgrade(&presence),
+            SESSION_KEY_RETENTION,
+            |p| async move { p.rewrite_sessions().await },
+        ));
         Ok(presence)
     }
 
@@ -239,6 +245,18 @@ impl Presence {
         if closed {
             self.delete(key).await;
         }
+    }
+
+    /// Rewrites every present session's key (so that only a dead edge's keys reach
+    /// the bucket's age limit).
+    async fn rewrite_sessions(self: Arc<Self>) {
+        let keys: Vec<Arc<str>> = self.lock().keys().cloned().collect();
+        futures::stream::iter(keys)
+            .for_each_concurrent(REFRESH_CONCURRENCY, |key| {
+                let presence = self.clone();
+                async move { presence.write(&key).await }
+            })
+            .await;
     }
 
     /// Rewrites this edge's own key with the time now.
@@ -348,35 +366,20 @@ fn within(at: DateTime<Utc>, age: Duration) -> bool {
     Utc::now().signed_duration_since(at).to_std().unwrap_or_default() <= age
 }
 
-/// Rewrites the edge's own key at a third of the TTL, for as long as the edge's
-/// presence exists.
-async fn say_alive(presence: Weak<Presence>, ttl: Duration) {
-    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+/// Runs `work` every third of `period` (first a third after the start), for as long
+/// as the edge's presence exists.
+async fn every_third_of<F, Fut>(presence: Weak<Presence>, period: Duration, work: F)
+where
+    F: Fn(Arc<Presence>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval((period / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         let Some(presence) = presence.upgrade() else { return };
-        presence.say_alive().await;
-    }
-}
-
-/// Rewrites every present session's key at a third of `ttl` (the bucket's age
-/// limit), for as long as the edge's presence exists.
-async fn refresh(presence: Weak<Presence>, ttl: Duration) {
-    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(presence) = presence.upgrade() else { return };
-        let keys: Vec<Arc<str>> = presence.lock().keys().cloned().collect();
-        futures::stream::iter(keys)
-            .for_each_concurrent(REFRESH_CONCURRENCY, |key| {
-                let presence = presence.clone();
-                async move { presence.write(&key).await }
-            })
-            .await;
+        work(presence).await;
     }
 }
 
