@@ -123,26 +123,58 @@ const DRAIN_EVERY: Duration = Duration::from_secs(5);
 /// longer than [`DRAIN_EVERY`] (a crash or a NATS outage after the commit), oldest
 /// first.
 pub async fn drain(db: PgPool, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    let read = || checkpoints::unpublished(&db, DRAIN_EVERY.as_secs_f64(), 1000);
+    publish_owed_every(
+        &db,
+        &js,
+        &shutdown,
+        DRAIN_EVERY,
+        "unpublished checkpoints",
+        read,
+        |drained, due| {
+            metrics::counter!("paytrack_projector_checkpoints_drained_total").increment(drained as u64);
+            tracing::info!(drained, due, "unpublished checkpoints drained");
+        },
+    )
+    .await;
+}
+
+/// Every `period` until `shutdown`: reads the checkpoints `read` says are owed and,
+/// when there are any, publishes them ([`publish_all`]) and hands `report` how many
+/// were acknowledged and how many were owed. A read that fails is logged (naming
+/// `what`) and tried again the next period. The outbox drainer and the return-window
+/// scan are both this loop.
+pub async fn publish_owed_every<R, Fut>(
+    db: &PgPool,
+    js: &jetstream::Context,
+    shutdown: &CancellationToken,
+    period: Duration,
+    what: &'static str,
+    read: R,
+    report: impl Fn(usize, usize),
+) where
+    R: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Due>, sqlx::Error>>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let rows = match checkpoints::unpublished(&db, DRAIN_EVERY.as_secs_f64(), 1000).await {
-            Ok(rows) => rows,
+        let owed = match read().await {
+            Ok(owed) => owed,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the unpublished checkpoints; retrying");
+                tracing::warn!(%error, what, "cannot read the checkpoints owed; retrying");
                 continue;
             }
         };
-        if rows.is_empty() {
+        if owed.is_empty() {
             continue;
         }
-        let due = rows.len();
-        let drained = publish_all(&db, &js, rows).await;
-        metrics::counter!("paytrack_projector_checkpoints_drained_total").increment(drained as u64);
-        tracing::info!(drained, due, "unpublished checkpoints drained");
+        let due = owed.len();
+        let published = publish_all(db, js, owed).await;
+        report(published, due);
     }
 }

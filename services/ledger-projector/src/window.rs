@@ -45,13 +45,8 @@ impl Closed {
 /// [`PER_SCAN`]). Public with [`publish`] so a test can interleave two replicas'
 /// scans: both read the same versions before either publishes.
 pub async fn closed_now(db: &PgPool) -> Result<Closed, sqlx::Error> {
-    checkpoints::windows_closed(db, PER_SCAN).await.map(Closed)
-}
-
-/// The second half of a scan: publishes each version's `return_window_closed`
-/// checkpoint and records those JetStream acknowledged; returns how many were.
-pub async fn publish(db: &PgPool, js: &jetstream::Context, closed: Closed) -> usize {
-    for d in &closed.0 {
+    let due = checkpoints::windows_closed(db, PER_SCAN).await?;
+    for d in &due {
         tracing::info!(
             tenant = %d.tenant,
             payment_id = %d.payment_id,
@@ -60,38 +55,36 @@ pub async fn publish(db: &PgPool, js: &jetstream::Context, closed: Closed) -> us
             "return window closed; the success is final"
         );
     }
+    Ok(Closed(due))
+}
+
+/// The second half of a scan: publishes each version's `return_window_closed`
+/// checkpoint and records those JetStream acknowledged; returns how many were.
+pub async fn publish(db: &PgPool, js: &jetstream::Context, closed: Closed) -> usize {
     outbox::publish_all(db, js, closed.0).await
 }
 
 /// Publishes, until `shutdown`, the `return_window_closed` checkpoint of every
 /// version whose window has closed, and records those JetStream acknowledged.
 pub async fn close_windows(db: PgPool, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SCAN_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let closed = match closed_now(&db).await {
-            Ok(closed) => closed,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the versions whose return window closed; retrying");
-                continue;
+    let read = || async { closed_now(&db).await.map(|closed| closed.0) };
+    outbox::publish_owed_every(
+        &db,
+        &js,
+        &shutdown,
+        SCAN_EVERY,
+        "closed return windows",
+        read,
+        |published, owed| {
+            metrics::counter!("paytrack_projector_return_windows_closed_total").increment(published as u64);
+            if published < owed {
+                tracing::warn!(
+                    published,
+                    owed,
+                    "some return-window checkpoints were not acknowledged; the next scan retries"
+                );
             }
-        };
-        if closed.is_empty() {
-            continue;
-        }
-        let owed = closed.len();
-        let published = publish(&db, &js, closed).await;
-        metrics::counter!("paytrack_projector_return_windows_closed_total").increment(published as u64);
-        if published < owed {
-            tracing::warn!(
-                published,
-                owed,
-                "some return-window checkpoints were not acknowledged; the next scan retries"
-            );
-        }
-    }
+        },
+    )
+    .await;
 }
