@@ -9,11 +9,15 @@
 //! the KV bucket `PAYTRACK_CLAIMS` before its first transition; a KV create is
 //! exclusive, so two first facts naming different merchants cannot both start a
 //! history. Every read and append after that is on one literal subject, guarded by
-//! `Nats-Expected-Last-Subject-Sequence` on that subject.
+//! `Nats-Expected-Last-Subject-Sequence` on that subject. A claim never changes, so
+//! each replica remembers the ones it has read or made (up to [`REMEMBERED`]) and a
+//! payment's later facts cost one read, of its newest transition.
 //!
 //! Histories written before claims existed are claimed once when the bucket is first
 //! opened (one pass over the newest transition of every subject), so a payment is
 //! never started twice.
+
+use std::collections::HashMap;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
@@ -42,10 +46,16 @@ pub enum Created {
     Taken,
 }
 
+/// Most claims a replica remembers; past it the memory is emptied and refilled.
+const REMEMBERED: usize = 100_000;
+
 /// The claims bucket.
 #[derive(Clone)]
 pub struct Claims {
     store: kv::Store,
+    /// Claims this replica has read or made. A claim never changes once created, so
+    /// a payment's later facts need not read it again (only the newest transition).
+    remembered: std::sync::Arc<std::sync::Mutex<HashMap<String, MerchantId>>>,
 }
 
 fn key(tenant: &TenantId, payment: &PaymentId) -> String {
@@ -67,19 +77,40 @@ impl Claims {
             })
             .await
             .map_err(|e| ClaimError::Bucket(e.into()))?;
-        let claims = Claims { store };
+        let claims = Claims {
+            store,
+            remembered: Default::default(),
+        };
         claims.backfill(status).await?;
         Ok(claims)
     }
 
     /// The merchant `payment` is claimed for, if any.
     pub async fn merchant_of(&self, tenant: &TenantId, payment: &PaymentId) -> Result<Option<MerchantId>, ClaimError> {
-        let value = self
-            .store
-            .get(key(tenant, payment))
-            .await
-            .map_err(|e| ClaimError::Io(e.into()))?;
-        Ok(value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|m| MerchantId::parse(m).ok())))
+        let key = key(tenant, payment);
+        if let Some(merchant) = self.lock().get(&key) {
+            return Ok(Some(merchant.clone()));
+        }
+        let value = self.store.get(&key).await.map_err(|e| ClaimError::Io(e.into()))?;
+        let merchant = value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|m| MerchantId::parse(m).ok()));
+        if let Some(merchant) = &merchant {
+            self.remember(key, merchant.clone());
+        }
+        Ok(merchant)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MerchantId>> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, key: String, merchant: MerchantId) {
+        let mut remembered = self.lock();
+        if remembered.len() >= REMEMBERED {
+            remembered.clear();
+        }
+        remembered.insert(key, merchant);
     }
 
     /// Claims `payment` for `merchant`, unless another writer has.
@@ -89,12 +120,12 @@ impl Claims {
         payment: &PaymentId,
         merchant: &MerchantId,
     ) -> Result<Created, ClaimError> {
-        match self
-            .store
-            .create(key(tenant, payment), merchant.as_str().to_owned().into())
-            .await
-        {
-            Ok(_) => Ok(Created::Claimed),
+        let key = key(tenant, payment);
+        match self.store.create(&key, merchant.as_str().to_owned().into()).await {
+            Ok(_) => {
+                self.remember(key, merchant.clone());
+                Ok(Created::Claimed)
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Created::Taken),
             Err(e) => Err(ClaimError::Io(e.into())),
         }
