@@ -77,11 +77,14 @@ impl Role {
         }
     }
 
-    /// The inbox prefix the user's replies come to (`_INBOX` for the admin).
+    /// The inbox prefix the user's replies come to. The reader keeps a standard
+    /// client's default, `_INBOX`; every other user (the admin too) has its own first
+    /// token, `_INBOX_<user>`, which `_INBOX.>` does not match, so the reader never
+    /// sees another user's replies.
     pub fn inbox_prefix(self) -> String {
         match self {
-            Role::Admin => "_INBOX".to_owned(),
-            other => format!("_INBOX.{}", other.user()),
+            Role::Reader => "_INBOX".to_owned(),
+            other => format!("_INBOX_{}", other.user()),
         }
     }
 
@@ -189,13 +192,15 @@ impl Role {
                     subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
                 ]);
-                for stream in [
-                    subjects::STREAM_STATUS,
-                    subjects::STREAM_OUTCOME,
-                    subjects::STREAM_ALERT,
-                ] {
+                // The lookups a standard client makes: the account, stream names.
+                p.publish.extend([api("INFO"), api("STREAM.NAMES")]);
+                // Info of the watched streams; history (ephemeral consumers only)
+                // from their mirrors, never from the services' streams.
+                for stream in crate::READER_SOURCES {
+                    let mirror = crate::reader_stream(stream);
                     p.publish.push(api(&format!("STREAM.INFO.{stream}")));
-                    p.history(stream, &[]);
+                    p.publish.push(api(&format!("STREAM.INFO.{mirror}")));
+                    p.history(&mirror, &[]);
                 }
             }
             Role::Admin => {}

@@ -141,6 +141,30 @@ impl LayoutError {
     }
 }
 
+/// The streams the `reader` user watches, each with a mirror it reads history from
+/// ([`reader_stream`]).
+pub const READER_SOURCES: [&str; 3] = [
+    subjects::STREAM_STATUS,
+    subjects::STREAM_OUTCOME,
+    subjects::STREAM_ALERT,
+];
+
+/// How many consumers all readers together may hold on one reader mirror. NATS has no
+/// per-user count in one account; this cap, on streams only readers consume, is what
+/// bounds them, and a flood of reader consumers fills it, never the services' streams.
+pub const READER_CONSUMERS: i32 = 256;
+
+/// The longest a reader's consumer may stay without a pull before the server deletes
+/// it (a reader cannot ask for more): an abandoned consumer frees its place in
+/// [`READER_CONSUMERS`] within this time.
+pub const READER_INACTIVE_LIMIT: Duration = Duration::from_secs(300);
+
+/// The mirror of `source` that readers read history from, e.g. `PAYTRACK_STATUS_READ`.
+/// A mirror keeps its source's sequences, so positions read there are the source's.
+pub fn reader_stream(source: &str) -> String {
+    format!("{source}_READ")
+}
+
 /// The durable consumer the reconciler reads `PAYTRACK_IN` with.
 pub const CONSUMER_RECONCILER: &str = "reconciler";
 /// The durable consumer the projector reads transitions with.
@@ -209,7 +233,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
         deny_delete: true,
         ..Default::default()
     };
-    vec![
+    let mut streams = vec![
         // Evidence: raw facts are kept for a year; the projector copies them to PostgreSQL.
         base(
             subjects::STREAM_IN,
@@ -257,7 +281,34 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(30 * 86_400),
             layout.windows.internal,
         ),
-    ]
+    ];
+    // The readers' mirrors, after their sources: the same retention, no subjects of
+    // their own, and the only streams the `reader` user may create consumers on.
+    let mirrors: Vec<stream::Config> = READER_SOURCES
+        .iter()
+        .filter_map(|source| streams.iter().find(|c| c.name == *source))
+        .map(|source| stream::Config {
+            name: reader_stream(&source.name),
+            mirror: Some(stream::Source {
+                name: source.name.clone(),
+                ..Default::default()
+            }),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: layout.replicas,
+            max_age: source.max_age,
+            allow_direct: true,
+            deny_delete: true,
+            max_consumers: READER_CONSUMERS,
+            consumer_limits: Some(stream::ConsumerLimits {
+                inactive_threshold: READER_INACTIVE_LIMIT,
+                max_ack_pending: 0,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    streams.extend(mirrors);
+    streams
 }
 
 /// The layout step: creates or updates every stream and KV bucket of the layout. Only
@@ -358,6 +409,12 @@ mod tests {
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));
+        let mirror = configs.iter().find(|c| c.name == "PAYTRACK_STATUS_READ").unwrap();
+        assert_eq!(
+            mirror.mirror.as_ref().map(|m| m.name.as_str()),
+            Some(subjects::STREAM_STATUS)
+        );
+        assert!(mirror.subjects.is_empty());
         // No two streams may claim the same subjects.
         let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
         all.sort();

@@ -8,7 +8,7 @@
 //! mirror, sources, subject transform or republish; its retention, storage, replicas,
 //! age and per-subject limits, discard policy, duplicate window; that deletes are
 //! denied (and purges, where the layout denies them); that it is not sealed and acks
-//! its writes. Descriptions, metadata and limits the server fills in are not compared.
+//! its writes; the consumer cap and limits of the readers' mirrors. Descriptions, metadata and limits the server fills in are not compared.
 
 use async_nats::jetstream::{self, stream};
 
@@ -78,6 +78,11 @@ fn shape(config: &stream::Config) -> Vec<(&'static str, String)> {
         ("deny_delete", config.deny_delete.to_string()),
         ("deny_purge", config.deny_purge.to_string()),
         ("sealed", config.sealed.to_string()),
+        ("max_consumers", config.max_consumers.max(0).to_string()),
+        (
+            "consumer_limits",
+            format!("{:?}", config.consumer_limits.clone().unwrap_or_default()),
+        ),
         ("no_ack", config.no_ack.to_string()),
     ]
 }

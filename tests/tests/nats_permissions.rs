@@ -165,7 +165,8 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
         .await?;
     edge.subscribe_refused("paytrack.status.>").await?;
     // Replies to other users are not its to read.
-    edge.subscribe_refused("_INBOX.ingest.>").await?;
+    edge.subscribe_refused("_INBOX_ingest.>").await?;
+    edge.subscribe_refused("_INBOX.>").await?;
 
     let mut reader = Probe::connect(&nats, Role::Reader).await?;
     for subject in [STATUS, CHECKPOINT, INBOUND, PUSH, SESSION, OUTCOME, ALERT, DEAD] {
@@ -490,5 +491,207 @@ async fn every_service_refuses_to_run_on_a_wrong_layout() -> anyhow::Result<()> 
             "the error does not say what is wrong: {error}"
         );
     }
+    Ok(())
+}
+
+/// The streams readers read history from: mirrors of the ones they watch, so that
+/// their consumers never count against the services' streams.
+const READER_STREAMS: [(&str, &str); 3] = [
+    ("PAYTRACK_STATUS", "PAYTRACK_STATUS_READ"),
+    ("PAYTRACK_OUTCOME", "PAYTRACK_OUTCOME_READ"),
+    ("PAYTRACK_ALERT", "PAYTRACK_ALERT_READ"),
+];
+
+/// A reader as a standard client connects: async-nats defaults, no inbox prefix.
+async fn default_reader(nats: &NatsServer) -> anyhow::Result<Client> {
+    let password = nats.password(Role::Reader);
+    Ok(
+        async_nats::ConnectOptions::with_user_and_password("reader".into(), password.expose_secret().into())
+            .connect(nats.url())
+            .await?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let nats = NatsServer::start().await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    let reconciler = nats.connect_as(Role::Reconciler).await?;
+    let written = async_nats::jetstream::new(reconciler.clone());
+    for n in 0..3 {
+        written
+            .publish(format!("paytrack.status.acme.m_1.pay_{n}"), format!("t{n}").into())
+            .await?
+            .await?;
+    }
+
+    let reader = default_reader(&nats).await?;
+    let js = async_nats::jetstream::new(reader.clone());
+    // The lookups a client makes: the account, the stream names, a stream's info.
+    js.query_account().await.context("account info")?;
+    let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names()).await?;
+    for (source, mirror) in READER_STREAMS {
+        assert!(names.iter().any(|n| n == mirror), "{mirror} not listed: {names:?}");
+        js.get_stream(source)
+            .await
+            .with_context(|| format!("info of {source}"))?;
+    }
+    // History, with an ordered consumer on the readers' mirror.
+    let history = js.get_stream("PAYTRACK_STATUS_READ").await?;
+    let mut messages = history
+        .create_consumer(OrderedConfig {
+            filter_subject: "paytrack.status.acme.>".into(),
+            ..Default::default()
+        })
+        .await
+        .context("ordered consumer on the mirror")?
+        .messages()
+        .await?;
+    for n in 0..3 {
+        let message = tokio::time::timeout(ANSWER, messages.next())
+            .await
+            .context("history never arrived")?
+            .context("history ended")??;
+        assert_eq!(&message.payload[..], format!("t{n}").as_bytes());
+    }
+    // Live: a new transition arrives on a plain subscription.
+    let mut watched = reader.subscribe("paytrack.status.>").await?;
+    reader.flush().await?;
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    let seen = loop {
+        reconciler
+            .publish("paytrack.status.acme.m_1.pay_live", "live".into())
+            .await?;
+        if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), watched.next()).await {
+            break next.context("subscription ended")?;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the reader never saw a transition"
+        );
+    };
+    assert_eq!(&seen.payload[..], b"live");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gets_ephemeral_consumers_only_and_never_another_users_replies() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    let mut reader = Probe::connect(&nats, Role::Reader).await?;
+    let durable = |stream: &str, name: &str| serde_json::json!({"stream_name": stream, "config": {"durable_name": name, "ack_policy": "explicit"}});
+    for (source, mirror) in READER_STREAMS {
+        for stream in [source, mirror] {
+            for subject in [
+                format!("$JS.API.CONSUMER.CREATE.{stream}.mine"),
+                format!("$JS.API.CONSUMER.CREATE.{stream}.mine.paytrack.>"),
+                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.mine"),
+            ] {
+                reader.request_refused(&subject, &durable(stream, "mine")).await?;
+            }
+            // The nameless create: JetStream refuses a durable name there.
+            reader
+                .request_failed(&format!("$JS.API.CONSUMER.CREATE.{stream}"), &durable(stream, "mine"))
+                .await?;
+        }
+        // No consumers at all on the services' streams.
+        reader
+            .request_refused(
+                &format!("$JS.API.CONSUMER.CREATE.{source}"),
+                &serde_json::json!({"stream_name": source, "config": {"ack_policy": "none"}}),
+            )
+            .await?;
+    }
+    // An ephemeral cannot be made to live on: its inactivity limit is capped.
+    let forever = serde_json::json!({"stream_name": "PAYTRACK_STATUS_READ",
+        "config": {"ack_policy": "none", "inactive_threshold": 365u64 * 86_400 * 1_000_000_000}});
+    reader
+        .request_failed("$JS.API.CONSUMER.CREATE.PAYTRACK_STATUS_READ", &forever)
+        .await?;
+
+    // Replies: the reader's default inbox holds none of the services' or the admin's.
+    for subject in ["_INBOX_admin.>", "_INBOX_ingest.>", "_INBOX_ws-edge.>", ">"] {
+        reader.subscribe_refused(subject).await?;
+    }
+    let mut inbox = reader.client.subscribe("_INBOX.>").await?;
+    for role in [Role::Admin, Role::Ingest, Role::Reconciler, Role::Projector, Role::Edge] {
+        let client = nats.connect_as(role).await?;
+        async_nats::jetstream::new(client)
+            .get_stream("PAYTRACK_STATUS")
+            .await
+            .with_context(|| format!("{role:?} reads stream info"))?;
+    }
+    let own = reader.client.new_inbox();
+    reader
+        .client
+        .publish_with_reply("$JS.API.STREAM.INFO.PAYTRACK_STATUS_READ", own.clone(), "".into())
+        .await?;
+    let first = tokio::time::timeout(ANSWER, inbox.next())
+        .await
+        .context("the reader's own reply never arrived")?
+        .context("inbox ended")?;
+    assert_eq!(
+        first.subject.as_str(),
+        own,
+        "the reader saw a reply that was not its own"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_reader_consumers_never_blocks_a_services_consumer() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    let nats = NatsServer::start().await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    let reader = async_nats::jetstream::new(default_reader(&nats).await?);
+    let mirror = reader.get_stream("PAYTRACK_STATUS_READ").await?;
+    // Ephemerals that stay alive for a minute each, far more than the cap allows.
+    let mut made = 0;
+    let mut refused = None;
+    for _ in 0..2_000 {
+        let created = mirror
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => made += 1,
+            Err(error) => {
+                refused = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    let refused = refused.context("2,000 reader consumers were all accepted")?;
+    assert!(
+        refused.contains("10026") || refused.contains("maximum consumers"),
+        "{refused}"
+    );
+    assert!(made < 1_000, "{made} reader consumers before the cap");
+
+    // The services still get theirs: the edge's ordered consumer on PAYTRACK_STATUS,
+    // and a projector's durable.
+    let edge = async_nats::jetstream::new(nats.connect_as(Role::Edge).await?);
+    edge.get_stream("PAYTRACK_STATUS")
+        .await?
+        .create_consumer(OrderedConfig {
+            filter_subject: "paytrack.status.>".into(),
+            ..Default::default()
+        })
+        .await
+        .context("the edge's consumer after the flood")?;
+    let projector = async_nats::jetstream::new(nats.connect_as(Role::Projector).await?);
+    paytrack_nats::ensure_consumer(
+        &projector,
+        "PAYTRACK_STATUS",
+        paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_STATUS, "paytrack.status.>"),
+    )
+    .await
+    .context("the projector's durable after the flood")?;
     Ok(())
 }
