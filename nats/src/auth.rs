@@ -107,6 +107,9 @@ impl Role {
         if self == Role::Admin {
             p.publish.push(">".into());
             p.subscribe.push(">".into());
+            // The readers' inbox: the admin's replies come to its own prefix, so a
+            // reader never sees them (and the admin never reads a reader's).
+            p.subscribe_deny.push(format!("{}.>", Role::Reader.inbox_prefix()));
             return p;
         }
         p.subscribe.push(format!("{}.>", self.inbox_prefix()));
@@ -233,6 +236,8 @@ pub struct Permissions {
     pub publish_deny: Vec<String>,
     /// Subscribe allow list.
     pub subscribe: Vec<String>,
+    /// Subscribe deny list (wins over the allow list).
+    pub subscribe_deny: Vec<String>,
 }
 
 impl Permissions {
@@ -338,6 +343,9 @@ pub fn render_conf() -> String {
         let _ = writeln!(out, "        }}");
         let _ = writeln!(out, "        subscribe: {{");
         let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
+        if !p.subscribe_deny.is_empty() {
+            let _ = writeln!(out, "          deny: {}", list(&p.subscribe_deny, "          "));
+        }
         let _ = writeln!(out, "        }}");
         let _ = writeln!(out, "      }}");
         let _ = writeln!(out, "    }}");

@@ -616,6 +616,12 @@ async fn a_reader_gets_ephemeral_consumers_only_and_never_another_users_replies(
     for subject in ["_INBOX_admin.>", "_INBOX_ingest.>", "_INBOX_ws-edge.>", ">"] {
         reader.subscribe_refused(subject).await?;
     }
+    // Nor may the admin take the readers' inbox (a client of its own must use
+    // `_INBOX_admin`).
+    Probe::connect(&nats, Role::Admin)
+        .await?
+        .subscribe_refused("_INBOX.>")
+        .await?;
     let mut inbox = reader.client.subscribe("_INBOX.>").await?;
     for role in [Role::Admin, Role::Ingest, Role::Reconciler, Role::Projector, Role::Edge] {
         let client = nats.connect_as(role).await?;
