@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
 # One image for all four services; each Kubernetes Deployment picks its binary
-# with `command:` (see k8s/).
+# with `command:` (see k8s/). `paytrack` (the CLI) runs the layout Job.
 #
 #   docker build -t ghcr.io/paytrack/paytrack:0.1.0 .
 
@@ -19,12 +19,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
         -p paytrack-ledger-projector \
         -p paytrack-ws-edge \
         -p paytrack-simulator \
+        -p paytrack \
     && mkdir -p /out \
     && cp target/release/paytrack-ingest \
           target/release/paytrack-reconciler \
           target/release/paytrack-ledger-projector \
           target/release/paytrack-ws-edge \
           target/release/paytrack-simulator \
+          target/release/paytrack \
           /out/
 
 FROM debian:bookworm-slim

@@ -10,10 +10,12 @@
 //! environment variable [`Role::password_env`] of the nats-server process, so a server
 //! without them refuses to start.
 //!
-//! Each user gets exactly the JetStream API subjects its service uses: the stream
-//! layout every service applies at start (stream info/create/update), its own durable
+//! Each user gets exactly the JetStream API subjects its service uses: stream info of
+//! the layout, which every service verifies at start (only the admin creates, updates,
+//! deletes or purges a stream or bucket: [`crate::apply_layout`]), its own durable
 //! consumers (info, create, pull, ack), and, for readers of history, direct and
-//! stream gets and ephemeral ordered consumers. Replies come to a per-user inbox
+//! stream gets and nameless consumer creates, on which JetStream refuses a durable
+//! name, so every consumer they make is ephemeral. Replies come to a per-user inbox
 //! prefix ([`Role::inbox_prefix`]), so no user sees another's replies.
 
 use std::fmt::Write as _;
@@ -75,11 +77,14 @@ impl Role {
         }
     }
 
-    /// The inbox prefix the user's replies come to (`_INBOX` for the admin).
+    /// The inbox prefix the user's replies come to. The reader keeps a standard
+    /// client's default, `_INBOX`; every other user (the admin too) has its own first
+    /// token, `_INBOX_<user>`, which `_INBOX.>` does not match, so the reader never
+    /// sees another user's replies.
     pub fn inbox_prefix(self) -> String {
         match self {
-            Role::Admin => "_INBOX".to_owned(),
-            other => format!("_INBOX.{}", other.user()),
+            Role::Reader => "_INBOX".to_owned(),
+            other => format!("_INBOX_{}", other.user()),
         }
     }
 
@@ -90,7 +95,8 @@ impl Role {
             Role::Reconciler => &settings.nats_reconciler_password,
             Role::Projector => &settings.nats_projector_password,
             Role::Edge => &settings.nats_edge_password,
-            Role::Reader | Role::Admin => return None,
+            Role::Admin => &settings.nats_admin_password,
+            Role::Reader => return None,
         };
         password.clone().map(|password| Credentials { role: self, password })
     }
@@ -101,26 +107,25 @@ impl Role {
         if self == Role::Admin {
             p.publish.push(">".into());
             p.subscribe.push(">".into());
+            // The readers' inbox: the admin's replies come to its own prefix, so a
+            // reader never sees them (and the admin never reads a reader's).
+            p.subscribe_deny.push(format!("{}.>", Role::Reader.inbox_prefix()));
             return p;
         }
         p.subscribe.push(format!("{}.>", self.inbox_prefix()));
         match self {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
-                p.layout();
-                // KV buckets ingest creates (reading the account's limits first), writes
-                // and reads back: idempotency keys, commanded payments, and provider
-                // references (with the events parked until their payment is known).
-                p.publish.push(api("INFO"));
+                p.verify_layout();
+                // KV buckets ingest writes and reads back: idempotency keys, commanded
+                // payments, and provider references (with the events parked until
+                // their payment is known).
                 for (stream, writes) in [
                     (subjects::STREAM_IDEMPOTENCY, subjects::IDEMPOTENCY_ALL),
                     (subjects::STREAM_COMMANDED, subjects::COMMANDED_ALL),
                     (subjects::STREAM_PROVIDER_REFS, subjects::PROVIDER_REFS_ALL),
                 ] {
                     p.publish.push(writes.into());
-                    for verb in ["INFO", "CREATE", "UPDATE"] {
-                        p.publish.push(api(&format!("STREAM.{verb}.{stream}")));
-                    }
                     p.history(stream, &[]);
                 }
                 // Routing reads terminal transitions (one ordered consumer) and a
@@ -134,25 +139,16 @@ impl Role {
                     subjects::ALERT_ALL.into(),
                     subjects::DEAD_ALL.into(),
                 ]);
-                p.layout();
+                p.verify_layout();
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_RECONCILER);
-                p.history(subjects::STREAM_STATUS, &[crate::CONSUMER_RECONCILER]);
+                p.history(subjects::STREAM_STATUS, &[]);
                 // Stuck-payment sweeps: a status-query answer is recorded as an
                 // inbound fact (so evidence and de-duplication work as for any
-                // fact), and the sweep's KV bucket is created, written and scanned.
+                // fact), and the sweep's KV bucket is written and scanned.
                 p.publish.extend([subjects::IN_ALL.into(), subjects::SWEEP_ALL.into()]);
-                p.publish.push(api("INFO"));
-                for verb in ["INFO", "CREATE", "UPDATE"] {
-                    p.publish
-                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_SWEEP)));
-                }
                 p.history(subjects::STREAM_SWEEP, &[]);
                 // Payment claims: which merchant's subject holds each payment's history.
                 p.publish.push(subjects::CLAIMS_ALL.into());
-                for verb in ["INFO", "CREATE", "UPDATE"] {
-                    p.publish
-                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_CLAIMS)));
-                }
                 p.history(subjects::STREAM_CLAIMS, &[]);
             }
             Role::Projector => {
@@ -161,7 +157,7 @@ impl Role {
                     subjects::ALERT_ALL.into(),
                     subjects::DEAD_ALL.into(),
                 ]);
-                p.layout();
+                p.verify_layout();
                 p.durable(subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS);
                 p.durable(subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE);
                 p.durable(subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS);
@@ -172,6 +168,7 @@ impl Role {
                     crate::CONSUMER_PROJECTOR_STATUS,
                     crate::CONSUMER_PROJECTOR_EVIDENCE,
                     crate::CONSUMER_PROJECTOR_SESSIONS,
+                    crate::CONSUMER_PROJECTOR_OUTCOMES,
                 ];
                 for stream in [
                     subjects::STREAM_STATUS,
@@ -185,16 +182,10 @@ impl Role {
             Role::Edge => {
                 p.publish
                     .extend([subjects::SESSION_ALL.into(), subjects::PRESENCE_ALL.into()]);
-                p.layout();
+                p.verify_layout();
                 p.history(subjects::STREAM_STATUS, &[]);
                 p.history(subjects::STREAM_PUSH, &[]);
-                // Presence: the KV bucket's stream is created by the edge (which reads
-                // the account's limits first) and read back.
-                p.publish.push(api("INFO"));
-                for verb in ["INFO", "CREATE", "UPDATE"] {
-                    p.publish
-                        .push(api(&format!("STREAM.{verb}.{}", subjects::STREAM_PRESENCE)));
-                }
+                // Presence: the KV bucket is written and read back.
                 p.history(subjects::STREAM_PRESENCE, &[]);
             }
             Role::Reader => {
@@ -204,13 +195,15 @@ impl Role {
                     subjects::OUTCOME_ALL.into(),
                     subjects::ALERT_ALL.into(),
                 ]);
-                for stream in [
-                    subjects::STREAM_STATUS,
-                    subjects::STREAM_OUTCOME,
-                    subjects::STREAM_ALERT,
-                ] {
+                // The lookups a standard client makes: the account, stream names.
+                p.publish.extend([api("INFO"), api("STREAM.NAMES")]);
+                // Info of the watched streams; history (ephemeral consumers only)
+                // from their mirrors, never from the services' streams.
+                for stream in crate::READER_SOURCES {
+                    let mirror = crate::reader_stream(stream);
                     p.publish.push(api(&format!("STREAM.INFO.{stream}")));
-                    p.history(stream, &[]);
+                    p.publish.push(api(&format!("STREAM.INFO.{mirror}")));
+                    p.history(&mirror, &[]);
                 }
             }
             Role::Admin => {}
@@ -219,13 +212,15 @@ impl Role {
     }
 }
 
-/// Every durable consumer of the layout, by stream: ephemeral readers are denied them.
-const DURABLES: [(&str, &str); 5] = [
+/// Every durable consumer of the layout, by stream: readers of a stream's history
+/// are denied the ones they do not own.
+const DURABLES: [(&str, &str); 6] = [
     (subjects::STREAM_ALERT, crate::CONSUMER_PROJECTOR_ALERTS),
     (subjects::STREAM_IN, crate::CONSUMER_RECONCILER),
     (subjects::STREAM_STATUS, crate::CONSUMER_PROJECTOR_STATUS),
     (subjects::STREAM_IN, crate::CONSUMER_PROJECTOR_EVIDENCE),
     (subjects::STREAM_SESSION, crate::CONSUMER_PROJECTOR_SESSIONS),
+    (subjects::STREAM_OUTCOME, crate::CONSUMER_PROJECTOR_OUTCOMES),
 ];
 
 fn api(rest: &str) -> String {
@@ -241,23 +236,25 @@ pub struct Permissions {
     pub publish_deny: Vec<String>,
     /// Subscribe allow list.
     pub subscribe: Vec<String>,
+    /// Subscribe deny list (wins over the allow list).
+    pub subscribe_deny: Vec<String>,
 }
 
 impl Permissions {
-    /// Info, create and update of every stream of the layout, which each service
-    /// applies at start so any start order works.
-    fn layout(&mut self) {
-        for config in crate::stream_configs(&crate::Layout {
+    /// Info of every stream and bucket of the layout, which each service verifies at
+    /// start. Never create, update, delete or purge: that is the admin's layout step.
+    fn verify_layout(&mut self) {
+        let any = crate::Layout {
             replicas: 1,
             windows: crate::DuplicateWindows {
                 inbound: std::time::Duration::ZERO,
                 push: std::time::Duration::ZERO,
                 internal: std::time::Duration::ZERO,
             },
-        }) {
-            for verb in ["INFO", "CREATE", "UPDATE"] {
-                self.publish.push(api(&format!("STREAM.{verb}.{}", config.name)));
-            }
+            idempotency_ttl: std::time::Duration::ZERO,
+        };
+        for config in crate::layout_streams(&any) {
+            self.publish.push(api(&format!("STREAM.INFO.{}", config.name)));
         }
     }
 
@@ -274,15 +271,15 @@ impl Permissions {
 
     /// Reading a stream's history: gets of its messages and ephemeral ordered
     /// consumers (create, pull, delete on reset); never another service's durable,
-    /// except the user's own (`own`).
+    /// except the user's own (`own`). Creates are nameless
+    /// (`$JS.API.CONSUMER.CREATE.<stream>`), where JetStream refuses a durable name
+    /// (error 10019): every consumer made this way is ephemeral.
     fn history(&mut self, stream: &str, own: &[&str]) {
         self.publish.extend([
             api(&format!("STREAM.MSG.GET.{stream}")),
             api(&format!("DIRECT.GET.{stream}")),
             api(&format!("DIRECT.GET.{stream}.>")),
             api(&format!("CONSUMER.CREATE.{stream}")),
-            api(&format!("CONSUMER.CREATE.{stream}.*")),
-            api(&format!("CONSUMER.CREATE.{stream}.*.>")),
             api(&format!("CONSUMER.INFO.{stream}.*")),
             api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
             api(&format!("CONSUMER.DELETE.{stream}.*")),
@@ -346,6 +343,9 @@ pub fn render_conf() -> String {
         let _ = writeln!(out, "        }}");
         let _ = writeln!(out, "        subscribe: {{");
         let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
+        if !p.subscribe_deny.is_empty() {
+            let _ = writeln!(out, "          deny: {}", list(&p.subscribe_deny, "          "));
+        }
         let _ = writeln!(out, "        }}");
         let _ = writeln!(out, "      }}");
         let _ = writeln!(out, "    }}");

@@ -1,7 +1,11 @@
-//! paytrack's JetStream layout as code: the streams and durable consumers of
-//! DESIGN.md §3, applied idempotently at start-up by every service, plus the few
-//! stream reads every service needs (a stream's epoch, a subject filter's latest
-//! message).
+//! paytrack's JetStream layout as code: the streams, KV buckets and durable consumers
+//! of the design, plus the few stream reads every service needs (a stream's epoch, a
+//! subject filter's latest message).
+//!
+//! The layout is applied by one step as the NATS admin ([`apply_layout`]: `paytrack
+//! layout`, the harness, the Kubernetes Job); no service user may create, change or
+//! delete a stream. Each service verifies the layout at start ([`verify_layout`]),
+//! waits while it does not exist yet and refuses to run on a wrong one.
 //!
 //! `nats/local.conf` beside this crate is the server configuration of the local stack;
 //! its users and permissions are code in [`auth`].
@@ -13,6 +17,7 @@ mod consume;
 mod delivery;
 mod lanes;
 mod retry;
+mod verify;
 
 use std::time::Duration;
 
@@ -21,14 +26,17 @@ use paytrack_shared::subjects;
 
 pub use crate::auth::{Credentials, Role};
 pub use crate::batches::{consume_delivery_batches, pull_batches};
-pub use crate::buckets::{IngestBuckets, ensure_ingest_buckets, ingest_buckets};
+pub use crate::buckets::{
+    IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket, open_ingest_buckets,
+};
 pub use crate::consume::{Cause, HandleError, consume};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries,
     consume_deliveries_in_lanes, dead_headers, printable,
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
-pub use crate::retry::{Stopped, retry_until_ready};
+pub use crate::retry::{NotStarted, Stopped, retry_until_laid_out, retry_until_ready};
+pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,26 @@ pub enum LayoutError {
         /// What the server said.
         source: async_nats::Error,
     },
+    /// A stream or bucket of the layout does not exist (yet): the layout step has not
+    /// run. Services wait for it.
+    #[error(
+        "stream {stream} does not exist: the layout is applied by the NATS admin (`paytrack layout`), not by services"
+    )]
+    Missing {
+        /// The stream.
+        stream: String,
+    },
+    /// A stream exists with another configuration than the layout's (e.g. a source
+    /// that rewrites other subjects into it). Services refuse to run on it.
+    #[error(
+        "stream {stream} is not laid out as paytrack expects ({differences}); refusing to run on it until the NATS admin re-applies the layout"
+    )]
+    Wrong {
+        /// The stream.
+        stream: String,
+        /// What differs, field by field (`field: expected …, found …`).
+        differences: String,
+    },
     /// A read failed.
     #[error("read from {stream}: {source}")]
     Read {
@@ -71,6 +99,8 @@ pub struct Layout {
     pub replicas: usize,
     /// How long each stream remembers a `Nats-Msg-Id` for de-duplication.
     pub windows: DuplicateWindows,
+    /// How long ingest's idempotency bucket keeps a key (and the response it replays).
+    pub idempotency_ttl: Duration,
 }
 
 /// How long each stream remembers message ids. JetStream keeps about 233 bytes of
@@ -99,8 +129,40 @@ impl Layout {
                 push: Duration::from_secs(settings.nats_duplicate_window_push_secs),
                 internal: Duration::from_secs(settings.nats_duplicate_window_secs),
             },
+            idempotency_ttl: Duration::from_secs(settings.idempotency_ttl_secs),
         }
     }
+}
+
+impl LayoutError {
+    /// The layout exists but is wrong: waiting will not fix it.
+    pub fn is_wrong(&self) -> bool {
+        matches!(self, LayoutError::Wrong { .. })
+    }
+}
+
+/// The streams the `reader` user watches, each with a mirror it reads history from
+/// ([`reader_stream`]).
+pub const READER_SOURCES: [&str; 3] = [
+    subjects::STREAM_STATUS,
+    subjects::STREAM_OUTCOME,
+    subjects::STREAM_ALERT,
+];
+
+/// How many consumers all readers together may hold on one reader mirror. NATS has no
+/// per-user count in one account; this cap, on streams only readers consume, is what
+/// bounds them, and a flood of reader consumers fills it, never the services' streams.
+pub const READER_CONSUMERS: i32 = 256;
+
+/// The longest a reader's consumer may stay without a pull before the server deletes
+/// it (a reader cannot ask for more): an abandoned consumer frees its place in
+/// [`READER_CONSUMERS`] within this time.
+pub const READER_INACTIVE_LIMIT: Duration = Duration::from_secs(300);
+
+/// The mirror of `source` that readers read history from, e.g. `PAYTRACK_STATUS_READ`.
+/// A mirror keeps its source's sequences, so positions read there are the source's.
+pub fn reader_stream(source: &str) -> String {
+    format!("{source}_READ")
 }
 
 /// The durable consumer the reconciler reads `PAYTRACK_IN` with.
@@ -171,7 +233,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
         deny_delete: true,
         ..Default::default()
     };
-    vec![
+    let mut streams = vec![
         // Evidence: raw facts are kept for a year; the projector copies them to PostgreSQL.
         base(
             subjects::STREAM_IN,
@@ -219,14 +281,51 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(30 * 86_400),
             layout.windows.internal,
         ),
-    ]
+    ];
+    // The readers' mirrors, after their sources: the same retention, no subjects of
+    // their own, and the only streams the `reader` user may create consumers on.
+    let mirrors: Vec<stream::Config> = READER_SOURCES
+        .iter()
+        .filter_map(|source| streams.iter().find(|c| c.name == *source))
+        .map(|source| stream::Config {
+            name: reader_stream(&source.name),
+            mirror: Some(stream::Source {
+                name: source.name.clone(),
+                ..Default::default()
+            }),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: layout.replicas,
+            max_age: source.max_age,
+            allow_direct: true,
+            deny_delete: true,
+            max_consumers: READER_CONSUMERS,
+            consumer_limits: Some(stream::ConsumerLimits {
+                inactive_threshold: READER_INACTIVE_LIMIT,
+                max_ack_pending: 0,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    streams.extend(mirrors);
+    streams
 }
 
-/// Creates or updates every stream; safe to run from every service at every start.
-pub async fn ensure_streams(js: &jetstream::Context, layout: &Layout) -> Result<(), LayoutError> {
+/// The layout step: creates or updates every stream and KV bucket of the layout. Only
+/// the admin user may (services verify with [`verify_layout`]); safe to repeat.
+pub async fn apply_layout(js: &jetstream::Context, layout: &Layout) -> Result<(), LayoutError> {
     for config in stream_configs(layout) {
         let stream = config.name.clone();
         js.create_or_update_stream(config)
+            .await
+            .map_err(|e| LayoutError::Stream {
+                stream,
+                source: e.into(),
+            })?;
+    }
+    for config in bucket_configs(layout) {
+        let stream = format!("KV_{}", config.bucket);
+        js.create_or_update_key_value(config)
             .await
             .map_err(|e| LayoutError::Stream {
                 stream,
@@ -305,10 +404,17 @@ mod tests {
                 push: Duration::from_secs(600),
                 internal: Duration::from_secs(120),
             },
+            idempotency_ttl: Duration::from_secs(86_400),
         });
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));
+        let mirror = configs.iter().find(|c| c.name == "PAYTRACK_STATUS_READ").unwrap();
+        assert_eq!(
+            mirror.mirror.as_ref().map(|m| m.name.as_str()),
+            Some(subjects::STREAM_STATUS)
+        );
+        assert!(mirror.subjects.is_empty());
         // No two streams may claim the same subjects.
         let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
         all.sort();

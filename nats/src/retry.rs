@@ -50,6 +50,49 @@ where
     }
 }
 
+/// Why a service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStarted {
+    /// It was asked to stop first.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+    /// The layout it found is wrong: it refuses to run on it.
+    #[error(transparent)]
+    WrongLayout(crate::LayoutError),
+}
+
+/// [`retry_until_ready`] for a step that verifies the layout: it waits while the
+/// layout is missing or the server is away, but gives up at once, with
+/// [`NotStarted::WrongLayout`], when the layout is wrong (waiting will not fix it).
+pub async fn retry_until_laid_out<T, F, Fut>(
+    what: &'static str,
+    shutdown: &CancellationToken,
+    step: F,
+) -> Result<T, NotStarted>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, crate::LayoutError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .with_jitter()
+        .without_max_times();
+    let attempts = step
+        .retry(backoff)
+        .when(|error: &crate::LayoutError| !error.is_wrong())
+        .notify(|error: &crate::LayoutError, pause: Duration| {
+            tracing::warn!(%error, step = what, retry_in_ms = pause.as_millis() as u64, "start-up step failed; retrying");
+        });
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(Stopped(what).into()),
+        result = attempts => result.map_err(|error| {
+            tracing::error!(%error, step = what, "refusing to run on a wrong JetStream layout");
+            NotStarted::WrongLayout(error)
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +113,39 @@ mod tests {
         shutdown.cancel();
         let stopped = retry_until_ready("never", &shutdown, || async { Err::<(), _>("down") }).await;
         assert!(stopped.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_layout_is_waited_for_and_a_wrong_one_refused() {
+        let shutdown = CancellationToken::new();
+        let mut calls = 0;
+        let value = retry_until_laid_out("verify", &shutdown, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(crate::LayoutError::Missing { stream: "S".into() })
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(value, 3);
+
+        let mut calls = 0;
+        let wrong = retry_until_laid_out("verify", &shutdown, || {
+            calls += 1;
+            async {
+                Err::<(), _>(crate::LayoutError::Wrong {
+                    stream: "S".into(),
+                    differences: "sources".into(),
+                })
+            }
+        })
+        .await;
+        assert!(matches!(wrong, Err(NotStarted::WrongLayout(_))));
+        assert_eq!(calls, 1);
     }
 }

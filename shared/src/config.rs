@@ -79,6 +79,9 @@ pub struct Settings {
     pub nats_projector_password: Option<SecretString>,
     /// Password of ws-edge's NATS user `ws-edge` (no default).
     pub nats_edge_password: Option<SecretString>,
+    /// Password of the NATS user `admin` (no default): only the layout step
+    /// (`paytrack layout`) uses it; no service does.
+    pub nats_admin_password: Option<SecretString>,
     /// Deliveries of a message that keeps failing before its consumer parks it.
     pub consumer_max_deliveries: u32,
     /// Delay before a failed message is delivered again; doubles up to 30 s.

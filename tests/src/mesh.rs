@@ -223,6 +223,8 @@ impl Mesh {
             pairs.push(("provider_urls", urls.clone()));
         }
         let settings = Settings::from_pairs(pairs)?;
+        // The layout step, as the admin: now, or once the server starts.
+        nats.lay_out_for(&settings).await?;
 
         let db = PgPool::connect(&database_url).await?;
         paytrack_shared::db::MIGRATOR.run(&db).await?;
@@ -279,6 +281,29 @@ impl Mesh {
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
             shutdown,
         })
+    }
+
+    /// The settings pairs another service on the mesh's NATS needs: the users'
+    /// passwords, the URL, and what the layout was applied with (replicas, duplicate
+    /// windows, idempotency TTL), which every service verifies at start.
+    pub fn nats_pairs(&self) -> Vec<(&'static str, String)> {
+        let s = &self.settings;
+        let mut pairs = self.nats.settings_pairs();
+        pairs.extend([
+            ("nats_url", self.nats.url()),
+            ("nats_replicas", s.nats_replicas.to_string()),
+            ("nats_duplicate_window_secs", s.nats_duplicate_window_secs.to_string()),
+            (
+                "nats_duplicate_window_in_secs",
+                s.nats_duplicate_window_in_secs.to_string(),
+            ),
+            (
+                "nats_duplicate_window_push_secs",
+                s.nats_duplicate_window_push_secs.to_string(),
+            ),
+            ("idempotency_ttl_secs", s.idempotency_ttl_secs.to_string()),
+        ]);
+        pairs
     }
 
     /// An operator token of the mesh's tenant.

@@ -1,5 +1,7 @@
 //! A real nats-server with JetStream for one test, with paytrack's users and
-//! permissions (`paytrack_nats::auth`, the same text as `nats/auth.conf`).
+//! permissions (`paytrack_nats::auth`, the same text as `nats/auth.conf`), and the
+//! layout step: [`NatsServer::lay_out`] applies the streams and buckets as the admin,
+//! as `paytrack layout` does, now and after every restart.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -7,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use paytrack_nats::{Credentials, Role};
+use paytrack_nats::{Credentials, Layout, Role};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The nats-server version the project pins (see scripts/install-nats-server.sh).
@@ -52,6 +54,8 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     passwords: Vec<(Role, SecretString)>,
     child: Option<Child>,
+    /// The layout applied as the admin after every (re)start, once given.
+    layout: std::sync::Mutex<Option<Layout>>,
 }
 
 impl NatsServer {
@@ -84,6 +88,7 @@ impl NatsServer {
             store: tempfile::tempdir()?,
             passwords,
             child: None,
+            layout: std::sync::Mutex::default(),
         })
     }
 
@@ -141,6 +146,38 @@ impl NatsServer {
         self.connect_as(Role::Admin).await
     }
 
+    /// The layout step: applies `layout` (every stream and bucket) as the admin now if
+    /// the server runs, and after every restart. Services only verify the layout and
+    /// wait for it meanwhile.
+    pub async fn lay_out(&self, layout: Layout) -> anyhow::Result<()> {
+        *self.layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(layout);
+        if self.child.is_some() {
+            self.apply_layout().await?;
+        }
+        Ok(())
+    }
+
+    /// [`NatsServer::lay_out`] with the layout `settings` ask for.
+    pub async fn lay_out_for(&self, settings: &paytrack_shared::config::Settings) -> anyhow::Result<()> {
+        self.lay_out(Layout::from_settings(settings)).await
+    }
+
+    async fn apply_layout(&self) -> anyhow::Result<()> {
+        let layout = self
+            .layout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(layout) = layout else {
+            return Ok(());
+        };
+        let admin = self.admin_client().await?;
+        paytrack_nats::apply_layout(&async_nats::jetstream::new(admin), &layout)
+            .await
+            .context("apply the layout as the admin")?;
+        Ok(())
+    }
+
     /// The server's log (permission violations are logged there).
     pub fn log_path(&self) -> PathBuf {
         self.store.path().join("nats-server.log")
@@ -189,7 +226,7 @@ impl NatsServer {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if ready_lines() > before && tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Ok(());
+                return self.apply_layout().await;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

@@ -43,9 +43,8 @@ impl Drop for Edge {
 
 impl Edge {
     fn settings(mesh: &Mesh, id: &str, extra: &[(&'static str, String)]) -> anyhow::Result<Settings> {
-        let mut pairs = mesh.nats.settings_pairs();
+        let mut pairs = mesh.nats_pairs();
         pairs.extend([
-            ("nats_url", mesh.nats.url()),
             ("edge_listen", "127.0.0.1:0".to_owned()),
             ("jwt_secret", mesh.jwt_secret.clone()),
             ("edge_id", id.to_owned()),

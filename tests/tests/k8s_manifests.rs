@@ -162,6 +162,92 @@ fn validator_rejects_a_broken_manifest() -> Result<()> {
     Ok(())
 }
 
+/// The reconciler decides transitions with the code of one version only: during an
+/// upgrade the old pods must stop before new ones start (ARCHITECTURE.md: two code
+/// versions never decide side by side), which is the `Recreate` strategy. The
+/// default `RollingUpdate` would run both.
+#[test]
+fn the_reconciler_never_runs_two_versions_side_by_side() -> Result<()> {
+    let rendered = render_base()?;
+    let reconciler = rendered
+        .split("\n---\n")
+        .find(|doc| {
+            top_level_value(doc, "kind").as_deref() == Some("Deployment")
+                && nested_value(doc, "metadata", "name").as_deref() == Some("reconciler")
+        })
+        .context("the render has no Deployment named reconciler")?;
+    let strategy = value_at(reconciler, &["spec", "strategy", "type"]);
+    if strategy.as_deref() != Some("Recreate") {
+        bail!("the reconciler's update strategy must be Recreate, is {strategy:?} (unset: RollingUpdate)");
+    }
+    if reconciler.contains("rollingUpdate:") {
+        bail!("the reconciler must not configure a rolling update");
+    }
+    Ok(())
+}
+
+/// Streams and buckets are created by the layout step as the NATS admin, never by a
+/// service: the base runs it as a Job of the image's `paytrack layout`, with the
+/// admin's password and the shared settings (replicas, duplicate windows).
+#[test]
+fn the_layout_is_applied_by_a_job_as_the_nats_admin() -> Result<()> {
+    let rendered = render_base()?;
+    let job = rendered
+        .split("\n---\n")
+        .find(|doc| {
+            top_level_value(doc, "kind").as_deref() == Some("Job")
+                && nested_value(doc, "metadata", "name").as_deref() == Some("paytrack-layout")
+        })
+        .context("the render has no Job named paytrack-layout")?;
+    for expected in [
+        "/usr/local/bin/paytrack",
+        "- layout",
+        "name: PAYTRACK_NATS_ADMIN_PASSWORD",
+        "name: paytrack-nats-users",
+        "key: admin",
+        "name: paytrack-config",
+    ] {
+        if !job.contains(expected) {
+            bail!("the layout Job lacks `{expected}`:\n{job}");
+        }
+    }
+    // No service is given the admin's password.
+    for doc in rendered.split("\n---\n") {
+        if top_level_value(doc, "kind").as_deref() == Some("Deployment") && doc.contains("key: admin") {
+            bail!(
+                "Deployment {:?} is given the NATS admin's password",
+                nested_value(doc, "metadata", "name")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The value at `path` of a block-style YAML document (two-space indents, as
+/// kustomize writes them), e.g. `["spec", "strategy", "type"]`.
+fn value_at(document: &str, path: &[&str]) -> Option<String> {
+    let mut scope: Vec<&str> = document.lines().collect();
+    for (depth, key) in path.iter().enumerate() {
+        let indent = "  ".repeat(depth);
+        if depth + 1 == path.len() {
+            return scope.iter().find_map(|line| {
+                line.strip_prefix(&indent)
+                    .filter(|rest| !rest.starts_with(' '))
+                    .and_then(|rest| scalar(rest, key))
+            });
+        }
+        let header = format!("{indent}{key}:");
+        let inner = format!("{indent}  ");
+        let start = scope.iter().position(|line| *line == header)? + 1;
+        scope = scope[start..]
+            .iter()
+            .take_while(|line| line.is_empty() || line.starts_with(&inner))
+            .copied()
+            .collect();
+    }
+    None
+}
+
 /// Runs `kubectl kustomize k8s/` and returns the rendered YAML.
 fn render_base() -> Result<String> {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));

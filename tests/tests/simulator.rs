@@ -39,6 +39,7 @@ async fn start_with(traffic_tenant: Option<TenantId>) -> anyhow::Result<Stack> {
         ("webhook_secrets", SECRETS.to_owned()),
     ]);
     let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
+    nats.lay_out_for(&settings).await?;
     let stop = CancellationToken::new();
     let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
     let ingest_url = format!("http://{}", ingest.local_addr()?);
@@ -234,7 +235,6 @@ async fn events_without_metadata_link_through_the_recorded_reference() -> anyhow
     let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
         stack.nats.connect_as(Role::Ingest).await?,
         Duration::from_secs(5),
-        1,
     );
     let tenant = TenantId::new("acme")?;
     for provider in ["razorpay", "stripe"] {

@@ -55,7 +55,9 @@ fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
 
 async fn start_ingest(nats: &NatsServer, secrets: &str) -> anyhow::Result<RunningIngest> {
     paytrack_shared::telemetry::init_for_tests();
-    let config = paytrack_ingest::Config::from_settings(&settings(nats, secrets)?)?;
+    let settings = settings(nats, secrets)?;
+    nats.lay_out_for(&settings).await?;
+    let config = paytrack_ingest::Config::from_settings(&settings)?;
     let ingest = paytrack_ingest::Ingest::bind(config).await?;
     let url = format!("http://{}", ingest.local_addr()?);
     let stop = CancellationToken::new();
@@ -349,7 +351,6 @@ async fn events_for_unknown_payments_are_parked_then_linked() -> anyhow::Result<
     let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
         nats.connect_as(Role::Ingest).await?,
         Duration::from_secs(5),
-        1,
     );
 
     let before = inbound_messages(&js).await?;

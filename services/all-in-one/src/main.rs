@@ -3,8 +3,10 @@
 //! `paytrack run` starts ingest, the reconciler, the ledger-projector and ws-edge with
 //! one shutdown token (the same libraries the four deployments run), and with
 //! `--simulate` the provider simulator (sandbox gateways posting signed webhooks, with
-//! light invented traffic). The operator commands talk to a running stack:
-//! `mint-token`, `create-payment`, `webhook`, `tail`, `evidence`.
+//! light invented traffic). `paytrack layout` is the layout step: it applies every
+//! stream and KV bucket as the NATS admin, which no service may do. The operator
+//! commands talk to a running stack: `mint-token`, `create-payment`, `webhook`,
+//! `tail`, `evidence`.
 
 mod cli;
 
@@ -36,6 +38,9 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Apply the JetStream layout (every stream and KV bucket) as the NATS admin
+    /// (PAYTRACK_NATS_ADMIN_PASSWORD), check it, and exit. Services only verify it.
+    Layout,
     /// Replay the streams into the empty database at PAYTRACK_DATABASE_URL.
     Rebuild,
     /// Print a JWT for the configured issuer and audience.
@@ -168,6 +173,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { simulate } => {
             telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
             run_mesh(&settings, simulate, paytrack_shared::shutdown::on_signals()).await
+        }
+        Command::Layout => {
+            telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
+            let streams = lay_out(&settings).await?;
+            println!("layout applied and verified: {streams} streams and buckets");
+            Ok(())
         }
         Command::Migrate => {
             let pool = paytrack_shared::db::pool(&settings.database_url, 1)?;
@@ -310,4 +321,37 @@ async fn run_mesh(settings: &Settings, simulate: bool, shutdown: CancellationTok
         shutdown.cancel();
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// How long the layout step waits for NATS to answer before it gives up.
+const LAYOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The layout step: connects as the NATS admin, applies every stream and bucket
+/// (retrying while the server is not up yet, up to [`LAYOUT_DEADLINE`]), then
+/// verifies the result as the services will. Returns how many streams it holds.
+async fn lay_out(settings: &Settings) -> anyhow::Result<usize> {
+    let credentials = paytrack_nats::Role::Admin
+        .credentials(settings)
+        .context("PAYTRACK_NATS_ADMIN_PASSWORD is not set: the layout is applied as the NATS admin")?;
+    let client = paytrack_nats::connect(&settings.nats_url, "paytrack-layout", Some(&credentials)).await?;
+    let js = paytrack_nats::jetstream(client, std::time::Duration::from_secs(10));
+    let layout = paytrack_nats::Layout::from_settings(settings);
+    let deadline = CancellationToken::new();
+    let expire = deadline.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LAYOUT_DEADLINE).await;
+        expire.cancel();
+    });
+    paytrack_nats::retry_until_ready("apply the layout", &deadline, || {
+        paytrack_nats::apply_layout(&js, &layout)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "NATS at {} did not take the layout within {LAYOUT_DEADLINE:?}",
+            settings.nats_url
+        )
+    })?;
+    paytrack_nats::verify_layout(&js, &layout).await?;
+    Ok(paytrack_nats::layout_streams(&layout).len())
 }

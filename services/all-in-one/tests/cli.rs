@@ -72,6 +72,7 @@ async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
         ("webhook_secrets", SECRETS.to_owned()),
     ]);
     let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
+    nats.lay_out_for(&settings).await?;
     let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
     let url = format!("http://{}", ingest.local_addr()?);
     let stop = CancellationToken::new();
@@ -199,5 +200,35 @@ async fn tail_prints_positions_and_evidence_prints_the_pack() -> anyhow::Result<
     .await?;
     assert!(ok && out.contains("HTTP 200"), "{out}");
     assert!(out.contains("razorpay:payment.captured"), "{out}");
+    Ok(())
+}
+
+/// `paytrack layout` is the layout step: as the NATS admin it creates every stream
+/// and bucket, which the services then find as they verify it; without the admin's
+/// password it refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_applies_the_streams_and_buckets_as_the_admin() -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let nats = NatsServer::start().await?;
+    let url = nats.url();
+    let admin = nats.password(paytrack_nats::Role::Admin);
+
+    let (ok, out) = paytrack(&["layout"], &[("PAYTRACK_NATS_URL", &url)]).await?;
+    assert!(!ok && out.contains("PAYTRACK_NATS_ADMIN_PASSWORD"), "{out}");
+
+    let (ok, out) = paytrack(
+        &["layout"],
+        &[
+            ("PAYTRACK_NATS_URL", &url),
+            ("PAYTRACK_NATS_ADMIN_PASSWORD", admin.expose_secret()),
+        ],
+    )
+    .await?;
+    assert!(ok, "{out}");
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", url.clone())])?;
+    let layout = paytrack_nats::Layout::from_settings(&settings);
+    let js = async_nats::jetstream::new(nats.connect_as(paytrack_nats::Role::Ingest).await?);
+    paytrack_nats::verify_layout(&js, &layout).await?;
+
     Ok(())
 }

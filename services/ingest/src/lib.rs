@@ -62,7 +62,6 @@ pub struct Ingest {
     readiness: Readiness,
     serve: paytrack_shared::http::ServeOptions,
     layout: paytrack_nats::Layout,
-    idempotency_ttl: std::time::Duration,
     ack_timeout: std::time::Duration,
 }
 
@@ -80,7 +79,6 @@ impl Ingest {
             readiness,
             serve: config.serve,
             layout: config.layout,
-            idempotency_ttl: config.idempotency_ttl,
             ack_timeout: config.ack_timeout,
         })
     }
@@ -98,21 +96,29 @@ impl Ingest {
         let refs = self.state.provider_refs.clone();
         let (readiness, layout, stop) = (self.readiness.clone(), self.layout, shutdown.clone());
         let (stores, health) = (self.state.stores.clone(), self.state.health.clone());
-        let (ttl, ack_timeout) = (self.idempotency_ttl, self.ack_timeout);
+        let ack_timeout = self.ack_timeout;
+        // A wrong layout stops the server: ingest refuses to run on it.
+        let serving = shutdown.child_token();
+        let wrong_layout = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (refused, wrong) = (serving.clone(), wrong_layout.clone());
         tokio::spawn(async move {
             let (js_ref, refs, layout) = (&js, &refs, &layout);
-            let applied = paytrack_nats::retry_until_ready("apply the stream layout", &stop, || async move {
-                paytrack_nats::ensure_streams(js_ref, layout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let buckets = paytrack_nats::ensure_ingest_buckets(js_ref, layout.replicas, ttl)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                refs.open().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(buckets)
+            let verified = paytrack_nats::retry_until_laid_out("verify the stream layout", &stop, || async move {
+                paytrack_nats::verify_layout(js_ref, layout).await?;
+                let buckets = paytrack_nats::open_ingest_buckets(js_ref).await?;
+                refs.open().await.map_err(|e| paytrack_nats::LayoutError::Read {
+                    stream: paytrack_shared::subjects::STREAM_PROVIDER_REFS.to_owned(),
+                    source: Box::new(e),
+                })?;
+                Ok(buckets)
             })
             .await;
-            if let Ok(buckets) = applied {
+            if let Err(paytrack_nats::NotStarted::WrongLayout(error)) = verified {
+                *wrong.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                refused.cancel();
+                return;
+            }
+            if let Ok(buckets) = verified {
                 // A claim is presumed dead once its owner had time to route, initiate
                 // (2 s) and publish (the ack timeout), twice over.
                 let claim_timeout = (ack_timeout + std::time::Duration::from_secs(2)) * 2;
@@ -126,7 +132,14 @@ impl Ingest {
             }
         });
         let router = app::router(self.state, self.readiness);
-        paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
+        paytrack_shared::http::serve(self.listener, router, self.serve, serving).await?;
+        let wrong = wrong_layout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(wrong) = wrong {
+            return Err(wrong.into());
+        }
         tracing::info!("ingest stopped");
         Ok(())
     }

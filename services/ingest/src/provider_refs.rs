@@ -35,7 +35,7 @@ use crate::publish::{FactPublisher, Stored};
 pub const BUCKET: &str = paytrack_shared::subjects::PROVIDER_REFS_BUCKET;
 /// How long a reference (and a parked event) is kept: longer than any provider's
 /// refund or dispute window.
-pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
+pub const RETENTION: Duration = paytrack_nats::PROVIDER_REFS_RETENTION;
 
 /// Why the bucket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,6 @@ impl Parked {
 #[derive(Clone)]
 pub struct ProviderRefs {
     js: jetstream::Context,
-    replicas: usize,
     store: std::sync::Arc<OnceCell<(kv::Store, stream::Stream)>>,
     publisher: FactPublisher,
 }
@@ -106,12 +105,11 @@ fn parked_prefix(tenant: &TenantId, provider: &str, provider_ref: &str) -> Strin
 }
 
 impl ProviderRefs {
-    /// A store on `publisher`'s JetStream; the bucket is created on first use (and
-    /// by [`ProviderRefs::open`] at start).
-    pub(crate) fn new(publisher: FactPublisher, replicas: usize) -> ProviderRefs {
+    /// A store on `publisher`'s JetStream; the bucket (created by the layout step) is
+    /// opened on first use (and by [`ProviderRefs::open`] at start).
+    pub(crate) fn new(publisher: FactPublisher) -> ProviderRefs {
         ProviderRefs {
             js: publisher.jetstream().clone(),
-            replicas: replicas.max(1),
             store: std::sync::Arc::default(),
             publisher,
         }
@@ -119,11 +117,11 @@ impl ProviderRefs {
 
     /// A store of its own on `client` (tools and tests; ingest shares its
     /// publisher through [`ProviderRefs::new`]).
-    pub fn from_client(client: async_nats::Client, ack_timeout: Duration, replicas: usize) -> ProviderRefs {
-        ProviderRefs::new(FactPublisher::new(client, ack_timeout), replicas)
+    pub fn from_client(client: async_nats::Client, ack_timeout: Duration) -> ProviderRefs {
+        ProviderRefs::new(FactPublisher::new(client, ack_timeout))
     }
 
-    /// Creates (or opens) the bucket.
+    /// Opens the bucket (the layout step creates it).
     pub async fn open(&self) -> Result<(), ProviderRefsError> {
         self.bucket().await.map(|_| ())
     }
@@ -131,20 +129,7 @@ impl ProviderRefs {
     async fn bucket(&self) -> Result<&(kv::Store, stream::Stream), ProviderRefsError> {
         self.store
             .get_or_try_init(|| async {
-                let store = self
-                    .js
-                    .create_key_value(kv::Config {
-                        bucket: BUCKET.to_owned(),
-                        description: "paytrack: provider reference → payment, and events parked until it is known"
-                            .to_owned(),
-                        history: 1,
-                        max_age: RETENTION,
-                        storage: stream::StorageType::File,
-                        num_replicas: self.replicas,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(nats)?;
+                let store = self.js.get_key_value(BUCKET).await.map_err(nats)?;
                 let stream = self
                     .js
                     .get_stream(paytrack_shared::subjects::STREAM_PROVIDER_REFS)

@@ -152,8 +152,8 @@ pub async fn run_with_admin(
             paytrack_shared::db::MIGRATOR.run(&db)
         })
         .await?;
-        paytrack_nats::retry_until_ready("apply the layout and bind the consumers", &shutdown, || async {
-            paytrack_nats::ensure_streams(&js, &config.layout).await?;
+        paytrack_nats::retry_until_laid_out("verify the layout and bind the consumers", &shutdown, || async {
+            paytrack_nats::verify_layout(&js, &config.layout).await?;
             // PAYTRACK_STATUS's transitions. Created or updated, so the consumer of an
             // older layout (which also read the checkpoints back) is narrowed.
             let status_stream =
@@ -217,7 +217,7 @@ pub async fn run_with_admin(
         .await
     }
     .await;
-    let Ok((
+    let (
         status_consumer,
         status_epoch,
         session_epoch,
@@ -225,13 +225,18 @@ pub async fn run_with_admin(
         evidence_consumer,
         outcome_consumer,
         alert_consumer,
-    )) = started
-    else {
-        tracing::info!("ledger-projector stopped before it was ready");
-        if let Some(admin) = admin {
-            let _ = admin.await;
+    ) = match started {
+        Ok(started) => started,
+        Err(not_started) => {
+            tracing::info!("ledger-projector stopped before it was ready");
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
+            return match not_started {
+                paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
+                paytrack_nats::NotStarted::Stopped(_) => Ok(()),
+            };
         }
-        return Ok(());
     };
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");

@@ -63,18 +63,10 @@ fn key(tenant: &TenantId, payment: &PaymentId) -> String {
 }
 
 impl Claims {
-    /// Creates (or opens) the bucket with the replicas of `status` (the histories it
-    /// points to), and claims the histories written before it once.
+    /// Opens the bucket (the layout step creates it), and claims the histories written
+    /// before it once.
     pub async fn open(js: &jetstream::Context, status: &stream::Stream) -> Result<Claims, ClaimError> {
-        let store = js
-            .create_key_value(kv::Config {
-                bucket: subjects::CLAIMS_BUCKET.to_owned(),
-                description: "paytrack: the merchant subject of each payment's history".to_owned(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: status.cached_info().config.num_replicas.max(1),
-                ..Default::default()
-            })
+        let store = paytrack_nats::open_bucket(js, subjects::CLAIMS_BUCKET)
             .await
             .map_err(|e| ClaimError::Bucket(e.into()))?;
         let claims = Claims {

@@ -107,30 +107,37 @@ pub async fn run_with_admin(
     let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)?;
 
     let js = paytrack_nats::jetstream(client, config.nats_timeout);
-    let started = paytrack_nats::retry_until_ready("apply the layout and bind the consumer", &shutdown, || async {
-        paytrack_nats::ensure_streams(&js, &config.layout).await?;
+    let started = paytrack_nats::retry_until_laid_out("verify the layout and bind the consumer", &shutdown, || async {
+        paytrack_nats::verify_layout(&js, &config.layout).await?;
         let consumer = paytrack_nats::ensure_consumer(
             &js,
             subjects::STREAM_IN,
             paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
         )
         .await?;
-        let sweeps = sweep::Sweeps::open(&js, config.replicas, config.sweep.clone())
-            .await
-            .map_err(|e| paytrack_nats::LayoutError::Read {
-                stream: subjects::STREAM_SWEEP.to_owned(),
-                source: Box::new(e),
-            })?;
+        let sweeps =
+            sweep::Sweeps::open(&js, config.sweep.clone())
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Read {
+                    stream: subjects::STREAM_SWEEP.to_owned(),
+                    source: Box::new(e),
+                })?;
         let reconciler = Reconciler::new(js.clone()).await?.with_sweeps(sweeps.clone());
         Ok::<_, paytrack_nats::LayoutError>((consumer, reconciler, sweeps))
     })
     .await;
-    let Ok((consumer, reconciler, sweeps)) = started else {
-        tracing::info!("reconciler stopped before it was ready");
-        if let Some(admin) = admin {
-            let _ = admin.await;
+    let (consumer, reconciler, sweeps) = match started {
+        Ok(started) => started,
+        Err(not_started) => {
+            tracing::info!("reconciler stopped before it was ready");
+            if let Some(admin) = admin {
+                let _ = admin.await;
+            }
+            return match not_started {
+                paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
+                paytrack_nats::NotStarted::Stopped(_) => Ok(()),
+            };
         }
-        return Ok(());
     };
     readiness.set(true);
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);

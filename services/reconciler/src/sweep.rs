@@ -211,21 +211,9 @@ pub struct SweepError(#[source] Box<dyn std::error::Error + Send + Sync>);
 const CAS_ATTEMPTS: usize = 5;
 
 impl Sweeps {
-    /// Creates (or opens) the bucket.
-    pub async fn open(
-        js: &jetstream::Context,
-        replicas: usize,
-        config: SweepConfig,
-    ) -> Result<Arc<Sweeps>, SweepError> {
-        let store = js
-            .create_key_value(kv::Config {
-                bucket: subjects::SWEEP_BUCKET.to_owned(),
-                description: "paytrack: payments the reconciler sweeps until settled and persisted".to_owned(),
-                history: 1,
-                storage: stream::StorageType::File,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
+    /// Opens the bucket (the layout step creates it).
+    pub async fn open(js: &jetstream::Context, config: SweepConfig) -> Result<Arc<Sweeps>, SweepError> {
+        let store = paytrack_nats::open_bucket(js, subjects::SWEEP_BUCKET)
             .await
             .map_err(|e| SweepError(e.into()))?;
         let status = js

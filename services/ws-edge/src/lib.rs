@@ -199,14 +199,28 @@ impl WsEdge {
             self.feeds,
             shutdown.clone(),
         );
-        // NATS may be unreachable at start: apply the layout and open the feeds with
-        // backoff; until then `/readyz` is 503 and upgrades are refused with 503.
+        // NATS or the layout may not be there yet at start: verify the layout and open
+        // the feeds with backoff; until then `/readyz` is 503 and upgrades are refused
+        // with 503. A wrong layout stops the server: the edge refuses to run on it.
+        let serving = shutdown.child_token();
+        let wrong_layout = Arc::new(std::sync::Mutex::new(None));
+        let (refused, wrong) = (serving.clone(), wrong_layout.clone());
         tokio::spawn(async move {
             let js = state.js.clone();
+            let verified = paytrack_nats::retry_until_laid_out("verify the stream layout", &stop, || {
+                paytrack_nats::verify_layout(&js, &layout)
+            })
+            .await;
+            match verified {
+                Ok(()) => {}
+                Err(paytrack_nats::NotStarted::WrongLayout(error)) => {
+                    *wrong.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                    refused.cancel();
+                    return;
+                }
+                Err(paytrack_nats::NotStarted::Stopped(_)) => return,
+            }
             let opened = paytrack_nats::retry_until_ready("open the edge's feeds", &stop, || async {
-                paytrack_nats::ensure_streams(&js, &layout)
-                    .await
-                    .map_err(|e| e.to_string())?;
                 router::Hub::start(
                     &js,
                     feeds.ring_messages,
@@ -220,7 +234,7 @@ impl WsEdge {
             .await;
             let Ok(hub) = opened else { return };
             let presence = paytrack_nats::retry_until_ready("open the presence bucket", &stop, || {
-                presence::Presence::open(&js, presence_ttl, layout.replicas, &state.edge_id)
+                presence::Presence::open(&js, presence_ttl, &state.edge_id)
             })
             .await;
             let Ok(presence) = presence else { return };
@@ -234,7 +248,14 @@ impl WsEdge {
         tokio::spawn(self.state.heartbeats.clone().run(shutdown.clone()));
         let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
-        paytrack_shared::http::serve(self.listener, router, self.serve, shutdown).await?;
+        paytrack_shared::http::serve(self.listener, router, self.serve, serving).await?;
+        let wrong = wrong_layout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(wrong) = wrong {
+            return Err(wrong.into());
+        }
         // Upgraded sockets outlive the HTTP server: wait for every session's 1012 and
         // close audit.
         sessions.close();

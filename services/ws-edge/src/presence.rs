@@ -63,7 +63,7 @@ const REFRESH_CONCURRENCY: usize = 32;
 
 /// How long a key lives without being rewritten (the bucket's age limit): session
 /// keys are rewritten every third of it, so only a dead edge's keys reach it.
-pub const SESSION_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const SESSION_KEY_RETENTION: Duration = paytrack_nats::PRESENCE_RETENTION;
 
 /// The first token of an edge's own key (`_edge.<edge_id>`): two tokens, so it never
 /// falls under a user's filter `<tenant>.<user>.>`.
@@ -116,24 +116,10 @@ struct Present {
 }
 
 impl Presence {
-    /// Creates (or opens, or updates to this configuration) the bucket with `replicas`,
-    /// says this edge is alive, and keeps saying so every third of `ttl`.
-    pub async fn open(
-        js: &jetstream::Context,
-        ttl: Duration,
-        replicas: usize,
-        edge_id: &str,
-    ) -> Result<Arc<Presence>, PresenceError> {
-        let store = js
-            .create_or_update_key_value(kv::Config {
-                bucket: BUCKET.to_owned(),
-                description: "paytrack: open sessions per user and device, and which edges are alive".to_owned(),
-                history: 1,
-                max_age: SESSION_KEY_RETENTION,
-                storage: stream::StorageType::File,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
+    /// Opens the bucket (the layout step creates it), says this edge is alive, and
+    /// keeps saying so every third of `ttl`.
+    pub async fn open(js: &jetstream::Context, ttl: Duration, edge_id: &str) -> Result<Arc<Presence>, PresenceError> {
+        let store = paytrack_nats::open_bucket(js, BUCKET)
             .await
             .map_err(|e| PresenceError::Bucket(e.into()))?;
         let stream = js
