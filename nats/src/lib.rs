@@ -22,7 +22,7 @@ use paytrack_shared::subjects;
 pub use crate::auth::{Credentials, Role};
 pub use crate::batches::{consume_delivery_batches, pull_batches};
 pub use crate::buckets::{IngestBuckets, ensure_ingest_buckets, ingest_buckets};
-pub use crate::consume::{Cause, HandleError, consume};
+pub use crate::consume::{Cause, HandleError, Panicked, catch_panic, consume, guarded};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries,
     consume_deliveries_in_lanes, dead_headers, printable,
