@@ -136,6 +136,14 @@ pub fn table() -> Vec<Case> {
             F(|f, _| f.provider_ref = json!("r".repeat(256))),
             true,
         ),
+        case(
+            "provider_ref: 100k characters, payment unknown",
+            F(|f, _| {
+                f.payment_id = Value::Null;
+                f.provider_ref = json!("r".repeat(100_000));
+            }),
+            true,
+        ),
         case("provider_ref: NUL", F(|f, _| f.provider_ref = json!("r\u{0}r")), true),
         case(
             "payment_id: 100k characters",
