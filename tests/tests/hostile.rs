@@ -391,3 +391,79 @@ async fn the_mesh_answers_every_schemes_hostile_events_and_keeps_processing() ->
     mesh.check_services()?;
     Ok(())
 }
+
+/// A NUL (or an over-long value) in a query parameter or a path segment is the
+/// caller's mistake: 4xx, never a 500 from PostgreSQL ("invalid byte sequence").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_query_parameter_or_path_segment_is_a_4xx() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let operator = mesh.operator_token();
+    let long = "p".repeat(1_000);
+    for path in [
+        "/v1/alerts?payment_id=%00".to_owned(),
+        "/v1/alerts?kind=%00".to_owned(),
+        "/v1/alerts?payment_id=pay%00x&kind=unclear_pending".to_owned(),
+        "/v1/payments?cursor=%00".to_owned(),
+        "/v1/payments?cursor=pay%00x".to_owned(),
+        format!("/v1/payments?cursor={long}"),
+        format!("/v1/alerts?payment_id={long}"),
+    ] {
+        let (status, error) = status_and_error(&mesh, &path, &operator).await?;
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "invalid_request"),
+            "{}",
+            &path[..path.len().min(60)]
+        );
+    }
+    for alert in ["%00", "a%00b", &long] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/alerts/{alert}/ack", mesh.ingest_url))
+            .bearer_auth(&operator)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 404, "{}", &alert[..alert.len().min(20)]);
+    }
+    // Sane values still work.
+    assert_eq!(
+        status_and_error(&mesh, "/v1/alerts?kind=dead_letter&payment_id=pay_1", &operator)
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        status_and_error(&mesh, "/v1/payments?cursor=pay_1", &operator).await?.0,
+        200
+    );
+    Ok(())
+}
+
+/// A request declaring a body larger than allowed (10 GB) and sending one byte is
+/// answered 413 at once, on the webhook and the command endpoints; before, it got no
+/// answer at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_10_gb_body_is_answered_413_at_once() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let addr = mesh.ingest_url.trim_start_matches("http://").to_owned();
+    for path in [
+        format!("/v1/webhooks/{}/stdwebhooks", mesh.tenant),
+        "/v1/payments".to_owned(),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: ingest\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{{",
+            mesh.api_key
+        );
+        socket.write_all(head.as_bytes()).await?;
+        let mut answer = vec![0u8; 4096];
+        let read = tokio::time::timeout(WAIT, socket.read(&mut answer))
+            .await
+            .map_err(|_| anyhow::anyhow!("{path}: no answer within {WAIT:?}"))??;
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("body_too_large"), "{path}: {answer}");
+    }
+    Ok(())
+}
