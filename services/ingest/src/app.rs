@@ -80,7 +80,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             stores: Arc::default(),
             health: ProviderHealth::default(),
-            initiator: Initiator::new(config.provider_urls.clone()),
+            initiator: Initiator::new(config.provider_urls.clone(), config.gateway_token.as_ref()),
             push_epoch: PushEpoch::default(),
         })
     }

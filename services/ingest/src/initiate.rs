@@ -56,9 +56,14 @@ pub struct Initiation<'a> {
 }
 
 impl Initiator {
-    /// Gateways from `provider=base URL`.
-    pub fn new(urls: BTreeMap<String, String>) -> Initiator {
-        let http = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_default();
+    /// Gateways from `provider=base URL`, called with the gateways' bearer `token`
+    /// when one is configured.
+    pub fn new(urls: BTreeMap<String, String>, token: Option<&secrecy::SecretString>) -> Initiator {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .default_headers(paytrack_shared::auth::gateway_headers(token))
+            .build()
+            .unwrap_or_default();
         Initiator { urls, http }
     }
 

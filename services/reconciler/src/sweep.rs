@@ -49,6 +49,8 @@ pub struct SweepConfig {
     pub status_query_urls: BTreeMap<String, String>,
     /// How long one status query may take.
     pub query_timeout: Duration,
+    /// The bearer token the status-query gateways require (`simulator_token`).
+    pub gateway_token: Option<secrecy::SecretString>,
 }
 
 impl SweepConfig {
@@ -239,6 +241,7 @@ impl Sweeps {
             .map_err(|e| SweepError(e.into()))?;
         let http = reqwest::Client::builder()
             .timeout(config.query_timeout)
+            .default_headers(paytrack_shared::auth::gateway_headers(config.gateway_token.as_ref()))
             .build()
             .map_err(|e| SweepError(e.into()))?;
         Ok(Arc::new(Sweeps {
@@ -606,6 +609,7 @@ mod tests {
             trace_gap: Duration::from_secs(30),
             status_query_urls: BTreeMap::new(),
             query_timeout: Duration::from_secs(1),
+            gateway_token: None,
         }
     }
 
