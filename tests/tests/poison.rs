@@ -603,3 +603,45 @@ async fn a_handler_that_panics_parks_its_message_and_the_consumer_goes_on() -> a
     }
     Ok(())
 }
+
+/// The date that killed the projector: a signed success of an ach_debit payment
+/// dated one day before chrono's last date (ingest now refuses such a time; this
+/// fact is put on PAYTRACK_IN directly, as a stored one would be redelivered). Its
+/// return window closes beyond time: the projector records it (never final by
+/// time) instead of panicking on every restart, a return of it is judged without
+/// a panic, and the next payment is projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_dated_at_the_end_of_time_neither_panics_nor_stalls() -> anyhow::Result<()> {
+    use paytrack_shared::Status;
+    use paytrack_tests::facts;
+
+    let mesh = Mesh::start_with(quick_parking()).await?;
+    let tenant = mesh.tenant.clone();
+    let end = chrono::DateTime::<chrono::Utc>::MAX_UTC
+        .checked_sub_days(chrono::Days::new(1))
+        .ok_or_else(|| anyhow::anyhow!("representable"))?;
+    facts::publish(
+        &mesh.js,
+        &facts::create(&tenant, "pay_eot", "ach_debit", "stdwebhooks")?,
+    )
+    .await?;
+    facts::publish(
+        &mesh.js,
+        &facts::event(&tenant, "pay_eot", "eot_1", Status::Succeeded, Some(1), end, None)?,
+    )
+    .await?;
+    let (status, ..) = mesh.wait_for_row("pay_eot", 2).await?;
+    assert_eq!(status, "succeeded");
+    facts::publish(
+        &mesh.js,
+        &facts::event(&tenant, "pay_eot", "eot_2", Status::Returned, Some(2), end, Some("R01"))?,
+    )
+    .await?;
+    let (status, ..) = mesh.wait_for_row("pay_eot", 3).await?;
+    assert_eq!(status, "returned", "a window that closes beyond time is open");
+
+    facts::publish(&mesh.js, &facts::create(&tenant, "pay_next", "card", "stdwebhooks")?).await?;
+    mesh.wait_for_row("pay_next", 1).await?;
+    mesh.check_services()?;
+    Ok(())
+}
