@@ -73,19 +73,27 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
 /// answered 413 `{"error":"body_too_large",..}` at once, before any of its body is
 /// read, and the connection is closed. The body-limit extractors only notice while
 /// reading: a client declaring 10 GB and sending one byte would otherwise hold the
-/// request open, unanswered, until a timeout.
-pub fn refuse_oversized_bodies(router: Router, max_bytes: usize) -> Router {
+/// request open, unanswered, until a timeout. `refused` is told the path of each
+/// request so answered (for the service's own metrics).
+pub fn refuse_oversized_bodies<F>(router: Router, max_bytes: usize, refused: F) -> Router
+where
+    F: Fn(&str) + Clone + Send + Sync + 'static,
+{
     router.layer(axum::middleware::from_fn(
-        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            let declared = request
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max_bytes as u64) {
-                return too_large(max_bytes);
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let refused = refused.clone();
+            async move {
+                let declared = request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > max_bytes as u64) {
+                    refused(request.uri().path());
+                    return too_large(max_bytes);
+                }
+                next.run(request).await
             }
-            next.run(request).await
         },
     ))
 }

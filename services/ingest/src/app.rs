@@ -98,7 +98,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())
         .layer(DefaultBodyLimit::max(max_body));
-    paytrack_shared::http::refuse_oversized_bodies(router, max_body)
+    paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -185,6 +185,15 @@ async fn handle(
     ))
 }
 
+/// Counts a webhook refused for its declared size before its handler ran (the
+/// early 413 of [`paytrack_shared::http::refuse_oversized_bodies`]), under the same
+/// metric as every other webhook outcome.
+pub fn count_too_large(path: &str) {
+    if path.starts_with("/v1/webhooks/") {
+        metrics::counter!("paytrack_ingest_webhooks_total", "outcome" => "body_too_large").increment(1);
+    }
+}
+
 /// Evidence header: how many card-like numbers were masked in the stored body.
 pub const MASKED_HEADER: &str = "paytrack-masked-card-numbers";
 
