@@ -146,6 +146,11 @@ pub fn table() -> Vec<Case> {
         ),
         case("provider_ref: NUL", F(|f, _| f.provider_ref = json!("r\u{0}r")), true),
         case(
+            "provider_ref: a control character",
+            F(|f, _| f.provider_ref = json!("r\u{1b}[31m")),
+            true,
+        ),
+        case(
             "payment_id: 100k characters",
             F(|f, _| f.payment_id = json!("p".repeat(100_000))),
             false,

@@ -173,19 +173,24 @@ async fn an_i64_min_webhook_timestamp_is_answered_401() -> anyhow::Result<()> {
 
 /// A signed webhook whose strings hold a NUL (which PostgreSQL cannot store) or a
 /// control character in a kept field is refused with 400 at the edge, and nothing
-/// reaches PAYTRACK_IN.
+/// reaches PAYTRACK_IN. The inputs are the hostile table's NUL and control cases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_holding_nul_or_control_characters_are_refused_400() -> anyhow::Result<()> {
+    use paytrack_tests::hostile::{self, Context, Fields};
     let mesh = Mesh::start().await?;
-    let clean = Mesh::webhook_body("pay_nul", "pending", "m_1");
-    let bodies = [
-        clean.replace("pr_pay_nul", "pr\\u0000"),
-        clean.replace("\"USD\"", "\"USD\",\"note\":\"a\\u0000b\""),
-        clean.replace("pr_pay_nul", "pr\\u001b[31m"),
-    ];
-    for (i, body) in bodies.iter().enumerate() {
-        let response = mesh.post_webhook(&format!("msg_nul_{i}"), body).await?;
-        assert_eq!(response.status(), 400, "{body}");
+    let context = Context {
+        other_tenants_payment: "pay_other".to_owned(),
+    };
+    let cases: Vec<_> = hostile::table()
+        .into_iter()
+        .filter(|c| c.name.contains("NUL") || c.name.contains("control"))
+        .collect();
+    assert!(cases.len() >= 4, "the table holds the NUL and control cases");
+    for (i, case) in cases.iter().enumerate() {
+        let fields = Fields::normal(&format!("msg_nul_{i}"), "pay_nul");
+        let (id, body) = hostile::event("stdwebhooks", &[case], fields, &context);
+        let response = mesh.post_webhook(&id, &body).await?;
+        assert_eq!(response.status(), 400, "{}", case.name);
         assert_eq!(response.json::<serde_json::Value>().await?["error"], "malformed_body");
     }
     assert_eq!(mesh.stream_messages(paytrack_shared::subjects::STREAM_IN).await?, 0);
@@ -320,8 +325,27 @@ async fn the_mesh_answers_every_schemes_hostile_events_and_keeps_processing() ->
     let mesh = Mesh::start().await?;
     let handle = tokio::runtime::Handle::current();
     let table = hostile::table();
+    // Another tenant's payment, whose id the table's events reach for.
+    let theirs = "pay_of_the_other_tenant";
+    let response = mesh
+        .post_other_webhook("msg_theirs", &Mesh::webhook_body(theirs, "pending", "m_1"))
+        .await?;
+    assert_eq!(response.status(), 200);
+    let their_row = || async {
+        sqlx::query_as::<_, (String, i64)>("SELECT status, version FROM payments WHERE tenant = $1 AND payment_id = $2")
+            .bind(mesh.other_tenant.as_str())
+            .bind(theirs)
+            .fetch_optional(&mesh.db)
+            .await
+    };
+    mesh.eventually(
+        Duration::from_secs(30),
+        "the other tenant's payment projected",
+        || async { their_row().await.ok().flatten() },
+    )
+    .await?;
     let context = Context {
-        other_tenants_payment: "pay_of_the_other_tenant".to_owned(),
+        other_tenants_payment: theirs.to_owned(),
     };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let serial = std::sync::atomic::AtomicU64::new(0);
@@ -389,6 +413,8 @@ async fn the_mesh_answers_every_schemes_hostile_events_and_keeps_processing() ->
         mesh.wait_for_row(&payment, 1).await?;
     }
     mesh.check_services()?;
+    // The events that named the other tenant's payment changed nothing of theirs.
+    assert_eq!(their_row().await?, Some(("pending".to_owned(), 1)));
     Ok(())
 }
 
