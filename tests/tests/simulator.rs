@@ -370,3 +370,23 @@ async fn light_traffic_invents_payments() -> anyhow::Result<()> {
     stack.stop.cancel();
     Ok(())
 }
+
+/// A request declaring a 10 GB body is answered 413 at once (it was held open,
+/// unanswered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_10_gb_body_is_answered_413_at_once() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = start().await?;
+    let mut socket = tokio::net::TcpStream::connect(stack.sim.trim_start_matches("http://")).await?;
+    let head = format!(
+        "POST /v1/providers/stripe/payments HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{{"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    let mut answer = vec![0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    stack.stop.cancel();
+    Ok(())
+}

@@ -53,8 +53,13 @@ pub fn router(gateways: Gateways, token: SecretString) -> Router {
                 }
             },
         ));
-    api.route("/healthz", get(|| async { "ok" }))
+    let router = api.route("/healthz", get(|| async { "ok" }));
+    paytrack_shared::http::refuse_oversized_bodies(router, MAX_BODY_BYTES, |_| {})
 }
+
+/// The largest request body the API reads (initiations and behaviour updates are
+/// a few hundred bytes); a larger declared one is answered 413 at once.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Whether `request` carries `Authorization: Bearer <token>` (compared in constant time).
 fn presents(request: &axum::extract::Request, token: &SecretString) -> bool {
