@@ -510,7 +510,7 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(
             model.final_after(Status::Succeeded, Some("ach_debit"), at),
-            Some(at + chrono::Duration::days(60))
+            at.checked_add_days(chrono::Days::new(60))
         );
         // Final at once, or never by time.
         assert_eq!(model.final_after(Status::Succeeded, Some("card"), at), None);
