@@ -132,8 +132,8 @@ pub fn table() -> Vec<Case> {
             true,
         ),
         case(
-            "provider_ref: 256 characters",
-            F(|f, _| f.provider_ref = json!("r".repeat(256))),
+            "provider_ref: 257 characters",
+            F(|f, _| f.provider_ref = json!("r".repeat(257))),
             true,
         ),
         case(

@@ -85,7 +85,10 @@ impl Initiator {
             response.json::<Answer>().await
         };
         match answer.await {
-            Ok(answer) if !answer.provider_ref.is_empty() && answer.provider_ref.len() <= 256 => {
+            Ok(answer)
+                if !answer.provider_ref.is_empty()
+                    && answer.provider_ref.len() <= crate::webhooks::bounds::MAX_PROVIDER_REF_LEN =>
+            {
                 Some(answer.provider_ref)
             }
             Ok(_) => {

@@ -22,7 +22,7 @@ pub const MAX_AHEAD: TimeDelta = match TimeDelta::try_days(1) {
     None => TimeDelta::zero(),
 };
 /// Longest provider reference (`pi_…`, `pay_…`): it becomes part of a KV key.
-pub const MAX_PROVIDER_REF_LEN: usize = 255;
+pub const MAX_PROVIDER_REF_LEN: usize = 256;
 /// Longest event type (`payment_intent.succeeded`).
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
 /// Longest failure reason kept.
