@@ -276,7 +276,7 @@ stack_env="$root/.dev/stack.env"
 [[ -s "$stack_env" ]] || die "$stack_env missing or empty"
 keys=(NATS_URL DATABASE_URL INGEST_URL EDGE_URL DEV_TENANT JWT_ALG JWT_SECRET JWT_ISSUER JWT_AUDIENCE
   WEBHOOK_SECRET_STDWEBHOOKS WEBHOOK_SECRET_RAZORPAY WEBHOOK_SECRET_STRIPE PUSH_API_KEY DASHBOARD_URL
-  OTHER_TENANT OTHER_WEBHOOK_SECRET_STDWEBHOOKS)
+  OTHER_TENANT OTHER_WEBHOOK_SECRET_STDWEBHOOKS SIMULATOR_URL SIMULATOR_TOKEN)
 for key in "${keys[@]}" DEV_TOKEN OTHER_TOKEN; do unset "$key"; done
 # shellcheck source=/dev/null
 source "$stack_env"
@@ -354,6 +354,13 @@ except Exception:
   sleep 0.5
 done
 ok "POST /v1/payments created $created_id, routed to $created_provider ($created_ref), settled $state by the simulator's webhooks"
+# The simulator signs genuine webhooks: it answers nothing without its token.
+code="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "$SIMULATOR_URL/v1/ground-truth")" || die "curl of the simulator failed"
+[[ "$code" == 401 ]] || die "the simulator answered HTTP $code without its token"
+code="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SIMULATOR_TOKEN" \
+  "$SIMULATOR_URL/v1/ground-truth")" || die "curl of the simulator failed"
+[[ "$code" == 200 ]] || die "the simulator answered HTTP $code with its token"
+ok "the simulator answers 401 without its token, 200 with it"
 
 # --- 4. the dashboard --------------------------------------------------------------------------
 phase="dashboard (curl)"

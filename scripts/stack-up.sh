@@ -128,6 +128,11 @@ if [[ -z "${OTHER_WEBHOOK_SECRET_STDWEBHOOKS:-}" ]]; then
   OTHER_WEBHOOK_SECRET_STDWEBHOOKS="whsec_$(openssl rand -base64 24)"
   echo "OTHER_WEBHOOK_SECRET_STDWEBHOOKS=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS" >>"$secrets_file"
 fi
+# The simulator's API token (it signs genuine webhooks), added to older secrets files.
+if [[ -z "${SIMULATOR_TOKEN:-}" ]]; then
+  SIMULATOR_TOKEN="sim_$(openssl rand -hex 24)"
+  echo "SIMULATOR_TOKEN=$SIMULATOR_TOKEN" >>"$secrets_file"
+fi
 
 # --- NATS users (generated once) ---------------------------------------------------------
 # One password per user of nats/auth.conf (generated from nats/src/auth.rs). nats-server
@@ -329,6 +334,8 @@ else
     PAYTRACK_API_KEY_HASHES="$dev_tenant=$(printf %s "$PUSH_API_KEY" | sha256sum | cut -d' ' -f1)"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
     PAYTRACK_SIMULATOR_LISTEN="127.0.0.1:$simulator_port"
+    # Every call to the simulator's API carries it: ingest's and the reconciler's too.
+    PAYTRACK_SIMULATOR_TOKEN="$SIMULATOR_TOKEN"
     # Payments created through the API are initiated at the simulator's sandbox
     # gateways, which then send each provider's webhooks.
     PAYTRACK_PROVIDER_URLS="stdwebhooks=http://127.0.0.1:$simulator_port,razorpay=http://127.0.0.1:$simulator_port,stripe=http://127.0.0.1:$simulator_port"
@@ -409,6 +416,7 @@ stack_env="$dev/stack.env"
     env_line INGEST_URL "$ingest_url"
     env_line EDGE_URL "$edge_url"
     env_line SIMULATOR_URL "http://127.0.0.1:$simulator_port"
+    env_line SIMULATOR_TOKEN "$SIMULATOR_TOKEN"
     env_line DEV_TENANT "$dev_tenant"
     env_line JWT_ALG HS256
     env_line JWT_SECRET "$PAYTRACK_JWT_SECRET"

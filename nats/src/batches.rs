@@ -19,7 +19,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::HandleError;
+use crate::consume::{HandleError, guarded};
 use crate::delivery::{Delivery, Supervisor, Traced};
 use paytrack_shared::envelope::Versioned;
 
@@ -118,7 +118,11 @@ pub async fn pull_batches<F, Fut>(
                     Err(error) => tracing::warn!(%error, "pull error"),
                 }
             }
-            handle(received).await;
+            // The handler settles its messages; a panic leaves them to be redelivered
+            // after the ack wait instead of ending the loop.
+            if let Err(panicked) = crate::consume::catch_panic(async { handle(received).await }).await {
+                tracing::error!(error = %panicked, "a batch handler panicked; the loop goes on");
+            }
             if ended {
                 break;
             }
@@ -140,7 +144,7 @@ where
     let mut fresh_messages = Vec::with_capacity(messages.len());
     for (delivery, (message, delivered)) in opened.into_iter().zip(messages) {
         if delivered > 1 {
-            let result = handle(vec![delivery]).await;
+            let result = guarded(async move { handle(vec![delivery]).await }).await;
             supervisor.settle(&message, delivered, result).await;
         } else {
             fresh.push(delivery);
@@ -151,7 +155,7 @@ where
         return;
     }
     let size = fresh_messages.len();
-    match handle(fresh).await {
+    match guarded(async move { handle(fresh).await }).await {
         Ok(()) => {
             for (message, delivered) in &fresh_messages {
                 supervisor.settle(message, *delivered, Ok(())).await;
@@ -168,7 +172,7 @@ where
             );
             for (message, delivered) in &fresh_messages {
                 let result = match Delivery::<T>::open(message, &supervisor.consumer) {
-                    Ok(delivery) => handle(vec![delivery]).await,
+                    Ok(delivery) => guarded(async move { handle(vec![delivery]).await }).await,
                     Err(error) => Err(HandleError::poison("open the message", error)),
                 };
                 supervisor.settle(message, *delivered, result).await;

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use crate::consume::HandleError;
+use crate::consume::{HandleError, guarded};
 
 /// Headers a parked message carries beside the original ones.
 pub mod dead_headers {
@@ -360,7 +360,9 @@ pub fn printable(text: &str, max: usize) -> String {
 
 /// [`crate::consume`] with the shared prologue and epilogue: each message is opened as a
 /// [`Delivery`] of `T` (one that cannot be opened is parked at once), handed to
-/// `handle` inside its span, and settled by the [`Supervisor`].
+/// `handle` inside its span, and settled by the [`Supervisor`]. A `handle` that
+/// panics on a message is poison: the message is parked with an alert and the
+/// consumer goes on.
 pub async fn consume_deliveries<T, F, Fut>(
     consumer: consumer::PullConsumer,
     shutdown: CancellationToken,
@@ -395,7 +397,7 @@ pub async fn consume_deliveries_in_lanes<T, F, Fut>(
         let result = match Delivery::<T>::open(&message, &supervisor.consumer) {
             Ok(delivery) => {
                 let span = delivery.span.clone();
-                handle(delivery).instrument(span).await
+                guarded(async move { handle(delivery).await }).instrument(span).await
             }
             Err(error) => Err(HandleError::poison("open the message", error)),
         };

@@ -33,7 +33,8 @@ pub fn lane_of(subject: &str, lanes: NonZeroUsize) -> usize {
 /// [`crate::consume`] with `lanes` concurrent handlers, each message handed to the
 /// lane of its subject. On shutdown the loop stops pulling and every message
 /// already handed to a lane is finished first; a message never handled (the
-/// process died) is redelivered by JetStream after the consumer's ack wait.
+/// process died, or its handler panicked) is redelivered by JetStream after the
+/// consumer's ack wait.
 pub async fn consume_in_lanes<F, Fut>(
     consumer: consumer::PullConsumer,
     shutdown: CancellationToken,
@@ -60,7 +61,10 @@ pub async fn consume_in_lanes<F, Fut>(
     let handle = &handle;
     let workers = join_all(receivers.into_iter().map(|mut lane| async move {
         while let Some(message) = lane.recv().await {
-            handle(message).await;
+            // A lane serves many payments: a panic on one message must not end it.
+            if let Err(panicked) = crate::consume::catch_panic(async { handle(message).await }).await {
+                tracing::error!(error = %panicked, "a message handler panicked; the lane goes on");
+            }
         }
     }));
     tokio::join!(dispatch, workers);

@@ -29,7 +29,7 @@ pub use crate::batches::{consume_delivery_batches, pull_batches};
 pub use crate::buckets::{
     IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket, open_ingest_buckets,
 };
-pub use crate::consume::{Cause, HandleError, consume};
+pub use crate::consume::{Cause, HandleError, Panicked, catch_panic, consume, guarded};
 pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries,
     consume_deliveries_in_lanes, dead_headers, printable,

@@ -266,6 +266,20 @@ fn parse_jwks(document: &str) -> Result<HashMap<String, PinnedKey>, JwksError> {
     Ok(keys)
 }
 
+/// The headers paytrack presents to a sandbox gateway (the provider simulator,
+/// which refuses calls without its token): `Authorization: Bearer <token>`, marked
+/// sensitive so no debug output shows it. Empty when no token is configured.
+pub fn gateway_headers(token: Option<&secrecy::SecretString>) -> http::HeaderMap {
+    use secrecy::ExposeSecret;
+    let mut headers = http::HeaderMap::new();
+    let value = token.and_then(|t| http::HeaderValue::from_str(&format!("Bearer {}", t.expose_secret())).ok());
+    if let Some(mut value) = value {
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 /// Takes the token out of an `Authorization: Bearer …` header value.
 pub fn bearer(header: Option<&str>) -> Option<&str> {
     let value = header?.trim();

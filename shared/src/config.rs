@@ -183,8 +183,12 @@ pub struct Settings {
     /// `ingest_listen`).
     pub simulator_ingest_url: Option<String>,
     /// Milliseconds between the payments the simulator invents for light traffic
-    /// (with `simulator_tenant`).
+    /// (with `simulator_tenant`; 0: none).
     pub simulator_traffic_ms: u64,
+    /// The bearer token the provider simulator requires of every call to its API
+    /// (it signs genuine webhooks, so it is never open). ingest (initiation) and the
+    /// reconciler (status queries) present it to the gateways they are given.
+    pub simulator_token: Option<SecretString>,
 }
 
 fn empty_secret() -> SecretString {

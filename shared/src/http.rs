@@ -69,6 +69,53 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
     response
 }
 
+/// Wraps `router` so that a request whose `Content-Length` exceeds `max_bytes` is
+/// answered 413 `{"error":"body_too_large",..}` at once, before any of its body is
+/// read, and the connection is closed. The body-limit extractors only notice while
+/// reading: a client declaring 10 GB and sending one byte would otherwise hold the
+/// request open, unanswered, until a timeout. `refused` is told the path of each
+/// request so answered (for the service's own metrics).
+pub fn refuse_oversized_bodies<F>(router: Router, max_bytes: usize, refused: F) -> Router
+where
+    F: Fn(&str) + Clone + Send + Sync + 'static,
+{
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let refused = refused.clone();
+            async move {
+                let declared = request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > max_bytes as u64) {
+                    refused(request.uri().path());
+                    return too_large(max_bytes);
+                }
+                next.run(request).await
+            }
+        },
+    ))
+}
+
+fn too_large(max_bytes: usize) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "body_too_large",
+        "message": format!("body larger than {max_bytes} bytes"),
+    })
+    .to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    // The rest of the declared body is never read: the connection cannot be reused.
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
 /// Serves `router` (with [`catch_panics`]) on `listener` until `shutdown` is
 /// cancelled, then stops accepting and waits for the requests in flight. A
 /// connection that has not sent a complete request head within

@@ -450,3 +450,198 @@ async fn a_nul_channel_does_not_stall_session_audit() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A clean inbound fact of `tenant` about `payment`.
+fn plain_fact(tenant: &TenantId, payment: &str) -> InboundFact {
+    let mut f = fact(
+        tenant,
+        payment,
+        &format!("wh:stdwebhooks:{payment}"),
+        "payment.pending",
+        payment,
+        "{}",
+    );
+    if let FactSource::Webhook(event) = &mut f.source {
+        event.provider_ref = Some(format!("pr_{payment}"));
+        event.reason = None;
+    }
+    f.raw.headers.clear();
+    f
+}
+
+/// A handler that panics on one message (a test-only stand-in for any bug a
+/// crafted message could reach) does not end its consumer, through either shared
+/// consume function (one at a time, and in batches): the message is parked on the
+/// dead-letter subject with a `dead_letter` alert for its tenant, and the messages of
+/// another tenant after it are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_parks_its_message_and_the_consumer_goes_on() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+
+    use paytrack_nats::{Delivery, HandleError, RetryPolicy, Supervisor};
+
+    paytrack_shared::telemetry::init_for_tests();
+    let nats = paytrack_tests::NatsServer::start().await?;
+    let client = nats.admin_client().await?;
+    let js = jetstream::new(client.clone());
+    let layout = paytrack_nats::Layout {
+        replicas: 1,
+        windows: paytrack_nats::DuplicateWindows {
+            inbound: Duration::from_secs(60),
+            push: Duration::from_secs(60),
+            internal: Duration::from_secs(60),
+        },
+    };
+    paytrack_nats::ensure_streams(&js, &layout).await?;
+    let victim = TenantId::new("t_victim")?;
+    let bystander = TenantId::new("t_bystander")?;
+    let mut published = vec![plain_fact(&victim, "pay_boom")];
+    published.extend((0..4).map(|n| plain_fact(&bystander, &format!("pay_fine_{n}"))));
+    for f in &published {
+        js.send_publish(
+            format!("paytrack.in.{}.{}", f.tenant, f.payment_id),
+            jetstream::message::PublishMessage::build()
+                .message_id(f.fact_id.clone())
+                .payload(envelope::encode(f)),
+        )
+        .await?
+        .await?;
+    }
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let retry = RetryPolicy {
+        max_deliveries: 3,
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(500),
+    };
+    let handled: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = handled.clone();
+    let record = move |consumer: &'static str, f: &InboundFact| {
+        if f.payment_id.as_str() == "pay_boom" {
+            panic!("a crafted message reached a bug");
+        }
+        if let Ok(mut seen) = seen.lock() {
+            seen.push((consumer.to_owned(), f.payment_id.to_string()));
+        }
+    };
+    let one_by_one = "panic-test-single";
+    let batched = "panic-test-batch";
+    let mut loops = Vec::new();
+    for name in [one_by_one, batched] {
+        let consumer = paytrack_nats::ensure_consumer(
+            &js,
+            "PAYTRACK_IN",
+            paytrack_nats::durable_consumer(name, "paytrack.in.>"),
+        )
+        .await?;
+        let supervisor = Supervisor::new(
+            js.clone(),
+            "PAYTRACK_IN",
+            name,
+            retry,
+            paytrack_shared::health::Readiness::watching(client.clone()),
+        );
+        let (shutdown, record) = (shutdown.clone(), record.clone());
+        loops.push(tokio::spawn(async move {
+            if name == one_by_one {
+                paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |d: Delivery<InboundFact>| {
+                    record(one_by_one, &d.envelope);
+                    async { Ok::<(), HandleError>(()) }
+                })
+                .await;
+            } else {
+                let max = std::num::NonZeroUsize::new(16).expect("non-zero");
+                paytrack_nats::consume_delivery_batches(consumer, shutdown, supervisor, max, |batch| {
+                    let batch: Vec<Delivery<InboundFact>> = batch;
+                    for d in &batch {
+                        record(batched, &d.envelope);
+                    }
+                    async { Ok::<(), HandleError>(()) }
+                })
+                .await;
+            }
+        }));
+    }
+
+    for name in [one_by_one, batched] {
+        eventually(WAIT, "the other tenant's messages handled", || async {
+            let handled = handled.lock().ok()?;
+            (handled.iter().filter(|(c, _)| c == name).count() >= 4).then_some(())
+        })
+        .await?;
+        let dead_subject = format!("paytrack.dead.PAYTRACK_IN.{name}");
+        let parked = eventually(WAIT, "the panicking message parked", || async {
+            messages_on(&js, "PAYTRACK_DEAD", &dead_subject)
+                .await
+                .filter(|m| !m.is_empty())
+        })
+        .await?;
+        assert_eq!(parked.len(), 1, "{name}: only the panicking message is parked");
+        assert_eq!(
+            header(&parked[0], "Paytrack-Dead-Subject"),
+            Some("paytrack.in.t_victim.pay_boom")
+        );
+        assert!(
+            header(&parked[0], "Paytrack-Dead-Error").is_some_and(|e| e.contains("panicked")),
+            "{name}: the error names the panic"
+        );
+        eventually(WAIT, "a dead-letter alert for the victim tenant", || async {
+            messages_on(&js, "PAYTRACK_ALERT", "paytrack.alert.t_victim.dead_letter")
+                .await?
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+                .any(|a| a["consumer"] == name)
+                .then_some(())
+        })
+        .await?;
+    }
+    // Both loops are still running, and stop on shutdown.
+    assert!(loops.iter().all(|l| !l.is_finished()), "a consumer loop ended");
+    shutdown.cancel();
+    for l in loops {
+        tokio::time::timeout(WAIT, l).await??;
+    }
+    Ok(())
+}
+
+/// The date that killed the projector: a signed success of an ach_debit payment
+/// dated one day before chrono's last date (ingest now refuses such a time; this
+/// fact is put on PAYTRACK_IN directly, as a stored one would be redelivered). Its
+/// return window closes beyond time: the projector records it (never final by
+/// time) instead of panicking on every restart, a return of it is judged without
+/// a panic, and the next payment is projected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_dated_at_the_end_of_time_neither_panics_nor_stalls() -> anyhow::Result<()> {
+    use paytrack_shared::Status;
+    use paytrack_tests::facts;
+
+    let mesh = Mesh::start_with(quick_parking()).await?;
+    let tenant = mesh.tenant.clone();
+    let end = chrono::DateTime::<chrono::Utc>::MAX_UTC
+        .checked_sub_days(chrono::Days::new(1))
+        .ok_or_else(|| anyhow::anyhow!("representable"))?;
+    facts::publish(
+        &mesh.js,
+        &facts::create(&tenant, "pay_eot", "ach_debit", "stdwebhooks")?,
+    )
+    .await?;
+    facts::publish(
+        &mesh.js,
+        &facts::event(&tenant, "pay_eot", "eot_1", Status::Succeeded, Some(1), end, None)?,
+    )
+    .await?;
+    let (status, ..) = mesh.wait_for_row("pay_eot", 2).await?;
+    assert_eq!(status, "succeeded");
+    facts::publish(
+        &mesh.js,
+        &facts::event(&tenant, "pay_eot", "eot_2", Status::Returned, Some(2), end, Some("R01"))?,
+    )
+    .await?;
+    let (status, ..) = mesh.wait_for_row("pay_eot", 3).await?;
+    assert_eq!(status, "returned", "a window that closes beyond time is open");
+
+    facts::publish(&mesh.js, &facts::create(&tenant, "pay_next", "card", "stdwebhooks")?).await?;
+    mesh.wait_for_row("pay_next", 1).await?;
+    mesh.check_services()?;
+    Ok(())
+}

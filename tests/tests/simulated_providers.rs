@@ -17,6 +17,8 @@ use paytrack_tests::{Mesh, eventually, facts};
 use serde_json::{Value, json};
 
 const PAYMENTS: usize = 30;
+/// The bearer token the simulator requires (the reconcilers present it too).
+const SIMULATOR_TOKEN: &str = "sim-acceptance-token";
 const PROVIDERS: [&str; 2] = ["stripe", "razorpay"];
 
 async fn run(kill_midway: bool) -> anyhow::Result<()> {
@@ -29,6 +31,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
             ("reconciler_window_divisor", "100000".to_owned()),
             ("reconciler_sweep_interval_ms", "100".to_owned()),
             ("reconciler_status_query_urls", format!("stripe={sim},razorpay={sim}")),
+            ("simulator_token", SIMULATOR_TOKEN.to_owned()),
         ],
         ..MeshOptions::default()
     })
@@ -40,16 +43,20 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
         paytrack_simulator::Config {
             listen: format!("127.0.0.1:{port}").parse()?,
             ingest_url: mesh.ingest_url.clone(),
+            tenant: tenant.clone(),
+            token: secrecy::SecretString::from(SIMULATOR_TOKEN.to_owned()),
             secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
-            traffic_tenant: None,
-            traffic_every: Duration::from_secs(3600),
+            traffic_every: None,
         },
         // Stopped with the test's runtime.
         tokio_util::sync::CancellationToken::new(),
     )
     .await?;
     tokio::spawn(simulator.run());
-    let http = reqwest::Client::new();
+    let token = secrecy::SecretString::from(SIMULATOR_TOKEN.to_owned());
+    let http = reqwest::Client::builder()
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+        .build()?;
     for provider in PROVIDERS {
         let behaviour = json!({"latency_ms": 30, "success_pct": 60, "duplicate_pct": 30,
                                "reorder_pct": 40, "loss_pct": 30, "availability_pct": 100,

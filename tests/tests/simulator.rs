@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const SECRETS: &str = "acme/stdwebhooks=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,\
-                       acme/razorpay=rzp_sandbox_secret,acme/stripe=whsec_sandbox_stripe";
+                       acme/razorpay=rzp_sandbox_secret,acme/stripe=whsec_sandbox_stripe,\
+                       globex/stdwebhooks=whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";
+/// The bearer token the simulator requires of every call.
+const TOKEN: &str = "sim-test-token";
 
 struct Stack {
     nats: NatsServer,
@@ -27,7 +30,7 @@ async fn start() -> anyhow::Result<Stack> {
     start_with(None).await
 }
 
-async fn start_with(traffic_tenant: Option<TenantId>) -> anyhow::Result<Stack> {
+async fn start_with(traffic_every: Option<Duration>) -> anyhow::Result<Stack> {
     paytrack_shared::telemetry::init_for_tests();
     let nats = NatsServer::start().await?;
     let mut pairs = nats.settings_pairs();
@@ -49,16 +52,20 @@ async fn start_with(traffic_tenant: Option<TenantId>) -> anyhow::Result<Stack> {
         paytrack_simulator::Config {
             listen: "127.0.0.1:0".parse()?,
             ingest_url: ingest_url.clone(),
+            tenant: TenantId::new("acme")?,
+            token: secrecy::SecretString::from(TOKEN.to_owned()),
             secrets: WebhookSecrets::parse(&secrecy::SecretString::from(SECRETS.to_owned()))?,
-            traffic_tenant,
-            traffic_every: Duration::from_millis(100),
+            traffic_every,
         },
         stop.clone(),
     )
     .await?;
     let sim_url = format!("http://{}", sim.local_addr()?);
     tokio::spawn(sim.run());
-    let http = reqwest::Client::new();
+    let token = secrecy::SecretString::from(TOKEN.to_owned());
+    let http = reqwest::Client::builder()
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+        .build()?;
     eventually(Duration::from_secs(20), "ingest ready", || async {
         let response = http.get(format!("{ingest_url}/readyz")).send().await.ok()?;
         response.status().is_success().then_some(())
@@ -169,14 +176,14 @@ async fn each_sandbox_provider_delivers_signed_webhooks() -> anyhow::Result<()> 
         assert_eq!(queried["payment_id"], payment.as_str());
     }
 
-    // A tenant without an endpoint, an unknown provider, a bad body.
+    // Another tenant (the simulator acts for its own only), an unknown provider, a bad body.
     let response = stack
         .http
         .post(format!("{}/v1/providers/stripe/payments", stack.sim))
         .json(&json!({"tenant": "beta", "payment_id": "p1", "amount_minor": 1, "currency": "USD", "rail": "card"}))
         .send()
         .await?;
-    assert_eq!(response.status(), 422);
+    assert_eq!(response.status(), 403);
     assert_eq!(stack.initiate("paypal", "p2").await?.0, 404);
     assert_eq!(stack.behave("stripe", json!({"loss_pct": 120})).await?, 422);
     stack.stop.cancel();
@@ -262,11 +269,81 @@ async fn events_without_metadata_link_through_the_recorded_reference() -> anyhow
     Ok(())
 }
 
+/// The simulator signs genuine webhooks, so it is never open: every call to its API
+/// without its token (or with another) is 401, and it initiates (and signs) for its
+/// own tenant only, even when it holds another tenant's secret: 403, and nothing
+/// reaches ingest. Its health check stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_requires_its_token_and_acts_only_for_its_tenant() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let anonymous = reqwest::Client::new();
+    let wrong = reqwest::Client::builder()
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(
+            &secrecy::SecretString::from("not-the-token".to_owned()),
+        )))
+        .build()?;
+    let initiation = json!({"tenant": "acme", "payment_id": "pay_anon", "amount_minor": 1500,
+                            "currency": "INR", "rail": "upi"});
+    for client in [&anonymous, &wrong] {
+        let calls = [
+            client
+                .post(format!("{}/v1/providers/razorpay/payments", stack.sim))
+                .json(&initiation),
+            client.get(format!("{}/v1/providers/razorpay/payments/pay_x", stack.sim)),
+            client.get(format!("{}/v1/providers/razorpay/behaviour", stack.sim)),
+            client
+                .put(format!("{}/v1/providers/razorpay/behaviour", stack.sim))
+                .json(&json!({"success_pct": 0})),
+            client.get(format!("{}/v1/ground-truth", stack.sim)),
+        ];
+        for call in calls {
+            let response = call.send().await?;
+            assert_eq!(response.status(), 401, "{}", response.url());
+            let body: Value = response.json().await?;
+            assert_eq!(body["error"], "unauthorized");
+        }
+    }
+    assert!(
+        stack.truth("pay_anon").await.is_none(),
+        "nothing initiated without the token"
+    );
+    let health = anonymous.get(format!("{}/healthz", stack.sim)).send().await?;
+    assert_eq!(health.status(), 200);
+
+    let response = stack
+        .http
+        .post(format!("{}/v1/providers/stdwebhooks/payments", stack.sim))
+        .json(
+            &json!({"tenant": "globex", "payment_id": "pay_foreign", "amount_minor": 1500,
+                      "currency": "USD", "rail": "card"}),
+        )
+        .send()
+        .await?;
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.json::<Value>().await?["error"], "forbidden");
+    assert!(stack.truth("pay_foreign").await.is_none());
+    // Its own tenant is served with the token.
+    let (status, answer) = stack.initiate("stdwebhooks", "pay_own").await?;
+    assert_eq!(status, 201, "{answer}");
+    stack.settled("pay_own", "succeeded", 2, 2).await?;
+    let js = async_nats::jetstream::new(stack.nats.admin_client().await?);
+    let foreign: Vec<(String, usize)> = js
+        .get_stream(paytrack_shared::subjects::STREAM_IN)
+        .await?
+        .info_with_subjects("paytrack.in.globex.>")
+        .await?
+        .try_collect()
+        .await?;
+    assert!(foreign.is_empty(), "{foreign:?}");
+    stack.stop.cancel();
+    Ok(())
+}
+
 /// With a traffic tenant the simulator invents payments on its own (what `make up`
 /// shows on the dashboard): each gets its webhooks into PAYTRACK_IN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn light_traffic_invents_payments() -> anyhow::Result<()> {
-    let stack = start_with(Some(TenantId::new("acme")?)).await?;
+    let stack = start_with(Some(Duration::from_millis(100))).await?;
     let invented = eventually(Duration::from_secs(30), "three invented payments settled", || async {
         let all: Value = stack
             .http
@@ -290,6 +367,26 @@ async fn light_traffic_invents_payments() -> anyhow::Result<()> {
         assert!(payment.starts_with("sim_"), "{payment}");
         assert_eq!(stack.facts(payment).await?, 2, "{payment}");
     }
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// A request declaring a 10 GB body is answered 413 at once (it was held open,
+/// unanswered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_10_gb_body_is_answered_413_at_once() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = start().await?;
+    let mut socket = tokio::net::TcpStream::connect(stack.sim.trim_start_matches("http://")).await?;
+    let head = format!(
+        "POST /v1/providers/stripe/payments HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{{"
+    );
+    socket.write_all(head.as_bytes()).await?;
+    let mut answer = vec![0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer)).await??;
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     stack.stop.cancel();
     Ok(())
 }

@@ -32,7 +32,8 @@ struct Cli {
 enum Command {
     /// Run ingest, reconciler, ledger-projector and ws-edge in this process.
     Run {
-        /// Also post simulated, signed provider webhooks for PAYTRACK_SIMULATOR_TENANT.
+        /// Also run the provider simulator for PAYTRACK_SIMULATOR_TENANT (its API requires
+        /// PAYTRACK_SIMULATOR_TOKEN).
         #[arg(long)]
         simulate: bool,
     },

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::params;
 
 /// An operator: an operator JWT without `channels`, or a backend API key (whose
 /// actor is `api_key`). End users' tokens are refused with 403.
@@ -104,7 +105,8 @@ const SELECT: &str = "SELECT a.alert_id, a.kind, a.payment_id, a.merchant_id, a.
     params(("kind" = Option<String>, Query, description = "unclear_pending, source_mismatch, trace_gap"),
         ("payment_id" = Option<String>, Query), ("acknowledged" = Option<bool>, Query)),
     responses((status = 200, description = "items: newest first, each with its evidence link and acknowledgement", body = Object),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -118,8 +120,8 @@ pub async fn list(
          ORDER BY a.raised_at DESC, a.alert_seq DESC LIMIT 500"
     ))
     .bind(operator.tenant.as_str())
-    .bind(q.kind)
-    .bind(q.payment_id)
+    .bind(params::token("kind", q.kind.as_deref())?)
+    .bind(params::token("payment_id", q.payment_id.as_deref())?)
     .bind(q.acknowledged)
     .fetch_all(&state.db)
     .await?;
@@ -147,6 +149,7 @@ pub async fn ack(
     Path(alert_id): Path<String>,
     body: Option<Json<AckBody>>,
 ) -> Result<Json<AlertItem>, ApiError> {
+    let alert_id = params::alert_id(&alert_id)?.to_owned();
     let note = body.and_then(|Json(b)| b.note);
     if note.as_deref().is_some_and(|n| n.len() > 2_000 || n.contains('\0')) {
         return Err(ApiError::Malformed("note: at most 2000 characters, no NUL".into()));

@@ -80,7 +80,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             stores: Arc::default(),
             health: ProviderHealth::default(),
-            initiator: Initiator::new(config.provider_urls.clone()),
+            initiator: Initiator::new(config.provider_urls.clone(), config.gateway_token.as_ref()),
             push_epoch: PushEpoch::default(),
         })
     }
@@ -93,11 +93,12 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     for (route, handler) in crate::routes::table() {
         router = router.route(route.path, handler);
     }
-    router
+    let router = router
         .with_state(state)
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(max_body));
+    paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -39,6 +39,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Sandbox gateway base URL per provider, for payment initiation.
     pub provider_urls: std::collections::BTreeMap<String, String>,
+    /// The bearer token the sandbox gateways require (`simulator_token`).
+    pub gateway_token: Option<secrecy::SecretString>,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             },
             idempotency_ttl: Duration::from_secs(s.idempotency_ttl_secs),
             provider_urls: parse_provider_urls(&s.provider_urls)?,
+            gateway_token: s.simulator_token.clone(),
         })
     }
 }

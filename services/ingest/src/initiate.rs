@@ -56,9 +56,14 @@ pub struct Initiation<'a> {
 }
 
 impl Initiator {
-    /// Gateways from `provider=base URL`.
-    pub fn new(urls: BTreeMap<String, String>) -> Initiator {
-        let http = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_default();
+    /// Gateways from `provider=base URL`, called with the gateways' bearer `token`
+    /// when one is configured.
+    pub fn new(urls: BTreeMap<String, String>, token: Option<&secrecy::SecretString>) -> Initiator {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .default_headers(paytrack_shared::auth::gateway_headers(token))
+            .build()
+            .unwrap_or_default();
         Initiator { urls, http }
     }
 
@@ -80,7 +85,10 @@ impl Initiator {
             response.json::<Answer>().await
         };
         match answer.await {
-            Ok(answer) if !answer.provider_ref.is_empty() && answer.provider_ref.len() <= 256 => {
+            Ok(answer)
+                if !answer.provider_ref.is_empty()
+                    && answer.provider_ref.len() <= crate::webhooks::bounds::MAX_PROVIDER_REF_LEN =>
+            {
                 Some(answer.provider_ref)
             }
             Ok(_) => {

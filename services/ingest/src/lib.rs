@@ -18,6 +18,7 @@ mod initiate;
 mod list;
 mod openapi;
 mod outcomes_feed;
+mod params;
 mod payments;
 pub mod provider_refs;
 mod publish;

@@ -134,7 +134,7 @@ pub async fn list_payments(
         .bind(caller.tenant.as_str())
         .bind(merchant.as_ref().map(|m| m.as_str()))
         .bind(status.map(|s| s.as_str()))
-        .bind(query.cursor.as_deref())
+        .bind(crate::params::token("cursor", query.cursor.as_deref())?)
         .bind(scoped_merchants)
         .bind(scoped_payments.unwrap_or_default())
         .bind(limit + 1)

@@ -267,7 +267,12 @@ impl Live {
         let mut delay = Duration::from_millis(200);
         let mut failures = 0u32;
         loop {
-            match project::apply_batch(&self.db, &self.origin, items).await {
+            // A panic while applying is the data's doing (no retry changes it): it is
+            // a refusal, so the batch is applied one by one and the message parked.
+            let applied = paytrack_nats::catch_panic(project::apply_batch(&self.db, &self.origin, items))
+                .await
+                .unwrap_or_else(|panicked| Err(BatchError::Panicked(panicked)));
+            match applied {
                 Ok(result) => {
                     if failures > 0 {
                         tracing::info!(failures, "the database is back; projecting again");
@@ -388,7 +393,7 @@ impl Live {
 /// retry changes, as opposed to being unavailable.
 fn refused(error: &BatchError) -> bool {
     match error {
-        BatchError::Range(_) => true,
+        BatchError::Range(_) | BatchError::Panicked(_) => true,
         BatchError::Database(e) => {
             let code = e.as_database_error().and_then(|e| e.code()).unwrap_or_default();
             code.starts_with("22") || code.starts_with("23")

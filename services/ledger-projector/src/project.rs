@@ -160,6 +160,9 @@ pub enum BatchError {
     /// The database failed or refused.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Applying panicked (poison: the same data panics again).
+    #[error(transparent)]
+    Panicked(#[from] paytrack_nats::Panicked),
 }
 
 fn int(v: u64, what: &'static str) -> Result<i64, BatchError> {

@@ -49,6 +49,8 @@ pub struct SweepConfig {
     pub status_query_urls: BTreeMap<String, String>,
     /// How long one status query may take.
     pub query_timeout: Duration,
+    /// The bearer token the status-query gateways require (`simulator_token`).
+    pub gateway_token: Option<secrecy::SecretString>,
 }
 
 impl SweepConfig {
@@ -71,7 +73,7 @@ impl SweepConfig {
 
     fn scaled(&self, secs: u64) -> chrono::Duration {
         let ms = secs.saturating_mul(1000) / u64::from(self.window_divisor.max(1));
-        chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX))
+        chrono::Duration::try_milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(chrono::Duration::MAX)
     }
 }
 
@@ -176,8 +178,13 @@ pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &Swe
     let rules = model.rail(entry.rail.as_deref());
     let checks = &rules.status_checks;
     let gap = chrono::Duration::from_std(config.trace_gap).unwrap_or(chrono::Duration::MAX);
-    let first = entry.since + config.scaled(rules.pending_window_secs.max(checks.first_after_secs));
-    let due = unsettled(entry.status) && now >= first && entry.next_check_at.is_none_or(|t| now >= t);
+    // A first check beyond the representable dates is never due.
+    let first = entry
+        .since
+        .checked_add_signed(config.scaled(rules.pending_window_secs.max(checks.first_after_secs)));
+    let due = unsettled(entry.status)
+        && first.is_some_and(|first| now >= first)
+        && entry.next_check_at.is_none_or(|t| now >= t);
     let gap_passed = now - entry.recorded_at > gap;
     Plan {
         // The checkpoint matters to forget a settled payment, or to tell a trace gap
@@ -222,6 +229,7 @@ impl Sweeps {
             .map_err(|e| SweepError(e.into()))?;
         let http = reqwest::Client::builder()
             .timeout(config.query_timeout)
+            .default_headers(paytrack_shared::auth::gateway_headers(config.gateway_token.as_ref()))
             .build()
             .map_err(|e| SweepError(e.into()))?;
         Ok(Arc::new(Sweeps {
@@ -421,7 +429,8 @@ impl Sweeps {
             // The claim: whoever updates the revision first makes this check.
             let rules = model.rail(entry.rail.as_deref());
             entry.checks += 1;
-            entry.next_check_at = Some(now + self.config.scaled(rules.status_checks.interval_secs));
+            let interval = self.config.scaled(rules.status_checks.interval_secs);
+            entry.next_check_at = Some(now.checked_add_signed(interval).unwrap_or(DateTime::<Utc>::MAX_UTC));
             if self.write(key, &entry, revision).await.is_none() {
                 return Ok(());
             }
@@ -588,6 +597,7 @@ mod tests {
             trace_gap: Duration::from_secs(30),
             status_query_urls: BTreeMap::new(),
             query_timeout: Duration::from_secs(1),
+            gateway_token: None,
         }
     }
 
@@ -659,6 +669,15 @@ mod tests {
         assert!(!p.query && p.unclear, "{p:?}");
         e.unclear_raised = true;
         assert_eq!(plan(&e, at(400), model, &c), Plan::default());
+    }
+
+    #[test]
+    fn a_payment_dated_at_the_end_of_time_is_never_due_and_never_panics() {
+        let model = StatusModel::get();
+        let c = config();
+        let mut e = entry(Status::Pending, "upi");
+        e.since = DateTime::<Utc>::MAX_UTC;
+        assert!(!plan(&e, DateTime::<Utc>::MAX_UTC, model, &c).query);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::gateway::{BehaviourUpdate, GatewayError, Gateways, Initiation};
 
@@ -19,6 +21,7 @@ impl IntoResponse for GatewayError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
             }
             GatewayError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            GatewayError::OtherTenant(_) => (StatusCode::FORBIDDEN, "forbidden"),
         };
         (status, Json(json!({ "error": code, "message": self.to_string() }))).into_response()
     }
@@ -29,15 +32,52 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, GatewayError> {
         .map_err(|rejection| GatewayError::Invalid(rejection.body_text()))
 }
 
-/// Every route of the simulator.
-pub fn router(gateways: Gateways) -> Router {
-    Router::new()
+/// Every route of the simulator: `/v1/…` only with `Authorization: Bearer <token>`
+/// (401 otherwise), `/healthz` open.
+pub fn router(gateways: Gateways, token: SecretString) -> Router {
+    let api = Router::new()
         .route("/v1/providers/{provider}/payments", post(initiate))
         .route("/v1/providers/{provider}/payments/{provider_ref}", get(query))
         .route("/v1/providers/{provider}/behaviour", get(describe).put(set_behaviour))
         .route("/v1/ground-truth", get(ground_truth))
-        .route("/healthz", get(|| async { "ok" }))
         .with_state(gateways)
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let allowed = presents(&request, &token);
+                async move {
+                    if allowed {
+                        next.run(request).await
+                    } else {
+                        unauthorized()
+                    }
+                }
+            },
+        ));
+    let router = api.route("/healthz", get(|| async { "ok" }));
+    paytrack_shared::http::refuse_oversized_bodies(router, MAX_BODY_BYTES, |_| {})
+}
+
+/// The largest request body the API reads (initiations and behaviour updates are
+/// a few hundred bytes); a larger declared one is answered 413 at once.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Whether `request` carries `Authorization: Bearer <token>` (compared in constant time).
+fn presents(request: &axum::extract::Request, token: &SecretString) -> bool {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    paytrack_shared::auth::bearer(header)
+        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())))
+}
+
+fn unauthorized() -> Response {
+    let body = json!({ "error": "unauthorized", "message": "a bearer token is required" });
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
 }
 
 async fn initiate(

@@ -191,6 +191,9 @@ pub enum GatewayError {
     /// No such payment at this provider.
     #[error("no such payment")]
     NotFound,
+    /// The request is for a tenant the simulator does not act for.
+    #[error("this simulator does not act for tenant {0}")]
+    OtherTenant(String),
 }
 
 /// `POST /v1/providers/{provider}/payments`.
@@ -230,6 +233,8 @@ pub struct Gateways {
 
 struct Inner {
     ingest_url: String,
+    /// The one tenant these gateways act for: they sign only its webhooks.
+    tenant: TenantId,
     secrets: WebhookSecrets,
     http: reqwest::Client,
     providers: Mutex<HashMap<&'static str, ProviderState>>,
@@ -238,12 +243,14 @@ struct Inner {
 }
 
 impl Gateways {
-    /// Gateways posting to `ingest_url` with the tenants' `secrets`.
-    pub fn new(ingest_url: &str, secrets: WebhookSecrets, shutdown: CancellationToken) -> Gateways {
+    /// Gateways acting for `tenant` only, posting to `ingest_url` with its `secrets`
+    /// (those of other tenants are never used).
+    pub fn new(ingest_url: &str, tenant: TenantId, secrets: WebhookSecrets, shutdown: CancellationToken) -> Gateways {
         let providers = PROVIDERS.into_iter().map(|p| (p, ProviderState::default())).collect();
         Gateways {
             inner: Arc::new(Inner {
                 ingest_url: ingest_url.trim_end_matches('/').to_owned(),
+                tenant,
                 secrets,
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -296,6 +303,9 @@ impl Gateways {
     pub fn initiate(&self, provider: &str, request: Initiation) -> Result<Initiated, GatewayError> {
         let name = self.provider(provider)?;
         let tenant = TenantId::parse(&request.tenant).map_err(|e| GatewayError::Invalid(format!("tenant: {e}")))?;
+        if tenant != self.inner.tenant {
+            return Err(GatewayError::OtherTenant(tenant.to_string()));
+        }
         paytrack_shared::PaymentId::new(&request.payment_id)
             .map_err(|e| GatewayError::Invalid(format!("payment_id: {e}")))?;
         if request.amount_minor < 0 {

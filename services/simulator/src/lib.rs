@@ -7,8 +7,10 @@
 //! twice, out of order or never, as its behaviour says (`PUT
 //! /v1/providers/{provider}/behaviour`). Its status-query API answers what really
 //! happened (the reconciler's sweeps ask it), and `GET /v1/ground-truth` exports the
-//! truth for tests and the bench. With a traffic tenant it also invents payments
-//! now and then, so a local stack shows life.
+//! truth for tests and the bench. It acts for one tenant only (`simulator_tenant`)
+//! and every call to its API must present `simulator_token`: it signs genuine
+//! webhooks, so it is never open. It also invents payments for its tenant now and
+//! then (`simulator_traffic_ms`), so a local stack shows life.
 
 mod api;
 pub mod events;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use paytrack_shared::config::{ConfigError, Settings, WebhookSecrets};
 use paytrack_shared::{TenantId, Token};
 use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,35 +36,46 @@ pub struct Config {
     pub listen: SocketAddr,
     /// ingest's base URL, where webhooks are posted.
     pub ingest_url: String,
-    /// The tenants' webhook secrets (the sandbox signs with them).
+    /// The one tenant it acts for: it initiates, and signs webhooks, for no other.
+    pub tenant: TenantId,
+    /// The bearer token every call to its API must present.
+    pub token: SecretString,
+    /// The tenant's webhook secrets (the sandbox signs with them; other tenants'
+    /// are ignored).
     pub secrets: WebhookSecrets,
-    /// The tenant to invent light traffic for, if any.
-    pub traffic_tenant: Option<TenantId>,
-    /// Time between invented payments.
-    pub traffic_every: Duration,
+    /// Time between the payments it invents for light traffic; None: none.
+    pub traffic_every: Option<Duration>,
 }
 
 impl Config {
-    /// The simulator's part of the settings.
+    /// The simulator's part of the settings: `simulator_tenant` and
+    /// `simulator_token` are required.
     pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
-        let traffic_tenant = s
+        let tenant = s
             .simulator_tenant
             .as_deref()
-            .map(TenantId::parse)
-            .transpose()
-            .map_err(|e| ConfigError::BadValue {
-                key: "SIMULATOR_TENANT",
-                reason: e.to_string(),
+            .ok_or(ConfigError::Missing("SIMULATOR_TENANT"))
+            .and_then(|t| {
+                TenantId::parse(t).map_err(|e| ConfigError::BadValue {
+                    key: "SIMULATOR_TENANT",
+                    reason: e.to_string(),
+                })
             })?;
+        let token = s
+            .simulator_token
+            .clone()
+            .filter(|t| !t.expose_secret().trim().is_empty())
+            .ok_or(ConfigError::Missing("SIMULATOR_TOKEN"))?;
         Ok(Config {
             listen: s.simulator_listen,
             ingest_url: s
                 .simulator_ingest_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", s.ingest_listen)),
+            tenant,
+            token,
             secrets: WebhookSecrets::parse(&s.webhook_secrets)?,
-            traffic_tenant,
-            traffic_every: Duration::from_millis(s.simulator_traffic_ms.max(100)),
+            traffic_every: (s.simulator_traffic_ms > 0).then(|| Duration::from_millis(s.simulator_traffic_ms.max(100))),
         })
     }
 }
@@ -78,7 +92,12 @@ impl Simulator {
     /// Binds the listener.
     pub async fn bind(config: Config, shutdown: CancellationToken) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(config.listen).await?;
-        let gateways = Gateways::new(&config.ingest_url, config.secrets.clone(), shutdown.clone());
+        let gateways = Gateways::new(
+            &config.ingest_url,
+            config.tenant.clone(),
+            config.secrets.clone(),
+            shutdown.clone(),
+        );
         Ok(Simulator {
             listener,
             gateways,
@@ -100,12 +119,12 @@ impl Simulator {
     /// Serves until the shutdown token is cancelled.
     pub async fn run(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, ingest = %self.config.ingest_url, "simulator listening");
-        if let Some(tenant) = self.config.traffic_tenant.clone() {
-            let (gateways, every, stop) = (self.gateways.clone(), self.config.traffic_every, self.shutdown.clone());
+        if let Some(every) = self.config.traffic_every {
+            let (gateways, tenant, stop) = (self.gateways.clone(), self.config.tenant.clone(), self.shutdown.clone());
             tokio::spawn(async move { traffic(gateways, tenant, every, stop).await });
         }
         let stop = self.shutdown.clone();
-        axum::serve(self.listener, api::router(self.gateways))
+        axum::serve(self.listener, api::router(self.gateways, self.config.token.clone()))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
         tracing::info!("simulator stopped");

@@ -134,34 +134,60 @@ pub struct StatusChecks {
     pub max_checks: u32,
 }
 
+/// A date that chrono cannot represent: the arithmetic that would produce it is
+/// refused instead of panicking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{days} days after {from} is beyond the last representable date")]
+pub struct DateOutOfRange {
+    /// The instant the arithmetic started from.
+    pub from: DateTime<Utc>,
+    /// The days that were to be added.
+    pub days: u32,
+}
+
 impl ReturnWindow {
-    /// The last instant a return may happen after a success at `succeeded_at`.
-    pub fn closes(&self, succeeded_at: DateTime<Utc>) -> DateTime<Utc> {
+    /// The last instant a return may happen after a success at `succeeded_at`; an
+    /// error when that instant is beyond chrono's range (a success dated near the end
+    /// of time).
+    pub fn closes(&self, succeeded_at: DateTime<Utc>) -> Result<DateTime<Utc>, DateOutOfRange> {
         let calendar = self
             .calendar_days
-            .map(|d| succeeded_at + chrono::Duration::days(i64::from(d)));
-        let banking = self.banking_days.map(|d| add_banking_days(succeeded_at, d));
-        match (calendar, banking) {
+            .map(|d| {
+                succeeded_at
+                    .checked_add_days(chrono::Days::new(u64::from(d)))
+                    .ok_or(DateOutOfRange {
+                        from: succeeded_at,
+                        days: d,
+                    })
+            })
+            .transpose()?;
+        let banking = self
+            .banking_days
+            .map(|d| add_banking_days(succeeded_at, d))
+            .transpose()?;
+        Ok(match (calendar, banking) {
             (Some(c), Some(b)) => c.max(b),
             (Some(c), None) => c,
             (None, Some(b)) => b,
             (None, None) => succeeded_at,
-        }
+        })
     }
 }
 
-/// `at` plus `days` banking days (weekends skipped).
-pub fn add_banking_days(at: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+/// `at` plus `days` banking days (weekends skipped); an error when the result is
+/// beyond chrono's range.
+pub fn add_banking_days(at: DateTime<Utc>, days: u32) -> Result<DateTime<Utc>, DateOutOfRange> {
     use chrono::Datelike;
+    let out_of_range = DateOutOfRange { from: at, days };
     let mut t = at;
     let mut left = days;
     while left > 0 {
-        t += chrono::Duration::days(1);
+        t = t.checked_add_days(chrono::Days::new(1)).ok_or(out_of_range)?;
         if !matches!(t.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
             left -= 1;
         }
     }
-    t
+    Ok(t)
 }
 
 /// The whole model as served at `GET /v1/status-model`.
@@ -286,7 +312,8 @@ impl StatusModel {
             .return_windows
             .iter()
             .find(|w| code.is_some_and(|c| w.codes.iter().any(|k| k == c)));
-        Some(window.is_some_and(|w| returned_at <= w.closes(succeeded_at)))
+        // A window that closes beyond the representable dates is still open.
+        Some(window.is_some_and(|w| w.closes(succeeded_at).map_or(true, |closes| returned_at <= closes)))
     }
 
     /// Whether `status` is terminal on `rail` (None: the rail is not known yet, in
@@ -308,7 +335,8 @@ impl StatusModel {
     /// instant the last of the rail's return windows closes, for a status that is
     /// terminal by default but not on this rail because it can still be returned
     /// (`succeeded` on ach_debit). `None` when time changes nothing (the status is
-    /// terminal on the rail already, never terminal, or the rail has no windows).
+    /// terminal on the rail already, never terminal, or the rail has no windows), and
+    /// when a window closes beyond the representable dates (it never closes).
     pub fn final_after(&self, status: Status, rail: Option<&str>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let def = self.definition(status)?;
         let terminal_by_default = def.terminal.get("default").copied().unwrap_or(false);
@@ -316,7 +344,8 @@ impl StatusModel {
             return None;
         }
         let rules = self.rails.get(rail?)?;
-        rules.return_windows.iter().map(|w| w.closes(at)).max()
+        let closes: Result<Vec<_>, _> = rules.return_windows.iter().map(|w| w.closes(at)).collect();
+        closes.ok()?.into_iter().max()
     }
 }
 
@@ -481,7 +510,7 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(
             model.final_after(Status::Succeeded, Some("ach_debit"), at),
-            Some(at + chrono::Duration::days(60))
+            at.checked_add_days(chrono::Days::new(60))
         );
         // Final at once, or never by time.
         assert_eq!(model.final_after(Status::Succeeded, Some("card"), at), None);
@@ -550,6 +579,23 @@ mod tests {
         assert!(model.check_resolution(Status::Pending, Status::Failed).is_err());
         assert!(model.conflict(Status::Succeeded, Status::Failed).is_some());
         assert!(model.conflict(Status::Pending, Status::Failed).is_none());
+    }
+
+    #[test]
+    fn windows_near_the_end_of_time_are_errors_not_panics() {
+        let model = StatusModel::get();
+        let end = DateTime::<Utc>::MAX_UTC;
+        let ach = Some("ach_debit");
+        for window in &model.rail(ach).return_windows {
+            assert!(window.closes(end).is_err(), "{:?}", window.codes);
+        }
+        assert!(add_banking_days(end, 1).is_err());
+        assert_eq!(add_banking_days(end, 0), Ok(end));
+        // Still open: a window that closes beyond time has not closed.
+        assert_eq!(model.return_allowed(ach, Some("R01"), end, end), Some(true));
+        assert_eq!(model.final_after(Status::Succeeded, ach, end), None);
+        let near_end = end.checked_sub_days(chrono::Days::new(3)).expect("representable");
+        assert!(model.final_after(Status::Succeeded, ach, near_end).is_none());
     }
 
     #[test]

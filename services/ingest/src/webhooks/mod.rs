@@ -3,12 +3,15 @@
 //! A 2xx means the fact is in JetStream (in PAYTRACK_IN, or parked in the provider
 //! references bucket until its payment is known: see [`crate::provider_refs`]).
 //! Nothing is stored for a request that fails any check. Each scheme is a module of
-//! its own: its verifier and its provider's mapping table (`EVENTS`).
+//! its own: its verifier and its provider's mapping table (`EVENTS`); every scheme's
+//! event is then held to the same [`bounds`].
 
+pub mod bounds;
 pub mod keys;
 pub mod mask;
 pub mod razorpay;
 pub mod stdwebhooks;
+mod strict_json;
 pub mod stripe;
 mod verify;
 
@@ -117,6 +120,7 @@ async fn handle(
         stripe::PROVIDER => stripe::verify_and_parse(keys, headers, &body)?,
         _ => return Err(unknown()),
     };
+    bounds::check(&verified, chrono::Utc::now())?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("body is not UTF-8".into()))?;
     let span = tracing::Span::current();
     span.record("delivery_id", verified.delivery_id.as_str());
@@ -179,6 +183,15 @@ async fn handle(
             parked: false,
         }),
     ))
+}
+
+/// Counts a webhook refused for its declared size before its handler ran (the
+/// early 413 of [`paytrack_shared::http::refuse_oversized_bodies`]), under the same
+/// metric as every other webhook outcome.
+pub fn count_too_large(path: &str) {
+    if path.starts_with("/v1/webhooks/") {
+        metrics::counter!("paytrack_ingest_webhooks_total", "outcome" => "body_too_large").increment(1);
+    }
 }
 
 /// Evidence header: how many card-like numbers were masked in the stored body.

@@ -100,10 +100,10 @@ pub fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-/// Parses a verified body as JSON, refusing NULs anywhere in it (400).
+/// Parses a verified body as JSON, refusing NULs anywhere in it and a key repeated
+/// within one object (400).
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
+    let value = super::strict_json::parse(body).map_err(|e| ApiError::Malformed(format!("invalid event body: {e}")))?;
     if contains_nul(&value) {
         return Err(ApiError::Malformed(
             "the body contains a NUL character (\\u0000)".into(),
