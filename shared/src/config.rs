@@ -251,6 +251,7 @@ impl Settings {
                 return Err(bad_value(key, "must be greater than 0"));
             }
         }
+        self.validate_idempotency_ttl()?;
         let named = [
             ("NATS_URL", self.nats_url.as_str()),
             ("JWT_ISSUER", self.jwt_issuer.as_str()),
@@ -270,6 +271,28 @@ impl Settings {
             .is_some_and(|s| s.expose_secret().trim().is_empty())
         {
             return Err(bad_value("JWT_SECRET", "must not be empty when set"));
+        }
+        Ok(())
+    }
+
+    /// An `Idempotency-Key` must outlive the duplicate window of the stream its
+    /// command is stored in: a key forgotten while the stream still remembers its
+    /// `Nats-Msg-Id` would let a later request be answered 2xx and then be dropped.
+    fn validate_idempotency_ttl(&self) -> Result<(), ConfigError> {
+        let windows = [
+            ("NATS_DUPLICATE_WINDOW_IN_SECS", self.nats_duplicate_window_in_secs),
+            ("NATS_DUPLICATE_WINDOW_PUSH_SECS", self.nats_duplicate_window_push_secs),
+        ];
+        for (key, window) in windows {
+            if self.idempotency_ttl_secs < window {
+                return Err(bad_value(
+                    "IDEMPOTENCY_TTL_SECS",
+                    &format!(
+                        "{} is shorter than PAYTRACK_{key} ({window}): a key must outlive its stream's duplicate window",
+                        self.idempotency_ttl_secs
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -651,6 +674,35 @@ mod tests {
         // Listen addresses are typed: figment's error names the key.
         let error = Settings::from_pairs([("ingest_listen", "nowhere".to_owned())]).unwrap_err();
         assert!(error.to_string().contains("ingest_listen"), "{error}");
+    }
+
+    /// A key that expires while PAYTRACK_IN (or PAYTRACK_PUSH) still remembers its
+    /// fact's `Nats-Msg-Id` would let a later request be answered 2xx and then be
+    /// dropped as a duplicate: such settings are refused at start.
+    #[test]
+    fn an_idempotency_ttl_shorter_than_a_duplicate_window_is_refused() {
+        let with = |ttl: u64, inbound: u64, push: u64| {
+            Settings::from_pairs([
+                ("idempotency_ttl_secs", ttl.to_string()),
+                ("nats_duplicate_window_in_secs", inbound.to_string()),
+                ("nats_duplicate_window_push_secs", push.to_string()),
+            ])
+        };
+        for (ttl, inbound, push, named) in [
+            (3599, 3600, 600, "PAYTRACK_NATS_DUPLICATE_WINDOW_IN_SECS"),
+            (599, 60, 600, "PAYTRACK_NATS_DUPLICATE_WINDOW_PUSH_SECS"),
+        ] {
+            let error = with(ttl, inbound, push)
+                .err()
+                .unwrap_or_else(|| panic!("ttl {ttl} with windows {inbound}/{push} was accepted"));
+            let message = error.to_string();
+            assert!(
+                message.contains("PAYTRACK_IDEMPOTENCY_TTL_SECS") && message.contains(named),
+                "{message}"
+            );
+        }
+        assert!(with(3600, 3600, 600).is_ok());
+        assert!(Settings::from_pairs([]).is_ok(), "the defaults agree");
     }
 
     #[test]
