@@ -663,3 +663,151 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
     Ok(())
 }
+
+/// Command fact ids cannot be spelled by a key: a create whose key reads like a
+/// cancel's fact id and that cancel are two facts. Every keyed command (cancel, retry,
+/// push) reused with another body answers 422 and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let created = |text: &str| -> anyhow::Result<String> {
+        let value: Value = serde_json::from_str(text)?;
+        Ok(value["payment_id"].as_str().context("payment_id")?.to_owned())
+    };
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some("first"),
+        &create_body("m_k", "card", "US", 100),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let payment = created(&text)?;
+    // A create keyed like the cancel's fact id of the first payment.
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some(&format!("{payment}:cancel:K")),
+        &create_body("m_k", "card", "US", 200),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let other = created(&text)?;
+    let cancel = format!("/v1/payments/{payment}/cancel");
+    let first_reason = json!({"reason": "customer asked"}).to_string();
+    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
+    assert_eq!(status, 202, "{text}");
+    let accepted: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        accepted["duplicate"], false,
+        "the cancel is a fact of its own: {accepted}"
+    );
+    let before = inbound_count(&mesh).await?;
+    let in_tenant = format!("paytrack.in.{}.>", mesh.tenant);
+    assert_eq!(
+        inbound(&mesh, in_tenant.clone())
+            .await?
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        [
+            (format!("paytrack.in.{}.{payment}", mesh.tenant), 2),
+            (format!("paytrack.in.{}.{other}", mesh.tenant), 1),
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // The same key again: the same body is a duplicate, another body is 422.
+    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["duplicate"], true, "{text}");
+    let retry = format!("/v1/payments/{payment}/retry");
+    let (status, text) = post(&client, &mesh, &retry, &mesh.api_key, Some("R"), "").await?;
+    assert_eq!(status, 202, "{text}");
+    let before = before + 1;
+    let push = json!({"user": "u_k", "type": "order.ready", "data": {"n": 1}}).to_string();
+    let (status, text) = post(&client, &mesh, "/v1/push", &mesh.api_key, Some("P"), &push).await?;
+    assert_eq!(status, 202, "{text}");
+    let pushes = mesh.stream_messages(subjects::STREAM_PUSH).await?;
+    for (path, key, body) in [
+        (cancel.as_str(), "K", json!({"reason": "another reason"}).to_string()),
+        (cancel.as_str(), "K", String::new()),
+        (retry.as_str(), "R", json!({"reason": "again"}).to_string()),
+        (
+            "/v1/push",
+            "P",
+            json!({"user": "u_k", "type": "order.ready", "data": {"n": 2}}).to_string(),
+        ),
+        (
+            "/v1/push",
+            "P",
+            json!({"user": "u_other", "type": "order.ready", "data": {"n": 1}}).to_string(),
+        ),
+    ] {
+        let (status, text) = post(&client, &mesh, path, &mesh.api_key, Some(key), &body).await?;
+        assert_eq!(status, 422, "{path} {key} {body}: {text}");
+        assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "idempotency_key_reused");
+    }
+    // The operator's resolve with a key reused with another status: 422 too.
+    let resolve = format!("/v1/payments/{other}/resolve");
+    let resolved = json!({"status": "failed", "reason": "bank confirmed"}).to_string();
+    let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &resolved).await?;
+    assert_eq!(status, 202, "{text}");
+    let before = before + 1;
+    let changed = json!({"status": "succeeded", "reason": "bank confirmed"}).to_string();
+    let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &changed).await?;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(inbound_count(&mesh).await?, before, "refused bodies stored nothing");
+    assert_eq!(mesh.stream_messages(subjects::STREAM_PUSH).await?, pushes);
+    Ok(())
+}
+
+/// A key reused after its TTL makes a second payment whose fact (and raw evidence)
+/// is its own: the create's fact id names its payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let first_body = create_body("m_ttl", "card", "US", 100);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?;
+    assert_eq!(status, 201, "{text}");
+    let first: Value = serde_json::from_str(&text)?;
+    // The key's TTL runs out: the bucket forgets it.
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+    assert!(!keys.is_empty());
+    for key in keys {
+        bucket.purge(key).await?;
+    }
+    let second_body = create_body("m_ttl", "card", "US", 300);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &second_body).await?;
+    assert_eq!(status, 201, "{text}");
+    let second: Value = serde_json::from_str(&text)?;
+    let payment = second["payment_id"].as_str().context("payment_id")?.to_owned();
+    assert_ne!(first["payment_id"], second["payment_id"]);
+    assert_ne!(first["fact_id"], second["fact_id"], "every fact id names its payment");
+    let (status, version, ..) = mesh.wait_for_row(&payment, 1).await?;
+    assert_eq!((status.as_str(), version), ("initiated", 1));
+    let evidence: Value = mesh
+        .eventually(WAIT, "the second create's evidence", || async {
+            let response = mesh
+                .get(&format!("/v1/payments/{payment}/evidence"), &token)
+                .await
+                .ok()?;
+            let pack: Value = response.json().await.ok()?;
+            (!pack["facts"].as_array()?.is_empty()).then_some(pack)
+        })
+        .await?;
+    let facts = evidence["facts"].as_array().context("facts")?;
+    assert_eq!(facts.len(), 1, "{evidence}");
+    assert_eq!(facts[0]["raw_body"], second_body.as_str());
+    assert_eq!(facts[0]["fact_id"], second["fact_id"]);
+    Ok(())
+}
