@@ -8,7 +8,7 @@ use paytrack_shared::{PaymentId, StatusModel};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::auth::{Access, Caller};
+use crate::auth::{Access, Caller, CallerKind};
 use crate::error::ApiError;
 
 /// `GET /v1/payments/{id}`.
@@ -327,7 +327,8 @@ pub struct EvidencePack {
     pub ledger: Vec<JournalEntry>,
     /// The routing decision and capability snapshot, when a create command was received.
     pub decisions: Option<DecisionEvidence>,
-    /// The sessions any channel carrying the payment was sent to, with the versions.
+    /// The sessions any channel carrying the payment was sent to, with the versions
+    /// (an end user sees only its own sessions).
     pub sessions: Vec<SessionEvidence>,
     /// Alerts raised about the payment.
     pub alerts: Vec<serde_json::Value>,
@@ -378,6 +379,7 @@ pub async fn get_evidence(
            LEFT JOIN LATERAL (SELECT x.at FROM session_audit x WHERE x.tenant = s.tenant
                               AND x.session_id = s.session_id AND x.kind = 'close' LIMIT 1) c ON TRUE
            WHERE s.tenant = $1 AND s.kind = 'subscribe' AND s.channel = ANY($3)
+             AND ($5::text IS NULL OR s.subject = $5)
            ORDER BY s.at, s.session_epoch, s.session_seq) q
          WHERE channel = $4 OR cardinality(versions_sent) > 0",
     )
@@ -385,6 +387,7 @@ pub async fn get_evidence(
     .bind(payment_id.as_str())
     .bind(&channels)
     .bind(&channels[0])
+    .bind(own_sessions_only(&caller))
     .fetch_all(&state.db)
     .await?;
     let checkpoints = sqlx::query_as::<_, CheckpointEvidence>(
@@ -423,6 +426,12 @@ pub async fn get_evidence(
         sessions,
         alerts,
     }))
+}
+
+/// Whose sessions an evidence pack may list: an end user's token sees only its own
+/// (its `sub`), never other people's; operators and backend keys see every session.
+fn own_sessions_only(caller: &Caller) -> Option<&str> {
+    (caller.kind == CallerKind::User).then_some(caller.actor.as_str())
 }
 
 /// Alerts about a payment, when the alert store exists (it is filled by the alert
