@@ -409,6 +409,8 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     let before = inbound_messages(&js).await?;
 
     let providers = ["stdwebhooks", "razorpay", "stripe"];
+    // One signing time for all: a Razorpay retry repeats the very body it signed.
+    let at = now();
     let mut deliveries: Vec<(&str, Delivery)> = (0..UNIQUE)
         .map(|i| {
             let provider = providers[i % 3];
@@ -416,7 +418,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
             let payment = format!("pay_{}", i % 500);
             (
                 provider,
-                delivery(provider, secret, &format!("burst_{i}"), Some(&payment), now()),
+                delivery(provider, secret, &format!("burst_{i}"), Some(&payment), at),
             )
         })
         .collect();
@@ -429,7 +431,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
         let payment = format!("pay_{}", original % 500);
         let repeat = (
             provider,
-            delivery(provider, secret, &format!("burst_{original}"), Some(&payment), now()),
+            delivery(provider, secret, &format!("burst_{original}"), Some(&payment), at),
         );
         deliveries.insert((i * 5 + 4).min(deliveries.len()), repeat);
     }
@@ -485,5 +487,63 @@ async fn provider_events_become_transitions_by_their_own_rules() -> anyhow::Resu
         let (timeline, _) = mesh.timeline(payment).await?;
         assert_eq!(timeline[0]["rule"], rule, "{timeline}");
     }
+    Ok(())
+}
+
+/// A captured delivery replayed with fresh unsigned ids is the same delivery: each
+/// scheme names a delivery by what its provider signs. Razorpay signs only the body
+/// (not `x-razorpay-event-id`): 300 replays with fresh event ids store nothing new.
+/// Standard Webhooks signs its `webhook-id`: a fresh one is 401. Stripe's id is in
+/// the signed body: a replay is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_body_is_the_same_delivery_whatever_its_unsigned_headers() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let secrets = endpoint_secrets(
+        &tenant,
+        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
+    );
+    let ingest = start_ingest(&nats, &secrets).await?;
+    let http = reqwest::Client::new();
+    let before = inbound_messages(&js).await?;
+    let with_header = |(body, headers): &Delivery, name: &str, value: String| -> Delivery {
+        let mut headers: Vec<(String, String)> = headers.iter().filter(|(k, _)| k != name).cloned().collect();
+        headers.push((name.to_owned(), value));
+        (body.clone(), headers)
+    };
+
+    let captured = delivery("razorpay", RZP_NEW, "evt_captured", Some("pay_replayed"), now());
+    let (status, first) = post(&http, &ingest.url, &tenant, "razorpay", &captured).await?;
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    for n in 0..300 {
+        let replay = with_header(&captured, "x-razorpay-event-id", format!("evt_fresh_{n}"));
+        let (status, answer) = post(&http, &ingest.url, &tenant, "razorpay", &replay).await?;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], true, "replay {n}: {answer}");
+        assert_eq!(answer["fact_id"], first["fact_id"]);
+    }
+
+    let captured = delivery("stdwebhooks", STD_NEW, "msg_captured", Some("pay_replayed"), now());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &captured).await?;
+    assert_eq!(status, 200, "{answer}");
+    let replay = with_header(&captured, "webhook-id", "msg_fresh".to_owned());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &replay).await?;
+    assert_eq!(status, 401, "the webhook-id is signed: {answer}");
+    let (_, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &captured).await?;
+    assert_eq!(answer["duplicate"], true, "{answer}");
+
+    let captured = delivery("stripe", STRIPE_NEW, "evt_stripe_captured", Some("pay_replayed"), now());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &captured).await?;
+    assert_eq!(status, 200, "{answer}");
+    let (_, answer) = post(&http, &ingest.url, &tenant, "stripe", &captured).await?;
+    assert_eq!(answer["duplicate"], true, "{answer}");
+
+    assert_eq!(inbound_messages(&js).await? - before, 3, "one fact per signed delivery");
+    ingest.stop().await?;
     Ok(())
 }
