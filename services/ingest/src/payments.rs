@@ -2,10 +2,11 @@
 //! the status model. The tenant is the caller's; another tenant's payment is 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use paytrack_shared::{PaymentId, StatusModel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::{Access, Caller, CallerKind};
@@ -319,8 +320,11 @@ pub struct EvidencePack {
     pub payment: Option<PaymentView>,
     /// Every transition with its cause and rule, and the facts that changed nothing.
     pub timeline: Vec<TimelineItem>,
-    /// Every fact received for the payment, applied or not, with its raw payload.
+    /// The facts received for the payment, applied or not, with their raw payloads, a
+    /// page at a time (at most 1 MiB of raw bodies, always at least one fact).
     pub facts: Vec<FactEvidence>,
+    /// More facts remain: ask again with `?facts_after=<this>`; null on the last page.
+    pub facts_next: Option<i64>,
     /// Every checkpoint of every version.
     pub checkpoints: Vec<CheckpointEvidence>,
     /// The journal entries and their postings.
@@ -334,12 +338,22 @@ pub struct EvidencePack {
     pub alerts: Vec<serde_json::Value>,
 }
 
+/// The query string of `GET /v1/payments/{id}/evidence`.
+#[derive(Debug, Deserialize)]
+pub struct EvidenceQuery {
+    /// The previous page's `facts_next`: the facts after that inbound sequence.
+    pub facts_after: Option<String>,
+}
+
 /// The payment's evidence pack.
 pub async fn get_evidence(
     State(state): State<AppState>,
     caller: Caller,
     Path(payment_id): Path<String>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<EvidencePack>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let after = crate::evidence_page::parse_after(query.facts_after.as_deref())?;
     let payment = match get_payment(State(state.clone()), caller.clone(), Path(payment_id.clone())).await {
         Ok(Json(payment)) => Some(payment),
         Err(ApiError::NotFound(_)) => None,
@@ -348,19 +362,9 @@ pub async fn get_evidence(
     let payment_id = parse_id(&payment_id)?;
     let timeline = timeline(&state, &caller, &payment_id).await?;
     let tenant = caller.tenant.as_str();
-    let facts = sqlx::query_as::<_, FactEvidence>(
-        "SELECT f.fact_id, f.inbound_seq, f.source, f.raw_headers, f.raw_body, f.received_at,
-                o.outcome, o.reason AS outcome_reason, o.superseded_by
-         FROM inbound_facts f
-         LEFT JOIN fact_outcomes o
-           ON o.tenant = f.tenant AND o.payment_id = f.payment_id AND o.inbound_seq = f.inbound_seq
-         WHERE f.tenant = $1 AND f.payment_id = $2 ORDER BY f.inbound_seq",
-    )
-    .bind(tenant)
-    .bind(payment_id.as_str())
-    .fetch_all(&state.db)
-    .await?;
-    if payment.is_none() && timeline.is_empty() && facts.is_empty() {
+    let page = crate::evidence_page::facts_after(&state.db, &caller.tenant, &payment_id, after).await?;
+    let facts = page.facts;
+    if payment.is_none() && timeline.is_empty() && facts.is_empty() && after == 0 {
         return Err(ApiError::NotFound("no such payment".into()));
     }
     let mut channels = vec![format!("payment:{payment_id}"), "payments".to_owned()];
@@ -420,6 +424,7 @@ pub async fn get_evidence(
         payment,
         timeline,
         facts,
+        facts_next: page.next,
         checkpoints,
         ledger,
         decisions,
