@@ -518,20 +518,27 @@ async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Resul
     Ok(())
 }
 
-/// A sandbox gateway for the initiation test: `stripe` answers a provider_ref and
-/// keeps the requests; `stdwebhooks` answers 500.
-async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+/// Initiation requests a sandbox gateway received: each body, with its
+/// `Idempotency-Key` header (if any) as `"idempotency-key"`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A sandbox gateway for the initiation tests: every provider but `failing` answers
+/// a provider_ref and keeps the requests; `failing` answers 500.
+async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)> {
     use axum::extract::{Path, State};
-    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
     async fn initiate(
-        State(seen): State<Seen>,
+        State((seen, failing)): State<(Seen, &'static str)>,
         Path(provider): Path<String>,
-        axum::Json(body): axum::Json<Value>,
+        headers: axum::http::HeaderMap,
+        axum::Json(mut body): axum::Json<Value>,
     ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
-        if provider != "stripe" {
+        if provider == failing {
             return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         }
         let reference = format!("pi_{}", body["payment_id"].as_str().unwrap_or_default());
+        if let Some(key) = headers.get("idempotency-key").and_then(|k| k.to_str().ok()) {
+            body["idempotency-key"] = json!(key);
+        }
         seen.lock()
             .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
             .push(body);
@@ -540,7 +547,7 @@ async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::
     let seen = Seen::default();
     let app = axum::Router::new()
         .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
-        .with_state(seen.clone());
+        .with_state((seen.clone(), failing));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -552,7 +559,7 @@ async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::
 /// unavailable, and the next create is routed to the other candidate, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
-    let (url, seen) = sandbox_gateway().await?;
+    let (url, seen) = sandbox_gateway("stdwebhooks").await?;
     let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
         provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
         ..Default::default()
@@ -583,7 +590,7 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
         requests,
         vec![json!({
             "tenant": mesh.tenant.as_str(), "payment_id": payment, "amount_minor": 900,
-            "currency": "USD", "rail": "card",
+            "currency": "USD", "rail": "card", "idempotency-key": payment,
         })]
     );
 
@@ -661,6 +668,42 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     assert_eq!(created["payment_id"], claimed.as_str());
     let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
+    Ok(())
+}
+
+/// A create retried after a 503 asks the provider again under the same
+/// `Idempotency-Key` (its payment id), so the provider makes one payment of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_key() -> anyhow::Result<()> {
+    let (url, seen) = sandbox_gateway("none").await?;
+    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
+        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        ..Default::default()
+    })
+    .await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_twice", "card", "US", 700);
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    mesh.js.update_stream(original).await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &requests {
+        assert_eq!(request["idempotency-key"], created["payment_id"], "{request}");
+    }
+    assert_eq!(requests[0], requests[1], "the same initiation, twice");
     Ok(())
 }
 
