@@ -36,6 +36,9 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("refund.processed", "returned"),
 ];
 
+/// Razorpay's payment `method`s that name one of paytrack's rails.
+pub const RAILS: &[(&str, &str)] = &[("card", "card"), ("upi", "upi")];
+
 /// Verifies `X-Razorpay-Signature` with any of `keys`, then parses the event.
 pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
     let signature = verify::one_header(headers, HEADER_SIGNATURE)?;
@@ -114,6 +117,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason,
             provider_seq: None,
             fee_minor,
+            rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
