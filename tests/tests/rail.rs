@@ -156,3 +156,46 @@ async fn a_payment_known_only_from_webhooks_takes_its_rail_from_the_event() -> a
     }
     Ok(())
 }
+
+/// Wherever `final` is shown, a payment that is not final says why: not terminal, its
+/// rail unknown; a final one says nothing. The REST view and the list agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payment_that_is_not_final_says_why() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let token = mesh.operator_token();
+    mesh.post_webhook("msg_why_1", &Mesh::webhook_body("pay_why_pending", "pending", "m_1"))
+        .await?;
+    mesh.post_webhook("msg_why_2", &Mesh::webhook_body("pay_why_norail", "succeeded", "m_1"))
+        .await?;
+    let mut on_card: Value = serde_json::from_str(&Mesh::webhook_body("pay_why_card", "succeeded", "m_1"))?;
+    on_card["data"]["rail"] = json!("card");
+    mesh.post_webhook("msg_why_3", &on_card.to_string()).await?;
+    for (payment, why) in [
+        ("pay_why_pending", json!("not_terminal")),
+        ("pay_why_norail", json!("rail_unknown")),
+        ("pay_why_card", Value::Null),
+    ] {
+        let view = mesh
+            .eventually(WAIT, &format!("{payment}: {why}"), || async {
+                let view: Value = mesh
+                    .get(&format!("/v1/payments/{payment}"), &token)
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (view.get("not_final_because") == Some(&why)).then_some(view)
+            })
+            .await?;
+        assert_eq!(view["final"], why.is_null(), "{view}");
+    }
+    let list: Value = mesh.get("/v1/payments", &token).await?.json().await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 3, "{list}");
+    for item in items {
+        let why = item.get("not_final_because").cloned();
+        assert!(why.is_some(), "the list says why too: {item}");
+        assert_eq!(item["final"], why == Some(Value::Null), "{item}");
+    }
+    Ok(())
+}

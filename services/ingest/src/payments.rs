@@ -29,6 +29,10 @@ pub struct PaymentView {
     #[serde(rename = "final")]
     #[sqlx(rename = "final")]
     pub is_final: bool,
+    /// Why it is not final (null when it is): `not_terminal`, `rail_unknown`,
+    /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
+    /// or `awaiting_ledger_posted`.
+    pub not_final_because: Option<String>,
     /// Trace of the transition.
     pub trace_id: String,
     /// When the cause happened.
@@ -151,13 +155,14 @@ pub async fn get_payment(
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
     let sql = format!(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, p.trace_id,
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.trace_id,
                 p.occurred_at, p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
                 d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
          FROM payments p
          LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
          WHERE p.tenant = $1 AND p.payment_id = $2",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+        why = paytrack_shared::db::payment_not_final_because(),
     );
     let row = sqlx::query_as::<_, PaymentView>(&sql)
         .bind(caller.tenant.as_str())
