@@ -154,6 +154,11 @@ pub struct Settings {
     /// initiate each payment routed to that provider. Unset: no initiation call.
     #[serde(default)]
     pub provider_urls: String,
+    /// `tenant/provider=rail,...`: the rail of a tenant's payments at a provider whose
+    /// events name none (a tenant that only takes UPI through Razorpay, say), so a
+    /// payment known only from webhooks can still turn final on its rail.
+    #[serde(default)]
+    pub provider_default_rails: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
@@ -231,6 +236,7 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         WebhookSecrets::parse(&self.webhook_secrets)?;
         ApiKeys::parse(&self.api_keys)?.with_hashes(&self.api_key_hashes)?;
+        DefaultRails::parse(&self.provider_default_rails)?;
         let positive = [
             ("IDEMPOTENCY_TTL_SECS", self.idempotency_ttl_secs),
             ("NATS_REPLICAS", self.nats_replicas as u64),
@@ -512,6 +518,45 @@ fn decode_whpk(secret: &str) -> Option<Vec<u8>> {
         .filter(|key| key.len() == 32)
 }
 
+/// The rail of each tenant's payments at a provider whose events name none
+/// (`provider_default_rails`).
+#[derive(Debug, Clone, Default)]
+pub struct DefaultRails(HashMap<(TenantId, String), String>);
+
+impl DefaultRails {
+    /// Parses `tenant/provider=rail,...`; each part a token, each pair once.
+    pub fn parse(raw: &str) -> Result<DefaultRails, ConfigError> {
+        let bad = |entry: &str, reason: &str| ConfigError::BadEntry {
+            key: "PROVIDER_DEFAULT_RAILS",
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut rails = HashMap::new();
+        for entry in split_list(raw) {
+            let (endpoint, rail) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(entry, "expected tenant/provider=rail"))?;
+            let (tenant, provider) = endpoint
+                .trim()
+                .split_once('/')
+                .ok_or_else(|| bad(entry, "expected tenant/provider=rail"))?;
+            let tenant = TenantId::new(tenant.trim()).map_err(|e| bad(entry, &e.to_string()))?;
+            let (provider, rail) = (provider.trim(), rail.trim());
+            crate::ids::validate_token(provider, "provider").map_err(|e| bad(entry, &e.to_string()))?;
+            crate::ids::validate_token(rail, "rail").map_err(|e| bad(entry, &e.to_string()))?;
+            if rails.insert((tenant, provider.to_owned()), rail.to_owned()).is_some() {
+                return Err(bad(entry, "listed twice"));
+            }
+        }
+        Ok(DefaultRails(rails))
+    }
+
+    /// The tenant's default rail at `provider`, if one is set.
+    pub fn get(&self, tenant: &TenantId, provider: &str) -> Option<&str> {
+        self.0.get(&(tenant.clone(), provider.to_owned())).map(String::as_str)
+    }
+}
+
 fn bad_value(key: &'static str, reason: &str) -> ConfigError {
     ConfigError::BadValue {
         key,
@@ -660,6 +705,21 @@ mod tests {
             ("jwt_audience", "", "PAYTRACK_JWT_AUDIENCE"),
             ("jwt_secret", " ", "PAYTRACK_JWT_SECRET"),
             ("edge_id", "a.b", "PAYTRACK_EDGE_ID"),
+            (
+                "provider_default_rails",
+                "acme/razorpay=",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
+            (
+                "provider_default_rails",
+                "razorpay=upi",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
+            (
+                "provider_default_rails",
+                "acme/razorpay=upi,acme/razorpay=card",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
         ];
         for (key, value, named) in cases {
             let error = Settings::from_pairs([(*key, (*value).to_owned())])

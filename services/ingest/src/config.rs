@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paytrack_shared::auth::JwtKeys;
-use paytrack_shared::config::{ApiKeys, ConfigError, Settings, WebhookSecrets};
+use paytrack_shared::config::{ApiKeys, ConfigError, DefaultRails, Settings, WebhookSecrets};
 use paytrack_shared::http::ServeOptions;
 use secrecy::SecretString;
 
@@ -39,6 +39,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Sandbox gateway base URL per provider, for payment initiation.
     pub provider_urls: std::collections::BTreeMap<String, String>,
+    /// Each tenant's rail at a provider whose events name none.
+    pub default_rails: DefaultRails,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             },
             idempotency_ttl: Duration::from_secs(s.idempotency_ttl_secs),
             provider_urls: parse_provider_urls(&s.provider_urls)?,
+            default_rails: DefaultRails::parse(&s.provider_default_rails)?,
         })
     }
 }
