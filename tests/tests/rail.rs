@@ -199,3 +199,23 @@ async fn every_payment_that_is_not_final_says_why() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A WebSocket transition event says why it is not final too, in REST's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_transition_says_why_it_is_not_final() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let mut client = paytrack_tests::ws::WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    client.send(json!({"type": "subscribe", "channel": "payments"})).await?;
+    client.next_of("subscribed", WAIT).await?;
+    mesh.post_webhook("msg_ws_why", &Mesh::webhook_body("pay_ws_why", "succeeded", "m_1"))
+        .await?;
+    let event = loop {
+        let event = client.next_of("event", WAIT).await?;
+        if event["kind"] == "transition" {
+            break event;
+        }
+    };
+    assert_eq!(event["final"], false, "{event}");
+    assert_eq!(event["not_final_because"], "rail_unknown", "{event}");
+    Ok(())
+}
