@@ -45,6 +45,7 @@ async fn a_large_evidence_pack_is_served_in_pages_within_a_memory_bound() -> any
     let mut seen = Vec::new();
     let mut after: Option<i64> = None;
     let mut pages = 0;
+    let mut largest = 0;
     loop {
         let path = match after {
             Some(seq) => format!("/v1/payments/pay_big/evidence?facts_after={seq}"),
@@ -53,6 +54,7 @@ async fn a_large_evidence_pack_is_served_in_pages_within_a_memory_bound() -> any
         let response = mesh.get(&path, &token).await?;
         anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
         let text = response.text().await?;
+        largest = largest.max(text.len());
         assert!(
             text.len() <= MAX_RESPONSE_BYTES,
             "page {pages} is {} bytes, over {MAX_RESPONSE_BYTES}",
@@ -69,7 +71,7 @@ async fn a_large_evidence_pack_is_served_in_pages_within_a_memory_bound() -> any
         }
         anyhow::ensure!(pages <= FACTS, "the cursor does not advance");
     }
-    eprintln!("{FACTS} facts of 200 KB in {pages} evidence pages");
+    eprintln!("{FACTS} facts of 200 KB in {pages} evidence pages, the largest {largest} bytes");
     assert!(pages > 1, "6 MB of bodies in one page");
     assert_eq!(seen.len(), FACTS, "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, once: {seen:?}");
