@@ -352,3 +352,39 @@ async fn an_initiation_retried_with_its_idempotency_key_is_one_payment_at_the_pr
     stack.stop.cancel();
     Ok(())
 }
+
+/// Every sandbox provider's events name the payment's rail in the provider's own
+/// words (Razorpay `method`, Stripe `payment_method_types`, `data.rail`), and the
+/// stored facts carry it in paytrack's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sandbox_providers_events_name_the_rail() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let js = async_nats::jetstream::new(stack.nats.admin_client().await?);
+    let inbound = js.get_stream(paytrack_shared::subjects::STREAM_IN).await?;
+    for (provider, rail, currency) in [
+        ("stdwebhooks", "card", "USD"),
+        ("razorpay", "upi", "INR"),
+        ("stripe", "card", "USD"),
+    ] {
+        let payment = format!("pay_rail_{provider}");
+        let response = stack
+            .http
+            .post(format!("{}/v1/providers/{provider}/payments", stack.sim))
+            .json(&json!({"tenant": "acme", "payment_id": payment, "amount_minor": 1500,
+                          "currency": currency, "rail": rail, "merchant_id": "m_1"}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 201);
+        stack.settled(&payment, "succeeded", 2, 2).await?;
+        let message = inbound
+            .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
+            .await?;
+        let fact: paytrack_shared::envelope::InboundFact = paytrack_shared::envelope::decode(&message.payload)?;
+        let paytrack_shared::envelope::FactSource::Webhook(event) = fact.source else {
+            anyhow::bail!("{payment}: not a webhook fact");
+        };
+        assert_eq!(event.rail.as_deref(), Some(rail), "{provider}: {}", fact.raw.body);
+    }
+    stack.stop.cancel();
+    Ok(())
+}
