@@ -157,6 +157,11 @@ pub struct Settings {
     /// initiate each payment routed to that provider. Unset: no initiation call.
     #[serde(default)]
     pub provider_urls: String,
+    /// `tenant/provider=rail,...`: the rail of a tenant's payments at a provider whose
+    /// events name none (a tenant that only takes UPI through Razorpay, say), so a
+    /// payment known only from webhooks can still turn final on its rail.
+    #[serde(default)]
+    pub provider_default_rails: String,
     /// Log format.
     pub log_format: LogFormat,
     /// Tenant the built-in simulator posts for.
@@ -238,6 +243,7 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         WebhookSecrets::parse(&self.webhook_secrets)?;
         ApiKeys::parse(&self.api_keys)?.with_hashes(&self.api_key_hashes)?;
+        DefaultRails::parse(&self.provider_default_rails)?;
         let positive = [
             ("IDEMPOTENCY_TTL_SECS", self.idempotency_ttl_secs),
             ("NATS_REPLICAS", self.nats_replicas as u64),
@@ -258,6 +264,7 @@ impl Settings {
                 return Err(bad_value(key, "must be greater than 0"));
             }
         }
+        self.validate_idempotency_ttl()?;
         let named = [
             ("NATS_URL", self.nats_url.as_str()),
             ("JWT_ISSUER", self.jwt_issuer.as_str()),
@@ -277,6 +284,28 @@ impl Settings {
             .is_some_and(|s| s.expose_secret().trim().is_empty())
         {
             return Err(bad_value("JWT_SECRET", "must not be empty when set"));
+        }
+        Ok(())
+    }
+
+    /// An `Idempotency-Key` must outlive the duplicate window of the stream its
+    /// command is stored in: a key forgotten while the stream still remembers its
+    /// `Nats-Msg-Id` would let a later request be answered 2xx and then be dropped.
+    fn validate_idempotency_ttl(&self) -> Result<(), ConfigError> {
+        let windows = [
+            ("NATS_DUPLICATE_WINDOW_IN_SECS", self.nats_duplicate_window_in_secs),
+            ("NATS_DUPLICATE_WINDOW_PUSH_SECS", self.nats_duplicate_window_push_secs),
+        ];
+        for (key, window) in windows {
+            if self.idempotency_ttl_secs < window {
+                return Err(bad_value(
+                    "IDEMPOTENCY_TTL_SECS",
+                    &format!(
+                        "{} is shorter than PAYTRACK_{key} ({window}): a key must outlive its stream's duplicate window",
+                        self.idempotency_ttl_secs
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -496,6 +525,45 @@ fn decode_whpk(secret: &str) -> Option<Vec<u8>> {
         .filter(|key| key.len() == 32)
 }
 
+/// The rail of each tenant's payments at a provider whose events name none
+/// (`provider_default_rails`).
+#[derive(Debug, Clone, Default)]
+pub struct DefaultRails(HashMap<(TenantId, String), String>);
+
+impl DefaultRails {
+    /// Parses `tenant/provider=rail,...`; each part a token, each pair once.
+    pub fn parse(raw: &str) -> Result<DefaultRails, ConfigError> {
+        let bad = |entry: &str, reason: &str| ConfigError::BadEntry {
+            key: "PROVIDER_DEFAULT_RAILS",
+            entry: entry.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut rails = HashMap::new();
+        for entry in split_list(raw) {
+            let (endpoint, rail) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(entry, "expected tenant/provider=rail"))?;
+            let (tenant, provider) = endpoint
+                .trim()
+                .split_once('/')
+                .ok_or_else(|| bad(entry, "expected tenant/provider=rail"))?;
+            let tenant = TenantId::new(tenant.trim()).map_err(|e| bad(entry, &e.to_string()))?;
+            let (provider, rail) = (provider.trim(), rail.trim());
+            crate::ids::validate_token(provider, "provider").map_err(|e| bad(entry, &e.to_string()))?;
+            crate::ids::validate_token(rail, "rail").map_err(|e| bad(entry, &e.to_string()))?;
+            if rails.insert((tenant, provider.to_owned()), rail.to_owned()).is_some() {
+                return Err(bad(entry, "listed twice"));
+            }
+        }
+        Ok(DefaultRails(rails))
+    }
+
+    /// The tenant's default rail at `provider`, if one is set.
+    pub fn get(&self, tenant: &TenantId, provider: &str) -> Option<&str> {
+        self.0.get(&(tenant.clone(), provider.to_owned())).map(String::as_str)
+    }
+}
+
 fn bad_value(key: &'static str, reason: &str) -> ConfigError {
     ConfigError::BadValue {
         key,
@@ -644,6 +712,21 @@ mod tests {
             ("jwt_audience", "", "PAYTRACK_JWT_AUDIENCE"),
             ("jwt_secret", " ", "PAYTRACK_JWT_SECRET"),
             ("edge_id", "a.b", "PAYTRACK_EDGE_ID"),
+            (
+                "provider_default_rails",
+                "acme/razorpay=",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
+            (
+                "provider_default_rails",
+                "razorpay=upi",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
+            (
+                "provider_default_rails",
+                "acme/razorpay=upi,acme/razorpay=card",
+                "PAYTRACK_PROVIDER_DEFAULT_RAILS",
+            ),
         ];
         for (key, value, named) in cases {
             let error = Settings::from_pairs([(*key, (*value).to_owned())])
@@ -658,6 +741,35 @@ mod tests {
         // Listen addresses are typed: figment's error names the key.
         let error = Settings::from_pairs([("ingest_listen", "nowhere".to_owned())]).unwrap_err();
         assert!(error.to_string().contains("ingest_listen"), "{error}");
+    }
+
+    /// A key that expires while PAYTRACK_IN (or PAYTRACK_PUSH) still remembers its
+    /// fact's `Nats-Msg-Id` would let a later request be answered 2xx and then be
+    /// dropped as a duplicate: such settings are refused at start.
+    #[test]
+    fn an_idempotency_ttl_shorter_than_a_duplicate_window_is_refused() {
+        let with = |ttl: u64, inbound: u64, push: u64| {
+            Settings::from_pairs([
+                ("idempotency_ttl_secs", ttl.to_string()),
+                ("nats_duplicate_window_in_secs", inbound.to_string()),
+                ("nats_duplicate_window_push_secs", push.to_string()),
+            ])
+        };
+        for (ttl, inbound, push, named) in [
+            (3599, 3600, 600, "PAYTRACK_NATS_DUPLICATE_WINDOW_IN_SECS"),
+            (599, 60, 600, "PAYTRACK_NATS_DUPLICATE_WINDOW_PUSH_SECS"),
+        ] {
+            let error = with(ttl, inbound, push)
+                .err()
+                .unwrap_or_else(|| panic!("ttl {ttl} with windows {inbound}/{push} was accepted"));
+            let message = error.to_string();
+            assert!(
+                message.contains("PAYTRACK_IDEMPOTENCY_TTL_SECS") && message.contains(named),
+                "{message}"
+            );
+        }
+        assert!(with(3600, 3600, 600).is_ok());
+        assert!(Settings::from_pairs([]).is_ok(), "the defaults agree");
     }
 
     #[test]

@@ -22,6 +22,48 @@ pub const PAYMENT_IS_FINAL: &str = "EXISTS (SELECT 1 FROM checkpoints c
    WHERE c.tenant = p.tenant AND c.payment_id = p.payment_id AND c.version = p.version
      AND c.is_final AND c.persisted_seq IS NOT NULL AND c.ledger_posted_seq IS NOT NULL)";
 
+/// The SQL expression "why payment `p` is not final" (NULL when it is), for a query
+/// over `payments p`, read from the same `checkpoints` row as [`PAYMENT_IS_FINAL`]:
+/// - `not_terminal`: the status is terminal on no rail (or not on the payment's);
+/// - `rail_unknown`: the status would be terminal, but the payment's rail is unknown;
+/// - `return_window_open_until:<UTC time>`: a success on a reversible rail whose last
+///   return window is still open;
+/// - `ledger_unpostable`: terminal, but its amount or currency is unknown, so nothing
+///   can be posted;
+/// - `awaiting_persisted`, `awaiting_ledger_posted`: final once that checkpoint is
+///   stored in the stream.
+///
+/// The statuses terminal on some rail come from the status model.
+pub fn payment_not_final_because() -> String {
+    let model = crate::StatusModel::get();
+    let terminal: Vec<String> = model
+        .statuses
+        .iter()
+        .filter(|d| d.terminal.values().any(|t| *t))
+        .map(|d| format!("'{}'", d.status.as_str()))
+        .collect();
+    let terminal = if terminal.is_empty() {
+        "NULL".to_owned()
+    } else {
+        terminal.join(", ")
+    };
+    format!(
+        "(SELECT CASE
+           WHEN c.version IS NULL OR (c.is_final AND c.persisted_seq IS NULL) THEN 'awaiting_persisted'
+           WHEN c.is_final AND c.ledger_posted_seq IS NULL THEN 'awaiting_ledger_posted'
+           WHEN c.is_final THEN NULL
+           WHEN c.final_after IS NOT NULL
+             THEN 'return_window_open_until:' || to_char(c.final_after AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+           WHEN p.status NOT IN ({terminal}) THEN 'not_terminal'
+           WHEN p.rail IS NULL THEN 'rail_unknown'
+           WHEN NOT c.ledger_posted_due THEN 'ledger_unpostable'
+           ELSE 'not_terminal' END
+         FROM (SELECT 1) AS one
+         LEFT JOIN checkpoints c
+           ON c.tenant = p.tenant AND c.payment_id = p.payment_id AND c.version = p.version)"
+    )
+}
+
 /// Opens a pool; it connects lazily so a service can start before the database.
 pub fn pool(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()

@@ -76,7 +76,7 @@ pub fn create_with_ref(
 
 /// A command fact (`cmd:<payment>:<name>:<n>`).
 pub fn command(tenant: &TenantId, payment: &str, key: &str, action: CommandAction) -> anyhow::Result<InboundFact> {
-    let id = msg_id::payment_command_fact_id(&PaymentId::new(payment)?, action.name(), key);
+    let id = msg_id::command_fact_id(&PaymentId::new(payment)?, &action, key);
     fact(
         tenant,
         payment,
@@ -115,6 +115,7 @@ pub fn event(
             provider_seq,
             fee_minor: None,
             status: Some(status.as_str().to_owned()),
+            rail: None,
         }),
     )
 }

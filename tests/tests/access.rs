@@ -83,3 +83,49 @@ async fn rest_reads_stay_inside_the_credentials_tenant() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An end user's evidence pack lists only that user's sessions: two users and an
+/// operator watch one payment; each user sees one session, its own; the operator all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_users_evidence_lists_only_its_own_sessions() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let channel = "payment:pay_seen";
+    let operator = mesh.operator_token();
+    let (alice, bob) = (
+        mesh.scoped_token("user-alice", &[channel]),
+        mesh.scoped_token("user-bob", &[channel, "payments"]),
+    );
+    let mut clients = Vec::new();
+    for token in [&operator, &alice, &bob] {
+        let mut client = WsClient::connect(&mesh.ws_url(), token).await?;
+        client.send(json!({"type": "subscribe", "channel": channel})).await?;
+        client.next_of("subscribed", WAIT).await?;
+        clients.push(client);
+    }
+    mesh.post_webhook("msg_seen_1", &Mesh::webhook_body("pay_seen", "pending", "m_1"))
+        .await?;
+    mesh.wait_for_row("pay_seen", 1).await?;
+    let subjects_seen = |token: String| {
+        let mesh = &mesh;
+        async move {
+            let response = mesh.get("/v1/payments/pay_seen/evidence", &token).await.ok()?;
+            let pack: serde_json::Value = response.json().await.ok()?;
+            let mut subjects: Vec<String> = pack["sessions"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["subject"].as_str().map(str::to_owned))
+                .collect();
+            subjects.sort();
+            Some(subjects)
+        }
+    };
+    mesh.eventually(Duration::from_secs(30), "every session in the operator's pack", || {
+        let seen = subjects_seen(operator.clone());
+        async move { seen.await.filter(|s| s.len() == 3) }
+    })
+    .await?;
+    assert_eq!(subjects_seen(alice.clone()).await, Some(vec!["user-alice".to_owned()]));
+    assert_eq!(subjects_seen(bob.clone()).await, Some(vec!["user-bob".to_owned()]));
+    drop(clients);
+    Ok(())
+}

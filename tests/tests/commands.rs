@@ -518,20 +518,27 @@ async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Resul
     Ok(())
 }
 
-/// A sandbox gateway for the initiation test: `stripe` answers a provider_ref and
-/// keeps the requests; `stdwebhooks` answers 500.
-async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>)> {
+/// Initiation requests a sandbox gateway received: each body, with its
+/// `Idempotency-Key` header (if any) as `"idempotency-key"`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A sandbox gateway for the initiation tests: every provider but `failing` answers
+/// a provider_ref and keeps the requests; `failing` answers 500.
+async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)> {
     use axum::extract::{Path, State};
-    type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
     async fn initiate(
-        State(seen): State<Seen>,
+        State((seen, failing)): State<(Seen, &'static str)>,
         Path(provider): Path<String>,
-        axum::Json(body): axum::Json<Value>,
+        headers: axum::http::HeaderMap,
+        axum::Json(mut body): axum::Json<Value>,
     ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
-        if provider != "stripe" {
+        if provider == failing {
             return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         }
         let reference = format!("pi_{}", body["payment_id"].as_str().unwrap_or_default());
+        if let Some(key) = headers.get("idempotency-key").and_then(|k| k.to_str().ok()) {
+            body["idempotency-key"] = json!(key);
+        }
         seen.lock()
             .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?
             .push(body);
@@ -540,7 +547,7 @@ async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::
     let seen = Seen::default();
     let app = axum::Router::new()
         .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
-        .with_state(seen.clone());
+        .with_state((seen.clone(), failing));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -552,7 +559,7 @@ async fn sandbox_gateway() -> anyhow::Result<(String, std::sync::Arc<std::sync::
 /// unavailable, and the next create is routed to the other candidate, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
-    let (url, seen) = sandbox_gateway().await?;
+    let (url, seen) = sandbox_gateway("stdwebhooks").await?;
     let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
         provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
         ..Default::default()
@@ -583,7 +590,7 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
         requests,
         vec![json!({
             "tenant": mesh.tenant.as_str(), "payment_id": payment, "amount_minor": 900,
-            "currency": "USD", "rail": "card",
+            "currency": "USD", "rail": "card", "idempotency-key": payment,
         })]
     );
 
@@ -661,5 +668,189 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     assert_eq!(created["payment_id"], claimed.as_str());
     let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
+    Ok(())
+}
+
+/// A create retried after a 503 asks the provider again under the same
+/// `Idempotency-Key` (its payment id), so the provider makes one payment of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_key() -> anyhow::Result<()> {
+    let (url, seen) = sandbox_gateway("none").await?;
+    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
+        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        ..Default::default()
+    })
+    .await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let body = create_body("m_twice", "card", "US", 700);
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    mesh.js.update_stream(original).await?;
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
+    assert_eq!(status, 201, "{text}");
+    let created: Value = serde_json::from_str(&text)?;
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for request in &requests {
+        assert_eq!(request["idempotency-key"], created["payment_id"], "{request}");
+    }
+    assert_eq!(requests[0], requests[1], "the same initiation, twice");
+    Ok(())
+}
+
+/// Command fact ids cannot be spelled by a key: a create whose key reads like a
+/// cancel's fact id and that cancel are two facts. Every keyed command (cancel, retry,
+/// push) reused with another body answers 422 and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let created = |text: &str| -> anyhow::Result<String> {
+        let value: Value = serde_json::from_str(text)?;
+        Ok(value["payment_id"].as_str().context("payment_id")?.to_owned())
+    };
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some("first"),
+        &create_body("m_k", "card", "US", 100),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let payment = created(&text)?;
+    // A create keyed like the cancel's fact id of the first payment.
+    let (status, text) = post(
+        &client,
+        &mesh,
+        "/v1/payments",
+        &token,
+        Some(&format!("{payment}:cancel:K")),
+        &create_body("m_k", "card", "US", 200),
+    )
+    .await?;
+    assert_eq!(status, 201, "{text}");
+    let other = created(&text)?;
+    let cancel = format!("/v1/payments/{payment}/cancel");
+    let first_reason = json!({"reason": "customer asked"}).to_string();
+    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
+    assert_eq!(status, 202, "{text}");
+    let accepted: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        accepted["duplicate"], false,
+        "the cancel is a fact of its own: {accepted}"
+    );
+    let before = inbound_count(&mesh).await?;
+    let in_tenant = format!("paytrack.in.{}.>", mesh.tenant);
+    assert_eq!(
+        inbound(&mesh, in_tenant.clone())
+            .await?
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        [
+            (format!("paytrack.in.{}.{payment}", mesh.tenant), 2),
+            (format!("paytrack.in.{}.{other}", mesh.tenant), 1),
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // The same key again: the same body is a duplicate, another body is 422.
+    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["duplicate"], true, "{text}");
+    let retry = format!("/v1/payments/{payment}/retry");
+    let (status, text) = post(&client, &mesh, &retry, &mesh.api_key, Some("R"), "").await?;
+    assert_eq!(status, 202, "{text}");
+    let before = before + 1;
+    let push = json!({"user": "u_k", "type": "order.ready", "data": {"n": 1}}).to_string();
+    let (status, text) = post(&client, &mesh, "/v1/push", &mesh.api_key, Some("P"), &push).await?;
+    assert_eq!(status, 202, "{text}");
+    let pushes = mesh.stream_messages(subjects::STREAM_PUSH).await?;
+    for (path, key, body) in [
+        (cancel.as_str(), "K", json!({"reason": "another reason"}).to_string()),
+        (cancel.as_str(), "K", String::new()),
+        (retry.as_str(), "R", json!({"reason": "again"}).to_string()),
+        (
+            "/v1/push",
+            "P",
+            json!({"user": "u_k", "type": "order.ready", "data": {"n": 2}}).to_string(),
+        ),
+        (
+            "/v1/push",
+            "P",
+            json!({"user": "u_other", "type": "order.ready", "data": {"n": 1}}).to_string(),
+        ),
+    ] {
+        let (status, text) = post(&client, &mesh, path, &mesh.api_key, Some(key), &body).await?;
+        assert_eq!(status, 422, "{path} {key} {body}: {text}");
+        assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "idempotency_key_reused");
+    }
+    // The operator's resolve with a key reused with another status: 422 too.
+    let resolve = format!("/v1/payments/{other}/resolve");
+    let resolved = json!({"status": "failed", "reason": "bank confirmed"}).to_string();
+    let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &resolved).await?;
+    assert_eq!(status, 202, "{text}");
+    let before = before + 1;
+    let changed = json!({"status": "succeeded", "reason": "bank confirmed"}).to_string();
+    let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &changed).await?;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(inbound_count(&mesh).await?, before, "refused bodies stored nothing");
+    assert_eq!(mesh.stream_messages(subjects::STREAM_PUSH).await?, pushes);
+    Ok(())
+}
+
+/// A key reused after its TTL makes a second payment whose fact (and raw evidence)
+/// is its own: the create's fact id names its payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    let first_body = create_body("m_ttl", "card", "US", 100);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?;
+    assert_eq!(status, 201, "{text}");
+    let first: Value = serde_json::from_str(&text)?;
+    // The key's TTL runs out: the bucket forgets it.
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
+    assert!(!keys.is_empty());
+    for key in keys {
+        bucket.purge(key).await?;
+    }
+    let second_body = create_body("m_ttl", "card", "US", 300);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &second_body).await?;
+    assert_eq!(status, 201, "{text}");
+    let second: Value = serde_json::from_str(&text)?;
+    let payment = second["payment_id"].as_str().context("payment_id")?.to_owned();
+    assert_ne!(first["payment_id"], second["payment_id"]);
+    assert_ne!(first["fact_id"], second["fact_id"], "every fact id names its payment");
+    let (status, version, ..) = mesh.wait_for_row(&payment, 1).await?;
+    assert_eq!((status.as_str(), version), ("initiated", 1));
+    let evidence: Value = mesh
+        .eventually(WAIT, "the second create's evidence", || async {
+            let response = mesh
+                .get(&format!("/v1/payments/{payment}/evidence"), &token)
+                .await
+                .ok()?;
+            let pack: Value = response.json().await.ok()?;
+            (!pack["facts"].as_array()?.is_empty()).then_some(pack)
+        })
+        .await?;
+    let facts = evidence["facts"].as_array().context("facts")?;
+    assert_eq!(facts.len(), 1, "{evidence}");
+    assert_eq!(facts[0]["raw_body"], second_body.as_str());
+    assert_eq!(facts[0]["fact_id"], second["fact_id"]);
     Ok(())
 }

@@ -390,3 +390,98 @@ async fn a_declared_10_gb_body_is_answered_413_at_once() -> anyhow::Result<()> {
     stack.stop.cancel();
     Ok(())
 }
+
+/// An initiation retried with its `Idempotency-Key` is one payment at the provider:
+/// the same reference is answered again and the ground truth holds one payment. The
+/// key with other terms is 422; each provider keeps its own keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiation_retried_with_its_idempotency_key_is_one_payment_at_the_provider() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let initiate = |provider: &'static str, amount: i64| {
+        let stack = &stack;
+        async move {
+            let response = stack
+                .http
+                .post(format!("{}/v1/providers/{provider}/payments", stack.sim))
+                .header("idempotency-key", "pay_idem_1")
+                .json(
+                    &json!({"tenant": "acme", "payment_id": "pay_idem_1", "amount_minor": amount,
+                              "currency": "INR", "rail": "upi", "merchant_id": "m_1"}),
+                )
+                .send()
+                .await?;
+            anyhow::Ok((
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap_or_default(),
+            ))
+        }
+    };
+    let (status, first) = initiate("razorpay", 1500).await?;
+    assert_eq!(status, 201, "{first}");
+    for _ in 0..3 {
+        let (status, again) = initiate("razorpay", 1500).await?;
+        assert_eq!((status, &again), (201, &first), "a retry answers the same payment");
+    }
+    let (status, other) = initiate("razorpay", 1600).await?;
+    assert_eq!(status, 422, "{other}");
+    assert_eq!(other["error"], "idempotency_key_reused");
+    let truth: Value = stack
+        .http
+        .get(format!("{}/v1/ground-truth", stack.sim))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let at_razorpay: Vec<&Value> = truth["payments"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|p| p["payment_id"] == "pay_idem_1" && p["provider"] == "razorpay")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(at_razorpay.len(), 1, "one payment at the provider: {truth}");
+    assert_eq!(at_razorpay[0]["provider_ref"], first["provider_ref"]);
+    // Another provider's keys are its own.
+    let (status, stripe) = initiate("stripe", 1500).await?;
+    assert_eq!(status, 201, "{stripe}");
+    assert_ne!(stripe["provider_ref"], first["provider_ref"]);
+    stack.stop.cancel();
+    Ok(())
+}
+
+/// Every sandbox provider's events name the payment's rail in the provider's own
+/// words (Razorpay `method`, Stripe `payment_method_types`, `data.rail`), and the
+/// stored facts carry it in paytrack's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sandbox_providers_events_name_the_rail() -> anyhow::Result<()> {
+    let stack = start().await?;
+    let js = async_nats::jetstream::new(stack.nats.admin_client().await?);
+    let inbound = js.get_stream(paytrack_shared::subjects::STREAM_IN).await?;
+    for (provider, rail, currency) in [
+        ("stdwebhooks", "card", "USD"),
+        ("razorpay", "upi", "INR"),
+        ("stripe", "card", "USD"),
+    ] {
+        let payment = format!("pay_rail_{provider}");
+        let response = stack
+            .http
+            .post(format!("{}/v1/providers/{provider}/payments", stack.sim))
+            .json(&json!({"tenant": "acme", "payment_id": payment, "amount_minor": 1500,
+                          "currency": currency, "rail": rail, "merchant_id": "m_1"}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 201);
+        stack.settled(&payment, "succeeded", 2, 2).await?;
+        let message = inbound
+            .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
+            .await?;
+        let fact: paytrack_shared::envelope::InboundFact = paytrack_shared::envelope::decode(&message.payload)?;
+        let paytrack_shared::envelope::FactSource::Webhook(event) = fact.source else {
+            anyhow::bail!("{payment}: not a webhook fact");
+        };
+        assert_eq!(event.rail.as_deref(), Some(rail), "{provider}: {}", fact.raw.body);
+    }
+    stack.stop.cancel();
+    Ok(())
+}

@@ -410,6 +410,8 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
     let before = inbound_messages(&js).await?;
 
     let providers = ["stdwebhooks", "razorpay", "stripe"];
+    // One signing time for all: a Razorpay retry repeats the very body it signed.
+    let at = now();
     let mut deliveries: Vec<(&str, Delivery)> = (0..UNIQUE)
         .map(|i| {
             let provider = providers[i % 3];
@@ -417,7 +419,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
             let payment = format!("pay_{}", i % 500);
             (
                 provider,
-                delivery(provider, secret, &format!("burst_{i}"), Some(&payment), now()),
+                delivery(provider, secret, &format!("burst_{i}"), Some(&payment), at),
             )
         })
         .collect();
@@ -430,7 +432,7 @@ async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Re
         let payment = format!("pay_{}", original % 500);
         let repeat = (
             provider,
-            delivery(provider, secret, &format!("burst_{original}"), Some(&payment), now()),
+            delivery(provider, secret, &format!("burst_{original}"), Some(&payment), at),
         );
         deliveries.insert((i * 5 + 4).min(deliveries.len()), repeat);
     }
@@ -531,4 +533,139 @@ async fn every_scheme_answers_the_hostile_table_with_a_4xx_and_stores_nothing() 
     }
     assert!(wrong.is_empty(), "answered wrongly:\n{}", wrong.join("\n"));
     ingest.stop().await
+}
+
+/// A captured delivery replayed with fresh unsigned ids is the same delivery: each
+/// scheme names a delivery by what its provider signs. Razorpay signs only the body
+/// (not `x-razorpay-event-id`): 300 replays with fresh event ids store nothing new.
+/// Standard Webhooks signs its `webhook-id`: a fresh one is 401. Stripe's id is in
+/// the signed body: a replay is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_body_is_the_same_delivery_whatever_its_unsigned_headers() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let secrets = endpoint_secrets(
+        &tenant,
+        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
+    );
+    let ingest = start_ingest(&nats, &secrets).await?;
+    let http = reqwest::Client::new();
+    let before = inbound_messages(&js).await?;
+    let with_header = |(body, headers): &Delivery, name: &str, value: String| -> Delivery {
+        let mut headers: Vec<(String, String)> = headers.iter().filter(|(k, _)| k != name).cloned().collect();
+        headers.push((name.to_owned(), value));
+        (body.clone(), headers)
+    };
+
+    let captured = delivery("razorpay", RZP_NEW, "evt_captured", Some("pay_replayed"), now());
+    let (status, first) = post(&http, &ingest.url, &tenant, "razorpay", &captured).await?;
+    assert_eq!(
+        (status, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    for n in 0..300 {
+        let replay = with_header(&captured, "x-razorpay-event-id", format!("evt_fresh_{n}"));
+        let (status, answer) = post(&http, &ingest.url, &tenant, "razorpay", &replay).await?;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["duplicate"], true, "replay {n}: {answer}");
+        assert_eq!(answer["fact_id"], first["fact_id"]);
+    }
+
+    let captured = delivery("stdwebhooks", STD_NEW, "msg_captured", Some("pay_replayed"), now());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &captured).await?;
+    assert_eq!(status, 200, "{answer}");
+    let replay = with_header(&captured, "webhook-id", "msg_fresh".to_owned());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &replay).await?;
+    assert_eq!(status, 401, "the webhook-id is signed: {answer}");
+    let (_, answer) = post(&http, &ingest.url, &tenant, "stdwebhooks", &captured).await?;
+    assert_eq!(answer["duplicate"], true, "{answer}");
+
+    let captured = delivery("stripe", STRIPE_NEW, "evt_stripe_captured", Some("pay_replayed"), now());
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &captured).await?;
+    assert_eq!(status, 200, "{answer}");
+    let (_, answer) = post(&http, &ingest.url, &tenant, "stripe", &captured).await?;
+    assert_eq!(answer["duplicate"], true, "{answer}");
+
+    assert_eq!(inbound_messages(&js).await? - before, 3, "one fact per signed delivery");
+    ingest.stop().await?;
+    Ok(())
+}
+
+/// The fact an event names no rail in takes the tenant's default rail for that
+/// provider (`provider_default_rails`); an event naming one keeps its own, and a
+/// provider without a default leaves it unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let tenant = TenantId::new("acme")?;
+    let secrets = endpoint_secrets(&tenant, &[("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)]);
+    let mut settings = settings(&nats, &secrets)?;
+    settings.provider_default_rails = "acme/razorpay=upi".to_owned();
+    paytrack_shared::telemetry::init_for_tests();
+    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
+    let url = format!("http://{}", ingest.local_addr()?);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(ingest.run(stop.clone()));
+    let http = reqwest::Client::new();
+    paytrack_tests::eventually(Duration::from_secs(20), "ingest ready", || async {
+        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await?;
+    let stream = js.get_stream(paytrack_shared::subjects::STREAM_IN).await?;
+    let rail_of = |payment: &'static str| {
+        let stream = &stream;
+        async move {
+            let message = stream
+                .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
+                .await?;
+            let fact: paytrack_shared::envelope::InboundFact = paytrack_shared::envelope::decode(&message.payload)?;
+            match fact.source {
+                paytrack_shared::envelope::FactSource::Webhook(event) => anyhow::Ok(event.rail),
+                other => anyhow::bail!("not a webhook: {other:?}"),
+            }
+        }
+    };
+
+    let plain = delivery("razorpay", RZP_NEW, &id("d"), Some("pay_default"), now());
+    assert_eq!(post(&http, &url, &tenant, "razorpay", &plain).await?.0, 200);
+    assert_eq!(rail_of("pay_default").await?.as_deref(), Some("upi"));
+    let (body, _) = delivery("razorpay", RZP_NEW, &id("d"), Some("pay_own"), now());
+    let mut value: serde_json::Value = serde_json::from_str(&body)?;
+    value["payload"]["payment"]["entity"]["method"] = serde_json::json!("card");
+    let body = value.to_string();
+    let own = (
+        body.clone(),
+        vec![("x-razorpay-signature".to_owned(), hmac_hex(RZP_NEW, &[body.as_bytes()]))],
+    );
+    let (status, answer) = post(&http, &url, &tenant, "razorpay", &own).await?;
+    // A Razorpay delivery's event id header is still required (kept as evidence).
+    assert_eq!(status, 400, "{answer}");
+    let own = (own.0, {
+        let mut headers = own.1;
+        headers.push(("x-razorpay-event-id".to_owned(), "evt_own".to_owned()));
+        headers
+    });
+    assert_eq!(post(&http, &url, &tenant, "razorpay", &own).await?.0, 200);
+    assert_eq!(rail_of("pay_own").await?.as_deref(), Some("card"));
+    let stripe = delivery("stripe", STRIPE_NEW, &id("evt_"), Some("pay_nodefault"), now());
+    assert_eq!(post(&http, &url, &tenant, "stripe", &stripe).await?.0, 200);
+    assert_eq!(rail_of("pay_nodefault").await?, None);
+
+    // A default naming no rail, or another tenant's provider badly, refuses to start.
+    for bad in [
+        "acme/razorpay=",
+        "acme/razorpay=up i",
+        "razorpay=upi",
+        "acme/razorpay=upi,acme/razorpay=card",
+    ] {
+        let refused = paytrack_shared::config::Settings::from_pairs([("provider_default_rails", bad.to_owned())]);
+        assert!(refused.is_err(), "{bad} was accepted");
+    }
+    stop.cancel();
+    task.await??;
+    Ok(())
 }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub initiator: Initiator,
     /// PAYTRACK_PUSH's epoch, for push positions.
     pub push_epoch: PushEpoch,
+    /// Each tenant's rail at a provider whose events name none.
+    pub default_rails: Arc<paytrack_shared::config::DefaultRails>,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             health: ProviderHealth::default(),
             initiator: Initiator::new(config.provider_urls.clone(), config.gateway_token.as_ref()),
             push_epoch: PushEpoch::default(),
+            default_rails: Arc::new(config.default_rails.clone()),
         })
     }
 }

@@ -425,7 +425,19 @@ async fn make(
         )
         .await;
     metrics::counter!("paytrack_ingest_routed_total", "provider" => routing.provider.clone()).increment(1);
-    let fact_id = msg_id::command_fact_id(key);
+    let action = CommandAction::Create(CreatePayment {
+        merchant_id: merchant.clone(),
+        amount_minor: request.amount_minor,
+        currency: request.currency.clone(),
+        rail: request.rail.clone(),
+        country: request.country.clone(),
+        program: request.program.clone(),
+        customer_ref: request.customer_ref.clone(),
+        metadata: request.metadata.clone(),
+        routing: Some(routing.clone()),
+        capabilities: Some(capabilities.clone()),
+    });
+    let fact_id = msg_id::command_fact_id(payment_id, &action, key);
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
         fact_id: fact_id.clone(),
@@ -434,18 +446,7 @@ async fn make(
         merchant_id: Some(merchant.clone()),
         received_at: now,
         source: FactSource::Command(PaymentCommand {
-            action: CommandAction::Create(CreatePayment {
-                merchant_id: merchant.clone(),
-                amount_minor: request.amount_minor,
-                currency: request.currency.clone(),
-                rail: request.rail.clone(),
-                country: request.country.clone(),
-                program: request.program.clone(),
-                customer_ref: request.customer_ref.clone(),
-                metadata: request.metadata.clone(),
-                routing: Some(routing.clone()),
-                capabilities: Some(capabilities.clone()),
-            }),
+            action,
             actor: caller.actor.clone(),
             idempotency_key: Some(key.to_owned()),
         }),
@@ -518,7 +519,7 @@ const RESOLVABLE: [Status; 4] = [Status::Succeeded, Status::Failed, Status::Canc
         (status = 202, description = "Recorded; the reconciler decides", body = CommandAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
-        (status = 422, description = "unsupported_feature", body = ErrorBody),
+        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn cancel_payment(
@@ -545,7 +546,7 @@ pub async fn cancel_payment(
         (status = 202, description = "Recorded, with the provider chosen for the new attempt", body = CommandAccepted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
-        (status = 422, description = "unsupported_feature", body = ErrorBody),
+        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retry_payment(
@@ -577,6 +578,7 @@ pub async fn retry_payment(
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not an operator", body = ErrorBody),
         (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn resolve_payment(
@@ -647,13 +649,19 @@ async fn command(
                 Utc::now(),
             )?;
         }
+        if headers.get("idempotency-key").is_some() {
+            // The key is this command's on this payment: another body with it is 422.
+            let bucket_key = Idempotency::scoped_bucket_key(&caller.tenant, &[name, payment_id.as_str()], &key);
+            let body_hash = idempotency::sha256_hex(&serde_json::to_vec(&action).map_err(|_| ApiError::Internal)?);
+            stores.idempotency.bind(&bucket_key, &body_hash).await?;
+        }
         let mut routing = None;
         if let CommandAction::Retry { routing: chosen, .. } = &mut action {
             let decision = state.health.choose(&payment.rail, &payment.country);
             *chosen = Some(decision.clone());
             routing = Some(decision);
         }
-        let fact_id = msg_id::payment_command_fact_id(&payment_id, name, &key);
+        let fact_id = msg_id::command_fact_id(&payment_id, &action, &key);
         let fact = InboundFact {
             v: ENVELOPE_VERSION,
             fact_id: fact_id.clone(),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use paytrack_shared::auth::JwtKeys;
-use paytrack_shared::config::{ApiKeys, ConfigError, Settings, WebhookSecrets};
+use paytrack_shared::config::{ApiKeys, ConfigError, DefaultRails, Settings, WebhookSecrets};
 use paytrack_shared::http::ServeOptions;
 use secrecy::SecretString;
 
@@ -41,6 +41,8 @@ pub struct Config {
     pub provider_urls: std::collections::BTreeMap<String, String>,
     /// The bearer token the sandbox gateways require (`simulator_token`).
     pub gateway_token: Option<secrecy::SecretString>,
+    /// Each tenant's rail at a provider whose events name none.
+    pub default_rails: DefaultRails,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             idempotency_ttl: Duration::from_secs(s.idempotency_ttl_secs),
             provider_urls: parse_provider_urls(&s.provider_urls)?,
             gateway_token: s.simulator_token.clone(),
+            default_rails: DefaultRails::parse(&s.provider_default_rails)?,
         })
     }
 }

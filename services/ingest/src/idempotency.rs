@@ -7,8 +7,13 @@
 //! key wait for that response and answer it byte for byte; a request with another
 //! body answers 422. A claim whose owner died between claim and response (older than
 //! the claim timeout) is taken over by compare-and-set on its revision, keeping its
-//! payment id: the command fact's `Nats-Msg-Id` (`cmd:<key>`) de-duplicates a
-//! publish that did happen before the crash, so the key still makes one payment.
+//! payment id: the command fact's `Nats-Msg-Id` (`cmd:<payment>:create:<key>`)
+//! de-duplicates a publish that did happen before the crash, so the key still makes
+//! one payment.
+//!
+//! Commands whose repeat JetStream de-duplicates (cancel, retry, resolve, push)
+//! [`Idempotency::bind`] their key to their body under a scoped bucket key, so the key
+//! with another body is 422 there too.
 
 use std::time::Duration;
 
@@ -42,12 +47,17 @@ enum Record {
         status: u16,
         body: String,
     },
+    /// Bound to the body of a command whose repeat JetStream de-duplicates (cancel,
+    /// retry, resolve, push): only that body may use the key.
+    Bound { body_hash: String },
 }
 
 impl Record {
     fn body_hash(&self) -> &str {
         match self {
-            Record::Pending { body_hash, .. } | Record::Done { body_hash, .. } => body_hash,
+            Record::Pending { body_hash, .. } | Record::Done { body_hash, .. } | Record::Bound { body_hash } => {
+                body_hash
+            }
         }
     }
 }
@@ -123,6 +133,52 @@ impl Idempotency {
         format!("{tenant}.{}", sha256_hex(key.as_bytes()))
     }
 
+    /// The bucket key of a tenant's `Idempotency-Key` on a command that is not a create:
+    /// `<tenant>.<sha256>` of the length-prefixed `scope` (which command, on which
+    /// payment) and key, so one key on two scopes is two keys. The hashed text starts
+    /// with a NUL, which a create's (a visible ASCII key) never holds: the two never meet.
+    pub fn scoped_bucket_key(tenant: &TenantId, scope: &[&str], key: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"\0scoped");
+        for part in scope.iter().chain([&key]) {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        format!("{tenant}.{}", hex::encode(hasher.finalize()))
+    }
+
+    /// Binds `key` to the body of a command whose repeat is answered by JetStream's
+    /// de-duplication (`duplicate: true`) rather than replayed: the first body to bind
+    /// the key owns it, and the key with another body is 422, before anything is stored.
+    pub async fn bind(&self, key: &str, body_hash: &str) -> Result<(), ApiError> {
+        let bound = Record::Bound {
+            body_hash: body_hash.to_owned(),
+        };
+        // A key deleted between the create and the read is bound again; twice is plenty.
+        for _ in 0..3 {
+            match self.store.create(key, encode(&bound)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(unavailable("bind", &e)),
+            }
+            let Some(entry) = self.store.entry(key).await.map_err(|e| unavailable("read", &e))? else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let record: Record = serde_json::from_slice(&entry.value).map_err(|error| {
+                tracing::error!(%error, "unreadable idempotency record");
+                ApiError::Internal
+            })?;
+            return match record {
+                Record::Bound { body_hash: first } if first == body_hash => Ok(()),
+                _ => Err(ApiError::IdempotencyKeyReused),
+            };
+        }
+        Err(ApiError::Unavailable)
+    }
+
     /// Claims `key` for a request whose body hashes to `body_hash`, or finds the
     /// answer to replay. 422 when the key was used with another body; 409 when the
     /// first request is still at work after the wait.
@@ -160,6 +216,8 @@ impl Idempotency {
                 }
                 match record {
                     Record::Done { status, body, .. } => return Ok(Claimed::Replay { status, body }),
+                    // Another kind of command's key (never the case: their bucket keys differ).
+                    Record::Bound { .. } => return Err(ApiError::IdempotencyKeyReused),
                     Record::Pending {
                         payment_id, claimed_at, ..
                     } if Utc::now()
@@ -250,5 +308,12 @@ mod tests {
         let key = Idempotency::bucket_key(&a, "k. >*");
         assert!(key.starts_with("acme.") && key.len() == "acme.".len() + 64, "{key}");
         assert_ne!(key, Idempotency::bucket_key(&b, "k. >*"));
+        // Scoped keys: per tenant, per scope, never a create's, never ambiguous.
+        let scoped = Idempotency::scoped_bucket_key(&a, &["cancel", "pay_1"], "k");
+        assert!(scoped.starts_with("acme.") && scoped.len() == key.len(), "{scoped}");
+        assert_ne!(scoped, Idempotency::scoped_bucket_key(&b, &["cancel", "pay_1"], "k"));
+        assert_ne!(scoped, Idempotency::scoped_bucket_key(&a, &["retry", "pay_1"], "k"));
+        assert_ne!(scoped, Idempotency::scoped_bucket_key(&a, &["cancel", "pay_1k"], ""));
+        assert_ne!(scoped, Idempotency::bucket_key(&a, "k"));
     }
 }

@@ -1,8 +1,12 @@
 //! Payment initiation at the routed provider's sandbox gateway (the provider
 //! simulator), when `provider_urls` names one:
 //! `POST {base}/v1/providers/{provider}/payments` with
-//! `{tenant, payment_id, amount_minor, currency, rail}`, expecting 2xx with
-//! `{"provider_ref": ..}`.
+//! `{tenant, payment_id, amount_minor, currency, rail}` and `Idempotency-Key:
+//! <payment_id>`, expecting 2xx with `{"provider_ref": ..}`.
+//!
+//! The key makes the call idempotent at the provider: a create retried after a 503
+//! keeps its payment id (see [`crate::idempotency`]), so its second initiation is the
+//! same payment there, never a second charge.
 //!
 //! Tolerant by design: any failure (unreachable, timeout, non-2xx, no
 //! `provider_ref`) leaves the reference unknown (it then comes with the provider's
@@ -81,7 +85,14 @@ impl Initiator {
             rail: payment.rail,
         };
         let answer = async {
-            let response = self.http.post(&url).json(&body).send().await?.error_for_status()?;
+            let response = self
+                .http
+                .post(&url)
+                .header("idempotency-key", payment.payment_id.as_str())
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?;
             response.json::<Answer>().await
         };
         match answer.await {

@@ -13,6 +13,7 @@ mod commanded;
 mod commands;
 mod config;
 mod error;
+mod evidence_page;
 mod idempotency;
 mod initiate;
 mod list;

@@ -53,6 +53,10 @@ pub struct ListItem {
     #[serde(rename = "final")]
     #[sqlx(rename = "final")]
     pub is_final: bool,
+    /// Why it is not final (null when it is): `not_terminal`, `rail_unknown`,
+    /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
+    /// or `awaiting_ledger_posted`.
+    pub not_final_because: Option<String>,
     /// Amount in minor units, when known.
     pub amount_minor: Option<i64>,
     /// ISO 4217, when known.
@@ -118,7 +122,7 @@ pub async fn list_payments(
             .await?;
     let (epoch, seq) = position.unwrap_or_default();
     let sql = format!(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, p.amount_minor,
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.amount_minor,
                 p.currency, p.rail, p.occurred_at, p.updated_at
          FROM payments p
          WHERE p.tenant = $1
@@ -129,6 +133,7 @@ pub async fn list_payments(
          ORDER BY p.payment_id
          LIMIT $7",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+        why = paytrack_shared::db::payment_not_final_because(),
     );
     let mut items = sqlx::query_as::<_, ListItem>(&sql)
         .bind(caller.tenant.as_str())

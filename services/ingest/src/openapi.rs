@@ -103,8 +103,10 @@ fn get_timeline() {}
 
 /// A payment's evidence pack.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/evidence", tag = "reads",
-    params(("payment_id" = String, Path)),
-    responses((status = 200, description = "payment, timeline, facts (raw), sessions", body = crate::payments::EvidencePack),
+    params(("payment_id" = String, Path),
+           ("facts_after" = Option<i64>, Query, description = "The previous page's facts_next")),
+    responses((status = 200, description = "payment, timeline, a page of facts (raw), sessions", body = crate::payments::EvidencePack),
+        (status = 400, description = "facts_after is not a sequence", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]

@@ -2,13 +2,14 @@
 //! the status model. The tenant is the caller's; another tenant's payment is 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use paytrack_shared::{PaymentId, StatusModel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::auth::{Access, Caller};
+use crate::auth::{Access, Caller, CallerKind};
 use crate::error::ApiError;
 
 /// `GET /v1/payments/{id}`.
@@ -28,6 +29,10 @@ pub struct PaymentView {
     #[serde(rename = "final")]
     #[sqlx(rename = "final")]
     pub is_final: bool,
+    /// Why it is not final (null when it is): `not_terminal`, `rail_unknown`,
+    /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
+    /// or `awaiting_ledger_posted`.
+    pub not_final_because: Option<String>,
     /// Trace of the transition.
     pub trace_id: String,
     /// When the cause happened.
@@ -150,13 +155,14 @@ pub async fn get_payment(
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
     let sql = format!(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, p.trace_id,
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.trace_id,
                 p.occurred_at, p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
                 d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
          FROM payments p
          LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
          WHERE p.tenant = $1 AND p.payment_id = $2",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
+        why = paytrack_shared::db::payment_not_final_because(),
     );
     let row = sqlx::query_as::<_, PaymentView>(&sql)
         .bind(caller.tenant.as_str())
@@ -319,18 +325,29 @@ pub struct EvidencePack {
     pub payment: Option<PaymentView>,
     /// Every transition with its cause and rule, and the facts that changed nothing.
     pub timeline: Vec<TimelineItem>,
-    /// Every fact received for the payment, applied or not, with its raw payload.
+    /// The facts received for the payment, applied or not, with their raw payloads, a
+    /// page at a time (at most 1 MiB of raw bodies, always at least one fact).
     pub facts: Vec<FactEvidence>,
+    /// More facts remain: ask again with `?facts_after=<this>`; null on the last page.
+    pub facts_next: Option<i64>,
     /// Every checkpoint of every version.
     pub checkpoints: Vec<CheckpointEvidence>,
     /// The journal entries and their postings.
     pub ledger: Vec<JournalEntry>,
     /// The routing decision and capability snapshot, when a create command was received.
     pub decisions: Option<DecisionEvidence>,
-    /// The sessions any channel carrying the payment was sent to, with the versions.
+    /// The sessions any channel carrying the payment was sent to, with the versions
+    /// (an end user sees only its own sessions).
     pub sessions: Vec<SessionEvidence>,
     /// Alerts raised about the payment.
     pub alerts: Vec<serde_json::Value>,
+}
+
+/// The query string of `GET /v1/payments/{id}/evidence`.
+#[derive(Debug, Deserialize)]
+pub struct EvidenceQuery {
+    /// The previous page's `facts_next`: the facts after that inbound sequence.
+    pub facts_after: Option<String>,
 }
 
 /// The payment's evidence pack.
@@ -338,7 +355,10 @@ pub async fn get_evidence(
     State(state): State<AppState>,
     caller: Caller,
     Path(payment_id): Path<String>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<EvidencePack>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let after = crate::evidence_page::parse_after(query.facts_after.as_deref())?;
     let payment = match get_payment(State(state.clone()), caller.clone(), Path(payment_id.clone())).await {
         Ok(Json(payment)) => Some(payment),
         Err(ApiError::NotFound(_)) => None,
@@ -347,19 +367,9 @@ pub async fn get_evidence(
     let payment_id = parse_id(&payment_id)?;
     let timeline = timeline(&state, &caller, &payment_id).await?;
     let tenant = caller.tenant.as_str();
-    let facts = sqlx::query_as::<_, FactEvidence>(
-        "SELECT f.fact_id, f.inbound_seq, f.source, f.raw_headers, f.raw_body, f.received_at,
-                o.outcome, o.reason AS outcome_reason, o.superseded_by
-         FROM inbound_facts f
-         LEFT JOIN fact_outcomes o
-           ON o.tenant = f.tenant AND o.payment_id = f.payment_id AND o.inbound_seq = f.inbound_seq
-         WHERE f.tenant = $1 AND f.payment_id = $2 ORDER BY f.inbound_seq",
-    )
-    .bind(tenant)
-    .bind(payment_id.as_str())
-    .fetch_all(&state.db)
-    .await?;
-    if payment.is_none() && timeline.is_empty() && facts.is_empty() {
+    let page = crate::evidence_page::facts_after(&state.db, &caller.tenant, &payment_id, after).await?;
+    let facts = page.facts;
+    if payment.is_none() && timeline.is_empty() && facts.is_empty() && after == 0 {
         return Err(ApiError::NotFound("no such payment".into()));
     }
     let mut channels = vec![format!("payment:{payment_id}"), "payments".to_owned()];
@@ -378,6 +388,7 @@ pub async fn get_evidence(
            LEFT JOIN LATERAL (SELECT x.at FROM session_audit x WHERE x.tenant = s.tenant
                               AND x.session_id = s.session_id AND x.kind = 'close' LIMIT 1) c ON TRUE
            WHERE s.tenant = $1 AND s.kind = 'subscribe' AND s.channel = ANY($3)
+             AND ($5::text IS NULL OR s.subject = $5)
            ORDER BY s.at, s.session_epoch, s.session_seq) q
          WHERE channel = $4 OR cardinality(versions_sent) > 0",
     )
@@ -385,6 +396,7 @@ pub async fn get_evidence(
     .bind(payment_id.as_str())
     .bind(&channels)
     .bind(&channels[0])
+    .bind(own_sessions_only(&caller))
     .fetch_all(&state.db)
     .await?;
     let checkpoints = sqlx::query_as::<_, CheckpointEvidence>(
@@ -417,12 +429,19 @@ pub async fn get_evidence(
         payment,
         timeline,
         facts,
+        facts_next: page.next,
         checkpoints,
         ledger,
         decisions,
         sessions,
         alerts,
     }))
+}
+
+/// Whose sessions an evidence pack may list: an end user's token sees only its own
+/// (its `sub`), never other people's; operators and backend keys see every session.
+fn own_sessions_only(caller: &Caller) -> Option<&str> {
+    (caller.kind == CallerKind::User).then_some(caller.actor.as_str())
 }
 
 /// Alerts about a payment, when the alert store exists (it is filled by the alert

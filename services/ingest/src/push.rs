@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::Idempotency;
 
 /// The device token that means "every device of the user".
 const ALL_DEVICES: &str = "all";
@@ -109,6 +110,7 @@ impl PushEpoch {
         (status = 400, description = "A missing or invalid field", body = ErrorBody),
         (status = 401, description = "No valid backend API key", body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 422, description = "idempotency_key_reused: the key was used with another body", body = ErrorBody),
         (status = 503, description = "The event store cannot take it; retry", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn push(
@@ -167,6 +169,14 @@ async fn handle(
         Some(_) => crate::idempotency::validate_key(headers.get("idempotency-key"))?,
         None => uuid::Uuid::new_v4().simple().to_string(),
     };
+    if headers.get("idempotency-key").is_some() {
+        // The key is this push's: another body (or user, or device) with it is 422.
+        let stores = state.stores.get().ok_or(ApiError::Unavailable)?;
+        let bucket_key = Idempotency::scoped_bucket_key(&tenant, &["push"], &push_id);
+        let identity = serde_json::json!([request.user, request.device, request.push_type, request.data]);
+        let body_hash = crate::idempotency::sha256_hex(identity.to_string().as_bytes());
+        stores.idempotency.bind(&bucket_key, &body_hash).await?;
+    }
     let device = request.device.as_deref().unwrap_or(ALL_DEVICES);
     let subject = format!("paytrack.push.{tenant}.{}.{device}", request.user);
     let message = PushMessage {

@@ -214,6 +214,7 @@ impl Reconciler {
                 transition: &c.transition,
             });
             let verdict = judge::decide(state, &view, StatusModel::get());
+            let verdict = carry_create_terms(verdict, current.as_ref().map(|c| &c.transition), fact);
             let conflict_with = match &verdict {
                 Verdict::Apply { .. } => None,
                 Verdict::Conflict { with, why } => {
@@ -570,7 +571,12 @@ pub(crate) fn next_transition(
         version: current.map_or(1, |c| c.version + 1),
         status,
         previous_status: current.map(|c| c.status),
-        occurred_at: view.occurred_at,
+        // Terms completed, status kept: the status still dates from when it was reached
+        // (return windows run from it).
+        occurred_at: match current {
+            Some(c) if c.status == status && evidence_fact_ids.is_empty() => c.occurred_at,
+            _ => view.occurred_at,
+        },
         recorded_at: Utc::now(),
         cause: Cause {
             fact_id: fact.fact_id.clone(),
@@ -627,6 +633,31 @@ fn provider_event_id(fact: &InboundFact) -> Option<String> {
     }
 }
 
+/// A create that arrives after its payment's history began (a webhook beat it) is no
+/// move of the status, but its terms (rail, country, amount, …) are the payment's own:
+/// instead of refusing it outright, a transition that keeps the status gives the
+/// payment those terms, so it can become final on its rail. A create that adds
+/// nothing, or one met in `investigation_required`, stays as judged.
+fn carry_create_terms(verdict: Verdict, current: Option<&Transition>, fact: &InboundFact) -> Verdict {
+    let Some(current) = current else {
+        return verdict;
+    };
+    let is_create = matches!(&fact.source, FactSource::Command(c) if matches!(c.action, CommandAction::Create(_)));
+    let judged_away = matches!(
+        verdict,
+        Verdict::Refused { .. } | Verdict::Duplicate { .. } | Verdict::Stale { .. }
+    );
+    if !is_create
+        || !judged_away
+        || current.has_applied(&fact.fact_id)
+        || current.status == paytrack_shared::Status::InvestigationRequired
+        || terms_after(Some(&current.terms), fact) == current.terms
+    {
+        return verdict;
+    }
+    Verdict::Apply { status: current.status }
+}
+
 /// The payment's terms after `fact`: what was known, completed (never overwritten)
 /// by what the fact says.
 fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms {
@@ -638,6 +669,7 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
             terms.currency = terms.currency.take().or_else(|| event.currency.clone());
             terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
             terms.provider_ref = terms.provider_ref.take().or_else(|| event.provider_ref.clone());
+            terms.rail = terms.rail.take().or_else(|| event.rail.clone());
         }
         FactSource::Command(command) => {
             if let CommandAction::Create(create) = &command.action {

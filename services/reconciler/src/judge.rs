@@ -228,6 +228,13 @@ pub fn valid_step(model: &StatusModel, previous: Option<&Transition>, next: &Tra
             previous.map(|p| p.version)
         ));
     }
+    if from == Some(next.status) && next.cause.rule == "command:create" {
+        // A create that arrived after its payment's webhooks: it completes the terms.
+        return match previous {
+            Some(p) if p.terms != next.terms && terms_kept(&p.terms, &next.terms) => Ok(()),
+            _ => Err("a late create that completed no terms".to_owned()),
+        };
+    }
     match from {
         Some(Status::InvestigationRequired) if resolve => model
             .check_resolution(Status::InvestigationRequired, next.status)

@@ -104,6 +104,7 @@ mod tests {
                 reason: None,
                 provider_seq: None,
                 fee_minor: None,
+                rail: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

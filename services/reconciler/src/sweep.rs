@@ -557,6 +557,7 @@ impl Sweeps {
                 provider_seq: parsed.provider_seq,
                 fee_minor: None,
                 status: Some(parsed.status.clone()),
+                rail: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),

@@ -1,9 +1,10 @@
-//! The simulator's HTTP API: payment initiation, the status-query API, ground truth
-//! and behaviour, per sandbox provider.
+//! The simulator's HTTP API: payment initiation (idempotent by its
+//! `Idempotency-Key`), the status-query API, ground truth and behaviour, per sandbox
+//! provider.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,6 +23,7 @@ impl IntoResponse for GatewayError {
             }
             GatewayError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             GatewayError::OtherTenant(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            GatewayError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         };
         (status, Json(json!({ "error": code, "message": self.to_string() }))).into_response()
     }
@@ -80,12 +82,25 @@ fn unauthorized() -> Response {
     response
 }
 
+/// The initiation's `Idempotency-Key`: 1 to 255 visible ASCII characters, if given.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Some)
+        .ok_or_else(|| GatewayError::Invalid("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))
+}
+
 async fn initiate(
     State(g): State<Gateways>,
     Path(provider): Path<String>,
+    headers: HeaderMap,
     request: Result<Json<Initiation>, JsonRejection>,
 ) -> Result<impl IntoResponse, GatewayError> {
-    let initiated = g.initiate(&provider, body(request)?)?;
+    let initiated = g.initiate_once(&provider, idempotency_key(&headers)?, body(request)?)?;
     Ok((StatusCode::CREATED, Json(initiated)))
 }
 

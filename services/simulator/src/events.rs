@@ -70,6 +70,7 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
                 "provider_ref": payment.provider_ref,
                 "amount_minor": payment.amount_minor,
                 "currency": payment.currency,
+                "rail": payment.rail,
             });
             if let Some(m) = &payment.merchant_id {
                 data["merchant_id"] = json!(m);
@@ -150,6 +151,10 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
                     "currency": payment.currency.to_ascii_lowercase(),
                     "metadata": notes,
                     "created": payment.created_at,
+                    "payment_method_types": [match payment.rail.as_str() {
+                        "ach_debit" => "us_bank_account",
+                        other => other,
+                    }],
                     "status": match status {
                         "pending" => "processing",
                         "failed" => "requires_payment_method",

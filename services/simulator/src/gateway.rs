@@ -194,10 +194,13 @@ pub enum GatewayError {
     /// The request is for a tenant the simulator does not act for.
     #[error("this simulator does not act for tenant {0}")]
     OtherTenant(String),
+    /// The `Idempotency-Key` was used with other terms.
+    #[error("this Idempotency-Key was used with another initiation")]
+    IdempotencyKeyReused,
 }
 
 /// `POST /v1/providers/{provider}/payments`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Initiation {
     /// The tenant (whose webhook endpoint the provider posts to).
     pub tenant: String,
@@ -225,6 +228,9 @@ pub struct Initiated {
     pub status: String,
 }
 
+/// Where an initiation's `Idempotency-Key` is kept: tenant, provider, key.
+type KeySlot = (String, &'static str, String);
+
 /// Every sandbox gateway (cheap to clone).
 #[derive(Clone)]
 pub struct Gateways {
@@ -239,6 +245,8 @@ struct Inner {
     http: reqwest::Client,
     providers: Mutex<HashMap<&'static str, ProviderState>>,
     payments: Mutex<HashMap<(String, String), Payment>>,
+    /// Initiations by `(tenant, provider, Idempotency-Key)`: the terms and the answer.
+    keys: Mutex<HashMap<KeySlot, (Initiation, Initiated)>>,
     shutdown: CancellationToken,
 }
 
@@ -258,6 +266,7 @@ impl Gateways {
                     .unwrap_or_default(),
                 providers: Mutex::new(providers),
                 payments: Mutex::new(HashMap::new()),
+                keys: Mutex::new(HashMap::new()),
                 shutdown,
             }),
         }
@@ -296,6 +305,35 @@ impl Gateways {
             .into_iter()
             .filter(|p| Signer::new(p, self.inner.secrets.all(tenant, p)).is_ok())
             .collect()
+    }
+
+    /// Accepts a payment once per `idempotency_key` (as providers do): a retry with
+    /// the key answers the first answer and starts nothing; the key with other terms
+    /// is refused. Without a key every call is a new payment.
+    pub fn initiate_once(
+        &self,
+        provider: &str,
+        idempotency_key: Option<&str>,
+        request: Initiation,
+    ) -> Result<Initiated, GatewayError> {
+        let Some(key) = idempotency_key else {
+            return self.initiate(provider, request);
+        };
+        let name = self.provider(provider)?;
+        // Held across the initiation, so concurrent retries make one payment.
+        let mut keys = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = (request.tenant.clone(), name, key.to_owned());
+        if let Some((terms, answer)) = keys.get(&slot) {
+            return if *terms == request {
+                tracing::info!(provider = name, provider_ref = %answer.provider_ref, "initiation replayed by its idempotency key");
+                Ok(answer.clone())
+            } else {
+                Err(GatewayError::IdempotencyKeyReused)
+            };
+        }
+        let answer = self.initiate(provider, request.clone())?;
+        keys.insert(slot, (request, answer.clone()));
+        Ok(answer)
     }
 
     /// Accepts a payment and starts its life: a `pending` webhook, then after the

@@ -14,6 +14,29 @@ pub struct HistoryError(String);
 pub fn unavailable(e: impl std::fmt::Display) -> HistoryError {
     HistoryError(e.to_string())
 }
+/// Why a payment is not final at this transition (a transition never is: finality
+/// comes with its checkpoints), in the words REST uses: `not_terminal`,
+/// `rail_unknown`, `return_window_open_until:<time>`, or `awaiting_ledger_posted`
+/// when only the checkpoints are missing.
+fn not_final_because(t: &Transition) -> String {
+    let model = paytrack_shared::StatusModel::get();
+    let rail = t.terms.rail.as_deref();
+    if model.is_terminal(t.status, rail) {
+        return "awaiting_ledger_posted".to_owned();
+    }
+    if let Some(closes) = model.final_after(t.status, rail, t.occurred_at) {
+        return format!("return_window_open_until:{}", closes.format("%Y-%m-%dT%H:%M:%SZ"));
+    }
+    let terminal_somewhere = model
+        .definition(t.status)
+        .is_some_and(|d| d.terminal.values().any(|terminal| *terminal));
+    if rail.is_none() && terminal_somewhere {
+        "rail_unknown".to_owned()
+    } else {
+        "not_terminal".to_owned()
+    }
+}
+
 /// Turns a stream message into an event's `kind` and fields. Unknown or unreadable
 /// messages yield None and are skipped (they are still counted in `prev_seq`).
 pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Value>)> {
@@ -27,6 +50,8 @@ pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Valu
                 "status": t.status,
                 "previous_status": t.previous_status,
                 "final": false,
+                "rail": t.terms.rail,
+                "not_final_because": not_final_because(&t),
                 "occurred_at": t.occurred_at,
                 "trace_id": t.trace_id,
             });

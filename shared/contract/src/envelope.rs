@@ -275,6 +275,11 @@ pub struct ProviderEvent {
     /// `fee` on a captured payment, `data.fee_minor` of a Standard Webhooks event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee_minor: Option<i64>,
+    /// The payment's rail as the provider's own event says it (Razorpay's `method`,
+    /// Stripe's payment method type, a Standard Webhooks event's `data.rail`), in
+    /// paytrack's words (`card`, `upi`, `ach_debit`, …); absent when it names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail: Option<String>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.

@@ -7,6 +7,7 @@
 //! subject token (`[A-Za-z0-9_-]`, never `:`), so the prefix is unambiguous: ids of
 //! two tenants never collide, whatever the rest of the id holds.
 
+use crate::envelope::CommandAction;
 use crate::ids::{PaymentId, TenantId};
 
 /// The stable id of a provider webhook delivery: `wh:<provider>:<delivery id>`.
@@ -22,9 +23,16 @@ pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> 
     format!("sq:{provider}:{payment}:{check}")
 }
 
-/// The stable id of an API command: `cmd:<idempotency key>`.
-pub fn command_fact_id(idempotency_key: &str) -> String {
-    format!("cmd:{idempotency_key}")
+/// The stable id of an API command (create, cancel, retry, resolve):
+/// `cmd:<payment>:<command>:<idempotency key>`, so a caller's retry is dropped while
+/// the same key on another payment or command is a fact of its own.
+///
+/// Collision-free by construction: a payment id is a token (never `:`) and the
+/// command is one of [`CommandAction::name`]'s words, so the first two `:` end
+/// them and whatever the key spells is only ever the key. The payment id makes every
+/// fact id unique per payment, also when a key is reused after its TTL.
+pub fn command_fact_id(payment: &PaymentId, action: &CommandAction, idempotency_key: &str) -> String {
+    format!("cmd:{payment}:{}:{idempotency_key}", action.name())
 }
 
 /// An inbound fact in PAYTRACK_IN (webhook or command): `<tenant>:<fact_id>`, so a
@@ -43,13 +51,6 @@ pub fn transition(tenant: &TenantId, payment: &PaymentId, fact_id: &str) -> Stri
 /// (DESIGN.md §3), one per payment, version and checkpoint kind.
 pub fn checkpoint(tenant: &TenantId, payment: &PaymentId, version: u64, checkpoint: &str) -> String {
     format!("{tenant}:{payment}:{version}:{checkpoint}")
-}
-
-/// The stable id of a command on an existing payment (`cancel`, `retry`, `resolve`):
-/// `cmd:<payment>:<command>:<idempotency key>`, so a caller's retry is dropped while
-/// the same key on another payment or command is a fact of its own.
-pub fn payment_command_fact_id(payment: &PaymentId, command: &str, idempotency_key: &str) -> String {
-    format!("cmd:{payment}:{command}:{idempotency_key}")
 }
 
 /// An alert in PAYTRACK_ALERT: `<tenant>:<payment>:<kind>:<discriminator>`, where the
@@ -106,10 +107,47 @@ mod tests {
         let (a, b) = tenants();
         let id = webhook_fact_id("stdwebhooks", "msg_1");
         assert_eq!(id, "wh:stdwebhooks:msg_1");
-        assert_eq!(command_fact_id("k1"), "cmd:k1");
+        let cancel = CommandAction::Cancel { reason: None };
+        assert_eq!(command_fact_id(&pay(), &cancel, "k1"), "cmd:pay_1:cancel:k1");
         assert_eq!(fact(&a, &id), "acme:wh:stdwebhooks:msg_1");
         assert_ne!(fact(&a, &id), fact(&b, &id));
-        assert_ne!(fact(&a, &command_fact_id("k1")), fact(&b, &command_fact_id("k1")));
+        let command = command_fact_id(&pay(), &cancel, "k1");
+        assert_ne!(fact(&a, &command), fact(&b, &command));
+    }
+
+    /// No key spells another command's id: every (payment, command, key) makes its own.
+    #[test]
+    fn command_fact_ids_cannot_be_spelled_by_a_key() {
+        let payments = [pay(), PaymentId::new("pay_2").unwrap()];
+        let actions = [
+            CommandAction::Cancel { reason: None },
+            CommandAction::Retry {
+                reason: None,
+                routing: None,
+            },
+            CommandAction::Resolve {
+                status: crate::Status::Failed,
+                reason: String::new(),
+            },
+        ];
+        let keys = [
+            "K",
+            "pay_1:cancel:K",
+            "cancel:K",
+            ":K",
+            "K:",
+            "pay_2:retry:pay_1:cancel:K",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for payment in &payments {
+            for action in &actions {
+                for key in keys {
+                    let id = command_fact_id(payment, action, key);
+                    let previous = seen.insert(id.clone(), (payment.clone(), action.name(), key));
+                    assert!(previous.is_none(), "{id} is spelled twice: {previous:?}");
+                }
+            }
+        }
     }
 
     #[test]

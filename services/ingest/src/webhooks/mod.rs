@@ -114,13 +114,17 @@ async fn handle(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
         _ => ApiError::Malformed(rejection.body_text()),
     })?;
-    let verified = match provider {
+    let mut verified = match provider {
         stdwebhooks::PROVIDER => stdwebhooks::verify_and_parse(keys, headers, &body)?,
         razorpay::PROVIDER => razorpay::verify_and_parse(keys, headers, &body)?,
         stripe::PROVIDER => stripe::verify_and_parse(keys, headers, &body)?,
         _ => return Err(unknown()),
     };
     bounds::check(&verified, chrono::Utc::now())?;
+    if verified.event.rail.is_none() {
+        // The event names no rail: the tenant's default at this provider, if set.
+        verified.event.rail = state.default_rails.get(&tenant, provider).map(str::to_owned);
+    }
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("body is not UTF-8".into()))?;
     let span = tracing::Span::current();
     span.record("delivery_id", verified.delivery_id.as_str());

@@ -1,9 +1,11 @@
 //! The `razorpay` provider: `X-Razorpay-Signature` is the hex HMAC-SHA256 of the raw
-//! body under the webhook secret; `x-razorpay-event-id` names the delivery. Bodies
-//! are Razorpay's own events (`payment.captured` with `payload.payment.entity`, …).
+//! body under the webhook secret. Razorpay signs neither `x-razorpay-event-id` (kept
+//! as evidence only) nor a timestamp, so the delivery is named by the signed body's
+//! hash. Bodies are Razorpay's own events (`payment.captured` with
+//! `payload.payment.entity`, …).
 //!
-//! Razorpay signs no timestamp, so there is no tolerance to check: a replay of a
-//! genuine delivery is a duplicate fact (same event id) and changes nothing.
+//! With no timestamp there is no tolerance to check: a replay of a genuine delivery,
+//! under any event id, is a duplicate fact (same body) and changes nothing.
 //! Razorpay delivers unordered (`payment.failed` may precede `payment.captured`, an
 //! authorisation may come after a failure): the event's own `created_at` is kept as
 //! the provider time, and the reconciler's tie-breaker decides.
@@ -22,7 +24,7 @@ use crate::error::ApiError;
 pub const PROVIDER: &str = "razorpay";
 /// The signature header.
 pub const HEADER_SIGNATURE: &str = "x-razorpay-signature";
-/// The delivery's id (Razorpay's event id): the fact id.
+/// Razorpay's event id: unsigned, so kept as evidence, never the fact id.
 pub const HEADER_EVENT_ID: &str = "x-razorpay-event-id";
 
 /// Razorpay's event types paytrack maps, each to paytrack's provider status; any
@@ -33,6 +35,9 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("payment.failed", "failed"),
     ("refund.processed", "returned"),
 ];
+
+/// Razorpay's payment `method`s that name one of paytrack's rails.
+pub const RAILS: &[(&str, &str)] = &[("card", "card"), ("upi", "upi")];
 
 /// Verifies `X-Razorpay-Signature` with any of `keys`, then parses the event.
 pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
@@ -51,12 +56,12 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             "no signature verified with this endpoint's keys".into(),
         ));
     }
-    let delivery_id = verify::one_header(headers, HEADER_EVENT_ID)
-        .map_err(|_| ApiError::Malformed(format!("{HEADER_EVENT_ID} is required (one value)")))?
-        .to_owned();
-    verify::check_delivery_id(&delivery_id, HEADER_EVENT_ID)?;
+    let event_id = verify::one_header(headers, HEADER_EVENT_ID)
+        .map_err(|_| ApiError::Malformed(format!("{HEADER_EVENT_ID} is required (one value)")))?;
+    verify::check_delivery_id(event_id, HEADER_EVENT_ID)?;
 
     let value = verify::parse_json(body)?;
+    let delivery_id = signed_identity(body)?;
     let event_type = value["event"]
         .as_str()
         .ok_or_else(|| ApiError::Malformed("event is required".into()))?
@@ -112,9 +117,20 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason,
             provider_seq: None,
             fee_minor,
+            rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
+}
+
+/// What names a Razorpay delivery: the hex SHA-256 of the body Razorpay signed, not
+/// `x-razorpay-event-id`, which it does not sign (a captured body replayed under fresh
+/// event ids is then the same delivery). Hashed as stored, card numbers masked, so
+/// the id tells no more than the kept body does.
+fn signed_identity(body: &[u8]) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::Malformed("body is not UTF-8".into()))?;
+    let (masked, _) = super::mask::mask_card_numbers(text);
+    Ok(crate::idempotency::sha256_hex(masked.as_bytes()))
 }
 
 /// `notes.payment_id` and `notes.merchant_id` of the payment (or refund) entity,
@@ -166,7 +182,10 @@ mod tests {
         let body = captured(r#"{"payment_id":"pay_1","merchant_id":"m_1"}"#);
         let signature = "30d1057c4a934f580854a7e6801f9ccb87378cab9940decf0e5fd8c41dd8bfa1";
         let v = verify_and_parse(&keys(SECRET), &headers(signature, "evt_1"), body.as_bytes()).unwrap();
-        assert_eq!(v.delivery_id, "evt_1");
+        // Named by the signed body, never by the unsigned event id header.
+        assert_eq!(v.delivery_id, crate::idempotency::sha256_hex(body.as_bytes()));
+        let fresh = verify_and_parse(&keys(SECRET), &headers(signature, "evt_2"), body.as_bytes()).unwrap();
+        assert_eq!(fresh.delivery_id, v.delivery_id);
         assert_eq!(v.payment_id.unwrap().as_str(), "pay_1");
         assert_eq!(v.merchant_id.unwrap().as_str(), "m_1");
         assert_eq!(v.event.status.as_deref(), Some("succeeded"));

@@ -60,6 +60,9 @@ struct Data {
     /// The provider's fee, in the payment's minor units.
     #[serde(default)]
     fee_minor: Option<i64>,
+    /// The payment's rail, in paytrack's words (`card`, `ach_debit`, …).
+    #[serde(default)]
+    rail: Option<String>,
 }
 
 /// Verifies a signature and the timestamp with any of `keys`, then parses the body.
@@ -93,6 +96,9 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     verify::check_text("type", Some(&parsed.event_type))?;
     verify::check_text("data.provider_ref", Some(&parsed.data.provider_ref))?;
     verify::check_text("data.reason", parsed.data.reason.as_deref())?;
+    if let Some(rail) = &parsed.data.rail {
+        paytrack_shared::ids::validate_token(rail, "data.rail").map_err(|e| ApiError::Malformed(e.to_string()))?;
+    }
 
     let evidence_headers = verify::evidence_headers(
         headers,
@@ -124,6 +130,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason: parsed.data.reason,
             provider_seq: None,
             fee_minor: parsed.data.fee_minor,
+            rail: parsed.data.rail,
         },
         evidence_headers,
     })

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use paytrack_shared::envelope::ProviderEvent;
 use paytrack_shared::{MerchantId, PaymentId};
+use serde_json::Value;
 
 use super::keys::Key;
 use super::{Verified, verify};
@@ -16,6 +17,9 @@ use crate::error::ApiError;
 pub const PROVIDER: &str = "stripe";
 /// The signature header.
 pub const HEADER_SIGNATURE: &str = "stripe-signature";
+
+/// Stripe's payment method types that name one of paytrack's rails.
+pub const RAILS: &[(&str, &str)] = &[("card", "card"), ("us_bank_account", "ach_debit")];
 
 /// Stripe's event types paytrack maps, each to paytrack's provider status; any other
 /// event is kept as an unmapped fact.
@@ -115,9 +119,23 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason,
             provider_seq: None,
             fee_minor: None,
+            rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })
+}
+
+/// The object's one payment method type: a charge's `payment_method_details.type`,
+/// else the only entry of a PaymentIntent's `payment_method_types` (several: not
+/// known which was used).
+fn payment_method_type(object: &Value) -> Option<&str> {
+    if let Some(kind) = object["payment_method_details"]["type"].as_str() {
+        return Some(kind);
+    }
+    match object["payment_method_types"].as_array().map(Vec::as_slice) {
+        Some([only]) => only.as_str(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,15 @@ pub fn check_delivery_id(id: &str, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// paytrack's rail for a provider's own payment method name, from the provider's
+/// `table` (`(provider's name, rail)`); None for a method no rail matches.
+pub fn rail_of(table: &[(&str, &str)], method: &str) -> Option<String> {
+    table
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, rail)| (*rail).to_owned())
+}
+
 /// Refuses control characters in a text paytrack keeps.
 pub fn check_text(field: &str, text: Option<&str>) -> Result<(), ApiError> {
     if text.is_some_and(|t| t.chars().any(char::is_control)) {

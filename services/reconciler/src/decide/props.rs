@@ -12,7 +12,7 @@ use paytrack_shared::envelope::{
 use paytrack_shared::{MerchantId, PaymentId, Status, StatusModel, TenantId};
 use proptest::prelude::*;
 
-use super::{next_transition, view_of};
+use super::{carry_create_terms, next_transition, view_of};
 use crate::judge::{self, State};
 use crate::mapping::map_fact;
 
@@ -60,6 +60,7 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
             provider_seq: Some(seq),
             fee_minor: None,
             status: Some(status.as_str().to_owned()),
+            rail: None,
         }),
     )
 }
@@ -124,6 +125,7 @@ fn run(facts: &[InboundFact]) -> Vec<Transition> {
         let view = view_of(fact, &mapped);
         let current = chain.last();
         let verdict = judge::decide(current.map(|t| State { transition: t }), &view, model);
+        let verdict = carry_create_terms(verdict, current, fact);
         let merchant = MerchantId::new("m").unwrap();
         let Some(next) = next_transition(current, merchant, fact, &view, &verdict, &mapped.rule, n as u64, "") else {
             continue;
@@ -252,5 +254,23 @@ proptest! {
         if chain.iter().any(|t| t.cause.fact_id == newest) {
             prop_assert_eq!(chain.last().map(|t| t.cause.fact_id.clone()), Some(newest));
         }
+    }
+
+    /// The create arrives anywhere among its payment's webhooks (a webhook may beat
+    /// it): whatever the order, the payment ends on the provider's last status with
+    /// the create's rail, so it can turn final on it.
+    #[test]
+    fn a_create_beaten_by_its_webhooks_still_gives_its_rail(
+        rail in prop::sample::select(vec!["rtp", "card", "upi", "ach_debit"]),
+        choices in prop::collection::vec(any::<u8>(), 1..7),
+        at in 0usize..8,
+    ) {
+        let path = truth(Some(rail), &choices);
+        let mut facts: Vec<InboundFact> =
+            path.iter().enumerate().map(|(i, s)| webhook(i as u64, *s, i as u64 + 1)).collect();
+        facts.insert(at.min(facts.len()), create(rail));
+        let chain = run(&facts);
+        prop_assert_eq!(chain.last().map(|t| t.status), path.last().copied().or(Some(Status::Initiated)));
+        prop_assert_eq!(chain.last().and_then(|t| t.terms.rail.as_deref()), Some(rail));
     }
 }
