@@ -217,16 +217,58 @@ struct Sub {
     replay: Option<Box<Replay>>,
 }
 
-/// The live messages a subscription buffers while its JetStream replay runs.
+/// The live messages a subscription buffers while its replay runs.
 #[derive(Default)]
 struct Replay {
     pending: Vec<Arc<Msg>>,
+    /// The payload bytes of `pending`.
+    bytes: usize,
     /// Whether more live messages arrived during the replay than are buffered.
     overflowed: bool,
 }
 
-/// Live messages one subscription buffers while its replay runs.
-const MAX_BUFFERED: usize = 65_536;
+impl Replay {
+    /// Buffers a live message, up to [`MAX_BUFFERED`]; beyond it the replay reads
+    /// them from the stream instead.
+    fn buffer(&mut self, message: &Arc<Msg>) {
+        if self.pending.len() < MAX_BUFFERED {
+            self.pending.push(message.clone());
+            self.bytes += message.payload.len();
+            metrics::gauge!("paytrack_edge_replay_buffered_messages").increment(1);
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    /// Forgets what is buffered (it is read from the stream instead) and returns it.
+    fn take(&mut self) -> Vec<Arc<Msg>> {
+        metrics::gauge!("paytrack_edge_replay_buffered_messages").decrement(self.pending.len() as f64);
+        self.bytes = 0;
+        self.overflowed = false;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.take();
+    }
+}
+
+/// Live messages one subscription buffers while its replay runs. A replay holds at
+/// most this many message pointers (the messages are shared with the ring) and one
+/// [`REPLAY_PAGE`]: when live traffic outruns it, it drops the buffer and reads the
+/// same messages from the stream, paced by the client.
+const MAX_BUFFERED: usize = 1_024;
+
+/// Messages a replay reads from JetStream at once; each is queued to the session only
+/// once its queue is at most half full, so a replay is sent as fast as the client
+/// takes it, whatever the gap.
+const REPLAY_PAGE: usize = 256;
+
+/// How long a replay's consumer outlives a pause in its reads (a client that takes
+/// nothing is closed by its write timeout first).
+const REPLAY_CONSUMER_IDLE: Duration = Duration::from_secs(60);
 
 /// How long a channel no session holds is still followed, so that clients that
 /// reconnect (a dropped edge connection, a reconnect storm) resume from memory.
@@ -396,8 +438,61 @@ pub struct Hub {
     epochs: [String; 2],
     streams: [Stream; 2],
     heads: [watch::Sender<u64>; 2],
+    /// Short JetStream reads of subscribes (a latest position, a snapshot, the
+    /// stream's first sequence).
     permits: Semaphore,
+    /// Replays running at once, each holding a consumer and at most a page and
+    /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
+    replays: Semaphore,
     timeout: Duration,
+}
+
+/// A subscription whose `subscribed` is queued and whose missed messages are still to
+/// be sent: [`Hub::replay`] sends them as the client drains its queue, then hands the
+/// subscription over to the live feed.
+pub struct Backlog {
+    feed: Feed,
+    key: String,
+    name: String,
+    id: u64,
+    out: Arc<Outbox>,
+    epoch: String,
+    filters: Vec<String>,
+    /// The `seq` of the last event queued (the `prev_seq` of the next).
+    last_seq: u64,
+    /// The channel's newest message known so far.
+    latest: u64,
+    /// Everything of the channel up to here is queued.
+    cursor: u64,
+    /// The current round replays up to here (the ring's head when it started); what
+    /// arrives live after it is buffered or read in the next round.
+    through: u64,
+}
+
+/// A started subscription: `subscribed` is queued, and any backlog still has to go
+/// through [`Hub::replay`].
+pub struct Subscribed {
+    /// How it started (for the audit).
+    pub ready: Ready,
+    /// The missed messages still to send, when there were more than the session's
+    /// queue could take at once.
+    pub backlog: Option<Backlog>,
+}
+
+/// Counts a replay running while it lives (`paytrack_edge_replays_running`).
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        metrics::gauge!("paytrack_edge_replays_running").increment(1);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        metrics::gauge!("paytrack_edge_replays_running").decrement(1);
+    }
 }
 
 impl Hub {
@@ -435,9 +530,11 @@ impl Hub {
             streams: [status, push],
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
+            replays: Semaphore::new(concurrency.max(1)),
             timeout,
             health: Default::default(),
         });
+        metrics::gauge!("paytrack_edge_replay_slots").set(concurrency.max(1) as f64);
         for feed in Feed::ALL {
             hub.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
             tokio::spawn(hub.clone().watch_health(feed, js.client(), shutdown.clone()));
@@ -610,18 +707,22 @@ impl Hub {
         };
         let recovered = resume.is_some();
         let (position, after) = resume.unwrap_or((latest, head));
-        Some(go_live_from_ring(
+        // None when the session cannot take the missed messages at once: a paged replay.
+        go_live_from_ring(
             inner, feed, epoch, &key, request, latest, recovered, position, after, snapshot,
-        ))
+        )
     }
 
-    /// Starts a subscription: decides where it continues from, replays what it missed
-    /// (from memory, else from JetStream) and hands it over to the live feed without a
-    /// gap or a duplicate. `subscribed` and the replay are queued before any live event.
-    /// On error nothing changed: a subscription it would replace keeps working.
-    pub async fn subscribe(&self, request: Request) -> Result<Ready, HistoryError> {
+    /// Starts a subscription: decides where it continues from and queues `subscribed`.
+    /// What it missed is queued at once when memory holds it and the session can take
+    /// it (it is then live); otherwise the returned [`Backlog`] goes through
+    /// [`Hub::replay`], which sends it as the client drains its queue and hands it over
+    /// to the live feed without a gap or a duplicate. `subscribed` and the missed
+    /// messages are queued before any live event. On error nothing changed: a
+    /// subscription it would replace keeps working.
+    pub async fn subscribe(&self, request: Request) -> Result<Subscribed, HistoryError> {
         if let Some(ready) = self.subscribe_from_memory(&request) {
-            return Ok(ready);
+            return Ok(Subscribed { ready, backlog: None });
         }
         let feed = Feed::of(&request.channel);
         let epoch = self.epochs[feed as usize].clone();
@@ -693,72 +794,232 @@ impl Hub {
             snapshot: snapshot.clone(),
         };
 
-        // From memory, when the ring still holds everything after `after`.
-        let registered_through = {
-            let mut inner = self.lock();
-            let inner = &mut *inner;
-            let ring = &inner.rings[feed as usize];
-            let (head, floor) = (ring.head, ring.floor);
-            let in_ring = match inner.channels.get(&key) {
-                Some(entry) => entry.in_ring_after(floor, after),
-                None => floor <= after,
-            };
-            if in_ring {
-                return Ok(go_live_from_ring(
-                    inner, feed, &epoch, &key, &request, latest, recovered, position, after, snapshot,
-                ));
-            }
-            // Otherwise register now (live messages are buffered from here) and
-            // replay the rest from JetStream.
-            let entry = attach(inner, &key, &name, &request);
-            entry.subs.insert(
-                request.id,
-                Sub {
-                    out: request.out.clone(),
-                    last_seq: position,
-                    replay: Some(Box::default()),
-                },
-            );
-            head
-        };
-        let replayed = self.replay(stream, filters, after, registered_through).await;
+        // From memory at once, when the ring still holds everything after `after` and
+        // the session can take it; otherwise a paged replay, registered now (live
+        // messages are buffered from here), `subscribed` queued first.
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let replayed = match replayed {
-            Ok(replayed) => replayed,
-            Err(error) => {
-                detach_locked(inner, &key, request.id);
-                return Err(error);
-            }
+        let ring = &inner.rings[feed as usize];
+        let (head, floor) = (ring.head, ring.floor);
+        let in_ring = match inner.channels.get(&key) {
+            Some(entry) => entry.in_ring_after(floor, after),
+            None => floor <= after,
         };
-        let Some(entry) = inner.channels.get_mut(&key) else {
-            return Err(unavailable("subscription ended during its replay"));
-        };
-        let Some(mut sub) = entry.subs.remove(&request.id) else {
-            return Err(unavailable("subscription ended during its replay"));
-        };
-        if sub.replay.as_ref().is_some_and(|r| r.overflowed) {
-            detach_locked(inner, &key, request.id);
-            return Err(unavailable("live traffic outran the replay"));
+        if in_ring
+            && let Some(ready) = go_live_from_ring(
+                inner,
+                feed,
+                &epoch,
+                &key,
+                &request,
+                latest,
+                recovered,
+                position,
+                after,
+                snapshot.clone(),
+            )
+        {
+            return Ok(Subscribed { ready, backlog: None });
         }
-        let buffered = sub.replay.take().map(|r| r.pending).unwrap_or_default();
-        request.out.send(&subscribed(position));
-        let mut newest = latest;
-        for message in replayed.iter().chain(buffered.iter()) {
-            newest = newest.max(message.seq);
-            deliver_one(&mut sub, &name, &epoch, message);
-        }
-        if entry.latest.is_none() {
-            entry.latest = Some(newest);
-        }
+        let entry = attach(inner, &key, &name, &request);
+        entry.subs.insert(
+            request.id,
+            Sub {
+                out: request.out.clone(),
+                last_seq: position,
+                replay: Some(Box::default()),
+            },
+        );
         if let Some(old) = request.replaces {
             entry.subs.remove(&old);
         }
-        entry.subs.insert(request.id, sub);
-        Ok(Ready {
-            recovered,
-            position: Position { epoch, seq: position },
+        request.out.send(&subscribed(position));
+        Ok(Subscribed {
+            ready: Ready {
+                recovered,
+                position: Position {
+                    epoch: epoch.clone(),
+                    seq: position,
+                },
+            },
+            backlog: Some(Backlog {
+                feed,
+                key,
+                name,
+                id: request.id,
+                out: request.out.clone(),
+                epoch,
+                filters,
+                last_seq: position,
+                latest,
+                cursor: after,
+                through: head,
+            }),
         })
+    }
+
+    /// Sends a subscription's backlog as the client drains its queue, then hands it
+    /// over to the live feed: each round replays the channel up to where the ring's
+    /// head was when it started (from the ring when it still holds that part, else
+    /// from JetStream a page at a time), while live messages are buffered; the
+    /// buffered ones are queued at the handover when the session can take them at
+    /// once, or else dropped and read from the stream by the next round. On error (the
+    /// session closed, JetStream unreadable) the subscription is ended.
+    pub async fn replay(&self, mut backlog: Backlog) -> Result<(), HistoryError> {
+        let result = self.run_backlog(&mut backlog).await;
+        if result.is_err() {
+            detach_locked(&mut self.lock(), &backlog.key, backlog.id);
+        }
+        result
+    }
+
+    async fn run_backlog(&self, b: &mut Backlog) -> Result<(), HistoryError> {
+        let _slot = self.replays.acquire().await.map_err(unavailable)?;
+        let _running = Running::start();
+        metrics::counter!("paytrack_edge_replays_total").increment(1);
+        let mut first = true;
+        loop {
+            let from_ring = {
+                let mut inner = self.lock();
+                let Inner { rings, channels, .. } = &mut *inner;
+                let ring = &rings[b.feed as usize];
+                let entry = channels
+                    .get_mut(&b.key)
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                let sub = entry
+                    .subs
+                    .get_mut(&b.id)
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                let replay = sub
+                    .replay
+                    .as_mut()
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                if !first {
+                    if !replay.overflowed && b.out.fits(replay.pending.len(), replay.bytes) {
+                        let pending = replay.take();
+                        sub.replay = None;
+                        sub.last_seq = b.last_seq;
+                        for message in &pending {
+                            b.latest = b.latest.max(message.seq);
+                            deliver_one(sub, &b.name, &b.epoch, message);
+                        }
+                        if entry.latest.is_none() {
+                            entry.latest = Some(b.latest.max(b.last_seq));
+                        }
+                        return Ok(());
+                    }
+                    // Live traffic outran the replay or the client: read it from the
+                    // stream in the next round rather than hold it.
+                    replay.take();
+                    metrics::counter!("paytrack_edge_replay_rounds_total").increment(1);
+                    b.cursor = b.through;
+                    b.through = ring.head;
+                }
+                first = false;
+                entry.in_ring_after(ring.floor, b.cursor).then(|| {
+                    let through = b.through;
+                    let mut missed = missed_in_ring(ring, b.feed, &b.key, entry, b.cursor);
+                    missed.retain(|m| m.seq <= through);
+                    missed
+                })
+            };
+            match from_ring {
+                Some(missed) => {
+                    for message in &missed {
+                        self.queue_replayed(b, message).await?;
+                    }
+                }
+                None => self.replay_from_stream(b).await?,
+            }
+        }
+    }
+
+    /// Queues one replayed message once the session's queue is at most half full,
+    /// chaining its `prev_seq`.
+    async fn queue_replayed(&self, b: &mut Backlog, message: &Msg) -> Result<(), HistoryError> {
+        if message.seq <= b.last_seq {
+            return Ok(());
+        }
+        b.latest = b.latest.max(message.seq);
+        if !b.out.drained().await {
+            return Err(unavailable("session closed during its replay"));
+        }
+        if let Some(frame) = encode_event(&b.name, &b.epoch, message, b.last_seq) {
+            b.last_seq = message.seq;
+            if !b.out.push(frame) {
+                return Err(unavailable("session closed during its replay"));
+            }
+            metrics::counter!("paytrack_edge_replayed_messages_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Queues the channel's messages in `(cursor, through]` read from JetStream a page
+    /// at a time, with a short-lived filtered consumer deleted right after.
+    async fn replay_from_stream(&self, b: &mut Backlog) -> Result<(), HistoryError> {
+        if b.through <= b.cursor {
+            return Ok(());
+        }
+        let stream = &self.streams[b.feed as usize];
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subjects: b.filters.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: b.cursor + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: REPLAY_CONSUMER_IDLE,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let pending = consumer.cached_info().num_pending;
+        let result = self.read_pages(&consumer, pending, b).await;
+        if let Err(error) = stream.delete_consumer(&name).await {
+            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
+        }
+        result?;
+        b.cursor = b.through;
+        Ok(())
+    }
+
+    async fn read_pages(
+        &self,
+        consumer: &consumer::PullConsumer,
+        mut pending: u64,
+        b: &mut Backlog,
+    ) -> Result<(), HistoryError> {
+        while pending > 0 {
+            let mut page = consumer
+                .batch()
+                .max_messages(pending.min(REPLAY_PAGE as u64) as usize)
+                .expires(self.timeout)
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut got = 0;
+            while let Some(message) = page.next().await {
+                let message = message.map_err(unavailable)?;
+                got += 1;
+                let info = message.info().map_err(unavailable)?;
+                let seq = info.stream_sequence;
+                pending = info.pending;
+                if seq > b.through {
+                    return Ok(());
+                }
+                let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
+                self.queue_replayed(b, &message).await?;
+                if seq == b.through || pending == 0 {
+                    return Ok(());
+                }
+            }
+            if got == 0 {
+                return Err(unavailable("replay stalled"));
+            }
+        }
+        Ok(())
     }
 
     /// Queues `subscribed` again for a channel the session already holds, at the
@@ -848,42 +1109,6 @@ impl Hub {
             other => Ok(static_snapshot(other)),
         }
     }
-
-    /// The channel's messages in `(after, through]` read from JetStream with a
-    /// short-lived filtered consumer, deleted right after.
-    async fn replay(
-        &self,
-        stream: &Stream,
-        filters: Vec<String>,
-        after: u64,
-        through: u64,
-    ) -> Result<Vec<Arc<Msg>>, HistoryError> {
-        if through <= after {
-            return Ok(Vec::new());
-        }
-        let _permit = self.permits.acquire().await.map_err(unavailable)?;
-        metrics::counter!("paytrack_edge_replays_total").increment(1);
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subjects: filters,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(10),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let name = consumer.cached_info().name.clone();
-        let pending = consumer.cached_info().num_pending;
-        let result = read_replay(&consumer, pending, through, self.timeout).await;
-        if let Err(error) = stream.delete_consumer(&name).await {
-            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
-        }
-        result
-    }
 }
 
 /// [`Hub::ingest`] under the hub's lock: queues `message` to the channels it belongs
@@ -919,48 +1144,6 @@ async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pull::Ordered
     };
     let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
     consumer.messages().await.map_err(unavailable)
-}
-
-async fn read_replay(
-    consumer: &consumer::PullConsumer,
-    mut pending: u64,
-    through: u64,
-    timeout: Duration,
-) -> Result<Vec<Arc<Msg>>, HistoryError> {
-    let mut out = Vec::new();
-    while pending > 0 {
-        let mut batch = consumer
-            .batch()
-            .max_messages(pending.min(512) as usize)
-            .expires(timeout)
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let mut got = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(unavailable)?;
-            got += 1;
-            let info = message.info().map_err(unavailable)?;
-            let seq = info.stream_sequence;
-            pending = info.pending;
-            if seq > through {
-                return Ok(out);
-            }
-            out.push(Msg::new(
-                seq,
-                &message.subject,
-                message.payload.clone(),
-                message.headers.clone(),
-            ));
-            if seq == through || pending == 0 {
-                return Ok(out);
-            }
-        }
-        if got == 0 {
-            return Err(unavailable("replay stalled"));
-        }
-    }
-    Ok(out)
 }
 
 /// The newest message of the channel's filters (0 when it has none).
@@ -1056,7 +1239,8 @@ fn missed_in_ring(ring: &Ring, feed: Feed, key: &str, entry: &mut Entry, after: 
 
 /// Registers a subscription whose missed messages (those of the channel after
 /// `after`) are all in the ring: queues `subscribed`, then them, and goes live, in one
-/// step under the hub's lock.
+/// step under the hub's lock. None (and nothing changed) when the session's queue
+/// cannot take them at once: they go through a paged replay instead.
 #[allow(clippy::too_many_arguments)]
 fn go_live_from_ring(
     inner: &mut Inner,
@@ -1069,7 +1253,7 @@ fn go_live_from_ring(
     position: u64,
     after: u64,
     snapshot: Option<Value>,
-) -> Ready {
+) -> Option<Ready> {
     let name = request.channel.name();
     let Inner {
         rings,
@@ -1081,6 +1265,14 @@ fn go_live_from_ring(
     let floor = ring.floor;
     let entry = attach_in(channels, user_devices, ring.head, key, &name, request);
     let missed = missed_in_ring(ring, feed, key, entry, after);
+    let bytes = missed.iter().map(|m| m.payload.len()).sum();
+    if !request.out.fits(missed.len() + 1, bytes) {
+        // Taken back: idle again (or forgotten) as it was before.
+        if entry.subs.is_empty() {
+            detach_locked(inner, key, request.id);
+        }
+        return None;
+    }
     if entry.latest.is_none() {
         entry.latest = Some(missed.last().map_or(latest, |m| m.seq.max(latest)));
     }
@@ -1110,7 +1302,7 @@ fn go_live_from_ring(
         entry.subs.remove(&old);
     }
     entry.subs.insert(request.id, sub);
-    Ready { recovered, position }
+    Some(Ready { recovered, position })
 }
 
 fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
@@ -1196,13 +1388,7 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
             continue;
         }
         if let Some(replay) = &mut sub.replay {
-            // Bounded: a replay that falls this far behind the live feed fails (the
-            // client retries) rather than growing memory.
-            if replay.pending.len() < MAX_BUFFERED {
-                replay.pending.push(message.clone());
-            } else {
-                replay.overflowed = true;
-            }
+            replay.buffer(message);
             continue;
         }
         let prev_seq = sub.last_seq;
