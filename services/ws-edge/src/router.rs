@@ -143,6 +143,15 @@ impl Ring {
     }
 }
 
+/// The feed of a channel, from its name.
+fn feed_of_name(name: &str) -> Feed {
+    if name.starts_with("user:") {
+        Feed::Push
+    } else {
+        Feed::Status
+    }
+}
+
 /// The map key of a channel inside a tenant (and, for user channels, a device).
 pub fn channel_key(tenant: &str, name: &str, device: Option<&str>) -> String {
     format!("{tenant} {name} {}", device.unwrap_or(""))
@@ -312,6 +321,11 @@ impl Entry {
 
 struct Inner {
     rings: [Ring; 2],
+    /// Each stream's epoch (its incarnation): every position the edge sends names it.
+    epochs: [String; 2],
+    /// Bumped when a stream is found recreated: what a feed opened on the old
+    /// incarnation still delivers is dropped.
+    generations: [u64; 2],
     channels: HashMap<String, Entry>,
     /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
     /// device-bound channels.
@@ -426,6 +440,9 @@ struct FeedHealth {
     /// Cleared when the feed's consumer reports an error, set again once it delivers
     /// or the feed is found caught up with the stream.
     consumer_ok: AtomicBool,
+    /// Set from the moment the stream is found recreated until the feed is open on
+    /// the new incarnation: the edge claims no currency meanwhile.
+    reopening: AtomicBool,
 }
 
 /// How often the edge compares its feeds with the streams.
@@ -435,8 +452,9 @@ const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Hub {
     inner: Mutex<Inner>,
     health: [FeedHealth; 2],
-    epochs: [String; 2],
     streams: [Stream; 2],
+    /// Wakes a feed to reopen on its stream's new incarnation.
+    reopen: [tokio::sync::Notify; 2],
     heads: [watch::Sender<u64>; 2],
     /// Short JetStream reads of subscribes (a latest position, a snapshot, the
     /// stream's first sequence).
@@ -515,19 +533,21 @@ impl Hub {
             heads.push(info.state.last_sequence);
             streams.push(stream);
         }
+        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
         let inner = Inner {
             rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
+            epochs: [status_epoch, push_epoch],
+            generations: [0; 2],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
             next_ticket: 0,
         };
         let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
-        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
         let hub = Arc::new(Hub {
             inner: Mutex::new(inner),
-            epochs: [status_epoch, push_epoch],
             streams: [status, push],
+            reopen: Default::default(),
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
             replays: Semaphore::new(concurrency.max(1)),
@@ -543,7 +563,7 @@ impl Hub {
             let from = heads[feed as usize] + 1;
             // Opened before the edge serves, so its consumers exist from the start.
             let messages = open_feed(&hub.streams[feed as usize], from).await?;
-            tokio::spawn(hub.clone().feed(feed, from, messages, shutdown.clone()));
+            tokio::spawn(hub.clone().feed(feed, (from, 0), messages, shutdown.clone()));
         }
         Ok(hub)
     }
@@ -554,18 +574,15 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stream epoch of `channel`.
-    pub fn epoch(&self, channel: &Channel) -> &str {
-        &self.epochs[Feed::of(channel) as usize]
-    }
-
-    /// Reads one stream from `from` on, for as long as the edge runs. The ordered
-    /// consumer recovers from lost messages and reconnects by itself; if it ends it is
-    /// recreated after the last sequence seen.
+    /// Reads one stream from `from` on (`(from, generation)`), for as long as the edge
+    /// runs. The ordered consumer recovers from lost messages and reconnects by
+    /// itself; if it ends it is recreated after the last sequence seen, once the
+    /// stream is checked to be the same incarnation. When the stream is found
+    /// recreated ([`Hub::restart_feed`]) it reopens at the new incarnation's start.
     async fn feed(
         self: Arc<Self>,
         feed: Feed,
-        mut from: u64,
+        (mut from, mut generation): (u64, u64),
         first: consumer::pull::Ordered,
         shutdown: CancellationToken,
     ) {
@@ -574,7 +591,16 @@ impl Hub {
         while !shutdown.is_cancelled() {
             let opened = match first.take() {
                 Some(messages) => Ok(messages),
-                None => open_feed(&stream, from).await,
+                None => {
+                    // The stream may have been recreated while the feed was away.
+                    let before = self.resume_point(feed);
+                    match tokio::time::timeout(self.timeout, stream.get_info()).await {
+                        Ok(Ok(info)) => self.notice_recreation(feed, &info, before),
+                        _ => false,
+                    };
+                    (from, generation) = self.resume_point(feed);
+                    open_feed(&stream, from).await
+                }
             };
             let mut messages = match opened {
                 Ok(messages) => messages,
@@ -588,9 +614,17 @@ impl Hub {
                 }
             };
             tracing::info!(stream = feed.stream(), from, "edge feed open");
+            if self.lock().generations[feed as usize] == generation {
+                self.health[feed as usize].reopening.store(false, Ordering::Relaxed);
+            }
             loop {
                 let next = tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
+                    _ = self.reopen[feed as usize].notified() => {
+                        tracing::info!(stream = feed.stream(), "edge feed reopens on the recreated stream");
+                        break;
+                    }
                     next = messages.next() => next,
                 };
                 match next {
@@ -598,7 +632,10 @@ impl Hub {
                         let Ok(info) = message.info() else { continue };
                         let seq = info.stream_sequence;
                         let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
-                        self.ingest(feed, message);
+                        if !self.ingest(feed, generation, message) {
+                            // Of the old incarnation: reopen on the new one.
+                            break;
+                        }
                         self.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
                         from = seq + 1;
                     }
@@ -630,9 +667,15 @@ impl Hub {
                 _ = ticker.tick() => {}
             }
             let connected = client.connection_state() == async_nats::connection::State::Connected;
+            // The feed's head before the request: the stream's last sequence in the
+            // answer is at least this, unless the stream was recreated.
+            let before = self.resume_point(feed);
             let last = if connected {
                 match tokio::time::timeout(self.timeout, self.streams[feed as usize].get_info()).await {
-                    Ok(Ok(info)) => Some(info.state.last_sequence),
+                    Ok(Ok(info)) => {
+                        self.notice_recreation(feed, &info, before);
+                        Some(info.state.last_sequence)
+                    }
                     _ => None,
                 }
             } else {
@@ -643,7 +686,9 @@ impl Hub {
                 caught_up_at = std::time::Instant::now();
                 health.consumer_ok.store(true, Ordering::Relaxed);
             }
-            let live = last.is_some() && health.consumer_ok.load(Ordering::Relaxed);
+            let live = last.is_some()
+                && health.consumer_ok.load(Ordering::Relaxed)
+                && !health.reopening.load(Ordering::Relaxed);
             let lag = caught_up_at.elapsed().as_millis() as u64;
             health.live.store(live, Ordering::Relaxed);
             health.lag_ms.store(lag, Ordering::Relaxed);
@@ -665,14 +710,88 @@ impl Hub {
     }
 
     /// Adds a message to the ring and queues it to every session of every channel it
-    /// belongs to.
-    fn ingest(&self, feed: Feed, message: Arc<Msg>) {
-        let epoch = &self.epochs[feed as usize];
+    /// belongs to; false (and nothing done) when it comes from a feed opened on an
+    /// incarnation of the stream that has since been found recreated.
+    fn ingest(&self, feed: Feed, generation: u64, message: Arc<Msg>) -> bool {
         let mut guard = self.lock();
-        ingest_locked(&mut guard, feed, epoch, &message);
+        if guard.generations[feed as usize] != generation {
+            return false;
+        }
+        ingest_locked(&mut guard, feed, &message);
         drop(guard);
         self.heads[feed as usize].send_replace(message.seq);
         metrics::counter!("paytrack_edge_feed_messages_total", "stream" => feed.stream()).increment(1);
+        true
+    }
+
+    /// Where a feed (re)opens: after the ring's head, in the current generation.
+    fn resume_point(&self, feed: Feed) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.rings[feed as usize].head + 1, inner.generations[feed as usize])
+    }
+
+    /// Compares `info` with what the edge holds of the feed's stream: a new epoch, or
+    /// a last sequence behind the feed's position before `info` was asked for
+    /// (`before`, from [`Hub::resume_point`]: sequences going backwards), means the
+    /// stream was recreated, and the feed is restarted on it. True when it was.
+    fn notice_recreation(&self, feed: Feed, info: &async_nats::jetstream::stream::Info, before: (u64, u64)) -> bool {
+        let epoch = paytrack_nats::epoch_of(info);
+        let (from, generation) = before;
+        let recreated = {
+            let inner = self.lock();
+            inner.epochs[feed as usize] != epoch
+                || (inner.generations[feed as usize] == generation && info.state.last_sequence + 1 < from)
+        };
+        if recreated {
+            self.restart_feed(feed, epoch, info.state.first_sequence.saturating_sub(1));
+        }
+        recreated
+    }
+
+    /// Follows a recreated stream: the feed claims no currency until it is open on the
+    /// new incarnation; every session holding one of its channels is closed with 1012
+    /// (its positions are of the old epoch, so its resume is answered `recovered:
+    /// false` with the snapshot or reload); the ring and the channels of the feed
+    /// start again empty, under the new epoch, after `head`; and the feed reopens
+    /// there.
+    fn restart_feed(&self, feed: Feed, epoch: String, head: u64) {
+        let health = &self.health[feed as usize];
+        health.reopening.store(true, Ordering::Relaxed);
+        health.live.store(false, Ordering::Relaxed);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        tracing::warn!(stream = feed.stream(), old = %inner.epochs[feed as usize], new = %epoch, "stream recreated: sessions told to resume");
+        metrics::counter!("paytrack_edge_stream_recreated_total", "stream" => feed.stream()).increment(1);
+        inner.epochs[feed as usize] = epoch;
+        inner.generations[feed as usize] += 1;
+        let capacity = inner.rings[feed as usize].capacity;
+        inner.rings[feed as usize] = Ring::new(head, capacity);
+        let keys: Vec<String> = inner
+            .channels
+            .iter()
+            .filter(|(_, entry)| feed_of_name(&entry.name) == feed)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            let Some(entry) = inner.channels.remove(&key) else {
+                continue;
+            };
+            for sub in entry.subs.values() {
+                sub.out.close(
+                    crate::protocol::close::RESTARTING,
+                    "stream recreated: resume (positions of the old epoch are answered with a snapshot)",
+                );
+            }
+            if entry.idle.is_none() {
+                metrics::gauge!("paytrack_edge_channels").decrement(1);
+            }
+        }
+        if feed == Feed::Push {
+            inner.user_devices.clear();
+        }
+        drop(guard);
+        self.heads[feed as usize].send_replace(head);
+        self.reopen[feed as usize].notify_one();
     }
 
     /// Starts a subscription without reading JetStream, when memory can answer it: the
@@ -681,10 +800,10 @@ impl Hub {
     /// snapshot needs no read. Otherwise None: [`Hub::subscribe`] reads what is missing.
     pub fn subscribe_from_memory(&self, request: &Request) -> Option<Ready> {
         let feed = Feed::of(&request.channel);
-        let epoch = &self.epochs[feed as usize];
         let key = request.key();
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let epoch = &inner.epochs[feed as usize].clone();
         let ring = &inner.rings[feed as usize];
         let (head, floor) = (ring.head, ring.floor);
         let (latest, in_ring) = inner.channels.get(&key).and_then(|entry| {
@@ -725,7 +844,7 @@ impl Hub {
             return Ok(Subscribed { ready, backlog: None });
         }
         let feed = Feed::of(&request.channel);
-        let epoch = self.epochs[feed as usize].clone();
+        let epoch = self.lock().epochs[feed as usize].clone();
         let key = request.key();
         let name = request.channel.name();
         let filters = request.channel.filters(&request.tenant, request.device.as_deref());
@@ -799,6 +918,9 @@ impl Hub {
         // messages are buffered from here), `subscribed` queued first.
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if inner.epochs[feed as usize] != epoch {
+            return Err(unavailable("stream recreated during the subscribe"));
+        }
         let ring = &inner.rings[feed as usize];
         let (head, floor) = (ring.head, ring.floor);
         let in_ring = match inner.channels.get(&key) {
@@ -1026,8 +1148,8 @@ impl Hub {
     /// position it has reached (a repeated subscribe without `since` is idempotent).
     pub fn resubscribed(&self, request: &Request, id: u64) -> Option<Position> {
         let key = request.key();
-        let epoch = self.epoch(&request.channel).to_owned();
         let inner = self.lock();
+        let epoch = inner.epochs[Feed::of(&request.channel) as usize].clone();
         let sub = inner.channels.get(&key)?.subs.get(&id)?;
         if sub.replay.is_some() {
             return None;
@@ -1069,7 +1191,7 @@ impl Hub {
                 positions.insert(
                     channel.name(),
                     Position {
-                        epoch: self.epoch(channel).to_owned(),
+                        epoch: inner.epochs[Feed::of(channel) as usize].clone(),
                         seq: sub.last_seq,
                     },
                 );
@@ -1114,8 +1236,9 @@ impl Hub {
 /// [`Hub::ingest`] under the hub's lock: queues `message` to the channels it belongs
 /// to, indexes it on their entries, adds it to the ring and records, on the entries of
 /// the message the ring evicts, that it is now their newest at the floor.
-fn ingest_locked(inner: &mut Inner, feed: Feed, epoch: &str, message: &Arc<Msg>) {
+fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
     let keys = keys_of(feed, &message.subject, &inner.user_devices);
+    let epoch = &inner.epochs[feed as usize];
     for key in keys {
         if let Some(entry) = inner.channels.get_mut(&key) {
             dispatch(entry, epoch, message);
@@ -1546,6 +1669,8 @@ mod tests {
         let key = channel_key("a", "merchant:m1", None);
         let mut inner = Inner {
             rings: [Ring::new(10, 4), Ring::new(0, 4)],
+            epochs: ["e".to_owned(), "e".to_owned()],
+            generations: [0; 2],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
@@ -1569,7 +1694,6 @@ mod tests {
             ingest_locked(
                 &mut inner,
                 Feed::Status,
-                "e",
                 &msg(seq, &format!("paytrack.status.a.{merchant}.p{seq}")),
             );
         }
