@@ -565,3 +565,94 @@ async fn one_tenants_subscribe_storm_cannot_hold_up_another_tenants_subscribe() 
     assert!(refused > 0 && subscribed > 0, "{subscribed} served, {refused} refused");
     Ok(())
 }
+
+/// The next message of `kind` on `client`, answering every heartbeat with `ack` as a
+/// client does; a close is an error naming its code.
+async fn next_acking(client: &mut WsClient, kind: &str) -> anyhow::Result<Value> {
+    loop {
+        let message = match client.next_or_close(WAIT).await? {
+            Ok(message) => message,
+            Err(code) => bail!("closed with {code} while waiting for {kind}"),
+        };
+        if message["type"] == "heartbeat" {
+            client
+                .send(json!({"type": "ack", "positions": message["positions"]}))
+                .await?;
+        }
+        if message["type"] == kind {
+            return Ok(message);
+        }
+    }
+}
+
+/// PAYTRACK_STATUS deleted and recreated (as the admin) under a running edge: the
+/// session holding a status channel is told (closed with 1012: its positions belong to
+/// the old epoch), a resume from its last position is not recovered (a reload, under
+/// the new epoch), the heartbeats say `live: true` again only once the edge follows
+/// the new stream, and a new transition then arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_status_stream_is_noticed_and_every_session_is_told() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mesh = Mesh::start().await?;
+    let token = mesh.operator_token();
+    let mut client = WsClient::connect(&mesh.ws_url(), &token).await?;
+    client.send(json!({"type": "subscribe", "channel": "payments"})).await?;
+    let subscribed = client.next_of("subscribed", WAIT).await?;
+    let old_epoch = subscribed["position"]["epoch"].clone();
+    mesh.post_webhook("msg_recreate_1", &Mesh::webhook_body("pay_old", "pending", "m_re"))
+        .await?;
+    let event = next_acking(&mut client, "event").await?;
+    let since = event["position"].clone();
+    loop {
+        if next_acking(&mut client, "heartbeat").await?["live"] == true {
+            break;
+        }
+    }
+
+    let status = subjects::STREAM_STATUS;
+    let config = mesh.js.get_stream(status).await?.info().await?.config.clone();
+    mesh.js.delete_stream(status).await?;
+    mesh.js.create_stream(config).await?;
+
+    // Told: the session is closed with 1012 (reconnect and resume).
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_or_close(WAIT).await? {
+                Err(code) => return anyhow::Ok(code),
+                Ok(message) if message["type"] == "heartbeat" => {
+                    client
+                        .send(json!({"type": "ack", "positions": message["positions"]}))
+                        .await?;
+                }
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .context("the session was not told the stream was recreated")??;
+    assert_eq!(code, 1012, "the session must be told the stream was recreated");
+
+    let mut again = WsClient::connect(&mesh.ws_url(), &token).await?;
+    again
+        .send(json!({"type": "subscribe", "channel": "payments", "since": since}))
+        .await?;
+    let subscribed = again.next_of("subscribed", WAIT).await?;
+    assert_eq!(subscribed["recovered"], false, "{subscribed}");
+    assert_eq!(subscribed["snapshot"]["reload"], "/v1/payments", "{subscribed}");
+    let new_epoch = subscribed["position"]["epoch"].clone();
+    assert_ne!(new_epoch, old_epoch, "a recreated stream is a new epoch");
+    loop {
+        let heartbeat = next_acking(&mut again, "heartbeat").await?;
+        if heartbeat["live"] == true {
+            assert_eq!(heartbeat["positions"]["payments"]["epoch"], new_epoch, "{heartbeat}");
+            break;
+        }
+    }
+    mesh.post_webhook("msg_recreate_2", &Mesh::webhook_body("pay_new", "pending", "m_re"))
+        .await?;
+    let event = next_acking(&mut again, "event").await?;
+    assert_eq!(event["payment_id"], "pay_new", "{event}");
+    assert_eq!(event["position"]["epoch"], new_epoch, "{event}");
+    assert_eq!(event["prev_seq"], subscribed["position"]["seq"], "{event}");
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! Presence: `GET /v1/presence/{user}` on the edge lists the sessions a user has open,
-//! per device, read from the JetStream KV bucket the edges write.
+//! per device, from the edge's view (a watch) of the JetStream KV bucket the edges write.
 
 use std::time::Duration;
 
@@ -137,8 +137,13 @@ async fn a_session_on_an_edge_that_stopped_saying_it_is_alive_is_not_listed() ->
     bucket
         .put("_edge.ghost-edge", alive_entry("ghost-edge", said).into())
         .await?;
-    let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await?;
-    assert_eq!(devices(&body), ["phone", "tablet"], "{body}");
+    // The edge's view of the bucket follows the bucket's changes.
+    let body = mesh
+        .eventually(WAIT, "the tablet listed", || async {
+            let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await.ok()?;
+            (devices(&body) == ["phone", "tablet"]).then_some(body)
+        })
+        .await?;
     let tablet = body["sessions"]
         .as_array()
         .into_iter()
@@ -157,8 +162,11 @@ async fn a_session_on_an_edge_that_stopped_saying_it_is_alive_is_not_listed() ->
             alive_entry("ghost-edge", said - chrono::Duration::seconds(61)).into(),
         )
         .await?;
-    let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await?;
-    assert_eq!(devices(&body), ["phone"], "{body}");
+    mesh.eventually(WAIT, "the tablet gone again", || async {
+        let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await.ok()?;
+        (devices(&body) == ["phone"]).then_some(())
+    })
+    .await?;
     drop(on_phone);
     Ok(())
 }
@@ -205,5 +213,109 @@ async fn open_sessions_cost_presence_no_writes_while_they_live() -> anyhow::Resu
     let (_, body) = presence(&mesh, "u_many", Some(&operator)).await?;
     assert_eq!(devices(&body).len(), 20, "all still listed past the TTL: {body}");
     drop(sessions);
+    Ok(())
+}
+
+/// The consumers PAYTRACK_PRESENCE's stream has now.
+async fn presence_consumers(mesh: &Mesh) -> anyhow::Result<usize> {
+    let mut stream = mesh.js.get_stream("KV_PAYTRACK_PRESENCE").await?;
+    Ok(stream.info().await?.state.consumer_count)
+}
+
+/// A burst of concurrent presence reads (48 tasks with one end user's token) is
+/// answered from what the edge holds: the presence bucket gains no consumer while it
+/// runs, the burst is limited per tenant (429 with a Retry-After, never 503), and the
+/// other tenant's operator reads go through all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_presence_reads_opens_no_consumer_and_is_limited_per_tenant() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let operator = mesh.operator_token();
+    let me = mesh.jwt.mint(
+        "u_burst",
+        &mesh.tenant,
+        600,
+        Some(vec!["user:u_burst".to_owned()]),
+        Some("phone".into()),
+    );
+    let mut on_phone = WsClient::connect(&mesh.ws_url(), &me).await?;
+    on_phone.next_of("welcome", WAIT).await?;
+    mesh.eventually(WAIT, "the phone present", || async {
+        let (_, body) = presence(&mesh, "u_burst", Some(&operator)).await.ok()?;
+        (devices(&body) == ["phone"]).then_some(())
+    })
+    .await?;
+    let before = presence_consumers(&mesh).await?;
+
+    let url = format!("http://{}/v1/presence/u_burst", mesh.edge_addr);
+    let http = reqwest::Client::new();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst: Vec<_> = (0..48)
+        .map(|_| {
+            let (http, url, me) = (http.clone(), url.clone(), me.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..25 {
+                    let response = http.get(&url).bearer_auth(&me).send().await?;
+                    let retry_after = response.headers().get("retry-after").is_some();
+                    answers.push((response.status().as_u16(), retry_after));
+                }
+                anyhow::Ok(answers)
+            })
+        })
+        .collect();
+    // While it runs: the bucket's consumers, and the other tenant's operator.
+    let watching = {
+        let (done, js) = (done.clone(), mesh.js.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let mut stream = js.get_stream("KV_PAYTRACK_PRESENCE").await?;
+                most = most.max(stream.info().await?.state.consumer_count);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(most)
+        })
+    };
+    let other = mesh.other_operator_token();
+    let mut other_answers = Vec::new();
+    for _ in 0..20 {
+        other_answers.push(presence(&mesh, "u_burst", Some(&other)).await?.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answers = Vec::new();
+    for task in burst {
+        answers.extend(task.await??);
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let most = watching.await??;
+
+    assert_eq!(
+        most, before,
+        "presence reads opened consumers ({before} before, {most} during the burst)"
+    );
+    assert_eq!(presence_consumers(&mesh).await?, before);
+    assert!(
+        other_answers.iter().all(|s| *s == 200),
+        "the other tenant: {other_answers:?}"
+    );
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(ok + limited.len(), answers.len(), "only 200 and 429: {answers:?}");
+    assert!(
+        ok > 0 && !limited.is_empty(),
+        "{ok} answered, {} limited",
+        limited.len()
+    );
+    assert!(
+        limited.iter().all(|(_, retry_after)| *retry_after),
+        "429 without Retry-After"
+    );
+    // Once the limit refills, the user is answered again.
+    mesh.eventually(WAIT, "the user answered again", || async {
+        let (status, body) = presence(&mesh, "u_burst", Some(&me)).await.ok()?;
+        (status == 200 && devices(&body) == ["phone"]).then_some(())
+    })
+    .await?;
+    drop(on_phone);
     Ok(())
 }

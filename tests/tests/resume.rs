@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use paytrack_tests::Mesh;
+use paytrack_tests::sse::SseClient;
+use paytrack_tests::workload;
 use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 
@@ -92,4 +96,184 @@ async fn resume_is_gap_free_and_an_unknown_epoch_gets_a_snapshot() -> anyhow::Re
     // Its position is the payment's latest message (the v2 ledger_posted checkpoint).
     assert_eq!(subscribed["position"]["seq"], pay_a_last);
     Ok(())
+}
+
+/// Publishes `n` pending transitions of `merchant` (one payment each, named from
+/// `prefix`) straight into PAYTRACK_STATUS as the admin, shaped as the reconciler's,
+/// with up to 1,000 acknowledgements outstanding; returns their sequences in order.
+async fn publish_transitions(
+    js: &async_nats::jetstream::Context,
+    tenant: &paytrack_shared::TenantId,
+    merchant: &str,
+    prefix: &str,
+    n: usize,
+    pause: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    use async_nats::jetstream::message::PublishMessage;
+    use paytrack_shared::envelope;
+    let mut seqs = Vec::with_capacity(n);
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..n {
+        let plan = workload::Plan {
+            payment: format!("{prefix}{i}"),
+            merchant: merchant.to_owned(),
+            rail: "card",
+            amount: 100,
+            statuses: vec![paytrack_shared::Status::Pending],
+            ledger_minor: 0,
+            entries: vec![],
+        };
+        let t = workload::transition(tenant, &plan, 1)?;
+        let subject = paytrack_shared::subjects::status(&t.tenant, &t.merchant_id, &t.payment_id);
+        acks.push_back(
+            js.send_publish(subject, PublishMessage::build().payload(envelope::encode(&t)))
+                .await?,
+        );
+        // A paced publisher waits for each ack; a bulk one keeps 500 to 1,000 in flight.
+        let keep = if pause.is_zero() { 500 } else { 0 };
+        if acks.len() >= 1_000 || !pause.is_zero() {
+            while acks.len() > keep {
+                if let Some(ack) = acks.pop_front() {
+                    seqs.push(ack.await?.sequence);
+                }
+            }
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    for ack in acks {
+        seqs.push(ack.await?.sequence);
+    }
+    Ok(seqs)
+}
+
+/// The position a fresh subscription to `channel` starts from (what a client that
+/// then went away last saw).
+async fn position_now(mesh: &Mesh, channel: &str) -> anyhow::Result<Value> {
+    let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    client.send(json!({"type": "subscribe", "channel": channel})).await?;
+    Ok(client.next_of("subscribed", WAIT).await?["position"].clone())
+}
+
+/// The value of a metric in Prometheus text (None when absent).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// Mid-replay, `/metrics` shows the replays running within their slots and the live
+/// messages they buffer within their bound (1,024 each).
+async fn check_replay_bounds(mesh: &Mesh) -> anyhow::Result<()> {
+    let (_, edge) = mesh.scrape().await?;
+    let slots = metric(&edge, "paytrack_edge_replay_slots").context("replay slots not in /metrics")?;
+    let running = metric(&edge, "paytrack_edge_replays_running").context("running replays not in /metrics")?;
+    let buffered =
+        metric(&edge, "paytrack_edge_replay_buffered_messages").context("buffered replay messages not in /metrics")?;
+    assert!(
+        running >= 1.0 && running <= slots,
+        "{running} replays running, {slots} slots"
+    );
+    assert!(
+        buffered <= 1_024.0 * running,
+        "{buffered} live messages buffered by {running} replays"
+    );
+    Ok(())
+}
+
+/// A WebSocket client that missed `missed` events of a merchant resumes: `subscribed`
+/// with `recovered: true`, then every missed event and every event published live
+/// while the replay runs (`live`), each exactly once, chained by `prev_seq`, through
+/// the session's 1,024-frame queue (no 4008).
+async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let channel = "merchant:m_gap";
+    let since = position_now(&mesh, channel).await?;
+    // The projector is stopped while the stream fills, so that it does not add
+    // checkpoints (and PostgreSQL work) for every transition.
+    mesh.restart_projector(async {
+        let mut published = publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "pg", missed, Duration::ZERO).await?;
+        let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+        client
+            .send(json!({"type": "subscribe", "channel": channel, "since": since}))
+            .await?;
+        let subscribed = client.next_of("subscribed", WAIT).await?;
+        assert_eq!(subscribed["recovered"], true, "{subscribed}");
+        assert_eq!(subscribed["position"], since);
+        let during = {
+            let (js, tenant) = (mesh.js.clone(), mesh.tenant.clone());
+            tokio::spawn(async move {
+                publish_transitions(&js, &tenant, "m_gap", "pl", live, Duration::from_millis(5)).await
+            })
+        };
+        let mut seen = Vec::with_capacity(missed + live);
+        let mut last = since["seq"].as_u64().unwrap_or_default();
+        while seen.len() < missed + live {
+            let event = match client.next_or_close(WAIT).await? {
+                Ok(event) if event["type"] == "event" => event,
+                Ok(heartbeat) if heartbeat["type"] == "heartbeat" => {
+                    // As every client does (a silent one is closed).
+                    client
+                        .send(json!({"type": "ack", "positions": heartbeat["positions"]}))
+                        .await?;
+                    continue;
+                }
+                Ok(other) => anyhow::bail!("after {} events: {other}", seen.len()),
+                Err(code) => anyhow::bail!("closed with {code} after {} of {} events", seen.len(), missed + live),
+            };
+            assert_eq!(event["prev_seq"], last, "gap or duplicate before {event}");
+            last = event["position"]["seq"].as_u64().unwrap_or_default();
+            seen.push(last);
+            if seen.len() == missed / 2 {
+                check_replay_bounds(&mesh).await?;
+            }
+        }
+        published.extend(during.await??);
+        published.sort_unstable();
+        assert_eq!(seen, published, "every missed and live event exactly once, in order");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_missed_1500_events_resumes_over_websocket() -> anyhow::Result<()> {
+    a_websocket_resume_after(1_500, 50).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_missed_100000_events_resumes_over_websocket() -> anyhow::Result<()> {
+    a_websocket_resume_after(100_000, 300).await
+}
+
+/// The SSE fallback shares the replay: `Last-Event-ID` 1,500 events back resumes with
+/// every missed event, chained, and the stream stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_missed_1500_events_resumes_over_sse() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let channel = "merchant:m_gap";
+    let since = position_now(&mesh, channel).await?;
+    mesh.restart_projector(async {
+        let published = publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "ps", 1_500, Duration::ZERO).await?;
+        let last_event_id = format!("{}:{}", since["epoch"].as_str().unwrap_or_default(), since["seq"]);
+        let base = format!("http://{}", mesh.edge_addr);
+        let mut client = SseClient::connect(&base, channel, &mesh.operator_token(), Some(&last_event_id)).await?;
+        let subscribed = client.next_of("subscribed", WAIT).await?;
+        assert_eq!(subscribed.data["recovered"], true, "{:?}", subscribed.data);
+        let mut seen = Vec::new();
+        let mut last = since["seq"].as_u64().unwrap_or_default();
+        while seen.len() < published.len() {
+            let event = client.next(WAIT).await?;
+            match event.event.as_str() {
+                "message" => {}
+                "heartbeat" => continue,
+                other => anyhow::bail!("after {} events: {other} {}", seen.len(), event.data),
+            }
+            assert_eq!(event.data["prev_seq"], last, "gap or duplicate before {}", event.data);
+            last = event.data["position"]["seq"].as_u64().unwrap_or_default();
+            seen.push(last);
+        }
+        assert_eq!(seen, published);
+        Ok(())
+    })
+    .await
 }

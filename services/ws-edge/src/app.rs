@@ -62,6 +62,8 @@ pub struct EdgeState {
     pub edge_id: String,
     /// Which sessions each user has open (set with the hub, once JetStream answers).
     pub presence: std::sync::OnceLock<Arc<crate::presence::Presence>>,
+    /// Presence reads per tenant.
+    pub presence_reads: crate::presence::ReadLimit,
     /// Bytes queued to every session and not yet written (`paytrack_edge_queued_bytes`).
     pub queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Every WebSocket session's token deadline, on one timer.
@@ -94,6 +96,7 @@ impl EdgeState {
             edge_id: config.edge_id.clone(),
             queued_bytes: Arc::default(),
             presence: std::sync::OnceLock::new(),
+            presence_reads: crate::presence::ReadLimit::default(),
             expiries: Arc::default(),
             heartbeats: Arc::new(crate::heartbeat::Heartbeats::new(std::time::Duration::from_millis(
                 config.heartbeat_ms,
@@ -156,8 +159,10 @@ async fn upgrade(
         })
 }
 
-/// `GET /v1/presence/{user}`: the sessions `user` has open now, on any edge. An
-/// operator token of the tenant may ask for any user; a user's token for itself only.
+/// `GET /v1/presence/{user}`: the sessions `user` has open now, on any edge, from the
+/// edge's view of the presence bucket. An operator token of the tenant may ask for any
+/// user; a user's token for itself only. A tenant reading faster than its limit gets
+/// 429 with a Retry-After.
 async fn presence_of(
     State(state): State<Arc<EdgeState>>,
     Path(user): Path<String>,
@@ -181,6 +186,20 @@ async fn presence_of(
             "this token may ask for its own presence only",
         );
     }
+    if let Err(wait) = state.presence_reads.check(&claims.tenant) {
+        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        tracing::info!(tenant = %claims.tenant, "presence reads limited");
+        let body = axum::Json(json!({
+            "error": "rate_limited",
+            "message": "too many presence reads for this tenant; retry later",
+        }));
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after.max(1).to_string())],
+            body,
+        )
+            .into_response();
+    }
     let Some(presence) = state.presence.get() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -188,17 +207,7 @@ async fn presence_of(
             "the edge is not connected to JetStream yet",
         );
     };
-    match presence.of(&claims.tenant, &user).await {
-        Ok(sessions) => axum::Json(json!({ "user": user, "sessions": sessions })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "presence not readable");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "presence is not readable now",
-            )
-        }
-    }
+    axum::Json(json!({ "user": user, "sessions": presence.of(&claims.tenant, &user) })).into_response()
 }
 
 /// The token's claims (from the `Authorization` header, else the `token` query

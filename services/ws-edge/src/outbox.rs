@@ -30,6 +30,8 @@ pub struct Outbox {
     /// Wakes every task waiting in [`Outbox::closed`] (an SSE session's driver and its
     /// stream are two).
     closing: Notify,
+    /// Wakes a replay waiting in [`Outbox::drained`]: frames written, or the close.
+    taken: Notify,
     /// Set once the session must close: nothing more is queued.
     closed: AtomicBool,
     /// Set by the heartbeat wheel when the session's heartbeat is due.
@@ -76,6 +78,7 @@ impl Outbox {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             closing: Notify::new(),
+            taken: Notify::new(),
             closed: AtomicBool::new(false),
             heartbeat_due: AtomicBool::new(false),
             reason: OnceLock::new(),
@@ -140,6 +143,7 @@ impl Outbox {
         self.closed.store(true, Ordering::Release);
         self.ready.notify_one();
         self.closing.notify_waiters();
+        self.taken.notify_waiters();
     }
 
     /// Whether the session is closed (one atomic load).
@@ -173,6 +177,38 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Whether at most half the queue's bound (in frames and in bytes) is taken: room
+    /// for a replay's next frame that leaves the other half to the live events and the
+    /// session's own messages.
+    fn half_free(&self) -> bool {
+        self.queued_messages.load(Ordering::Acquire) * 2 <= self.max_messages as usize
+            && self.queued_bytes.load(Ordering::Acquire) * 2 <= self.max_bytes as usize
+    }
+
+    /// Waits until the queue is at most half full, so that a replay is queued only as
+    /// fast as the client takes it; false once the session is closed.
+    pub async fn drained(&self) -> bool {
+        loop {
+            // Created before the state is read: a write or close in between still wakes it.
+            let woken = self.taken.notified();
+            if self.is_closed() {
+                return false;
+            }
+            if self.half_free() {
+                return true;
+            }
+            woken.await;
+        }
+    }
+
+    /// Whether `frames` more frames of about `bytes` bytes fit in half of what the
+    /// queue has free now (a replay handing its buffered live events over at once).
+    pub fn fits(&self, frames: usize, bytes: usize) -> bool {
+        let free_frames = (self.max_messages as usize).saturating_sub(self.queued_messages.load(Ordering::Acquire));
+        let free_bytes = (self.max_bytes as usize).saturating_sub(self.queued_bytes.load(Ordering::Acquire));
+        frames * 2 <= free_frames && bytes * 2 <= free_bytes
+    }
+
     /// Bytes queued now.
     #[cfg(test)]
     fn queued_bytes(&self) -> usize {
@@ -183,6 +219,7 @@ impl Outbox {
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.edge_total.fetch_sub(bytes, Ordering::AcqRel);
         self.queued_messages.fetch_sub(frames, Ordering::AcqRel);
+        self.taken.notify_waiters();
     }
 }
 
@@ -335,6 +372,28 @@ mod tests {
         assert_eq!(outbox.queued_bytes(), 2);
         outbox.close(close::TOO_SLOW, "test");
         assert_eq!(rx.try_frame(), None, "a closed session writes nothing more");
+    }
+
+    #[tokio::test]
+    async fn a_replay_waits_until_the_client_has_taken_half_the_queue() {
+        use futures::FutureExt;
+        let (outbox, rx) = Outbox::new(4, 1_000);
+        assert!(outbox.drained().now_or_never() == Some(true));
+        for frame in ["a", "b", "c"] {
+            assert!(outbox.push(frame.into()));
+        }
+        assert!(!outbox.fits(1, 1), "one free frame is not twice one");
+        let mut waiting = Box::pin(outbox.drained());
+        assert!((&mut waiting).now_or_never().is_none(), "three of four queued");
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.drained().await }
+        });
+        tokio::task::yield_now().await;
+        rx.written(&outbox, 1);
+        assert!(waiting.await.expect("woken by the write"));
+        outbox.close(close::TOO_SLOW, "test");
+        assert!(!outbox.drained().await, "a closed session takes no more");
     }
 
     #[tokio::test]

@@ -10,15 +10,20 @@
 //! sessions (10,000 sessions refreshed one key each at a third of 60 s were 500
 //! JetStream writes a second). Session keys are rewritten only every third of
 //! [`SESSION_KEY_RETENTION`], the bucket's age limit, which removes a dead edge's
-//! leftovers. `GET /v1/presence/{user}` reads the user's keys with one short-lived
-//! ordered consumer (last value per key) and each edge's key with a direct get, so
-//! reading presence costs requests, not a consumer per session.
+//! leftovers.
+//!
+//! `GET /v1/presence/{user}` is answered from memory: each edge keeps one watch of the
+//! bucket (one consumer for the edge's life, whatever the reads) and a map of every
+//! key's last value, so a read costs no JetStream request and a burst of reads cannot
+//! fill the bucket's consumers. Reads are limited per tenant ([`ReadLimit`]): a
+//! tenant over its rate gets 429 with a Retry-After, and other tenants are untouched.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, kv, stream};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use paytrack_shared::TenantId;
@@ -26,7 +31,9 @@ use paytrack_shared::auth::Claims;
 use paytrack_shared::ids::validate_token;
 use serde::{Deserialize, Serialize};
 
-use paytrack_shared::subjects::{PRESENCE_BUCKET as BUCKET, STREAM_PRESENCE};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use paytrack_shared::subjects::PRESENCE_BUCKET as BUCKET;
 /// The device name of a token without a `device` claim.
 const NO_DEVICE: &str = "_";
 
@@ -36,9 +43,6 @@ pub enum PresenceError {
     /// The bucket could not be created or opened.
     #[error("presence bucket: {0}")]
     Bucket(#[source] async_nats::Error),
-    /// JetStream did not answer a read.
-    #[error("presence read: {0}")]
-    Read(#[source] async_nats::Error),
 }
 
 /// One open session of a user, as `GET /v1/presence/{user}` lists it.
@@ -95,13 +99,120 @@ fn edge_key(edge_id: &str) -> String {
 /// The presence bucket of one edge.
 pub struct Presence {
     store: kv::Store,
-    stream: stream::Stream,
+    /// Every key's last value, kept by the edge's watch of the bucket.
+    view: Mutex<View>,
     ttl: Duration,
     edge_id: String,
     /// The sessions present on this edge, by key, refreshed together. The key is
     /// shared with its session (`Arc<str>`), not copied.
     present: Mutex<HashMap<Arc<str>, Present>>,
 }
+
+/// What the bucket holds, as the edge's watch last saw it.
+#[derive(Default)]
+struct View {
+    /// Session keys (`<tenant>.<user>.<device>.<session_id>`), sorted so that a user's
+    /// keys are one range.
+    sessions: BTreeMap<String, Here>,
+    /// Edge keys (`_edge.<edge_id>`): when each edge last said it is alive.
+    edges: HashMap<String, DateTime<Utc>>,
+}
+
+impl View {
+    /// Applies one entry of the watch: a put stores the key's value, a delete or
+    /// purge forgets it; values that cannot be read are ignored.
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        let edge = key.starts_with(EDGE_KEY_PREFIX) && key.as_bytes().get(EDGE_KEY_PREFIX.len()) == Some(&b'.');
+        match (edge, value) {
+            (true, Some(value)) => {
+                if let Ok(alive) = serde_json::from_slice::<Alive>(value) {
+                    self.edges.insert(key.to_owned(), alive.seen_at);
+                }
+            }
+            (true, None) => {
+                self.edges.remove(key);
+            }
+            (false, Some(value)) => {
+                if let Ok(here) = serde_json::from_slice::<Here>(value) {
+                    self.sessions.insert(key.to_owned(), here);
+                }
+            }
+            (false, None) => {
+                self.sessions.remove(key);
+            }
+        }
+    }
+
+    /// The sessions under `prefix` (`<tenant>.<user>.`) whose edge said it is alive
+    /// within `ttl` (`own` is this edge, alive by definition), each with when its edge
+    /// last said so.
+    fn of(&self, prefix: &str, own: &str, ttl: Duration) -> Vec<Here> {
+        let mut present: Vec<Here> = self
+            .sessions
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, here)| here)
+            .filter(|here| within(here.seen_at, SESSION_KEY_RETENTION))
+            .filter_map(|here| {
+                let seen_at = if here.edge_id == own {
+                    Utc::now()
+                } else {
+                    self.edges
+                        .get(&edge_key(&here.edge_id))
+                        .copied()
+                        .filter(|at| within(*at, ttl))?
+                };
+                Some(Here {
+                    seen_at,
+                    ..here.clone()
+                })
+            })
+            .collect();
+        present.sort_by(|a, b| (&a.device, a.since).cmp(&(&b.device, b.since)));
+        present
+    }
+}
+
+/// Presence reads per second per tenant on one edge (also the burst, twice this).
+const READS_PER_SECOND: u32 = 50;
+
+/// The per-tenant limit of presence reads: one tenant's burst is refused with 429 and
+/// never slows another tenant's reads.
+pub struct ReadLimit {
+    limiter: DefaultKeyedRateLimiter<TenantId>,
+    clock: DefaultClock,
+}
+
+impl Default for ReadLimit {
+    fn default() -> Self {
+        let rate = NonZeroU32::new(READS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
+        let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        ReadLimit {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+}
+
+impl ReadLimit {
+    /// Counts one read of `tenant`; Err holds how long to wait before the next one
+    /// is allowed (for Retry-After).
+    pub fn check(&self, tenant: &TenantId) -> Result<(), Duration> {
+        self.limiter.check_key(tenant).map_err(|not_until| {
+            metrics::counter!("paytrack_edge_presence_reads_limited_total").increment(1);
+            not_until.wait_time_from(self.clock.now())
+        })?;
+        // Forget tenants that have read nothing for a while (the map holds one cell per
+        // tenant that read recently).
+        if self.limiter.len() > 1_024 {
+            self.limiter.retain_recent();
+        }
+        Ok(())
+    }
+}
+
+/// How long the watch waits before it is opened again after it ended or failed.
+const REWATCH_AFTER: Duration = Duration::from_secs(1);
 
 /// One session present on this edge.
 struct Present {
@@ -122,17 +233,19 @@ impl Presence {
         let store = paytrack_nats::open_bucket(js, BUCKET)
             .await
             .map_err(|e| PresenceError::Bucket(e.into()))?;
-        let stream = js
-            .get_stream(STREAM_PRESENCE)
-            .await
-            .map_err(|e| PresenceError::Bucket(e.into()))?;
         let presence = Arc::new(Presence {
             store,
-            stream,
+            view: Mutex::new(View::default()),
             ttl,
             edge_id: edge_id.to_owned(),
             present: Mutex::new(HashMap::new()),
         });
+        let watch = presence
+            .store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| PresenceError::Bucket(e.into()))?;
+        tokio::spawn(keep_watching(Arc::downgrade(&presence), watch));
         presence.say_alive().await;
         tokio::spawn(every_third_of(Arc::downgrade(&presence), ttl, |p| async move {
             p.say_alive().await
@@ -257,80 +370,47 @@ impl Presence {
         }
     }
 
-    /// When `edge_id` last said it is alive, if it has within the TTL (this edge
-    /// always has).
-    async fn alive_at(&self, edge_id: &str) -> Result<Option<DateTime<Utc>>, PresenceError> {
-        if edge_id == self.edge_id {
-            return Ok(Some(Utc::now()));
-        }
-        let value = self
-            .store
-            .get(edge_key(edge_id))
-            .await
-            .map_err(|e| PresenceError::Read(e.into()))?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<Alive>(&v).ok())
-            .map(|alive| alive.seen_at)
-            .filter(|seen_at| within(*seen_at, self.ttl)))
-    }
-
     async fn delete(&self, key: &str) {
         if let Err(error) = self.store.delete(key).await {
             tracing::warn!(%error, "presence not removed; it expires with the TTL");
         }
     }
 
-    /// The sessions `user` of `tenant` has open now.
-    /// `user` must be a valid subject token (the caller checks it).
-    pub async fn of(&self, tenant: &TenantId, user: &str) -> Result<Vec<Here>, PresenceError> {
-        let filter = format!("$KV.{BUCKET}.{tenant}.{user}.>");
-        let read = |e: &dyn std::fmt::Display| PresenceError::Read(e.to_string().into());
-        let mut ordered = self
-            .stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| read(&e))?;
-        let pending = ordered.info().await.map_err(|e| read(&e))?.num_pending;
-        let mut messages = ordered.messages().await.map_err(|e| read(&e))?;
-        let mut present: Vec<Here> = Vec::new();
-        for _ in 0..pending {
-            let Some(message) = messages.next().await else { break };
-            let message = message.map_err(|e| read(&e))?;
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() != "PUT");
-            if deleted {
-                continue;
-            }
-            if let Ok(here) = serde_json::from_slice::<Here>(&message.payload)
-                && within(here.seen_at, SESSION_KEY_RETENTION)
-            {
-                present.push(here);
+    /// The sessions `user` of `tenant` has open now, from the edge's view of the
+    /// bucket. `user` must be a valid subject token (the caller checks it).
+    pub fn of(&self, tenant: &TenantId, user: &str) -> Vec<Here> {
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        view.of(&format!("{tenant}.{user}."), &self.edge_id, self.ttl)
+    }
+}
+
+/// Keeps `presence`'s view of the bucket current from `watch` (every key's last value,
+/// then every change), opening the watch again when it ends, for as long as the edge's
+/// presence exists.
+async fn keep_watching(presence: Weak<Presence>, mut watch: kv::Watch) {
+    loop {
+        while let Some(entry) = watch.next().await {
+            let Some(presence) = presence.upgrade() else { return };
+            match entry {
+                Ok(entry) => {
+                    let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
+                    let mut view = presence.view.lock().unwrap_or_else(|p| p.into_inner());
+                    view.apply(&entry.key, value);
+                }
+                Err(error) => tracing::warn!(%error, "presence watch error"),
             }
         }
-        // A session is present while the edge holding it says it is alive.
-        let mut edges: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-        for here in &present {
-            if !edges.contains_key(&here.edge_id) {
-                let alive = self.alive_at(&here.edge_id).await?;
-                edges.insert(here.edge_id.clone(), alive);
+        loop {
+            tokio::time::sleep(REWATCH_AFTER).await;
+            let Some(presence) = presence.upgrade() else { return };
+            match presence.store.watch_with_history(">").await {
+                Ok(opened) => {
+                    watch = opened;
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, "presence watch not reopened; retrying"),
             }
         }
-        let mut present: Vec<Here> = present
-            .into_iter()
-            .filter_map(|mut here| {
-                here.seen_at = edges.get(&here.edge_id).copied().flatten()?;
-                Some(here)
-            })
-            .collect();
-        present.sort_by(|a, b| (&a.device, a.since).cmp(&(&b.device, b.since)));
-        Ok(present)
     }
 }
 

@@ -143,6 +143,15 @@ impl Ring {
     }
 }
 
+/// The feed of a channel, from its name.
+fn feed_of_name(name: &str) -> Feed {
+    if name.starts_with("user:") {
+        Feed::Push
+    } else {
+        Feed::Status
+    }
+}
+
 /// The map key of a channel inside a tenant (and, for user channels, a device).
 pub fn channel_key(tenant: &str, name: &str, device: Option<&str>) -> String {
     format!("{tenant} {name} {}", device.unwrap_or(""))
@@ -217,16 +226,58 @@ struct Sub {
     replay: Option<Box<Replay>>,
 }
 
-/// The live messages a subscription buffers while its JetStream replay runs.
+/// The live messages a subscription buffers while its replay runs.
 #[derive(Default)]
 struct Replay {
     pending: Vec<Arc<Msg>>,
+    /// The payload bytes of `pending`.
+    bytes: usize,
     /// Whether more live messages arrived during the replay than are buffered.
     overflowed: bool,
 }
 
-/// Live messages one subscription buffers while its replay runs.
-const MAX_BUFFERED: usize = 65_536;
+impl Replay {
+    /// Buffers a live message, up to [`MAX_BUFFERED`]; beyond it the replay reads
+    /// them from the stream instead.
+    fn buffer(&mut self, message: &Arc<Msg>) {
+        if self.pending.len() < MAX_BUFFERED {
+            self.pending.push(message.clone());
+            self.bytes += message.payload.len();
+            metrics::gauge!("paytrack_edge_replay_buffered_messages").increment(1);
+        } else {
+            self.overflowed = true;
+        }
+    }
+
+    /// Forgets what is buffered (it is read from the stream instead) and returns it.
+    fn take(&mut self) -> Vec<Arc<Msg>> {
+        metrics::gauge!("paytrack_edge_replay_buffered_messages").decrement(self.pending.len() as f64);
+        self.bytes = 0;
+        self.overflowed = false;
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.take();
+    }
+}
+
+/// Live messages one subscription buffers while its replay runs. A replay holds at
+/// most this many message pointers (the messages are shared with the ring) and one
+/// [`REPLAY_PAGE`]: when live traffic outruns it, it drops the buffer and reads the
+/// same messages from the stream, paced by the client.
+const MAX_BUFFERED: usize = 1_024;
+
+/// Messages a replay reads from JetStream at once; each is queued to the session only
+/// once its queue is at most half full, so a replay is sent as fast as the client
+/// takes it, whatever the gap.
+const REPLAY_PAGE: usize = 256;
+
+/// How long a replay's consumer outlives a pause in its reads (a client that takes
+/// nothing is closed by its write timeout first).
+const REPLAY_CONSUMER_IDLE: Duration = Duration::from_secs(60);
 
 /// How long a channel no session holds is still followed, so that clients that
 /// reconnect (a dropped edge connection, a reconnect storm) resume from memory.
@@ -270,6 +321,11 @@ impl Entry {
 
 struct Inner {
     rings: [Ring; 2],
+    /// Each stream's epoch (its incarnation): every position the edge sends names it.
+    epochs: [String; 2],
+    /// Bumped when a stream is found recreated: what a feed opened on the old
+    /// incarnation still delivers is dropped.
+    generations: [u64; 2],
     channels: HashMap<String, Entry>,
     /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
     /// device-bound channels.
@@ -384,6 +440,9 @@ struct FeedHealth {
     /// Cleared when the feed's consumer reports an error, set again once it delivers
     /// or the feed is found caught up with the stream.
     consumer_ok: AtomicBool,
+    /// Set from the moment the stream is found recreated until the feed is open on
+    /// the new incarnation: the edge claims no currency meanwhile.
+    reopening: AtomicBool,
 }
 
 /// How often the edge compares its feeds with the streams.
@@ -393,11 +452,65 @@ const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Hub {
     inner: Mutex<Inner>,
     health: [FeedHealth; 2],
-    epochs: [String; 2],
     streams: [Stream; 2],
+    /// Wakes a feed to reopen on its stream's new incarnation.
+    reopen: [tokio::sync::Notify; 2],
     heads: [watch::Sender<u64>; 2],
+    /// Short JetStream reads of subscribes (a latest position, a snapshot, the
+    /// stream's first sequence).
     permits: Semaphore,
+    /// Replays running at once, each holding a consumer and at most a page and
+    /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
+    replays: Semaphore,
     timeout: Duration,
+}
+
+/// A subscription whose `subscribed` is queued and whose missed messages are still to
+/// be sent: [`Hub::replay`] sends them as the client drains its queue, then hands the
+/// subscription over to the live feed.
+pub struct Backlog {
+    feed: Feed,
+    key: String,
+    name: String,
+    id: u64,
+    out: Arc<Outbox>,
+    epoch: String,
+    filters: Vec<String>,
+    /// The `seq` of the last event queued (the `prev_seq` of the next).
+    last_seq: u64,
+    /// The channel's newest message known so far.
+    latest: u64,
+    /// Everything of the channel up to here is queued.
+    cursor: u64,
+    /// The current round replays up to here (the ring's head when it started); what
+    /// arrives live after it is buffered or read in the next round.
+    through: u64,
+}
+
+/// A started subscription: `subscribed` is queued, and any backlog still has to go
+/// through [`Hub::replay`].
+pub struct Subscribed {
+    /// How it started (for the audit).
+    pub ready: Ready,
+    /// The missed messages still to send, when there were more than the session's
+    /// queue could take at once.
+    pub backlog: Option<Backlog>,
+}
+
+/// Counts a replay running while it lives (`paytrack_edge_replays_running`).
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        metrics::gauge!("paytrack_edge_replays_running").increment(1);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        metrics::gauge!("paytrack_edge_replays_running").decrement(1);
+    }
 }
 
 impl Hub {
@@ -420,24 +533,28 @@ impl Hub {
             heads.push(info.state.last_sequence);
             streams.push(stream);
         }
+        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
         let inner = Inner {
             rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
+            epochs: [status_epoch, push_epoch],
+            generations: [0; 2],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
             next_ticket: 0,
         };
         let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
-        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
         let hub = Arc::new(Hub {
             inner: Mutex::new(inner),
-            epochs: [status_epoch, push_epoch],
             streams: [status, push],
+            reopen: Default::default(),
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
+            replays: Semaphore::new(concurrency.max(1)),
             timeout,
             health: Default::default(),
         });
+        metrics::gauge!("paytrack_edge_replay_slots").set(concurrency.max(1) as f64);
         for feed in Feed::ALL {
             hub.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
             tokio::spawn(hub.clone().watch_health(feed, js.client(), shutdown.clone()));
@@ -446,7 +563,7 @@ impl Hub {
             let from = heads[feed as usize] + 1;
             // Opened before the edge serves, so its consumers exist from the start.
             let messages = open_feed(&hub.streams[feed as usize], from).await?;
-            tokio::spawn(hub.clone().feed(feed, from, messages, shutdown.clone()));
+            tokio::spawn(hub.clone().feed(feed, (from, 0), messages, shutdown.clone()));
         }
         Ok(hub)
     }
@@ -457,18 +574,15 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stream epoch of `channel`.
-    pub fn epoch(&self, channel: &Channel) -> &str {
-        &self.epochs[Feed::of(channel) as usize]
-    }
-
-    /// Reads one stream from `from` on, for as long as the edge runs. The ordered
-    /// consumer recovers from lost messages and reconnects by itself; if it ends it is
-    /// recreated after the last sequence seen.
+    /// Reads one stream from `from` on (`(from, generation)`), for as long as the edge
+    /// runs. The ordered consumer recovers from lost messages and reconnects by
+    /// itself; if it ends it is recreated after the last sequence seen, once the
+    /// stream is checked to be the same incarnation. When the stream is found
+    /// recreated ([`Hub::restart_feed`]) it reopens at the new incarnation's start.
     async fn feed(
         self: Arc<Self>,
         feed: Feed,
-        mut from: u64,
+        (mut from, mut generation): (u64, u64),
         first: consumer::pull::Ordered,
         shutdown: CancellationToken,
     ) {
@@ -477,7 +591,16 @@ impl Hub {
         while !shutdown.is_cancelled() {
             let opened = match first.take() {
                 Some(messages) => Ok(messages),
-                None => open_feed(&stream, from).await,
+                None => {
+                    // The stream may have been recreated while the feed was away.
+                    let before = self.resume_point(feed);
+                    match tokio::time::timeout(self.timeout, stream.get_info()).await {
+                        Ok(Ok(info)) => self.notice_recreation(feed, &info, before),
+                        _ => false,
+                    };
+                    (from, generation) = self.resume_point(feed);
+                    open_feed(&stream, from).await
+                }
             };
             let mut messages = match opened {
                 Ok(messages) => messages,
@@ -491,9 +614,17 @@ impl Hub {
                 }
             };
             tracing::info!(stream = feed.stream(), from, "edge feed open");
+            if self.lock().generations[feed as usize] == generation {
+                self.health[feed as usize].reopening.store(false, Ordering::Relaxed);
+            }
             loop {
                 let next = tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => return,
+                    _ = self.reopen[feed as usize].notified() => {
+                        tracing::info!(stream = feed.stream(), "edge feed reopens on the recreated stream");
+                        break;
+                    }
                     next = messages.next() => next,
                 };
                 match next {
@@ -501,7 +632,10 @@ impl Hub {
                         let Ok(info) = message.info() else { continue };
                         let seq = info.stream_sequence;
                         let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
-                        self.ingest(feed, message);
+                        if !self.ingest(feed, generation, message) {
+                            // Of the old incarnation: reopen on the new one.
+                            break;
+                        }
                         self.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
                         from = seq + 1;
                     }
@@ -533,9 +667,15 @@ impl Hub {
                 _ = ticker.tick() => {}
             }
             let connected = client.connection_state() == async_nats::connection::State::Connected;
+            // The feed's head before the request: the stream's last sequence in the
+            // answer is at least this, unless the stream was recreated.
+            let before = self.resume_point(feed);
             let last = if connected {
                 match tokio::time::timeout(self.timeout, self.streams[feed as usize].get_info()).await {
-                    Ok(Ok(info)) => Some(info.state.last_sequence),
+                    Ok(Ok(info)) => {
+                        self.notice_recreation(feed, &info, before);
+                        Some(info.state.last_sequence)
+                    }
                     _ => None,
                 }
             } else {
@@ -546,7 +686,9 @@ impl Hub {
                 caught_up_at = std::time::Instant::now();
                 health.consumer_ok.store(true, Ordering::Relaxed);
             }
-            let live = last.is_some() && health.consumer_ok.load(Ordering::Relaxed);
+            let live = last.is_some()
+                && health.consumer_ok.load(Ordering::Relaxed)
+                && !health.reopening.load(Ordering::Relaxed);
             let lag = caught_up_at.elapsed().as_millis() as u64;
             health.live.store(live, Ordering::Relaxed);
             health.lag_ms.store(lag, Ordering::Relaxed);
@@ -568,14 +710,88 @@ impl Hub {
     }
 
     /// Adds a message to the ring and queues it to every session of every channel it
-    /// belongs to.
-    fn ingest(&self, feed: Feed, message: Arc<Msg>) {
-        let epoch = &self.epochs[feed as usize];
+    /// belongs to; false (and nothing done) when it comes from a feed opened on an
+    /// incarnation of the stream that has since been found recreated.
+    fn ingest(&self, feed: Feed, generation: u64, message: Arc<Msg>) -> bool {
         let mut guard = self.lock();
-        ingest_locked(&mut guard, feed, epoch, &message);
+        if guard.generations[feed as usize] != generation {
+            return false;
+        }
+        ingest_locked(&mut guard, feed, &message);
         drop(guard);
         self.heads[feed as usize].send_replace(message.seq);
         metrics::counter!("paytrack_edge_feed_messages_total", "stream" => feed.stream()).increment(1);
+        true
+    }
+
+    /// Where a feed (re)opens: after the ring's head, in the current generation.
+    fn resume_point(&self, feed: Feed) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.rings[feed as usize].head + 1, inner.generations[feed as usize])
+    }
+
+    /// Compares `info` with what the edge holds of the feed's stream: a new epoch, or
+    /// a last sequence behind the feed's position before `info` was asked for
+    /// (`before`, from [`Hub::resume_point`]: sequences going backwards), means the
+    /// stream was recreated, and the feed is restarted on it. True when it was.
+    fn notice_recreation(&self, feed: Feed, info: &async_nats::jetstream::stream::Info, before: (u64, u64)) -> bool {
+        let epoch = paytrack_nats::epoch_of(info);
+        let (from, generation) = before;
+        let recreated = {
+            let inner = self.lock();
+            inner.epochs[feed as usize] != epoch
+                || (inner.generations[feed as usize] == generation && info.state.last_sequence + 1 < from)
+        };
+        if recreated {
+            self.restart_feed(feed, epoch, info.state.first_sequence.saturating_sub(1));
+        }
+        recreated
+    }
+
+    /// Follows a recreated stream: the feed claims no currency until it is open on the
+    /// new incarnation; every session holding one of its channels is closed with 1012
+    /// (its positions are of the old epoch, so its resume is answered `recovered:
+    /// false` with the snapshot or reload); the ring and the channels of the feed
+    /// start again empty, under the new epoch, after `head`; and the feed reopens
+    /// there.
+    fn restart_feed(&self, feed: Feed, epoch: String, head: u64) {
+        let health = &self.health[feed as usize];
+        health.reopening.store(true, Ordering::Relaxed);
+        health.live.store(false, Ordering::Relaxed);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        tracing::warn!(stream = feed.stream(), old = %inner.epochs[feed as usize], new = %epoch, "stream recreated: sessions told to resume");
+        metrics::counter!("paytrack_edge_stream_recreated_total", "stream" => feed.stream()).increment(1);
+        inner.epochs[feed as usize] = epoch;
+        inner.generations[feed as usize] += 1;
+        let capacity = inner.rings[feed as usize].capacity;
+        inner.rings[feed as usize] = Ring::new(head, capacity);
+        let keys: Vec<String> = inner
+            .channels
+            .iter()
+            .filter(|(_, entry)| feed_of_name(&entry.name) == feed)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            let Some(entry) = inner.channels.remove(&key) else {
+                continue;
+            };
+            for sub in entry.subs.values() {
+                sub.out.close(
+                    crate::protocol::close::RESTARTING,
+                    "stream recreated: resume (positions of the old epoch are answered with a snapshot)",
+                );
+            }
+            if entry.idle.is_none() {
+                metrics::gauge!("paytrack_edge_channels").decrement(1);
+            }
+        }
+        if feed == Feed::Push {
+            inner.user_devices.clear();
+        }
+        drop(guard);
+        self.heads[feed as usize].send_replace(head);
+        self.reopen[feed as usize].notify_one();
     }
 
     /// Starts a subscription without reading JetStream, when memory can answer it: the
@@ -584,10 +800,10 @@ impl Hub {
     /// snapshot needs no read. Otherwise None: [`Hub::subscribe`] reads what is missing.
     pub fn subscribe_from_memory(&self, request: &Request) -> Option<Ready> {
         let feed = Feed::of(&request.channel);
-        let epoch = &self.epochs[feed as usize];
         let key = request.key();
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let epoch = &inner.epochs[feed as usize].clone();
         let ring = &inner.rings[feed as usize];
         let (head, floor) = (ring.head, ring.floor);
         let (latest, in_ring) = inner.channels.get(&key).and_then(|entry| {
@@ -610,21 +826,25 @@ impl Hub {
         };
         let recovered = resume.is_some();
         let (position, after) = resume.unwrap_or((latest, head));
-        Some(go_live_from_ring(
+        // None when the session cannot take the missed messages at once: a paged replay.
+        go_live_from_ring(
             inner, feed, epoch, &key, request, latest, recovered, position, after, snapshot,
-        ))
+        )
     }
 
-    /// Starts a subscription: decides where it continues from, replays what it missed
-    /// (from memory, else from JetStream) and hands it over to the live feed without a
-    /// gap or a duplicate. `subscribed` and the replay are queued before any live event.
-    /// On error nothing changed: a subscription it would replace keeps working.
-    pub async fn subscribe(&self, request: Request) -> Result<Ready, HistoryError> {
+    /// Starts a subscription: decides where it continues from and queues `subscribed`.
+    /// What it missed is queued at once when memory holds it and the session can take
+    /// it (it is then live); otherwise the returned [`Backlog`] goes through
+    /// [`Hub::replay`], which sends it as the client drains its queue and hands it over
+    /// to the live feed without a gap or a duplicate. `subscribed` and the missed
+    /// messages are queued before any live event. On error nothing changed: a
+    /// subscription it would replace keeps working.
+    pub async fn subscribe(&self, request: Request) -> Result<Subscribed, HistoryError> {
         if let Some(ready) = self.subscribe_from_memory(&request) {
-            return Ok(ready);
+            return Ok(Subscribed { ready, backlog: None });
         }
         let feed = Feed::of(&request.channel);
-        let epoch = self.epochs[feed as usize].clone();
+        let epoch = self.lock().epochs[feed as usize].clone();
         let key = request.key();
         let name = request.channel.name();
         let filters = request.channel.filters(&request.tenant, request.device.as_deref());
@@ -693,80 +913,243 @@ impl Hub {
             snapshot: snapshot.clone(),
         };
 
-        // From memory, when the ring still holds everything after `after`.
-        let registered_through = {
-            let mut inner = self.lock();
-            let inner = &mut *inner;
-            let ring = &inner.rings[feed as usize];
-            let (head, floor) = (ring.head, ring.floor);
-            let in_ring = match inner.channels.get(&key) {
-                Some(entry) => entry.in_ring_after(floor, after),
-                None => floor <= after,
-            };
-            if in_ring {
-                return Ok(go_live_from_ring(
-                    inner, feed, &epoch, &key, &request, latest, recovered, position, after, snapshot,
-                ));
-            }
-            // Otherwise register now (live messages are buffered from here) and
-            // replay the rest from JetStream.
-            let entry = attach(inner, &key, &name, &request);
-            entry.subs.insert(
-                request.id,
-                Sub {
-                    out: request.out.clone(),
-                    last_seq: position,
-                    replay: Some(Box::default()),
-                },
-            );
-            head
-        };
-        let replayed = self.replay(stream, filters, after, registered_through).await;
+        // From memory at once, when the ring still holds everything after `after` and
+        // the session can take it; otherwise a paged replay, registered now (live
+        // messages are buffered from here), `subscribed` queued first.
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let replayed = match replayed {
-            Ok(replayed) => replayed,
-            Err(error) => {
-                detach_locked(inner, &key, request.id);
-                return Err(error);
-            }
-        };
-        let Some(entry) = inner.channels.get_mut(&key) else {
-            return Err(unavailable("subscription ended during its replay"));
-        };
-        let Some(mut sub) = entry.subs.remove(&request.id) else {
-            return Err(unavailable("subscription ended during its replay"));
-        };
-        if sub.replay.as_ref().is_some_and(|r| r.overflowed) {
-            detach_locked(inner, &key, request.id);
-            return Err(unavailable("live traffic outran the replay"));
+        if inner.epochs[feed as usize] != epoch {
+            return Err(unavailable("stream recreated during the subscribe"));
         }
-        let buffered = sub.replay.take().map(|r| r.pending).unwrap_or_default();
-        request.out.send(&subscribed(position));
-        let mut newest = latest;
-        for message in replayed.iter().chain(buffered.iter()) {
-            newest = newest.max(message.seq);
-            deliver_one(&mut sub, &name, &epoch, message);
+        let ring = &inner.rings[feed as usize];
+        let (head, floor) = (ring.head, ring.floor);
+        let in_ring = match inner.channels.get(&key) {
+            Some(entry) => entry.in_ring_after(floor, after),
+            None => floor <= after,
+        };
+        if in_ring
+            && let Some(ready) = go_live_from_ring(
+                inner,
+                feed,
+                &epoch,
+                &key,
+                &request,
+                latest,
+                recovered,
+                position,
+                after,
+                snapshot.clone(),
+            )
+        {
+            return Ok(Subscribed { ready, backlog: None });
         }
-        if entry.latest.is_none() {
-            entry.latest = Some(newest);
-        }
+        let entry = attach(inner, &key, &name, &request);
+        entry.subs.insert(
+            request.id,
+            Sub {
+                out: request.out.clone(),
+                last_seq: position,
+                replay: Some(Box::default()),
+            },
+        );
         if let Some(old) = request.replaces {
             entry.subs.remove(&old);
         }
-        entry.subs.insert(request.id, sub);
-        Ok(Ready {
-            recovered,
-            position: Position { epoch, seq: position },
+        request.out.send(&subscribed(position));
+        Ok(Subscribed {
+            ready: Ready {
+                recovered,
+                position: Position {
+                    epoch: epoch.clone(),
+                    seq: position,
+                },
+            },
+            backlog: Some(Backlog {
+                feed,
+                key,
+                name,
+                id: request.id,
+                out: request.out.clone(),
+                epoch,
+                filters,
+                last_seq: position,
+                latest,
+                cursor: after,
+                through: head,
+            }),
         })
+    }
+
+    /// Sends a subscription's backlog as the client drains its queue, then hands it
+    /// over to the live feed: each round replays the channel up to where the ring's
+    /// head was when it started (from the ring when it still holds that part, else
+    /// from JetStream a page at a time), while live messages are buffered; the
+    /// buffered ones are queued at the handover when the session can take them at
+    /// once, or else dropped and read from the stream by the next round. On error (the
+    /// session closed, JetStream unreadable) the subscription is ended.
+    pub async fn replay(&self, mut backlog: Backlog) -> Result<(), HistoryError> {
+        let result = self.run_backlog(&mut backlog).await;
+        if result.is_err() {
+            detach_locked(&mut self.lock(), &backlog.key, backlog.id);
+        }
+        result
+    }
+
+    async fn run_backlog(&self, b: &mut Backlog) -> Result<(), HistoryError> {
+        let _slot = self.replays.acquire().await.map_err(unavailable)?;
+        let _running = Running::start();
+        metrics::counter!("paytrack_edge_replays_total").increment(1);
+        let mut first = true;
+        loop {
+            let from_ring = {
+                let mut inner = self.lock();
+                let Inner { rings, channels, .. } = &mut *inner;
+                let ring = &rings[b.feed as usize];
+                let entry = channels
+                    .get_mut(&b.key)
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                let sub = entry
+                    .subs
+                    .get_mut(&b.id)
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                let replay = sub
+                    .replay
+                    .as_mut()
+                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
+                if !first {
+                    if !replay.overflowed && b.out.fits(replay.pending.len(), replay.bytes) {
+                        let pending = replay.take();
+                        sub.replay = None;
+                        sub.last_seq = b.last_seq;
+                        for message in &pending {
+                            b.latest = b.latest.max(message.seq);
+                            deliver_one(sub, &b.name, &b.epoch, message);
+                        }
+                        if entry.latest.is_none() {
+                            entry.latest = Some(b.latest.max(b.last_seq));
+                        }
+                        return Ok(());
+                    }
+                    // Live traffic outran the replay or the client: read it from the
+                    // stream in the next round rather than hold it.
+                    replay.take();
+                    metrics::counter!("paytrack_edge_replay_rounds_total").increment(1);
+                    b.cursor = b.through;
+                    b.through = ring.head;
+                }
+                first = false;
+                entry.in_ring_after(ring.floor, b.cursor).then(|| {
+                    let through = b.through;
+                    let mut missed = missed_in_ring(ring, b.feed, &b.key, entry, b.cursor);
+                    missed.retain(|m| m.seq <= through);
+                    missed
+                })
+            };
+            match from_ring {
+                Some(missed) => {
+                    for message in &missed {
+                        self.queue_replayed(b, message).await?;
+                    }
+                }
+                None => self.replay_from_stream(b).await?,
+            }
+        }
+    }
+
+    /// Queues one replayed message once the session's queue is at most half full,
+    /// chaining its `prev_seq`.
+    async fn queue_replayed(&self, b: &mut Backlog, message: &Msg) -> Result<(), HistoryError> {
+        if message.seq <= b.last_seq {
+            return Ok(());
+        }
+        b.latest = b.latest.max(message.seq);
+        if !b.out.drained().await {
+            return Err(unavailable("session closed during its replay"));
+        }
+        if let Some(frame) = encode_event(&b.name, &b.epoch, message, b.last_seq) {
+            b.last_seq = message.seq;
+            if !b.out.push(frame) {
+                return Err(unavailable("session closed during its replay"));
+            }
+            metrics::counter!("paytrack_edge_replayed_messages_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Queues the channel's messages in `(cursor, through]` read from JetStream a page
+    /// at a time, with a short-lived filtered consumer deleted right after.
+    async fn replay_from_stream(&self, b: &mut Backlog) -> Result<(), HistoryError> {
+        if b.through <= b.cursor {
+            return Ok(());
+        }
+        let stream = &self.streams[b.feed as usize];
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subjects: b.filters.clone(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: b.cursor + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: REPLAY_CONSUMER_IDLE,
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = consumer.cached_info().name.clone();
+        let pending = consumer.cached_info().num_pending;
+        let result = self.read_pages(&consumer, pending, b).await;
+        if let Err(error) = stream.delete_consumer(&name).await {
+            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
+        }
+        result?;
+        b.cursor = b.through;
+        Ok(())
+    }
+
+    async fn read_pages(
+        &self,
+        consumer: &consumer::PullConsumer,
+        mut pending: u64,
+        b: &mut Backlog,
+    ) -> Result<(), HistoryError> {
+        while pending > 0 {
+            let mut page = consumer
+                .batch()
+                .max_messages(pending.min(REPLAY_PAGE as u64) as usize)
+                .expires(self.timeout)
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut got = 0;
+            while let Some(message) = page.next().await {
+                let message = message.map_err(unavailable)?;
+                got += 1;
+                let info = message.info().map_err(unavailable)?;
+                let seq = info.stream_sequence;
+                pending = info.pending;
+                if seq > b.through {
+                    return Ok(());
+                }
+                let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
+                self.queue_replayed(b, &message).await?;
+                if seq == b.through || pending == 0 {
+                    return Ok(());
+                }
+            }
+            if got == 0 {
+                return Err(unavailable("replay stalled"));
+            }
+        }
+        Ok(())
     }
 
     /// Queues `subscribed` again for a channel the session already holds, at the
     /// position it has reached (a repeated subscribe without `since` is idempotent).
     pub fn resubscribed(&self, request: &Request, id: u64) -> Option<Position> {
         let key = request.key();
-        let epoch = self.epoch(&request.channel).to_owned();
         let inner = self.lock();
+        let epoch = inner.epochs[Feed::of(&request.channel) as usize].clone();
         let sub = inner.channels.get(&key)?.subs.get(&id)?;
         if sub.replay.is_some() {
             return None;
@@ -808,7 +1191,7 @@ impl Hub {
                 positions.insert(
                     channel.name(),
                     Position {
-                        epoch: self.epoch(channel).to_owned(),
+                        epoch: inner.epochs[Feed::of(channel) as usize].clone(),
                         seq: sub.last_seq,
                     },
                 );
@@ -848,49 +1231,14 @@ impl Hub {
             other => Ok(static_snapshot(other)),
         }
     }
-
-    /// The channel's messages in `(after, through]` read from JetStream with a
-    /// short-lived filtered consumer, deleted right after.
-    async fn replay(
-        &self,
-        stream: &Stream,
-        filters: Vec<String>,
-        after: u64,
-        through: u64,
-    ) -> Result<Vec<Arc<Msg>>, HistoryError> {
-        if through <= after {
-            return Ok(Vec::new());
-        }
-        let _permit = self.permits.acquire().await.map_err(unavailable)?;
-        metrics::counter!("paytrack_edge_replays_total").increment(1);
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subjects: filters,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(10),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let name = consumer.cached_info().name.clone();
-        let pending = consumer.cached_info().num_pending;
-        let result = read_replay(&consumer, pending, through, self.timeout).await;
-        if let Err(error) = stream.delete_consumer(&name).await {
-            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
-        }
-        result
-    }
 }
 
 /// [`Hub::ingest`] under the hub's lock: queues `message` to the channels it belongs
 /// to, indexes it on their entries, adds it to the ring and records, on the entries of
 /// the message the ring evicts, that it is now their newest at the floor.
-fn ingest_locked(inner: &mut Inner, feed: Feed, epoch: &str, message: &Arc<Msg>) {
+fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
     let keys = keys_of(feed, &message.subject, &inner.user_devices);
+    let epoch = &inner.epochs[feed as usize];
     for key in keys {
         if let Some(entry) = inner.channels.get_mut(&key) {
             dispatch(entry, epoch, message);
@@ -919,48 +1267,6 @@ async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pull::Ordered
     };
     let consumer = stream.create_consumer(config).await.map_err(unavailable)?;
     consumer.messages().await.map_err(unavailable)
-}
-
-async fn read_replay(
-    consumer: &consumer::PullConsumer,
-    mut pending: u64,
-    through: u64,
-    timeout: Duration,
-) -> Result<Vec<Arc<Msg>>, HistoryError> {
-    let mut out = Vec::new();
-    while pending > 0 {
-        let mut batch = consumer
-            .batch()
-            .max_messages(pending.min(512) as usize)
-            .expires(timeout)
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let mut got = 0;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(unavailable)?;
-            got += 1;
-            let info = message.info().map_err(unavailable)?;
-            let seq = info.stream_sequence;
-            pending = info.pending;
-            if seq > through {
-                return Ok(out);
-            }
-            out.push(Msg::new(
-                seq,
-                &message.subject,
-                message.payload.clone(),
-                message.headers.clone(),
-            ));
-            if seq == through || pending == 0 {
-                return Ok(out);
-            }
-        }
-        if got == 0 {
-            return Err(unavailable("replay stalled"));
-        }
-    }
-    Ok(out)
 }
 
 /// The newest message of the channel's filters (0 when it has none).
@@ -1056,7 +1362,8 @@ fn missed_in_ring(ring: &Ring, feed: Feed, key: &str, entry: &mut Entry, after: 
 
 /// Registers a subscription whose missed messages (those of the channel after
 /// `after`) are all in the ring: queues `subscribed`, then them, and goes live, in one
-/// step under the hub's lock.
+/// step under the hub's lock. None (and nothing changed) when the session's queue
+/// cannot take them at once: they go through a paged replay instead.
 #[allow(clippy::too_many_arguments)]
 fn go_live_from_ring(
     inner: &mut Inner,
@@ -1069,7 +1376,7 @@ fn go_live_from_ring(
     position: u64,
     after: u64,
     snapshot: Option<Value>,
-) -> Ready {
+) -> Option<Ready> {
     let name = request.channel.name();
     let Inner {
         rings,
@@ -1081,6 +1388,14 @@ fn go_live_from_ring(
     let floor = ring.floor;
     let entry = attach_in(channels, user_devices, ring.head, key, &name, request);
     let missed = missed_in_ring(ring, feed, key, entry, after);
+    let bytes = missed.iter().map(|m| m.payload.len()).sum();
+    if !request.out.fits(missed.len() + 1, bytes) {
+        // Taken back: idle again (or forgotten) as it was before.
+        if entry.subs.is_empty() {
+            detach_locked(inner, key, request.id);
+        }
+        return None;
+    }
     if entry.latest.is_none() {
         entry.latest = Some(missed.last().map_or(latest, |m| m.seq.max(latest)));
     }
@@ -1110,7 +1425,7 @@ fn go_live_from_ring(
         entry.subs.remove(&old);
     }
     entry.subs.insert(request.id, sub);
-    Ready { recovered, position }
+    Some(Ready { recovered, position })
 }
 
 fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
@@ -1196,13 +1511,7 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
             continue;
         }
         if let Some(replay) = &mut sub.replay {
-            // Bounded: a replay that falls this far behind the live feed fails (the
-            // client retries) rather than growing memory.
-            if replay.pending.len() < MAX_BUFFERED {
-                replay.pending.push(message.clone());
-            } else {
-                replay.overflowed = true;
-            }
+            replay.buffer(message);
             continue;
         }
         let prev_seq = sub.last_seq;
@@ -1360,6 +1669,8 @@ mod tests {
         let key = channel_key("a", "merchant:m1", None);
         let mut inner = Inner {
             rings: [Ring::new(10, 4), Ring::new(0, 4)],
+            epochs: ["e".to_owned(), "e".to_owned()],
+            generations: [0; 2],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
@@ -1383,7 +1694,6 @@ mod tests {
             ingest_locked(
                 &mut inner,
                 Feed::Status,
-                "e",
                 &msg(seq, &format!("paytrack.status.a.{merchant}.p{seq}")),
             );
         }

@@ -21,7 +21,7 @@ use crate::currency::{Currency, Verdict};
 use crate::history::HistoryError;
 use crate::outbox::{Next, Outbox, Outgoing};
 use crate::protocol::{ClientMessage, ServerMessage, close};
-use crate::router::{Hub, Ready, Request};
+use crate::router::{Hub, Ready, Request, Subscribed};
 
 /// Missed heartbeat intervals after which a silent client is closed.
 const SILENCE_LIMIT: u32 = 3;
@@ -584,9 +584,19 @@ async fn subscribe(
     let hub = hub.clone();
     let task_name = name.clone();
     let task = subs.tasks.get_or_insert_with(JoinSet::new).spawn(async move {
-        let result = match admission.enter().await {
+        // The tenant's slot is held while the subscribe decides and queues
+        // `subscribed`; a backlog is then sent under the edge's bound on replays.
+        let subscribed = match admission.enter().await {
             Some(_slot) => hub.subscribe(request).await,
             None => Err(crate::history::unavailable("edge shutting down")),
+        };
+        let result = match subscribed {
+            Ok(Subscribed {
+                ready,
+                backlog: Some(backlog),
+            }) => hub.replay(backlog).await.map(|()| ready),
+            Ok(Subscribed { ready, backlog: None }) => Ok(ready),
+            Err(error) => Err(error),
         };
         Started {
             name: task_name,

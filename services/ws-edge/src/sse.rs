@@ -40,7 +40,7 @@ use crate::channel::{Channel, ChannelError};
 use crate::currency::{Currency, Verdict};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::close;
-use crate::router::{Hub, Request};
+use crate::router::{Hub, Request, Subscribed};
 
 /// The transport's name in metrics, logs and audit.
 pub(crate) const TRANSPORT: &str = "sse";
@@ -278,8 +278,8 @@ impl Session {
             } => result,
             _ = state.shutdown.cancelled() => Err(crate::history::unavailable("edge shutting down")),
         };
-        let ready = match subscribed {
-            Ok(ready) => ready,
+        let (ready, backlog) = match subscribed {
+            Ok(Subscribed { ready, backlog }) => (ready, backlog),
             Err(error) => {
                 tracing::warn!(%error, channel = %name, "subscribe failed");
                 self.hub.detach(&key, id);
@@ -308,6 +308,18 @@ impl Session {
         let token_expiry = tokio::time::sleep_until(crate::session::expiry(self.claims.exp));
         tokio::pin!(token_expiry);
         let out = self.out.clone();
+        // The backlog of a resume is sent as the connection takes it, beside the
+        // heartbeats; if it cannot be read, the session closes so that the client
+        // resumes again from its `Last-Event-ID`.
+        let replaying = backlog.is_some();
+        let replay = async {
+            match backlog {
+                Some(backlog) => self.hub.replay(backlog).await,
+                None => Ok(()),
+            }
+        };
+        tokio::pin!(replay);
+        let mut replaying = replaying;
         loop {
             tokio::select! {
                 biased;
@@ -316,6 +328,14 @@ impl Session {
                     break;
                 }
                 _ = out.closed() => break,
+                replayed = &mut replay, if replaying => {
+                    replaying = false;
+                    if let Err(error) = replayed {
+                        tracing::warn!(%error, channel = %name, "replay failed");
+                        out.close(1011, "history temporarily unavailable; retry");
+                        break;
+                    }
+                }
                 _ = &mut token_expiry => {
                     out.close(close::UNAUTHORIZED, "token expired");
                     break;
