@@ -107,6 +107,8 @@ impl Role {
         match self {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
+                // Operators' acknowledgements of alerts, recorded as facts.
+                p.publish.push(format!("paytrack.alert.*.{}", subjects::ALERT_ACK));
                 p.layout();
                 // KV buckets ingest creates (reading the account's limits first), writes
                 // and reads back: idempotency keys, commanded payments, and provider
@@ -172,12 +174,14 @@ impl Role {
                     crate::CONSUMER_PROJECTOR_STATUS,
                     crate::CONSUMER_PROJECTOR_EVIDENCE,
                     crate::CONSUMER_PROJECTOR_SESSIONS,
+                    crate::CONSUMER_PROJECTOR_ALERTS,
                 ];
                 for stream in [
                     subjects::STREAM_STATUS,
                     subjects::STREAM_IN,
                     subjects::STREAM_OUTCOME,
                     subjects::STREAM_SESSION,
+                    subjects::STREAM_ALERT,
                 ] {
                     p.history(stream, &own);
                 }

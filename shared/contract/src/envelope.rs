@@ -624,8 +624,32 @@ pub struct Alert {
     pub trace_id: String,
 }
 
+/// An operator's acknowledgement of an alert on `paytrack.alert.<tenant>._ack`:
+/// who looked, when and why. A fact in PAYTRACK_ALERT (not only a database row), so
+/// a rebuild of the projection restores it; the first acknowledgement of an alert
+/// in the stream stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertAck {
+    /// Envelope version.
+    pub v: u32,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The alert acknowledged.
+    pub alert_id: String,
+    /// Who: the operator token's `sub`, or `api_key`.
+    pub actor: String,
+    /// Why, in the operator's words.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When.
+    pub acked_at: DateTime<Utc>,
+    /// The trace of the request that acknowledged it.
+    pub trace_id: String,
+}
+
 versioned!(
     Alert,
+    AlertAck,
     InboundFact,
     Transition,
     Checkpoint,
