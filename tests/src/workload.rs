@@ -98,6 +98,7 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         },
         trace_id: format!("{:032x}", version),
         applied_fact_ids: vec![],
+        applied_fact_count: 0,
         terms: PaymentTerms {
             amount_minor: Some(plan.amount),
             currency: Some("USD".into()),

@@ -560,8 +560,12 @@ pub(crate) fn next_transition(
         ),
         _ => return None,
     };
-    let mut applied_fact_ids = current.map(applied_so_far).unwrap_or_default();
+    let (mut applied_fact_ids, applied_before) = current.map(applied_so_far).unwrap_or_default();
     applied_fact_ids.push(fact.fact_id.clone());
+    let dropped = applied_fact_ids
+        .len()
+        .saturating_sub(paytrack_shared::envelope::APPLIED_FACT_IDS_KEPT);
+    applied_fact_ids.drain(..dropped);
     Some(Transition {
         v: ENVELOPE_VERSION,
         tenant: fact.tenant.clone(),
@@ -581,20 +585,24 @@ pub(crate) fn next_transition(
         },
         trace_id: trace_id.to_owned(),
         applied_fact_ids,
+        applied_fact_count: applied_before + 1,
         terms: terms_after(current.map(|c| &c.terms), fact),
         ordered_by: judge::ordered_by_after(verdict, current, view),
         evidence_fact_ids,
     })
 }
 
-/// The facts applied up to `t`, including its own cause (which a transition written
-/// before `applied_fact_ids` existed does not list).
-fn applied_so_far(t: &Transition) -> Vec<String> {
+/// The newest facts applied up to `t`, including its own cause (which a transition
+/// written before `applied_fact_ids` existed does not list), and how many were
+/// applied in all (a transition written before `applied_fact_count` existed lists
+/// every one).
+fn applied_so_far(t: &Transition) -> (Vec<String>, u64) {
     let mut ids = t.applied_fact_ids.clone();
     if !ids.contains(&t.cause.fact_id) {
         ids.push(t.cause.fact_id.clone());
     }
-    ids
+    let count = t.applied_fact_count.max(ids.len() as u64);
+    (ids, count)
 }
 
 /// Whether JetStream refused the append with 10071 ("wrong last sequence"), however
