@@ -64,6 +64,7 @@ impl Config {
                 trace_gap: std::time::Duration::from_millis(s.reconciler_trace_gap_ms),
                 status_query_urls: sweep::SweepConfig::parse_urls(&s.reconciler_status_query_urls),
                 query_timeout: std::time::Duration::from_millis(s.reconciler_status_query_timeout_ms),
+                max_per_tenant: s.reconciler_sweep_max_per_tenant,
             },
             replicas: s.nats_replicas,
             lanes: std::num::NonZeroUsize::new(s.reconciler_lanes).unwrap_or(std::num::NonZeroUsize::MIN),

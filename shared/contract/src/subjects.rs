@@ -51,6 +51,9 @@ pub const ALERT_UNCLEAR_PENDING: &str = "unclear_pending";
 pub const ALERT_SOURCE_MISMATCH: &str = "source_mismatch";
 /// Alert: a transition's `persisted` checkpoint did not follow in time.
 pub const ALERT_TRACE_GAP: &str = "trace_gap";
+/// Alert: a tenant has its quota of payments the reconciler sweeps; a payment past
+/// it is not swept.
+pub const ALERT_SWEEP_QUOTA: &str = "sweep_quota";
 /// The JetStream KV bucket of provider references, written by ingest: which payment
 /// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
 /// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).
