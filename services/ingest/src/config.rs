@@ -39,6 +39,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Sandbox gateway base URL per provider, for payment initiation.
     pub provider_urls: std::collections::BTreeMap<String, String>,
+    /// Most provider events one tenant may have parked (waiting for their payment).
+    pub max_parked_per_tenant: usize,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             },
             idempotency_ttl: Duration::from_secs(s.idempotency_ttl_secs),
             provider_urls: parse_provider_urls(&s.provider_urls)?,
+            max_parked_per_tenant: s.ingest_parked_events_max_per_tenant,
         })
     }
 }
