@@ -174,6 +174,9 @@ pub struct Settings {
     /// Most provider events of one tenant parked at once (events naming a provider
     /// reference not recorded yet); past it a webhook is answered 429.
     pub ingest_parked_events_max_per_tenant: usize,
+    /// How long a payment claim (which merchant's subject holds its history) is
+    /// kept after its last write, in seconds; a claim in use is refreshed.
+    pub reconciler_claims_max_age_secs: u64,
     /// Most payments of one tenant the sweep tracks at once (payments that never
     /// settle stay tracked); past it a new payment is not swept and a `sweep_quota`
     /// alert is raised.

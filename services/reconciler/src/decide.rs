@@ -80,8 +80,17 @@ struct Current {
 }
 
 impl Reconciler {
-    /// A reconciler writing through `js`.
+    /// A reconciler writing through `js`, keeping payment claims for the default time.
     pub async fn new(js: jetstream::Context) -> Result<Reconciler, paytrack_nats::LayoutError> {
+        Reconciler::with_claims_max_age(js, crate::claims::DEFAULT_MAX_AGE).await
+    }
+
+    /// A reconciler writing through `js`, keeping payment claims `claims_max_age`
+    /// after their last write.
+    pub async fn with_claims_max_age(
+        js: jetstream::Context,
+        claims_max_age: std::time::Duration,
+    ) -> Result<Reconciler, paytrack_nats::LayoutError> {
         let status = js
             .get_stream(subjects::STREAM_STATUS)
             .await
@@ -89,12 +98,13 @@ impl Reconciler {
                 stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
-        let claims = Claims::open(&js, &status)
-            .await
-            .map_err(|e| paytrack_nats::LayoutError::Read {
-                stream: subjects::STREAM_CLAIMS.to_owned(),
-                source: e.into(),
-            })?;
+        let claims =
+            Claims::open(&js, &status, claims_max_age)
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Read {
+                    stream: subjects::STREAM_CLAIMS.to_owned(),
+                    source: e.into(),
+                })?;
         Ok(Reconciler {
             js,
             status,
