@@ -286,6 +286,7 @@ impl Reconciler {
             };
             match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
                 Appended::At { seq, duplicate: false } => {
+                    crate::alerts::many_facts_once(&self.js, &transition).await;
                     return Ok(Decision::Applied {
                         transition: Box::new(transition),
                         seq,

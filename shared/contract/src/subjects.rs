@@ -54,6 +54,9 @@ pub const ALERT_TRACE_GAP: &str = "trace_gap";
 /// Alert: a tenant has its quota of payments the reconciler sweeps; a payment past
 /// it is not swept.
 pub const ALERT_SWEEP_QUOTA: &str = "sweep_quota";
+/// Alert: a payment has had more facts applied than a transition lists (it keeps
+/// flipping between statuses).
+pub const ALERT_MANY_FACTS: &str = "many_facts";
 /// The JetStream KV bucket of provider references, written by ingest: which payment
 /// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
 /// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).
