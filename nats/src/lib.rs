@@ -200,10 +200,12 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(86_400),
             layout.windows.push,
         ),
+        // Alerts and operators' acknowledgements of them: the projector copies them to
+        // PostgreSQL, and a rebuild restores them from here, so a year like the facts.
         base(
             subjects::STREAM_ALERT,
             vec![subjects::ALERT_ALL],
-            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(365 * 86_400),
             layout.windows.internal,
         ),
         base(
@@ -212,7 +214,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(7 * 86_400),
             layout.windows.internal,
         ),
-        // Parked messages wait for a person as long as alerts do.
+        // Parked messages wait 30 days for a person (their alerts are kept longer).
         base(
             subjects::STREAM_DEAD,
             vec![subjects::DEAD_ALL],
@@ -319,5 +321,21 @@ mod tests {
         assert_eq!(window(subjects::STREAM_STATUS), Some(Duration::from_secs(120)));
         assert_eq!(window(subjects::STREAM_OUTCOME), Some(Duration::from_secs(120)));
         assert_eq!(window(subjects::STREAM_PUSH), Some(Duration::from_secs(600)));
+    }
+
+    /// A rebuild restores alerts and their acknowledgements from PAYTRACK_ALERT
+    /// alongside the evidence from PAYTRACK_IN: the alerts are kept at least as long.
+    #[test]
+    fn alerts_are_kept_as_long_as_the_evidence() {
+        let configs = stream_configs(&Layout {
+            replicas: 1,
+            windows: DuplicateWindows {
+                inbound: Duration::from_secs(3_600),
+                push: Duration::from_secs(600),
+                internal: Duration::from_secs(120),
+            },
+        });
+        let max_age = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.max_age);
+        assert!(max_age(subjects::STREAM_ALERT) >= max_age(subjects::STREAM_IN));
     }
 }
