@@ -731,6 +731,21 @@ async fn a_rebuild_restores_every_table_alerts_and_acknowledgements_included() -
         }
         mesh.wait_for_row(pay, 2).await?;
     }
+    // A payment created through the API: its routing decision is projected too.
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/payments", mesh.ingest_url))
+        .bearer_auth(&mesh.api_key)
+        .header("Idempotency-Key", "rebuild-create-1")
+        .json(&json!({
+            "merchant_id": "m1", "amount_minor": 4200, "currency": "USD", "rail": "card",
+            "country": "US", "customer_ref": "cust_rb",
+        }))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await?;
+    mesh.wait_for_row(created["payment_id"].as_str().unwrap_or_default(), 1)
+        .await?;
     let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_rb_1"}))
@@ -800,6 +815,7 @@ async fn a_rebuild_restores_every_table_alerts_and_acknowledgements_included() -
         "fact_outcomes",
         "session_audit",
         "checkpoints",
+        "payment_decisions",
         "alerts",
         "alert_acks",
     ] {
