@@ -71,7 +71,8 @@ pub struct Claims {
     status: stream::Stream,
     /// A claim older than this is written again when read (half the bucket's max age).
     refresh_after: Duration,
-    /// When the bucket's claims may first have expired (its creation plus max age).
+    /// When the bucket's claims may first have expired (its creation plus max age);
+    /// None when its creation is unknown.
     may_have_expired_after: Option<chrono::DateTime<chrono::Utc>>,
     /// Claims this replica has read or made, and when. A claim never changes once
     /// created, so a payment's later facts need not read it again (only the newest
@@ -115,10 +116,13 @@ impl Claims {
             store,
             status: status.clone(),
             refresh_after: max_age / 2,
-            may_have_expired_after: created.and_then(|c| {
+            // An unknown creation time looks claims up again at once; a max age past
+            // the calendar's end never expires them.
+            may_have_expired_after: created.map(|c| {
                 chrono::Duration::from_std(max_age)
                     .ok()
                     .and_then(|age| c.checked_add_signed(age))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
             }),
             remembered: Default::default(),
         };
@@ -162,9 +166,11 @@ impl Claims {
     /// bucket is old enough for that), claimed again for it; None for a payment
     /// without a history.
     async fn found_again(&self, tenant: &TenantId, payment: &PaymentId) -> Result<Option<MerchantId>, ClaimError> {
+        // Skipped only while the bucket is known to be too young for any claim to
+        // have expired.
         if self
             .may_have_expired_after
-            .is_none_or(|after| chrono::Utc::now() < after)
+            .is_some_and(|after| chrono::Utc::now() < after)
         {
             return Ok(None);
         }
