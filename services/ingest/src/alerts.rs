@@ -64,7 +64,8 @@ impl FromRequestParts<AppState> for Operator {
 pub struct AlertItem {
     /// The alert's id.
     pub alert_id: String,
-    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `dead_letter`.
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `sweep_quota`,
+    /// `many_facts`, `dead_letter`.
     pub kind: String,
     /// The payment; none for a `dead_letter` (a parked message).
     pub payment_id: Option<String>,
@@ -111,7 +112,7 @@ const SELECT: &str = "SELECT a.alert_id, a.kind, a.payment_id, a.merchant_id, a.
 
 /// `GET /v1/alerts`.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
-    params(("kind" = Option<String>, Query, description = "unclear_pending, source_mismatch, trace_gap, dead_letter"),
+    params(("kind" = Option<String>, Query, description = "unclear_pending, source_mismatch, trace_gap, sweep_quota, many_facts, dead_letter"),
         ("payment_id" = Option<String>, Query), ("acknowledged" = Option<bool>, Query)),
     responses((status = 200, description = "items: newest first, each with its evidence link and acknowledgement", body = Object),
         (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),

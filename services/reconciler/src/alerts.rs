@@ -15,7 +15,7 @@ pub struct Raise<'a> {
     pub payment: &'a PaymentId,
     /// Its merchant, when known.
     pub merchant: Option<&'a MerchantId>,
-    /// `unclear_pending`, `source_mismatch`, `trace_gap`.
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `sweep_quota`, `many_facts`.
     pub kind: &'a str,
     /// Which occurrence (e.g. the version or the fact it is about).
     pub discriminator: &'a str,

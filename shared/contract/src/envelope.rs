@@ -618,7 +618,7 @@ pub struct Alert {
     pub v: u32,
     /// Stable id (also its `Nats-Msg-Id`), so raising it again adds nothing.
     pub alert_id: String,
-    /// `unclear_pending`, `source_mismatch`, `trace_gap`.
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `sweep_quota`, `many_facts`.
     pub kind: String,
     /// The tenant.
     pub tenant: TenantId,
