@@ -116,6 +116,8 @@ impl Role {
         match self {
             Role::Ingest => {
                 p.publish.extend([subjects::IN_ALL.into(), subjects::PUSH_ALL.into()]);
+                // Operators' acknowledgements of alerts, recorded as facts.
+                p.publish.push(format!("paytrack.alert.*.{}", subjects::ALERT_ACK));
                 p.verify_layout();
                 // KV buckets ingest writes and reads back: idempotency keys, commanded
                 // payments, and provider references (with the events parked until
@@ -169,12 +171,14 @@ impl Role {
                     crate::CONSUMER_PROJECTOR_EVIDENCE,
                     crate::CONSUMER_PROJECTOR_SESSIONS,
                     crate::CONSUMER_PROJECTOR_OUTCOMES,
+                    crate::CONSUMER_PROJECTOR_ALERTS,
                 ];
                 for stream in [
                     subjects::STREAM_STATUS,
                     subjects::STREAM_IN,
                     subjects::STREAM_OUTCOME,
                     subjects::STREAM_SESSION,
+                    subjects::STREAM_ALERT,
                 ] {
                     p.history(stream, &own);
                 }
@@ -252,6 +256,7 @@ impl Permissions {
                 internal: std::time::Duration::ZERO,
             },
             idempotency_ttl: std::time::Duration::ZERO,
+            claims_max_age: std::time::Duration::ZERO,
         };
         for config in crate::layout_streams(&any) {
             self.publish.push(api(&format!("STREAM.INFO.{}", config.name)));

@@ -19,6 +19,11 @@ use crate::{Layout, LayoutError};
 /// provider retries a webhook or reports on a payment.
 pub const PROVIDER_REFS_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 
+/// How long the marker of a purged provider-reference key lives: the shortest a
+/// marker may, so a drained parked event stops counting against its tenant's quota
+/// at once.
+pub const PROVIDER_REFS_MARKER_TTL: Duration = Duration::from_secs(1);
+
 /// How long a presence key lives without being rewritten: an edge rewrites its
 /// sessions' keys well within it, so a dead edge's keys expire by themselves.
 pub const PRESENCE_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -45,15 +50,19 @@ pub fn bucket_configs(layout: &Layout) -> Vec<kv::Config> {
             "paytrack: terms of payments created through the API, for later commands",
             Duration::ZERO,
         ),
-        base(
-            subjects::PROVIDER_REFS_BUCKET,
-            "paytrack: provider reference → payment, and events parked until it is known",
-            PROVIDER_REFS_RETENTION,
-        ),
+        kv::Config {
+            // Purges leave markers that expire, so parked events can be counted.
+            limit_markers: Some(PROVIDER_REFS_MARKER_TTL),
+            ..base(
+                subjects::PROVIDER_REFS_BUCKET,
+                "paytrack: provider reference → payment, and events parked until it is known",
+                PROVIDER_REFS_RETENTION,
+            )
+        },
         base(
             subjects::CLAIMS_BUCKET,
             "paytrack: the merchant subject of each payment's history",
-            Duration::ZERO,
+            layout.claims_max_age,
         ),
         base(
             subjects::SWEEP_BUCKET,

@@ -86,6 +86,15 @@ impl Traced for paytrack_shared::envelope::Alert {
     }
 }
 
+impl Traced for paytrack_shared::envelope::AlertAck {
+    fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+    fn payment_id(&self) -> Option<&PaymentId> {
+        None
+    }
+}
+
 impl Traced for SessionAudit {
     fn tenant(&self) -> &TenantId {
         &self.tenant

@@ -27,7 +27,7 @@ use paytrack_shared::subjects;
 pub use crate::auth::{Credentials, Role};
 pub use crate::batches::{consume_delivery_batches, pull_batches};
 pub use crate::buckets::{
-    IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket, open_ingest_buckets,
+    IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_MARKER_TTL, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket, open_ingest_buckets,
 };
 pub use crate::consume::{Cause, HandleError, Panicked, catch_panic, consume, guarded};
 pub use crate::delivery::{
@@ -101,6 +101,9 @@ pub struct Layout {
     pub windows: DuplicateWindows,
     /// How long ingest's idempotency bucket keeps a key (and the response it replays).
     pub idempotency_ttl: Duration,
+    /// How long a payment claim is kept after its last write (the reconciler rewrites
+    /// a claim it still uses well within it).
+    pub claims_max_age: Duration,
 }
 
 /// How long each stream remembers message ids. JetStream keeps about 233 bytes of
@@ -130,6 +133,7 @@ impl Layout {
                 internal: Duration::from_secs(settings.nats_duplicate_window_secs),
             },
             idempotency_ttl: Duration::from_secs(settings.idempotency_ttl_secs),
+            claims_max_age: Duration::from_secs(settings.reconciler_claims_max_age_secs.max(1)),
         }
     }
 }
@@ -262,10 +266,12 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(86_400),
             layout.windows.push,
         ),
+        // Alerts and operators' acknowledgements of them: the projector copies them to
+        // PostgreSQL, and a rebuild restores them from here, so a year like the facts.
         base(
             subjects::STREAM_ALERT,
             vec![subjects::ALERT_ALL],
-            Duration::from_secs(30 * 86_400),
+            Duration::from_secs(365 * 86_400),
             layout.windows.internal,
         ),
         base(
@@ -274,7 +280,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(7 * 86_400),
             layout.windows.internal,
         ),
-        // Parked messages wait for a person as long as alerts do.
+        // Parked messages wait 30 days for a person (their alerts are kept longer).
         base(
             subjects::STREAM_DEAD,
             vec![subjects::DEAD_ALL],
@@ -405,6 +411,7 @@ mod tests {
                 internal: Duration::from_secs(120),
             },
             idempotency_ttl: Duration::from_secs(86_400),
+            claims_max_age: Duration::from_secs(86_400),
         });
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
@@ -425,5 +432,21 @@ mod tests {
         assert_eq!(window(subjects::STREAM_STATUS), Some(Duration::from_secs(120)));
         assert_eq!(window(subjects::STREAM_OUTCOME), Some(Duration::from_secs(120)));
         assert_eq!(window(subjects::STREAM_PUSH), Some(Duration::from_secs(600)));
+    }
+
+    /// A rebuild restores alerts and their acknowledgements from PAYTRACK_ALERT
+    /// alongside the evidence from PAYTRACK_IN: the alerts are kept at least as long.
+    #[test]
+    fn alerts_are_kept_as_long_as_the_evidence() {
+        let configs = stream_configs(&Layout {
+            replicas: 1,
+            windows: DuplicateWindows {
+                inbound: Duration::from_secs(3_600),
+                push: Duration::from_secs(600),
+                internal: Duration::from_secs(120),
+            },
+        });
+        let max_age = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.max_age);
+        assert!(max_age(subjects::STREAM_ALERT) >= max_age(subjects::STREAM_IN));
     }
 }

@@ -122,6 +122,7 @@ mod tests {
                 internal: Duration::from_secs(120),
             },
             idempotency_ttl: Duration::from_secs(86_400),
+            claims_max_age: Duration::from_secs(86_400),
         }
     }
 

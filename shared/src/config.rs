@@ -179,6 +179,16 @@ pub struct Settings {
     pub reconciler_status_query_urls: String,
     /// How long one status query may take, in ms.
     pub reconciler_status_query_timeout_ms: u64,
+    /// Most provider events of one tenant parked at once (events naming a provider
+    /// reference not recorded yet); past it a webhook is answered 429.
+    pub ingest_parked_events_max_per_tenant: usize,
+    /// How long a payment claim (which merchant's subject holds its history) is
+    /// kept after its last write, in seconds; a claim in use is refreshed.
+    pub reconciler_claims_max_age_secs: u64,
+    /// Most payments of one tenant the sweep tracks at once (payments that never
+    /// settle stay tracked); past it a new payment is not swept and a `sweep_quota`
+    /// alert is raised.
+    pub reconciler_sweep_max_per_tenant: usize,
     /// How many payments one reconciler replica decides at once (each payment's
     /// facts still one after another, in delivery order).
     pub reconciler_lanes: usize,

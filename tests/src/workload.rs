@@ -98,6 +98,7 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         },
         trace_id: format!("{:032x}", version),
         applied_fact_ids: vec![],
+        applied_fact_count: 0,
         terms: PaymentTerms {
             amount_minor: Some(plan.amount),
             currency: Some("USD".into()),
@@ -208,7 +209,18 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
     .await
 }
 
-/// Every row of the projection that a rebuild must reproduce, as JSON, in key order.
+/// Tables a rebuild does not reproduce, and why: each instance's count of applied
+/// batches (`projector_progress`) and the low-water mark copied from a live durable
+/// consumer (`projector_positions`) describe the process that projected, not the
+/// payments; a rebuild records its own.
+pub const REBUILD_LOCAL_TABLES: [&str; 2] = ["projector_progress", "projector_positions"];
+
+/// Every row of the projection that a rebuild must reproduce, as JSON, in key order:
+/// every table the migrations create except [`REBUILD_LOCAL_TABLES`]. Columns left
+/// out, and why: `payments.created_at`/`updated_at` (when this database wrote the
+/// row), `checkpoints.created_at` (when this database reached them) and
+/// `checkpoints.published_at`, compared as published or not (when this process saw
+/// the acknowledgement).
 pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'static str, Vec<Value>>> {
     let payments = format!(
         "SELECT tenant, payment_id, merchant_id, status, version, status_seq, {final_} AS final, trace_id, occurred_at,
@@ -216,7 +228,7 @@ pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'s
          FROM payments p WHERE tenant = $1 ORDER BY payment_id",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
     );
-    let tables: [(&str, &str); 6] = [
+    let tables: [(&str, &str); 13] = [
         ("payments", payments.as_str()),
         (
             "payment_timeline",
@@ -241,6 +253,37 @@ pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'s
                     window_closed_seq
              FROM checkpoints WHERE tenant = $1 ORDER BY payment_id, version",
         ),
+        (
+            "inbound_facts",
+            "SELECT tenant, fact_id, payment_id, inbound_seq, source::text AS source,
+                    raw_headers::text AS raw_headers, raw_body, received_at
+             FROM inbound_facts WHERE tenant = $1 ORDER BY fact_id",
+        ),
+        (
+            "fact_outcomes",
+            "SELECT * FROM fact_outcomes WHERE tenant = $1 ORDER BY payment_id, inbound_seq",
+        ),
+        (
+            "payment_decisions",
+            "SELECT tenant, payment_id, fact_id, routing::text AS routing, capabilities::text AS capabilities,
+                    program, customer_ref, received_at
+             FROM payment_decisions WHERE tenant = $1 ORDER BY payment_id",
+        ),
+        (
+            "session_audit",
+            "SELECT * FROM session_audit WHERE tenant = $1 ORDER BY session_epoch, session_seq",
+        ),
+        ("alerts", "SELECT * FROM alerts WHERE tenant = $1 ORDER BY alert_id"),
+        (
+            "alert_acks",
+            "SELECT * FROM alert_acks WHERE tenant = $1 ORDER BY alert_id",
+        ),
+        (
+            "_tables",
+            "SELECT table_name::text AS name FROM information_schema.tables
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' AND $1 <> ''
+             ORDER BY table_name",
+        ),
     ];
     let mut out = BTreeMap::new();
     for (name, sql) in tables {
@@ -249,6 +292,15 @@ pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'s
             .fetch_all(db)
             .await?;
         out.insert(name, rows);
+    }
+    // Every table of the projection is compared (or named rebuild-local above), so
+    // a table added by a later migration cannot be missed by a rebuild unnoticed.
+    let tables = out.remove("_tables").unwrap_or_default();
+    for table in tables.iter().filter_map(|t| t["name"].as_str()) {
+        anyhow::ensure!(
+            out.contains_key(table) || REBUILD_LOCAL_TABLES.contains(&table),
+            "table {table} is neither compared by a rebuild check nor named rebuild-local"
+        );
     }
     Ok(out)
 }

@@ -492,8 +492,10 @@ async fn a_handler_that_panics_parks_its_message_and_the_consumer_goes_on() -> a
             push: Duration::from_secs(60),
             internal: Duration::from_secs(60),
         },
+        idempotency_ttl: Duration::from_secs(86_400),
+        claims_max_age: Duration::from_secs(86_400),
     };
-    paytrack_nats::ensure_streams(&js, &layout).await?;
+    paytrack_nats::apply_layout(&js, &layout).await?;
     let victim = TenantId::new("t_victim")?;
     let bystander = TenantId::new("t_bystander")?;
     let mut published = vec![plain_fact(&victim, "pay_boom")];
@@ -644,5 +646,74 @@ async fn a_success_dated_at_the_end_of_time_neither_panics_nor_stalls() -> anyho
     facts::publish(&mesh.js, &facts::create(&tenant, "pay_next", "card", "stdwebhooks")?).await?;
     mesh.wait_for_row("pay_next", 1).await?;
     mesh.check_services()?;
+    Ok(())
+}
+
+/// Operators see parked messages: an undecodable fact is parked by the projector's
+/// evidence consumer and by the reconciler, and each `dead_letter` alert is listed by
+/// `GET /v1/alerts` (no payment, the parked copy's subject as its evidence), can be
+/// filtered by kind, and acknowledged like any alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_message_is_listed_with_its_dead_letter_alert() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(quick_parking()).await?;
+    let tenant = mesh.tenant.clone();
+    mesh.js
+        .publish(format!("paytrack.in.{tenant}.pay_poison"), "not an envelope".into())
+        .await?
+        .await?;
+    let token = mesh.operator_token();
+    let listed = eventually(Duration::from_secs(60), "both dead_letter alerts listed", || async {
+        let response = mesh.get("/v1/alerts?kind=dead_letter", &token).await.ok()?;
+        let list: serde_json::Value = response.json().await.ok()?;
+        let items = list["items"].as_array()?.clone();
+        (items.len() >= 2).then_some(items)
+    })
+    .await?;
+    let evidence = listed
+        .iter()
+        .find(|a| a["evidence"] == "paytrack.dead.PAYTRACK_IN.ledger-projector-evidence")
+        .unwrap_or_else(|| panic!("the evidence consumer's parked message: {listed:?}"));
+    assert_eq!(evidence["kind"], "dead_letter");
+    assert_eq!(evidence["payment_id"], serde_json::Value::Null);
+    let detail = evidence["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("paytrack.in.{tenant}.pay_poison")),
+        "the detail names the original subject: {detail}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|a| a["evidence"] == "paytrack.dead.PAYTRACK_IN.reconciler"),
+        "the reconciler's parked copy is listed too: {listed:?}"
+    );
+    let all: serde_json::Value = mesh.get("/v1/alerts", &token).await?.json().await?;
+    assert!(
+        all["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|a| a["kind"] == "dead_letter")),
+        "every kind is listed without a filter: {all}"
+    );
+
+    let ack = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/alerts/{}/ack",
+            mesh.ingest_url,
+            evidence["alert_id"].as_str().unwrap_or_default()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"note": "replayed by hand"}))
+        .send()
+        .await?;
+    assert_eq!(ack.status(), 200);
+    let acked: serde_json::Value = ack.json().await?;
+    assert_eq!(acked["ack_note"], "replayed by hand");
+    assert!(acked["acked_by"].as_str().is_some_and(|a| !a.is_empty()), "{acked}");
+    // Another tenant's operator sees none of them.
+    let other: serde_json::Value = mesh
+        .get("/v1/alerts?kind=dead_letter", &mesh.other_operator_token())
+        .await?
+        .json()
+        .await?;
+    assert_eq!(other["items"], json!([]), "{other}");
     Ok(())
 }

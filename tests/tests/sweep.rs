@@ -371,3 +371,74 @@ async fn a_settled_and_persisted_payment_leaves_the_sweep_without_an_alert() -> 
     );
     Ok(())
 }
+
+/// The keys of the sweep bucket that belong to `tenant`.
+async fn tracked_keys(mesh: &Mesh, tenant: &TenantId) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let store = mesh.js.get_key_value(subjects::SWEEP_BUCKET).await?;
+    let keys: Vec<String> = store.keys().await?.try_collect().await?;
+    Ok(keys
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{tenant}.")))
+        .collect())
+}
+
+/// A tenant whose payments never settle cannot grow the sweep without bound: with a
+/// quota of 3 tracked payments per tenant, a fourth and fifth are not tracked, a
+/// `sweep_quota` alert says so, and `/metrics` shows the tenant's count; the other
+/// tenant's payments are still tracked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_tracks_at_most_its_quota_of_payments_per_tenant() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::Down).await?;
+    let mesh = mesh(&url, &[("reconciler_sweep_max_per_tenant", "3")]).await?;
+    let tenant = mesh.tenant.clone();
+    for n in 0..3 {
+        pending_payment(&mesh, &format!("pay_quota_{n}"), "upi").await?;
+    }
+    eventually(WAIT, "three payments tracked, seen by every replica", || async {
+        if tracked_keys(&mesh, &tenant).await.ok()?.len() != 3 {
+            return None;
+        }
+        for admin in &mesh.reconciler_admins {
+            let metrics = reqwest::get(format!("http://{admin}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let line = format!("paytrack_sweep_tracked_by_tenant{{tenant=\"{tenant}\"}} 3");
+            if !metrics.contains(&line) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    for n in 3..5 {
+        pending_payment(&mesh, &format!("pay_quota_{n}"), "upi").await?;
+    }
+    let raised = alert(&mesh, &tenant, "sweep_quota").await?;
+    assert!(
+        raised.detail.contains('3'),
+        "the alert names the quota: {}",
+        raised.detail
+    );
+    // Both over-quota payments were decided (their transitions exist), not tracked.
+    for n in 3..5 {
+        mesh.wait_for_row(&format!("pay_quota_{n}"), 2).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keys = tracked_keys(&mesh, &tenant).await?;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let other = mesh.other_tenant.clone();
+    facts::publish(
+        &mesh.js,
+        &facts::create(&other, "pay_other_quota", "upi", "stdwebhooks")?,
+    )
+    .await?;
+    eventually(WAIT, "the other tenant's payment tracked", || async {
+        (tracked_keys(&mesh, &other).await.ok()?.len() == 1).then_some(())
+    })
+    .await?;
+    Ok(())
+}

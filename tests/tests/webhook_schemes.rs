@@ -40,7 +40,12 @@ impl RunningIngest {
 }
 
 fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
+    settings_with(nats, secrets, &[])
+}
+
+fn settings_with(nats: &NatsServer, secrets: &str, extra: &[(&'static str, &str)]) -> anyhow::Result<Settings> {
     let mut pairs = nats.settings_pairs();
+    pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     pairs.extend([
         ("nats_url", nats.url()),
         // Never connected to: webhooks read no table.
@@ -54,8 +59,16 @@ fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
 }
 
 async fn start_ingest(nats: &NatsServer, secrets: &str) -> anyhow::Result<RunningIngest> {
+    start_ingest_with(nats, secrets, &[]).await
+}
+
+async fn start_ingest_with(
+    nats: &NatsServer,
+    secrets: &str,
+    extra: &[(&'static str, &str)],
+) -> anyhow::Result<RunningIngest> {
     paytrack_shared::telemetry::init_for_tests();
-    let settings = settings(nats, secrets)?;
+    let settings = settings_with(nats, secrets, extra)?;
     nats.lay_out_for(&settings).await?;
     let config = paytrack_ingest::Config::from_settings(&settings)?;
     let ingest = paytrack_ingest::Ingest::bind(config).await?;
@@ -667,5 +680,75 @@ async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyho
     }
     stop.cancel();
     task.await??;
+    Ok(())
+}
+
+/// A tenant cannot park provider events without bound: with a quota of 3 parked
+/// events per tenant, a fourth is answered 429 (the provider retries later) and
+/// parks nothing, a repeat of a parked delivery is still accepted, another tenant
+/// parks on, and once a reference is recorded (its events drained) the tenant may
+/// park again. `/metrics` shows the tenant's parked count and the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let tenant = TenantId::new("acme")?;
+    let other = TenantId::new("beta")?;
+    let secrets = format!(
+        "{},{}",
+        endpoint_secrets(&tenant, &[("stripe", STRIPE_NEW)]),
+        endpoint_secrets(&other, &[("stripe", STRIPE_NEW)])
+    );
+    let ingest = start_ingest_with(&nats, &secrets, &[("ingest_parked_events_max_per_tenant", "3")]).await?;
+    let http = reqwest::Client::new();
+    let events: Vec<String> = (0..4).map(|_| id("q")).collect();
+    let sent: Vec<Delivery> = events
+        .iter()
+        .map(|e| delivery("stripe", STRIPE_NEW, e, None, now()))
+        .collect();
+    for d in &sent[..3] {
+        let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", d).await?;
+        assert_eq!((status, &answer["parked"]), (202, &serde_json::json!(true)), "{answer}");
+    }
+    let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &sent[3]).await?;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["error"], "quota_exceeded", "{answer}");
+    let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
+        nats.connect_as(Role::Ingest).await?,
+        Duration::from_secs(5),
+        1,
+    );
+    assert!(
+        refs.parked(&tenant, "stripe", &format!("pi_{}", events[3]))
+            .await?
+            .is_empty(),
+        "the refused event is not parked"
+    );
+    let (status, _) = post(&http, &ingest.url, &tenant, "stripe", &sent[0]).await?;
+    assert_eq!(status, 202, "a repeat of a parked delivery is still accepted");
+    let (status, _) = post(&http, &ingest.url, &other, "stripe", &sent[3]).await?;
+    assert_eq!(status, 202, "another tenant's quota is its own");
+
+    let metrics = http.get(format!("{}/metrics", ingest.url)).send().await?.text().await?;
+    assert!(
+        metrics.contains("paytrack_ingest_parked_refused_total{tenant=\"acme\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("paytrack_ingest_parked_events{tenant=\"acme\"} 3"),
+        "{metrics}"
+    );
+
+    let payment = PaymentId::new("pay_quota_linked")?;
+    assert_eq!(
+        refs.record(&tenant, "stripe", &format!("pi_{}", events[0]), &payment)
+            .await?,
+        1
+    );
+    paytrack_tests::eventually(Duration::from_secs(20), "room to park again", || async {
+        let (status, _) = post(&http, &ingest.url, &tenant, "stripe", &sent[3]).await.ok()?;
+        (status == 202).then_some(())
+    })
+    .await?;
+    ingest.stop().await?;
     Ok(())
 }

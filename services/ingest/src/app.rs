@@ -69,7 +69,8 @@ impl AppState {
         let client =
             paytrack_nats::connect(&config.nats_url, "paytrack-ingest", config.nats_credentials.as_ref()).await?;
         let publisher = FactPublisher::new(client, config.ack_timeout);
-        let provider_refs = ProviderRefs::new(publisher.clone());
+        let provider_refs =
+            ProviderRefs::new(publisher.clone()).with_max_parked_per_tenant(config.max_parked_per_tenant);
         let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
         Ok(AppState {
             publisher,

@@ -43,6 +43,8 @@ pub struct Config {
     pub gateway_token: Option<secrecy::SecretString>,
     /// Each tenant's rail at a provider whose events name none.
     pub default_rails: DefaultRails,
+    /// Most provider events one tenant may have parked (waiting for their payment).
+    pub max_parked_per_tenant: usize,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             provider_urls: parse_provider_urls(&s.provider_urls)?,
             gateway_token: s.simulator_token.clone(),
             default_rails: DefaultRails::parse(&s.provider_default_rails)?,
+            max_parked_per_tenant: s.ingest_parked_events_max_per_tenant,
         })
     }
 }

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// The `Idempotency-Key` was used before with another body.
     #[error("this Idempotency-Key was used with another request body")]
     IdempotencyKeyReused,
+    /// A per-tenant quota is reached; the sender may retry later.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The first request with this `Idempotency-Key` is still being processed.
     #[error("a request with this Idempotency-Key is still in progress; retry later")]
     IdempotencyInProgress,
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::Unsupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_feature"),
             ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_key_in_progress"),
+            ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
         }
     }
 }
@@ -101,7 +105,7 @@ impl IntoResponse for ApiError {
             _ => json!({ "error": code, "message": self.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

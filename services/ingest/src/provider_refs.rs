@@ -13,6 +13,11 @@
 //! parked once its reference is known, and one drained twice is one fact
 //! (`Nats-Msg-Id`).
 //!
+//! Each tenant may have at most `ingest_parked_events_max_per_tenant` events parked
+//! at once: past it an event is refused ([`ProviderRefsError::QuotaReached`], 429 to
+//! the provider, which retries later) and nothing is parked. A drained event's key
+//! is purged with a one-second marker, so it stops counting at once.
+//!
 //! Keys: `ref.<tenant>.<provider>.<ref>` → payment id, and
 //! `parked.<tenant>.<provider>.<ref>.<delivery>` → the fact without its payment,
 //! where `<ref>` and `<delivery>` are base64url (a KV key token cannot hold every
@@ -20,7 +25,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -36,6 +41,11 @@ pub const BUCKET: &str = paytrack_shared::subjects::PROVIDER_REFS_BUCKET;
 /// How long a reference (and a parked event) is kept: longer than any provider's
 /// refund or dispute window.
 pub const RETENTION: Duration = paytrack_nats::PROVIDER_REFS_RETENTION;
+/// How long the marker of a drained (purged) parked event is kept: the shortest a
+/// marker may live, so a drained event stops counting against the quota at once.
+const MARKER_TTL: Duration = paytrack_nats::PROVIDER_REFS_MARKER_TTL;
+/// Parked events one tenant may have when no setting says otherwise.
+pub const DEFAULT_MAX_PARKED_PER_TENANT: usize = 10_000;
 
 /// Why the bucket could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,14 @@ pub enum ProviderRefsError {
     /// A stored value is not what this module wrote.
     #[error("provider references bucket: unreadable value at {0}")]
     Corrupt(String),
+    /// The tenant has its quota of parked events: this one is not parked.
+    #[error("{parked} provider events are already waiting for their payment (at most {quota} per tenant)")]
+    QuotaReached {
+        /// Events parked now.
+        parked: u64,
+        /// The quota.
+        quota: usize,
+    },
 }
 
 fn nats<E: std::fmt::Display>(error: E) -> ProviderRefsError {
@@ -90,6 +108,7 @@ pub struct ProviderRefs {
     js: jetstream::Context,
     store: std::sync::Arc<OnceCell<(kv::Store, stream::Stream)>>,
     publisher: FactPublisher,
+    max_parked_per_tenant: usize,
 }
 
 fn token(raw: &str) -> String {
@@ -112,6 +131,15 @@ impl ProviderRefs {
             js: publisher.jetstream().clone(),
             store: std::sync::Arc::default(),
             publisher,
+            max_parked_per_tenant: DEFAULT_MAX_PARKED_PER_TENANT,
+        }
+    }
+
+    /// This store, parking at most `quota` events per tenant.
+    pub fn with_max_parked_per_tenant(self, quota: usize) -> ProviderRefs {
+        ProviderRefs {
+            max_parked_per_tenant: quota,
+            ..self
         }
     }
 
@@ -198,6 +226,19 @@ impl ProviderRefs {
             token(delivery_id)
         );
         let value = serde_json::to_vec(parked).map_err(|e| ProviderRefsError::Corrupt(e.to_string()))?;
+        let count = self.parked_count(tenant).await?;
+        metrics::gauge!("paytrack_ingest_parked_events", "tenant" => tenant.to_string()).set(count as f64);
+        if count >= self.max_parked_per_tenant as u64 && store.get(&key).await.map_err(nats)?.is_none() {
+            metrics::counter!("paytrack_ingest_parked_refused_total", "tenant" => tenant.to_string()).increment(1);
+            tracing::warn!(
+                %tenant, provider, parked = count, quota = self.max_parked_per_tenant,
+                "the tenant has its quota of parked provider events; refusing this one"
+            );
+            return Err(ProviderRefsError::QuotaReached {
+                parked: count,
+                quota: self.max_parked_per_tenant,
+            });
+        }
         store.put(&key, value.into()).await.map_err(nats)?;
         metrics::counter!("paytrack_ingest_webhooks_parked_total", "provider" => provider.to_owned()).increment(1);
         match self.lookup(tenant, provider, provider_ref).await? {
@@ -207,6 +248,28 @@ impl ProviderRefs {
             }
             None => Ok(None),
         }
+    }
+
+    /// How many events `tenant` has parked: the keys under `parked.<tenant>.`, counted
+    /// by the server (an ordered consumer's pending count, last message per key), so
+    /// the count costs two requests whatever it is. A drained key counts until its
+    /// marker expires ([`MARKER_TTL`]).
+    pub async fn parked_count(&self, tenant: &TenantId) -> Result<u64, ProviderRefsError> {
+        let (_, stream) = self.bucket().await?;
+        let counter = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("$KV.{BUCKET}.parked.{tenant}.>"),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                headers_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats)?;
+        let info = counter.cached_info();
+        let count = info.num_pending;
+        // Read nothing from it: delete it now (it would expire by itself anyway).
+        let _ = stream.delete_consumer(&info.name).await;
+        Ok(count)
     }
 
     /// The events parked for one reference (for the drain, and for tests).
@@ -265,7 +328,7 @@ impl ProviderRefs {
                 tenant = %tenant, payment_id = %payment_id, fact_id = %fact.fact_id, seq, duplicate,
                 "parked provider event published"
             );
-            store.purge(&key).await.map_err(nats)?;
+            store.purge_with_ttl(&key, MARKER_TTL).await.map_err(nats)?;
         }
         Ok(count)
     }

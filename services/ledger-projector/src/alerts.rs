@@ -1,31 +1,57 @@
-//! Storing payment alerts (`unclear_pending`, `source_mismatch`, `trace_gap`) so
-//! operators can list and acknowledge them (`GET /v1/alerts`). Dead-letter alerts
-//! have their own envelope and are not read here (the consumer filters by kind).
+//! Storing every record of PAYTRACK_ALERT so operators can list and acknowledge
+//! them (`GET /v1/alerts`): payment alerts (`unclear_pending`, `source_mismatch`,
+//! `trace_gap`), `dead_letter` alerts of parked messages, and operators'
+//! acknowledgements (`paytrack.alert.<tenant>._ack`). The live consumer and a
+//! rebuild both go through [`apply`], so a rebuild ends with the same rows.
 
+use async_nats::jetstream;
 use paytrack_nats::{Delivery, HandleError};
-use paytrack_shared::envelope::Alert;
+use paytrack_shared::envelope::{self, Alert, AlertAck, DeadLetter};
 use paytrack_shared::subjects;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::{db_error, sequence};
 
-/// The subjects of the alerts stored: every payment alert kind, any tenant.
-pub fn filter_subjects() -> Vec<String> {
-    [
-        subjects::ALERT_UNCLEAR_PENDING,
-        subjects::ALERT_SOURCE_MISMATCH,
-        subjects::ALERT_TRACE_GAP,
-    ]
-    .iter()
-    .map(|kind| format!("paytrack.alert.*.{kind}"))
-    .collect()
+/// Text PostgreSQL can hold (a NUL cannot be stored in TEXT).
+fn clean(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
-/// Stores one alert; a repeat is a no-op (keyed by its id).
-pub async fn apply(db: &PgPool, delivery: Delivery<Alert>) -> Result<(), HandleError> {
+/// Stores one record of PAYTRACK_ALERT, by the kind its subject names; a repeat is
+/// a no-op (alerts are keyed by their id, acknowledgements by their alert's).
+pub async fn apply(db: &PgPool, message: &jetstream::Message, consumer: &str) -> Result<(), HandleError> {
+    let kind = message.subject.as_str().rsplit('.').next().unwrap_or_default();
+    match kind {
+        subjects::ALERT_ACK => {
+            let delivery = Delivery::<AlertAck>::open(message, consumer)
+                .map_err(|e| HandleError::poison("open the acknowledgement", e))?;
+            let span = delivery.span.clone();
+            apply_ack(db, delivery).instrument(span).await
+        }
+        subjects::ALERT_DEAD_LETTER => {
+            let info = message
+                .info()
+                .map_err(|e| HandleError::poison("read the message's position", e.to_string()))?;
+            let seq = info.stream_sequence;
+            let dead: DeadLetter =
+                envelope::decode(&message.payload).map_err(|e| HandleError::poison("decode the dead letter", e))?;
+            let span = tracing::info_span!("consume", consumer, stream_seq = seq, tenant = ?dead.tenant);
+            apply_dead_letter(db, seq, &dead).instrument(span).await
+        }
+        _ => {
+            let delivery =
+                Delivery::<Alert>::open(message, consumer).map_err(|e| HandleError::poison("open the alert", e))?;
+            let span = delivery.span.clone();
+            apply_alert(db, delivery).instrument(span).await
+        }
+    }
+}
+
+/// Stores one payment alert.
+async fn apply_alert(db: &PgPool, delivery: Delivery<Alert>) -> Result<(), HandleError> {
     let seq = sequence(delivery.stream_seq)?;
     let a = &delivery.envelope;
-    let clean = |s: &str| s.replace('\0', "\u{FFFD}");
     sqlx::query(
         "INSERT INTO alerts
            (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)
@@ -46,5 +72,70 @@ pub async fn apply(db: &PgPool, delivery: Delivery<Alert>) -> Result<(), HandleE
     .await
     .map_err(db_error)?;
     tracing::info!(tenant = %a.tenant, payment_id = %a.payment_id, kind = %a.kind, "alert stored");
+    Ok(())
+}
+
+/// Stores the `dead_letter` alert of a parked message: no payment; the detail says
+/// what was parked, by whom and why, and the evidence is where the parked copy is.
+/// Its id is the parked copy's (`dead:<stream>:<consumer>:<seq>`), or, when the
+/// original's position was unknown, the alert's own position.
+async fn apply_dead_letter(db: &PgPool, alert_seq: u64, dead: &DeadLetter) -> Result<(), HandleError> {
+    let seq = sequence(alert_seq)?;
+    let alert_id = match dead.stream_seq {
+        Some(original) => paytrack_shared::msg_id::dead_letter(&dead.stream, &dead.consumer, original),
+        None => format!("dead:{}:{}:alert{alert_seq}", dead.stream, dead.consumer),
+    };
+    let tenant = dead.tenant.as_ref().map_or(subjects::NO_TENANT, |t| t.as_str());
+    let position = dead.stream_seq.map(|s| format!(" (sequence {s})")).unwrap_or_default();
+    let detail = format!(
+        "{consumer} parked {subject} of {stream}{position} after {delivered} deliveries: {error}",
+        consumer = dead.consumer,
+        subject = dead.subject,
+        stream = dead.stream,
+        delivered = dead.delivered,
+        error = dead.error,
+    );
+    sqlx::query(
+        "INSERT INTO alerts
+           (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)
+         VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, '', $7)
+         ON CONFLICT (tenant, alert_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(clean(&alert_id))
+    .bind(subjects::ALERT_DEAD_LETTER)
+    .bind(clean(&detail))
+    .bind(clean(&dead.dead_subject))
+    .bind(dead.parked_at)
+    .bind(seq)
+    .execute(db)
+    .await
+    .map_err(db_error)?;
+    tracing::info!(tenant, alert_id, "dead-letter alert stored");
+    Ok(())
+}
+
+/// Stores an operator's acknowledgement; the first one of an alert stands. One of
+/// an alert never stored (which ingest does not publish) changes nothing.
+async fn apply_ack(db: &PgPool, delivery: Delivery<AlertAck>) -> Result<(), HandleError> {
+    let a = &delivery.envelope;
+    let stored = sqlx::query(
+        "INSERT INTO alert_acks (tenant, alert_id, actor, note, acked_at)
+         SELECT tenant, alert_id, $3, $4, $5 FROM alerts WHERE tenant = $1 AND alert_id = $2
+         ON CONFLICT (tenant, alert_id) DO NOTHING",
+    )
+    .bind(a.tenant.as_str())
+    .bind(clean(&a.alert_id))
+    .bind(clean(&a.actor))
+    .bind(a.note.as_deref().map(clean))
+    .bind(a.acked_at)
+    .execute(db)
+    .await
+    .map_err(db_error)?;
+    if stored.rows_affected() == 1 {
+        tracing::info!(tenant = %a.tenant, alert_id = %a.alert_id, actor = %a.actor, "alert acknowledged");
+    } else {
+        tracing::info!(tenant = %a.tenant, alert_id = %a.alert_id, "acknowledgement already stored, or of no stored alert");
+    }
     Ok(())
 }

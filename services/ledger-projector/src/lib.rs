@@ -199,11 +199,26 @@ pub async fn run_with_admin(
                 paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
             )
             .await?;
-            let mut alert_config =
-                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
-            alert_config.filter_subject = String::new();
-            alert_config.filter_subjects = alerts::filter_subjects();
-            let alerts = paytrack_nats::ensure_consumer(&js, subjects::STREAM_ALERT, alert_config).await?;
+            // Every record of PAYTRACK_ALERT: created or updated, so the consumer of an
+            // older layout (which read payment alerts only) reads dead letters and
+            // acknowledgements too.
+            let alerts = js
+                .get_stream(subjects::STREAM_ALERT)
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Stream {
+                    stream: subjects::STREAM_ALERT.to_owned(),
+                    source: e.into(),
+                })?
+                .create_consumer(paytrack_nats::durable_consumer(
+                    paytrack_nats::CONSUMER_PROJECTOR_ALERTS,
+                    subjects::ALERT_ALL,
+                ))
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Consumer {
+                    stream: subjects::STREAM_ALERT.to_owned(),
+                    consumer: paytrack_nats::CONSUMER_PROJECTOR_ALERTS.to_owned(),
+                    source: e.into(),
+                })?;
             Ok::<_, paytrack_nats::LayoutError>((
                 status,
                 status_epoch,
@@ -293,8 +308,13 @@ pub async fn run_with_admin(
         batch_size(outcomes::BATCH),
         |batch| outcomes::apply(&db, batch),
     );
-    let alert_loop = paytrack_nats::consume_deliveries(alert_consumer, shutdown.clone(), alert_supervisor, |d| {
-        alerts::apply(&db, d)
+    let alert_loop = paytrack_nats::consume(alert_consumer, shutdown.clone(), |message| {
+        let (db, supervisor) = (&db, &alert_supervisor);
+        async move {
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+            let result = alerts::apply(db, &message, paytrack_nats::CONSUMER_PROJECTOR_ALERTS).await;
+            supervisor.settle(&message, delivered, result).await;
+        }
     });
     tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop, alert_loop);
     let _ = drainer.await;

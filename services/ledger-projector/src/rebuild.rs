@@ -1,7 +1,8 @@
 //! Rebuilding the projection from the streams into an empty database.
 //!
 //! The streams are the truth (DESIGN.md §1); the database is a projection of them. A
-//! rebuild reads PAYTRACK_IN, PAYTRACK_OUTCOME, PAYTRACK_SESSION and PAYTRACK_STATUS
+//! rebuild reads PAYTRACK_IN, PAYTRACK_OUTCOME, PAYTRACK_SESSION, PAYTRACK_ALERT
+//! (alerts of every kind and operators' acknowledgements) and PAYTRACK_STATUS
 //! from their first message to the last one present when it started, with ephemeral
 //! ordered consumers, through the same code the live consumers use, so it ends with
 //! the same rows (checkpoints are read back from PAYTRACK_STATUS, not published
@@ -113,6 +114,12 @@ pub async fn rebuild(js: &jetstream::Context, db: &PgPool) -> Result<RebuildRepo
     })
     .await?;
     report.messages.push((subjects::STREAM_SESSION, n.0));
+    report.skipped += n.1;
+    let n = replay(js, subjects::STREAM_ALERT, |m| async move {
+        crate::alerts::apply(db, &m, "rebuild").await.is_ok()
+    })
+    .await?;
+    report.messages.push((subjects::STREAM_ALERT, n.0));
     report.skipped += n.1;
     let (status, transitions, skipped) = replay_status(js, db).await?;
     report.messages.push((subjects::STREAM_STATUS, status));

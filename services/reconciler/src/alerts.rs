@@ -15,7 +15,7 @@ pub struct Raise<'a> {
     pub payment: &'a PaymentId,
     /// Its merchant, when known.
     pub merchant: Option<&'a MerchantId>,
-    /// `unclear_pending`, `source_mismatch`, `trace_gap`.
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `sweep_quota`, `many_facts`.
     pub kind: &'a str,
     /// Which occurrence (e.g. the version or the fact it is about).
     pub discriminator: &'a str,
@@ -65,4 +65,39 @@ pub async fn raise(js: &jetstream::Context, r: Raise<'_>) -> Result<(), AlertErr
         })?;
     metrics::counter!("paytrack_reconciler_alerts_total", "kind" => r.kind.to_owned()).increment(1);
     Ok(())
+}
+
+/// Raises `many_facts` when `appended` is the first transition of its payment whose
+/// applied-fact list dropped an id (more than
+/// [`paytrack_shared::envelope::APPLIED_FACT_IDS_KEPT`] facts applied): a payment
+/// flipping between statuses for ever, which an operator should look at. Once per
+/// payment (its id names that version); a failure to raise is logged, never fails
+/// the decision.
+pub async fn many_facts_once(js: &jetstream::Context, appended: &paytrack_shared::envelope::Transition) {
+    let first_over = paytrack_shared::envelope::APPLIED_FACT_IDS_KEPT as u64 + 1;
+    if appended.applied_fact_count != first_over {
+        return;
+    }
+    metrics::counter!("paytrack_reconciler_many_facts_total", "tenant" => appended.tenant.to_string()).increment(1);
+    let detail = format!(
+        "{first_over} facts applied (now {}); transitions carry only the newest {} fact ids",
+        appended.status,
+        paytrack_shared::envelope::APPLIED_FACT_IDS_KEPT
+    );
+    let raised = raise(
+        js,
+        Raise {
+            tenant: &appended.tenant,
+            payment: &appended.payment_id,
+            merchant: Some(&appended.merchant_id),
+            kind: paytrack_shared::subjects::ALERT_MANY_FACTS,
+            discriminator: &appended.version.to_string(),
+            detail,
+            trace_id: &appended.trace_id,
+        },
+    )
+    .await;
+    if let Err(error) = raised {
+        tracing::warn!(%error, tenant = %appended.tenant, payment_id = %appended.payment_id, "many_facts alert not raised");
+    }
 }

@@ -16,8 +16,19 @@
 //! Histories written before claims existed are claimed once when the bucket is first
 //! opened (one pass over the newest transition of every subject), so a payment is
 //! never started twice.
+//!
+//! Claims are not kept for ever: the bucket's `max_age` is
+//! `reconciler_claims_max_age_secs` (400 days by default, as long as provider
+//! references, beyond refund and dispute windows), counted from a claim's last
+//! write, and a claim read when older than half of it is written again, so only
+//! payments idle that long lose theirs. A payment whose claim is missing but whose
+//! history exists (found once by `paytrack.status.<tenant>.*.<payment>`) is claimed
+//! again for that history's merchant, so an expired claim never starts a second
+//! history. That lookup is made only once the bucket is older than `max_age` (before
+//! that no claim can have expired).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
@@ -49,13 +60,24 @@ pub enum Created {
 /// Most claims a replica remembers; past it the memory is emptied and refilled.
 const REMEMBERED: usize = 100_000;
 
+/// How long claims are kept after their last write when no setting says otherwise.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(400 * 24 * 3600);
+
 /// The claims bucket.
 #[derive(Clone)]
 pub struct Claims {
     store: kv::Store,
-    /// Claims this replica has read or made. A claim never changes once created, so
-    /// a payment's later facts need not read it again (only the newest transition).
-    remembered: std::sync::Arc<std::sync::Mutex<HashMap<String, MerchantId>>>,
+    /// PAYTRACK_STATUS, where a payment whose claim expired is found again.
+    status: stream::Stream,
+    /// A claim older than this is written again when read (half the bucket's max age).
+    refresh_after: Duration,
+    /// When the bucket's claims may first have expired (its creation plus max age);
+    /// None when its creation is unknown.
+    may_have_expired_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Claims this replica has read or made, and when. A claim never changes once
+    /// created, so a payment's later facts need not read it again (only the newest
+    /// transition) until it is due to be refreshed.
+    remembered: std::sync::Arc<std::sync::Mutex<HashMap<String, (MerchantId, Instant)>>>,
 }
 
 fn key(tenant: &TenantId, payment: &PaymentId) -> String {
@@ -63,35 +85,112 @@ fn key(tenant: &TenantId, payment: &PaymentId) -> String {
 }
 
 impl Claims {
-    /// Opens the bucket (the layout step creates it), and claims the histories written
-    /// before it once.
-    pub async fn open(js: &jetstream::Context, status: &stream::Stream) -> Result<Claims, ClaimError> {
+    /// Opens the bucket (the layout step creates it, keeping claims `max_age` after
+    /// their last write), and claims the histories written before it once.
+    pub async fn open(
+        js: &jetstream::Context,
+        status: &stream::Stream,
+        max_age: Duration,
+    ) -> Result<Claims, ClaimError> {
         let store = paytrack_nats::open_bucket(js, subjects::CLAIMS_BUCKET)
             .await
             .map_err(|e| ClaimError::Bucket(e.into()))?;
+        let mut bucket = js
+            .get_stream(subjects::STREAM_CLAIMS)
+            .await
+            .map_err(|e| ClaimError::Bucket(e.into()))?;
+        let created = bucket.info().await.map_err(|e| ClaimError::Bucket(e.into()))?.created;
+        let created = chrono::DateTime::from_timestamp(created.unix_timestamp(), created.nanosecond());
         let claims = Claims {
             store,
+            status: status.clone(),
+            refresh_after: max_age / 2,
+            // An unknown creation time looks claims up again at once; a max age past
+            // the calendar's end never expires them.
+            may_have_expired_after: created.map(|c| {
+                chrono::Duration::from_std(max_age)
+                    .ok()
+                    .and_then(|age| c.checked_add_signed(age))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            }),
             remembered: Default::default(),
         };
         claims.backfill(status).await?;
         Ok(claims)
     }
 
-    /// The merchant `payment` is claimed for, if any.
+    /// The merchant `payment` is claimed for, if any. A claim due to be refreshed
+    /// is written again; a missing claim of a payment that has a history is made
+    /// again from it.
     pub async fn merchant_of(&self, tenant: &TenantId, payment: &PaymentId) -> Result<Option<MerchantId>, ClaimError> {
         let key = key(tenant, payment);
-        if let Some(merchant) = self.lock().get(&key) {
+        if let Some((merchant, at)) = self.lock().get(&key)
+            && at.elapsed() < self.refresh_after
+        {
             return Ok(Some(merchant.clone()));
         }
-        let value = self.store.get(&key).await.map_err(|e| ClaimError::Io(e.into()))?;
-        let merchant = value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|m| MerchantId::parse(m).ok()));
-        if let Some(merchant) = &merchant {
-            self.remember(key, merchant.clone());
+        let entry = self.store.entry(&key).await.map_err(|e| ClaimError::Io(e.into()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return self.found_again(tenant, payment).await;
+        };
+        let Some(merchant) = std::str::from_utf8(&entry.value)
+            .ok()
+            .and_then(|m| MerchantId::parse(m).ok())
+        else {
+            return Ok(None);
+        };
+        if self.due_to_refresh(entry.created.unix_timestamp()) {
+            // The same value again: only its age changes.
+            self.store
+                .put(&key, entry.value.clone())
+                .await
+                .map_err(|e| ClaimError::Io(e.into()))?;
+            tracing::debug!(%tenant, payment_id = %payment, "payment claim refreshed");
         }
-        Ok(merchant)
+        self.remember(key, merchant.clone());
+        Ok(Some(merchant))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MerchantId>> {
+    /// The merchant of `payment`'s existing history when its claim expired (the
+    /// bucket is old enough for that), claimed again for it; None for a payment
+    /// without a history.
+    async fn found_again(&self, tenant: &TenantId, payment: &PaymentId) -> Result<Option<MerchantId>, ClaimError> {
+        // Skipped only while the bucket is known to be too young for any claim to
+        // have expired.
+        if self
+            .may_have_expired_after
+            .is_some_and(|after| chrono::Utc::now() < after)
+        {
+            return Ok(None);
+        }
+        let newest = paytrack_nats::last_message(&self.status, &subjects::status_of_payment(tenant, payment))
+            .await
+            .map_err(|e| ClaimError::Io(e.into()))?;
+        // paytrack.status.<tenant>.<merchant>.<payment>
+        let Some(merchant) = newest.and_then(|m| m.subject.split('.').nth(3).and_then(|m| MerchantId::parse(m).ok()))
+        else {
+            return Ok(None);
+        };
+        tracing::info!(%tenant, payment_id = %payment, %merchant, "expired payment claim made again from its history");
+        if self.create(tenant, payment, &merchant).await? == Created::Taken {
+            // Another writer made it again first: read what it wrote.
+            let value = self
+                .store
+                .get(key(tenant, payment))
+                .await
+                .map_err(|e| ClaimError::Io(e.into()))?;
+            return Ok(value.and_then(|v| std::str::from_utf8(&v).ok().and_then(|m| MerchantId::parse(m).ok())));
+        }
+        Ok(Some(merchant))
+    }
+
+    /// Whether a claim written at `written` (Unix seconds) is due to be written again.
+    fn due_to_refresh(&self, written: i64) -> bool {
+        let age = chrono::Utc::now().timestamp().saturating_sub(written);
+        u64::try_from(age).unwrap_or(0) > self.refresh_after.as_secs()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (MerchantId, Instant)>> {
         self.remembered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -102,7 +201,7 @@ impl Claims {
         if remembered.len() >= REMEMBERED {
             remembered.clear();
         }
-        remembered.insert(key, merchant);
+        remembered.insert(key, (merchant, Instant::now()));
     }
 
     /// Claims `payment` for `merchant`, unless another writer has.
@@ -128,7 +227,13 @@ impl Claims {
     /// reconcilers may do it at once: a claim is only ever created, never changed.
     async fn backfill(&self, status: &stream::Stream) -> Result<(), ClaimError> {
         let io = |e: &dyn std::fmt::Display| ClaimError::Io(e.to_string().into());
-        if self.store.get(BACKFILLED).await.map_err(|e| io(&e))?.is_some() {
+        if let Some(marker) = self.store.entry(BACKFILLED).await.map_err(|e| io(&e))?
+            && marker.operation == kv::Operation::Put
+        {
+            // Kept as long as the claims are: written again when due.
+            if self.due_to_refresh(marker.created.unix_timestamp()) {
+                self.store.put(BACKFILLED, marker.value).await.map_err(|e| io(&e))?;
+            }
             return Ok(());
         }
         let mut ordered = status

@@ -80,8 +80,17 @@ struct Current {
 }
 
 impl Reconciler {
-    /// A reconciler writing through `js`.
+    /// A reconciler writing through `js`, keeping payment claims for the default time.
     pub async fn new(js: jetstream::Context) -> Result<Reconciler, paytrack_nats::LayoutError> {
+        Reconciler::with_claims_max_age(js, crate::claims::DEFAULT_MAX_AGE).await
+    }
+
+    /// A reconciler writing through `js`, keeping payment claims `claims_max_age`
+    /// after their last write.
+    pub async fn with_claims_max_age(
+        js: jetstream::Context,
+        claims_max_age: std::time::Duration,
+    ) -> Result<Reconciler, paytrack_nats::LayoutError> {
         let status = js
             .get_stream(subjects::STREAM_STATUS)
             .await
@@ -89,12 +98,13 @@ impl Reconciler {
                 stream: subjects::STREAM_STATUS.to_owned(),
                 source: e.into(),
             })?;
-        let claims = Claims::open(&js, &status)
-            .await
-            .map_err(|e| paytrack_nats::LayoutError::Read {
-                stream: subjects::STREAM_CLAIMS.to_owned(),
-                source: e.into(),
-            })?;
+        let claims =
+            Claims::open(&js, &status, claims_max_age)
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Read {
+                    stream: subjects::STREAM_CLAIMS.to_owned(),
+                    source: e.into(),
+                })?;
         Ok(Reconciler {
             js,
             status,
@@ -277,6 +287,7 @@ impl Reconciler {
             };
             match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
                 Appended::At { seq, duplicate: false } => {
+                    crate::alerts::many_facts_once(&self.js, &transition).await;
                     return Ok(Decision::Applied {
                         transition: Box::new(transition),
                         seq,
@@ -561,8 +572,12 @@ pub(crate) fn next_transition(
         ),
         _ => return None,
     };
-    let mut applied_fact_ids = current.map(applied_so_far).unwrap_or_default();
+    let (mut applied_fact_ids, applied_before) = current.map(applied_so_far).unwrap_or_default();
     applied_fact_ids.push(fact.fact_id.clone());
+    let dropped = applied_fact_ids
+        .len()
+        .saturating_sub(paytrack_shared::envelope::APPLIED_FACT_IDS_KEPT);
+    applied_fact_ids.drain(..dropped);
     Some(Transition {
         v: ENVELOPE_VERSION,
         tenant: fact.tenant.clone(),
@@ -587,20 +602,24 @@ pub(crate) fn next_transition(
         },
         trace_id: trace_id.to_owned(),
         applied_fact_ids,
+        applied_fact_count: applied_before + 1,
         terms: terms_after(current.map(|c| &c.terms), fact),
         ordered_by: judge::ordered_by_after(verdict, current, view),
         evidence_fact_ids,
     })
 }
 
-/// The facts applied up to `t`, including its own cause (which a transition written
-/// before `applied_fact_ids` existed does not list).
-fn applied_so_far(t: &Transition) -> Vec<String> {
+/// The newest facts applied up to `t`, including its own cause (which a transition
+/// written before `applied_fact_ids` existed does not list), and how many were
+/// applied in all (a transition written before `applied_fact_count` existed lists
+/// every one).
+fn applied_so_far(t: &Transition) -> (Vec<String>, u64) {
     let mut ids = t.applied_fact_ids.clone();
     if !ids.contains(&t.cause.fact_id) {
         ids.push(t.cause.fact_id.clone());
     }
-    ids
+    let count = t.applied_fact_count.max(ids.len() as u64);
+    (ids, count)
 }
 
 /// Whether JetStream refused the append with 10071 ("wrong last sequence"), however

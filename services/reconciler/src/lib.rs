@@ -46,6 +46,8 @@ pub struct Config {
     pub replicas: usize,
     /// Payments decided at once (see [`paytrack_nats::consume_in_lanes`]).
     pub lanes: std::num::NonZeroUsize,
+    /// How long a payment claim is kept after its last write.
+    pub claims_max_age: std::time::Duration,
 }
 
 impl Config {
@@ -65,9 +67,11 @@ impl Config {
                 status_query_urls: sweep::SweepConfig::parse_urls(&s.reconciler_status_query_urls),
                 query_timeout: std::time::Duration::from_millis(s.reconciler_status_query_timeout_ms),
                 gateway_token: s.simulator_token.clone(),
+                max_per_tenant: s.reconciler_sweep_max_per_tenant,
             },
             replicas: s.nats_replicas,
             lanes: std::num::NonZeroUsize::new(s.reconciler_lanes).unwrap_or(std::num::NonZeroUsize::MIN),
+            claims_max_age: std::time::Duration::from_secs(s.reconciler_claims_max_age_secs.max(1)),
         }
     }
 }
@@ -123,7 +127,9 @@ pub async fn run_with_admin(
                     stream: subjects::STREAM_SWEEP.to_owned(),
                     source: Box::new(e),
                 })?;
-        let reconciler = Reconciler::new(js.clone()).await?.with_sweeps(sweeps.clone());
+        let reconciler = Reconciler::with_claims_max_age(js.clone(), config.claims_max_age)
+            .await?
+            .with_sweeps(sweeps.clone());
         Ok::<_, paytrack_nats::LayoutError>((consumer, reconciler, sweeps))
     })
     .await;

@@ -18,6 +18,11 @@
 //!   any other;
 //! - checks exhausted and still not settled: an `unclear_pending` alert;
 //! - settled and persisted: the entry is removed.
+//!
+//! A payment that never settles stays tracked, so each tenant may have at most
+//! `reconciler_sweep_max_per_tenant` payments tracked: past it a new payment is not
+//! tracked (no status query, no `trace_gap`), and a `sweep_quota` alert (at most one
+//! per tenant and hour per replica) and `paytrack_sweep_quota_refused_total` say so.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -51,6 +56,8 @@ pub struct SweepConfig {
     pub query_timeout: Duration,
     /// The bearer token the status-query gateways require (`simulator_token`).
     pub gateway_token: Option<secrecy::SecretString>,
+    /// Most payments one tenant may have tracked at once.
+    pub max_per_tenant: usize,
 }
 
 impl SweepConfig {
@@ -197,11 +204,54 @@ pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &Swe
     }
 }
 
+/// Each tracked payment's entry and revision as this replica's watch last saw them
+/// (what a scan reads), and how many each tenant has (what its quota is held to).
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, (Entry, u64)>,
+    per_tenant: HashMap<String, usize>,
+}
+
+/// The tenant token of a key `<tenant>.<payment>`.
+fn tenant_of(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(tenant, _)| tenant)
+}
+
+impl Index {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.per_tenant.clear();
+    }
+
+    fn insert(&mut self, key: &str, entry: Entry, revision: u64) {
+        if self.entries.insert(key.to_owned(), (entry, revision)).is_none() {
+            *self.per_tenant.entry(tenant_of(key).to_owned()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if self.entries.remove(key).is_some() {
+            let tenant = tenant_of(key);
+            if let Some(n) = self.per_tenant.get_mut(tenant) {
+                // Kept at zero, so the tenant's gauge falls to 0 too.
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    fn tracked(&self, tenant: &TenantId) -> usize {
+        self.per_tenant.get(tenant.as_str()).copied().unwrap_or(0)
+    }
+}
+
+/// The least time between two `sweep_quota` alerts of one tenant (per replica).
+const QUOTA_ALERT_EVERY: Duration = Duration::from_secs(3600);
+
 /// The sweep's bucket and what it needs to act.
 pub struct Sweeps {
-    /// Each tracked payment's entry and revision as this replica's watch last saw
-    /// them: what a scan reads.
-    index: std::sync::Mutex<HashMap<String, (Entry, u64)>>,
+    index: std::sync::Mutex<Index>,
+    /// When each tenant's `sweep_quota` alert was last raised by this replica.
+    quota_alerted: std::sync::Mutex<HashMap<TenantId, tokio::time::Instant>>,
     store: kv::Store,
     js: jetstream::Context,
     status: stream::Stream,
@@ -233,7 +283,8 @@ impl Sweeps {
             .build()
             .map_err(|e| SweepError(e.into()))?;
         Ok(Arc::new(Sweeps {
-            index: std::sync::Mutex::new(HashMap::new()),
+            index: std::sync::Mutex::new(Index::default()),
+            quota_alerted: std::sync::Mutex::new(HashMap::new()),
             store,
             js: js.clone(),
             status,
@@ -246,6 +297,10 @@ impl Sweeps {
     /// one is already there.
     pub async fn track(&self, t: &Transition) -> Result<(), SweepError> {
         let key = key(&t.tenant, &t.payment_id);
+        let at_quota = || self.with_index(|index| index.tracked(&t.tenant)) >= self.config.max_per_tenant;
+        if t.version == 1 && at_quota() {
+            return self.refuse(t).await;
+        }
         if t.version == 1 {
             // A new payment has no entry yet: create it without reading first (one
             // round trip); if one exists after all, the loop below settles it.
@@ -263,6 +318,9 @@ impl Sweeps {
             if known.as_ref().is_some_and(|k| k.version >= t.version) {
                 return Ok(());
             }
+            if known.is_none() && at_quota() {
+                return self.refuse(t).await;
+            }
             let next = Entry::after(known.as_ref(), t);
             let value = bytes::Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
             let written = match &current {
@@ -274,6 +332,45 @@ impl Sweeps {
             }
         }
         Err(SweepError("another writer kept updating the entry".into()))
+    }
+
+    /// Leaves `t`'s payment untracked because its tenant has its quota of tracked
+    /// payments: counted, and alerted at most once per [`QUOTA_ALERT_EVERY`].
+    async fn refuse(&self, t: &Transition) -> Result<(), SweepError> {
+        let quota = self.config.max_per_tenant;
+        metrics::counter!("paytrack_sweep_quota_refused_total", "tenant" => t.tenant.to_string()).increment(1);
+        let now = tokio::time::Instant::now();
+        let due = {
+            let mut alerted = self
+                .quota_alerted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = alerted
+                .get(&t.tenant)
+                .is_none_or(|at| now.duration_since(*at) >= QUOTA_ALERT_EVERY);
+            if due {
+                alerted.insert(t.tenant.clone(), now);
+            }
+            due
+        };
+        tracing::warn!(
+            tenant = %t.tenant,
+            payment_id = %t.payment_id,
+            trace_id = %t.trace_id,
+            quota,
+            "the tenant has its quota of swept payments; this payment is not swept"
+        );
+        if !due {
+            return Ok(());
+        }
+        let entry = Entry::after(None, t);
+        let detail = format!(
+            "the tenant has {quota} payments waiting to settle (reconciler_sweep_max_per_tenant); \
+             this payment and later ones are not swept (no status query, no trace_gap) until some settle"
+        );
+        let discriminator = format!("{}", Utc::now().format("%Y%m%d%H"));
+        self.raise(&entry, subjects::ALERT_SWEEP_QUOTA, &discriminator, detail)
+            .await
     }
 
     /// Follows the bucket and scans every `interval` until `shutdown`.
@@ -309,7 +406,7 @@ impl Sweeps {
                     }
                 }
             };
-            self.with_index(HashMap::clear);
+            self.with_index(Index::clear);
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -350,13 +447,13 @@ impl Sweeps {
     /// (this replica's own write may come back through the watch after a newer one).
     fn remember(&self, key: &str, entry: Entry, revision: u64) {
         self.with_index(|index| {
-            if index.get(key).is_none_or(|(_, known)| *known <= revision) {
-                index.insert(key.to_owned(), (entry, revision));
+            if index.entries.get(key).is_none_or(|(_, known)| *known <= revision) {
+                index.insert(key, entry, revision);
             }
         });
     }
 
-    fn with_index<T>(&self, f: impl FnOnce(&mut HashMap<String, (Entry, u64)>) -> T) -> T {
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
         // A panic while holding the lock leaves a map that is still consistent.
         let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut index)
@@ -367,15 +464,20 @@ impl Sweeps {
     async fn scan(&self) {
         let now = Utc::now();
         let model = StatusModel::get();
-        let (tracked, due): (usize, Vec<(String, Entry, u64)>) = self.with_index(|index| {
-            let due = index
+        let (tracked, per_tenant, due) = self.with_index(|index| {
+            let due: Vec<(String, Entry, u64)> = index
+                .entries
                 .iter()
                 .filter(|(_, (entry, _))| plan(entry, now, model, &self.config) != Plan::default())
                 .map(|(key, (entry, revision))| (key.clone(), entry.clone(), *revision))
                 .collect();
-            (index.len(), due)
+            let per_tenant: Vec<(String, usize)> = index.per_tenant.iter().map(|(t, n)| (t.clone(), *n)).collect();
+            (index.entries.len(), per_tenant, due)
         });
         metrics::gauge!("paytrack_sweep_tracked").set(tracked as f64);
+        for (tenant, n) in per_tenant {
+            metrics::gauge!("paytrack_sweep_tracked_by_tenant", "tenant" => tenant).set(n as f64);
+        }
         for (key, entry, revision) in due {
             if let Err(e) = self.sweep_one(&key, entry, revision).await {
                 tracing::warn!(key, error = %e, "sweeping a payment failed");
@@ -599,6 +701,7 @@ mod tests {
             status_query_urls: BTreeMap::new(),
             query_timeout: Duration::from_secs(1),
             gateway_token: None,
+            max_per_tenant: 100_000,
         }
     }
 

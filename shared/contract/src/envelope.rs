@@ -317,12 +317,21 @@ pub struct Transition {
     pub cause: Cause,
     /// The W3C trace id of the fact's journey.
     pub trace_id: String,
-    /// The ids of every fact applied to the payment up to and including this
-    /// transition, oldest first, so the newest transition alone tells whether a fact
-    /// was applied before (one request, whenever the fact comes back). Empty in
-    /// transitions written before the field existed.
+    /// The ids of the newest facts applied to the payment up to and including this
+    /// transition (at most [`APPLIED_FACT_IDS_KEPT`]), oldest first, so the newest
+    /// transition alone tells whether a recent fact was applied before (one request,
+    /// whenever the fact comes back). A fact older than the kept ones that comes
+    /// back is placed behind the current status by its provider position (stale).
+    /// Bounded so that a payment flipping between two statuses for ever cannot grow
+    /// one transition past NATS's payload limit. Empty in transitions written before
+    /// the field existed.
     #[serde(default)]
     pub applied_fact_ids: Vec<String>,
+    /// How many facts were applied to the payment up to and including this
+    /// transition (more than `applied_fact_ids` holds once the oldest are dropped).
+    /// 0 in transitions written before the field existed: there the list is whole.
+    #[serde(default)]
+    pub applied_fact_count: u64,
     /// What is known about the payment (amount, rail, provider), carried forward.
     #[serde(default)]
     pub terms: PaymentTerms,
@@ -336,6 +345,10 @@ pub struct Transition {
     #[serde(default)]
     pub evidence_fact_ids: Vec<String>,
 }
+
+/// How many of the newest applied fact ids a transition carries: 256 ids of at most
+/// a few hundred bytes each keep a transition far under NATS's 1 MB payload.
+pub const APPLIED_FACT_IDS_KEPT: usize = 256;
 
 /// Where a provider places one of its facts about a payment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -610,7 +623,7 @@ pub struct Alert {
     pub v: u32,
     /// Stable id (also its `Nats-Msg-Id`), so raising it again adds nothing.
     pub alert_id: String,
-    /// `unclear_pending`, `source_mismatch`, `trace_gap`.
+    /// `unclear_pending`, `source_mismatch`, `trace_gap`, `sweep_quota`, `many_facts`.
     pub kind: String,
     /// The tenant.
     pub tenant: TenantId,
@@ -629,8 +642,32 @@ pub struct Alert {
     pub trace_id: String,
 }
 
+/// An operator's acknowledgement of an alert on `paytrack.alert.<tenant>._ack`:
+/// who looked, when and why. A fact in PAYTRACK_ALERT (not only a database row), so
+/// a rebuild of the projection restores it; the first acknowledgement of an alert
+/// in the stream stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertAck {
+    /// Envelope version.
+    pub v: u32,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The alert acknowledged.
+    pub alert_id: String,
+    /// Who: the operator token's `sub`, or `api_key`.
+    pub actor: String,
+    /// Why, in the operator's words.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When.
+    pub acked_at: DateTime<Utc>,
+    /// The trace of the request that acknowledged it.
+    pub trace_id: String,
+}
+
 versioned!(
     Alert,
+    AlertAck,
     InboundFact,
     Transition,
     Checkpoint,

@@ -60,6 +60,12 @@ pub fn alert(tenant: &TenantId, payment: &PaymentId, kind: &str, discriminator: 
     format!("{tenant}:{payment}:{kind}:{discriminator}")
 }
 
+/// An operator's acknowledgement of an alert: `ack:<tenant>:<alert_id>`, so two
+/// acknowledgements of one alert sent together are one fact (the first stands).
+pub fn alert_ack(tenant: &TenantId, alert_id: &str) -> String {
+    format!("ack:{tenant}:{alert_id}")
+}
+
 /// A push in PAYTRACK_PUSH: `<tenant>:<user>:<push id>`, where the push id is the
 /// backend's idempotency key for it.
 pub fn push(tenant: &TenantId, user: &str, push_id: &str) -> String {

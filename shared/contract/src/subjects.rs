@@ -51,6 +51,12 @@ pub const ALERT_UNCLEAR_PENDING: &str = "unclear_pending";
 pub const ALERT_SOURCE_MISMATCH: &str = "source_mismatch";
 /// Alert: a transition's `persisted` checkpoint did not follow in time.
 pub const ALERT_TRACE_GAP: &str = "trace_gap";
+/// Alert: a tenant has its quota of payments the reconciler sweeps; a payment past
+/// it is not swept.
+pub const ALERT_SWEEP_QUOTA: &str = "sweep_quota";
+/// Alert: a payment has had more facts applied than a transition lists (it keeps
+/// flipping between statuses).
+pub const ALERT_MANY_FACTS: &str = "many_facts";
 /// The JetStream KV bucket of provider references, written by ingest: which payment
 /// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
 /// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).
@@ -96,6 +102,10 @@ pub const DEAD_ALL: &str = "paytrack.dead.>";
 pub const ALERT_DEAD_LETTER: &str = "dead_letter";
 /// The tenant token of alerts about messages whose subject names no readable tenant.
 pub const NO_TENANT: &str = "_";
+/// The last token of an operator's acknowledgement of an alert
+/// (`paytrack.alert.<tenant>._ack`): a fact in PAYTRACK_ALERT beside the alerts, so
+/// a rebuild restores who acknowledged what. No alert kind starts with `_`.
+pub const ALERT_ACK: &str = "_ack";
 
 /// `paytrack.in.<tenant>.<payment_id>`: where ingest records an inbound fact.
 pub fn inbound(tenant: &TenantId, payment: &PaymentId) -> String {
@@ -139,6 +149,12 @@ pub fn dead_letter(stream: &str, consumer: &str) -> String {
 pub fn alert(tenant: Option<&TenantId>, kind: &str) -> String {
     let tenant = tenant.map_or(NO_TENANT, TenantId::as_str);
     format!("paytrack.alert.{tenant}.{kind}")
+}
+
+/// `paytrack.alert.<tenant>._ack`: where an operator's acknowledgement of one of the
+/// tenant's alerts is recorded.
+pub fn alert_ack(tenant: &TenantId) -> String {
+    format!("paytrack.alert.{tenant}.{ALERT_ACK}")
 }
 
 /// The tenant a paytrack subject names (its third token, `paytrack.<kind>.<tenant>…`),

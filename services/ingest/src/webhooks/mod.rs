@@ -232,7 +232,12 @@ async fn link(
         .provider_refs
         .park(tenant, provider, provider_ref, delivery_id, parked)
         .await
-        .map_err(unavailable)?;
+        .map_err(|error| match error {
+            quota @ crate::provider_refs::ProviderRefsError::QuotaReached { .. } => {
+                ApiError::QuotaExceeded(quota.to_string())
+            }
+            other => unavailable(other),
+        })?;
     if linked.is_none() {
         tracing::info!(
             provider_ref,

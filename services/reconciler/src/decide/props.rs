@@ -274,3 +274,73 @@ proptest! {
         prop_assert_eq!(chain.last().and_then(|t| t.terms.rail.as_deref()), Some(rail));
     }
 }
+
+/// The largest transition a pending <-> held loop may build: far under NATS's 1 MB
+/// payload, whatever the number of facts the payment has seen.
+const TRANSITION_BOUND: usize = 64 * 1024;
+
+/// A provider that flips a payment between pending and held 5,000 times: every
+/// transition stays under [`TRANSITION_BOUND`] (the applied-fact list carries the
+/// newest ids and a count, not every id), the count is exact, a fact of the kept
+/// window that comes back is a duplicate, and one older than the window is stale
+/// (its provider position is behind the current one), so none is applied twice.
+#[test]
+fn a_long_pending_held_loop_keeps_every_transition_small_and_recognises_repeats() {
+    let model = StatusModel::get();
+    let merchant = MerchantId::new("m").unwrap();
+    const LOOP: u64 = 5_000;
+    let facts: Vec<InboundFact> = (0..LOOP)
+        .map(|n| {
+            let status = if n % 2 == 0 { Status::Pending } else { Status::Held };
+            webhook(n, status, n + 1)
+        })
+        .collect();
+    let decide = |current: Option<&Transition>, fact: &InboundFact| {
+        let mapped = map_fact(fact).expect("mapped");
+        let view = view_of(fact, &mapped);
+        let verdict = judge::decide(current.map(|t| State { transition: t }), &view, model);
+        let next = next_transition(current, merchant.clone(), fact, &view, &verdict, &mapped.rule, 0, "");
+        (verdict, next)
+    };
+    let mut current: Option<Transition> = None;
+    let mut largest = 0;
+    for fact in &facts {
+        let (verdict, next) = decide(current.as_ref(), fact);
+        let next = next.unwrap_or_else(|| panic!("{} applies: {verdict:?}", fact.fact_id));
+        let size = paytrack_shared::envelope::encode(&next).len();
+        largest = largest.max(size);
+        assert!(
+            size <= TRANSITION_BOUND,
+            "version {} is {size} bytes, over {TRANSITION_BOUND}",
+            next.version
+        );
+        current = Some(next);
+    }
+    let newest = current.expect("a chain");
+    assert_eq!(newest.version, LOOP);
+    assert_eq!(newest.applied_fact_count, LOOP, "every applied fact is counted");
+    assert!(newest.applied_fact_ids.len() < LOOP as usize);
+    eprintln!(
+        "largest transition: {largest} bytes; ids kept: {}",
+        newest.applied_fact_ids.len()
+    );
+
+    let last = &facts[facts.len() - 1];
+    let recent = &facts[facts.len() - 10];
+    for fact in [last, recent] {
+        let (verdict, next) = decide(Some(&newest), fact);
+        assert!(
+            matches!(verdict, judge::Verdict::Duplicate { .. }) && next.is_none(),
+            "{} is a duplicate: {verdict:?}",
+            fact.fact_id
+        );
+    }
+    for fact in [&facts[0], &facts[1]] {
+        let (verdict, next) = decide(Some(&newest), fact);
+        assert!(
+            matches!(verdict, judge::Verdict::Stale { .. }) && next.is_none(),
+            "{} (older than the kept ids) is recognised, not applied again: {verdict:?}",
+            fact.fact_id
+        );
+    }
+}

@@ -55,6 +55,7 @@ fn state(status: Status, rail: Option<&str>) -> Transition {
         },
         trace_id: String::new(),
         applied_fact_ids: vec!["wh:sim:earlier".into(), "wh:sim:setter".into()],
+        applied_fact_count: 2,
         terms: PaymentTerms {
             rail: rail.map(str::to_owned),
             ..PaymentTerms::default()
