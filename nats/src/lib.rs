@@ -445,6 +445,8 @@ mod tests {
                 push: Duration::from_secs(600),
                 internal: Duration::from_secs(120),
             },
+            idempotency_ttl: Duration::from_secs(86_400),
+            claims_max_age: Duration::from_secs(86_400),
         });
         let max_age = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.max_age);
         assert!(max_age(subjects::STREAM_ALERT) >= max_age(subjects::STREAM_IN));

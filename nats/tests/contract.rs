@@ -5,35 +5,35 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use paytrack_nats::{DuplicateWindows, Layout, stream_configs};
-use paytrack_shared::subjects;
+use paytrack_nats::{DuplicateWindows, Layout, bucket_configs, stream_configs};
 
 fn contract() -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/contract.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The streams of the layout in code.
-fn streams_in_code() -> Vec<async_nats::jetstream::stream::Config> {
-    stream_configs(&Layout {
+fn layout() -> Layout {
+    Layout {
         replicas: 1,
         windows: DuplicateWindows {
             inbound: Duration::from_secs(1),
             push: Duration::from_secs(1),
             internal: Duration::from_secs(1),
         },
-    })
+        idempotency_ttl: Duration::from_secs(1),
+        claims_max_age: Duration::from_secs(1),
+    }
 }
 
-/// The KV buckets in code.
-const BUCKETS: [&str; 6] = [
-    subjects::IDEMPOTENCY_BUCKET,
-    subjects::COMMANDED_BUCKET,
-    subjects::PROVIDER_REFS_BUCKET,
-    subjects::CLAIMS_BUCKET,
-    subjects::SWEEP_BUCKET,
-    subjects::PRESENCE_BUCKET,
-];
+/// The streams of the layout in code, the readers' mirrors included.
+fn streams_in_code() -> Vec<async_nats::jetstream::stream::Config> {
+    stream_configs(&layout())
+}
+
+/// The KV buckets of the layout in code.
+fn buckets_in_code() -> Vec<String> {
+    bucket_configs(&layout()).into_iter().map(|c| c.bucket).collect()
+}
 
 /// Every `PAYTRACK_…` name the contract's tables list (first cell of a table row).
 fn names_in_contract_tables(text: &str) -> BTreeSet<String> {
@@ -69,7 +69,7 @@ fn every_stream_and_its_subjects_are_in_the_contract() {
 #[test]
 fn every_bucket_is_in_the_contract() {
     let text = contract();
-    for bucket in BUCKETS {
+    for bucket in buckets_in_code() {
         assert!(
             text.lines().any(|line| line.starts_with(&format!("| {bucket} |"))),
             "docs/contract.md has no row for KV bucket {bucket}"
@@ -80,7 +80,7 @@ fn every_bucket_is_in_the_contract() {
 #[test]
 fn the_contract_lists_nothing_the_code_lacks() {
     let mut known: BTreeSet<String> = streams_in_code().into_iter().map(|c| c.name).collect();
-    known.extend(BUCKETS.iter().map(|b| (*b).to_owned()));
+    known.extend(buckets_in_code());
     for name in names_in_contract_tables(&contract()) {
         assert!(
             known.contains(&name),

@@ -715,7 +715,6 @@ async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
     let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
         nats.connect_as(Role::Ingest).await?,
         Duration::from_secs(5),
-        1,
     );
     assert!(
         refs.parked(&tenant, "stripe", &format!("pi_{}", events[3]))

@@ -23,7 +23,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use paytrack_shared::TenantId;
