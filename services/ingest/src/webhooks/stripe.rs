@@ -316,4 +316,29 @@ mod tests {
             }
         }
     }
+
+    /// The rail is the object's one payment method type in paytrack's words; several
+    /// types, or one no rail matches, name none.
+    #[test]
+    fn the_rail_is_the_one_payment_method_type() {
+        let rail = |object: Value| payment_method_type(&object).and_then(|t| verify::rail_of(RAILS, t));
+        assert_eq!(
+            rail(serde_json::json!({"payment_method_types": ["card"]})).as_deref(),
+            Some("card")
+        );
+        assert_eq!(
+            rail(serde_json::json!({"payment_method_types": ["us_bank_account"]})).as_deref(),
+            Some("ach_debit")
+        );
+        assert_eq!(
+            rail(serde_json::json!({"payment_method_types": ["card", "us_bank_account"]})),
+            None
+        );
+        assert_eq!(
+            rail(serde_json::json!({"object": "charge", "payment_method_details": {"type": "card"}})).as_deref(),
+            Some("card")
+        );
+        assert_eq!(rail(serde_json::json!({"payment_method_types": ["sepa_debit"]})), None);
+        assert_eq!(rail(serde_json::json!({"payment_method_types": "card"})), None);
+    }
 }
