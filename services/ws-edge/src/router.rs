@@ -416,7 +416,7 @@ pub struct Hub {
     permits: Semaphore,
     /// Replays running at once, each holding a consumer and at most a page and
     /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
-    replays: Semaphore,
+    replays: Arc<Semaphore>,
     timeout: Duration,
 }
 
@@ -467,7 +467,7 @@ impl Hub {
             reopen: Default::default(),
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
-            replays: Semaphore::new(concurrency.max(1)),
+            replays: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             health: Default::default(),
         });
@@ -743,6 +743,23 @@ impl Hub {
                 resume = Some((since.seq, after));
             }
         }
+        // A resume with something to replay takes one of the edge's replay slots
+        // before `subscribed`; when none frees up within the edge's timeout, the edge
+        // will not replay it now and answers it as one whose continuity is not proven
+        // (the snapshot or reload), rather than let it queue up.
+        let mut slot = None;
+        if let Some((_, after)) = resume
+            && after < *self.heads[feed as usize].borrow()
+        {
+            match tokio::time::timeout(self.timeout, self.replays.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => slot = Some(permit),
+                _ => {
+                    metrics::counter!("paytrack_edge_replays_refused_total").increment(1);
+                    tracing::info!(channel = %name, "no replay slot free: answered with a snapshot");
+                    resume = None;
+                }
+            }
+        }
         let recovered = resume.is_some();
         let (position, after) = resume.unwrap_or((latest, known));
         let snapshot = if recovered {
@@ -823,6 +840,7 @@ impl Hub {
                 latest,
                 cursor: after,
                 through: head,
+                slot,
             }),
         })
     }

@@ -90,6 +90,8 @@ pub struct Backlog {
     /// The current round replays up to here (the ring's head when it started); what
     /// arrives live after it is buffered or read in the next round.
     pub(super) through: u64,
+    /// The replay slot taken before `subscribed` (None: one is waited for).
+    pub(super) slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Counts a replay running while it lives (`paytrack_edge_replays_running`).
@@ -125,7 +127,10 @@ impl Hub {
     }
 
     async fn run_backlog(&self, b: &mut Backlog) -> Result<(), HistoryError> {
-        let _slot = self.replays.acquire().await.map_err(unavailable)?;
+        let _slot = match b.slot.take() {
+            Some(slot) => slot,
+            None => self.replays.clone().acquire_owned().await.map_err(unavailable)?,
+        };
         let _running = Running::start();
         metrics::counter!("paytrack_edge_replays_total").increment(1);
         let mut first = true;
