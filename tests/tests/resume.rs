@@ -192,7 +192,10 @@ async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<
     // The projector is stopped while the stream fills, so that it does not add
     // checkpoints (and PostgreSQL work) for every transition.
     mesh.restart_projector(async {
+        let started = std::time::Instant::now();
         let mut published = publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "pg", missed, Duration::ZERO).await?;
+        eprintln!("{missed} transitions published in {:?}", started.elapsed());
+        let started = std::time::Instant::now();
         let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
         client
             .send(json!({"type": "subscribe", "channel": channel, "since": since}))
@@ -228,6 +231,10 @@ async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<
                 check_replay_bounds(&mesh).await?;
             }
         }
+        eprintln!(
+            "{missed} missed and {live} live events received in {:?} after the resume",
+            started.elapsed()
+        );
         published.extend(during.await??);
         published.sort_unstable();
         assert_eq!(seen, published, "every missed and live event exactly once, in order");
