@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use paytrack_tests::Mesh;
+use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::sse::SseClient;
 use paytrack_tests::workload;
 use paytrack_tests::ws::WsClient;
@@ -191,7 +192,10 @@ async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<
     // The projector is stopped while the stream fills, so that it does not add
     // checkpoints (and PostgreSQL work) for every transition.
     mesh.restart_projector(async {
+        let started = std::time::Instant::now();
         let mut published = publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "pg", missed, Duration::ZERO).await?;
+        eprintln!("{missed} transitions published in {:?}", started.elapsed());
+        let started = std::time::Instant::now();
         let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
         client
             .send(json!({"type": "subscribe", "channel": channel, "since": since}))
@@ -202,7 +206,7 @@ async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<
         let during = {
             let (js, tenant) = (mesh.js.clone(), mesh.tenant.clone());
             tokio::spawn(async move {
-                publish_transitions(&js, &tenant, "m_gap", "pl", live, Duration::from_millis(5)).await
+                publish_transitions(&js, &tenant, "m_gap", "pl", live, Duration::from_millis(1)).await
             })
         };
         let mut seen = Vec::with_capacity(missed + live);
@@ -227,9 +231,18 @@ async fn a_websocket_resume_after(missed: usize, live: usize) -> anyhow::Result<
                 check_replay_bounds(&mesh).await?;
             }
         }
+        eprintln!(
+            "{missed} missed and {live} live events received in {:?} after the resume",
+            started.elapsed()
+        );
         published.extend(during.await??);
         published.sort_unstable();
         assert_eq!(seen, published, "every missed and live event exactly once, in order");
+        if live > 1_024 {
+            let (_, edge) = mesh.scrape().await?;
+            let rounds = metric(&edge, "paytrack_edge_replay_rounds_total").unwrap_or_default();
+            assert!(rounds >= 1.0, "the replay never read live events from the stream");
+        }
         Ok(())
     })
     .await
@@ -240,9 +253,11 @@ async fn a_client_that_missed_1500_events_resumes_over_websocket() -> anyhow::Re
     a_websocket_resume_after(1_500, 50).await
 }
 
+/// 3,000 live events during the replay outrun its buffer of 1,024: the replay reads
+/// them from the stream in another round instead (counted in `/metrics`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_missed_100000_events_resumes_over_websocket() -> anyhow::Result<()> {
-    a_websocket_resume_after(100_000, 300).await
+    a_websocket_resume_after(100_000, 3_000).await
 }
 
 /// The SSE fallback shares the replay: `Last-Event-ID` 1,500 events back resumes with
@@ -273,6 +288,55 @@ async fn a_client_that_missed_1500_events_resumes_over_sse() -> anyhow::Result<(
             seen.push(last);
         }
         assert_eq!(seen, published);
+        Ok(())
+    })
+    .await
+}
+
+/// When every replay slot is taken (one here) for longer than the edge waits for one,
+/// the edge will not replay now: the resume is answered `recovered: false` with the
+/// reload (never a 4008), and the session then gets live events from the position it
+/// was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_the_edge_will_not_replay_now_gets_a_reload_not_4008() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        extra_settings: vec![("edge_replay_concurrency", "1".to_owned())],
+        ..MeshOptions::default()
+    })
+    .await?;
+    let channel = "merchant:m_gap";
+    let since = position_now(&mesh, channel).await?;
+    mesh.restart_projector(async {
+        publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "ph", 30_000, Duration::ZERO).await?;
+        // This client takes the only slot and reads nothing (more than the socket's
+        // buffers hold), so its replay keeps the slot.
+        let mut hog = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+        hog.send(json!({"type": "subscribe", "channel": channel, "since": since}))
+            .await?;
+        assert_eq!(hog.next_of("subscribed", WAIT).await?["recovered"], true);
+
+        let mut client = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+        client
+            .send(json!({"type": "subscribe", "channel": channel, "since": since}))
+            .await?;
+        let subscribed = match client.next_or_close(WAIT).await? {
+            Ok(message) if message["type"] == "welcome" => client.next_of("subscribed", WAIT).await?,
+            Ok(message) => message,
+            Err(code) => anyhow::bail!("closed with {code} instead of subscribed"),
+        };
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        assert_eq!(subscribed["recovered"], false, "{subscribed}");
+        assert_eq!(
+            subscribed["snapshot"]["reload"], "/v1/payments?merchant_id=m_gap",
+            "{subscribed}"
+        );
+        let position = subscribed["position"]["seq"].clone();
+        publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "pn", 1, Duration::ZERO).await?;
+        let event = client.next_of("event", WAIT).await?;
+        assert_eq!(event["prev_seq"], position, "{event}");
+        let (_, edge) = mesh.scrape().await?;
+        assert!(metric(&edge, "paytrack_edge_replays_refused_total").unwrap_or_default() >= 1.0);
+        drop(hog);
         Ok(())
     })
     .await

@@ -9,7 +9,9 @@
 //! subscribe reads JetStream only for what memory cannot answer (a channel's latest
 //! position the first time this edge holds it, a payment's snapshot, a resume older
 //! than the ring), through a semaphore, with a short-lived filtered consumer that is
-//! deleted right after.
+//! deleted right after. A backlog larger than the session's queue can take at once is
+//! sent as the client drains it (`backlog.rs`). A stream found recreated restarts its
+//! feed under the new epoch (`incarnation.rs`).
 //!
 //! Everything that decides what a session sees (the ring, the channel map, each
 //! subscription's `prev_seq`, the queueing of `subscribed`, events and heartbeats)
@@ -33,6 +35,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::field;
+
+mod backlog;
+mod incarnation;
+
+pub use backlog::Backlog;
+use backlog::Replay;
 
 use crate::channel::Channel;
 use crate::history::{HistoryError, render, unavailable};
@@ -226,59 +234,6 @@ struct Sub {
     replay: Option<Box<Replay>>,
 }
 
-/// The live messages a subscription buffers while its replay runs.
-#[derive(Default)]
-struct Replay {
-    pending: Vec<Arc<Msg>>,
-    /// The payload bytes of `pending`.
-    bytes: usize,
-    /// Whether more live messages arrived during the replay than are buffered.
-    overflowed: bool,
-}
-
-impl Replay {
-    /// Buffers a live message, up to [`MAX_BUFFERED`]; beyond it the replay reads
-    /// them from the stream instead.
-    fn buffer(&mut self, message: &Arc<Msg>) {
-        if self.pending.len() < MAX_BUFFERED {
-            self.pending.push(message.clone());
-            self.bytes += message.payload.len();
-            metrics::gauge!("paytrack_edge_replay_buffered_messages").increment(1);
-        } else {
-            self.overflowed = true;
-        }
-    }
-
-    /// Forgets what is buffered (it is read from the stream instead) and returns it.
-    fn take(&mut self) -> Vec<Arc<Msg>> {
-        metrics::gauge!("paytrack_edge_replay_buffered_messages").decrement(self.pending.len() as f64);
-        self.bytes = 0;
-        self.overflowed = false;
-        std::mem::take(&mut self.pending)
-    }
-}
-
-impl Drop for Replay {
-    fn drop(&mut self) {
-        self.take();
-    }
-}
-
-/// Live messages one subscription buffers while its replay runs. A replay holds at
-/// most this many message pointers (the messages are shared with the ring) and one
-/// [`REPLAY_PAGE`]: when live traffic outruns it, it drops the buffer and reads the
-/// same messages from the stream, paced by the client.
-const MAX_BUFFERED: usize = 1_024;
-
-/// Messages a replay reads from JetStream at once; each is queued to the session only
-/// once its queue is at most half full, so a replay is sent as fast as the client
-/// takes it, whatever the gap.
-const REPLAY_PAGE: usize = 256;
-
-/// How long a replay's consumer outlives a pause in its reads (a client that takes
-/// nothing is closed by its write timeout first).
-const REPLAY_CONSUMER_IDLE: Duration = Duration::from_secs(60);
-
 /// How long a channel no session holds is still followed, so that clients that
 /// reconnect (a dropped edge connection, a reconnect storm) resume from memory.
 const IDLE_FOR: Duration = Duration::from_secs(120);
@@ -461,30 +416,8 @@ pub struct Hub {
     permits: Semaphore,
     /// Replays running at once, each holding a consumer and at most a page and
     /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
-    replays: Semaphore,
+    replays: Arc<Semaphore>,
     timeout: Duration,
-}
-
-/// A subscription whose `subscribed` is queued and whose missed messages are still to
-/// be sent: [`Hub::replay`] sends them as the client drains its queue, then hands the
-/// subscription over to the live feed.
-pub struct Backlog {
-    feed: Feed,
-    key: String,
-    name: String,
-    id: u64,
-    out: Arc<Outbox>,
-    epoch: String,
-    filters: Vec<String>,
-    /// The `seq` of the last event queued (the `prev_seq` of the next).
-    last_seq: u64,
-    /// The channel's newest message known so far.
-    latest: u64,
-    /// Everything of the channel up to here is queued.
-    cursor: u64,
-    /// The current round replays up to here (the ring's head when it started); what
-    /// arrives live after it is buffered or read in the next round.
-    through: u64,
 }
 
 /// A started subscription: `subscribed` is queued, and any backlog still has to go
@@ -495,22 +428,6 @@ pub struct Subscribed {
     /// The missed messages still to send, when there were more than the session's
     /// queue could take at once.
     pub backlog: Option<Backlog>,
-}
-
-/// Counts a replay running while it lives (`paytrack_edge_replays_running`).
-struct Running;
-
-impl Running {
-    fn start() -> Running {
-        metrics::gauge!("paytrack_edge_replays_running").increment(1);
-        Running
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        metrics::gauge!("paytrack_edge_replays_running").decrement(1);
-    }
 }
 
 impl Hub {
@@ -550,7 +467,7 @@ impl Hub {
             reopen: Default::default(),
             heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
             permits: Semaphore::new(concurrency.max(1)),
-            replays: Semaphore::new(concurrency.max(1)),
+            replays: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             health: Default::default(),
         });
@@ -724,76 +641,6 @@ impl Hub {
         true
     }
 
-    /// Where a feed (re)opens: after the ring's head, in the current generation.
-    fn resume_point(&self, feed: Feed) -> (u64, u64) {
-        let inner = self.lock();
-        (inner.rings[feed as usize].head + 1, inner.generations[feed as usize])
-    }
-
-    /// Compares `info` with what the edge holds of the feed's stream: a new epoch, or
-    /// a last sequence behind the feed's position before `info` was asked for
-    /// (`before`, from [`Hub::resume_point`]: sequences going backwards), means the
-    /// stream was recreated, and the feed is restarted on it. True when it was.
-    fn notice_recreation(&self, feed: Feed, info: &async_nats::jetstream::stream::Info, before: (u64, u64)) -> bool {
-        let epoch = paytrack_nats::epoch_of(info);
-        let (from, generation) = before;
-        let recreated = {
-            let inner = self.lock();
-            inner.epochs[feed as usize] != epoch
-                || (inner.generations[feed as usize] == generation && info.state.last_sequence + 1 < from)
-        };
-        if recreated {
-            self.restart_feed(feed, epoch, info.state.first_sequence.saturating_sub(1));
-        }
-        recreated
-    }
-
-    /// Follows a recreated stream: the feed claims no currency until it is open on the
-    /// new incarnation; every session holding one of its channels is closed with 1012
-    /// (its positions are of the old epoch, so its resume is answered `recovered:
-    /// false` with the snapshot or reload); the ring and the channels of the feed
-    /// start again empty, under the new epoch, after `head`; and the feed reopens
-    /// there.
-    fn restart_feed(&self, feed: Feed, epoch: String, head: u64) {
-        let health = &self.health[feed as usize];
-        health.reopening.store(true, Ordering::Relaxed);
-        health.live.store(false, Ordering::Relaxed);
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        tracing::warn!(stream = feed.stream(), old = %inner.epochs[feed as usize], new = %epoch, "stream recreated: sessions told to resume");
-        metrics::counter!("paytrack_edge_stream_recreated_total", "stream" => feed.stream()).increment(1);
-        inner.epochs[feed as usize] = epoch;
-        inner.generations[feed as usize] += 1;
-        let capacity = inner.rings[feed as usize].capacity;
-        inner.rings[feed as usize] = Ring::new(head, capacity);
-        let keys: Vec<String> = inner
-            .channels
-            .iter()
-            .filter(|(_, entry)| feed_of_name(&entry.name) == feed)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in keys {
-            let Some(entry) = inner.channels.remove(&key) else {
-                continue;
-            };
-            for sub in entry.subs.values() {
-                sub.out.close(
-                    crate::protocol::close::RESTARTING,
-                    "stream recreated: resume (positions of the old epoch are answered with a snapshot)",
-                );
-            }
-            if entry.idle.is_none() {
-                metrics::gauge!("paytrack_edge_channels").decrement(1);
-            }
-        }
-        if feed == Feed::Push {
-            inner.user_devices.clear();
-        }
-        drop(guard);
-        self.heads[feed as usize].send_replace(head);
-        self.reopen[feed as usize].notify_one();
-    }
-
     /// Starts a subscription without reading JetStream, when memory can answer it: the
     /// channel is followed by this edge (held by a session, or idle since recently) and
     /// either `since` is continued from the ring or, for a wide or user channel, the
@@ -896,6 +743,23 @@ impl Hub {
                 resume = Some((since.seq, after));
             }
         }
+        // A resume with something to replay takes one of the edge's replay slots
+        // before `subscribed`; when none frees up within the edge's timeout, the edge
+        // will not replay it now and answers it as one whose continuity is not proven
+        // (the snapshot or reload), rather than let it queue up.
+        let mut slot = None;
+        if let Some((_, after)) = resume
+            && after < *self.heads[feed as usize].borrow()
+        {
+            match tokio::time::timeout(self.timeout, self.replays.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => slot = Some(permit),
+                _ => {
+                    metrics::counter!("paytrack_edge_replays_refused_total").increment(1);
+                    tracing::info!(channel = %name, "no replay slot free: answered with a snapshot");
+                    resume = None;
+                }
+            }
+        }
         let recovered = resume.is_some();
         let (position, after) = resume.unwrap_or((latest, known));
         let snapshot = if recovered {
@@ -976,172 +840,9 @@ impl Hub {
                 latest,
                 cursor: after,
                 through: head,
+                slot,
             }),
         })
-    }
-
-    /// Sends a subscription's backlog as the client drains its queue, then hands it
-    /// over to the live feed: each round replays the channel up to where the ring's
-    /// head was when it started (from the ring when it still holds that part, else
-    /// from JetStream a page at a time), while live messages are buffered; the
-    /// buffered ones are queued at the handover when the session can take them at
-    /// once, or else dropped and read from the stream by the next round. On error (the
-    /// session closed, JetStream unreadable) the subscription is ended.
-    pub async fn replay(&self, mut backlog: Backlog) -> Result<(), HistoryError> {
-        let result = self.run_backlog(&mut backlog).await;
-        if result.is_err() {
-            detach_locked(&mut self.lock(), &backlog.key, backlog.id);
-        }
-        result
-    }
-
-    async fn run_backlog(&self, b: &mut Backlog) -> Result<(), HistoryError> {
-        let _slot = self.replays.acquire().await.map_err(unavailable)?;
-        let _running = Running::start();
-        metrics::counter!("paytrack_edge_replays_total").increment(1);
-        let mut first = true;
-        loop {
-            let from_ring = {
-                let mut inner = self.lock();
-                let Inner { rings, channels, .. } = &mut *inner;
-                let ring = &rings[b.feed as usize];
-                let entry = channels
-                    .get_mut(&b.key)
-                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
-                let sub = entry
-                    .subs
-                    .get_mut(&b.id)
-                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
-                let replay = sub
-                    .replay
-                    .as_mut()
-                    .ok_or_else(|| unavailable("subscription ended during its replay"))?;
-                if !first {
-                    if !replay.overflowed && b.out.fits(replay.pending.len(), replay.bytes) {
-                        let pending = replay.take();
-                        sub.replay = None;
-                        sub.last_seq = b.last_seq;
-                        for message in &pending {
-                            b.latest = b.latest.max(message.seq);
-                            deliver_one(sub, &b.name, &b.epoch, message);
-                        }
-                        if entry.latest.is_none() {
-                            entry.latest = Some(b.latest.max(b.last_seq));
-                        }
-                        return Ok(());
-                    }
-                    // Live traffic outran the replay or the client: read it from the
-                    // stream in the next round rather than hold it.
-                    replay.take();
-                    metrics::counter!("paytrack_edge_replay_rounds_total").increment(1);
-                    b.cursor = b.through;
-                    b.through = ring.head;
-                }
-                first = false;
-                entry.in_ring_after(ring.floor, b.cursor).then(|| {
-                    let through = b.through;
-                    let mut missed = missed_in_ring(ring, b.feed, &b.key, entry, b.cursor);
-                    missed.retain(|m| m.seq <= through);
-                    missed
-                })
-            };
-            match from_ring {
-                Some(missed) => {
-                    for message in &missed {
-                        self.queue_replayed(b, message).await?;
-                    }
-                }
-                None => self.replay_from_stream(b).await?,
-            }
-        }
-    }
-
-    /// Queues one replayed message once the session's queue is at most half full,
-    /// chaining its `prev_seq`.
-    async fn queue_replayed(&self, b: &mut Backlog, message: &Msg) -> Result<(), HistoryError> {
-        if message.seq <= b.last_seq {
-            return Ok(());
-        }
-        b.latest = b.latest.max(message.seq);
-        if !b.out.drained().await {
-            return Err(unavailable("session closed during its replay"));
-        }
-        if let Some(frame) = encode_event(&b.name, &b.epoch, message, b.last_seq) {
-            b.last_seq = message.seq;
-            if !b.out.push(frame) {
-                return Err(unavailable("session closed during its replay"));
-            }
-            metrics::counter!("paytrack_edge_replayed_messages_total").increment(1);
-        }
-        Ok(())
-    }
-
-    /// Queues the channel's messages in `(cursor, through]` read from JetStream a page
-    /// at a time, with a short-lived filtered consumer deleted right after.
-    async fn replay_from_stream(&self, b: &mut Backlog) -> Result<(), HistoryError> {
-        if b.through <= b.cursor {
-            return Ok(());
-        }
-        let stream = &self.streams[b.feed as usize];
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subjects: b.filters.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: b.cursor + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: REPLAY_CONSUMER_IDLE,
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let name = consumer.cached_info().name.clone();
-        let pending = consumer.cached_info().num_pending;
-        let result = self.read_pages(&consumer, pending, b).await;
-        if let Err(error) = stream.delete_consumer(&name).await {
-            tracing::debug!(%error, "replay consumer not deleted; it expires by itself");
-        }
-        result?;
-        b.cursor = b.through;
-        Ok(())
-    }
-
-    async fn read_pages(
-        &self,
-        consumer: &consumer::PullConsumer,
-        mut pending: u64,
-        b: &mut Backlog,
-    ) -> Result<(), HistoryError> {
-        while pending > 0 {
-            let mut page = consumer
-                .batch()
-                .max_messages(pending.min(REPLAY_PAGE as u64) as usize)
-                .expires(self.timeout)
-                .messages()
-                .await
-                .map_err(unavailable)?;
-            let mut got = 0;
-            while let Some(message) = page.next().await {
-                let message = message.map_err(unavailable)?;
-                got += 1;
-                let info = message.info().map_err(unavailable)?;
-                let seq = info.stream_sequence;
-                pending = info.pending;
-                if seq > b.through {
-                    return Ok(());
-                }
-                let message = Msg::new(seq, &message.subject, message.payload.clone(), message.headers.clone());
-                self.queue_replayed(b, &message).await?;
-                if seq == b.through || pending == 0 {
-                    return Ok(());
-                }
-            }
-            if got == 0 {
-                return Err(unavailable("replay stalled"));
-            }
-        }
-        Ok(())
     }
 
     /// Queues `subscribed` again for a channel the session already holds, at the
