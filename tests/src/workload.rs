@@ -109,6 +109,9 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         },
         ordered_by: None,
         evidence_fact_ids: vec![],
+        amounts: None,
+        money: Default::default(),
+        movements: Vec::new(),
     })
 }
 

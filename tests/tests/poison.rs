@@ -51,6 +51,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             reason: Some("nul \u{0} inside".into()),
             provider_seq: None,
             fee_minor: None,
+            movement: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

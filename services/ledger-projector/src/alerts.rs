@@ -1,4 +1,6 @@
-//! Storing payment alerts (`unclear_pending`, `source_mismatch`, `trace_gap`) so
+//! Storing payment alerts (`unclear_pending`, `source_mismatch`, `trace_gap`, and the
+//! money's: `dispute_opened`, `captured_after_failure`, `refund_failed`,
+//! `investigation_required`) so
 //! operators can list and acknowledge them (`GET /v1/alerts`). Dead-letter alerts
 //! have their own envelope and are not read here (the consumer filters by kind).
 
@@ -15,6 +17,10 @@ pub fn filter_subjects() -> Vec<String> {
         subjects::ALERT_UNCLEAR_PENDING,
         subjects::ALERT_SOURCE_MISMATCH,
         subjects::ALERT_TRACE_GAP,
+        subjects::ALERT_DISPUTE_OPENED,
+        subjects::ALERT_CAPTURED_AFTER_FAILURE,
+        subjects::ALERT_REFUND_FAILED,
+        subjects::ALERT_INVESTIGATION_REQUIRED,
     ]
     .iter()
     .map(|kind| format!("paytrack.alert.*.{kind}"))

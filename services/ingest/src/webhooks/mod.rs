@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod mask;
+pub mod movements;
 pub mod razorpay;
 pub mod stdwebhooks;
 pub mod stripe;

@@ -124,6 +124,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason: parsed.data.reason,
             provider_seq: None,
             fee_minor: parsed.data.fee_minor,
+            movement: None,
         },
         evidence_headers,
     })

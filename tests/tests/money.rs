@@ -1,0 +1,332 @@
+//! Money that moves after success, end to end through the real ingest schemes
+//! (signed Stripe and Razorpay webhooks in their own shapes), the reconciler, the
+//! projector and the ledger: partial refunds, a late capture after a failure, and a
+//! dispute that is lost. Every amount is read back from the REST view and the ledger.
+
+use std::time::Duration;
+
+use paytrack_tests::Mesh;
+use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?)
+}
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> anyhow::Result<String> {
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes())?;
+    for part in parts {
+        hmac::Mac::update(&mut mac, part);
+    }
+    Ok(hex::encode(hmac::Mac::finalize(mac).into_bytes()))
+}
+
+/// Posts a Stripe event (`id`, `type`, `data.object`), signed now; its HTTP status.
+async fn stripe(mesh: &Mesh, id: &str, event_type: &str, created: i64, object: Value) -> anyhow::Result<u16> {
+    let body = json!({"id": id, "object": "event", "api_version": "2022-11-15", "created": created,
+        "type": event_type, "data": {"object": object}, "livemode": false})
+    .to_string();
+    let t = chrono::Utc::now().timestamp();
+    let signature = hmac_hex(STRIPE_SECRET, &[t.to_string().as_bytes(), b".", body.as_bytes()])?;
+    let response = client()?
+        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
+        .header("stripe-signature", format!("t={t},v1={signature}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+/// Posts a Razorpay event (`event`, `payload`), signed; its HTTP status.
+async fn razorpay(mesh: &Mesh, id: &str, event: &str, created: i64, payload: Value) -> anyhow::Result<u16> {
+    let body = json!({"entity": "event", "account_id": "acc_test", "event": event,
+        "contains": payload.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        "payload": payload, "created_at": created})
+    .to_string();
+    let response = client()?
+        .post(format!("{}/v1/webhooks/{}/razorpay", mesh.ingest_url, mesh.tenant))
+        .header("x-razorpay-signature", hmac_hex(RAZORPAY_SECRET, &[body.as_bytes()])?)
+        .header("x-razorpay-event-id", id)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+/// The payment's REST view once `ready` holds for it.
+async fn view_when(mesh: &Mesh, payment: &str, what: &str, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let token = mesh.operator_token();
+    let ready = &ready;
+    mesh.eventually(WAIT, what, || {
+        let token = token.clone();
+        async move {
+            let response = mesh.get(&format!("/v1/payments/{payment}"), &token).await.ok()?;
+            let view: Value = response.json().await.ok()?;
+            ready(&view).then_some(view)
+        }
+    })
+    .await
+}
+
+/// The payment's journal entry kinds in version order, and the sum of every leg.
+async fn journal(mesh: &Mesh, payment: &str) -> anyhow::Result<(Vec<String>, i64, i64)> {
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT entry_kind FROM journal_entries WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
+    )
+    .bind(mesh.tenant.as_str())
+    .bind(payment)
+    .fetch_all(&mesh.db)
+    .await?;
+    let (sum, merchant): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT sum(amount_minor)::bigint, (-sum(amount_minor) FILTER (WHERE account LIKE 'merchant_payable:%'))::bigint
+         FROM ledger_postings WHERE tenant = $1 AND payment_id = $2",
+    )
+    .bind(mesh.tenant.as_str())
+    .bind(payment)
+    .fetch_one(&mesh.db)
+    .await?;
+    Ok((kinds, sum.unwrap_or(0), merchant.unwrap_or(0)))
+}
+
+/// The kinds of the alerts raised for `payment`.
+async fn alerts(mesh: &Mesh, payment: &str) -> anyhow::Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT kind FROM alerts WHERE tenant = $1 AND payment_id = $2 ORDER BY alert_seq")
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_all(&mesh.db)
+            .await?,
+    )
+}
+
+fn charge(payment: &str, amount_refunded: i64, refunds: Value) -> Value {
+    json!({"id": format!("ch_{payment}"), "object": "charge", "amount": 5000, "amount_captured": 5000,
+        "amount_refunded": amount_refunded, "currency": "usd", "payment_intent": format!("pi_{payment}"),
+        "metadata": {"payment_id": payment, "merchant_id": "m_money"}, "paid": true, "captured": true,
+        "refunded": amount_refunded >= 5000, "refunds": {"object": "list", "data": refunds}})
+}
+
+fn refund(id: &str, amount: i64, status: &str, payment: &str) -> Value {
+    json!({"id": id, "object": "refund", "amount": amount, "currency": "usd", "status": status,
+        "charge": format!("ch_{payment}"), "payment_intent": format!("pi_{payment}")})
+}
+
+async fn stripe_success(mesh: &Mesh, payment: &str, at: i64) -> anyhow::Result<()> {
+    let intent = json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 5000,
+        "currency": "usd", "status": "succeeded", "metadata": {"payment_id": payment, "merchant_id": "m_money"}});
+    assert_eq!(
+        stripe(
+            mesh,
+            &format!("evt_ok_{payment}"),
+            "payment_intent.succeeded",
+            at,
+            intent
+        )
+        .await?,
+        200
+    );
+    view_when(mesh, payment, "the payment succeeded", |v| v["status"] == "succeeded").await?;
+    Ok(())
+}
+
+/// Stripe partial refunds of 1,000 then 1,500 of a 5,000 payment: each
+/// `charge.refunded` carries the cumulative `amount_refunded` and lists the refunds
+/// by id. The payment stays `succeeded` (never `returned`), its net is 2,500, a
+/// repeat of the first event changes nothing, and the ledger recognises 2,500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_refunds";
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+
+    let first = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
+    assert_eq!(
+        stripe(&mesh, "evt_rf_1", "charge.refunded", t + 10, first.clone()).await?,
+        200
+    );
+    view_when(&mesh, payment, "the first refund", |v| {
+        v["amounts"]["refunded_minor"] == 1000
+    })
+    .await?;
+    let second = charge(
+        payment,
+        2500,
+        json!([
+            refund("re_2", 1500, "succeeded", payment),
+            refund("re_1", 1000, "succeeded", payment)
+        ]),
+    );
+    assert_eq!(stripe(&mesh, "evt_rf_2", "charge.refunded", t + 20, second).await?, 200);
+    // The first event delivered again (a new delivery of the same refund): nothing twice.
+    assert_eq!(
+        stripe(&mesh, "evt_rf_1_again", "charge.refunded", t + 10, first).await?,
+        200
+    );
+    let view = view_when(&mesh, payment, "both refunds", |v| {
+        v["amounts"]["refunded_minor"] == 2500
+    })
+    .await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["amounts"]["captured_minor"], 5000, "{view}");
+    assert_eq!(view["amounts"]["net_minor"], 2500, "{view}");
+    assert_eq!(view["amounts"]["refunded"], false, "{view}");
+    // Settle: the repeat is decided too, and it moved nothing.
+    mesh.eventually(WAIT, "the repeat decided", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2")
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_one(&mesh.db)
+            .await
+            .ok()?;
+        (n >= 4).then_some(())
+    })
+    .await?;
+    let ledger: i64 = sqlx::query_scalar("SELECT ledger_minor FROM payments WHERE tenant = $1 AND payment_id = $2")
+        .bind(mesh.tenant.as_str())
+        .bind(payment)
+        .fetch_one(&mesh.db)
+        .await?;
+    assert_eq!(ledger, 2500);
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!(kinds, ["capture", "refund", "refund"]);
+    assert_eq!((sum, merchant), (0, 2500));
+    let (timeline, _) = mesh.timeline(payment).await?;
+    let moved: Vec<&Value> = timeline
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["movements"].is_array())
+        .collect();
+    assert_eq!(moved.len(), 2, "each refund is its own timeline entry: {timeline}");
+    assert_eq!(moved[1]["movements"][0]["id"], "re_2", "{timeline}");
+    Ok(())
+}
+
+/// Razorpay reports `payment.failed`, then captures the payment (late
+/// authorisation): the payment does not stay `failed` and final while the money is
+/// captured. It succeeds by the model's late-capture rule, an alert asks an
+/// operator to refund or accept it, and the ledger posts the capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn razorpay_failed_then_captured_succeeds_with_an_alert() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_late";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let entity = |status: &str| {
+        json!({"payment": {"entity": {"id": "pay_RzpLate1", "entity": "payment", "amount": 50000,
+            "currency": "INR", "status": status, "method": "upi",
+            "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}})
+    };
+    assert_eq!(
+        razorpay(&mesh, "evt_fail", "payment.failed", t, entity("failed")).await?,
+        200
+    );
+    view_when(&mesh, payment, "the failure", |v| v["status"] == "failed").await?;
+    assert_eq!(
+        razorpay(&mesh, "evt_capture", "payment.captured", t + 120, entity("captured")).await?,
+        200
+    );
+    let view = view_when(&mesh, payment, "the late capture", |v| {
+        v["status"] != "failed" && v["version"] == 2
+    })
+    .await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["amounts"]["captured_minor"], 50000, "{view}");
+    let raised = mesh
+        .eventually(WAIT, "the late-capture alert", || async {
+            let kinds = alerts(&mesh, payment).await.ok()?;
+            kinds.iter().any(|k| k == "captured_after_failure").then_some(kinds)
+        })
+        .await?;
+    assert!(raised.contains(&"captured_after_failure".to_owned()), "{raised:?}");
+    mesh.eventually(WAIT, "the capture posted", || async {
+        let (kinds, sum, merchant) = journal(&mesh, payment).await.ok()?;
+        (kinds == ["capture"] && sum == 0 && merchant == 50000).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// A Stripe dispute opened, its funds withdrawn (with Stripe's dispute fee), then
+/// lost: an alert when it opens, the amount withheld, and each step posted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_dispute";
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    let dispute = |status: &str, fee: i64| {
+        json!({"id": "dp_1", "object": "dispute", "amount": 5000, "currency": "usd", "status": status,
+            "reason": "fraudulent", "charge": format!("ch_{payment}"), "payment_intent": format!("pi_{payment}"),
+            "metadata": {"payment_id": payment, "merchant_id": "m_money"},
+            "balance_transactions": if fee > 0 { json!([{"amount": -5000, "fee": fee}]) } else { json!([]) }})
+    };
+    assert_eq!(
+        stripe(
+            &mesh,
+            "evt_dp_1",
+            "charge.dispute.created",
+            t + 10,
+            dispute("needs_response", 0)
+        )
+        .await?,
+        200
+    );
+    let opened = view_when(&mesh, payment, "the dispute opened", |v| {
+        v["amounts"]["disputed_minor"] == 5000
+    })
+    .await?;
+    assert_eq!(opened["status"], "succeeded", "{opened}");
+    assert_eq!(opened["amounts"]["net_minor"], 0, "{opened}");
+    mesh.eventually(WAIT, "the dispute alert", || async {
+        let kinds = alerts(&mesh, payment).await.ok()?;
+        kinds.iter().any(|k| k == "dispute_opened").then_some(())
+    })
+    .await?;
+    assert_eq!(
+        stripe(
+            &mesh,
+            "evt_dp_2",
+            "charge.dispute.funds_withdrawn",
+            t + 20,
+            dispute("needs_response", 1500)
+        )
+        .await?,
+        200
+    );
+    assert_eq!(
+        stripe(
+            &mesh,
+            "evt_dp_3",
+            "charge.dispute.closed",
+            t + 30,
+            dispute("lost", 1500)
+        )
+        .await?,
+        200
+    );
+    let lost = view_when(&mesh, payment, "the dispute lost", |v| v["version"] == 4).await?;
+    assert_eq!(lost["amounts"]["disputed_minor"], 5000, "{lost}");
+    assert_eq!(lost["amounts"]["net_minor"], 0, "{lost}");
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!(
+        kinds,
+        ["capture", "dispute_withdrawal", "movement_fee"],
+        "the loss itself moves nothing more"
+    );
+    assert_eq!((sum, merchant), (0, 0));
+    let fees: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount_minor), 0)::bigint FROM ledger_postings
+         WHERE tenant = $1 AND payment_id = $2 AND account LIKE 'provider_fees:%'",
+    )
+    .bind(mesh.tenant.as_str())
+    .bind(payment)
+    .fetch_one(&mesh.db)
+    .await?;
+    assert_eq!(fees, 1500, "the dispute fee is posted");
+    Ok(())
+}
