@@ -215,7 +215,8 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
 pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'static str, Vec<Value>>> {
     let payments = format!(
         "SELECT tenant, payment_id, merchant_id, status, version, status_seq, {final_} AS final, trace_id, occurred_at,
-                amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch
+                amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts,
+                captured_at, at_risk_until
          FROM payments p WHERE tenant = $1 ORDER BY payment_id",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
     );

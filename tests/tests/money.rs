@@ -5,9 +5,13 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
+use paytrack_nats::Role;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
+use paytrack_tests::workload::dump;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -328,5 +332,92 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
     .fetch_one(&mesh.db)
     .await?;
     assert_eq!(fees, 1500, "the dispute fee is posted");
+    Ok(())
+}
+
+/// One payment through every movement (a refund that fails and gives the money
+/// back, one still pending, a dispute won): its amounts, its amount at risk and its
+/// ledger agree, and a rebuild from the streams into an empty database reproduces
+/// every amount, movement, journal entry and posting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_rebuild";
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    let charged = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
+    let steps = [
+        ("evt_rb_1", "charge.refunded", charged),
+        ("evt_rb_2", "refund.failed", refund("re_1", 1000, "failed", payment)),
+        ("evt_rb_3", "refund.created", refund("re_2", 500, "pending", payment)),
+        (
+            "evt_rb_4",
+            "charge.dispute.created",
+            json!({"id": "dp_9", "object": "dispute", "amount": 4500, "currency": "usd", "status": "needs_response",
+                "payment_intent": format!("pi_{payment}"), "metadata": {"payment_id": payment}}),
+        ),
+        (
+            "evt_rb_5",
+            "charge.dispute.funds_reinstated",
+            json!({"id": "dp_9", "object": "dispute", "amount": 4500, "currency": "usd", "status": "won",
+                "payment_intent": format!("pi_{payment}"), "metadata": {"payment_id": payment}}),
+        ),
+    ];
+    for (n, (id, event_type, object)) in steps.into_iter().enumerate() {
+        assert_eq!(
+            stripe(&mesh, id, event_type, t + 10 * (n as i64 + 1), object).await?,
+            200
+        );
+        // One at a time: each movement is its own version.
+        view_when(&mesh, payment, event_type, |v| v["version"] == n + 2).await?;
+    }
+    let view = view_when(&mesh, payment, "every movement", |v| v["version"] == 6).await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (
+            &a["captured_minor"],
+            &a["refunded_minor"],
+            &a["disputed_minor"],
+            &a["net_minor"]
+        ),
+        (&json!(5000), &json!(500), &json!(0), &json!(4500)),
+        "{view}"
+    );
+    assert_eq!(view["at_risk_minor"], 4500, "{view}");
+    assert!(view["at_risk_until"].is_string(), "{view}");
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!(
+        kinds,
+        [
+            "capture",
+            "refund",
+            "refund_reversal",
+            "refund",
+            "dispute_withdrawal",
+            "dispute_reinstatement"
+        ]
+    );
+    assert_eq!((sum, merchant), (0, 4500));
+
+    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let live = dump(&mesh.db, &mesh.tenant).await?;
+    let replayed = dump(&rebuilt, &mesh.tenant).await?;
+    for table in [
+        "payment_timeline",
+        "journal_entries",
+        "ledger_postings",
+        "ledger_accounts",
+    ] {
+        assert_eq!(live[table], replayed[table], "{table}");
+    }
+    let money = |rows: &Vec<Value>| -> Vec<Value> {
+        rows.iter()
+            .map(|r| json!([r["amounts"], r["ledger_minor"], r["captured_at"], r["at_risk_until"]]))
+            .collect()
+    };
+    assert_eq!(money(&live["payments"]), money(&replayed["payments"]));
+    assert_eq!(live["payments"][0]["amounts"]["net_minor"], 4500);
     Ok(())
 }

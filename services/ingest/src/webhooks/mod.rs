@@ -142,6 +142,7 @@ async fn handle(
             body: masked_body,
         },
     };
+    let named_its_payment = verified.payment_id.is_some();
     let payment_id = match verified.payment_id {
         Some(id) => id,
         None => match link(
@@ -171,6 +172,17 @@ async fn handle(
     span.record("payment_id", payment_id.as_str());
     let fact = parked.into_fact(tenant, payment_id);
     let stored = state.publisher.store(&fact).await?;
+    if let (true, Some(provider_ref)) = (named_its_payment, provider_ref.as_deref()) {
+        // Later events naming only this reference (refunds, disputes) find the payment.
+        state
+            .provider_refs
+            .record_if_absent(&fact.tenant, provider, provider_ref, &fact.payment_id)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "provider references unavailable; the sender retries");
+                ApiError::Unavailable
+            })?;
+    }
     Ok((
         StatusCode::OK,
         Json(Accepted {
