@@ -426,4 +426,68 @@ mod tests {
             Posting::Unpostable
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One step of a payment's money: a capture, a refund or its failure, a
+        /// dispute's withdrawal or reinstatement, a reported fee.
+        fn steps() -> impl Strategy<Value = Vec<(u8, i64)>> {
+            prop::collection::vec((0u8..6, 1i64..5_000), 0..30)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the movements, posted one transition at a time: every entry
+            /// balances, `ledger_minor` equals the net after each, and the
+            /// merchant's account holds exactly the net.
+            #[test]
+            fn ledger_minor_is_the_net_after_every_movement(amount in 1i64..100_000, fee in 0i64..50, steps in steps()) {
+                let mut t = terms(Some(amount));
+                t.fee_minor = Some(fee);
+                let mut before = Amounts::default();
+                let mut ledger_minor = 0;
+                let mut merchant = 0;
+                let mut fees_posted = 0;
+                for (kind, x) in steps {
+                    let mut after = before.clone();
+                    match kind {
+                        0 => after.captured_minor = amount,
+                        1 => after.refunded_minor = (after.refunded_minor + x).min(after.captured_minor),
+                        2 => after.refunded_minor = (after.refunded_minor - x).max(0),
+                        3 => after.disputed_minor = (after.disputed_minor + x)
+                            .min(after.captured_minor - after.refunded_minor),
+                        4 => after.disputed_minor = (after.disputed_minor - x).max(0),
+                        _ => after.movement_fees_minor += x % 100,
+                    }
+                    let after = after.settle();
+                    match movement_posting(&before, &after, ledger_minor, false, "m", &t) {
+                        Posting::Entry { entry, ledger_minor: next } => {
+                            prop_assert_eq!(entry.legs.iter().map(|l| l.amount_minor).sum::<i64>(), 0);
+                            prop_assert!(entry.legs.iter().all(|l| l.amount_minor != 0));
+                            for l in &entry.legs {
+                                if l.kind == AccountKind::Liability {
+                                    merchant -= l.amount_minor;
+                                }
+                                if l.kind == AccountKind::Expense {
+                                    fees_posted += l.amount_minor;
+                                }
+                            }
+                            ledger_minor = next;
+                        }
+                        Posting::Nothing => {}
+                        Posting::Unpostable => prop_assert!(false, "currency is known"),
+                    }
+                    prop_assert_eq!(ledger_minor, after.net_minor);
+                    prop_assert_eq!(merchant, after.net_minor);
+                    before = after;
+                }
+                let capture_fee = if before.captured_minor > 0 && fee > 0 && fee <= amount { fee } else { 0 };
+                prop_assert_eq!(fees_posted, before.movement_fees_minor + capture_fee);
+            }
+        }
+    }
 }

@@ -717,3 +717,6 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod money_props;

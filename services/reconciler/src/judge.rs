@@ -249,9 +249,7 @@ pub fn compare(a: &ProviderOrder, b: &ProviderOrder) -> Option<Ordering> {
 pub fn ordered_by_after(verdict: &Verdict, current: Option<&Transition>, fact: &FactView<'_>) -> Option<ProviderOrder> {
     match verdict {
         // A refund or dispute is not the provider's word on the attempt.
-        Verdict::Move { .. } => current
-            .and_then(|c| c.ordered_by.clone())
-            .or_else(|| fact.order.clone()),
+        Verdict::Move { .. } => current.and_then(|c| c.ordered_by.clone()),
         Verdict::Conflict { .. } => {
             let known = current.and_then(|c| c.ordered_by.clone());
             match (&fact.order, known) {

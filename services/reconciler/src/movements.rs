@@ -5,20 +5,23 @@
 //! 1. a fact already applied is a `Duplicate` (of itself);
 //! 2. a movement needs captured money: on a payment that has not succeeded yet (or
 //!    has no history) it proves the capture, so the payment moves to `succeeded`
-//!    with it, when its amount is known and the model allows the move; on a payment
-//!    that failed, was cancelled or returned it is `Refused`;
+//!    with it when its amount is known and the model allows the move; while the
+//!    amount is unknown the movement is kept with the status as it is (`pending`
+//!    for a payment without history) and counts once the capture arrives; on a
+//!    payment that failed, was cancelled or returned it is `Refused`;
 //! 3. each movement is recognised by its provider id: a new one is recorded, a known
 //!    one moves only forward in its lifecycle (a late copy of an earlier state
 //!    changes nothing), and a fee reported for the first time is recorded;
 //! 4. nothing new is a `Duplicate` of the fact that set the current state;
-//! 5. refunds that would take back more than was captured are `Refused`;
-//! 6. otherwise `Move`: a transition carrying the movements' new states.
+//! 5. otherwise `Move`: a transition carrying the movements' new states. Refunds
+//!    that seem to take back more than was captured are still recorded (delivered
+//!    out of order, a refund's failure may not have arrived yet): the amounts count
+//!    at most what was captured.
 
 use paytrack_shared::envelope::Transition;
 use paytrack_shared::money::{MoneyState, MovementChange, MovementEvidence};
 use paytrack_shared::{Status, StatusModel};
 
-use crate::amounts;
 use crate::judge::Verdict;
 
 /// Decides what a movement event (`fact_id`, reporting `evidence`; the payment's
@@ -44,16 +47,16 @@ pub fn judge(
         Some(Status::Succeeded) | Some(Status::InvestigationRequired) => from.unwrap_or(Status::Succeeded),
         None | Some(Status::Initiated) | Some(Status::Pending) | Some(Status::Held) => {
             let amount = current.and_then(|c| c.terms.amount_minor).or(event_amount);
-            if amount.is_none_or(|a| a <= 0) {
-                return refused(
-                    "a refund or dispute proves a capture, but the payment's amount is unknown".to_owned(),
-                    against,
-                );
+            match (amount.is_some_and(|a| a > 0), from) {
+                (true, _) => match model.check_transition(from, Status::Succeeded) {
+                    Ok(()) => Status::Succeeded,
+                    Err(e) => return refused(e.to_string(), against),
+                },
+                // The amount is not known yet: the movement is kept (never dropped)
+                // and counts once the capture's evidence arrives.
+                (false, Some(status)) => status,
+                (false, None) => Status::Pending,
             }
-            if let Err(e) = model.check_transition(from, Status::Succeeded) {
-                return refused(e.to_string(), against);
-            }
-            Status::Succeeded
         }
         Some(other) => {
             return refused(format!("no captured money to move: the payment is {other}"), against);
@@ -130,16 +133,6 @@ pub fn judge(
         return Verdict::Duplicate {
             superseded_by: against.unwrap_or_default(),
         };
-    }
-    let captured = match (current, status == from.unwrap_or(Status::Initiated)) {
-        (Some(c), true) => amounts::of(c).captured_minor,
-        _ => current.and_then(|c| c.terms.amount_minor).or(event_amount).unwrap_or(0),
-    };
-    if money.refunded() > captured {
-        return refused(
-            format!("refunds of {} would exceed the {} captured", money.refunded(), captured),
-            against,
-        );
     }
     Verdict::Move { status, money, changes }
 }

@@ -133,7 +133,12 @@ fn refunds_are_partial_multiple_and_idempotent_by_their_id() {
             vec![refund("re_1", Failed, 1000)],
             ('M', Some((Status::Succeeded, 5000))),
         ),
-        (&after_one, vec![refund("re_2", Succeeded, 4001)], ('R', None)),
+        // More than captured, as seen out of order: recorded, counted up to the capture.
+        (
+            &after_one,
+            vec![refund("re_2", Succeeded, 4001)],
+            ('M', Some((Status::Succeeded, 0))),
+        ),
         (
             &after_one,
             vec![refund("re_2", Succeeded, 4000)],
@@ -214,6 +219,12 @@ fn a_movement_proves_the_capture_or_is_refused_without_one() {
     let e = evidence(vec![refund("re_1", Succeeded, 1000)]);
     // No history yet, or not yet succeeded: the refund proves the money was captured.
     assert_eq!(judged(None, &e), ('M', Some((Status::Succeeded, 4000))));
+    // Without the payment's amount it is kept, and counts once the capture arrives.
+    let kept = judge(None, "wh:stripe:new", &e, None, StatusModel::get());
+    assert!(
+        matches!(&kept, Verdict::Move { status: Status::Pending, money, .. } if money.refunded() == 1000),
+        "{kept:?}"
+    );
     let mut pending = payment(Status::Pending, MoneyState::default());
     pending.amounts = Some(Amounts::default());
     assert_eq!(judged(Some(&pending), &e), ('M', Some((Status::Succeeded, 4000))));
