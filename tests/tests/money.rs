@@ -10,6 +10,7 @@ use paytrack_nats::Role;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
 use paytrack_tests::workload::dump;
+use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -208,6 +209,28 @@ async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> 
         .collect();
     assert_eq!(moved.len(), 2, "each refund is its own timeline entry: {timeline}");
     assert_eq!(moved[1]["movements"][0]["id"], "re_2", "{timeline}");
+    // The list and the live events carry the same amounts.
+    let list: Value = mesh
+        .get("/v1/payments?merchant_id=m_money", &mesh.operator_token())
+        .await?
+        .json()
+        .await?;
+    assert_eq!(list["items"][0]["amounts"]["net_minor"], 2500, "{list}");
+    // Replayed from the start of the payment's channel.
+    let mut ws = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+    let since = json!({"epoch": list["position"]["epoch"], "seq": 0});
+    ws.send(json!({"type": "subscribe", "channel": format!("payment:{payment}"), "since": since}))
+        .await?;
+    ws.next_of("subscribed", WAIT).await?;
+    loop {
+        let event = ws.next_of("event", WAIT).await?;
+        if event["kind"] == "transition" && event["amounts"]["refunded_minor"] == 2500 {
+            assert_eq!(event["status"], "succeeded", "{event}");
+            assert_eq!(event["amounts"]["net_minor"], 2500, "{event}");
+            assert_eq!(event["movements"][0]["id"], "re_2", "{event}");
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -419,5 +442,143 @@ async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
     };
     assert_eq!(money(&live["payments"]), money(&replayed["payments"]));
     assert_eq!(live["payments"][0]["amounts"]["net_minor"], 4500);
+    Ok(())
+}
+
+/// What the provider did to one payment of the random run, and the events it sent.
+struct Planned {
+    payment: String,
+    net: i64,
+    refunded: i64,
+    disputed: i64,
+    events: Vec<(String, &'static str, Value)>,
+}
+
+/// A payment of `amount` with up to three refunds (some failing) and maybe a
+/// dispute (won or lost), as Stripe reports them; refunds and disputes name only
+/// the PaymentIntent, so they wait (parked) when they beat the capture.
+fn planned(n: usize, rng: &mut impl rand::Rng) -> Planned {
+    let payment = format!("pay_r{n}");
+    let amount: i64 = rng.random_range(1_000..20_000);
+    let pi = format!("pi_{payment}");
+    let mut events = vec![(
+        format!("evt_{payment}_ok"),
+        "payment_intent.succeeded",
+        json!({"id": pi, "object": "payment_intent", "amount": amount, "currency": "usd", "status": "succeeded",
+            "metadata": {"payment_id": payment, "merchant_id": format!("m_r{}", n % 3)}}),
+    )];
+    let mut refunded = 0;
+    for r in 0..rng.random_range(0..4) {
+        let id = format!("re_{payment}_{r}");
+        let part: i64 = rng.random_range(1..=amount / 4);
+        let fails = rng.random_bool(0.3);
+        let object = |status: &str| {
+            json!({"id": id, "object": "refund", "amount": part, "currency": "usd", "status": status,
+                "payment_intent": pi})
+        };
+        events.push((format!("evt_{id}_c"), "refund.created", object("pending")));
+        if fails {
+            events.push((format!("evt_{id}_f"), "refund.failed", object("failed")));
+        } else {
+            events.push((format!("evt_{id}_s"), "refund.updated", object("succeeded")));
+            refunded += part;
+        }
+    }
+    let mut disputed = 0;
+    if rng.random_bool(0.5) {
+        let part = amount - refunded;
+        let lost = rng.random_bool(0.5);
+        let id = format!("dp_{payment}");
+        let object = |status: &str| {
+            json!({"id": id, "object": "dispute", "amount": part, "currency": "usd", "status": status,
+                "payment_intent": pi})
+        };
+        events.push((
+            format!("evt_{id}_o"),
+            "charge.dispute.created",
+            object("needs_response"),
+        ));
+        events.push((
+            format!("evt_{id}_c"),
+            "charge.dispute.closed",
+            object(if lost { "lost" } else { "won" }),
+        ));
+        if lost {
+            disputed = part;
+        }
+    }
+    Planned {
+        payment,
+        net: amount - refunded - disputed,
+        refunded,
+        disputed,
+        events,
+    }
+}
+
+/// Random movements of many payments, delivered shuffled, duplicated and partly
+/// lost (the lost ones come back at the end, as the provider's retries do): every
+/// payment ends with the provider's amounts, its `ledger_minor` is its net, and the
+/// tenant's ledger balances with its merchants owed exactly the sum of the nets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_movements_of_many_payments_settle_to_the_truth() -> anyhow::Result<()> {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mesh = Mesh::start().await?;
+    let seed: u64 = rand::rng().random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let plans: Vec<Planned> = (0..12).map(|n| planned(n, &mut rng)).collect();
+    let mut deliveries: Vec<&(String, &'static str, Value)> = plans.iter().flat_map(|p| &p.events).collect();
+    let mut later = Vec::new();
+    for d in deliveries.clone() {
+        if rng.random_bool(0.3) {
+            deliveries.push(d);
+        }
+    }
+    deliveries.shuffle(&mut rng);
+    deliveries.retain(|d| {
+        let lost = rng.random_bool(0.15);
+        if lost {
+            later.push(*d);
+        }
+        !lost
+    });
+    deliveries.extend(later);
+    let t = chrono::Utc::now().timestamp() - 600;
+    for (n, (id, event_type, object)) in deliveries.iter().enumerate() {
+        // The same event delivered twice is one delivery id (Stripe retries it).
+        let status = stripe(&mesh, id, event_type, t + n as i64, object.clone()).await?;
+        assert!(status == 200 || status == 202, "{id}: {status}");
+    }
+    for p in &plans {
+        let view = view_when(&mesh, &p.payment, &format!("{}'s amounts", p.payment), |v| {
+            v["amounts"]["net_minor"] == p.net
+                && v["amounts"]["refunded_minor"] == p.refunded
+                && v["amounts"]["disputed_minor"] == p.disputed
+        })
+        .await?;
+        assert_eq!(view["status"], "succeeded", "{view}");
+    }
+    let nets: i64 = plans.iter().map(|p| p.net).sum();
+    mesh.eventually(WAIT, "the ledger follows", || async {
+        let (mismatched, total, merchants): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM payments p WHERE p.tenant = $1
+                      AND p.ledger_minor <> (p.amounts->>'net_minor')::bigint),
+                    (SELECT sum(amount_minor)::bigint FROM ledger_postings WHERE tenant = $1),
+                    (SELECT -sum(amount_minor)::bigint FROM ledger_postings
+                      WHERE tenant = $1 AND account LIKE 'merchant_payable:%')",
+        )
+        .bind(mesh.tenant.as_str())
+        .fetch_one(&mesh.db)
+        .await
+        .ok()?;
+        (mismatched == 0 && total == Some(0) && merchants == Some(nets)).then_some(())
+    })
+    .await?;
+    for p in &plans {
+        let (_, sum, merchant) = journal(&mesh, &p.payment).await?;
+        assert_eq!((sum, merchant), (0, p.net), "{}", p.payment);
+    }
     Ok(())
 }
