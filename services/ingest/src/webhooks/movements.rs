@@ -275,6 +275,19 @@ mod tests {
         assert_eq!(lost.evidence.items[0].state, MovementState::Lost);
     }
 
+    /// The docs page lists every event these tables map.
+    #[test]
+    fn the_docs_name_every_mapped_event() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/money.md");
+        let docs = std::fs::read_to_string(path).unwrap_or_default();
+        for (event, _) in STRIPE_EVENTS.iter().chain(RAZORPAY_EVENTS) {
+            assert!(
+                docs.contains(&format!("| `{event}` |")),
+                "docs/money.md does not map {event}"
+            );
+        }
+    }
+
     #[test]
     fn bad_movements_are_refused_as_malformed() {
         for object in [
