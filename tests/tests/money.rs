@@ -582,3 +582,40 @@ async fn random_movements_of_many_payments_settle_to_the_truth() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// The generic Standard Webhooks scheme reports refunds and disputes too
+/// (`payment.refund.<state>`, `payment.dispute.<state>` with `data.movement`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_refund_and_dispute_events_move_the_amounts() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_generic";
+    let succeeded = Mesh::webhook_body(payment, "succeeded", "m_money");
+    assert_eq!(mesh.post_webhook("msg_gen_ok", &succeeded).await?.status(), 200);
+    let movement = |kind: &str, state: &str, id: &str, amount: i64| {
+        let mut body: Value = serde_json::from_str(&Mesh::webhook_body(payment, "succeeded", "m_money"))?;
+        body["type"] = json!(format!("payment.{kind}.{state}"));
+        body["data"]["movement"] = json!({"id": id, "amount_minor": amount});
+        anyhow::Ok(body.to_string())
+    };
+    let steps = [
+        ("msg_gen_1", movement("refund", "succeeded", "rf_1", 250)?),
+        ("msg_gen_2", movement("dispute", "opened", "dp_1", 400)?),
+        ("msg_gen_3", movement("dispute", "won", "dp_1", 400)?),
+    ];
+    for (n, (id, body)) in steps.iter().enumerate() {
+        assert_eq!(mesh.post_webhook(id, body).await?.status(), 200);
+        view_when(&mesh, payment, id, |v| v["version"] == n + 2).await?;
+    }
+    let view = view_when(&mesh, payment, "every movement", |v| v["version"] == 4).await?;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["amounts"]["refunded_minor"], 250, "{view}");
+    assert_eq!(view["amounts"]["disputed_minor"], 0, "{view}");
+    assert_eq!(view["amounts"]["net_minor"], 1000, "{view}");
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!(
+        kinds,
+        ["capture", "refund", "dispute_withdrawal", "dispute_reinstatement"]
+    );
+    assert_eq!((sum, merchant), (0, 1000));
+    Ok(())
+}

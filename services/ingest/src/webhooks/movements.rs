@@ -46,6 +46,68 @@ pub const RAZORPAY_EVENTS: &[(&str, &str)] = &[
     ("payment.dispute.closed", "lost"),
 ];
 
+/// The generic format's movement events: `payment.refund.<state>` and
+/// `payment.dispute.<state>`, with `data.movement` naming the refund or dispute.
+pub const STDWEBHOOKS_EVENTS: &[(&str, &str)] = &[
+    ("payment.refund.pending", "pending"),
+    ("payment.refund.succeeded", "succeeded"),
+    ("payment.refund.failed", "failed"),
+    ("payment.refund.cancelled", "cancelled"),
+    ("payment.dispute.opened", "opened"),
+    ("payment.dispute.funds_withdrawn", "funds_withdrawn"),
+    ("payment.dispute.evidence_submitted", "evidence_submitted"),
+    ("payment.dispute.won", "won"),
+    ("payment.dispute.lost", "lost"),
+];
+
+/// `data.movement` of a generic movement event.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StdMovement {
+    /// The provider's id of the refund or dispute.
+    pub id: String,
+    /// Its amount, in the payment's minor units.
+    pub amount_minor: i64,
+    /// The provider's fee on it, if any.
+    #[serde(default)]
+    pub fee_minor: Option<i64>,
+    /// A failure or dispute reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The movement of a generic event, if its type is a movement's (which then needs
+/// `data.movement`).
+pub fn stdwebhooks(event_type: &str, data: Option<&StdMovement>) -> Result<Option<MovementEvidence>, ApiError> {
+    let Some((_, state)) = STDWEBHOOKS_EVENTS.iter().find(|(t, _)| *t == event_type) else {
+        return Ok(None);
+    };
+    let m = data.ok_or_else(|| ApiError::Malformed(format!("{event_type} needs data.movement")))?;
+    let kind = if event_type.starts_with("payment.refund.") {
+        MovementKind::Refund
+    } else {
+        MovementKind::Dispute
+    };
+    let state: MovementState = serde_json::from_value(Value::String((*state).to_owned()))
+        .map_err(|e| ApiError::Malformed(format!("movement state: {e}")))?;
+    if m.fee_minor.is_some_and(|f| f < 0) {
+        return Err(ApiError::Malformed(
+            "data.movement.fee_minor must not be negative".into(),
+        ));
+    }
+    let item = movement(
+        kind,
+        &Value::String(m.id.clone()),
+        state,
+        &Value::from(m.amount_minor),
+        m.fee_minor,
+        m.reason.as_deref(),
+    )?;
+    Ok(Some(MovementEvidence {
+        items: vec![item],
+        refunded_total_minor: None,
+    }))
+}
+
 /// What a movement event says: its movements and the payment's own amount, where
 /// the event gives it (a refund's amount is the refund's, not the payment's).
 #[derive(Debug, Clone, PartialEq)]
@@ -280,12 +342,36 @@ mod tests {
     fn the_docs_name_every_mapped_event() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/money.md");
         let docs = std::fs::read_to_string(path).unwrap_or_default();
-        for (event, _) in STRIPE_EVENTS.iter().chain(RAZORPAY_EVENTS) {
+        for (event, _) in STRIPE_EVENTS.iter().chain(RAZORPAY_EVENTS).chain(STDWEBHOOKS_EVENTS) {
             assert!(
                 docs.contains(&format!("| `{event}` |")),
                 "docs/money.md does not map {event}"
             );
         }
+    }
+
+    #[test]
+    fn generic_movement_events_name_their_movement() {
+        let m = StdMovement {
+            id: "rf_1".into(),
+            amount_minor: 300,
+            fee_minor: None,
+            reason: None,
+        };
+        let e = stdwebhooks("payment.refund.failed", Some(&m)).unwrap().unwrap();
+        assert_eq!(
+            (e.items[0].kind, e.items[0].state),
+            (MovementKind::Refund, MovementState::Failed)
+        );
+        let d = stdwebhooks("payment.dispute.won", Some(&m)).unwrap().unwrap();
+        assert_eq!(d.items[0].state, MovementState::Won);
+        assert_eq!(stdwebhooks("payment.succeeded", Some(&m)).unwrap(), None);
+        assert!(matches!(
+            stdwebhooks("payment.refund.pending", None),
+            Err(ApiError::Malformed(_))
+        ));
+        let negative = StdMovement { amount_minor: -1, ..m };
+        assert!(stdwebhooks("payment.refund.pending", Some(&negative)).is_err());
     }
 
     #[test]

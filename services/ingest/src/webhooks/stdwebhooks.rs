@@ -60,6 +60,10 @@ struct Data {
     /// The provider's fee, in the payment's minor units.
     #[serde(default)]
     fee_minor: Option<i64>,
+    /// The refund or dispute a `payment.refund.*` or `payment.dispute.*` event is
+    /// about ([`super::movements::STDWEBHOOKS_EVENTS`]).
+    #[serde(default)]
+    movement: Option<super::movements::StdMovement>,
 }
 
 /// Verifies a signature and the timestamp with any of `keys`, then parses the body.
@@ -107,6 +111,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         .iter()
         .find(|(t, _)| *t == parsed.event_type)
         .map(|(_, s)| (*s).to_owned());
+    let movement = super::movements::stdwebhooks(&parsed.event_type, parsed.data.movement.as_ref())?;
 
     Ok(Verified {
         delivery_id: delivery_id.clone(),
@@ -124,7 +129,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             reason: parsed.data.reason,
             provider_seq: None,
             fee_minor: parsed.data.fee_minor,
-            movement: None,
+            movement,
         },
         evidence_headers,
     })
