@@ -619,3 +619,151 @@ async fn generic_refund_and_dispute_events_move_the_amounts() -> anyhow::Result<
     assert_eq!((sum, merchant), (0, 1000));
     Ok(())
 }
+
+/// The provider simulator drives every movement per payment at each sandbox
+/// provider, in the provider's own webhook shapes: refund part then the rest, a
+/// refund that fails, a dispute won, a dispute lost, and a capture after a failure.
+/// Every payment's amounts then equal the simulator's ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()> {
+    use paytrack_shared::config::WebhookSecrets;
+    let port = paytrack_tests::free_port()?;
+    let sim = format!("http://127.0.0.1:{port}");
+    let mesh = Mesh::start().await?;
+    let tenant = mesh.tenant.clone();
+    let secrets = format!("{tenant}/stripe={STRIPE_SECRET},{tenant}/razorpay={RAZORPAY_SECRET}");
+    let simulator = paytrack_simulator::Simulator::bind(
+        paytrack_simulator::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            ingest_url: mesh.ingest_url.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
+            traffic_tenant: None,
+            traffic_every: Duration::from_secs(3600),
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    tokio::spawn(simulator.run());
+    let http = client()?;
+    let behave = |provider: &'static str, success: u32| {
+        let http = http.clone();
+        let sim = sim.clone();
+        async move {
+            let response = http
+                .put(format!("{sim}/v1/providers/{provider}/behaviour"))
+                .json(&json!({"latency_ms": 20, "success_pct": success, "duplicate_pct": 20}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+            anyhow::Ok(())
+        }
+    };
+    let truth_of = |payment: String| {
+        let http = http.clone();
+        let sim = sim.clone();
+        async move {
+            let all: Value = http
+                .get(format!("{sim}/v1/ground-truth"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            all["payments"]
+                .as_array()?
+                .iter()
+                .find(|p| p["payment_id"] == payment)
+                .cloned()
+        }
+    };
+    let scenarios: [(&str, Vec<Value>); 5] = [
+        (
+            "refunds",
+            vec![
+                json!({"action": "refund", "amount_minor": 600}),
+                json!({"action": "refund"}),
+            ],
+        ),
+        (
+            "refund_fails",
+            vec![json!({"action": "refund", "amount_minor": 500, "fails": true})],
+        ),
+        ("dispute_won", vec![json!({"action": "dispute", "won": true})]),
+        ("dispute_lost", vec![json!({"action": "dispute", "won": false})]),
+        ("late_capture", vec![json!({"action": "late_capture"})]),
+    ];
+    let mut driven = Vec::new();
+    for provider in ["stripe", "razorpay"] {
+        for (name, actions) in &scenarios {
+            let payment = format!("pay_{provider}_{name}");
+            behave(provider, if *name == "late_capture" { 0 } else { 100 }).await?;
+            let response = http
+                .post(format!("{sim}/v1/providers/{provider}/payments"))
+                .json(
+                    &json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 1500,
+                    "currency": "USD", "rail": "card", "merchant_id": "m_sim"}),
+                )
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
+            let initiated: Value = response.json().await?;
+            let provider_ref = initiated["provider_ref"].as_str().unwrap_or_default().to_owned();
+            // The outcome first, in paytrack too: movements follow it.
+            view_when(&mesh, &payment, "the outcome", |v| {
+                v["status"] == "succeeded" || v["status"] == "failed"
+            })
+            .await?;
+            for action in actions {
+                let response = http
+                    .post(format!(
+                        "{sim}/v1/providers/{provider}/payments/{provider_ref}/movements"
+                    ))
+                    .json(action)
+                    .send()
+                    .await?;
+                let status = response.status();
+                anyhow::ensure!(
+                    status == 200,
+                    "{action} {provider_ref}: {status} {}",
+                    response.text().await?
+                );
+            }
+            driven.push(payment);
+        }
+    }
+    let model = paytrack_shared::StatusModel::get();
+    for payment in &driven {
+        let truth = truth_of(payment.clone()).await.unwrap_or_default();
+        // A capture after a failure is what the model's late-capture row of the
+        // provider says (these payments' rail is not known to paytrack).
+        let provider = truth["provider"].as_str().unwrap_or_default();
+        let status = match model.late_capture(provider, None).map(|l| l.to) {
+            Some(to) if payment.ends_with("late_capture") => json!(to),
+            _ => truth["status"].clone(),
+        };
+        let net = match status.as_str() {
+            Some("succeeded") => {
+                1500 - truth["refunded_minor"].as_i64().unwrap_or(0) - truth["disputed_minor"].as_i64().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let view = view_when(&mesh, payment, &format!("{payment} at the truth"), |v| {
+            v["status"] == status
+                && v["amounts"]["net_minor"] == net
+                && v["amounts"]["refunded_minor"] == truth["refunded_minor"]
+                && v["amounts"]["disputed_minor"] == truth["disputed_minor"]
+                && v["version"].as_i64().unwrap_or(0) >= 2
+        })
+        .await?;
+        if payment.ends_with("refunds") {
+            assert_eq!(view["amounts"]["refunded"], true, "{view}");
+        }
+        if payment.ends_with("late_capture") {
+            assert_ne!(view["status"], "failed", "{view}");
+            let kinds = alerts(&mesh, payment).await?;
+            assert!(kinds.iter().any(|k| k == "captured_after_failure"), "{kinds:?}");
+        }
+    }
+    Ok(())
+}
