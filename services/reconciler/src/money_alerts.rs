@@ -59,3 +59,114 @@ pub fn of(t: &Transition, conflict_with: Option<&str>) -> Vec<(&'static str, Str
     }
     alerts
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use paytrack_shared::envelope::{Cause, PaymentTerms};
+    use paytrack_shared::money::MovementChange;
+    use paytrack_shared::{MerchantId, PaymentId, TenantId};
+
+    use super::*;
+
+    fn transition(previous: Status, status: Status, movements: Vec<MovementChange>) -> Transition {
+        Transition {
+            v: 1,
+            tenant: TenantId::new("t").unwrap(),
+            merchant_id: MerchantId::new("m").unwrap(),
+            payment_id: PaymentId::new("p").unwrap(),
+            version: 2,
+            status,
+            previous_status: Some(previous),
+            occurred_at: Utc::now(),
+            recorded_at: Utc::now(),
+            cause: Cause {
+                fact_id: "wh:razorpay:e2".into(),
+                source: "webhook:razorpay".into(),
+                provider_event_id: None,
+                rule: "razorpay:payment.captured".into(),
+                inbound_seq: 2,
+            },
+            trace_id: String::new(),
+            applied_fact_ids: Vec::new(),
+            terms: PaymentTerms::default(),
+            ordered_by: None,
+            evidence_fact_ids: Vec::new(),
+            amounts: None,
+            money: Default::default(),
+            movements,
+        }
+    }
+
+    fn change(kind: MovementKind, state: MovementState, previous: Option<MovementState>) -> MovementChange {
+        MovementChange {
+            kind,
+            id: "x_1".into(),
+            state,
+            previous_state: previous,
+            amount_minor: 100,
+            fee_minor: None,
+        }
+    }
+
+    fn kinds(t: &Transition, conflict: Option<&str>) -> Vec<&'static str> {
+        of(t, conflict).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Given a transition, when its alerts are decided, then exactly these are raised.
+    #[test]
+    fn the_moments_an_operator_must_see() {
+        use MovementKind::{Dispute, Refund};
+        use MovementState::*;
+        let s = Status::Succeeded;
+        let rows: Vec<(Transition, Option<&str>, Vec<&str>)> = vec![
+            (
+                transition(Status::Failed, s, vec![]),
+                None,
+                vec!["captured_after_failure"],
+            ),
+            (
+                transition(Status::Failed, Status::InvestigationRequired, vec![]),
+                Some("wh:razorpay:e1"),
+                vec!["captured_after_failure", "investigation_required"],
+            ),
+            (
+                transition(s, Status::InvestigationRequired, vec![]),
+                Some("wh:x:1"),
+                vec!["investigation_required"],
+            ),
+            (transition(Status::Pending, s, vec![]), None, vec![]),
+            (
+                transition(s, s, vec![change(Dispute, Opened, None)]),
+                None,
+                vec!["dispute_opened"],
+            ),
+            (
+                transition(s, s, vec![change(Dispute, Lost, Some(Opened))]),
+                None,
+                vec![],
+            ),
+            (
+                transition(s, s, vec![change(Refund, Failed, Some(Pending))]),
+                None,
+                vec!["refund_failed"],
+            ),
+            (
+                transition(s, s, vec![change(Refund, Cancelled, None)]),
+                None,
+                vec!["refund_failed"],
+            ),
+            (transition(s, s, vec![change(Refund, Succeeded, None)]), None, vec![]),
+        ];
+        for (t, conflict, want) in rows {
+            assert_eq!(
+                kinds(&t, conflict),
+                want,
+                "{:?} -> {} {:?}",
+                t.previous_status,
+                t.status,
+                t.movements
+            );
+        }
+    }
+}
