@@ -27,7 +27,8 @@ use paytrack_shared::subjects;
 pub use crate::auth::{Credentials, Role};
 pub use crate::batches::{consume_delivery_batches, pull_batches};
 pub use crate::buckets::{
-    IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_MARKER_TTL, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket, open_ingest_buckets,
+    IngestBuckets, PRESENCE_RETENTION, PROVIDER_REFS_MARKER_TTL, PROVIDER_REFS_RETENTION, bucket_configs, open_bucket,
+    open_ingest_buckets,
 };
 pub use crate::consume::{Cause, HandleError, Panicked, catch_panic, consume, guarded};
 pub use crate::delivery::{

@@ -114,6 +114,7 @@ pub fn event(
             reason: reason.map(str::to_owned),
             provider_seq,
             fee_minor: None,
+            movement: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),

@@ -110,6 +110,9 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         },
         ordered_by: None,
         evidence_fact_ids: vec![],
+        amounts: None,
+        money: Default::default(),
+        movements: Vec::new(),
     })
 }
 
@@ -224,7 +227,8 @@ pub const REBUILD_LOCAL_TABLES: [&str; 2] = ["projector_progress", "projector_po
 pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'static str, Vec<Value>>> {
     let payments = format!(
         "SELECT tenant, payment_id, merchant_id, status, version, status_seq, {final_} AS final, trace_id, occurred_at,
-                amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch
+                amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts,
+                captured_at, at_risk_until
          FROM payments p WHERE tenant = $1 ORDER BY payment_id",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
     );

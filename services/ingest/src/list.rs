@@ -63,6 +63,16 @@ pub struct ListItem {
     pub currency: Option<String>,
     /// The rail, when known.
     pub rail: Option<String>,
+    /// Where the money is, in minor units: `authorised_minor`, `captured_minor`,
+    /// `refunded_minor`, `returned_minor`, `disputed_minor` (withheld by open or lost
+    /// disputes), `net_minor` and `refunded` (fully refunded); null for a payment
+    /// projected before amounts existed.
+    pub amounts: Option<serde_json::Value>,
+    /// How much of the net amount refunds and disputes may still take back: the net
+    /// while the rail's refund and dispute windows are open, else 0.
+    pub at_risk_minor: i64,
+    /// Until when it is at risk (null: nothing is).
+    pub at_risk_until: Option<DateTime<Utc>>,
     /// When the cause happened.
     pub occurred_at: DateTime<Utc>,
     /// When the projection last changed.
@@ -123,7 +133,10 @@ pub async fn list_payments(
     let (epoch, seq) = position.unwrap_or_default();
     let sql = format!(
         "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.amount_minor,
-                p.currency, p.rail, p.occurred_at, p.updated_at
+                p.currency, p.rail, p.amounts AS amounts,
+                CASE WHEN p.at_risk_until > now() THEN COALESCE((p.amounts->>'net_minor')::bigint, 0) ELSE 0 END
+                  AS at_risk_minor,
+                CASE WHEN p.at_risk_until > now() THEN p.at_risk_until END AS at_risk_until, p.occurred_at, p.updated_at
          FROM payments p
          WHERE p.tenant = $1
            AND ($2::text IS NULL OR p.merchant_id = $2)

@@ -49,6 +49,16 @@ pub struct PaymentView {
     pub provider: Option<String>,
     /// The provider's reference, when known.
     pub provider_ref: Option<String>,
+    /// Where the money is, in minor units: `authorised_minor`, `captured_minor`,
+    /// `refunded_minor`, `returned_minor`, `disputed_minor` (withheld by open or lost
+    /// disputes), `net_minor` and `refunded` (fully refunded); null for a payment
+    /// projected before amounts existed.
+    pub amounts: Option<serde_json::Value>,
+    /// How much of the net amount refunds and disputes may still take back: the net
+    /// while the rail's refund and dispute windows are open, else 0.
+    pub at_risk_minor: i64,
+    /// Until when it is at risk (null: nothing is).
+    pub at_risk_until: Option<DateTime<Utc>>,
     /// The routing decision of its create command, if any.
     pub routing: Option<serde_json::Value>,
     /// The capability snapshot it was created on, with `checked_at`, if any.
@@ -80,6 +90,11 @@ pub struct TimelineEntry {
     pub occurred_at: DateTime<Utc>,
     /// When it was decided.
     pub recorded_at: DateTime<Utc>,
+    /// Where the money was after it (null before amounts existed).
+    pub amounts: Option<serde_json::Value>,
+    /// The refunds and disputes it moved, each with its provider id, state and
+    /// amount (null when it moved none).
+    pub movements: Option<serde_json::Value>,
 }
 
 /// A fact that did not move the payment (duplicate, refused by the status model, or
@@ -157,6 +172,10 @@ pub async fn get_payment(
     let sql = format!(
         "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.trace_id,
                 p.occurred_at, p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
+                p.amounts AS amounts,
+                CASE WHEN p.at_risk_until > now() THEN COALESCE((p.amounts->>'net_minor')::bigint, 0) ELSE 0 END
+                  AS at_risk_minor,
+                CASE WHEN p.at_risk_until > now() THEN p.at_risk_until END AS at_risk_until,
                 d.routing::jsonb AS routing, d.capabilities::jsonb AS capabilities
          FROM payments p
          LEFT JOIN payment_decisions d ON d.tenant = p.tenant AND d.payment_id = p.payment_id
@@ -191,7 +210,8 @@ pub async fn get_timeline(
 
 async fn timeline(state: &AppState, caller: &Caller, payment_id: &PaymentId) -> Result<Vec<TimelineItem>, ApiError> {
     let transitions = sqlx::query_as::<_, TimelineEntry>(
-        "SELECT version, status, previous_status, status_seq AS seq, fact_id, source, rule, inbound_seq, trace_id, occurred_at, recorded_at
+        "SELECT version, status, previous_status, status_seq AS seq, fact_id, source, rule, inbound_seq, trace_id, occurred_at,
+                recorded_at, amounts, movements
          FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
     )
     .bind(caller.tenant.as_str())

@@ -189,6 +189,27 @@ impl ProviderRefs {
         self.drain(tenant, provider, provider_ref, payment_id).await
     }
 
+    /// Records that `provider_ref` is `payment_id` unless a payment is recorded for it
+    /// already (the create command's record wins), then publishes the events parked
+    /// for it. Called for a signed event that names both its payment and its
+    /// reference, so later events that name only the reference (a Stripe refund or
+    /// dispute) find their payment.
+    pub async fn record_if_absent(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        provider_ref: &str,
+        payment_id: &PaymentId,
+    ) -> Result<usize, ProviderRefsError> {
+        let (store, _) = self.bucket().await?;
+        let key = ref_key(tenant, provider, provider_ref);
+        match store.create(&key, payment_id.as_str().to_owned().into()).await {
+            Ok(_) => self.drain(tenant, provider, provider_ref, payment_id).await,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(0),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
     /// The payment `provider_ref` was recorded for, if any.
     pub async fn lookup(
         &self,

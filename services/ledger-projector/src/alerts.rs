@@ -1,6 +1,7 @@
 //! Storing every record of PAYTRACK_ALERT so operators can list and acknowledge
 //! them (`GET /v1/alerts`): payment alerts (`unclear_pending`, `source_mismatch`,
-//! `trace_gap`), `dead_letter` alerts of parked messages, and operators'
+//! `trace_gap`, and the money's: `dispute_opened`, `captured_after_failure`,
+//! `refund_failed`, `investigation_required`), `dead_letter` alerts of parked messages, and operators'
 //! acknowledgements (`paytrack.alert.<tenant>._ack`). The live consumer and a
 //! rebuild both go through [`apply`], so a rebuild ends with the same rows.
 

@@ -19,9 +19,19 @@
 //! back, so a return reverses the whole amount through clearing and the expense stays.
 //! Debits are positive, credits negative: every entry sums to zero per currency, which
 //! the database also enforces.
+//!
+//! A transition that carries amounts ([`movement_posting`]) posts the difference
+//! between its net amount and what is recognised, under the kind of the movement that
+//! made it (a refund, a dispute's withdrawal or reinstatement, a return): the
+//! merchant's credit shrinks and the provider keeps or returns the money through
+//! clearing. Fees the provider reports on refunds and disputes are expenses it takes
+//! out of clearing. So `ledger_minor` equals captured less refunded, returned and
+//! disputed, for every payment, always; transitions written before amounts existed
+//! keep the status rule ([`posting`]).
 
 use paytrack_shared::Status;
 use paytrack_shared::envelope::PaymentTerms;
+use paytrack_shared::money::Amounts;
 
 /// What kind of balance an account holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +163,167 @@ pub fn posting(
     }
 }
 
+/// The entry for a transition that moved the amounts from `before` to `after`, with
+/// `ledger_minor` recognised so far; `resolution` when it leaves
+/// `investigation_required`.
+pub fn movement_posting(
+    before: &Amounts,
+    after: &Amounts,
+    ledger_minor: i64,
+    resolution: bool,
+    merchant: &str,
+    terms: &PaymentTerms,
+) -> Posting {
+    let delta = after.net_minor.saturating_sub(ledger_minor);
+    let movement_fee = (after.movement_fees_minor - before.movement_fees_minor).max(0);
+    if delta == 0 && movement_fee == 0 {
+        return Posting::Nothing;
+    }
+    let Some(currency) = terms.currency.as_ref().filter(|c| !c.is_empty()) else {
+        return Posting::Unpostable;
+    };
+    let up = |a: i64, b: i64| a.cmp(&b);
+    use std::cmp::Ordering::{Greater, Less};
+    let kind = match (
+        resolution,
+        up(after.captured_minor, before.captured_minor),
+        up(after.returned_minor, before.returned_minor),
+        up(after.refunded_minor, before.refunded_minor),
+        up(after.disputed_minor, before.disputed_minor),
+    ) {
+        (true, ..) if delta > 0 => "resolution_capture",
+        (true, ..) if delta < 0 => "resolution_reversal",
+        (_, Greater, ..) => "capture",
+        (_, Less, ..) => "reversal",
+        (_, _, Greater, ..) => "return",
+        (_, _, _, Greater, _) => "refund",
+        (_, _, _, Less, _) => "refund_reversal",
+        (_, _, _, _, Greater) => "dispute_withdrawal",
+        (_, _, _, _, Less) => "dispute_reinstatement",
+        _ if delta == 0 => "movement_fee",
+        _ => "adjustment",
+    };
+    let provider = terms.provider.as_deref().unwrap_or("unknown");
+    // The capture's fee is posted with the first capture only.
+    let capture_fee = match (kind, terms.fee_minor) {
+        ("capture", Some(fee)) if before.captured_minor == 0 && fee > 0 && fee <= delta => fee,
+        _ => 0,
+    };
+    let fees = capture_fee + movement_fee;
+    let mut legs = Vec::with_capacity(3);
+    if delta - fees != 0 {
+        legs.push(Leg {
+            account: format!("provider_clearing:{provider}"),
+            kind: AccountKind::Asset,
+            amount_minor: delta - fees,
+        });
+    }
+    if fees != 0 {
+        legs.push(Leg {
+            account: format!("provider_fees:{provider}"),
+            kind: AccountKind::Expense,
+            amount_minor: fees,
+        });
+    }
+    if delta != 0 {
+        legs.push(Leg {
+            account: format!("merchant_payable:{merchant}"),
+            kind: AccountKind::Liability,
+            amount_minor: -delta,
+        });
+    }
+    Posting::Entry {
+        entry: Entry {
+            kind,
+            currency: currency.to_uppercase(),
+            legs,
+        },
+        ledger_minor: after.net_minor,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn amounts(captured: i64, refunded: i64, disputed: i64, fees: i64) -> Amounts {
+        Amounts {
+            authorised_minor: captured,
+            captured_minor: captured,
+            refunded_minor: refunded,
+            disputed_minor: disputed,
+            movement_fees_minor: fees,
+            ..Amounts::default()
+        }
+        .settle()
+    }
+
+    /// Given the amounts before and after a movement, when it is posted, then the
+    /// entry has the movement's kind, balances, and leaves `ledger_minor` = net.
+    #[test]
+    fn every_movement_posts_its_own_balanced_entry() {
+        let t = terms(Some(5000));
+        let rows: &[(Amounts, Amounts, &str, i64, Vec<i64>)] = &[
+            (
+                amounts(0, 0, 0, 0),
+                amounts(5000, 0, 0, 0),
+                "capture",
+                5000,
+                vec![5000, -5000],
+            ),
+            (
+                amounts(5000, 0, 0, 0),
+                amounts(5000, 1000, 0, 0),
+                "refund",
+                4000,
+                vec![-1000, 1000],
+            ),
+            (
+                amounts(5000, 1000, 0, 0),
+                amounts(5000, 2500, 0, 0),
+                "refund",
+                2500,
+                vec![-1500, 1500],
+            ),
+            (
+                amounts(5000, 2500, 0, 0),
+                amounts(5000, 1000, 0, 0),
+                "refund_reversal",
+                4000,
+                vec![1500, -1500],
+            ),
+            (
+                amounts(5000, 0, 0, 0),
+                amounts(5000, 0, 5000, 1500),
+                "dispute_withdrawal",
+                0,
+                vec![-6500, 1500, 5000],
+            ),
+            (
+                amounts(5000, 0, 5000, 1500),
+                amounts(5000, 0, 0, 1500),
+                "dispute_reinstatement",
+                5000,
+                vec![5000, -5000],
+            ),
+            (
+                amounts(5000, 0, 5000, 0),
+                amounts(5000, 0, 5000, 1500),
+                "movement_fee",
+                0,
+                vec![-1500, 1500],
+            ),
+        ];
+        for (before, after, kind, ledger, legs) in rows {
+            let p = movement_posting(before, after, before.net_minor, false, "m1", &t);
+            assert_eq!(entry(&p), (*kind, *ledger, legs.clone()), "{before:?} -> {after:?}");
+            assert_eq!(legs.iter().sum::<i64>(), 0);
+        }
+        let same = amounts(5000, 1000, 0, 0);
+        assert_eq!(movement_posting(&same, &same, 4000, false, "m1", &t), Posting::Nothing);
+        let resolved = movement_posting(&amounts(5000, 0, 0, 0), &amounts(0, 0, 0, 0), 5000, true, "m1", &t);
+        assert_eq!(entry(&resolved).0, "resolution_reversal");
+    }
 
     fn terms(amount: Option<i64>) -> PaymentTerms {
         PaymentTerms {
@@ -257,5 +425,69 @@ mod tests {
             posting(Status::Succeeded, None, 0, "m", &terms(None)),
             Posting::Unpostable
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One step of a payment's money: a capture, a refund or its failure, a
+        /// dispute's withdrawal or reinstatement, a reported fee.
+        fn steps() -> impl Strategy<Value = Vec<(u8, i64)>> {
+            prop::collection::vec((0u8..6, 1i64..5_000), 0..30)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the movements, posted one transition at a time: every entry
+            /// balances, `ledger_minor` equals the net after each, and the
+            /// merchant's account holds exactly the net.
+            #[test]
+            fn ledger_minor_is_the_net_after_every_movement(amount in 1i64..100_000, fee in 0i64..50, steps in steps()) {
+                let mut t = terms(Some(amount));
+                t.fee_minor = Some(fee);
+                let mut before = Amounts::default();
+                let mut ledger_minor = 0;
+                let mut merchant = 0;
+                let mut fees_posted = 0;
+                for (kind, x) in steps {
+                    let mut after = before.clone();
+                    match kind {
+                        0 => after.captured_minor = amount,
+                        1 => after.refunded_minor = (after.refunded_minor + x).min(after.captured_minor),
+                        2 => after.refunded_minor = (after.refunded_minor - x).max(0),
+                        3 => after.disputed_minor = (after.disputed_minor + x)
+                            .min(after.captured_minor - after.refunded_minor),
+                        4 => after.disputed_minor = (after.disputed_minor - x).max(0),
+                        _ => after.movement_fees_minor += x % 100,
+                    }
+                    let after = after.settle();
+                    match movement_posting(&before, &after, ledger_minor, false, "m", &t) {
+                        Posting::Entry { entry, ledger_minor: next } => {
+                            prop_assert_eq!(entry.legs.iter().map(|l| l.amount_minor).sum::<i64>(), 0);
+                            prop_assert!(entry.legs.iter().all(|l| l.amount_minor != 0));
+                            for l in &entry.legs {
+                                if l.kind == AccountKind::Liability {
+                                    merchant -= l.amount_minor;
+                                }
+                                if l.kind == AccountKind::Expense {
+                                    fees_posted += l.amount_minor;
+                                }
+                            }
+                            ledger_minor = next;
+                        }
+                        Posting::Nothing => {}
+                        Posting::Unpostable => prop_assert!(false, "currency is known"),
+                    }
+                    prop_assert_eq!(ledger_minor, after.net_minor);
+                    prop_assert_eq!(merchant, after.net_minor);
+                    before = after;
+                }
+                let capture_fee = if before.captured_minor > 0 && fee > 0 && fee <= amount { fee } else { 0 };
+                prop_assert_eq!(fees_posted, before.movement_fees_minor + capture_fee);
+            }
+        }
     }
 }

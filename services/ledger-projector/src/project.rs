@@ -22,7 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use paytrack_shared::envelope::{self, Checkpoint, PaymentTerms, Transition};
-use paytrack_shared::{StatusModel, subjects};
+use paytrack_shared::money::Amounts;
+use paytrack_shared::{Status, StatusModel, subjects};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::checkpoints::{self, Due, Stored};
@@ -88,10 +89,14 @@ pub struct Origin {
     pub instance: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct State {
     version: i64,
     ledger_minor: i64,
+    /// The amounts of the current version (None: none recorded yet).
+    amounts: Option<Amounts>,
+    /// When the money was captured (None: nothing captured).
+    captured_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +111,9 @@ struct PaymentRow {
     occurred_at: DateTime<Utc>,
     terms: PaymentTerms,
     ledger_minor: i64,
+    amounts: Option<String>,
+    captured_at: Option<DateTime<Utc>>,
+    at_risk_until: Option<DateTime<Utc>>,
 }
 
 /// Columns of a bulk insert, one vector per column.
@@ -126,6 +134,8 @@ struct Timeline {
     occurred_at: Vec<DateTime<Utc>>,
     recorded_at: Vec<DateTime<Utc>>,
     provider_ref: Vec<Option<String>>,
+    amounts: Vec<Option<String>>,
+    movements: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -195,12 +205,15 @@ async fn apply_in(
     .bind(&payments)
     .execute(&mut **tx)
     .await?;
-    let current: Vec<(String, String, i64, i64)> = sqlx::query_as(
+    type Row = (String, String, i64, i64, Option<String>, Option<DateTime<Utc>>);
+    let current: Vec<Row> = sqlx::query_as(
         // One index probe per payment, whatever the planner thinks of the table's size:
         // a hash join over a seq scan of `payments` costs each batch the whole table.
-        "SELECT u.t, u.id, p.version, p.ledger_minor FROM unnest($1::text[], $2::text[]) AS u(t, id)
+        "SELECT u.t, u.id, p.version, p.ledger_minor, p.amounts::text, p.captured_at
+         FROM unnest($1::text[], $2::text[]) AS u(t, id)
          CROSS JOIN LATERAL (
-           SELECT version, ledger_minor FROM payments WHERE tenant = u.t AND payment_id = u.id LIMIT 1
+           SELECT version, ledger_minor, amounts, captured_at FROM payments
+            WHERE tenant = u.t AND payment_id = u.id LIMIT 1
          ) p",
     )
     .bind(&tenants)
@@ -209,7 +222,18 @@ async fn apply_in(
     .await?;
     let mut state: HashMap<(String, String), State> = current
         .into_iter()
-        .map(|(t, p, version, ledger_minor)| ((t, p), State { version, ledger_minor }))
+        .map(|(t, p, version, ledger_minor, amounts, captured_at)| {
+            let amounts = amounts.and_then(|a| serde_json::from_str(&a).ok());
+            (
+                (t, p),
+                State {
+                    version,
+                    ledger_minor,
+                    amounts,
+                    captured_at,
+                },
+            )
+        })
         .collect();
 
     let model = StatusModel::get();
@@ -241,10 +265,7 @@ async fn apply_in(
         };
         let key = item.key();
         let version = int(t.version, "version")?;
-        let known = state.get(&key).cloned().unwrap_or(State {
-            version: 0,
-            ledger_minor: 0,
-        });
+        let known = state.get(&key).cloned().unwrap_or_default();
         if version <= known.version {
             result.applied.push(Applied::Duplicate);
             continue;
@@ -254,7 +275,23 @@ async fn apply_in(
             continue;
         }
         let merchant = t.merchant_id.to_string();
-        let posting = ledger::posting(t.status, t.previous_status, known.ledger_minor, &merchant, &t.terms);
+        let posting = match &t.amounts {
+            Some(after) => {
+                // A payment projected before amounts existed: what it recognised is
+                // what it had captured.
+                let before = known.amounts.clone().unwrap_or_else(|| {
+                    Amounts {
+                        authorised_minor: known.ledger_minor,
+                        captured_minor: known.ledger_minor,
+                        ..Amounts::default()
+                    }
+                    .settle()
+                });
+                let resolution = t.previous_status == Some(Status::InvestigationRequired);
+                ledger::movement_posting(&before, after, known.ledger_minor, resolution, &merchant, &t.terms)
+            }
+            None => ledger::posting(t.status, t.previous_status, known.ledger_minor, &merchant, &t.terms),
+        };
         let (ledger_minor, posted) = match posting {
             Posting::Nothing => (known.ledger_minor, true),
             Posting::Unpostable => {
@@ -309,8 +346,18 @@ async fn apply_in(
         timeline.occurred_at.push(t.occurred_at);
         timeline.recorded_at.push(t.recorded_at);
         timeline.provider_ref.push(t.terms.provider_ref.clone());
+        timeline.amounts.push(t.amounts.as_ref().map(envelope_json));
+        timeline
+            .movements
+            .push((!t.movements.is_empty()).then(|| envelope_json(&t.movements)));
 
         let rail = t.terms.rail.as_deref();
+        let captured_at = match &t.amounts {
+            Some(a) if a.captured_minor <= 0 => None,
+            Some(_) => known.captured_at.or(Some(t.occurred_at)),
+            None => known.captured_at,
+        };
+        let at_risk_until = captured_at.and_then(|at| model.rail(rail).money_windows.at_risk_until(at));
         let is_final = model.is_terminal(t.status, rail);
         let final_after = model.final_after(t.status, rail, t.occurred_at);
         result.due.push(Due::of(t, posted, is_final, final_after));
@@ -327,9 +374,20 @@ async fn apply_in(
                 occurred_at: t.occurred_at,
                 terms: t.terms.clone(),
                 ledger_minor,
+                amounts: t.amounts.as_ref().map(envelope_json),
+                captured_at,
+                at_risk_until,
             },
         );
-        state.insert(key, State { version, ledger_minor });
+        state.insert(
+            key,
+            State {
+                version,
+                ledger_minor,
+                amounts: t.amounts.clone().or(known.amounts),
+                captured_at,
+            },
+        );
         result.applied.push(Applied::New);
     }
 
@@ -356,6 +414,11 @@ async fn apply_in(
     Ok(result)
 }
 
+/// A value as JSON text, for a `jsonb` column (these plain types always encode).
+fn envelope_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch: &str) -> Result<(), BatchError> {
     if t.tenant.is_empty() {
         return Ok(());
@@ -363,10 +426,14 @@ async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch:
     sqlx::query(
         "INSERT INTO payment_timeline
            (tenant, payment_id, version, status, previous_status, status_seq, fact_id, source,
-            provider_event_id, rule, inbound_seq, trace_id, occurred_at, recorded_at, provider_ref, status_epoch)
-         SELECT *, $16 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
+            provider_event_id, rule, inbound_seq, trace_id, occurred_at, recorded_at, provider_ref, status_epoch,
+            amounts, movements)
+         SELECT u.t, u.p, u.v, u.s, u.ps, u.sq, u.f, u.src, u.pe, u.r, u.i, u.tr, u.o, u.rc, u.pr, $16,
+                u.a::jsonb, u.m::jsonb
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[],
            $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::timestamptz[],
-           $14::timestamptz[], $15::text[])
+           $14::timestamptz[], $15::text[], $17::text[], $18::text[])
+           AS u(t, p, v, s, ps, sq, f, src, pe, r, i, tr, o, rc, pr, a, m)
          ON CONFLICT (tenant, payment_id, version) DO NOTHING",
     )
     .bind(&t.tenant)
@@ -385,6 +452,8 @@ async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch:
     .bind(&t.recorded_at)
     .bind(&t.provider_ref)
     .bind(epoch)
+    .bind(&t.amounts)
+    .bind(&t.movements)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -412,6 +481,9 @@ async fn write_payments<'a>(
         provider: Vec<Option<String>>,
         provider_ref: Vec<Option<String>>,
         ledger_minor: Vec<i64>,
+        amounts: Vec<Option<String>>,
+        captured_at: Vec<Option<DateTime<Utc>>>,
+        at_risk_until: Vec<Option<DateTime<Utc>>>,
     }
     let mut c = Cols::default();
     for r in rows {
@@ -430,6 +502,9 @@ async fn write_payments<'a>(
         c.provider.push(r.terms.provider.clone());
         c.provider_ref.push(r.terms.provider_ref.clone());
         c.ledger_minor.push(r.ledger_minor);
+        c.amounts.push(r.amounts.clone());
+        c.captured_at.push(r.captured_at);
+        c.at_risk_until.push(r.at_risk_until);
     }
     if c.tenant.is_empty() {
         return Ok(());
@@ -439,16 +514,21 @@ async fn write_payments<'a>(
     sqlx::query(
         "INSERT INTO payments
            (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
-            currency, rail, country, provider, provider_ref, ledger_minor, status_epoch)
-         SELECT u.*, $16 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+            currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts, captured_at,
+            at_risk_until)
+         SELECT u.t, u.p, u.m, u.s, u.v, u.sq, u.tr, u.o, u.am, u.c, u.r, u.co, u.pv, u.pr, u.l, $16, u.a::jsonb,
+                u.ca, u.ar
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
            $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-           $14::text[], $15::bigint[]) AS u
+           $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+           AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)
          ON CONFLICT (tenant, payment_id) DO UPDATE SET
            status = EXCLUDED.status, version = EXCLUDED.version, status_seq = EXCLUDED.status_seq,
            trace_id = EXCLUDED.trace_id, occurred_at = EXCLUDED.occurred_at, amount_minor = EXCLUDED.amount_minor,
            currency = EXCLUDED.currency, rail = EXCLUDED.rail, country = EXCLUDED.country,
            provider = EXCLUDED.provider, provider_ref = EXCLUDED.provider_ref,
            ledger_minor = EXCLUDED.ledger_minor, status_epoch = EXCLUDED.status_epoch,
+           amounts = EXCLUDED.amounts, captured_at = EXCLUDED.captured_at, at_risk_until = EXCLUDED.at_risk_until,
            updated_at = now()
          WHERE payments.version < EXCLUDED.version",
     )
@@ -468,6 +548,9 @@ async fn write_payments<'a>(
     .bind(&c.provider_ref)
     .bind(&c.ledger_minor)
     .bind(epoch)
+    .bind(&c.amounts)
+    .bind(&c.captured_at)
+    .bind(&c.at_risk_until)
     .execute(&mut **tx)
     .await?;
     Ok(())

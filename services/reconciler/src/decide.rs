@@ -14,7 +14,7 @@ use paytrack_nats::{Delivery, HandleError};
 
 use crate::claims::{Claims, Created};
 use crate::judge::{self, FactKind, FactView, Verdict};
-use crate::mapping::{MappedStatus, map_fact};
+use crate::mapping::{MappedStatus, map_fact, movement_of};
 
 /// What a fact did.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +140,14 @@ impl Reconciler {
             // Recorded before the fact is acknowledged: every fact has an outcome.
             let outcome = outcome_of(fact, inbound_seq, &decision, &trace_id);
             self.publish_outcome(&outcome).await?;
+            if let Decision::Applied {
+                transition,
+                conflict_with,
+                ..
+            } = &decision
+            {
+                self.money_alerts(transition, conflict_with.as_deref()).await?;
+            }
             if let (Some(sweeps), Decision::Applied { transition, .. }) = (&self.sweeps, &decision) {
                 sweeps
                     .track(transition)
@@ -198,8 +206,13 @@ impl Reconciler {
     /// the newest transition, asks the pure core ([`crate::judge::decide`]), and
     /// appends with the sequence it read.
     pub async fn decide(&self, fact: &InboundFact, inbound_seq: u64, trace_id: &str) -> Result<Decision, HandleError> {
-        let Some(mapped) = map_fact(fact) else {
-            return Ok(Decision::Unmapped);
+        let movement = movement_of(fact);
+        let mapped = match &movement {
+            Some(m) => m.mapped.clone(),
+            None => match map_fact(fact) {
+                Some(mapped) => mapped,
+                None => return Ok(Decision::Unmapped),
+            },
         };
         let view = view_of(fact, &mapped);
         for _ in 0..MAX_CONFLICT_RETRIES {
@@ -223,10 +236,19 @@ impl Reconciler {
             let state = current.as_ref().map(|c| judge::State {
                 transition: &c.transition,
             });
-            let verdict = judge::decide(state, &view, StatusModel::get());
+            let verdict = match &movement {
+                Some(m) => crate::movements::judge(
+                    current.as_ref().map(|c| &c.transition),
+                    &fact.fact_id,
+                    m.evidence,
+                    m.payment_amount,
+                    StatusModel::get(),
+                ),
+                None => judge::decide(state, &view, StatusModel::get()),
+            };
             let verdict = carry_create_terms(verdict, current.as_ref().map(|c| &c.transition), fact);
             let conflict_with = match &verdict {
-                Verdict::Apply { .. } => None,
+                Verdict::Apply { .. } | Verdict::Move { .. } => None,
                 Verdict::Conflict { with, why } => {
                     tracing::warn!(conflict_with = %with, %why, "evidence conflicts; investigation required");
                     Some(with.clone())
@@ -342,6 +364,30 @@ impl Reconciler {
                 transition,
             }),
         ))
+    }
+
+    /// Raises the alerts an operator must see about an applied transition: a
+    /// conflict (`investigation_required`), money captured after a failure, a
+    /// dispute opened, a refund that failed. Raising one again adds nothing.
+    async fn money_alerts(&self, t: &Transition, conflict_with: Option<&str>) -> Result<(), HandleError> {
+        for (kind, detail) in crate::money_alerts::of(t, conflict_with) {
+            tracing::warn!(alert = kind, %detail, "alert raised");
+            crate::alerts::raise(
+                &self.js,
+                crate::alerts::Raise {
+                    tenant: &t.tenant,
+                    payment: &t.payment_id,
+                    merchant: Some(&t.merchant_id),
+                    kind,
+                    discriminator: &t.cause.fact_id,
+                    detail,
+                    trace_id: &t.trace_id,
+                },
+            )
+            .await
+            .map_err(|e| HandleError::transient("raise an alert", e))?;
+        }
+        Ok(())
     }
 
     /// Raises `source_mismatch`: the provider's status query disagrees with what was
@@ -564,14 +610,25 @@ pub(crate) fn next_transition(
     inbound_seq: u64,
     trace_id: &str,
 ) -> Option<Transition> {
-    let (status, evidence_fact_ids) = match verdict {
-        Verdict::Apply { status } => (*status, Vec::new()),
+    let carried = || current.map(|c| c.money.clone()).unwrap_or_default();
+    let (status, evidence_fact_ids, money, movements) = match verdict {
+        Verdict::Apply { status } => (*status, Vec::new(), carried(), Vec::new()),
         Verdict::Conflict { with, .. } => (
             paytrack_shared::Status::InvestigationRequired,
             vec![with.clone(), fact.fact_id.clone()],
+            carried(),
+            Vec::new(),
         ),
+        Verdict::Move { status, money, changes } => (*status, Vec::new(), money.clone(), changes.clone()),
         _ => return None,
     };
+    let terms = terms_after(current.map(|c| &c.terms), fact);
+    let amounts = crate::amounts::after(
+        current.map(crate::amounts::of).unwrap_or_default(),
+        status,
+        &terms,
+        &money,
+    );
     let (mut applied_fact_ids, applied_before) = current.map(applied_so_far).unwrap_or_default();
     applied_fact_ids.push(fact.fact_id.clone());
     let dropped = applied_fact_ids
@@ -603,9 +660,12 @@ pub(crate) fn next_transition(
         trace_id: trace_id.to_owned(),
         applied_fact_ids,
         applied_fact_count: applied_before + 1,
-        terms: terms_after(current.map(|c| &c.terms), fact),
+        terms,
         ordered_by: judge::ordered_by_after(verdict, current, view),
         evidence_fact_ids,
+        amounts: Some(amounts),
+        money,
+        movements,
     })
 }
 
@@ -708,3 +768,6 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod money_props;

@@ -7,18 +7,24 @@
 //! 2. a fact already applied is a `Duplicate` (of itself);
 //! 3. while `investigation_required`, only an operator's `resolve` to one of the
 //!    model's `resolves_to` applies; everything else is refused;
-//! 4. evidence older than the fact that set the current status (provider sequence
+//! 4. evidence of success after a failure is a late capture: the money moved, so
+//!    the model's `late_captures` row for the provider and rail decides (`Apply`
+//!    succeeded, or a `Conflict`), whatever its order (it is never stale);
+//! 5. evidence older than the fact that set the current status (provider sequence
 //!    where both give one, else provider time; never arrival order) is `Stale`;
-//! 5. evidence repeating the current status is a `Duplicate` of the fact that set it;
-//! 6. evidence contradicting what was applied (the model's `conflicts`, a return
+//! 6. evidence repeating the current status is a `Duplicate` of the fact that set it;
+//! 7. evidence contradicting what was applied (the model's `conflicts`, a return
 //!    outside its rail's window) is a `Conflict`: the payment moves to
 //!    `investigation_required` with both facts;
-//! 7. otherwise the model's table decides: `Apply` or `Refused`.
+//! 8. otherwise the model's table decides: `Apply` or `Refused`.
+//!
+//! Refunds and disputes are judged by [`crate::movements`], which answers `Move`.
 
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use paytrack_shared::envelope::{PaymentTerms, ProviderOrder, Transition};
+use paytrack_shared::money::{MoneyState, MovementChange};
 use paytrack_shared::{Status, StatusModel};
 
 /// What the core needs to know of the payment: its newest transition.
@@ -92,6 +98,16 @@ pub enum Verdict {
     },
     /// No rule maps the fact.
     Unmapped,
+    /// Append a transition that moves money (refunds, disputes), to `status`: the
+    /// current one, or `succeeded` when the movement proves the capture.
+    Move {
+        /// The status after it.
+        status: Status,
+        /// Every movement, in its state after it.
+        money: MoneyState,
+        /// What changed.
+        changes: Vec<MovementChange>,
+    },
 }
 
 /// Decides what `fact` does to a payment in `state` (None: no history yet).
@@ -126,6 +142,9 @@ pub fn decide(state: Option<State<'_>>, fact: &FactView<'_>, model: &StatusModel
         };
     }
     if fact.kind == FactKind::Evidence {
+        if from == Status::Failed && to == Status::Succeeded {
+            return late_capture(current, fact, model);
+        }
         if let (Some(order), Some(current_order)) = (&fact.order, &current.ordered_by)
             && compare(order, current_order) == Some(Ordering::Less)
         {
@@ -151,6 +170,39 @@ pub fn decide(state: Option<State<'_>>, fact: &FactView<'_>, model: &StatusModel
 
 fn refused(reason: String, against: Option<String>) -> Verdict {
     Verdict::Refused { reason, against }
+}
+
+/// Evidence of success after `current` failed: what the model's late-capture row of
+/// the provider and rail says (no row: the table refuses, as before).
+fn late_capture(current: &Transition, fact: &FactView<'_>, model: &StatusModel) -> Verdict {
+    let provider = fact.order.as_ref().map_or("", |o| o.provider.as_str());
+    match model.late_capture(provider, current.terms.rail.as_deref()) {
+        Some(rule) if rule.to == Status::Succeeded => Verdict::Apply {
+            status: Status::Succeeded,
+        },
+        Some(rule) => Verdict::Conflict {
+            with: current.cause.fact_id.clone(),
+            why: rule.why.clone(),
+        },
+        None => refused(
+            format!(
+                "{} -> {} is not an allowed transition",
+                Status::Failed,
+                Status::Succeeded
+            ),
+            Some(current.cause.fact_id.clone()),
+        ),
+    }
+}
+
+/// The late-capture rule that allows `previous` (failed) to move to `next` by the
+/// evidence of its cause, if one does.
+fn late_capture_allows(model: &StatusModel, previous: &Transition, next: &Transition) -> bool {
+    let provider = next.cause.source.split_once(':').map_or("", |(_, provider)| provider);
+    previous.status == Status::Failed
+        && model
+            .late_capture(provider, previous.terms.rail.as_deref())
+            .is_some_and(|rule| rule.to == next.status)
 }
 
 /// Why evidence asking for `to` contradicts the applied `current`, if it does.
@@ -196,6 +248,8 @@ pub fn compare(a: &ProviderOrder, b: &ProviderOrder) -> Option<Ordering> {
 /// for a command. A conflict keeps the newer of the two.
 pub fn ordered_by_after(verdict: &Verdict, current: Option<&Transition>, fact: &FactView<'_>) -> Option<ProviderOrder> {
     match verdict {
+        // A refund or dispute is not the provider's word on the attempt.
+        Verdict::Move { .. } => current.and_then(|c| c.ordered_by.clone()),
         Verdict::Conflict { .. } => {
             let known = current.and_then(|c| c.ordered_by.clone());
             match (&fact.order, known) {
@@ -239,7 +293,11 @@ pub fn valid_step(model: &StatusModel, previous: Option<&Transition>, next: &Tra
         Some(Status::InvestigationRequired) if resolve => model
             .check_resolution(Status::InvestigationRequired, next.status)
             .map_err(|e| e.to_string()),
+        Some(status) if status == next.status && previous.is_some_and(|p| crate::movements::moved_money(p, next)) => {
+            Ok(())
+        }
         Some(Status::InvestigationRequired) => Err("left investigation_required without a resolve".to_owned()),
+        Some(Status::Failed) if previous.is_some_and(|p| late_capture_allows(model, p, next)) => Ok(()),
         _ if resolve => Err("a resolve outside investigation_required".to_owned()),
         _ => {
             model.check_transition(from, next.status).map_err(|e| e.to_string())?;

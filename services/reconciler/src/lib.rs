@@ -9,10 +9,13 @@
 //! `paytrack.status.>`, and records what every fact did on `paytrack.outcome.>`.
 
 mod alerts;
+pub mod amounts;
 mod claims;
 mod decide;
 pub mod judge;
 mod mapping;
+mod money_alerts;
+pub mod movements;
 pub mod sweep;
 
 use std::net::SocketAddr;
@@ -23,7 +26,7 @@ use paytrack_shared::subjects;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::decide::{Decision, Reconciler};
-pub use crate::mapping::{MappedStatus, map_fact};
+pub use crate::mapping::{MappedStatus, MovementFact, map_fact, movement_of};
 
 /// What the reconciler needs to run.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 
 use paytrack_shared::Status;
 use paytrack_shared::envelope::{CommandAction, FactSource, InboundFact};
+use paytrack_shared::money::MovementEvidence;
 
 /// A fact's canonical status and the rule that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,35 @@ pub fn map_fact(fact: &InboundFact) -> Option<MappedStatus> {
     }
 }
 
+/// A provider event that reports refunds or disputes: judged by the movements
+/// core, not the status table.
+#[derive(Debug, Clone)]
+pub struct MovementFact<'a> {
+    /// The rule (`<provider>:<event type>`), with `succeeded`: the most a movement
+    /// moves the status to (when it proves the capture).
+    pub mapped: MappedStatus,
+    /// The movements it reports.
+    pub evidence: &'a MovementEvidence,
+    /// The payment's amount, where the event gives it.
+    pub payment_amount: Option<i64>,
+}
+
+/// The movements `fact` reports, if it is a provider event that reports any.
+pub fn movement_of(fact: &InboundFact) -> Option<MovementFact<'_>> {
+    let (FactSource::Webhook(event) | FactSource::StatusQuery(event)) = &fact.source else {
+        return None;
+    };
+    let evidence = event.movement.as_ref()?;
+    Some(MovementFact {
+        mapped: MappedStatus {
+            status: Status::Succeeded,
+            rule: format!("{}:{}", event.provider, event.event_type),
+        },
+        evidence,
+        payment_amount: event.amount_minor,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -105,6 +135,7 @@ mod tests {
                 provider_seq: None,
                 fee_minor: None,
                 rail: None,
+                movement: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

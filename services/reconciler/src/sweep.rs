@@ -658,6 +658,7 @@ impl Sweeps {
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
                 fee_minor: None,
+                movement: None,
                 status: Some(parsed.status.clone()),
                 rail: None,
             }),

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::gateway::{BehaviourUpdate, GatewayError, Gateways, Initiation};
+use crate::gateway::{BehaviourUpdate, GatewayError, Gateways, Initiation, MovementRequest};
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
@@ -40,6 +40,10 @@ pub fn router(gateways: Gateways, token: SecretString) -> Router {
     let api = Router::new()
         .route("/v1/providers/{provider}/payments", post(initiate))
         .route("/v1/providers/{provider}/payments/{provider_ref}", get(query))
+        .route(
+            "/v1/providers/{provider}/payments/{provider_ref}/movements",
+            post(movement),
+        )
         .route("/v1/providers/{provider}/behaviour", get(describe).put(set_behaviour))
         .route("/v1/ground-truth", get(ground_truth))
         .with_state(gateways)
@@ -109,6 +113,16 @@ async fn query(
     Path((provider, provider_ref)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, GatewayError> {
     Ok(Json(g.query(&provider, &provider_ref)?))
+}
+
+/// Moves a payment's money after its outcome (refund part or the rest, a refund that
+/// fails, a dispute won or lost, a late capture).
+async fn movement(
+    State(g): State<Gateways>,
+    Path((provider, provider_ref)): Path<(String, String)>,
+    request: Result<Json<MovementRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, GatewayError> {
+    Ok(Json(g.movement(&provider, &provider_ref, &body(request)?)?))
 }
 
 async fn ground_truth(State(g): State<Gateways>) -> impl IntoResponse {

@@ -181,3 +181,117 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
     };
     Some(value.to_string())
 }
+
+/// The event type a provider sends for a refund or dispute reaching `state`.
+pub fn movement_event_type(provider: &str, kind: &str, state: &str) -> Option<&'static str> {
+    let table: &[(&str, &str, &str)] = match provider {
+        "stdwebhooks" => &[
+            ("refund", "pending", "payment.refund.pending"),
+            ("refund", "succeeded", "payment.refund.succeeded"),
+            ("refund", "failed", "payment.refund.failed"),
+            ("dispute", "opened", "payment.dispute.opened"),
+            ("dispute", "won", "payment.dispute.won"),
+            ("dispute", "lost", "payment.dispute.lost"),
+        ],
+        "razorpay" => &[
+            ("refund", "pending", "refund.created"),
+            ("refund", "succeeded", "refund.processed"),
+            ("refund", "failed", "refund.failed"),
+            ("dispute", "opened", "payment.dispute.created"),
+            ("dispute", "won", "payment.dispute.won"),
+            ("dispute", "lost", "payment.dispute.lost"),
+        ],
+        "stripe" => &[
+            ("refund", "pending", "refund.created"),
+            ("refund", "succeeded", "refund.updated"),
+            ("refund", "failed", "refund.failed"),
+            ("dispute", "opened", "charge.dispute.created"),
+            ("dispute", "won", "charge.dispute.closed"),
+            ("dispute", "lost", "charge.dispute.closed"),
+        ],
+        _ => &[],
+    };
+    table
+        .iter()
+        .find(|(k, s, _)| *k == kind && *s == state)
+        .map(|(_, _, t)| *t)
+}
+
+/// The body of the event for `payment`'s refund or dispute `id` of `amount_minor`
+/// reaching `state`, in the provider's own shape.
+#[allow(clippy::too_many_arguments)]
+pub fn movement_body(
+    payment: &Payment,
+    kind: &str,
+    id: &str,
+    amount_minor: i64,
+    state: &str,
+    delivery_id: &str,
+    now: i64,
+    metadata: bool,
+) -> Option<String> {
+    let event_type = movement_event_type(&payment.provider, kind, state)?;
+    let notes = if metadata {
+        let mut notes = json!({ "payment_id": payment.payment_id });
+        if let Some(m) = &payment.merchant_id {
+            notes["merchant_id"] = json!(m);
+        }
+        notes
+    } else {
+        json!({})
+    };
+    let value = match payment.provider.as_str() {
+        "stdwebhooks" => {
+            let mut body: Value =
+                serde_json::from_str(&body(payment, "succeeded", delivery_id, now, metadata)?).ok()?;
+            body["type"] = json!(event_type);
+            if let Some(data) = body["data"].as_object_mut() {
+                data.remove("fee_minor");
+                data.insert("movement".into(), json!({"id": id, "amount_minor": amount_minor}));
+            }
+            body
+        }
+        "razorpay" => {
+            let payment_entity = json!({
+                "id": payment.provider_ref, "entity": "payment", "amount": payment.amount_minor,
+                "currency": payment.currency, "status": "captured", "method": payment.rail,
+                "notes": if metadata { notes.clone() } else { json!([]) }, "created_at": payment.created_at,
+            });
+            let entity = json!({
+                "id": id, "entity": kind, "amount": amount_minor, "currency": payment.currency,
+                "payment_id": payment.provider_ref, "status": state, "notes": [], "created_at": now,
+            });
+            json!({
+                "entity": "event", "account_id": "acc_sandbox", "event": event_type,
+                "contains": [kind, "payment"],
+                "payload": { kind: { "entity": entity }, "payment": { "entity": payment_entity } },
+                "created_at": now,
+            })
+        }
+        _ => {
+            let object = if kind == "refund" {
+                json!({
+                    "id": id, "object": "refund", "amount": amount_minor,
+                    "currency": payment.currency.to_ascii_lowercase(), "status": state,
+                    "payment_intent": payment.provider_ref,
+                    "charge": format!("ch_{}", payment.provider_ref.trim_start_matches("pi_")),
+                    "metadata": notes, "created": now,
+                })
+            } else {
+                json!({
+                    "id": id, "object": "dispute", "amount": amount_minor,
+                    "currency": payment.currency.to_ascii_lowercase(),
+                    "status": if state == "opened" { "needs_response" } else { state },
+                    "reason": "fraudulent", "payment_intent": payment.provider_ref,
+                    "charge": format!("ch_{}", payment.provider_ref.trim_start_matches("pi_")),
+                    "metadata": notes, "created": now,
+                })
+            };
+            json!({
+                "id": delivery_id, "object": "event", "api_version": "2024-06-20", "created": now,
+                "livemode": false, "type": event_type, "data": { "object": object },
+            })
+        }
+    };
+    Some(value.to_string())
+}

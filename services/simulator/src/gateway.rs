@@ -136,6 +136,72 @@ pub struct Payment {
     pub webhooks_lost: u32,
     /// Unix seconds of the initiation.
     pub created_at: i64,
+    /// Its refunds and disputes, each in the state the provider decided.
+    pub movements: Vec<SimMovement>,
+    /// What refunds took back (pending or succeeded ones).
+    pub refunded_minor: i64,
+    /// What lost (or open) disputes withhold.
+    pub disputed_minor: i64,
+}
+
+impl Payment {
+    /// Recomputes the refunded and disputed amounts from the movements.
+    fn settle_amounts(&mut self) {
+        let withheld = |kind: &str| -> i64 {
+            self.movements
+                .iter()
+                .filter(|m| m.kind == kind && !matches!(m.state.as_str(), "failed" | "won"))
+                .map(|m| m.amount_minor)
+                .sum()
+        };
+        self.refunded_minor = withheld("refund");
+        self.disputed_minor = withheld("dispute");
+    }
+
+    /// What is left with the merchant.
+    fn net_minor(&self) -> i64 {
+        match self.status.as_str() {
+            "succeeded" => self.amount_minor - self.refunded_minor - self.disputed_minor,
+            _ => 0,
+        }
+    }
+}
+
+/// A refund or dispute of a sandbox payment, as the provider decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimMovement {
+    /// `refund` or `dispute`.
+    pub kind: String,
+    /// The provider's id.
+    pub id: String,
+    /// Its amount.
+    pub amount_minor: i64,
+    /// Its final state: `succeeded` or `failed` (refunds), `won` or `lost` (disputes).
+    pub state: String,
+}
+
+/// `POST /v1/providers/{provider}/payments/{provider_ref}/movements`: money that
+/// moves after the outcome, driven per payment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MovementRequest {
+    /// Refund part (`amount_minor`) or, without it, the rest; `fails` makes the
+    /// refund fail after it was created (the money comes back).
+    Refund {
+        /// The amount; the rest when absent.
+        #[serde(default)]
+        amount_minor: Option<i64>,
+        /// Whether the refund fails.
+        #[serde(default)]
+        fails: bool,
+    },
+    /// A dispute of what is left, then won or lost.
+    Dispute {
+        /// Whether the merchant wins it.
+        won: bool,
+    },
+    /// A payment reported failed is captured after all (late authorisation).
+    LateCapture,
 }
 
 /// Outcomes of one provider's recent payments and calls.
@@ -374,6 +440,9 @@ impl Gateways {
             webhooks_sent: 0,
             webhooks_lost: 0,
             created_at: chrono::Utc::now().timestamp(),
+            movements: Vec::new(),
+            refunded_minor: 0,
+            disputed_minor: 0,
         };
         self.with_provider(name, |p| p.stats.initiated += 1);
         tracing::info!(
@@ -444,6 +513,22 @@ impl Gateways {
     }
 
     async fn deliver(&self, key: &(String, String), signer: &Signer, status: &str, behaviour: &Behaviour) {
+        self.deliver_with(key, signer, status, behaviour, |payment, delivery_id, now| {
+            events::body(payment, status, delivery_id, now, behaviour.send_metadata)
+        })
+        .await
+    }
+
+    /// Delivers the event `render` makes of the payment (lost or sent twice as the
+    /// behaviour says).
+    async fn deliver_with(
+        &self,
+        key: &(String, String),
+        signer: &Signer,
+        status: &str,
+        behaviour: &Behaviour,
+        render: impl Fn(&Payment, &str, i64) -> Option<String>,
+    ) {
         let Some(payment) = self.payment(&key.0, &key.1) else {
             return;
         };
@@ -461,7 +546,7 @@ impl Gateways {
         }
         let delivery_id = events::delivery_id(signer.provider());
         let now = chrono::Utc::now().timestamp();
-        let Some(body) = events::body(&payment, status, &delivery_id, now, behaviour.send_metadata) else {
+        let Some(body) = render(&payment, &delivery_id, now) else {
             return;
         };
         let url = format!(
@@ -529,6 +614,124 @@ impl Gateways {
         }
         self.answer(name)?;
         self.payment(name, provider_ref).ok_or(GatewayError::NotFound)
+    }
+
+    /// Moves a payment's money after its outcome (a refund, a dispute, a late
+    /// capture): records what the provider decided as the truth at once, then sends
+    /// the movement's events in order, each after the latency. Answers the payment.
+    pub fn movement(
+        &self,
+        provider: &str,
+        provider_ref: &str,
+        request: &MovementRequest,
+    ) -> Result<Payment, GatewayError> {
+        let name = self.provider(provider)?;
+        let key = (name.to_owned(), provider_ref.to_owned());
+        let tenant = {
+            let payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
+            payments.get(&key).ok_or(GatewayError::NotFound)?.tenant.clone()
+        };
+        let tenant = TenantId::parse(&tenant).map_err(|e| GatewayError::Invalid(format!("tenant: {e}")))?;
+        let signer = Signer::new(name, self.inner.secrets.all(&tenant, name))
+            .map_err(|_| GatewayError::NoEndpoint(tenant.to_string(), name.to_owned()))?;
+        let behaviour = self.answer(name)?;
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        // (kind, id, amount, the states its events report in order)
+        let (payment, steps) = {
+            let mut payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
+            let payment = payments.get_mut(&key).ok_or(GatewayError::NotFound)?;
+            let steps: Vec<(String, String, i64, &'static str)> = match request {
+                MovementRequest::LateCapture => {
+                    if payment.status != "failed" {
+                        return Err(GatewayError::Invalid("only a failed payment is captured late".into()));
+                    }
+                    payment.status = "succeeded".to_owned();
+                    Vec::new()
+                }
+                MovementRequest::Refund { amount_minor, fails } => {
+                    let left = payment.net_minor();
+                    let amount = amount_minor.unwrap_or(left);
+                    if payment.status != "succeeded" || amount <= 0 || amount > left {
+                        return Err(GatewayError::Invalid(format!(
+                            "a refund of {amount} needs a succeeded payment with that much left ({left})"
+                        )));
+                    }
+                    let id = match name {
+                        "razorpay" => format!("rfnd_{}", &random[..14]),
+                        "stripe" => format!("re_{}", &random[..24]),
+                        _ => format!("rf_{}", &random[..20]),
+                    };
+                    let end = if *fails { "failed" } else { "succeeded" };
+                    payment.movements.push(SimMovement {
+                        kind: "refund".into(),
+                        id: id.clone(),
+                        amount_minor: amount,
+                        state: end.into(),
+                    });
+                    vec![
+                        ("refund".into(), id.clone(), amount, "pending"),
+                        ("refund".into(), id, amount, end),
+                    ]
+                }
+                MovementRequest::Dispute { won } => {
+                    let amount = payment.net_minor();
+                    if payment.status != "succeeded" || amount <= 0 {
+                        return Err(GatewayError::Invalid(
+                            "a dispute needs a succeeded payment with money left".into(),
+                        ));
+                    }
+                    let id = match name {
+                        "razorpay" => format!("disp_{}", &random[..14]),
+                        "stripe" => format!("dp_{}", &random[..24]),
+                        _ => format!("dp_{}", &random[..20]),
+                    };
+                    let end = if *won { "won" } else { "lost" };
+                    payment.movements.push(SimMovement {
+                        kind: "dispute".into(),
+                        id: id.clone(),
+                        amount_minor: amount,
+                        state: end.into(),
+                    });
+                    vec![
+                        ("dispute".into(), id.clone(), amount, "opened"),
+                        ("dispute".into(), id, amount, end),
+                    ]
+                }
+            };
+            payment.settle_amounts();
+            (payment.clone(), steps)
+        };
+        let this = self.clone();
+        let late_capture = matches!(request, MovementRequest::LateCapture);
+        tokio::spawn(async move {
+            if late_capture {
+                tokio::select! {
+                    _ = this.inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)) => {}
+                }
+                this.deliver(&key, &signer, "succeeded", &behaviour).await;
+            }
+            for (kind, id, amount, state) in steps {
+                tokio::select! {
+                    _ = this.inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)) => {}
+                }
+                this.deliver_with(&key, &signer, state, &behaviour, |payment, delivery_id, now| {
+                    events::movement_body(
+                        payment,
+                        &kind,
+                        &id,
+                        amount,
+                        state,
+                        delivery_id,
+                        now,
+                        behaviour.send_metadata,
+                    )
+                })
+                .await;
+            }
+        });
+        Ok(payment)
     }
 
     /// Every payment with its true status.

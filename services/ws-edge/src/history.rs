@@ -43,7 +43,7 @@ pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Valu
     let (kind, value) = match subjects::status_stream_kind(subject) {
         Some("transition") => {
             let t: Transition = envelope::decode(payload).ok()?;
-            let value = json!({
+            let mut value = json!({
                 "payment_id": t.payment_id,
                 "merchant_id": t.merchant_id,
                 "version": t.version,
@@ -55,6 +55,13 @@ pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Valu
                 "occurred_at": t.occurred_at,
                 "trace_id": t.trace_id,
             });
+            // Where the money is, and what moved it, as the envelope carries them.
+            if let Some(amounts) = &t.amounts {
+                value["amounts"] = json!(amounts);
+            }
+            if !t.movements.is_empty() {
+                value["movements"] = json!(t.movements);
+            }
             ("transition", value)
         }
         Some("checkpoint") => {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{MerchantId, PaymentId, TenantId};
+use crate::money::{Amounts, MoneyState, MovementChange, MovementEvidence};
 use crate::status::Status;
 
 /// The envelope version this build writes and reads.
@@ -280,6 +281,10 @@ pub struct ProviderEvent {
     /// paytrack's words (`card`, `upi`, `ach_debit`, …); absent when it names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rail: Option<String>,
+    /// The refunds or disputes the event reports, where it reports money moving
+    /// after the attempt's outcome (such an event changes amounts, not the status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub movement: Option<MovementEvidence>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.
@@ -344,6 +349,18 @@ pub struct Transition {
     /// one, then the one that contradicted it).
     #[serde(default)]
     pub evidence_fact_ids: Vec<String>,
+    /// Where the payment's money is after this transition (absent in transitions
+    /// written before the field existed: the ledger then reads the status alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amounts: Option<Amounts>,
+    /// Every refund and dispute seen so far, each in its latest state, carried
+    /// forward like `applied_fact_ids`.
+    #[serde(default, skip_serializing_if = "MoneyState::is_empty")]
+    pub money: MoneyState,
+    /// The movements this transition applied, when it applied any (its status may
+    /// then repeat the previous one: a refund moves money, not the attempt's outcome).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub movements: Vec<MovementChange>,
 }
 
 /// How many of the newest applied fact ids a transition carries: 256 ids of at most

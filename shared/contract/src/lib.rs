@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod ids;
+pub mod money;
 pub mod msg_id;
 pub mod status;
 pub mod subjects;

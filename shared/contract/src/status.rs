@@ -101,7 +101,8 @@ pub struct Conflict {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RailRules {
     /// Whether a success is final at once (rtp, upi, card capture): a later failure
-    /// or return is a conflict, never a move.
+    /// or return is a conflict, never a move. The outcome is irrevocable, not the
+    /// money: refunds and disputes still move amounts inside `money_windows`.
     pub irrevocable: bool,
     /// How long a payment may stay non-terminal before it is checked with the
     /// provider's status-query API (scaled by configuration in tests).
@@ -110,6 +111,48 @@ pub struct RailRules {
     pub return_windows: Vec<ReturnWindow>,
     /// How the provider's status-query API is polled for a stuck payment.
     pub status_checks: StatusChecks,
+    /// How long captured money can still move back (refunds, disputes): a final
+    /// status is proven, not beyond change of its amounts.
+    #[serde(default)]
+    pub money_windows: MoneyWindows,
+}
+
+/// How long after a capture its money can still leave, per rail: cards and UPI can be
+/// refunded and disputed for months after they succeeded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MoneyWindows {
+    /// Days after capture a refund may still be made (None: the rail has none).
+    pub refund_days: Option<u32>,
+    /// Days after capture a dispute may still be opened (None: the rail has none).
+    pub dispute_days: Option<u32>,
+}
+
+impl MoneyWindows {
+    /// Until when money captured at `captured_at` is still at risk: the later of the
+    /// two windows' ends (None when the rail has neither).
+    pub fn at_risk_until(&self, captured_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        [self.refund_days, self.dispute_days]
+            .into_iter()
+            .flatten()
+            .max()
+            .and_then(|days| captured_at.checked_add_signed(chrono::Duration::days(i64::from(days))))
+    }
+}
+
+/// What a success reported after a failure means, for a provider and its rails: the
+/// money moved, so the payment never stays `failed`; whether it succeeds (the
+/// provider documents late captures) or needs an operator is data here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LateCapture {
+    /// The provider (webhook scheme) name, or `*` for any other.
+    pub provider: String,
+    /// The rails it applies to (empty: every rail).
+    #[serde(default)]
+    pub rails: Vec<String>,
+    /// `succeeded` or `investigation_required`.
+    pub to: Status,
+    /// Why, for operators (also the alert's words).
+    pub why: String,
 }
 
 /// Return reason codes and how long after the success they may arrive.
@@ -213,6 +256,9 @@ pub struct StatusModel {
     /// The rules of a rail the table does not list (or a payment whose rail is not
     /// known yet).
     pub default_rail: RailRules,
+    /// What a success after a failure means per provider and rail, first match wins.
+    #[serde(default)]
+    pub late_captures: Vec<LateCapture>,
 }
 
 /// Why a fact cannot move a payment to a status.
@@ -331,6 +377,18 @@ impl StatusModel {
 }
 
 impl StatusModel {
+    /// The rule for evidence of success from `provider` after a payment on `rail`
+    /// was reported failed: the first row naming the provider (or `*`) and the rail
+    /// (or every rail).
+    pub fn late_capture(&self, provider: &str, rail: Option<&str>) -> Option<&LateCapture> {
+        self.late_captures.iter().find(|l| {
+            (l.provider == provider || l.provider == "*")
+                && (l.rails.is_empty() || rail.is_some_and(|r| l.rails.iter().any(|x| x == r)))
+        })
+    }
+}
+
+impl StatusModel {
     /// When `status`, reached at `at` on `rail`, becomes final by time alone: the
     /// instant the last of the rail's return windows closes, for a status that is
     /// terminal by default but not on this rail because it can still be returned
@@ -396,8 +454,24 @@ impl StatusModel {
             out.push_str(&format!("| `{}` | `{}` | {} |\n", c.from, c.to, c.why));
         }
         out.push_str(
-            "\n## Rails\n\n| rail | irrevocable | pending window | return windows | status checks |\n\
-             |---|---|---|---|---|\n",
+            "\n## Late captures\n\nEvidence of success after a payment was reported failed means money moved: \
+             the payment never stays `failed`. The first row naming the provider (or `*`) and the rail \
+             decides, whatever the evidence's order; either way a `captured_after_failure` alert asks an \
+             operator to refund or accept it.\n\n| provider | rails | to | why |\n|---|---|---|---|\n",
+        );
+        for l in &self.late_captures {
+            let rails = if l.rails.is_empty() {
+                "every rail".to_owned()
+            } else {
+                l.rails.join(", ")
+            };
+            out.push_str(&format!("| `{}` | {} | `{}` | {} |\n", l.provider, rails, l.to, l.why));
+        }
+        out.push_str(
+            "\n## Rails\n\n`irrevocable` is about the outcome (a later failure or return is a conflict), \
+             not the money: refunds and disputes move a payment's amounts inside the rail's money windows.\n\n\
+             | rail | irrevocable | pending window | return windows | money windows | status checks |\n\
+             |---|---|---|---|---|---|\n",
         );
         let rails = self.rails.iter().map(|(name, r)| (name.as_str(), r));
         for (name, r) in rails.chain(std::iter::once(("(other)", &self.default_rail))) {
@@ -414,8 +488,9 @@ impl StatusModel {
                 })
                 .collect::<Vec<_>>();
             let c = &r.status_checks;
+            let days = |d: Option<u32>| d.map_or("none".to_owned(), |d| format!("{d} days"));
             out.push_str(&format!(
-                "| `{name}` | {} | {} s | {} | first after {} s, then every {} s, at most {} |\n",
+                "| `{name}` | {} | {} s | {} | refunds {}; disputes {} | first after {} s, then every {} s, at most {} |\n",
                 if r.irrevocable { "yes" } else { "no" },
                 r.pending_window_secs,
                 if windows.is_empty() {
@@ -423,6 +498,8 @@ impl StatusModel {
                 } else {
                     windows.join("; ")
                 },
+                days(r.money_windows.refund_days),
+                days(r.money_windows.dispute_days),
                 c.first_after_secs,
                 c.interval_secs,
                 c.max_checks
@@ -596,6 +673,29 @@ mod tests {
         assert_eq!(model.final_after(Status::Succeeded, ach, end), None);
         let near_end = end.checked_sub_days(chrono::Days::new(3)).expect("representable");
         assert!(model.final_after(Status::Succeeded, ach, near_end).is_none());
+    }
+
+    #[test]
+    fn late_captures_and_money_windows_are_data() {
+        let model = StatusModel::get();
+        let to = |p: &str, r: &str| model.late_capture(p, Some(r)).map(|l| l.to);
+        assert_eq!(to("razorpay", "upi"), Some(Status::Succeeded));
+        assert_eq!(to("stripe", "card"), Some(Status::Succeeded));
+        assert_eq!(to("stripe", "ach_debit"), Some(Status::InvestigationRequired));
+        assert_eq!(to("stdwebhooks", "card"), Some(Status::InvestigationRequired));
+        let at = "2026-11-20T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            model.rail(Some("card")).money_windows.at_risk_until(at),
+            Some(at + chrono::Duration::days(180))
+        );
+        assert_eq!(model.rail(Some("rtp")).money_windows.at_risk_until(at), None);
+        assert_eq!(
+            model
+                .rail(Some("card"))
+                .money_windows
+                .at_risk_until(DateTime::<Utc>::MAX_UTC),
+            None
+        );
     }
 
     #[test]

@@ -57,6 +57,15 @@ pub const ALERT_SWEEP_QUOTA: &str = "sweep_quota";
 /// Alert: a payment has had more facts applied than a transition lists (it keeps
 /// flipping between statuses).
 pub const ALERT_MANY_FACTS: &str = "many_facts";
+/// Alert: a payer disputed a payment; its amount is withheld until it is decided.
+pub const ALERT_DISPUTE_OPENED: &str = "dispute_opened";
+/// Alert: money was captured after the payment was reported failed (a late
+/// capture): an operator refunds or accepts it.
+pub const ALERT_CAPTURED_AFTER_FAILURE: &str = "captured_after_failure";
+/// Alert: a refund failed or was cancelled; the money stayed with the merchant.
+pub const ALERT_REFUND_FAILED: &str = "refund_failed";
+/// Alert: evidence conflicts and the payment waits for an operator's resolution.
+pub const ALERT_INVESTIGATION_REQUIRED: &str = "investigation_required";
 /// The JetStream KV bucket of provider references, written by ingest: which payment
 /// each provider reference is (`ref.<tenant>.<provider>.<ref>`), and provider events
 /// parked until it is known (`parked.<tenant>.<provider>.<ref>.<delivery>`).

@@ -9,6 +9,7 @@
 pub mod bounds;
 pub mod keys;
 pub mod mask;
+pub mod movements;
 pub mod razorpay;
 pub mod stdwebhooks;
 mod strict_json;
@@ -139,6 +140,11 @@ async fn handle(
     }
     let fact_id = paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id);
     let provider_ref = verified.event.provider_ref.clone();
+    // A provider's status event that names its payment records its reference, so its
+    // later refunds and disputes (which name only the reference) find the payment.
+    // Generic events always name their payment: nothing to record for them.
+    let records_reference =
+        verified.payment_id.is_some() && provider != stdwebhooks::PROVIDER && verified.event.movement.is_none();
     let parked = Parked {
         fact_id: fact_id.clone(),
         merchant_id: verified.merchant_id,
@@ -178,6 +184,16 @@ async fn handle(
     span.record("payment_id", payment_id.as_str());
     let fact = parked.into_fact(tenant, payment_id);
     let stored = state.publisher.store(&fact).await?;
+    if let (true, Some(provider_ref)) = (records_reference, provider_ref.as_deref()) {
+        state
+            .provider_refs
+            .record_if_absent(&fact.tenant, provider, provider_ref, &fact.payment_id)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "provider references unavailable; the sender retries");
+                ApiError::Unavailable
+            })?;
+    }
     Ok((
         StatusCode::OK,
         Json(Accepted {

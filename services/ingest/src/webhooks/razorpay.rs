@@ -27,13 +27,13 @@ pub const HEADER_SIGNATURE: &str = "x-razorpay-signature";
 /// Razorpay's event id: unsigned, so kept as evidence, never the fact id.
 pub const HEADER_EVENT_ID: &str = "x-razorpay-event-id";
 
-/// Razorpay's event types paytrack maps, each to paytrack's provider status; any
+/// Razorpay's event types paytrack maps, each to paytrack's provider status; refunds
+/// and disputes move amounts instead ([`super::movements::RAZORPAY_EVENTS`]); any
 /// other event is kept as an unmapped fact.
 pub const EVENTS: &[(&str, &str)] = &[
     ("payment.authorized", "pending"),
     ("payment.captured", "succeeded"),
     ("payment.failed", "failed"),
-    ("refund.processed", "returned"),
 ];
 
 /// Razorpay's payment `method`s that name one of paytrack's rails.
@@ -78,13 +78,18 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     let (entity, provider_ref) = if event_type.starts_with("refund.") && refund.is_object() {
         (refund, refund["payment_id"].as_str())
     } else {
-        (payment, payment["id"].as_str())
+        let dispute = &value["payload"]["dispute"]["entity"];
+        (payment, payment["id"].as_str().or(dispute["payment_id"].as_str()))
     };
     let provider_ref = provider_ref
         .ok_or_else(|| ApiError::Malformed("the event names no Razorpay payment".into()))?
         .to_owned();
     verify::check_text("provider_ref", Some(&provider_ref))?;
-    let amount_minor = entity["amount"].as_i64().filter(|a| *a >= 0);
+    let movement = super::movements::razorpay(&event_type, &value)?;
+    let amount_minor = match &movement {
+        Some(parsed) => parsed.payment_amount,
+        None => entity["amount"].as_i64().filter(|a| *a >= 0),
+    };
     // Razorpay reports its fee (tax included) on the payment entity once captured.
     let fee_minor = payment["fee"]
         .as_i64()
@@ -118,6 +123,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             provider_seq: None,
             fee_minor,
             rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
+            movement: movement.map(|parsed| parsed.evidence),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
@@ -244,7 +250,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.payment_id.unwrap().as_str(), "pay_9");
-        assert_eq!(v.event.status.as_deref(), Some("returned"));
+        // A refund moves the amounts, not the status.
+        assert_eq!(v.event.status, None);
+        assert_eq!(v.event.movement.unwrap().items[0].id, "rfnd_1");
         assert_eq!(v.event.provider_ref.as_deref(), Some("pay_DESlfW9H8K9uqM"));
     }
 

@@ -63,6 +63,10 @@ struct Data {
     /// The payment's rail, in paytrack's words (`card`, `ach_debit`, …).
     #[serde(default)]
     rail: Option<String>,
+    /// The refund or dispute a `payment.refund.*` or `payment.dispute.*` event is
+    /// about ([`super::movements::STDWEBHOOKS_EVENTS`]).
+    #[serde(default)]
+    movement: Option<super::movements::StdMovement>,
 }
 
 /// Verifies a signature and the timestamp with any of `keys`, then parses the body.
@@ -113,6 +117,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         .iter()
         .find(|(t, _)| *t == parsed.event_type)
         .map(|(_, s)| (*s).to_owned());
+    let movement = super::movements::stdwebhooks(&parsed.event_type, parsed.data.movement.as_ref())?;
 
     Ok(Verified {
         delivery_id: delivery_id.clone(),
@@ -131,6 +136,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             provider_seq: None,
             fee_minor: parsed.data.fee_minor,
             rail: parsed.data.rail,
+            movement,
         },
         evidence_headers,
     })

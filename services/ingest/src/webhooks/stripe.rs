@@ -21,14 +21,14 @@ pub const HEADER_SIGNATURE: &str = "stripe-signature";
 /// Stripe's payment method types that name one of paytrack's rails.
 pub const RAILS: &[(&str, &str)] = &[("card", "card"), ("us_bank_account", "ach_debit")];
 
-/// Stripe's event types paytrack maps, each to paytrack's provider status; any other
-/// event is kept as an unmapped fact.
+/// Stripe's event types paytrack maps, each to paytrack's provider status; refunds
+/// and disputes move amounts instead ([`super::movements::STRIPE_EVENTS`]); any
+/// other event is kept as an unmapped fact.
 pub const EVENTS: &[(&str, &str)] = &[
     ("payment_intent.processing", "pending"),
     ("payment_intent.succeeded", "succeeded"),
     ("payment_intent.payment_failed", "failed"),
     ("payment_intent.canceled", "cancelled"),
-    ("charge.refunded", "returned"),
 ];
 
 /// Verifies `Stripe-Signature` with any of `keys`, then parses the event.
@@ -80,15 +80,21 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
         .ok_or_else(|| ApiError::Malformed("created must be Unix seconds".into()))?;
     let object = &value["data"]["object"];
-    // A charge's payment is its PaymentIntent; a PaymentIntent is its own.
+    // A charge's payment is its PaymentIntent; a PaymentIntent is its own; a refund's
+    // or a dispute's is the PaymentIntent (else the charge) it names.
     let provider_ref = match object["object"].as_str() {
         Some("charge") => object["payment_intent"].as_str().or(object["id"].as_str()),
+        Some("refund" | "dispute") => object["payment_intent"].as_str().or(object["charge"].as_str()),
         _ => object["id"].as_str(),
     }
     .ok_or_else(|| ApiError::Malformed("data.object names no payment".into()))?
     .to_owned();
     verify::check_text("provider_ref", Some(&provider_ref))?;
-    let amount_minor = object["amount"].as_i64().filter(|a| *a >= 0);
+    let movement = super::movements::stripe(&event_type, object)?;
+    let amount_minor = match &movement {
+        Some(parsed) => parsed.payment_amount,
+        None => object["amount"].as_i64().filter(|a| *a >= 0),
+    };
     let currency = object["currency"].as_str().map(verify::currency).transpose()?;
     let reason = object["last_payment_error"]["message"]
         .as_str()
@@ -120,6 +126,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             provider_seq: None,
             fee_minor: None,
             rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
+            movement: movement.map(|parsed| parsed.evidence),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })
@@ -246,7 +253,8 @@ mod tests {
         }
     }
 
-    /// A refund arrives on the charge; its payment is the charge's PaymentIntent.
+    /// A refund arrives on the charge; its payment is the charge's PaymentIntent, and
+    /// it moves the amounts (the refunds it lists), not the status.
     #[test]
     fn a_refunded_charge_names_its_payment_intent() {
         let b = r#"{"id":"evt_9","object":"event","created":1680065000,"type":"charge.refunded","data":{"object":{"id":"ch_1","object":"charge","payment_intent":"pi_7","amount":2000,"amount_refunded":2000,"currency":"eur","metadata":{}}}}"#;
@@ -255,7 +263,8 @@ mod tests {
         let v = verify_and_parse(&keys(&[SECRET]), &headers(&header), b.as_bytes()).unwrap();
         assert!(v.payment_id.is_none());
         assert_eq!(v.event.provider_ref.as_deref(), Some("pi_7"));
-        assert_eq!(v.event.status.as_deref(), Some("returned"));
+        assert_eq!(v.event.status, None);
+        assert_eq!(v.event.movement.unwrap().refunded_total_minor, Some(2000));
     }
 
     mod properties {

@@ -59,6 +59,7 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
             reason: (status == Status::Returned).then(|| "R01".to_owned()),
             provider_seq: Some(seq),
             fee_minor: None,
+            movement: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),

@@ -62,6 +62,9 @@ fn state(status: Status, rail: Option<&str>) -> Transition {
         },
         ordered_by: Some(order(5, t0())),
         evidence_fact_ids: Vec::new(),
+        amounts: None,
+        money: Default::default(),
+        movements: Vec::new(),
     }
 }
 
@@ -93,6 +96,7 @@ fn letter(v: &Verdict) -> char {
         Verdict::Conflict { .. } => 'C',
         Verdict::Refused { .. } => 'R',
         Verdict::Unmapped => 'U',
+        Verdict::Move { .. } => 'M',
     }
 }
 
@@ -138,7 +142,7 @@ fn newer_evidence_on_an_irrevocable_rail() {
                 "RDAAAARA", // pending
                 "RADAAARA", // held
                 "RRRDCCCA", // succeeded: failure, cancel, return contradict it
-                "RRRRDRRR", // failed
+                "RRRCDRRR", // failed: a late capture from a provider without a rule conflicts
                 "RRRRRDRR", // cancelled
                 "RRRRRRDR", // returned
                 "RRRRRRRR", // investigation_required: only resolve leaves
@@ -201,7 +205,8 @@ fn older_evidence_is_stale_whatever_it_says() {
         assert_eq!(
             got,
             expect([
-                "AAAAAARR", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS",
+                // A success after a failure is a late capture: money moved, never stale.
+                "AAAAAARR", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSSSSSS", "SSSCSSSS", "SSSSSSSS", "SSSSSSSS",
                 "RRRRRRRR",
             ])
         );
@@ -323,5 +328,32 @@ fn an_unmapped_fact_is_unmapped_in_every_state() {
         };
         let verdict = decide(current.as_ref().map(|t| State { transition: t }), &fact, model);
         assert_eq!(verdict, Verdict::Unmapped);
+    }
+}
+
+/// A success reported after a failure: the model's late-capture rows decide per
+/// provider and rail, and the answer is the same whatever the evidence's order.
+#[test]
+fn a_success_after_a_failure_follows_the_late_capture_rule() {
+    let model = StatusModel::get();
+    let rows: &[(&str, &str, char)] = &[
+        ("razorpay", "card", 'A'),
+        ("razorpay", "upi", 'A'),
+        ("stripe", "card", 'A'),
+        ("stripe", "ach_debit", 'C'),
+        ("stdwebhooks", "card", 'C'),
+        ("sim", "rtp", 'C'),
+    ];
+    for (provider, rail, want) in rows {
+        let current = state(Status::Failed, Some(rail));
+        for (seq, at) in [(6, t0() + Duration::seconds(1)), (1, t0() - Duration::days(1))] {
+            let mut fact = evidence(Status::Succeeded, seq, at, None);
+            fact.order = Some(ProviderOrder {
+                provider: (*provider).into(),
+                ..order(seq, at)
+            });
+            let verdict = decide(Some(State { transition: &current }), &fact, model);
+            assert_eq!(letter(&verdict), *want, "{provider} on {rail}: {verdict:?}");
+        }
     }
 }
