@@ -341,3 +341,58 @@ async fn a_resume_the_edge_will_not_replay_now_gets_a_reload_not_4008() -> anyho
     })
     .await
 }
+
+/// One tenant's replays hold at most its share of the edge's replay slots (its
+/// subscribes in progress, one here, of two slots): with two of its clients resuming
+/// large gaps and reading nothing, another tenant's resume still gets a slot and is
+/// recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_replays_leave_a_replay_slot_to_another_tenant() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        extra_settings: vec![
+            ("edge_replay_concurrency", "2".to_owned()),
+            ("edge_tenant_subscribes", "1".to_owned()),
+        ],
+        ..MeshOptions::default()
+    })
+    .await?;
+    let channel = "merchant:m_gap";
+    let since = position_now(&mesh, channel).await?;
+    let other_token = mesh.jwt.mint("operator-2", &mesh.other_tenant, 600, None, None);
+    let other_since = {
+        let mut client = WsClient::connect(&mesh.ws_url(), &other_token).await?;
+        client.send(json!({"type": "subscribe", "channel": channel})).await?;
+        client.next_of("subscribed", WAIT).await?["position"].clone()
+    };
+    mesh.restart_projector(async {
+        publish_transitions(&mesh.js, &mesh.tenant, "m_gap", "ph", 30_000, Duration::ZERO).await?;
+        publish_transitions(&mesh.js, &mesh.other_tenant, "m_gap", "po", 20, Duration::ZERO).await?;
+        let mut hogs = Vec::new();
+        for _ in 0..2 {
+            let mut hog = WsClient::connect(&mesh.ws_url(), &mesh.operator_token()).await?;
+            hog.send(json!({"type": "subscribe", "channel": channel, "since": since}))
+                .await?;
+            hogs.push(hog);
+        }
+        assert_eq!(hogs[0].next_of("subscribed", WAIT).await?["recovered"], true);
+        // The second waits behind the first for its tenant's slot (were it to take
+        // the edge's second replay slot instead, its `subscribed` would come now).
+        let second = tokio::time::timeout(Duration::from_secs(3), hogs[1].next_of("subscribed", WAIT)).await;
+        assert!(
+            second.is_err(),
+            "the tenant's second replay started beside its first: {second:?}"
+        );
+        let mut other = WsClient::connect(&mesh.ws_url(), &other_token).await?;
+        other
+            .send(json!({"type": "subscribe", "channel": channel, "since": other_since}))
+            .await?;
+        let subscribed = other.next_of("subscribed", WAIT).await?;
+        assert_eq!(subscribed["recovered"], true, "{subscribed}");
+        for _ in 0..20 {
+            other.next_of("event", WAIT).await?;
+        }
+        drop(hogs);
+        Ok(())
+    })
+    .await
+}

@@ -467,6 +467,57 @@ mod tests {
         assert_eq!(edge_key("a b*>"), "_edge.a_b__");
     }
 
+    fn here(device: &str, edge_id: &str) -> Vec<u8> {
+        let now = Utc::now();
+        serde_json::to_vec(&Here {
+            device: device.to_owned(),
+            session_id: format!("s-{device}"),
+            edge_id: edge_id.to_owned(),
+            transport: "websocket".to_owned(),
+            since: now,
+            seen_at: now,
+        })
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_view_lists_a_users_sessions_on_live_edges_only() {
+        let mut view = View::default();
+        let ttl = Duration::from_secs(60);
+        view.apply("t.u1.phone.s1", Some(&here("phone", "me")));
+        view.apply("t.u1.tablet.s2", Some(&here("tablet", "other")));
+        // Another user whose id starts with the same characters, another tenant.
+        view.apply("t.u10.laptop.s3", Some(&here("laptop", "me")));
+        view.apply("x.u1.watch.s4", Some(&here("watch", "me")));
+        let devices =
+            |view: &View| -> Vec<String> { view.of("t.u1.", "me", ttl).into_iter().map(|h| h.device).collect() };
+        assert_eq!(devices(&view), ["phone"], "the other edge never said it is alive");
+        let alive = serde_json::to_vec(&Alive {
+            edge_id: "other".to_owned(),
+            seen_at: Utc::now(),
+        })
+        .unwrap_or_default();
+        view.apply(&edge_key("other"), Some(&alive));
+        assert_eq!(devices(&view), ["phone", "tablet"]);
+        view.apply(&edge_key("other"), None);
+        view.apply("t.u1.phone.s1", None);
+        assert!(devices(&view).is_empty(), "deleted keys are forgotten");
+    }
+
+    #[test]
+    fn one_tenants_burst_of_reads_is_limited_and_another_tenant_is_not() {
+        let limit = ReadLimit::default();
+        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
+        let answered = (0..1_000).filter(|_| limit.check(&a).is_ok()).count();
+        assert!(
+            (100..110).contains(&answered),
+            "{answered} of a burst of 1,000 answered"
+        );
+        let wait = limit.check(&a).expect_err("over the limit");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limit.check(&b).is_ok());
+    }
+
     #[test]
     fn a_key_names_its_device_and_session() {
         assert_eq!(device_and_session("acme.u1.phone.0190-ab"), ("phone", "0190-ab"));

@@ -109,7 +109,8 @@ pub mod close {
     pub const FORBIDDEN: u16 = 4003;
     /// The session's bounded queue overflowed.
     pub const TOO_SLOW: u16 = 4008;
-    /// The edge is restarting; reconnect elsewhere.
+    /// The edge is restarting, or a stream the session reads was recreated (its
+    /// positions are of the old epoch); reconnect and resume.
     pub const RESTARTING: u16 = 1012;
     /// Too many requests (subscribes per second, resumes in flight for the tenant);
     /// sent as an `error`, the session stays open and may retry later.

@@ -584,19 +584,18 @@ async fn subscribe(
     let hub = hub.clone();
     let task_name = name.clone();
     let task = subs.tasks.get_or_insert_with(JoinSet::new).spawn(async move {
-        // The tenant's slot is held while the subscribe decides and queues
-        // `subscribed`; a backlog is then sent under the edge's bound on replays.
-        let subscribed = match admission.enter().await {
-            Some(_slot) => hub.subscribe(request).await,
+        // The tenant's slot is held until a backlog is sent too, so that one
+        // tenant's replays take at most its share of the edge's replay slots.
+        let result = match admission.enter().await {
+            Some(_slot) => match hub.subscribe(request).await {
+                Ok(Subscribed {
+                    ready,
+                    backlog: Some(backlog),
+                }) => hub.replay(backlog).await.map(|()| ready),
+                Ok(Subscribed { ready, backlog: None }) => Ok(ready),
+                Err(error) => Err(error),
+            },
             None => Err(crate::history::unavailable("edge shutting down")),
-        };
-        let result = match subscribed {
-            Ok(Subscribed {
-                ready,
-                backlog: Some(backlog),
-            }) => hub.replay(backlog).await.map(|()| ready),
-            Ok(Subscribed { ready, backlog: None }) => Ok(ready),
-            Err(error) => Err(error),
         };
         Started {
             name: task_name,

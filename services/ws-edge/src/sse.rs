@@ -272,14 +272,16 @@ impl Session {
         let subscribed = tokio::select! {
             result = async {
                 match admission.enter().await {
-                    Some(_slot) => hub.subscribe(request).await,
+                    Some(slot) => hub.subscribe(request).await.map(|subscribed| (subscribed, slot)),
                     None => Err(crate::history::unavailable("edge shutting down")),
                 }
             } => result,
             _ = state.shutdown.cancelled() => Err(crate::history::unavailable("edge shutting down")),
         };
-        let (ready, backlog) = match subscribed {
-            Ok(Subscribed { ready, backlog }) => (ready, backlog),
+        // The tenant's slot is held until the backlog is sent, so that one tenant's
+        // replays take at most its share of the edge's replay slots.
+        let (ready, backlog, slot) = match subscribed {
+            Ok((Subscribed { ready, backlog }, slot)) => (ready, backlog, slot),
             Err(error) => {
                 tracing::warn!(%error, channel = %name, "subscribe failed");
                 self.hub.detach(&key, id);
@@ -313,10 +315,12 @@ impl Session {
         // resumes again from its `Last-Event-ID`.
         let replaying = backlog.is_some();
         let replay = async {
-            match backlog {
+            let replayed = match backlog {
                 Some(backlog) => self.hub.replay(backlog).await,
                 None => Ok(()),
-            }
+            };
+            drop(slot);
+            replayed
         };
         tokio::pin!(replay);
         let mut replaying = replaying;
