@@ -14,9 +14,11 @@
 //! the layout, which every service verifies at start (only the admin creates, updates,
 //! deletes or purges a stream or bucket: [`crate::apply_layout`]), its own durable
 //! consumers (info, create, pull, ack), and, for readers of history, direct and
-//! stream gets and nameless consumer creates, on which JetStream refuses a durable
-//! name, so every consumer they make is ephemeral. Replies come to a per-user inbox
-//! prefix ([`Role::inbox_prefix`]), so no user sees another's replies.
+//! stream gets and ordered consumers (never another service's durable). The `reader`
+//! user creates consumers only on the readers' mirrors, whose limits delete any
+//! consumer five minutes after its last pull and cap their number
+//! ([`crate::READER_CONSUMERS`]). Replies come to a per-user inbox prefix
+//! ([`Role::inbox_prefix`]), so no user sees another's replies.
 
 use std::fmt::Write as _;
 
@@ -274,17 +276,21 @@ impl Permissions {
         ]);
     }
 
-    /// Reading a stream's history: gets of its messages and ephemeral ordered
-    /// consumers (create, pull, delete on reset); never another service's durable,
-    /// except the user's own (`own`). Creates are nameless
-    /// (`$JS.API.CONSUMER.CREATE.<stream>`), where JetStream refuses a durable name
-    /// (error 10019): every consumer made this way is ephemeral.
+    /// Reading a stream's history: gets of its messages and ordered consumers
+    /// (create, pull, delete and re-create on reset); never another service's
+    /// durable, except the user's own (`own`). An ordered consumer is created
+    /// nameless (`$JS.API.CONSUMER.CREATE.<stream>`) and re-created under a name
+    /// (`<name>_<n>`), so named creates are allowed too: a subject cannot tell an
+    /// ephemeral from a durable there, which is why readers create consumers only on
+    /// their mirrors, whose limits make every consumer expire.
     fn history(&mut self, stream: &str, own: &[&str]) {
         self.publish.extend([
             api(&format!("STREAM.MSG.GET.{stream}")),
             api(&format!("DIRECT.GET.{stream}")),
             api(&format!("DIRECT.GET.{stream}.>")),
             api(&format!("CONSUMER.CREATE.{stream}")),
+            api(&format!("CONSUMER.CREATE.{stream}.*")),
+            api(&format!("CONSUMER.CREATE.{stream}.*.>")),
             api(&format!("CONSUMER.INFO.{stream}.*")),
             api(&format!("CONSUMER.MSG.NEXT.{stream}.*")),
             api(&format!("CONSUMER.DELETE.{stream}.*")),

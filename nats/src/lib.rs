@@ -160,8 +160,10 @@ pub const READER_SOURCES: [&str; 3] = [
 pub const READER_CONSUMERS: i32 = 256;
 
 /// The longest a reader's consumer may stay without a pull before the server deletes
-/// it (a reader cannot ask for more): an abandoned consumer frees its place in
-/// [`READER_CONSUMERS`] within this time.
+/// it (a reader cannot ask for more). It holds for a consumer given a durable name
+/// too (the server applies the stream's limit to every consumer), so no reader
+/// consumer is durable, and an abandoned one frees its place in [`READER_CONSUMERS`]
+/// within this time.
 pub const READER_INACTIVE_LIMIT: Duration = Duration::from_secs(300);
 
 /// The mirror of `source` that readers read history from, e.g. `PAYTRACK_STATUS_READ`.

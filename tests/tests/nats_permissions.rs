@@ -393,7 +393,7 @@ async fn no_user_but_the_admin_changes_the_layout_or_another_services_consumers(
                 probe.request_refused(&subject, &config).await?;
             }
             // The nameless create makes ephemeral consumers only: JetStream itself
-            // refuses a durable name there.
+            // refuses a durable name there (10019).
             probe
                 .request_failed(&format!("$JS.API.CONSUMER.CREATE.{stream}"), &config)
                 .await?;
@@ -540,15 +540,15 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
     }
     // History, with an ordered consumer on the readers' mirror.
     let history = js.get_stream("PAYTRACK_STATUS_READ").await?;
-    let mut messages = history
+    let consumer = history
         .create_consumer(OrderedConfig {
             filter_subject: "paytrack.status.acme.>".into(),
             ..Default::default()
         })
         .await
-        .context("ordered consumer on the mirror")?
-        .messages()
-        .await?;
+        .context("ordered consumer on the mirror")?;
+    let first_name = consumer.cached_info().name.clone();
+    let mut messages = consumer.messages().await?;
     for n in 0..3 {
         let message = tokio::time::timeout(ANSWER, messages.next())
             .await
@@ -556,6 +556,21 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
             .context("history ended")??;
         assert_eq!(&message.payload[..], format!("t{n}").as_bytes());
     }
+    // The ordered consumer recovers when its consumer is lost (as after a server
+    // restart): the client re-creates it under a name, which readers may do too.
+    let admin = async_nats::jetstream::new(nats.admin_client().await?);
+    admin
+        .delete_consumer_from_stream(&first_name, "PAYTRACK_STATUS_READ")
+        .await?;
+    written
+        .publish("paytrack.status.acme.m_1.pay_3", "t3".into())
+        .await?
+        .await?;
+    let message = tokio::time::timeout(Duration::from_secs(90), messages.next())
+        .await
+        .context("the ordered consumer never recovered")?
+        .context("history ended")??;
+    assert_eq!(&message.payload[..], b"t3");
     // Live: a new transition arrives on a plain subscription.
     let mut watched = reader.subscribe("paytrack.status.>").await?;
     reader.flush().await?;
@@ -577,40 +592,46 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_gets_ephemeral_consumers_only_and_never_another_users_replies() -> anyhow::Result<()> {
+async fn a_reader_gets_expiring_consumers_on_its_mirrors_only_and_never_another_users_replies() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
     nats.lay_out_for(&settings).await?;
     let mut reader = Probe::connect(&nats, Role::Reader).await?;
     let durable = |stream: &str, name: &str| serde_json::json!({"stream_name": stream, "config": {"durable_name": name, "ack_policy": "explicit"}});
     for (source, mirror) in READER_STREAMS {
-        for stream in [source, mirror] {
-            for subject in [
-                format!("$JS.API.CONSUMER.CREATE.{stream}.mine"),
-                format!("$JS.API.CONSUMER.CREATE.{stream}.mine.paytrack.>"),
-                format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.mine"),
-            ] {
-                reader.request_refused(&subject, &durable(stream, "mine")).await?;
-            }
-            // The nameless create: JetStream refuses a durable name there.
-            reader
-                .request_failed(&format!("$JS.API.CONSUMER.CREATE.{stream}"), &durable(stream, "mine"))
-                .await?;
+        // No consumer at all on the services' streams.
+        for subject in [
+            format!("$JS.API.CONSUMER.CREATE.{source}"),
+            format!("$JS.API.CONSUMER.CREATE.{source}.mine"),
+            format!("$JS.API.CONSUMER.CREATE.{source}.mine.paytrack.>"),
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{source}.mine"),
+        ] {
+            reader.request_refused(&subject, &durable(source, "mine")).await?;
         }
-        // No consumers at all on the services' streams.
         reader
             .request_refused(
-                &format!("$JS.API.CONSUMER.CREATE.{source}"),
-                &serde_json::json!({"stream_name": source, "config": {"ack_policy": "none"}}),
+                &format!("$JS.API.CONSUMER.DURABLE.CREATE.{mirror}.mine"),
+                &durable(mirror, "mine"),
             )
             .await?;
+        // On its mirror, a consumer given a durable name still expires: the server
+        // gives it the mirror's inactivity limit.
+        let made = reader
+            .request(
+                &format!("$JS.API.CONSUMER.CREATE.{mirror}.mine"),
+                &durable(mirror, "mine"),
+            )
+            .await?
+            .context("a create on the mirror was refused")?;
+        let limit = paytrack_nats::READER_INACTIVE_LIMIT.as_nanos() as u64;
+        assert_eq!(made["config"]["inactive_threshold"].as_u64(), Some(limit), "{made}");
+        // And it cannot ask for a longer life.
+        let forever = serde_json::json!({"stream_name": mirror, "config": {"durable_name": "forever",
+            "ack_policy": "explicit", "inactive_threshold": 365u64 * 86_400 * 1_000_000_000}});
+        reader
+            .request_failed(&format!("$JS.API.CONSUMER.CREATE.{mirror}.forever"), &forever)
+            .await?;
     }
-    // An ephemeral cannot be made to live on: its inactivity limit is capped.
-    let forever = serde_json::json!({"stream_name": "PAYTRACK_STATUS_READ",
-        "config": {"ack_policy": "none", "inactive_threshold": 365u64 * 86_400 * 1_000_000_000}});
-    reader
-        .request_failed("$JS.API.CONSUMER.CREATE.PAYTRACK_STATUS_READ", &forever)
-        .await?;
 
     // Replies: the reader's default inbox holds none of the services' or the admin's.
     for subject in ["_INBOX_admin.>", "_INBOX_ingest.>", "_INBOX_ws-edge.>", ">"] {
