@@ -767,3 +767,55 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A deployment whose projector stored alerts before the money alerts existed: its
+/// durable alert consumer still has the old filters when the new projector starts.
+/// The projector brings the consumer's filters up to date, so a dispute's alert is
+/// stored and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_projector_stores_the_new_alert_kinds() -> anyhow::Result<()> {
+    use paytrack_shared::subjects;
+    let nats = paytrack_tests::NatsServer::start().await?;
+    let admin = jetstream::new(nats.admin_client().await?);
+    let layout = paytrack_nats::Layout {
+        replicas: 1,
+        windows: paytrack_nats::DuplicateWindows {
+            inbound: Duration::from_secs(120),
+            push: Duration::from_secs(120),
+            internal: Duration::from_secs(120),
+        },
+    };
+    paytrack_nats::ensure_streams(&admin, &layout).await?;
+    let mut old = paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
+    old.filter_subject = String::new();
+    old.filter_subjects = [
+        subjects::ALERT_UNCLEAR_PENDING,
+        subjects::ALERT_SOURCE_MISMATCH,
+        subjects::ALERT_TRACE_GAP,
+    ]
+    .iter()
+    .map(|kind| format!("paytrack.alert.*.{kind}"))
+    .collect();
+    admin
+        .get_stream(subjects::STREAM_ALERT)
+        .await?
+        .create_consumer(old)
+        .await?;
+    let mesh = Mesh::launch(nats, paytrack_tests::mesh::MeshOptions::default()).await?;
+    mesh.wait_ready().await?;
+    let payment = "pay_upgraded";
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    let dispute = json!({"id": "dp_up", "object": "dispute", "amount": 5000, "currency": "usd",
+        "status": "needs_response", "payment_intent": format!("pi_{payment}")});
+    assert_eq!(
+        stripe(&mesh, "evt_up_dp", "charge.dispute.created", t + 10, dispute).await?,
+        200
+    );
+    mesh.eventually(WAIT, "the dispute alert stored", || async {
+        let kinds = alerts(&mesh, payment).await.ok()?;
+        kinds.iter().any(|k| k == "dispute_opened").then_some(())
+    })
+    .await?;
+    Ok(())
+}

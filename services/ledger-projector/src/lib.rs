@@ -203,7 +203,22 @@ pub async fn run_with_admin(
                 paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
             alert_config.filter_subject = String::new();
             alert_config.filter_subjects = alerts::filter_subjects();
-            let alerts = paytrack_nats::ensure_consumer(&js, subjects::STREAM_ALERT, alert_config).await?;
+            // Created or updated: the kinds stored follow this build, also on a
+            // deployment whose consumer was made with an older list.
+            let alerts = js
+                .get_stream(subjects::STREAM_ALERT)
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Stream {
+                    stream: subjects::STREAM_ALERT.to_owned(),
+                    source: e.into(),
+                })?
+                .create_consumer(alert_config)
+                .await
+                .map_err(|e| paytrack_nats::LayoutError::Consumer {
+                    stream: subjects::STREAM_ALERT.to_owned(),
+                    consumer: paytrack_nats::CONSUMER_PROJECTOR_ALERTS.to_owned(),
+                    source: e.into(),
+                })?;
             Ok::<_, paytrack_nats::LayoutError>((
                 status,
                 status_epoch,
