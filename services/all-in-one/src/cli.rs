@@ -140,6 +140,9 @@ pub async fn send_webhook(settings: &Settings, ingest_url: &str, args: WebhookAr
         webhooks_sent: 0,
         webhooks_lost: 0,
         created_at: now,
+        movements: Vec::new(),
+        refunded_minor: 0,
+        disputed_minor: 0,
     };
     let delivery_id = paytrack_simulator::events::delivery_id(signer.provider());
     let body = paytrack_simulator::events::body(&payment, &args.status, &delivery_id, now, !args.no_metadata)
