@@ -819,3 +819,29 @@ async fn an_upgraded_projector_stores_the_new_alert_kinds() -> anyhow::Result<()
     .await?;
     Ok(())
 }
+
+/// A partial capture: Stripe's PaymentIntent received 3,000 of 5,000 authorised. The
+/// payment captured 3,000, and the ledger recognises 3,000, not the amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_capture_captures_what_the_provider_received() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_partial";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let intent = json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 5000,
+        "amount_capturable": 0, "amount_received": 3000, "currency": "usd", "status": "succeeded",
+        "metadata": {"payment_id": payment, "merchant_id": "m_money"}});
+    assert_eq!(
+        stripe(&mesh, "evt_partial", "payment_intent.succeeded", t, intent).await?,
+        200
+    );
+    let view = view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (&a["authorised_minor"], &a["captured_minor"], &a["net_minor"]),
+        (&json!(5000), &json!(3000), &json!(3000)),
+        "{view}"
+    );
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 3000));
+    Ok(())
+}

@@ -135,6 +135,7 @@ mod tests {
                 provider_seq: None,
                 fee_minor: None,
                 movement: None,
+                captured_minor: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

@@ -118,6 +118,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             provider_seq: None,
             fee_minor,
             movement: movement.map(|parsed| parsed.evidence),
+            captured_minor: None,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })

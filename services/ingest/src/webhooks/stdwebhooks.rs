@@ -130,6 +130,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             provider_seq: None,
             fee_minor: parsed.data.fee_minor,
             movement,
+            captured_minor: None,
         },
         evidence_headers,
     })

@@ -108,6 +108,7 @@ fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<M
             provider_seq: None,
             fee_minor: None,
             movement,
+            captured_minor: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::new(),
