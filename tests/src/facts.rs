@@ -115,6 +115,7 @@ pub fn event(
             provider_seq,
             fee_minor: None,
             movement: None,
+            captured_minor: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),

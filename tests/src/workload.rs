@@ -107,6 +107,7 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
             provider: Some("stdwebhooks".into()),
             provider_ref: Some(format!("ref_{}", plan.payment)),
             fee_minor: None,
+            captured_minor: None,
         },
         ordered_by: None,
         evidence_fact_ids: vec![],

@@ -773,3 +773,81 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A deployment whose projector stored alerts before the money alerts existed: its
+/// durable alert consumer still has the old filters when the new projector starts.
+/// The projector brings the consumer's filters up to date, so a dispute's alert is
+/// stored and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_projector_stores_the_new_alert_kinds() -> anyhow::Result<()> {
+    use paytrack_shared::subjects;
+    let nats = paytrack_tests::NatsServer::start().await?;
+    let admin = jetstream::new(nats.admin_client().await?);
+    let layout = paytrack_nats::Layout {
+        replicas: 1,
+        windows: paytrack_nats::DuplicateWindows {
+            inbound: Duration::from_secs(120),
+            push: Duration::from_secs(120),
+            internal: Duration::from_secs(120),
+        },
+    };
+    paytrack_nats::ensure_streams(&admin, &layout).await?;
+    let mut old = paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
+    old.filter_subject = String::new();
+    old.filter_subjects = [
+        subjects::ALERT_UNCLEAR_PENDING,
+        subjects::ALERT_SOURCE_MISMATCH,
+        subjects::ALERT_TRACE_GAP,
+    ]
+    .iter()
+    .map(|kind| format!("paytrack.alert.*.{kind}"))
+    .collect();
+    admin
+        .get_stream(subjects::STREAM_ALERT)
+        .await?
+        .create_consumer(old)
+        .await?;
+    let mesh = Mesh::launch(nats, paytrack_tests::mesh::MeshOptions::default()).await?;
+    mesh.wait_ready().await?;
+    let payment = "pay_upgraded";
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    let dispute = json!({"id": "dp_up", "object": "dispute", "amount": 5000, "currency": "usd",
+        "status": "needs_response", "payment_intent": format!("pi_{payment}")});
+    assert_eq!(
+        stripe(&mesh, "evt_up_dp", "charge.dispute.created", t + 10, dispute).await?,
+        200
+    );
+    mesh.eventually(WAIT, "the dispute alert stored", || async {
+        let kinds = alerts(&mesh, payment).await.ok()?;
+        kinds.iter().any(|k| k == "dispute_opened").then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// A partial capture: Stripe's PaymentIntent received 3,000 of 5,000 authorised. The
+/// payment captured 3,000, and the ledger recognises 3,000, not the amount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_capture_captures_what_the_provider_received() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_partial";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let intent = json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 5000,
+        "amount_capturable": 0, "amount_received": 3000, "currency": "usd", "status": "succeeded",
+        "metadata": {"payment_id": payment, "merchant_id": "m_money"}});
+    assert_eq!(
+        stripe(&mesh, "evt_partial", "payment_intent.succeeded", t, intent).await?,
+        200
+    );
+    let view = view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (&a["authorised_minor"], &a["captured_minor"], &a["net_minor"]),
+        (&json!(5000), &json!(3000), &json!(3000)),
+        "{view}"
+    );
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 3000));
+    Ok(())
+}

@@ -53,6 +53,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             fee_minor: None,
             rail: None,
             movement: None,
+            captured_minor: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

@@ -2,8 +2,8 @@
 //! reaches, its terms and its movements, so every transition carries amounts that
 //! the ledger posts the difference of.
 //!
-//! - `succeeded` captures the payment's amount (once: a later `succeeded` keeps what
-//!   was captured); `failed` and `cancelled` hold nothing captured (a resolution
+//! - `succeeded` captures the payment's amount, or what a partial capture reported
+//!   (once: a later `succeeded` keeps what was captured); `failed` and `cancelled` hold nothing captured (a resolution
 //!   that reverses a capture); `returned` takes back what was left;
 //! - the other statuses keep what was captured;
 //! - refunds and disputes take back what their movements withhold, never more than
@@ -37,7 +37,12 @@ pub fn after(previous: Amounts, status: Status, terms: &PaymentTerms, money: &Mo
     let mut a = previous;
     let amount = terms.amount_minor.unwrap_or(0).max(0);
     match status {
-        Status::Succeeded if a.captured_minor == 0 => a.captured_minor = amount,
+        Status::Succeeded if a.captured_minor == 0 => {
+            // A partial capture captures what the provider reported, never more than
+            // the amount.
+            a.captured_minor = terms.captured_minor.map_or(amount, |c| c.clamp(0, amount));
+            a.authorised_minor = a.authorised_minor.max(amount);
+        }
         Status::Failed | Status::Cancelled => a.captured_minor = 0,
         _ => {}
     }
@@ -133,6 +138,13 @@ mod tests {
             refunded_total_minor: None,
         };
         assert!(after(Amounts::default(), Status::Succeeded, &terms(5000), &full).refunded);
+        // A partial capture: 3,000 of 5,000 authorised.
+        let partial = PaymentTerms {
+            captured_minor: Some(3000),
+            ..terms(5000)
+        };
+        let a = after(Amounts::default(), Status::Succeeded, &partial, &none);
+        assert_eq!((a.authorised_minor, a.captured_minor, a.net_minor), (5000, 3000, 3000));
         let pending = after(Amounts::default(), Status::Pending, &terms(5000), &none);
         assert_eq!(pending.net_minor, 0);
     }

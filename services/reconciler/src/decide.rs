@@ -745,6 +745,7 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
         FactSource::Webhook(event) | FactSource::StatusQuery(event) => {
             terms.amount_minor = terms.amount_minor.or(event.amount_minor);
             terms.fee_minor = terms.fee_minor.or(event.fee_minor);
+            terms.captured_minor = terms.captured_minor.or(event.captured_minor);
             terms.currency = terms.currency.take().or_else(|| event.currency.clone());
             terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
             terms.provider_ref = terms.provider_ref.take().or_else(|| event.provider_ref.clone());

@@ -136,6 +136,7 @@ mod tests {
                 fee_minor: None,
                 rail: None,
                 movement: None,
+                captured_minor: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

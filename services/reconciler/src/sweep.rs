@@ -659,6 +659,7 @@ impl Sweeps {
                 provider_seq: parsed.provider_seq,
                 fee_minor: None,
                 movement: None,
+                captured_minor: None,
                 status: Some(parsed.status.clone()),
                 rail: None,
             }),

@@ -241,6 +241,10 @@ pub struct PaymentTerms {
     /// provider event reported it: posted to the fees account with the capture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee_minor: Option<i64>,
+    /// What was captured, where a provider event reported less than the amount (a
+    /// partial capture); absent: the whole amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_minor: Option<i64>,
 }
 
 /// A provider event, parsed from its own shape into the fields paytrack reads.
@@ -285,6 +289,11 @@ pub struct ProviderEvent {
     /// after the attempt's outcome (such an event changes amounts, not the status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub movement: Option<MovementEvidence>,
+    /// What the provider captured of the amount, where it reports it (Stripe's
+    /// `amount_received` and `amount_captured`): less than the amount on a partial
+    /// capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_minor: Option<i64>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.

@@ -124,6 +124,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             fee_minor,
             rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
             movement: movement.map(|parsed| parsed.evidence),
+            captured_minor: None,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })

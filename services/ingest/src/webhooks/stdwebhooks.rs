@@ -137,6 +137,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             fee_minor: parsed.data.fee_minor,
             rail: parsed.data.rail,
             movement,
+            captured_minor: None,
         },
         evidence_headers,
     })

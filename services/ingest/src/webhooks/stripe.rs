@@ -96,6 +96,12 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         None => object["amount"].as_i64().filter(|a| *a >= 0),
     };
     let currency = object["currency"].as_str().map(verify::currency).transpose()?;
+    // A partial capture: the PaymentIntent received (or the charge captured) less
+    // than its amount.
+    let captured_minor = object["amount_received"]
+        .as_i64()
+        .or(object["amount_captured"].as_i64())
+        .filter(|c| *c >= 0 && amount_minor.is_some_and(|a| *c < a));
     let reason = object["last_payment_error"]["message"]
         .as_str()
         .or(object["cancellation_reason"].as_str())
@@ -127,6 +133,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             fee_minor: None,
             rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
             movement: movement.map(|parsed| parsed.evidence),
+            captured_minor,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })

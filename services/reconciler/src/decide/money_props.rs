@@ -109,6 +109,7 @@ fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<M
             fee_minor: None,
             rail: None,
             movement,
+            captured_minor: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::new(),

@@ -60,6 +60,7 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
             provider_seq: Some(seq),
             fee_minor: None,
             movement: None,
+            captured_minor: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),
