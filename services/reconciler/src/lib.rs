@@ -42,8 +42,6 @@ pub struct Config {
     pub retry: paytrack_nats::RetryPolicy,
     /// Stuck-payment sweeps.
     pub sweep: sweep::SweepConfig,
-    /// Replicas of the sweep's bucket.
-    pub replicas: usize,
     /// Payments decided at once (see [`paytrack_nats::consume_in_lanes`]).
     pub lanes: std::num::NonZeroUsize,
 }
@@ -65,7 +63,6 @@ impl Config {
                 status_query_urls: sweep::SweepConfig::parse_urls(&s.reconciler_status_query_urls),
                 query_timeout: std::time::Duration::from_millis(s.reconciler_status_query_timeout_ms),
             },
-            replicas: s.nats_replicas,
             lanes: std::num::NonZeroUsize::new(s.reconciler_lanes).unwrap_or(std::num::NonZeroUsize::MIN),
         }
     }
