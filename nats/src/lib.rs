@@ -36,7 +36,7 @@ pub use crate::delivery::{
     consume_deliveries_in_lanes, dead_headers, printable,
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
-pub use crate::retry::{NotStarted, Stopped, retry_until_laid_out, retry_until_ready};
+pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.

@@ -93,6 +93,49 @@ where
     }
 }
 
+/// For a service that serves HTTP while it verifies the layout in the background:
+/// the token its server runs until, cancelled (with the error kept) when the layout
+/// turns out wrong, so the service stops and reports why.
+#[derive(Clone)]
+pub struct RefuseWrongLayout {
+    serving: CancellationToken,
+    wrong: std::sync::Arc<std::sync::Mutex<Option<crate::LayoutError>>>,
+}
+
+impl RefuseWrongLayout {
+    /// Serving stops with `shutdown` or with a wrong layout.
+    pub fn new(shutdown: &CancellationToken) -> RefuseWrongLayout {
+        RefuseWrongLayout {
+            serving: shutdown.child_token(),
+            wrong: Default::default(),
+        }
+    }
+
+    /// The token the HTTP server runs until.
+    pub fn serving(&self) -> CancellationToken {
+        self.serving.clone()
+    }
+
+    /// Stops serving because the layout is wrong.
+    pub fn refuse(&self, wrong: crate::LayoutError) {
+        *self.wrong.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(wrong);
+        self.serving.cancel();
+    }
+
+    /// After serving ended: the wrong layout that ended it, if any.
+    pub fn outcome(&self) -> Result<(), crate::LayoutError> {
+        match self
+            .wrong
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            Some(wrong) => Err(wrong),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

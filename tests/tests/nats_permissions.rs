@@ -209,8 +209,8 @@ async fn a_connection_without_valid_credentials_is_refused() -> anyhow::Result<(
     Ok(())
 }
 
-/// Every stream and KV bucket stream of the layout.
-const LAYOUT_STREAMS: [&str; 13] = [
+/// Every stream, readers' mirror and KV bucket stream of the layout.
+const LAYOUT_STREAMS: [&str; 16] = [
     "PAYTRACK_IN",
     "PAYTRACK_STATUS",
     "PAYTRACK_OUTCOME",
@@ -218,6 +218,9 @@ const LAYOUT_STREAMS: [&str; 13] = [
     "PAYTRACK_ALERT",
     "PAYTRACK_SESSION",
     "PAYTRACK_DEAD",
+    "PAYTRACK_STATUS_READ",
+    "PAYTRACK_OUTCOME_READ",
+    "PAYTRACK_ALERT_READ",
     "KV_PAYTRACK_IDEMPOTENCY",
     "KV_PAYTRACK_COMMANDED",
     "KV_PAYTRACK_PROVIDER_REFS",

@@ -100,9 +100,8 @@ impl Ingest {
         let (stores, health) = (self.state.stores.clone(), self.state.health.clone());
         let ack_timeout = self.ack_timeout;
         // A wrong layout stops the server: ingest refuses to run on it.
-        let serving = shutdown.child_token();
-        let wrong_layout = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (refused, wrong) = (serving.clone(), wrong_layout.clone());
+        let refusal = paytrack_nats::RefuseWrongLayout::new(&shutdown);
+        let refuse = refusal.clone();
         tokio::spawn(async move {
             let (js_ref, refs, layout) = (&js, &refs, &layout);
             let verified = paytrack_nats::retry_until_laid_out("verify the stream layout", &stop, || async move {
@@ -116,8 +115,7 @@ impl Ingest {
             })
             .await;
             if let Err(paytrack_nats::NotStarted::WrongLayout(error)) = verified {
-                *wrong.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-                refused.cancel();
+                refuse.refuse(error);
                 return;
             }
             if let Ok(buckets) = verified {
@@ -134,14 +132,8 @@ impl Ingest {
             }
         });
         let router = app::router(self.state, self.readiness);
-        paytrack_shared::http::serve(self.listener, router, self.serve, serving).await?;
-        let wrong = wrong_layout
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(wrong) = wrong {
-            return Err(wrong.into());
-        }
+        paytrack_shared::http::serve(self.listener, router, self.serve, refusal.serving()).await?;
+        refusal.outcome()?;
         tracing::info!("ingest stopped");
         Ok(())
     }

@@ -45,8 +45,6 @@ pub struct Config {
     pub retry: paytrack_nats::RetryPolicy,
     /// Stuck-payment sweeps.
     pub sweep: sweep::SweepConfig,
-    /// Replicas of the sweep's bucket.
-    pub replicas: usize,
     /// Payments decided at once (see [`paytrack_nats::consume_in_lanes`]).
     pub lanes: std::num::NonZeroUsize,
     /// How long a payment claim is kept after its last write.
@@ -72,7 +70,6 @@ impl Config {
                 gateway_token: s.simulator_token.clone(),
                 max_per_tenant: s.reconciler_sweep_max_per_tenant,
             },
-            replicas: s.nats_replicas,
             lanes: std::num::NonZeroUsize::new(s.reconciler_lanes).unwrap_or(std::num::NonZeroUsize::MIN),
             claims_max_age: std::time::Duration::from_secs(s.reconciler_claims_max_age_secs.max(1)),
         }

@@ -202,9 +202,8 @@ impl WsEdge {
         // NATS or the layout may not be there yet at start: verify the layout and open
         // the feeds with backoff; until then `/readyz` is 503 and upgrades are refused
         // with 503. A wrong layout stops the server: the edge refuses to run on it.
-        let serving = shutdown.child_token();
-        let wrong_layout = Arc::new(std::sync::Mutex::new(None));
-        let (refused, wrong) = (serving.clone(), wrong_layout.clone());
+        let refusal = paytrack_nats::RefuseWrongLayout::new(&shutdown);
+        let refuse = refusal.clone();
         tokio::spawn(async move {
             let js = state.js.clone();
             let verified = paytrack_nats::retry_until_laid_out("verify the stream layout", &stop, || {
@@ -213,11 +212,7 @@ impl WsEdge {
             .await;
             match verified {
                 Ok(()) => {}
-                Err(paytrack_nats::NotStarted::WrongLayout(error)) => {
-                    *wrong.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
-                    refused.cancel();
-                    return;
-                }
+                Err(paytrack_nats::NotStarted::WrongLayout(error)) => return refuse.refuse(error),
                 Err(paytrack_nats::NotStarted::Stopped(_)) => return,
             }
             let opened = paytrack_nats::retry_until_ready("open the edge's feeds", &stop, || async {
@@ -248,14 +243,8 @@ impl WsEdge {
         tokio::spawn(self.state.heartbeats.clone().run(shutdown.clone()));
         let sessions = self.state.sessions.clone();
         let router = app::router(self.state, self.readiness);
-        paytrack_shared::http::serve(self.listener, router, self.serve, serving).await?;
-        let wrong = wrong_layout
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(wrong) = wrong {
-            return Err(wrong.into());
-        }
+        paytrack_shared::http::serve(self.listener, router, self.serve, refusal.serving()).await?;
+        refusal.outcome()?;
         // Upgraded sockets outlive the HTTP server: wait for every session's 1012 and
         // close audit.
         sessions.close();
