@@ -742,9 +742,9 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
     for payment in &driven {
         let truth = truth_of(payment.clone()).await.unwrap_or_default();
         // A capture after a failure is what the model's late-capture row of the
-        // provider says (these payments' rail is not known to paytrack).
+        // provider and rail says (the simulator's events name the rail, card).
         let provider = truth["provider"].as_str().unwrap_or_default();
-        let status = match model.late_capture(provider, None).map(|l| l.to) {
+        let status = match model.late_capture(provider, Some("card")).map(|l| l.to) {
             Some(to) if payment.ends_with("late_capture") => json!(to),
             _ => truth["status"].clone(),
         };
@@ -790,8 +790,10 @@ async fn an_upgraded_projector_stores_the_new_alert_kinds() -> anyhow::Result<()
             push: Duration::from_secs(120),
             internal: Duration::from_secs(120),
         },
+        idempotency_ttl: Duration::from_secs(86_400),
+        claims_max_age: Duration::from_secs(86_400),
     };
-    paytrack_nats::ensure_streams(&admin, &layout).await?;
+    paytrack_nats::apply_layout(&admin, &layout).await?;
     let mut old = paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL);
     old.filter_subject = String::new();
     old.filter_subjects = [

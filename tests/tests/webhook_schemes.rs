@@ -618,6 +618,7 @@ async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyho
     let mut settings = settings(&nats, &secrets)?;
     settings.provider_default_rails = "acme/razorpay=upi".to_owned();
     paytrack_shared::telemetry::init_for_tests();
+    nats.lay_out_for(&settings).await?;
     let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
     let url = format!("http://{}", ingest.local_addr()?);
     let stop = CancellationToken::new();
