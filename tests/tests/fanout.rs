@@ -287,7 +287,7 @@ async fn a_resume_mid_stream_sees_exactly_the_streams_events() -> anyhow::Result
 }
 
 /// A `since` older than the stream's first retained message, or from another
-/// incarnation of the stream, is answered `recovered: false` with the DESIGN §6
+/// incarnation of the stream, is answered `recovered: false` with the docs/contract.md §7
 /// snapshot: the payment's state, or the REST list to reload for wide channels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unprovable_since_gets_recovered_false_and_a_snapshot() -> anyhow::Result<()> {

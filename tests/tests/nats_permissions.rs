@@ -1,5 +1,5 @@
 //! NATS refuses what a user may not do: each service publishes only its own
-//! subjects (DESIGN §2), the read-only user publishes nothing, a connection without
+//! subjects (docs/contract.md §2), the read-only user publishes nothing, a connection without
 //! credentials is refused. The server is a real nats-server started with the
 //! configuration rendered from `paytrack_nats::auth` (the one in `nats/auth.conf`).
 //!

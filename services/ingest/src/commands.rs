@@ -42,7 +42,7 @@ const MAX_METADATA_BYTES: usize = 4096;
 /// Longest `reason`.
 const MAX_REASON: usize = 1000;
 
-/// The body of `POST /v1/payments` (DESIGN.md §5).
+/// The body of `POST /v1/payments` (docs/contract.md §6).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentRequest {

@@ -1,5 +1,5 @@
 //! `GET /v1/payments?merchant_id=&status=&cursor=&limit=`: a page of the tenant's
-//! payments with the `position` of DESIGN.md §5.
+//! payments with the `position` of docs/contract.md §6.
 //!
 //! `position` is read BEFORE the page, from `projector_positions` (the projector's safe
 //! low-water mark of PAYTRACK_STATUS: every message at or below it is committed in the

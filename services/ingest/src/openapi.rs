@@ -16,7 +16,7 @@ use crate::error::ErrorBody;
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paytrack ingest", description = "Commands, signed webhooks, REST reads and the push API (DESIGN.md §5)."),
+    info(title = "paytrack ingest", description = "Commands, signed webhooks, REST reads and the push API (docs/contract.md §6)."),
     paths(
         crate::commands::create_payment,
         crate::commands::cancel_payment,

@@ -31,7 +31,7 @@ const ALL_DEVICES: &str = "all";
 /// Longest `type`.
 const MAX_TYPE_LEN: usize = 64;
 
-/// The body of `POST /v1/push` (DESIGN.md §5).
+/// The body of `POST /v1/push` (docs/contract.md §6).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {

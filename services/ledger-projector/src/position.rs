@@ -1,4 +1,4 @@
-//! The list's `position` (DESIGN.md §5): a point of PAYTRACK_STATUS up to which every
+//! The list's `position` (docs/contract.md §6): a point of PAYTRACK_STATUS up to which every
 //! message is already in the projection.
 //!
 //! Each instance commits its batches in order, but several instances share one

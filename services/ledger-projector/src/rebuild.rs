@@ -1,6 +1,6 @@
 //! Rebuilding the projection from the streams into an empty database.
 //!
-//! The streams are the truth (DESIGN.md §1); the database is a projection of them. A
+//! The streams are the truth (docs/contract.md §1); the database is a projection of them. A
 //! rebuild reads PAYTRACK_IN, PAYTRACK_OUTCOME, PAYTRACK_SESSION, PAYTRACK_ALERT
 //! (alerts of every kind and operators' acknowledgements) and PAYTRACK_STATUS
 //! from their first message to the last one present when it started, with ephemeral

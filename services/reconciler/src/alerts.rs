@@ -1,4 +1,4 @@
-//! Raising an alert on `paytrack.alert.<tenant>.<kind>` (DESIGN.md §4), each linking
+//! Raising an alert on `paytrack.alert.<tenant>.<kind>` (docs/contract.md §4), each linking
 //! to its payment's evidence; the message id names the occurrence, so raising the
 //! same alert again (another replica, a retry) adds nothing.
 

@@ -1,4 +1,4 @@
-//! Whether a session is *current* (DESIGN §6): its acks have caught up with the
+//! Whether a session is *current* (docs/contract.md §7): its acks have caught up with the
 //! positions of the previous heartbeat. A session behind for two heartbeats in a row is
 //! `stale`, audited once per episode. Kept per session; the `sessions_current` gauge
 //! (per transport) counts the sessions that are current now.

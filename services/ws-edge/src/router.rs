@@ -916,7 +916,7 @@ impl Hub {
         Ok(info.state.first_sequence)
     }
 
-    /// The snapshot of DESIGN §6 for a subscription whose continuity is not proven:
+    /// The snapshot of docs/contract.md §7 for a subscription whose continuity is not proven:
     /// the payment's state, `{"reload": <REST list>}` for the wide channels, and
     /// `{"missed": true}` for `user:` channels.
     async fn snapshot(&self, request: &Request, stream: &Stream) -> Result<Option<Value>, HistoryError> {

@@ -1,4 +1,4 @@
-//! The Server-Sent Events fallback (DESIGN §6): `GET /v1/sse?channel=<channel>` for
+//! The Server-Sent Events fallback (docs/contract.md §7): `GET /v1/sse?channel=<channel>` for
 //! clients that cannot open a WebSocket. One session holds one channel, on the same
 //! hub as the WebSocket (the same positions, the same encoded event bytes, the same
 //! replay and hand-over), through the same bounded [`Outbox`]; only the framing

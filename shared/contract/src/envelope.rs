@@ -110,7 +110,7 @@ pub struct PaymentCommand {
     pub idempotency_key: Option<String>,
 }
 
-/// The commands of DESIGN.md §5, tagged by `command` on the wire.
+/// The commands of docs/contract.md §6, tagged by `command` on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "snake_case")]
 #[allow(clippy::large_enum_variant)] // as FactSource: one at a time, never in bulk
@@ -164,7 +164,7 @@ pub struct CreatePayment {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// `card`, `ach_debit`, `rtp`, `upi`, …: decides finality (DESIGN.md §4).
+    /// `card`, `ach_debit`, `rtp`, `upi`, …: decides finality (docs/contract.md §5).
     pub rail: String,
     /// ISO 3166-1 alpha-2 country.
     pub country: String,
@@ -396,7 +396,7 @@ impl Transition {
     }
 }
 
-/// The evidence a transition must carry (DESIGN.md §4).
+/// The evidence a transition must carry (docs/contract.md §5).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cause {
     /// The inbound fact's id.
@@ -641,7 +641,7 @@ pub struct DeadLetter {
     pub parked_at: DateTime<Utc>,
 }
 
-/// An alert on `paytrack.alert.<tenant>.<kind>` (DESIGN.md §4), raised by the
+/// An alert on `paytrack.alert.<tenant>.<kind>` (docs/contract.md §4), raised by the
 /// reconciler (or the projector), stored and listed for operators.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {

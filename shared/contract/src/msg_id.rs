@@ -48,7 +48,7 @@ pub fn transition(tenant: &TenantId, payment: &PaymentId, fact_id: &str) -> Stri
 }
 
 /// A checkpoint in PAYTRACK_STATUS: `<tenant>:<payment_id>:<version>:<checkpoint>`
-/// (DESIGN.md §3), one per payment, version and checkpoint kind.
+/// (docs/contract.md §3), one per payment, version and checkpoint kind.
 pub fn checkpoint(tenant: &TenantId, payment: &PaymentId, version: u64, checkpoint: &str) -> String {
     format!("{tenant}:{payment}:{version}:{checkpoint}")
 }

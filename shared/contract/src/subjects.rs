@@ -1,7 +1,7 @@
 //! Stream names and subject builders: the one place subjects are spelled.
 //!
 //! The hierarchy tenant → merchant → payment is what lets every WebSocket channel
-//! be a server-side JetStream filter; see DESIGN.md §3.
+//! be a server-side JetStream filter; see docs/contract.md §3.
 
 use crate::ids::{MerchantId, PaymentId, TenantId};
 
