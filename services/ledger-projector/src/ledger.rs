@@ -133,34 +133,43 @@ pub fn posting(
         ("capture", Some(fee)) if fee > 0 && fee <= delta => fee,
         _ => 0,
     };
-    let mut legs = Vec::with_capacity(3);
-    if delta - fee != 0 {
-        legs.push(Leg {
-            account: format!("provider_clearing:{provider}"),
-            kind: AccountKind::Asset,
-            amount_minor: delta - fee,
-        });
-    }
-    if fee != 0 {
-        legs.push(Leg {
-            account: format!("provider_fees:{provider}"),
-            kind: AccountKind::Expense,
-            amount_minor: fee,
-        });
-    }
-    legs.push(Leg {
-        account: format!("merchant_payable:{merchant}"),
-        kind: AccountKind::Liability,
-        amount_minor: -delta,
-    });
     Posting::Entry {
         entry: Entry {
             kind,
             currency: currency.to_uppercase(),
-            legs,
+            legs: legs(provider, merchant, delta, fee),
         },
         ledger_minor: target,
     }
+}
+
+/// The balanced legs of an entry that changes what is recognised for `merchant` by
+/// `delta`, of which the provider kept `fees`: the provider's clearing account takes
+/// the rest, its fees account the fees, the merchant's payable the whole change.
+fn legs(provider: &str, merchant: &str, delta: i64, fees: i64) -> Vec<Leg> {
+    let mut legs = Vec::with_capacity(3);
+    if delta - fees != 0 {
+        legs.push(Leg {
+            account: format!("provider_clearing:{provider}"),
+            kind: AccountKind::Asset,
+            amount_minor: delta - fees,
+        });
+    }
+    if fees != 0 {
+        legs.push(Leg {
+            account: format!("provider_fees:{provider}"),
+            kind: AccountKind::Expense,
+            amount_minor: fees,
+        });
+    }
+    if delta != 0 {
+        legs.push(Leg {
+            account: format!("merchant_payable:{merchant}"),
+            kind: AccountKind::Liability,
+            amount_minor: -delta,
+        });
+    }
+    legs
 }
 
 /// The entry for a transition that moved the amounts from `before` to `after`, with
@@ -210,33 +219,11 @@ pub fn movement_posting(
         _ => 0,
     };
     let fees = capture_fee + movement_fee;
-    let mut legs = Vec::with_capacity(3);
-    if delta - fees != 0 {
-        legs.push(Leg {
-            account: format!("provider_clearing:{provider}"),
-            kind: AccountKind::Asset,
-            amount_minor: delta - fees,
-        });
-    }
-    if fees != 0 {
-        legs.push(Leg {
-            account: format!("provider_fees:{provider}"),
-            kind: AccountKind::Expense,
-            amount_minor: fees,
-        });
-    }
-    if delta != 0 {
-        legs.push(Leg {
-            account: format!("merchant_payable:{merchant}"),
-            kind: AccountKind::Liability,
-            amount_minor: -delta,
-        });
-    }
     Posting::Entry {
         entry: Entry {
             kind,
             currency: currency.to_uppercase(),
-            legs,
+            legs: legs(provider, merchant, delta, fees),
         },
         ledger_minor: after.net_minor,
     }
