@@ -6,11 +6,12 @@
 //!   (once: a later `succeeded` keeps what was captured); `failed` and `cancelled` hold nothing captured (a resolution
 //!   that reverses a capture); `returned` takes back what was left;
 //! - the other statuses keep what was captured;
+//! - a payout's `paid_minor` is what it captured: the money that went out;
 //! - refunds and disputes take back what their movements withhold, never more than
 //!   was captured, so `net_minor` is never negative.
 
 use paytrack_shared::Status;
-use paytrack_shared::envelope::{PaymentTerms, Transition};
+use paytrack_shared::envelope::{Direction, PaymentTerms, Transition};
 use paytrack_shared::money::{Amounts, MoneyState, MovementKind};
 
 /// The amounts `t` carries, or, for a transition written before amounts existed,
@@ -56,6 +57,7 @@ pub fn after(previous: Amounts, status: Status, terms: &PaymentTerms, money: &Mo
         _ => 0,
     };
     a.movement_fees_minor = money.fees();
+    a.paid_minor = (terms.direction == Some(Direction::Payout)).then_some(a.captured_minor);
     a.settle()
 }
 

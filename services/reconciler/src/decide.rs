@@ -750,6 +750,7 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
             terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
             terms.provider_ref = terms.provider_ref.take().or_else(|| event.provider_ref.clone());
             terms.rail = terms.rail.take().or_else(|| event.rail.clone());
+            terms.direction = terms.direction.or(event.direction);
         }
         FactSource::Command(command) => {
             if let CommandAction::Create(create) = &command.action {
