@@ -398,6 +398,62 @@ mod tests {
         }
     }
 
+    /// Given a payout, when it is paid and then returned, then paid debits the
+    /// merchant and credits payout clearing, the return posts the opposite, and a
+    /// payout that fails or is cancelled before it is paid posts nothing.
+    #[test]
+    fn a_payout_posts_paid_and_returned_the_other_way() {
+        let t = PaymentTerms {
+            direction: Some(Direction::Payout),
+            provider: Some("razorpay".into()),
+            ..terms(Some(1250))
+        };
+        let paid = Amounts {
+            captured_minor: 1250,
+            paid_minor: Some(1250),
+            ..Amounts::default()
+        }
+        .settle();
+        let returned = Amounts {
+            returned_minor: 1250,
+            ..paid.clone()
+        }
+        .settle();
+        let rows = [
+            (Amounts::default(), paid.clone(), 0, "payout", 1250, vec![1250, -1250]),
+            (
+                paid.clone(),
+                returned.clone(),
+                1250,
+                "payout_return",
+                0,
+                vec![-1250, 1250],
+            ),
+        ];
+        for (before, after, ledger, kind, left, legs) in rows {
+            let p = movement_posting(&before, &after, ledger, false, "m1", &t);
+            assert_eq!(entry(&p), (kind, left, legs));
+            let Posting::Entry { entry, .. } = p else {
+                unreachable!()
+            };
+            let accounts: Vec<_> = entry.legs.iter().map(|l| l.account.as_str()).collect();
+            assert_eq!(accounts, ["merchant_payable:m1", "payout_clearing:razorpay"]);
+        }
+        // The status rule (transitions without amounts) posts payouts the same way.
+        let by_status = posting(Status::Succeeded, Some(Status::Pending), 0, "m1", &t);
+        assert_eq!(entry(&by_status), ("payout", 1250, vec![1250, -1250]));
+        let back = posting(Status::Returned, Some(Status::Succeeded), 1250, "m1", &t);
+        assert_eq!(entry(&back), ("payout_return", 0, vec![-1250, 1250]));
+        for status in [Status::Failed, Status::Cancelled] {
+            assert_eq!(posting(status, Some(Status::Pending), 0, "m1", &t), Posting::Nothing);
+            let nothing = Amounts::default();
+            assert_eq!(
+                movement_posting(&nothing, &nothing, 0, false, "m1", &t),
+                Posting::Nothing
+            );
+        }
+    }
+
     #[test]
     fn capture_then_return_balances_and_nets_to_zero() {
         let t = terms(Some(1250));

@@ -149,5 +149,28 @@ mod tests {
         assert_eq!((a.authorised_minor, a.captured_minor, a.net_minor), (5000, 3000, 3000));
         let pending = after(Amounts::default(), Status::Pending, &terms(5000), &none);
         assert_eq!(pending.net_minor, 0);
+        assert_eq!(pending.paid_minor, None);
+    }
+
+    /// Given a payout, when it is paid and then returned, then `paid_minor` shows
+    /// what went out and the net comes back to 0.
+    #[test]
+    fn a_payout_shows_what_it_paid_and_what_came_back() {
+        let none = MoneyState::default();
+        let payout = PaymentTerms {
+            direction: Some(Direction::Payout),
+            ..terms(5000)
+        };
+        let queued = after(Amounts::default(), Status::Pending, &payout, &none);
+        assert_eq!((queued.paid_minor, queued.net_minor), (Some(0), 0));
+        let paid = after(queued, Status::Succeeded, &payout, &none);
+        assert_eq!((paid.paid_minor, paid.net_minor), (Some(5000), 5000));
+        let returned = after(paid, Status::Returned, &payout, &none);
+        assert_eq!(
+            (returned.paid_minor, returned.returned_minor, returned.net_minor),
+            (Some(5000), 5000, 0)
+        );
+        let failed = after(Amounts::default(), Status::Failed, &payout, &none);
+        assert_eq!((failed.paid_minor, failed.net_minor), (Some(0), 0));
     }
 }

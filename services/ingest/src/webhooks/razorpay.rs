@@ -359,6 +359,68 @@ mod tests {
         assert_eq!(v.event.provider_ref.as_deref(), Some("pay_DESlfW9H8K9uqM"));
     }
 
+    fn payout_event(event: &str, status: &str, notes: &str, amount: &str) -> String {
+        format!(
+            r#"{{"entity":"event","account_id":"acc_BFQ7uQEaa7j2z7","event":"{event}","contains":["payout"],"payload":{{"payout":{{"entity":{{"id":"pout_00000000000001","entity":"payout","fund_account_id":"fa_1","amount":{amount},"currency":"INR","status":"{status}","mode":"UPI","purpose":"payout","reference_id":"po_ref_1","utr":null,"failure_reason":null,"notes":{notes},"created_at":1567674599}}}}}},"created_at":1567674606}}"#
+        )
+    }
+
+    /// A signed payout event maps to its status, the payout direction and its
+    /// mode's rail, and is linked by notes, else by `reference_id`, else by its id.
+    #[test]
+    fn payout_events_map_by_event_and_link_like_payments() {
+        let parse =
+            |body: &str| verify_and_parse(&keys(SECRET), &headers(&sign(SECRET, body), "evt_p"), body.as_bytes());
+        let cases = [
+            ("payout.queued", "queued", Some("pending")),
+            ("payout.processing", "processing", Some("pending")),
+            ("payout.processed", "processed", Some("succeeded")),
+            ("payout.reversed", "reversed", Some("returned")),
+            ("payout.rejected", "rejected", Some("failed")),
+            ("payout.updated", "cancelled", Some("cancelled")),
+            ("payout.updated", "processed", Some("succeeded")),
+            ("payout.updated", "something_new", None),
+            ("payout.downtime.started", "queued", None),
+        ];
+        for (event, status, want) in cases {
+            let v = parse(&payout_event(
+                event,
+                status,
+                r#"{"payment_id":"po_1","merchant_id":"m_1"}"#,
+                "1000",
+            ))
+            .unwrap();
+            assert_eq!(v.event.status.as_deref(), want, "{event} {status}");
+            assert_eq!(v.event.direction, Some(Direction::Payout));
+            assert_eq!(v.event.rail.as_deref(), Some("upi"));
+            assert_eq!(v.event.amount_minor, Some(1000));
+            assert_eq!(v.event.provider_ref.as_deref(), Some("pout_00000000000001"));
+            assert_eq!(v.payment_id.unwrap().as_str(), "po_1");
+            assert_eq!(v.merchant_id.unwrap().as_str(), "m_1");
+        }
+        let by_reference = parse(&payout_event("payout.queued", "queued", "[]", "1000")).unwrap();
+        assert_eq!(by_reference.payment_id.unwrap().as_str(), "po_ref_1");
+        for amount in ["-5", "0", r#""1000""#] {
+            assert!(matches!(
+                parse(&payout_event("payout.queued", "queued", "[]", amount)),
+                Err(ApiError::Malformed(_))
+            ));
+        }
+    }
+
+    /// The docs page lists every payout event this scheme maps.
+    #[test]
+    fn the_docs_name_every_payout_event() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/money.md");
+        let docs = std::fs::read_to_string(path).unwrap_or_default();
+        for (event, _) in PAYOUT_EVENTS {
+            assert!(
+                docs.contains(&format!("| `{event}` |")),
+                "docs/money.md does not map {event}"
+            );
+        }
+    }
+
     /// During a rotation both secrets verify.
     #[test]
     fn either_of_two_secrets_verifies() {
