@@ -948,3 +948,87 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The simulator's Razorpay sandbox pays a payout and then returns it, sending its
+/// signed `payout.*` webhooks: paytrack shows the payout paid, then returned, and
+/// its ledger posts both and comes back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()> {
+    use paytrack_shared::config::WebhookSecrets;
+    let port = paytrack_tests::free_port()?;
+    let sim = format!("http://127.0.0.1:{port}");
+    let mesh = Mesh::start().await?;
+    let tenant = mesh.tenant.clone();
+    let token = secrecy::SecretString::from("sim-payout-token".to_owned());
+    let secrets = format!("{tenant}/razorpay={RAZORPAY_SECRET}");
+    let simulator = paytrack_simulator::Simulator::bind(
+        paytrack_simulator::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            ingest_url: mesh.ingest_url.clone(),
+            tenant: tenant.clone(),
+            token: token.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
+            traffic_every: None,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    tokio::spawn(simulator.run());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+        .build()?;
+    let response = http
+        .put(format!("{sim}/v1/providers/razorpay/behaviour"))
+        .json(&json!({"latency_ms": 20, "success_pct": 100, "duplicate_pct": 20}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+    let payment = "po_sim_returned";
+    let response = http
+        .post(format!("{sim}/v1/providers/razorpay/payments"))
+        .json(
+            &json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 75000,
+            "currency": "INR", "rail": "imps", "merchant_id": "m_sim", "payout": true}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
+    let initiated: Value = response.json().await?;
+    let provider_ref = initiated["provider_ref"].as_str().unwrap_or_default().to_owned();
+    assert!(provider_ref.starts_with("pout_"), "{initiated}");
+    view_when(&mesh, payment, "the payout paid", |v| v["status"] == "succeeded").await?;
+    let response = http
+        .post(format!("{sim}/v1/providers/razorpay/payments/{provider_ref}/movements"))
+        .json(&json!({"action": "payout_return"}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "return: {}", response.text().await?);
+    let view = view_when(&mesh, payment, "the payout returned", |v| v["status"] == "returned").await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
+        (&json!(75000), &json!(75000), &json!(0)),
+        "{view}"
+    );
+    assert_eq!(view["rail"], "imps", "{view}");
+    let (kinds, sum, merchant) = mesh
+        .eventually(WAIT, "both postings", || async {
+            let posted = journal(&mesh, payment).await.ok()?;
+            (posted.0.len() == 2).then_some(posted)
+        })
+        .await?;
+    assert_eq!(kinds, ["payout", "payout_return"]);
+    assert_eq!((sum, merchant), (0, 0));
+    // A payment cannot be returned as a payout, nor can another provider pay one.
+    let refused = http
+        .post(format!("{sim}/v1/providers/stripe/payments"))
+        .json(
+            &json!({"tenant": tenant.as_str(), "payment_id": "po_sim_stripe", "amount_minor": 100,
+            "currency": "USD", "rail": "card", "payout": true}),
+        )
+        .send()
+        .await?;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    Ok(())
+}
