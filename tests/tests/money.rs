@@ -1032,3 +1032,48 @@ async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()
     assert!(refused.status().is_client_error(), "{}", refused.status());
     Ok(())
 }
+
+/// A payout event that names a payment's id (a payout of that payment's money,
+/// linked by its notes) is refused: the payment keeps its history, its direction and
+/// its postings, and the refusal is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_not_a_payout";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let captured = json!({"payment": {"entity": {"id": "pay_RzpIn1", "entity": "payment", "amount": 40000,
+        "currency": "INR", "status": "captured", "method": "upi",
+        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    assert_eq!(razorpay(&mesh, "evt_in_1", "payment.captured", t, captured).await?, 200);
+    view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
+    let payout = json!({"payout": {"entity": {"id": "pout_RzpOut1", "entity": "payout", "amount": 40000,
+        "currency": "INR", "status": "reversed", "mode": "UPI", "reference_id": payment,
+        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    assert_eq!(
+        razorpay(&mesh, "evt_out_1", "payout.reversed", t + 10, payout).await?,
+        200
+    );
+    let reason: String = mesh
+        .eventually(WAIT, "the payout event decided", || async {
+            sqlx::query_scalar(
+                "SELECT reason FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2 AND event_type = 'payout.reversed'
+                   AND outcome = 'refused'",
+            )
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_optional(&mesh.db)
+            .await
+            .ok()?
+        })
+        .await?;
+    assert!(reason.contains("payout"), "{reason}");
+    let view = view_when(&mesh, payment, "the payment as it was", |v| v["version"] == 1).await?;
+    assert_eq!(
+        (&view["status"], &view["amounts"]["net_minor"]),
+        (&json!("succeeded"), &json!(40000))
+    );
+    assert!(view["amounts"].get("paid_minor").is_none(), "{view}");
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 40000));
+    Ok(())
+}

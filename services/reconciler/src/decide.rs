@@ -247,6 +247,8 @@ impl Reconciler {
                 None => judge::decide(state, &view, StatusModel::get()),
             };
             let verdict = carry_create_terms(verdict, current.as_ref().map(|c| &c.transition), fact);
+            let verdict =
+                crate::direction::refuse_other_direction(verdict, current.as_ref().map(|c| &c.transition), fact);
             let conflict_with = match &verdict {
                 Verdict::Apply { .. } | Verdict::Move { .. } => None,
                 Verdict::Conflict { with, why } => {

@@ -330,6 +330,7 @@ pub fn terms_kept(before: &PaymentTerms, after: &PaymentTerms) -> bool {
         && kept(&before.country, &after.country)
         && kept(&before.provider, &after.provider)
         && kept(&before.provider_ref, &after.provider_ref)
+        && (before.direction.is_none() || before.direction == after.direction)
 }
 
 #[cfg(test)]
