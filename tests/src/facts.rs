@@ -116,6 +116,7 @@ pub fn event(
             fee_minor: None,
             movement: None,
             captured_minor: None,
+            direction: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),

@@ -108,6 +108,7 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
             provider_ref: Some(format!("ref_{}", plan.payment)),
             fee_minor: None,
             captured_minor: None,
+            direction: None,
         },
         ordered_by: None,
         evidence_fact_ids: vec![],

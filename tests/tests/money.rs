@@ -853,3 +853,227 @@ async fn a_partial_capture_captures_what_the_provider_received() -> anyhow::Resu
     assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 3000));
     Ok(())
 }
+
+/// A payout paid then returned, with its postings: Razorpay's `payout.queued`,
+/// `payout.processed` and `payout.reversed` through the real ingest scheme. The REST
+/// view shows each status and the paid and returned amounts; the paid entry debits
+/// the merchant and credits the payout clearing account, the reversal posts the
+/// opposite, every entry balances, `ledger_minor` ends at 0, and a rebuild from the
+/// streams reproduces all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "po_returned";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let entity = |status: &str, utr: Value, failure: Value| {
+        json!({"payout": {"entity": {"id": "pout_RzpBack1", "entity": "payout", "fund_account_id": "fa_1",
+            "amount": 120000, "currency": "INR", "status": status, "mode": "IMPS", "purpose": "payout",
+            "reference_id": payment, "utr": utr, "failure_reason": failure,
+            "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}})
+    };
+    let steps = [
+        ("evt_po_1", "payout.queued", entity("queued", Value::Null, Value::Null)),
+        (
+            "evt_po_2",
+            "payout.processed",
+            entity("processed", json!("UTR0001"), Value::Null),
+        ),
+        (
+            "evt_po_3",
+            "payout.reversed",
+            entity("reversed", json!("UTR0001"), json!("beneficiary bank rejected")),
+        ),
+    ];
+    let statuses = ["pending", "succeeded", "returned"];
+    for (n, (id, event, payload)) in steps.into_iter().enumerate() {
+        assert_eq!(
+            razorpay(&mesh, id, event, t + 10 * n as i64, payload).await?,
+            200,
+            "{event}"
+        );
+        view_when(&mesh, payment, event, |v| v["status"] == statuses[n]).await?;
+    }
+    let view = view_when(&mesh, payment, "the reversal", |v| v["status"] == "returned").await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
+        (&json!(120000), &json!(120000), &json!(0)),
+        "{view}"
+    );
+    let (kinds, sum, merchant) = mesh
+        .eventually(WAIT, "both postings", || async {
+            let posted = journal(&mesh, payment).await.ok()?;
+            (posted.0.len() == 2).then_some(posted)
+        })
+        .await?;
+    assert_eq!(kinds, ["payout", "payout_return"]);
+    assert_eq!((sum, merchant), (0, 0));
+    let legs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT account, amount_minor FROM ledger_postings WHERE tenant = $1 AND payment_id = $2 ORDER BY version, account",
+    )
+    .bind(mesh.tenant.as_str())
+    .bind(payment)
+    .fetch_all(&mesh.db)
+    .await?;
+    let want: Vec<(String, i64)> = [
+        ("merchant_payable:m_money", 120000),
+        ("payout_clearing:razorpay", -120000),
+        ("merchant_payable:m_money", -120000),
+        ("payout_clearing:razorpay", 120000),
+    ]
+    .into_iter()
+    .map(|(a, m)| (a.to_owned(), m))
+    .collect();
+    assert_eq!(legs, want);
+    let ledger: i64 = sqlx::query_scalar("SELECT ledger_minor FROM payments WHERE tenant = $1 AND payment_id = $2")
+        .bind(mesh.tenant.as_str())
+        .bind(payment)
+        .fetch_one(&mesh.db)
+        .await?;
+    assert_eq!(ledger, 0);
+
+    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let live = dump(&mesh.db, &mesh.tenant).await?;
+    let replayed = dump(&rebuilt, &mesh.tenant).await?;
+    for table in [
+        "payment_timeline",
+        "journal_entries",
+        "ledger_postings",
+        "ledger_accounts",
+        "payments",
+    ] {
+        assert_eq!(live[table], replayed[table], "{table}");
+    }
+    Ok(())
+}
+
+/// The simulator's Razorpay sandbox pays a payout and then returns it, sending its
+/// signed `payout.*` webhooks: paytrack shows the payout paid, then returned, and
+/// its ledger posts both and comes back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()> {
+    use paytrack_shared::config::WebhookSecrets;
+    let port = paytrack_tests::free_port()?;
+    let sim = format!("http://127.0.0.1:{port}");
+    let mesh = Mesh::start().await?;
+    let tenant = mesh.tenant.clone();
+    let token = secrecy::SecretString::from("sim-payout-token".to_owned());
+    let secrets = format!("{tenant}/razorpay={RAZORPAY_SECRET}");
+    let simulator = paytrack_simulator::Simulator::bind(
+        paytrack_simulator::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            ingest_url: mesh.ingest_url.clone(),
+            tenant: tenant.clone(),
+            token: token.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
+            traffic_every: None,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    tokio::spawn(simulator.run());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+        .build()?;
+    let response = http
+        .put(format!("{sim}/v1/providers/razorpay/behaviour"))
+        .json(&json!({"latency_ms": 20, "success_pct": 100, "duplicate_pct": 20}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+    let payment = "po_sim_returned";
+    let response = http
+        .post(format!("{sim}/v1/providers/razorpay/payments"))
+        .json(
+            &json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 75000,
+            "currency": "INR", "rail": "imps", "merchant_id": "m_sim", "payout": true}),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
+    let initiated: Value = response.json().await?;
+    let provider_ref = initiated["provider_ref"].as_str().unwrap_or_default().to_owned();
+    assert!(provider_ref.starts_with("pout_"), "{initiated}");
+    view_when(&mesh, payment, "the payout paid", |v| v["status"] == "succeeded").await?;
+    let response = http
+        .post(format!("{sim}/v1/providers/razorpay/payments/{provider_ref}/movements"))
+        .json(&json!({"action": "payout_return"}))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "return: {}", response.text().await?);
+    let view = view_when(&mesh, payment, "the payout returned", |v| v["status"] == "returned").await?;
+    let a = &view["amounts"];
+    assert_eq!(
+        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
+        (&json!(75000), &json!(75000), &json!(0)),
+        "{view}"
+    );
+    assert_eq!(view["rail"], "imps", "{view}");
+    let (kinds, sum, merchant) = mesh
+        .eventually(WAIT, "both postings", || async {
+            let posted = journal(&mesh, payment).await.ok()?;
+            (posted.0.len() == 2).then_some(posted)
+        })
+        .await?;
+    assert_eq!(kinds, ["payout", "payout_return"]);
+    assert_eq!((sum, merchant), (0, 0));
+    // A payment cannot be returned as a payout, nor can another provider pay one.
+    let refused = http
+        .post(format!("{sim}/v1/providers/stripe/payments"))
+        .json(
+            &json!({"tenant": tenant.as_str(), "payment_id": "po_sim_stripe", "amount_minor": 100,
+            "currency": "USD", "rail": "card", "payout": true}),
+        )
+        .send()
+        .await?;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    Ok(())
+}
+
+/// A payout event that names a payment's id (a payout of that payment's money,
+/// linked by its notes) is refused: the payment keeps its history, its direction and
+/// its postings, and the refusal is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_not_a_payout";
+    let t = chrono::Utc::now().timestamp() - 60;
+    let captured = json!({"payment": {"entity": {"id": "pay_RzpIn1", "entity": "payment", "amount": 40000,
+        "currency": "INR", "status": "captured", "method": "upi",
+        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    assert_eq!(razorpay(&mesh, "evt_in_1", "payment.captured", t, captured).await?, 200);
+    view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
+    let payout = json!({"payout": {"entity": {"id": "pout_RzpOut1", "entity": "payout", "amount": 40000,
+        "currency": "INR", "status": "reversed", "mode": "UPI", "reference_id": payment,
+        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    assert_eq!(
+        razorpay(&mesh, "evt_out_1", "payout.reversed", t + 10, payout).await?,
+        200
+    );
+    let reason: String = mesh
+        .eventually(WAIT, "the payout event decided", || async {
+            sqlx::query_scalar(
+                "SELECT reason FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2 AND event_type = 'payout.reversed'
+                   AND outcome = 'refused'",
+            )
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_optional(&mesh.db)
+            .await
+            .ok()?
+        })
+        .await?;
+    assert!(reason.contains("payout"), "{reason}");
+    let view = view_when(&mesh, payment, "the payment as it was", |v| v["version"] == 1).await?;
+    assert_eq!(
+        (&view["status"], &view["amounts"]["net_minor"]),
+        (&json!("succeeded"), &json!(40000))
+    );
+    assert!(view["amounts"].get("paid_minor").is_none(), "{view}");
+    let (kinds, sum, merchant) = journal(&mesh, payment).await?;
+    assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 40000));
+    Ok(())
+}

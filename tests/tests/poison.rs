@@ -54,6 +54,7 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
             rail: None,
             movement: None,
             captured_minor: None,
+            direction: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

@@ -140,6 +140,7 @@ pub async fn send_webhook(settings: &Settings, ingest_url: &str, args: WebhookAr
         webhooks_sent: 0,
         webhooks_lost: 0,
         created_at: now,
+        payout: false,
         movements: Vec::new(),
         refunded_minor: 0,
         disputed_minor: 0,

@@ -51,8 +51,8 @@ pub struct PaymentView {
     pub provider_ref: Option<String>,
     /// Where the money is, in minor units: `authorised_minor`, `captured_minor`,
     /// `refunded_minor`, `returned_minor`, `disputed_minor` (withheld by open or lost
-    /// disputes), `net_minor` and `refunded` (fully refunded); null for a payment
-    /// projected before amounts existed.
+    /// disputes), `net_minor` and `refunded` (fully refunded), and a payout's
+    /// `paid_minor`; null for a payment projected before amounts existed.
     pub amounts: Option<serde_json::Value>,
     /// How much of the net amount refunds and disputes may still take back: the net
     /// while the rail's refund and dispute windows are open, else 0.

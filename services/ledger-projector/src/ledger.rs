@@ -11,7 +11,10 @@
 //! - `provider_clearing:<provider>` (asset): what the provider owes us until it settles;
 //! - `merchant_payable:<merchant>` (liability): what we owe the merchant;
 //! - `provider_fees:<provider>` (expense): what the provider kept, where a provider
-//!   event reported its fee.
+//!   event reported its fee;
+//! - `payout_clearing:<provider>` (asset): money sent out by payouts. A payout
+//!   (`direction: payout`) posts the other way: paid debits the merchant and credits
+//!   payout clearing, a return reverses it; `ledger_minor` is what it paid out.
 //!
 //! A capture debits clearing and credits the merchant; a reversal does the opposite.
 //! A first capture whose fee is known splits its debit: the provider owes the amount
@@ -30,7 +33,7 @@
 //! keep the status rule ([`posting`]).
 
 use paytrack_shared::Status;
-use paytrack_shared::envelope::PaymentTerms;
+use paytrack_shared::envelope::{Direction, PaymentTerms};
 use paytrack_shared::money::Amounts;
 
 /// What kind of balance an account holds.
@@ -126,6 +129,9 @@ pub fn posting(
         (false, Status::Returned, false) => "return",
         (false, _, false) => "reversal",
     };
+    if is_payout(terms) {
+        return payout_entry(kind, delta, currency, merchant, terms, target);
+    }
     let provider = terms.provider.as_deref().unwrap_or("unknown");
     // The fee is posted with the first capture only (a payment is captured once; a
     // resolution re-recognises the amount, the fee was already charged).
@@ -212,6 +218,9 @@ pub fn movement_posting(
         _ if delta == 0 => "movement_fee",
         _ => "adjustment",
     };
+    if is_payout(terms) && delta != 0 {
+        return payout_entry(kind, delta, currency, merchant, terms, after.net_minor);
+    }
     let provider = terms.provider.as_deref().unwrap_or("unknown");
     // The capture's fee is posted with the first capture only.
     let capture_fee = match (kind, terms.fee_minor) {
@@ -226,6 +235,50 @@ pub fn movement_posting(
             legs: legs(provider, merchant, delta, fees),
         },
         ledger_minor: after.net_minor,
+    }
+}
+
+/// Whether `terms` are a payout's: money out, posted the other way round.
+fn is_payout(terms: &PaymentTerms) -> bool {
+    terms.direction == Some(Direction::Payout)
+}
+
+/// A payout's entry for a change of `delta` in what it paid out: paid debits what we
+/// owe the merchant and credits `payout_clearing:<provider>` (the money left); a
+/// return posts the opposite. `kind` is the payment's kind, renamed for a payout.
+fn payout_entry(
+    kind: &'static str,
+    delta: i64,
+    currency: &str,
+    merchant: &str,
+    terms: &PaymentTerms,
+    ledger_minor: i64,
+) -> Posting {
+    let kind = match kind {
+        "capture" => "payout",
+        "return" => "payout_return",
+        "reversal" => "payout_reversal",
+        other => other,
+    };
+    let provider = terms.provider.as_deref().unwrap_or("unknown");
+    Posting::Entry {
+        entry: Entry {
+            kind,
+            currency: currency.to_uppercase(),
+            legs: vec![
+                Leg {
+                    account: format!("merchant_payable:{merchant}"),
+                    kind: AccountKind::Liability,
+                    amount_minor: delta,
+                },
+                Leg {
+                    account: format!("payout_clearing:{provider}"),
+                    kind: AccountKind::Asset,
+                    amount_minor: -delta,
+                },
+            ],
+        },
+        ledger_minor,
     }
 }
 
@@ -329,6 +382,62 @@ mod tests {
                 entry.legs.iter().map(|l| l.amount_minor).collect(),
             ),
             other => panic!("no entry: {other:?}"),
+        }
+    }
+
+    /// Given a payout, when it is paid and then returned, then paid debits the
+    /// merchant and credits payout clearing, the return posts the opposite, and a
+    /// payout that fails or is cancelled before it is paid posts nothing.
+    #[test]
+    fn a_payout_posts_paid_and_returned_the_other_way() {
+        let t = PaymentTerms {
+            direction: Some(Direction::Payout),
+            provider: Some("razorpay".into()),
+            ..terms(Some(1250))
+        };
+        let paid = Amounts {
+            captured_minor: 1250,
+            paid_minor: Some(1250),
+            ..Amounts::default()
+        }
+        .settle();
+        let returned = Amounts {
+            returned_minor: 1250,
+            ..paid.clone()
+        }
+        .settle();
+        let rows = [
+            (Amounts::default(), paid.clone(), 0, "payout", 1250, vec![1250, -1250]),
+            (
+                paid.clone(),
+                returned.clone(),
+                1250,
+                "payout_return",
+                0,
+                vec![-1250, 1250],
+            ),
+        ];
+        for (before, after, ledger, kind, left, legs) in rows {
+            let p = movement_posting(&before, &after, ledger, false, "m1", &t);
+            assert_eq!(entry(&p), (kind, left, legs));
+            let Posting::Entry { entry, .. } = p else {
+                unreachable!()
+            };
+            let accounts: Vec<_> = entry.legs.iter().map(|l| l.account.as_str()).collect();
+            assert_eq!(accounts, ["merchant_payable:m1", "payout_clearing:razorpay"]);
+        }
+        // The status rule (transitions without amounts) posts payouts the same way.
+        let by_status = posting(Status::Succeeded, Some(Status::Pending), 0, "m1", &t);
+        assert_eq!(entry(&by_status), ("payout", 1250, vec![1250, -1250]));
+        let back = posting(Status::Returned, Some(Status::Succeeded), 1250, "m1", &t);
+        assert_eq!(entry(&back), ("payout_return", 0, vec![-1250, 1250]));
+        for status in [Status::Failed, Status::Cancelled] {
+            assert_eq!(posting(status, Some(Status::Pending), 0, "m1", &t), Posting::Nothing);
+            let nothing = Amounts::default();
+            assert_eq!(
+                movement_posting(&nothing, &nothing, 0, false, "m1", &t),
+                Posting::Nothing
+            );
         }
     }
 

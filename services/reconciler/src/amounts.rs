@@ -6,11 +6,12 @@
 //!   (once: a later `succeeded` keeps what was captured); `failed` and `cancelled` hold nothing captured (a resolution
 //!   that reverses a capture); `returned` takes back what was left;
 //! - the other statuses keep what was captured;
+//! - a payout's `paid_minor` is what it captured: the money that went out;
 //! - refunds and disputes take back what their movements withhold, never more than
 //!   was captured, so `net_minor` is never negative.
 
 use paytrack_shared::Status;
-use paytrack_shared::envelope::{PaymentTerms, Transition};
+use paytrack_shared::envelope::{Direction, PaymentTerms, Transition};
 use paytrack_shared::money::{Amounts, MoneyState, MovementKind};
 
 /// The amounts `t` carries, or, for a transition written before amounts existed,
@@ -56,6 +57,7 @@ pub fn after(previous: Amounts, status: Status, terms: &PaymentTerms, money: &Mo
         _ => 0,
     };
     a.movement_fees_minor = money.fees();
+    a.paid_minor = (terms.direction == Some(Direction::Payout)).then_some(a.captured_minor);
     a.settle()
 }
 
@@ -147,5 +149,28 @@ mod tests {
         assert_eq!((a.authorised_minor, a.captured_minor, a.net_minor), (5000, 3000, 3000));
         let pending = after(Amounts::default(), Status::Pending, &terms(5000), &none);
         assert_eq!(pending.net_minor, 0);
+        assert_eq!(pending.paid_minor, None);
+    }
+
+    /// Given a payout, when it is paid and then returned, then `paid_minor` shows
+    /// what went out and the net comes back to 0.
+    #[test]
+    fn a_payout_shows_what_it_paid_and_what_came_back() {
+        let none = MoneyState::default();
+        let payout = PaymentTerms {
+            direction: Some(Direction::Payout),
+            ..terms(5000)
+        };
+        let queued = after(Amounts::default(), Status::Pending, &payout, &none);
+        assert_eq!((queued.paid_minor, queued.net_minor), (Some(0), 0));
+        let paid = after(queued, Status::Succeeded, &payout, &none);
+        assert_eq!((paid.paid_minor, paid.net_minor), (Some(5000), 5000));
+        let returned = after(paid, Status::Returned, &payout, &none);
+        assert_eq!(
+            (returned.paid_minor, returned.returned_minor, returned.net_minor),
+            (Some(5000), 5000, 0)
+        );
+        let failed = after(Amounts::default(), Status::Failed, &payout, &none);
+        assert_eq!((failed.paid_minor, failed.net_minor), (Some(0), 0));
     }
 }

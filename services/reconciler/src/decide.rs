@@ -247,6 +247,8 @@ impl Reconciler {
                 None => judge::decide(state, &view, StatusModel::get()),
             };
             let verdict = carry_create_terms(verdict, current.as_ref().map(|c| &c.transition), fact);
+            let verdict =
+                crate::direction::refuse_other_direction(verdict, current.as_ref().map(|c| &c.transition), fact);
             let conflict_with = match &verdict {
                 Verdict::Apply { .. } | Verdict::Move { .. } => None,
                 Verdict::Conflict { with, why } => {
@@ -750,6 +752,7 @@ fn terms_after(known: Option<&PaymentTerms>, fact: &InboundFact) -> PaymentTerms
             terms.provider = terms.provider.take().or_else(|| Some(event.provider.clone()));
             terms.provider_ref = terms.provider_ref.take().or_else(|| event.provider_ref.clone());
             terms.rail = terms.rail.take().or_else(|| event.rail.clone());
+            terms.direction = terms.direction.or(event.direction);
         }
         FactSource::Command(command) => {
             if let CommandAction::Create(create) = &command.action {

@@ -23,7 +23,7 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
-use paytrack_shared::envelope::{PaymentTerms, ProviderOrder, Transition};
+use paytrack_shared::envelope::{Direction, PaymentTerms, ProviderOrder, Transition};
 use paytrack_shared::money::{MoneyState, MovementChange};
 use paytrack_shared::{Status, StatusModel};
 
@@ -208,6 +208,10 @@ fn late_capture_allows(model: &StatusModel, previous: &Transition, next: &Transi
 /// Why evidence asking for `to` contradicts the applied `current`, if it does.
 fn contradiction(current: &Transition, fact: &FactView<'_>, to: Status, model: &StatusModel) -> Option<String> {
     let conflict = model.conflict(current.status, to)?;
+    // A bank reverses a paid payout on any mode: the provider's word is the return.
+    if to == Status::Returned && current.terms.direction == Some(Direction::Payout) {
+        return None;
+    }
     if to == Status::Returned {
         let allowed = model.return_allowed(
             current.terms.rail.as_deref(),
@@ -305,6 +309,7 @@ pub fn valid_step(model: &StatusModel, previous: Option<&Transition>, next: &Tra
                 && let Some(p) = previous
                 && model.rail(p.terms.rail.as_deref()).irrevocable
                 && p.terms.rail.is_some()
+                && p.terms.direction != Some(Direction::Payout)
             {
                 return Err(format!("returned on irrevocable rail {:?}", p.terms.rail));
             }
@@ -325,6 +330,7 @@ pub fn terms_kept(before: &PaymentTerms, after: &PaymentTerms) -> bool {
         && kept(&before.country, &after.country)
         && kept(&before.provider, &after.provider)
         && kept(&before.provider_ref, &after.provider_ref)
+        && (before.direction.is_none() || before.direction == after.direction)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod alerts;
 pub mod amounts;
 mod claims;
 mod decide;
+mod direction;
 pub mod judge;
 mod mapping;
 mod money_alerts;

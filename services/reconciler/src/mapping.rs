@@ -137,6 +137,7 @@ mod tests {
                 rail: None,
                 movement: None,
                 captured_minor: None,
+                direction: None,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

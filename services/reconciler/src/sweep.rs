@@ -660,6 +660,7 @@ impl Sweeps {
                 fee_minor: None,
                 movement: None,
                 captured_minor: None,
+                direction: None,
                 status: Some(parsed.status.clone()),
                 rail: None,
             }),

@@ -34,6 +34,56 @@ pub fn event_type(provider: &str, status: &str) -> Option<&'static str> {
     table.iter().find(|(s, _)| *s == status).map(|(_, t)| *t)
 }
 
+/// Razorpay's payout event for a provider status of a payout.
+pub fn payout_event_type(status: &str) -> Option<&'static str> {
+    let table: &[(&str, &str)] = &[
+        ("pending", "payout.queued"),
+        ("succeeded", "payout.processed"),
+        ("failed", "payout.failed"),
+        ("returned", "payout.reversed"),
+    ];
+    table.iter().find(|(s, _)| *s == status).map(|(_, t)| *t)
+}
+
+/// The body of a Razorpay payout's event for `status` (`payload.payout.entity`).
+fn payout_body(payment: &Payment, status: &str, now: i64, notes: Value) -> Option<Value> {
+    let event_type = payout_event_type(status)?;
+    let entity_status = match status {
+        "pending" => "queued",
+        "succeeded" => "processed",
+        "returned" => "reversed",
+        other => other,
+    };
+    let paid = matches!(status, "succeeded" | "returned");
+    let entity = json!({
+        "id": payment.provider_ref,
+        "entity": "payout",
+        "fund_account_id": "fa_sandbox",
+        "amount": payment.amount_minor,
+        "currency": payment.currency,
+        "status": entity_status,
+        "mode": payment.rail.to_ascii_uppercase(),
+        "purpose": "payout",
+        "reference_id": payment.payment_id,
+        "notes": notes,
+        "utr": if paid { json!(format!("UTR{}", payment.created_at)) } else { Value::Null },
+        "failure_reason": match status {
+            "failed" => json!("Beneficiary bank is offline"),
+            "returned" => json!("Beneficiary account is closed"),
+            _ => Value::Null,
+        },
+        "created_at": payment.created_at,
+    });
+    Some(json!({
+        "entity": "event",
+        "account_id": "acc_sandbox",
+        "event": event_type,
+        "contains": ["payout"],
+        "payload": { "payout": { "entity": entity } },
+        "created_at": now,
+    }))
+}
+
 /// A new delivery id in the provider's style.
 pub fn delivery_id(provider: &str) -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
@@ -53,7 +103,6 @@ pub fn fee_of(amount_minor: i64) -> i64 {
 /// Metadata naming the paytrack payment is included when `metadata` is true (the
 /// generic stdwebhooks format always names it).
 pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metadata: bool) -> Option<String> {
-    let event_type = event_type(&payment.provider, status)?;
     let notes = if metadata {
         let mut notes = json!({ "payment_id": payment.payment_id });
         if let Some(m) = &payment.merchant_id {
@@ -63,6 +112,11 @@ pub fn body(payment: &Payment, status: &str, delivery_id: &str, now: i64, metada
     } else {
         json!({})
     };
+    if payment.payout {
+        let notes = if metadata { notes } else { json!([]) };
+        return payout_body(payment, status, now, notes).map(|v| v.to_string());
+    }
+    let event_type = event_type(&payment.provider, status)?;
     let value: Value = match payment.provider.as_str() {
         "stdwebhooks" => {
             let mut data = json!({

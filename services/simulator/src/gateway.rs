@@ -136,6 +136,8 @@ pub struct Payment {
     pub webhooks_lost: u32,
     /// Unix seconds of the initiation.
     pub created_at: i64,
+    /// Whether it is a payout (money out), whose events are `payout.*`.
+    pub payout: bool,
     /// Its refunds and disputes, each in the state the provider decided.
     pub movements: Vec<SimMovement>,
     /// What refunds took back (pending or succeeded ones).
@@ -202,6 +204,8 @@ pub enum MovementRequest {
     },
     /// A payment reported failed is captured after all (late authorisation).
     LateCapture,
+    /// A paid payout is reversed by the beneficiary's bank (returned).
+    PayoutReturn,
 }
 
 /// Outcomes of one provider's recent payments and calls.
@@ -281,6 +285,10 @@ pub struct Initiation {
     /// The merchant, if any.
     #[serde(default)]
     pub merchant_id: Option<String>,
+    /// A payout (money out to the merchant or a beneficiary) rather than a payment;
+    /// only Razorpay's sandbox makes payouts.
+    #[serde(default)]
+    pub payout: bool,
 }
 
 /// The answer to an initiation.
@@ -421,8 +429,12 @@ impl Gateways {
         let signer = Signer::new(name, self.inner.secrets.all(&tenant, name))
             .map_err(|_| GatewayError::NoEndpoint(tenant.to_string(), name.to_owned()))?;
         let behaviour = self.answer(name)?;
+        if request.payout && name != "razorpay" {
+            return Err(GatewayError::Invalid("only razorpay's sandbox makes payouts".into()));
+        }
         let random = uuid::Uuid::new_v4().simple().to_string();
         let provider_ref = match name {
+            "razorpay" if request.payout => format!("pout_{}", &random[..14]),
             "razorpay" => format!("pay_{}", &random[..14]),
             "stripe" => format!("pi_{}", &random[..24]),
             _ => format!("sw_{}", &random[..20]),
@@ -440,6 +452,7 @@ impl Gateways {
             webhooks_sent: 0,
             webhooks_lost: 0,
             created_at: chrono::Utc::now().timestamp(),
+            payout: request.payout,
             movements: Vec::new(),
             refunded_minor: 0,
             disputed_minor: 0,
@@ -648,6 +661,13 @@ impl Gateways {
                     payment.status = "succeeded".to_owned();
                     Vec::new()
                 }
+                MovementRequest::PayoutReturn => {
+                    if !payment.payout || payment.status != "succeeded" {
+                        return Err(GatewayError::Invalid("only a paid payout is returned".into()));
+                    }
+                    payment.status = "returned".to_owned();
+                    Vec::new()
+                }
                 MovementRequest::Refund { amount_minor, fails } => {
                     let left = payment.net_minor();
                     let amount = amount_minor.unwrap_or(left);
@@ -702,14 +722,19 @@ impl Gateways {
             (payment.clone(), steps)
         };
         let this = self.clone();
-        let late_capture = matches!(request, MovementRequest::LateCapture);
+        // A late capture and a payout's return are the payment's own events.
+        let own_event = match request {
+            MovementRequest::LateCapture => Some("succeeded"),
+            MovementRequest::PayoutReturn => Some("returned"),
+            _ => None,
+        };
         tokio::spawn(async move {
-            if late_capture {
+            if let Some(status) = own_event {
                 tokio::select! {
                     _ = this.inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)) => {}
                 }
-                this.deliver(&key, &signer, "succeeded", &behaviour).await;
+                this.deliver(&key, &signer, status, &behaviour).await;
             }
             for (kind, id, amount, state) in steps {
                 tokio::select! {

@@ -171,6 +171,7 @@ async fn traffic(gateways: Gateways, tenant: TenantId, every: Duration, shutdown
             currency: currency.to_owned(),
             rail: rail.to_owned(),
             merchant_id: Some(merchant),
+            payout: false,
         };
         if let Err(error) = gateways.initiate(provider, request) {
             tracing::debug!(%error, provider, "invented payment not initiated");

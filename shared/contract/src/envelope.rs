@@ -245,6 +245,22 @@ pub struct PaymentTerms {
     /// partial capture); absent: the whole amount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_minor: Option<i64>,
+    /// Which way the money goes: absent for a payment (money in), `payout` for money
+    /// out to a merchant or beneficiary, which the ledger posts the other way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}
+
+/// Which way a payment's money goes, so one history, checkpoint and ledger path
+/// serves money in and money out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Money in from a payer (what a payment without a direction is).
+    Payin,
+    /// Money out to a merchant or beneficiary: `succeeded` means paid, `returned`
+    /// means the bank reversed it after it was paid.
+    Payout,
 }
 
 /// A provider event, parsed from its own shape into the fields paytrack reads.
@@ -294,6 +310,10 @@ pub struct ProviderEvent {
     /// capture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_minor: Option<i64>,
+    /// `payout` when the event is about money out (Razorpay's `payout.*`); absent
+    /// for a payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
 }
 
 /// The raw payload of a fact, kept so every status can be traced to it.

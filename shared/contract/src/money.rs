@@ -35,6 +35,9 @@ pub struct Amounts {
     /// the payment's terms).
     #[serde(default)]
     pub movement_fees_minor: i64,
+    /// What a payout paid out (its `captured_minor`); absent for a payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_minor: Option<i64>,
 }
 
 impl Amounts {

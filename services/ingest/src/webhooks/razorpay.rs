@@ -12,7 +12,7 @@
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use paytrack_shared::envelope::ProviderEvent;
+use paytrack_shared::envelope::{Direction, ProviderEvent};
 use paytrack_shared::{MerchantId, PaymentId};
 use serde_json::Value;
 
@@ -38,6 +38,48 @@ pub const EVENTS: &[(&str, &str)] = &[
 
 /// Razorpay's payment `method`s that name one of paytrack's rails.
 pub const RAILS: &[(&str, &str)] = &[("card", "card"), ("upi", "upi")];
+
+/// Razorpay's payout events (`payload.payout.entity`), each to paytrack's provider
+/// status: a payout is a payment whose money goes out, so `succeeded` is paid and
+/// `returned` is a reversal after it was paid. `payout.updated` maps by the entity's
+/// `status` ([`PAYOUT_STATUSES`]).
+pub const PAYOUT_EVENTS: &[(&str, &str)] = &[
+    ("payout.queued", "pending"),
+    ("payout.pending", "pending"),
+    ("payout.processing", "pending"),
+    ("payout.processed", "succeeded"),
+    ("payout.reversed", "returned"),
+    ("payout.failed", "failed"),
+    ("payout.rejected", "failed"),
+    ("payout.updated", "by the payout's status"),
+];
+
+/// A Razorpay payout entity's `status`, as paytrack's provider status.
+pub const PAYOUT_STATUSES: &[(&str, &str)] = &[
+    ("queued", "pending"),
+    ("pending", "pending"),
+    ("processing", "pending"),
+    ("processed", "succeeded"),
+    ("reversed", "returned"),
+    ("failed", "failed"),
+    ("rejected", "failed"),
+    ("cancelled", "cancelled"),
+];
+
+/// Razorpay's payout `mode`s, as paytrack's rails.
+pub const PAYOUT_RAILS: &[(&str, &str)] = &[("IMPS", "imps"), ("NEFT", "neft"), ("RTGS", "rtgs"), ("UPI", "upi")];
+
+/// paytrack's provider status of a payout event, if it maps one.
+fn payout_status(event_type: &str, payout: &Value) -> Option<String> {
+    let (_, status) = PAYOUT_EVENTS.iter().find(|(t, _)| *t == event_type)?;
+    let status = if event_type == "payout.updated" {
+        let own = payout["status"].as_str()?;
+        PAYOUT_STATUSES.iter().find(|(s, _)| *s == own).map(|(_, s)| *s)?
+    } else {
+        *status
+    };
+    Some(status.to_owned())
+}
 
 /// Verifies `X-Razorpay-Signature` with any of `keys`, then parses the event.
 pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
@@ -75,6 +117,10 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     // payment entity's `id`.
     let payment = &value["payload"]["payment"]["entity"];
     let refund = &value["payload"]["refund"]["entity"];
+    let payout = &value["payload"]["payout"]["entity"];
+    if event_type.starts_with("payout.") && payout.is_object() {
+        return parse_payout(event_type, payout, headers, delivery_id, occurred_at);
+    }
     let (entity, provider_ref) = if event_type.starts_with("refund.") && refund.is_object() {
         (refund, refund["payment_id"].as_str())
     } else {
@@ -125,6 +171,62 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
             movement: movement.map(|parsed| parsed.evidence),
             captured_minor: None,
+            direction: None,
+        },
+        evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
+    })
+}
+
+/// A payout event (`payout` is `payload.payout.entity`): the payout is linked like
+/// a payment, by `notes.payment_id`, else a `reference_id` that is a valid id, else
+/// its own id (`pout_…`) as the provider reference.
+fn parse_payout(
+    event_type: String,
+    payout: &Value,
+    headers: &HeaderMap,
+    delivery_id: String,
+    occurred_at: DateTime<Utc>,
+) -> Result<Verified, ApiError> {
+    let provider_ref = payout["id"]
+        .as_str()
+        .ok_or_else(|| ApiError::Malformed("the event names no Razorpay payout".into()))?
+        .to_owned();
+    verify::check_text("provider_ref", Some(&provider_ref))?;
+    let amount_minor = match &payout["amount"] {
+        Value::Null => None,
+        amount => Some(
+            amount
+                .as_i64()
+                .filter(|a| *a > 0)
+                .ok_or_else(|| ApiError::Malformed("the payout's amount must be a positive integer".into()))?,
+        ),
+    };
+    let currency = payout["currency"].as_str().map(verify::currency).transpose()?;
+    let reason = payout["failure_reason"].as_str().map(str::to_owned);
+    verify::check_text("failure_reason", reason.as_deref())?;
+    let (by_notes, merchant_id) = linked_by_notes(&payout["notes"], &Value::Null);
+    let payment_id = by_notes.or_else(|| payout["reference_id"].as_str().and_then(|r| PaymentId::new(r).ok()));
+    let status = payout_status(&event_type, payout);
+    Ok(Verified {
+        delivery_id: delivery_id.clone(),
+        payment_id,
+        merchant_id,
+        event: ProviderEvent {
+            provider: PROVIDER.to_owned(),
+            event_id: delivery_id,
+            event_type,
+            status,
+            occurred_at: Some(occurred_at),
+            provider_ref: Some(provider_ref),
+            amount_minor,
+            currency,
+            reason,
+            provider_seq: None,
+            fee_minor: None,
+            rail: payout["mode"].as_str().and_then(|m| verify::rail_of(PAYOUT_RAILS, m)),
+            movement: None,
+            captured_minor: None,
+            direction: Some(Direction::Payout),
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
@@ -255,6 +357,68 @@ mod tests {
         assert_eq!(v.event.status, None);
         assert_eq!(v.event.movement.unwrap().items[0].id, "rfnd_1");
         assert_eq!(v.event.provider_ref.as_deref(), Some("pay_DESlfW9H8K9uqM"));
+    }
+
+    fn payout_event(event: &str, status: &str, notes: &str, amount: &str) -> String {
+        format!(
+            r#"{{"entity":"event","account_id":"acc_BFQ7uQEaa7j2z7","event":"{event}","contains":["payout"],"payload":{{"payout":{{"entity":{{"id":"pout_00000000000001","entity":"payout","fund_account_id":"fa_1","amount":{amount},"currency":"INR","status":"{status}","mode":"UPI","purpose":"payout","reference_id":"po_ref_1","utr":null,"failure_reason":null,"notes":{notes},"created_at":1567674599}}}}}},"created_at":1567674606}}"#
+        )
+    }
+
+    /// A signed payout event maps to its status, the payout direction and its
+    /// mode's rail, and is linked by notes, else by `reference_id`, else by its id.
+    #[test]
+    fn payout_events_map_by_event_and_link_like_payments() {
+        let parse =
+            |body: &str| verify_and_parse(&keys(SECRET), &headers(&sign(SECRET, body), "evt_p"), body.as_bytes());
+        let cases = [
+            ("payout.queued", "queued", Some("pending")),
+            ("payout.processing", "processing", Some("pending")),
+            ("payout.processed", "processed", Some("succeeded")),
+            ("payout.reversed", "reversed", Some("returned")),
+            ("payout.rejected", "rejected", Some("failed")),
+            ("payout.updated", "cancelled", Some("cancelled")),
+            ("payout.updated", "processed", Some("succeeded")),
+            ("payout.updated", "something_new", None),
+            ("payout.downtime.started", "queued", None),
+        ];
+        for (event, status, want) in cases {
+            let v = parse(&payout_event(
+                event,
+                status,
+                r#"{"payment_id":"po_1","merchant_id":"m_1"}"#,
+                "1000",
+            ))
+            .unwrap();
+            assert_eq!(v.event.status.as_deref(), want, "{event} {status}");
+            assert_eq!(v.event.direction, Some(Direction::Payout));
+            assert_eq!(v.event.rail.as_deref(), Some("upi"));
+            assert_eq!(v.event.amount_minor, Some(1000));
+            assert_eq!(v.event.provider_ref.as_deref(), Some("pout_00000000000001"));
+            assert_eq!(v.payment_id.unwrap().as_str(), "po_1");
+            assert_eq!(v.merchant_id.unwrap().as_str(), "m_1");
+        }
+        let by_reference = parse(&payout_event("payout.queued", "queued", "[]", "1000")).unwrap();
+        assert_eq!(by_reference.payment_id.unwrap().as_str(), "po_ref_1");
+        for amount in ["-5", "0", r#""1000""#] {
+            assert!(matches!(
+                parse(&payout_event("payout.queued", "queued", "[]", amount)),
+                Err(ApiError::Malformed(_))
+            ));
+        }
+    }
+
+    /// The docs page lists every payout event this scheme maps.
+    #[test]
+    fn the_docs_name_every_payout_event() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/money.md");
+        let docs = std::fs::read_to_string(path).unwrap_or_default();
+        for (event, _) in PAYOUT_EVENTS {
+            assert!(
+                docs.contains(&format!("| `{event}` |")),
+                "docs/money.md does not map {event}"
+            );
+        }
     }
 
     /// During a rotation both secrets verify.

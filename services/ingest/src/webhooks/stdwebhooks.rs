@@ -138,6 +138,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             rail: parsed.data.rail,
             movement,
             captured_minor: None,
+            direction: None,
         },
         evidence_headers,
     })

@@ -134,6 +134,7 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
             movement: movement.map(|parsed| parsed.evidence),
             captured_minor,
+            direction: None,
         },
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })

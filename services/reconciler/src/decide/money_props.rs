@@ -110,6 +110,7 @@ fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<M
             rail: None,
             movement,
             captured_minor: None,
+            direction: None,
         }),
         raw: RawEvidence {
             headers: BTreeMap::new(),

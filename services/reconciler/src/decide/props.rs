@@ -61,6 +61,7 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
             fee_minor: None,
             movement: None,
             captured_minor: None,
+            direction: None,
             status: Some(status.as_str().to_owned()),
             rail: None,
         }),

@@ -357,3 +357,28 @@ fn a_success_after_a_failure_follows_the_late_capture_rule() {
         }
     }
 }
+
+/// Given a paid payout on an irrevocable rail (upi), when the provider reports it
+/// returned, then the return applies (a bank reverses a payout on any mode) and the
+/// chain checker accepts the step, while a payment on the same rail conflicts.
+#[test]
+fn a_paid_payout_may_be_returned_on_any_rail() {
+    let model = StatusModel::get();
+    let mut payout = state(Status::Succeeded, Some("upi"));
+    payout.terms.direction = Some(paytrack_shared::envelope::Direction::Payout);
+    let returned = evidence(Status::Returned, 6, t0() + Duration::seconds(1), None);
+    let verdict = decide(Some(State { transition: &payout }), &returned, model);
+    assert_eq!(letter(&verdict), 'A', "{verdict:?}");
+    let payment = state(Status::Succeeded, Some("upi"));
+    let verdict = decide(Some(State { transition: &payment }), &returned, model);
+    assert_eq!(letter(&verdict), 'C', "{verdict:?}");
+
+    let mut next = payout.clone();
+    next.version = payout.version + 1;
+    next.previous_status = Some(Status::Succeeded);
+    next.status = Status::Returned;
+    assert_eq!(valid_step(model, Some(&payout), &next), Ok(()));
+    let mut payment_next = next.clone();
+    payment_next.terms.direction = None;
+    assert!(valid_step(model, Some(&payment), &payment_next).is_err());
+}
