@@ -22,6 +22,19 @@ pub const PAYMENT_IS_FINAL: &str = "EXISTS (SELECT 1 FROM checkpoints c
    WHERE c.tenant = p.tenant AND c.payment_id = p.payment_id AND c.version = p.version
      AND c.is_final AND c.persisted_seq IS NOT NULL AND c.ledger_posted_seq IS NOT NULL)";
 
+/// The SQL expression "which way payment `p` moves money": `payout` for money out
+/// (a payout's amounts always carry `paid_minor`), else `payin`.
+pub const PAYMENT_DIRECTION: &str = "CASE WHEN p.amounts ? 'paid_minor' THEN 'payout' ELSE 'payin' END";
+
+/// The SQL expression "payout `p`'s status in a payout's own words" (NULL for a
+/// payment): `initiated`, `pending` (queued, processing or in transit), `paid`,
+/// `failed`, `returned`, `cancelled`, or the canonical status otherwise. The history
+/// keeps the canonical statuses, so one state machine, ledger and finality rule
+/// serve both directions.
+pub const PAYOUT_STATUS: &str = "CASE WHEN p.amounts ? 'paid_minor' THEN
+     CASE p.status WHEN 'succeeded' THEN 'paid' WHEN 'held' THEN 'pending' ELSE p.status END
+   END";
+
 /// The SQL expression "why payment `p` is not final" (NULL when it is), for a query
 /// over `payments p`, read from the same `checkpoints` row as [`PAYMENT_IS_FINAL`]:
 /// - `not_terminal`: the status is terminal on no rail (or not on the payment's);

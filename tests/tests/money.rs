@@ -180,6 +180,11 @@ async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> 
     assert_eq!(view["amounts"]["captured_minor"], 5000, "{view}");
     assert_eq!(view["amounts"]["net_minor"], 2500, "{view}");
     assert_eq!(view["amounts"]["refunded"], false, "{view}");
+    assert_eq!(
+        (&view["direction"], &view["payout_status"]),
+        (&json!("payin"), &Value::Null),
+        "{view}"
+    );
     // Settle: the repeat is decided too, and it moved nothing.
     mesh.eventually(WAIT, "the repeat decided", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fact_outcomes WHERE tenant = $1 AND payment_id = $2")
@@ -884,16 +889,36 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
             entity("reversed", json!("UTR0001"), json!("beneficiary bank rejected")),
         ),
     ];
-    let statuses = ["pending", "succeeded", "returned"];
+    // The canonical status, and the payout's own words for it.
+    let statuses = [("pending", "pending"), ("succeeded", "paid"), ("returned", "returned")];
     for (n, (id, event, payload)) in steps.into_iter().enumerate() {
         assert_eq!(
             razorpay(&mesh, id, event, t + 10 * n as i64, payload).await?,
             200,
             "{event}"
         );
-        view_when(&mesh, payment, event, |v| v["status"] == statuses[n]).await?;
+        let (status, payout_status) = statuses[n];
+        view_when(&mesh, payment, event, |v| {
+            v["status"] == status && v["payout_status"] == payout_status && v["direction"] == "payout"
+        })
+        .await?;
     }
     let view = view_when(&mesh, payment, "the reversal", |v| v["status"] == "returned").await?;
+    let listed = mesh
+        .get("/v1/payments?limit=500", &mesh.operator_token())
+        .await?
+        .json::<Value>()
+        .await?;
+    let item = listed["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["payment_id"] == payment))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&item["direction"], &item["payout_status"]),
+        (&json!("payout"), &json!("returned")),
+        "{listed}"
+    );
     let a = &view["amounts"];
     assert_eq!(
         (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),

@@ -57,6 +57,12 @@ pub struct ListItem {
     /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
     /// or `awaiting_ledger_posted`.
     pub not_final_because: Option<String>,
+    /// `payin` (money in from a payer) or `payout` (money out to a merchant or
+    /// beneficiary).
+    pub direction: String,
+    /// A payout's status in its own words (`initiated`, `pending`, `paid`, `failed`,
+    /// `returned`, `cancelled`); null for a payment.
+    pub payout_status: Option<String>,
     /// Amount in minor units, when known.
     pub amount_minor: Option<i64>,
     /// ISO 4217, when known.
@@ -132,7 +138,7 @@ pub async fn list_payments(
             .await?;
     let (epoch, seq) = position.unwrap_or_default();
     let sql = format!(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.amount_minor,
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, {direction} AS direction, {payout_status} AS payout_status, p.amount_minor,
                 p.currency, p.rail, p.amounts AS amounts,
                 CASE WHEN p.at_risk_until > now() THEN COALESCE((p.amounts->>'net_minor')::bigint, 0) ELSE 0 END
                   AS at_risk_minor,
@@ -147,6 +153,8 @@ pub async fn list_payments(
          LIMIT $7",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
         why = paytrack_shared::db::payment_not_final_because(),
+        direction = paytrack_shared::db::PAYMENT_DIRECTION,
+        payout_status = paytrack_shared::db::PAYOUT_STATUS,
     );
     let mut items = sqlx::query_as::<_, ListItem>(&sql)
         .bind(caller.tenant.as_str())

@@ -33,6 +33,12 @@ pub struct PaymentView {
     /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
     /// or `awaiting_ledger_posted`.
     pub not_final_because: Option<String>,
+    /// `payin` (money in from a payer) or `payout` (money out to a merchant or
+    /// beneficiary).
+    pub direction: String,
+    /// A payout's status in its own words (`initiated`, `pending`, `paid`, `failed`,
+    /// `returned`, `cancelled`); null for a payment.
+    pub payout_status: Option<String>,
     /// Trace of the transition.
     pub trace_id: String,
     /// When the cause happened.
@@ -170,7 +176,7 @@ pub async fn get_payment(
     let payment_id = parse_id(&payment_id)?;
     authorize(&state, &caller, &payment_id).await?;
     let sql = format!(
-        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, p.trace_id,
+        "SELECT p.payment_id, p.merchant_id, p.status, p.version, p.status_seq AS seq, {final_} AS final, {why} AS not_final_because, {direction} AS direction, {payout_status} AS payout_status, p.trace_id,
                 p.occurred_at, p.updated_at, p.amount_minor, p.currency, p.rail, p.provider, p.provider_ref,
                 p.amounts AS amounts,
                 CASE WHEN p.at_risk_until > now() THEN COALESCE((p.amounts->>'net_minor')::bigint, 0) ELSE 0 END
@@ -182,6 +188,8 @@ pub async fn get_payment(
          WHERE p.tenant = $1 AND p.payment_id = $2",
         final_ = paytrack_shared::db::PAYMENT_IS_FINAL,
         why = paytrack_shared::db::payment_not_final_because(),
+        direction = paytrack_shared::db::PAYMENT_DIRECTION,
+        payout_status = paytrack_shared::db::PAYOUT_STATUS,
     );
     let row = sqlx::query_as::<_, PaymentView>(&sql)
         .bind(caller.tenant.as_str())
