@@ -172,9 +172,11 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
         let last = chain.last().context("a history")?;
         anyhow::ensure!(last.status.as_str() == expected[pay], "{pay}: stream and truth");
     }
-    // Every fact published has an outcome (none lost with the killed replica).
+    // Every fact published has an outcome (none lost with the killed replica). The
+    // ground truth can be reached before the killed replica's duplicates and stale
+    // facts come back (after the 30 s ack wait), so this waits as long as that did.
     let inbound = mesh.stream_messages(subjects::STREAM_IN).await?;
-    eventually(Duration::from_secs(30), "an outcome per fact", || async {
+    eventually(Duration::from_secs(wait), "an outcome per fact", || async {
         let outcomes = mesh.stream_messages(subjects::STREAM_OUTCOME).await.ok()?;
         (outcomes == inbound).then_some(())
     })
