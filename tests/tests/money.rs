@@ -631,31 +631,9 @@ async fn generic_refund_and_dispute_events_move_the_amounts() -> anyhow::Result<
 /// Every payment's amounts then equal the simulator's ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()> {
-    use paytrack_shared::config::WebhookSecrets;
-    let port = paytrack_tests::free_port()?;
-    let sim = format!("http://127.0.0.1:{port}");
     let mesh = Mesh::start().await?;
     let tenant = mesh.tenant.clone();
-    let token = secrecy::SecretString::from("sim-money-token".to_owned());
-    let secrets = format!("{tenant}/stripe={STRIPE_SECRET},{tenant}/razorpay={RAZORPAY_SECRET}");
-    let simulator = paytrack_simulator::Simulator::bind(
-        paytrack_simulator::Config {
-            listen: format!("127.0.0.1:{port}").parse()?,
-            ingest_url: mesh.ingest_url.clone(),
-            tenant: tenant.clone(),
-            token: token.clone(),
-            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
-            traffic_every: None,
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await?;
-    tokio::spawn(simulator.run());
-    // Every call to the simulator presents its token.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
-        .build()?;
+    let (sim, http) = start_simulator(&mesh, &["stripe", "razorpay"]).await?;
     let behave = |provider: &'static str, success: u32| {
         let http = http.clone();
         let sim = sim.clone();
@@ -979,30 +957,9 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
 /// its ledger posts both and comes back to 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()> {
-    use paytrack_shared::config::WebhookSecrets;
-    let port = paytrack_tests::free_port()?;
-    let sim = format!("http://127.0.0.1:{port}");
     let mesh = Mesh::start().await?;
     let tenant = mesh.tenant.clone();
-    let token = secrecy::SecretString::from("sim-payout-token".to_owned());
-    let secrets = format!("{tenant}/razorpay={RAZORPAY_SECRET}");
-    let simulator = paytrack_simulator::Simulator::bind(
-        paytrack_simulator::Config {
-            listen: format!("127.0.0.1:{port}").parse()?,
-            ingest_url: mesh.ingest_url.clone(),
-            tenant: tenant.clone(),
-            token: token.clone(),
-            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
-            traffic_every: None,
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await?;
-    tokio::spawn(simulator.run());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
-        .build()?;
+    let (sim, http) = start_simulator(&mesh, &["razorpay"]).await?;
     let response = http
         .put(format!("{sim}/v1/providers/razorpay/behaviour"))
         .json(&json!({"latency_ms": 20, "success_pct": 100, "duplicate_pct": 20}))
@@ -1101,4 +1058,43 @@ async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
     let (kinds, sum, merchant) = journal(&mesh, payment).await?;
     assert_eq!((kinds, sum, merchant), (vec!["capture".to_owned()], 0, 40000));
     Ok(())
+}
+
+/// Starts the provider simulator for the mesh's tenant at `providers` (signing with
+/// this file's secrets, inventing no traffic); answers its base URL and a client that
+/// presents its token on every call.
+async fn start_simulator(mesh: &Mesh, providers: &[&str]) -> anyhow::Result<(String, reqwest::Client)> {
+    use paytrack_shared::config::WebhookSecrets;
+    let port = paytrack_tests::free_port()?;
+    let tenant = &mesh.tenant;
+    let token = secrecy::SecretString::from("sim-money-token".to_owned());
+    let secrets: Vec<String> = providers
+        .iter()
+        .map(|provider| {
+            let secret = if *provider == "stripe" {
+                STRIPE_SECRET
+            } else {
+                RAZORPAY_SECRET
+            };
+            format!("{tenant}/{provider}={secret}")
+        })
+        .collect();
+    let simulator = paytrack_simulator::Simulator::bind(
+        paytrack_simulator::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            ingest_url: mesh.ingest_url.clone(),
+            tenant: tenant.clone(),
+            token: token.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets.join(",")))?,
+            traffic_every: None,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    tokio::spawn(simulator.run());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+        .build()?;
+    Ok((format!("http://127.0.0.1:{port}"), http))
 }
