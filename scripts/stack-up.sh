@@ -155,6 +155,15 @@ if [[ ! -s "$nats_users_file" ]]; then
 fi
 # shellcheck source=/dev/null
 source "$nats_users_file"
+# The tenant readers of nats/auth.conf (reader-dev, reader-other: LOCAL_TENANT_READERS in
+# nats/src/auth.rs), added to files made before they existed.
+for key in PAYTRACK_NATS_READER_PASSWORD_dev PAYTRACK_NATS_READER_PASSWORD_other; do
+  if [[ -z "${!key:-}" ]]; then
+    printf -v "$key" '%s' "p$(openssl rand -hex 24)"
+    echo "$key=${!key}" >>"$nats_users_file"
+  fi
+  nats_password_keys+=("$key")
+done
 for key in "${nats_password_keys[@]}"; do
   [[ "${!key:-}" =~ ^[A-Za-z][A-Za-z0-9]*$ ]] \
     || die "$key missing or malformed in $nats_users_file (delete the file to regenerate it)"
