@@ -69,7 +69,7 @@ impl Role {
             Role::Reconciler => "reconciler",
             Role::Projector => "ledger-projector",
             Role::Edge => "ws-edge",
-            Role::Reader => "reader",
+            Role::Reader => readers::ALL_TENANTS_READER_USER,
             Role::Admin => "admin",
         }
     }

@@ -18,6 +18,9 @@ pub const OUTCOME_MIRROR: &str = "PAYTRACK_OUTCOME_READ";
 /// read from.
 pub const ALERT_MIRROR: &str = "PAYTRACK_ALERT_READ";
 
+/// The NATS user that reads every tenant's statuses, outcomes and alerts.
+pub const ALL_TENANTS_READER_USER: &str = "reader";
+
 /// The NATS user of `tenant`'s reader. Tenant ids are subject tokens, so the name
 /// never collides with a service user's (none starts with `reader-`).
 pub fn tenant_reader_user(tenant: &TenantId) -> String {
