@@ -421,6 +421,11 @@ stack_env="$dev/stack.env"
     env_line NATS_ADMIN_PASSWORD "$PAYTRACK_NATS_ADMIN_PASSWORD"
     env_line NATS_READER_USER reader
     env_line NATS_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD"
+    # Readers of one tenant each (docs/readers.md): tenants dev and other.
+    env_line NATS_DEV_READER_USER reader-dev
+    env_line NATS_DEV_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD_dev"
+    env_line NATS_OTHER_READER_USER reader-other
+    env_line NATS_OTHER_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD_other"
     env_line DATABASE_URL "$database_url"
     env_line INGEST_URL "$ingest_url"
     env_line EDGE_URL "$edge_url"
