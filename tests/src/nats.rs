@@ -1,5 +1,6 @@
 //! A real nats-server with JetStream for one test, with paytrack's users and
-//! permissions (`paytrack_nats::auth`, the same text as `nats/auth.conf`), and the
+//! permissions (`paytrack_nats::auth`, the same text as `k8s/nats-auth.conf`, plus the
+//! readers of the tenants a test asks for), and the
 //! layout step: [`NatsServer::lay_out`] applies the streams and buckets as the admin,
 //! as `paytrack layout` does, now and after every restart.
 

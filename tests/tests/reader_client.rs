@@ -178,3 +178,31 @@ async fn the_client_reports_a_skipped_position_as_a_gap() -> anyhow::Result<()> 
     assert_eq!(read, [("pay_0".to_owned(), 3), ("pay_1".to_owned(), 4)]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_all_tenant_reader_reads_every_tenants_histories_apart() -> anyhow::Result<()> {
+    let nats = server().await?;
+    // The same payment ids in two tenants: two histories, each from version 1.
+    let plans = workload::plans("pay_", 2);
+    let mut expected = Vec::new();
+    for version in 1..=2 {
+        for tenant in [ACME, "globex"] {
+            let published = publish(&nats, tenant, &plans, version..=version).await?;
+            expected.extend(published.into_iter().map(|(p, v)| (tenant.to_owned(), p, v)));
+        }
+    }
+    let login = Login::all_tenants(nats.password(Role::Reader).expose_secret().to_owned());
+    let client = paytrack_reader::connect(&nats.url(), &login).await?;
+    let mut reader = PaymentHistories::new(client, login.scope(), Cursor::beginning());
+    let mut read = Vec::new();
+    while read.len() < expected.len() {
+        let entry = tokio::time::timeout(ENTRY, reader.next())
+            .await
+            .context("history never came")?
+            .context("reading every tenant's histories")?;
+        let t = entry.transition;
+        read.push((t.tenant.to_string(), t.payment_id.to_string(), t.version));
+    }
+    assert_eq!(read, expected);
+    Ok(())
+}
