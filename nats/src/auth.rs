@@ -252,10 +252,25 @@ pub struct TenantReader {
 /// The prefix of a tenant reader's password variable; the tenant follows, escaped.
 const TENANT_READER_PASSWORD_PREFIX: &str = "PAYTRACK_NATS_READER_PASSWORD_";
 
+/// Why there can be no reader of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantReaderError {
+    /// `_` stands for "no tenant" in subjects (alerts about messages whose subject names
+    /// none, every tenant's): a reader of it would read those.
+    #[error(
+        "`{}` is not a tenant: alerts about messages of no known tenant use it",
+        subjects::NO_TENANT
+    )]
+    NoTenant,
+}
+
 impl TenantReader {
-    /// The reader of `tenant`.
-    pub fn new(tenant: TenantId) -> TenantReader {
-        TenantReader { tenant }
+    /// The reader of `tenant`; refused for `_`, which subjects use for no tenant.
+    pub fn new(tenant: TenantId) -> Result<TenantReader, TenantReaderError> {
+        if tenant.as_str() == subjects::NO_TENANT {
+            return Err(TenantReaderError::NoTenant);
+        }
+        Ok(TenantReader { tenant })
     }
 
     /// Whose reader it is.
@@ -483,7 +498,7 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let local: Vec<TenantReader> = LOCAL_TENANT_READERS
             .iter()
-            .map(|t| TenantReader::new(TenantId::new(t).unwrap()))
+            .map(|t| TenantReader::new(TenantId::new(t).unwrap()).unwrap())
             .collect();
         for (path, rendered) in [
             ("nats/auth.conf", render_conf_with(&local)),
@@ -524,7 +539,7 @@ mod tests {
     }
 
     fn reader(tenant: &str) -> TenantReader {
-        TenantReader::new(TenantId::new(tenant).unwrap())
+        TenantReader::new(TenantId::new(tenant).unwrap()).unwrap()
     }
 
     #[test]
@@ -540,6 +555,11 @@ mod tests {
             }
         }
         assert_eq!(reader("acme").password_env(), "PAYTRACK_NATS_READER_PASSWORD_acme");
+        assert_eq!(
+            TenantReader::new(TenantId::new(subjects::NO_TENANT).unwrap()),
+            Err(TenantReaderError::NoTenant),
+            "no reader of every tenant's unattributed alerts"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl NatsServer {
         let mut readers = Vec::new();
         for tenant in tenants {
             let tenant = paytrack_shared::TenantId::new(tenant).context("a tenant reader's tenant")?;
-            readers.push((TenantReader::new(tenant), new_password()));
+            readers.push((TenantReader::new(tenant)?, new_password()));
         }
         // The free port is released before nats-server binds it: if another process
         // took it meanwhile, the server exits and another port is tried.

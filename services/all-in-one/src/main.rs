@@ -194,8 +194,8 @@ async fn main() -> anyhow::Result<()> {
             let readers = tenant_readers
                 .iter()
                 .map(|tenant| {
-                    TenantId::parse(tenant)
-                        .map(paytrack_nats::auth::TenantReader::new)
+                    let tenant_id = TenantId::parse(tenant).with_context(|| format!("--tenant-reader {tenant}"))?;
+                    paytrack_nats::auth::TenantReader::new(tenant_id)
                         .with_context(|| format!("--tenant-reader {tenant}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;

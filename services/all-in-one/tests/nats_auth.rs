@@ -30,9 +30,11 @@ async fn nats_auth_prints_the_users_with_a_reader_per_tenant() -> anyhow::Result
         "{out}"
     );
 
-    let (ok, out, err) = paytrack(&["nats-auth", "--tenant-reader", "a.b"]).await?;
-    assert!(!ok, "a tenant with a dot was accepted: {out}");
-    assert!(out.is_empty(), "{out}");
-    assert!(err.contains("--tenant-reader a.b"), "{err}");
+    for bad in ["a.b", "_"] {
+        let (ok, out, err) = paytrack(&["nats-auth", "--tenant-reader", bad]).await?;
+        assert!(!ok, "tenant {bad} was accepted: {out}");
+        assert!(out.is_empty(), "{out}");
+        assert!(err.contains(&format!("--tenant-reader {bad}")), "{err}");
+    }
     Ok(())
 }
