@@ -155,6 +155,15 @@ if [[ ! -s "$nats_users_file" ]]; then
 fi
 # shellcheck source=/dev/null
 source "$nats_users_file"
+# The tenant readers of nats/auth.conf (reader-dev, reader-other: LOCAL_TENANT_READERS in
+# nats/src/auth.rs), added to files made before they existed.
+for key in PAYTRACK_NATS_READER_PASSWORD_dev PAYTRACK_NATS_READER_PASSWORD_other; do
+  if [[ -z "${!key:-}" ]]; then
+    printf -v "$key" '%s' "p$(openssl rand -hex 24)"
+    echo "$key=${!key}" >>"$nats_users_file"
+  fi
+  nats_password_keys+=("$key")
+done
 for key in "${nats_password_keys[@]}"; do
   [[ "${!key:-}" =~ ^[A-Za-z][A-Za-z0-9]*$ ]] \
     || die "$key missing or malformed in $nats_users_file (delete the file to regenerate it)"
@@ -412,6 +421,11 @@ stack_env="$dev/stack.env"
     env_line NATS_ADMIN_PASSWORD "$PAYTRACK_NATS_ADMIN_PASSWORD"
     env_line NATS_READER_USER reader
     env_line NATS_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD"
+    # Readers of one tenant each (docs/readers.md): tenants dev and other.
+    env_line NATS_DEV_READER_USER reader-dev
+    env_line NATS_DEV_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD_dev"
+    env_line NATS_OTHER_READER_USER reader-other
+    env_line NATS_OTHER_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD_other"
     env_line DATABASE_URL "$database_url"
     env_line INGEST_URL "$ingest_url"
     env_line EDGE_URL "$edge_url"

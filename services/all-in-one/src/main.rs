@@ -4,7 +4,8 @@
 //! one shutdown token (the same libraries the four deployments run), and with
 //! `--simulate` the provider simulator (sandbox gateways posting signed webhooks, with
 //! light invented traffic). `paytrack layout` is the layout step: it applies every
-//! stream and KV bucket as the NATS admin, which no service may do. The operator
+//! stream and KV bucket as the NATS admin, which no service may do; `paytrack
+//! nats-auth` prints the NATS users, with readers scoped to tenants. The operator
 //! commands talk to a running stack: `mint-token`, `create-payment`, `webhook`,
 //! `tail`, `evidence`.
 
@@ -42,6 +43,14 @@ enum Command {
     /// Apply the JetStream layout (every stream and KV bucket) as the NATS admin
     /// (PAYTRACK_NATS_ADMIN_PASSWORD), check it, and exit. Services only verify it.
     Layout,
+    /// Print nats-server's users and permissions (the `authorization` block of
+    /// nats/auth.conf) with a reader for each --tenant-reader, which reads only its
+    /// tenant; each password is a variable of the nats-server's environment.
+    NatsAuth {
+        /// A tenant to add a reader for, `reader-<tenant>` (repeatable).
+        #[arg(long = "tenant-reader")]
+        tenant_readers: Vec<String>,
+    },
     /// Replay the streams into the empty database at PAYTRACK_DATABASE_URL.
     Rebuild,
     /// Print a JWT for the configured issuer and audience.
@@ -179,6 +188,25 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
             let streams = lay_out(&settings).await?;
             println!("layout applied and verified: {streams} streams and buckets");
+            Ok(())
+        }
+        Command::NatsAuth { tenant_readers } => {
+            let readers = tenant_readers
+                .iter()
+                .map(|tenant| {
+                    let tenant_id = TenantId::parse(tenant).with_context(|| format!("--tenant-reader {tenant}"))?;
+                    paytrack_nats::auth::TenantReader::new(tenant_id)
+                        .with_context(|| format!("--tenant-reader {tenant}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", paytrack_nats::auth::render_conf_with(&readers));
+            for reader in &readers {
+                eprintln!(
+                    "{}: give nats-server its password in {}",
+                    reader.user(),
+                    reader.password_env()
+                );
+            }
             Ok(())
         }
         Command::Migrate => {
