@@ -4,23 +4,27 @@
 
 mod stack_env;
 
-use stack_env::{SECRETS, Urls};
+use stack_env::{SECRETS, Stack};
 
 /// `--help` of every command, and commands failing in several ways (nothing
 /// listening, a URL holding a password, a database with a password that cannot be
 /// reached, a refused argument), print none of the stack's secrets.
 #[tokio::test]
 async fn help_and_errors_never_print_a_secret() -> anyhow::Result<()> {
-    let urls = Urls {
+    let stack = Stack {
         nats: "nats://127.0.0.1:1",
         database: "postgres://paytrack:dbsekrit0123456789@127.0.0.1:1/paytrack",
         ingest: "http://ops:dbsekrit0123456789@127.0.0.1:1",
         edge: "http://127.0.0.1:1",
         simulator: "http://127.0.0.1:1",
+        tenant: "dev",
+        jwt_secret: SECRETS[0],
+        token: SECRETS[1],
         simulator_token: SECRETS[6],
-        razorpay_secret: SECRETS[3],
+        webhook_secrets: [SECRETS[2], SECRETS[3], SECRETS[4]],
+        nats_passwords: [SECRETS[7], SECRETS[7]],
     };
-    let inputs = stack_env::inputs(&urls, "dev", SECRETS[0], SECRETS[1]);
+    let inputs = stack_env::inputs(&stack);
     let file = stack_env::render(&inputs)?;
     let helps: [&[&str]; 12] = [
         &["--help"],
