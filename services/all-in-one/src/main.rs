@@ -187,3 +187,32 @@ async fn lay_out(settings: &Settings) -> anyhow::Result<usize> {
     paytrack_nats::verify_layout(&js, &layout).await?;
     Ok(paytrack_nats::layout_streams(&layout).len())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every option read from the environment hides its value in `--help` (tokens,
+    /// secrets and URLs with credentials come from the environment), in every
+    /// command and subcommand, including ones added later.
+    #[test]
+    fn no_option_shows_its_environment_value() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{path} --{}: set hide_env_values = true",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "paytrack");
+    }
+}
