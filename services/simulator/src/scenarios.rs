@@ -375,3 +375,34 @@ impl Gateways {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario has a story, a default provider that can sign it, and an end
+    /// state; only Razorpay's sandbox plays the payout.
+    #[test]
+    fn every_scenario_is_playable_at_its_providers() {
+        let known = ["stdwebhooks", "razorpay", "stripe"];
+        for scenario in &SCENARIOS {
+            assert!(!scenario.script().is_empty(), "{}", scenario.name);
+            assert!(!scenario.providers.is_empty(), "{}", scenario.name);
+            for provider in scenario.providers {
+                assert!(known.contains(provider), "{}: {provider}", scenario.name);
+                assert!(!scenario.expect(provider).status.is_empty(), "{}", scenario.name);
+            }
+            assert_eq!(scenario.payout, scenario.providers == ["razorpay"], "{}", scenario.name);
+            assert_eq!(Scenario::named(scenario.name).map(|s| s.name), Some(scenario.name));
+        }
+        assert!(Scenario::named("no_such_story").is_none());
+        let refund = Scenario::named("partial_refund").map(|s| s.expect("stripe"));
+        assert_eq!(
+            refund.map(|e| (e.status, e.amounts)),
+            Some((
+                "succeeded".to_owned(),
+                BTreeMap::from([("net_minor".to_owned(), 3500), ("refunded_minor".to_owned(), 1500)])
+            ))
+        );
+    }
+}
