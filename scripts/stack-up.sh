@@ -418,6 +418,7 @@ paytrack local stack is up
   dashboard   ${dashboard_url}
   logs        $log_dir/
 Load the settings into a shell with:  source .dev/stack.env
+Then the CLI works as is, e.g.:       paytrack trigger stuck_pending   (docs/cli.md)
 Stop everything with:                 scripts/stack-down.sh   (or make down)
 EOF
 if [[ "$infra_only" == "1" ]]; then
