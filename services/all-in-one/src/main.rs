@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::Settings;
 use paytrack_shared::telemetry::{self, LogSink};
+use paytrack_shared::{TenantId, Token};
 
 use tokio_util::sync::CancellationToken;
 
