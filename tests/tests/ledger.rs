@@ -295,7 +295,7 @@ async fn a_reported_provider_fee_is_posted_as_an_expense_of_the_capture() -> any
             .post_webhook(&format!("msg_badfee_{i}"), &with_fee("pay_badfee", fee)?)
             .await?;
         assert_eq!(response.status(), 400, "fee {fee}");
-        assert_eq!(response.json::<Value>().await?["error"], "malformed_body");
+        assert_eq!(response.json::<Value>().await?["code"], "invalid_request");
     }
     assert_eq!(mesh.stream_messages(paytrack_shared::subjects::STREAM_IN).await?, 0);
 

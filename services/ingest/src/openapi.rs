@@ -11,7 +11,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ErrorBody;
+use paytrack_shared::problem::{ProblemBody, ProblemType};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,8 +38,8 @@ use crate::error::ErrorBody;
         readyz,
         metrics,
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&Security),
+    components(schemas(ProblemBody, ProblemType)),
+    modifiers(&Security, &Problems),
 )]
 pub struct ApiDoc;
 
@@ -67,6 +67,17 @@ impl Modify for Security {
     }
 }
 
+/// Every error answer (status 400 and up) is documented as
+/// `application/problem+json` with the [`ProblemBody`] schema, whatever the
+/// annotation's default content type.
+struct Problems;
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        paytrack_shared::problem::document_problems(openapi);
+    }
+}
+
 /// `GET /openapi.json`.
 pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
@@ -78,8 +89,8 @@ pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     params(("tenant" = String, Path), ("provider" = String, Path, description = "stdwebhooks, razorpay, stripe")),
     request_body(content = Object, description = "The provider's own event shape, signed with its scheme"),
     responses((status = 200, description = "Stored (or already stored)", body = Object),
-        (status = 400, body = ErrorBody), (status = 401, description = "Bad signature or timestamp", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ProblemBody), (status = 401, description = "Bad signature or timestamp", body = ProblemBody),
+        (status = 404, body = ProblemBody), (status = 413, body = ProblemBody), (status = 503, body = ProblemBody)))]
 #[allow(dead_code)]
 fn webhook() {}
 
@@ -87,7 +98,7 @@ fn webhook() {}
 #[utoipa::path(get, path = "/v1/payments/{payment_id}", tag = "reads",
     params(("payment_id" = String, Path)),
     responses((status = 200, description = "The payment's current state", body = crate::payments::PaymentView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_payment() {}
@@ -95,8 +106,8 @@ fn get_payment() {}
 /// A payment's timeline: transitions and the facts that changed nothing.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/timeline", tag = "reads",
     params(("payment_id" = String, Path)),
-    responses((status = 200, body = Vec<crate::payments::TimelineItem>), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Vec<crate::payments::TimelineItem>), (status = 401, body = ProblemBody),
+        (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_timeline() {}
@@ -106,8 +117,8 @@ fn get_timeline() {}
     params(("payment_id" = String, Path),
            ("facts_after" = Option<i64>, Query, description = "The previous page's facts_next")),
     responses((status = 200, description = "payment, timeline, a page of facts (raw), sessions", body = crate::payments::EvidencePack),
-        (status = 400, description = "facts_after is not a sequence", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 400, description = "facts_after is not a sequence", body = ProblemBody),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_evidence() {}
@@ -116,8 +127,8 @@ fn get_evidence() {}
 #[utoipa::path(get, path = "/v1/payments", tag = "reads",
     params(("merchant_id" = Option<String>, Query), ("status" = Option<String>, Query),
         ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "at most 500")),
-    responses((status = 200, body = crate::list::ListPage), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = crate::list::ListPage), (status = 400, body = ProblemBody),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn list_payments() {}
@@ -125,8 +136,8 @@ fn list_payments() {}
 /// A payment's journal entries and postings.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/ledger", tag = "reads",
     params(("payment_id" = String, Path)),
-    responses((status = 200, body = crate::payments::LedgerView), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = crate::payments::LedgerView), (status = 401, body = ProblemBody),
+        (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_ledger() {}

@@ -15,6 +15,7 @@ mod fairness;
 mod heartbeat;
 mod history;
 mod jwks;
+mod openapi;
 mod outbox;
 mod presence;
 mod protocol;
