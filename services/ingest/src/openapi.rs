@@ -123,12 +123,30 @@ fn get_timeline() {}
 #[allow(dead_code)]
 fn get_evidence() {}
 
-/// The tenant's payments, filtered, paged by cursor, with the position to subscribe from.
+/// The tenant's payments, filtered, newest first by default, paged by an opaque
+/// cursor, with the position to subscribe from. Unknown parameters, malformed values,
+/// bad cursors (or a cursor of another order) and limits out of range are 400.
 #[utoipa::path(get, path = "/v1/payments", tag = "reads",
-    params(("merchant_id" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "at most 500")),
-    responses((status = 200, body = crate::list::ListPage), (status = 400, body = ProblemBody),
-        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)),
+    params(
+        ("status" = Option<Vec<String>>, Query, explode = true, description = "Canonical statuses; repeat it or give a comma list"),
+        ("merchant" = Option<String>, Query, description = "A merchant id"),
+        ("provider" = Option<String>, Query, description = "The provider the payment was routed to"),
+        ("rail" = Option<String>, Query, description = "card, ach_debit, rtp, upi, …"),
+        ("direction" = Option<String>, Query, description = "payin or payout"),
+        ("amount_min" = Option<i64>, Query, minimum = 0, description = "Amount at least, in minor units"),
+        ("amount_max" = Option<i64>, Query, minimum = 0, description = "Amount at most, in minor units"),
+        ("currency" = Option<String>, Query, description = "ISO 4217, upper case"),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; created strictly after"),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; created strictly before"),
+        ("updated_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; last changed strictly after"),
+        ("updated_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; last changed strictly before"),
+        ("q" = Option<String>, Query, description = "An exact payment id, provider reference or trace id"),
+        ("order" = Option<String>, Query, description = "-created_at (default), created_at, -updated_at or updated_at"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor, with the same order"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size, 1 to 200 (default 50)")),
+    responses((status = 200, body = crate::list::ListPage),
+        (status = 400, description = "invalid_request: an unknown parameter, a malformed value, a bad cursor or a limit out of range (`parameter` names it)", body = ProblemBody),
+        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn list_payments() {}
