@@ -323,7 +323,9 @@ pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
 /// Wraps `router` so that every error answer (status 400 and up) is a problem body:
 /// answers already of type [`PROBLEM_JSON`] pass unchanged; any other (axum's
 /// 404 and 405, a timeout's empty 408, an extractor's plain-text rejection, a bare
-/// 503) is rewritten, keeping its status and headers, with its text as `detail`.
+/// 503) is rewritten, keeping its headers, with its text as `detail`. Its status is
+/// kept, except that a 4xx no type names (an extractor's 415 or 422) becomes the
+/// 400 `invalid_request` it is.
 pub fn problem_bodies(router: axum::Router) -> axum::Router {
     router.layer(axum::middleware::from_fn(
         |request: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -358,7 +360,12 @@ async fn rewrite(response: Response) -> Response {
         _ => text,
     };
     let mut problem = Problem::new(kind, detail);
-    problem.status = parts.status;
+    // Another 4xx of an extractor (415, a JSON body of the wrong shape's 422) is the
+    // same mistake as any malformed request: 400 `invalid_request`.
+    if kind != ProblemType::InvalidRequest {
+        problem.status = parts.status;
+    }
+    parts.status = problem.status;
     let body = problem.body().to_string();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
@@ -420,10 +427,16 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_routes_wrong_methods_and_bare_errors_become_problems() {
-        let router = Router::new().route("/ok", get(|| async { "ok" })).route(
-            "/bare",
-            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }),
-        );
+        let router = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route(
+                "/bare",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }),
+            )
+            .route(
+                "/shape",
+                get(|| async { (StatusCode::UNPROCESSABLE_ENTITY, "expected struct") }),
+            );
         let get_ = |uri: &str| http::Request::get(uri).body(Body::empty()).unwrap();
         let (status, content_type, body) = answer(router.clone(), get_("/nowhere")).await;
         assert_eq!((status, content_type.as_str()), (StatusCode::NOT_FOUND, PROBLEM_JSON));
@@ -435,6 +448,9 @@ mod tests {
             (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
         );
         assert_eq!(body["status"], 405);
+        let (status, _, body) = answer(router.clone(), get_("/shape")).await;
+        assert_eq!((status, body["status"].as_u64()), (StatusCode::BAD_REQUEST, Some(400)));
+        assert_eq!(body["code"], "invalid_request");
         let (status, _, body) = answer(router.clone(), get_("/bare")).await;
         assert_eq!(
             (status, body["detail"].as_str()),
