@@ -205,4 +205,33 @@ mod tests {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap());
         }
     }
+
+    /// Every problem code is listed, and every error answer is documented as a
+    /// problem body.
+    #[test]
+    fn every_error_is_a_documented_problem() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let codes = doc["components"]["schemas"]["ProblemType"]["enum"].clone();
+        for kind in ProblemType::ALL {
+            assert!(
+                codes.as_array().is_some_and(|c| c.contains(&kind.code().into())),
+                "{} is not listed: {codes}",
+                kind.code()
+            );
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.parse::<u16>().is_ok_and(|s| s >= 400) {
+                        let content = &response["content"];
+                        assert!(
+                            content.get(paytrack_shared::problem::PROBLEM_JSON).is_some()
+                                && content.as_object().is_some_and(|c| c.len() == 1),
+                            "{method} {path} {status}: {content}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
