@@ -252,3 +252,38 @@ async fn a_forbidden_command_is_refused_before_it_is_recorded() -> anyhow::Resul
     .await?;
     Ok(())
 }
+
+/// A command the pre-check cannot judge (the projection does not hold the payment
+/// yet) is recorded, and when the reconciler refuses it, the timeline shows it as
+/// refused: the 202's `watch.timeline` is where that shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_projection_cannot_judge_yet_shows_as_refused_in_the_timeline() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let mut accepted = Value::Null;
+    mesh.restart_projector(async {
+        // The projector is down: the payment exists, the projection does not know it.
+        let payment = create(&mesh, &client, "unjudged-1").await?;
+        let resolve = json!({"status": "failed", "reason": "checked with the bank"}).to_string();
+        let (status, _, body, _) = command(&mesh, &client, &payment, "resolve", &resolve).await?;
+        assert_eq!(status, 202, "{body}");
+        accepted = body;
+        Ok(())
+    })
+    .await?;
+    let timeline = accepted["watch"]["timeline"].as_str().unwrap_or_default().to_owned();
+    let fact_id = accepted["fact_id"].as_str().unwrap_or_default().to_owned();
+    let refused = mesh
+        .eventually(WAIT, "the resolve shows as refused", || async {
+            let response = mesh.get(&timeline, &mesh.operator_token()).await.ok()?;
+            let (_, _, entries) = read(response).await.ok()?;
+            entries
+                .as_array()?
+                .iter()
+                .find(|e| e["fact_id"] == fact_id.as_str() && e["outcome"] == "refused")
+                .cloned()
+        })
+        .await?;
+    assert!(refused["reason"].as_str().is_some_and(|r| !r.is_empty()), "{refused}");
+    Ok(())
+}
