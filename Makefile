@@ -20,6 +20,7 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 	bash scripts/ensure-postgres.sh
 	bash scripts/install-k8s-tools.sh
 	bash scripts/install-python-readers.sh >/dev/null
+	bash scripts/install-schemathesis.sh
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory smoke
 

@@ -23,8 +23,9 @@ use paytrack_shared::{msg_id, subjects, telemetry};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::idempotency::Idempotency;
+use paytrack_shared::problem::ProblemBody;
 
 /// The device token that means "every device of the user".
 const ALL_DEVICES: &str = "all";
@@ -107,11 +108,11 @@ impl PushEpoch {
     params(("Idempotency-Key" = Option<String>, Header, description = "The push's id: a retry with it is stored once")),
     responses(
         (status = 202, description = "Stored in PAYTRACK_PUSH", body = PushAccepted),
-        (status = 400, description = "A missing or invalid field", body = ErrorBody),
-        (status = 401, description = "No valid backend API key", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, description = "idempotency_key_reused: the key was used with another body", body = ErrorBody),
-        (status = 503, description = "The event store cannot take it; retry", body = ErrorBody)),
+        (status = 400, description = "A missing or invalid field", body = ProblemBody),
+        (status = 401, description = "No valid backend API key", body = ProblemBody),
+        (status = 413, body = ProblemBody),
+        (status = 422, description = "idempotency_key_reused: the key was used with another body", body = ProblemBody),
+        (status = 503, description = "The event store cannot take it; retry", body = ProblemBody)),
     security(("api_key" = [])))]
 pub async fn push(
     State(state): State<AppState>,
