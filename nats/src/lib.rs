@@ -109,7 +109,7 @@ pub struct Layout {
 
 /// How long each stream remembers message ids. JetStream keeps about 233 bytes of
 /// server memory per remembered id, so each window is sized for the retries it must
-/// absorb, not "as long as possible" (README.md: the memory it costs).
+/// absorb, not "as long as possible" (docs/operations.md: the memory it costs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateWindows {
     /// PAYTRACK_IN: providers' quick retries of a webhook delivery (and callers'
