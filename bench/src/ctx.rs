@@ -134,7 +134,12 @@ impl Ctx {
     pub async fn drain(&self) -> anyhow::Result<()> {
         // The session audit too: connecting thousands of sessions leaves a backlog of
         // opens and subscribes for the projector that would weigh on the next figure.
-        let streams = ["PAYTRACK_IN", "PAYTRACK_STATUS", "PAYTRACK_OUTCOME", "PAYTRACK_SESSION"];
+        let streams = [
+            paytrack_shared::subjects::STREAM_IN,
+            paytrack_shared::subjects::STREAM_STATUS,
+            paytrack_shared::subjects::STREAM_OUTCOME,
+            paytrack_shared::subjects::STREAM_SESSION,
+        ];
         self.mesh
             .eventually(Duration::from_secs(300), "the mesh to drain", || async {
                 for name in streams {
