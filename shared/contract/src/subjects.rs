@@ -279,6 +279,27 @@ impl PushSubject<'_> {
     }
 }
 
+/// A [`STREAM_ALERT`] subject read apart: `paytrack.alert.<tenant or _>.<kind>`
+/// (`_ack` for an operator's acknowledgement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSubject<'a> {
+    /// The tenant token ([`NO_TENANT`] when the alert names none).
+    pub tenant: &'a str,
+    /// The alert's kind, or [`ALERT_ACK`].
+    pub kind: &'a str,
+}
+
+impl AlertSubject<'_> {
+    /// Reads a [`STREAM_ALERT`] subject; None for any other subject.
+    pub fn parse(subject: &str) -> Option<AlertSubject<'_>> {
+        let mut tokens = subject.strip_prefix("paytrack.alert.")?.split('.');
+        let (Some(tenant), Some(kind), None) = (tokens.next(), tokens.next(), tokens.next()) else {
+            return None;
+        };
+        Some(AlertSubject { tenant, kind })
+    }
+}
+
 /// The four tokens after `paytrack.` of a five-token subject.
 fn paytrack_tokens(subject: &str) -> Option<[&str; 4]> {
     let mut tokens = subject.strip_prefix("paytrack.")?.split('.');
@@ -378,5 +399,18 @@ mod tests {
         assert_eq!(subject, "$KV.PAYTRACK_PROVIDER_REFS.ref.acme.stripe.pi_1");
         assert_eq!(kv_key(PROVIDER_REFS_BUCKET, &subject), Some("ref.acme.stripe.pi_1"));
         assert_eq!(kv_key(SWEEP_BUCKET, &subject), None);
+        assert_eq!(
+            AlertSubject::parse(&alert_ack(&t)),
+            Some(AlertSubject {
+                tenant: "acme",
+                kind: ALERT_ACK
+            })
+        );
+        assert_eq!(
+            AlertSubject::parse(&alert(None, ALERT_TRACE_GAP)).map(|s| (s.tenant, s.kind)),
+            Some((NO_TENANT, ALERT_TRACE_GAP))
+        );
+        assert_eq!(AlertSubject::parse("paytrack.alert.acme"), None);
+        assert_eq!(AlertSubject::parse(&status(&t, &m, &p)), None);
     }
 }
