@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 
 use paytrack_nats::{HandleError, RetryPolicy, Supervisor};
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::Readiness;
+use paytrack_shared::health::{AdminListener, Readiness};
 use paytrack_shared::subjects;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -121,11 +121,39 @@ fn sequence(seq: u64) -> Result<i64, HandleError> {
     i64::try_from(seq).map_err(|e| HandleError::poison("a stream sequence as BIGINT", e))
 }
 
-/// Runs the projector until `shutdown` is cancelled. PostgreSQL or NATS being down
-/// at start is not an error: the migrations, the layout and the consumers are
-/// retried with backoff while `/readyz` answers 503.
+/// A projector whose admin listener is bound and which does not run yet: the
+/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
+/// address before anything runs.
+pub struct LedgerProjector {
+    config: Config,
+    admin: AdminListener,
+}
+
+impl LedgerProjector {
+    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
+    /// for NATS or PostgreSQL.
+    pub async fn bind(config: Config) -> Result<LedgerProjector, ProjectorError> {
+        let admin = AdminListener::bind(config.admin_listen).map_err(ProjectorError::Admin)?;
+        Ok(LedgerProjector { config, admin })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled. PostgreSQL or NATS being down at start is
+    /// not an error: the migrations, the layout and the consumers are retried with
+    /// backoff while `/readyz` answers 503.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        // Boxed: the running service is a large future, kept off the caller's stack.
+        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    }
+}
+
+/// Binds and runs the projector until `shutdown` is cancelled ([`LedgerProjector`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-    run_with_admin(config, None, shutdown).await
+    LedgerProjector::bind(config).await?.run(shutdown).await
 }
 
 /// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of

@@ -22,7 +22,7 @@ pub mod sweep;
 use std::net::SocketAddr;
 
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::Readiness;
+use paytrack_shared::health::{AdminListener, Readiness};
 use paytrack_shared::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -88,11 +88,38 @@ pub enum ReconcilerError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the reconciler until `shutdown` is cancelled. NATS being down at start is
-/// not an error: the layout and the consumer are retried with backoff while
-/// `/readyz` answers 503.
+/// A reconciler whose admin listener is bound and which does not run yet: the
+/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
+/// address before anything runs.
+pub struct ReconcilerService {
+    config: Config,
+    admin: AdminListener,
+}
+
+impl ReconcilerService {
+    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
+    /// for NATS.
+    pub async fn bind(config: Config) -> Result<ReconcilerService, ReconcilerError> {
+        let admin = AdminListener::bind(config.admin_listen)?;
+        Ok(ReconcilerService { config, admin })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled. NATS being down at start is not an error:
+    /// the layout and the consumer are retried with backoff while `/readyz` answers 503.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
+        // Boxed: the running service is a large future, kept off the caller's stack.
+        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    }
+}
+
+/// Binds and runs the reconciler until `shutdown` is cancelled ([`ReconcilerService`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
-    run_with_admin(config, None, shutdown).await
+    ReconcilerService::bind(config).await?.run(shutdown).await
 }
 
 /// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
