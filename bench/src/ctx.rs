@@ -82,6 +82,16 @@ impl Ctx {
         Mesh::webhook_body(payment, status, merchant)
     }
 
+    /// The subject of `payment`'s transitions, for a payment of `merchant` in the
+    /// mesh's tenant.
+    pub fn status_subject(&self, merchant: &str, payment: &str) -> anyhow::Result<String> {
+        Ok(paytrack_shared::subjects::status(
+            &self.mesh.tenant,
+            &paytrack_shared::MerchantId::new(merchant)?,
+            &paytrack_shared::PaymentId::new(payment)?,
+        ))
+    }
+
     /// Signs and posts a webhook; returns when ingest answered 2xx (durable), with that time.
     pub async fn post(&self, payment: &str, status: &str, merchant: &str) -> anyhow::Result<SystemTime> {
         let body = Self::body(payment, status, merchant);

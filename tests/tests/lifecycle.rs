@@ -30,14 +30,20 @@ async fn readyz_answers(addr: SocketAddr, status: u16) -> anyhow::Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn the_reconciler_binds_reports_its_address_and_stops_on_shutdown() -> anyhow::Result<()> {
-    let config = paytrack_reconciler::Config::from_settings(&unreachable_backends()?);
-    let service = paytrack_reconciler::ReconcilerService::bind(config).await?;
-    let addr = service.local_addr()?.context("an admin listener is configured")?;
+/// Checks a bound service: its admin address is real, `/readyz` answers 503 (its
+/// backends are unreachable), and cancelling the token given to `run` stops it.
+async fn serves_admin_then_stops<E, Fut>(
+    addr: std::io::Result<Option<SocketAddr>>,
+    run: impl FnOnce(CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let addr = addr?.context("an admin listener is configured")?;
     assert_ne!(addr.port(), 0);
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(service.run(shutdown.clone()));
+    let running = tokio::spawn(run(shutdown.clone()));
     readyz_answers(addr, 503).await?;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), running).await???;
@@ -45,15 +51,15 @@ async fn the_reconciler_binds_reports_its_address_and_stops_on_shutdown() -> any
 }
 
 #[tokio::test]
+async fn the_reconciler_binds_reports_its_address_and_stops_on_shutdown() -> anyhow::Result<()> {
+    let config = paytrack_reconciler::Config::from_settings(&unreachable_backends()?);
+    let service = paytrack_reconciler::ReconcilerService::bind(config).await?;
+    serves_admin_then_stops(service.local_addr(), |shutdown| service.run(shutdown)).await
+}
+
+#[tokio::test]
 async fn the_projector_binds_reports_its_address_and_stops_on_shutdown() -> anyhow::Result<()> {
     let config = paytrack_ledger_projector::Config::from_settings(&unreachable_backends()?);
     let service = paytrack_ledger_projector::LedgerProjector::bind(config).await?;
-    let addr = service.local_addr()?.context("an admin listener is configured")?;
-    assert_ne!(addr.port(), 0);
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(service.run(shutdown.clone()));
-    readyz_answers(addr, 503).await?;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running).await???;
-    Ok(())
+    serves_admin_then_stops(service.local_addr(), |shutdown| service.run(shutdown)).await
 }

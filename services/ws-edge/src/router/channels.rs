@@ -102,6 +102,19 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// A channel this edge starts to follow, its messages indexed from `indexed_after`.
+    pub(super) fn new(name: &str, indexed_after: u64) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            latest: None,
+            below_floor: None,
+            subs: HashMap::new(),
+            idle: None,
+            recent: VecDeque::new(),
+            indexed_after,
+        }
+    }
+
     /// The channel's newest message at or below `floor`, when known.
     pub(super) fn below(&self, floor: u64) -> Option<u64> {
         self.below_floor.or(self.latest.filter(|latest| *latest <= floor))
@@ -138,15 +151,7 @@ pub(super) fn attach_in<'a>(
         }
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
-    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry {
-        name: name.to_owned(),
-        latest: None,
-        below_floor: None,
-        subs: HashMap::new(),
-        idle: None,
-        recent: VecDeque::new(),
-        indexed_after: head,
-    });
+    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry::new(name, head));
     if entry.idle.take().is_some() {
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
