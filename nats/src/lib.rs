@@ -17,6 +17,7 @@ mod consume;
 mod delivery;
 mod lanes;
 mod retry;
+mod service;
 mod verify;
 
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use crate::delivery::{
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
+pub use crate::service::{AdminTask, ServiceStart, StartError};
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.
