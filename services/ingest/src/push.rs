@@ -15,9 +15,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use paytrack_shared::auth::{AuthError, bearer};
-use paytrack_shared::envelope::Position;
+use paytrack_shared::envelope::{Position, PushMessage};
 use paytrack_shared::ids::validate_token;
 use paytrack_shared::{msg_id, subjects, telemetry};
 use serde::{Deserialize, Serialize};
@@ -27,8 +27,6 @@ use crate::error::ApiError;
 use crate::idempotency::Idempotency;
 use paytrack_shared::problem::ProblemBody;
 
-/// The device token that means "every device of the user".
-const ALL_DEVICES: &str = "all";
 /// Longest `type`.
 const MAX_TYPE_LEN: usize = 64;
 
@@ -47,17 +45,6 @@ pub struct PushRequest {
     /// The event's data, any JSON.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-}
-
-/// The message stored in PAYTRACK_PUSH (and forwarded to clients).
-#[derive(Debug, Serialize)]
-struct PushMessage<'a> {
-    push_id: &'a str,
-    user: &'a str,
-    device: Option<&'a str>,
-    push_type: &'a str,
-    data: &'a serde_json::Value,
-    pushed_at: DateTime<Utc>,
 }
 
 /// The 202 of `POST /v1/push`.
@@ -149,7 +136,7 @@ async fn handle(
     validate_token(&request.user, "user").map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Some(device) = &request.device {
         validate_token(device, "device").map_err(|e| ApiError::Invalid(e.to_string()))?;
-        if device == ALL_DEVICES {
+        if device == subjects::PUSH_ALL_DEVICES {
             return Err(ApiError::Invalid(
                 "device \"all\" is reserved: omit device to reach every device".into(),
             ));
@@ -178,14 +165,14 @@ async fn handle(
         let body_hash = crate::idempotency::sha256_hex(identity.to_string().as_bytes());
         stores.idempotency.bind(&bucket_key, &body_hash).await?;
     }
-    let device = request.device.as_deref().unwrap_or(ALL_DEVICES);
-    let subject = format!("paytrack.push.{tenant}.{}.{device}", request.user);
+    let subject = subjects::push(&tenant, &request.user, request.device.as_deref());
+    let device = request.device.as_deref().unwrap_or(subjects::PUSH_ALL_DEVICES);
     let message = PushMessage {
-        push_id: &push_id,
-        user: &request.user,
-        device: request.device.as_deref(),
-        push_type: &request.push_type,
-        data: &request.data,
+        push_id: push_id.clone(),
+        user: request.user.clone(),
+        device: request.device.clone(),
+        push_type: request.push_type.clone(),
+        data: request.data.clone(),
         pushed_at: Utc::now(),
     };
     let payload = bytes::Bytes::from(serde_json::to_vec(&message).map_err(|_| ApiError::Internal)?);

@@ -251,8 +251,6 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use futures::FutureExt;
     use serde_json::{Value, json};
 
@@ -262,13 +260,8 @@ mod tests {
     #[test]
     fn one_encoding_per_prev_seq_is_shared_by_every_session_and_chains() {
         let mut entry = Entry {
-            name: "user:u".into(),
             latest: Some(0),
-            below_floor: None,
-            subs: HashMap::new(),
-            idle: None,
-            recent: VecDeque::new(),
-            indexed_after: 0,
+            ..Entry::new("user:u", 0)
         };
         let mut receivers = Vec::new();
         for id in 0..3 {
@@ -314,13 +307,8 @@ mod tests {
     fn a_message_is_rendered_only_once_a_session_is_sent_it() {
         let (out, mut rx) = SendQueue::new(16, 1 << 20);
         let mut entry = Entry {
-            name: "merchant:m1".into(),
             latest: Some(0),
-            below_floor: None,
-            subs: HashMap::new(),
-            idle: None,
-            recent: VecDeque::new(),
-            indexed_after: 0,
+            ..Entry::new("merchant:m1", 0)
         };
         let nobody = Msg::note(3, "paytrack.push.a.u.all");
         dispatch(&mut entry, "e", &nobody);
