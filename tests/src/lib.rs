@@ -12,6 +12,7 @@ pub mod facts;
 pub mod hostile;
 pub mod mesh;
 pub mod nats;
+pub mod otlp;
 pub mod pg;
 pub mod sse;
 pub mod workload;
