@@ -14,6 +14,7 @@ pub mod mesh;
 pub mod nats;
 pub mod otlp;
 pub mod pg;
+pub mod prom;
 pub mod sse;
 pub mod workload;
 pub mod ws;

@@ -102,10 +102,9 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())
         .layer(DefaultBodyLimit::max(max_body));
-    paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large)
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
+    let router = paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large).layer(
+        TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)),
+    );
+    paytrack_shared::metrics::time_requests(router, "ingest")
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }

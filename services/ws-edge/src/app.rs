@@ -108,14 +108,15 @@ impl EdgeState {
 
 /// Every route of the edge.
 pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/ws", get(upgrade))
         .route("/v1/presence/{user}", get(presence_of))
         .route("/v1/sse", get(crate::sse::open))
         .route("/", get(dashboard))
         .with_state(state)
         .merge(health::routes(readiness))
-        .merge(paytrack_shared::metrics::routes())
+        .merge(paytrack_shared::metrics::routes());
+    paytrack_shared::metrics::time_requests(router, "ws-edge")
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }
 

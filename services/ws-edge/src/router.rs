@@ -29,6 +29,7 @@ use async_nats::jetstream::{self, consumer, stream::Stream};
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use paytrack_shared::envelope::Position;
+use paytrack_shared::metrics::latency;
 use paytrack_shared::{TenantId, subjects, telemetry};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -610,7 +611,7 @@ impl Hub {
             health.live.store(live, Ordering::Relaxed);
             health.lag_ms.store(lag, Ordering::Relaxed);
             metrics::gauge!("paytrack_edge_feed_live", "stream" => feed.stream()).set(if live { 1.0 } else { 0.0 });
-            metrics::gauge!("paytrack_edge_feed_lag_ms", "stream" => feed.stream()).set(lag as f64);
+            metrics::gauge!("paytrack_edge_feed_lag_seconds", "stream" => feed.stream()).set(lag as f64 / 1000.0);
         }
     }
 
@@ -940,10 +941,16 @@ impl Hub {
 fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
     let keys = keys_of(feed, &message.subject, &inner.user_devices);
     let epoch = &inner.epochs[feed as usize];
+    let mut queued = 0;
     for key in keys {
         if let Some(entry) = inner.channels.get_mut(&key) {
-            dispatch(entry, epoch, message);
+            queued += dispatch(entry, epoch, message);
         }
+    }
+    if queued > 0
+        && let Some(headers) = &message.headers
+    {
+        latency::observe_stamped(latency::FRAME_QUEUED, headers);
     }
     if let Some(evicted) = inner.rings[feed as usize].push(message.clone()) {
         for key in keys_of(feed, &evicted.subject, &inner.user_devices) {
@@ -1187,17 +1194,18 @@ fn remove_entry(inner: &mut Inner, key: &str) {
 
 /// Queues `message` to every subscription of `entry`: encoded once per `prev_seq`
 /// (once, when every session is current on the channel), the same bytes to each.
-fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
+/// Returns to how many subscriptions it was queued.
+fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) -> usize {
     entry.recent.push_back(message.seq);
     if entry.latest.is_some() {
         entry.latest = Some(message.seq);
     }
     if entry.subs.is_empty() {
-        return;
+        return 0;
     }
     if message.rendered().is_none() {
         tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
-        return;
+        return 0;
     }
     let span = tracing::info_span!("deliver", trace_id = field::Empty, channel = %entry.name, seq = message.seq);
     if let Some(headers) = &message.headers {
@@ -1233,6 +1241,7 @@ fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
     if queued > 0 {
         tracing::debug!(sessions = queued, encodings = encoded.len(), "event queued");
     }
+    queued
 }
 
 #[cfg(test)]
