@@ -54,3 +54,35 @@ fn method_label(method: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_are_labelled_by_template_and_strays_as_unmatched() -> anyhow::Result<()> {
+        let handle = crate::metrics::handle().ok_or_else(|| anyhow::anyhow!("no recorder"))?;
+        let router = time_requests(Router::new().route("/v1/things/{id}", get(|| async { "ok" })), "unit");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        for path in ["/v1/things/a1", "/v1/things/b2", "/probe/../etc/passwd", "/nowhere"] {
+            reqwest::get(format!("{base}{path}")).await?;
+        }
+        let text = handle.render();
+        let series = |route: &str, status: &str| {
+            format!(
+                "paytrack_http_request_duration_seconds_count{{service=\"unit\",method=\"GET\",route=\"{route}\",status=\"{status}\"}}"
+            )
+        };
+        assert!(
+            text.contains(&format!("{} 2", series("/v1/things/{id}", "200"))),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{} 2", series("unmatched", "404"))), "{text}");
+        assert!(!text.contains("passwd") && !text.contains("a1"), "{text}");
+        Ok(())
+    }
+}
