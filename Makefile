@@ -21,6 +21,7 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 	bash scripts/install-k8s-tools.sh
 	bash scripts/install-python-readers.sh >/dev/null
 	bash scripts/install-schemathesis.sh
+	bash scripts/install-promtool.sh
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory smoke
 

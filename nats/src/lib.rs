@@ -11,6 +11,7 @@
 //! its users and permissions are code in [`auth`].
 
 pub mod auth;
+pub mod backlog;
 mod batches;
 mod buckets;
 mod consume;

@@ -106,6 +106,6 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)),
     );
     // Outside the timeout, so its bare 408 (and axum's 404 and 405) become problems.
-    paytrack_shared::problem::problem_bodies(router)
+    paytrack_shared::metrics::time_requests(paytrack_shared::problem::problem_bodies(router), "ingest")
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }

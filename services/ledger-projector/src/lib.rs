@@ -306,6 +306,16 @@ pub async fn run_with_admin(
         status_epoch.clone(),
         shutdown.clone(),
     ));
+    let backlog = paytrack_nats::backlog::watch(
+        vec![
+            status_consumer.clone(),
+            evidence_consumer.clone(),
+            session_consumer.clone(),
+            outcome_consumer.clone(),
+            alert_consumer.clone(),
+        ],
+        shutdown.clone(),
+    );
     let live = history::Live {
         db: db.clone(),
         js: js.clone(),
@@ -350,7 +360,14 @@ pub async fn run_with_admin(
             supervisor.settle(&message, delivered, result).await;
         }
     });
-    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop, alert_loop);
+    tokio::join!(
+        status_loop,
+        evidence_loop,
+        session_loop,
+        outcome_loop,
+        alert_loop,
+        backlog
+    );
     let _ = drainer.await;
     let _ = windows.await;
     let _ = tracker.await;

@@ -195,12 +195,13 @@ pub async fn run_with_admin(
     // the reconciler (shutdown, or its task being aborted like a killed process)
     // ends its sweeps too.
     let sweeper = sweeps.run(shutdown.clone());
+    let backlog = paytrack_nats::backlog::watch(vec![consumer.clone()], shutdown.clone());
     let consumer =
         paytrack_nats::consume_deliveries_in_lanes(consumer, shutdown, supervisor, config.lanes, |delivery| {
             let reconciler = &reconciler;
             async move { reconciler.handle(delivery).await.map(drop) }
         });
-    tokio::join!(consumer, sweeper);
+    tokio::join!(consumer, sweeper, backlog);
 
     admin.stopped().await;
     tracing::info!("reconciler stopped");

@@ -118,7 +118,7 @@ pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
         .with_state(state)
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes());
-    paytrack_shared::problem::problem_bodies(router)
+    paytrack_shared::metrics::time_requests(paytrack_shared::problem::problem_bodies(router), "ws-edge")
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, stream::Stream};
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
+use paytrack_shared::metrics::latency;
 use paytrack_shared::{subjects, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::field;
@@ -74,10 +75,16 @@ pub(super) fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &M
 pub(super) fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
     let keys = keys_of(feed, &message.subject, &inner.user_devices);
     let epoch = &inner.epochs[feed as usize];
+    let mut queued = 0;
     for key in keys {
         if let Some(entry) = inner.channels.get_mut(&key) {
-            dispatch(entry, epoch, message);
+            queued += dispatch(entry, epoch, message);
         }
+    }
+    if queued > 0
+        && let Some(headers) = &message.headers
+    {
+        latency::observe_stamped(latency::FRAME_QUEUED, headers);
     }
     if let Some(evicted) = inner.rings[feed as usize].push(message.clone()) {
         for key in keys_of(feed, &evicted.subject, &inner.user_devices) {
@@ -106,17 +113,18 @@ pub(super) async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pu
 
 /// Queues `message` to every subscription of `entry`: encoded once per `prev_seq`
 /// (once, when every session is current on the channel), the same bytes to each.
-pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
+/// Returns to how many subscriptions it was queued.
+pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) -> usize {
     entry.recent.push_back(message.seq);
     if entry.latest.is_some() {
         entry.latest = Some(message.seq);
     }
     if entry.subs.is_empty() {
-        return;
+        return 0;
     }
     if message.rendered().is_none() {
         tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
-        return;
+        return 0;
     }
     let span = tracing::info_span!("deliver", trace_id = field::Empty, channel = %entry.name, seq = message.seq);
     if let Some(headers) = &message.headers {
@@ -152,6 +160,7 @@ pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
     if queued > 0 {
         tracing::debug!(sessions = queued, encodings = encoded.len(), "event queued");
     }
+    queued
 }
 
 impl Hub {
