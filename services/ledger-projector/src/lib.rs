@@ -141,7 +141,7 @@ pub async fn run_with_admin(
         config.nats_credentials.as_ref(),
     )
     .await?;
-    let readiness = Readiness::watching(client.clone());
+    let readiness = Readiness::watching(client.clone()).with_postgres(&config.database_url)?;
     let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)
         .map_err(ProjectorError::Admin)?;
 
