@@ -17,6 +17,7 @@
 
 mod alerts;
 mod checkpoints;
+mod divergence;
 mod evidence;
 mod history;
 pub mod ledger;
