@@ -156,6 +156,18 @@ async fn lost_transition_is_noticed(damage: Damage) -> anyhow::Result<()> {
     let (status, version, ..) = mesh.wait_for_row(&payment, 2).await?;
     assert_eq!((status.as_str(), version), ("succeeded", 2));
 
+    // Noticed at once, before anything new happens: the projector's view of the
+    // stream's position moved back, and every projected version the stream no longer
+    // holds gets a `history_lost` alert (this payment's version 2 and the bystander's).
+    for (lost, version) in [(payment.as_str(), "version 2"), ("pay_bystander", "version 1")] {
+        let raised = eventually(WAIT, "a history_lost alert", || async {
+            let found = alerts(&mesh, lost).await.ok()?;
+            found.into_iter().find(|(kind, _)| kind == "history_lost")
+        })
+        .await?;
+        assert!(raised.1.contains(version), "{lost}: {}", raised.1);
+    }
+
     // The provider reports the payment again: the reconciler, on the shortened
     // chain, writes version 2 a second time, as `failed`.
     ok(mesh

@@ -27,6 +27,7 @@ mod position;
 pub mod project;
 pub mod rebuild;
 mod sessions;
+mod tail_loss;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -268,6 +269,7 @@ pub async fn run_with_admin(
     let windows = tokio::spawn(window::close_windows(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
+        js.clone(),
         status_consumer.clone(),
         subjects::STREAM_STATUS,
         status_epoch.clone(),

@@ -22,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// How often the floor is copied.
 const EVERY: Duration = Duration::from_millis(200);
 
-/// Copies the ack floor of `consumer` (on a stream of `epoch`) until `shutdown`.
+/// Copies the ack floor of `consumer` (on a stream of `epoch`) until `shutdown`. A
+/// floor lower than the one recorded means the stream lost its tail: the transitions
+/// it lost are reported (`tail_loss.rs`) and the position moves back to the floor.
 pub async fn track(
     db: PgPool,
+    js: async_nats::jetstream::Context,
     consumer: PullConsumer,
     stream: &'static str,
     epoch: String,
@@ -32,7 +35,7 @@ pub async fn track(
 ) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
+    let mut last = recorded(&db, stream, &epoch).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -48,11 +51,52 @@ pub async fn track(
         if last == Some(floor) {
             continue;
         }
+        if let Some(before) = last
+            && floor < before
+        {
+            match crate::tail_loss::check(&db, &js, stream, floor).await {
+                Ok(lost) => tracing::error!(stream, floor, before, lost, "the stream's position moved back"),
+                Err(error) => {
+                    tracing::warn!(%error, stream, floor, before, "cannot check what the stream lost; trying again");
+                    continue;
+                }
+            }
+            if let Err(error) = move_back(&db, stream, &epoch, floor).await {
+                tracing::warn!(%error, "cannot move the projection position back");
+                continue;
+            }
+            last = Some(floor);
+            continue;
+        }
         match record(&db, stream, &epoch, floor).await {
             Ok(()) => last = Some(floor),
             Err(error) => tracing::debug!(%error, "cannot record the projection position"),
         }
     }
+}
+
+/// The position recorded for `stream` in `epoch`, if any.
+async fn recorded(db: &PgPool, stream: &str, epoch: &str) -> Option<u64> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM projector_positions WHERE stream = $1 AND epoch = $2")
+        .bind(stream)
+        .bind(epoch)
+        .fetch_optional(db)
+        .await
+        .ok()
+        .flatten();
+    seq.and_then(|s| u64::try_from(s).ok())
+}
+
+/// Sets the position of `stream` back to `seq`: the stream lost what was past it, and
+/// will number new messages from there again.
+async fn move_back(db: &PgPool, stream: &str, epoch: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projector_positions SET seq = $3, updated_at = now() WHERE stream = $1 AND epoch = $2")
+        .bind(stream)
+        .bind(epoch)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Records `seq` of `epoch` as the safe position of `stream` (never backwards within
