@@ -1,5 +1,5 @@
-//! A damaged message block of PAYTRACK_STATUS: what the product does when the broker
-//! loses acknowledged transitions that were already projected (docs/durability-bitflip.md).
+//! A damaged message block of PAYTRACK_STATUS or PAYTRACK_IN: what the product does
+//! when the broker loses acknowledged messages (docs/durability-bitflip.md).
 //!
 //! One nats-server with file storage, as the harness runs it. The server is stopped, one
 //! byte of the block record holding a projected transition is flipped (or the block is
@@ -213,4 +213,61 @@ async fn a_flipped_byte_in_a_status_block_is_noticed() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_status_block_is_noticed() -> anyhow::Result<()> {
     lost_transition_is_noticed(Damage::Truncate).await
+}
+
+/// PAYTRACK_IN loses the fact that made a payment `succeeded`, after the reconciler
+/// decided it. The provider redelivers it (same delivery id, same body): the lost
+/// message took its de-duplication entry with it, so ingest stores the fact again,
+/// and the reconciler recognises it as applied (the newest transition lists its
+/// fact) and writes nothing. Nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_fact_lost_from_the_input_stream_is_not_applied_twice() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start().await?;
+    let payment = "pay_input_damaged";
+    assert_eq!(
+        mesh.post_webhook("in_1", &Mesh::webhook_body(payment, "pending", "m_1"))
+            .await?
+            .status(),
+        200
+    );
+    mesh.wait_for_row(payment, 1).await?;
+    // Made after the first report: the provider's time orders the two.
+    let succeeded = Mesh::webhook_body(payment, "succeeded", "m_1");
+    assert_eq!(mesh.post_webhook("in_2", &succeeded).await?.status(), 200);
+    mesh.wait_for_row(payment, 2).await?;
+    let lost_seq = stream_last_seq(&mesh.js, subjects::STREAM_IN).await?;
+
+    mesh.nats.stop();
+    damage_record(&mesh.nats.store_dir(), subjects::STREAM_IN, lost_seq, Damage::Truncate)?;
+    mesh.nats.restart().await?;
+    let after_damage = stream_last_seq(&mesh.js, subjects::STREAM_IN).await?;
+    assert!(after_damage < lost_seq, "the fact is gone from PAYTRACK_IN");
+
+    // The provider's redelivery is stored again, not refused as a duplicate.
+    let response = mesh.post_webhook("in_2", &succeeded).await?;
+    assert_eq!(response.status(), 200, "{}", response.text().await?);
+    let stored = stream_last_seq(&mesh.js, subjects::STREAM_IN).await?;
+    assert!(
+        stored > after_damage,
+        "the redelivery is stored, not taken for a duplicate"
+    );
+    let reconciler = mesh
+        .js
+        .get_stream(subjects::STREAM_IN)
+        .await?
+        .get_consumer::<jetstream::consumer::pull::Config>(paytrack_nats::CONSUMER_RECONCILER)
+        .await
+        .map_err(|e| anyhow::anyhow!("the reconciler's consumer: {e}"))?;
+    eventually(WAIT, "the reconciler to decide the redelivered fact", || async {
+        let info = reconciler.get_info().await.ok()?;
+        (info.ack_floor.stream_sequence >= stored).then_some(())
+    })
+    .await?;
+
+    let chain = facts::chain(&mesh.js, &mesh.tenant, payment).await?;
+    let statuses: Vec<&str> = chain.iter().map(|t| t.status.as_str()).collect();
+    assert_eq!(statuses, ["pending", "succeeded"], "nothing applied twice");
+    let (status, version, ..) = mesh.wait_for_row(payment, 2).await?;
+    assert_eq!((status.as_str(), version), ("succeeded", 2));
+    Ok(())
 }

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 /// How often the floor is copied.
 const EVERY: Duration = Duration::from_millis(200);
 
+/// Every how many copies the newest projected transition is looked up in the stream.
+const PROBE_EVERY: u32 = 25;
+
 /// Copies the ack floor of `consumer` (on a stream of `epoch`) until `shutdown`. A
 /// floor lower than the one recorded means the stream lost its tail: the transitions
 /// it lost are reported (`tail_loss.rs`) and the position moves back to the floor.
@@ -36,10 +39,15 @@ pub async fn track(
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = recorded(&db, stream, &epoch).await;
+    let (mut ticks, mut reported) = (0u32, None);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % PROBE_EVERY == 0 {
+            probe(&db, &js, stream, &mut reported).await;
         }
         let floor = match consumer.get_info().await {
             Ok(info) => info.ack_floor.stream_sequence,
@@ -72,6 +80,27 @@ pub async fn track(
             Ok(()) => last = Some(floor),
             Err(error) => tracing::debug!(%error, "cannot record the projection position"),
         }
+    }
+}
+
+/// Looks up the newest projected transition in the stream; when the stream no longer
+/// holds it (and it was not reported already), reports what the stream lost.
+async fn probe(db: &PgPool, js: &async_nats::jetstream::Context, stream: &'static str, reported: &mut Option<i64>) {
+    match crate::tail_loss::newest_held(db, js, stream).await {
+        Ok(Some((seq, false))) if *reported != Some(seq) => match crate::tail_loss::check(db, js, stream, 0).await {
+            Ok(lost) => {
+                tracing::error!(
+                    stream,
+                    newest = seq,
+                    lost,
+                    "the stream no longer holds the newest projected transition"
+                );
+                *reported = Some(seq);
+            }
+            Err(error) => tracing::warn!(%error, stream, "cannot check what the stream lost; trying again"),
+        },
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, stream, "cannot probe the stream's newest projected transition"),
     }
 }
 

@@ -25,6 +25,11 @@ pub const KIND: &str = "history_lost";
 /// checked first; a loss larger than this is logged as such).
 const MOST_CHECKED: i64 = 10_000;
 
+/// Consecutive projected transitions found still held after which the older ones
+/// are taken as intact: the broker cuts a block from a bad record on, so what it
+/// loses is one contiguous run of sequences.
+const INTACT_RUN: usize = 100;
+
 /// Why a check could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum TailLossError {
@@ -68,15 +73,46 @@ pub async fn check(db: &PgPool, js: &jetstream::Context, stream: &str, floor: u6
     if candidates.len() as i64 == MOST_CHECKED {
         tracing::error!(floor, "more projected transitions past the floor than are checked");
     }
-    let mut lost = 0;
+    let (mut lost, mut held_run) = (0, 0);
     for row in candidates {
         if still_held(&handle, &row).await? {
+            held_run += 1;
+            if held_run >= INTACT_RUN {
+                break;
+            }
             continue;
         }
+        held_run = 0;
         lost += 1;
         raise(db, stream, &row).await?;
     }
     Ok(lost)
+}
+
+/// Whether the stream still holds the newest projected transition. A cheap probe,
+/// run every few seconds, for a loss the consumer's floor did not show (new messages
+/// took the floor past its old value before it was read). Answers the newest
+/// projected transition's sequence and whether it is held (None: nothing projected).
+pub async fn newest_held(
+    db: &PgPool,
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<Option<(i64, bool)>, TailLossError> {
+    let newest: Option<Projected> = sqlx::query_as(
+        "SELECT tenant, payment_id, version, status, status_seq, fact_id, trace_id FROM payment_timeline
+          ORDER BY status_seq DESC LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| TailLossError::Stream(e.to_string()))?;
+    let held = still_held(&handle, &newest).await?;
+    Ok(Some((newest.status_seq, held)))
 }
 
 /// Whether the stream still holds `row`'s transition at its sequence.
