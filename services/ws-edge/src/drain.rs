@@ -5,8 +5,9 @@
 //! (restarting): the client reconnects, through the Service, to another edge and
 //! resumes from its last position. A session then waits for its client to answer
 //! the close or hang up, so the process does not exit under a client that has not
-//! read its 1012 yet. The wait is bounded by `edge_drain_timeout_ms`, counted from
-//! the first session that starts draining, which keeps the whole drain inside the
+//! read its 1012 yet. The drain is bounded by `edge_drain_timeout_ms`, counted from
+//! the first session that starts draining: clients get three quarters of it, the
+//! sessions' close audits the rest, which keeps the whole drain inside the
 //! orchestrator's grace period.
 
 use std::sync::OnceLock;
@@ -41,13 +42,20 @@ impl Drain {
         }
     }
 
-    /// When the drain gives up on clients that have not left; the first call starts it.
+    /// When the whole drain ends, close audits included; the first call starts it.
     pub fn deadline(&self) -> Instant {
         *self.started.get_or_init(Instant::now) + self.timeout
     }
 
-    /// Waits, until [`Drain::deadline`], for the client behind `incoming` to answer
-    /// the close frame it was sent or to hang up. Anything else it sends is ignored.
+    /// When sessions stop waiting for their clients: three quarters into the drain,
+    /// so the last quarter is left for their close audits.
+    pub fn departure_deadline(&self) -> Instant {
+        *self.started.get_or_init(Instant::now) + self.timeout * 3 / 4
+    }
+
+    /// Waits, until [`Drain::departure_deadline`], for the client behind `incoming`
+    /// to answer the close frame it was sent or to hang up. Anything else it sends is
+    /// ignored.
     pub async fn await_departure<S>(&self, incoming: &mut S) -> Departure
     where
         S: Stream<Item = Result<Message, axum::Error>> + Unpin,
@@ -59,7 +67,7 @@ impl Drain {
                 }
             }
         };
-        match tokio::time::timeout_at(self.deadline(), left).await {
+        match tokio::time::timeout_at(self.departure_deadline(), left).await {
             Ok(()) => Departure::Left,
             Err(_) => Departure::TimedOut,
         }
@@ -81,6 +89,11 @@ mod tests {
         let start = Instant::now();
         let mut silent = futures::stream::pending();
         assert_eq!(drain.await_departure(&mut silent).await, Departure::TimedOut);
+        assert_eq!(
+            Instant::now(),
+            start + Duration::from_secs(15),
+            "a quarter is left for the audits"
+        );
         assert_eq!(drain.deadline(), start + Duration::from_secs(20));
     }
 }
