@@ -47,7 +47,7 @@ pub async fn track(
         }
         ticks = ticks.wrapping_add(1);
         if ticks % PROBE_EVERY == 0 {
-            probe(&db, &js, stream, &mut reported).await;
+            probe(&db, &js, stream, &epoch, &mut reported).await;
         }
         let floor = match consumer.get_info().await {
             Ok(info) => info.ack_floor.stream_sequence,
@@ -85,8 +85,14 @@ pub async fn track(
 
 /// Looks up the newest projected transition in the stream; when the stream no longer
 /// holds it (and it was not reported already), reports what the stream lost.
-async fn probe(db: &PgPool, js: &async_nats::jetstream::Context, stream: &'static str, reported: &mut Option<i64>) {
-    match crate::tail_loss::newest_held(db, js, stream).await {
+async fn probe(
+    db: &PgPool,
+    js: &async_nats::jetstream::Context,
+    stream: &'static str,
+    epoch: &str,
+    reported: &mut Option<i64>,
+) {
+    match crate::tail_loss::newest_held(db, js, stream, epoch).await {
         Ok(Some((seq, false))) if *reported != Some(seq) => match crate::tail_loss::check(db, js, stream, 0).await {
             Ok(lost) => {
                 tracing::error!(

@@ -92,11 +92,14 @@ pub async fn check(db: &PgPool, js: &jetstream::Context, stream: &str, floor: u6
 /// Whether the stream still holds the newest projected transition. A cheap probe,
 /// run every few seconds, for a loss the consumer's floor did not show (new messages
 /// took the floor past its old value before it was read). Answers the newest
-/// projected transition's sequence and whether it is held (None: nothing projected).
+/// projected transition's sequence and whether it is held (None: nothing projected,
+/// or the stream is no longer the incarnation `epoch` the projector reads: a
+/// recreated stream is not a damaged one).
 pub async fn newest_held(
     db: &PgPool,
     js: &jetstream::Context,
     stream: &str,
+    epoch: &str,
 ) -> Result<Option<(i64, bool)>, TailLossError> {
     let newest: Option<Projected> = sqlx::query_as(
         "SELECT tenant, payment_id, version, status, status_seq, fact_id, trace_id FROM payment_timeline
@@ -111,6 +114,9 @@ pub async fn newest_held(
         .get_stream(stream)
         .await
         .map_err(|e| TailLossError::Stream(e.to_string()))?;
+    if paytrack_nats::epoch_of(handle.cached_info()) != epoch {
+        return Ok(None);
+    }
     let held = still_held(&handle, &newest).await?;
     Ok(Some((newest.status_seq, held)))
 }
