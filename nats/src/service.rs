@@ -20,6 +20,9 @@ pub enum StartError {
     /// The admin listener could not be used.
     #[error("admin listener: {0}")]
     Admin(#[from] std::io::Error),
+    /// The readiness check's PostgreSQL URL is not usable.
+    #[error("readiness check of PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
 }
 
 /// The admin listener's task: it ends once the service's shutdown token is cancelled.
@@ -47,17 +50,23 @@ pub struct ServiceStart {
 
 impl ServiceStart {
     /// Connects to `url` as `client` with `credentials` and serves the admin routes on
-    /// `admin` (already bound) or else on `listen`, until `shutdown`.
+    /// `admin` (already bound) or else on `listen`, until `shutdown`. With `postgres`,
+    /// readiness also requires that database to answer.
+    #[allow(clippy::too_many_arguments)]
     pub async fn begin(
         client: &str,
         url: &str,
         credentials: Option<&Credentials>,
         timeout: Duration,
         (admin, listen): (Option<std::net::TcpListener>, Option<SocketAddr>),
+        postgres: Option<&secrecy::SecretString>,
         shutdown: &CancellationToken,
     ) -> Result<ServiceStart, StartError> {
         let connection = crate::connect(url, client, credentials).await?;
-        let readiness = Readiness::watching(connection.clone());
+        let mut readiness = Readiness::watching(connection.clone());
+        if let Some(url) = postgres {
+            readiness = readiness.with_postgres(url)?;
+        }
         let admin = paytrack_shared::health::spawn_admin(admin, listen, &readiness, shutdown)?;
         Ok(ServiceStart {
             js: crate::jetstream(connection, timeout),

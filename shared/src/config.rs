@@ -120,6 +120,9 @@ pub struct Settings {
     pub edge_tenant_subscribes: usize,
     /// Subscribes of one tenant waiting behind those; more are refused with 4029.
     pub edge_tenant_queue: usize,
+    /// How long a stopping edge waits for its clients to leave after telling them to
+    /// reconnect elsewhere (1012): an orchestrator's grace period must be longer.
+    pub edge_drain_timeout_ms: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// How long an HTTP client may take to send a request's headers (and the
@@ -273,6 +276,7 @@ impl Settings {
             ("MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
             ("EDGE_PRESENCE_TTL_SECS", self.edge_presence_ttl_secs),
+            ("EDGE_DRAIN_TIMEOUT_MS", self.edge_drain_timeout_ms),
         ];
         for (key, value) in positive {
             if value == 0 {

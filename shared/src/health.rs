@@ -8,23 +8,31 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 /// Whether a service is ready for traffic: set once its streams or schema exist,
 /// and, when it watches a NATS connection, only while that connection is up (a
-/// service that cannot reach JetStream should be taken out of rotation), and only
-/// while none of its consumers keeps failing (a stalled consumer must be seen).
+/// service that cannot reach JetStream should be taken out of rotation), only while
+/// PostgreSQL answers when it watches a database, and only while none of its
+/// consumers keeps failing (a stalled consumer must be seen).
 #[derive(Clone, Default)]
 pub struct Readiness {
     started: Arc<AtomicBool>,
     nats: Option<async_nats::Client>,
+    postgres: Option<sqlx::PgPool>,
     stalled: Arc<Mutex<BTreeSet<String>>>,
 }
+
+/// How long `/readyz` waits for PostgreSQL to answer; under the probes' timeout.
+const POSTGRES_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +46,42 @@ impl Readiness {
         Readiness {
             started: Arc::default(),
             nats: Some(client),
+            postgres: None,
             stalled: Arc::default(),
+        }
+    }
+
+    /// Readiness that also requires the database at `url` to answer a query. The
+    /// check has a connection of its own (opened on first use), so a busy service
+    /// pool never makes a healthy pod look unready.
+    pub fn with_postgres(mut self, url: &SecretString) -> Result<Readiness, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(POSTGRES_PROBE_TIMEOUT)
+            .connect_lazy(url.expose_secret())?;
+        self.postgres = Some(pool);
+        Ok(self)
+    }
+
+    /// [`Readiness::is_ready`], and PostgreSQL answering when it is watched.
+    pub async fn check(&self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        let Some(pool) = &self.postgres else {
+            return true;
+        };
+        let answered = tokio::time::timeout(POSTGRES_PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await;
+        match answered {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "not ready: PostgreSQL does not answer");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("not ready: PostgreSQL did not answer in time");
+                false
+            }
         }
     }
 
@@ -81,7 +124,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
-    if readiness.is_ready() {
+    if readiness.check().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -850,6 +850,16 @@ impl ExtraEdge {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// Signals it to stop, as SIGTERM would, without waiting: it starts draining.
+    pub fn signal_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether its `run` has not returned yet.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
     /// Stops it as SIGTERM would (sessions get 1012, their close is audited) and waits
     /// until its `run` has returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -871,7 +881,17 @@ impl Mesh {
     /// Starts another ws-edge named `edge_id` on the mesh's NATS and settings, on a
     /// free port, and waits until it is ready.
     pub async fn start_edge(&self, edge_id: &str) -> anyhow::Result<ExtraEdge> {
+        self.start_edge_with(edge_id, |_| {}).await
+    }
+
+    /// [`Mesh::start_edge`] with `adjust` applied to its configuration first.
+    pub async fn start_edge_with(
+        &self,
+        edge_id: &str,
+        adjust: impl FnOnce(&mut paytrack_ws_edge::Config),
+    ) -> anyhow::Result<ExtraEdge> {
         let mut config = paytrack_ws_edge::Config::from_settings(&self.settings)?;
+        adjust(&mut config);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.edge_id = edge_id.to_owned();
         let shutdown = self.shutdown.child_token();

@@ -202,6 +202,12 @@ impl NatsServer {
         Ok(())
     }
 
+    /// The JetStream store directory (`-sd`): message blocks live under it, for tests
+    /// that damage them while the server is stopped.
+    pub fn store_dir(&self) -> PathBuf {
+        self.store.path().join("js")
+    }
+
     /// The server's log (permission violations are logged there).
     pub fn log_path(&self) -> PathBuf {
         self.store.path().join("nats-server.log")

@@ -128,6 +128,14 @@ impl WsClient {
         }
     }
 
+    /// After [`WsClient::closed`]: answers the server's close frame and waits until the
+    /// server hangs up, as a well-behaved client leaving an edge does.
+    pub async fn leave(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        tokio::time::timeout(timeout, async { while let Some(Ok(_)) = self.socket.next().await {} })
+            .await
+            .context("the server did not hang up after the close")
+    }
+
     /// Waits for the server to close; returns the close code.
     pub async fn closed(&mut self, timeout: Duration) -> anyhow::Result<u16> {
         let deadline = tokio::time::Instant::now() + timeout;

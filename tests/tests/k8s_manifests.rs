@@ -403,3 +403,399 @@ impl Drop for TempFile {
         let _ = fs::remove_file(&self.0);
     }
 }
+
+/// The rendered base as parsed objects, for the consistency checks below.
+fn rendered_objects() -> Result<Vec<serde_norway::Value>> {
+    let rendered = render_base()?;
+    let mut objects = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&rendered) {
+        let value: serde_norway::Value = serde::Deserialize::deserialize(document).context("parse the render")?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+/// The object of `kind` named `name`.
+fn object<'a>(objects: &'a [serde_norway::Value], kind: &str, name: &str) -> Result<&'a serde_norway::Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name))
+        .with_context(|| format!("the render has no {kind} named {name}"))
+}
+
+/// Every object of `kind`.
+fn of_kind<'a>(objects: &'a [serde_norway::Value], kind: &'a str) -> impl Iterator<Item = &'a serde_norway::Value> {
+    objects.iter().filter(move |o| o["kind"].as_str() == Some(kind))
+}
+
+/// An object's name, for messages.
+fn name_of(object: &serde_norway::Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or("?")
+}
+
+/// The kinds whose pods the base runs, with a pod template at `spec.template`.
+const WORKLOAD_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "Job"];
+
+/// Every workload's pod template labels, with its kind and name.
+fn pod_templates(objects: &[serde_norway::Value]) -> Vec<(&str, &str, &serde_norway::Value)> {
+    objects
+        .iter()
+        .filter(|o| o["kind"].as_str().is_some_and(|k| WORKLOAD_KINDS.contains(&k)))
+        .map(|o| (o["kind"].as_str().unwrap_or("?"), name_of(o), &o["spec"]["template"]))
+        .collect()
+}
+
+/// Whether a label selector's `matchLabels` and `matchExpressions` (`In` only, as the
+/// base writes them) select a pod with `labels`.
+fn selects(selector: &serde_norway::Value, labels: &serde_norway::Value) -> bool {
+    let labels_match = selector["matchLabels"]
+        .as_mapping()
+        .is_none_or(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let expressions_match = selector["matchExpressions"].as_sequence().is_none_or(|expressions| {
+        expressions.iter().all(|e| {
+            let value = e["key"].as_str().and_then(|key| labels.get(key));
+            match e["operator"].as_str() {
+                Some("In") => e["values"]
+                    .as_sequence()
+                    .is_some_and(|values| value.is_some_and(|v| values.contains(v))),
+                _ => false,
+            }
+        })
+    });
+    labels_match && expressions_match
+}
+
+/// The value `name` is given in `container`'s `env`, if written there as a value.
+fn env_value<'a>(container: &'a serde_norway::Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str())
+}
+
+/// Every Deployment is probed for readiness on `/readyz` (which is 503 while NATS,
+/// or PostgreSQL for the services that use it, is unreachable) and for liveness,
+/// and has a PodDisruptionBudget that selects its pods and keeps one of them.
+#[test]
+fn every_deployment_has_readiness_liveness_and_a_disruption_budget() -> Result<()> {
+    let objects = rendered_objects()?;
+    let budgets: Vec<_> = of_kind(&objects, "PodDisruptionBudget").collect();
+    for deployment in of_kind(&objects, "Deployment") {
+        let name = name_of(deployment);
+        let pod = &deployment["spec"]["template"];
+        for container in pod["spec"]["containers"].as_sequence().context("containers")? {
+            let readiness = &container["readinessProbe"]["httpGet"];
+            if readiness["path"].as_str() != Some("/readyz") {
+                bail!("Deployment {name}: container without a readinessProbe on /readyz: {readiness:?}");
+            }
+            if container["livenessProbe"]["httpGet"]["path"].as_str() != Some("/healthz") {
+                bail!("Deployment {name}: container without a livenessProbe on /healthz");
+            }
+            let port = &readiness["port"];
+            let declared = container["ports"]
+                .as_sequence()
+                .is_some_and(|ports| ports.iter().any(|p| &p["name"] == port || &p["containerPort"] == port));
+            if !declared {
+                bail!("Deployment {name}: the readiness probe's port {port:?} is not a container port");
+            }
+        }
+        let budget = budgets
+            .iter()
+            .find(|b| selects(&b["spec"]["selector"], &pod["metadata"]["labels"]))
+            .with_context(|| format!("Deployment {name} has no PodDisruptionBudget"))?;
+        let keeps_one = budget["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 1)
+            || budget["spec"]["maxUnavailable"].as_u64() == Some(1);
+        if !keeps_one {
+            bail!(
+                "PodDisruptionBudget {} must keep a pod of {name} running",
+                name_of(budget)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The NATS cluster runs what chaos tests prove: three servers, each fsyncing every
+/// write (`sync_interval: always`), and the layout Job gives every stream and bucket
+/// three replicas, the same count the services verify (`paytrack-config`).
+#[test]
+fn nats_runs_three_servers_with_the_production_sync_and_the_layout_asks_for_r3() -> Result<()> {
+    let objects = rendered_objects()?;
+    let nats = object(&objects, "StatefulSet", "nats")?;
+    let servers = nats["spec"]["replicas"].as_u64();
+    if servers != Some(3) {
+        bail!("StatefulSet nats runs {servers:?} servers, not 3");
+    }
+    let config = object(&objects, "ConfigMap", "nats-config")?["data"]["nats.conf"]
+        .as_str()
+        .context("nats-config has no nats.conf")?;
+    let jetstream = config
+        .split("jetstream {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n    }").next())
+        .context("nats.conf has no jetstream block")?;
+    let sync: Vec<&str> = jetstream
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("sync_interval:"))
+        .map(str::trim)
+        .collect();
+    if sync != ["always"] {
+        bail!("nats.conf's jetstream block must set `sync_interval: always` once, sets {sync:?}");
+    }
+
+    let job = object(&objects, "Job", "paytrack-layout")?;
+    let layout = &job["spec"]["template"]["spec"]["containers"][0];
+    let replicas = env_value(layout, "PAYTRACK_NATS_REPLICAS");
+    if replicas != Some("3") {
+        bail!("the layout Job must set PAYTRACK_NATS_REPLICAS=3, sets {replicas:?}");
+    }
+    let verified = object(&objects, "ConfigMap", "paytrack-config")?["data"]["PAYTRACK_NATS_REPLICAS"].as_str();
+    if verified != replicas {
+        bail!("services verify {verified:?} replicas, the layout Job lays out {replicas:?}");
+    }
+    let replicas: u64 = replicas.unwrap_or_default().parse()?;
+    if Some(replicas) > servers {
+        bail!("{replicas} stream replicas cannot be placed on {servers:?} servers");
+    }
+    Ok(())
+}
+
+/// Nothing lets two reconciler versions run together: `Recreate`, no rolling-update
+/// settings and no autoscaler on it. The other services roll without going below
+/// their count (maxUnavailable 0) or use the default rolling update.
+#[test]
+fn nothing_lets_two_reconciler_versions_overlap() -> Result<()> {
+    let objects = rendered_objects()?;
+    let reconciler = object(&objects, "Deployment", "reconciler")?;
+    let strategy = &reconciler["spec"]["strategy"];
+    if strategy["type"].as_str() != Some("Recreate") {
+        bail!("the reconciler's strategy must be Recreate: {strategy:?}");
+    }
+    if !strategy["rollingUpdate"].is_null() {
+        bail!("the reconciler must not set rollingUpdate (maxSurge would overlap versions)");
+    }
+    if let Some(hpa) = of_kind(&objects, "HorizontalPodAutoscaler")
+        .find(|h| h["spec"]["scaleTargetRef"]["name"].as_str() == Some("reconciler"))
+    {
+        bail!("HorizontalPodAutoscaler {} scales the reconciler", name_of(hpa));
+    }
+    let running_reconciler: Vec<&str> = of_kind(&objects, "Deployment")
+        .filter(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_sequence()
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["command"].as_sequence().is_some_and(|cmd| {
+                            cmd.iter()
+                                .any(|a| a.as_str() == Some("/usr/local/bin/paytrack-reconciler"))
+                        })
+                    })
+                })
+        })
+        .map(name_of)
+        .collect();
+    if running_reconciler != ["reconciler"] {
+        bail!("only the reconciler Deployment may run the reconciler binary: {running_reconciler:?}");
+    }
+    Ok(())
+}
+
+/// The edge drains before it goes: a preStop wait takes it out of the Service while
+/// it still serves, then SIGTERM closes sessions with 1012 and waits for clients at
+/// most the drain timeout; the grace period must cover both.
+#[test]
+fn the_edge_drains_within_its_grace_period() -> Result<()> {
+    let objects = rendered_objects()?;
+    let edge = object(&objects, "Deployment", "ws-edge")?;
+    let pod = &edge["spec"]["template"]["spec"];
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .context("ws-edge sets no terminationGracePeriodSeconds")?;
+    let container = &pod["containers"][0];
+    let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .context("ws-edge has no preStop sleep")?;
+    if pre_stop == 0 {
+        bail!("ws-edge's preStop wait must be longer than 0 s");
+    }
+    let drain_ms: u64 = object(&objects, "ConfigMap", "paytrack-config")?["data"]["PAYTRACK_EDGE_DRAIN_TIMEOUT_MS"]
+        .as_str()
+        .context("paytrack-config sets no PAYTRACK_EDGE_DRAIN_TIMEOUT_MS")?
+        .parse()?;
+    if drain_ms == 0 {
+        bail!("the edge's drain timeout must be longer than 0");
+    }
+    let needed_ms = pre_stop * 1000 + drain_ms;
+    if grace * 1000 <= needed_ms {
+        bail!("ws-edge's grace period {grace} s does not cover preStop {pre_stop} s + drain {drain_ms} ms");
+    }
+    Ok(())
+}
+
+/// ingest and ws-edge scale on CPU: each has an autoscaler that targets it, starts
+/// above its disruption budget's floor, and the Deployment leaves `replicas` to it.
+#[test]
+fn ingest_and_the_edge_are_autoscaled() -> Result<()> {
+    let objects = rendered_objects()?;
+    let mut scaled: Vec<&str> = of_kind(&objects, "HorizontalPodAutoscaler")
+        .filter_map(|h| h["spec"]["scaleTargetRef"]["name"].as_str())
+        .collect();
+    scaled.sort_unstable();
+    if scaled != ["ingest", "ws-edge"] {
+        bail!("expected autoscalers for ingest and ws-edge, found {scaled:?}");
+    }
+    for name in scaled {
+        let hpa = of_kind(&objects, "HorizontalPodAutoscaler")
+            .find(|h| h["spec"]["scaleTargetRef"]["name"].as_str() == Some(name))
+            .context("autoscaler")?;
+        let deployment = object(&objects, "Deployment", name)?;
+        if hpa["spec"]["scaleTargetRef"]["kind"].as_str() != Some("Deployment") {
+            bail!("the autoscaler of {name} must target its Deployment");
+        }
+        if !deployment["spec"]["replicas"].is_null() {
+            bail!("Deployment {name} sets replicas, which every apply would reset under its autoscaler");
+        }
+        let budget = of_kind(&objects, "PodDisruptionBudget")
+            .find(|b| {
+                selects(
+                    &b["spec"]["selector"],
+                    &deployment["spec"]["template"]["metadata"]["labels"],
+                )
+            })
+            .context("budget")?;
+        let min = hpa["spec"]["minReplicas"].as_u64().unwrap_or(1);
+        let floor = budget["spec"]["minAvailable"].as_u64().unwrap_or(0);
+        if min <= floor {
+            bail!("{name} may scale to {min} replicas, but its budget keeps {floor}: a node drain would block");
+        }
+        let max = hpa["spec"]["maxReplicas"].as_u64().unwrap_or(0);
+        if max <= min {
+            bail!("{name}'s autoscaler cannot scale: min {min}, max {max}");
+        }
+    }
+    Ok(())
+}
+
+/// NetworkPolicies deny by default and allow only the flows that exist: every pod is
+/// covered, every named port a policy opens is a port of the pods it selects, and
+/// every port opened towards paytrack pods is one they listen on.
+#[test]
+fn network_policies_deny_by_default_and_name_only_real_ports() -> Result<()> {
+    let objects = rendered_objects()?;
+    let policies: Vec<_> = of_kind(&objects, "NetworkPolicy").collect();
+    let deny_all = policies.iter().any(|p| {
+        let spec = &p["spec"];
+        let types = spec["policyTypes"].as_sequence().cloned().unwrap_or_default();
+        spec["podSelector"].as_mapping().is_some_and(|m| m.is_empty())
+            && spec["ingress"].is_null()
+            && spec["egress"].is_null()
+            && types.iter().any(|t| t.as_str() == Some("Ingress"))
+            && types.iter().any(|t| t.as_str() == Some("Egress"))
+    });
+    if !deny_all {
+        bail!("no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)");
+    }
+    let pods = pod_templates(&objects);
+    let ports_of = |labels: &serde_norway::Value| -> Vec<serde_norway::Value> {
+        pods.iter()
+            .filter(|(_, _, template)| {
+                labels
+                    .as_mapping()
+                    .is_some_and(|_| selects(labels, &template["metadata"]["labels"]))
+            })
+            .flat_map(|(_, _, template)| {
+                template["spec"]["containers"]
+                    .as_sequence()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|c| c["ports"].as_sequence().cloned().unwrap_or_default())
+            .collect()
+    };
+    let listens = |ports: &[serde_norway::Value], port: &serde_norway::Value| {
+        ports.iter().any(|p| &p["name"] == port || &p["containerPort"] == port)
+    };
+    for (kind, name, template) in &pods {
+        let labels = &template["metadata"]["labels"];
+        let specific = policies.iter().any(|p| {
+            p["spec"]["podSelector"].as_mapping().is_some_and(|m| !m.is_empty())
+                && selects(&p["spec"]["podSelector"], labels)
+        });
+        if !specific {
+            bail!("{kind} {name} has no NetworkPolicy of its own: it could reach nothing but DNS");
+        }
+    }
+    for policy in &policies {
+        let selector = &policy["spec"]["podSelector"];
+        let own_ports = ports_of(selector);
+        for rule in policy["spec"]["ingress"].as_sequence().into_iter().flatten() {
+            for port in rule["ports"].as_sequence().into_iter().flatten() {
+                if !listens(&own_ports, &port["port"]) {
+                    bail!(
+                        "NetworkPolicy {} opens port {:?}, which no pod it selects listens on",
+                        name_of(policy),
+                        port["port"]
+                    );
+                }
+            }
+        }
+        for rule in policy["spec"]["egress"].as_sequence().into_iter().flatten() {
+            for peer in rule["to"].as_sequence().into_iter().flatten() {
+                // Only peers among this base's pods can be checked.
+                if !peer["namespaceSelector"].is_null() || peer["podSelector"].is_null() {
+                    continue;
+                }
+                let target_ports = ports_of(&peer["podSelector"]);
+                if target_ports.is_empty() {
+                    bail!(
+                        "NetworkPolicy {} allows traffic to pods the base does not run",
+                        name_of(policy)
+                    );
+                }
+                for port in rule["ports"].as_sequence().into_iter().flatten() {
+                    if !listens(&target_ports, &port["port"]) {
+                        bail!(
+                            "NetworkPolicy {} allows port {:?}, which its target pods do not listen on",
+                            name_of(policy),
+                            port["port"]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every port a Service routes to is opened by some policy, or the Service is dead.
+    for service in of_kind(&objects, "Service") {
+        let selector = &service["spec"]["selector"];
+        for port in service["spec"]["ports"].as_sequence().into_iter().flatten() {
+            let target = &port["targetPort"];
+            let opened = policies.iter().any(|p| {
+                let policy_selector = &p["spec"]["podSelector"];
+                selector.as_mapping().is_some_and(|wanted| {
+                    wanted
+                        .iter()
+                        .all(|(k, v)| policy_selector["matchLabels"].get(k) == Some(v))
+                }) && p["spec"]["ingress"].as_sequence().into_iter().flatten().any(|rule| {
+                    rule["ports"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| &p["port"] == target || p["port"] == port["port"])
+                })
+            });
+            let metrics = port["name"].as_str() == Some("metrics") || port["name"].as_str() == Some("monitor");
+            if !opened && !metrics {
+                bail!(
+                    "Service {} routes to {target:?}, which no NetworkPolicy opens",
+                    name_of(service)
+                );
+            }
+        }
+    }
+    Ok(())
+}

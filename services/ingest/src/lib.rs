@@ -74,7 +74,7 @@ impl Ingest {
     /// `/readyz` answers 503 until it is applied.
     pub async fn bind(config: Config) -> Result<Ingest, IngestError> {
         let state = app::AppState::connect(&config).await?;
-        let readiness = Readiness::watching(state.publisher.client().clone());
+        let readiness = Readiness::watching(state.publisher.client().clone()).with_postgres(&config.database_url)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Ingest {
             listener,

@@ -17,6 +17,7 @@
 
 mod alerts;
 mod checkpoints;
+mod divergence;
 mod evidence;
 mod history;
 pub mod ledger;
@@ -26,6 +27,7 @@ mod position;
 pub mod project;
 pub mod rebuild;
 mod sessions;
+mod tail_loss;
 pub mod window;
 
 use std::net::SocketAddr;
@@ -126,6 +128,7 @@ impl From<StartError> for ProjectorError {
         match error {
             StartError::Nats(error) => ProjectorError::Nats(error),
             StartError::Admin(error) => ProjectorError::Admin(error),
+            StartError::Postgres(error) => ProjectorError::Database(error),
         }
     }
 }
@@ -178,6 +181,7 @@ pub async fn run_with_admin(
         config.nats_credentials.as_ref(),
         config.nats_timeout,
         (admin, config.admin_listen),
+        Some(&config.database_url),
         &shutdown,
     )
     .await?;
@@ -301,6 +305,7 @@ pub async fn run_with_admin(
     let windows = tokio::spawn(window::close_windows(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
+        js.clone(),
         status_consumer.clone(),
         subjects::STREAM_STATUS,
         status_epoch.clone(),

@@ -245,6 +245,7 @@ async fn apply_in(
     let mut rows: BTreeMap<(String, String), PaymentRow> = BTreeMap::new();
     let mut observed = Stored::default();
     let mut max_seq = 0i64;
+    let mut projected = crate::divergence::Projected::default();
 
     for (seq, item) in items {
         let seq = int(*seq, "stream sequence")?;
@@ -267,6 +268,8 @@ async fn apply_in(
         let version = int(t.version, "version")?;
         let known = state.get(&key).cloned().unwrap_or_default();
         if version <= known.version {
+            // A redelivery, unless the stream rewrote the version (divergence.rs).
+            crate::divergence::check(tx, &projected, &key, version, seq, t).await?;
             result.applied.push(Applied::Duplicate);
             continue;
         }
@@ -329,6 +332,7 @@ async fn apply_in(
                 (ledger_minor, true)
             }
         };
+        projected.note(&key, version, t);
         timeline.tenant.push(key.0.clone());
         timeline.payment_id.push(key.1.clone());
         timeline.version.push(version);

@@ -94,6 +94,8 @@ impl From<StartError> for ReconcilerError {
         match error {
             StartError::Nats(error) => ReconcilerError::Nats(error),
             StartError::Admin(error) => ReconcilerError::Io(error),
+            // The reconciler's readiness watches no database.
+            StartError::Postgres(error) => ReconcilerError::Io(std::io::Error::other(error)),
         }
     }
 }
@@ -146,6 +148,7 @@ pub async fn run_with_admin(
         config.nats_credentials.as_ref(),
         config.nats_timeout,
         (admin, config.admin_listen),
+        None,
         &shutdown,
     )
     .await?;

@@ -19,7 +19,9 @@ use crate::scenarios::{SCENARIOS, ScenarioRequest};
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let kind = match &self {
-            GatewayError::UnknownProvider(_) | GatewayError::NotFound | GatewayError::UnknownScenario(_) => ProblemType::NotFound,
+            GatewayError::UnknownProvider(_) | GatewayError::NotFound | GatewayError::UnknownScenario(_) => {
+                ProblemType::NotFound
+            }
             GatewayError::NoEndpoint(..) | GatewayError::Invalid(_) => ProblemType::InvalidRequest,
             GatewayError::Unavailable => ProblemType::Unavailable,
             GatewayError::OtherTenant(_) => ProblemType::Forbidden,

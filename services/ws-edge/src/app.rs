@@ -74,6 +74,8 @@ pub struct EdgeState {
     pub heartbeats: Arc<crate::heartbeat::Heartbeats>,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
+    /// How long, once stopping, sessions wait for their clients to leave.
+    pub drain: crate::drain::Drain,
 }
 
 impl EdgeState {
@@ -103,6 +105,7 @@ impl EdgeState {
                 config.heartbeat_ms,
             ))),
             shutdown,
+            drain: crate::drain::Drain::new(config.drain_timeout),
         }
     }
 }

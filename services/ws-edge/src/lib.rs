@@ -10,6 +10,7 @@ mod app;
 mod audit;
 mod channel;
 mod currency;
+mod drain;
 mod expiry;
 mod fairness;
 mod heartbeat;
@@ -76,6 +77,8 @@ pub struct Config {
     pub jwks_url: Option<(String, std::time::Duration)>,
     /// Connection limits of the listener (header-read timeout).
     pub serve: paytrack_shared::http::ServeOptions,
+    /// How long a stopping edge waits for its clients to leave.
+    pub drain_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -106,6 +109,7 @@ impl Config {
             serve: paytrack_shared::http::ServeOptions {
                 header_read_timeout: std::time::Duration::from_millis(s.http_header_read_timeout_ms),
             },
+            drain_timeout: std::time::Duration::from_millis(s.edge_drain_timeout_ms),
         })
     }
 }
@@ -126,9 +130,6 @@ pub enum EdgeError {
     #[error("JWKS: {0}")]
     Jwks(String),
 }
-
-/// How long shutdown waits for sessions to send 1012 and audit their close.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A bound, not yet serving, edge.
 pub struct WsEdge {
@@ -243,13 +244,16 @@ impl WsEdge {
         tokio::spawn(self.state.expiries.clone().run(shutdown.clone()));
         tokio::spawn(self.state.heartbeats.clone().run(shutdown.clone()));
         let sessions = self.state.sessions.clone();
+        let drain_state = self.state.clone();
         let router = app::router(self.state, self.readiness);
         paytrack_shared::http::serve(self.listener, router, self.serve, refusal.serving()).await?;
         refusal.outcome()?;
-        // Upgraded sockets outlive the HTTP server: wait for every session's 1012 and
-        // close audit.
+        let drain_deadline = drain_state.drain.deadline();
+        drop(drain_state);
+        // Upgraded sockets outlive the HTTP server: wait for every session's 1012, its
+        // client's departure and its close audit (`drain.rs`).
         sessions.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, sessions.wait()).await.is_err() {
+        if tokio::time::timeout_at(drain_deadline, sessions.wait()).await.is_err() {
             tracing::warn!(open = sessions.len(), "sessions still open after the drain timeout");
         }
         tracing::info!("ws-edge stopped");

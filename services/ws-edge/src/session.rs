@@ -375,6 +375,11 @@ async fn drive(
     let (code, reason) = out.close_reason();
     // Boxed: the close frame's write and its timer exist only while the session ends.
     Box::pin(say_goodbye(sink, code, reason.clone())).await;
+    if code == close::RESTARTING && state.shutdown.is_cancelled() {
+        // The edge is stopping: stay until the client has read its 1012 (drain.rs).
+        let departure = state.drain.await_departure(incoming).await;
+        tracing::debug!(?departure, "client left the draining edge");
+    }
     (code, reason)
 }
 
