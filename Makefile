@@ -19,6 +19,8 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/install-k8s-tools.sh
+	bash scripts/install-console-tools.sh
+	bash scripts/install-browser.sh
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory smoke
 

@@ -261,6 +261,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
         this.refused(await errorMessage(response));
         return;
       }
+      if (response.status >= 500) throw new Error(`HTTP ${response.status}`);
       this.connected("sse", undefined, this.options.sseHeartbeatMs);
       this.emit("fallback", { reason });
     } catch (error) {
@@ -303,6 +304,9 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionHost {
       return;
     }
     if (!response.ok || !response.body) {
+      // 5xx: the edge (or the proxy in front of it) has no edge to serve: retry a
+      // WebSocket first next time, as for an unreachable edge.
+      if (response.status >= 500) this.transport = "websocket";
       this.lost(response.status, `SSE answered ${response.status}: ${await errorMessage(response)}`);
       return;
     }

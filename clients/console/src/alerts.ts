@@ -1,0 +1,85 @@
+import { Api, ApiError, type Alert } from "./api.js";
+import { age, byId, el, replace } from "./dom.js";
+
+/** An alert's acknowledgement: who and the note once acked, else a note field and a button. */
+export function ackForm(api: Api, alert: Alert, done: () => void): HTMLElement {
+  if (alert.acked_by) {
+    return el(
+      "span",
+      { class: "acked", dataset: { acked: "true" } },
+      "acked by ",
+      el("b", { class: "ack-operator" }, alert.acked_by),
+      ": ",
+      el("q", { class: "ack-note" }, alert.ack_note ?? ""),
+    );
+  }
+  const note = el("input", { type: "text", placeholder: "note", class: "ack-note-input", "aria-label": "acknowledgement note" });
+  const result = el("span", { class: "ack-result" });
+  const button = el("button", { type: "button", class: "ack-button" }, "Ack");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api.post(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/ack`, { note: note.value });
+      done();
+    } catch (error) {
+      result.textContent = error instanceof ApiError ? error.title : String(error);
+      button.disabled = false;
+    }
+  });
+  return el("span", {}, note, button, result);
+}
+
+/**
+ * The alerts panel: the tenant's alerts with counts by kind, each linking to its
+ * payment, acknowledged with a note. Read from REST; refreshed on every live event
+ * and every few seconds.
+ */
+export class AlertsPanel {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly api: Api) {}
+
+  /** Loads and keeps the panel fresh. */
+  start(): void {
+    void this.load();
+    setInterval(() => void this.load(), 3000);
+  }
+
+  /** Reads the alerts again soon (after a burst of events, once). */
+  poke(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.load(), 300);
+  }
+
+  private async load(): Promise<void> {
+    let alerts: Alert[];
+    try {
+      alerts = (await this.api.get<{ items: Alert[] }>("/v1/alerts")).items;
+    } catch (error) {
+      byId("alerts-problem").textContent = error instanceof ApiError ? error.title : String(error);
+      return;
+    }
+    byId("alerts-problem").textContent = "";
+    const counts = new Map<string, number>();
+    for (const a of alerts) if (!a.acked_by) counts.set(a.kind, (counts.get(a.kind) ?? 0) + 1);
+    replace(
+      byId("alert-counts"),
+      ...[...counts.entries()].map(([kind, n]) => el("span", { class: "pill", dataset: { tone: "warn", kind } }, `${kind} ${n}`)),
+    );
+    byId("alert-count").textContent = String(alerts.filter((a) => !a.acked_by).length);
+    replace(
+      byId("alerts"),
+      ...alerts.slice(0, 100).map((a) =>
+        el(
+          "li",
+          { dataset: { alertId: a.alert_id, kind: a.kind } },
+          el("b", {}, a.kind),
+          " ",
+          a.payment_id ? el("a", { href: `/payments/${encodeURIComponent(a.payment_id)}`, class: "mono" }, a.payment_id) : "",
+          ` ${a.detail} · ${age(a.raised_at)} ago `,
+          ackForm(this.api, a, () => void this.load()),
+        ),
+      ),
+    );
+  }
+}
