@@ -17,6 +17,7 @@ use anyhow::Context;
 use base64::Engine;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::ExtraEdge;
+use paytrack_tests::workload;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -52,6 +53,30 @@ fn now_ms() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default()
+}
+
+/// Publishes about `n` transitions of other payments (as the reconciler, so volume
+/// costs no webhook round trips) and waits until the projection holds them; returns
+/// how many were published.
+async fn bulk(mesh: &Mesh, n: usize) -> anyhow::Result<usize> {
+    let count = |db: sqlx::PgPool, tenant: String| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payment_timeline WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&db)
+            .await
+            .ok()
+    };
+    let before = count(mesh.db.clone(), mesh.tenant.to_string()).await.unwrap_or(0);
+    // Each plan is three or four transitions, 3.5 on average.
+    let plans = workload::plans("pay_bulk", n * 2 / 7 + 1);
+    let published = workload::publish(mesh, &plans, Duration::ZERO).await?;
+    let want = before + i64::try_from(published)?;
+    mesh.eventually(Duration::from_secs(300), "the bulk transitions projected", || {
+        let (db, tenant) = (mesh.db.clone(), mesh.tenant.to_string());
+        async move { count(db, tenant).await.filter(|c| *c >= want) }
+    })
+    .await?;
+    Ok(published)
 }
 
 /// The library's unit tests (resume after a drop, cannot recover -> reload, SSE
@@ -124,6 +149,10 @@ async fn console_in_a_browser() -> anyhow::Result<()> {
                     let url = edge_url(&e);
                     edge = Some(e);
                     Some(format!("ok {url}"))
+                }
+                "bulk" => {
+                    let n: usize = rest.trim().parse().context("bulk count")?;
+                    Some(format!("ok {}", bulk(&mesh, n).await?))
                 }
                 "pass" => {
                     println!("PASS {rest}");

@@ -6,7 +6,7 @@ import { ev, pos, startFakeEdge, until } from "./fake-edge.mjs";
 
 const fast = { minReconnectDelayMs: 20, maxReconnectDelayMs: 100, webSocket: (u) => new WebSocket(u) };
 
-test("resume after a drop: resubscribes with since, delivers each event once, in order", async () => {
+test("resume after a drop: resubscribes with since, delivers each event once, in order", async (t) => {
   let sessions = 0;
   const resumes = [];
   const edge = await startFakeEdge({
@@ -29,6 +29,10 @@ test("resume after a drop: resubscribes with since, delivers each event once, in
     },
   });
   const client = new Client({ url: edge.url, token: "t", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   const seen = [];
   const outcomes = [];
   const sub = client.newSubscription("payment:p1");
@@ -45,11 +49,9 @@ test("resume after a drop: resubscribes with since, delivers each event once, in
   assert.equal(sub.duplicates, 1);
   assert.equal(sub.gaps, 0);
   assert.equal(client.state, "connected");
-  client.disconnect();
-  await edge.close();
 });
 
-test("cannot recover: a list channel's resume answers reload, typed, with the URL and the position to resume from", async () => {
+test("cannot recover: a list channel's resume answers reload, typed, with the URL and the position to resume from", async (t) => {
   let sessions = 0;
   const edge = await startFakeEdge({
     async onSocket(conn) {
@@ -71,6 +73,10 @@ test("cannot recover: a list channel's resume answers reload, typed, with the UR
     },
   });
   const client = new Client({ url: edge.url, token: "t", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   const sub = client.newSubscription("payments");
   const reloads = [];
   const kinds = [];
@@ -85,11 +91,9 @@ test("cannot recover: a list channel's resume answers reload, typed, with the UR
   assert.deepEqual(kinds[1], { kind: "reload", url: "/v1/payments" });
   // Position before data: the subscription continues from the answer's position.
   assert.deepEqual(sub.position, { epoch: "e2", seq: 40 });
-  client.disconnect();
-  await edge.close();
 });
 
-test("a gap is healed by resubscribing from the last position seen", async () => {
+test("a gap is healed by resubscribing from the last position seen", async (t) => {
   const subscribes = [];
   const edge = await startFakeEdge({
     async onSocket(conn) {
@@ -108,6 +112,10 @@ test("a gap is healed by resubscribing from the last position seen", async () =>
     },
   });
   const client = new Client({ url: edge.url, token: "t", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   const sub = client.newSubscription("payment:p2");
   const seen = [];
   const gaps = [];
@@ -119,11 +127,9 @@ test("a gap is healed by resubscribing from the last position seen", async () =>
   assert.deepEqual(seen, [1, 3, 4]);
   assert.equal(gaps.length, 1);
   assert.deepEqual(subscribes[1].since, pos(1));
-  client.disconnect();
-  await edge.close();
 });
 
-test("heartbeats are answered with acks of the positions seen; a late heartbeat makes the client stale", async () => {
+test("heartbeats are answered with acks of the positions seen; a late heartbeat makes the client stale", async (t) => {
   let conn1;
   const edge = await startFakeEdge({
     async onSocket(conn) {
@@ -135,6 +141,10 @@ test("heartbeats are answered with acks of the positions seen; a late heartbeat 
     },
   });
   const client = new Client({ url: edge.url, token: "t", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   client.newSubscription("payment:p3").subscribe();
   let stale = 0;
   client.on("stale", () => (stale += 1));
@@ -145,11 +155,9 @@ test("heartbeats are answered with acks of the positions seen; a late heartbeat 
   assert.equal(client.edgeLive, true);
   // The fake edge sends no more heartbeats: the client must say so.
   await until("stale", () => stale > 0, 3000);
-  client.disconnect();
-  await edge.close();
 });
 
-test("fallback to SSE when the upgrade is refused, resuming with Last-Event-ID", async () => {
+test("fallback to SSE when the upgrade is refused, resuming with Last-Event-ID", async (t) => {
   const requests = [];
   const edge = await startFakeEdge({
     refuseUpgrade: true,
@@ -169,6 +177,10 @@ test("fallback to SSE when the upgrade is refused, resuming with Last-Event-ID",
     },
   });
   const client = new Client({ url: edge.url, token: "tok", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   const sub = client.newSubscription("payment:p4");
   const seen = [];
   const fallbacks = [];
@@ -186,11 +198,9 @@ test("fallback to SSE when the upgrade is refused, resuming with Last-Event-ID",
   assert.equal(requests[0].auth, "Bearer tok");
   assert.equal(requests[0].last, undefined);
   assert.equal(requests[1].last, "e1:1");
-  client.disconnect();
-  await edge.close();
 });
 
-test("a refused token stops the client as unauthorized, without reconnecting", async () => {
+test("a refused token stops the client as unauthorized, without reconnecting", async (t) => {
   let sse = 0;
   const edge = await startFakeEdge({
     refuseUpgrade: true,
@@ -201,6 +211,10 @@ test("a refused token stops the client as unauthorized, without reconnecting", a
     },
   });
   const client = new Client({ url: edge.url, token: "old", ...fast });
+  t.after(async () => {
+    client.disconnect();
+    await edge.close();
+  });
   client.newSubscription("payments").subscribe();
   const refused = [];
   client.on("unauthorized", (u) => refused.push(u.message));
@@ -210,14 +224,14 @@ test("a refused token stops the client as unauthorized, without reconnecting", a
   assert.equal(client.state, "disconnected");
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(sse, 1);
-  await edge.close();
 });
 
-test("an unreachable edge is retried with growing, jittered delays", async () => {
+test("an unreachable edge is retried with growing, jittered delays", async (t) => {
   const edge = await startFakeEdge({});
   const url = edge.url;
   await edge.close();
   const client = new Client({ url, token: "t", ...fast });
+  t.after(() => client.disconnect());
   client.newSubscription("payments").subscribe();
   const delays = [];
   client.on("connecting", (c) => delays.push(c.delayMs));

@@ -288,6 +288,24 @@ const scenarios = {
     await page2.close();
     return `disabled: "${why}"; ${id} cancelled and shown live`;
   },
+
+  async old_payment_found_by_search() {
+    const p = "pay_console_old";
+    await webhook(`${p}-1`, event(p, "payment.pending"));
+    // 10,000 transitions of other payments after it, far past what the edge keeps.
+    const published = await ask("bulk 10000");
+    const page = await openPage(`/`);
+    await connState(page, "live");
+    await page.fill('#filters input[name="q"]', p);
+    await page.click("#search");
+    await until(page, "the old payment in the list", (id) => !!document.querySelector(`tr[data-payment-id="${id}"]`), p);
+    await shot(page, "search-found");
+    await page.click(`tr[data-payment-id="${p}"] a`);
+    await until(page, "its page", (id) => location.pathname === `/payments/${id}` && document.getElementById("p-status")?.textContent === "pending", p);
+    await shot(page, "search-opened");
+    await page.close();
+    return `found and opened after ${published} transitions`;
+  },
 };
 
 let failed = 0;
