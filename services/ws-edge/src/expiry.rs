@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::Outbox;
 use crate::protocol::close;
+use crate::send_queue::SendQueue;
 
 /// A session's place in [`Expiries`]: its deadline and a number unique to it.
 pub type ExpiryKey = (Instant, u64);
@@ -19,20 +19,20 @@ pub type ExpiryKey = (Instant, u64);
 /// The deadlines of every session's token.
 #[derive(Default)]
 pub struct Expiries {
-    deadlines: Mutex<BTreeMap<ExpiryKey, Weak<Outbox>>>,
+    deadlines: Mutex<BTreeMap<ExpiryKey, Weak<SendQueue>>>,
     /// Woken when a deadline earlier than every other is added.
     earlier: Notify,
     next: AtomicU64,
 }
 
 impl Expiries {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<ExpiryKey, Weak<Outbox>>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ExpiryKey, Weak<SendQueue>>> {
         // Every change is a single insert or remove: a poisoned map is still consistent.
         self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Closes `out`'s session with 4001 at `at`, unless unwatched first.
-    pub fn watch(&self, at: Instant, out: &Arc<Outbox>) -> ExpiryKey {
+    pub fn watch(&self, at: Instant, out: &Arc<SendQueue>) -> ExpiryKey {
         let key = (at, self.next.fetch_add(1, Ordering::Relaxed));
         let earliest = {
             let mut deadlines = self.lock();
@@ -46,7 +46,7 @@ impl Expiries {
     }
 
     /// Moves a session's deadline (a refreshed token).
-    pub fn rewatch(&self, key: ExpiryKey, at: Instant, out: &Arc<Outbox>) -> ExpiryKey {
+    pub fn rewatch(&self, key: ExpiryKey, at: Instant, out: &Arc<SendQueue>) -> ExpiryKey {
         self.unwatch(key);
         self.watch(at, out)
     }
@@ -98,8 +98,8 @@ mod tests {
         let expiries = Arc::new(Expiries::default());
         let shutdown = CancellationToken::new();
         tokio::spawn(expiries.clone().run(shutdown.clone()));
-        let (early, _early_rx) = Outbox::new(8, 1024);
-        let (late, _late_rx) = Outbox::new(8, 1024);
+        let (early, _early_rx) = SendQueue::new(8, 1024);
+        let (late, _late_rx) = SendQueue::new(8, 1024);
         let start = Instant::now();
         let ms = Duration::from_millis;
         let key = expiries.watch(start + ms(300), &late);

@@ -4,7 +4,7 @@
 //! A session holds no timer of its own: the wheel's period (the heartbeat interval) is
 //! cut into slots, a session joins the slot the wheel has just passed (so its first
 //! heartbeat comes about one interval after it opened), and one task, ticking once per
-//! slot, marks every session of the next slot due and wakes it (`Outbox::heartbeat_due`).
+//! slot, marks every session of the next slot due and wakes it (`SendQueue::heartbeat_due`).
 //! The session then does its heartbeat itself (silence check, currency, positions
 //! under the hub's lock), as it did with a timer of its own.
 
@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::Outbox;
 use crate::protocol::close;
+use crate::send_queue::SendQueue;
 
 /// The shortest time between two slots: a short interval (tests) gets fewer slots.
 const SLOT_AT_LEAST: Duration = Duration::from_millis(10);
@@ -44,7 +44,7 @@ pub struct Heartbeats {
 /// closed at once).
 #[derive(Default)]
 struct Slot {
-    sessions: HashMap<u64, Weak<Outbox>>,
+    sessions: HashMap<u64, Weak<SendQueue>>,
     stopped: bool,
 }
 
@@ -68,7 +68,7 @@ impl Heartbeats {
 
     /// Adds a session: its heartbeat is due about one period from now, and every
     /// period after. A session joining an edge that shut down is closed with 1012.
-    pub fn join(&self, out: &Arc<Outbox>) -> WheelKey {
+    pub fn join(&self, out: &Arc<SendQueue>) -> WheelKey {
         let slot = self.cursor.load(Ordering::Acquire);
         let key = WheelKey {
             slot,
@@ -133,16 +133,16 @@ impl Heartbeats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Next;
+    use crate::send_queue::Next;
 
     #[tokio::test(start_paused = true)]
     async fn each_session_is_due_once_per_period_until_it_leaves() {
         let wheel = Arc::new(Heartbeats::new(Duration::from_millis(400)));
         let shutdown = CancellationToken::new();
         tokio::spawn(wheel.clone().run(shutdown.clone()));
-        let (out, mut rx) = Outbox::new(8, 1024);
+        let (out, mut rx) = SendQueue::new(8, 1024);
         let key = wheel.join(&out);
-        let (gone, mut gone_rx) = Outbox::new(8, 1024);
+        let (gone, mut gone_rx) = SendQueue::new(8, 1024);
         let gone_key = wheel.join(&gone);
         wheel.leave(gone_key);
         let start = tokio::time::Instant::now();
@@ -173,8 +173,8 @@ mod tests {
         let wheel = Arc::new(Heartbeats::new(Duration::from_secs(60)));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(wheel.clone().run(shutdown.clone()));
-        let (quiet, _rx1) = Outbox::new(10, 1_000);
-        let (slow, _rx2) = Outbox::new(10, 1_000);
+        let (quiet, _rx1) = SendQueue::new(10, 1_000);
+        let (slow, _rx2) = SendQueue::new(10, 1_000);
         wheel.join(&quiet);
         wheel.join(&slow);
         slow.close(close::TOO_SLOW, "client too slow");
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(slow.close_reason().0, close::TOO_SLOW, "its own reason stands");
         assert!(!quiet.push("late".into()), "nothing is queued after the close");
         // A session whose upgrade finished after the shutdown is closed at once.
-        let (late, _rx3) = Outbox::new(10, 1_000);
+        let (late, _rx3) = SendQueue::new(10, 1_000);
         wheel.join(&late);
         assert_eq!(late.close_reason().0, close::RESTARTING);
     }

@@ -13,14 +13,14 @@ mod currency;
 mod expiry;
 mod fairness;
 mod heartbeat;
-mod history;
 mod jwks;
-mod outbox;
 mod presence;
 mod protocol;
 mod router;
+mod send_queue;
 mod session;
 mod sse;
+mod stream_event;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,7 +120,7 @@ pub enum EdgeError {
     Nats(#[from] paytrack_nats::LayoutError),
     /// The edge's feeds could not be opened.
     #[error("edge feed: {0}")]
-    Feed(#[from] history::HistoryError),
+    Feed(#[from] stream_event::HistoryError),
     /// The JWKS URL could not be fetched or holds a key that cannot be used.
     #[error("JWKS: {0}")]
     Jwks(String),

@@ -18,10 +18,10 @@ use crate::app::EdgeState;
 use crate::audit::Audit;
 use crate::channel::{Channel, ChannelError};
 use crate::currency::{Currency, Verdict};
-use crate::history::HistoryError;
-use crate::outbox::{Next, Outbox, Outgoing};
 use crate::protocol::{ClientMessage, ServerMessage, close};
 use crate::router::{Hub, Ready, Request, Subscribed};
+use crate::send_queue::{Next, Outgoing, SendQueue};
+use crate::stream_event::HistoryError;
 
 /// Missed heartbeat intervals after which a silent client is closed.
 const SILENCE_LIMIT: u32 = 3;
@@ -222,7 +222,7 @@ async fn drive(
     claims: &mut Claims,
     audit: &Audit,
 ) -> (u16, String) {
-    let (out, mut outgoing) = crate::outbox::Outbox::counted(
+    let (out, mut outgoing) = crate::send_queue::SendQueue::counted(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
@@ -392,7 +392,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 async fn write_queued(
     sink: &mut futures::stream::SplitSink<WebSocket, Message>,
     outgoing: &mut Outgoing,
-    out: &Outbox,
+    out: &SendQueue,
     first: Utf8Bytes,
 ) -> Result<(), axum::Error> {
     let (mut frames, mut bytes) = (1, first.len());
@@ -427,7 +427,7 @@ async fn say_goodbye(sink: &mut futures::stream::SplitSink<WebSocket, Message>, 
 fn heartbeat(
     state: &EdgeState,
     hub: &Hub,
-    out: &Outbox,
+    out: &SendQueue,
     audit: &Audit,
     held: &ByChannel<Held>,
     currency: &mut Currency,
@@ -476,7 +476,7 @@ fn is_too_big(error: axum::Error) -> bool {
 async fn subscribe(
     state: &Arc<EdgeState>,
     claims: &Claims,
-    out: &Arc<Outbox>,
+    out: &Arc<SendQueue>,
     audit: &Audit,
     subs: Subscriptions<'_>,
     raw: &str,
@@ -595,7 +595,7 @@ async fn subscribe(
                 Ok(Subscribed { ready, backlog: None }) => Ok(ready),
                 Err(error) => Err(error),
             },
-            None => Err(crate::history::unavailable("edge shutting down")),
+            None => Err(crate::stream_event::unavailable("edge shutting down")),
         };
         Started {
             name: task_name,
@@ -618,7 +618,7 @@ async fn subscribe(
 async fn started(
     state: &Arc<EdgeState>,
     audit: &Audit,
-    out: &Outbox,
+    out: &SendQueue,
     held: &mut ByChannel<Held>,
     starting: &mut ByChannel<Starting>,
     done: Started,

@@ -1,7 +1,7 @@
 //! The Server-Sent Events fallback (docs/contract.md §7): `GET /v1/sse?channel=<channel>` for
 //! clients that cannot open a WebSocket. One session holds one channel, on the same
 //! hub as the WebSocket (the same positions, the same encoded event bytes, the same
-//! replay and hand-over), through the same bounded [`Outbox`]; only the framing
+//! replay and hand-over), through the same bounded [`SendQueue`]; only the framing
 //! differs. Each event carries `id: <epoch>:<seq>`, so a browser's automatic
 //! reconnect sends `Last-Event-ID`, which resumes exactly as a WebSocket `since` does.
 //!
@@ -38,9 +38,9 @@ use crate::app::{EdgeState, authenticate, unauthorized};
 use crate::audit::Audit;
 use crate::channel::{Channel, ChannelError};
 use crate::currency::{Currency, Verdict};
-use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::close;
 use crate::router::{Hub, Request, Subscribed};
+use crate::send_queue::{Outgoing, SendQueue};
 
 /// The transport's name in metrics, logs and audit.
 pub(crate) const TRANSPORT: &str = "sse";
@@ -102,7 +102,7 @@ pub async fn open(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let (out, outgoing) = Outbox::counted(
+    let (out, outgoing) = SendQueue::counted(
         state.session_queue,
         state.session_queue_bytes,
         state.queued_bytes.clone(),
@@ -173,7 +173,7 @@ struct Head {
 }
 
 /// Closes the session when hyper drops the stream (the client went away).
-struct ClientGone(Arc<Outbox>);
+struct ClientGone(Arc<SendQueue>);
 
 impl Drop for ClientGone {
     fn drop(&mut self) {
@@ -186,7 +186,7 @@ impl Drop for ClientGone {
 /// closed a last `close` event says why and the stream ends.
 fn events(
     outgoing: Outgoing,
-    out: Arc<Outbox>,
+    out: Arc<SendQueue>,
     acks: watch::Sender<BTreeMap<String, Position>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let state = Some((outgoing, ClientGone(out), acks));
@@ -230,7 +230,7 @@ struct Session {
     claims: Claims,
     channel: Channel,
     since: Option<Position>,
-    out: Arc<Outbox>,
+    out: Arc<SendQueue>,
     acks: watch::Receiver<BTreeMap<String, Position>>,
 }
 
@@ -273,10 +273,10 @@ impl Session {
             result = async {
                 match admission.enter().await {
                     Some(slot) => hub.subscribe(request).await.map(|subscribed| (subscribed, slot)),
-                    None => Err(crate::history::unavailable("edge shutting down")),
+                    None => Err(crate::stream_event::unavailable("edge shutting down")),
                 }
             } => result,
-            _ = state.shutdown.cancelled() => Err(crate::history::unavailable("edge shutting down")),
+            _ = state.shutdown.cancelled() => Err(crate::stream_event::unavailable("edge shutting down")),
         };
         // The tenant's slot is held until the backlog is sent, so that one tenant's
         // replays take at most its share of the edge's replay slots.

@@ -13,9 +13,14 @@ use std::time::Duration;
 use async_nats::jetstream::consumer;
 use futures::StreamExt;
 
-use super::{Feed, Hub, Inner, Msg, deliver_one, detach_locked, encode_event, missed_in_ring};
-use crate::history::{HistoryError, unavailable};
-use crate::outbox::Outbox;
+use super::channels::detach_locked;
+use super::feed::{Feed, deliver_one};
+use super::frame::encode_event;
+use super::hub::{Hub, Inner};
+use super::replay::missed_in_ring;
+use super::ring::Msg;
+use crate::send_queue::SendQueue;
+use crate::stream_event::{HistoryError, unavailable};
 
 /// The live messages a subscription buffers while its replay runs.
 #[derive(Default)]
@@ -78,7 +83,7 @@ pub struct Backlog {
     pub(super) key: String,
     pub(super) name: String,
     pub(super) id: u64,
-    pub(super) out: Arc<Outbox>,
+    pub(super) out: Arc<SendQueue>,
     pub(super) epoch: String,
     pub(super) filters: Vec<String>,
     /// The `seq` of the last event queued (the `prev_seq` of the next).

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::stream;
 
-use super::{Feed, Hub, Ring, feed_of_name};
+use super::feed::{Feed, feed_of_name};
+use super::hub::Hub;
+use super::ring::Ring;
 
 impl Hub {
     /// Where a feed (re)opens: after the ring's head, in the current generation.

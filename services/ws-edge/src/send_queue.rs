@@ -1,12 +1,13 @@
-//! A session's outbound side: a queue of encoded frames bounded in messages and in
-//! bytes, shared by the router (which writes the same encoded event into every session
-//! of a channel) and the session (its own replies), and how the session ends. A full
-//! queue closes the session with 4008 instead of growing memory or dropping events.
+//! A session's send queue (unrelated to the projector's checkpoint outbox): a queue of
+//! encoded frames bounded in messages and in bytes, shared by the router (which writes
+//! the same encoded event into every session of a channel) and the session (its own
+//! replies), and how the session ends. A full queue closes the session with 4008 instead
+//! of growing memory or dropping events.
 //!
 //! Everything that wakes a WebSocket session's writer comes through one [`Notify`]
 //! (`ready`): a frame queued, the close, a heartbeat due (set by the edge's heartbeat
 //! wheel, `heartbeat.rs`). Whether the session is closed is one atomic flag, so the
-//! router's [`Outbox::push`], called for every session of a channel on every event,
+//! router's [`SendQueue::push`], called for every session of a channel on every event,
 //! takes no lock but the queue's own.
 
 use std::collections::VecDeque;
@@ -22,15 +23,15 @@ use crate::protocol::close;
 /// The bounded queue of one session's outgoing text frames, and its close. The queue
 /// holds memory only while it holds frames: an idle session's is empty and unallocated
 /// (a channel would preallocate a block of slots per session).
-pub struct Outbox {
+pub struct SendQueue {
     queue: Mutex<VecDeque<Utf8Bytes>>,
     /// Wakes the writer: a frame queued (a permit is kept if it is not waiting), the
     /// session closed, or a heartbeat due.
     ready: Notify,
-    /// Wakes every task waiting in [`Outbox::closed`] (an SSE session's driver and its
+    /// Wakes every task waiting in [`SendQueue::closed`] (an SSE session's driver and its
     /// stream are two).
     closing: Notify,
-    /// Wakes a replay waiting in [`Outbox::drained`]: frames written, or the close.
+    /// Wakes a replay waiting in [`SendQueue::drained`]: frames written, or the close.
     taken: Notify,
     /// Set once the session must close: nothing more is queued.
     closed: AtomicBool,
@@ -43,7 +44,7 @@ pub struct Outbox {
     /// Bytes queued by every session of the edge, this one included: what the edge
     /// holds for clients that have not read yet (`paytrack_edge_queued_bytes`).
     edge_total: Arc<AtomicUsize>,
-    /// The bounds, as u32 (a session's queue bound is far below 4 GiB): the outbox is
+    /// The bounds, as u32 (a session's queue bound is far below 4 GiB): the queue is
     /// allocated per session and this keeps it in a smaller allocation size.
     max_bytes: u32,
     max_messages: u32,
@@ -51,13 +52,13 @@ pub struct Outbox {
 
 /// The receiving end, read by the session's writer.
 pub struct Outgoing {
-    outbox: Arc<Outbox>,
+    queue: Arc<SendQueue>,
 }
 
 /// What woke a session's writer, in the order it must be handled.
 #[derive(Debug, PartialEq)]
 pub enum Next {
-    /// The session is closed (see [`Outbox::close_reason`]).
+    /// The session is closed (see [`SendQueue::close_reason`]).
     Closed,
     /// Its heartbeat is due.
     Heartbeat,
@@ -65,16 +66,16 @@ pub enum Next {
     Frame(Utf8Bytes),
 }
 
-impl Outbox {
+impl SendQueue {
     /// A queue holding at most `max_messages` frames and `max_bytes` bytes.
     #[cfg(test)]
-    pub fn new(max_messages: usize, max_bytes: usize) -> (Arc<Outbox>, Outgoing) {
+    pub fn new(max_messages: usize, max_bytes: usize) -> (Arc<SendQueue>, Outgoing) {
         Self::counted(max_messages, max_bytes, Arc::default())
     }
 
-    /// [`Outbox::new`], adding what it queues to the edge's `edge_total`.
-    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Arc<Outbox>, Outgoing) {
-        let outbox = Arc::new(Outbox {
+    /// [`SendQueue::new`], adding what it queues to the edge's `edge_total`.
+    pub fn counted(max_messages: usize, max_bytes: usize, edge_total: Arc<AtomicUsize>) -> (Arc<SendQueue>, Outgoing) {
+        let queue = Arc::new(SendQueue {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             closing: Notify::new(),
@@ -88,8 +89,8 @@ impl Outbox {
             max_bytes: u32::try_from(max_bytes.max(1)).unwrap_or(u32::MAX),
             max_messages: u32::try_from(max_messages.max(1)).unwrap_or(u32::MAX),
         });
-        let outgoing = Outgoing { outbox: outbox.clone() };
-        (outbox, outgoing)
+        let outgoing = Outgoing { queue: queue.clone() };
+        (queue, outgoing)
     }
 
     /// Queues an encoded frame; a full queue means the client is too slow: the session
@@ -223,7 +224,7 @@ impl Outbox {
     }
 }
 
-impl Drop for Outbox {
+impl Drop for SendQueue {
     /// What was never written is freed with the session: take it off the edge's total.
     fn drop(&mut self) {
         let left = self.queued_bytes.load(Ordering::Acquire);
@@ -237,14 +238,14 @@ impl Outgoing {
     /// heartbeat is taken only when it is returned.
     pub async fn next(&mut self) -> Next {
         loop {
-            let woken = self.outbox.ready.notified();
-            if self.outbox.is_closed() {
+            let woken = self.queue.ready.notified();
+            if self.queue.is_closed() {
                 return Next::Closed;
             }
-            if self.outbox.heartbeat_due.swap(false, Ordering::AcqRel) {
+            if self.queue.heartbeat_due.swap(false, Ordering::AcqRel) {
                 return Next::Heartbeat;
             }
-            if let Some(frame) = self.outbox.pop() {
+            if let Some(frame) = self.queue.pop() {
                 return Next::Frame(frame);
             }
             woken.await;
@@ -266,20 +267,20 @@ impl Outgoing {
     /// The oldest queued frame if there is one and the session is open (a writer
     /// adding what is queued to the frame it writes).
     pub fn try_frame(&mut self) -> Option<Utf8Bytes> {
-        if self.outbox.is_closed() {
+        if self.queue.is_closed() {
             return None;
         }
-        self.outbox.pop()
+        self.queue.pop()
     }
 
     /// Releases a written frame's share of the bound.
-    pub fn written(&self, outbox: &Outbox, len: usize) {
-        outbox.written_batch(1, len);
+    pub fn written(&self, queue: &SendQueue, len: usize) {
+        queue.written_batch(1, len);
     }
 
     /// Releases the share of `frames` written frames of `bytes` bytes together.
-    pub fn written_batch(&self, outbox: &Outbox, frames: usize, bytes: usize) {
-        outbox.written_batch(frames, bytes);
+    pub fn written_batch(&self, queue: &SendQueue, frames: usize, bytes: usize) {
+        queue.written_batch(frames, bytes);
     }
 }
 
@@ -290,55 +291,55 @@ mod tests {
     #[test]
     fn the_edge_total_returns_to_zero_when_a_session_goes() {
         let total = Arc::new(AtomicUsize::new(0));
-        let (outbox, rx) = Outbox::counted(100, 1_000, total.clone());
-        assert!(outbox.push("12345".into()));
-        assert!(outbox.push("123".into()));
-        outbox.written_batch(1, 3);
+        let (queue, rx) = SendQueue::counted(100, 1_000, total.clone());
+        assert!(queue.push("12345".into()));
+        assert!(queue.push("123".into()));
+        queue.written_batch(1, 3);
         assert_eq!(total.load(Ordering::Acquire), 5);
-        drop((outbox, rx));
+        drop((queue, rx));
         assert_eq!(total.load(Ordering::Acquire), 0);
     }
 
     #[test]
     fn a_full_queue_closes_the_session_with_4008_instead_of_dropping_events() {
-        let (outbox, _rx) = Outbox::new(100, 10);
-        assert!(outbox.push("12345".into()));
-        assert!(!outbox.push("123456".into()));
-        assert!(outbox.is_closed());
-        assert_eq!(outbox.close_reason().0, close::TOO_SLOW);
+        let (queue, _rx) = SendQueue::new(100, 10);
+        assert!(queue.push("12345".into()));
+        assert!(!queue.push("123456".into()));
+        assert!(queue.is_closed());
+        assert_eq!(queue.close_reason().0, close::TOO_SLOW);
         // Once closed nothing more is queued.
-        assert!(!outbox.push("1".into()));
+        assert!(!queue.push("1".into()));
     }
 
     #[test]
     fn the_first_close_reason_wins() {
-        let (outbox, _rx) = Outbox::new(10, 100);
-        assert_eq!(outbox.close_reason().0, 1000, "no reason yet");
-        outbox.close(close::UNAUTHORIZED, "token expired");
-        outbox.close(close::RESTARTING, "edge restarting");
-        assert_eq!(outbox.close_reason(), (close::UNAUTHORIZED, "token expired".to_owned()));
+        let (queue, _rx) = SendQueue::new(10, 100);
+        assert_eq!(queue.close_reason().0, 1000, "no reason yet");
+        queue.close(close::UNAUTHORIZED, "token expired");
+        queue.close(close::RESTARTING, "edge restarting");
+        assert_eq!(queue.close_reason(), (close::UNAUTHORIZED, "token expired".to_owned()));
     }
 
     #[tokio::test]
     async fn written_frames_release_their_bytes() {
-        let (outbox, mut rx) = Outbox::new(2, 100);
-        assert!(outbox.push("abc".into()));
-        assert!(outbox.push("de".into()));
-        assert_eq!(outbox.queued_bytes(), 5);
+        let (queue, mut rx) = SendQueue::new(2, 100);
+        assert!(queue.push("abc".into()));
+        assert!(queue.push("de".into()));
+        assert_eq!(queue.queued_bytes(), 5);
         let Next::Frame(frame) = rx.next().await else {
             panic!("a frame is queued")
         };
-        rx.written(&outbox, frame.len());
-        assert_eq!(outbox.queued_bytes(), 2);
-        assert!(outbox.push("f".into()));
-        assert!(!outbox.is_closed());
+        rx.written(&queue, frame.len());
+        assert_eq!(queue.queued_bytes(), 2);
+        assert!(queue.push("f".into()));
+        assert!(!queue.is_closed());
     }
 
     #[tokio::test]
     async fn the_writer_is_woken_by_the_close_first_then_a_heartbeat_then_frames() {
-        let (outbox, mut rx) = Outbox::new(10, 100);
-        assert!(outbox.push("a".into()));
-        outbox.heartbeat_due();
+        let (queue, mut rx) = SendQueue::new(10, 100);
+        assert!(queue.push("a".into()));
+        queue.heartbeat_due();
         assert_eq!(
             rx.next().await,
             Next::Heartbeat,
@@ -352,65 +353,65 @@ mod tests {
             (first, second, rx)
         });
         tokio::task::yield_now().await;
-        outbox.heartbeat_due();
+        queue.heartbeat_due();
         tokio::task::yield_now().await;
-        outbox.close(close::TOO_SLOW, "test");
+        queue.close(close::TOO_SLOW, "test");
         let (first, second, mut rx) = waiting.await.expect("writer task");
         assert_eq!(first, Next::Heartbeat);
         assert_eq!(second, Next::Closed);
-        assert!(!outbox.push("late".into()), "nothing is queued after the close");
+        assert!(!queue.push("late".into()), "nothing is queued after the close");
         assert_eq!(rx.recv().await, None, "SSE's view of a closed session");
     }
 
     #[test]
     fn a_writer_adds_queued_frames_to_its_write_until_the_close() {
-        let (outbox, mut rx) = Outbox::new(10, 100);
-        assert!(outbox.push("a".into()));
-        assert!(outbox.push("bc".into()));
+        let (queue, mut rx) = SendQueue::new(10, 100);
+        assert!(queue.push("a".into()));
+        assert!(queue.push("bc".into()));
         assert_eq!(rx.try_frame(), Some("a".into()));
-        rx.written_batch(&outbox, 1, 1);
-        assert_eq!(outbox.queued_bytes(), 2);
-        outbox.close(close::TOO_SLOW, "test");
+        rx.written_batch(&queue, 1, 1);
+        assert_eq!(queue.queued_bytes(), 2);
+        queue.close(close::TOO_SLOW, "test");
         assert_eq!(rx.try_frame(), None, "a closed session writes nothing more");
     }
 
     #[tokio::test]
     async fn a_replay_waits_until_the_client_has_taken_half_the_queue() {
         use futures::FutureExt;
-        let (outbox, rx) = Outbox::new(4, 1_000);
-        assert!(outbox.drained().now_or_never() == Some(true));
+        let (queue, rx) = SendQueue::new(4, 1_000);
+        assert!(queue.drained().now_or_never() == Some(true));
         for frame in ["a", "b", "c"] {
-            assert!(outbox.push(frame.into()));
+            assert!(queue.push(frame.into()));
         }
-        assert!(!outbox.fits(1, 1), "one free frame is not twice one");
-        let mut waiting = Box::pin(outbox.drained());
+        assert!(!queue.fits(1, 1), "one free frame is not twice one");
+        let mut waiting = Box::pin(queue.drained());
         assert!((&mut waiting).now_or_never().is_none(), "three of four queued");
         let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.drained().await }
+            let queue = queue.clone();
+            async move { queue.drained().await }
         });
         tokio::task::yield_now().await;
-        rx.written(&outbox, 1);
+        rx.written(&queue, 1);
         assert!(waiting.await.expect("woken by the write"));
-        outbox.close(close::TOO_SLOW, "test");
-        assert!(!outbox.drained().await, "a closed session takes no more");
+        queue.close(close::TOO_SLOW, "test");
+        assert!(!queue.drained().await, "a closed session takes no more");
     }
 
     #[tokio::test]
     async fn every_task_waiting_for_the_close_is_woken() {
-        let (outbox, _rx) = Outbox::new(10, 100);
+        let (queue, _rx) = SendQueue::new(10, 100);
         let waiters: Vec<_> = (0..3)
             .map(|_| {
-                let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.closed().await })
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.closed().await })
             })
             .collect();
         tokio::task::yield_now().await;
-        outbox.close(1000, "client closed");
+        queue.close(1000, "client closed");
         for waiter in waiters {
             waiter.await.expect("woken by the close");
         }
         // Already closed: completes at once.
-        outbox.closed().await;
+        queue.closed().await;
     }
 }

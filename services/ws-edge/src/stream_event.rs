@@ -1,5 +1,6 @@
-//! Rendering a stream message as a channel event, and the error a subscribe reports
-//! when the history it needs cannot be read now.
+//! A stream message rendered as a channel event (unrelated to the projector's consumer of
+//! the status history), and the error a subscribe reports when the history it needs
+//! cannot be read now.
 
 use paytrack_shared::envelope::{self, Checkpoint, CheckpointKind, Transition};
 use paytrack_shared::subjects;

@@ -1,0 +1,175 @@
+//! The hub: the state every session's view is decided under (one lock), what a
+//! subscribe asks for and returns, and the hub's start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream::Stream};
+use paytrack_shared::TenantId;
+use paytrack_shared::envelope::Position;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::backlog::{Backlog, Replay};
+use super::channels::{Entry, channel_key};
+use super::feed::{Feed, open_feed};
+use super::health::FeedHealth;
+use super::ring::Ring;
+use crate::channel::Channel;
+use crate::send_queue::SendQueue;
+use crate::stream_event::{HistoryError, unavailable};
+
+/// One subscription of one session to one channel.
+pub(super) struct Sub {
+    pub(super) out: Arc<SendQueue>,
+    /// The `seq` of the last event queued to it (its `prev_seq` chain).
+    pub(super) last_seq: u64,
+    /// While a JetStream replay runs: what arrived live meanwhile (boxed: one pointer in
+    /// every subscription of the channel map, for what exists only during a replay).
+    pub(super) replay: Option<Box<Replay>>,
+}
+
+pub(super) struct Inner {
+    pub(super) rings: [Ring; 2],
+    /// Each stream's epoch (its incarnation): every position the edge sends names it.
+    pub(super) epochs: [String; 2],
+    /// Bumped when a stream is found recreated: what a feed opened on the old
+    /// incarnation still delivers is dropped.
+    pub(super) generations: [u64; 2],
+    pub(super) channels: HashMap<String, Entry>,
+    /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
+    /// device-bound channels.
+    pub(super) user_devices: HashMap<String, HashMap<String, usize>>,
+    /// Channels no session holds, oldest first: (ticket, since when, key).
+    pub(super) idle: VecDeque<(u64, std::time::Instant, String)>,
+    pub(super) next_ticket: u64,
+}
+
+/// What a subscribe asks for.
+pub struct Request {
+    /// The channel.
+    pub channel: Channel,
+    /// The token's tenant.
+    pub tenant: TenantId,
+    /// The token's device, for user channels.
+    pub device: Option<String>,
+    /// The client's last position.
+    pub since: Option<Position>,
+    /// The session's queue.
+    pub out: Arc<SendQueue>,
+    /// This subscription's id (unique per edge).
+    pub id: u64,
+    /// The session's current subscription to the same channel, replaced once this one
+    /// is ready.
+    pub replaces: Option<u64>,
+}
+
+impl Request {
+    /// The channel's map key.
+    pub fn key(&self) -> String {
+        let device = match self.channel {
+            Channel::User(_) => self.device.as_deref(),
+            _ => None,
+        };
+        channel_key(self.tenant.as_str(), &self.channel.name(), device)
+    }
+}
+
+/// How a subscription started (for the audit).
+pub struct Ready {
+    /// Whether `since` was continued gap-free.
+    pub recovered: bool,
+    /// Where the channel continues from.
+    pub position: Position,
+}
+
+/// The fan-out of one edge.
+pub struct Hub {
+    pub(super) inner: Mutex<Inner>,
+    pub(super) health: [FeedHealth; 2],
+    pub(super) streams: [Stream; 2],
+    /// Wakes a feed to reopen on its stream's new incarnation.
+    pub(super) reopen: [tokio::sync::Notify; 2],
+    pub(super) heads: [watch::Sender<u64>; 2],
+    /// Short JetStream reads of subscribes (a latest position, a snapshot, the
+    /// stream's first sequence).
+    pub(super) permits: Semaphore,
+    /// Replays running at once, each holding a consumer and at most a page and
+    /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
+    pub(super) replays: Arc<Semaphore>,
+    pub(super) timeout: Duration,
+}
+
+/// A started subscription: `subscribed` is queued, and any backlog still has to go
+/// through [`Hub::replay`].
+pub struct Subscribed {
+    /// How it started (for the audit).
+    pub ready: Ready,
+    /// The missed messages still to send, when there were more than the session's
+    /// queue could take at once.
+    pub backlog: Option<Backlog>,
+}
+
+impl Hub {
+    /// Opens one ordered consumer per stream, starting after each stream's current last
+    /// message, and returns the hub they feed. The consumers stop at `shutdown`.
+    pub async fn start(
+        js: &jetstream::Context,
+        ring_messages: usize,
+        concurrency: usize,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Hub>, HistoryError> {
+        let mut streams = Vec::new();
+        let mut epochs = Vec::new();
+        let mut heads = Vec::new();
+        for feed in Feed::ALL {
+            let mut stream = js.get_stream(feed.stream()).await.map_err(unavailable)?;
+            let info = stream.info().await.map_err(unavailable)?;
+            epochs.push(paytrack_nats::epoch_of(info));
+            heads.push(info.state.last_sequence);
+            streams.push(stream);
+        }
+        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
+        let inner = Inner {
+            rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
+            epochs: [status_epoch, push_epoch],
+            generations: [0; 2],
+            channels: HashMap::new(),
+            user_devices: HashMap::new(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
+        };
+        let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
+        let hub = Arc::new(Hub {
+            inner: Mutex::new(inner),
+            streams: [status, push],
+            reopen: Default::default(),
+            heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
+            permits: Semaphore::new(concurrency.max(1)),
+            replays: Arc::new(Semaphore::new(concurrency.max(1))),
+            timeout,
+            health: Default::default(),
+        });
+        metrics::gauge!("paytrack_edge_replay_slots").set(concurrency.max(1) as f64);
+        for feed in Feed::ALL {
+            hub.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
+            tokio::spawn(hub.clone().watch_health(feed, js.client(), shutdown.clone()));
+        }
+        for feed in Feed::ALL {
+            let from = heads[feed as usize] + 1;
+            // Opened before the edge serves, so its consumers exist from the start.
+            let messages = open_feed(&hub.streams[feed as usize], from).await?;
+            tokio::spawn(hub.clone().feed(feed, (from, 0), messages, shutdown.clone()));
+        }
+        Ok(hub)
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is a
+        // single insert or push), so a poisoned lock is still used.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
