@@ -28,6 +28,7 @@ pub(super) fn keys_of(
             channel_key(tenant, &format!("merchant:{merchant}"), None),
             channel_key(tenant, "payments", None),
         ],
+        (Feed::Alert, [_, _, tenant, _kind]) => vec![channel_key(tenant, "alerts", None)],
         (Feed::Push, [_, _, tenant, user, device]) => {
             let name = format!("user:{user}");
             let mut keys = vec![channel_key(tenant, &name, None)];
@@ -51,6 +52,12 @@ pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
     let (Some(key_tenant), Some(name), Some(key_device)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
+    if feed == Feed::Alert {
+        // `paytrack.alert.<tenant>.<kind>`: one channel per tenant.
+        let mut tokens = subject.split('.');
+        let tenant = tokens.nth(2);
+        return name == "alerts" && key_device.is_empty() && tenant == Some(key_tenant) && tokens.count() == 1;
+    }
     let mut tokens = subject.split('.');
     let (Some(_), Some(_), Some(tenant), Some(middle), Some(last), None) = (
         tokens.next(),
@@ -72,6 +79,7 @@ pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
                     || name.strip_prefix("payment:") == Some(last)
                     || name.strip_prefix("merchant:") == Some(middle))
         }
+        Feed::Alert => false,
         Feed::Push => {
             name.strip_prefix("user:") == Some(middle) && (key_device.is_empty() || last == "all" || last == key_device)
         }
@@ -247,5 +255,20 @@ mod tests {
         assert!(matches(Feed::Push, "paytrack.push.acme.u1.all", "acme user:u1 d9"));
         assert!(!matches(Feed::Push, "paytrack.push.acme.u1.d1", "acme user:u1 d9"));
         assert!(!matches(Feed::Status, "paytrack.status.other.m1.p1", "acme payments "));
+        assert_eq!(
+            keys_of(Feed::Alert, "paytrack.alert.acme.dispute_opened", &none),
+            vec!["acme alerts "]
+        );
+        assert!(matches(Feed::Alert, "paytrack.alert.acme._ack", "acme alerts "));
+        assert!(!matches(
+            Feed::Alert,
+            "paytrack.alert.other.dispute_opened",
+            "acme alerts "
+        ));
+        assert!(!matches(
+            Feed::Alert,
+            "paytrack.alert.acme.dispute_opened",
+            "acme payments "
+        ));
     }
 }
