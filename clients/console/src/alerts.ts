@@ -1,3 +1,4 @@
+import type { Client, EventMessage, Subscription } from "../../typescript/src/index.js";
 import { Api, ApiError, type Alert } from "./api.js";
 import { age, byId, el, replace } from "./dom.js";
 
@@ -31,18 +32,47 @@ export function ackForm(api: Api, alert: Alert, done: () => void): HTMLElement {
 
 /**
  * The alerts panel: the tenant's alerts with counts by kind, each linking to its
- * payment, acknowledged with a note. Read from REST; refreshed on every live event
- * and every few seconds.
+ * payment, acknowledged with a note. Live on the edge's `alerts` channel: subscribed
+ * first, then read from REST (so nothing raised in between is missed); an alert is
+ * shown as it arrives, and REST is read again after it for the acknowledgements.
  */
 export class AlertsPanel {
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private alerts: Alert[] = [];
 
   constructor(private readonly api: Api) {}
 
-  /** Loads and keeps the panel fresh. */
-  start(): void {
-    void this.load();
-    setInterval(() => void this.load(), 3000);
+  /** Subscribes to the `alerts` channel and loads the list once subscribed. */
+  start(client: Client, onSubscription: (sub: Subscription) => void): void {
+    const sub = client.newSubscription("alerts");
+    sub.on("subscribed", () => void this.load());
+    sub.on("publication", (e) => this.apply(e));
+    sub.on("error", (e) => {
+      byId("alerts-problem").textContent = `live alerts refused: ${e.message}`;
+    });
+    onSubscription(sub);
+    sub.subscribe();
+  }
+
+  /** A live alert (shown at once) or acknowledgement (then REST is read again). */
+  apply(event: EventMessage): void {
+    byId("alerts-position").textContent = `ALERT #${event.position.seq}`;
+    if (event.kind === "alert" && typeof event.alert_id === "string") {
+      if (!this.alerts.some((a) => a.alert_id === event.alert_id)) {
+        this.alerts = [
+          {
+            alert_id: event.alert_id,
+            kind: String(event.alert_kind ?? "?"),
+            payment_id: (event.payment_id as string | undefined) ?? null,
+            detail: String(event.detail ?? ""),
+            raised_at: String(event.raised_at ?? new Date().toISOString()),
+          },
+          ...this.alerts,
+        ];
+        this.render();
+      }
+    }
+    this.poke();
   }
 
   /** Reads the alerts again soon (after a burst of events, once). */
@@ -60,6 +90,14 @@ export class AlertsPanel {
       return;
     }
     byId("alerts-problem").textContent = "";
+    // Alerts that arrived live and are not in the projection yet stay shown.
+    const known = new Set(alerts.map((a) => a.alert_id));
+    this.alerts = [...this.alerts.filter((a) => !known.has(a.alert_id) && !a.acked_by), ...alerts];
+    this.render();
+  }
+
+  private render(): void {
+    const alerts = this.alerts;
     const counts = new Map<string, number>();
     for (const a of alerts) if (!a.acked_by) counts.set(a.kind, (counts.get(a.kind) ?? 0) + 1);
     replace(

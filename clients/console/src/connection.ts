@@ -36,6 +36,7 @@ export class ConnectionView {
   private unauthorized = "";
   private gaps = 0;
   private heartbeatMs = 15000;
+  private readonly watched: Subscription[] = [];
 
   constructor(private readonly client: Client) {
     client.on("state", () => this.render());
@@ -72,6 +73,7 @@ export class ConnectionView {
 
   /** Follows a subscription's outcomes and gaps. */
   watch(sub: Subscription): void {
+    this.watched.push(sub);
     sub.on("subscribed", (s) => {
       const continuity = byId("continuity");
       const healed = continuity.dataset.state === "healing";
@@ -101,9 +103,7 @@ export class ConnectionView {
     if (this.client.transport === "sse") return "fallback";
     if (this.client.stale || (this.client.lastHeartbeatAt !== undefined && !this.client.edgeLive)) return "stale";
     if (this.behind.size > 0) return "catching-up";
-    for (const channel of ["payments"]) {
-      if (this.client.getSubscription(channel)?.state === "subscribing") return "catching-up";
-    }
+    if (this.watched.some((sub) => sub.state === "subscribing")) return "catching-up";
     return "live";
   }
 

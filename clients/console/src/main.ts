@@ -69,10 +69,7 @@ function main(): void {
     byId("banner").textContent = `unauthorized: ${u.message}. Paste a new token.`;
     byId("forget").hidden = false;
   });
-  const follow = (sub: Subscription) => {
-    connection.watch(sub);
-    sub.on("publication", () => alerts.poke());
-  };
+  const follow = (sub: Subscription) => connection.watch(sub);
   const match = /^\/payments\/([^/]+)$/.exec(location.pathname);
   // Exposed for the browser tests and for operators' own scripts in the devtools.
   (window as unknown as { paytrack: unknown }).paytrack = { client, connection };
@@ -87,7 +84,7 @@ function main(): void {
     const list = new PaymentList(rest, client, follow, (id) => location.assign(`/payments/${encodeURIComponent(id)}`));
     void list.start();
   }
-  alerts.start();
+  alerts.start(client, follow);
   client.connect();
   connection.render();
 }

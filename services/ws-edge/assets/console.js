@@ -710,11 +710,38 @@
   var AlertsPanel = class {
     constructor(api) {
       this.api = api;
+      this.alerts = [];
     }
-    /** Loads and keeps the panel fresh. */
-    start() {
-      void this.load();
-      setInterval(() => void this.load(), 3e3);
+    /** Subscribes to the `alerts` channel and loads the list once subscribed. */
+    start(client, onSubscription) {
+      const sub = client.newSubscription("alerts");
+      sub.on("subscribed", () => void this.load());
+      sub.on("publication", (e) => this.apply(e));
+      sub.on("error", (e) => {
+        byId("alerts-problem").textContent = `live alerts refused: ${e.message}`;
+      });
+      onSubscription(sub);
+      sub.subscribe();
+    }
+    /** A live alert (shown at once) or acknowledgement (then REST is read again). */
+    apply(event) {
+      byId("alerts-position").textContent = `ALERT #${event.position.seq}`;
+      if (event.kind === "alert" && typeof event.alert_id === "string") {
+        if (!this.alerts.some((a) => a.alert_id === event.alert_id)) {
+          this.alerts = [
+            {
+              alert_id: event.alert_id,
+              kind: String(event.alert_kind ?? "?"),
+              payment_id: event.payment_id ?? null,
+              detail: String(event.detail ?? ""),
+              raised_at: String(event.raised_at ?? (/* @__PURE__ */ new Date()).toISOString())
+            },
+            ...this.alerts
+          ];
+          this.render();
+        }
+      }
+      this.poke();
     }
     /** Reads the alerts again soon (after a burst of events, once). */
     poke() {
@@ -730,6 +757,12 @@
         return;
       }
       byId("alerts-problem").textContent = "";
+      const known = new Set(alerts.map((a) => a.alert_id));
+      this.alerts = [...this.alerts.filter((a) => !known.has(a.alert_id) && !a.acked_by), ...alerts];
+      this.render();
+    }
+    render() {
+      const alerts = this.alerts;
       const counts = /* @__PURE__ */ new Map();
       for (const a of alerts) if (!a.acked_by) counts.set(a.kind, (counts.get(a.kind) ?? 0) + 1);
       replace(
@@ -781,6 +814,7 @@
       this.unauthorized = "";
       this.gaps = 0;
       this.heartbeatMs = 15e3;
+      this.watched = [];
       client.on("state", () => this.render());
       client.on("connecting", (c) => {
         this.reconnectNote = `attempt ${c.attempt}, next try in ${(c.delayMs / 1e3).toFixed(1)} s: ${c.reason}`;
@@ -814,6 +848,7 @@
     }
     /** Follows a subscription's outcomes and gaps. */
     watch(sub) {
+      this.watched.push(sub);
       sub.on("subscribed", (s) => {
         const continuity = byId("continuity");
         const healed = continuity.dataset.state === "healing";
@@ -842,9 +877,7 @@
       if (this.client.transport === "sse") return "fallback";
       if (this.client.stale || this.client.lastHeartbeatAt !== void 0 && !this.client.edgeLive) return "stale";
       if (this.behind.size > 0) return "catching-up";
-      for (const channel of ["payments"]) {
-        if (this.client.getSubscription(channel)?.state === "subscribing") return "catching-up";
-      }
+      if (this.watched.some((sub) => sub.state === "subscribing")) return "catching-up";
       return "live";
     }
     /** Redraws the header. */
@@ -1340,10 +1373,7 @@
       byId("banner").textContent = `unauthorized: ${u.message}. Paste a new token.`;
       byId("forget").hidden = false;
     });
-    const follow = (sub) => {
-      connection.watch(sub);
-      sub.on("publication", () => alerts.poke());
-    };
+    const follow = (sub) => connection.watch(sub);
     const match = /^\/payments\/([^/]+)$/.exec(location.pathname);
     window.paytrack = { client, connection };
     if (match) {
@@ -1357,7 +1387,7 @@
       const list = new PaymentList(rest, client, follow, (id) => location.assign(`/payments/${encodeURIComponent(id)}`));
       void list.start();
     }
-    alerts.start();
+    alerts.start(client, follow);
     client.connect();
     connection.render();
   }

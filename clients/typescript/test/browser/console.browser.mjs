@@ -245,9 +245,17 @@ const scenarios = {
     const page = await openPage(`/`);
     await connState(page, "live");
     await webhook(`${p}-1`, event(p, "payment.failed"));
-    await webhook(`${p}-2`, event(p, "payment.succeeded"));
+    const acked = await webhook(`${p}-2`, event(p, "payment.succeeded"));
     const sel = `#alerts li[data-kind="captured_after_failure"]`;
-    await until(page, "the alert in the panel", (s) => [...document.querySelectorAll(s)].some((li) => li.textContent.includes("pay_console_alert")), sel);
+    const shown = await until(
+      page,
+      "the alert in the panel",
+      (s) => [...document.querySelectorAll(s)].some((li) => li.textContent.includes("pay_console_alert")) && Date.now(),
+      sel,
+    );
+    const alertMs = (await shown.jsonValue()) - acked;
+    const position = await text(page, "#alerts-position");
+    if (!position.startsWith("ALERT #")) throw new Error(`the alert did not come over the alerts channel (${position})`);
     const li = page.locator(sel, { hasText: p }).first();
     await li.locator(".ack-note-input").fill("refunded by hand, ticket 42");
     await li.locator(".ack-button").click();
@@ -262,7 +270,7 @@ const scenarios = {
     const counts = await text(page, "#alert-counts");
     await shot(page, "alert-acked");
     await page.close();
-    return `acked by operator-1 with its note; counts now "${counts}"`;
+    return `shown ${alertMs} ms after the webhook's 2xx (${position}); acked by operator-1 with its note; counts now "${counts}"`;
   },
 
   async actions_disabled_with_reason_and_allowed_change_arrives_live() {
