@@ -178,6 +178,13 @@ const scenarios = {
     const shown1 = await changedAt(page, "p-status", "succeeded", ack1);
     const ack2 = await webhook(`${p}-3`, event(p, "payment.refund.succeeded", { movement: { id: "re_console_1", amount_minor: 500 } }));
     const shown2 = await changedAt(page, "p-refunded", "5.00", ack2);
+    // A late, older event changes nothing and is shown as such.
+    await webhook(`${p}-4`, event(p, "payment.pending"));
+    await until(page, "a fact that changed nothing in the timeline", () => !!document.querySelector('#timeline li[data-kind="fact"]'));
+    const nochange = await text(page, '#timeline li[data-kind="fact"]');
+    const pack = await page.evaluate(() => document.getElementById("download-evidence")?.getAttribute("download"));
+    if (pack !== `evidence-pay_console_live.json`) throw new Error(`no evidence pack to download (${pack})`);
+    log(`a fact that changed nothing: ${nochange}`);
     await shot(page, "payment-live");
     log(`measured: status change shown ${shown1 - ack1} ms after the webhook's 2xx, refund ${shown2 - ack2} ms`);
     if (shown1 - ack1 >= 1000 || shown2 - ack2 >= 1000) throw new Error(`too slow: ${shown1 - ack1} ms, ${shown2 - ack2} ms`);
@@ -215,6 +222,19 @@ const scenarios = {
     const versions = JSON.parse(shown);
     if (versions.some((v, i) => v !== i + 1)) throw new Error(`the timeline has a gap: ${shown}`);
     const restVersions = shown;
+    // A gap (an event whose prev_seq does not chain) is healed by a resume from the
+    // last position, and the page says so.
+    await page.evaluate((id) => {
+      const sub = window.paytrack.client.getSubscription(`payment:${id}`);
+      const at = sub.position;
+      sub._event({ type: "event", channel: `payment:${id}`, kind: "transition", position: { epoch: at.epoch, seq: at.seq + 1000 },
+        prev_seq: at.seq + 999, payment_id: id, version: 99, status: "failed" });
+    }, p);
+    await until(page, "the gap shown as healed", () => {
+      const c = document.getElementById("continuity");
+      return document.getElementById("gaps")?.textContent === "1" && c?.dataset.state === "recovered" && c.textContent.includes("gap healed");
+    });
+    if ((await text(page, "#p-status")) !== "succeeded") throw new Error("the event after the gap was applied");
     const continuity = await text(page, "#continuity");
     await shot(page, "edge-killed-recovered");
     await page.close();
