@@ -45,6 +45,7 @@ nats_url="nats://127.0.0.1:$nats_port"
 database_url="postgres://paytrack:paytrack@127.0.0.1:$pg_port/paytrack"
 ingest_url="http://127.0.0.1:$ingest_port"
 edge_url="http://127.0.0.1:$edge_port"
+simulator_url="http://127.0.0.1:$simulator_port"
 jwt_issuer="paytrack"
 jwt_audience="paytrack"
 
@@ -72,6 +73,8 @@ command -v openssl >/dev/null || die "openssl is required"
 
 # shellcheck source=scripts/lib/proc.sh
 source "$repo/scripts/lib/proc.sh"
+# shellcheck source=scripts/lib/stack-env.sh
+source "$repo/scripts/lib/stack-env.sh"
 
 # pid_alive FILE COMM: FILE names a live process called COMM.
 pid_alive() { pid_of "$@" >/dev/null; }
@@ -155,6 +158,15 @@ if [[ ! -s "$nats_users_file" ]]; then
 fi
 # shellcheck source=/dev/null
 source "$nats_users_file"
+# The tenant readers of nats/auth.conf (reader-dev, reader-other: LOCAL_TENANT_READERS in
+# nats/src/auth.rs), added to files made before they existed.
+for key in PAYTRACK_NATS_READER_PASSWORD_dev PAYTRACK_NATS_READER_PASSWORD_other; do
+  if [[ -z "${!key:-}" ]]; then
+    printf -v "$key" '%s' "p$(openssl rand -hex 24)"
+    echo "$key=${!key}" >>"$nats_users_file"
+  fi
+  nats_password_keys+=("$key")
+done
 for key in "${nats_password_keys[@]}"; do
   [[ "${!key:-}" =~ ^[A-Za-z][A-Za-z0-9]*$ ]] \
     || die "$key missing or malformed in $nats_users_file (delete the file to regenerate it)"
@@ -329,7 +341,7 @@ else
     PAYTRACK_JWT_SECRET="$PAYTRACK_JWT_SECRET"
     PAYTRACK_JWT_ISSUER="$jwt_issuer"
     PAYTRACK_JWT_AUDIENCE="$jwt_audience"
-    PAYTRACK_WEBHOOK_SECRETS="$dev_tenant/stdwebhooks=$WEBHOOK_SECRET_STDWEBHOOKS,$dev_tenant/razorpay=$WEBHOOK_SECRET_RAZORPAY,$dev_tenant/stripe=$WEBHOOK_SECRET_STRIPE,$other_tenant/stdwebhooks=$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
+    PAYTRACK_WEBHOOK_SECRETS="$(webhook_secrets_setting)"
     # The backend key is given by its SHA-256 only: the settings never hold it.
     PAYTRACK_API_KEY_HASHES="$dev_tenant=$(printf %s "$PUSH_API_KEY" | sha256sum | cut -d' ' -f1)"
     PAYTRACK_SIMULATOR_TENANT="$dev_tenant"
@@ -338,7 +350,10 @@ else
     PAYTRACK_SIMULATOR_TOKEN="$SIMULATOR_TOKEN"
     # Payments created through the API are initiated at the simulator's sandbox
     # gateways, which then send each provider's webhooks.
-    PAYTRACK_PROVIDER_URLS="stdwebhooks=http://127.0.0.1:$simulator_port,razorpay=http://127.0.0.1:$simulator_port,stripe=http://127.0.0.1:$simulator_port"
+    PAYTRACK_PROVIDER_URLS="$(gateway_urls_setting "$simulator_url")"
+    # The stuck-payment sweep asks the same gateways' status-query API, so a payment
+    # whose outcome webhook never came is settled (or alerted on) locally too.
+    PAYTRACK_RECONCILER_STATUS_QUERY_URLS="$(gateway_urls_setting "$simulator_url")"
   )
 
   if pid_alive "$paytrack_pidfile" paytrack; then
@@ -391,48 +406,13 @@ else
 fi
 
 # --- .dev/stack.env ------------------------------------------------------------------------
-# A value is written bare when it is safe as a shell assignment word (so naive KEY=value
-# readers get it verbatim), single-quoted otherwise.
-env_line() {
-  local key="$1" value="$2"
-  if [[ "$value" =~ ^[A-Za-z0-9_./:@%+=,?-]*$ ]]; then
-    printf '%s=%s\n' "$key" "$value"
-  else
-    printf "%s='%s'\n" "$key" "${value//\'/\'\\\'\'}"
-  fi
-}
 # The console calls the REST API (ingest) from the browser; `api` tells it where.
 dashboard_url="$edge_url/?api=$ingest_url"
 [[ -z "$token" ]] || dashboard_url="$edge_url/?token=$token&api=$ingest_url"
 stack_env="$dev/stack.env"
 (
   umask 077
-  {
-    env_line NATS_URL "$nats_url"
-    env_line NATS_ADMIN_USER admin
-    env_line NATS_ADMIN_PASSWORD "$PAYTRACK_NATS_ADMIN_PASSWORD"
-    env_line NATS_READER_USER reader
-    env_line NATS_READER_PASSWORD "$PAYTRACK_NATS_READER_PASSWORD"
-    env_line DATABASE_URL "$database_url"
-    env_line INGEST_URL "$ingest_url"
-    env_line EDGE_URL "$edge_url"
-    env_line SIMULATOR_URL "http://127.0.0.1:$simulator_port"
-    env_line SIMULATOR_TOKEN "$SIMULATOR_TOKEN"
-    env_line DEV_TENANT "$dev_tenant"
-    env_line JWT_ALG HS256
-    env_line JWT_SECRET "$PAYTRACK_JWT_SECRET"
-    env_line JWT_ISSUER "$jwt_issuer"
-    env_line JWT_AUDIENCE "$jwt_audience"
-    env_line WEBHOOK_SECRET_STDWEBHOOKS "$WEBHOOK_SECRET_STDWEBHOOKS"
-    env_line WEBHOOK_SECRET_RAZORPAY "$WEBHOOK_SECRET_RAZORPAY"
-    env_line WEBHOOK_SECRET_STRIPE "$WEBHOOK_SECRET_STRIPE"
-    env_line PUSH_API_KEY "$PUSH_API_KEY"
-    env_line DASHBOARD_URL "$dashboard_url"
-    env_line DEV_TOKEN "$token"
-    env_line OTHER_TENANT "$other_tenant"
-    env_line OTHER_WEBHOOK_SECRET_STDWEBHOOKS "$OTHER_WEBHOOK_SECRET_STDWEBHOOKS"
-    env_line OTHER_TOKEN "$other_token"
-  } >"$stack_env.tmp"
+  render_stack_env >"$stack_env.tmp"
   mv -f "$stack_env.tmp" "$stack_env"
 )
 
@@ -444,10 +424,11 @@ paytrack local stack is up
   PostgreSQL  $database_url
   ingest      $ingest_url
   edge        $edge_url  (WebSocket ws://127.0.0.1:$edge_port/v1/ws)
-  simulator   http://127.0.0.1:$simulator_port  (sandbox providers: stdwebhooks, razorpay, stripe)
+  simulator   $simulator_url  (sandbox providers: stdwebhooks, razorpay, stripe)
   dashboard   ${dashboard_url}
   logs        $log_dir/
 Load the settings into a shell with:  source .dev/stack.env
+Then the CLI works as is, e.g.:       paytrack trigger stuck_pending   (docs/cli.md)
 Stop everything with:                 scripts/stack-down.sh   (or make down)
 EOF
 if [[ "$infra_only" == "1" ]]; then

@@ -19,11 +19,19 @@
 //! consumer five minutes after its last pull and cap their number
 //! ([`crate::READER_CONSUMERS`]). Replies come to a per-user inbox prefix
 //! ([`Role::inbox_prefix`]), so no user sees another's replies.
+//!
+//! A [`TenantReader`] is a read-only user generated per tenant (`paytrack nats-auth
+//! --tenant-reader <tenant>` renders them into the configuration). It subscribes only
+//! to its tenant's live subjects and creates consumers on the readers' mirrors only in
+//! the form that names the filter (`$JS.API.CONSUMER.CREATE.<mirror>.<name>.<filter>`,
+//! whose filter the server checks against the consumer's), with a filter inside its
+//! tenant. It has no direct or stream gets and no stream info (a get names any
+//! sequence; stream info lists any subject), and its own inbox prefix.
 
 use std::fmt::Write as _;
 
 use paytrack_shared::config::Settings;
-use paytrack_shared::subjects;
+use paytrack_shared::{TenantId, readers, subjects};
 use secrecy::SecretString;
 
 /// A NATS user of paytrack, by the job it does.
@@ -61,7 +69,7 @@ impl Role {
             Role::Reconciler => "reconciler",
             Role::Projector => "ledger-projector",
             Role::Edge => "ws-edge",
-            Role::Reader => "reader",
+            Role::Reader => readers::ALL_TENANTS_READER_USER,
             Role::Admin => "admin",
         }
     }
@@ -235,6 +243,103 @@ fn api(rest: &str) -> String {
     format!("$JS.API.{rest}")
 }
 
+/// A read-only NATS user that sees one tenant only: internal services of a tenant (or
+/// a partner's integration) read that tenant's statuses, outcomes and alerts and
+/// nothing of any other tenant's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantReader {
+    tenant: TenantId,
+}
+
+/// The prefix of a tenant reader's password variable; the tenant follows, escaped.
+const TENANT_READER_PASSWORD_PREFIX: &str = "PAYTRACK_NATS_READER_PASSWORD_";
+
+/// Why there can be no reader of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantReaderError {
+    /// `_` stands for "no tenant" in subjects (alerts about messages whose subject names
+    /// none, every tenant's): a reader of it would read those.
+    #[error(
+        "`{}` is not a tenant: alerts about messages of no known tenant use it",
+        subjects::NO_TENANT
+    )]
+    NoTenant,
+}
+
+impl TenantReader {
+    /// The reader of `tenant`; refused for `_`, which subjects use for no tenant.
+    pub fn new(tenant: TenantId) -> Result<TenantReader, TenantReaderError> {
+        if tenant.as_str() == subjects::NO_TENANT {
+            return Err(TenantReaderError::NoTenant);
+        }
+        Ok(TenantReader { tenant })
+    }
+
+    /// Whose reader it is.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The NATS user name, `reader-<tenant>`.
+    pub fn user(&self) -> String {
+        readers::tenant_reader_user(&self.tenant)
+    }
+
+    /// The environment variable holding the user's password in the nats-server
+    /// process: `PAYTRACK_NATS_READER_PASSWORD_<tenant>`, where `_` is written `_5F`
+    /// and `-` is written `_2D` (a variable name holds neither `-` nor, unambiguously,
+    /// a tenant's own `_`), so two tenants never share a variable.
+    pub fn password_env(&self) -> String {
+        let mut name = String::from(TENANT_READER_PASSWORD_PREFIX);
+        for c in self.tenant.as_str().chars() {
+            match c {
+                '_' => name.push_str("_5F"),
+                '-' => name.push_str("_2D"),
+                c => name.push(c),
+            }
+        }
+        name
+    }
+
+    /// The inbox prefix its replies come to, `_INBOX_reader-<tenant>`: its own, so no
+    /// other reader sees the history it pulls.
+    pub fn inbox_prefix(&self) -> String {
+        readers::tenant_reader_inbox(&self.tenant)
+    }
+
+    /// What the user may publish and subscribe to: its tenant's live subjects, and
+    /// consumers on the readers' mirrors filtered inside its tenant.
+    pub fn permissions(&self) -> Permissions {
+        let mut p = Permissions::default();
+        let t = &self.tenant;
+        p.subscribe.extend([
+            format!("{}.>", self.inbox_prefix()),
+            readers::tenant_status(t),
+            readers::tenant_checkpoints(t),
+            readers::tenant_outcomes(t),
+            readers::tenant_alerts(t),
+        ]);
+        // The lookups a client makes: the account, stream names (no subjects in them).
+        p.publish.extend([api("INFO"), api("STREAM.NAMES")]);
+        for (mirror, filters) in readers::tenant_mirror_filters(t) {
+            // Only the create that names its filter: the server refuses it when the
+            // consumer's filter is another. The nameless and the unfiltered creates
+            // (any filter, or none) are not allowed.
+            for filter in filters {
+                p.publish.push(api(&format!("CONSUMER.CREATE.{mirror}.*.{filter}")));
+            }
+            // Its own consumers, by their (random) names: pull, look up, delete.
+            p.publish.extend([
+                api(&format!("CONSUMER.INFO.{mirror}.*")),
+                api(&format!("CONSUMER.MSG.NEXT.{mirror}.*")),
+                api(&format!("CONSUMER.DELETE.{mirror}.*")),
+                format!("$JS.FC.{mirror}.>"),
+            ]);
+        }
+        p
+    }
+}
+
 /// Subjects a user may publish to (allow and deny) and subscribe to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
@@ -328,8 +433,20 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// The nats-server `authorization` block for every role, passwords referenced as
-/// environment variables.
+/// environment variables: the configuration without tenant readers (Kubernetes, the
+/// test harness).
 pub fn render_conf() -> String {
+    render_conf_with(&[])
+}
+
+/// The tenants the local stack (`make up`) has readers for: its default `DEV_TENANT`
+/// and `OTHER_TENANT`, so isolation between two tenants can be tried by hand.
+pub const LOCAL_TENANT_READERS: [&str; 2] = ["dev", "other"];
+
+/// The `authorization` block of every role plus a reader for each of `tenants`
+/// (`paytrack nats-auth --tenant-reader <tenant>`), each with its own password
+/// variable ([`TenantReader::password_env`]).
+pub fn render_conf_with(tenants: &[TenantReader]) -> String {
     let mut out = String::from(
         "# NATS users and permissions of paytrack. GENERATED from nats/src/auth.rs: do not edit;\n\
          # `cargo test -p paytrack-nats` fails when this copy is stale and\n\
@@ -339,32 +456,39 @@ pub fn render_conf() -> String {
          authorization {\n  users = [\n",
     );
     for role in Role::ALL {
-        let p = role.permissions();
-        let list = |subjects: &[String], indent: &str| {
-            let items: Vec<String> = subjects.iter().map(|s| format!("{indent}  \"{s}\"\n")).collect();
-            format!("[\n{}{indent}]", items.concat())
-        };
-        let _ = writeln!(out, "    {{");
-        let _ = writeln!(out, "      user: \"{}\"", role.user());
-        let _ = writeln!(out, "      password: ${}", role.password_env());
-        let _ = writeln!(out, "      permissions: {{");
-        let _ = writeln!(out, "        publish: {{");
-        let _ = writeln!(out, "          allow: {}", list(&p.publish, "          "));
-        if !p.publish_deny.is_empty() {
-            let _ = writeln!(out, "          deny: {}", list(&p.publish_deny, "          "));
-        }
-        let _ = writeln!(out, "        }}");
-        let _ = writeln!(out, "        subscribe: {{");
-        let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
-        if !p.subscribe_deny.is_empty() {
-            let _ = writeln!(out, "          deny: {}", list(&p.subscribe_deny, "          "));
-        }
-        let _ = writeln!(out, "        }}");
-        let _ = writeln!(out, "      }}");
-        let _ = writeln!(out, "    }}");
+        render_user(&mut out, role.user(), role.password_env(), &role.permissions());
+    }
+    for reader in tenants {
+        render_user(&mut out, &reader.user(), &reader.password_env(), &reader.permissions());
     }
     out.push_str("  ]\n}\n");
     out
+}
+
+/// Appends one user's entry of the `users` list.
+fn render_user(out: &mut String, user: &str, password_env: &str, p: &Permissions) {
+    let list = |subjects: &[String], indent: &str| {
+        let items: Vec<String> = subjects.iter().map(|s| format!("{indent}  \"{s}\"\n")).collect();
+        format!("[\n{}{indent}]", items.concat())
+    };
+    let _ = writeln!(out, "    {{");
+    let _ = writeln!(out, "      user: \"{user}\"");
+    let _ = writeln!(out, "      password: ${password_env}");
+    let _ = writeln!(out, "      permissions: {{");
+    let _ = writeln!(out, "        publish: {{");
+    let _ = writeln!(out, "          allow: {}", list(&p.publish, "          "));
+    if !p.publish_deny.is_empty() {
+        let _ = writeln!(out, "          deny: {}", list(&p.publish_deny, "          "));
+    }
+    let _ = writeln!(out, "        }}");
+    let _ = writeln!(out, "        subscribe: {{");
+    let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
+    if !p.subscribe_deny.is_empty() {
+        let _ = writeln!(out, "          deny: {}", list(&p.subscribe_deny, "          "));
+    }
+    let _ = writeln!(out, "        }}");
+    let _ = writeln!(out, "      }}");
+    let _ = writeln!(out, "    }}");
 }
 
 #[cfg(test)]
@@ -374,8 +498,14 @@ mod tests {
     #[test]
     fn checked_in_copies_match_the_code() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let rendered = render_conf();
-        for path in ["nats/auth.conf", "k8s/nats-auth.conf"] {
+        let local: Vec<TenantReader> = LOCAL_TENANT_READERS
+            .iter()
+            .map(|t| TenantReader::new(TenantId::new(t).unwrap()).unwrap())
+            .collect();
+        for (path, rendered) in [
+            ("nats/auth.conf", render_conf_with(&local)),
+            ("k8s/nats-auth.conf", render_conf()),
+        ] {
             let path = root.join(path);
             if std::env::var_os("PAYTRACK_UPDATE_DOCS").is_some() {
                 std::fs::write(&path, &rendered).unwrap();
@@ -408,5 +538,58 @@ mod tests {
                 .all(|s| s.starts_with("$JS.API.") || s.starts_with("$JS.FC.")),
             "the reader publishes only API requests and flow-control replies"
         );
+    }
+
+    fn reader(tenant: &str) -> TenantReader {
+        TenantReader::new(TenantId::new(tenant).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn two_tenants_never_share_a_readers_password_variable() {
+        let names = ["acme", "a-b", "a_b", "a_2Db", "a_5Fb", "A-B"].map(|t| reader(t).password_env());
+        for (i, a) in names.iter().enumerate() {
+            assert!(
+                a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{a} is not a variable name"
+            );
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(reader("acme").password_env(), "PAYTRACK_NATS_READER_PASSWORD_acme");
+        assert_eq!(
+            TenantReader::new(TenantId::new(subjects::NO_TENANT).unwrap()),
+            Err(TenantReaderError::NoTenant),
+            "no reader of every tenant's unattributed alerts"
+        );
+    }
+
+    #[test]
+    fn a_tenant_reader_creates_only_filtered_consumers_inside_its_tenant() {
+        let p = reader("acme").permissions();
+        for subject in &p.publish {
+            assert!(
+                subject.starts_with("$JS.API.") || subject.starts_with("$JS.FC."),
+                "{subject}"
+            );
+            assert!(
+                !subject.contains("GET") && !subject.contains("STREAM.INFO"),
+                "{subject}"
+            );
+            if let Some(rest) = subject.strip_prefix("$JS.API.CONSUMER.CREATE.") {
+                let filter = rest.splitn(3, '.').nth(2).unwrap_or_default();
+                assert!(
+                    filter.starts_with("paytrack.") && filter.split('.').nth(2) == Some("acme"),
+                    "{subject} does not name a filter of the tenant"
+                );
+            }
+        }
+        for subject in &p.subscribe {
+            assert!(
+                subject.starts_with("_INBOX_reader-acme.") || subject.split('.').nth(2) == Some("acme"),
+                "{subject}"
+            );
+        }
+        assert!(render_conf_with(&[reader("acme")]).contains("user: \"reader-acme\""));
     }
 }

@@ -65,6 +65,10 @@ pub struct MeshOptions {
     pub extra_settings: Vec<(&'static str, String)>,
     /// ingest's `provider_urls` (sandbox gateways to initiate payments at).
     pub provider_urls: Option<String>,
+    /// Also run the provider simulator for the mesh's tenant at every provider, wired
+    /// as `make up` wires it: ingest initiates payments there (unless `provider_urls`
+    /// says otherwise) and the reconciler's status queries ask it.
+    pub simulator: bool,
 }
 
 impl MeshOptions {
@@ -94,6 +98,7 @@ impl Default for MeshOptions {
             reconcilers: 1,
             extra_settings: Vec::new(),
             provider_urls: None,
+            simulator: false,
         }
     }
 }
@@ -129,6 +134,12 @@ pub struct Mesh {
     /// The projector's admin listener (`/readyz`, `/metrics`); a restarted projector
     /// serves it again on the same address.
     pub projector_admin: SocketAddr,
+    /// The provider simulator's base URL, with [`MeshOptions::simulator`].
+    pub simulator_url: Option<String>,
+    /// The bearer token the simulator requires, with [`MeshOptions::simulator`].
+    pub simulator_token: String,
+    /// The tenant's `stdwebhooks` secret (`whsec_…`).
+    pub stdwebhooks_secret: String,
     tasks: Mutex<Vec<ServiceTask>>,
     /// Stops the running reconciler replicas (a child of `shutdown`).
     reconciler_stop: Mutex<CancellationToken>,
@@ -218,6 +229,20 @@ impl Mesh {
         if let Some(ms) = options.consumer_retry_ms {
             pairs.push(("consumer_retry_ms", ms.to_string()));
         }
+        let simulator_token = uuid::Uuid::new_v4().simple().to_string();
+        let simulator_port = if options.simulator {
+            let port = crate::free_port()?;
+            let url = format!("http://127.0.0.1:{port}");
+            let gateways = format!("stdwebhooks={url},razorpay={url},stripe={url}");
+            pairs.push(("reconciler_status_query_urls", gateways.clone()));
+            pairs.push(("simulator_token", simulator_token.clone()));
+            if options.provider_urls.is_none() {
+                pairs.push(("provider_urls", gateways));
+            }
+            Some(port)
+        } else {
+            None
+        };
         pairs.extend(options.extra_settings.iter().map(|(k, v)| (*k, v.clone())));
         if let Some(urls) = &options.provider_urls {
             pairs.push(("provider_urls", urls.clone()));
@@ -251,6 +276,25 @@ impl Mesh {
             tasks.push(spawn_reconciler(&settings, admin, &reconciler_stop));
         }
         let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
+        let simulator_url = match simulator_port {
+            Some(port) => {
+                let simulator = paytrack_simulator::Simulator::bind(
+                    paytrack_simulator::Config {
+                        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                        ingest_url: ingest_url.clone(),
+                        tenant: tenant.clone(),
+                        token: SecretString::from(simulator_token.clone()),
+                        secrets: paytrack_shared::config::WebhookSecrets::parse(&settings.webhook_secrets)?,
+                        traffic_every: None,
+                    },
+                    shutdown.clone(),
+                )
+                .await?;
+                tasks.push(("simulator", tokio::spawn(async move { Ok(simulator.run().await?) })));
+                Some(format!("http://127.0.0.1:{port}"))
+            }
+            None => None,
+        };
 
         let client = nats.admin_client().await?;
         Ok(Mesh {
@@ -272,6 +316,9 @@ impl Mesh {
             js: jetstream::new(client),
             reconciler_admins,
             projector_admin,
+            simulator_url,
+            simulator_token,
+            stdwebhooks_secret: whsec.clone(),
             tasks: Mutex::new(tasks),
             reconciler_stop: Mutex::new(reconciler_stop),
             settings,

@@ -1,5 +1,6 @@
 //! A real nats-server with JetStream for one test, with paytrack's users and
-//! permissions (`paytrack_nats::auth`, the same text as `nats/auth.conf`), and the
+//! permissions (`paytrack_nats::auth`, the same text as `k8s/nats-auth.conf`, plus the
+//! readers of the tenants a test asks for), and the
 //! layout step: [`NatsServer::lay_out`] applies the streams and buckets as the admin,
 //! as `paytrack layout` does, now and after every restart.
 
@@ -9,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use paytrack_nats::auth::TenantReader;
 use paytrack_nats::{Credentials, Layout, Role};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -53,6 +55,8 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     passwords: Vec<(Role, SecretString)>,
+    /// Readers scoped to one tenant, rendered into the configuration beside the roles.
+    tenant_readers: Vec<(TenantReader, SecretString)>,
     child: Option<Child>,
     /// The layout applied as the admin after every (re)start, once given.
     layout: std::sync::Mutex<Option<Layout>>,
@@ -61,11 +65,23 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port with a fresh store.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        Self::start_with_tenant_readers(&[]).await
+    }
+
+    /// Starts a server on a free port with a fresh store whose users include a reader
+    /// scoped to each of `tenants` (see [`NatsServer::tenant_reader_password`]).
+    pub async fn start_with_tenant_readers(tenants: &[&str]) -> anyhow::Result<NatsServer> {
+        let mut readers = Vec::new();
+        for tenant in tenants {
+            let tenant = paytrack_shared::TenantId::new(tenant).context("a tenant reader's tenant")?;
+            readers.push((TenantReader::new(tenant)?, new_password()));
+        }
         // The free port is released before nats-server binds it: if another process
         // took it meanwhile, the server exits and another port is tried.
         let mut last = None;
         for _ in 0..5 {
             let mut server = Self::stopped()?;
+            server.tenant_readers = readers.clone();
             match server.restart().await {
                 Ok(()) => return Ok(server),
                 Err(error) => last = Some(error),
@@ -77,16 +93,14 @@ impl NatsServer {
     /// A server with its port, store and passwords chosen but not started yet
     /// ([`NatsServer::restart`] starts it): for tests of services that start first.
     pub fn stopped() -> anyhow::Result<NatsServer> {
-        let passwords = Role::ALL
-            .into_iter()
-            .map(|role| (role, SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))))
-            .collect();
+        let passwords = Role::ALL.into_iter().map(|role| (role, new_password())).collect();
         Ok(NatsServer {
             // Outside the ephemeral range: the port stays unbound until the server
             // starts, possibly long after (services that start first).
             port: crate::free_port_for_later()?,
             store: tempfile::tempdir()?,
             passwords,
+            tenant_readers: Vec::new(),
             child: None,
             layout: std::sync::Mutex::default(),
         })
@@ -102,6 +116,16 @@ impl NatsServer {
         self.passwords
             .iter()
             .find(|(r, _)| *r == role)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| SecretString::from(String::new()))
+    }
+
+    /// The password of `tenant`'s reader on this server (empty when the server was
+    /// started without one: the server then refuses it).
+    pub fn tenant_reader_password(&self, tenant: &str) -> SecretString {
+        self.tenant_readers
+            .iter()
+            .find(|(reader, _)| reader.tenant().as_str() == tenant)
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| SecretString::from(String::new()))
     }
@@ -196,7 +220,8 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let conf = self.store.path().join("nats.conf");
-        std::fs::write(&conf, paytrack_nats::auth::render_conf())?;
+        let readers: Vec<TenantReader> = self.tenant_readers.iter().map(|(r, _)| r.clone()).collect();
+        std::fs::write(&conf, paytrack_nats::auth::render_conf_with(&readers))?;
         let mut command = Command::new(binary()?);
         command
             .arg("-c")
@@ -209,6 +234,9 @@ impl NatsServer {
             .stderr(Stdio::null());
         for (role, password) in &self.passwords {
             command.env(role.password_env(), password.expose_secret());
+        }
+        for (reader, password) in &self.tenant_readers {
+            command.env(reader.password_env(), password.expose_secret());
         }
         // Ready is what this server's own log says, not that something answers on the
         // port (another process may hold it): count the readiness lines before starting.
@@ -241,6 +269,12 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// A fresh password: letters and digits, starting with a letter, as nats-server reads
+/// a bare string.
+fn new_password() -> SecretString {
+    SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))
 }
 
 /// What nats-server logs once it accepts clients.

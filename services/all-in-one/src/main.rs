@@ -4,9 +4,11 @@
 //! one shutdown token (the same libraries the four deployments run), and with
 //! `--simulate` the provider simulator (sandbox gateways posting signed webhooks, with
 //! light invented traffic). `paytrack layout` is the layout step: it applies every
-//! stream and KV bucket as the NATS admin, which no service may do. The operator
-//! commands talk to a running stack: `mint-token`, `create-payment`, `webhook`,
-//! `tail`, `evidence`.
+//! stream and KV bucket as the NATS admin, which no service may do; `paytrack
+//! nats-auth` prints the NATS users, with readers scoped to tenants. The operator
+//! commands (module `cli`) talk to a running stack: `payments …`, `cancel`, `retry`,
+//! `resolve`, `alerts …`, `tail`, `trigger`, `create-payment`, `webhook`; `mint-token`
+//! prints a token.
 
 mod cli;
 
@@ -16,16 +18,24 @@ use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::Settings;
 use paytrack_shared::telemetry::{self, LogSink};
 use paytrack_shared::{TenantId, Token};
+
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
     name = "paytrack",
-    about = "Real-time payment status tracking: the mesh in one process"
+    about = "Real-time payment status tracking: the mesh in one process, and the operator's commands",
+    after_help = "Settings come from PAYTRACK_* variables (source .dev/stack.env after `make up`); \
+                  see docs/cli.md."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: cli::target::Connection,
+    /// Print JSON (the API's answer, or each WebSocket frame) instead of lines.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -42,13 +52,20 @@ enum Command {
     /// Apply the JetStream layout (every stream and KV bucket) as the NATS admin
     /// (PAYTRACK_NATS_ADMIN_PASSWORD), check it, and exit. Services only verify it.
     Layout,
-    /// Replay the streams into the empty database at PAYTRACK_DATABASE_URL.
+    /// Print nats-server's users and permissions (the `authorization` block of
+    /// nats/auth.conf) with a reader for each --tenant-reader, which reads only its
+    /// tenant; each password is a variable of the nats-server's environment.
+    NatsAuth {
+        /// A tenant to add a reader for, `reader-<tenant>` (repeatable).
+        #[arg(long = "tenant-reader")]
+        tenant_readers: Vec<String>,
+    },
+    /// Replay the streams into the empty database at PAYTRACK_DATABASE_URL, with
+    /// progress, and print a summary.
     Rebuild,
-    /// Print a JWT for the configured issuer and audience.
+    /// Print a JWT of --tenant for the configured issuer and audience
+    /// (PAYTRACK_JWT_SECRET).
     MintToken {
-        /// The token's tenant.
-        #[arg(long)]
-        tenant: String,
         /// The token's subject.
         #[arg(long)]
         sub: String,
@@ -59,117 +76,15 @@ enum Command {
         #[arg(long = "channel")]
         channels: Vec<String>,
     },
-    /// Create a payment: `POST /v1/payments` with an Idempotency-Key.
-    CreatePayment {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// The merchant.
-        #[arg(long)]
-        merchant_id: String,
-        /// Amount in minor units.
-        #[arg(long)]
-        amount_minor: i64,
-        /// ISO 4217 currency.
-        #[arg(long, default_value = "USD")]
-        currency: String,
-        /// The rail: card, ach_debit, rtp, upi.
-        #[arg(long, default_value = "card")]
-        rail: String,
-        /// ISO 3166 country.
-        #[arg(long, default_value = "US")]
-        country: String,
-        /// The program, if any.
-        #[arg(long)]
-        program: Option<String>,
-        /// The Idempotency-Key (default: a new UUID).
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
-    /// Send a webhook of one scheme, in its provider's own shape, signed with the
-    /// tenant's configured secret(s) of that provider.
-    Webhook {
-        /// stdwebhooks, razorpay or stripe.
-        #[arg(long)]
-        provider: String,
-        /// The endpoint's tenant.
-        #[arg(long)]
-        tenant: String,
-        /// The paytrack payment.
-        #[arg(long)]
-        payment_id: String,
-        /// Provider status: pending, held, succeeded, failed, cancelled, returned.
-        #[arg(long, default_value = "succeeded")]
-        status: String,
-        /// The provider's reference (default: derived from the payment id).
-        #[arg(long)]
-        provider_ref: Option<String>,
-        /// Amount in minor units.
-        #[arg(long, default_value_t = 1250)]
-        amount_minor: i64,
-        /// ISO 4217 currency.
-        #[arg(long, default_value = "USD")]
-        currency: String,
-        /// The merchant.
-        #[arg(long)]
-        merchant_id: Option<String>,
-        /// Leave the payment id out of the event's metadata (link by reference).
-        #[arg(long)]
-        no_metadata: bool,
-        /// ingest's base URL (default: from PAYTRACK_INGEST_LISTEN).
-        #[arg(long, env = "INGEST_URL")]
-        ingest_url: Option<String>,
-    },
-    /// Subscribe to a channel and print every message with its position.
-    Tail {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// The channel, e.g. payment:pay_1, merchant:m_1, payments, user:u1.
-        #[arg(long)]
-        channel: String,
-        /// Resume after this position: `<epoch>:<seq>`.
-        #[arg(long)]
-        since: Option<String>,
-        /// Stop after this many events.
-        #[arg(long)]
-        count: Option<usize>,
-    },
-    /// Print a payment's evidence pack.
-    Evidence {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// The payment.
-        #[arg(long)]
-        payment_id: String,
-    },
-}
-
-/// Where the stack is and whose token to send.
-#[derive(clap::Args)]
-struct TargetArgs {
-    /// The tenant (a token is minted for it unless --token is given).
-    #[arg(long, env = "DEV_TENANT", default_value = "dev")]
-    tenant: String,
-    /// A bearer token to send instead of minting one.
-    #[arg(long, env = "DEV_TOKEN")]
-    token: Option<String>,
-    /// ingest's base URL (default: from PAYTRACK_INGEST_LISTEN).
-    #[arg(long, env = "INGEST_URL")]
-    ingest_url: Option<String>,
-    /// ws-edge's base URL (default: from PAYTRACK_EDGE_LISTEN).
-    #[arg(long, env = "EDGE_URL")]
-    edge_url: Option<String>,
-}
-
-impl TargetArgs {
-    fn resolve(self, settings: &Settings) -> anyhow::Result<cli::Target> {
-        cli::Target::new(settings, &self.tenant, self.ingest_url, self.edge_url, self.token)
-    }
+    #[command(flatten)]
+    Operator(cli::Command),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
+    let out = cli::output::Output { json: cli.json };
     match cli.command {
         Command::Run { simulate } => {
             telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
@@ -181,99 +96,44 @@ async fn main() -> anyhow::Result<()> {
             println!("layout applied and verified: {streams} streams and buckets");
             Ok(())
         }
+        Command::NatsAuth { tenant_readers } => {
+            let readers = tenant_readers
+                .iter()
+                .map(|tenant| {
+                    let tenant_id = TenantId::parse(tenant).with_context(|| format!("--tenant-reader {tenant}"))?;
+                    paytrack_nats::auth::TenantReader::new(tenant_id)
+                        .with_context(|| format!("--tenant-reader {tenant}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", paytrack_nats::auth::render_conf_with(&readers));
+            for reader in &readers {
+                eprintln!(
+                    "{}: give nats-server its password in {}",
+                    reader.user(),
+                    reader.password_env()
+                );
+            }
+            Ok(())
+        }
         Command::Migrate => {
             let pool = paytrack_shared::db::pool(&settings.database_url, 1)?;
             paytrack_shared::db::MIGRATOR.run(&pool).await?;
             Ok(())
         }
-        Command::Rebuild => {
-            telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
-            let report = paytrack_ledger_projector::rebuild::rebuild_from_settings(&settings).await?;
-            println!(
-                "rebuilt {} transitions in {:.1} s: {report:?}",
-                report.transitions,
-                report.elapsed.as_secs_f64()
-            );
-            Ok(())
-        }
+        Command::Rebuild => cli::rebuild::run(&settings, out).await,
         Command::MintToken {
-            tenant,
             sub,
             ttl_secs,
             channels,
         } => {
             let keys = JwtKeys::new(settings.jwt_secret()?, &settings.jwt_issuer, &settings.jwt_audience);
-            let tenant = TenantId::parse(&tenant).context("tenant")?;
+            // The token's tenant is --tenant (PAYTRACK_TENANT), as for every command.
+            let tenant = cli.connection.tenant()?;
             let channels = (!channels.is_empty()).then_some(channels);
             println!("{}", keys.mint(&sub, &tenant, ttl_secs, channels, None));
             Ok(())
         }
-        Command::CreatePayment {
-            target,
-            merchant_id,
-            amount_minor,
-            currency,
-            rail,
-            country,
-            program,
-            idempotency_key,
-        } => {
-            let target = target.resolve(&settings)?;
-            let mut body = serde_json::json!({
-                "merchant_id": merchant_id, "amount_minor": amount_minor, "currency": currency,
-                "rail": rail, "country": country,
-            });
-            if let Some(program) = program {
-                body["program"] = program.into();
-            }
-            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            cli::create_payment(&target, body, &key).await.map(|_| ())
-        }
-        Command::Webhook {
-            provider,
-            tenant,
-            payment_id,
-            status,
-            provider_ref,
-            amount_minor,
-            currency,
-            merchant_id,
-            no_metadata,
-            ingest_url,
-        } => {
-            let ingest_url = ingest_url.unwrap_or_else(|| format!("http://{}", settings.ingest_listen));
-            let args = cli::WebhookArgs {
-                provider,
-                tenant,
-                payment_id,
-                provider_ref,
-                status,
-                amount_minor,
-                currency,
-                merchant_id,
-                no_metadata,
-            };
-            cli::send_webhook(&settings, &ingest_url, args).await.map(|_| ())
-        }
-        Command::Tail {
-            target,
-            channel,
-            since,
-            count,
-        } => {
-            let target = target.resolve(&settings)?;
-            let since = since
-                .map(|s| -> anyhow::Result<serde_json::Value> {
-                    let (epoch, seq) = s.rsplit_once(':').context("--since is <epoch>:<seq>")?;
-                    Ok(serde_json::json!({"epoch": epoch, "seq": seq.parse::<u64>().context("--since seq")?}))
-                })
-                .transpose()?;
-            cli::tail(&target, &channel, since, count).await
-        }
-        Command::Evidence { target, payment_id } => {
-            let target = target.resolve(&settings)?;
-            cli::evidence(&target, &payment_id).await.map(|_| ())
-        }
+        Command::Operator(command) => cli::run(command, &cli.connection, &settings, out).await,
     }
 }
 
@@ -355,4 +215,33 @@ async fn lay_out(settings: &Settings) -> anyhow::Result<usize> {
     })?;
     paytrack_nats::verify_layout(&js, &layout).await?;
     Ok(paytrack_nats::layout_streams(&layout).len())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every option read from the environment hides its value in `--help` (tokens,
+    /// secrets and URLs with credentials come from the environment), in every
+    /// command and subcommand, including ones added later.
+    #[test]
+    fn no_option_shows_its_environment_value() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{path} --{}: set hide_env_values = true",
+                        arg.get_id()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "paytrack");
+    }
 }

@@ -13,11 +13,14 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::gateway::{BehaviourUpdate, GatewayError, Gateways, Initiation, MovementRequest};
+use crate::scenarios::{SCENARIOS, ScenarioRequest};
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
-            GatewayError::UnknownProvider(_) | GatewayError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            GatewayError::UnknownProvider(_) | GatewayError::NotFound | GatewayError::UnknownScenario(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             GatewayError::NoEndpoint(..) | GatewayError::Invalid(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
             }
@@ -46,6 +49,8 @@ pub fn router(gateways: Gateways, token: SecretString) -> Router {
         )
         .route("/v1/providers/{provider}/behaviour", get(describe).put(set_behaviour))
         .route("/v1/ground-truth", get(ground_truth))
+        .route("/v1/scenarios", get(scenarios))
+        .route("/v1/scenarios/{name}", post(play))
         .with_state(gateways)
         .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -142,4 +147,32 @@ async fn set_behaviour(
     let behaviour = g.set_behaviour(&provider, &body(update)?)?;
     tracing::info!(provider, ?behaviour, "sandbox behaviour changed");
     Ok(Json(behaviour))
+}
+
+/// Every scenario with its story, providers and expected end at its default provider.
+async fn scenarios() -> impl IntoResponse {
+    let list: Vec<serde_json::Value> = SCENARIOS
+        .iter()
+        .map(|s| {
+            json!({"name": s.name, "description": s.description, "providers": s.providers,
+            "rail": s.rail, "currency": s.currency, "amount_minor": s.amount_minor, "payout": s.payout,
+            "expect": s.expect(s.providers[0])})
+        })
+        .collect();
+    Json(json!({ "scenarios": list }))
+}
+
+/// Starts a scenario's story: 202 with the payment and where it should end.
+async fn play(
+    State(g): State<Gateways>,
+    Path(name): Path<String>,
+    request: Result<Json<ScenarioRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, GatewayError> {
+    let request = match request {
+        Ok(Json(request)) => request,
+        Err(JsonRejection::MissingJsonContentType(_)) => ScenarioRequest::default(),
+        Err(rejection) => return Err(GatewayError::Invalid(rejection.body_text())),
+    };
+    let tenant = g.tenant().to_string();
+    Ok((StatusCode::ACCEPTED, Json(g.play(&name, request, &tenant)?)))
 }

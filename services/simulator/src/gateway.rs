@@ -184,7 +184,7 @@ pub struct SimMovement {
 
 /// `POST /v1/providers/{provider}/payments/{provider_ref}/movements`: money that
 /// moves after the outcome, driven per payment.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MovementRequest {
     /// Refund part (`amount_minor`) or, without it, the rest; `fails` makes the
@@ -207,6 +207,10 @@ pub enum MovementRequest {
     /// A paid payout is reversed by the beneficiary's bank (returned).
     PayoutReturn,
 }
+
+/// One event of a movement: its kind, the provider's id, the amount, and the state
+/// the event reports.
+pub(crate) type MovementStep = (String, String, i64, &'static str);
 
 /// Outcomes of one provider's recent payments and calls.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -267,6 +271,9 @@ pub enum GatewayError {
     /// The `Idempotency-Key` was used with other terms.
     #[error("this Idempotency-Key was used with another initiation")]
     IdempotencyKeyReused,
+    /// No scenario has this name.
+    #[error("no scenario named {0:?} (GET /v1/scenarios lists them)")]
+    UnknownScenario(String),
 }
 
 /// `POST /v1/providers/{provider}/payments`.
@@ -373,6 +380,11 @@ impl Gateways {
         })
     }
 
+    /// The one tenant these gateways act for.
+    pub fn tenant(&self) -> &TenantId {
+        &self.inner.tenant
+    }
+
     /// The providers a tenant has sandbox endpoints for.
     pub fn providers_of(&self, tenant: &TenantId) -> Vec<&'static str> {
         PROVIDERS
@@ -413,6 +425,22 @@ impl Gateways {
     /// Accepts a payment and starts its life: a `pending` webhook, then after the
     /// latency its outcome, drawn from the success setting.
     pub fn initiate(&self, provider: &str, request: Initiation) -> Result<Initiated, GatewayError> {
+        let (initiated, signer, behaviour) = self.accept(provider, request, true)?;
+        let this = self.clone();
+        let key = (initiated.provider.clone(), initiated.provider_ref.clone());
+        tokio::spawn(async move { this.life(key, signer, behaviour).await });
+        Ok(initiated)
+    }
+
+    /// Checks an initiation and records its payment as `pending`, starting nothing:
+    /// the caller plays its life. `roll` applies the availability setting (a
+    /// scenario's story is played whatever the behaviour says).
+    pub(crate) fn accept(
+        &self,
+        provider: &str,
+        request: Initiation,
+        roll: bool,
+    ) -> Result<(Initiated, Signer, Behaviour), GatewayError> {
         let name = self.provider(provider)?;
         let tenant = TenantId::parse(&request.tenant).map_err(|e| GatewayError::Invalid(format!("tenant: {e}")))?;
         if tenant != self.inner.tenant {
@@ -428,7 +456,11 @@ impl Gateways {
         }
         let signer = Signer::new(name, self.inner.secrets.all(&tenant, name))
             .map_err(|_| GatewayError::NoEndpoint(tenant.to_string(), name.to_owned()))?;
-        let behaviour = self.answer(name)?;
+        let behaviour = if roll {
+            self.answer(name)?
+        } else {
+            self.with_provider(name, |p| p.behaviour.clone())
+        };
         if request.payout && name != "razorpay" {
             return Err(GatewayError::Invalid("only razorpay's sandbox makes payouts".into()));
         }
@@ -467,14 +499,12 @@ impl Gateways {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert((name.to_owned(), provider_ref.clone()), payment);
-        let this = self.clone();
-        let key = (name.to_owned(), provider_ref.clone());
-        tokio::spawn(async move { this.life(key, signer, behaviour).await });
-        Ok(Initiated {
+        let initiated = Initiated {
             provider: name.to_owned(),
             provider_ref,
             status: "pending".to_owned(),
-        })
+        };
+        Ok((initiated, signer, behaviour))
     }
 
     /// Decides the outcome, records it as the truth, and sends the webhooks.
@@ -504,7 +534,8 @@ impl Gateways {
         }
     }
 
-    fn settle(&self, key: &(String, String), outcome: &str) {
+    /// Records `outcome` as the payment's true status (what the status-query API answers).
+    pub(crate) fn settle(&self, key: &(String, String), outcome: &str) {
         let mut payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
         let Some(payment) = payments.get_mut(key) else { return };
         if payment.status == outcome {
@@ -562,12 +593,7 @@ impl Gateways {
         let Some(body) = render(&payment, &delivery_id, now) else {
             return;
         };
-        let url = format!(
-            "{}/v1/webhooks/{}/{}",
-            self.inner.ingest_url,
-            payment.tenant,
-            signer.provider()
-        );
+        let url = self.webhook_url(&payment.tenant, signer.provider());
         for _ in 0..if twice { 2 } else { 1 } {
             if self.post(&url, signer, &delivery_id, &body, &payment).await {
                 self.count(key, 1, 0);
@@ -575,9 +601,26 @@ impl Gateways {
         }
     }
 
+    /// ingest's webhook endpoint of `tenant` and `provider`.
+    pub(crate) fn webhook_url(&self, tenant: &str, provider: &str) -> String {
+        format!("{}/v1/webhooks/{tenant}/{provider}", self.inner.ingest_url)
+    }
+
+    /// Resolves once the simulator is stopping.
+    pub(crate) async fn stopped(&self) {
+        self.inner.shutdown.cancelled().await
+    }
+
     /// Posts one delivery, retrying (as providers do) while ingest answers 5xx or
     /// cannot be reached; true once ingest answered 2xx.
-    async fn post(&self, url: &str, signer: &Signer, delivery_id: &str, body: &str, payment: &Payment) -> bool {
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        signer: &Signer,
+        delivery_id: &str,
+        body: &str,
+        payment: &Payment,
+    ) -> bool {
         for attempt in 0..6u32 {
             // Signed at each attempt, as providers do, so a retry is never stale.
             let mut request = self.inner.http.post(url).body(body.to_owned());
@@ -601,7 +644,7 @@ impl Gateways {
         false
     }
 
-    fn count(&self, key: &(String, String), sent: u32, lost: u32) {
+    pub(crate) fn count(&self, key: &(String, String), sent: u32, lost: u32) {
         let mut payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(payment) = payments.get_mut(key) {
             payment.webhooks_sent += sent;
@@ -609,7 +652,7 @@ impl Gateways {
         }
     }
 
-    fn payment(&self, provider: &str, provider_ref: &str) -> Option<Payment> {
+    pub(crate) fn payment(&self, provider: &str, provider_ref: &str) -> Option<Payment> {
         self.inner
             .payments
             .lock()
@@ -648,12 +691,27 @@ impl Gateways {
         let signer = Signer::new(name, self.inner.secrets.all(&tenant, name))
             .map_err(|_| GatewayError::NoEndpoint(tenant.to_string(), name.to_owned()))?;
         let behaviour = self.answer(name)?;
+        let (payment, steps) = self.plan_movement(&key, request)?;
+        let this = self.clone();
+        let request = request.clone();
+        tokio::spawn(async move { this.play_movement(&key, &signer, &request, steps, &behaviour).await });
+        Ok(payment)
+    }
+
+    /// Records what the provider decided for a movement as the truth at once, and
+    /// answers the payment and the movement's events to send, in order.
+    pub(crate) fn plan_movement(
+        &self,
+        key: &(String, String),
+        request: &MovementRequest,
+    ) -> Result<(Payment, Vec<MovementStep>), GatewayError> {
+        let name = self.provider(&key.0)?;
         let random = uuid::Uuid::new_v4().simple().to_string();
         // (kind, id, amount, the states its events report in order)
         let (payment, steps) = {
             let mut payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
-            let payment = payments.get_mut(&key).ok_or(GatewayError::NotFound)?;
-            let steps: Vec<(String, String, i64, &'static str)> = match request {
+            let payment = payments.get_mut(key).ok_or(GatewayError::NotFound)?;
+            let steps: Vec<MovementStep> = match request {
                 MovementRequest::LateCapture => {
                     if payment.status != "failed" {
                         return Err(GatewayError::Invalid("only a failed payment is captured late".into()));
@@ -721,27 +779,38 @@ impl Gateways {
             payment.settle_amounts();
             (payment.clone(), steps)
         };
-        let this = self.clone();
+        Ok((payment, steps))
+    }
+
+    /// Sends a planned movement's events in order, each after the latency.
+    pub(crate) async fn play_movement(
+        &self,
+        key: &(String, String),
+        signer: &Signer,
+        request: &MovementRequest,
+        steps: Vec<MovementStep>,
+        behaviour: &Behaviour,
+    ) {
         // A late capture and a payout's return are the payment's own events.
         let own_event = match request {
             MovementRequest::LateCapture => Some("succeeded"),
             MovementRequest::PayoutReturn => Some("returned"),
             _ => None,
         };
-        tokio::spawn(async move {
+        {
             if let Some(status) = own_event {
                 tokio::select! {
-                    _ = this.inner.shutdown.cancelled() => return,
+                    _ = self.inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)) => {}
                 }
-                this.deliver(&key, &signer, status, &behaviour).await;
+                self.deliver(key, signer, status, behaviour).await;
             }
             for (kind, id, amount, state) in steps {
                 tokio::select! {
-                    _ = this.inner.shutdown.cancelled() => return,
+                    _ = self.inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(behaviour.latency_ms)) => {}
                 }
-                this.deliver_with(&key, &signer, state, &behaviour, |payment, delivery_id, now| {
+                self.deliver_with(key, signer, state, behaviour, |payment, delivery_id, now| {
                     events::movement_body(
                         payment,
                         &kind,
@@ -755,8 +824,7 @@ impl Gateways {
                 })
                 .await;
             }
-        });
-        Ok(payment)
+        }
     }
 
     /// Every payment with its true status.

@@ -10,11 +10,13 @@
 //! truth for tests and the bench. It acts for one tenant only (`simulator_tenant`)
 //! and every call to its API must present `simulator_token`: it signs genuine
 //! webhooks, so it is never open. It also invents payments for its tenant now and
-//! then (`simulator_traffic_ms`), so a local stack shows life.
+//! then (`simulator_traffic_ms`), so a local stack shows life, and plays named
+//! per-payment stories on request (`POST /v1/scenarios/{name}`, see [`scenarios`]).
 
 mod api;
 pub mod events;
 pub mod gateway;
+pub mod scenarios;
 pub mod sign;
 
 use std::net::SocketAddr;

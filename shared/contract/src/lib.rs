@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod ids;
 pub mod money;
 pub mod msg_id;
+pub mod readers;
 pub mod status;
 pub mod subjects;
 
