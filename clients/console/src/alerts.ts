@@ -2,7 +2,13 @@ import type { Client, EventMessage, Subscription } from "../../typescript/src/in
 import { Api, ApiError, type Alert } from "./api.js";
 import { age, byId, el, replace } from "./dom.js";
 
-/** An alert's acknowledgement: who and the note once acked, else a note field and a button. */
+/** Notes being typed, by alert id, so a re-render (a live alert arriving) keeps them. */
+const drafts = new Map<string, string>();
+
+/**
+ * An alert's acknowledgement: who and the note once acked, else a note field and a
+ * button (a note is required: it is the audit's "why").
+ */
 export function ackForm(api: Api, alert: Alert, done: () => void): HTMLElement {
   if (alert.acked_by) {
     return el(
@@ -15,12 +21,20 @@ export function ackForm(api: Api, alert: Alert, done: () => void): HTMLElement {
     );
   }
   const note = el("input", { type: "text", placeholder: "note", class: "ack-note-input", "aria-label": "acknowledgement note" });
+  note.value = drafts.get(alert.alert_id) ?? "";
+  note.addEventListener("input", () => drafts.set(alert.alert_id, note.value));
   const result = el("span", { class: "ack-result" });
   const button = el("button", { type: "button", class: "ack-button" }, "Ack");
   button.addEventListener("click", async () => {
+    const text = note.value.trim();
+    if (!text) {
+      result.textContent = "a note is required";
+      return;
+    }
     button.disabled = true;
     try {
-      await api.post(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/ack`, { note: note.value });
+      await api.post(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/ack`, { note: text });
+      drafts.delete(alert.alert_id);
       done();
     } catch (error) {
       result.textContent = error instanceof ApiError ? error.title : String(error);

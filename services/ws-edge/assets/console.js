@@ -681,6 +681,7 @@
   }
 
   // ../console/src/alerts.ts
+  var drafts = /* @__PURE__ */ new Map();
   function ackForm(api, alert, done) {
     if (alert.acked_by) {
       return el(
@@ -693,12 +694,20 @@
       );
     }
     const note = el("input", { type: "text", placeholder: "note", class: "ack-note-input", "aria-label": "acknowledgement note" });
+    note.value = drafts.get(alert.alert_id) ?? "";
+    note.addEventListener("input", () => drafts.set(alert.alert_id, note.value));
     const result = el("span", { class: "ack-result" });
     const button = el("button", { type: "button", class: "ack-button" }, "Ack");
     button.addEventListener("click", async () => {
+      const text = note.value.trim();
+      if (!text) {
+        result.textContent = "a note is required";
+        return;
+      }
       button.disabled = true;
       try {
-        await api.post(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/ack`, { note: note.value });
+        await api.post(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/ack`, { note: text });
+        drafts.delete(alert.alert_id);
         done();
       } catch (error) {
         result.textContent = error instanceof ApiError ? error.title : String(error);
