@@ -119,12 +119,12 @@ const browser = await chromium.launch({
 });
 const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
 
-async function openPage(path) {
+async function openPage(path, token = TOKEN) {
   const page = await context.newPage();
   page.on("console", (m) => m.type() === "error" && log(`page console: ${m.text()} (${m.location().url})`));
   page.on("pageerror", (e) => log(`page error: ${e.message}`));
   const sep = path.includes("?") ? "&" : "?";
-  await page.goto(`${ORIGIN}${path}${sep}token=${encodeURIComponent(TOKEN)}&api=${encodeURIComponent(INGEST)}`);
+  await page.goto(`${ORIGIN}${path}${sep}token=${encodeURIComponent(token)}&api=${encodeURIComponent(INGEST)}`);
   // Records when watched elements change, in the page's clock (ms since the epoch).
   await page.evaluate(() => {
     window.__changes = [];
@@ -315,6 +315,15 @@ const scenarios = {
     await shot(page2, "action-cancelled");
     await page2.close();
     return `disabled: "${why}"; ${id} cancelled and shown live`;
+  },
+
+  async refused_token_shows_unauthorized() {
+    const page = await openPage(`/`, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJub2JvZHkifQ.bm90LWEtc2lnbmF0dXJl");
+    await connState(page, "unauthorized");
+    const detail = await text(page, "#conn-detail");
+    await shot(page, "unauthorized");
+    await page.close();
+    return `unauthorized: ${detail}`;
   },
 
   async old_payment_found_by_search() {
