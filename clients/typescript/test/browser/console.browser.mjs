@@ -317,6 +317,22 @@ const scenarios = {
     return `disabled: "${why}"; ${id} cancelled and shown live`;
   },
 
+  async late_heartbeats_show_stale_then_recover() {
+    const p = "pay_console_stale";
+    await webhook(`${p}-1`, event(p, "payment.pending"));
+    const page = await openPage(`/payments/${p}`);
+    await connState(page, "live");
+    // The open connections stop delivering (a stuck network path): no heartbeat.
+    for (const t of tunnels) t.pause();
+    await connState(page, "stale");
+    await shot(page, "stale");
+    // The client gives the silent session up and reconnects on a fresh connection.
+    await connState(page, "live");
+    const continuity = await text(page, "#continuity");
+    await page.close();
+    return `stale, then live again (${continuity})`;
+  },
+
   async refused_token_shows_unauthorized() {
     const page = await openPage(`/`, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJub2JvZHkifQ.bm90LWEtc2lnbmF0dXJl");
     await connState(page, "unauthorized");
