@@ -82,6 +82,16 @@ impl Ctx {
         Mesh::webhook_body(payment, status, merchant)
     }
 
+    /// The subject of `payment`'s transitions, for a payment of `merchant` in the
+    /// mesh's tenant.
+    pub fn status_subject(&self, merchant: &str, payment: &str) -> anyhow::Result<String> {
+        Ok(paytrack_shared::subjects::status(
+            &self.mesh.tenant,
+            &paytrack_shared::MerchantId::new(merchant)?,
+            &paytrack_shared::PaymentId::new(payment)?,
+        ))
+    }
+
     /// Signs and posts a webhook; returns when ingest answered 2xx (durable), with that time.
     pub async fn post(&self, payment: &str, status: &str, merchant: &str) -> anyhow::Result<SystemTime> {
         let body = Self::body(payment, status, merchant);
@@ -134,7 +144,12 @@ impl Ctx {
     pub async fn drain(&self) -> anyhow::Result<()> {
         // The session audit too: connecting thousands of sessions leaves a backlog of
         // opens and subscribes for the projector that would weigh on the next figure.
-        let streams = ["PAYTRACK_IN", "PAYTRACK_STATUS", "PAYTRACK_OUTCOME", "PAYTRACK_SESSION"];
+        let streams = [
+            paytrack_shared::subjects::STREAM_IN,
+            paytrack_shared::subjects::STREAM_STATUS,
+            paytrack_shared::subjects::STREAM_OUTCOME,
+            paytrack_shared::subjects::STREAM_SESSION,
+        ];
         self.mesh
             .eventually(Duration::from_secs(300), "the mesh to drain", || async {
                 for name in streams {

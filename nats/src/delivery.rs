@@ -346,6 +346,7 @@ impl Supervisor {
         }
         let alert_subject = subjects::alert(tenant.as_ref(), subjects::ALERT_DEAD_LETTER);
         self.js.send_publish(alert_subject, alert_message).await?.await?;
+        paytrack_shared::metrics::alert_raised(subjects::ALERT_DEAD_LETTER);
         Ok(dead_subject)
     }
 }

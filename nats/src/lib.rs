@@ -11,12 +11,14 @@
 //! its users and permissions are code in [`auth`].
 
 pub mod auth;
+pub mod backlog;
 mod batches;
 mod buckets;
 mod consume;
 mod delivery;
 mod lanes;
 mod retry;
+mod service;
 mod verify;
 
 use std::time::Duration;
@@ -37,6 +39,7 @@ pub use crate::delivery::{
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
+pub use crate::service::{AdminTask, ServiceStart, StartError};
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.
@@ -109,7 +112,7 @@ pub struct Layout {
 
 /// How long each stream remembers message ids. JetStream keeps about 233 bytes of
 /// server memory per remembered id, so each window is sized for the retries it must
-/// absorb, not "as long as possible" (README.md: the memory it costs).
+/// absorb, not "as long as possible" (docs/operations.md: the memory it costs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DuplicateWindows {
     /// PAYTRACK_IN: providers' quick retries of a webhook delivery (and callers'

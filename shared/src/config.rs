@@ -164,6 +164,11 @@ pub struct Settings {
     pub provider_default_rails: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// An OpenTelemetry collector's OTLP/HTTP base URL (e.g. `http://collector:4318`):
+    /// spans are exported there. Unset: the standard `OTEL_EXPORTER_OTLP_*` variables
+    /// decide, and without them nothing is exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
     /// Tenant the built-in simulator posts for.
     pub simulator_tenant: Option<String>,
     /// How often the reconciler scans its stuck-payment table, in ms.

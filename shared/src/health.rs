@@ -88,6 +88,28 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str)
     }
 }
 
+/// The admin listener of a consumer service (`/readyz`, `/metrics`), bound before
+/// the service runs: the reconciler and the projector have ingest's and ws-edge's
+/// lifecycle (`bind`, `local_addr`, `run`) with this as their listener.
+pub struct AdminListener(Option<std::net::TcpListener>);
+
+impl AdminListener {
+    /// Binds `listen` when one is configured (none: the service serves no admin routes).
+    pub fn bind(listen: Option<SocketAddr>) -> std::io::Result<AdminListener> {
+        listen.map(std::net::TcpListener::bind).transpose().map(AdminListener)
+    }
+
+    /// The bound address, when there is a listener.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.0.as_ref().map(std::net::TcpListener::local_addr).transpose()
+    }
+
+    /// The bound listener, for [`spawn_admin`].
+    pub fn into_inner(self) -> Option<std::net::TcpListener> {
+        self.0
+    }
+}
+
 /// Starts the admin listener of a consumer service: on `bound` when the caller bound
 /// it already (tests bind port 0 and read the address, with no window in which
 /// another server could take the port), else on `listen` when one is configured.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Response, StatusCode, header};
+use axum::http::{Response, header};
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -20,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Span;
+
+use crate::problem::{Problem, ProblemType};
 
 /// How a listener treats its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +48,7 @@ pub fn request_span<B>(request: &http::Request<B>) -> Span {
 }
 
 /// Wraps `router` so that a panicking handler answers 500
-/// `{"error":"internal",..}` and is logged, instead of dropping the connection
+/// an `internal` problem and is logged, instead of dropping the connection
 /// without an answer. [`serve`] applies it to every router it serves.
 pub fn catch_panics(router: Router) -> Router {
     router.layer(CatchPanicLayer::custom(panic_response))
@@ -59,18 +62,11 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .unwrap_or_else(|| "non-string panic payload".to_owned());
     tracing::error!(panic = %detail, "a request handler panicked");
     metrics::counter!("paytrack_http_panics_total").increment(1);
-    let body = serde_json::json!({ "error": "internal", "message": "internal error" }).to_string();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+    Problem::new(ProblemType::Internal, "internal error").into_response()
 }
 
 /// Wraps `router` so that a request whose `Content-Length` exceeds `max_bytes` is
-/// answered 413 `{"error":"body_too_large",..}` at once, before any of its body is
+/// answered 413 `body_too_large` at once, before any of its body is
 /// read, and the connection is closed. The body-limit extractors only notice while
 /// reading: a client declaring 10 GB and sending one byte would otherwise hold the
 /// request open, unanswered, until a timeout. `refused` is told the path of each
@@ -99,21 +95,10 @@ where
 }
 
 fn too_large(max_bytes: usize) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": "body_too_large",
-        "message": format!("body larger than {max_bytes} bytes"),
-    })
-    .to_string();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
     // The rest of the declared body is never read: the connection cannot be reused.
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-    response
+    Problem::new(ProblemType::BodyTooLarge, format!("body larger than {max_bytes} bytes"))
+        .header(header::CONNECTION, header::HeaderValue::from_static("close"))
+        .into_response()
 }
 
 /// Serves `router` (with [`catch_panics`]) on `listener` until `shutdown` is
@@ -221,7 +206,7 @@ mod tests {
         let response = reqwest::get(format!("http://{addr}/panic")).await.unwrap();
         assert_eq!(response.status(), 500);
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "internal");
+        assert_eq!(body["code"], "internal");
         let response = reqwest::get(format!("http://{addr}/ok")).await.unwrap();
         assert_eq!(response.status(), 200);
     }

@@ -6,11 +6,14 @@
 //! JetStream to the WebSocket event. Every span that handles a payment declares a
 //! `trace_id` field, recorded with [`record_trace_id`], so each log line carries it.
 
+mod export;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanBuilder, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
@@ -20,12 +23,18 @@ use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Settings};
+
+pub use export::{ExportError, TraceExport};
 
 /// The W3C header that carries trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// The name spans are recorded under (the service's, or `paytrack` in one process).
+static SERVICE: OnceLock<&'static str> = OnceLock::new();
+/// Whether the installed provider exports spans (set once, at install).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Where log lines go.
 pub enum LogSink {
@@ -51,15 +60,89 @@ pub fn init(service: &'static str, sink: LogSink) {
 /// the trace id persisted with a transition (and sent on the WebSocket) would be
 /// zeros at `warn`.
 pub fn init_with_filter(service: &'static str, sink: LogSink, default_filter: &str) {
+    // No export: building the provider cannot fail.
+    let _ = init_with(service, sink, default_filter, &TraceExport::default());
+}
+
+/// A service binary's set-up: logs to stdout in the settings' format, spans exported
+/// over OTLP when the settings or the standard `OTEL_*` variables name a collector
+/// (see [`TraceExport::resolve`]). Call [`shutdown`] before the process exits, so the
+/// last spans are sent.
+pub fn init_service(service: &'static str, settings: &Settings) -> Result<(), ExportError> {
+    let export = TraceExport::resolve(settings.otlp_endpoint.as_deref());
+    init_with(service, LogSink::Stdout(settings.log_format), "info", &export)
+}
+
+/// [`init_with_filter`] with spans exported as `export` says. Fails (and installs
+/// nothing) when the exporter cannot be built; later calls are no-ops.
+pub fn init_with(
+    service: &'static str,
+    sink: LogSink,
+    default_filter: &str,
+    export: &TraceExport,
+) -> Result<(), ExportError> {
     // Only the first call builds a subscriber. Building another one, even one that is
     // never installed, registers a dispatcher and recomputes every callsite's
     // interest, which leaves the installed per-layer filters with stale decisions.
     static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| install(service, sink, default_filter));
+    if INSTALLED.is_completed() {
+        return Ok(());
+    }
+    let provider = export.provider(service)?;
+    INSTALLED.call_once(|| {
+        EXPORTING.store(export.is_on(), Ordering::Relaxed);
+        install(service, provider, sink, default_filter);
+    });
+    Ok(())
 }
 
-fn install(service: &'static str, sink: LogSink, default_filter: &str) {
-    let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
+/// Whether spans leave the process (an OTLP collector is configured). Code that
+/// would record a span per message only for export asks this first.
+pub fn exports_traces() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Sends the spans still buffered and stops the exporter; call once, as the process
+/// ends.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get()
+        && let Err(error) = provider.shutdown()
+    {
+        tracing::warn!(%error, "spans not flushed at shutdown");
+    }
+}
+
+/// Records a finished span whose own context is `traceparent` (a W3C header value
+/// made elsewhere, such as a checkpoint's, derived from its version so that a
+/// re-publication carries the same one), as a child of `parent`. Messages that carry
+/// such a header then have a real parent span in the exported trace. Nothing is
+/// recorded when `traceparent` is malformed.
+pub fn record_span_as(name: &'static str, traceparent: &str, parent: &Span, attributes: &[(&'static str, &str)]) {
+    let Some(provider) = PROVIDER.get() else {
+        return;
+    };
+    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let own = TraceContextPropagator::new().extract(&carrier);
+    let own = own.span().span_context().clone();
+    if !own.is_valid() {
+        return;
+    }
+    let tracer = provider.tracer(SERVICE.get().copied().unwrap_or("paytrack"));
+    let builder = SpanBuilder::from_name(name)
+        .with_trace_id(own.trace_id())
+        .with_span_id(own.span_id())
+        .with_attributes(
+            attributes
+                .iter()
+                .map(|(key, value)| opentelemetry::KeyValue::new(*key, (*value).to_owned())),
+        );
+    let mut span = tracer.build_with_context(builder, &parent.context());
+    opentelemetry::trace::Span::end(&mut span);
+}
+
+fn install(service: &'static str, provider: SdkTracerProvider, sink: LogSink, default_filter: &str) {
+    let _ = SERVICE.set(service);
+    let provider = PROVIDER.get_or_init(|| provider);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(service);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);

@@ -69,7 +69,7 @@ async fn rest_reads_stay_inside_the_credentials_tenant() -> anyhow::Result<()> {
     let foreign = mesh.jwt.mint("op", &TenantId::new("another-tenant")?, 60, None, None);
     let response = mesh.get("/v1/payments/pay_t", &foreign).await?;
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<serde_json::Value>().await?["error"], "not_found");
+    assert_eq!(response.json::<serde_json::Value>().await?["code"], "not_found");
     assert_eq!(mesh.get("/v1/payments/pay_t/timeline", &foreign).await?.status(), 404);
 
     assert_eq!(mesh.get("/v1/payments/pay_t", "garbage").await?.status(), 401);

@@ -112,7 +112,7 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
     let other = create_body("m_idem", "card", "US", 4300);
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &other).await?;
     assert_eq!(status, 422, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "idempotency_key_reused");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "idempotency_key_reused");
     // The other tenant's key space is its own.
     let (status, text) = post(
         &client,
@@ -144,7 +144,7 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
     ] {
         let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("k-bad"), &bad.to_string()).await?;
         assert_eq!(status, 400, "{bad}: {text}");
-        assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "invalid_request");
+        assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "invalid_request");
     }
     // An end user's token may not command.
     let user = mesh.scoped_token("u_1", &["payments"]);
@@ -208,7 +208,7 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         .await?;
         assert_eq!(status, 422, "{text}");
         let body: Value = serde_json::from_str(&text)?;
-        assert_eq!(body["error"], "unsupported_feature");
+        assert_eq!(body["code"], "unsupported_feature");
         assert_eq!(body["feature"], command);
         assert_eq!(
             (body["country"].as_str(), body["rail"].as_str()),
@@ -228,7 +228,7 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     assert_eq!(status, 422, "{text}");
     let body: Value = serde_json::from_str(&text)?;
     assert_eq!(
-        (body["error"].as_str(), body["feature"].as_str()),
+        (body["code"].as_str(), body["feature"].as_str()),
         (Some("unsupported_feature"), Some("create"))
     );
 
@@ -243,7 +243,8 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         &json!({"status": "failed"}).to_string(),
     )
     .await?;
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "invalid_reason");
     let (status, _) = post(
         &client,
         &mesh,
@@ -253,7 +254,7 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         &json!({"status": "failed", "reason": " "}).to_string(),
     )
     .await?;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     let (status, _) = post(
         &client,
         &mesh,
@@ -295,7 +296,21 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         "nothing under the other tenant either"
     );
 
-    // Supported commands are facts; a retry with the same key is a duplicate.
+    // Supported commands are facts; a retry with the same key is a duplicate. The
+    // payment is projected first, so each command is checked against its status.
+    mesh.eventually(WAIT, "the card payment is projected", || async {
+        let response = mesh.get(&format!("/v1/payments/{card}"), &token).await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await?;
+    let retry_path = format!("/v1/payments/{card}/retry");
+    let (status, text) = post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
+    assert_eq!(status, 202, "{text}");
+    let retry: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        retry["routing"]["provider"], "stdwebhooks",
+        "a retry is routed: {retry}"
+    );
     let cancel = format!("/v1/payments/{card}/cancel");
     let body = json!({"reason": "customer asked"}).to_string();
     let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?;
@@ -311,6 +326,7 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         (again["seq"].clone(), again["duplicate"].as_bool()),
         (first["seq"].clone(), Some(true))
     );
+    // Only investigation_required is resolved: refused before it is recorded.
     let (status, text) = post(
         &client,
         &mesh,
@@ -320,16 +336,9 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         &json!({"status": "failed", "reason": "bank confirmed"}).to_string(),
     )
     .await?;
-    assert_eq!(status, 202, "{text}");
-    let retry_path = format!("/v1/payments/{card}/retry");
-    let (status, text) = post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
-    assert_eq!(status, 202, "{text}");
-    let retry: Value = serde_json::from_str(&text)?;
-    assert_eq!(
-        retry["routing"]["provider"], "stdwebhooks",
-        "a retry is routed: {retry}"
-    );
-    assert_eq!(inbound_count(&mesh).await?, before + 3);
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "state_conflict");
+    assert_eq!(inbound_count(&mesh).await?, before + 2);
     // The reconciler applies the cancel.
     mesh.eventually(WAIT, "cancelled", || async {
         let (_, statuses) = mesh.timeline(&card).await.ok()?;
@@ -742,6 +751,18 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
     .await?;
     assert_eq!(status, 201, "{text}");
     let other = created(&text)?;
+    // Projected first, so each command below is checked against its status: the
+    // retry (of an initiated payment) before the cancel.
+    for id in [&payment, &other] {
+        mesh.eventually(WAIT, "the payment is projected", || async {
+            let response = mesh.get(&format!("/v1/payments/{id}"), &token).await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await?;
+    }
+    let retry = format!("/v1/payments/{payment}/retry");
+    let (status, text) = post(&client, &mesh, &retry, &mesh.api_key, Some("R"), "").await?;
+    assert_eq!(status, 202, "{text}");
     let cancel = format!("/v1/payments/{payment}/cancel");
     let first_reason = json!({"reason": "customer asked"}).to_string();
     let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
@@ -759,7 +780,7 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
             .into_iter()
             .collect::<std::collections::BTreeMap<_, _>>(),
         [
-            (format!("paytrack.in.{}.{payment}", mesh.tenant), 2),
+            (format!("paytrack.in.{}.{payment}", mesh.tenant), 3),
             (format!("paytrack.in.{}.{other}", mesh.tenant), 1),
         ]
         .into_iter()
@@ -770,10 +791,9 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
     let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
     assert_eq!(status, 202, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text)?["duplicate"], true, "{text}");
-    let retry = format!("/v1/payments/{payment}/retry");
     let (status, text) = post(&client, &mesh, &retry, &mesh.api_key, Some("R"), "").await?;
     assert_eq!(status, 202, "{text}");
-    let before = before + 1;
+    assert_eq!(serde_json::from_str::<Value>(&text)?["duplicate"], true, "{text}");
     let push = json!({"user": "u_k", "type": "order.ready", "data": {"n": 1}}).to_string();
     let (status, text) = post(&client, &mesh, "/v1/push", &mesh.api_key, Some("P"), &push).await?;
     assert_eq!(status, 202, "{text}");
@@ -795,14 +815,14 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
     ] {
         let (status, text) = post(&client, &mesh, path, &mesh.api_key, Some(key), &body).await?;
         assert_eq!(status, 422, "{path} {key} {body}: {text}");
-        assert_eq!(serde_json::from_str::<Value>(&text)?["error"], "idempotency_key_reused");
+        assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "idempotency_key_reused");
     }
-    // The operator's resolve with a key reused with another status: 422 too.
+    // The operator's resolve with a key reused with another status: 422 too (the
+    // first is refused by the payment's status, but the key names its body).
     let resolve = format!("/v1/payments/{other}/resolve");
     let resolved = json!({"status": "failed", "reason": "bank confirmed"}).to_string();
     let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &resolved).await?;
-    assert_eq!(status, 202, "{text}");
-    let before = before + 1;
+    assert_eq!(status, 409, "{text}");
     let changed = json!({"status": "succeeded", "reason": "bank confirmed"}).to_string();
     let (status, text) = post(&client, &mesh, &resolve, &token, Some("S"), &changed).await?;
     assert_eq!(status, 422, "{text}");

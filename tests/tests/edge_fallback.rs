@@ -113,7 +113,7 @@ async fn sse_refuses_like_the_websocket_and_is_its_own_transport() -> anyhow::Re
     .await?;
     let base = edge_base(&mesh);
     let refused = |opened: Opened| match opened {
-        Opened::Refused(status, body) => (status, body["error"].as_str().unwrap_or_default().to_owned()),
+        Opened::Refused(status, body) => (status, body["code"].as_str().unwrap_or_default().to_owned()),
         Opened::Open(_) => (200, String::new()),
     };
     // A token whose signature does not verify.

@@ -196,7 +196,7 @@ async fn bad_deliveries_are_refused_and_store_nothing() -> anyhow::Result<()> {
     let response = mesh.post_webhook_with(&forged, &body).await?;
     assert_eq!(response.status(), 401);
     let error: Value = response.json().await?;
-    assert_eq!(error["error"], "invalid_signature");
+    assert_eq!(error["code"], "invalid_signature");
 
     let signed_for_other_body = mesh.sign("msg_bad_2", &body)?;
     let tampered = body.replace("1250", "99999");
@@ -216,7 +216,7 @@ async fn bad_deliveries_are_refused_and_store_nothing() -> anyhow::Result<()> {
     let malformed = r#"{"type":"payment.succeeded","data":{}}"#;
     let response = mesh.post_webhook("msg_bad_4", malformed).await?;
     assert_eq!(response.status(), 400);
-    assert_eq!(response.json::<Value>().await?["error"], "malformed_body");
+    assert_eq!(response.json::<Value>().await?["code"], "invalid_request");
 
     let bad_payment = Mesh::webhook_body("pay.with.dots", "succeeded", "m_1");
     assert_eq!(mesh.post_webhook("msg_bad_5", &bad_payment).await?.status(), 400);
@@ -238,7 +238,7 @@ async fn bad_deliveries_are_refused_and_store_nothing() -> anyhow::Result<()> {
         "nothing may reach JetStream"
     );
     let (metrics, _) = mesh.scrape().await?;
-    for outcome in ["invalid_signature", "malformed_body", "body_too_large", "not_found"] {
+    for outcome in ["invalid_signature", "invalid_request", "body_too_large", "not_found"] {
         let line = format!(r#"paytrack_ingest_webhooks_total{{outcome="{outcome}"}}"#);
         assert!(metrics.contains(&line), "{line} missing");
     }

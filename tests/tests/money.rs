@@ -883,7 +883,7 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
     }
     let view = view_when(&mesh, payment, "the reversal", |v| v["status"] == "returned").await?;
     let listed = mesh
-        .get("/v1/payments?limit=500", &mesh.operator_token())
+        .get("/v1/payments?limit=200", &mesh.operator_token())
         .await?
         .json::<Value>()
         .await?;

@@ -139,6 +139,10 @@ async fn every_scenario_ends_in_the_state_it_names() -> anyhow::Result<()> {
         .json(&json!({"provider": "stripe"}))
         .send()
         .await?;
-    assert_eq!(wrong.status(), 422);
+    assert_eq!(
+        wrong.status(),
+        400,
+        "a scenario that cannot be played on this provider is an invalid request"
+    );
     Ok(())
 }

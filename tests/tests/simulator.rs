@@ -185,7 +185,7 @@ async fn each_sandbox_provider_delivers_signed_webhooks() -> anyhow::Result<()> 
         .await?;
     assert_eq!(response.status(), 403);
     assert_eq!(stack.initiate("paypal", "p2").await?.0, 404);
-    assert_eq!(stack.behave("stripe", json!({"loss_pct": 120})).await?, 422);
+    assert_eq!(stack.behave("stripe", json!({"loss_pct": 120})).await?, 400);
     stack.stop.cancel();
     Ok(())
 }
@@ -300,7 +300,7 @@ async fn the_simulator_requires_its_token_and_acts_only_for_its_tenant() -> anyh
             let response = call.send().await?;
             assert_eq!(response.status(), 401, "{}", response.url());
             let body: Value = response.json().await?;
-            assert_eq!(body["error"], "unauthorized");
+            assert_eq!(body["code"], "unauthorized");
         }
     }
     assert!(
@@ -320,7 +320,7 @@ async fn the_simulator_requires_its_token_and_acts_only_for_its_tenant() -> anyh
         .send()
         .await?;
     assert_eq!(response.status(), 403);
-    assert_eq!(response.json::<Value>().await?["error"], "forbidden");
+    assert_eq!(response.json::<Value>().await?["code"], "forbidden");
     assert!(stack.truth("pay_foreign").await.is_none());
     // Its own tenant is served with the token.
     let (status, answer) = stack.initiate("stdwebhooks", "pay_own").await?;
@@ -424,7 +424,7 @@ async fn an_initiation_retried_with_its_idempotency_key_is_one_payment_at_the_pr
     }
     let (status, other) = initiate("razorpay", 1600).await?;
     assert_eq!(status, 422, "{other}");
-    assert_eq!(other["error"], "idempotency_key_reused");
+    assert_eq!(other["code"], "idempotency_key_reused");
     let truth: Value = stack
         .http
         .get(format!("{}/v1/ground-truth", stack.sim))

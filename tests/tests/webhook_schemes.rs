@@ -265,7 +265,7 @@ async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
         for (what, sent) in refused {
             let (status, answer) = post(&http, &ingest.url, &tenant, provider, &sent).await?;
             assert_eq!(status, 401, "{provider} {what}: {answer}");
-            assert_eq!(answer["error"], "invalid_signature", "{provider} {what}");
+            assert_eq!(answer["code"], "invalid_signature", "{provider} {what}");
         }
         assert_eq!(
             inbound_messages(&js).await?,
@@ -532,7 +532,7 @@ async fn every_scheme_answers_the_hostile_table_with_a_4xx_and_stores_nothing() 
             let (status, answer) = hostile::post(&http, &ingest.url, tenant.as_str(), provider, &headers, body).await?;
             let stored = inbound_messages(&js).await? - before;
             let fine = if case.refused {
-                status == 400 && answer["error"] == "malformed_body" && stored == 0
+                status == 400 && answer["code"] == "invalid_request" && stored == 0
             } else {
                 (200..500).contains(&status)
             };
@@ -712,7 +712,7 @@ async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
     }
     let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &sent[3]).await?;
     assert_eq!(status, 429, "{answer}");
-    assert_eq!(answer["error"], "quota_exceeded", "{answer}");
+    assert_eq!(answer["code"], "quota_exceeded", "{answer}");
     let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
         nats.connect_as(Role::Ingest).await?,
         Duration::from_secs(5),

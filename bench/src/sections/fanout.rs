@@ -263,7 +263,7 @@ async fn measure(ctx: &Ctx, kind: Kind) -> anyhow::Result<Vec<(usize, Figures)>>
 /// When `payment`'s transition was stored in PAYTRACK_STATUS.
 async fn stored_at(ctx: &Ctx, payment: &str) -> anyhow::Result<SystemTime> {
     let stream = ctx.mesh.js.get_stream(paytrack_shared::subjects::STREAM_STATUS).await?;
-    let subject = format!("paytrack.status.{}.bcast.{payment}", ctx.mesh.tenant);
+    let subject = ctx.status_subject("bcast", payment)?;
     let message = stream
         .get_last_raw_message_by_subject(&subject)
         .await

@@ -88,7 +88,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
 
 async fn stored_at(ctx: &Ctx, payment: &str) -> anyhow::Result<SystemTime> {
     let stream = ctx.mesh.js.get_stream(paytrack_shared::subjects::STREAM_STATUS).await?;
-    let subject = format!("paytrack.status.{}.bcast.{payment}", ctx.mesh.tenant);
+    let subject = ctx.status_subject("bcast", payment)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await {

@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::Settings;
-use paytrack_shared::telemetry::{self, LogSink};
+use paytrack_shared::telemetry;
 use paytrack_shared::{TenantId, Token};
 
 use tokio_util::sync::CancellationToken;
@@ -87,11 +87,14 @@ async fn main() -> anyhow::Result<()> {
     let out = cli::output::Output { json: cli.json };
     match cli.command {
         Command::Run { simulate } => {
-            telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
-            run_mesh(&settings, simulate, paytrack_shared::shutdown::on_signals()).await
+            telemetry::init_service("paytrack", &settings)?;
+            let ran = run_mesh(&settings, simulate, paytrack_shared::shutdown::on_signals()).await;
+            // The last spans are sent before the process ends.
+            telemetry::shutdown();
+            ran
         }
         Command::Layout => {
-            telemetry::init("paytrack", LogSink::Stdout(settings.log_format));
+            telemetry::init_service("paytrack", &settings)?;
             let streams = lay_out(&settings).await?;
             println!("layout applied and verified: {streams} streams and buckets");
             Ok(())

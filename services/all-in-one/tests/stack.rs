@@ -95,7 +95,7 @@ async fn every_command_runs_after_sourcing_stack_env() -> anyhow::Result<()> {
     );
     let (ok, out, _) = run(&file, &["payments", "evidence", &stuck]).await?;
     assert!(ok && out.contains(&format!("evidence of {stuck}:")), "{out}");
-    let (ok, out, json) = run(&file, &["payments", "list", "--limit", "500", "--json"]).await?;
+    let (ok, out, json) = run(&file, &["payments", "list", "--limit", "200", "--json"]).await?;
     assert!(ok, "{out}");
     let list: Value = serde_json::from_str(&json)?;
     assert!(

@@ -116,8 +116,8 @@ const SELECT: &str = "SELECT a.alert_id, a.kind, a.payment_id, a.merchant_id, a.
     params(("kind" = Option<String>, Query, description = "unclear_pending, source_mismatch, trace_gap, sweep_quota, many_facts, dead_letter"),
         ("payment_id" = Option<String>, Query), ("acknowledged" = Option<bool>, Query)),
     responses((status = 200, description = "items: newest first, each with its evidence link and acknowledgement", body = Object),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)),
+        (status = 400, body = paytrack_shared::problem::ProblemBody), (status = 401, body = paytrack_shared::problem::ProblemBody),
+        (status = 403, body = paytrack_shared::problem::ProblemBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -173,9 +173,9 @@ async fn fetch(state: &AppState, tenant: &TenantId, alert_id: &str) -> Result<Op
     request_body(content = Object, description = r#"{"note": ".."} (optional)"#),
     responses((status = 200, description = "The alert with its (first) acknowledgement", body = Object),
         (status = 202, description = "Recorded, not yet visible: the alert as it is; GET /v1/alerts shows the acknowledgement shortly", body = Object),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 503, body = crate::error::ErrorBody)),
+        (status = 400, body = paytrack_shared::problem::ProblemBody), (status = 401, body = paytrack_shared::problem::ProblemBody),
+        (status = 403, body = paytrack_shared::problem::ProblemBody), (status = 404, body = paytrack_shared::problem::ProblemBody),
+        (status = 503, body = paytrack_shared::problem::ProblemBody)),
     security(("bearer" = [])))]
 pub async fn ack(
     State(state): State<AppState>,

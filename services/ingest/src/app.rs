@@ -103,11 +103,11 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .merge(health::routes(readiness))
         .merge(paytrack_shared::metrics::routes())
         .layer(DefaultBodyLimit::max(max_body));
-    paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large)
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
+    let router = paytrack_shared::http::refuse_oversized_bodies(router, max_body, webhooks::count_too_large).layer(
+        TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)),
+    );
+    // Outside the timeout, so its bare 408 (and axum's 404 and 405) become problems.
+    paytrack_shared::metrics::time_requests(paytrack_shared::problem::problem_bodies(router), "ingest")
         .layer(cross_origin())
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }

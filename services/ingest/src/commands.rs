@@ -20,17 +20,19 @@ use paytrack_shared::envelope::{
     RawEvidence, RoutingDecision,
 };
 use paytrack_shared::telemetry::{self, HttpHeaders};
-use paytrack_shared::{MerchantId, PaymentId, Status, Token, msg_id};
+use paytrack_shared::{MerchantId, PaymentId, Status, StatusModel, Token, msg_id};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::admissible;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::capabilities::{Capabilities, FEATURE_CREATE};
 use crate::commanded::Commanded;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::idempotency::{self, Claimed, Idempotency};
 use crate::initiate::Initiation;
+use paytrack_shared::problem::ProblemBody;
 
 /// Largest amount accepted, in minor units (10^15: far above any real payment, far
 /// below where arithmetic on it could overflow).
@@ -148,6 +150,31 @@ pub struct CommandAccepted {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub routing: Option<RoutingDecision>,
+    /// Where the command's outcome shows: the reconciler may still refuse it.
+    pub watch: Watch,
+}
+
+/// Where to watch for a recorded command's outcome: the payment's live channel (its
+/// transition, if the command moves the payment) and its timeline (the command's
+/// fact with its outcome, `refused` included). The 202's `Location` is the timeline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Watch {
+    /// The WebSocket and SSE channel of the payment, `payment:<id>`.
+    pub channel: String,
+    /// The REST timeline, `/v1/payments/<id>/timeline`.
+    pub timeline: String,
+    /// The REST view, `/v1/payments/<id>`.
+    pub payment: String,
+}
+
+impl Watch {
+    fn of(payment: &PaymentId) -> Watch {
+        Watch {
+            channel: format!("payment:{payment}"),
+            timeline: format!("/v1/payments/{payment}/timeline"),
+            payment: format!("/v1/payments/{payment}"),
+        }
+    }
 }
 
 fn body_bytes(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -193,7 +220,7 @@ fn check_reason(reason: Option<&str>) -> Result<(), ApiError> {
     if let Some(reason) = reason
         && (reason.chars().count() > MAX_REASON || has_control(reason))
     {
-        return Err(ApiError::Invalid(format!(
+        return Err(ApiError::InvalidReason(format!(
             "reason must be at most {MAX_REASON} characters without control characters"
         )));
     }
@@ -287,12 +314,12 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
     params(("Idempotency-Key" = String, Header, description = "Required; the same key and body answer the first response again, byte for byte")),
     responses(
         (status = 201, description = "Created (or the first response, replayed)", body = PaymentCreated),
-        (status = 400, description = "A missing or invalid field or header", body = ErrorBody),
-        (status = 401, description = "No valid credential", body = ErrorBody),
-        (status = 403, description = "An end user's token", body = ErrorBody),
-        (status = 409, description = "The first request with this key is still in progress", body = ErrorBody),
-        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ErrorBody),
-        (status = 503, description = "The event store cannot take it; retry", body = ErrorBody),
+        (status = 400, description = "A missing or invalid field or header", body = ProblemBody),
+        (status = 401, description = "No valid credential", body = ProblemBody),
+        (status = 403, description = "An end user's token", body = ProblemBody),
+        (status = 409, description = "The first request with this key is still in progress", body = ProblemBody),
+        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ProblemBody),
+        (status = 503, description = "The event store cannot take it; retry", body = ProblemBody),
     ),
     security(("bearer" = [])))]
 pub async fn create_payment(
@@ -516,11 +543,14 @@ const RESOLVABLE: [Status; 4] = [Status::Succeeded, Status::Failed, Status::Canc
     params(("payment_id" = String, Path, description = "The payment"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this command a duplicate")),
     responses(
-        (status = 202, description = "Recorded; the reconciler decides", body = CommandAccepted),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
-        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 202, description = "Recorded; the reconciler decides. `watch` and `Location` say where its outcome shows", body = CommandAccepted,
+            headers(("Location" = String, description = "The payment's timeline"))),
+        (status = 400, description = "invalid_request", body = ProblemBody),
+        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody),
+        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
+        (status = 409, description = "state_conflict: the payment's status forbids a cancel", body = ProblemBody),
+        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody),
+        (status = 503, description = "unavailable", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn cancel_payment(
     State(state): State<AppState>,
@@ -528,7 +558,7 @@ pub async fn cancel_payment(
     Path(payment_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_commander()?;
     let body = body_bytes(&state, body)?;
     let request: CommandRequest = parse_json(&body, true)?;
@@ -543,11 +573,14 @@ pub async fn cancel_payment(
     params(("payment_id" = String, Path, description = "The payment"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this command a duplicate")),
     responses(
-        (status = 202, description = "Recorded, with the provider chosen for the new attempt", body = CommandAccepted),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
-        (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 202, description = "Recorded, with the provider chosen for the new attempt; `watch` and `Location` say where its outcome shows", body = CommandAccepted,
+            headers(("Location" = String, description = "The payment's timeline"))),
+        (status = 400, description = "invalid_request", body = ProblemBody),
+        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody),
+        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
+        (status = 409, description = "state_conflict: a retry needs an initiated or failed payment", body = ProblemBody),
+        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody),
+        (status = 503, description = "unavailable", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn retry_payment(
     State(state): State<AppState>,
@@ -555,7 +588,7 @@ pub async fn retry_payment(
     Path(payment_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_commander()?;
     let body = body_bytes(&state, body)?;
     let request: CommandRequest = parse_json(&body, true)?;
@@ -573,13 +606,15 @@ pub async fn retry_payment(
     params(("payment_id" = String, Path, description = "The payment"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry of this command a duplicate")),
     responses(
-        (status = 202, description = "Recorded; the reconciler decides", body = CommandAccepted),
-        (status = 400, description = "No reason, or a status that resolves nothing", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, description = "Not an operator", body = ErrorBody),
-        (status = 404, description = "No such payment in the caller's tenant", body = ErrorBody),
-        (status = 422, description = "idempotency_key_reused", body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 202, description = "Recorded; the reconciler decides. `watch` and `Location` say where its outcome shows", body = CommandAccepted,
+            headers(("Location" = String, description = "The payment's timeline"))),
+        (status = 400, description = "invalid_request: a malformed body, or a status that resolves nothing", body = ProblemBody),
+        (status = 401, description = "unauthorized", body = ProblemBody),
+        (status = 403, description = "forbidden: not an operator", body = ProblemBody),
+        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
+        (status = 409, description = "state_conflict: only investigation_required is resolved, to a status the model allows", body = ProblemBody),
+        (status = 422, description = "invalid_reason (none given) or idempotency_key_reused", body = ProblemBody),
+        (status = 503, description = "unavailable", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn resolve_payment(
     State(state): State<AppState>,
@@ -587,14 +622,14 @@ pub async fn resolve_payment(
     Path(payment_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require_operator()?;
     let body = body_bytes(&state, body)?;
     let request: ResolveRequest = parse_json(&body, false)?;
     let reason = request
         .reason
         .filter(|r| !r.trim().is_empty())
-        .ok_or_else(|| ApiError::Invalid("reason is required".into()))?;
+        .ok_or_else(|| ApiError::InvalidReason("reason is required".into()))?;
     check_reason(Some(&reason))?;
     let status = request
         .status
@@ -607,7 +642,9 @@ pub async fn resolve_payment(
 }
 
 /// Records a command on an existing payment of the caller's tenant, after checking
-/// `feature` (if any) against the payment's capabilities.
+/// `feature` (if any) against the payment's capabilities and the command against
+/// its current status ([`admissible`]; a repeat of a keyed command is not checked
+/// again: it answers as the first did, a duplicate).
 async fn command(
     state: &AppState,
     caller: &Caller,
@@ -616,7 +653,7 @@ async fn command(
     raw_body: &[u8],
     mut action: CommandAction,
     feature: Option<&str>,
-) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     let name = action.name();
     let not_found = || ApiError::NotFound("no such payment".into());
     let payment_id = PaymentId::parse(payment_id).map_err(|_| not_found())?;
@@ -649,11 +686,21 @@ async fn command(
                 Utc::now(),
             )?;
         }
+        let mut repeat = false;
         if headers.get("idempotency-key").is_some() {
             // The key is this command's on this payment: another body with it is 422.
             let bucket_key = Idempotency::scoped_bucket_key(&caller.tenant, &[name, payment_id.as_str()], &key);
             let body_hash = idempotency::sha256_hex(&serde_json::to_vec(&action).map_err(|_| ApiError::Internal)?);
-            stores.idempotency.bind(&bucket_key, &body_hash).await?;
+            repeat = !stores.idempotency.bind(&bucket_key, &body_hash).await?;
+        }
+        if !repeat
+            && let Some(current) = admissible::current_status(&state.db, &caller.tenant, &payment_id).await?
+            && let Err(error) = admissible::check(&action, current, StatusModel::get())
+        {
+            metrics::counter!("paytrack_ingest_commands_total", "command" => name, "outcome" => error.code())
+                .increment(1);
+            tracing::info!(%error, status = %current, "command refused by the payment's status");
+            return Err(error);
         }
         let mut routing = None;
         if let CommandAction::Retry { routing: chosen, .. } = &mut action {
@@ -685,7 +732,9 @@ async fn command(
         metrics::counter!("paytrack_ingest_commands_total", "command" => name, "outcome" => outcome).increment(1);
         let stored = result?;
         tracing::info!(seq = stored.seq, duplicate = stored.duplicate, "command stored");
-        Ok((
+        let watch = Watch::of(&payment_id);
+        let location = HeaderValue::from_str(&watch.timeline).map_err(|_| ApiError::Internal)?;
+        let mut response = (
             StatusCode::ACCEPTED,
             Json(CommandAccepted {
                 payment_id,
@@ -694,8 +743,12 @@ async fn command(
                 seq: stored.seq,
                 duplicate: stored.duplicate,
                 routing,
+                watch,
             }),
-        ))
+        )
+            .into_response();
+        response.headers_mut().insert(header::LOCATION, location);
+        Ok(response)
     }
     .instrument(span)
     .await

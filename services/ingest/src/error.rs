@@ -1,10 +1,9 @@
-//! The one mapping from failures to HTTP answers: `{"error": code, "message": ..}`
-//! with the right status, never leaking internals.
+//! The one mapping from failures to HTTP answers: RFC 9457 problem bodies of the
+//! shared problem types (`paytrack_shared::problem`), never leaking internals.
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use paytrack_shared::problem::{Problem, ProblemType};
 
 /// Every error an ingest endpoint can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +36,28 @@ pub enum ApiError {
     /// A field of a command or push is missing or invalid (400 `invalid_request`).
     #[error("{0}")]
     Invalid(String),
+    /// A query parameter is unknown, malformed or out of range (400
+    /// `invalid_request`, naming the parameter).
+    #[error("{parameter}: {message}")]
+    InvalidParameter {
+        /// The parameter at fault.
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The payment's current status forbids the command (409 `state_conflict`).
+    #[error("{command} is not possible while the payment is {status}: {reason}")]
+    StateConflict {
+        /// The command refused.
+        command: String,
+        /// The payment's status it was checked against.
+        status: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The command's reason is missing or unusable (422 `invalid_reason`).
+    #[error("{0}")]
+    InvalidReason(String),
     /// The command needs a feature the payment's country, rail and program lack.
     #[error("{feature} is not supported for this country, rail and program")]
     Unsupported {
@@ -63,59 +84,66 @@ pub enum ApiError {
 impl ApiError {
     /// The error code answered (also the metrics label).
     pub fn code(&self) -> &'static str {
-        self.status_and_code().1
+        self.kind().code()
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The problem type answered.
+    pub fn kind(&self) -> ProblemType {
         match self {
-            ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::Unsupported { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_feature"),
-            ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
-            ApiError::IdempotencyInProgress => (StatusCode::CONFLICT, "idempotency_key_in_progress"),
-            ApiError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            ApiError::Malformed(_) | ApiError::Invalid(_) | ApiError::InvalidParameter { .. } => {
+                ProblemType::InvalidRequest
+            }
+            ApiError::TooLarge(_) => ProblemType::BodyTooLarge,
+            ApiError::BadSignature(_) => ProblemType::InvalidSignature,
+            ApiError::Unauthorized(_) => ProblemType::Unauthorized,
+            ApiError::Forbidden(_) => ProblemType::Forbidden,
+            ApiError::NotFound(_) => ProblemType::NotFound,
+            ApiError::Unavailable => ProblemType::Unavailable,
+            ApiError::Internal => ProblemType::Internal,
+            ApiError::Unsupported { .. } => ProblemType::UnsupportedFeature,
+            ApiError::StateConflict { .. } => ProblemType::StateConflict,
+            ApiError::InvalidReason(_) => ProblemType::InvalidReason,
+            ApiError::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
+            ApiError::IdempotencyInProgress => ProblemType::IdempotencyKeyInProgress,
+            ApiError::QuotaExceeded(_) => ProblemType::QuotaExceeded,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let body = match &self {
+        let kind = self.kind();
+        let mut problem = Problem::new(kind, self.to_string());
+        match &self {
             ApiError::Unsupported {
                 feature,
                 country,
                 rail,
                 program,
-            } => json!({
-                "error": code,
-                "message": self.to_string(),
-                "feature": feature,
-                "country": country,
-                "rail": rail,
-                "program": program,
-            }),
-            _ => json!({ "error": code, "message": self.to_string() }),
-        };
-        let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            } => {
+                problem = problem
+                    .with("feature", feature.as_str())
+                    .with("country", country.as_str())
+                    .with("rail", rail.as_str())
+                    .with("program", program.clone());
+            }
+            ApiError::StateConflict { command, status, .. } => {
+                problem = problem
+                    .with("command", command.as_str())
+                    .with("payment_status", status.as_str());
+            }
+            ApiError::InvalidParameter { parameter, .. } => {
+                problem = problem.with("parameter", parameter.as_str());
+            }
+            _ => {}
         }
-        if status == StatusCode::UNAUTHORIZED && code == "unauthorized" {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if matches!(kind, ProblemType::Unavailable | ProblemType::QuotaExceeded) {
+            problem = problem.header(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        response
+        if kind == ProblemType::Unauthorized {
+            problem = problem.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        problem.into_response()
     }
 }
 
@@ -124,25 +152,4 @@ impl From<sqlx::Error> for ApiError {
         tracing::error!(error = %error, "database error");
         ApiError::Internal
     }
-}
-
-/// The error body every endpoint answers with, for the OpenAPI document.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable code, e.g. `invalid_request`, `unsupported_feature`.
-    pub error: String,
-    /// What went wrong, in words.
-    pub message: String,
-    /// For `unsupported_feature`: the feature asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feature: Option<String>,
-    /// For `unsupported_feature`: the country.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-    /// For `unsupported_feature`: the rail.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rail: Option<String>,
-    /// For `unsupported_feature`: the program (null when none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub program: Option<String>,
 }

@@ -150,14 +150,16 @@ impl Idempotency {
     /// Binds `key` to the body of a command whose repeat is answered by JetStream's
     /// de-duplication (`duplicate: true`) rather than replayed: the first body to bind
     /// the key owns it, and the key with another body is 422, before anything is stored.
-    pub async fn bind(&self, key: &str, body_hash: &str) -> Result<(), ApiError> {
+    /// True when this call bound the key, false when the same body had bound it
+    /// before (a repeat of that request).
+    pub async fn bind(&self, key: &str, body_hash: &str) -> Result<bool, ApiError> {
         let bound = Record::Bound {
             body_hash: body_hash.to_owned(),
         };
         // A key deleted between the create and the read is bound again; twice is plenty.
         for _ in 0..3 {
             match self.store.create(key, encode(&bound)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(unavailable("bind", &e)),
             }
@@ -172,7 +174,7 @@ impl Idempotency {
                 ApiError::Internal
             })?;
             return match record {
-                Record::Bound { body_hash: first } if first == body_hash => Ok(()),
+                Record::Bound { body_hash: first } if first == body_hash => Ok(false),
                 _ => Err(ApiError::IdempotencyKeyReused),
             };
         }

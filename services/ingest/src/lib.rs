@@ -5,6 +5,7 @@
 //! reads from the PostgreSQL projection. It never decides a status: that is the
 //! reconciler's job.
 
+mod admissible;
 mod alerts;
 mod app;
 mod auth;

@@ -1,13 +1,15 @@
 //! The ingest binary: settings from the environment, then [`paytrack_ingest::run`].
 
 use paytrack_shared::config::Settings;
-use paytrack_shared::telemetry::{self, LogSink};
+use paytrack_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    telemetry::init("paytrack-ingest", LogSink::Stdout(settings.log_format));
+    telemetry::init_service("paytrack-ingest", &settings)?;
     let config = paytrack_ingest::Config::from_settings(&settings)?;
-    paytrack_ingest::run(config, paytrack_shared::shutdown::on_signals()).await?;
-    Ok(())
+    let ran = paytrack_ingest::run(config, paytrack_shared::shutdown::on_signals()).await;
+    // The last spans are sent before the process ends.
+    telemetry::shutdown();
+    Ok(ran?)
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ErrorBody;
+use paytrack_shared::problem::{ProblemBody, ProblemType};
 
 /// The document.
 #[derive(OpenApi)]
@@ -38,8 +38,8 @@ use crate::error::ErrorBody;
         readyz,
         metrics,
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&Security),
+    components(schemas(ProblemBody, ProblemType)),
+    modifiers(&Security, &Problems),
 )]
 pub struct ApiDoc;
 
@@ -67,6 +67,17 @@ impl Modify for Security {
     }
 }
 
+/// Every error answer (status 400 and up) is documented as
+/// `application/problem+json` with the [`ProblemBody`] schema, whatever the
+/// annotation's default content type.
+struct Problems;
+
+impl Modify for Problems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        paytrack_shared::problem::document_problems(openapi);
+    }
+}
+
 /// `GET /openapi.json`.
 pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
@@ -78,8 +89,8 @@ pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     params(("tenant" = String, Path), ("provider" = String, Path, description = "stdwebhooks, razorpay, stripe")),
     request_body(content = Object, description = "The provider's own event shape, signed with its scheme"),
     responses((status = 200, description = "Stored (or already stored)", body = Object),
-        (status = 400, body = ErrorBody), (status = 401, description = "Bad signature or timestamp", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ProblemBody), (status = 401, description = "Bad signature or timestamp", body = ProblemBody),
+        (status = 404, body = ProblemBody), (status = 413, body = ProblemBody), (status = 503, body = ProblemBody)))]
 #[allow(dead_code)]
 fn webhook() {}
 
@@ -87,7 +98,7 @@ fn webhook() {}
 #[utoipa::path(get, path = "/v1/payments/{payment_id}", tag = "reads",
     params(("payment_id" = String, Path)),
     responses((status = 200, description = "The payment's current state", body = crate::payments::PaymentView),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_payment() {}
@@ -95,8 +106,8 @@ fn get_payment() {}
 /// A payment's timeline: transitions and the facts that changed nothing.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/timeline", tag = "reads",
     params(("payment_id" = String, Path)),
-    responses((status = 200, body = Vec<crate::payments::TimelineItem>), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = Vec<crate::payments::TimelineItem>), (status = 401, body = ProblemBody),
+        (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_timeline() {}
@@ -106,18 +117,36 @@ fn get_timeline() {}
     params(("payment_id" = String, Path),
            ("facts_after" = Option<i64>, Query, description = "The previous page's facts_next")),
     responses((status = 200, description = "payment, timeline, a page of facts (raw), sessions", body = crate::payments::EvidencePack),
-        (status = 400, description = "facts_after is not a sequence", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+        (status = 400, description = "facts_after is not a sequence", body = ProblemBody),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_evidence() {}
 
-/// The tenant's payments, filtered, paged by cursor, with the position to subscribe from.
+/// The tenant's payments, filtered, newest first by default, paged by an opaque
+/// cursor, with the position to subscribe from. Unknown parameters, malformed values,
+/// bad cursors (or a cursor of another order) and limits out of range are 400.
 #[utoipa::path(get, path = "/v1/payments", tag = "reads",
-    params(("merchant_id" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "at most 500")),
-    responses((status = 200, body = crate::list::ListPage), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    params(
+        ("status" = Option<Vec<String>>, Query, explode = true, description = "Canonical statuses; repeat it or give a comma list"),
+        ("merchant" = Option<String>, Query, description = "A merchant id"),
+        ("provider" = Option<String>, Query, description = "The provider the payment was routed to"),
+        ("rail" = Option<String>, Query, description = "card, ach_debit, rtp, upi, …"),
+        ("direction" = Option<String>, Query, description = "payin or payout"),
+        ("amount_min" = Option<i64>, Query, minimum = 0, description = "Amount at least, in minor units"),
+        ("amount_max" = Option<i64>, Query, minimum = 0, description = "Amount at most, in minor units"),
+        ("currency" = Option<String>, Query, description = "ISO 4217, upper case"),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; created strictly after"),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; created strictly before"),
+        ("updated_after" = Option<String>, Query, format = DateTime, description = "RFC 3339; last changed strictly after"),
+        ("updated_before" = Option<String>, Query, format = DateTime, description = "RFC 3339; last changed strictly before"),
+        ("q" = Option<String>, Query, description = "An exact payment id, provider reference or trace id"),
+        ("order" = Option<String>, Query, description = "-created_at (default), created_at, -updated_at or updated_at"),
+        ("cursor" = Option<String>, Query, description = "The previous page's next_cursor, with the same order"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Page size, 1 to 200 (default 50)")),
+    responses((status = 200, body = crate::list::ListPage),
+        (status = 400, description = "invalid_request: an unknown parameter, a malformed value, a bad cursor or a limit out of range (`parameter` names it)", body = ProblemBody),
+        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn list_payments() {}
@@ -125,8 +154,8 @@ fn list_payments() {}
 /// A payment's journal entries and postings.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}/ledger", tag = "reads",
     params(("payment_id" = String, Path)),
-    responses((status = 200, body = crate::payments::LedgerView), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = crate::payments::LedgerView), (status = 401, body = ProblemBody),
+        (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)),
     security(("bearer" = [])))]
 #[allow(dead_code)]
 fn get_ledger() {}
@@ -174,6 +203,35 @@ mod tests {
         }
         if std::env::var_os("PAYTRACK_PRINT_OPENAPI").is_some() {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+        }
+    }
+
+    /// Every problem code is listed, and every error answer is documented as a
+    /// problem body.
+    #[test]
+    fn every_error_is_a_documented_problem() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let codes = doc["components"]["schemas"]["ProblemType"]["enum"].clone();
+        for kind in ProblemType::ALL {
+            assert!(
+                codes.as_array().is_some_and(|c| c.contains(&kind.code().into())),
+                "{} is not listed: {codes}",
+                kind.code()
+            );
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.parse::<u16>().is_ok_and(|s| s >= 400) {
+                        let content = &response["content"];
+                        assert!(
+                            content.get(paytrack_shared::problem::PROBLEM_JSON).is_some()
+                                && content.as_object().is_some_and(|c| c.len() == 1),
+                            "{method} {path} {status}: {content}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

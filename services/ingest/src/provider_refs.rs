@@ -30,7 +30,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use paytrack_shared::envelope::{ENVELOPE_VERSION, FactSource, InboundFact, RawEvidence};
-use paytrack_shared::{MerchantId, PaymentId, TenantId};
+use paytrack_shared::{MerchantId, PaymentId, TenantId, subjects};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
@@ -279,7 +279,7 @@ impl ProviderRefs {
         let (_, stream) = self.bucket().await?;
         let counter = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("$KV.{BUCKET}.parked.{tenant}.>"),
+                filter_subject: subjects::kv_keys(BUCKET, &format!("parked.{tenant}.>")),
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
                 headers_only: true,
                 ..Default::default()
@@ -302,7 +302,7 @@ impl ProviderRefs {
     ) -> Result<Vec<(String, Parked)>, ProviderRefsError> {
         let (store, stream) = self.bucket().await?;
         let prefix = parked_prefix(tenant, provider, provider_ref);
-        let filter = format!("$KV.{BUCKET}.{prefix}.*");
+        let filter = subjects::kv_keys(BUCKET, &format!("{prefix}.*"));
         let subjects: Vec<(String, usize)> = stream
             .info_with_subjects(&filter)
             .await
@@ -312,7 +312,7 @@ impl ProviderRefs {
             .map_err(nats)?;
         let mut out = Vec::new();
         for (subject, _) in subjects {
-            let Some(key) = subject.strip_prefix(&format!("$KV.{BUCKET}.")) else {
+            let Some(key) = subjects::kv_key(BUCKET, &subject) else {
                 continue;
             };
             // A drained (deleted) key is still listed with its delete marker.

@@ -15,19 +15,18 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use paytrack_shared::auth::{AuthError, bearer};
-use paytrack_shared::envelope::Position;
+use paytrack_shared::envelope::{Position, PushMessage};
 use paytrack_shared::ids::validate_token;
 use paytrack_shared::{msg_id, subjects, telemetry};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::idempotency::Idempotency;
+use paytrack_shared::problem::ProblemBody;
 
-/// The device token that means "every device of the user".
-const ALL_DEVICES: &str = "all";
 /// Longest `type`.
 const MAX_TYPE_LEN: usize = 64;
 
@@ -46,17 +45,6 @@ pub struct PushRequest {
     /// The event's data, any JSON.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-}
-
-/// The message stored in PAYTRACK_PUSH (and forwarded to clients).
-#[derive(Debug, Serialize)]
-struct PushMessage<'a> {
-    push_id: &'a str,
-    user: &'a str,
-    device: Option<&'a str>,
-    push_type: &'a str,
-    data: &'a serde_json::Value,
-    pushed_at: DateTime<Utc>,
 }
 
 /// The 202 of `POST /v1/push`.
@@ -107,11 +95,11 @@ impl PushEpoch {
     params(("Idempotency-Key" = Option<String>, Header, description = "The push's id: a retry with it is stored once")),
     responses(
         (status = 202, description = "Stored in PAYTRACK_PUSH", body = PushAccepted),
-        (status = 400, description = "A missing or invalid field", body = ErrorBody),
-        (status = 401, description = "No valid backend API key", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 422, description = "idempotency_key_reused: the key was used with another body", body = ErrorBody),
-        (status = 503, description = "The event store cannot take it; retry", body = ErrorBody)),
+        (status = 400, description = "A missing or invalid field", body = ProblemBody),
+        (status = 401, description = "No valid backend API key", body = ProblemBody),
+        (status = 413, body = ProblemBody),
+        (status = 422, description = "idempotency_key_reused: the key was used with another body", body = ProblemBody),
+        (status = 503, description = "The event store cannot take it; retry", body = ProblemBody)),
     security(("api_key" = [])))]
 pub async fn push(
     State(state): State<AppState>,
@@ -148,7 +136,7 @@ async fn handle(
     validate_token(&request.user, "user").map_err(|e| ApiError::Invalid(e.to_string()))?;
     if let Some(device) = &request.device {
         validate_token(device, "device").map_err(|e| ApiError::Invalid(e.to_string()))?;
-        if device == ALL_DEVICES {
+        if device == subjects::PUSH_ALL_DEVICES {
             return Err(ApiError::Invalid(
                 "device \"all\" is reserved: omit device to reach every device".into(),
             ));
@@ -177,14 +165,14 @@ async fn handle(
         let body_hash = crate::idempotency::sha256_hex(identity.to_string().as_bytes());
         stores.idempotency.bind(&bucket_key, &body_hash).await?;
     }
-    let device = request.device.as_deref().unwrap_or(ALL_DEVICES);
-    let subject = format!("paytrack.push.{tenant}.{}.{device}", request.user);
+    let subject = subjects::push(&tenant, &request.user, request.device.as_deref());
+    let device = request.device.as_deref().unwrap_or(subjects::PUSH_ALL_DEVICES);
     let message = PushMessage {
-        push_id: &push_id,
-        user: &request.user,
-        device: request.device.as_deref(),
-        push_type: &request.push_type,
-        data: &request.data,
+        push_id: push_id.clone(),
+        user: request.user.clone(),
+        device: request.device.clone(),
+        push_type: request.push_type.clone(),
+        data: request.data.clone(),
         pushed_at: Utc::now(),
     };
     let payload = bytes::Bytes::from(serde_json::to_vec(&message).map_err(|_| ApiError::Internal)?);

@@ -22,7 +22,7 @@ fn clean(s: &str) -> String {
 /// Stores one record of PAYTRACK_ALERT, by the kind its subject names; a repeat is
 /// a no-op (alerts are keyed by their id, acknowledgements by their alert's).
 pub async fn apply(db: &PgPool, message: &jetstream::Message, consumer: &str) -> Result<(), HandleError> {
-    let kind = message.subject.as_str().rsplit('.').next().unwrap_or_default();
+    let kind = subjects::AlertSubject::parse(&message.subject).map_or("", |s| s.kind);
     match kind {
         subjects::ALERT_ACK => {
             let delivery = Delivery::<AlertAck>::open(message, consumer)

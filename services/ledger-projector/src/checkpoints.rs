@@ -107,6 +107,23 @@ impl Due {
         out
     }
 
+    /// The trace context each of [`Due::unstored`]'s checkpoints carries, without
+    /// encoding them: the projector records a span under each, so the messages'
+    /// parent is a real span of the exported trace.
+    pub fn traceparents(&self) -> Vec<(CheckpointKind, String)> {
+        let mut kinds = vec![CheckpointKind::Persisted];
+        if self.ledger_posted {
+            kinds.push(CheckpointKind::LedgerPosted);
+        }
+        if self.window_closed {
+            kinds.push(CheckpointKind::ReturnWindowClosed);
+        }
+        kinds
+            .into_iter()
+            .filter_map(|kind| traceparent(&self.trace_id, self, kind).map(|t| (kind, t)))
+            .collect()
+    }
+
     fn message(&self, kind: CheckpointKind) -> Message {
         let is_final = match kind {
             CheckpointKind::Persisted => false,

@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use paytrack_nats::{HandleError, Supervisor};
+use paytrack_shared::envelope::Transition;
 use paytrack_shared::health::Readiness;
 use paytrack_shared::subjects;
+use paytrack_shared::telemetry::{self, NatsHeaders};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoints::Due;
 use crate::project::{self, Applied, BatchError, Item, Origin};
 
 /// Most messages applied in one transaction.
@@ -332,19 +335,12 @@ impl Live {
                 Applied::New | Applied::Duplicate | Applied::Observed => {
                     if let (Applied::New, Item::Transition(t)) = (applied, item) {
                         new += 1;
-                        // One line per transition is debug: at thousands a second its
-                        // span and line cost more than projecting it. The trace id is
-                        // kept with the transition (timeline, checkpoints' traceparent).
-                        if tracing::enabled!(tracing::Level::DEBUG) {
-                            let span = tracing::debug_span!(
-                                "project",
-                                tenant = %t.tenant,
-                                payment_id = %t.payment_id,
-                                trace_id = %t.trace_id,
-                            );
-                            span.in_scope(|| {
-                                tracing::debug!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
-                            });
+                        // One span and line per transition only when logged at debug
+                        // or exported: at thousands a second they cost more than
+                        // projecting it. The trace id is kept with the transition
+                        // (timeline, checkpoints' traceparent) either way.
+                        if tracing::enabled!(tracing::Level::DEBUG) || telemetry::exports_traces() {
+                            trace_projected(t, received, &result.due);
                         }
                     }
                     self.supervisor
@@ -403,4 +399,30 @@ fn refused(error: &BatchError) -> bool {
 
 fn poison(error: BatchError) -> HandleError {
     HandleError::poison("the database refused the transition", error)
+}
+
+/// The `project` span of a newly persisted transition, a child of the span that
+/// appended it (its message's `traceparent`), and under it one `checkpoint` span per
+/// checkpoint the version owes, with the very context the checkpoint message carries:
+/// the edge's delivery of a checkpoint continues a span the trace holds.
+fn trace_projected(t: &Transition, received: &Received, due: &[Due]) {
+    let span = tracing::info_span!(
+        "project",
+        tenant = %t.tenant,
+        payment_id = %t.payment_id,
+        version = t.version,
+        trace_id = %t.trace_id,
+    );
+    if let Some(headers) = &received.message.headers {
+        telemetry::continue_from(&span, &NatsHeaders(headers));
+    }
+    span.in_scope(|| {
+        tracing::debug!(status = %t.status, version = t.version, seq = received.seq, "transition persisted");
+    });
+    let owed = due
+        .iter()
+        .find(|d| d.version == t.version && d.payment_id == t.payment_id && d.tenant == t.tenant);
+    for (kind, traceparent) in owed.map(Due::traceparents).unwrap_or_default() {
+        telemetry::record_span_as("checkpoint", &traceparent, &span, &[("checkpoint", kind.as_str())]);
+    }
 }

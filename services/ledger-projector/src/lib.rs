@@ -30,9 +30,9 @@ pub mod window;
 
 use std::net::SocketAddr;
 
-use paytrack_nats::{HandleError, RetryPolicy, Supervisor};
+use paytrack_nats::{HandleError, RetryPolicy, ServiceStart, StartError, Supervisor};
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::Readiness;
+use paytrack_shared::health::AdminListener;
 use paytrack_shared::subjects;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -121,11 +121,48 @@ fn sequence(seq: u64) -> Result<i64, HandleError> {
     i64::try_from(seq).map_err(|e| HandleError::poison("a stream sequence as BIGINT", e))
 }
 
-/// Runs the projector until `shutdown` is cancelled. PostgreSQL or NATS being down
-/// at start is not an error: the migrations, the layout and the consumers are
-/// retried with backoff while `/readyz` answers 503.
+impl From<StartError> for ProjectorError {
+    fn from(error: StartError) -> ProjectorError {
+        match error {
+            StartError::Nats(error) => ProjectorError::Nats(error),
+            StartError::Admin(error) => ProjectorError::Admin(error),
+        }
+    }
+}
+
+/// A projector whose admin listener is bound and which does not run yet: the
+/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
+/// address before anything runs.
+pub struct LedgerProjector {
+    config: Config,
+    admin: AdminListener,
+}
+
+impl LedgerProjector {
+    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
+    /// for NATS or PostgreSQL.
+    pub async fn bind(config: Config) -> Result<LedgerProjector, ProjectorError> {
+        let admin = AdminListener::bind(config.admin_listen).map_err(ProjectorError::Admin)?;
+        Ok(LedgerProjector { config, admin })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled. PostgreSQL or NATS being down at start is
+    /// not an error: the migrations, the layout and the consumers are retried with
+    /// backoff while `/readyz` answers 503.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        // Boxed: the running service is a large future, kept off the caller's stack.
+        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    }
+}
+
+/// Binds and runs the projector until `shutdown` is cancelled ([`LedgerProjector`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-    run_with_admin(config, None, shutdown).await
+    LedgerProjector::bind(config).await?.run(shutdown).await
 }
 
 /// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
@@ -135,18 +172,17 @@ pub async fn run_with_admin(
     admin: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
-    let client = paytrack_nats::connect(
-        &config.nats_url,
+    let ServiceStart { js, readiness, admin } = ServiceStart::begin(
         "paytrack-ledger-projector",
+        &config.nats_url,
         config.nats_credentials.as_ref(),
+        config.nats_timeout,
+        (admin, config.admin_listen),
+        &shutdown,
     )
     .await?;
-    let readiness = Readiness::watching(client.clone());
-    let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)
-        .map_err(ProjectorError::Admin)?;
 
     let db = paytrack_shared::db::pool(&config.database_url, config.database_max_connections)?;
-    let js = paytrack_nats::jetstream(client, config.nats_timeout);
     let started = async {
         paytrack_nats::retry_until_ready("apply the migrations", &shutdown, || {
             paytrack_shared::db::MIGRATOR.run(&db)
@@ -244,9 +280,7 @@ pub async fn run_with_admin(
         Ok(started) => started,
         Err(not_started) => {
             tracing::info!("ledger-projector stopped before it was ready");
-            if let Some(admin) = admin {
-                let _ = admin.await;
-            }
+            admin.stopped().await;
             return match not_started {
                 paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
                 paytrack_nats::NotStarted::Stopped(_) => Ok(()),
@@ -272,6 +306,16 @@ pub async fn run_with_admin(
         status_epoch.clone(),
         shutdown.clone(),
     ));
+    let backlog = paytrack_nats::backlog::watch(
+        vec![
+            status_consumer.clone(),
+            evidence_consumer.clone(),
+            session_consumer.clone(),
+            outcome_consumer.clone(),
+            alert_consumer.clone(),
+        ],
+        shutdown.clone(),
+    );
     let live = history::Live {
         db: db.clone(),
         js: js.clone(),
@@ -316,14 +360,19 @@ pub async fn run_with_admin(
             supervisor.settle(&message, delivered, result).await;
         }
     });
-    tokio::join!(status_loop, evidence_loop, session_loop, outcome_loop, alert_loop);
+    tokio::join!(
+        status_loop,
+        evidence_loop,
+        session_loop,
+        outcome_loop,
+        alert_loop,
+        backlog
+    );
     let _ = drainer.await;
     let _ = windows.await;
     let _ = tracker.await;
 
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
+    admin.stopped().await;
     tracing::info!("ledger-projector stopped");
     Ok(())
 }

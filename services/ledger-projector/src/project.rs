@@ -41,7 +41,7 @@ pub enum Item {
 impl Item {
     /// Decodes a PAYTRACK_STATUS message by its subject.
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Item, envelope::EnvelopeError> {
-        if subject.starts_with("paytrack.checkpoint.") {
+        if paytrack_shared::subjects::status_stream_kind(subject) == Some("checkpoint") {
             Ok(Item::Checkpoint(envelope::decode(payload)?))
         } else {
             Ok(Item::Transition(Box::new(envelope::decode(payload)?)))

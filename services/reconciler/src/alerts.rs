@@ -63,7 +63,7 @@ pub async fn raise(js: &jetstream::Context, r: Raise<'_>) -> Result<(), AlertErr
             kind: r.kind.to_owned(),
             source: e.into(),
         })?;
-    metrics::counter!("paytrack_reconciler_alerts_total", "kind" => r.kind.to_owned()).increment(1);
+    paytrack_shared::metrics::alert_raised(r.kind);
     Ok(())
 }
 

@@ -166,8 +166,8 @@ impl Claims {
         let newest = paytrack_nats::last_message(&self.status, &subjects::status_of_payment(tenant, payment))
             .await
             .map_err(|e| ClaimError::Io(e.into()))?;
-        // paytrack.status.<tenant>.<merchant>.<payment>
-        let Some(merchant) = newest.and_then(|m| m.subject.split('.').nth(3).and_then(|m| MerchantId::parse(m).ok()))
+        let Some(merchant) = newest
+            .and_then(|m| subjects::PaymentSubject::parse(&m.subject).and_then(|s| MerchantId::parse(s.merchant).ok()))
         else {
             return Ok(None);
         };
@@ -250,12 +250,14 @@ impl Claims {
         for _ in 0..pending {
             let Some(message) = messages.next().await else { break };
             let message = message.map_err(|e| io(&e))?;
-            // paytrack.status.<tenant>.<merchant>.<payment>
-            let mut parts = message.subject.split('.').skip(2);
-            let (Some(t), Some(m), Some(p)) = (parts.next(), parts.next(), parts.next()) else {
+            let Some(s) = subjects::PaymentSubject::parse(&message.subject) else {
                 continue;
             };
-            let (Ok(t), Ok(m), Ok(p)) = (TenantId::parse(t), MerchantId::parse(m), PaymentId::parse(p)) else {
+            let (Ok(t), Ok(m), Ok(p)) = (
+                TenantId::parse(s.tenant),
+                MerchantId::parse(s.merchant),
+                PaymentId::parse(s.payment),
+            ) else {
                 continue;
             };
             if self.create(&t, &p, &m).await? == Created::Claimed {

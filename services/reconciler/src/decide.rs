@@ -1,11 +1,12 @@
 //! Deciding what one fact does to its payment, and appending the transition.
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream::Stream};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use paytrack_shared::envelope::{
     self, Cause, CommandAction, ENVELOPE_VERSION, FactOutcome, FactSource, InboundFact, OutcomeKind, PaymentTerms,
     ProviderOrder, Transition,
 };
+use paytrack_shared::metrics::latency;
 use paytrack_shared::telemetry;
 use paytrack_shared::{MerchantId, StatusModel, msg_id, subjects};
 use tracing::Instrument;
@@ -309,8 +310,16 @@ impl Reconciler {
             ) else {
                 return Ok(Decision::Unmapped);
             };
-            match self.append(&transition, current.as_ref().map_or(0, |c| c.seq)).await? {
+            // A webhook's transition carries when ingest accepted it (end-to-end latency).
+            let accepted_at = matches!(fact.source, FactSource::Webhook(_)).then_some(fact.received_at);
+            match self
+                .append(&transition, current.as_ref().map_or(0, |c| c.seq), accepted_at)
+                .await?
+            {
                 Appended::At { seq, duplicate: false } => {
+                    if let Some(accepted_at) = accepted_at {
+                        latency::observe(latency::TRANSITION_PUBLISHED, accepted_at);
+                    }
                     crate::alerts::many_facts_once(&self.js, &transition).await;
                     return Ok(Decision::Applied {
                         transition: Box::new(transition),
@@ -438,10 +447,18 @@ impl Reconciler {
             .map_err(|e| HandleError::transient("publish the fact's outcome", e))
     }
 
-    async fn append(&self, transition: &Transition, expected_subject_seq: u64) -> Result<Appended, HandleError> {
+    async fn append(
+        &self,
+        transition: &Transition,
+        expected_subject_seq: u64,
+        accepted_at: Option<DateTime<Utc>>,
+    ) -> Result<Appended, HandleError> {
         let subject = subjects::status(&transition.tenant, &transition.merchant_id, &transition.payment_id);
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats(&tracing::Span::current(), &mut headers);
+        if let Some(accepted_at) = accepted_at {
+            latency::stamp(&mut headers, accepted_at);
+        }
         // The payment's whole history is on this subject (its claim names the
         // merchant), so its last sequence there is the history's.
         let message = PublishMessage::build()

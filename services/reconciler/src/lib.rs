@@ -21,8 +21,9 @@ pub mod sweep;
 
 use std::net::SocketAddr;
 
+use paytrack_nats::{ServiceStart, StartError};
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::Readiness;
+use paytrack_shared::health::AdminListener;
 use paytrack_shared::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -88,11 +89,47 @@ pub enum ReconcilerError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the reconciler until `shutdown` is cancelled. NATS being down at start is
-/// not an error: the layout and the consumer are retried with backoff while
-/// `/readyz` answers 503.
+impl From<StartError> for ReconcilerError {
+    fn from(error: StartError) -> ReconcilerError {
+        match error {
+            StartError::Nats(error) => ReconcilerError::Nats(error),
+            StartError::Admin(error) => ReconcilerError::Io(error),
+        }
+    }
+}
+
+/// A reconciler whose admin listener is bound and which does not run yet: the
+/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
+/// address before anything runs.
+pub struct ReconcilerService {
+    config: Config,
+    admin: AdminListener,
+}
+
+impl ReconcilerService {
+    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
+    /// for NATS.
+    pub async fn bind(config: Config) -> Result<ReconcilerService, ReconcilerError> {
+        let admin = AdminListener::bind(config.admin_listen)?;
+        Ok(ReconcilerService { config, admin })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled. NATS being down at start is not an error:
+    /// the layout and the consumer are retried with backoff while `/readyz` answers 503.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
+        // Boxed: the running service is a large future, kept off the caller's stack.
+        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    }
+}
+
+/// Binds and runs the reconciler until `shutdown` is cancelled ([`ReconcilerService`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
-    run_with_admin(config, None, shutdown).await
+    ReconcilerService::bind(config).await?.run(shutdown).await
 }
 
 /// [`run`], serving `/readyz` and `/metrics` on `admin` (already bound) instead of
@@ -103,16 +140,15 @@ pub async fn run_with_admin(
     admin: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ReconcilerError> {
-    let client = paytrack_nats::connect(
-        &config.nats_url,
+    let ServiceStart { js, readiness, admin } = ServiceStart::begin(
         "paytrack-reconciler",
+        &config.nats_url,
         config.nats_credentials.as_ref(),
+        config.nats_timeout,
+        (admin, config.admin_listen),
+        &shutdown,
     )
     .await?;
-    let readiness = Readiness::watching(client.clone());
-    let admin = paytrack_shared::health::spawn_admin(admin, config.admin_listen, &readiness, &shutdown)?;
-
-    let js = paytrack_nats::jetstream(client, config.nats_timeout);
     let started = paytrack_nats::retry_until_laid_out("verify the layout and bind the consumer", &shutdown, || async {
         paytrack_nats::verify_layout(&js, &config.layout).await?;
         let consumer = paytrack_nats::ensure_consumer(
@@ -138,9 +174,7 @@ pub async fn run_with_admin(
         Ok(started) => started,
         Err(not_started) => {
             tracing::info!("reconciler stopped before it was ready");
-            if let Some(admin) = admin {
-                let _ = admin.await;
-            }
+            admin.stopped().await;
             return match not_started {
                 paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
                 paytrack_nats::NotStarted::Stopped(_) => Ok(()),
@@ -161,16 +195,15 @@ pub async fn run_with_admin(
     // the reconciler (shutdown, or its task being aborted like a killed process)
     // ends its sweeps too.
     let sweeper = sweeps.run(shutdown.clone());
+    let backlog = paytrack_nats::backlog::watch(vec![consumer.clone()], shutdown.clone());
     let consumer =
         paytrack_nats::consume_deliveries_in_lanes(consumer, shutdown, supervisor, config.lanes, |delivery| {
             let reconciler = &reconciler;
             async move { reconciler.handle(delivery).await.map(drop) }
         });
-    tokio::join!(consumer, sweeper);
+    tokio::join!(consumer, sweeper, backlog);
 
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
+    admin.stopped().await;
     tracing::info!("reconciler stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use paytrack_shared::problem::{Problem, ProblemType};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -17,18 +18,16 @@ use crate::scenarios::{SCENARIOS, ScenarioRequest};
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
+        let kind = match &self {
             GatewayError::UnknownProvider(_) | GatewayError::NotFound | GatewayError::UnknownScenario(_) => {
-                (StatusCode::NOT_FOUND, "not_found")
+                ProblemType::NotFound
             }
-            GatewayError::NoEndpoint(..) | GatewayError::Invalid(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
-            }
-            GatewayError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            GatewayError::OtherTenant(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            GatewayError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            GatewayError::NoEndpoint(..) | GatewayError::Invalid(_) => ProblemType::InvalidRequest,
+            GatewayError::Unavailable => ProblemType::Unavailable,
+            GatewayError::OtherTenant(_) => ProblemType::Forbidden,
+            GatewayError::IdempotencyKeyReused => ProblemType::IdempotencyKeyReused,
         };
-        (status, Json(json!({ "error": code, "message": self.to_string() }))).into_response()
+        Problem::new(kind, self.to_string()).into_response()
     }
 }
 
@@ -65,7 +64,11 @@ pub fn router(gateways: Gateways, token: SecretString) -> Router {
             },
         ));
     let router = api.route("/healthz", get(|| async { "ok" }));
-    paytrack_shared::http::refuse_oversized_bodies(router, MAX_BODY_BYTES, |_| {})
+    paytrack_shared::problem::problem_bodies(paytrack_shared::http::refuse_oversized_bodies(
+        router,
+        MAX_BODY_BYTES,
+        |_| {},
+    ))
 }
 
 /// The largest request body the API reads (initiations and behaviour updates are
@@ -83,12 +86,9 @@ fn presents(request: &axum::extract::Request, token: &SecretString) -> bool {
 }
 
 fn unauthorized() -> Response {
-    let body = json!({ "error": "unauthorized", "message": "a bearer token is required" });
-    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-    response
+    Problem::new(ProblemType::Unauthorized, "a bearer token is required")
+        .header(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"))
+        .into_response()
 }
 
 /// The initiation's `Idempotency-Key`: 1 to 255 visible ASCII characters, if given.

@@ -1,5 +1,5 @@
 //! The edge's router: the WebSocket upgrade (authenticated before any socket
-//! exists), the dashboard, health and metrics.
+//! exists), the operator console, health and metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +7,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use paytrack_shared::auth::{AuthError, JwtKeys, bearer};
 use paytrack_shared::health::{self, Readiness};
+use paytrack_shared::problem::{Problem, ProblemType};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -106,18 +107,20 @@ impl EdgeState {
     }
 }
 
-/// Every route of the edge.
+/// Every route of the edge; every error answer is a problem body.
 pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/ws", get(upgrade))
         .route("/v1/presence/{user}", get(presence_of))
         .route("/v1/sse", get(crate::sse::open))
         .route("/", get(console_page))
         .route("/payments/{id}", get(console_page))
         .route("/assets/console.js", get(console_script))
+        .route("/openapi.json", get(crate::openapi::serve))
         .with_state(state)
         .merge(health::routes(readiness))
-        .merge(paytrack_shared::metrics::routes())
+        .merge(paytrack_shared::metrics::routes());
+    paytrack_shared::metrics::time_requests(paytrack_shared::problem::problem_bodies(router), "ws-edge")
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
 }
 
@@ -143,12 +146,10 @@ async fn upgrade(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return Problem::new(ProblemType::InvalidRequest, rejection.body_text()).into_response(),
     };
     let Some(hub) = state.hub.get().cloned() else {
-        let body =
-            axum::Json(json!({ "error": "unavailable", "message": "the edge is not connected to JetStream yet" }));
-        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+        return not_connected();
     };
     upgrade
         .read_buffer_size(READ_BUFFER)
@@ -171,43 +172,28 @@ async fn presence_of(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let error = |status: StatusCode, code: &str, message: &str| {
-        (status, axum::Json(json!({ "error": code, "message": message }))).into_response()
-    };
     let claims = match authenticate(&state, &query, &headers) {
         Ok(claims) => claims,
         Err(e) => return unauthorized(&e),
     };
     if paytrack_shared::ids::validate_token(&user, "user").is_err() {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "a user id is a subject token");
+        return Problem::new(ProblemType::InvalidRequest, "a user id is a subject token").into_response();
     }
     if claims.channels.is_some() && claims.sub != user {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may ask for its own presence only",
-        );
+        return Problem::new(ProblemType::Forbidden, "this token may ask for its own presence only").into_response();
     }
     if let Err(wait) = state.presence_reads.check(&claims.tenant) {
         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         tracing::info!(tenant = %claims.tenant, "presence reads limited");
-        let body = axum::Json(json!({
-            "error": "rate_limited",
-            "message": "too many presence reads for this tenant; retry later",
-        }));
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, retry_after.max(1).to_string())],
-            body,
+        return Problem::new(
+            ProblemType::RateLimited,
+            "too many presence reads for this tenant; retry later",
         )
-            .into_response();
+        .header(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)))
+        .into_response();
     }
     let Some(presence) = state.presence.get() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the edge is not connected to JetStream yet",
-        );
+        return not_connected();
     };
     axum::Json(json!({ "user": user, "sessions": presence.of(&claims.tenant, &user) })).into_response()
 }
@@ -227,8 +213,16 @@ pub fn authenticate(
 /// The 401 every transport answers a missing or invalid token with.
 pub fn unauthorized(error: &AuthError) -> Response {
     tracing::info!(%error, "session refused");
-    let body = axum::Json(json!({ "error": "unauthorized", "message": error.to_string() }));
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+    Problem::new(ProblemType::Unauthorized, error.to_string())
+        .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        .into_response()
+}
+
+/// The 503 every transport answers while the edge's feeds are not open yet.
+pub fn not_connected() -> Response {
+    Problem::new(ProblemType::Unavailable, "the edge is not connected to JetStream yet")
+        .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        .into_response()
 }
 
 /// The operator console's page, for the list (`/`) and for a payment's deep link

@@ -103,16 +103,16 @@ impl Channel {
     /// token bound to a device, that device and `all`).
     pub fn filters(&self, tenant: &TenantId, device: Option<&str>) -> Vec<String> {
         match self {
-            Channel::Payment(id) => vec![format!("paytrack.*.{tenant}.*.{id}")],
-            Channel::Merchant(id) => vec![format!("paytrack.*.{tenant}.{id}.*")],
-            Channel::Payments => vec![format!("paytrack.*.{tenant}.>")],
+            Channel::Payment(id) => vec![subjects::payment_messages(tenant, id)],
+            Channel::Merchant(id) => vec![subjects::merchant_messages(tenant, id)],
+            Channel::Payments => vec![subjects::tenant_messages(tenant)],
             Channel::Alerts => vec![format!("paytrack.alert.{tenant}.>")],
             Channel::User(user) => match device {
                 Some(device) => vec![
-                    format!("paytrack.push.{tenant}.{user}.{device}"),
-                    format!("paytrack.push.{tenant}.{user}.all"),
+                    subjects::push(tenant, user, Some(device)),
+                    subjects::push(tenant, user, None),
                 ],
-                None => vec![format!("paytrack.push.{tenant}.{user}.>")],
+                None => vec![subjects::user_pushes(tenant, user)],
             },
         }
     }

@@ -14,6 +14,7 @@ mod expiry;
 mod fairness;
 mod heartbeat;
 mod jwks;
+mod openapi;
 mod presence;
 mod protocol;
 mod router;

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use paytrack_shared::auth::Claims;
 use paytrack_shared::envelope::{Position, SessionEvent};
+use paytrack_shared::problem::{Problem, ProblemType};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
@@ -61,20 +62,16 @@ pub async fn open(
         Err(error) => return unauthorized(&error),
     };
     let Some(raw) = query.get("channel") else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the channel query parameter is required",
-        );
+        return refuse(ProblemType::InvalidRequest, "the channel query parameter is required");
     };
     let channel = match Channel::parse(raw).and_then(|c| c.authorize(&claims).map(|_| c)) {
         Ok(channel) => channel,
         Err(error @ ChannelError::Unknown(_)) => {
-            return refuse(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
+            return refuse(ProblemType::InvalidRequest, &error.to_string());
         }
         Err(error @ ChannelError::Forbidden(_)) => {
             tracing::info!(tenant = %claims.tenant, channel = %raw.chars().take(80).collect::<String>(), "sse channel forbidden");
-            return refuse(StatusCode::FORBIDDEN, "forbidden", &error.to_string());
+            return refuse(ProblemType::Forbidden, &error.to_string());
         }
     };
     let since = match headers
@@ -84,23 +81,11 @@ pub async fn open(
         None => None,
         Some(Some(since)) => Some(since),
         Some(None) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "Last-Event-ID must be <epoch>:<seq>",
-            );
+            return refuse(ProblemType::InvalidRequest, "Last-Event-ID must be <epoch>:<seq>");
         }
     };
     let Some(hub) = state.hub.get().cloned() else {
-        let mut response = refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the edge is not connected to JetStream yet",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return crate::app::not_connected();
     };
     let (out, outgoing) = SendQueue::counted(
         state.session_queue,
@@ -131,23 +116,19 @@ pub async fn open(
             response
         }
         Ok(Err((status, message))) => {
-            let code = if status == StatusCode::TOO_MANY_REQUESTS {
-                "rate_limited"
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                ProblemType::RateLimited
             } else {
-                "unavailable"
+                ProblemType::Unavailable
             };
-            refuse(status, code, &message)
+            refuse(kind, &message)
         }
-        Err(_) => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the edge is shutting down",
-        ),
+        Err(_) => refuse(ProblemType::Unavailable, "the edge is shutting down"),
     }
 }
 
-fn refuse(status: StatusCode, error: &str, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": error, "message": message }))).into_response()
+fn refuse(kind: ProblemType, message: &str) -> Response {
+    Problem::new(kind, message).into_response()
 }
 
 /// `<epoch>:<seq>` (the `id` of every event) as a position; the epoch may itself hold

@@ -711,6 +711,26 @@ pub struct AlertAck {
     pub trace_id: String,
 }
 
+/// A push to a user, as stored in PAYTRACK_PUSH at
+/// [`crate::subjects::push`] and forwarded to the user's `user:` channel subscribers:
+/// ws-edge adds only the event frame's own fields (`type`, `channel`, `kind`,
+/// `position`, `prev_seq`), which is why the backend's type travels as `push_type`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PushMessage {
+    /// The push's id: the request's `Idempotency-Key`, or one ingest made.
+    pub push_id: String,
+    /// The user.
+    pub user: String,
+    /// The device, or None for every device of the user.
+    pub device: Option<String>,
+    /// The backend's event type, e.g. `order.ready`.
+    pub push_type: String,
+    /// The backend's data, any JSON.
+    pub data: serde_json::Value,
+    /// When ingest stored it.
+    pub pushed_at: DateTime<Utc>,
+}
+
 versioned!(
     Alert,
     AlertAck,

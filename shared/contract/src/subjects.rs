@@ -181,6 +181,146 @@ pub fn status_stream_kind(subject: &str) -> Option<&'static str> {
     }
 }
 
+/// The device token of a push to every device of a user.
+pub const PUSH_ALL_DEVICES: &str = "all";
+
+/// `paytrack.push.<tenant>.<user>.<device>`, or `….all` without a device: where a
+/// push to a user is stored in [`STREAM_PUSH`].
+pub fn push(tenant: &TenantId, user: &str, device: Option<&str>) -> String {
+    format!("paytrack.push.{tenant}.{user}.{}", device.unwrap_or(PUSH_ALL_DEVICES))
+}
+
+/// `paytrack.push.<tenant>.<user>.>`: every push to a user, whatever its device.
+pub fn user_pushes(tenant: &TenantId, user: &str) -> String {
+    format!("paytrack.push.{tenant}.{user}.>")
+}
+
+/// `paytrack.*.<tenant>.*.<payment>`: one payment's transitions and checkpoints.
+pub fn payment_messages(tenant: &TenantId, payment: &PaymentId) -> String {
+    format!("paytrack.*.{tenant}.*.{payment}")
+}
+
+/// `paytrack.*.<tenant>.<merchant>.*`: the transitions and checkpoints of every
+/// payment of one merchant.
+pub fn merchant_messages(tenant: &TenantId, merchant: &MerchantId) -> String {
+    format!("paytrack.*.{tenant}.{merchant}.*")
+}
+
+/// `paytrack.*.<tenant>.>`: every transition and checkpoint of a tenant (and, in
+/// [`STREAM_PUSH`], every push).
+pub fn tenant_messages(tenant: &TenantId) -> String {
+    format!("paytrack.*.{tenant}.>")
+}
+
+/// What a [`STREAM_STATUS`] message is, from its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    /// `paytrack.status.…`: a transition, written by the reconciler.
+    Transition,
+    /// `paytrack.checkpoint.…`: a checkpoint, written by the projector.
+    Checkpoint,
+}
+
+/// A [`STREAM_STATUS`] subject read apart:
+/// `paytrack.<status|checkpoint>.<tenant>.<merchant>.<payment>`. Borrowed, so reading
+/// one allocates nothing (the edge reads every message's subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentSubject<'a> {
+    /// Transition or checkpoint.
+    pub kind: StatusKind,
+    /// The tenant token.
+    pub tenant: &'a str,
+    /// The merchant token.
+    pub merchant: &'a str,
+    /// The payment token.
+    pub payment: &'a str,
+}
+
+impl PaymentSubject<'_> {
+    /// Reads a [`STREAM_STATUS`] subject; None for any other subject.
+    pub fn parse(subject: &str) -> Option<PaymentSubject<'_>> {
+        let [kind, tenant, merchant, payment] = paytrack_tokens(subject)?;
+        let kind = match kind {
+            "status" => StatusKind::Transition,
+            "checkpoint" => StatusKind::Checkpoint,
+            _ => return None,
+        };
+        Some(PaymentSubject {
+            kind,
+            tenant,
+            merchant,
+            payment,
+        })
+    }
+}
+
+/// A [`STREAM_PUSH`] subject read apart: `paytrack.push.<tenant>.<user>.<device or all>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushSubject<'a> {
+    /// The tenant token.
+    pub tenant: &'a str,
+    /// The user.
+    pub user: &'a str,
+    /// The device, or None for a push to every device of the user.
+    pub device: Option<&'a str>,
+}
+
+impl PushSubject<'_> {
+    /// Reads a [`STREAM_PUSH`] subject; None for any other subject.
+    pub fn parse(subject: &str) -> Option<PushSubject<'_>> {
+        let ["push", tenant, user, device] = paytrack_tokens(subject)? else {
+            return None;
+        };
+        Some(PushSubject {
+            tenant,
+            user,
+            device: (device != PUSH_ALL_DEVICES).then_some(device),
+        })
+    }
+}
+
+/// A [`STREAM_ALERT`] subject read apart: `paytrack.alert.<tenant or _>.<kind>`
+/// (`_ack` for an operator's acknowledgement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSubject<'a> {
+    /// The tenant token ([`NO_TENANT`] when the alert names none).
+    pub tenant: &'a str,
+    /// The alert's kind, or [`ALERT_ACK`].
+    pub kind: &'a str,
+}
+
+impl AlertSubject<'_> {
+    /// Reads a [`STREAM_ALERT`] subject; None for any other subject.
+    pub fn parse(subject: &str) -> Option<AlertSubject<'_>> {
+        let mut tokens = subject.strip_prefix("paytrack.alert.")?.split('.');
+        let (Some(tenant), Some(kind), None) = (tokens.next(), tokens.next(), tokens.next()) else {
+            return None;
+        };
+        Some(AlertSubject { tenant, kind })
+    }
+}
+
+/// The four tokens after `paytrack.` of a five-token subject.
+fn paytrack_tokens(subject: &str) -> Option<[&str; 4]> {
+    let mut tokens = subject.strip_prefix("paytrack.")?.split('.');
+    let four = [tokens.next()?, tokens.next()?, tokens.next()?, tokens.next()?];
+    match tokens.next() {
+        None => Some(four),
+        Some(_) => None,
+    }
+}
+
+/// `$KV.<bucket>.<keys>`: the subjects of a KV bucket's keys matching `keys` (a key
+/// or a filter such as `parked.<tenant>.>`).
+pub fn kv_keys(bucket: &str, keys: &str) -> String {
+    format!("$KV.{bucket}.{keys}")
+}
+
+/// The key a KV bucket's subject `$KV.<bucket>.<key>` names.
+pub fn kv_key<'a>(bucket: &str, subject: &'a str) -> Option<&'a str> {
+    subject.strip_prefix("$KV.")?.strip_prefix(bucket)?.strip_prefix('.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +347,70 @@ mod tests {
         assert_eq!(tenant_of("paytrack.in.acme.pay_1"), Some(t));
         assert_eq!(tenant_of("paytrack.in.a\u{0}b.pay_1"), None);
         assert_eq!(tenant_of("paytrack"), None);
+    }
+
+    #[test]
+    fn built_subjects_read_back() {
+        let t = TenantId::new("acme").unwrap();
+        let m = MerchantId::new("m1").unwrap();
+        let p = PaymentId::new("pay_1").unwrap();
+        assert_eq!(
+            PaymentSubject::parse(&status(&t, &m, &p)),
+            Some(PaymentSubject {
+                kind: StatusKind::Transition,
+                tenant: "acme",
+                merchant: "m1",
+                payment: "pay_1"
+            })
+        );
+        assert_eq!(
+            PaymentSubject::parse(&checkpoint(&t, &m, &p)).map(|s| s.kind),
+            Some(StatusKind::Checkpoint)
+        );
+        assert_eq!(push(&t, "u1", Some("d1")), "paytrack.push.acme.u1.d1");
+        assert_eq!(
+            PushSubject::parse(&push(&t, "u1", None)),
+            Some(PushSubject {
+                tenant: "acme",
+                user: "u1",
+                device: None
+            })
+        );
+        assert_eq!(
+            PushSubject::parse(&push(&t, "u1", Some("d1"))).and_then(|s| s.device),
+            Some("d1")
+        );
+        for other in [
+            "paytrack.in.acme.pay_1",
+            "paytrack.status.acme.m1",
+            "paytrack.status.acme.m1.pay_1.x",
+            "other.status.acme.m1.pay_1",
+        ] {
+            assert_eq!(PaymentSubject::parse(other), None, "{other}");
+            assert_eq!(PushSubject::parse(other), None, "{other}");
+        }
+        assert_eq!(PushSubject::parse(&status(&t, &m, &p)), None);
+        assert_eq!(PaymentSubject::parse(&push(&t, "u1", None)), None);
+        assert_eq!(payment_messages(&t, &p), "paytrack.*.acme.*.pay_1");
+        assert_eq!(merchant_messages(&t, &m), "paytrack.*.acme.m1.*");
+        assert_eq!(tenant_messages(&t), "paytrack.*.acme.>");
+        assert_eq!(user_pushes(&t, "u1"), "paytrack.push.acme.u1.>");
+        let subject = kv_keys(PROVIDER_REFS_BUCKET, "ref.acme.stripe.pi_1");
+        assert_eq!(subject, "$KV.PAYTRACK_PROVIDER_REFS.ref.acme.stripe.pi_1");
+        assert_eq!(kv_key(PROVIDER_REFS_BUCKET, &subject), Some("ref.acme.stripe.pi_1"));
+        assert_eq!(kv_key(SWEEP_BUCKET, &subject), None);
+        assert_eq!(
+            AlertSubject::parse(&alert_ack(&t)),
+            Some(AlertSubject {
+                tenant: "acme",
+                kind: ALERT_ACK
+            })
+        );
+        assert_eq!(
+            AlertSubject::parse(&alert(None, ALERT_TRACE_GAP)).map(|s| (s.tenant, s.kind)),
+            Some((NO_TENANT, ALERT_TRACE_GAP))
+        );
+        assert_eq!(AlertSubject::parse("paytrack.alert.acme"), None);
+        assert_eq!(AlertSubject::parse(&status(&t, &m, &p)), None);
     }
 }

@@ -6,7 +6,7 @@
 //! has the received body's length and every other byte unchanged, so offsets, JSON
 //! structure (inside strings) and every other field stay exactly as received. The
 //! signature is then no longer re-computable over the stored body alone (see
-//! ARCHITECTURE.md, "Webhook evidence").
+//! docs/webhooks.md, "What the evidence keeps").
 
 /// Shortest and longest digit runs treated as card numbers.
 const PAN_DIGITS: std::ops::RangeInclusive<usize> = 13..=19;

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use paytrack_shared::subjects::{PaymentSubject, PushSubject};
+
 use super::feed::Feed;
 use super::hub::Sub;
 use super::hub::{Hub, Inner, Request};
@@ -21,28 +23,43 @@ pub(super) fn keys_of(
     subject: &str,
     user_devices: &HashMap<String, HashMap<String, usize>>,
 ) -> Vec<String> {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    match (feed, tokens.as_slice()) {
-        (Feed::Status, [_, _, tenant, merchant, payment]) => vec![
-            channel_key(tenant, &format!("payment:{payment}"), None),
-            channel_key(tenant, &format!("merchant:{merchant}"), None),
-            channel_key(tenant, "payments", None),
-        ],
-        (Feed::Alert, [_, _, tenant, _kind]) => vec![channel_key(tenant, "alerts", None)],
-        (Feed::Push, [_, _, tenant, user, device]) => {
-            let name = format!("user:{user}");
-            let mut keys = vec![channel_key(tenant, &name, None)];
-            if *device == "all" {
-                if let Some(devices) = user_devices.get(&channel_key(tenant, &name, None)) {
-                    keys.extend(devices.keys().map(|d| channel_key(tenant, &name, Some(d))));
+    match feed {
+        Feed::Status => match PaymentSubject::parse(subject) {
+            Some(s) => vec![
+                channel_key(s.tenant, &format!("payment:{}", s.payment), None),
+                channel_key(s.tenant, &format!("merchant:{}", s.merchant), None),
+                channel_key(s.tenant, "payments", None),
+            ],
+            None => Vec::new(),
+        },
+        Feed::Alert => match alert_tenant(subject) {
+            Some(tenant) => vec![channel_key(tenant, "alerts", None)],
+            None => Vec::new(),
+        },
+        Feed::Push => match PushSubject::parse(subject) {
+            Some(s) => {
+                let name = format!("user:{}", s.user);
+                let mut keys = vec![channel_key(s.tenant, &name, None)];
+                match s.device {
+                    None => {
+                        if let Some(devices) = user_devices.get(&channel_key(s.tenant, &name, None)) {
+                            keys.extend(devices.keys().map(|d| channel_key(s.tenant, &name, Some(d))));
+                        }
+                    }
+                    Some(device) => keys.push(channel_key(s.tenant, &name, Some(device))),
                 }
-            } else {
-                keys.push(channel_key(tenant, &name, Some(device)));
+                keys
             }
-            keys
-        }
-        _ => Vec::new(),
+            None => Vec::new(),
+        },
     }
+}
+
+/// The tenant of an alert or acknowledgement subject (`paytrack.alert.<tenant>.<kind>`).
+fn alert_tenant(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("paytrack.alert.")?;
+    let (tenant, kind) = rest.split_once('.')?;
+    (!tenant.is_empty() && !kind.is_empty() && !kind.contains('.')).then_some(tenant)
 }
 
 /// Whether `subject` is in the channel of `key` (used to pick a channel's messages
@@ -52,37 +69,20 @@ pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
     let (Some(key_tenant), Some(name), Some(key_device)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    if feed == Feed::Alert {
-        // `paytrack.alert.<tenant>.<kind>`: one channel per tenant.
-        let mut tokens = subject.split('.');
-        let tenant = tokens.nth(2);
-        return name == "alerts" && key_device.is_empty() && tenant == Some(key_tenant) && tokens.count() == 1;
-    }
-    let mut tokens = subject.split('.');
-    let (Some(_), Some(_), Some(tenant), Some(middle), Some(last), None) = (
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-        tokens.next(),
-    ) else {
-        return false;
-    };
-    if tenant != key_tenant {
-        return false;
-    }
     match feed {
-        Feed::Status => {
-            key_device.is_empty()
+        Feed::Status => PaymentSubject::parse(subject).is_some_and(|s| {
+            s.tenant == key_tenant
+                && key_device.is_empty()
                 && (name == "payments"
-                    || name.strip_prefix("payment:") == Some(last)
-                    || name.strip_prefix("merchant:") == Some(middle))
-        }
-        Feed::Alert => false,
-        Feed::Push => {
-            name.strip_prefix("user:") == Some(middle) && (key_device.is_empty() || last == "all" || last == key_device)
-        }
+                    || name.strip_prefix("payment:") == Some(s.payment)
+                    || name.strip_prefix("merchant:") == Some(s.merchant))
+        }),
+        Feed::Alert => name == "alerts" && key_device.is_empty() && alert_tenant(subject) == Some(key_tenant),
+        Feed::Push => PushSubject::parse(subject).is_some_and(|s| {
+            s.tenant == key_tenant
+                && name.strip_prefix("user:") == Some(s.user)
+                && (key_device.is_empty() || s.device.is_none_or(|device| device == key_device))
+        }),
     }
 }
 
@@ -114,6 +114,19 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// A channel this edge starts to follow, its messages indexed from `indexed_after`.
+    pub(super) fn new(name: &str, indexed_after: u64) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            latest: None,
+            below_floor: None,
+            subs: HashMap::new(),
+            idle: None,
+            recent: VecDeque::new(),
+            indexed_after,
+        }
+    }
+
     /// The channel's newest message at or below `floor`, when known.
     pub(super) fn below(&self, floor: u64) -> Option<u64> {
         self.below_floor.or(self.latest.filter(|latest| *latest <= floor))
@@ -150,15 +163,7 @@ pub(super) fn attach_in<'a>(
         }
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
-    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry {
-        name: name.to_owned(),
-        latest: None,
-        below_floor: None,
-        subs: HashMap::new(),
-        idle: None,
-        recent: VecDeque::new(),
-        indexed_after: head,
-    });
+    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry::new(name, head));
     if entry.idle.take().is_some() {
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, stream::Stream};
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
+use paytrack_shared::metrics::latency;
 use paytrack_shared::{subjects, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::field;
@@ -84,10 +85,16 @@ pub(super) fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &M
 pub(super) fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
     let keys = keys_of(feed, &message.subject, &inner.user_devices);
     let epoch = &inner.epochs[feed as usize];
+    let mut queued = 0;
     for key in keys {
         if let Some(entry) = inner.channels.get_mut(&key) {
-            dispatch(entry, epoch, message);
+            queued += dispatch(entry, epoch, message);
         }
+    }
+    if queued > 0
+        && let Some(headers) = &message.headers
+    {
+        latency::observe_stamped(latency::FRAME_QUEUED, headers);
     }
     if let Some(evicted) = inner.rings[feed as usize].push(message.clone()) {
         for key in keys_of(feed, &evicted.subject, &inner.user_devices) {
@@ -116,17 +123,18 @@ pub(super) async fn open_feed(stream: &Stream, from: u64) -> Result<consumer::pu
 
 /// Queues `message` to every subscription of `entry`: encoded once per `prev_seq`
 /// (once, when every session is current on the channel), the same bytes to each.
-pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
+/// Returns to how many subscriptions it was queued.
+pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) -> usize {
     entry.recent.push_back(message.seq);
     if entry.latest.is_some() {
         entry.latest = Some(message.seq);
     }
     if entry.subs.is_empty() {
-        return;
+        return 0;
     }
     if message.rendered().is_none() {
         tracing::warn!(channel = %entry.name, seq = message.seq, "unreadable message skipped");
-        return;
+        return 0;
     }
     let span = tracing::info_span!("deliver", trace_id = field::Empty, channel = %entry.name, seq = message.seq);
     if let Some(headers) = &message.headers {
@@ -162,6 +170,7 @@ pub(super) fn dispatch(entry: &mut Entry, epoch: &str, message: &Arc<Msg>) {
     if queued > 0 {
         tracing::debug!(sessions = queued, encodings = encoded.len(), "event queued");
     }
+    queued
 }
 
 impl Hub {
@@ -261,8 +270,6 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use futures::FutureExt;
     use serde_json::{Value, json};
 
@@ -272,13 +279,8 @@ mod tests {
     #[test]
     fn one_encoding_per_prev_seq_is_shared_by_every_session_and_chains() {
         let mut entry = Entry {
-            name: "user:u".into(),
             latest: Some(0),
-            below_floor: None,
-            subs: HashMap::new(),
-            idle: None,
-            recent: VecDeque::new(),
-            indexed_after: 0,
+            ..Entry::new("user:u", 0)
         };
         let mut receivers = Vec::new();
         for id in 0..3 {
@@ -324,13 +326,8 @@ mod tests {
     fn a_message_is_rendered_only_once_a_session_is_sent_it() {
         let (out, mut rx) = SendQueue::new(16, 1 << 20);
         let mut entry = Entry {
-            name: "merchant:m1".into(),
             latest: Some(0),
-            below_floor: None,
-            subs: HashMap::new(),
-            idle: None,
-            recent: VecDeque::new(),
-            indexed_after: 0,
+            ..Entry::new("merchant:m1", 0)
         };
         let nobody = Msg::note(3, "paytrack.push.a.u.all");
         dispatch(&mut entry, "e", &nobody);

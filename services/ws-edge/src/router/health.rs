@@ -81,7 +81,7 @@ impl Hub {
             health.live.store(live, Ordering::Relaxed);
             health.lag_ms.store(lag, Ordering::Relaxed);
             metrics::gauge!("paytrack_edge_feed_live", "stream" => feed.stream()).set(if live { 1.0 } else { 0.0 });
-            metrics::gauge!("paytrack_edge_feed_lag_ms", "stream" => feed.stream()).set(lag as f64);
+            metrics::gauge!("paytrack_edge_feed_lag_seconds", "stream" => feed.stream()).set(lag as f64 / 1000.0);
         }
     }
 

@@ -31,6 +31,8 @@ pub(super) struct Sub {
     pub(super) replay: Option<Box<Replay>>,
 }
 
+/// What every session's view is decided from, changed only under the hub's one lock:
+/// the rings, the streams' epochs, the channel map and the idle channels.
 pub(super) struct Inner {
     pub(super) rings: [Ring; FEEDS],
     /// Each stream's epoch (its incarnation): every position the edge sends names it.

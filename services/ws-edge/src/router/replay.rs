@@ -421,13 +421,9 @@ mod tests {
         inner.channels.insert(
             key.clone(),
             Entry {
-                name: "merchant:m1".into(),
                 latest: Some(0),
-                below_floor: None,
-                subs: HashMap::new(),
                 idle: Some(0),
-                recent: VecDeque::new(),
-                indexed_after: 10,
+                ..Entry::new("merchant:m1", 10)
             },
         );
         for seq in 11..=17 {
