@@ -22,6 +22,8 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 	bash scripts/install-python-readers.sh >/dev/null
 	bash scripts/install-schemathesis.sh
 	bash scripts/install-promtool.sh
+	bash scripts/install-console-tools.sh
+	bash scripts/install-browser.sh
 	cargo test --workspace --locked
 	$(MAKE) --no-print-directory smoke
 

@@ -290,7 +290,8 @@ done
   || die "stack.env names other ports than the smoke stack's: $INGEST_URL, $EDGE_URL"
 [[ "$NATS_URL" == *":$nats_port" && "$DATABASE_URL" == *":$pg_port/"* ]] \
   || die "stack.env names another NATS or PostgreSQL than the smoke stack's"
-[[ "$DASHBOARD_URL" == "$EDGE_URL/?token=$DEV_TOKEN" ]] || die "DASHBOARD_URL is not the edge's / with the dev token"
+[[ "$DASHBOARD_URL" == "$EDGE_URL/?token=$DEV_TOKEN&api=$INGEST_URL" ]] \
+  || die "DASHBOARD_URL is not the edge's / with the dev token and the API's address"
 [[ "$WEBHOOK_SECRET_STDWEBHOOKS" == whsec_* ]] || die "WEBHOOK_SECRET_STDWEBHOOKS is not in its whsec_ form"
 [[ "$JWT_ALG" == HS256 ]] || die "JWT_ALG is $JWT_ALG, expected HS256"
 ok "stack.env has all ${#keys[@]} documented keys, non-empty, for the smoke ports"

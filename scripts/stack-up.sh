@@ -406,8 +406,9 @@ else
 fi
 
 # --- .dev/stack.env ------------------------------------------------------------------------
-dashboard_url="$edge_url/"
-[[ -z "$token" ]] || dashboard_url="$edge_url/?token=$token"
+# The console calls the REST API (ingest) from the browser; `api` tells it where.
+dashboard_url="$edge_url/?api=$ingest_url"
+[[ -z "$token" ]] || dashboard_url="$edge_url/?token=$token&api=$ingest_url"
 stack_env="$dev/stack.env"
 (
   umask 077

@@ -199,6 +199,8 @@ impl Role {
                 p.verify_layout();
                 p.history(subjects::STREAM_STATUS, &[]);
                 p.history(subjects::STREAM_PUSH, &[]);
+                // The `alerts` channel reads the tenant's alerts as they are raised.
+                p.history(subjects::STREAM_ALERT, &[]);
                 // Presence: the KV bucket is written and read back.
                 p.history(subjects::STREAM_PRESENCE, &[]);
             }

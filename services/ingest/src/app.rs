@@ -9,6 +9,7 @@ use paytrack_shared::auth::JwtKeys;
 use paytrack_shared::config::{ApiKeys, WebhookSecrets};
 use paytrack_shared::health::{self, Readiness};
 use sqlx::PgPool;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -107,5 +108,25 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     );
     // Outside the timeout, so its bare 408 (and axum's 404 and 405) become problems.
     paytrack_shared::metrics::time_requests(paytrack_shared::problem::problem_bodies(router), "ingest")
+        .layer(cross_origin())
         .layer(TraceLayer::new_for_http().make_span_with(paytrack_shared::http::request_span))
+}
+
+/// Lets a page on another origin (the operator console, served by the edge) call the
+/// API with its bearer token. Credentials are never cookies, so answering any origin
+/// grants a page nothing the token itself does not: without the token every call is
+/// still 401.
+fn cross_origin() -> CorsLayer {
+    use axum::http::{Method, header};
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
 }

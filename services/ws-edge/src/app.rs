@@ -1,5 +1,5 @@
 //! The edge's router: the WebSocket upgrade (authenticated before any socket
-//! exists), the dashboard, health and metrics.
+//! exists), the operator console, health and metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,7 +116,9 @@ pub fn router(state: Arc<EdgeState>, readiness: Readiness) -> Router {
         .route("/v1/ws", get(upgrade))
         .route("/v1/presence/{user}", get(presence_of))
         .route("/v1/sse", get(crate::sse::open))
-        .route("/", get(dashboard))
+        .route("/", get(console_page))
+        .route("/payments/{id}", get(console_page))
+        .route("/assets/console.js", get(console_script))
         .route("/openapi.json", get(crate::openapi::serve))
         .with_state(state)
         .merge(health::routes(readiness))
@@ -226,6 +228,22 @@ pub fn not_connected() -> Response {
         .into_response()
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../assets/dashboard.html"))
+/// The operator console's page, for the list (`/`) and for a payment's deep link
+/// (`/payments/{id}`): one shell, the script routes by the address.
+async fn console_page() -> Html<&'static str> {
+    Html(include_str!("../assets/console.html"))
+}
+
+/// The console's script, bundled from `clients/console` with the TypeScript client
+/// library (`npm run build:console` in `clients/typescript`; committed, so the edge
+/// builds without node).
+async fn console_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../assets/console.js"),
+    )
+        .into_response()
 }

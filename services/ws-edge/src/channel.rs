@@ -13,6 +13,8 @@ pub enum Channel {
     Merchant(MerchantId),
     /// `payments`: all of the tenant's payments.
     Payments,
+    /// `alerts`: the tenant's alerts and their acknowledgements (operators).
+    Alerts,
     /// `user:<id>`: pushes to a user's devices.
     User(String),
 }
@@ -35,6 +37,9 @@ impl Channel {
         if raw == "payments" {
             return Ok(Channel::Payments);
         }
+        if raw == "alerts" {
+            return Ok(Channel::Alerts);
+        }
         let (kind, id) = raw.split_once(':').ok_or_else(unknown)?;
         match kind {
             "payment" => PaymentId::parse(id).map(Channel::Payment).map_err(|_| unknown()),
@@ -52,6 +57,7 @@ impl Channel {
             Channel::Payment(id) => format!("payment:{id}"),
             Channel::Merchant(id) => format!("merchant:{id}"),
             Channel::Payments => "payments".to_owned(),
+            Channel::Alerts => "alerts".to_owned(),
             Channel::User(id) => format!("user:{id}"),
         }
     }
@@ -79,6 +85,7 @@ impl Channel {
     pub fn stream(&self) -> &'static str {
         match self {
             Channel::User(_) => subjects::STREAM_PUSH,
+            Channel::Alerts => subjects::STREAM_ALERT,
             _ => subjects::STREAM_STATUS,
         }
     }
@@ -99,6 +106,7 @@ impl Channel {
             Channel::Payment(id) => vec![subjects::payment_messages(tenant, id)],
             Channel::Merchant(id) => vec![subjects::merchant_messages(tenant, id)],
             Channel::Payments => vec![subjects::tenant_messages(tenant)],
+            Channel::Alerts => vec![format!("paytrack.alert.{tenant}.>")],
             Channel::User(user) => match device {
                 Some(device) => vec![
                     subjects::push(tenant, user, Some(device)),

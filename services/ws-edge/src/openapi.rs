@@ -1,6 +1,6 @@
 //! `/openapi.json`: the OpenAPI 3.1 document of the edge's HTTP surface (the
-//! WebSocket upgrade and its refusals, SSE, presence, the dashboard, health and
-//! metrics), generated (utoipa) from the annotated stubs below. The WebSocket and SSE
+//! WebSocket upgrade and its refusals, SSE, presence, the operator console, health
+//! and metrics), generated (utoipa) from the annotated stubs below. The WebSocket and SSE
 //! protocols themselves are in docs/contract.md §7; this document says what each
 //! route answers over HTTP, errors (problem bodies) included.
 
@@ -15,8 +15,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "paytrack ws-edge", description = "Live sessions over WebSocket and SSE, presence and the operator dashboard (docs/contract.md §7)."),
-    paths(websocket, sse, presence, dashboard, openapi_json, healthz, readyz, metrics),
+    info(title = "paytrack ws-edge", description = "Live sessions over WebSocket and SSE, presence and the operator console (docs/contract.md §7, docs/console.md)."),
+    paths(websocket, sse, presence, console, console_payment, console_script, openapi_json, healthz, readyz, metrics),
     components(schemas(ProblemBody, ProblemType, PresenceAnswer, PresenceSession)),
     modifiers(&Security),
 )]
@@ -121,11 +121,24 @@ fn sse() {}
 #[allow(dead_code)]
 fn presence() {}
 
-/// The operator dashboard.
-#[utoipa::path(get, path = "/", tag = "dashboard",
-    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
+/// The operator console: the payments list.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 200, description = "The console's page (it routes by the address)", content_type = "text/html", body = String)))]
 #[allow(dead_code)]
-fn dashboard() {}
+fn console() {}
+
+/// The operator console: one payment's page, deep-linkable.
+#[utoipa::path(get, path = "/payments/{id}", tag = "console",
+    params(("id" = String, Path, description = "The payment (the page reads it from the API)")),
+    responses((status = 200, description = "The console's page (it routes by the address)", content_type = "text/html", body = String)))]
+#[allow(dead_code)]
+fn console_payment() {}
+
+/// The console's script (bundled from clients/console with the client library).
+#[utoipa::path(get, path = "/assets/console.js", tag = "console",
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
+#[allow(dead_code)]
+fn console_script() {}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "reference", responses((status = 200, body = Object)))]

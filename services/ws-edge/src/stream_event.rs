@@ -38,9 +38,30 @@ fn not_final_because(t: &Transition) -> String {
     }
 }
 
+/// An alert (`kind: alert`, its own kind as `alert_kind`, since `kind` names the
+/// event's kind on the wire) or an acknowledgement (`kind: alert_ack`); None when
+/// `subject` is not on PAYTRACK_ALERT, `Some(None)` when it cannot be read.
+fn render_alert(subject: &str, payload: &[u8]) -> Option<Option<(String, Map<String, Value>)>> {
+    let rest = subject.strip_prefix("paytrack.alert.")?;
+    let ack = rest.ends_with("._ack");
+    let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(payload) else {
+        return Some(None);
+    };
+    if ack {
+        return Some(Some(("alert_ack".to_owned(), map)));
+    }
+    if let Some(kind) = map.remove("kind") {
+        map.insert("alert_kind".into(), kind);
+    }
+    Some(Some(("alert".to_owned(), map)))
+}
+
 /// Turns a stream message into an event's `kind` and fields. Unknown or unreadable
 /// messages yield None and are skipped (they are still counted in `prev_seq`).
 pub fn render(subject: &str, payload: &[u8]) -> Option<(String, Map<String, Value>)> {
+    if let Some(rendered) = render_alert(subject, payload) {
+        return rendered;
+    }
     let (kind, value) = match subjects::status_stream_kind(subject) {
         Some("transition") => {
             let t: Transition = envelope::decode(payload).ok()?;

@@ -32,6 +32,10 @@ pub(super) fn keys_of(
             ],
             None => Vec::new(),
         },
+        Feed::Alert => match alert_tenant(subject) {
+            Some(tenant) => vec![channel_key(tenant, "alerts", None)],
+            None => Vec::new(),
+        },
         Feed::Push => match PushSubject::parse(subject) {
             Some(s) => {
                 let name = format!("user:{}", s.user);
@@ -51,6 +55,13 @@ pub(super) fn keys_of(
     }
 }
 
+/// The tenant of an alert or acknowledgement subject (`paytrack.alert.<tenant>.<kind>`).
+fn alert_tenant(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("paytrack.alert.")?;
+    let (tenant, kind) = rest.split_once('.')?;
+    (!tenant.is_empty() && !kind.is_empty() && !kind.contains('.')).then_some(tenant)
+}
+
 /// Whether `subject` is in the channel of `key` (used to pick a channel's messages
 /// from the ring). Allocates nothing: a resume may test many ring messages.
 pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
@@ -66,6 +77,7 @@ pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
                     || name.strip_prefix("payment:") == Some(s.payment)
                     || name.strip_prefix("merchant:") == Some(s.merchant))
         }),
+        Feed::Alert => name == "alerts" && key_device.is_empty() && alert_tenant(subject) == Some(key_tenant),
         Feed::Push => PushSubject::parse(subject).is_some_and(|s| {
             s.tenant == key_tenant
                 && name.strip_prefix("user:") == Some(s.user)
@@ -248,5 +260,20 @@ mod tests {
         assert!(matches(Feed::Push, "paytrack.push.acme.u1.all", "acme user:u1 d9"));
         assert!(!matches(Feed::Push, "paytrack.push.acme.u1.d1", "acme user:u1 d9"));
         assert!(!matches(Feed::Status, "paytrack.status.other.m1.p1", "acme payments "));
+        assert_eq!(
+            keys_of(Feed::Alert, "paytrack.alert.acme.dispute_opened", &none),
+            vec!["acme alerts "]
+        );
+        assert!(matches(Feed::Alert, "paytrack.alert.acme._ack", "acme alerts "));
+        assert!(!matches(
+            Feed::Alert,
+            "paytrack.alert.other.dispute_opened",
+            "acme alerts "
+        ));
+        assert!(!matches(
+            Feed::Alert,
+            "paytrack.alert.acme.dispute_opened",
+            "acme payments "
+        ));
     }
 }

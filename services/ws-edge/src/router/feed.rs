@@ -1,4 +1,4 @@
-//! The edge's two feeds: one ordered consumer per stream, read for as long as the
+//! The edge's feeds: one ordered consumer per stream, read for as long as the
 //! edge runs, each message added to the ring and queued to every session of every
 //! channel it belongs to.
 
@@ -22,21 +22,28 @@ use super::ring::Msg;
 use crate::channel::Channel;
 use crate::stream_event::{HistoryError, unavailable};
 
-/// The two streams channels read.
+/// How many streams channels read (the length of the hub's per-feed arrays).
+pub(super) const FEEDS: usize = 3;
+
+/// The streams channels read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {
     /// PAYTRACK_STATUS: payment, merchant and tenant-wide channels.
     Status = 0,
     /// PAYTRACK_PUSH: user channels.
     Push = 1,
+    /// PAYTRACK_ALERT: the tenant's `alerts` channel (alerts and their
+    /// acknowledgements).
+    Alert = 2,
 }
 
 impl Feed {
-    pub(super) const ALL: [Feed; 2] = [Feed::Status, Feed::Push];
+    pub(super) const ALL: [Feed; FEEDS] = [Feed::Status, Feed::Push, Feed::Alert];
 
     pub(super) fn of(channel: &Channel) -> Feed {
         match channel {
             Channel::User(_) => Feed::Push,
+            Channel::Alerts => Feed::Alert,
             _ => Feed::Status,
         }
     }
@@ -45,6 +52,7 @@ impl Feed {
         match self {
             Feed::Status => subjects::STREAM_STATUS,
             Feed::Push => subjects::STREAM_PUSH,
+            Feed::Alert => subjects::STREAM_ALERT,
         }
     }
 }
@@ -53,6 +61,8 @@ impl Feed {
 pub(super) fn feed_of_name(name: &str) -> Feed {
     if name.starts_with("user:") {
         Feed::Push
+    } else if name == "alerts" {
+        Feed::Alert
     } else {
         Feed::Status
     }

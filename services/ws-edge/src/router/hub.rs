@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, Replay};
 use super::channels::{Entry, channel_key};
-use super::feed::{Feed, open_feed};
+use super::feed::{FEEDS, Feed, open_feed};
 use super::health::FeedHealth;
 use super::ring::Ring;
 use crate::channel::Channel;
@@ -34,12 +34,12 @@ pub(super) struct Sub {
 /// What every session's view is decided from, changed only under the hub's one lock:
 /// the rings, the streams' epochs, the channel map and the idle channels.
 pub(super) struct Inner {
-    pub(super) rings: [Ring; 2],
+    pub(super) rings: [Ring; FEEDS],
     /// Each stream's epoch (its incarnation): every position the edge sends names it.
-    pub(super) epochs: [String; 2],
+    pub(super) epochs: [String; FEEDS],
     /// Bumped when a stream is found recreated: what a feed opened on the old
     /// incarnation still delivers is dropped.
-    pub(super) generations: [u64; 2],
+    pub(super) generations: [u64; FEEDS],
     pub(super) channels: HashMap<String, Entry>,
     /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
     /// device-bound channels.
@@ -90,11 +90,11 @@ pub struct Ready {
 /// The fan-out of one edge.
 pub struct Hub {
     pub(super) inner: Mutex<Inner>,
-    pub(super) health: [FeedHealth; 2],
-    pub(super) streams: [Stream; 2],
+    pub(super) health: [FeedHealth; FEEDS],
+    pub(super) streams: [Stream; FEEDS],
     /// Wakes a feed to reopen on its stream's new incarnation.
-    pub(super) reopen: [tokio::sync::Notify; 2],
-    pub(super) heads: [watch::Sender<u64>; 2],
+    pub(super) reopen: [tokio::sync::Notify; FEEDS],
+    pub(super) heads: [watch::Sender<u64>; FEEDS],
     /// Short JetStream reads of subscribes (a latest position, a snapshot, the
     /// stream's first sequence).
     pub(super) permits: Semaphore,
@@ -134,22 +134,22 @@ impl Hub {
             heads.push(info.state.last_sequence);
             streams.push(stream);
         }
-        let [status_epoch, push_epoch] = <[String; 2]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
+        let epochs = <[String; FEEDS]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
         let inner = Inner {
-            rings: [Ring::new(heads[0], ring_messages), Ring::new(heads[1], ring_messages)],
-            epochs: [status_epoch, push_epoch],
-            generations: [0; 2],
+            rings: Feed::ALL.map(|feed| Ring::new(heads[feed as usize], ring_messages)),
+            epochs,
+            generations: [0; FEEDS],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
             next_ticket: 0,
         };
-        let [status, push] = <[Stream; 2]>::try_from(streams).map_err(|_| unavailable("streams"))?;
+        let streams = <[Stream; FEEDS]>::try_from(streams).map_err(|_| unavailable("streams"))?;
         let hub = Arc::new(Hub {
             inner: Mutex::new(inner),
-            streams: [status, push],
+            streams,
             reopen: Default::default(),
-            heads: [watch::Sender::new(heads[0]), watch::Sender::new(heads[1])],
+            heads: Feed::ALL.map(|feed| watch::Sender::new(heads[feed as usize])),
             permits: Semaphore::new(concurrency.max(1)),
             replays: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,

@@ -43,6 +43,7 @@ pub(super) fn static_snapshot(channel: &Channel) -> Option<Value> {
         // snapshot says explicitly that pushes between the client's `since` and
         // `position` were missed (aged out of PAYTRACK_PUSH, or another epoch).
         Channel::User(_) => Some(json!({ "missed": true })),
+        Channel::Alerts => Some(json!({ "reload": "/v1/alerts" })),
     }
 }
 
@@ -408,9 +409,9 @@ mod tests {
     fn an_idle_channel_answers_a_since_older_than_the_ring_from_its_index() {
         let key = channel_key("a", "merchant:m1", None);
         let mut inner = Inner {
-            rings: [Ring::new(10, 4), Ring::new(0, 4)],
-            epochs: ["e".to_owned(), "e".to_owned()],
-            generations: [0; 2],
+            rings: [Ring::new(10, 4), Ring::new(0, 4), Ring::new(0, 4)],
+            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
+            generations: [0; 3],
             channels: HashMap::new(),
             user_devices: HashMap::new(),
             idle: VecDeque::new(),
