@@ -139,6 +139,7 @@ pub async fn send_webhook(settings: &Settings, ingest_url: &str, args: WebhookAr
         status: args.status.clone(),
         webhooks_sent: 0,
         webhooks_lost: 0,
+        acked_deliveries: Vec::new(),
         created_at: now,
         payout: false,
         movements: Vec::new(),
