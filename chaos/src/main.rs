@@ -41,7 +41,7 @@ enum Command {
     /// `sync_interval: always`; write the figures.
     Throughput {
         /// Messages per measurement.
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 20000)]
         messages: usize,
         /// Where the figures are written.
         #[arg(long)]
@@ -105,22 +105,23 @@ async fn main() -> anyhow::Result<()> {
                     },
                 ]
             };
-            let mut rows = Vec::new();
+            let mut outcomes = Vec::new();
             for suite in &suites {
-                rows.extend(run::run(suite).await?);
+                outcomes.push(run::run(suite).await?);
             }
             let command = if short {
                 format!("paytrack-chaos faults --short --seed {seed}")
             } else {
                 format!("make chaos SEED={seed} DURATION={}s", duration.as_secs())
             };
-            let table = report::fault_table(&rows, &command);
+            let table = report::fault_table(&outcomes, &command);
             println!("{table}");
             if let Some(out) = out {
                 std::fs::write(&out, &table).with_context(|| format!("write {}", out.display()))?;
             }
-            let failed: Vec<&str> = rows
+            let failed: Vec<&str> = outcomes
                 .iter()
+                .flat_map(|o| &o.rows)
                 .filter(|r| {
                     r.sync == SyncPolicy::Always
                         && (!r.counts.clean() || r.recovery.is_none() && r.fault != "no fault (baseline)")

@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use crate::run::Row;
+use crate::run::Outcome;
 
-/// Renders `rows` as the fault table, with how to reproduce them.
-pub fn fault_table(rows: &[Row], command: &str) -> String {
+/// Renders the suites' rows as the fault table, with how to reproduce them and what
+/// the load and the clients did.
+pub fn fault_table(outcomes: &[Outcome], command: &str) -> String {
     let mut out = String::from("# Fault table\n\n");
     let _ = writeln!(
         out,
@@ -21,7 +22,7 @@ pub fn fault_table(rows: &[Row], command: &str) -> String {
         "| fault | seed | sync | load held | acked | lost | recovered | duplicated | forked | client gaps | diverged | ledger unbalanced | time to recover | note |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for row in rows {
+    for row in outcomes.iter().flat_map(|o| &o.rows) {
         let c = &row.counts;
         let _ = writeln!(
             out,
@@ -43,6 +44,10 @@ pub fn fault_table(rows: &[Row], command: &str) -> String {
                 .unwrap_or_else(|| "-".to_owned()),
             row.note.replace('|', "/"),
         );
+    }
+    out.push_str("\nLoad and clients per run:\n\n");
+    for outcome in outcomes {
+        let _ = writeln!(out, "- {}", outcome.summary);
     }
     out
 }

@@ -73,9 +73,18 @@ pub fn schedule(seed: u64, count: usize) -> Vec<Fault> {
     (0..count).map(|_| pool[rng.random_range(0..pool.len())]).collect()
 }
 
-/// Runs `suite` on a fresh shape and returns its rows (the first is the baseline
-/// phase without a fault).
-pub async fn run(suite: &Suite) -> anyhow::Result<Vec<Row>> {
+/// What a suite produced: its rows (the first is the baseline phase without a
+/// fault) and a line on what the load and the clients did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// One row per phase.
+    pub rows: Vec<Row>,
+    /// Commands, clients' frames, reconnects and announced resumes.
+    pub summary: String,
+}
+
+/// Runs `suite` on a fresh shape.
+pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
     let mut shape = Shape::start(ShapeOptions {
         sync: suite.sync,
         stream_replicas: 3,
@@ -199,7 +208,21 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Vec<Row>> {
         .collect();
     let starts: Vec<Instant> = phases.iter().map(|p| p.started).collect();
     let phase_of_time = |at: Instant| starts.iter().rposition(|s| *s <= at).unwrap_or(0);
-    let counted = checker::count(&sources, &log.acked, &timelines, phase_of_time).await?;
+    let counted = match checker::count(&sources, &log.acked, &timelines, phase_of_time).await {
+        Ok(counted) => counted,
+        Err(error) => {
+            // A history that cannot be read at all is the worst loss: every
+            // acknowledged command of every phase counts as lost.
+            tracing::error!(error = %format!("{error:#}"), "the checker could not read the history");
+            let mut counted = std::collections::BTreeMap::new();
+            for command in &log.acked {
+                let row: &mut Counts = counted.entry(command.phase).or_default();
+                row.acked += 1;
+                row.lost += 1;
+            }
+            counted
+        }
+    };
     let rows = phases
         .into_iter()
         .enumerate()
@@ -213,10 +236,27 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Vec<Row>> {
             note: p.note,
         })
         .collect();
-    tracing::info!(
-        refused = log.refused,
-        reconnects = timelines.iter().map(|t| t.reconnects).sum::<usize>(),
-        "suite done"
+    let clients: Vec<String> = timelines
+        .iter()
+        .zip(["WebSocket", "WebSocket", "SSE"])
+        .map(|(t, transport)| {
+            format!(
+                "{transport}: {} frames, {} reconnects, {} resumes answered `recovered: false`, {} repeated frames",
+                t.frames.len(),
+                t.reconnects,
+                t.told.len(),
+                t.repeated
+            )
+        })
+        .collect();
+    let summary = format!(
+        "{}: {} create commands answered 2xx, {} refused (4xx), {} never answered; clients on `payments`: {}.",
+        suite.sync.label(),
+        log.acked.len(),
+        log.refused,
+        log.abandoned.len(),
+        clients.join("; ")
     );
-    Ok(rows)
+    tracing::info!(%summary, "suite done");
+    Ok(Outcome { rows, summary })
 }
