@@ -42,6 +42,9 @@ pub struct Counts {
     pub diverged: usize,
     /// Ledger entries that do not balance.
     pub unbalanced: usize,
+    /// A few of the payments behind non-zero counts, with what was wrong, so a row
+    /// can be looked into.
+    pub examples: Vec<String>,
 }
 
 impl Counts {
@@ -164,19 +167,36 @@ pub async fn converged(sources: &Sources<'_>, acked: &[Acked]) -> anyhow::Result
 }
 
 async fn matches_truth(http: &reqwest::Client, sources: &Sources<'_>, truth: Option<&Value>, payment_id: &str) -> bool {
-    let Some(truth) = truth else { return false };
+    difference(http, sources, truth, payment_id).await.is_none()
+}
+
+/// How REST's view of `payment_id` differs from its provider's truth, if it does.
+async fn difference(
+    http: &reqwest::Client,
+    sources: &Sources<'_>,
+    truth: Option<&Value>,
+    payment_id: &str,
+) -> Option<String> {
+    let Some(truth) = truth else {
+        return Some("unknown to the providers".to_owned());
+    };
     let Ok(response) = http
         .get(format!("{}/v1/payments/{payment_id}", sources.ingest_url))
         .bearer_auth(sources.token)
         .send()
         .await
     else {
-        return false;
+        return Some("REST did not answer".to_owned());
     };
     let Ok(view) = response.json::<Value>().await else {
-        return false;
+        return Some("REST answered no JSON".to_owned());
     };
-    view["status"] == truth["status"] && view["amount_minor"] == truth["amount_minor"]
+    (view["status"] != truth["status"] || view["amount_minor"] != truth["amount_minor"]).then(|| {
+        format!(
+            "REST {} {}, provider {} {}",
+            view["status"], view["amount_minor"], truth["status"], truth["amount_minor"]
+        )
+    })
 }
 
 /// Counts everything, per phase (`acked[i].phase`), after the run has settled.
@@ -228,7 +248,8 @@ pub async fn count(
     for command in acked {
         let row = rows.entry(command.phase).or_default();
         let truth_of = truth.get(&command.payment_id);
-        let at_truth = matches_truth(&http, sources, truth_of, &command.payment_id).await;
+        let difference = difference(&http, sources, truth_of, &command.payment_id).await;
+        let at_truth = difference.is_none();
         // The command, then every webhook the provider had acknowledged.
         let mut missing = usize::from(!commanded.contains(&command.payment_id));
         row.acked += 1;
@@ -242,6 +263,13 @@ pub async fn count(
         } else {
             row.lost += missing;
             row.diverged += 1;
+            if row.examples.len() < 3 {
+                row.examples.push(format!(
+                    "{}: {} ({missing} acknowledged inputs missing)",
+                    command.payment_id,
+                    difference.unwrap_or_default()
+                ));
+            }
         }
         if let Some(chain) = chains.get(&command.payment_id) {
             let subjects: HashSet<&str> = chain.iter().map(|t| t.subject.as_str()).collect();

@@ -138,16 +138,19 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mut faults: Vec<(String, Fault)> = suite.faults.iter().map(|f| (f.label(), *f)).collect();
     if !suite.schedule.is_zero() {
-        // About one fault a minute; the schedule stops drawing once its time is up.
-        let count = (suite.schedule.as_secs() / 60).max(1) as usize;
+        // At most one fault every 30 s; the schedule stops once its time is up.
+        let count = (suite.schedule.as_secs() / 30).max(1) as usize;
         for (n, fault) in schedule(suite.seed, count).into_iter().enumerate() {
             faults.push((format!("schedule #{}: {}", n + 1, fault.label()), fault));
         }
     }
-    let schedule_started = Instant::now();
+    let mut schedule_started: Option<Instant> = None;
     for (label, fault) in faults {
-        if label.starts_with("schedule") && schedule_started.elapsed() > suite.schedule + Duration::from_secs(60) {
-            break;
+        if label.starts_with("schedule") {
+            let started = *schedule_started.get_or_insert_with(Instant::now);
+            if started.elapsed() >= suite.schedule {
+                break;
+            }
         }
         if suite.sync == SyncPolicy::Default && last_sync.elapsed() >= DEFAULT_SYNC_INTERVAL {
             shape.cluster.mark_synced();
@@ -233,7 +236,14 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
             load_held: !log.abandoned.contains(&i) && log.acked.iter().any(|a| a.phase == i),
             counts: counted.get(&i).cloned().unwrap_or_default(),
             recovery: p.recovery,
-            note: p.note,
+            note: [
+                p.note,
+                counted.get(&i).map(|c| c.examples.join("; ")).unwrap_or_default(),
+            ]
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
         })
         .collect();
     let clients: Vec<String> = timelines
