@@ -276,6 +276,14 @@ pub async fn count(
             let versions: HashSet<u64> = chain.iter().map(|t| t.version).collect();
             if subjects.len() > 1 || versions.len() < chain.len() {
                 row.forked += 1;
+                if row.examples.len() < 6 {
+                    let links: Vec<String> = chain
+                        .iter()
+                        .map(|t| format!("v{} seq {} {} ({})", t.version, t.seq, t.fact_id, t.subject))
+                        .collect();
+                    row.examples
+                        .push(format!("{} forked: {}", command.payment_id, links.join(", ")));
+                }
             }
             let facts: HashSet<&str> = chain.iter().map(|t| t.fact_id.as_str()).collect();
             row.duplicated += chain.len() - facts.len();

@@ -81,6 +81,32 @@ impl Fault {
         faults
     }
 
+    /// The fault a short name on the command line stands for: `kill-<service>`,
+    /// `pause-<service>`, `kill-node`, `kill-meta-leader`, `kill-stream-leader`,
+    /// `partition`, `power-loss`, `database-stopped`, `database-killed`, `flip-byte`.
+    pub fn named(name: &str) -> Option<Fault> {
+        let kind = |service: &str| Kind::REPLICATED.into_iter().find(|k| k.label() == service);
+        Some(match name {
+            "kill-node" => Fault::KillNode(2),
+            "kill-meta-leader" => Fault::KillMetaLeader,
+            "kill-stream-leader" => Fault::KillStreamLeader,
+            "partition" => Fault::Partition(0),
+            "power-loss" => Fault::PowerLoss,
+            "database-stopped" => Fault::DatabaseStopped,
+            "database-killed" => Fault::DatabaseKilled,
+            "flip-byte" => Fault::FlippedByte(1),
+            other => {
+                if let Some(service) = other.strip_prefix("kill-") {
+                    Fault::KillReplica(kind(service)?, 1)
+                } else if let Some(service) = other.strip_prefix("pause-") {
+                    Fault::PauseReplica(kind(service)?, 1)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
     /// The faults a random schedule draws from.
     pub fn pool() -> Vec<Fault> {
         let mut pool = Vec::new();

@@ -36,6 +36,14 @@ enum Command {
         /// Where the table is written.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run only these faults alone (repeatable; e.g. `partition`, `kill-reconciler`,
+        /// `power-loss`), no schedule.
+        #[arg(long = "fault")]
+        only: Vec<String>,
+        /// Run without the providers' status-query API, so lost webhooks are never
+        /// recovered: a run that must fail, to show the checker counts.
+        #[arg(long)]
+        without_status_queries: bool,
     },
     /// Measure acknowledged publishes per second at R1 and R3, default sync and
     /// `sync_interval: always`; write the figures.
@@ -77,9 +85,24 @@ async fn main() -> anyhow::Result<()> {
             duration,
             short,
             out,
+            without_status_queries,
+            only,
         } => {
+            let status_queries = !without_status_queries;
+            let only: Vec<Fault> = only
+                .iter()
+                .map(|name| Fault::named(name).with_context(|| format!("unknown fault {name:?}")))
+                .collect::<anyhow::Result<_>>()?;
             let duration = parse_duration(&duration)?;
-            let suites = if short {
+            let suites = if !only.is_empty() {
+                vec![Suite {
+                    sync: SyncPolicy::Always,
+                    faults: only,
+                    seed,
+                    schedule: Duration::ZERO,
+                    status_queries,
+                }]
+            } else if short {
                 vec![Suite {
                     sync: SyncPolicy::Always,
                     faults: vec![
@@ -88,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                     ],
                     seed,
                     schedule: Duration::from_secs(120),
+                    status_queries,
                 }]
             } else {
                 vec![
@@ -96,12 +120,14 @@ async fn main() -> anyhow::Result<()> {
                         faults: [Fault::each_alone(), vec![Fault::PowerLoss]].concat(),
                         seed,
                         schedule: duration,
+                        status_queries,
                     },
                     Suite {
                         sync: SyncPolicy::Default,
                         faults: vec![Fault::PowerLoss],
                         seed,
                         schedule: Duration::ZERO,
+                        status_queries,
                     },
                 ]
             };
@@ -113,6 +139,11 @@ async fn main() -> anyhow::Result<()> {
                 format!("paytrack-chaos faults --short --seed {seed}")
             } else {
                 format!("make chaos SEED={seed} DURATION={}s", duration.as_secs())
+            };
+            let command = if without_status_queries {
+                format!("{command} --without-status-queries")
+            } else {
+                command
             };
             let table = report::fault_table(&outcomes, &command);
             println!("{table}");

@@ -38,6 +38,8 @@ pub struct Suite {
     pub seed: u64,
     /// How long the random schedule runs after them (zero: none).
     pub schedule: Duration,
+    /// Whether the sweep may ask the providers (see [`ShapeOptions::status_queries`]).
+    pub status_queries: bool,
 }
 
 /// One row of the fault table.
@@ -88,6 +90,7 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
     let mut shape = Shape::start(ShapeOptions {
         sync: suite.sync,
         stream_replicas: 3,
+        status_queries: suite.status_queries,
     })
     .await?;
     shape.cluster.mark_synced();

@@ -34,6 +34,9 @@ pub struct ShapeOptions {
     pub sync: SyncPolicy,
     /// Replicas of every stream and bucket.
     pub stream_replicas: usize,
+    /// Whether the reconciler may ask the providers' status-query API. Off, a lost
+    /// webhook is never recovered: the checker's own test (it must then count).
+    pub status_queries: bool,
 }
 
 /// The running shape.
@@ -118,7 +121,9 @@ impl Shape {
             simulator_token.expose_secret().to_owned(),
         );
         set(&mut common, "PROVIDER_URLS", providers.clone());
-        set(&mut common, "RECONCILER_STATUS_QUERY_URLS", providers);
+        if options.status_queries {
+            set(&mut common, "RECONCILER_STATUS_QUERY_URLS", providers);
+        }
         set(&mut common, "RECONCILER_WINDOW_DIVISOR", WINDOW_DIVISOR.to_string());
         set(&mut common, "RECONCILER_SWEEP_INTERVAL_MS", "1000".to_owned());
         set(&mut common, "LOG_FORMAT", "json".to_owned());
