@@ -52,7 +52,7 @@ chaos: ## Production shape under faults (3 nats nodes, R3, 2 replicas each): eve
 	ulimit -n $$(ulimit -Hn) && $(CHAOS_BIN) faults --seed $(SEED) --duration $(DURATION) --out bench/results/faults.md
 
 chaos-short: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
-chaos-short: ## The short form of `make chaos` that `make test` runs (about 5 min): fails on any lost, duplicated, forked, silent gap or unbalanced count
+chaos-short: ## The short form of `make chaos` that `make test` runs (about 6 min): fails on any lost, duplicated, forked, silent gap or unbalanced count
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	$(MAKE) --no-print-directory chaos-build

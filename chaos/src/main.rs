@@ -30,7 +30,7 @@ enum Command {
         /// How long the random schedule runs: `90s`, `30m`, `1h`.
         #[arg(long, env = "DURATION", default_value = "5m")]
         duration: String,
-        /// The short form CI runs: two faults alone and a two-minute schedule.
+        /// The short form CI runs: three faults alone and a two-minute schedule.
         #[arg(long)]
         short: bool,
         /// Where the table is written.

@@ -273,3 +273,16 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
     tracing::info!(%summary, "suite done");
     Ok(Outcome { rows, summary })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_reproduces_its_schedule_and_another_seed_draws_another() {
+        let labels = |seed| schedule(seed, 8).into_iter().map(Fault::label).collect::<Vec<_>>();
+        assert_eq!(labels(7), labels(7));
+        assert_ne!(labels(7), labels(8));
+        println!("seed 7: {:?}", labels(7));
+    }
+}
