@@ -253,6 +253,11 @@ pub async fn count(
         // The command, then every webhook the provider had acknowledged.
         let mut missing = usize::from(!commanded.contains(&command.payment_id));
         row.acked += 1;
+        if let Some(truth) = truth_of
+            && !truth["acked_deliveries"].is_array()
+        {
+            anyhow::bail!("the simulator's ground truth does not list acknowledged deliveries: {truth}");
+        }
         if let Some(deliveries) = truth_of.and_then(|t| t["acked_deliveries"].as_array()) {
             let unique: HashSet<&str> = deliveries.iter().filter_map(Value::as_str).collect();
             row.acked += unique.len();
