@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                     faults: vec![
                         Fault::KillReplica(Kind::Reconciler, 1),
                         Fault::KillReplica(Kind::Edge, 1),
+                        Fault::KillStreamLeader,
                     ],
                     seed,
                     schedule: Duration::from_secs(120),
