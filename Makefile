@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down test smoke lint logs clean bench
+.PHONY: help up down test smoke lint logs clean bench chaos chaos-short chaos-build
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -15,7 +15,7 @@ down: ## Stop everything the local stack started (data stays in .dev)
 	bash scripts/stack-down.sh
 
 test: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
-test: ## Install the pinned test servers and tools, run the whole test suite, then the smoke test
+test: ## Install the pinned test servers and tools, run the whole test suite, the short chaos run, then the smoke test
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/install-k8s-tools.sh
@@ -25,6 +25,7 @@ test: ## Install the pinned test servers and tools, run the whole test suite, th
 	bash scripts/install-console-tools.sh
 	bash scripts/install-browser.sh
 	cargo test --workspace --locked
+	$(MAKE) --no-print-directory chaos-short
 	$(MAKE) --no-print-directory smoke
 
 smoke: ## Run the stack on its own ports, follow the README, check the dashboard in Chromium
@@ -38,6 +39,29 @@ bench: ## Build release, measure capacity against same-run ceilings (about 4 min
 	bash scripts/ensure-postgres.sh
 	cargo build --release --locked -p paytrack-bench
 	ulimit -n $$(ulimit -Hn) && "$${CARGO_TARGET_DIR:-target}/release/paytrack-bench" --out bench/results $(BENCH_ARGS)
+
+# The service binaries run as separate processes next to the chaos harness.
+CHAOS_BIN := $${CARGO_TARGET_DIR:-target}/debug/paytrack-chaos
+chaos-build:
+	cargo build --locked --bins -p paytrack-chaos -p paytrack-ingest -p paytrack-reconciler \
+		-p paytrack-ledger-projector -p paytrack-ws-edge -p paytrack-simulator
+
+chaos: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
+chaos: SEED ?= 1
+chaos: DURATION ?= 30m
+chaos: ## Production shape under faults (3 nats nodes, R3, 2 replicas each): every fault alone, power losses, a SEED'ed random schedule of DURATION; writes bench/results/faults.md and durability.md
+	bash scripts/install-nats-server.sh
+	bash scripts/ensure-postgres.sh
+	$(MAKE) --no-print-directory chaos-build
+	ulimit -n $$(ulimit -Hn) && $(CHAOS_BIN) throughput --out bench/results/durability.md
+	ulimit -n $$(ulimit -Hn) && $(CHAOS_BIN) faults --seed $(SEED) --duration $(DURATION) --out bench/results/faults.md
+
+chaos-short: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
+chaos-short: ## The short form of `make chaos` that `make test` runs (about 6 min): fails on any lost, duplicated, forked, silent gap or unbalanced count
+	bash scripts/install-nats-server.sh
+	bash scripts/ensure-postgres.sh
+	$(MAKE) --no-print-directory chaos-build
+	ulimit -n $$(ulimit -Hn) && $(CHAOS_BIN) faults --short --seed 7
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all -- --check

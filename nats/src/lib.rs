@@ -188,7 +188,8 @@ pub const CONSUMER_PROJECTOR_OUTCOMES: &str = "ledger-projector-outcomes";
 /// The durable consumer the projector stores payment alerts with.
 pub const CONSUMER_PROJECTOR_ALERTS: &str = "ledger-projector-alerts";
 
-/// Connects with the client name given, as `credentials`' user when given (with
+/// Connects to `url` (one server, or a cluster's servers comma-separated) with the
+/// client name given, as `credentials`' user when given (with
 /// that user's inbox prefix, the only replies its permissions let it read). The
 /// connection is made in the background and kept up across server restarts, so a
 /// service may start before the server; callers find out it is usable when their
@@ -212,14 +213,24 @@ pub async fn connect(
             "no NATS credentials configured; connecting without a user"
         );
     }
-    let client = options
+    let options = options
         .name(name)
         .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "nats connection event");
-        })
-        .connect(url)
-        .await?;
+        });
+    // `url` may list a cluster's nodes, comma-separated; a malformed entry is left to
+    // the client to refuse with its own error.
+    let servers: Result<Vec<async_nats::ServerAddr>, _> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    let client = match servers {
+        Ok(servers) if !servers.is_empty() => options.connect(servers).await?,
+        _ => options.connect(url).await?,
+    };
     Ok(client)
 }
 
@@ -456,5 +467,20 @@ mod tests {
         });
         let max_age = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.max_age);
         assert!(max_age(subjects::STREAM_ALERT) >= max_age(subjects::STREAM_IN));
+    }
+
+    /// A cluster's nodes are given as one comma-separated setting, so a service that
+    /// starts while one node is down still reaches the others.
+    #[tokio::test]
+    async fn a_comma_separated_list_of_servers_is_accepted_and_a_malformed_one_refused() {
+        let list = connect(
+            "nats://127.0.0.1:1, nats://127.0.0.1:2,nats://127.0.0.1:3",
+            "test",
+            None,
+        )
+        .await;
+        assert!(list.is_ok(), "{:?}", list.err());
+        let malformed = connect("nats://127.0.0.1:1,nats://127.0.0.1:port", "test", None).await;
+        assert!(malformed.is_err());
     }
 }

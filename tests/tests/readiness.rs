@@ -1,7 +1,7 @@
 //! `/readyz` tells Kubernetes whether a pod can do its job: 503 while its NATS
-//! connection is down and, for the services that read or write PostgreSQL (ingest
-//! and the ledger-projector), while PostgreSQL does not answer; 200 again once it is
-//! back. Checked with the mesh idle, so nothing but readiness itself notices.
+//! connection is down and, for the ledger-projector, whose job is writing PostgreSQL,
+//! while PostgreSQL does not answer; 200 again once it is back. Ingest stays ready
+//! without PostgreSQL: webhooks need only NATS. Checked with the mesh idle, so nothing but readiness itself notices.
 //!
 //! Its own test binary, because stopping PostgreSQL stops it for every test of the
 //! process.
@@ -32,7 +32,7 @@ async fn wait_for(mesh: &Mesh, names: &[&str], status: u16, what: &str) -> anyho
     .await
 }
 
-const DATABASE_USERS: [&str; 2] = ["ingest", "ledger-projector"];
+const DATABASE_USERS: [&str; 1] = ["ledger-projector"];
 const NATS_USERS: [&str; 4] = ["ingest", "ledger-projector", "reconciler", "ws-edge"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,15 +41,15 @@ async fn readiness_follows_postgres_and_nats() -> anyhow::Result<()> {
     mesh.wait_ready().await?;
 
     paytrack_tests::pg::stop()?;
-    let unready = wait_for(
-        &mesh,
-        &DATABASE_USERS,
-        503,
-        "ingest and the projector unready without PostgreSQL",
-    )
-    .await;
+    let unready = wait_for(&mesh, &DATABASE_USERS, 503, "the projector unready without PostgreSQL").await;
+    let ingest = statuses(&mesh, &["ingest"]).await;
     paytrack_tests::pg::start()?;
     unready?;
+    assert_eq!(
+        ingest,
+        vec![("ingest", Some(200))],
+        "ingest takes webhooks without PostgreSQL"
+    );
     wait_for(&mesh, &NATS_USERS, 200, "every service ready with PostgreSQL back").await?;
 
     mesh.nats.stop();

@@ -134,6 +134,9 @@ pub struct Payment {
     pub webhooks_sent: u32,
     /// Webhooks dropped by the loss setting.
     pub webhooks_lost: u32,
+    /// The delivery ids ingest answered 2xx (a delivery sent twice is listed twice):
+    /// what a checker holds paytrack to, since an acknowledged webhook must never be lost.
+    pub acked_deliveries: Vec<String>,
     /// Unix seconds of the initiation.
     pub created_at: i64,
     /// Whether it is a payout (money out), whose events are `payout.*`.
@@ -483,6 +486,7 @@ impl Gateways {
             status: "pending".to_owned(),
             webhooks_sent: 0,
             webhooks_lost: 0,
+            acked_deliveries: Vec::new(),
             created_at: chrono::Utc::now().timestamp(),
             payout: request.payout,
             movements: Vec::new(),
@@ -597,6 +601,7 @@ impl Gateways {
         for _ in 0..if twice { 2 } else { 1 } {
             if self.post(&url, signer, &delivery_id, &body, &payment).await {
                 self.count(key, 1, 0);
+                self.acknowledged(key, &delivery_id);
             }
         }
     }
@@ -649,6 +654,13 @@ impl Gateways {
         if let Some(payment) = payments.get_mut(key) {
             payment.webhooks_sent += sent;
             payment.webhooks_lost += lost;
+        }
+    }
+
+    fn acknowledged(&self, key: &(String, String), delivery_id: &str) {
+        let mut payments = self.inner.payments.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(payment) = payments.get_mut(key) {
+            payment.acked_deliveries.push(delivery_id.to_owned());
         }
     }
 

@@ -67,6 +67,7 @@ pub async fn send_webhook(
         status: args.status.clone(),
         webhooks_sent: 0,
         webhooks_lost: 0,
+        acked_deliveries: Vec::new(),
         created_at: now,
         payout: false,
         movements: Vec::new(),

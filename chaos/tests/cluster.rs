@@ -1,0 +1,88 @@
+//! The three-node cluster of the chaos harness: the layout at R3 is what the
+//! cluster holds, services' verification accepts it and refuses R1, and a node cut
+//! off by the fault proxy catches up once the partition heals.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use paytrack_chaos::cluster::{Cluster, SyncPolicy};
+use paytrack_nats::{Layout, LayoutError, Role};
+
+fn layout(replicas: usize) -> anyhow::Result<Layout> {
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_replicas", replicas.to_string())])?;
+    Ok(Layout::from_settings(&settings))
+}
+
+/// `PAYTRACK_NATS_REPLICAS=3` lays every stream and bucket out with three replicas
+/// on three distinct nodes, and a service expecting R3 accepts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layout_at_three_replicas_is_what_the_cluster_holds() -> anyhow::Result<()> {
+    let cluster = Cluster::start(SyncPolicy::Always).await?;
+    let r3 = layout(3)?;
+    cluster.lay_out(&r3).await?;
+    let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
+    let streams = paytrack_nats::layout_streams(&r3);
+    assert!(streams.len() >= 13, "every stream and bucket: {}", streams.len());
+    for expected in streams {
+        let info = js.get_stream(&expected.name).await?.info().await?.clone();
+        assert_eq!(info.config.num_replicas, 3, "{}", expected.name);
+        let cluster_info = info.cluster.clone().unwrap_or_default();
+        let mut nodes: Vec<String> = cluster_info.replicas.iter().map(|r| r.name.clone()).collect();
+        nodes.extend(cluster_info.leader.clone());
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(nodes.len(), 3, "{} on three nodes: {nodes:?}", expected.name);
+    }
+    paytrack_nats::verify_layout(&js, &r3).await?;
+    // A service configured for one replica refuses nothing here, but one configured
+    // for three refuses a cluster laid out at one: fewer replicas is a wrong layout.
+    let refused = paytrack_nats::verify_layout(&js, &layout(1)?).await;
+    assert!(matches!(refused, Err(LayoutError::Wrong { .. })), "{refused:?}");
+    Ok(())
+}
+
+/// A node isolated by cutting its links misses writes, and has them all once the
+/// partition heals (the stream's replicas report no lag).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Result<()> {
+    let cluster = Cluster::start(SyncPolicy::Always).await?;
+    let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
+    js.create_stream(jetstream::stream::Config {
+        name: "PARTITION".to_owned(),
+        subjects: vec!["partition.>".to_owned()],
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await?;
+    let leader = cluster.stream_leader("PARTITION").await?;
+    let isolated = (leader + 1) % 3;
+    cluster.isolate(isolated, true);
+    let isolated_name = cluster.name(isolated).to_owned();
+    // The isolated node is seen as gone (offline or lagging) while cut off.
+    paytrack_tests::eventually(Duration::from_secs(60), "the isolated node seen as away", || {
+        let js = js.clone();
+        let name = isolated_name.clone();
+        async move {
+            js.publish("partition.a", "during".into()).await.ok()?.await.ok()?;
+            let info = js.get_stream("PARTITION").await.ok()?.info().await.ok()?.clone();
+            let replica = info.cluster?.replicas.into_iter().find(|r| r.name == name)?;
+            (!replica.current || replica.offline).then_some(())
+        }
+    })
+    .await?;
+    cluster.isolate(isolated, false);
+    paytrack_tests::eventually(Duration::from_secs(90), "every replica current again", || {
+        let js = js.clone();
+        async move {
+            let info = js.get_stream("PARTITION").await.ok()?.info().await.ok()?.clone();
+            let replicas = info.cluster?.replicas;
+            (replicas.len() == 2
+                && replicas
+                    .iter()
+                    .all(|r| r.current && !r.offline && r.lag.unwrap_or(0) == 0))
+            .then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
