@@ -230,7 +230,7 @@ pub async fn count(
     let status = read_stream(sources.js, subjects::STREAM_STATUS).await?;
     let mut chains: HashMap<String, Vec<Transition>> = HashMap::new();
     for (seq, subject, payload) in &status {
-        if !subject.starts_with("paytrack.status.") {
+        if subjects::status_stream_kind(subject) != Some("transition") {
             continue;
         }
         let Some(payment) = payload["payment_id"].as_str() else {

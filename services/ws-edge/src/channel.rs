@@ -106,7 +106,7 @@ impl Channel {
             Channel::Payment(id) => vec![subjects::payment_messages(tenant, id)],
             Channel::Merchant(id) => vec![subjects::merchant_messages(tenant, id)],
             Channel::Payments => vec![subjects::tenant_messages(tenant)],
-            Channel::Alerts => vec![format!("paytrack.alert.{tenant}.>")],
+            Channel::Alerts => vec![subjects::tenant_alerts(tenant)],
             Channel::User(user) => match device {
                 Some(device) => vec![
                     subjects::push(tenant, user, Some(device)),

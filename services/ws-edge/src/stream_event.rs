@@ -42,8 +42,7 @@ fn not_final_because(t: &Transition) -> String {
 /// event's kind on the wire) or an acknowledgement (`kind: alert_ack`); None when
 /// `subject` is not on PAYTRACK_ALERT, `Some(None)` when it cannot be read.
 fn render_alert(subject: &str, payload: &[u8]) -> Option<Option<(String, Map<String, Value>)>> {
-    let rest = subject.strip_prefix("paytrack.alert.")?;
-    let ack = rest.ends_with("._ack");
+    let ack = subjects::AlertSubject::parse(subject)?.kind == subjects::ALERT_ACK;
     let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(payload) else {
         return Some(None);
     };

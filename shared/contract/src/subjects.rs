@@ -166,6 +166,12 @@ pub fn alert_ack(tenant: &TenantId) -> String {
     format!("paytrack.alert.{tenant}.{ALERT_ACK}")
 }
 
+/// `paytrack.alert.<tenant>.>`: every alert of a tenant and every acknowledgement of
+/// one (the edge's `alerts` channel).
+pub fn tenant_alerts(tenant: &TenantId) -> String {
+    format!("paytrack.alert.{tenant}.>")
+}
+
 /// The tenant a paytrack subject names (its third token, `paytrack.<kind>.<tenant>…`),
 /// if that token is a valid tenant id.
 pub fn tenant_of(subject: &str) -> Option<TenantId> {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use paytrack_shared::subjects::{PaymentSubject, PushSubject};
+use paytrack_shared::subjects::{AlertSubject, PaymentSubject, PushSubject};
 
 use super::feed::Feed;
 use super::hub::Sub;
@@ -57,9 +57,8 @@ pub(super) fn keys_of(
 
 /// The tenant of an alert or acknowledgement subject (`paytrack.alert.<tenant>.<kind>`).
 fn alert_tenant(subject: &str) -> Option<&str> {
-    let rest = subject.strip_prefix("paytrack.alert.")?;
-    let (tenant, kind) = rest.split_once('.')?;
-    (!tenant.is_empty() && !kind.is_empty() && !kind.contains('.')).then_some(tenant)
+    let alert = AlertSubject::parse(subject)?;
+    (!alert.tenant.is_empty() && !alert.kind.is_empty()).then_some(alert.tenant)
 }
 
 /// Whether `subject` is in the channel of `key` (used to pick a channel's messages
