@@ -296,3 +296,28 @@ impl Drop for NatsServer {
         }
     }
 }
+
+/// Publishes `payload` on `subject` as `publisher` until `watched` (a subscription
+/// made and flushed before) receives a message, within `within`; the first one it
+/// receives. A core publish made before the server has propagated the
+/// subscription's interest is dropped, so one publish alone proves nothing.
+pub async fn publish_until_seen(
+    publisher: &async_nats::Client,
+    subject: &str,
+    payload: &'static [u8],
+    watched: &mut async_nats::Subscriber,
+    within: Duration,
+) -> anyhow::Result<async_nats::Message> {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        publisher.publish(subject.to_owned(), payload.into()).await?;
+        if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), watched.next()).await {
+            return next.context("subscription ended");
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "nothing published on {subject} arrived within {within:?}"
+        );
+    }
+}

@@ -577,19 +577,15 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
     // Live: a new transition arrives on a plain subscription.
     let mut watched = reader.subscribe("paytrack.status.>").await?;
     reader.flush().await?;
-    let deadline = tokio::time::Instant::now() + ANSWER;
-    let seen = loop {
-        reconciler
-            .publish("paytrack.status.acme.m_1.pay_live", "live".into())
-            .await?;
-        if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), watched.next()).await {
-            break next.context("subscription ended")?;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the reader never saw a transition"
-        );
-    };
+    let seen = paytrack_tests::nats::publish_until_seen(
+        &reconciler,
+        "paytrack.status.acme.m_1.pay_live",
+        b"live",
+        &mut watched,
+        ANSWER,
+    )
+    .await
+    .context("the reader never saw a transition")?;
     assert_eq!(&seen.payload[..], b"live");
     Ok(())
 }

@@ -185,19 +185,15 @@ async fn a_tenant_reader_reads_its_own_tenant_and_is_refused_anothers() -> anyho
     let mut live = acme.client.subscribe("paytrack.status.acme.>").await?;
     acme.client.flush().await?;
     let reconciler = nats.connect_as(Role::Reconciler).await?;
-    let deadline = tokio::time::Instant::now() + ANSWER;
-    let seen = loop {
-        reconciler
-            .publish("paytrack.status.acme.m_1.pay_live", "live".into())
-            .await?;
-        if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), live.next()).await {
-            break next.context("subscription ended")?;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "acme's reader never saw its transition"
-        );
-    };
+    let seen = paytrack_tests::nats::publish_until_seen(
+        &reconciler,
+        "paytrack.status.acme.m_1.pay_live",
+        b"live",
+        &mut live,
+        ANSWER,
+    )
+    .await
+    .context("acme's reader never saw its transition")?;
     assert_eq!(&seen.payload[..], b"live");
 
     // Consumers on another tenant's filter, in every form of the create.
