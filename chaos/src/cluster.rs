@@ -138,7 +138,19 @@ impl Cluster {
 
     /// A client of `role`'s user connected to any node (it follows the cluster).
     pub async fn connect_as(&self, role: Role) -> anyhow::Result<async_nats::Client> {
-        let urls: Vec<async_nats::ServerAddr> = self.urls().split(',').map(|u| u.parse()).collect::<Result<_, _>>()?;
+        self.connect_with(role, &self.urls()).await
+    }
+
+    /// A client of `role`'s user connected to node `i` only: what it sees is that
+    /// node's view (a test that cuts another node off must not ask the cut-off one).
+    pub async fn connect_to(&self, role: Role, i: usize) -> anyhow::Result<async_nats::Client> {
+        let node = self.nodes.get(i).context("no such node")?;
+        self.connect_with(role, &format!("nats://127.0.0.1:{}", node.client_port))
+            .await
+    }
+
+    async fn connect_with(&self, role: Role, urls: &str) -> anyhow::Result<async_nats::Client> {
+        let urls: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse()).collect::<Result<_, _>>()?;
         Ok(async_nats::ConnectOptions::with_user_and_password(
             role.user().into(),
             self.password(role).expose_secret().into(),

@@ -56,6 +56,8 @@ async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Resu
     .await?;
     let leader = cluster.stream_leader("PARTITION").await?;
     let isolated = (leader + 1) % 3;
+    // Ask the leader: a client on the node being cut off would see only that node.
+    let js = jetstream::new(cluster.connect_to(Role::Admin, leader).await?);
     cluster.isolate(isolated, true);
     let isolated_name = cluster.name(isolated).to_owned();
     // The isolated node is seen as gone (offline or lagging) while cut off.
