@@ -47,11 +47,21 @@ async fn a_layout_at_three_replicas_is_what_the_cluster_holds() -> anyhow::Resul
 async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Result<()> {
     let cluster = Cluster::start(SyncPolicy::Always).await?;
     let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
-    js.create_stream(jetstream::stream::Config {
-        name: "PARTITION".to_owned(),
-        subjects: vec!["partition.>".to_owned()],
-        num_replicas: 3,
-        ..Default::default()
+    // Retried while the cluster settles: right after a start the meta leader may not
+    // know every peer yet ("no suitable peers for placement").
+    paytrack_tests::eventually(Duration::from_secs(60), "an R3 stream placed", || {
+        let js = js.clone();
+        async move {
+            js.create_stream(jetstream::stream::Config {
+                name: "PARTITION".to_owned(),
+                subjects: vec!["partition.>".to_owned()],
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+            .ok()
+            .map(drop)
+        }
     })
     .await?;
     let leader = cluster.stream_leader("PARTITION").await?;
