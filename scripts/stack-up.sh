@@ -364,10 +364,11 @@ else
     (cd "$repo" && cargo build --bin paytrack)
     [[ -x "$paytrack_bin" ]] || die "cargo build succeeded but $paytrack_bin is missing"
     # The layout step: streams and KV buckets are created and updated by the NATS admin
-    # only; the services verify them at start and refuse to run on a wrong one.
+    # only; the services verify them at start and refuse to run on a wrong one. The
+    # tenant readers of nats/auth.conf get their mirrors in their own accounts.
     log "applying the JetStream layout as the NATS admin"
     env "${paytrack_env[@]}" PAYTRACK_NATS_ADMIN_PASSWORD="$PAYTRACK_NATS_ADMIN_PASSWORD" \
-      "$paytrack_bin" layout >>"$paytrack_log" 2>&1 \
+      "$paytrack_bin" layout --tenant-reader dev --tenant-reader other >>"$paytrack_log" 2>&1 \
       || { tail_log "$paytrack_log" 30; die "paytrack layout failed (log: $paytrack_log)"; }
     log "starting paytrack (ingest $ingest_url, edge $edge_url); migrations run at start-up"
     printf '=== %s stack-up: starting paytrack\n' "$(date -u +%FT%TZ)" >>"$paytrack_log"

@@ -2,7 +2,7 @@
 //! a read-only user for internal services, and an admin user for operators and tests.
 //!
 //! This module is the one source of the permissions. [`render_conf`] turns it into
-//! the nats-server `authorization` block checked in as `nats/auth.conf` (included by
+//! the nats-server `accounts` block checked in as `nats/auth.conf` (included by
 //! `nats/local.conf`, the local stack) and `k8s/nats-auth.conf` (the Kubernetes base);
 //! the test harness starts its servers with the same text. A unit test fails when a
 //! checked-in copy is stale; `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats`
@@ -21,12 +21,18 @@
 //! ([`Role::inbox_prefix`]), so no user sees another's replies.
 //!
 //! A [`TenantReader`] is a read-only user generated per tenant (`paytrack nats-auth
-//! --tenant-reader <tenant>` renders them into the configuration). It subscribes only
-//! to its tenant's live subjects and creates consumers on the readers' mirrors only in
-//! the form that names the filter (`$JS.API.CONSUMER.CREATE.<mirror>.<name>.<filter>`,
-//! whose filter the server checks against the consumer's), with a filter inside its
-//! tenant. It has no direct or stream gets and no stream info (a get names any
-//! sequence; stream info lists any subject), and its own inbox prefix.
+//! --tenant-reader <tenant>` renders them into the configuration), alone in an account
+//! of its own ([`TenantReader::account`]) whose JetStream holds mirrors of its tenant's
+//! subjects only ([`crate::tenant_mirrors`]). Whatever it makes the server write (an
+//! answer to the reply subject of a request, a push consumer's deliveries) stays in
+//! that account, so it can never write into the services' subjects or another
+//! tenant's. The services' account (every [`Role`]) exports to it its tenant's live
+//! subjects and only the consumer calls its mirrors' sources need, which its user may
+//! not publish to. Inside its account it subscribes only to its tenant's live
+//! subjects and creates consumers on its mirrors only in the form that names the
+//! filter (`$JS.API.CONSUMER.CREATE.<mirror>.<name>.<filter>`, whose filter the server
+//! checks against the consumer's), with a filter inside its tenant. It has no direct
+//! or stream gets and no stream info, and its own inbox prefix.
 
 use std::fmt::Write as _;
 
@@ -307,6 +313,27 @@ impl TenantReader {
         readers::tenant_reader_inbox(&self.tenant)
     }
 
+    /// The NATS account the reader lives in, alone, named like its user: its
+    /// JetStream holds the tenant's mirrors ([`crate::tenant_mirrors`]), and whatever
+    /// the reader makes the server write (an answer to a reply subject it names, a
+    /// push consumer's deliveries) stays in it.
+    pub fn account(&self) -> String {
+        self.user()
+    }
+
+    /// The prefix under which the services' account (the admin, for the layout step)
+    /// reaches this reader's account's JetStream API: `$JS.reader-<tenant>.API`.
+    pub fn api_prefix(&self) -> String {
+        format!("$JS.{}.API", self.account())
+    }
+
+    /// The subjects, in the services' account, that the sources of this reader's
+    /// mirrors deliver to (`_MIRROR.reader-<tenant>.…`); exported to its account only,
+    /// and published to by no user.
+    pub fn mirror_deliver_prefix(&self) -> String {
+        format!("_MIRROR.{}", self.account())
+    }
+
     /// What the user may publish and subscribe to: its tenant's live subjects, and
     /// consumers on the readers' mirrors filtered inside its tenant.
     pub fn permissions(&self) -> Permissions {
@@ -432,7 +459,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The nats-server `authorization` block for every role, passwords referenced as
+/// The nats-server `accounts` block for every role, passwords referenced as
 /// environment variables: the configuration without tenant readers (Kubernetes, the
 /// test harness).
 pub fn render_conf() -> String {
@@ -443,26 +470,205 @@ pub fn render_conf() -> String {
 /// and `OTHER_TENANT`, so isolation between two tenants can be tried by hand.
 pub const LOCAL_TENANT_READERS: [&str; 2] = ["dev", "other"];
 
-/// The `authorization` block of every role plus a reader for each of `tenants`
-/// (`paytrack nats-auth --tenant-reader <tenant>`), each with its own password
-/// variable ([`TenantReader::password_env`]).
+/// The `accounts` block: the services' account with every role, plus an account of
+/// its own for each of `tenants` (`paytrack nats-auth --tenant-reader <tenant>`) with
+/// its reader, whose password is its own variable ([`TenantReader::password_env`]).
+/// The accounts are linked by exactly what [`crate::tenant_mirrors`] describes.
 pub fn render_conf_with(tenants: &[TenantReader]) -> String {
     let mut out = String::from(
-        "# NATS users and permissions of paytrack. GENERATED from nats/src/auth.rs: do not edit;\n\
-         # `cargo test -p paytrack-nats` fails when this copy is stale and\n\
+        "# NATS accounts, users and permissions of paytrack. GENERATED from nats/src/auth.rs:\n\
+         # do not edit; `cargo test -p paytrack-nats` fails when this copy is stale and\n\
          # `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats` rewrites it.\n\
          # Each password is an environment variable of the nats-server process (letters and\n\
          # digits, starting with a letter); the server refuses to start without it.\n\
-         authorization {\n  users = [\n",
+         # The services (and the all-tenant reader) share one account; each tenant reader\n\
+         # has an account of its own, with its own JetStream holding its tenant's mirrors.\n\
+         accounts {\n",
     );
+    let (exports, imports) = services_links(tenants);
+    let _ = writeln!(out, "  {SERVICES_ACCOUNT}: {{");
+    out.push_str("    jetstream: enabled\n    users: [\n");
     for role in Role::ALL {
         render_user(&mut out, role.user(), role.password_env(), &role.permissions());
     }
+    out.push_str("    ]\n");
+    render_links(&mut out, &exports, &imports);
+    out.push_str("  }\n");
     for reader in tenants {
+        let _ = writeln!(out, "  \"{}\": {{", reader.account());
+        out.push_str("    jetstream: enabled\n    users: [\n");
         render_user(&mut out, &reader.user(), &reader.password_env(), &reader.permissions());
+        out.push_str("    ]\n");
+        render_links(&mut out, &reader_exports(), &reader_imports(reader));
+        out.push_str("  }\n");
     }
-    out.push_str("  ]\n}\n");
+    out.push_str("}\n");
     out
+}
+
+/// The name of the account of paytrack's services, the admin and the all-tenant
+/// reader: the streams and buckets of the layout live in its JetStream.
+pub const SERVICES_ACCOUNT: &str = "paytrack";
+
+/// The prefix under which a tenant reader's account reaches the services' account's
+/// JetStream API: only the consumer calls of its mirrors' sources are imported there.
+pub const SERVICES_API_PREFIX: &str = "$JS.paytrack.API";
+
+/// What crosses an account boundary: a stream carries messages published in the
+/// exporting account to the importer; a service carries the importer's requests to
+/// the exporter and its answers back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stream,
+    Service,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Stream => "stream",
+            Kind::Service => "service",
+        }
+    }
+}
+
+/// A subject an account offers to the accounts named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Export {
+    kind: Kind,
+    subject: String,
+    accounts: Vec<String>,
+}
+
+/// A subject an account takes from another, under `local` when it differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Import {
+    kind: Kind,
+    account: String,
+    subject: String,
+    local: Option<String>,
+}
+
+/// The services' account's exports (each subject once, with every account that may
+/// import it) and imports, for `tenants`' accounts: whatever a reader's account
+/// imports, and the admin's way into each reader account's JetStream.
+fn services_links(tenants: &[TenantReader]) -> (Vec<Export>, Vec<Import>) {
+    let mut exports: Vec<Export> = Vec::new();
+    let mut imports = Vec::new();
+    for reader in tenants {
+        for import in reader_imports(reader) {
+            match exports
+                .iter_mut()
+                .find(|e| e.kind == import.kind && e.subject == import.subject)
+            {
+                Some(export) => export.accounts.push(reader.account()),
+                None => exports.push(Export {
+                    kind: import.kind,
+                    subject: import.subject,
+                    accounts: vec![reader.account()],
+                }),
+            }
+        }
+        imports.push(Import {
+            kind: Kind::Service,
+            account: reader.account(),
+            subject: api(">"),
+            local: Some(format!("{}.>", reader.api_prefix())),
+        });
+    }
+    (exports, imports)
+}
+
+/// A tenant reader's account's export: its JetStream API, to the services' account
+/// only (the layout step creates its mirrors through it).
+fn reader_exports() -> Vec<Export> {
+    vec![Export {
+        kind: Kind::Service,
+        subject: api(">"),
+        accounts: vec![SERVICES_ACCOUNT.to_owned()],
+    }]
+}
+
+/// A tenant reader's account's imports from the services' account: its tenant's live
+/// subjects, and for its mirrors the consumer calls on their sources (under
+/// [`SERVICES_API_PREFIX`], which its user may not publish to), their flow-control
+/// replies and their deliveries (under [`TenantReader::mirror_deliver_prefix`]).
+fn reader_imports(reader: &TenantReader) -> Vec<Import> {
+    let stream = |subject: String| Import {
+        kind: Kind::Stream,
+        account: SERVICES_ACCOUNT.to_owned(),
+        subject,
+        local: None,
+    };
+    let t = reader.tenant();
+    let mut imports: Vec<Import> = [
+        readers::tenant_status(t),
+        readers::tenant_checkpoints(t),
+        readers::tenant_outcomes(t),
+        readers::tenant_alerts(t),
+        format!("{}.>", reader.mirror_deliver_prefix()),
+    ]
+    .into_iter()
+    .map(stream)
+    .collect();
+    for mirror in crate::tenant_mirrors::tenant_mirrors(reader) {
+        let source = mirror.source;
+        for call in [
+            format!("CONSUMER.CREATE.{source}"),
+            format!("CONSUMER.CREATE.{source}.>"),
+            format!("CONSUMER.DELETE.{source}.*"),
+        ] {
+            imports.push(Import {
+                kind: Kind::Service,
+                account: SERVICES_ACCOUNT.to_owned(),
+                subject: api(&call),
+                local: Some(format!("{SERVICES_API_PREFIX}.{call}")),
+            });
+        }
+        imports.push(Import {
+            kind: Kind::Service,
+            account: SERVICES_ACCOUNT.to_owned(),
+            subject: format!("$JS.FC.{source}.>"),
+            local: None,
+        });
+    }
+    imports
+}
+
+/// Appends an account's `exports` and `imports` lists (each only when not empty).
+fn render_links(out: &mut String, exports: &[Export], imports: &[Import]) {
+    if !exports.is_empty() {
+        out.push_str("    exports: [\n");
+        for export in exports {
+            let accounts: Vec<String> = export.accounts.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(
+                out,
+                "      {{ {}: \"{}\", accounts: [{}] }}",
+                export.kind.key(),
+                export.subject,
+                accounts.join(", ")
+            );
+        }
+        out.push_str("    ]\n");
+    }
+    if !imports.is_empty() {
+        out.push_str("    imports: [\n");
+        for import in imports {
+            let to = import
+                .local
+                .as_ref()
+                .map(|local| format!(", to: \"{local}\""))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "      {{ {}: {{ account: \"{}\", subject: \"{}\" }}{to} }}",
+                import.kind.key(),
+                import.account,
+                import.subject
+            );
+        }
+        out.push_str("    ]\n");
+    }
 }
 
 /// Appends one user's entry of the `users` list.
@@ -471,24 +677,24 @@ fn render_user(out: &mut String, user: &str, password_env: &str, p: &Permissions
         let items: Vec<String> = subjects.iter().map(|s| format!("{indent}  \"{s}\"\n")).collect();
         format!("[\n{}{indent}]", items.concat())
     };
-    let _ = writeln!(out, "    {{");
-    let _ = writeln!(out, "      user: \"{user}\"");
-    let _ = writeln!(out, "      password: ${password_env}");
-    let _ = writeln!(out, "      permissions: {{");
-    let _ = writeln!(out, "        publish: {{");
-    let _ = writeln!(out, "          allow: {}", list(&p.publish, "          "));
+    let _ = writeln!(out, "      {{");
+    let _ = writeln!(out, "        user: \"{user}\"");
+    let _ = writeln!(out, "        password: ${password_env}");
+    let _ = writeln!(out, "        permissions: {{");
+    let _ = writeln!(out, "          publish: {{");
+    let _ = writeln!(out, "            allow: {}", list(&p.publish, "            "));
     if !p.publish_deny.is_empty() {
-        let _ = writeln!(out, "          deny: {}", list(&p.publish_deny, "          "));
+        let _ = writeln!(out, "            deny: {}", list(&p.publish_deny, "            "));
     }
-    let _ = writeln!(out, "        }}");
-    let _ = writeln!(out, "        subscribe: {{");
-    let _ = writeln!(out, "          allow: {}", list(&p.subscribe, "          "));
+    let _ = writeln!(out, "          }}");
+    let _ = writeln!(out, "          subscribe: {{");
+    let _ = writeln!(out, "            allow: {}", list(&p.subscribe, "            "));
     if !p.subscribe_deny.is_empty() {
-        let _ = writeln!(out, "          deny: {}", list(&p.subscribe_deny, "          "));
+        let _ = writeln!(out, "            deny: {}", list(&p.subscribe_deny, "            "));
     }
+    let _ = writeln!(out, "          }}");
     let _ = writeln!(out, "        }}");
     let _ = writeln!(out, "      }}");
-    let _ = writeln!(out, "    }}");
 }
 
 #[cfg(test)]
@@ -591,5 +797,44 @@ mod tests {
             );
         }
         assert!(render_conf_with(&[reader("acme")]).contains("user: \"reader-acme\""));
+    }
+
+    #[test]
+    fn a_tenant_readers_account_imports_only_its_tenants_subjects_and_its_user_not_the_services_api() {
+        let acme = reader("acme");
+        for import in reader_imports(&acme) {
+            assert_eq!(import.account, SERVICES_ACCOUNT);
+            match import.kind {
+                // Messages that reach the account: the tenant's, or its mirrors' feed.
+                Kind::Stream => assert!(
+                    import.subject.split('.').nth(2) == Some("acme")
+                        || import.subject.starts_with(&acme.mirror_deliver_prefix()),
+                    "{import:?}"
+                ),
+                // Requests that leave it: its mirrors' consumer calls on the sources,
+                // under a prefix, and their flow-control replies.
+                Kind::Service => assert!(
+                    import
+                        .local
+                        .as_deref()
+                        .is_some_and(|l| l.starts_with(SERVICES_API_PREFIX))
+                        || import.subject.starts_with("$JS.FC.PAYTRACK_"),
+                    "{import:?}"
+                ),
+            }
+        }
+        let p = acme.permissions();
+        for subject in p.publish.iter().chain(&p.subscribe) {
+            assert!(!subject.starts_with(SERVICES_API_PREFIX), "{subject}");
+            assert!(!subject.starts_with("_MIRROR"), "{subject}");
+            for source in crate::READER_SOURCES {
+                assert!(!subject.starts_with(&format!("$JS.FC.{source}.")), "{subject}");
+            }
+        }
+        // Each tenant is its own account; the services' account offers each only its own.
+        let conf = render_conf_with(&[acme.clone(), reader("globex")]);
+        assert!(conf.contains("  \"reader-acme\": {") && conf.contains("  \"reader-globex\": {"));
+        assert!(conf.contains("{ stream: \"paytrack.status.acme.>\", accounts: [\"reader-acme\"] }"));
+        assert!(render_conf().starts_with("# NATS accounts") && !render_conf().contains("reader-"));
     }
 }

@@ -19,6 +19,7 @@ mod delivery;
 mod lanes;
 mod retry;
 mod service;
+pub mod tenant_mirrors;
 mod verify;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use crate::delivery::{
 pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
 pub use crate::service::{AdminTask, ServiceStart, StartError};
+pub use crate::tenant_mirrors::apply_tenant_reader_layout;
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.

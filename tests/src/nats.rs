@@ -2,7 +2,8 @@
 //! permissions (`paytrack_nats::auth`, the same text as `k8s/nats-auth.conf`, plus the
 //! readers of the tenants a test asks for), and the
 //! layout step: [`NatsServer::lay_out`] applies the streams and buckets as the admin,
-//! as `paytrack layout` does, now and after every restart.
+//! and the mirrors in each tenant reader's account, as `paytrack layout` does, now and
+//! after every restart.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -196,9 +197,13 @@ impl NatsServer {
             return Ok(());
         };
         let admin = self.admin_client().await?;
-        paytrack_nats::apply_layout(&async_nats::jetstream::new(admin), &layout)
+        paytrack_nats::apply_layout(&async_nats::jetstream::new(admin.clone()), &layout)
             .await
             .context("apply the layout as the admin")?;
+        let readers: Vec<TenantReader> = self.tenant_readers.iter().map(|(r, _)| r.clone()).collect();
+        paytrack_nats::apply_tenant_reader_layout(&admin, &layout, &readers)
+            .await
+            .context("lay out the tenant readers' mirrors as the admin")?;
         Ok(())
     }
 

@@ -280,38 +280,149 @@ async fn a_tenant_reader_reads_its_own_tenant_and_is_refused_anothers() -> anyho
     Ok(())
 }
 
+/// Messages PAYTRACK_STATUS holds, as the admin sees them.
+async fn status_messages(admin: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    Ok(admin.get_stream("PAYTRACK_STATUS").await?.info().await?.state.messages)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: nats-server 2.15 accepts any deliver subject on a consumer create; subject permissions cannot refuse it (see docs/readers.md, \"What no reader is protected from\")"]
 async fn a_tenant_reader_cannot_deliver_its_history_into_another_tenants_subjects() -> anyhow::Result<()> {
-    let nats = NatsServer::start_with_tenant_readers(&[ACME]).await?;
+    let nats = NatsServer::start_with_tenant_readers(&[ACME, GLOBEX]).await?;
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
     nats.lay_out_for(&settings).await?;
     transitions(&nats, ACME, 1).await?;
+    let admin = async_nats::jetstream::new(nats.admin_client().await?);
+    let before = status_messages(&admin).await?;
     let mut acme = TenantProbe::connect(&nats, ACME).await?;
     let mirror = readers::STATUS_MIRROR;
+    let create = format!("$JS.API.CONSUMER.CREATE.{mirror}.push.paytrack.status.acme.>");
+    let push_into = |name: &str, deliver: &str| {
+        serde_json::json!({"stream_name": mirror, "config": {
+            "name": name, "filter_subject": "paytrack.status.acme.>", "ack_policy": "none",
+            "deliver_policy": "all", "deliver_subject": deliver,
+        }})
+    };
+
+    // A push consumer into a subject the reader itself listens on delivers, but only
+    // to the reader: PAYTRACK_STATUS, which stores that subject, gains nothing.
+    let own = "paytrack.status.acme.m_1.pay_forged";
+    let mut listening = acme.client.subscribe(own).await?;
+    acme.client.flush().await?;
+    let own_create = format!("$JS.API.CONSUMER.CREATE.{mirror}.echo.paytrack.status.acme.>");
+    if let Some(answer) = acme.request(&own_create, &push_into("echo", own)).await?
+        && answer.get("error").is_none()
+    {
+        let delivered = tokio::time::timeout(ANSWER, listening.next())
+            .await
+            .context("the push consumer never delivered to its own listener")?
+            .context("subscription ended")?;
+        assert_eq!(&delivered.payload[..], b"acme0");
+    }
+
     // A push consumer whose deliver subject is another tenant's live subject would
-    // forge transitions there (PAYTRACK_STATUS stores that subject).
-    let forged = serde_json::json!({"stream_name": mirror, "config": {
-        "name": "push", "filter_subject": "paytrack.status.acme.>", "ack_policy": "none",
-        "deliver_subject": "paytrack.status.globex.m_1.pay_forged",
-    }});
-    let answer = acme
-        .request(
-            &format!("$JS.API.CONSUMER.CREATE.{mirror}.push.paytrack.status.acme.>"),
-            &forged,
-        )
-        .await?;
-    if let Some(answer) = answer {
+    // forge transitions there (PAYTRACK_STATUS stores that subject): it is refused, or
+    // it finds nobody listening (its deliveries stay in the reader's account).
+    let forged = "paytrack.status.globex.m_1.pay_forged";
+    let Some(answer) = acme.request(&create, &push_into("push", forged)).await? else {
+        return Ok(());
+    };
+    if answer.get("error").is_some() {
+        return Ok(());
+    }
+    let js = async_nats::jetstream::new(acme.client.clone());
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    loop {
+        let stored = status_messages(&admin).await?;
         anyhow::ensure!(
-            answer.get("error").is_some(),
-            "a push consumer into globex's subjects: {answer}"
+            stored == before,
+            "a reader's push consumer stored {} message(s)",
+            stored - before
         );
+        let info = js.get_stream_no_info(mirror).await?.consumer_info("push").await?;
+        if !info.push_bound {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "something listens on {forged} where the reader's consumer delivers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
 
+/// A reader of tenant A reaches nothing of tenant B's, not even through what its
+/// account imports: its account's mirror holds A's messages alone, and the services'
+/// JetStream API its mirrors use is closed to its user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: nats-server publishes a JetStream API answer to any reply subject, whatever the requester may publish (see docs/readers.md, \"What no reader is protected from\")"]
+async fn a_tenant_readers_account_holds_no_other_tenants_history() -> anyhow::Result<()> {
+    let nats = NatsServer::start_with_tenant_readers(&[ACME, GLOBEX]).await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    transitions(&nats, GLOBEX, 2).await?;
+    transitions(&nats, ACME, 2).await?;
+    transitions(&nats, GLOBEX, 1).await?;
+    let admin_client = nats.admin_client().await?;
+    let last = async_nats::jetstream::new(admin_client.clone())
+        .get_stream("PAYTRACK_STATUS")
+        .await?
+        .get_last_raw_message_by_subject("paytrack.status.acme.>")
+        .await?
+        .sequence;
+
+    // The admin looks into acme's account: once its mirror has copied acme's last
+    // transition, it holds acme's two transitions and nothing else.
+    let reader = paytrack_nats::auth::TenantReader::new(TenantId::new(ACME)?)?;
+    let in_acme = async_nats::jetstream::with_prefix(admin_client, &reader.api_prefix());
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    let info = loop {
+        let mut stream = in_acme
+            .get_stream(readers::STATUS_MIRROR)
+            .await
+            .context("acme's account has no status mirror")?;
+        let info = stream.info().await?.clone();
+        if info.state.last_sequence >= last {
+            break info;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "acme's mirror never caught up: {:?}",
+            info.state
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info.state.messages, 2, "{:?}", info.state);
+    let mut subjects = in_acme
+        .get_stream(readers::STATUS_MIRROR)
+        .await?
+        .info_with_subjects(">")
+        .await?;
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject?;
+        assert!(
+            subject.starts_with("paytrack.status.acme."),
+            "acme's mirror holds {subject}"
+        );
+    }
+
+    // Its user may not use the services' API its mirrors reach the sources with, nor
+    // listen where the sources deliver.
+    let mut acme = TenantProbe::connect(&nats, ACME).await?;
+    let body = consumer_create("PAYTRACK_STATUS", "peek", "paytrack.status.globex.>");
+    for subject in [
+        "$JS.paytrack.API.CONSUMER.CREATE.PAYTRACK_STATUS.peek.paytrack.status.globex.>",
+        "$JS.paytrack.API.CONSUMER.CREATE.PAYTRACK_STATUS",
+    ] {
+        acme.request_refused(subject, &body).await?;
+    }
+    acme.subscribe_refused(&format!("{}.>", reader.mirror_deliver_prefix()))
+        .await?;
+    // And what it reads from its mirror is its own tenant's.
+    assert_eq!(read_history(&acme, ACME, 2).await?, ["acme0", "acme1"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_readers_api_answer_never_lands_in_another_tenants_subjects() -> anyhow::Result<()> {
     let nats = NatsServer::start_with_tenant_readers(&[ACME]).await?;
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;

@@ -49,12 +49,18 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
-    /// Apply the JetStream layout (every stream and KV bucket) as the NATS admin
-    /// (PAYTRACK_NATS_ADMIN_PASSWORD), check it, and exit. Services only verify it.
-    Layout,
-    /// Print nats-server's users and permissions (the `authorization` block of
-    /// nats/auth.conf) with a reader for each --tenant-reader, which reads only its
-    /// tenant; each password is a variable of the nats-server's environment.
+    /// Apply the JetStream layout (every stream and KV bucket, and the mirrors in each
+    /// --tenant-reader's account) as the NATS admin (PAYTRACK_NATS_ADMIN_PASSWORD),
+    /// check it, and exit. Services only verify it.
+    Layout {
+        /// A tenant whose reader's account gets its mirrors (repeatable); the same
+        /// tenants as the server's configuration (`nats-auth --tenant-reader`).
+        #[arg(long = "tenant-reader")]
+        tenant_readers: Vec<String>,
+    },
+    /// Print nats-server's accounts, users and permissions (nats/auth.conf) with a
+    /// reader for each --tenant-reader, in an account of its own, which reads only
+    /// its tenant; each password is a variable of the nats-server's environment.
     NatsAuth {
         /// A tenant to add a reader for, `reader-<tenant>` (repeatable).
         #[arg(long = "tenant-reader")]
@@ -93,21 +99,15 @@ async fn main() -> anyhow::Result<()> {
             telemetry::shutdown();
             ran
         }
-        Command::Layout => {
+        Command::Layout { tenant_readers } => {
+            let readers = parse_tenant_readers(&tenant_readers)?;
             telemetry::init_service("paytrack", &settings)?;
-            let streams = lay_out(&settings).await?;
+            let streams = lay_out(&settings, &readers).await?;
             println!("layout applied and verified: {streams} streams and buckets");
             Ok(())
         }
         Command::NatsAuth { tenant_readers } => {
-            let readers = tenant_readers
-                .iter()
-                .map(|tenant| {
-                    let tenant_id = TenantId::parse(tenant).with_context(|| format!("--tenant-reader {tenant}"))?;
-                    paytrack_nats::auth::TenantReader::new(tenant_id)
-                        .with_context(|| format!("--tenant-reader {tenant}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let readers = parse_tenant_readers(&tenant_readers)?;
             print!("{}", paytrack_nats::auth::render_conf_with(&readers));
             for reader in &readers {
                 eprintln!(
@@ -187,18 +187,31 @@ async fn run_mesh(settings: &Settings, simulate: bool, shutdown: CancellationTok
     first_error.map_or(Ok(()), Err)
 }
 
+/// The readers of the tenants given with `--tenant-reader`; a tenant that is no
+/// subject token, or `_`, is refused with the option named.
+fn parse_tenant_readers(tenants: &[String]) -> anyhow::Result<Vec<paytrack_nats::auth::TenantReader>> {
+    tenants
+        .iter()
+        .map(|tenant| {
+            let tenant_id = TenantId::parse(tenant).with_context(|| format!("--tenant-reader {tenant}"))?;
+            paytrack_nats::auth::TenantReader::new(tenant_id).with_context(|| format!("--tenant-reader {tenant}"))
+        })
+        .collect()
+}
+
 /// How long the layout step waits for NATS to answer before it gives up.
 const LAYOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// The layout step: connects as the NATS admin, applies every stream and bucket
-/// (retrying while the server is not up yet, up to [`LAYOUT_DEADLINE`]), then
-/// verifies the result as the services will. Returns how many streams it holds.
-async fn lay_out(settings: &Settings) -> anyhow::Result<usize> {
+/// The layout step: connects as the NATS admin, applies every stream and bucket and
+/// each tenant reader's mirrors (retrying while the server is not up yet, up to
+/// [`LAYOUT_DEADLINE`]), then verifies the services' streams as the services will.
+/// Returns how many streams the services' account holds.
+async fn lay_out(settings: &Settings, readers: &[paytrack_nats::auth::TenantReader]) -> anyhow::Result<usize> {
     let credentials = paytrack_nats::Role::Admin
         .credentials(settings)
         .context("PAYTRACK_NATS_ADMIN_PASSWORD is not set: the layout is applied as the NATS admin")?;
     let client = paytrack_nats::connect(&settings.nats_url, "paytrack-layout", Some(&credentials)).await?;
-    let js = paytrack_nats::jetstream(client, std::time::Duration::from_secs(10));
+    let js = paytrack_nats::jetstream(client.clone(), std::time::Duration::from_secs(10));
     let layout = paytrack_nats::Layout::from_settings(settings);
     let deadline = CancellationToken::new();
     let expire = deadline.clone();
@@ -206,8 +219,9 @@ async fn lay_out(settings: &Settings) -> anyhow::Result<usize> {
         tokio::time::sleep(LAYOUT_DEADLINE).await;
         expire.cancel();
     });
-    paytrack_nats::retry_until_ready("apply the layout", &deadline, || {
-        paytrack_nats::apply_layout(&js, &layout)
+    paytrack_nats::retry_until_ready("apply the layout", &deadline, || async {
+        paytrack_nats::apply_layout(&js, &layout).await?;
+        paytrack_nats::apply_tenant_reader_layout(&client, &layout, readers).await
     })
     .await
     .with_context(|| {
