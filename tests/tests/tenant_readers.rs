@@ -3,6 +3,9 @@
 //! events, and the server refuses it everything of another tenant's: a consumer
 //! filtered on another tenant, a consumer without a filter, gets of single messages,
 //! stream info (which lists subjects), core subscriptions and other users' inboxes.
+//! It lives in an account of its own, so neither an API answer to a reply subject it
+//! names nor a push consumer's deliveries reach the services' subjects or another
+//! tenant's, and its account's mirrors hold its tenant's messages alone.
 //!
 //! The server is a real nats-server started with the rendered configuration. A refusal
 //! for permissions is observed as the server's permissions-violation error on the
