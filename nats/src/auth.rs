@@ -1,5 +1,5 @@
 //! Who may publish and subscribe to what on paytrack's NATS: one user per service,
-//! a read-only user for internal services, and an admin user for operators and tests.
+//! read-only users for internal services, and an admin user for operators and tests.
 //!
 //! This module is the one source of the permissions. [`render_conf`] turns it into
 //! the nats-server `accounts` block checked in as `nats/auth.conf` (included by
@@ -10,34 +10,38 @@
 //! environment variable [`Role::password_env`] of the nats-server process, so a server
 //! without them refuses to start.
 //!
-//! Each user gets exactly the JetStream API subjects its service uses: stream info of
-//! the layout, which every service verifies at start (only the admin creates, updates,
-//! deletes or purges a stream or bucket: [`crate::apply_layout`]), its own durable
-//! consumers (info, create, pull, ack), and, for readers of history, direct and
-//! stream gets and ordered consumers (never another service's durable). The `reader`
-//! user creates consumers only on the readers' mirrors, whose limits delete any
-//! consumer five minutes after its last pull and cap their number
-//! ([`crate::READER_CONSUMERS`]). Replies come to a per-user inbox prefix
+//! The services and the admin share the account [`SERVICES_ACCOUNT`], whose
+//! JetStream holds the layout. Each user gets exactly the JetStream API subjects its
+//! service uses: stream info of the layout, which every service verifies at start
+//! (only the admin creates, updates, deletes or purges a stream or bucket:
+//! [`crate::apply_layout`]), its own durable consumers (info, create, pull, ack), and,
+//! for readers of history, direct and stream gets and ordered consumers (never
+//! another service's durable). Replies come to a per-user inbox prefix
 //! ([`Role::inbox_prefix`]), so no user sees another's replies.
 //!
-//! A [`TenantReader`] is a read-only user generated per tenant (`paytrack nats-auth
-//! --tenant-reader <tenant>` renders them into the configuration), alone in an account
-//! of its own ([`TenantReader::account`]) whose JetStream holds mirrors of its tenant's
-//! subjects only ([`crate::tenant_mirrors`]). Whatever it makes the server write (an
-//! answer to the reply subject of a request, a push consumer's deliveries) stays in
-//! that account, so it can never write into the services' subjects or another
-//! tenant's. The services' account (every [`Role`]) exports to it its tenant's live
-//! subjects and only the consumer calls its mirrors' sources need, which its user may
-//! not publish to. Inside its account it subscribes only to its tenant's live
-//! subjects and creates consumers on its mirrors only in the form that names the
-//! filter (`$JS.API.CONSUMER.CREATE.<mirror>.<name>.<filter>`, whose filter the server
-//! checks against the consumer's), with a filter inside its tenant. It has no direct
-//! or stream gets and no stream info, and its own inbox prefix.
+//! Every reader lives alone in an account of its own ([`crate::reader_accounts`]):
+//! the all-tenant `reader` in `reader`, a [`TenantReader`] (generated per tenant:
+//! `paytrack nats-auth --tenant-reader <tenant>`) in `reader-<tenant>`. Its account's
+//! JetStream holds mirrors of the watched streams (a tenant reader's: its tenant's
+//! subjects only), and whatever it makes the server write (an answer to the reply
+//! subject of a request, a push consumer's deliveries) stays in that account, so no
+//! reader can write into the services' subjects or another tenant's. The services'
+//! account exports to a reader's account its live subjects and only the consumer
+//! calls its mirrors' sources need, which the reader's user may not publish to. A
+//! reader creates consumers only on its mirrors, whose limits delete any consumer
+//! five minutes after its last pull and cap their number
+//! ([`crate::READER_CONSUMERS`]). A tenant reader subscribes only to its tenant's live
+//! subjects and creates consumers only in the form that names the filter
+//! (`$JS.API.CONSUMER.CREATE.<mirror>.<name>.<filter>`, whose filter the server checks
+//! against the consumer's), with a filter inside its tenant; it has no direct or
+//! stream gets and no stream info, and its own inbox prefix.
 
 use std::fmt::Write as _;
 
 use paytrack_shared::config::Settings;
 use paytrack_shared::{TenantId, readers, subjects};
+
+use crate::reader_accounts::{ReaderAccount, reader_accounts};
 use secrecy::SecretString;
 
 /// A NATS user of paytrack, by the job it does.
@@ -219,11 +223,11 @@ impl Role {
                 ]);
                 // The lookups a standard client makes: the account, stream names.
                 p.publish.extend([api("INFO"), api("STREAM.NAMES")]);
-                // Info of the watched streams; history (ephemeral consumers only)
-                // from their mirrors, never from the services' streams.
+                // In its own account: info of and history (consumers that expire)
+                // from the mirrors of the watched streams, which its account's
+                // JetStream holds.
                 for stream in crate::READER_SOURCES {
                     let mirror = crate::reader_stream(stream);
-                    p.publish.push(api(&format!("STREAM.INFO.{stream}")));
                     p.publish.push(api(&format!("STREAM.INFO.{mirror}")));
                     p.history(&mirror, &[]);
                 }
@@ -314,7 +318,7 @@ impl TenantReader {
     }
 
     /// The NATS account the reader lives in, alone, named like its user: its
-    /// JetStream holds the tenant's mirrors ([`crate::tenant_mirrors`]), and whatever
+    /// JetStream holds the tenant's mirrors ([`crate::reader_accounts`]), and whatever
     /// the reader makes the server write (an answer to a reply subject it names, a
     /// push consumer's deliveries) stays in it.
     pub fn account(&self) -> String {
@@ -324,14 +328,13 @@ impl TenantReader {
     /// The prefix under which the services' account (the admin, for the layout step)
     /// reaches this reader's account's JetStream API: `$JS.reader-<tenant>.API`.
     pub fn api_prefix(&self) -> String {
-        format!("$JS.{}.API", self.account())
+        ReaderAccount::Tenant(self.clone()).api_prefix()
     }
 
     /// The subjects, in the services' account, that the sources of this reader's
-    /// mirrors deliver to (`_MIRROR.reader-<tenant>.…`); exported to its account only,
-    /// and published to by no user.
+    /// mirrors deliver to; exported to its account only, and published to by no user.
     pub fn mirror_deliver_prefix(&self) -> String {
-        format!("_MIRROR.{}", self.account())
+        ReaderAccount::Tenant(self.clone()).mirror_deliver_prefix()
     }
 
     /// What the user may publish and subscribe to: its tenant's live subjects, and
@@ -470,10 +473,11 @@ pub fn render_conf() -> String {
 /// and `OTHER_TENANT`, so isolation between two tenants can be tried by hand.
 pub const LOCAL_TENANT_READERS: [&str; 2] = ["dev", "other"];
 
-/// The `accounts` block: the services' account with every role, plus an account of
-/// its own for each of `tenants` (`paytrack nats-auth --tenant-reader <tenant>`) with
-/// its reader, whose password is its own variable ([`TenantReader::password_env`]).
-/// The accounts are linked by exactly what [`crate::tenant_mirrors`] describes.
+/// The `accounts` block: the services' account with every role but the reader, the
+/// all-tenant reader's account, and an account of its own for each of `tenants`
+/// (`paytrack nats-auth --tenant-reader <tenant>`) with its reader, whose password is
+/// its own variable ([`TenantReader::password_env`]). The accounts are linked by
+/// exactly what [`crate::reader_accounts`] describes.
 pub fn render_conf_with(tenants: &[TenantReader]) -> String {
     let mut out = String::from(
         "# NATS accounts, users and permissions of paytrack. GENERATED from nats/src/auth.rs:\n\
@@ -481,36 +485,42 @@ pub fn render_conf_with(tenants: &[TenantReader]) -> String {
          # `PAYTRACK_UPDATE_DOCS=1 cargo test -p paytrack-nats` rewrites it.\n\
          # Each password is an environment variable of the nats-server process (letters and\n\
          # digits, starting with a letter); the server refuses to start without it.\n\
-         # The services (and the all-tenant reader) share one account; each tenant reader\n\
-         # has an account of its own, with its own JetStream holding its tenant's mirrors.\n\
+         # The services share one account; each reader has an account of its own, whose\n\
+         # JetStream holds the mirrors it reads (a tenant reader's: its tenant's only).\n\
          accounts {\n",
     );
-    let (exports, imports) = services_links(tenants);
+    let accounts = reader_accounts(tenants);
+    let (exports, imports) = services_links(&accounts);
     let _ = writeln!(out, "  {SERVICES_ACCOUNT}: {{");
     out.push_str("    jetstream: enabled\n    users: [\n");
-    for role in Role::ALL {
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Reader) {
         render_user(&mut out, role.user(), role.password_env(), &role.permissions());
     }
     out.push_str("    ]\n");
     render_links(&mut out, &exports, &imports);
     out.push_str("  }\n");
-    for reader in tenants {
-        let _ = writeln!(out, "  \"{}\": {{", reader.account());
+    for account in &accounts {
+        let _ = writeln!(out, "  \"{}\": {{", account.name());
         out.push_str("    jetstream: enabled\n    users: [\n");
-        render_user(&mut out, &reader.user(), &reader.password_env(), &reader.permissions());
+        render_user(
+            &mut out,
+            &account.user(),
+            &account.password_env(),
+            &account.permissions(),
+        );
         out.push_str("    ]\n");
-        render_links(&mut out, &reader_exports(), &reader_imports(reader));
+        render_links(&mut out, &reader_exports(), &reader_imports(account));
         out.push_str("  }\n");
     }
     out.push_str("}\n");
     out
 }
 
-/// The name of the account of paytrack's services, the admin and the all-tenant
-/// reader: the streams and buckets of the layout live in its JetStream.
+/// The name of the account of paytrack's services and the admin: the streams and
+/// buckets of the layout live in its JetStream.
 pub const SERVICES_ACCOUNT: &str = "paytrack";
 
-/// The prefix under which a tenant reader's account reaches the services' account's
+/// The prefix under which a reader's account reaches the services' account's
 /// JetStream API: only the consumer calls of its mirrors' sources are imported there.
 pub const SERVICES_API_PREFIX: &str = "$JS.paytrack.API";
 
@@ -550,37 +560,37 @@ struct Import {
 }
 
 /// The services' account's exports (each subject once, with every account that may
-/// import it) and imports, for `tenants`' accounts: whatever a reader's account
+/// import it) and imports, for the readers' `accounts`: whatever a reader's account
 /// imports, and the admin's way into each reader account's JetStream.
-fn services_links(tenants: &[TenantReader]) -> (Vec<Export>, Vec<Import>) {
+fn services_links(accounts: &[ReaderAccount]) -> (Vec<Export>, Vec<Import>) {
     let mut exports: Vec<Export> = Vec::new();
     let mut imports = Vec::new();
-    for reader in tenants {
-        for import in reader_imports(reader) {
+    for account in accounts {
+        for import in reader_imports(account) {
             match exports
                 .iter_mut()
                 .find(|e| e.kind == import.kind && e.subject == import.subject)
             {
-                Some(export) => export.accounts.push(reader.account()),
+                Some(export) => export.accounts.push(account.name()),
                 None => exports.push(Export {
                     kind: import.kind,
                     subject: import.subject,
-                    accounts: vec![reader.account()],
+                    accounts: vec![account.name()],
                 }),
             }
         }
         imports.push(Import {
             kind: Kind::Service,
-            account: reader.account(),
+            account: account.name(),
             subject: api(">"),
-            local: Some(format!("{}.>", reader.api_prefix())),
+            local: Some(format!("{}.>", account.api_prefix())),
         });
     }
     (exports, imports)
 }
 
-/// A tenant reader's account's export: its JetStream API, to the services' account
-/// only (the layout step creates its mirrors through it).
+/// A reader's account's export: its JetStream API, to the services' account only
+/// (the layout step creates its mirrors through it).
 fn reader_exports() -> Vec<Export> {
     vec![Export {
         kind: Kind::Service,
@@ -589,29 +599,20 @@ fn reader_exports() -> Vec<Export> {
     }]
 }
 
-/// A tenant reader's account's imports from the services' account: its tenant's live
-/// subjects, and for its mirrors the consumer calls on their sources (under
-/// [`SERVICES_API_PREFIX`], which its user may not publish to), their flow-control
-/// replies and their deliveries (under [`TenantReader::mirror_deliver_prefix`]).
-fn reader_imports(reader: &TenantReader) -> Vec<Import> {
+/// A reader's account's imports from the services' account: its live subjects, and
+/// for its mirrors the consumer calls on their sources (under [`SERVICES_API_PREFIX`],
+/// which its user may not publish to), their flow-control replies and their
+/// deliveries (under [`ReaderAccount::mirror_deliver_prefix`]).
+fn reader_imports(account: &ReaderAccount) -> Vec<Import> {
     let stream = |subject: String| Import {
         kind: Kind::Stream,
         account: SERVICES_ACCOUNT.to_owned(),
         subject,
         local: None,
     };
-    let t = reader.tenant();
-    let mut imports: Vec<Import> = [
-        readers::tenant_status(t),
-        readers::tenant_checkpoints(t),
-        readers::tenant_outcomes(t),
-        readers::tenant_alerts(t),
-        format!("{}.>", reader.mirror_deliver_prefix()),
-    ]
-    .into_iter()
-    .map(stream)
-    .collect();
-    for mirror in crate::tenant_mirrors::tenant_mirrors(reader) {
+    let mut imports: Vec<Import> = account.live_subjects().into_iter().map(stream).collect();
+    imports.push(stream(format!("{}.>", account.mirror_deliver_prefix())));
+    for mirror in account.mirrors() {
         let source = mirror.source;
         for call in [
             format!("CONSUMER.CREATE.{source}"),
@@ -802,7 +803,7 @@ mod tests {
     #[test]
     fn a_tenant_readers_account_imports_only_its_tenants_subjects_and_its_user_not_the_services_api() {
         let acme = reader("acme");
-        for import in reader_imports(&acme) {
+        for import in reader_imports(&ReaderAccount::Tenant(acme.clone())) {
             assert_eq!(import.account, SERVICES_ACCOUNT);
             match import.kind {
                 // Messages that reach the account: the tenant's, or its mirrors' feed.
@@ -836,5 +837,14 @@ mod tests {
         assert!(conf.contains("  \"reader-acme\": {") && conf.contains("  \"reader-globex\": {"));
         assert!(conf.contains("{ stream: \"paytrack.status.acme.>\", accounts: [\"reader-acme\"] }"));
         assert!(render_conf().starts_with("# NATS accounts") && !render_conf().contains("reader-"));
+        // The all-tenant reader is in an account of its own too, not the services'.
+        let services = conf.split("\n  \"reader\": {").next().unwrap_or_default();
+        assert!(
+            !services.contains("user: \"reader\""),
+            "the reader is among the services"
+        );
+        assert!(
+            conf.contains("  \"reader\": {\n    jetstream: enabled\n    users: [\n      {\n        user: \"reader\"")
+        );
     }
 }

@@ -17,9 +17,9 @@ mod buckets;
 mod consume;
 mod delivery;
 mod lanes;
+pub mod reader_accounts;
 mod retry;
 mod service;
-pub mod tenant_mirrors;
 mod verify;
 
 use std::time::Duration;
@@ -39,9 +39,9 @@ pub use crate::delivery::{
     consume_deliveries_in_lanes, dead_headers, printable,
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
+pub use crate::reader_accounts::{ReaderAccount, apply_reader_layout};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
 pub use crate::service::{AdminTask, ServiceStart, StartError};
-pub use crate::tenant_mirrors::apply_tenant_reader_layout;
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.
@@ -151,8 +151,8 @@ impl LayoutError {
     }
 }
 
-/// The streams the `reader` user watches, each with a mirror it reads history from
-/// ([`reader_stream`]).
+/// The streams readers watch, each with a mirror in every reader's account that the
+/// reader reads history from ([`reader_stream`], [`ReaderAccount::mirror_configs`]).
 pub const READER_SOURCES: [&str; 3] = [
     subjects::STREAM_STATUS,
     subjects::STREAM_OUTCOME,
@@ -256,7 +256,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
         deny_delete: true,
         ..Default::default()
     };
-    let mut streams = vec![
+    vec![
         // Evidence: raw facts are kept for a year; the projector copies them to PostgreSQL.
         base(
             subjects::STREAM_IN,
@@ -306,34 +306,7 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
             Duration::from_secs(30 * 86_400),
             layout.windows.internal,
         ),
-    ];
-    // The readers' mirrors, after their sources: the same retention, no subjects of
-    // their own, and the only streams the `reader` user may create consumers on.
-    let mirrors: Vec<stream::Config> = READER_SOURCES
-        .iter()
-        .filter_map(|source| streams.iter().find(|c| c.name == *source))
-        .map(|source| stream::Config {
-            name: reader_stream(&source.name),
-            mirror: Some(stream::Source {
-                name: source.name.clone(),
-                ..Default::default()
-            }),
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            num_replicas: layout.replicas,
-            max_age: source.max_age,
-            allow_direct: true,
-            deny_delete: true,
-            max_consumers: READER_CONSUMERS,
-            consumer_limits: Some(stream::ConsumerLimits {
-                inactive_threshold: READER_INACTIVE_LIMIT,
-                max_ack_pending: 0,
-            }),
-            ..Default::default()
-        })
-        .collect();
-    streams.extend(mirrors);
-    streams
+    ]
 }
 
 /// The layout step: creates or updates every stream and KV bucket of the layout. Only
@@ -435,12 +408,8 @@ mod tests {
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));
-        let mirror = configs.iter().find(|c| c.name == "PAYTRACK_STATUS_READ").unwrap();
-        assert_eq!(
-            mirror.mirror.as_ref().map(|m| m.name.as_str()),
-            Some(subjects::STREAM_STATUS)
-        );
-        assert!(mirror.subjects.is_empty());
+        // The readers' mirrors live in the readers' accounts, not among the services' streams.
+        assert!(configs.iter().all(|c| c.mirror.is_none() && !c.name.ends_with("_READ")));
         // No two streams may claim the same subjects.
         let mut all: Vec<_> = configs.iter().flat_map(|c| c.subjects.clone()).collect();
         all.sort();

@@ -8,7 +8,8 @@
 //! mirror, sources, subject transform or republish; its retention, storage, replicas,
 //! age and per-subject limits, discard policy, duplicate window; that deletes are
 //! denied (and purges, where the layout denies them); that it is not sealed and acks
-//! its writes; the consumer cap and limits of the readers' mirrors. Descriptions, metadata and limits the server fills in are not compared.
+//! its writes. The readers' mirrors live in the readers' accounts, which services do not
+//! see. Descriptions, metadata and limits the server fills in are not compared.
 
 use async_nats::jetstream::{self, stream};
 

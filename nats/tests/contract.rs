@@ -25,9 +25,12 @@ fn layout() -> Layout {
     }
 }
 
-/// The streams of the layout in code, the readers' mirrors included.
+/// The streams of the layout in code, the readers' mirrors (in the all-tenant
+/// reader's account) included.
 fn streams_in_code() -> Vec<async_nats::jetstream::stream::Config> {
-    stream_configs(&layout())
+    let mut streams = stream_configs(&layout());
+    streams.extend(paytrack_nats::ReaderAccount::AllTenants.mirror_configs(&layout()));
+    streams
 }
 
 /// The KV buckets of the layout in code.

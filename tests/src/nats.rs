@@ -2,7 +2,7 @@
 //! permissions (`paytrack_nats::auth`, the same text as `k8s/nats-auth.conf`, plus the
 //! readers of the tenants a test asks for), and the
 //! layout step: [`NatsServer::lay_out`] applies the streams and buckets as the admin,
-//! and the mirrors in each tenant reader's account, as `paytrack layout` does, now and
+//! and the mirrors in each reader's account, as `paytrack layout` does, now and
 //! after every restart.
 
 use std::path::PathBuf;
@@ -201,9 +201,9 @@ impl NatsServer {
             .await
             .context("apply the layout as the admin")?;
         let readers: Vec<TenantReader> = self.tenant_readers.iter().map(|(r, _)| r.clone()).collect();
-        paytrack_nats::apply_tenant_reader_layout(&admin, &layout, &readers)
+        paytrack_nats::apply_reader_layout(&admin, &layout, &readers)
             .await
-            .context("lay out the tenant readers' mirrors as the admin")?;
+            .context("lay out the readers' mirrors as the admin")?;
         Ok(())
     }
 

@@ -209,8 +209,8 @@ async fn a_connection_without_valid_credentials_is_refused() -> anyhow::Result<(
     Ok(())
 }
 
-/// Every stream, readers' mirror and KV bucket stream of the layout.
-const LAYOUT_STREAMS: [&str; 16] = [
+/// Every stream and KV bucket stream of the layout, in the services' account.
+const LAYOUT_STREAMS: [&str; 13] = [
     "PAYTRACK_IN",
     "PAYTRACK_STATUS",
     "PAYTRACK_OUTCOME",
@@ -218,9 +218,6 @@ const LAYOUT_STREAMS: [&str; 16] = [
     "PAYTRACK_ALERT",
     "PAYTRACK_SESSION",
     "PAYTRACK_DEAD",
-    "PAYTRACK_STATUS_READ",
-    "PAYTRACK_OUTCOME_READ",
-    "PAYTRACK_ALERT_READ",
     "KV_PAYTRACK_IDEMPOTENCY",
     "KV_PAYTRACK_COMMANDED",
     "KV_PAYTRACK_PROVIDER_REFS",
@@ -532,14 +529,15 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
 
     let reader = default_reader(&nats).await?;
     let js = async_nats::jetstream::new(reader.clone());
-    // The lookups a client makes: the account, the stream names, a stream's info.
+    // The lookups a client makes: the account, the stream names, a stream's info
+    // (its account holds the mirrors alone).
     js.query_account().await.context("account info")?;
     let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names()).await?;
-    for (source, mirror) in READER_STREAMS {
+    for (_, mirror) in READER_STREAMS {
         assert!(names.iter().any(|n| n == mirror), "{mirror} not listed: {names:?}");
-        js.get_stream(source)
+        js.get_stream(mirror)
             .await
-            .with_context(|| format!("info of {source}"))?;
+            .with_context(|| format!("info of {mirror}"))?;
     }
     // History, with an ordered consumer on the readers' mirror.
     let history = js.get_stream("PAYTRACK_STATUS_READ").await?;
@@ -560,9 +558,13 @@ async fn a_reader_with_client_defaults_looks_up_reads_history_and_watches() -> a
         assert_eq!(&message.payload[..], format!("t{n}").as_bytes());
     }
     // The ordered consumer recovers when its consumer is lost (as after a server
-    // restart): the client re-creates it under a name, which readers may do too.
-    let admin = async_nats::jetstream::new(nats.admin_client().await?);
-    admin
+    // restart): the client re-creates it under a name, which readers may do too. The
+    // admin reaches the reader's account through the API it exports.
+    let in_readers_account = async_nats::jetstream::with_prefix(
+        nats.admin_client().await?,
+        &paytrack_nats::ReaderAccount::AllTenants.api_prefix(),
+    );
+    in_readers_account
         .delete_consumer_from_stream(&first_name, "PAYTRACK_STATUS_READ")
         .await?;
     written
@@ -719,5 +721,72 @@ async fn a_flood_of_reader_consumers_never_blocks_a_services_consumer() -> anyho
     )
     .await
     .context("the projector's durable after the flood")?;
+    Ok(())
+}
+
+/// The all-tenant reader lives in an account of its own: an API answer sent to a reply
+/// subject it names, and a push consumer's deliveries, stay there, so neither lands
+/// in a services' stream (PAYTRACK_STATUS stores every `paytrack.status.…` subject).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_all_tenant_readers_replies_and_deliveries_never_reach_the_services_streams() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    let reconciler = async_nats::jetstream::new(nats.connect_as(Role::Reconciler).await?);
+    reconciler
+        .publish("paytrack.status.acme.m_1.pay_0", "t0".into())
+        .await?
+        .await?;
+    let admin = async_nats::jetstream::new(nats.admin_client().await?);
+    let stored = || async { anyhow::Ok(admin.get_stream("PAYTRACK_STATUS").await?.info().await?.state.messages) };
+    let before = stored().await?;
+
+    let mut reader = Probe::connect(&nats, Role::Reader).await?;
+    // An answer to a forged reply subject: once a later request on the same
+    // connection is answered, the forged answer is stored or never will be.
+    reader
+        .client
+        .publish_with_reply("$JS.API.INFO", "paytrack.status.acme.m_1.pay_reply", "".into())
+        .await?;
+    async_nats::jetstream::new(reader.client.clone())
+        .query_account()
+        .await?;
+    assert_eq!(stored().await?, before, "an API answer was stored in PAYTRACK_STATUS");
+
+    // A push consumer delivering into a transition subject the reader listens on:
+    // delivered to the reader, stored nowhere.
+    let forged = "paytrack.status.acme.m_1.pay_forged";
+    let mut listening = reader.client.subscribe(forged).await?;
+    reader.client.flush().await?;
+    let mirror = "PAYTRACK_STATUS_READ";
+    let push = serde_json::json!({"stream_name": mirror, "config": {
+        "name": "push", "ack_policy": "none", "deliver_policy": "all", "deliver_subject": forged,
+    }});
+    if let Some(answer) = reader
+        .request(&format!("$JS.API.CONSUMER.CREATE.{mirror}.push"), &push)
+        .await?
+        && answer.get("error").is_none()
+    {
+        let delivered = tokio::time::timeout(ANSWER, listening.next())
+            .await
+            .context("the push consumer never delivered to its listener")?
+            .context("subscription ended")?;
+        assert_eq!(&delivered.payload[..], b"t0");
+        // A delivery stored in PAYTRACK_STATUS would be mirrored and delivered again.
+        reconciler
+            .publish("paytrack.status.acme.m_1.pay_1", "t1".into())
+            .await?
+            .await?;
+        let next = tokio::time::timeout(ANSWER, listening.next())
+            .await
+            .context("the push consumer never delivered the next transition")?
+            .context("subscription ended")?;
+        assert_eq!(&next.payload[..], b"t1", "a delivery came back through the stream");
+    }
+    assert_eq!(
+        stored().await?,
+        before + 1,
+        "a reader's delivery was stored in PAYTRACK_STATUS"
+    );
     Ok(())
 }

@@ -49,9 +49,10 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
-    /// Apply the JetStream layout (every stream and KV bucket, and the mirrors in each
-    /// --tenant-reader's account) as the NATS admin (PAYTRACK_NATS_ADMIN_PASSWORD),
-    /// check it, and exit. Services only verify it.
+    /// Apply the JetStream layout (every stream and KV bucket, and the mirrors in the
+    /// readers' accounts: the all-tenant reader's and each --tenant-reader's) as the
+    /// NATS admin (PAYTRACK_NATS_ADMIN_PASSWORD), check it, and exit. Services only
+    /// verify it.
     Layout {
         /// A tenant whose reader's account gets its mirrors (repeatable); the same
         /// tenants as the server's configuration (`nats-auth --tenant-reader`).
@@ -203,7 +204,7 @@ fn parse_tenant_readers(tenants: &[String]) -> anyhow::Result<Vec<paytrack_nats:
 const LAYOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The layout step: connects as the NATS admin, applies every stream and bucket and
-/// each tenant reader's mirrors (retrying while the server is not up yet, up to
+/// the readers' mirrors (retrying while the server is not up yet, up to
 /// [`LAYOUT_DEADLINE`]), then verifies the services' streams as the services will.
 /// Returns how many streams the services' account holds.
 async fn lay_out(settings: &Settings, readers: &[paytrack_nats::auth::TenantReader]) -> anyhow::Result<usize> {
@@ -221,7 +222,7 @@ async fn lay_out(settings: &Settings, readers: &[paytrack_nats::auth::TenantRead
     });
     paytrack_nats::retry_until_ready("apply the layout", &deadline, || async {
         paytrack_nats::apply_layout(&js, &layout).await?;
-        paytrack_nats::apply_tenant_reader_layout(&client, &layout, readers).await
+        paytrack_nats::apply_reader_layout(&client, &layout, readers).await
     })
     .await
     .with_context(|| {
