@@ -204,31 +204,47 @@ async fn tail_prints_positions_and_evidence_prints_the_pack() -> anyhow::Result<
 }
 
 /// `paytrack layout` is the layout step: as the NATS admin it creates every stream
-/// and bucket, which the services then find as they verify it; without the admin's
-/// password it refuses to start.
+/// and bucket, which the services then find as they verify it, and the mirrors in
+/// the readers' accounts (each `--tenant-reader`'s too); without the admin's password
+/// it refuses to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_applies_the_streams_and_buckets_as_the_admin() -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
-    let nats = NatsServer::start().await?;
+    let nats = NatsServer::start_with_tenant_readers(&["acme"]).await?;
     let url = nats.url();
     let admin = nats.password(paytrack_nats::Role::Admin);
 
     let (ok, out) = paytrack(&["layout"], &[("PAYTRACK_NATS_URL", &url)]).await?;
     assert!(!ok && out.contains("PAYTRACK_NATS_ADMIN_PASSWORD"), "{out}");
 
-    let (ok, out) = paytrack(
-        &["layout"],
-        &[
-            ("PAYTRACK_NATS_URL", &url),
-            ("PAYTRACK_NATS_ADMIN_PASSWORD", admin.expose_secret()),
-        ],
-    )
-    .await?;
+    let with_admin = [
+        ("PAYTRACK_NATS_URL", url.as_str()),
+        ("PAYTRACK_NATS_ADMIN_PASSWORD", admin.expose_secret()),
+    ];
+    let (ok, out) = paytrack(&["layout", "--tenant-reader", "a.b"], &with_admin).await?;
+    assert!(!ok && out.contains("--tenant-reader a.b"), "{out}");
+
+    let (ok, out) = paytrack(&["layout", "--tenant-reader", "acme"], &with_admin).await?;
     assert!(ok, "{out}");
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", url.clone())])?;
     let layout = paytrack_nats::Layout::from_settings(&settings);
     let js = async_nats::jetstream::new(nats.connect_as(paytrack_nats::Role::Ingest).await?);
     paytrack_nats::verify_layout(&js, &layout).await?;
+    // The readers' mirrors, each in its reader's account.
+    let admin_client = nats.admin_client().await?;
+    let acme = paytrack_nats::auth::TenantReader::new(paytrack_shared::TenantId::new("acme")?)?;
+    for account in [
+        paytrack_nats::ReaderAccount::AllTenants,
+        paytrack_nats::ReaderAccount::Tenant(acme),
+    ] {
+        let in_account = async_nats::jetstream::with_prefix(admin_client.clone(), &account.api_prefix());
+        for mirror in account.mirrors() {
+            in_account
+                .get_stream(&mirror.name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} of {}: {e}", mirror.name, account.name()))?;
+        }
+    }
 
     Ok(())
 }
