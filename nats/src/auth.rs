@@ -521,7 +521,7 @@ pub fn render_conf_with(tenants: &[TenantReader]) -> String {
 pub const SERVICES_ACCOUNT: &str = "paytrack";
 
 /// The prefix under which a reader's account reaches the services' account's
-/// JetStream API: only the consumer calls of its mirrors' sources are imported there.
+/// JetStream API: only the consumer creates of its mirrors' sources are imported there.
 pub const SERVICES_API_PREFIX: &str = "$JS.paytrack.API";
 
 /// What crosses an account boundary: a stream carries messages published in the
@@ -600,7 +600,7 @@ fn reader_exports() -> Vec<Export> {
 }
 
 /// A reader's account's imports from the services' account: its live subjects, and
-/// for its mirrors the consumer calls on their sources (under [`SERVICES_API_PREFIX`],
+/// for its mirrors the consumer creates on their sources (under [`SERVICES_API_PREFIX`],
 /// which its user may not publish to), their flow-control replies and their
 /// deliveries (under [`ReaderAccount::mirror_deliver_prefix`]).
 fn reader_imports(account: &ReaderAccount) -> Vec<Import> {
@@ -614,10 +614,11 @@ fn reader_imports(account: &ReaderAccount) -> Vec<Import> {
     imports.push(stream(format!("{}.>", account.mirror_deliver_prefix())));
     for mirror in account.mirrors() {
         let source = mirror.source;
+        // Creates only: a mirror's consumer on its source that is not deleted expires
+        // by itself once the mirror stops pulling from it.
         for call in [
             format!("CONSUMER.CREATE.{source}"),
             format!("CONSUMER.CREATE.{source}.>"),
-            format!("CONSUMER.DELETE.{source}.*"),
         ] {
             imports.push(Import {
                 kind: Kind::Service,
@@ -812,13 +813,13 @@ mod tests {
                         || import.subject.starts_with(&acme.mirror_deliver_prefix()),
                     "{import:?}"
                 ),
-                // Requests that leave it: its mirrors' consumer calls on the sources,
-                // under a prefix, and their flow-control replies.
+                // Requests that leave it: its mirrors' consumer creates on the
+                // sources, under a prefix, and their flow-control replies.
                 Kind::Service => assert!(
                     import
                         .local
                         .as_deref()
-                        .is_some_and(|l| l.starts_with(SERVICES_API_PREFIX))
+                        .is_some_and(|l| l.starts_with(&format!("{SERVICES_API_PREFIX}.CONSUMER.CREATE.PAYTRACK_")))
                         || import.subject.starts_with("$JS.FC.PAYTRACK_"),
                     "{import:?}"
                 ),

@@ -445,3 +445,54 @@ async fn a_tenant_readers_api_answer_never_lands_in_another_tenants_subjects() -
     assert_eq!(before, after, "an API answer was stored on {forged}");
     Ok(())
 }
+
+/// A reader's account reaches the services' JetStream API only for its mirrors'
+/// consumer creates: neither an API answer nor a push consumer's deliveries sent to
+/// the subject of another call there (a delete of a service's durable, here) act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_readers_api_answer_never_reaches_the_services_api() -> anyhow::Result<()> {
+    let nats = NatsServer::start_with_tenant_readers(&[ACME]).await?;
+    let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
+    nats.lay_out_for(&settings).await?;
+    let admin = async_nats::jetstream::new(nats.admin_client().await?);
+    let durable = paytrack_nats::CONSUMER_PROJECTOR_STATUS;
+    paytrack_nats::ensure_consumer(
+        &admin,
+        "PAYTRACK_STATUS",
+        paytrack_nats::durable_consumer(durable, "paytrack.status.>"),
+    )
+    .await?;
+    let acme = TenantProbe::connect(&nats, ACME).await?;
+    for call in [
+        format!("$JS.paytrack.API.CONSUMER.DELETE.PAYTRACK_STATUS.{durable}"),
+        format!("$JS.API.CONSUMER.DELETE.PAYTRACK_STATUS.{durable}"),
+    ] {
+        acme.client.publish_with_reply("$JS.API.INFO", call, "".into()).await?;
+    }
+    // And a push consumer delivering its history there.
+    transitions(&nats, ACME, 1).await?;
+    let mirror = readers::STATUS_MIRROR;
+    let mut acme = acme;
+    let push = serde_json::json!({"stream_name": mirror, "config": {
+        "name": "push", "filter_subject": "paytrack.status.acme.>", "ack_policy": "none",
+        "deliver_policy": "all",
+        "deliver_subject": format!("$JS.paytrack.API.CONSUMER.DELETE.PAYTRACK_STATUS.{durable}"),
+    }});
+    let _ = acme
+        .request(
+            &format!("$JS.API.CONSUMER.CREATE.{mirror}.push.paytrack.status.acme.>"),
+            &push,
+        )
+        .await?;
+    // Once a later request on the same connection is answered, the earlier ones
+    // have been acted on or never will be.
+    let js = async_nats::jetstream::new(acme.client.clone());
+    js.query_account().await?;
+    admin
+        .get_stream("PAYTRACK_STATUS")
+        .await?
+        .consumer_info(durable)
+        .await
+        .context("a reader deleted the projector's consumer")?;
+    Ok(())
+}
