@@ -159,8 +159,8 @@ pub const READER_SOURCES: [&str; 3] = [
     subjects::STREAM_ALERT,
 ];
 
-/// How many consumers all readers together may hold on one reader mirror. NATS has no
-/// per-user count in one account; this cap, on streams only readers consume, is what
+/// How many consumers a reader may hold on one of its mirrors. NATS has no per-user
+/// count of consumers; this cap, on streams in the reader's own account, is what
 /// bounds them, and a flood of reader consumers fills it, never the services' streams.
 pub const READER_CONSUMERS: i32 = 256;
 
