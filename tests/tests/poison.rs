@@ -20,7 +20,7 @@ use paytrack_tests::ws::WsClient;
 use paytrack_tests::{Mesh, eventually};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn quick_parking() -> MeshOptions {
     MeshOptions {

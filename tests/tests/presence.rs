@@ -8,7 +8,7 @@ use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::ws::WsClient;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The edge's answer to `GET /v1/presence/{user}` with `token`: status and body.
 async fn presence(mesh: &Mesh, user: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {

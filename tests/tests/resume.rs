@@ -12,7 +12,7 @@ use paytrack_tests::workload;
 use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 async fn events(client: &mut WsClient, n: usize) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
