@@ -352,12 +352,17 @@ async fn a_resume_the_edge_will_not_replay_now_gets_a_reload_not_4008() -> anyho
 /// recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_replays_leave_a_replay_slot_to_another_tenant() -> anyhow::Result<()> {
+    // The clients that read nothing keep their sessions (and their replay slot) for
+    // as long as the test needs, however slow the machine: no heartbeat they miss and
+    // no write stalled behind them closes them. Otherwise the first one's session
+    // could end (its slot freed) before the check that the second waits behind it.
     let mesh = Mesh::start_with(MeshOptions {
+        session_write_timeout_ms: 600_000,
         extra_settings: vec![
             ("edge_replay_concurrency", "2".to_owned()),
             ("edge_tenant_subscribes", "1".to_owned()),
         ],
-        ..MeshOptions::default()
+        ..MeshOptions::quiet()
     })
     .await?;
     let channel = "merchant:m_gap";
