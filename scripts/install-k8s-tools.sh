@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/tests/k8s_manifests.rs needs to render and validate the
+# Installs what tests/tests/repo/k8s_manifests.rs needs to render and validate the
 # Kubernetes manifests offline. Safe to run again: it only installs what is
 # missing.
 set -euo pipefail

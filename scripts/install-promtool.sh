@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs promtool, which tests/tests/monitoring.rs uses to check the Prometheus
+# Installs promtool, which tests/tests/repo/monitoring.rs uses to check the Prometheus
 # alert rules in k8s/monitoring/ offline. Debian's `prometheus` package ships it.
 # Safe to run again: it installs only when promtool is missing.
 set -euo pipefail

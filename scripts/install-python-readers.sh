@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Python recipe's client (clients/python/requirements.txt: a pinned nats-py)
-# into .dev/venv-readers, for tests/tests/reader_recipes.rs. Safe to run again: it only
+# into .dev/venv-readers, for tests/tests/edge/reader_recipes.rs. Safe to run again: it only
 # installs what is missing. Prints the venv's python.
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs schemathesis, pinned, into a virtual environment under .dev/ for
-# tests/tests/api_schema.rs (which runs it against ingest's and the edge's
+# tests/tests/api/api_schema.rs (which runs it against ingest's and the edge's
 # /openapi.json). Safe to run again: it only installs what is missing. Needs
 # python3 with the venv module (Debian: python3-venv, installed here when missing
 # and running as root).

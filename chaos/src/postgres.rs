@@ -1,11 +1,14 @@
 //! PostgreSQL as production runs it (fsync and synchronous commit on), under a
-//! temporary directory, so faults can stop it cleanly or kill its postmaster.
+//! temporary directory, so faults can stop it cleanly or kill its postmaster. The
+//! cluster is created and run as the test harness does it (`paytrack_tests::pg`);
+//! only the server's settings differ.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use paytrack_tests::pg::{InitSync, init_cluster, pg_tool};
 use sqlx::{Connection, PgConnection};
 
 /// A durable PostgreSQL server with one database, `paytrack`.
@@ -14,55 +17,15 @@ pub struct Postgres {
     port: u16,
 }
 
-fn pg_bin(tool: &str) -> String {
-    let dir = std::env::var("PAYTRACK_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned());
-    format!("{dir}/{tool}")
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// `tool args` as the postgres user when we are root (PostgreSQL refuses root).
-fn as_postgres(tool: &str, args: &[&str]) -> Command {
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(pg_bin(tool)).args(args);
-        command.current_dir("/");
-        command
-    } else {
-        let mut command = Command::new(pg_bin(tool));
-        command.args(args);
-        command
-    }
+/// `tool args` (a PostgreSQL program) as the postgres user when we are root.
+fn as_postgres(tool: &str, args: &[&str]) -> anyhow::Result<Command> {
+    Ok(paytrack_tests::pg::as_postgres(&pg_tool(tool)?, args))
 }
 
 impl Postgres {
     /// Initialises a cluster in a fresh directory, starts it and creates `paytrack`.
     pub async fn start() -> anyhow::Result<Postgres> {
-        let dir = tempfile::Builder::new()
-            .prefix("paytrack-chaos-pg-")
-            .tempdir_in("/tmp")?
-            .keep();
-        if is_root() {
-            let status = Command::new("chown").arg("postgres:postgres").arg(&dir).status()?;
-            anyhow::ensure!(status.success(), "cannot chown {}", dir.display());
-        }
-        let data = dir.join("data");
-        let data_str = data.to_str().context("path")?;
-        let output = as_postgres(
-            "initdb",
-            &["-D", data_str, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
-        )
-        .output()
-        .context("run initdb")?;
-        if !output.status.success() {
-            bail!("initdb: {}", String::from_utf8_lossy(&output.stderr));
-        }
+        let dir = init_cluster("paytrack-chaos-pg-", InitSync::Sync)?;
         let pg = Postgres {
             dir,
             port: paytrack_tests::free_port_for_later()?,
@@ -111,7 +74,7 @@ impl Postgres {
                     &options,
                     "start",
                 ],
-            )
+            )?
             .stdout(std::process::Stdio::null())
             .status()?;
             if status.success() {
@@ -133,7 +96,7 @@ impl Postgres {
 
     /// Stops the server cleanly (`pg_ctl stop -m fast`).
     pub fn stop(&self) -> anyhow::Result<()> {
-        as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+        as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])?
             .stdout(std::process::Stdio::null())
             .status()?;
         Ok(())
@@ -155,10 +118,40 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = as_postgres("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        if let Ok(mut command) = as_postgres("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]) {
+            let _ = command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cluster made with the harness's helpers starts, serves `paytrack`, stops
+    /// cleanly and comes back after a crash of its postmaster.
+    #[tokio::test]
+    async fn starts_stops_and_comes_back_after_a_kill() -> anyhow::Result<()> {
+        let pg = Postgres::start().await?;
+        let answer = |url: String| async move {
+            let mut connection = PgConnection::connect(&url).await?;
+            let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut connection).await?;
+            anyhow::Ok(one)
+        };
+        assert_eq!(answer(pg.url()).await?, 1);
+        pg.stop()?;
+        assert!(
+            PgConnection::connect(&pg.url()).await.is_err(),
+            "stopped, yet answering"
+        );
+        pg.resume().await?;
+        pg.kill()?;
+        pg.resume().await?;
+        assert_eq!(answer(pg.url()).await?, 1);
+        Ok(())
     }
 }

@@ -170,6 +170,9 @@ pub struct RetryPolicy {
     pub first_delay: Duration,
     /// The longest delay between two deliveries.
     pub max_delay: Duration,
+    /// How long a delivered message may stay unacknowledged before JetStream
+    /// delivers it again: the durable consumers are created with it.
+    pub ack_wait: Duration,
 }
 
 impl RetryPolicy {
@@ -179,6 +182,16 @@ impl RetryPolicy {
             max_deliveries: settings.consumer_max_deliveries.max(1),
             first_delay: Duration::from_millis(settings.consumer_retry_ms),
             max_delay: Duration::from_secs(30),
+            ack_wait: Duration::from_millis(settings.consumer_ack_wait_ms.max(1)),
+        }
+    }
+
+    /// A durable, explicitly acknowledged pull consumer ([`crate::durable_consumer`])
+    /// with this policy's ack wait.
+    pub fn durable_consumer(&self, name: &str, filter: &str) -> async_nats::jetstream::consumer::pull::Config {
+        async_nats::jetstream::consumer::pull::Config {
+            ack_wait: self.ack_wait,
+            ..crate::durable_consumer(name, filter)
         }
     }
 
@@ -426,6 +439,7 @@ mod tests {
             max_deliveries: 4,
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(300),
+            ack_wait: Duration::from_secs(30),
         };
         let delays: Vec<_> = (1..=4).map(|n| policy.delay(n).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 300, 300]);

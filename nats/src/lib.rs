@@ -333,7 +333,8 @@ pub async fn apply_layout(js: &jetstream::Context, layout: &Layout) -> Result<()
     Ok(())
 }
 
-/// A durable, explicitly acknowledged pull consumer.
+/// A durable, explicitly acknowledged pull consumer, with the default ack wait
+/// (30 s; a service takes its configured one through [`RetryPolicy::durable_consumer`]).
 pub fn durable_consumer(name: &str, filter: &str) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(name.to_owned()),

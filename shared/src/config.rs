@@ -86,6 +86,9 @@ pub struct Settings {
     pub consumer_max_deliveries: u32,
     /// Delay before a failed message is delivered again; doubles up to 30 s.
     pub consumer_retry_ms: u64,
+    /// How long a delivered message may stay unacknowledged before it is delivered
+    /// again (a crashed replica's messages come back after it).
+    pub consumer_ack_wait_ms: u64,
     /// PostgreSQL URL (may hold a password).
     pub database_url: SecretString,
     /// Pool size.

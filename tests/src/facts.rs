@@ -139,7 +139,7 @@ pub async fn chain(js: &jetstream::Context, tenant: &TenantId, payment: &str) ->
         .await?;
     let mut messages = ordered.messages().await?;
     let mut out = Vec::new();
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(60), messages.next())
         .await?
         .transpose()?
     {

@@ -553,7 +553,7 @@ impl Mesh {
         let mut fresh = Vec::new();
         for addr in &self.reconciler_admins {
             // The stopped replica's listener is closed; its address is free again.
-            let admin = crate::eventually(Duration::from_secs(10), "the admin port free", || async {
+            let admin = crate::eventually(Duration::from_secs(60), "the admin port free", || async {
                 std::net::TcpListener::bind(addr).ok()
             })
             .await?;
@@ -668,7 +668,7 @@ impl Mesh {
     /// Waits until the projection holds `payment` at `version` and returns its row
     /// `(status, version, status_seq, trace_id)`.
     pub async fn wait_for_row(&self, payment: &str, version: i64) -> anyhow::Result<(String, i64, i64, String)> {
-        self.eventually(Duration::from_secs(30), "projection row", || async {
+        self.eventually(Duration::from_secs(60), "projection row", || async {
             sqlx::query_as::<_, (String, i64, i64, String)>(
                 "SELECT status, version, status_seq, trace_id FROM payments WHERE tenant = $1 AND payment_id = $2",
             )
@@ -747,7 +747,7 @@ impl Mesh {
         }
         between.await?;
         // The aborted projector's admin listener closes once its task sees the cancel.
-        let admin = crate::eventually(Duration::from_secs(10), "the admin port free", || async {
+        let admin = crate::eventually(Duration::from_secs(60), "the admin port free", || async {
             std::net::TcpListener::bind(self.projector_admin).ok()
         })
         .await?;
@@ -790,7 +790,7 @@ impl Mesh {
         publish_probe()
             .await
             .ok_or_else(|| anyhow::anyhow!("window probe not stored"))?;
-        self.eventually(Duration::from_secs(30), "the duplicate window to pass", || async {
+        self.eventually(Duration::from_secs(60), "the duplicate window to pass", || async {
             publish_probe().await.filter(|ack| !ack.duplicate)
         })
         .await?;

@@ -23,10 +23,21 @@ struct Cluster {
     restarted: Mutex<Option<Child>>,
 }
 
-fn pg_bin() -> PathBuf {
+/// The directory of the PostgreSQL 15 programs: `PAYTRACK_PG_BIN`, else where
+/// Debian installs them.
+pub fn pg_bin() -> PathBuf {
     std::env::var_os("PAYTRACK_PG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// The path of one PostgreSQL program (`initdb`, `pg_ctl`, `postgres`).
+pub fn pg_tool(name: &str) -> anyhow::Result<String> {
+    pg_bin()
+        .join(name)
+        .to_str()
+        .map(str::to_owned)
+        .context("the PostgreSQL bin path is not UTF-8")
 }
 
 fn is_root() -> bool {
@@ -37,11 +48,14 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `program args` as the postgres user when we are root.
-fn as_postgres(program: &str, args: &[&str]) -> Command {
+/// Runs `program args` as the postgres user when we are root (PostgreSQL refuses to
+/// run as root).
+pub fn as_postgres(program: &str, args: &[&str]) -> Command {
     if is_root() {
         let mut command = Command::new("runuser");
         command.args(["-u", "postgres", "--", program]).args(args);
+        // The postgres user may not be allowed into the caller's directory.
+        command.current_dir("/");
         command
     } else {
         let mut command = Command::new(program);
@@ -50,29 +64,45 @@ fn as_postgres(program: &str, args: &[&str]) -> Command {
     }
 }
 
-fn start_cluster() -> anyhow::Result<Cluster> {
-    let dir = tempfile::Builder::new()
-        .prefix("paytrack-test-pg-")
-        .tempdir_in("/tmp")?
-        .keep();
-    let dir_str = dir.to_str().context("temp path is not UTF-8")?.to_owned();
+/// Whether `initdb` syncs the new cluster's files to disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitSync {
+    /// Skip it (`--no-sync`): the cluster is thrown away with the test process.
+    Skip,
+    /// Sync, as a production cluster is created.
+    Sync,
+}
+
+/// Creates a directory under /tmp named `prefix…`, owned by the postgres user, and a
+/// new cluster in its `data` directory (trust authentication, superuser `postgres`,
+/// UTF-8). Returns the directory; the caller starts, stops and removes it.
+pub fn init_cluster(prefix: &str, sync: InitSync) -> anyhow::Result<PathBuf> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?.keep();
+    let dir_str = dir.to_str().context("temp path is not UTF-8")?;
     if is_root() {
-        let status = Command::new("chown").args(["postgres:postgres", &dir_str]).status()?;
+        let status = Command::new("chown").args(["postgres:postgres", dir_str]).status()?;
         if !status.success() {
             bail!("cannot chown {dir_str} to postgres");
         }
     }
     let data = format!("{dir_str}/data");
-    let initdb = pg_bin().join("initdb");
-    let output = as_postgres(
-        initdb.to_str().context("pg bin path")?,
-        &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-    )
-    .output()
-    .context("run initdb (is PostgreSQL 15 installed? scripts/ensure-postgres.sh)")?;
+    let mut args = vec!["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8"];
+    if sync == InitSync::Skip {
+        args.push("--no-sync");
+    }
+    let output = as_postgres(&pg_tool("initdb")?, &args)
+        .output()
+        .context("run initdb (is PostgreSQL 15 installed? scripts/ensure-postgres.sh)")?;
     if !output.status.success() {
         bail!("initdb failed: {}", String::from_utf8_lossy(&output.stderr));
     }
+    Ok(dir)
+}
+
+fn start_cluster() -> anyhow::Result<Cluster> {
+    let dir = init_cluster("paytrack-test-pg-", InitSync::Skip)?;
+    let dir_str = dir.to_str().context("temp path is not UTF-8")?.to_owned();
+    let data = format!("{dir_str}/data");
     let port = crate::free_port()?;
     let postgres = pg_bin().join("postgres");
     let script = format!(

@@ -42,10 +42,10 @@ async fn every_service_exports_documented_metrics_after_traffic() -> anyhow::Res
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_metrics"}))
         .await?;
-    client.next_of("subscribed", Duration::from_secs(10)).await?;
+    client.next_of("subscribed", Duration::from_secs(60)).await?;
     let body = Mesh::webhook_body("pay_metrics", "pending", "m_1");
     assert_eq!(mesh.post_webhook("msg_metrics_1", &body).await?.status(), 200);
-    client.next_of("event", Duration::from_secs(30)).await?;
+    client.next_of("event", Duration::from_secs(60)).await?;
     // Sessions: the WebSocket is open, and current (nothing sent it is unacknowledged
     // past a heartbeat).
     let edge = scrape(&http, &urls[1].1).await?;
@@ -122,7 +122,7 @@ async fn every_service_exports_documented_metrics_after_traffic() -> anyhow::Res
     .await?;
 
     // The projector's batches and the edge's frame: wait until both are observed.
-    mesh.eventually(Duration::from_secs(30), "the latency histograms", || async {
+    mesh.eventually(Duration::from_secs(60), "the latency histograms", || async {
         let scrape = scrape(&http, ingest_metrics).await.ok()?;
         let frames = scrape.sum("paytrack_webhook_to_event_seconds_count", &[("stage", "frame_queued")])?;
         let batches = scrape.sum("paytrack_projector_batch_seconds_count", &[])?;

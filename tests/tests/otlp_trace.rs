@@ -36,16 +36,16 @@ async fn one_trace_runs_from_a_webhook_to_the_websocket_frame() -> anyhow::Resul
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_otlp"}))
         .await?;
-    client.next_of("subscribed", Duration::from_secs(10)).await?;
+    client.next_of("subscribed", Duration::from_secs(60)).await?;
 
     // No traceparent: ingest starts the trace.
     let body = Mesh::webhook_body("pay_otlp", "pending", "m_1");
     assert_eq!(mesh.post_webhook("msg_otlp_1", &body).await?.status(), 200);
-    let frame = client.next_of("event", Duration::from_secs(30)).await?;
+    let frame = client.next_of("event", Duration::from_secs(60)).await?;
     let trace_id = find_trace_id(&frame).ok_or_else(|| anyhow::anyhow!("no trace_id in the frame {frame}"))?;
     assert_eq!(trace_id.len(), 32, "{trace_id}");
     // The projector's checkpoint follows the transition on the channel.
-    client.next_of("event", Duration::from_secs(30)).await?;
+    client.next_of("event", Duration::from_secs(60)).await?;
 
     let spans = mesh
         .eventually(Duration::from_secs(90), "the whole trace at the receiver", || async {

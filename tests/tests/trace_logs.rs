@@ -43,7 +43,7 @@ async fn every_log_line_of_a_webhooks_journey_carries_its_trace_id() -> anyhow::
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_trace"}))
         .await?;
-    client.next_of("subscribed", Duration::from_secs(10)).await?;
+    client.next_of("subscribed", Duration::from_secs(60)).await?;
 
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let body = Mesh::webhook_body("pay_trace", "pending", "m_1");

@@ -21,7 +21,7 @@ async fn trace_ids_survive_a_warn_log_filter() -> anyhow::Result<()> {
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_warn"}))
         .await?;
-    client.next_of("subscribed", Duration::from_secs(10)).await?;
+    client.next_of("subscribed", Duration::from_secs(60)).await?;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let body = Mesh::webhook_body("pay_warn", "pending", "m_1");
@@ -29,7 +29,7 @@ async fn trace_ids_survive_a_warn_log_filter() -> anyhow::Result<()> {
     headers.push(("traceparent".into(), format!("00-{trace_id}-00f067aa0ba902b7-01")));
     assert_eq!(mesh.post_webhook_with(&headers, &body).await?.status(), 200);
 
-    let event = client.next_of("event", Duration::from_secs(30)).await?;
+    let event = client.next_of("event", Duration::from_secs(60)).await?;
     assert_eq!(event["kind"], "transition", "{event}");
     assert_eq!(event["trace_id"], trace_id, "{event}");
     let (.., persisted) = mesh.wait_for_row("pay_warn", 1).await?;

@@ -78,7 +78,7 @@ async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(ingest.run(stop.clone()));
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(20), "ingest ready", || async {
+    eventually(Duration::from_secs(60), "ingest ready", || async {
         let response = http.get(format!("{url}/readyz")).send().await.ok()?;
         response.status().is_success().then_some(())
     })
@@ -157,7 +157,7 @@ async fn tail_prints_positions_and_evidence_prints_the_pack() -> anyhow::Result<
             }
             anyhow::bail!("tail ended before printing {what:?}")
         };
-        tokio::time::timeout(Duration::from_secs(30), read).await?
+        tokio::time::timeout(Duration::from_secs(60), read).await?
     };
     line_with(" subscribed ").await?;
 
@@ -180,7 +180,7 @@ async fn tail_prints_positions_and_evidence_prints_the_pack() -> anyhow::Result<
     assert!(event.contains(" transition "), "{event}");
     assert!(event.contains("-> succeeded"), "{event}");
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), tail.wait())
+        tokio::time::timeout(Duration::from_secs(60), tail.wait())
             .await??
             .success()
     );

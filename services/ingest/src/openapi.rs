@@ -3,7 +3,7 @@
 //! Routes whose handlers are not annotated themselves (the REST reads, with their
 //! response types; webhooks, whose bodies are each provider's; health and metrics)
 //! are described by the annotated stubs below.
-//! `tests/tests/commands.rs` fails when a route of [`crate::routes::all`] is missing.
+//! `tests/tests/api/commands.rs` fails when a route of [`crate::routes::all`] is missing.
 
 use std::sync::OnceLock;
 

@@ -224,19 +224,25 @@ pub async fn run_with_admin(
             let sessions = paytrack_nats::ensure_consumer(
                 &js,
                 subjects::STREAM_SESSION,
-                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_SESSIONS, subjects::SESSION_ALL),
+                config
+                    .retry
+                    .durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_SESSIONS, subjects::SESSION_ALL),
             )
             .await?;
             let evidence = paytrack_nats::ensure_consumer(
                 &js,
                 subjects::STREAM_IN,
-                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
+                config
+                    .retry
+                    .durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE, subjects::IN_ALL),
             )
             .await?;
             let outcomes = paytrack_nats::ensure_consumer(
                 &js,
                 subjects::STREAM_OUTCOME,
-                paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
+                config
+                    .retry
+                    .durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES, subjects::OUTCOME_ALL),
             )
             .await?;
             // Every record of PAYTRACK_ALERT: created or updated, so the consumer of an
@@ -249,10 +255,11 @@ pub async fn run_with_admin(
                     stream: subjects::STREAM_ALERT.to_owned(),
                     source: e.into(),
                 })?
-                .create_consumer(paytrack_nats::durable_consumer(
-                    paytrack_nats::CONSUMER_PROJECTOR_ALERTS,
-                    subjects::ALERT_ALL,
-                ))
+                .create_consumer(
+                    config
+                        .retry
+                        .durable_consumer(paytrack_nats::CONSUMER_PROJECTOR_ALERTS, subjects::ALERT_ALL),
+                )
                 .await
                 .map_err(|e| paytrack_nats::LayoutError::Consumer {
                     stream: subjects::STREAM_ALERT.to_owned(),

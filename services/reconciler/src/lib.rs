@@ -157,7 +157,9 @@ pub async fn run_with_admin(
         let consumer = paytrack_nats::ensure_consumer(
             &js,
             subjects::STREAM_IN,
-            paytrack_nats::durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
+            config
+                .retry
+                .durable_consumer(paytrack_nats::CONSUMER_RECONCILER, subjects::IN_ALL),
         )
         .await?;
         let sweeps =

@@ -1,5 +1,5 @@
 // Drives the operator console in headless Chromium against a real mesh, for the
-// Rust acceptance test tests/tests/console.rs. The test owns the mesh; this script
+// Rust acceptance test tests/tests/api/console.rs. The test owns the mesh; this script
 // owns the browser and a small proxy in front of the edge (the page's origin), which
 // can refuse WebSocket upgrades and be pointed at another edge after one is killed.
 //

@@ -8,7 +8,7 @@ use paytrack_tests::Mesh;
 use paytrack_tests::ws::WsClient;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A channel the token does not grant gets `error` 4003 and nothing else; an unknown
 /// channel gets 4000; granted channels still work on the same session.
@@ -119,7 +119,7 @@ async fn an_end_users_evidence_lists_only_its_own_sessions() -> anyhow::Result<(
             Some(subjects)
         }
     };
-    mesh.eventually(Duration::from_secs(30), "every session in the operator's pack", || {
+    mesh.eventually(WAIT, "every session in the operator's pack", || {
         let seen = subjects_seen(operator.clone());
         async move { seen.await.filter(|s| s.len() == 3) }
     })

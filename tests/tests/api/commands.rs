@@ -10,7 +10,7 @@ use paytrack_tests::ws::WsClient;
 use paytrack_tests::{Mesh, eventually};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn http() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?)
@@ -624,22 +624,18 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
         .send()
         .await?;
     assert_eq!(response.status(), 200, "{}", response.text().await?);
-    eventually(
-        Duration::from_secs(20),
-        "the linked event moved the payment",
-        || async {
-            let current: Value = client
-                .get(format!("{}/v1/payments/{payment}", mesh.ingest_url))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (current["status"] == "succeeded" && current["version"] == 2).then_some(())
-        },
-    )
+    eventually(WAIT, "the linked event moved the payment", || async {
+        let current: Value = client
+            .get(format!("{}/v1/payments/{payment}", mesh.ingest_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (current["status"] == "succeeded" && current["version"] == 2).then_some(())
+    })
     .await?;
     Ok(())
 }

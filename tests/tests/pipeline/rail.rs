@@ -9,7 +9,7 @@ use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
 use paytrack_tests::{Mesh, facts};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The payment as REST shows it once it is final, or the last view at the deadline.
 async fn final_view(mesh: &Mesh, payment: &str) -> anyhow::Result<Value> {

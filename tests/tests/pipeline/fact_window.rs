@@ -43,7 +43,7 @@ async fn a_long_pending_held_loop_is_bounded_and_alerted_once() -> anyhow::Resul
 
     let stream = mesh.js.get_stream(subjects::STREAM_ALERT).await?;
     let subject = subjects::alert(Some(&tenant), "many_facts");
-    let alert = eventually(Duration::from_secs(30), "the many_facts alert", || async {
+    let alert = eventually(Duration::from_secs(60), "the many_facts alert", || async {
         let message = stream.get_last_raw_message_by_subject(&subject).await.ok()?;
         envelope::decode::<Alert>(&message.payload).ok()
     })

@@ -28,7 +28,7 @@ async fn nats_outage_answers_503_and_the_retry_flows_through() -> anyhow::Result
     assert_eq!(ready().await?, 200);
     mesh.nats.stop();
     // Out of rotation while JetStream is unreachable.
-    eventually(Duration::from_secs(10), "ingest to report not ready", || async {
+    eventually(Duration::from_secs(60), "ingest to report not ready", || async {
         (ready().await.ok()? == 503).then_some(())
     })
     .await?;
@@ -37,7 +37,7 @@ async fn nats_outage_answers_503_and_the_retry_flows_through() -> anyhow::Result
     assert_eq!(response.status(), 503, "{}", response.text().await?);
 
     mesh.nats.restart().await?;
-    let accepted = eventually(Duration::from_secs(30), "ingest to accept the retry", || async {
+    let accepted = eventually(Duration::from_secs(60), "ingest to accept the retry", || async {
         let response = mesh.post_webhook("msg_out_1", &body).await.ok()?;
         (response.status() == 200).then_some(())
     })
@@ -110,7 +110,7 @@ async fn an_invalid_transition_is_kept_but_not_applied() -> anyhow::Result<()> {
     assert_eq!(mesh.transition_count("pay_inv").await?, 2);
     let (_, statuses) = mesh.timeline("pay_inv").await?;
     assert_eq!(statuses, ["succeeded", "returned"]);
-    let evidence = eventually(Duration::from_secs(20), "all three facts as evidence", || async {
+    let evidence = eventually(Duration::from_secs(60), "all three facts as evidence", || async {
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM inbound_facts WHERE tenant = $1 AND payment_id = 'pay_inv'")
                 .bind(mesh.tenant.as_str())
@@ -137,7 +137,7 @@ async fn an_acknowledged_fact_survives_a_nats_crash() -> anyhow::Result<()> {
     }
     mesh.nats.stop(); // SIGKILL, no graceful flush
     mesh.nats.restart().await?;
-    let stored = eventually(Duration::from_secs(20), "JetStream back with the facts", || async {
+    let stored = eventually(Duration::from_secs(60), "JetStream back with the facts", || async {
         mesh.stream_messages(subjects::STREAM_IN).await.ok()
     })
     .await?;
@@ -156,7 +156,7 @@ async fn services_started_before_nats_become_ready_once_it_is_up() -> anyhow::Re
     let nats = NatsServer::stopped()?;
     let mut mesh = Mesh::launch(nats, MeshOptions::default()).await?;
     // Every service answers, none is ready, none has given up.
-    mesh.eventually(Duration::from_secs(30), "every service to answer 503", || async {
+    mesh.eventually(Duration::from_secs(60), "every service to answer 503", || async {
         let answers = mesh.readiness().await;
         answers.iter().all(|(_, status)| *status == Some(503)).then_some(())
     })

@@ -2,7 +2,7 @@
 //! projector is stopped, then it is started and timed until every transition and both
 //! of its checkpoints are in PostgreSQL (postings included). Ignored by default (it
 //! measures, it does not check); run it with
-//! `cargo test -p paytrack-tests --test ledger_bench -- --ignored --nocapture`
+//! `cargo test -p paytrack-tests --test pipeline ledger_bench:: -- --ignored --nocapture`
 //! (add `--release` for figures worth comparing; with `PAYTRACK_PG_STATEMENTS=1` it
 //! also prints the statements PostgreSQL spent the most time in).
 

@@ -23,7 +23,7 @@ fn unreachable_backends() -> anyhow::Result<Settings> {
 /// Waits until `/readyz` at `addr` answers `status`.
 async fn readyz_answers(addr: SocketAddr, status: u16) -> anyhow::Result<()> {
     let url = format!("http://{addr}/readyz");
-    paytrack_tests::eventually(Duration::from_secs(30), "the admin listener's /readyz", || async {
+    paytrack_tests::eventually(Duration::from_secs(60), "the admin listener's /readyz", || async {
         let response = reqwest::get(&url).await.ok()?;
         (response.status().as_u16() == status).then_some(())
     })
@@ -46,7 +46,7 @@ where
     let running = tokio::spawn(run(shutdown.clone()));
     readyz_answers(addr, 503).await?;
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running).await???;
+    tokio::time::timeout(Duration::from_secs(60), running).await???;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use paytrack_tests::ws::WsClient;
 use paytrack_tests::{Mesh, eventually};
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn quick_parking() -> MeshOptions {
     MeshOptions {
@@ -519,6 +519,7 @@ async fn a_handler_that_panics_parks_its_message_and_the_consumer_goes_on() -> a
         max_deliveries: 3,
         first_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(500),
+        ack_wait: Duration::from_secs(30),
     };
     let handled: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let seen = handled.clone();

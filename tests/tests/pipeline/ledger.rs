@@ -606,9 +606,9 @@ async fn two_replicas_closing_the_same_windows_store_one_checkpoint_each() -> an
     use paytrack_ledger_projector::window;
     use paytrack_shared::Status::*;
     let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
-    // Successes whose last return window closes a few seconds from now: projected
+    // Successes whose last return window closes half a minute from now: projected
     // (persisted, posted) with the window still open, so no scan closes them early.
-    let closes_at = chrono::Utc::now() + chrono::Duration::seconds(10);
+    let closes_at = chrono::Utc::now() + chrono::Duration::seconds(30);
     let mut occurred_at = closes_at - chrono::Duration::days(60);
     for _ in 0..8 {
         let closes = paytrack_shared::StatusModel::get()
@@ -764,7 +764,7 @@ async fn a_rebuild_restores_every_table_alerts_and_acknowledgements_included() -
     client
         .send(json!({"type": "subscribe", "channel": "payment:pay_rb_1"}))
         .await?;
-    client.next_of("subscribed", Duration::from_secs(10)).await?;
+    client.next_of("subscribed", WAIT).await?;
     drop(client);
 
     let alert = paytrack_shared::envelope::Alert {

@@ -89,6 +89,8 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
             ("reconciler_window_divisor", "100000".to_owned()),
             ("reconciler_sweep_interval_ms", "100".to_owned()),
             ("reconciler_status_query_urls", format!("stdwebhooks={url}")),
+            // A killed replica's unacknowledged messages come back after 5 s.
+            ("consumer_ack_wait_ms", "5000".to_owned()),
         ],
         ..MeshOptions::default()
     })
@@ -132,7 +134,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
     }
 
     // After the sweeps: every payment at its ground truth (the killed replica's
-    // unacknowledged messages come back after the consumer's 30 s ack wait).
+    // unacknowledged messages come back after the consumers' 5 s ack wait).
     let expected: BTreeMap<String, String> = paths
         .iter()
         .map(|(pay, _, p)| (pay.clone(), p[p.len() - 1].as_str().to_owned()))
@@ -174,7 +176,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
     }
     // Every fact published has an outcome (none lost with the killed replica). The
     // ground truth can be reached before the killed replica's duplicates and stale
-    // facts come back (after the 30 s ack wait), so this waits as long as that did.
+    // facts come back (after the ack wait), so this waits as long as that did.
     let inbound = mesh.stream_messages(subjects::STREAM_IN).await?;
     eventually(Duration::from_secs(wait), "an outcome per fact", || async {
         let outcomes = mesh.stream_messages(subjects::STREAM_OUTCOME).await.ok()?;
@@ -231,5 +233,29 @@ async fn a_crash_after_the_append_redelivers_without_a_second_transition() -> an
         paytrack_reconciler::Decision::Applied { redelivered: true, .. }
     ));
     assert_eq!(facts::chain(&mesh.js, tenant, pay).await?.len(), 1);
+    Ok(())
+}
+
+/// How long a delivered message may stay unacknowledged before JetStream delivers it
+/// again is a setting (`consumer_ack_wait_ms`), applied to every durable consumer the
+/// reconciler and the projector create: a test that kills a replica waits for the
+/// redelivery it configured, not a fixed 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_durable_consumer_takes_the_configured_ack_wait() -> anyhow::Result<()> {
+    let mesh = Mesh::start_with(MeshOptions {
+        extra_settings: vec![("consumer_ack_wait_ms", "3000".to_owned())],
+        ..MeshOptions::default()
+    })
+    .await?;
+    for (stream, consumer) in [
+        (subjects::STREAM_IN, paytrack_nats::CONSUMER_RECONCILER),
+        (subjects::STREAM_IN, paytrack_nats::CONSUMER_PROJECTOR_EVIDENCE),
+        (subjects::STREAM_SESSION, paytrack_nats::CONSUMER_PROJECTOR_SESSIONS),
+        (subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES),
+        (subjects::STREAM_ALERT, paytrack_nats::CONSUMER_PROJECTOR_ALERTS),
+    ] {
+        let info = mesh.js.get_stream(stream).await?.consumer_info(consumer).await?;
+        assert_eq!(info.config.ack_wait, Duration::from_secs(3), "{stream}/{consumer}");
+    }
     Ok(())
 }

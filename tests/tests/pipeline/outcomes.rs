@@ -8,7 +8,7 @@ use paytrack_shared::subjects;
 use paytrack_tests::{Mesh, eventually};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn mystery(payment: &str) -> String {
     serde_json::json!({

@@ -3,7 +3,7 @@
 //! overflowed the signature library, bodies PostgreSQL cannot store, half-sent
 //! requests, oversized WebSocket frames, and settings that only failed per request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use paytrack_shared::TenantId;
 use paytrack_shared::config::Settings;
@@ -11,7 +11,7 @@ use paytrack_tests::ws::{Upgrade, WsClient};
 use paytrack_tests::{Mesh, mesh::MeshOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Signs arbitrary claims with the mesh's secret.
 fn forge(mesh: &Mesh, claims: serde_json::Value) -> anyhow::Result<String> {
@@ -267,13 +267,11 @@ async fn a_half_sent_request_is_closed_after_the_header_timeout() -> anyhow::Res
         client
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             .await?;
-        let started = Instant::now();
         let mut rest = Vec::new();
         // Observed close: read_to_end returns (EOF or reset). The outer bound only
         // turns a hang into a failure.
         let closed = tokio::time::timeout(WAIT, client.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "{addr} kept a half-sent request open for {WAIT:?}");
-        assert!(started.elapsed() < WAIT);
     }
     Ok(())
 }

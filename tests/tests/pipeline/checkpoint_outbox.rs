@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::{Mesh, eventually};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Messages of PAYTRACK_STATUS under `filter`.
 async fn count(mesh: &Mesh, filter: String) -> Option<u64> {

@@ -8,7 +8,7 @@ use paytrack_tests::Mesh;
 use paytrack_tests::ws::{Upgrade, WsClient};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 async fn subscribe(client: &mut WsClient, channel: &str, since: Option<Value>) -> anyhow::Result<Value> {
     let mut message = json!({ "type": "subscribe", "channel": channel });

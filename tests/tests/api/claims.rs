@@ -10,7 +10,7 @@ use paytrack_shared::{Status, subjects};
 use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::{Mesh, eventually, facts};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// With claims kept 2 s, an idle payment's claim expires; its next fact is decided
 /// on its existing history (version 3 on the same subject, no second history), and

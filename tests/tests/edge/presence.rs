@@ -8,7 +8,7 @@ use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::ws::WsClient;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The edge's answer to `GET /v1/presence/{user}` with `token`: status and body.
 async fn presence(mesh: &Mesh, user: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
@@ -38,7 +38,9 @@ fn devices(body: &Value) -> Vec<String> {
 /// token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_lists_a_users_open_devices_and_forgets_closed_ones() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
+    // Rare heartbeats: the clients here read nothing, and a client silent for three
+    // heartbeats is closed, which a loaded machine can reach mid-test.
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let channels = Some(vec!["user:u_here".to_owned()]);
     let phone = mesh
         .jwt
@@ -104,7 +106,9 @@ fn alive_entry(edge_id: &str, seen_at: chrono::DateTime<chrono::Utc>) -> Vec<u8>
 /// user's session on a live edge is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_on_an_edge_that_stopped_saying_it_is_alive_is_not_listed() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
+    // Rare heartbeats: the clients here read nothing, and a client silent for three
+    // heartbeats is closed, which a loaded machine can reach mid-test.
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let operator = mesh.operator_token();
     let phone = mesh.jwt.mint(
         "u_ghost",
@@ -228,7 +232,9 @@ async fn presence_consumers(mesh: &Mesh) -> anyhow::Result<usize> {
 /// other tenant's operator reads go through all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_presence_reads_opens_no_consumer_and_is_limited_per_tenant() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
+    // Rare heartbeats: the clients here read nothing, and a client silent for three
+    // heartbeats is closed, which a loaded machine can reach mid-test.
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
     let operator = mesh.operator_token();
     let me = mesh.jwt.mint(
         "u_burst",
