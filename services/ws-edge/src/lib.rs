@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::channel::{Channel, ChannelError};
-pub use crate::protocol::{ClientMessage, Event, ServerMessage, close};
+pub use crate::protocol::{ClientMessage, EventFrame, ServerMessage, close};
 
 /// What ws-edge needs to run.
 #[derive(Clone, Debug)]
