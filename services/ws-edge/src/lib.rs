@@ -33,8 +33,9 @@ use paytrack_shared::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::channel::{Channel, ChannelError};
+pub use crate::channel::ChannelError;
 pub use crate::protocol::{ClientMessage, EventFrame, ServerMessage, close};
+pub use paytrack_shared::ChannelKey;
 
 /// What ws-edge needs to run.
 #[derive(Clone, Debug)]

@@ -127,6 +127,17 @@ token_type!(
     "merchant_id"
 );
 
+token_type!(
+    /// A user of the tenant's own app, to whose devices pushes go (`user:<id>` channels).
+    UserId,
+    "user"
+);
+token_type!(
+    /// One device of a user; a push names one, or none for every device of the user.
+    DeviceId,
+    "device"
+);
+
 impl MerchantId {
     /// The merchant of a payment whose first fact named none.
     pub fn unattributed() -> Self {
