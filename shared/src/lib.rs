@@ -20,5 +20,5 @@ pub mod telemetry;
 pub use paytrack_contract::{channel, envelope, ids, money, msg_id, readers, status, subjects};
 
 pub use channel::ChannelKey;
-pub use ids::{DeviceId, MerchantId, PaymentId, TenantId, Token, UserId};
+pub use ids::{DeviceId, FactId, MerchantId, PaymentId, TenantId, Token, UserId};
 pub use status::{Status, StatusModel};
