@@ -20,7 +20,7 @@ use paytrack_shared::envelope::{
     RawEvidence, RoutingDecision,
 };
 use paytrack_shared::telemetry::{self, HttpHeaders};
-use paytrack_shared::{FactId, MerchantId, PaymentId, Status, StatusModel, Token, msg_id};
+use paytrack_shared::{ChannelKey, FactId, MerchantId, PaymentId, Status, StatusModel, Token, msg_id};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -172,7 +172,7 @@ pub struct Watch {
 impl Watch {
     fn of(payment: &PaymentId) -> Watch {
         Watch {
-            channel: format!("payment:{payment}"),
+            channel: ChannelKey::Payment(payment.clone()).to_string(),
             timeline: format!("/v1/payments/{payment}/timeline"),
             payment: format!("/v1/payments/{payment}"),
         }
