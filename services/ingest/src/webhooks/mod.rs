@@ -6,6 +6,8 @@
 //! its own: its verifier and its provider's mapping table (`EVENTS`); every scheme's
 //! event is then held to the same [`bounds`].
 
+#[cfg(test)]
+mod arbitrary;
 pub mod bounds;
 pub mod keys;
 pub mod mask;
