@@ -170,7 +170,7 @@ async fn handle(
         let body_hash = crate::idempotency::sha256_hex(identity.to_string().as_bytes());
         stores.idempotency.bind(&bucket_key, &body_hash).await?;
     }
-    let subject = subjects::push(&tenant, user.as_str(), device.as_ref().map(DeviceId::as_str));
+    let subject = subjects::push(&tenant, &user, device.as_ref());
     let message = PushMessage {
         push_id: push_id.clone(),
         user: user.clone(),

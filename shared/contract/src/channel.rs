@@ -94,10 +94,10 @@ impl ChannelKey {
             ChannelKey::Alerts => vec![subjects::tenant_alerts(tenant)],
             ChannelKey::User(user) => match device {
                 Some(device) => vec![
-                    subjects::push(tenant, user.as_str(), Some(device.as_str())),
-                    subjects::push(tenant, user.as_str(), None),
+                    subjects::push(tenant, user, Some(device)),
+                    subjects::push(tenant, user, None),
                 ],
-                None => vec![subjects::user_pushes(tenant, user.as_str())],
+                None => vec![subjects::user_pushes(tenant, user)],
             },
         }
     }
@@ -206,6 +206,9 @@ mod tests {
             key("user:u1").filters(&t, Some(&device)),
             vec!["paytrack.push.acme.u1.d1", "paytrack.push.acme.u1.all"]
         );
-        assert_eq!(key("user:u1").filters(&t, None), vec![subjects::user_pushes(&t, "u1")]);
+        assert_eq!(
+            key("user:u1").filters(&t, None),
+            vec![subjects::user_pushes(&t, &UserId::new("u1").unwrap())]
+        );
     }
 }
