@@ -153,10 +153,10 @@ pub async fn edge_main() -> anyhow::Result<()> {
     let settings = paytrack_shared::config::Settings::from_env()?;
     let config = paytrack_ws_edge::Config::from_settings(&settings)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let edge = paytrack_ws_edge::WsEdge::bind(config, shutdown.clone()).await?;
+    let edge = paytrack_ws_edge::WsEdge::bind(config).await?;
     println!("listening {}", edge.local_addr()?);
-    cancel_on_stdin_eof(shutdown);
-    edge.run().await?;
+    cancel_on_stdin_eof(shutdown.clone());
+    edge.run(shutdown).await?;
     Ok(())
 }
 

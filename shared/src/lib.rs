@@ -17,7 +17,8 @@ pub mod telemetry;
 
 // The wire contract lives in `paytrack-contract` (no runtime dependencies); it is
 // re-exported so services name it through one crate.
-pub use paytrack_contract::{envelope, ids, money, msg_id, readers, status, subjects};
+pub use paytrack_contract::{channel, envelope, ids, money, msg_id, readers, status, subjects};
 
-pub use ids::{MerchantId, PaymentId, TenantId, Token};
+pub use channel::ChannelKey;
+pub use ids::{DeviceId, FactId, MerchantId, PaymentId, TenantId, Token, UserId};
 pub use status::{Status, StatusModel};

@@ -37,3 +37,13 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// Cancels `own` once `caller` is cancelled, for as long as the returned handle lives.
+/// A service whose sessions and loops take their token at `bind` (before the caller's
+/// shutdown token exists) gives them its own one and follows the caller's from `run`.
+pub fn follow(caller: CancellationToken, own: CancellationToken) -> tokio_util::task::AbortOnDropHandle<()> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        caller.cancelled().await;
+        own.cancel();
+    }))
+}

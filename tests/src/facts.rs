@@ -12,7 +12,7 @@ use paytrack_shared::envelope::{
     self, CommandAction, CreatePayment, FactSource, InboundFact, PaymentCommand, ProviderEvent, RawEvidence,
     RoutingDecision, Transition,
 };
-use paytrack_shared::{MerchantId, PaymentId, Status, TenantId, msg_id, subjects};
+use paytrack_shared::{FactId, MerchantId, PaymentId, Status, TenantId, msg_id, subjects};
 
 /// Publishes `fact` on its `paytrack.in` subject with its message id; its sequence.
 pub async fn publish(js: &jetstream::Context, fact: &InboundFact) -> anyhow::Result<u64> {
@@ -26,7 +26,7 @@ pub async fn publish(js: &jetstream::Context, fact: &InboundFact) -> anyhow::Res
     Ok(ack.sequence)
 }
 
-fn fact(tenant: &TenantId, payment: &str, fact_id: String, source: FactSource) -> anyhow::Result<InboundFact> {
+fn fact(tenant: &TenantId, payment: &str, fact_id: FactId, source: FactSource) -> anyhow::Result<InboundFact> {
     Ok(InboundFact {
         v: 1,
         fact_id,

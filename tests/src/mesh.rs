@@ -257,14 +257,12 @@ impl Mesh {
         let shutdown = CancellationToken::new();
         let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
         let ingest_url = format!("http://{}", ingest.local_addr()?);
-        let edge =
-            paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, shutdown.clone())
-                .await?;
+        let edge = paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?).await?;
         let edge_addr = edge.local_addr()?;
-        let token = shutdown.clone();
+        let (token, edge_token) = (shutdown.clone(), shutdown.clone());
         let mut tasks: Vec<ServiceTask> = vec![
             ("ingest", tokio::spawn(async move { Ok(ingest.run(token).await?) })),
-            ("ws-edge", tokio::spawn(async move { Ok(edge.run().await?) })),
+            ("ws-edge", tokio::spawn(async move { Ok(edge.run(edge_token).await?) })),
         ];
         // Every replica gets its own admin listener; readiness waits for all of them.
         let mut reconciler_admins = Vec::new();
@@ -278,19 +276,20 @@ impl Mesh {
         let projector = RunningProjector::spawn(&settings, admin_listener, &shutdown);
         let simulator_url = match simulator_port {
             Some(port) => {
-                let simulator = paytrack_simulator::Simulator::bind(
-                    paytrack_simulator::Config {
-                        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-                        ingest_url: ingest_url.clone(),
-                        tenant: tenant.clone(),
-                        token: SecretString::from(simulator_token.clone()),
-                        secrets: paytrack_shared::config::WebhookSecrets::parse(&settings.webhook_secrets)?,
-                        traffic_every: None,
-                    },
-                    shutdown.clone(),
-                )
+                let simulator = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
+                    listen: SocketAddr::from(([127, 0, 0, 1], port)),
+                    ingest_url: ingest_url.clone(),
+                    tenant: tenant.clone(),
+                    token: SecretString::from(simulator_token.clone()),
+                    secrets: paytrack_shared::config::WebhookSecrets::parse(&settings.webhook_secrets)?,
+                    traffic_every: None,
+                })
                 .await?;
-                tasks.push(("simulator", tokio::spawn(async move { Ok(simulator.run().await?) })));
+                let token = shutdown.clone();
+                tasks.push((
+                    "simulator",
+                    tokio::spawn(async move { Ok(simulator.run(token).await?) }),
+                ));
                 Some(format!("http://127.0.0.1:{port}"))
             }
             None => None,
@@ -895,9 +894,10 @@ impl Mesh {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.edge_id = edge_id.to_owned();
         let shutdown = self.shutdown.child_token();
-        let edge = paytrack_ws_edge::WsEdge::bind(config, shutdown.clone()).await?;
+        let edge = paytrack_ws_edge::WsEdge::bind(config).await?;
         let addr = edge.local_addr()?;
-        let task = tokio::spawn(async move { Ok(edge.run().await?) });
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { Ok(edge.run(token).await?) });
         let edge = ExtraEdge {
             addr,
             edge_id: edge_id.to_owned(),

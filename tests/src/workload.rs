@@ -90,7 +90,7 @@ pub fn transition(tenant: &TenantId, plan: &Plan, version: usize) -> anyhow::Res
         occurred_at: at,
         recorded_at: at,
         cause: Cause {
-            fact_id: format!("wh:test:{}:{version}", plan.payment),
+            fact_id: format!("wh:test:{}:{version}", plan.payment).into(),
             source: "webhook:stdwebhooks".into(),
             provider_event_id: Some(format!("evt_{}_{version}", plan.payment)),
             rule: format!("stdwebhooks:payment.{status}"),

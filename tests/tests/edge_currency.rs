@@ -58,11 +58,9 @@ impl Edge {
     async fn start(mesh: &Mesh, id: &str, extra: &[(&'static str, String)]) -> anyhow::Result<Edge> {
         let settings = Self::settings(mesh, id, extra)?;
         let shutdown = CancellationToken::new();
-        let edge =
-            paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, shutdown.clone())
-                .await?;
+        let edge = paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?).await?;
         let addr = edge.local_addr()?;
-        tokio::spawn(edge.run());
+        tokio::spawn(edge.run(shutdown.clone()));
         eventually(WAIT, "second edge ready", || async move {
             let response = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
             (response.status() == 200).then_some(())
@@ -259,12 +257,7 @@ async fn a_jwks_url_is_refreshed_so_a_rotation_needs_no_restart() -> anyhow::Res
         "edge-bad-url",
         &[("jwt_jwks_url", format!("http://{addr}/jwks.json"))],
     )?;
-    let error = match paytrack_ws_edge::WsEdge::bind(
-        paytrack_ws_edge::Config::from_settings(&settings)?,
-        CancellationToken::new(),
-    )
-    .await
-    {
+    let error = match paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?).await {
         Ok(_) => bail!("a bad JWKS URL was accepted"),
         Err(error) => error.to_string(),
     };

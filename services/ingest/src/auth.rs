@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use paytrack_shared::auth::{AuthError, bearer};
-use paytrack_shared::{MerchantId, PaymentId, TenantId, Token};
+use paytrack_shared::{ChannelKey, MerchantId, PaymentId, TenantId};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -94,10 +94,10 @@ impl Scope {
         let mut payments = Vec::new();
         let mut merchants = Vec::new();
         for channel in channels {
-            match channel.split_once(':') {
-                None if channel == "payments" => return Scope::Tenant,
-                Some(("payment", id)) => payments.extend(PaymentId::parse(id).ok()),
-                Some(("merchant", id)) => merchants.extend(MerchantId::parse(id).ok()),
+            match ChannelKey::parse(channel) {
+                Ok(ChannelKey::Payments) => return Scope::Tenant,
+                Ok(ChannelKey::Payment(id)) => payments.push(id),
+                Ok(ChannelKey::Merchant(id)) => merchants.push(id),
                 _ => {}
             }
         }

@@ -20,7 +20,7 @@ use paytrack_shared::envelope::{
     RawEvidence, RoutingDecision,
 };
 use paytrack_shared::telemetry::{self, HttpHeaders};
-use paytrack_shared::{MerchantId, PaymentId, Status, StatusModel, Token, msg_id};
+use paytrack_shared::{ChannelKey, FactId, MerchantId, PaymentId, Status, StatusModel, Token, msg_id};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -106,7 +106,8 @@ pub struct PaymentCreated {
     #[schema(value_type = Object)]
     pub capabilities: CapabilitySnapshot,
     /// The command fact's id in PAYTRACK_IN.
-    pub fact_id: String,
+    #[schema(value_type = String)]
+    pub fact_id: FactId,
     /// When ingest accepted it.
     pub created_at: DateTime<Utc>,
 }
@@ -141,7 +142,8 @@ pub struct CommandAccepted {
     /// `cancel`, `retry` or `resolve`.
     pub command: String,
     /// The command fact's id.
-    pub fact_id: String,
+    #[schema(value_type = String)]
+    pub fact_id: FactId,
     /// Its sequence in PAYTRACK_IN.
     pub seq: u64,
     /// True when this command (same Idempotency-Key) had been recorded before.
@@ -170,7 +172,7 @@ pub struct Watch {
 impl Watch {
     fn of(payment: &PaymentId) -> Watch {
         Watch {
-            channel: format!("payment:{payment}"),
+            channel: ChannelKey::Payment(payment.clone()).to_string(),
             timeline: format!("/v1/payments/{payment}/timeline"),
             payment: format!("/v1/payments/{payment}"),
         }

@@ -21,6 +21,7 @@ mod list;
 mod openapi;
 mod outcomes_feed;
 mod params;
+mod payment_state;
 mod payments;
 pub mod provider_refs;
 mod publish;

@@ -5,66 +5,25 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
-use paytrack_shared::{PaymentId, StatusModel};
+use paytrack_shared::{ChannelKey, MerchantId, PaymentId, StatusModel};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::{Access, Caller, CallerKind};
 use crate::error::ApiError;
+use crate::payment_state::PaymentState;
 
 /// `GET /v1/payments/{id}`.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PaymentView {
-    /// The payment.
-    pub payment_id: String,
-    /// Its merchant.
-    pub merchant_id: String,
-    /// Current canonical status.
-    pub status: String,
-    /// Version of that status (1 for the first transition).
-    pub version: i64,
-    /// PAYTRACK_STATUS sequence of the transition.
-    pub seq: i64,
-    /// Whether the status is final (terminal, persisted and posted to the ledger).
-    #[serde(rename = "final")]
-    #[sqlx(rename = "final")]
-    pub is_final: bool,
-    /// Why it is not final (null when it is): `not_terminal`, `rail_unknown`,
-    /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
-    /// or `awaiting_ledger_posted`.
-    pub not_final_because: Option<String>,
-    /// `payin` (money in from a payer) or `payout` (money out to a merchant or
-    /// beneficiary).
-    pub direction: String,
-    /// A payout's status in its own words (`initiated`, `pending`, `paid`, `failed`,
-    /// `returned`, `cancelled`); null for a payment.
-    pub payout_status: Option<String>,
+    /// The payment's current state, as the list shows it too.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub state: PaymentState,
     /// Trace of the transition.
     pub trace_id: String,
-    /// When the cause happened.
-    pub occurred_at: DateTime<Utc>,
-    /// When the projection last changed.
-    pub updated_at: DateTime<Utc>,
-    /// Amount in minor units, when known.
-    pub amount_minor: Option<i64>,
-    /// ISO 4217, when known.
-    pub currency: Option<String>,
-    /// The rail (decides finality), when known.
-    pub rail: Option<String>,
-    /// The provider handling it, when known.
-    pub provider: Option<String>,
     /// The provider's reference, when known.
     pub provider_ref: Option<String>,
-    /// Where the money is, in minor units: `authorised_minor`, `captured_minor`,
-    /// `refunded_minor`, `returned_minor`, `disputed_minor` (withheld by open or lost
-    /// disputes), `net_minor` and `refunded` (fully refunded), and a payout's
-    /// `paid_minor`; null for a payment projected before amounts existed.
-    pub amounts: Option<serde_json::Value>,
-    /// How much of the net amount refunds and disputes may still take back: the net
-    /// while the rail's refund and dispute windows are open, else 0.
-    pub at_risk_minor: i64,
-    /// Until when it is at risk (null: nothing is).
-    pub at_risk_until: Option<DateTime<Utc>>,
     /// The routing decision of its create command, if any.
     pub routing: Option<serde_json::Value>,
     /// The capability snapshot it was created on, with `checked_at`, if any.
@@ -400,9 +359,15 @@ pub async fn get_evidence(
     if payment.is_none() && timeline.is_empty() && facts.is_empty() && after == 0 {
         return Err(ApiError::NotFound("no such payment".into()));
     }
-    let mut channels = vec![format!("payment:{payment_id}"), "payments".to_owned()];
-    if let Some(p) = &payment {
-        channels.push(format!("merchant:{}", p.merchant_id));
+    let mut channels = vec![
+        ChannelKey::Payment(payment_id.clone()).to_string(),
+        ChannelKey::Payments.to_string(),
+    ];
+    if let Some(merchant) = payment
+        .as_ref()
+        .and_then(|p| MerchantId::new(&p.state.merchant_id).ok())
+    {
+        channels.push(ChannelKey::Merchant(merchant).to_string());
     }
     let sessions = sqlx::query_as::<_, SessionEvidence>(
         "SELECT * FROM (

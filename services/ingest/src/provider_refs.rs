@@ -30,7 +30,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use paytrack_shared::envelope::{ENVELOPE_VERSION, FactSource, InboundFact, RawEvidence};
-use paytrack_shared::{MerchantId, PaymentId, TenantId, subjects};
+use paytrack_shared::{FactId, MerchantId, PaymentId, TenantId, subjects};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
@@ -74,7 +74,7 @@ fn nats<E: std::fmt::Display>(error: E) -> ProviderRefsError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Parked {
     /// The fact's stable id (`wh:<provider>:<delivery>`).
-    pub fact_id: String,
+    pub fact_id: FactId,
     /// The merchant the event names, if any.
     pub merchant_id: Option<MerchantId>,
     /// When ingest received it.

@@ -18,8 +18,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use paytrack_shared::auth::{AuthError, bearer};
 use paytrack_shared::envelope::{Position, PushMessage};
-use paytrack_shared::ids::validate_token;
-use paytrack_shared::{msg_id, subjects, telemetry};
+use paytrack_shared::{DeviceId, UserId, msg_id, subjects, telemetry};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -133,14 +132,20 @@ async fn handle(
     })?;
     let request: PushRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(format!("invalid request body: {e}")))?;
-    validate_token(&request.user, "user").map_err(|e| ApiError::Invalid(e.to_string()))?;
-    if let Some(device) = &request.device {
-        validate_token(device, "device").map_err(|e| ApiError::Invalid(e.to_string()))?;
-        if device == subjects::PUSH_ALL_DEVICES {
-            return Err(ApiError::Invalid(
-                "device \"all\" is reserved: omit device to reach every device".into(),
-            ));
-        }
+    let user = UserId::new(&request.user).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let device = request
+        .device
+        .as_deref()
+        .map(DeviceId::new)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if device
+        .as_ref()
+        .is_some_and(|d| d.as_str() == subjects::PUSH_ALL_DEVICES)
+    {
+        return Err(ApiError::Invalid(
+            "device \"all\" is reserved: omit device to reach every device".into(),
+        ));
     }
     if request.push_type.is_empty()
         || request.push_type.len() > MAX_TYPE_LEN
@@ -165,12 +170,11 @@ async fn handle(
         let body_hash = crate::idempotency::sha256_hex(identity.to_string().as_bytes());
         stores.idempotency.bind(&bucket_key, &body_hash).await?;
     }
-    let subject = subjects::push(&tenant, &request.user, request.device.as_deref());
-    let device = request.device.as_deref().unwrap_or(subjects::PUSH_ALL_DEVICES);
+    let subject = subjects::push(&tenant, &user, device.as_ref());
     let message = PushMessage {
         push_id: push_id.clone(),
-        user: request.user.clone(),
-        device: request.device.clone(),
+        user: user.clone(),
+        device: device.clone(),
         push_type: request.push_type.clone(),
         data: request.data.clone(),
         pushed_at: Utc::now(),
@@ -183,12 +187,13 @@ async fn handle(
         .publish(
             subject,
             nats_headers,
-            msg_id::push(&tenant, &request.user, &push_id),
+            msg_id::push(&tenant, user.as_str(), &push_id),
             payload,
         )
         .await?;
     let epoch = state.push_epoch.of(state.publisher.jetstream(), stored.seq).await?;
-    tracing::info!(tenant = %tenant, user = %request.user, device, seq = stored.seq, "push stored");
+    let device = device.as_ref().map_or(subjects::PUSH_ALL_DEVICES, DeviceId::as_str);
+    tracing::info!(tenant = %tenant, user = %user, device, seq = stored.seq, "push stored");
     Ok((
         StatusCode::ACCEPTED,
         Json(PushAccepted {

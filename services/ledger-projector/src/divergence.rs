@@ -31,7 +31,10 @@ impl Projected {
     pub fn note(&mut self, key: &(String, String), version: i64, transition: &Transition) {
         self.0.insert(
             (key.0.clone(), key.1.clone(), version),
-            (transition.cause.fact_id.clone(), transition.status.as_str().to_owned()),
+            (
+                transition.cause.fact_id.to_string(),
+                transition.status.as_str().to_owned(),
+            ),
         );
     }
 

@@ -54,7 +54,7 @@ pub async fn apply(db: &PgPool, deliveries: Vec<Delivery<InboundFact>>) -> Resul
     for delivery in &deliveries {
         let fact = &delivery.envelope;
         facts.tenant.push(fact.tenant.to_string());
-        facts.fact_id.push(fact.fact_id.clone());
+        facts.fact_id.push(fact.fact_id.to_string());
         facts.payment_id.push(fact.payment_id.to_string());
         facts.inbound_seq.push(sequence(delivery.stream_seq)?);
         facts.source.push(json_text(&fact.source)?);
@@ -67,7 +67,7 @@ pub async fn apply(db: &PgPool, deliveries: Vec<Delivery<InboundFact>>) -> Resul
             // The routing decision and capability snapshot the payment was created on.
             decisions.tenant.push(fact.tenant.to_string());
             decisions.payment_id.push(fact.payment_id.to_string());
-            decisions.fact_id.push(fact.fact_id.clone());
+            decisions.fact_id.push(fact.fact_id.to_string());
             decisions
                 .routing
                 .push(create.routing.as_ref().map(json_text).transpose()?);

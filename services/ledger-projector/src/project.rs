@@ -341,7 +341,7 @@ async fn apply_in(
             .previous_status
             .push(t.previous_status.map(|s| s.as_str().to_owned()));
         timeline.seq.push(seq);
-        timeline.fact_id.push(t.cause.fact_id.clone());
+        timeline.fact_id.push(t.cause.fact_id.to_string());
         timeline.source.push(t.cause.source.clone());
         timeline.provider_event_id.push(t.cause.provider_event_id.clone());
         timeline.rule.push(t.cause.rule.clone());

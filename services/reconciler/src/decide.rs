@@ -8,7 +8,7 @@ use paytrack_shared::envelope::{
 };
 use paytrack_shared::metrics::latency;
 use paytrack_shared::telemetry;
-use paytrack_shared::{MerchantId, StatusModel, msg_id, subjects};
+use paytrack_shared::{FactId, MerchantId, StatusModel, msg_id, subjects};
 use tracing::Instrument;
 
 use paytrack_nats::{Delivery, HandleError};
@@ -32,21 +32,21 @@ pub enum Decision {
         /// (its ack was lost): nothing new was appended this time.
         redelivered: bool,
         /// The applied fact this one contradicted (a conflict), if any.
-        conflict_with: Option<String>,
+        conflict_with: Option<FactId>,
     },
     /// It had been applied before, or repeats the status another fact set.
     Duplicate {
         /// The payment's version when the repeat was recognised.
         current_version: Option<u64>,
         /// The applied fact it repeats.
-        superseded_by: Option<String>,
+        superseded_by: Option<FactId>,
     },
     /// It is older (provider sequence or time) than the fact that set the status.
     Stale {
         /// The payment's version it was judged against.
         current_version: Option<u64>,
         /// The newer applied fact.
-        superseded_by: String,
+        superseded_by: FactId,
     },
     /// The status model refused the move.
     NotApplied {
@@ -57,7 +57,7 @@ pub enum Decision {
         /// The payment's version the move was refused against.
         current_version: Option<u64>,
         /// The applied fact it was refused against.
-        superseded_by: Option<String>,
+        superseded_by: Option<FactId>,
     },
     /// No mapping rule covers the event.
     Unmapped,
@@ -582,7 +582,7 @@ fn outcome_of(fact: &InboundFact, inbound_seq: u64, decision: &Decision, trace_i
 
 /// The fact `t` records as contradicted by `fact_id`, when `t` is the conflict
 /// `fact_id` caused.
-fn conflict_partner(t: &Transition, fact_id: &str) -> Option<String> {
+fn conflict_partner(t: &Transition, fact_id: &str) -> Option<FactId> {
     (t.status == paytrack_shared::Status::InvestigationRequired && t.cause.fact_id == fact_id)
         .then(|| t.evidence_fact_ids.first().cloned())
         .flatten()
@@ -692,7 +692,7 @@ pub(crate) fn next_transition(
 /// written before `applied_fact_ids` existed does not list), and how many were
 /// applied in all (a transition written before `applied_fact_count` existed lists
 /// every one).
-fn applied_so_far(t: &Transition) -> (Vec<String>, u64) {
+fn applied_so_far(t: &Transition) -> (Vec<FactId>, u64) {
     let mut ids = t.applied_fact_ids.clone();
     if !ids.contains(&t.cause.fact_id) {
         ids.push(t.cause.fact_id.clone());

@@ -25,7 +25,7 @@ use std::cmp::Ordering;
 use chrono::{DateTime, Utc};
 use paytrack_shared::envelope::{Direction, PaymentTerms, ProviderOrder, Transition};
 use paytrack_shared::money::{MoneyState, MovementChange};
-use paytrack_shared::{Status, StatusModel};
+use paytrack_shared::{FactId, Status, StatusModel};
 
 /// What the core needs to know of the payment: its newest transition.
 #[derive(Debug, Clone, Copy)]
@@ -74,18 +74,18 @@ pub enum Verdict {
     /// It was applied before (itself), or repeats the status another fact set.
     Duplicate {
         /// The applied fact it repeats.
-        superseded_by: String,
+        superseded_by: FactId,
     },
     /// It is older than the fact that set the current status.
     Stale {
         /// The newer applied fact.
-        superseded_by: String,
+        superseded_by: FactId,
     },
     /// It contradicts what was applied: append `investigation_required` carrying
     /// both facts.
     Conflict {
         /// The applied fact it contradicts.
-        with: String,
+        with: FactId,
         /// Why, from the model.
         why: String,
     },
@@ -94,7 +94,7 @@ pub enum Verdict {
         /// Why, in words.
         reason: String,
         /// The applied fact the decision was made against, if any.
-        against: Option<String>,
+        against: Option<FactId>,
     },
     /// No rule maps the fact.
     Unmapped,
@@ -128,7 +128,7 @@ pub fn decide(state: Option<State<'_>>, fact: &FactView<'_>, model: &StatusModel
     let setter = current.cause.fact_id.clone();
     if current.has_applied(fact.fact_id) {
         return Verdict::Duplicate {
-            superseded_by: fact.fact_id.to_owned(),
+            superseded_by: FactId::from(fact.fact_id),
         };
     }
     let from = current.status;
@@ -168,7 +168,7 @@ pub fn decide(state: Option<State<'_>>, fact: &FactView<'_>, model: &StatusModel
     }
 }
 
-fn refused(reason: String, against: Option<String>) -> Verdict {
+fn refused(reason: String, against: Option<FactId>) -> Verdict {
     Verdict::Refused { reason, against }
 }
 

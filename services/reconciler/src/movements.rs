@@ -20,7 +20,7 @@
 
 use paytrack_shared::envelope::Transition;
 use paytrack_shared::money::{MoneyState, MovementChange, MovementEvidence};
-use paytrack_shared::{Status, StatusModel};
+use paytrack_shared::{FactId, Status, StatusModel};
 
 use crate::judge::Verdict;
 
@@ -39,7 +39,7 @@ pub fn judge(
         && c.has_applied(fact_id)
     {
         return Verdict::Duplicate {
-            superseded_by: fact_id.to_owned(),
+            superseded_by: FactId::from(fact_id),
         };
     }
     let from = current.map(|c| c.status);
@@ -129,15 +129,17 @@ pub fn judge(
         floor_rose = total > money.refunded();
         money.refunded_total_minor = Some(total);
     }
-    if changes.is_empty() && !floor_rose && status == from.unwrap_or(status) && current.is_some() {
-        return Verdict::Duplicate {
-            superseded_by: against.unwrap_or_default(),
-        };
+    if changes.is_empty()
+        && !floor_rose
+        && status == from.unwrap_or(status)
+        && let Some(setter) = against
+    {
+        return Verdict::Duplicate { superseded_by: setter };
     }
     Verdict::Move { status, money, changes }
 }
 
-fn refused(reason: String, against: Option<String>) -> Verdict {
+fn refused(reason: String, against: Option<FactId>) -> Verdict {
     Verdict::Refused { reason, against }
 }
 

@@ -87,24 +87,27 @@ pub struct Simulator {
     listener: TcpListener,
     gateways: Gateways,
     config: Config,
-    shutdown: CancellationToken,
+    /// The simulator's own stop token, held by its gateways from `bind` on and
+    /// cancelled when the token given to [`Simulator::run`] is.
+    stop: CancellationToken,
 }
 
 impl Simulator {
     /// Binds the listener.
-    pub async fn bind(config: Config, shutdown: CancellationToken) -> std::io::Result<Simulator> {
+    pub async fn bind(config: Config) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(config.listen).await?;
+        let stop = CancellationToken::new();
         let gateways = Gateways::new(
             &config.ingest_url,
             config.tenant.clone(),
             config.secrets.clone(),
-            shutdown.clone(),
+            stop.clone(),
         );
         Ok(Simulator {
             listener,
             gateways,
             config,
-            shutdown,
+            stop,
         })
     }
 
@@ -118,14 +121,16 @@ impl Simulator {
         self.gateways.clone()
     }
 
-    /// Serves until the shutdown token is cancelled.
-    pub async fn run(self) -> std::io::Result<()> {
+    /// Serves until `shutdown` is cancelled; the gateways' pending deliveries stop
+    /// with it.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr()?, ingest = %self.config.ingest_url, "simulator listening");
+        let _following = paytrack_shared::shutdown::follow(shutdown, self.stop.clone());
         if let Some(every) = self.config.traffic_every {
-            let (gateways, tenant, stop) = (self.gateways.clone(), self.config.tenant.clone(), self.shutdown.clone());
+            let (gateways, tenant, stop) = (self.gateways.clone(), self.config.tenant.clone(), self.stop.clone());
             tokio::spawn(async move { traffic(gateways, tenant, every, stop).await });
         }
-        let stop = self.shutdown.clone();
+        let stop = self.stop.clone();
         axum::serve(self.listener, api::router(self.gateways, self.config.token.clone()))
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await?;
@@ -136,7 +141,7 @@ impl Simulator {
 
 /// Runs the simulator with `config` until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
-    Simulator::bind(config, shutdown).await?.run().await
+    Simulator::bind(config).await?.run(shutdown).await
 }
 
 /// Invents a payment every `every` at one of the tenant's sandbox providers.

@@ -33,8 +33,9 @@ use paytrack_shared::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::channel::{Channel, ChannelError};
-pub use crate::protocol::{ClientMessage, Event, ServerMessage, close};
+pub use crate::channel::ChannelError;
+pub use crate::protocol::{ClientMessage, EventFrame, ServerMessage, close};
+pub use paytrack_shared::ChannelKey;
 
 /// What ws-edge needs to run.
 #[derive(Clone, Debug)]
@@ -140,6 +141,8 @@ pub struct WsEdge {
     layout: paytrack_nats::Layout,
     presence_ttl: std::time::Duration,
     feeds: FeedSettings,
+    /// The JWKS to refresh (its URL and how often), once serving.
+    jwks: Option<(paytrack_shared::auth::JwtKeys, String, std::time::Duration)>,
 }
 
 /// How the edge's fan-out is sized, kept until its feeds can be opened.
@@ -154,18 +157,21 @@ impl WsEdge {
     /// Starts connecting to NATS and binds the listener. Nothing here waits for
     /// NATS: [`WsEdge::run`] applies the stream layout, retrying, and `/readyz`
     /// answers 503 until it is applied.
-    pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<WsEdge, EdgeError> {
+    pub async fn bind(config: Config) -> Result<WsEdge, EdgeError> {
         let client =
             paytrack_nats::connect(&config.nats_url, "paytrack-ws-edge", config.nats_credentials.as_ref()).await?;
         let readiness = Readiness::watching(client.clone());
         let js = paytrack_nats::jetstream(client, config.nats_timeout);
         let listener = TcpListener::bind(config.listen).await?;
+        let mut jwks = None;
         if let Some((url, every)) = &config.jwks_url {
             let count = jwks::fetch(&config.jwt, url).await.map_err(EdgeError::Jwks)?;
             tracing::info!(%url, keys = count, "JWKS fetched");
-            tokio::spawn(jwks::refresh(config.jwt.clone(), url.clone(), *every, shutdown.clone()));
+            jwks = Some((config.jwt.clone(), url.clone(), *every));
         }
-        let state = Arc::new(app::EdgeState::new(&config, js, shutdown));
+        // The edge's own stop token, held by its sessions and loops from here on;
+        // [`WsEdge::run`] cancels it when the caller's token is cancelled.
+        let state = Arc::new(app::EdgeState::new(&config, js, CancellationToken::new()));
         Ok(WsEdge {
             listener,
             state,
@@ -173,6 +179,7 @@ impl WsEdge {
             serve: config.serve,
             layout: config.layout,
             presence_ttl: config.presence_ttl,
+            jwks,
             feeds: FeedSettings {
                 ring_messages: config.ring_messages,
                 replay_concurrency: config.replay_concurrency,
@@ -186,13 +193,16 @@ impl WsEdge {
         self.listener.local_addr()
     }
 
-    /// Serves until the shutdown token given to [`WsEdge::bind`] is cancelled; open
-    /// sessions are closed with 1012 (restarting) and their close is audited before
-    /// it returns.
-    pub async fn run(self) -> Result<(), EdgeError> {
+    /// Serves until `shutdown` is cancelled; open sessions are closed with 1012
+    /// (restarting) and their close is audited before it returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), EdgeError> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "ws-edge listening");
+        let _following = paytrack_shared::shutdown::follow(shutdown, self.state.shutdown.clone());
         let shutdown = self.state.shutdown.clone();
+        if let Some((keys, url, every)) = self.jwks.clone() {
+            tokio::spawn(jwks::refresh(keys, url, every, shutdown.clone()));
+        }
         let presence_ttl = self.presence_ttl;
         let (state, readiness, layout, feeds, stop) = (
             self.state.clone(),
@@ -263,7 +273,7 @@ impl WsEdge {
 
 /// Runs ws-edge with `config` until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), EdgeError> {
-    WsEdge::bind(config, shutdown).await?.run().await
+    WsEdge::bind(config).await?.run(shutdown).await
 }
 
 /// How often the edge publishes what it holds for clients that have not read yet.

@@ -35,7 +35,8 @@ pub enum ClientMessage {
     },
 }
 
-/// Server → client.
+/// Server → client, every message but a channel's events (those are [`EventFrame`]s,
+/// encoded once and shared by every session on the channel).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -58,8 +59,6 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         snapshot: Option<serde_json::Value>,
     },
-    /// One event of a channel.
-    Event(Event),
     /// The latest position of every subscribed channel, and whether the edge itself
     /// is current with the streams: while `live` is false (its feed is cut from
     /// JetStream) the positions are only what was sent, not a claim of currency.
@@ -83,20 +82,46 @@ pub enum ServerMessage {
     },
 }
 
-/// An event as clients receive it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
+/// One event of a channel as it goes on the wire (`"type": "event"`), over WebSocket
+/// and SSE alike, live or replayed. It borrows the message's rendered fields so a frame
+/// is encoded once per channel and `prev_seq`, and the same bytes are queued to every
+/// session current on the channel. The envelope's own fields win over a body field of
+/// the same name (a push may carry its own `type`), so the frame never holds a key twice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventFrame<'a> {
     /// The channel it was delivered on.
-    pub channel: String,
-    /// `transition`, `checkpoint` or `push`.
-    pub kind: String,
+    pub channel: &'a str,
+    /// `transition`, `checkpoint`, `push`, `alert` or `alert_ack`.
+    pub kind: &'a str,
     /// Its position.
-    pub position: Position,
+    pub position: &'a Position,
     /// The previous event's `seq` on this channel (0 for the first).
     pub prev_seq: u64,
     /// The event's own fields (payment fields, or a push's `type` and `data`).
-    #[serde(flatten)]
-    pub body: serde_json::Map<String, serde_json::Value>,
+    pub body: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl EventFrame<'_> {
+    /// The fields the frame itself sets; a body field of the same name is dropped.
+    const ENVELOPE_FIELDS: [&'static str; 5] = ["type", "channel", "kind", "position", "prev_seq"];
+}
+
+impl Serialize for EventFrame<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", "event")?;
+        map.serialize_entry("channel", self.channel)?;
+        map.serialize_entry("kind", self.kind)?;
+        map.serialize_entry("position", self.position)?;
+        map.serialize_entry("prev_seq", &self.prev_seq)?;
+        for (key, value) in self.body {
+            if !Self::ENVELOPE_FIELDS.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Close codes of the contract.
@@ -141,20 +166,44 @@ mod tests {
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
         let mut body = serde_json::Map::new();
         body.insert("status".into(), "pending".into());
-        let e = ServerMessage::Event(Event {
-            channel: "payment:p1".into(),
-            kind: "transition".into(),
-            position: Position {
-                epoch: "e".into(),
-                seq: 42,
-            },
+        let position = Position {
+            epoch: "e".into(),
+            seq: 42,
+        };
+        let e = EventFrame {
+            channel: "payment:p1",
+            kind: "transition",
+            position: &position,
             prev_seq: 41,
-            body,
-        });
-        let v = serde_json::to_value(&e).unwrap();
+            body: &body,
+        };
+        let v = serde_json::to_value(e).unwrap();
         assert_eq!(v["type"], "event");
         assert_eq!(v["prev_seq"], 41);
         assert_eq!(v["position"]["seq"], 42);
         assert_eq!(v["status"], "pending");
+    }
+
+    #[test]
+    fn event_frame_never_repeats_an_envelope_field() {
+        let body: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"type":"chat","channel":"x","kind":"y","position":1,"prev_seq":2,"data":{"a":1}}"#,
+        )
+        .unwrap();
+        let position = Position {
+            epoch: "e".into(),
+            seq: 7,
+        };
+        let frame = EventFrame {
+            channel: "user:u1",
+            kind: "push",
+            position: &position,
+            prev_seq: 3,
+            body: &body,
+        };
+        assert_eq!(
+            serde_json::to_string(&frame).unwrap(),
+            r#"{"type":"event","channel":"user:u1","kind":"push","position":{"epoch":"e","seq":7},"prev_seq":3,"data":{"a":1}}"#
+        );
     }
 }

@@ -16,7 +16,9 @@ use tracing::Instrument;
 
 use crate::app::EdgeState;
 use crate::audit::Audit;
-use crate::channel::{Channel, ChannelError};
+use paytrack_shared::ChannelKey;
+
+use crate::channel::{ChannelError, subscribable};
 use crate::currency::{Currency, Verdict};
 use crate::protocol::{ClientMessage, ServerMessage, close};
 use crate::router::{Hub, Ready, Request, Subscribed};
@@ -37,7 +39,7 @@ static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 struct Held {
     key: String,
     id: u64,
-    channel: Channel,
+    channel: ChannelKey,
 }
 
 /// A session's few channels, each with its `T`, in a vector sized to what it holds (a
@@ -95,6 +97,8 @@ impl<T> ByChannel<T> {
 struct Starting {
     key: String,
     id: u64,
+    /// The channel, held once it is ready.
+    channel: ChannelKey,
     /// The subscribe's task (None while one answered from memory is recorded).
     task: Option<AbortHandle>,
 }
@@ -495,12 +499,13 @@ async fn subscribe(
         });
         return;
     };
-    let channel = match Channel::parse(raw).and_then(|c| c.authorize(claims).map(|_| c)) {
-        Ok(channel) => channel,
+    let (channel, device) = match subscribable(raw, claims) {
+        Ok(subscribed) => subscribed,
         Err(error) => {
             let code = match error {
                 ChannelError::Unknown(_) => close::BAD_REQUEST,
                 ChannelError::Forbidden(_) => close::FORBIDDEN,
+                ChannelError::BadDevice(_) => close::UNAUTHORIZED,
             };
             audit
                 .record(SessionEvent::Denied {
@@ -515,12 +520,12 @@ async fn subscribe(
             return;
         }
     };
-    let name = channel.name();
+    let name = channel.to_string();
     let id = next_subscription_id();
     let request = Request {
         channel,
         tenant: claims.tenant.clone(),
-        device: claims.device.clone(),
+        device,
         since,
         out: out.clone(),
         id,
@@ -569,7 +574,16 @@ async fn subscribe(
     // What memory answers (a resume from the ring, a wide channel this edge follows)
     // is answered here, without a task or a JetStream read.
     if let Some(ready) = hub.subscribe_from_memory(&request) {
-        subs.starting.insert(name.clone(), Starting { key, id, task: None });
+        let channel = request.channel.clone();
+        subs.starting.insert(
+            name.clone(),
+            Starting {
+                key,
+                id,
+                channel,
+                task: None,
+            },
+        );
         let done = Started {
             name,
             id,
@@ -588,6 +602,7 @@ async fn subscribe(
     };
     let hub = hub.clone();
     let task_name = name.clone();
+    let channel = request.channel.clone();
     let task = subs.tasks.get_or_insert_with(JoinSet::new).spawn(async move {
         // The tenant's slot is held until a backlog is sent too, so that one
         // tenant's replays take at most its share of the edge's replay slots.
@@ -614,6 +629,7 @@ async fn subscribe(
         Starting {
             key,
             id,
+            channel,
             task: Some(task),
         },
     );
@@ -633,16 +649,12 @@ async fn started(
     };
     match done.result {
         Ok(ready) => {
-            let channel = match Channel::parse(&done.name) {
-                Ok(channel) => channel,
-                Err(_) => return,
-            };
             held.insert(
                 done.name.clone(),
                 Held {
                     key: start.key,
                     id: done.id,
-                    channel,
+                    channel: start.channel,
                 },
             );
             tracing::info!(channel = %done.name, recovered = ready.recovered, seq = ready.position.seq, "subscribed");

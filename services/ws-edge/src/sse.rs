@@ -37,7 +37,9 @@ use tokio::time::Instant;
 
 use crate::app::{EdgeState, authenticate, unauthorized};
 use crate::audit::Audit;
-use crate::channel::{Channel, ChannelError};
+use paytrack_shared::{ChannelKey, DeviceId};
+
+use crate::channel::{ChannelError, subscribable};
 use crate::currency::{Currency, Verdict};
 use crate::protocol::close;
 use crate::router::{Hub, Request, Subscribed};
@@ -64,9 +66,9 @@ pub async fn open(
     let Some(raw) = query.get("channel") else {
         return refuse(ProblemType::InvalidRequest, "the channel query parameter is required");
     };
-    let channel = match Channel::parse(raw).and_then(|c| c.authorize(&claims).map(|_| c)) {
-        Ok(channel) => channel,
-        Err(error @ ChannelError::Unknown(_)) => {
+    let (channel, device) = match subscribable(raw, &claims) {
+        Ok(subscribed) => subscribed,
+        Err(error @ (ChannelError::Unknown(_) | ChannelError::BadDevice(_))) => {
             return refuse(ProblemType::InvalidRequest, &error.to_string());
         }
         Err(error @ ChannelError::Forbidden(_)) => {
@@ -99,6 +101,7 @@ pub async fn open(
         hub,
         claims,
         channel,
+        device,
         since,
         out: out.clone(),
         acks: acks_rx,
@@ -209,7 +212,9 @@ struct Session {
     state: Arc<EdgeState>,
     hub: Arc<Hub>,
     claims: Claims,
-    channel: Channel,
+    channel: ChannelKey,
+    /// The device the token is bound to.
+    device: Option<DeviceId>,
     since: Option<Position>,
     out: Arc<SendQueue>,
     acks: watch::Receiver<BTreeMap<String, Position>>,
@@ -221,7 +226,7 @@ impl Session {
     async fn run(self, opened: oneshot::Sender<Opened>) {
         let (state, claims) = (self.state.clone(), self.claims.clone());
         crate::session::lifecycle(&state, &claims, TRANSPORT, |session_id, audit| async move {
-            tracing::info!(channel = %self.channel.name(), "sse channel");
+            tracing::info!(channel = %self.channel, "sse channel");
             self.drive(&session_id, &audit, opened).await
         })
         .await;
@@ -229,7 +234,7 @@ impl Session {
 
     async fn drive(mut self, session_id: &str, audit: &Audit, opened: oneshot::Sender<Opened>) -> (u16, String) {
         let state = self.state.clone();
-        let name = self.channel.name();
+        let name = self.channel.to_string();
         let limiter = state.fairness.session_limiter();
         let admission = match state.fairness.admit(&limiter, &self.claims.tenant) {
             Ok(admission) => admission,
@@ -242,7 +247,7 @@ impl Session {
         let request = Request {
             channel: self.channel.clone(),
             tenant: self.claims.tenant.clone(),
-            device: self.claims.device.clone(),
+            device: self.device.clone(),
             since: self.since.clone(),
             out: self.out.clone(),
             id,

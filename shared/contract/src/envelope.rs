@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MerchantId, PaymentId, TenantId};
+use crate::ids::{DeviceId, FactId, MerchantId, PaymentId, TenantId, UserId};
 use crate::money::{Amounts, MoneyState, MovementChange, MovementEvidence};
 use crate::status::Status;
 
@@ -64,7 +64,7 @@ pub struct InboundFact {
     /// Envelope version.
     pub v: u32,
     /// Stable id of the fact (also its `Nats-Msg-Id`), e.g. `wh:stdwebhooks:<webhook-id>`.
-    pub fact_id: String,
+    pub fact_id: FactId,
     /// The tenant whose endpoint or credential received the fact.
     pub tenant: TenantId,
     /// The payment the fact is about.
@@ -360,7 +360,7 @@ pub struct Transition {
     /// one transition past NATS's payload limit. Empty in transitions written before
     /// the field existed.
     #[serde(default)]
-    pub applied_fact_ids: Vec<String>,
+    pub applied_fact_ids: Vec<FactId>,
     /// How many facts were applied to the payment up to and including this
     /// transition (more than `applied_fact_ids` holds once the oldest are dropped).
     /// 0 in transitions written before the field existed: there the list is whole.
@@ -377,7 +377,7 @@ pub struct Transition {
     /// For `investigation_required`: the facts whose evidence disagrees (the applied
     /// one, then the one that contradicted it).
     #[serde(default)]
-    pub evidence_fact_ids: Vec<String>,
+    pub evidence_fact_ids: Vec<FactId>,
     /// Where the payment's money is after this transition (absent in transitions
     /// written before the field existed: the ledger then reads the status alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,7 +420,7 @@ impl Transition {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cause {
     /// The inbound fact's id.
-    pub fact_id: String,
+    pub fact_id: FactId,
     /// `webhook:<provider>` or `command:<name>`.
     pub source: String,
     /// The provider's event id, for webhooks.
@@ -499,7 +499,7 @@ pub struct FactOutcome {
     /// The payment.
     pub payment_id: PaymentId,
     /// The fact's id.
-    pub fact_id: String,
+    pub fact_id: FactId,
     /// Where the fact is in PAYTRACK_IN.
     pub inbound_seq: u64,
     /// What the fact did.
@@ -520,7 +520,7 @@ pub struct FactOutcome {
     pub decided_at: DateTime<Utc>,
     /// For a stale, duplicate or conflicting fact: the applied fact it lost to.
     #[serde(default)]
-    pub superseded_by: Option<String>,
+    pub superseded_by: Option<FactId>,
 }
 
 /// The outcomes a fact can have.
@@ -720,9 +720,9 @@ pub struct PushMessage {
     /// The push's id: the request's `Idempotency-Key`, or one ingest made.
     pub push_id: String,
     /// The user.
-    pub user: String,
+    pub user: UserId,
     /// The device, or None for every device of the user.
-    pub device: Option<String>,
+    pub device: Option<DeviceId>,
     /// The backend's event type, e.g. `order.ready`.
     pub push_type: String,
     /// The backend's data, any JSON.

@@ -127,6 +127,101 @@ token_type!(
     "merchant_id"
 );
 
+token_type!(
+    /// A user of the tenant's own app, to whose devices pushes go (`user:<id>` channels).
+    UserId,
+    "user"
+);
+token_type!(
+    /// One device of a user; a push names one, or none for every device of the user.
+    DeviceId,
+    "device"
+);
+
+/// A fact's stable id, the root of its `Nats-Msg-Id` and of its transition's: built by
+/// [`crate::msg_id`] from validated parts for a new fact (`wh:`, `sq:`, `cmd:`), read
+/// back as it was written from streams, rows and fixtures. Typed so that a fact id is
+/// never confused with a payment, push or alert id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FactId(String);
+
+impl FactId {
+    /// The id as it appears in message ids and JSON.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for FactId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for FactId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl From<FactId> for String {
+    fn from(id: FactId) -> Self {
+        id.0
+    }
+}
+
+/// A fact id reads as the string it is wherever a `&str` is asked for (message ids,
+/// SQL parameters, comparisons), so only the places that make or keep one name the type.
+impl std::ops::Deref for FactId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for FactId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<String> for FactId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<FactId> for String {
+    fn eq(&self, other: &FactId) -> bool {
+        *self == other.0
+    }
+}
+
+impl AsRef<str> for FactId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for FactId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for FactId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl MerchantId {
     /// The merchant of a payment whose first fact named none.
     pub fn unattributed() -> Self {
@@ -158,6 +253,14 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(PaymentId::new(input), Err(expected), "{input:?}");
         }
+    }
+
+    #[test]
+    fn a_fact_id_is_its_string_on_the_wire() {
+        let id = crate::msg_id::webhook_fact_id("stripe", "evt_1");
+        assert_eq!(id, "wh:stripe:evt_1");
+        assert_eq!(serde_json::to_value(&id).unwrap(), "wh:stripe:evt_1");
+        assert_eq!(serde_json::from_str::<FactId>("\"wh:stripe:evt_1\"").unwrap(), id);
     }
 
     #[test]

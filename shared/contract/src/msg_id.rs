@@ -8,19 +8,19 @@
 //! two tenants never collide, whatever the rest of the id holds.
 
 use crate::envelope::CommandAction;
-use crate::ids::{PaymentId, TenantId};
+use crate::ids::{FactId, PaymentId, TenantId};
 
 /// The stable id of a provider webhook delivery: `wh:<provider>:<delivery id>`.
 /// Unique within a tenant (the tenant is the endpoint's, not part of the fact id).
-pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> String {
-    format!("wh:{provider}:{delivery_id}")
+pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> FactId {
+    FactId::from(format!("wh:{provider}:{delivery_id}"))
 }
 
 /// The stable id of a status-query answer, the reconciler's `check`-th query of
 /// `payment` with `provider`: `sq:<provider>:<payment>:<check>`, so a replica
 /// repeating the same check after a crash records it once.
-pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> String {
-    format!("sq:{provider}:{payment}:{check}")
+pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> FactId {
+    FactId::from(format!("sq:{provider}:{payment}:{check}"))
 }
 
 /// The stable id of an API command (create, cancel, retry, resolve):
@@ -31,19 +31,19 @@ pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> 
 /// command is one of [`CommandAction::name`]'s words, so the first two `:` end
 /// them and whatever the key spells is only ever the key. The payment id makes every
 /// fact id unique per payment, also when a key is reused after its TTL.
-pub fn command_fact_id(payment: &PaymentId, action: &CommandAction, idempotency_key: &str) -> String {
-    format!("cmd:{payment}:{}:{idempotency_key}", action.name())
+pub fn command_fact_id(payment: &PaymentId, action: &CommandAction, idempotency_key: &str) -> FactId {
+    FactId::from(format!("cmd:{payment}:{}:{idempotency_key}", action.name()))
 }
 
 /// An inbound fact in PAYTRACK_IN (webhook or command): `<tenant>:<fact_id>`, so a
 /// provider's retry of the same delivery is dropped, another tenant's is not.
-pub fn fact(tenant: &TenantId, fact_id: &str) -> String {
+pub fn fact(tenant: &TenantId, fact_id: &FactId) -> String {
     format!("{tenant}:{fact_id}")
 }
 
 /// A transition in PAYTRACK_STATUS: `<tenant>:<payment_id>:<fact_id>`, the fact
 /// that caused it, so a reconciler's retry of the same append is dropped.
-pub fn transition(tenant: &TenantId, payment: &PaymentId, fact_id: &str) -> String {
+pub fn transition(tenant: &TenantId, payment: &PaymentId, fact_id: &FactId) -> String {
     format!("{tenant}:{payment}:{fact_id}")
 }
 
@@ -159,8 +159,11 @@ mod tests {
     #[test]
     fn transitions_of_two_tenants_never_collide() {
         let (a, b) = tenants();
-        assert_eq!(transition(&a, &pay(), "wh:x:1"), "acme:pay_1:wh:x:1");
-        assert_ne!(transition(&a, &pay(), "wh:x:1"), transition(&b, &pay(), "wh:x:1"));
+        assert_eq!(transition(&a, &pay(), &"wh:x:1".into()), "acme:pay_1:wh:x:1");
+        assert_ne!(
+            transition(&a, &pay(), &"wh:x:1".into()),
+            transition(&b, &pay(), &"wh:x:1".into())
+        );
     }
 
     #[test]
@@ -194,9 +197,9 @@ mod tests {
         let (a, b) = tenants();
         let tricky = ["", ":", "beta:", "acme:x", "a:b:c"];
         for x in tricky {
-            for id in [fact(&a, x), push(&a, x, x)] {
+            for id in [fact(&a, &x.into()), push(&a, x, x)] {
                 assert_eq!(id.split(':').next(), Some("acme"));
-                assert_ne!(id, fact(&b, x));
+                assert_ne!(id, fact(&b, &x.into()));
                 assert_ne!(id, push(&b, x, x));
             }
         }

@@ -3,7 +3,7 @@
 //! The hierarchy tenant → merchant → payment is what lets every WebSocket channel
 //! be a server-side JetStream filter; see docs/contract.md §3.
 
-use crate::ids::{MerchantId, PaymentId, TenantId};
+use crate::ids::{DeviceId, MerchantId, PaymentId, TenantId, UserId};
 
 /// Raw inbound facts (webhooks, commands), written by ingest.
 pub const STREAM_IN: &str = "PAYTRACK_IN";
@@ -192,12 +192,15 @@ pub const PUSH_ALL_DEVICES: &str = "all";
 
 /// `paytrack.push.<tenant>.<user>.<device>`, or `….all` without a device: where a
 /// push to a user is stored in [`STREAM_PUSH`].
-pub fn push(tenant: &TenantId, user: &str, device: Option<&str>) -> String {
-    format!("paytrack.push.{tenant}.{user}.{}", device.unwrap_or(PUSH_ALL_DEVICES))
+pub fn push(tenant: &TenantId, user: &UserId, device: Option<&DeviceId>) -> String {
+    format!(
+        "paytrack.push.{tenant}.{user}.{}",
+        device.map_or(PUSH_ALL_DEVICES, DeviceId::as_str)
+    )
 }
 
 /// `paytrack.push.<tenant>.<user>.>`: every push to a user, whatever its device.
-pub fn user_pushes(tenant: &TenantId, user: &str) -> String {
+pub fn user_pushes(tenant: &TenantId, user: &UserId) -> String {
     format!("paytrack.push.{tenant}.{user}.>")
 }
 
@@ -373,9 +376,10 @@ mod tests {
             PaymentSubject::parse(&checkpoint(&t, &m, &p)).map(|s| s.kind),
             Some(StatusKind::Checkpoint)
         );
-        assert_eq!(push(&t, "u1", Some("d1")), "paytrack.push.acme.u1.d1");
+        let (u1, d1) = (UserId::new("u1").unwrap(), DeviceId::new("d1").unwrap());
+        assert_eq!(push(&t, &u1, Some(&d1)), "paytrack.push.acme.u1.d1");
         assert_eq!(
-            PushSubject::parse(&push(&t, "u1", None)),
+            PushSubject::parse(&push(&t, &u1, None)),
             Some(PushSubject {
                 tenant: "acme",
                 user: "u1",
@@ -383,7 +387,7 @@ mod tests {
             })
         );
         assert_eq!(
-            PushSubject::parse(&push(&t, "u1", Some("d1"))).and_then(|s| s.device),
+            PushSubject::parse(&push(&t, &u1, Some(&d1))).and_then(|s| s.device),
             Some("d1")
         );
         for other in [
@@ -396,11 +400,11 @@ mod tests {
             assert_eq!(PushSubject::parse(other), None, "{other}");
         }
         assert_eq!(PushSubject::parse(&status(&t, &m, &p)), None);
-        assert_eq!(PaymentSubject::parse(&push(&t, "u1", None)), None);
+        assert_eq!(PaymentSubject::parse(&push(&t, &u1, None)), None);
         assert_eq!(payment_messages(&t, &p), "paytrack.*.acme.*.pay_1");
         assert_eq!(merchant_messages(&t, &m), "paytrack.*.acme.m1.*");
         assert_eq!(tenant_messages(&t), "paytrack.*.acme.>");
-        assert_eq!(user_pushes(&t, "u1"), "paytrack.push.acme.u1.>");
+        assert_eq!(user_pushes(&t, &u1), "paytrack.push.acme.u1.>");
         let subject = kv_keys(PROVIDER_REFS_BUCKET, "ref.acme.stripe.pi_1");
         assert_eq!(subject, "$KV.PAYTRACK_PROVIDER_REFS.ref.acme.stripe.pi_1");
         assert_eq!(kv_key(PROVIDER_REFS_BUCKET, &subject), Some("ref.acme.stripe.pi_1"));

@@ -1,7 +1,8 @@
 //! Every service has one lifecycle: `bind(config)` binds its listener, `local_addr()`
 //! says where, `run(shutdown)` serves until the token is cancelled. For the consumer
 //! services (reconciler, projector) the listener is the admin one (`/readyz`,
-//! `/metrics`), which answers before NATS or PostgreSQL are reachable.
+//! `/metrics`), which answers before NATS or PostgreSQL are reachable; the edge's
+//! `/readyz` is on its one listener, and the simulator answers `/healthz`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,8 +23,13 @@ fn unreachable_backends() -> anyhow::Result<Settings> {
 
 /// Waits until `/readyz` at `addr` answers `status`.
 async fn readyz_answers(addr: SocketAddr, status: u16) -> anyhow::Result<()> {
-    let url = format!("http://{addr}/readyz");
-    paytrack_tests::eventually(Duration::from_secs(60), "the admin listener's /readyz", || async {
+    answers(addr, "/readyz", status).await
+}
+
+/// Waits until `path` at `addr` answers `status`.
+async fn answers(addr: SocketAddr, path: &str, status: u16) -> anyhow::Result<()> {
+    let url = format!("http://{addr}{path}");
+    paytrack_tests::eventually(Duration::from_secs(60), "the listener's answer", || async {
         let response = reqwest::get(&url).await.ok()?;
         (response.status().as_u16() == status).then_some(())
     })
@@ -62,4 +68,36 @@ async fn the_projector_binds_reports_its_address_and_stops_on_shutdown() -> anyh
     let config = paytrack_ledger_projector::Config::from_settings(&unreachable_backends()?);
     let service = paytrack_ledger_projector::LedgerProjector::bind(config).await?;
     serves_admin_then_stops(service.local_addr(), |shutdown| service.run(shutdown)).await
+}
+
+#[tokio::test]
+async fn the_edge_binds_reports_its_address_and_stops_on_shutdown() -> anyhow::Result<()> {
+    let settings = Settings::from_pairs([
+        ("nats_url", "nats://127.0.0.1:9".to_owned()),
+        ("edge_listen", "127.0.0.1:0".to_owned()),
+        ("jwt_secret", "test-secret".to_owned()),
+    ])?;
+    let config = paytrack_ws_edge::Config::from_settings(&settings)?;
+    let service = paytrack_ws_edge::WsEdge::bind(config).await?;
+    serves_admin_then_stops(service.local_addr().map(Some), |shutdown| service.run(shutdown)).await
+}
+
+#[tokio::test]
+async fn the_simulator_binds_reports_its_address_and_stops_on_shutdown() -> anyhow::Result<()> {
+    let settings = Settings::from_pairs([
+        ("simulator_listen", "127.0.0.1:0".to_owned()),
+        ("simulator_ingest_url", "http://127.0.0.1:9".to_owned()),
+        ("simulator_tenant", "acme".to_owned()),
+        ("simulator_token", "test-token".to_owned()),
+    ])?;
+    let config = paytrack_simulator::Config::from_settings(&settings)?;
+    let service = paytrack_simulator::Simulator::bind(config).await?;
+    let addr = service.local_addr()?;
+    assert_ne!(addr.port(), 0);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(service.run(shutdown.clone()));
+    answers(addr, "/healthz", 200).await?;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running).await???;
+    Ok(())
 }

@@ -1079,19 +1079,16 @@ async fn start_simulator(mesh: &Mesh, providers: &[&str]) -> anyhow::Result<(Str
             format!("{tenant}/{provider}={secret}")
         })
         .collect();
-    let simulator = paytrack_simulator::Simulator::bind(
-        paytrack_simulator::Config {
-            listen: format!("127.0.0.1:{port}").parse()?,
-            ingest_url: mesh.ingest_url.clone(),
-            tenant: tenant.clone(),
-            token: token.clone(),
-            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets.join(",")))?,
-            traffic_every: None,
-        },
-        tokio_util::sync::CancellationToken::new(),
-    )
+    let simulator = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        ingest_url: mesh.ingest_url.clone(),
+        tenant: tenant.clone(),
+        token: token.clone(),
+        secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets.join(",")))?,
+        traffic_every: None,
+    })
     .await?;
-    tokio::spawn(simulator.run());
+    tokio::spawn(simulator.run(tokio_util::sync::CancellationToken::new()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))

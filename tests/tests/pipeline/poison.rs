@@ -34,7 +34,7 @@ fn quick_parking() -> MeshOptions {
 fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event_id: &str, body: &str) -> InboundFact {
     InboundFact {
         v: 1,
-        fact_id: fact_id.to_owned(),
+        fact_id: fact_id.into(),
         tenant: tenant.clone(),
         payment_id: PaymentId::new(payment).expect("payment id"),
         merchant_id: None,

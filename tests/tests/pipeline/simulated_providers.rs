@@ -39,20 +39,17 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
     mesh.wait_ready().await?;
     let tenant = mesh.tenant.clone();
     let secrets = format!("{tenant}/stripe={STRIPE_SECRET},{tenant}/razorpay={RAZORPAY_SECRET}");
-    let simulator = paytrack_simulator::Simulator::bind(
-        paytrack_simulator::Config {
-            listen: format!("127.0.0.1:{port}").parse()?,
-            ingest_url: mesh.ingest_url.clone(),
-            tenant: tenant.clone(),
-            token: secrecy::SecretString::from(SIMULATOR_TOKEN.to_owned()),
-            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
-            traffic_every: None,
-        },
-        // Stopped with the test's runtime.
-        tokio_util::sync::CancellationToken::new(),
-    )
+    let simulator = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
+        listen: format!("127.0.0.1:{port}").parse()?,
+        ingest_url: mesh.ingest_url.clone(),
+        tenant: tenant.clone(),
+        token: secrecy::SecretString::from(SIMULATOR_TOKEN.to_owned()),
+        secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets))?,
+        traffic_every: None,
+    })
     .await?;
-    tokio::spawn(simulator.run());
+    // Stopped with the test's runtime.
+    tokio::spawn(simulator.run(tokio_util::sync::CancellationToken::new()));
     let token = secrecy::SecretString::from(SIMULATOR_TOKEN.to_owned());
     let http = reqwest::Client::builder()
         .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))

@@ -48,20 +48,17 @@ async fn start_with(traffic_every: Option<Duration>) -> anyhow::Result<Stack> {
     let ingest_url = format!("http://{}", ingest.local_addr()?);
     let token = stop.clone();
     tokio::spawn(async move { ingest.run(token).await });
-    let sim = paytrack_simulator::Simulator::bind(
-        paytrack_simulator::Config {
-            listen: "127.0.0.1:0".parse()?,
-            ingest_url: ingest_url.clone(),
-            tenant: TenantId::new("acme")?,
-            token: secrecy::SecretString::from(TOKEN.to_owned()),
-            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(SECRETS.to_owned()))?,
-            traffic_every,
-        },
-        stop.clone(),
-    )
+    let sim = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
+        listen: "127.0.0.1:0".parse()?,
+        ingest_url: ingest_url.clone(),
+        tenant: TenantId::new("acme")?,
+        token: secrecy::SecretString::from(TOKEN.to_owned()),
+        secrets: WebhookSecrets::parse(&secrecy::SecretString::from(SECRETS.to_owned()))?,
+        traffic_every,
+    })
     .await?;
     let sim_url = format!("http://{}", sim.local_addr()?);
-    tokio::spawn(sim.run());
+    tokio::spawn(sim.run(stop.clone()));
     let token = secrecy::SecretString::from(TOKEN.to_owned());
     let http = reqwest::Client::builder()
         .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))

@@ -482,9 +482,8 @@ async fn every_service_refuses_to_run_on_a_wrong_layout() -> anyhow::Result<()> 
     );
     let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
     errors.push(refused("ingest", ingest.run(stop.child_token())).await?);
-    let edge =
-        paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?, stop.child_token()).await?;
-    errors.push(refused("ws-edge", edge.run()).await?);
+    let edge = paytrack_ws_edge::WsEdge::bind(paytrack_ws_edge::Config::from_settings(&settings)?).await?;
+    errors.push(refused("ws-edge", edge.run(stop.child_token())).await?);
     for error in errors {
         assert!(
             error.contains("PAYTRACK_STATUS") && error.contains("sources") && error.contains("paytrack.session"),

@@ -24,60 +24,19 @@ use sqlx::{Postgres, QueryBuilder};
 use crate::app::AppState;
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
+use crate::payment_state::PaymentState;
 use cursor::Cursor;
 use query::{ListQuery, Order};
 
 /// One payment of the list.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ListItem {
-    /// The payment.
-    pub payment_id: String,
-    /// Its merchant.
-    pub merchant_id: String,
-    /// Current canonical status.
-    pub status: String,
-    /// Version of that status.
-    pub version: i64,
-    /// PAYTRACK_STATUS sequence of the transition.
-    pub seq: i64,
-    /// Whether the status is final.
-    #[serde(rename = "final")]
-    #[sqlx(rename = "final")]
-    pub is_final: bool,
-    /// Why it is not final (null when it is): `not_terminal`, `rail_unknown`,
-    /// `return_window_open_until:<time>`, `ledger_unpostable`, `awaiting_persisted`
-    /// or `awaiting_ledger_posted`.
-    pub not_final_because: Option<String>,
-    /// `payin` (money in from a payer) or `payout` (money out to a merchant or
-    /// beneficiary).
-    pub direction: String,
-    /// A payout's status in its own words (`initiated`, `pending`, `paid`, `failed`,
-    /// `returned`, `cancelled`); null for a payment.
-    pub payout_status: Option<String>,
-    /// Amount in minor units, when known.
-    pub amount_minor: Option<i64>,
-    /// The provider the payment was routed to, when known.
-    pub provider: Option<String>,
-    /// ISO 4217, when known.
-    pub currency: Option<String>,
-    /// The rail, when known.
-    pub rail: Option<String>,
-    /// Where the money is, in minor units: `authorised_minor`, `captured_minor`,
-    /// `refunded_minor`, `returned_minor`, `disputed_minor` (withheld by open or lost
-    /// disputes), `net_minor` and `refunded` (fully refunded); null for a payment
-    /// projected before amounts existed.
-    pub amounts: Option<serde_json::Value>,
-    /// How much of the net amount refunds and disputes may still take back: the net
-    /// while the rail's refund and dispute windows are open, else 0.
-    pub at_risk_minor: i64,
-    /// Until when it is at risk (null: nothing is).
-    pub at_risk_until: Option<DateTime<Utc>>,
-    /// When the cause happened.
-    pub occurred_at: DateTime<Utc>,
+    /// The payment's current state, as `GET /v1/payments/{id}` shows it too.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub state: PaymentState,
     /// When the projection first held the payment (the list's creation order).
     pub created_at: DateTime<Utc>,
-    /// When the projection last changed.
-    pub updated_at: DateTime<Utc>,
 }
 
 /// The answer.
@@ -164,12 +123,12 @@ pub async fn list_payments(
 fn next(order: Order, item: &ListItem) -> String {
     let at = match order {
         Order::CreatedDesc | Order::CreatedAsc => item.created_at,
-        Order::UpdatedDesc | Order::UpdatedAsc => item.updated_at,
+        Order::UpdatedDesc | Order::UpdatedAsc => item.state.updated_at,
     };
     Cursor {
         order,
         at,
-        payment_id: item.payment_id.clone(),
+        payment_id: item.state.payment_id.clone(),
     }
     .encode()
 }

@@ -6,6 +6,8 @@
 //! its own: its verifier and its provider's mapping table (`EVENTS`); every scheme's
 //! event is then held to the same [`bounds`].
 
+#[cfg(test)]
+mod arbitrary;
 pub mod bounds;
 pub mod keys;
 pub mod mask;
@@ -25,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use paytrack_shared::envelope::{FactSource, RawEvidence};
 use paytrack_shared::telemetry::{self, HttpHeaders};
-use paytrack_shared::{TenantId, Token};
+use paytrack_shared::{FactId, TenantId, Token};
 use serde::Serialize;
 use tracing::{Instrument, field};
 
@@ -52,7 +54,7 @@ pub struct Verified {
 #[derive(Serialize)]
 pub struct Accepted {
     /// The fact's stable id.
-    pub fact_id: String,
+    pub fact_id: FactId,
     /// Its sequence in PAYTRACK_IN.
     pub seq: u64,
     /// True when this delivery had been received before.

@@ -19,7 +19,7 @@ use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHO
 
 use super::Verified;
 use super::keys::Key;
-use super::verify::{self, MAX_DELIVERY_ID_LEN, MAX_SIGNATURE_LEN};
+use super::verify::{self, MAX_DELIVERY_ID_LEN, MAX_SIGNATURE_LEN, MAX_TIMESTAMP_DIGITS};
 use crate::error::ApiError;
 
 /// The provider name in the webhook URL.
@@ -34,10 +34,6 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("payment.cancelled", "cancelled"),
     ("payment.returned", "returned"),
 ];
-
-/// Most digits of a `webhook-timestamp`: Unix seconds below 10^11 (year 5138), so
-/// no arithmetic on it can overflow.
-const MAX_TIMESTAMP_DIGITS: usize = 11;
 
 #[derive(Deserialize)]
 struct Body {
@@ -204,16 +200,7 @@ fn verify_v1a(public: &VerifyingKey, headers: &HeaderMap, body: &[u8]) -> Result
 /// returns the delivery id. Missing or unusable signature or timestamp: 401 (the
 /// request is not authenticated); a malformed id: 400.
 fn check_headers(headers: &HeaderMap) -> Result<String, ApiError> {
-    let one = |name: &str| -> Result<&str, ApiError> {
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => value
-                .to_str()
-                .map_err(|_| ApiError::BadSignature(format!("{name} is not visible ASCII"))),
-            (None, _) => Err(ApiError::BadSignature(format!("{name} is missing"))),
-            (Some(_), Some(_)) => Err(ApiError::BadSignature(format!("{name} is repeated"))),
-        }
-    };
+    let one = |name: &str| verify::one_header(headers, name);
     let timestamp = one(HEADER_WEBHOOK_TIMESTAMP)?;
     if timestamp.is_empty() || timestamp.len() > MAX_TIMESTAMP_DIGITS || !timestamp.bytes().all(|b| b.is_ascii_digit())
     {

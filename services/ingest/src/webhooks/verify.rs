@@ -18,7 +18,7 @@ pub const MAX_DELIVERY_ID_LEN: usize = 128;
 pub const MAX_SIGNATURE_LEN: usize = 1024;
 /// Most digits of a signed timestamp: Unix seconds below 10^11 (year 5138), so no
 /// arithmetic on it can overflow.
-const MAX_TIMESTAMP_DIGITS: usize = 11;
+pub const MAX_TIMESTAMP_DIGITS: usize = 11;
 
 /// The one value of header `name`. Missing, repeated or not visible ASCII: 401
 /// (the request is not authenticated by it).

@@ -86,7 +86,7 @@ impl Truth {
 fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<MovementEvidence>) -> InboundFact {
     InboundFact {
         v: 1,
-        fact_id: format!("wh:stripe:{id}"),
+        fact_id: format!("wh:stripe:{id}").into(),
         tenant: TenantId::new("t").unwrap(),
         payment_id: PaymentId::new("p").unwrap(),
         merchant_id: Some(MerchantId::new("m").unwrap()),

@@ -32,7 +32,7 @@ fn t0() -> DateTime<Utc> {
 fn inbound(fact_id: String, source: FactSource) -> InboundFact {
     InboundFact {
         v: 1,
-        fact_id,
+        fact_id: fact_id.into(),
         tenant: TenantId::new("t").unwrap(),
         payment_id: PaymentId::new("p").unwrap(),
         merchant_id: Some(MerchantId::new("m").unwrap()),
@@ -255,7 +255,7 @@ proptest! {
         let chain = run(&facts);
         let newest = format!("wh:stdwebhooks:e{}", path.len() - 1);
         if chain.iter().any(|t| t.cause.fact_id == newest) {
-            prop_assert_eq!(chain.last().map(|t| t.cause.fact_id.clone()), Some(newest));
+            prop_assert_eq!(chain.last().map(|t| t.cause.fact_id.clone()), Some(newest.into()));
         }
     }
 

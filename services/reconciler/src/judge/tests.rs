@@ -287,7 +287,7 @@ fn a_fact_applied_before_is_a_duplicate_of_itself() {
         assert_eq!(
             decide(Some(State { transition: &current }), &fact, model),
             Verdict::Duplicate {
-                superseded_by: id.to_owned()
+                superseded_by: id.into()
             }
         );
     }
@@ -298,7 +298,7 @@ fn stale_duplicate_and_conflict_name_the_fact_that_set_the_status() {
     let model = StatusModel::get();
     let current = state(Status::Succeeded, Some("rtp"));
     let s = Some(State { transition: &current });
-    let setter = "wh:sim:setter".to_owned();
+    let setter = FactId::from("wh:sim:setter");
     assert_eq!(
         decide(s, &evidence(Status::Pending, 1, t0(), None), model),
         Verdict::Stale {

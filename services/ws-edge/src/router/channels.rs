@@ -10,7 +10,7 @@ use paytrack_shared::subjects::{AlertSubject, PaymentSubject, PushSubject};
 use super::feed::Feed;
 use super::hub::Sub;
 use super::hub::{Hub, Inner, Request};
-use crate::channel::Channel;
+use paytrack_shared::ChannelKey;
 
 /// The map key of a channel inside a tenant (and, for user channels, a device).
 pub fn channel_key(tenant: &str, name: &str, device: Option<&str>) -> String {
@@ -156,9 +156,13 @@ pub(super) fn attach_in<'a>(
     request: &Request,
 ) -> &'a mut Entry {
     if !channels.contains_key(key) {
-        if let (Channel::User(_), Some(device)) = (&request.channel, &request.device) {
+        if let (ChannelKey::User(_), Some(device)) = (&request.channel, &request.device) {
             let user = channel_key(request.tenant.as_str(), name, None);
-            *user_devices.entry(user).or_default().entry(device.clone()).or_default() += 1;
+            *user_devices
+                .entry(user)
+                .or_default()
+                .entry(device.to_string())
+                .or_default() += 1;
         }
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }

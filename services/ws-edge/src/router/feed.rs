@@ -19,8 +19,8 @@ use super::channels::{Entry, keys_of};
 use super::frame::encode_event;
 use super::hub::{Hub, Inner, Sub};
 use super::ring::Msg;
-use crate::channel::Channel;
 use crate::stream_event::{HistoryError, unavailable};
+use paytrack_shared::ChannelKey;
 
 /// How many streams channels read (the length of the hub's per-feed arrays).
 pub(super) const FEEDS: usize = 3;
@@ -40,10 +40,10 @@ pub enum Feed {
 impl Feed {
     pub(super) const ALL: [Feed; FEEDS] = [Feed::Status, Feed::Push, Feed::Alert];
 
-    pub(super) fn of(channel: &Channel) -> Feed {
+    pub(super) fn of(channel: &ChannelKey) -> Feed {
         match channel {
-            Channel::User(_) => Feed::Push,
-            Channel::Alerts => Feed::Alert,
+            ChannelKey::User(_) => Feed::Push,
+            ChannelKey::Alerts => Feed::Alert,
             _ => Feed::Status,
         }
     }

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::Feed;
 use super::hub::Hub;
-use crate::channel::Channel;
 use crate::protocol::ServerMessage;
 use crate::send_queue::SendQueue;
+use paytrack_shared::ChannelKey;
 
 /// Whether one feed is current with its stream, as the heartbeats report it.
 #[derive(Default)]
@@ -104,7 +104,7 @@ impl Hub {
     pub fn heartbeat<'a>(
         &self,
         out: &SendQueue,
-        subs: impl Iterator<Item = (&'a str, u64, &'a Channel)>,
+        subs: impl Iterator<Item = (&'a str, u64, &'a ChannelKey)>,
     ) -> BTreeMap<String, Position> {
         let (live, lag_ms) = self.currency();
         let inner = self.lock();
@@ -114,7 +114,7 @@ impl Hub {
                 && sub.replay.is_none()
             {
                 positions.insert(
-                    channel.name(),
+                    channel.to_string(),
                     Position {
                         epoch: inner.epochs[Feed::of(channel) as usize].clone(),
                         seq: sub.last_seq,

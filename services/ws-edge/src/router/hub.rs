@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::Stream};
-use paytrack_shared::TenantId;
 use paytrack_shared::envelope::Position;
+use paytrack_shared::{DeviceId, TenantId};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +17,9 @@ use super::channels::{Entry, channel_key};
 use super::feed::{FEEDS, Feed, open_feed};
 use super::health::FeedHealth;
 use super::ring::Ring;
-use crate::channel::Channel;
 use crate::send_queue::SendQueue;
 use crate::stream_event::{HistoryError, unavailable};
+use paytrack_shared::ChannelKey;
 
 /// One subscription of one session to one channel.
 pub(super) struct Sub {
@@ -52,11 +52,11 @@ pub(super) struct Inner {
 /// What a subscribe asks for.
 pub struct Request {
     /// The channel.
-    pub channel: Channel,
+    pub channel: ChannelKey,
     /// The token's tenant.
     pub tenant: TenantId,
     /// The token's device, for user channels.
-    pub device: Option<String>,
+    pub device: Option<DeviceId>,
     /// The client's last position.
     pub since: Option<Position>,
     /// The session's queue.
@@ -72,10 +72,10 @@ impl Request {
     /// The channel's map key.
     pub fn key(&self) -> String {
         let device = match self.channel {
-            Channel::User(_) => self.device.as_deref(),
+            ChannelKey::User(_) => self.device.as_ref().map(DeviceId::as_str),
             _ => None,
         };
-        channel_key(self.tenant.as_str(), &self.channel.name(), device)
+        channel_key(self.tenant.as_str(), &self.channel.to_string(), device)
     }
 }
 

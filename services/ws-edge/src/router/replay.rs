@@ -16,9 +16,9 @@ use super::channels::{Entry, attach, attach_in, detach_locked, matches};
 use super::feed::{Feed, deliver_one};
 use super::hub::{Hub, Inner, Ready, Request, Sub, Subscribed};
 use super::ring::{Msg, Ring};
-use crate::channel::Channel;
 use crate::protocol::ServerMessage;
 use crate::stream_event::{HistoryError, render, unavailable};
+use paytrack_shared::ChannelKey;
 
 /// The newest message of the channel's filters (0 when it has none).
 pub(super) async fn latest_seq(stream: &Stream, filters: &[String]) -> Result<u64, HistoryError> {
@@ -34,16 +34,16 @@ pub(super) async fn latest_seq(stream: &Stream, filters: &[String]) -> Result<u6
 /// The snapshot of a subscription whose continuity is not proven when it needs no
 /// read: the REST list to reload for the wide channels, `missed` for user channels
 /// (None for a payment, whose state is read from the stream).
-pub(super) fn static_snapshot(channel: &Channel) -> Option<Value> {
+pub(super) fn static_snapshot(channel: &ChannelKey) -> Option<Value> {
     match channel {
-        Channel::Payment(_) => None,
-        Channel::Merchant(id) => Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") })),
-        Channel::Payments => Some(json!({ "reload": "/v1/payments" })),
+        ChannelKey::Payment(_) => None,
+        ChannelKey::Merchant(id) => Some(json!({ "reload": format!("/v1/payments?merchant_id={id}") })),
+        ChannelKey::Payments => Some(json!({ "reload": "/v1/payments" })),
         // Pushes are notifications, not state: there is nothing to reload. The
         // snapshot says explicitly that pushes between the client's `since` and
         // `position` were missed (aged out of PAYTRACK_PUSH, or another epoch).
-        Channel::User(_) => Some(json!({ "missed": true })),
-        Channel::Alerts => Some(json!({ "reload": "/v1/alerts" })),
+        ChannelKey::User(_) => Some(json!({ "missed": true })),
+        ChannelKey::Alerts => Some(json!({ "reload": "/v1/alerts" })),
     }
 }
 
@@ -90,7 +90,7 @@ pub(super) fn go_live_from_ring(
     after: u64,
     snapshot: Option<Value>,
 ) -> Option<Ready> {
-    let name = request.channel.name();
+    let name = request.channel.to_string();
     let Inner {
         rings,
         channels,
@@ -194,8 +194,8 @@ impl Hub {
         let feed = Feed::of(&request.channel);
         let epoch = self.lock().epochs[feed as usize].clone();
         let key = request.key();
-        let name = request.channel.name();
-        let filters = request.channel.filters(&request.tenant, request.device.as_deref());
+        let name = request.channel.to_string();
+        let filters = request.channel.filters(&request.tenant, request.device.as_ref());
         let stream = &self.streams[feed as usize];
 
         // What is known of the channel: its newest message `latest`, and `known`:
@@ -361,7 +361,7 @@ impl Hub {
             seq: sub.last_seq,
         };
         request.out.send(&ServerMessage::Subscribed {
-            channel: request.channel.name(),
+            channel: request.channel.to_string(),
             recovered: true,
             position: position.clone(),
             snapshot: None,
@@ -384,7 +384,7 @@ impl Hub {
     /// `{"missed": true}` for `user:` channels.
     pub(super) async fn snapshot(&self, request: &Request, stream: &Stream) -> Result<Option<Value>, HistoryError> {
         match &request.channel {
-            Channel::Payment(id) => {
+            ChannelKey::Payment(id) => {
                 let _permit = self.permits.acquire().await.map_err(unavailable)?;
                 let filter = subjects::status_of_payment(&request.tenant, id);
                 let last = paytrack_nats::last_message(stream, &filter)
