@@ -40,6 +40,10 @@ enum Command {
         /// `power-loss`), no schedule.
         #[arg(long = "fault")]
         only: Vec<String>,
+        /// With `--fault`: run the chosen faults under nats-server's default sync (an
+        /// fsync every two minutes) instead of `sync_interval: always`.
+        #[arg(long, requires = "only")]
+        default_sync: bool,
         /// Run without the providers' status-query API, so lost webhooks are never
         /// recovered: a run that must fail, to show the checker counts.
         #[arg(long)]
@@ -86,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             short,
             out,
             without_status_queries,
+            default_sync,
             only,
         } => {
             let status_queries = !without_status_queries;
@@ -96,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
             let duration = parse_duration(&duration)?;
             let suites = if !only.is_empty() {
                 vec![Suite {
-                    sync: SyncPolicy::Always,
+                    sync: if default_sync {
+                        SyncPolicy::Default
+                    } else {
+                        SyncPolicy::Always
+                    },
                     faults: only,
                     seed,
                     schedule: Duration::ZERO,

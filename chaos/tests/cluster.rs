@@ -1,6 +1,7 @@
 //! The three-node cluster of the chaos harness: the layout at R3 is what the
-//! cluster holds, services' verification accepts it and refuses R1, and a node cut
-//! off by the fault proxy catches up once the partition heals.
+//! cluster holds, services' verification accepts it and refuses R1, a node cut off
+//! by the fault proxy catches up once the partition heals, and a node left behind
+//! cannot give the reconciler's read-before-append a stale base.
 
 use std::time::Duration;
 
@@ -96,5 +97,127 @@ async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Resu
         }
     })
     .await?;
+    Ok(())
+}
+
+/// The reconciler reads a payment's newest transition before appending the next
+/// one with `Nats-Expected-Last-Subject-Sequence`. A replica cut off from the
+/// stream's leader still answers direct gets from its own, older copy; the read the
+/// reconciler makes (`paytrack_nats::last_message`, a `STREAM.MSG.GET` only the
+/// leader answers) never hands out that older copy, and an append based on it is
+/// refused by the leader all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_replica_never_gives_the_reconcilers_read_a_stale_base() -> anyhow::Result<()> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use async_nats::jetstream::message::PublishMessage;
+
+    let cluster = Cluster::start(SyncPolicy::Always).await?;
+    let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
+    paytrack_tests::eventually(Duration::from_secs(60), "an R3 stream placed", || {
+        let js = js.clone();
+        async move {
+            js.create_stream(jetstream::stream::Config {
+                name: "CHAIN".to_owned(),
+                subjects: vec!["chain.>".to_owned()],
+                num_replicas: 3,
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .ok()
+            .map(drop)
+        }
+    })
+    .await?;
+    let leader = cluster.stream_leader("CHAIN").await?;
+    let lagging = (leader + 1) % 3;
+    let at_leader = jetstream::new(cluster.connect_to(Role::Admin, leader).await?);
+    let lagging_client = cluster.connect_to(Role::Admin, lagging).await?;
+    let at_lagging = jetstream::new(lagging_client.clone());
+    let append = |expected: u64, body: &'static str| {
+        let js = at_leader.clone();
+        async move {
+            let message = PublishMessage::build()
+                .expected_last_subject_sequence(expected)
+                .payload(body.into());
+            js.send_publish("chain.p", message).await?.await
+        }
+    };
+    let first = append(0, "v1").await?.sequence;
+    // Every replica holds v1 before the cut.
+    paytrack_tests::eventually(Duration::from_secs(60), "v1 on every replica", || {
+        let js = at_leader.clone();
+        async move {
+            let info = js.get_stream("CHAIN").await.ok()?.info().await.ok()?.clone();
+            let replicas = info.cluster?.replicas;
+            (replicas.len() == 2 && replicas.iter().all(|r| r.current && r.lag.unwrap_or(0) == 0)).then_some(())
+        }
+    })
+    .await?;
+    // Replicas answer direct gets once they are set up to.
+    paytrack_tests::eventually(Duration::from_secs(60), "direct gets answered", || {
+        let client = lagging_client.clone();
+        async move {
+            let reply = client
+                .request("$JS.API.DIRECT.GET.CHAIN", r#"{"last_by_subj":"chain.p"}"#.into())
+                .await
+                .ok()?;
+            reply.headers.as_ref()?.get("Nats-Sequence").map(drop)
+        }
+    })
+    .await?;
+    // The handle the reconciler would hold, taken while the node is still joined.
+    let status = at_lagging.get_stream("CHAIN").await?;
+    cluster.isolate(lagging, true);
+    let second = paytrack_tests::eventually(Duration::from_secs(60), "v2 appended without the cut node", || {
+        let append = &append;
+        async move { append(first, "v2").await.ok().map(|ack| ack.sequence) }
+    })
+    .await?;
+
+    // The hazard exists: the cut-off replica answers a direct get with v1.
+    // Once it has set up its own responder (its peers' answers are out of reach).
+    let stale = paytrack_tests::eventually(Duration::from_secs(60), "the cut-off replica's answer", || {
+        let client = lagging_client.clone();
+        async move {
+            let reply = client
+                .request("$JS.API.DIRECT.GET.CHAIN", r#"{"last_by_subj":"chain.p"}"#.into())
+                .await
+                .ok()?;
+            reply
+                .headers
+                .as_ref()?
+                .get("Nats-Sequence")?
+                .as_str()
+                .parse::<u64>()
+                .ok()
+        }
+    })
+    .await?;
+    assert_eq!(stale, first, "the cut-off replica answers from its own copy");
+
+    // The reconciler's read through the same node never returns that copy: the
+    // leader is out of its reach, so it fails rather than answer v1.
+    let read = paytrack_nats::last_message(&status, "chain.p").await;
+    assert!(
+        !matches!(&read, Ok(Some(m)) if m.sequence == first),
+        "the read before an append answered from a lagging replica: {:?}",
+        read.map(|m| m.map(|m| m.sequence))
+    );
+
+    // An append based on the old copy is refused by the leader.
+    let refused = append(first, "v2-fork").await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == PublishErrorKind::WrongLastSequence),
+        "an append expecting v1 after v2: {refused:?}"
+    );
+
+    cluster.isolate(lagging, false);
+    let healed = paytrack_tests::eventually(Duration::from_secs(90), "the read through the healed node", || {
+        let status = status.clone();
+        async move { paytrack_nats::last_message(&status, "chain.p").await.ok().flatten() }
+    })
+    .await?;
+    assert_eq!(healed.sequence, second, "the leader's newest, through the healed node");
     Ok(())
 }

@@ -1,41 +1,80 @@
-//! Telling a redelivered transition from a rewritten one.
+//! Telling a redelivered transition from a rewritten one, and following a rewrite.
 //!
 //! The projection keys every transition by `(tenant, payment, version)`, so a
 //! transition whose version is already projected is normally a redelivery or a
-//! replay and changes nothing. There is one other way to meet a projected version
+//! replay and changes nothing. There are other ways to meet a projected version
 //! again: the broker lost the tail of PAYTRACK_STATUS (a corrupted or truncated
-//! message block; docs/durability-bitflip.md), the reconciler, which sees only the
-//! shortened chain, decided the payment's next fact again and wrote a version the
-//! projection already holds, with different content. Dropping it as a duplicate
-//! would leave the projection and the stream disagreeing without anyone knowing. So a
-//! projected version is compared by the fact that caused it: the same fact is a
-//! redelivery; another fact raises a `history_diverged` alert (one per rewritten
-//! version), and the projection keeps its own version until an operator resolves it.
+//! message block, docs/durability-bitflip.md; or a power loss under the default sync,
+//! docs/durability.md) and the reconciler, which sees only the shortened chain,
+//! decided the payment's next facts again and wrote versions the projection already
+//! holds, with different content; or two appends of one version both landed (a
+//! forked chain). Dropping such a transition as a duplicate would leave the
+//! projection and the stream disagreeing for good. So a projected version is compared
+//! by the fact that caused it: the same fact (at that version or any other of the
+//! payment's) is a repeat; another fact raises a `history_diverged` alert (one per
+//! rewritten version and fact), and when the rewrite is newer than what the
+//! projection shows (a later stream sequence, or decided later) it is the chain the
+//! reconciler continues: the projection takes it as its own next version, after
+//! everything it recorded (nothing is removed; the ledger moves by the difference,
+//! like any transition). A rewrite older than the projection's current version (the
+//! losing twin of a fork, met late) is recorded by its alert only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+use paytrack_shared::Status;
 use paytrack_shared::envelope::Transition;
 use sqlx::{Postgres, Transaction};
 
 /// The alert kind raised when the stream rewrote a projected version.
 pub const KIND: &str = "history_diverged";
 
+/// The projection's current version of a payment, as a rewrite is weighed against it.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// Its status (None: a status this build does not know).
+    pub status: Option<Status>,
+    /// Its version.
+    pub version: i64,
+    /// The PAYTRACK_STATUS sequence it was projected from.
+    pub seq: i64,
+    /// When the reconciler decided it (None: not read yet; read from the timeline
+    /// only when a rewrite is weighed, which is rare).
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+/// What a transition of an already projected version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A redelivery or replay of a projected transition: nothing to do.
+    Repeat,
+    /// A rewrite older than the projection's current version: alerted, not applied.
+    Superseded,
+    /// A rewrite the reconciler continues from: projected as the next version.
+    Adopt,
+}
+
 /// The projected transitions of one batch, by `(tenant, payment, version)`: the
 /// cause's fact and the status (those applied earlier in the batch are not in the
-/// table yet).
+/// table yet), and the facts applied per payment.
 #[derive(Debug, Default)]
-pub struct Projected(HashMap<(String, String, i64), (String, String)>);
+pub struct Projected {
+    versions: HashMap<(String, String, i64), (String, String)>,
+    facts: HashSet<(String, String, String)>,
+}
 
 impl Projected {
-    /// Notes a transition applied by this batch.
+    /// Notes a transition applied by this batch as `version`.
     pub fn note(&mut self, key: &(String, String), version: i64, transition: &Transition) {
-        self.0.insert(
+        self.versions.insert(
             (key.0.clone(), key.1.clone(), version),
             (
                 transition.cause.fact_id.to_string(),
                 transition.status.as_str().to_owned(),
             ),
         );
+        self.facts
+            .insert((key.0.clone(), key.1.clone(), transition.cause.fact_id.clone()));
     }
 
     /// The fact and status the projection holds for `version` of `key`.
@@ -45,7 +84,7 @@ impl Projected {
         key: &(String, String),
         version: i64,
     ) -> Result<Option<(String, String)>, sqlx::Error> {
-        if let Some(held) = self.0.get(&(key.0.clone(), key.1.clone(), version)) {
+        if let Some(held) = self.versions.get(&(key.0.clone(), key.1.clone(), version)) {
             return Ok(Some(held.clone()));
         }
         sqlx::query_as(
@@ -57,12 +96,34 @@ impl Projected {
         .fetch_optional(&mut **tx)
         .await
     }
+
+    /// Whether `fact` caused any projected version of `key`.
+    async fn applied(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        key: &(String, String),
+        fact: &str,
+    ) -> Result<bool, sqlx::Error> {
+        if self.facts.contains(&(key.0.clone(), key.1.clone(), fact.to_owned())) {
+            return Ok(true);
+        }
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 AND fact_id = $3 LIMIT 1",
+        )
+        .bind(&key.0)
+        .bind(&key.1)
+        .bind(fact)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(found.is_some())
+    }
 }
 
-/// Checks a transition whose version is already projected: nothing to do when it
-/// was caused by the same fact (a redelivery); otherwise the stream rewrote that
-/// version, and a `history_diverged` alert is stored in the same transaction.
-/// Answers whether it diverged.
+/// Checks a transition whose version is already projected: a repeat when its fact
+/// caused a projected version; otherwise the stream rewrote that version, and a
+/// `history_diverged` alert is stored in the same transaction, saying whether the
+/// rewrite is adopted (newer than `current`, the projection's current version) or
+/// superseded.
 pub async fn check(
     tx: &mut Transaction<'_, Postgres>,
     projected: &Projected,
@@ -70,13 +131,25 @@ pub async fn check(
     version: i64,
     status_seq: i64,
     transition: &Transition,
-) -> Result<bool, sqlx::Error> {
+    current: Option<&Current>,
+) -> Result<Verdict, sqlx::Error> {
     let Some((held_fact, held_status)) = projected.held(tx, key, version).await? else {
-        return Ok(false);
+        return Ok(Verdict::Repeat);
     };
-    if held_fact == transition.cause.fact_id {
-        return Ok(false);
+    if held_fact == transition.cause.fact_id || projected.applied(tx, key, &transition.cause.fact_id).await? {
+        return Ok(Verdict::Repeat);
     }
+    let verdict = match current {
+        Some(c)
+            if status_seq > c.seq
+                || decided_at(tx, key, c)
+                    .await?
+                    .is_some_and(|at| transition.recorded_at > at) =>
+        {
+            Verdict::Adopt
+        }
+        _ => Verdict::Superseded,
+    };
     let stream_status = transition.status.as_str();
     tracing::error!(
         tenant = %transition.tenant,
@@ -89,16 +162,24 @@ pub async fn check(
         "PAYTRACK_STATUS rewrote a projected version: the broker lost transitions"
     );
     metrics::counter!("paytrack_projector_history_diverged_total").increment(1);
+    let outcome = match verdict {
+        Verdict::Adopt => "the projection takes the stream's version as its next one (its earlier versions stay \
+                           on the timeline); check the payment with its provider"
+            .to_owned(),
+        _ => format!(
+            "the projection keeps {held_status}: the stream's version is older than the projection's current one"
+        ),
+    };
     let detail = format!(
         "version {version} is projected as {held_status} (fact {held_fact}) but PAYTRACK_STATUS now holds it as \
-         {stream_status} (fact {}, sequence {status_seq}): the broker lost transitions the projection had; the \
-         projection keeps {held_status} until the payment is checked with its provider",
+         {stream_status} (fact {}, sequence {status_seq}): the broker lost or forked transitions; {outcome}",
         transition.cause.fact_id
     );
     let evidence = serde_json::json!({
         "version": version,
         "projected": {"status": held_status, "fact_id": held_fact},
         "stream": {"status": stream_status, "fact_id": transition.cause.fact_id, "status_seq": status_seq},
+        "adopted": verdict == Verdict::Adopt,
     })
     .to_string();
     // One alert per rewritten version and fact: a redelivery of the rewritten
@@ -119,5 +200,34 @@ pub async fn check(
     .bind(&transition.trace_id)
     .execute(&mut **tx)
     .await?;
-    Ok(true)
+    Ok(verdict)
+}
+
+/// When the reconciler decided `current`, the projection's current version of `key`.
+async fn decided_at(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &(String, String),
+    current: &Current,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    if let Some(at) = current.recorded_at {
+        return Ok(Some(at));
+    }
+    sqlx::query_scalar(
+        "SELECT recorded_at FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 AND version = $3",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .bind(current.version)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// `transition` as the projection's `version`, following its `current` status: how
+/// an adopted rewrite continues the projection.
+pub fn rebase(transition: &Transition, version: i64, current: Option<&Current>) -> Transition {
+    Transition {
+        version: u64::try_from(version).unwrap_or(transition.version),
+        previous_status: current.and_then(|c| c.status).or(transition.previous_status),
+        ..transition.clone()
+    }
 }

@@ -97,6 +97,9 @@ struct State {
     amounts: Option<Amounts>,
     /// When the money was captured (None: nothing captured).
     captured_at: Option<DateTime<Utc>>,
+    /// The current version's status, stream sequence and decision time (None for a
+    /// payment not projected yet): what a rewritten version is weighed against.
+    current: Option<crate::divergence::Current>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,14 +208,23 @@ async fn apply_in(
     .bind(&payments)
     .execute(&mut **tx)
     .await?;
-    type Row = (String, String, i64, i64, Option<String>, Option<DateTime<Utc>>);
+    type Row = (
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        String,
+        i64,
+    );
     let current: Vec<Row> = sqlx::query_as(
         // One index probe per payment, whatever the planner thinks of the table's size:
         // a hash join over a seq scan of `payments` costs each batch the whole table.
-        "SELECT u.t, u.id, p.version, p.ledger_minor, p.amounts::text, p.captured_at
+        "SELECT u.t, u.id, p.version, p.ledger_minor, p.amounts::text, p.captured_at, p.status, p.status_seq
          FROM unnest($1::text[], $2::text[]) AS u(t, id)
          CROSS JOIN LATERAL (
-           SELECT version, ledger_minor, amounts, captured_at FROM payments
+           SELECT version, ledger_minor, amounts, captured_at, status, status_seq FROM payments
             WHERE tenant = u.t AND payment_id = u.id LIMIT 1
          ) p",
     )
@@ -222,18 +234,26 @@ async fn apply_in(
     .await?;
     let mut state: HashMap<(String, String), State> = current
         .into_iter()
-        .map(|(t, p, version, ledger_minor, amounts, captured_at)| {
-            let amounts = amounts.and_then(|a| serde_json::from_str(&a).ok());
-            (
-                (t, p),
-                State {
-                    version,
-                    ledger_minor,
-                    amounts,
-                    captured_at,
-                },
-            )
-        })
+        .map(
+            |(t, p, version, ledger_minor, amounts, captured_at, status, status_seq)| {
+                let amounts = amounts.and_then(|a| serde_json::from_str(&a).ok());
+                (
+                    (t, p),
+                    State {
+                        version,
+                        ledger_minor,
+                        amounts,
+                        captured_at,
+                        current: Some(crate::divergence::Current {
+                            status: Status::parse(&status),
+                            version,
+                            seq: status_seq,
+                            recorded_at: None,
+                        }),
+                    },
+                )
+            },
+        )
         .collect();
 
     let model = StatusModel::get();
@@ -265,13 +285,25 @@ async fn apply_in(
             Item::Transition(t) => t,
         };
         let key = item.key();
-        let version = int(t.version, "version")?;
+        let mut version = int(t.version, "version")?;
         let known = state.get(&key).cloned().unwrap_or_default();
+        let rebased;
+        let mut t: &Transition = t;
         if version <= known.version {
-            // A redelivery, unless the stream rewrote the version (divergence.rs).
-            crate::divergence::check(tx, &projected, &key, version, seq, t).await?;
-            result.applied.push(Applied::Duplicate);
-            continue;
+            // A redelivery, unless the stream rewrote the version (divergence.rs): then
+            // its new chain, when it is the one the reconciler continues, becomes the
+            // projection's next version.
+            match crate::divergence::check(tx, &projected, &key, version, seq, t, known.current.as_ref()).await? {
+                crate::divergence::Verdict::Repeat | crate::divergence::Verdict::Superseded => {
+                    result.applied.push(Applied::Duplicate);
+                    continue;
+                }
+                crate::divergence::Verdict::Adopt => {
+                    version = known.version + 1;
+                    rebased = crate::divergence::rebase(t, version, known.current.as_ref());
+                    t = &rebased;
+                }
+            }
         }
         if version != known.version + 1 {
             result.applied.push(Applied::Deferred);
@@ -390,6 +422,12 @@ async fn apply_in(
                 ledger_minor,
                 amounts: t.amounts.clone().or(known.amounts),
                 captured_at,
+                current: Some(crate::divergence::Current {
+                    status: Some(t.status),
+                    version,
+                    seq,
+                    recorded_at: Some(t.recorded_at),
+                }),
             },
         );
         result.applied.push(Applied::New);

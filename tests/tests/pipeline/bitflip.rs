@@ -9,8 +9,9 @@
 //! out again. The projection in PostgreSQL still holds the lost transitions. When the
 //! payment moves on, the reconciler (which sees only the shortened chain) writes the
 //! lost version again with different content; the projector must not take that for a
-//! redelivery and drop it: it raises a `history_diverged` alert and keeps its own
-//! version, so the divergence is never silent.
+//! redelivery and drop it: it raises a `history_diverged` alert, so the divergence is
+//! never silent, and takes the stream's new chain as the payment's next versions, so
+//! the projection converges on what the reconciler continues from.
 
 use std::path::{Path, PathBuf};
 
@@ -193,12 +194,42 @@ async fn lost_transition_is_noticed(damage: Damage) -> anyhow::Result<()> {
         "the alert names both versions: {}",
         raised.1
     );
-    let (status, version, ..) = mesh.wait_for_row(&payment, 2).await?;
+    // Converged: the stream's new chain is the payment's history from here on (the
+    // reconciler continues it), so the projection takes it as its next version, after
+    // what it had; nothing it recorded is removed, and the ledger moves by postings.
+    let (status, version, ..) = mesh.wait_for_row(&payment, 3).await?;
     assert_eq!(
         (status.as_str(), version),
-        ("succeeded", 2),
-        "the projection keeps its version"
+        ("failed", 3),
+        "the projection follows the stream's rewritten chain"
     );
+    let timeline: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT version, status FROM payment_timeline WHERE tenant = $1 AND payment_id = $2 ORDER BY version",
+    )
+    .bind(mesh.tenant.as_str())
+    .bind(&payment)
+    .fetch_all(&mesh.db)
+    .await?;
+    assert_eq!(
+        timeline,
+        vec![
+            (1, "pending".to_owned()),
+            (2, "succeeded".to_owned()),
+            (3, "failed".to_owned())
+        ],
+        "what was projected stays on the timeline"
+    );
+    let unbalanced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
+           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
+    )
+    .bind(mesh.tenant.as_str())
+    .fetch_one(&mesh.db)
+    .await?;
+    assert_eq!(unbalanced, 0, "every journal entry balances");
+    // A redelivery or replay of the rewritten transition changes nothing more.
+    let again = mesh.wait_for_row(&payment, 3).await?;
+    assert_eq!((again.0.as_str(), again.1), ("failed", 3));
     // The bystander whose facts came after the damage stays as projected.
     let (status, version, ..) = mesh.wait_for_row("pay_bystander", 1).await?;
     assert_eq!((status.as_str(), version), ("pending", 1));
