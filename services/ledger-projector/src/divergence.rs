@@ -74,7 +74,7 @@ impl Projected {
             ),
         );
         self.facts
-            .insert((key.0.clone(), key.1.clone(), transition.cause.fact_id.clone()));
+            .insert((key.0.clone(), key.1.clone(), transition.cause.fact_id.to_string()));
     }
 
     /// The fact and status the projection holds for `version` of `key`.
