@@ -33,7 +33,7 @@ case "$figure" in
 esac
 
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
-if ! command -v inferno-flamegraph >/dev/null || [[ "$(inferno-flamegraph --version 2>/dev/null)" != *"$inferno_version"* ]]; then
+if ! command -v inferno-flamegraph >/dev/null || ! cargo install --list | grep -qx "inferno v$inferno_version:"; then
   cargo install --locked --version "$inferno_version" inferno
 fi
 [[ -x "$bench" ]] || (cd "$repo" && cargo build --profile profiling --locked -p paytrack-bench)
@@ -53,14 +53,14 @@ done
 perf record -F 99 --call-graph dwarf,32768 -p "$pid" -o "$work/perf.data" -- sleep "$secs" 2>"$work/perf.log"
 wait "$pid" || { tail -n 30 "$log" >&2; echo "the bench run failed" >&2; exit 1; }
 
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/folded"
+perf script -i "$work/perf.data" --no-inline 2>/dev/null | inferno-collapse-perf >"$work/folded"
 inferno-flamegraph --title "paytrack-bench: $figure (${args[*]})" <"$work/folded" >"$out/flame-$figure.svg"
+perf report -i "$work/perf.data" --no-inline --no-children --sort symbol --stdio >"$work/report" 2>/dev/null || true
 {
   echo "# perf record -F 99 --call-graph dwarf of the bench process, $secs s: paytrack-bench ${args[*]}"
   echo "# top symbols by self time"
-  perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -n 40
+  grep -E '^ +[0-9.]+%' "$work/report" | head -n 40 | sed -E 's/ +- +- *$//; s/ +$//' || true
   echo "# the run's own figures"
-  grep -E '^\| [0-9]' "$work/results/results.md" || true
+  grep -E '^(\| [0-9]|- )' "$work/results/results.md" || true
 } >"$out/flame-$figure.txt"
 echo "wrote $out/flame-$figure.svg and $out/flame-$figure.txt"
