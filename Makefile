@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-.PHONY: help up down test smoke lint logs clean bench chaos chaos-short chaos-build
+.PHONY: help up down test smoke lint logs clean bench bench-quick chaos chaos-short chaos-build
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -34,11 +34,15 @@ smoke: ## Run the stack on its own ports, follow the README, check the dashboard
 
 bench: export PAYTRACK_NATS_SERVER := $(CURDIR)/.dev/bin/nats-server
 bench: BENCH_ARGS ?= --multi-edge
-bench: ## Build release, measure capacity against same-run ceilings (about 4 min idle, plus the release build); writes bench/results/
+bench: BENCH_OUT ?= bench/results
+bench: ## Build release, measure capacity against same-run ceilings, durable PostgreSQL, 60 s loads (about 20 min idle, plus the build); writes bench/results/
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
-	cargo build --release --locked -p paytrack-bench
-	ulimit -n $$(ulimit -Hn) && "$${CARGO_TARGET_DIR:-target}/release/paytrack-bench" --out bench/results $(BENCH_ARGS)
+	cargo build --profile profiling --locked -p paytrack-bench
+	ulimit -n $$(ulimit -Hn) && "$${CARGO_TARGET_DIR:-target}/profiling/paytrack-bench" --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-quick: ## The lighter variant of `make bench`: 5 s loads, labelled as such in its results; writes .dev/bench-quick/
+	$(MAKE) bench BENCH_OUT=.dev/bench-quick BENCH_ARGS="--multi-edge --load-secs 5"
 
 # The service binaries run as separate processes next to the chaos harness.
 CHAOS_BIN := $${CARGO_TARGET_DIR:-target}/debug/paytrack-chaos

@@ -20,6 +20,16 @@ const SOURCES: u8 = 8;
 /// Subscribes retried after an error that says "retry" before the session counts as failed.
 const MAX_SUBSCRIBE_RETRIES: u64 = 10;
 
+/// Gaps and duplicates seen by every edge session of this process, every section
+/// together: the run's continuity checks (both must stay 0).
+static GAPS: AtomicU64 = AtomicU64::new(0);
+static DUPLICATES: AtomicU64 = AtomicU64::new(0);
+
+/// (gaps, duplicates) seen so far by this process's edge sessions.
+pub fn continuity() -> (u64, u64) {
+    (GAPS.load(Ordering::Relaxed), DUPLICATES.load(Ordering::Relaxed))
+}
+
 /// When each transition reached a client: `(payment_id:status, time)`.
 #[derive(Default)]
 pub struct Recorder {
@@ -308,6 +318,9 @@ async fn run_edge(
     connects: &Semaphore,
 ) -> anyhow::Result<()> {
     let url = format!("ws://{}/v1/ws", target.addr);
+    // Only paytrack's edge (which needs a token) counts toward the run's continuity
+    // checks; the bare comparison server does not keep positions.
+    let edge = target.token.is_some();
     let mut ws = connect(&url, target.addr, source, target.token.as_deref(), connects).await?;
     let subscribe = |state: &Mutex<ChannelState>| -> anyhow::Result<String> {
         let s = state.lock().map_err(|_| anyhow::anyhow!("state lock"))?;
@@ -354,10 +367,16 @@ async fn run_edge(
                     let mut s = state.lock().map_err(|_| anyhow::anyhow!("state lock"))?;
                     if seq <= s.last_seq {
                         s.duplicates += 1;
+                        if edge {
+                            DUPLICATES.fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
                     if prev != s.last_seq {
                         s.gaps += 1;
+                        if edge {
+                            GAPS.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     s.last_seq = seq;
                 }
@@ -369,6 +388,22 @@ async fn run_edge(
                     );
                     recorder.record(key);
                 }
+            }
+            Some("heartbeat") => {
+                // As a real client does: answer each heartbeat with the position it has
+                // processed on its channel (the edge closes a silent session).
+                let ack = {
+                    let s = state.lock().map_err(|_| anyhow::anyhow!("state lock"))?;
+                    let mut positions = serde_json::Map::new();
+                    if let Some(epoch) = &s.epoch {
+                        positions.insert(
+                            channel.to_owned(),
+                            serde_json::json!({"epoch": epoch, "seq": s.last_seq}),
+                        );
+                    }
+                    serde_json::json!({"type": "ack", "positions": positions}).to_string()
+                };
+                ws.send(Message::Text(ack.into())).await?;
             }
             Some("error") if value["code"] == 4029 || value["code"] == 1011 => {
                 // The tenant's subscribe queue is full (4029), or the edge could not

@@ -1,6 +1,9 @@
 //! The mesh a run measures, and what every section needs from it: signed webhooks,
 //! separate edge processes, JetStream counters.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -20,15 +23,36 @@ pub struct Ctx {
     pub plan: Plan,
     /// An operator token valid for the whole run.
     pub token: String,
+    /// The edge's heartbeat interval: the shipped default, so clients answer
+    /// heartbeats as real ones do.
+    pub heartbeat_ms: u64,
+    /// Where paytrack's log lines go (every in-process service and each edge process).
+    pub log_dir: PathBuf,
+    /// Payments whose webhook ingest acknowledged with a 2xx: each must reach the
+    /// projection (a missing one is a lost ack).
+    acked: Mutex<HashSet<String>>,
     edges: AtomicU32,
 }
 
 impl Ctx {
-    /// Starts the mesh with rare heartbeats (silent clients are not closed).
-    pub async fn start(plan: Plan) -> anyhow::Result<Ctx> {
+    /// Starts the mesh as `make up` runs it: PostgreSQL durable, paytrack logging at
+    /// its default level (`info`) to files under `log_dir`, and the default heartbeat,
+    /// which the bench's clients answer.
+    pub async fn start(plan: Plan, log_dir: PathBuf) -> anyhow::Result<Ctx> {
+        paytrack_tests::pg::durable()?;
+        std::fs::create_dir_all(&log_dir)?;
+        let log = std::fs::File::create(log_dir.join("paytrack.log")).context("create the log file")?;
+        paytrack_shared::telemetry::init(
+            "paytrack",
+            paytrack_shared::telemetry::LogSink::JsonTo(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+                std::sync::Arc::new(log),
+            )),
+        );
+        let heartbeat_ms = paytrack_shared::config::Settings::from_pairs([])?.heartbeat_ms;
         let mesh = Mesh::start_with(MeshOptions {
             edge_max_subscriptions: 100,
-            ..MeshOptions::quiet()
+            heartbeat_ms,
+            ..MeshOptions::default()
         })
         .await?;
         let token = mesh.jwt.mint("bench-operator", &mesh.tenant, 6 * 3600, None, None);
@@ -36,8 +60,82 @@ impl Ctx {
             mesh,
             plan,
             token,
+            heartbeat_ms,
+            log_dir,
+            acked: Mutex::default(),
             edges: AtomicU32::new(0),
         })
+    }
+
+    /// The PostgreSQL settings that decide durability, as the server reports them
+    /// (`fsync=on, synchronous_commit=on, full_page_writes=on`).
+    pub async fn pg_durability(&self) -> anyhow::Result<String> {
+        let mut settings = Vec::new();
+        for name in ["fsync", "synchronous_commit", "full_page_writes"] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+                .fetch_one(&self.mesh.db)
+                .await?;
+            settings.push(format!("{name}={value}"));
+        }
+        Ok(settings.join(", "))
+    }
+
+    /// Bytes of log written so far by paytrack (every file under the log directory).
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.log_dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Remembers that ingest acknowledged a webhook of `payment`.
+    pub fn acked(&self, payment: &str) {
+        if let Ok(mut acked) = self.acked.lock() {
+            acked.insert(payment.to_owned());
+        }
+    }
+
+    /// Acknowledged payments the projection does not hold once the mesh has drained
+    /// (waiting up to `within` for the last ones): lost acks.
+    pub async fn lost_acks(&self, within: Duration) -> anyhow::Result<(usize, usize)> {
+        let acked: Vec<String> = self
+            .acked
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
+        let count_missing = || async {
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM payments WHERE tenant = $1 AND payment_id = ANY($2)")
+                    .bind(self.mesh.tenant.as_str())
+                    .bind(&acked)
+                    .fetch_one(&self.mesh.db)
+                    .await?;
+            Ok::<_, anyhow::Error>(acked.len().saturating_sub(usize::try_from(held).unwrap_or(0)))
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let missing = count_missing().await?;
+            if missing == 0 || tokio::time::Instant::now() > deadline {
+                return Ok((missing, acked.len()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Journal entries whose legs do not sum to zero in some currency (the database's
+    /// trigger refuses them at commit: any here is a defect).
+    pub async fn unbalanced_entries(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM ledger_postings \
+             GROUP BY tenant, payment_id, version, currency HAVING sum(amount_minor) <> 0) unbalanced",
+        )
+        .fetch_one(&self.mesh.db)
+        .await?)
     }
 
     /// Starts a ws-edge in its own process on the mesh's NATS and waits until it is ready.
@@ -58,7 +156,7 @@ impl Ctx {
                 ("JWT_SECRET", self.mesh.jwt_secret.clone()),
                 ("EDGE_LISTEN", "127.0.0.1:0".into()),
                 ("EDGE_ID", format!("bench-edge-{n}")),
-                ("HEARTBEAT_MS", "120000".into()),
+                ("HEARTBEAT_MS", self.heartbeat_ms.to_string()),
                 ("NATS_ACK_TIMEOUT_MS", "5000".into()),
                 ("NATS_DUPLICATE_WINDOW_SECS", window.clone()),
                 ("NATS_DUPLICATE_WINDOW_IN_SECS", window.clone()),
@@ -71,8 +169,9 @@ impl Ctx {
             .into_iter()
             .map(|(k, v)| (format!("PAYTRACK_{k}"), v)),
         );
-        env.push(("RUST_LOG".into(), "error".into()));
-        let edge = servers::spawn_self("edge", &env).await?;
+        // RUST_LOG unset: the edge logs at its default level, to its own file.
+        let log = self.log_dir.join(format!("edge-{n}.log"));
+        let edge = servers::spawn_self("edge", &env, Some(log)).await?;
         servers::wait_ready(&reqwest::Client::new(), edge.addr).await?;
         Ok(edge)
     }
@@ -100,7 +199,9 @@ impl Ctx {
         if !response.status().is_success() {
             bail!("webhook for {payment} answered {}", response.status());
         }
-        Ok(SystemTime::now())
+        let at = SystemTime::now();
+        self.acked(payment);
+        Ok(at)
     }
 
     /// Posts many webhooks with `concurrency` in flight; `item(i)` names payment, status, merchant.

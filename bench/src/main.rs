@@ -48,6 +48,22 @@ struct Cli {
     /// Only these sections (numbers 1-6, comma separated); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
+    /// Seconds each end-to-end load is sustained (60 in the full run). A shorter one
+    /// is a lighter variant, and the results label it so.
+    #[arg(long)]
+    load_secs: Option<u64>,
+    /// Only these end-to-end loads (transitions/s, comma separated), e.g. to profile one.
+    #[arg(long, value_delimiter = ',')]
+    loads: Vec<u32>,
+    /// Only these end-to-end session counts (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<usize>,
+    /// Only these projector sizes (transitions preloaded, comma separated).
+    #[arg(long, value_delimiter = ',')]
+    projector_sizes: Vec<usize>,
+    /// Where paytrack's log files go (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -89,18 +105,32 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let plan = match (cli.smoke, cli.scale) {
+    let mut plan = match (cli.smoke, cli.scale) {
         (true, _) => Plan::smoke(),
         (false, s) if (s - 1.0).abs() < f64::EPSILON => Plan::full(),
         (false, s) => Plan::scaled(s),
     };
+    if !cli.loads.is_empty() {
+        plan.e2e_loads = cli.loads.clone();
+    }
+    if !cli.sessions.is_empty() {
+        plan.e2e_sessions = cli.sessions.clone();
+    }
+    if !cli.projector_sizes.is_empty() {
+        plan.projector_sizes = cli.projector_sizes.clone();
+    }
+    if let Some(secs) = cli.load_secs {
+        plan.e2e_step = std::time::Duration::from_secs(secs.max(1));
+    }
+    let log_tmp = tempfile::tempdir()?;
+    let log_dir = cli.log_dir.clone().unwrap_or_else(|| log_tmp.path().to_path_buf());
     let wanted = |n: u8| cli.only.is_empty() || cli.only.contains(&n);
     std::fs::create_dir_all(&cli.out)?;
     progress(&format!(
         "starting the mesh ({} run)",
         if plan.smoke { "smoke" } else { "full" }
     ));
-    let ctx = Arc::new(ctx::Ctx::start(plan).await?);
+    let ctx = Arc::new(ctx::Ctx::start(plan, log_dir).await?);
     let mut report = Report::default();
     // A section that fails is reported as such and the run goes on, so one failure
     // does not cost the other figures; the run still exits non-zero at the end.
@@ -147,25 +177,94 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     section!(6, report::SECTIONS[5], sections::polling::run(&ctx, &mut report));
     section!(5, report::SECTIONS[4], sections::projector::run(&ctx, &mut report));
     ctx.mesh.check_services()?;
+    let broken = correctness(&ctx, &mut report).await?;
     report.notes.extend(notes(&ctx.plan, cli.multi_edge));
+    let load_secs = ctx.plan.e2e_step.as_secs();
+    let lighter = if !ctx.plan.smoke && load_secs < plan::FULL_LOAD_SECS {
+        format!(
+            ", LIGHTER VARIANT: loads held {load_secs} s instead of {} s",
+            plan::FULL_LOAD_SECS
+        )
+    } else {
+        String::new()
+    };
     let mode = match (ctx.plan.smoke, cli.scale) {
         (true, _) => "smoke (tiny sizes: checks the harness, not the figures)".to_owned(),
-        (false, s) if (s - 1.0).abs() < f64::EPSILON => "full".to_owned(),
-        (false, s) => format!("full sizes scaled by {s}"),
+        (false, s) if (s - 1.0).abs() < f64::EPSILON => format!("full{lighter}"),
+        (false, s) => format!("full sizes scaled by {s}{lighter}"),
     };
-    let machine = machine::describe(&mode);
+    let machine = format!(
+        "{}{}",
+        machine::describe(&mode),
+        settings(&ctx, cli.log_dir.is_some()).await?
+    );
     report.draw(&cli.out)?;
     let markdown = report.markdown(&machine);
     std::fs::write(cli.out.join("results.md"), &markdown)?;
     println!("{markdown}");
     progress(&format!("wrote {}", cli.out.join("results.md").display()));
     anyhow::ensure!(failed.is_empty(), "sections failed: {failed:?}");
+    anyhow::ensure!(broken.is_empty(), "correctness checks not 0: {broken:?}");
     let missing = report.missing_sections();
     anyhow::ensure!(
         missing.is_empty() || !cli.only.is_empty(),
         "sections without figures: {missing:?}"
     );
     Ok(())
+}
+
+/// The settings the run measured the system with, as lines under the machine's: what
+/// `make up` runs, and anything lighter labelled as such.
+async fn settings(ctx: &ctx::Ctx, kept_logs: bool) -> anyhow::Result<String> {
+    let kept = if kept_logs { "" } else { " (removed after the run)" };
+    Ok(format!(
+        "- PostgreSQL: {} (durable, as `make up` runs it)\n\
+         - logs: paytrack at its default level (info), JSON lines to files: {:.1} MiB written over the run{kept}\n\
+         - client heartbeats: every session answers each heartbeat with its acks; heartbeat_ms={} (the default)\n\
+         - load duration: each end-to-end load sustained {} s, and ingest while the mesh consumes as long; ingest alone and its ceiling post their sizes as bursts\n",
+        ctx.pg_durability().await?,
+        ctx.log_bytes() as f64 / (1024.0 * 1024.0),
+        ctx.heartbeat_ms,
+        ctx.plan.e2e_step.as_secs(),
+    ))
+}
+
+/// The run's correctness checks, as rows of their own: gaps and duplicates seen by
+/// every client, unbalanced ledger entries, and acknowledged webhooks whose payment
+/// never reached the projection. Returns the checks that are not 0.
+async fn correctness(ctx: &ctx::Ctx, report: &mut Report) -> anyhow::Result<Vec<&'static str>> {
+    let section = report::SECTIONS[6];
+    let (gaps, duplicates) = client::continuity();
+    let unbalanced = u64::try_from(ctx.unbalanced_entries().await?).unwrap_or(u64::MAX);
+    let (lost, acked) = ctx.lost_acks(std::time::Duration::from_secs(120)).await?;
+    let checks = [
+        ("gaps", gaps, "every session's events, every section"),
+        ("duplicates", duplicates, "every session's events, every section"),
+        (
+            "unbalanced ledger entries",
+            unbalanced,
+            "journal entries whose legs do not sum to 0",
+        ),
+        (
+            "lost acks",
+            lost as u64,
+            "payments acknowledged 2xx but not in the projection",
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (name, count, what) in checks {
+        report.plain(
+            section,
+            format!("{acked} acknowledged payments"),
+            name,
+            count.to_string(),
+            what,
+        );
+        if count != 0 {
+            broken.push(name);
+        }
+    }
+    Ok(broken)
 }
 
 /// How the figures are taken, printed under the table.

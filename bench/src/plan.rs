@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// How long the full run sustains each end-to-end load: long enough to reach the
+/// saturation a burst of a few seconds hides.
+pub const FULL_LOAD_SECS: u64 = 60;
+
 /// Every size the sections use.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -15,7 +19,7 @@ pub struct Plan {
     pub e2e_sessions: Vec<usize>,
     /// Offered loads, transitions per second.
     pub e2e_loads: Vec<u32>,
-    /// How long each load is offered.
+    /// How long each end-to-end load is sustained (60 s in the full run).
     pub e2e_step: Duration,
     /// Sessions held by one process.
     pub fanout_sizes: Vec<usize>,
@@ -88,7 +92,7 @@ impl Plan {
             ingest_concurrency: 64,
             e2e_sessions: vec![2_000, 10_000],
             e2e_loads: vec![100, 300, 1_000],
-            e2e_step: Duration::from_secs(5),
+            e2e_step: Duration::from_secs(FULL_LOAD_SECS),
             fanout_sizes: vec![5_000, 15_000],
             multi_edge_sizes: vec![50_000, 100_000],
             storms: vec![

@@ -49,13 +49,14 @@ pub struct Report {
 }
 
 /// The section titles, in order; a complete table has rows for each.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "1. Ingest",
     "2. End to end",
     "3. Fan-out",
     "4. Reconnect storm",
     "5. Projector",
     "6. Polling baseline",
+    "7. Correctness",
 ];
 
 impl Report {

@@ -53,8 +53,13 @@ pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Starts this binary's hidden `subcommand` with `env`, and reads `listening <addr>`
-/// from its stdout. Closing its stdin (on drop) stops it.
-pub async fn spawn_self(subcommand: &str, env: &[(String, String)]) -> anyhow::Result<ServerProcess> {
+/// from its stdout; the rest of its stdout (its log lines) goes to `log`, when given.
+/// Closing its stdin (on drop) stops it.
+pub async fn spawn_self(
+    subcommand: &str,
+    env: &[(String, String)],
+    log: Option<PathBuf>,
+) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     command
@@ -68,22 +73,45 @@ pub async fn spawn_self(subcommand: &str, env: &[(String, String)]) -> anyhow::R
     let mut child = command.spawn().context("spawn bench server process")?;
     let stdout = child.stdout.take().context("child stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .context("server process did not report its address")??
-        .context("server process ended before listening")?;
-    let addr: SocketAddr = line
-        .strip_prefix("listening ")
-        .context("unexpected first line")?
-        .trim()
-        .parse()?;
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut file = match log {
+        Some(path) => Some(tokio::fs::File::create(path).await.context("create the server's log")?),
+        None => None,
+    };
+    // Its log lines may come before `listening`: they go to the log too.
+    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await?
+                .context("server process ended before listening")?;
+            if let Some(addr) = line.strip_prefix("listening ") {
+                return Ok::<_, anyhow::Error>(addr.trim().parse()?);
+            }
+            write_line(file.as_mut(), &line).await;
+        }
+    })
+    .await
+    .context("server process did not report its address")??;
+    // Keep draining stdout so the child never blocks on a full pipe, into its log file.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            write_line(file.as_mut(), &line).await;
+        }
+    });
     Ok(ServerProcess {
         addr,
         child,
         _dir: None,
     })
+}
+
+/// Appends `line` to `file`, when there is one (a lost log line is not a bench failure).
+async fn write_line(file: Option<&mut tokio::fs::File>, line: &str) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(file) = file {
+        let _ = file.write_all(line.as_bytes()).await;
+        let _ = file.write_all(b"\n").await;
+    }
 }
 
 /// A nats-server whose WebSocket listener serves clients (no TLS, no auth), and its
@@ -151,6 +179,8 @@ fn cancel_on_stdin_eof(token: tokio_util::sync::CancellationToken) {
 /// The hidden `edge` subcommand: a ws-edge from `PAYTRACK_*` variables.
 pub async fn edge_main() -> anyhow::Result<()> {
     let settings = paytrack_shared::config::Settings::from_env()?;
+    // Logs as a deployed edge writes them: its default level, its configured format.
+    paytrack_shared::telemetry::init_service("ws-edge", &settings)?;
     let config = paytrack_ws_edge::Config::from_settings(&settings)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let edge = paytrack_ws_edge::WsEdge::bind(config).await?;

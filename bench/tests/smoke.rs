@@ -22,6 +22,26 @@ fn smoke_run_writes_a_complete_table_and_every_plot() -> anyhow::Result<()> {
         assert!(table.contains(header), "results.md lacks {header:?}:\n{table}");
     }
     assert!(!table.contains("section failed"), "a section failed:\n{table}");
+    // The run is the system as `make up` runs it, and the results say so.
+    for setting in [
+        "- PostgreSQL: fsync=on, synchronous_commit=on, full_page_writes=on",
+        "- logs: paytrack at its default level (info)",
+        "- client heartbeats: every session answers each heartbeat with its acks; heartbeat_ms=15000 (the default)",
+        "- load duration: ",
+    ] {
+        assert!(
+            table.contains(setting),
+            "results.md does not state {setting:?}:\n{table}"
+        );
+    }
+    // The correctness checks are in the table, each at 0 (the run fails otherwise).
+    for check in ["gaps", "duplicates", "unbalanced ledger entries", "lost acks"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| 7. Correctness |") && l.contains(&format!("| {check} |")))
+            .unwrap_or_else(|| panic!("no correctness row {check:?}:\n{table}"));
+        assert!(row.contains("| 0 |"), "correctness check {check:?} is not 0: {row}");
+    }
     for section in [
         "1. Ingest",
         "2. End to end",

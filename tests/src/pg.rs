@@ -9,11 +9,40 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use sqlx::{Connection, PgConnection};
+
+/// Set by [`durable`]: the cluster runs with PostgreSQL's own durability settings.
+static DURABLE: AtomicBool = AtomicBool::new(false);
+/// The process's cluster, started on first use.
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// Makes the process's cluster durable as `make up` runs PostgreSQL (`fsync`,
+/// `synchronous_commit` and `full_page_writes` on, the server's defaults) instead of
+/// the tests' fast settings. Measurements call it before the first database is made;
+/// it fails once the cluster has started, since the settings would not apply.
+pub fn durable() -> anyhow::Result<()> {
+    if CLUSTER.get().is_some() {
+        bail!("the PostgreSQL cluster has already started with the tests' settings");
+    }
+    DURABLE.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The server's `-c` options: the tests' fast settings unless [`durable`] was asked
+/// for, the connection limit, and the profiling options.
+fn server_options() -> String {
+    let speed = if DURABLE.load(Ordering::SeqCst) {
+        ""
+    } else {
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
+    format!("{speed} -c max_connections=300{}", profiling_options())
+}
 
 struct Cluster {
     port: u16,
@@ -106,11 +135,11 @@ fn start_cluster() -> anyhow::Result<Cluster> {
     let port = crate::free_port()?;
     let postgres = pg_bin().join("postgres");
     let script = format!(
-        "{postgres} -D {data} -p {port} -k {dir_str} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{extra} >{dir_str}/log 2>&1 & \
+        "{postgres} -D {data} -p {port} -k {dir_str} -c listen_addresses=127.0.0.1{extra} \
+         >{dir_str}/log 2>&1 & \
          pid=$!; read _eof; kill -INT $pid; wait $pid; rm -rf {dir_str}",
         postgres = postgres.display(),
-        extra = profiling_options(),
+        extra = server_options(),
     );
     let mut supervisor = as_postgres("sh", &["-c", &script])
         .stdin(Stdio::piped())
@@ -175,7 +204,6 @@ pub async fn top_statements(db: &sqlx::PgPool, limit: i64) -> Vec<String> {
 }
 
 fn cluster() -> anyhow::Result<&'static Cluster> {
-    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     CLUSTER
         .get_or_init(|| start_cluster().map_err(|e| format!("{e:#}")))
         .as_ref()
@@ -237,12 +265,12 @@ pub fn start() -> anyhow::Result<()> {
     let dir = &cluster.dir;
     let postgres = pg_bin().join("postgres");
     let script = format!(
-        "{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{extra} >>{dir}/log 2>&1 & \
+        "{postgres} -D {dir}/data -p {port} -k {dir} -c listen_addresses=127.0.0.1{extra} \
+         >>{dir}/log 2>&1 & \
          pid=$!; read _eof; kill -INT $pid; wait $pid",
         postgres = postgres.display(),
         port = cluster.port,
-        extra = profiling_options(),
+        extra = server_options(),
     );
     let child = as_postgres("sh", &["-c", &script])
         .stdin(Stdio::piped())

@@ -157,7 +157,7 @@ async fn measure(ctx: &Ctx, kind: Kind) -> anyhow::Result<Vec<(usize, Figures)>>
     let (mut server, nats_url) = match kind {
         Kind::Edge => (ctx.spawn_edge().await?, None),
         Kind::Bare => {
-            let bare = servers::spawn_self("bare", &[]).await?;
+            let bare = servers::spawn_self("bare", &[], None).await?;
             (bare, None)
         }
         Kind::NatsWs => {

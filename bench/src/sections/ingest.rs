@@ -43,9 +43,14 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let (ingest_rate, latencies, raw_rate, raw) =
             measured.ok_or_else(|| anyhow::anyhow!("the ingest measurement did not run"))?;
         ctx.drain().await?;
-        // The same again while the mesh consumes what ingest stores (as in production).
-        progress(&format!("ingest: {size} webhooks while the mesh consumes them"));
-        let (live_rate, live) = post_all(ctx, &bodies_live, concurrency).await?;
+        // The same again while the mesh consumes what ingest stores (as in production),
+        // sustained as long as an end-to-end load.
+        let sustain = ctx.plan.e2e_step;
+        progress(&format!(
+            "ingest: webhooks for {} s while the mesh consumes them",
+            sustain.as_secs()
+        ));
+        let (live_rate, live) = post_for(ctx, &bodies_live, sustain, concurrency).await?;
 
         let label = format!("{size} webhooks");
         let ceiling = "raw JetStream publish+ack";
@@ -79,7 +84,10 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         report.plain(
             SECTION,
             &label,
-            "accepted webhooks/s, p50 / p99, while the mesh consumes them",
+            &format!(
+                "accepted webhooks/s, p50 / p99, while the mesh consumes them (sustained {} s)",
+                sustain.as_secs()
+            ),
             format!(
                 "{} /s, {} / {} ms",
                 crate::report::num(live_rate),
@@ -128,6 +136,36 @@ async fn post_all(
         stats::record(&mut latencies, r?);
     }
     Ok((bodies.len() as f64 / started.elapsed().as_secs_f64(), latencies))
+}
+
+/// Signs and posts `bodies` over and over (each round under new payment ids) with
+/// `concurrency` in flight until `duration` has passed: the rate and latencies.
+async fn post_for(
+    ctx: &Ctx,
+    bodies: &[String],
+    duration: std::time::Duration,
+    concurrency: usize,
+) -> anyhow::Result<(f64, hdrhistogram::Histogram<u64>)> {
+    let started = Instant::now();
+    let mut latencies = histogram();
+    let mut posted = 0usize;
+    for round in 0.. {
+        // A repeated body is a new payment: its ids carry the round.
+        let renamed: Vec<String> = bodies
+            .iter()
+            .map(|b| {
+                b.replace("\"payment_id\":\"", &format!("\"payment_id\":\"r{round}"))
+                    .replace("\"provider_ref\":\"pr_", &format!("\"provider_ref\":\"pr_r{round}"))
+            })
+            .collect();
+        let (_, h) = post_all(ctx, &renamed, concurrency).await?;
+        latencies.add(&h)?;
+        posted += renamed.len();
+        if started.elapsed() >= duration || bodies.is_empty() {
+            break;
+        }
+    }
+    Ok((posted as f64 / started.elapsed().as_secs_f64(), latencies))
 }
 
 /// Publishes every body straight to the ceiling stream with `Nats-Msg-Id`, awaiting

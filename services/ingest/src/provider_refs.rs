@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{consumer, kv, stream};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -105,7 +105,6 @@ impl Parked {
 /// The provider-reference store (cheap to clone).
 #[derive(Clone)]
 pub struct ProviderRefs {
-    js: jetstream::Context,
     store: std::sync::Arc<OnceCell<(kv::Store, stream::Stream)>>,
     publisher: FactPublisher,
     max_parked_per_tenant: usize,
@@ -128,7 +127,6 @@ impl ProviderRefs {
     /// opened on first use (and by [`ProviderRefs::open`] at start).
     pub(crate) fn new(publisher: FactPublisher) -> ProviderRefs {
         ProviderRefs {
-            js: publisher.jetstream().clone(),
             store: std::sync::Arc::default(),
             publisher,
             max_parked_per_tenant: DEFAULT_MAX_PARKED_PER_TENANT,
@@ -157,9 +155,10 @@ impl ProviderRefs {
     async fn bucket(&self) -> Result<&(kv::Store, stream::Stream), ProviderRefsError> {
         self.store
             .get_or_try_init(|| async {
-                let store = self.js.get_key_value(BUCKET).await.map_err(nats)?;
+                let store = self.publisher.jetstream().get_key_value(BUCKET).await.map_err(nats)?;
                 let stream = self
-                    .js
+                    .publisher
+                    .jetstream()
                     .get_stream(paytrack_shared::subjects::STREAM_PROVIDER_REFS)
                     .await
                     .map_err(nats)?;

@@ -1,6 +1,7 @@
 //! Recording inbound facts in PAYTRACK_IN, with the answer a webhook sender needs:
 //! stored (or already stored), or "try again".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
@@ -19,12 +20,19 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-/// Publishes facts and waits for JetStream's acknowledgement.
+/// Publishes facts and waits for JetStream's acknowledgement. Cloned into every
+/// request's handler state, so a clone shares one connection handle ([`Handles`])
+/// instead of copying the client's channels (each copy allocates and is freed again).
 #[derive(Clone)]
 pub struct FactPublisher {
+    handles: Arc<Handles>,
+    ack_timeout: Duration,
+}
+
+/// The NATS client and its JetStream context, shared by every clone of a publisher.
+struct Handles {
     client: async_nats::Client,
     js: jetstream::Context,
-    ack_timeout: Duration,
 }
 
 impl FactPublisher {
@@ -34,20 +42,19 @@ impl FactPublisher {
             .timeout(ack_timeout)
             .build(client.clone());
         FactPublisher {
-            client,
-            js,
+            handles: Arc::new(Handles { client, js }),
             ack_timeout,
         }
     }
 
     /// The NATS client (for readiness).
     pub fn client(&self) -> &async_nats::Client {
-        &self.client
+        &self.handles.client
     }
 
     /// The JetStream context (for applying the layout).
     pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
+        &self.handles.js
     }
 
     /// Stores `fact`; `Nats-Msg-Id` = `<tenant>:<fact_id>`, so retries de-duplicate
@@ -75,7 +82,7 @@ impl FactPublisher {
         message_id: String,
         payload: bytes::Bytes,
     ) -> Result<Stored, ApiError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if self.handles.client.connection_state() != async_nats::connection::State::Connected {
             tracing::warn!("nats is disconnected; refusing the message so the sender retries");
             return Err(ApiError::Unavailable);
         }
@@ -84,7 +91,7 @@ impl FactPublisher {
             .message_id(message_id)
             .payload(payload);
         let ack = async {
-            let future = self.js.send_publish(subject, message).await?;
+            let future = self.handles.js.send_publish(subject, message).await?;
             future.await
         };
         match tokio::time::timeout(self.ack_timeout, ack).await {
@@ -96,7 +103,9 @@ impl FactPublisher {
                 let kind = error.kind();
                 tracing::warn!(%error, ?kind, "jetstream did not take the message");
                 Err(match kind {
-                    PublishErrorKind::MaxPayloadExceeded => ApiError::TooLarge(self.client.server_info().max_payload),
+                    PublishErrorKind::MaxPayloadExceeded => {
+                        ApiError::TooLarge(self.handles.client.server_info().max_payload)
+                    }
                     _ => ApiError::Unavailable,
                 })
             }
@@ -105,5 +114,27 @@ impl FactPublisher {
                 Err(ApiError::Unavailable)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request's handler state holds a clone of the publisher: a clone must share
+    /// the connection handle, not copy the client (whose copy allocates per request).
+    #[tokio::test]
+    async fn clones_share_one_connection_handle() -> anyhow::Result<()> {
+        // Nothing listens there: the client keeps trying in the background, which is
+        // all a clone needs.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await?;
+        let publisher = FactPublisher::new(client, Duration::from_secs(1));
+        let clone = publisher.clone();
+        assert!(std::ptr::eq(publisher.client(), clone.client()));
+        assert!(std::ptr::eq(publisher.jetstream(), clone.jetstream()));
+        Ok(())
     }
 }
