@@ -41,7 +41,7 @@ impl Ctx {
     pub async fn start(plan: Plan, log_dir: PathBuf) -> anyhow::Result<Ctx> {
         paytrack_tests::pg::durable()?;
         std::fs::create_dir_all(&log_dir)?;
-        let log = std::fs::File::create(log_dir.join("paytrack.log")).context("create the log file")?;
+        let log = std::fs::File::create(log_dir.join("mesh.log")).context("create the log file")?;
         paytrack_shared::telemetry::init(
             "paytrack",
             paytrack_shared::telemetry::LogSink::JsonTo(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
