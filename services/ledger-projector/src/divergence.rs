@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use paytrack_shared::Status;
-use paytrack_shared::envelope::Transition;
+use paytrack_shared::envelope::{PaymentTerms, Transition};
 use sqlx::{Postgres, Transaction};
 
 /// The alert kind raised when the stream rewrote a projected version.
@@ -223,11 +223,31 @@ async fn decided_at(
 }
 
 /// `transition` as the projection's `version`, following its `current` status: how
-/// an adopted rewrite continues the projection.
-pub fn rebase(transition: &Transition, version: i64, current: Option<&Current>) -> Transition {
+/// an adopted rewrite continues the projection. A rewrite that begins the payment's
+/// history again (the broker lost it, and the reconciler wrote its next fact, often a
+/// status-query answer, as a new version 1) carries no create terms: each term it
+/// lacks is the one the projection `held`, so adopting it never forgets the amount.
+pub fn rebase(transition: &Transition, version: i64, current: Option<&Current>, held: &PaymentTerms) -> Transition {
     Transition {
         version: u64::try_from(version).unwrap_or(transition.version),
         previous_status: current.and_then(|c| c.status).or(transition.previous_status),
+        terms: keep_held_terms(&transition.terms, held),
         ..transition.clone()
+    }
+}
+
+/// `stream`'s terms, each one it lacks taken from `held`.
+fn keep_held_terms(stream: &PaymentTerms, held: &PaymentTerms) -> PaymentTerms {
+    let or = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    PaymentTerms {
+        amount_minor: stream.amount_minor.or(held.amount_minor),
+        currency: or(&stream.currency, &held.currency),
+        rail: or(&stream.rail, &held.rail),
+        country: or(&stream.country, &held.country),
+        provider: or(&stream.provider, &held.provider),
+        provider_ref: or(&stream.provider_ref, &held.provider_ref),
+        fee_minor: stream.fee_minor.or(held.fee_minor),
+        captured_minor: stream.captured_minor.or(held.captured_minor),
+        direction: stream.direction.or(held.direction),
     }
 }

@@ -100,6 +100,9 @@ struct State {
     /// The current version's status, stream sequence and decision time (None for a
     /// payment not projected yet): what a rewritten version is weighed against.
     current: Option<crate::divergence::Current>,
+    /// The payment's projected terms (amount, currency, rail, …): what an adopted
+    /// rewrite that lacks them keeps.
+    terms: PaymentTerms,
 }
 
 #[derive(Debug, Clone)]
@@ -217,14 +220,22 @@ async fn apply_in(
         Option<DateTime<Utc>>,
         String,
         i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
     );
     let current: Vec<Row> = sqlx::query_as(
         // One index probe per payment, whatever the planner thinks of the table's size:
         // a hash join over a seq scan of `payments` costs each batch the whole table.
-        "SELECT u.t, u.id, p.version, p.ledger_minor, p.amounts::text, p.captured_at, p.status, p.status_seq
+        "SELECT u.t, u.id, p.version, p.ledger_minor, p.amounts::text, p.captured_at, p.status, p.status_seq,
+                p.amount_minor, p.currency, p.rail, p.country, p.provider, p.provider_ref
          FROM unnest($1::text[], $2::text[]) AS u(t, id)
          CROSS JOIN LATERAL (
-           SELECT version, ledger_minor, amounts, captured_at, status, status_seq FROM payments
+           SELECT version, ledger_minor, amounts, captured_at, status, status_seq, amount_minor, currency, rail,
+                  country, provider, provider_ref FROM payments
             WHERE tenant = u.t AND payment_id = u.id LIMIT 1
          ) p",
     )
@@ -235,7 +246,22 @@ async fn apply_in(
     let mut state: HashMap<(String, String), State> = current
         .into_iter()
         .map(
-            |(t, p, version, ledger_minor, amounts, captured_at, status, status_seq)| {
+            |(
+                t,
+                p,
+                version,
+                ledger_minor,
+                amounts,
+                captured_at,
+                status,
+                status_seq,
+                amount_minor,
+                currency,
+                rail,
+                country,
+                provider,
+                provider_ref,
+            )| {
                 let amounts = amounts.and_then(|a| serde_json::from_str(&a).ok());
                 (
                     (t, p),
@@ -250,6 +276,15 @@ async fn apply_in(
                             seq: status_seq,
                             recorded_at: None,
                         }),
+                        terms: PaymentTerms {
+                            amount_minor,
+                            currency,
+                            rail,
+                            country,
+                            provider,
+                            provider_ref,
+                            ..PaymentTerms::default()
+                        },
                     },
                 )
             },
@@ -300,7 +335,7 @@ async fn apply_in(
                 }
                 crate::divergence::Verdict::Adopt => {
                     version = known.version + 1;
-                    rebased = crate::divergence::rebase(t, version, known.current.as_ref());
+                    rebased = crate::divergence::rebase(t, version, known.current.as_ref(), &known.terms);
                     t = &rebased;
                 }
             }
@@ -428,6 +463,7 @@ async fn apply_in(
                     seq,
                     recorded_at: Some(t.recorded_at),
                 }),
+                terms: t.terms.clone(),
             },
         );
         result.applied.push(Applied::New);

@@ -17,6 +17,7 @@ mod outcomes;
 mod poison;
 mod rail;
 mod resilience;
+mod rewrite;
 mod scenarios;
 mod simulated_providers;
 mod simulator;
