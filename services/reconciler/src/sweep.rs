@@ -33,7 +33,8 @@ use async_nats::jetstream::{self, kv, stream};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use paytrack_shared::envelope::{
-    self, Checkpoint, CheckpointKind, ENVELOPE_VERSION, FactSource, InboundFact, ProviderEvent, RawEvidence, Transition,
+    self, Checkpoint, CheckpointKind, Direction, ENVELOPE_VERSION, FactSource, InboundFact, ProviderEvent, RawEvidence,
+    Transition,
 };
 use paytrack_shared::{MerchantId, PaymentId, Status, StatusModel, TenantId, msg_id, subjects};
 use serde::{Deserialize, Serialize};
@@ -653,16 +654,17 @@ impl Sweeps {
                 event_type: parsed.status.clone(),
                 occurred_at: parsed.occurred_at,
                 provider_ref: Some(provider_ref.clone()),
-                amount_minor: None,
-                currency: None,
+                // A negative amount is no amount: left unknown, as when the answer omits it.
+                amount_minor: parsed.amount_minor.filter(|amount| *amount >= 0),
+                currency: parsed.currency,
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
                 fee_minor: None,
                 movement: None,
                 captured_minor: None,
-                direction: None,
+                direction: parsed.payout.and_then(|payout| payout.then_some(Direction::Payout)),
                 status: Some(parsed.status.clone()),
-                rail: None,
+                rail: parsed.rail,
             }),
             raw: RawEvidence {
                 headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),
@@ -680,10 +682,21 @@ impl Sweeps {
     }
 }
 
-/// The provider's status-query answer, as far as paytrack reads it.
+/// The provider's status-query answer, as far as paytrack reads it. The payment's
+/// terms it names (amount, currency, rail, whether it is a payout) complete the
+/// terms of a history that lacks them (one whose create was never seen, or one the
+/// broker lost and the answer begins again); they never overwrite known terms.
 #[derive(Debug, Deserialize)]
 struct QueryAnswer {
     status: String,
+    #[serde(default)]
+    amount_minor: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    rail: Option<String>,
+    #[serde(default)]
+    payout: Option<bool>,
     #[serde(default)]
     occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
-use paytrack_shared::envelope::{self, Alert};
+use paytrack_shared::envelope::{self, Alert, FactSource};
 use paytrack_shared::{Status, TenantId, subjects};
 use paytrack_tests::mesh::MeshOptions;
 use paytrack_tests::{Mesh, eventually, facts};
@@ -25,6 +25,9 @@ enum Answer {
     Down,
     /// This status, at this provider sequence.
     Status(&'static str, Option<u64>),
+    /// This status, with the payment's terms as the simulator gives them: amount,
+    /// currency and rail.
+    StatusWithTerms(&'static str, i64, &'static str, &'static str),
 }
 
 #[derive(Clone)]
@@ -43,6 +46,16 @@ async fn status_query(State(p): State<Provider>, Path((provider, reference)): Pa
             "provider_ref": reference,
             "occurred_at": Utc::now().to_rfc3339(),
             "provider_seq": seq,
+        }))
+        .into_response(),
+        Answer::StatusWithTerms(status, amount_minor, currency, rail) => axum::Json(serde_json::json!({
+            "status": status,
+            "provider": provider,
+            "provider_ref": reference,
+            "occurred_at": Utc::now().to_rfc3339(),
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "rail": rail,
         }))
         .into_response(),
     }
@@ -170,6 +183,46 @@ async fn a_stuck_payment_is_settled_by_the_status_query() -> anyhow::Result<()> 
     })
     .await?;
     assert!(evidence["raw_body"].as_str().is_some_and(|b| b.contains("succeeded")));
+    Ok(())
+}
+
+/// A payment whose history holds no terms (its create was never seen, or the broker
+/// lost the history and it was begun again): the provider's status-query answer
+/// names the amount, currency and rail, and the transition it settles carries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_query_answer_completes_the_payments_terms() -> anyhow::Result<()> {
+    let (url, _) = provider(Answer::StatusWithTerms("succeeded", 4321, "EUR", "rtp")).await?;
+    let mesh = mesh(&url, &[]).await?;
+    let pay = "pay_terms_from_query";
+    let mut pending = facts::event(
+        &mesh.tenant,
+        pay,
+        &format!("{pay}_p"),
+        Status::Pending,
+        None,
+        Utc::now(),
+        None,
+    )?;
+    if let FactSource::Webhook(event) = &mut pending.source {
+        event.amount_minor = None;
+        event.currency = None;
+    }
+    facts::publish(&mesh.js, &pending).await?;
+    let settled = eventually(WAIT, "the payment settled", || async {
+        let chain = facts::chain(&mesh.js, &mesh.tenant, pay).await.ok()?;
+        chain.into_iter().find(|t| t.status == Status::Succeeded)
+    })
+    .await?;
+    assert_eq!(settled.cause.rule, "status_query:succeeded");
+    assert_eq!(
+        (
+            settled.terms.amount_minor,
+            settled.terms.currency.as_deref(),
+            settled.terms.rail.as_deref()
+        ),
+        (Some(4321), Some("EUR"), Some("rtp")),
+        "the provider's answer completes the terms"
+    );
     Ok(())
 }
 
