@@ -7,10 +7,13 @@
 //! the rewritten chain as the payment's next version (divergence.rs), and must keep
 //! the terms it already holds, or the payment's amount becomes unknown.
 
-use paytrack_shared::envelope::{self, PaymentTerms, Transition};
+use paytrack_shared::envelope::{self, FactSource, PaymentTerms, ProviderEvent, Transition};
 use paytrack_shared::ids::{MerchantId, PaymentId};
 use paytrack_shared::{Status, subjects};
-use paytrack_tests::Mesh;
+use paytrack_tests::{Mesh, eventually, facts};
+
+/// Generous bound for the mesh to react on a loaded machine.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adopted_chain_without_create_terms_keeps_the_projected_amount() -> anyhow::Result<()> {
@@ -79,4 +82,96 @@ async fn an_adopted_chain_without_create_terms_keeps_the_projected_amount() -> a
     .await?;
     assert_eq!(unbalanced, 0, "every journal entry balances");
     Ok(())
+}
+
+/// The chaos run's case end to end: the broker loses a payment's transitions (its
+/// subject is emptied here; the claim stays), the sweep's status-query answer
+/// arrives, the reconciler finds nothing on the payment's subject and begins the
+/// history again at version 1, and the projector adopts it as the next version with
+/// the payment's amount, currency and rail intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_lost_by_the_broker_and_begun_again_keeps_the_payments_terms() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let payment = "pay_lost_then_queried";
+    facts::publish(&mesh.js, &facts::create(&mesh.tenant, payment, "rtp", "stdwebhooks")?).await?;
+    let pending = facts::event(
+        &mesh.tenant,
+        payment,
+        &format!("{payment}_p"),
+        Status::Pending,
+        Some(1),
+        chrono::Utc::now(),
+        None,
+    )?;
+    facts::publish(&mesh.js, &pending).await?;
+    mesh.wait_for_row(payment, 2).await?;
+    let held = terms(&mesh, payment).await?;
+    assert!(
+        held.0.is_some() && held.1.is_some(),
+        "the create's terms are projected: {held:?}"
+    );
+
+    // The broker loses the payment's transitions.
+    let subject = subjects::status(&mesh.tenant, &MerchantId::new("m_1")?, &PaymentId::new(payment)?);
+    mesh.js
+        .get_stream(subjects::STREAM_STATUS)
+        .await?
+        .purge()
+        .filter(subject.clone())
+        .await?;
+    assert!(facts::chain(&mesh.js, &mesh.tenant, payment).await?.is_empty());
+
+    // The sweep's status-query answer, as recorded when the provider names no terms.
+    let mut answer = facts::event(
+        &mesh.tenant,
+        payment,
+        "check-0",
+        Status::Succeeded,
+        None,
+        chrono::Utc::now(),
+        None,
+    )?;
+    answer.fact_id = format!("sq:stdwebhooks:{payment}:0").as_str().into();
+    if let FactSource::Webhook(event) = answer.source.clone() {
+        answer.source = FactSource::StatusQuery(ProviderEvent {
+            amount_minor: None,
+            currency: None,
+            event_type: "succeeded".to_owned(),
+            ..event
+        });
+    }
+    facts::publish(&mesh.js, &answer).await?;
+    let begun_again = eventually(WAIT, "the history begun again", || async {
+        facts::chain(&mesh.js, &mesh.tenant, payment)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await?;
+    assert_eq!(
+        (begun_again.version, begun_again.status),
+        (1, Status::Succeeded),
+        "the reconciler begins the lost history again from the answer"
+    );
+
+    let (status, version, ..) = mesh.wait_for_row(payment, 3).await?;
+    assert_eq!(
+        (status.as_str(), version),
+        ("succeeded", 3),
+        "adopted as the next version"
+    );
+    assert_eq!(terms(&mesh, payment).await?, held, "the payment's terms are kept");
+    Ok(())
+}
+
+/// The projected terms of `payment`: amount, currency, rail.
+async fn terms(mesh: &Mesh, payment: &str) -> anyhow::Result<(Option<i64>, Option<String>, Option<String>)> {
+    Ok(
+        sqlx::query_as("SELECT amount_minor, currency, rail FROM payments WHERE tenant = $1 AND payment_id = $2")
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_one(&mesh.db)
+            .await?,
+    )
 }
