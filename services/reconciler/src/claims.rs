@@ -23,9 +23,10 @@
 //! write, and a claim read when older than half of it is written again, so only
 //! payments idle that long lose theirs. A payment whose claim is missing but whose
 //! history exists (found once by `paytrack.status.<tenant>.*.<payment>`) is claimed
-//! again for that history's merchant, so an expired claim never starts a second
-//! history. That lookup is made only once the bucket is older than `max_age` (before
-//! that no claim can have expired).
+//! again for that history's merchant, so an expired claim, or one the broker lost
+//! (the bucket is a replicated stream like any other), never starts a second
+//! history. That lookup is made for every missing claim: once per payment, at its
+//! first fact, and again only where a claim went missing.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -71,9 +72,6 @@ pub struct Claims {
     status: stream::Stream,
     /// A claim older than this is written again when read (half the bucket's max age).
     refresh_after: Duration,
-    /// When the bucket's claims may first have expired (its creation plus max age);
-    /// None when its creation is unknown.
-    may_have_expired_after: Option<chrono::DateTime<chrono::Utc>>,
     /// Claims this replica has read or made, and when. A claim never changes once
     /// created, so a payment's later facts need not read it again (only the newest
     /// transition) until it is due to be refreshed.
@@ -95,24 +93,10 @@ impl Claims {
         let store = paytrack_nats::open_bucket(js, subjects::CLAIMS_BUCKET)
             .await
             .map_err(|e| ClaimError::Bucket(e.into()))?;
-        let mut bucket = js
-            .get_stream(subjects::STREAM_CLAIMS)
-            .await
-            .map_err(|e| ClaimError::Bucket(e.into()))?;
-        let created = bucket.info().await.map_err(|e| ClaimError::Bucket(e.into()))?.created;
-        let created = chrono::DateTime::from_timestamp(created.unix_timestamp(), created.nanosecond());
         let claims = Claims {
             store,
             status: status.clone(),
             refresh_after: max_age / 2,
-            // An unknown creation time looks claims up again at once; a max age past
-            // the calendar's end never expires them.
-            may_have_expired_after: created.map(|c| {
-                chrono::Duration::from_std(max_age)
-                    .ok()
-                    .and_then(|age| c.checked_add_signed(age))
-                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-            }),
             remembered: Default::default(),
         };
         claims.backfill(status).await?;
@@ -151,18 +135,10 @@ impl Claims {
         Ok(Some(merchant))
     }
 
-    /// The merchant of `payment`'s existing history when its claim expired (the
-    /// bucket is old enough for that), claimed again for it; None for a payment
+    /// The merchant of `payment`'s existing history when its claim is missing (it
+    /// expired, or the broker lost it), claimed again for it; None for a payment
     /// without a history.
     async fn found_again(&self, tenant: &TenantId, payment: &PaymentId) -> Result<Option<MerchantId>, ClaimError> {
-        // Skipped only while the bucket is known to be too young for any claim to
-        // have expired.
-        if self
-            .may_have_expired_after
-            .is_some_and(|after| chrono::Utc::now() < after)
-        {
-            return Ok(None);
-        }
         let newest = paytrack_nats::last_message(&self.status, &subjects::status_of_payment(tenant, payment))
             .await
             .map_err(|e| ClaimError::Io(e.into()))?;

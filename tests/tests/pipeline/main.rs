@@ -12,6 +12,7 @@ mod fact_window;
 mod ledger;
 mod ledger_bench;
 mod lifecycle;
+mod lost_claim;
 mod money;
 mod outcomes;
 mod poison;
