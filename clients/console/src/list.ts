@@ -32,8 +32,12 @@ export function finalText(p: Payment): string {
  * kept live from the list's `position` on the `payments` channel. Paging or filtering
  * reloads the page; the subscription keeps going, so no update is lost in between.
  */
+/** The rows a page shows: what the list asks the REST list for. */
+export const PAGE_SIZE = 50;
+
 export class PaymentList {
   private rows = new Map<string, Payment>();
+  private renderQueued = false;
   private sub: Subscription | undefined;
   private cursors: Array<string | undefined> = [undefined];
   private page = 0;
@@ -77,7 +81,7 @@ export class PaymentList {
       const value = input?.value.trim();
       if (value) params.set(name, value);
     }
-    params.set("limit", "50");
+    params.set("limit", String(PAGE_SIZE));
     const cursor = this.cursors[this.page];
     if (cursor) params.set("cursor", cursor);
     return params;
@@ -162,14 +166,34 @@ export class PaymentList {
       trace_id: event.trace_id as string,
       updated_at: event.recorded_at as string,
     };
-    if (row || (this.page === 0 && this.filtersEmpty())) {
+    if (row) {
       this.rows.set(id, next);
-      if (row) this.renderRow(next, true);
-      else this.render();
+      this.renderRow(next, true);
+    } else if (this.page === 0 && this.filtersEmpty() && this.newestFirst()) {
+      // A new payment goes on top of the first page, which keeps its size: a busy
+      // tenant's stream never grows the table, and one render serves a burst.
+      this.rows = new Map([[id, next], ...this.rows]);
+      for (const old of [...this.rows.keys()].slice(PAGE_SIZE)) this.rows.delete(old);
+      this.queueRender();
     } else {
       this.newOutside += 1;
       byId("list-new").textContent = `${this.newOutside} update(s) outside this page: reload to see them`;
     }
+  }
+
+  /** Whether the list is ordered newest first (where a new payment belongs on page 1). */
+  private newestFirst(): boolean {
+    return (this.query().get("order") ?? "-created_at") === "-created_at";
+  }
+
+  /** Renders once for every live event that arrives before the next frame. */
+  private queueRender(): void {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    setTimeout(() => {
+      this.renderQueued = false;
+      this.render();
+    }, 16);
   }
 
   private filtersEmpty(): boolean {

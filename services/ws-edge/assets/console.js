@@ -929,6 +929,7 @@
     const why = p.not_final_because;
     return why ? `no: ${why.replace(/_/g, " ")}` : "no";
   }
+  var PAGE_SIZE = 50;
   var PaymentList = class {
     constructor(api, client, onSubscription, open) {
       this.api = api;
@@ -936,6 +937,7 @@
       this.onSubscription = onSubscription;
       this.open = open;
       this.rows = /* @__PURE__ */ new Map();
+      this.renderQueued = false;
       this.cursors = [void 0];
       this.page = 0;
       this.newOutside = 0;
@@ -970,7 +972,7 @@
         const value = input?.value.trim();
         if (value) params.set(name, value);
       }
-      params.set("limit", "50");
+      params.set("limit", String(PAGE_SIZE));
       const cursor = this.cursors[this.page];
       if (cursor) params.set("cursor", cursor);
       return params;
@@ -1049,14 +1051,30 @@
         trace_id: event.trace_id,
         updated_at: event.recorded_at
       };
-      if (row || this.page === 0 && this.filtersEmpty()) {
+      if (row) {
         this.rows.set(id, next);
-        if (row) this.renderRow(next, true);
-        else this.render();
+        this.renderRow(next, true);
+      } else if (this.page === 0 && this.filtersEmpty() && this.newestFirst()) {
+        this.rows = new Map([[id, next], ...this.rows]);
+        for (const old of [...this.rows.keys()].slice(PAGE_SIZE)) this.rows.delete(old);
+        this.queueRender();
       } else {
         this.newOutside += 1;
         byId("list-new").textContent = `${this.newOutside} update(s) outside this page: reload to see them`;
       }
+    }
+    /** Whether the list is ordered newest first (where a new payment belongs on page 1). */
+    newestFirst() {
+      return (this.query().get("order") ?? "-created_at") === "-created_at";
+    }
+    /** Renders once for every live event that arrives before the next frame. */
+    queueRender() {
+      if (this.renderQueued) return;
+      this.renderQueued = true;
+      setTimeout(() => {
+        this.renderQueued = false;
+        this.render();
+      }, 16);
     }
     filtersEmpty() {
       const params = this.query();

@@ -119,8 +119,11 @@ const browser = await chromium.launch({
 });
 const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
 
+// The page a scenario opened last, photographed when the scenario fails.
+let lastPage;
 async function openPage(path, token = TOKEN) {
   const page = await context.newPage();
+  lastPage = page;
   page.on("console", (m) => m.type() === "error" && log(`page console: ${m.text()} (${m.location().url})`));
   page.on("pageerror", (e) => log(`page error: ${e.message}`));
   const sep = path.includes("?") ? "&" : "?";
@@ -349,7 +352,8 @@ const scenarios = {
     const published = await ask("bulk 10000");
     const page = await openPage(`/`);
     await connState(page, "live");
-    await page.fill('#filters input[name="q"]', p);
+    // Generous: a busy machine may still be delivering the bulk's checkpoints.
+    await page.fill('#filters input[name="q"]', p, { timeout: 90_000 });
     await page.click("#search");
     await until(page, "the old payment in the list", (id) => !!document.querySelector(`tr[data-payment-id="${id}"]`), p);
     await shot(page, "search-found");
@@ -369,6 +373,13 @@ for (const [name, run] of Object.entries(scenarios)) {
     process.stdout.write(`pass ${name}: ${detail}\n`);
   } catch (error) {
     failed += 1;
+    if (lastPage && !lastPage.isClosed()) {
+      await shot(lastPage, `${name}-failed`);
+      const state = await lastPage
+        .evaluate(() => ({ path: location.pathname, page: document.body.dataset.page, conn: document.getElementById("conn")?.dataset.state, rows: document.querySelectorAll("#payment-rows tr").length }))
+        .catch((e) => String(e));
+      process.stdout.write(`log ${name} failed on ${JSON.stringify(state)}\n`);
+    }
     process.stdout.write(`fail ${name}: ${redact(String(error?.stack ?? error)).replace(/\n/g, " | ")}\n`);
   }
 }
