@@ -648,21 +648,16 @@ impl Sweeps {
             merchant_id: Some(entry.merchant_id.clone()),
             received_at: Utc::now(),
             source: FactSource::StatusQuery(ProviderEvent {
-                provider: provider.clone(),
-                event_id: format!("check-{}", entry.checks),
-                event_type: parsed.status.clone(),
                 occurred_at: parsed.occurred_at,
                 provider_ref: Some(provider_ref.clone()),
-                amount_minor: None,
-                currency: None,
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
-                fee_minor: None,
-                movement: None,
-                captured_minor: None,
-                direction: None,
                 status: Some(parsed.status.clone()),
-                rail: None,
+                ..ProviderEvent::new(
+                    provider.clone(),
+                    format!("check-{}", entry.checks),
+                    parsed.status.clone(),
+                )
             }),
             raw: RawEvidence {
                 headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),

@@ -105,8 +105,7 @@ fn looked_up(table: &[(&str, &str)], key: &str) -> Option<String> {
 
 /// A provider event with what every scheme names (the provider, the delivery, its
 /// type and status, when it happened, the provider's payment) and every other field
-/// empty: each scheme fills in what its shape carries, so a field that
-/// [`ProviderEvent`] gains is defaulted here once.
+/// empty: each scheme then fills in only what its shape carries.
 pub fn provider_event(
     provider: &str,
     delivery_id: &str,
@@ -116,21 +115,10 @@ pub fn provider_event(
     provider_ref: String,
 ) -> ProviderEvent {
     ProviderEvent {
-        provider: provider.to_owned(),
-        event_id: delivery_id.to_owned(),
-        event_type,
         status,
         occurred_at: Some(occurred_at),
         provider_ref: Some(provider_ref),
-        amount_minor: None,
-        currency: None,
-        reason: None,
-        provider_seq: None,
-        fee_minor: None,
-        rail: None,
-        movement: None,
-        captured_minor: None,
-        direction: None,
+        ..ProviderEvent::new(provider, delivery_id, event_type)
     }
 }
 
