@@ -188,13 +188,7 @@ pub async fn run_with_admin(
             paytrack_nats::verify_layout(&js, &config.layout).await?;
             // PAYTRACK_STATUS's transitions. Created or updated, so the consumer of an
             // older layout (which also read the checkpoints back) is narrowed.
-            let status_stream =
-                js.get_stream(subjects::STREAM_STATUS)
-                    .await
-                    .map_err(|e| paytrack_nats::LayoutError::Stream {
-                        stream: subjects::STREAM_STATUS.to_owned(),
-                        source: e.into(),
-                    })?;
+            let status_stream = paytrack_nats::get_stream(&js, subjects::STREAM_STATUS).await?;
             let status_epoch = paytrack_nats::epoch_of(status_stream.cached_info());
             let status = status_stream
                 .create_consumer(history::consumer_config())
@@ -205,12 +199,8 @@ pub async fn run_with_admin(
                     source: e.into(),
                 })?;
             let session_epoch = paytrack_nats::epoch_of(
-                js.get_stream(subjects::STREAM_SESSION)
-                    .await
-                    .map_err(|e| paytrack_nats::LayoutError::Stream {
-                        stream: subjects::STREAM_SESSION.to_owned(),
-                        source: e.into(),
-                    })?
+                paytrack_nats::get_stream(&js, subjects::STREAM_SESSION)
+                    .await?
                     .cached_info(),
             );
             let sessions = paytrack_nats::ensure_consumer(
@@ -240,13 +230,8 @@ pub async fn run_with_admin(
             // Every record of PAYTRACK_ALERT: created or updated, so the consumer of an
             // older layout (which read payment alerts only) reads dead letters and
             // acknowledgements too.
-            let alerts = js
-                .get_stream(subjects::STREAM_ALERT)
-                .await
-                .map_err(|e| paytrack_nats::LayoutError::Stream {
-                    stream: subjects::STREAM_ALERT.to_owned(),
-                    source: e.into(),
-                })?
+            let alerts = paytrack_nats::get_stream(&js, subjects::STREAM_ALERT)
+                .await?
                 .create_consumer(
                     config
                         .retry
