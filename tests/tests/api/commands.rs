@@ -51,6 +51,20 @@ fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String
     .to_string()
 }
 
+/// Makes PAYTRACK_IN refuse every message (a 16-byte message limit), so a create's
+/// publish fails; returns the stream's configuration, which `update_stream` restores.
+async fn refuse_inbound(mesh: &Mesh) -> anyhow::Result<async_nats::jetstream::stream::Config> {
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    Ok(original)
+}
+
 /// Messages of PAYTRACK_IN on the subjects matching `filter`.
 async fn inbound(mesh: &Mesh, filter: String) -> anyhow::Result<Vec<(String, usize)>> {
     let stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
@@ -649,15 +663,8 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     let client = http()?;
     let token = mesh.operator_token();
     let body = create_body("m_retry", "card", "US", 800);
-    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
-    let original = stream.info().await?.config.clone();
     // PAYTRACK_IN refuses every message for a while.
-    mesh.js
-        .update_stream(async_nats::jetstream::stream::Config {
-            max_message_size: 16,
-            ..original.clone()
-        })
-        .await?;
+    let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
@@ -689,14 +696,7 @@ async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_ke
     let client = http()?;
     let token = mesh.operator_token();
     let body = create_body("m_twice", "card", "US", 700);
-    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
-    let original = stream.info().await?.config.clone();
-    mesh.js
-        .update_stream(async_nats::jetstream::stream::Config {
-            max_message_size: 16,
-            ..original.clone()
-        })
-        .await?;
+    let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     mesh.js.update_stream(original).await?;
