@@ -9,6 +9,7 @@
 
 pub mod continuity;
 pub mod facts;
+pub mod ground_truth;
 pub mod hostile;
 pub mod mesh;
 pub mod nats;

@@ -13,7 +13,7 @@ use paytrack_reconciler::judge;
 use paytrack_shared::StatusModel;
 use paytrack_shared::config::WebhookSecrets;
 use paytrack_tests::mesh::{MeshOptions, RAZORPAY_SECRET, STRIPE_SECRET};
-use paytrack_tests::{Mesh, eventually, facts};
+use paytrack_tests::{Mesh, eventually, facts, ground_truth};
 use serde_json::{Value, json};
 
 const PAYMENTS: usize = 30;
@@ -94,15 +94,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
 
     // Ground truth, once the simulator has decided every payment.
     let (truth, lost) = eventually(Duration::from_secs(30), "every outcome decided", || async {
-        let all: Value = http
-            .get(format!("{sim}/v1/ground-truth"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let payments = all["payments"].as_array()?;
+        let payments = ground_truth::payments(&http, &sim).await?;
         let truth: BTreeMap<String, String> = payments
             .iter()
             .filter_map(|p| Some((p["payment_id"].as_str()?.to_owned(), p["status"].as_str()?.to_owned())))
