@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod nats;
 pub mod otlp;
 pub mod pg;
+pub mod probe;
 pub mod prom;
 pub mod sse;
 pub mod workload;
