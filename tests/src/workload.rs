@@ -169,6 +169,21 @@ pub async fn scalar(db: &PgPool, sql: &str, tenant: &TenantId) -> Option<i64> {
     sqlx::query_scalar(sql).bind(tenant.as_str()).fetch_one(db).await.ok()
 }
 
+/// Waits up to `wait` until the mesh's projected payments are exactly `expected`
+/// (payment id to status): every payment at the status it should end at.
+pub async fn wait_statuses(mesh: &Mesh, expected: &BTreeMap<String, String>, wait: Duration) -> anyhow::Result<()> {
+    crate::eventually(wait, "every payment at its expected status", || async {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT payment_id, status FROM payments WHERE tenant = $1")
+            .bind(mesh.tenant.as_str())
+            .fetch_all(&mesh.db)
+            .await
+            .ok()?;
+        let got: BTreeMap<String, String> = rows.into_iter().collect();
+        (&got == expected).then_some(())
+    })
+    .await
+}
+
 /// The transitions of the mesh's tenant in the projection now; None on any error.
 async fn timeline_rows(mesh: &Mesh, db: &PgPool) -> Option<i64> {
     scalar(

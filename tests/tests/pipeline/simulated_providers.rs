@@ -13,6 +13,7 @@ use paytrack_reconciler::judge;
 use paytrack_shared::StatusModel;
 use paytrack_shared::config::WebhookSecrets;
 use paytrack_tests::mesh::{MeshOptions, RAZORPAY_SECRET, STRIPE_SECRET};
+use paytrack_tests::workload::wait_statuses;
 use paytrack_tests::{Mesh, eventually, facts, ground_truth};
 use serde_json::{Value, json};
 
@@ -106,21 +107,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
     // Some webhooks were lost: only the sweeps' status queries can settle those payments.
     anyhow::ensure!(lost > 0, "the simulator lost no webhook; the run proves nothing");
     let wait = if kill_midway { 90 } else { 45 };
-    eventually(
-        Duration::from_secs(wait),
-        "every payment at the ground truth",
-        || async {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT payment_id, status FROM payments WHERE tenant = $1")
-                    .bind(tenant.as_str())
-                    .fetch_all(&mesh.db)
-                    .await
-                    .ok()?;
-            let got: BTreeMap<String, String> = rows.into_iter().collect();
-            (got == truth).then_some(())
-        },
-    )
-    .await?;
+    wait_statuses(&mesh, &truth, Duration::from_secs(wait)).await?;
 
     let model = StatusModel::get();
     for payment in &payments {
