@@ -38,6 +38,13 @@ async fn post(
     Ok((response.status().as_u16(), response.text().await?))
 }
 
+/// `POST /v1/payments` under `key`, which must answer 201; the created payment.
+async fn create(client: &reqwest::Client, mesh: &Mesh, token: &str, key: &str, body: &str) -> anyhow::Result<Value> {
+    let (status, text) = post(client, mesh, "/v1/payments", token, Some(key), body).await?;
+    anyhow::ensure!(status == 201, "{text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
 fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String {
     json!({
         "merchant_id": merchant,
@@ -180,31 +187,11 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     let mesh = Mesh::start().await?;
     let client = http()?;
     let token = mesh.operator_token();
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("rtp-1"),
-        &create_body("m_c", "rtp", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let rtp = serde_json::from_str::<Value>(&text)?["payment_id"]
+    let rtp = create(&client, &mesh, &token, "rtp-1", &create_body("m_c", "rtp", "US", 100)).await?["payment_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("card-1"),
-        &create_body("m_c", "card", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let card = serde_json::from_str::<Value>(&text)?["payment_id"]
+    let card = create(&client, &mesh, &token, "card-1", &create_body("m_c", "card", "US", 100)).await?["payment_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -369,25 +356,16 @@ async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<
     let mesh = Mesh::start().await?;
     let client = http()?;
     let token = mesh.operator_token();
-    let create = |key: String| {
-        let (client, token, mesh) = (&client, &token, &mesh);
-        async move {
-            let (status, text) = post(
-                client,
-                mesh,
-                "/v1/payments",
-                token,
-                Some(&key),
-                &create_body("m_r", "card", "US", 500),
-            )
-            .await?;
-            anyhow::ensure!(status == 201, "{text}");
-            Ok::<Value, anyhow::Error>(serde_json::from_str(&text)?)
-        }
-    };
     let mut failing = Vec::new();
     for i in 0..5 {
-        let created = create(format!("r-{i}")).await?;
+        let created = create(
+            &client,
+            &mesh,
+            &token,
+            &format!("r-{i}"),
+            &create_body("m_r", "card", "US", 500),
+        )
+        .await?;
         assert_eq!(created["routing"]["provider"], "stdwebhooks", "{created}");
         failing.push(created["payment_id"].as_str().unwrap_or_default().to_owned());
     }
@@ -401,9 +379,11 @@ async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<
     let moved = eventually(WAIT, "a create routed away from stdwebhooks", || {
         n += 1;
         let key = format!("after-{n}");
-        let create = &create;
+        let (client, token, mesh) = (&client, &token, &mesh);
         async move {
-            let created = create(key).await.ok()?;
+            let created = create(client, mesh, token, &key, &create_body("m_r", "card", "US", 500))
+                .await
+                .ok()?;
             (created["routing"]["provider"] != "stdwebhooks").then_some(created)
         }
     })
