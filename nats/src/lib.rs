@@ -149,6 +149,16 @@ impl LayoutError {
     pub fn is_wrong(&self) -> bool {
         matches!(self, LayoutError::Wrong { .. })
     }
+
+    /// For `map_err`: a failure to create, update or read `stream`, naming it, so each
+    /// call on a stream does not spell the variant out again.
+    pub fn on_stream<E: Into<async_nats::Error>>(stream: impl Into<String>) -> impl FnOnce(E) -> LayoutError {
+        let stream = stream.into();
+        move |source| LayoutError::Stream {
+            stream,
+            source: source.into(),
+        }
+    }
 }
 
 /// The streams readers watch, each with a mirror in every reader's account that the
@@ -256,57 +266,30 @@ pub fn stream_configs(layout: &Layout) -> Vec<stream::Config> {
         deny_delete: true,
         ..Default::default()
     };
-    vec![
+    const DAY: u64 = 86_400;
+    let (windows, year) = (&layout.windows, Duration::from_secs(365 * DAY));
+    // (stream, subjects, max_age, duplicate window), one row a stream.
+    #[rustfmt::skip]
+    let streams = [
         // Evidence: raw facts are kept for a year; the projector copies them to PostgreSQL.
-        base(
-            subjects::STREAM_IN,
-            vec![subjects::IN_ALL],
-            Duration::from_secs(365 * 86_400),
-            layout.windows.inbound,
-        ),
+        (subjects::STREAM_IN, vec![subjects::IN_ALL], year, windows.inbound),
         // The history every payment channel reads; kept (max_age 0: forever).
-        base(
-            subjects::STREAM_STATUS,
-            vec![subjects::STATUS_ALL, subjects::CHECKPOINT_ALL],
-            Duration::ZERO,
-            layout.windows.internal,
-        ),
+        (subjects::STREAM_STATUS, vec![subjects::STATUS_ALL, subjects::CHECKPOINT_ALL], Duration::ZERO, windows.internal),
         // What each fact did (applied, duplicate, refused, unmapped); the projector
         // copies it to PostgreSQL, so a year like the facts themselves.
-        base(
-            subjects::STREAM_OUTCOME,
-            vec![subjects::OUTCOME_ALL],
-            Duration::from_secs(365 * 86_400),
-            layout.windows.internal,
-        ),
-        base(
-            subjects::STREAM_PUSH,
-            vec![subjects::PUSH_ALL],
-            Duration::from_secs(86_400),
-            layout.windows.push,
-        ),
+        (subjects::STREAM_OUTCOME, vec![subjects::OUTCOME_ALL], year, windows.internal),
+        (subjects::STREAM_PUSH, vec![subjects::PUSH_ALL], Duration::from_secs(DAY), windows.push),
         // Alerts and operators' acknowledgements of them: the projector copies them to
         // PostgreSQL, and a rebuild restores them from here, so a year like the facts.
-        base(
-            subjects::STREAM_ALERT,
-            vec![subjects::ALERT_ALL],
-            Duration::from_secs(365 * 86_400),
-            layout.windows.internal,
-        ),
-        base(
-            subjects::STREAM_SESSION,
-            vec![subjects::SESSION_ALL],
-            Duration::from_secs(7 * 86_400),
-            layout.windows.internal,
-        ),
+        (subjects::STREAM_ALERT, vec![subjects::ALERT_ALL], year, windows.internal),
+        (subjects::STREAM_SESSION, vec![subjects::SESSION_ALL], Duration::from_secs(7 * DAY), windows.internal),
         // Parked messages wait 30 days for a person (their alerts are kept longer).
-        base(
-            subjects::STREAM_DEAD,
-            vec![subjects::DEAD_ALL],
-            Duration::from_secs(30 * 86_400),
-            layout.windows.internal,
-        ),
-    ]
+        (subjects::STREAM_DEAD, vec![subjects::DEAD_ALL], Duration::from_secs(30 * DAY), windows.internal),
+    ];
+    streams
+        .into_iter()
+        .map(|(name, subjects, max_age, duplicate_window)| base(name, subjects, max_age, duplicate_window))
+        .collect()
 }
 
 /// The layout step: creates or updates every stream and KV bucket of the layout. Only
@@ -316,19 +299,13 @@ pub async fn apply_layout(js: &jetstream::Context, layout: &Layout) -> Result<()
         let stream = config.name.clone();
         js.create_or_update_stream(config)
             .await
-            .map_err(|e| LayoutError::Stream {
-                stream,
-                source: e.into(),
-            })?;
+            .map_err(LayoutError::on_stream(stream))?;
     }
     for config in bucket_configs(layout) {
         let stream = format!("KV_{}", config.bucket);
         js.create_or_update_key_value(config)
             .await
-            .map_err(|e| LayoutError::Stream {
-                stream,
-                source: e.into(),
-            })?;
+            .map_err(LayoutError::on_stream(stream))?;
     }
     Ok(())
 }
@@ -348,16 +325,18 @@ pub fn durable_consumer(name: &str, filter: &str) -> consumer::pull::Config {
     }
 }
 
+/// Reads `stream`'s handle (and its cached info), naming the stream in the error.
+pub async fn get_stream(js: &jetstream::Context, stream: &str) -> Result<stream::Stream, LayoutError> {
+    js.get_stream(stream).await.map_err(LayoutError::on_stream(stream))
+}
+
 /// Gets or creates a durable consumer on `stream`.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     stream: &str,
     config: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, LayoutError> {
-    let handle = js.get_stream(stream).await.map_err(|e| LayoutError::Stream {
-        stream: stream.to_owned(),
-        source: e.into(),
-    })?;
+    let handle = get_stream(js, stream).await?;
     let name = config.durable_name.clone().unwrap_or_default();
     handle
         .get_or_create_consumer(&name, config)
@@ -394,10 +373,11 @@ pub async fn last_message(
 mod tests {
     use super::*;
 
-    #[test]
-    fn transitions_and_checkpoints_share_one_stream() {
-        let configs = stream_configs(&Layout {
-            replicas: 3,
+    /// The layout the unit tests of this crate check: `replicas` replicas, an hour's
+    /// inbound window, ten minutes' push window, two minutes' internal window.
+    pub(crate) fn test_layout(replicas: usize) -> Layout {
+        Layout {
+            replicas,
             windows: DuplicateWindows {
                 inbound: Duration::from_secs(3_600),
                 push: Duration::from_secs(600),
@@ -405,7 +385,12 @@ mod tests {
             },
             idempotency_ttl: Duration::from_secs(86_400),
             claims_max_age: Duration::from_secs(86_400),
-        });
+        }
+    }
+
+    #[test]
+    fn transitions_and_checkpoints_share_one_stream() {
+        let configs = stream_configs(&test_layout(3));
         let status = configs.iter().find(|c| c.name == subjects::STREAM_STATUS).unwrap();
         assert_eq!(status.subjects, vec!["paytrack.status.>", "paytrack.checkpoint.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3 && c.allow_direct));
@@ -427,16 +412,7 @@ mod tests {
     /// alongside the evidence from PAYTRACK_IN: the alerts are kept at least as long.
     #[test]
     fn alerts_are_kept_as_long_as_the_evidence() {
-        let configs = stream_configs(&Layout {
-            replicas: 1,
-            windows: DuplicateWindows {
-                inbound: Duration::from_secs(3_600),
-                push: Duration::from_secs(600),
-                internal: Duration::from_secs(120),
-            },
-            idempotency_ttl: Duration::from_secs(86_400),
-            claims_max_age: Duration::from_secs(86_400),
-        });
+        let configs = stream_configs(&test_layout(1));
         let max_age = |name: &str| configs.iter().find(|c| c.name == name).map(|c| c.max_age);
         assert!(max_age(subjects::STREAM_ALERT) >= max_age(subjects::STREAM_IN));
     }

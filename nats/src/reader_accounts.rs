@@ -200,10 +200,7 @@ pub async fn apply_reader_layout(
             let stream = format!("{} of {}", config.name, account.name());
             js.create_or_update_stream(config)
                 .await
-                .map_err(|e| LayoutError::Stream {
-                    stream,
-                    source: e.into(),
-                })?;
+                .map_err(LayoutError::on_stream(stream))?;
         }
     }
     Ok(())
@@ -211,24 +208,13 @@ pub async fn apply_reader_layout(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use paytrack_shared::TenantId;
 
     use super::*;
-    use crate::DuplicateWindows;
 
     fn layout() -> Layout {
-        Layout {
-            replicas: 3,
-            windows: DuplicateWindows {
-                inbound: Duration::from_secs(1),
-                push: Duration::from_secs(1),
-                internal: Duration::from_secs(1),
-            },
-            idempotency_ttl: Duration::from_secs(1),
-            claims_max_age: Duration::from_secs(1),
-        }
+        crate::tests::test_layout(3)
     }
 
     #[test]

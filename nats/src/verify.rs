@@ -112,19 +112,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::DuplicateWindows;
 
     fn layout() -> Layout {
-        Layout {
-            replicas: 1,
-            windows: DuplicateWindows {
-                inbound: Duration::from_secs(3_600),
-                push: Duration::from_secs(600),
-                internal: Duration::from_secs(120),
-            },
-            idempotency_ttl: Duration::from_secs(86_400),
-            claims_max_age: Duration::from_secs(86_400),
-        }
+        crate::tests::test_layout(1)
     }
 
     #[test]

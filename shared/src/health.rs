@@ -153,6 +153,52 @@ impl AdminListener {
     }
 }
 
+/// A consumer service's configuration, which runs the service on an admin listener
+/// already bound: what [`ConsumerService`] needs so that every consumer service
+/// shares one lifecycle (`bind`, `local_addr`, `run`) instead of repeating it.
+pub trait ConsumerConfig: Sized {
+    /// Why the service could not start.
+    type Error: From<std::io::Error>;
+
+    /// Where the admin routes (`/readyz`, `/metrics`) listen, if anywhere.
+    fn admin_listen(&self) -> Option<SocketAddr>;
+
+    /// Runs the service until `shutdown` is cancelled, serving the admin routes on
+    /// `admin` when given.
+    fn run_with_admin(
+        self,
+        admin: Option<std::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A consumer service whose admin listener is bound and which does not run yet, so a
+/// caller learns the address before anything runs.
+pub struct ConsumerService<C> {
+    config: C,
+    admin: AdminListener,
+}
+
+impl<C: ConsumerConfig> ConsumerService<C> {
+    /// Binds the admin listener the configuration names, if any. Nothing here waits
+    /// for NATS or PostgreSQL.
+    pub async fn bind(config: C) -> Result<ConsumerService<C>, C::Error> {
+        let admin = AdminListener::bind(config.admin_listen())?;
+        Ok(ConsumerService { config, admin })
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.admin.local_addr()
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), C::Error> {
+        // Boxed: the running service is a large future, kept off the caller's stack.
+        Box::pin(self.config.run_with_admin(self.admin.into_inner(), shutdown)).await
+    }
+}
+
 /// Starts the admin listener of a consumer service: on `bound` when the caller bound
 /// it already (tests bind port 0 and read the address, with no window in which
 /// another server could take the port), else on `listen` when one is configured.

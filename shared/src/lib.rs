@@ -11,6 +11,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

@@ -104,21 +104,14 @@ pub fn event(
         payment,
         msg_id::webhook_fact_id("stdwebhooks", event_id),
         FactSource::Webhook(ProviderEvent {
-            provider: "stdwebhooks".into(),
-            event_id: event_id.into(),
-            event_type: format!("payment.{status}"),
             occurred_at: Some(occurred_at),
             provider_ref: Some(format!("pr_{payment}")),
             amount_minor: Some(1250),
             currency: Some("USD".into()),
             reason: reason.map(str::to_owned),
             provider_seq,
-            fee_minor: None,
-            movement: None,
-            captured_minor: None,
-            direction: None,
             status: Some(status.as_str().to_owned()),
-            rail: None,
+            ..ProviderEvent::new("stdwebhooks", event_id, format!("payment.{status}"))
         }),
     )
 }

@@ -9,11 +9,13 @@
 
 pub mod continuity;
 pub mod facts;
+pub mod ground_truth;
 pub mod hostile;
 pub mod mesh;
 pub mod nats;
 pub mod otlp;
 pub mod pg;
+pub mod probe;
 pub mod prom;
 pub mod sse;
 pub mod workload;

@@ -169,6 +169,43 @@ pub async fn scalar(db: &PgPool, sql: &str, tenant: &TenantId) -> Option<i64> {
     sqlx::query_scalar(sql).bind(tenant.as_str()).fetch_one(db).await.ok()
 }
 
+/// Waits up to `wait` until the mesh's projected payments are exactly `expected`
+/// (payment id to status): every payment at the status it should end at.
+pub async fn wait_statuses(mesh: &Mesh, expected: &BTreeMap<String, String>, wait: Duration) -> anyhow::Result<()> {
+    crate::eventually(wait, "every payment at its expected status", || async {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT payment_id, status FROM payments WHERE tenant = $1")
+            .bind(mesh.tenant.as_str())
+            .fetch_all(&mesh.db)
+            .await
+            .ok()?;
+        let got: BTreeMap<String, String> = rows.into_iter().collect();
+        (&got == expected).then_some(())
+    })
+    .await
+}
+
+/// The transitions of the mesh's tenant in the projection now; None on any error.
+async fn timeline_rows(mesh: &Mesh, db: &PgPool) -> Option<i64> {
+    scalar(
+        db,
+        "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
+        &mesh.tenant,
+    )
+    .await
+}
+
+/// Waits until the projection holds at least `at_least` of the mesh's transitions: a
+/// point part-way through a flow at which a test stops, kills or reads something.
+pub async fn wait_some_projected(mesh: &Mesh, at_least: i64) -> anyhow::Result<()> {
+    mesh.eventually(WAIT, "some transitions projected", || async {
+        timeline_rows(mesh, &mesh.db)
+            .await
+            .filter(|n| *n >= at_least)
+            .map(|_| ())
+    })
+    .await
+}
+
 /// Waits until the projection holds all `total` transitions and the stream holds both
 /// checkpoints of each. While it waits it asks only what is cheap to answer (the
 /// projector's progress counters and the unpublished part of the outbox), so polling
@@ -195,12 +232,7 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
             if unpublished > 0 {
                 return None;
             }
-            let timeline = scalar(
-                db,
-                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
-                &mesh.tenant,
-            )
-            .await?;
+            let timeline = timeline_rows(mesh, db).await?;
             let stored = scalar(
                 db,
                 "SELECT count(*) FILTER (WHERE persisted_seq IS NOT NULL) + count(*) FILTER (WHERE ledger_posted_seq IS NOT NULL)

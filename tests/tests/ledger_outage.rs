@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use paytrack_tests::Mesh;
-use paytrack_tests::workload::{WAIT, check_ledger, plans, publish, scalar, wait_projected};
+use paytrack_tests::workload::{WAIT, check_ledger, plans, publish, wait_projected, wait_some_projected};
 
 /// How long the database stays down once the projector has noticed.
 const OUTAGE: Duration = Duration::from_secs(8);
@@ -27,16 +27,7 @@ async fn postgres_down_under_load_the_projector_waits_then_catches_up() -> anyho
     let total: usize = plans.iter().map(|p| p.statuses.len()).sum();
     let publisher = publish(&mesh, &plans, Duration::from_millis(400));
     let outage = async {
-        mesh.eventually(WAIT, "some transitions projected", || async {
-            scalar(
-                &mesh.db,
-                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
-                &mesh.tenant,
-            )
-            .await
-            .filter(|n| *n >= 100)
-        })
-        .await?;
+        wait_some_projected(&mesh, 100).await?;
         paytrack_tests::pg::stop()?;
         let noticed = paytrack_tests::eventually(WAIT, "the projector reports not-ready", || async {
             (projector_ready(&mesh).await == Some(503)).then_some(())

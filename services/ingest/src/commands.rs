@@ -539,6 +539,20 @@ fn evidence(key: &str, body: &[u8]) -> RawEvidence {
 /// The statuses an operator may resolve `investigation_required` to.
 const RESOLVABLE: [Status; 4] = [Status::Succeeded, Status::Failed, Status::Cancelled, Status::Returned];
 
+/// The checks a cancel and a retry share: the caller may command, the body fits and
+/// is a [`CommandRequest`] (an empty one is), and its reason is acceptable.
+fn commander_request(
+    state: &AppState,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Bytes, CommandRequest), ApiError> {
+    caller.require_commander()?;
+    let body = body_bytes(state, body)?;
+    let request: CommandRequest = parse_json(&body, true)?;
+    check_reason(request.reason.as_deref())?;
+    Ok((body, request))
+}
+
 /// `POST /v1/payments/{payment_id}/cancel`.
 #[utoipa::path(post, path = "/v1/payments/{payment_id}/cancel", tag = "commands",
     request_body(content = CommandRequest, description = "May be empty"),
@@ -561,10 +575,7 @@ pub async fn cancel_payment(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require_commander()?;
-    let body = body_bytes(&state, body)?;
-    let request: CommandRequest = parse_json(&body, true)?;
-    check_reason(request.reason.as_deref())?;
+    let (body, request) = commander_request(&state, &caller, body)?;
     let action = CommandAction::Cancel { reason: request.reason };
     command(&state, &caller, &payment_id, &headers, &body, action, Some("cancel")).await
 }
@@ -591,10 +602,7 @@ pub async fn retry_payment(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require_commander()?;
-    let body = body_bytes(&state, body)?;
-    let request: CommandRequest = parse_json(&body, true)?;
-    check_reason(request.reason.as_deref())?;
+    let (body, request) = commander_request(&state, &caller, body)?;
     let action = CommandAction::Retry {
         reason: request.reason,
         routing: None,

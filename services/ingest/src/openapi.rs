@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use axum::Json;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use paytrack_shared::problem::{ProblemBody, ProblemType};
@@ -47,16 +47,8 @@ struct Security;
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        paytrack_shared::openapi::add_bearer(openapi, "An operator JWT, or a backend API key", None);
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An operator JWT, or a backend API key"))
-                    .build(),
-            ),
-        );
         components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(

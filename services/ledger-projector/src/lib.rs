@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 
 use paytrack_nats::{HandleError, RetryPolicy, ServiceStart, StartError, Supervisor};
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::AdminListener;
+use paytrack_shared::health::{ConsumerConfig, ConsumerService};
 use paytrack_shared::subjects;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,7 @@ pub enum ProjectorError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The admin listener given could not be used.
     #[error("admin listener: {0}")]
-    Admin(std::io::Error),
+    Admin(#[from] std::io::Error),
 }
 
 /// A database failure that may pass (connection, pool, server state): retry.
@@ -133,33 +133,25 @@ impl From<StartError> for ProjectorError {
     }
 }
 
-/// A projector whose admin listener is bound and which does not run yet: the
-/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
-/// address before anything runs.
-pub struct LedgerProjector {
-    config: Config,
-    admin: AdminListener,
-}
+/// A projector whose admin listener is bound and which does not run yet
+/// ([`ConsumerService`]). PostgreSQL or NATS being down at start is not an error: the
+/// migrations, the layout and the consumers are retried with backoff while `/readyz`
+/// answers 503.
+pub type LedgerProjector = ConsumerService<Config>;
 
-impl LedgerProjector {
-    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
-    /// for NATS or PostgreSQL.
-    pub async fn bind(config: Config) -> Result<LedgerProjector, ProjectorError> {
-        let admin = AdminListener::bind(config.admin_listen).map_err(ProjectorError::Admin)?;
-        Ok(LedgerProjector { config, admin })
+impl ConsumerConfig for Config {
+    type Error = ProjectorError;
+
+    fn admin_listen(&self) -> Option<SocketAddr> {
+        self.admin_listen
     }
 
-    /// The admin listener's address, when one is configured.
-    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        self.admin.local_addr()
-    }
-
-    /// Runs until `shutdown` is cancelled. PostgreSQL or NATS being down at start is
-    /// not an error: the migrations, the layout and the consumers are retried with
-    /// backoff while `/readyz` answers 503.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
-        // Boxed: the running service is a large future, kept off the caller's stack.
-        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    fn run_with_admin(
+        self,
+        admin: Option<std::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), ProjectorError>> + Send {
+        run_with_admin(self, admin, shutdown)
     }
 }
 
@@ -196,13 +188,7 @@ pub async fn run_with_admin(
             paytrack_nats::verify_layout(&js, &config.layout).await?;
             // PAYTRACK_STATUS's transitions. Created or updated, so the consumer of an
             // older layout (which also read the checkpoints back) is narrowed.
-            let status_stream =
-                js.get_stream(subjects::STREAM_STATUS)
-                    .await
-                    .map_err(|e| paytrack_nats::LayoutError::Stream {
-                        stream: subjects::STREAM_STATUS.to_owned(),
-                        source: e.into(),
-                    })?;
+            let status_stream = paytrack_nats::get_stream(&js, subjects::STREAM_STATUS).await?;
             let status_epoch = paytrack_nats::epoch_of(status_stream.cached_info());
             let status = status_stream
                 .create_consumer(history::consumer_config())
@@ -213,12 +199,8 @@ pub async fn run_with_admin(
                     source: e.into(),
                 })?;
             let session_epoch = paytrack_nats::epoch_of(
-                js.get_stream(subjects::STREAM_SESSION)
-                    .await
-                    .map_err(|e| paytrack_nats::LayoutError::Stream {
-                        stream: subjects::STREAM_SESSION.to_owned(),
-                        source: e.into(),
-                    })?
+                paytrack_nats::get_stream(&js, subjects::STREAM_SESSION)
+                    .await?
                     .cached_info(),
             );
             let sessions = paytrack_nats::ensure_consumer(
@@ -248,13 +230,8 @@ pub async fn run_with_admin(
             // Every record of PAYTRACK_ALERT: created or updated, so the consumer of an
             // older layout (which read payment alerts only) reads dead letters and
             // acknowledgements too.
-            let alerts = js
-                .get_stream(subjects::STREAM_ALERT)
-                .await
-                .map_err(|e| paytrack_nats::LayoutError::Stream {
-                    stream: subjects::STREAM_ALERT.to_owned(),
-                    source: e.into(),
-                })?
+            let alerts = paytrack_nats::get_stream(&js, subjects::STREAM_ALERT)
+                .await?
                 .create_consumer(
                     config
                         .retry

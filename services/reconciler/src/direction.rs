@@ -91,21 +91,13 @@ mod tests {
 
     fn fact(query: bool, direction: Option<Direction>) -> InboundFact {
         let event = ProviderEvent {
-            provider: "razorpay".into(),
-            event_id: "e1".into(),
-            event_type: "payout.reversed".into(),
             status: Some("returned".into()),
             occurred_at: Some(t0()),
             provider_ref: Some("pout_1".into()),
             amount_minor: Some(100),
             currency: Some("INR".into()),
-            reason: None,
-            provider_seq: None,
-            fee_minor: None,
-            rail: None,
-            movement: None,
-            captured_minor: None,
             direction,
+            ..ProviderEvent::new("razorpay", "e1", "payout.reversed")
         };
         InboundFact {
             v: 1,

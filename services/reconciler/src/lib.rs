@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use paytrack_nats::{ServiceStart, StartError};
 use paytrack_shared::config::Settings;
-use paytrack_shared::health::AdminListener;
+use paytrack_shared::health::{ConsumerConfig, ConsumerService};
 use paytrack_shared::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -100,32 +100,24 @@ impl From<StartError> for ReconcilerError {
     }
 }
 
-/// A reconciler whose admin listener is bound and which does not run yet: the
-/// lifecycle of every service (`bind`, `local_addr`, `run`), so a caller learns the
-/// address before anything runs.
-pub struct ReconcilerService {
-    config: Config,
-    admin: AdminListener,
-}
+/// A reconciler whose admin listener is bound and which does not run yet
+/// ([`ConsumerService`]). NATS being down at start is not an error: the layout and
+/// the consumer are retried with backoff while `/readyz` answers 503.
+pub type ReconcilerService = ConsumerService<Config>;
 
-impl ReconcilerService {
-    /// Binds the admin listener `config.admin_listen` names, if any. Nothing here waits
-    /// for NATS.
-    pub async fn bind(config: Config) -> Result<ReconcilerService, ReconcilerError> {
-        let admin = AdminListener::bind(config.admin_listen)?;
-        Ok(ReconcilerService { config, admin })
+impl ConsumerConfig for Config {
+    type Error = ReconcilerError;
+
+    fn admin_listen(&self) -> Option<SocketAddr> {
+        self.admin_listen
     }
 
-    /// The admin listener's address, when one is configured.
-    pub fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        self.admin.local_addr()
-    }
-
-    /// Runs until `shutdown` is cancelled. NATS being down at start is not an error:
-    /// the layout and the consumer are retried with backoff while `/readyz` answers 503.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ReconcilerError> {
-        // Boxed: the running service is a large future, kept off the caller's stack.
-        Box::pin(run_with_admin(self.config, self.admin.into_inner(), shutdown)).await
+    fn run_with_admin(
+        self,
+        admin: Option<std::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), ReconcilerError>> + Send {
+        run_with_admin(self, admin, shutdown)
     }
 }
 

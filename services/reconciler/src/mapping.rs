@@ -123,21 +123,8 @@ mod tests {
             merchant_id: None,
             received_at: chrono::Utc::now(),
             source: FactSource::Webhook(ProviderEvent {
-                provider: provider.into(),
-                event_id: "1".into(),
-                event_type: event_type.into(),
                 status: status.map(str::to_owned),
-                occurred_at: None,
-                provider_ref: None,
-                amount_minor: None,
-                currency: None,
-                reason: None,
-                provider_seq: None,
-                fee_minor: None,
-                rail: None,
-                movement: None,
-                captured_minor: None,
-                direction: None,
+                ..ProviderEvent::new(provider, "1", event_type)
             }),
             raw: RawEvidence {
                 headers: BTreeMap::new(),

@@ -649,9 +649,6 @@ impl Sweeps {
             merchant_id: Some(entry.merchant_id.clone()),
             received_at: Utc::now(),
             source: FactSource::StatusQuery(ProviderEvent {
-                provider: provider.clone(),
-                event_id: format!("check-{}", entry.checks),
-                event_type: parsed.status.clone(),
                 occurred_at: parsed.occurred_at,
                 provider_ref: Some(provider_ref.clone()),
                 // A negative amount is no amount: left unknown, as when the answer omits it.
@@ -659,12 +656,14 @@ impl Sweeps {
                 currency: parsed.currency,
                 reason: parsed.reason,
                 provider_seq: parsed.provider_seq,
-                fee_minor: None,
-                movement: None,
-                captured_minor: None,
                 direction: parsed.payout.and_then(|payout| payout.then_some(Direction::Payout)),
                 status: Some(parsed.status.clone()),
                 rail: parsed.rail,
+                ..ProviderEvent::new(
+                    provider.clone(),
+                    format!("check-{}", entry.checks),
+                    parsed.status.clone(),
+                )
             }),
             raw: RawEvidence {
                 headers: BTreeMap::from([("status-query-url".to_owned(), url.clone())]),

@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use paytrack_shared::problem::{ProblemBody, ProblemType};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The document.
@@ -26,18 +25,10 @@ struct Security;
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "A session token (operator or end user); browsers may pass it as ?token=",
-                    ))
-                    .build(),
-            ),
+        paytrack_shared::openapi::add_bearer(
+            openapi,
+            "A session token (operator or end user); browsers may pass it as ?token=",
+            Some("JWT"),
         );
         paytrack_shared::problem::document_problems(openapi);
     }

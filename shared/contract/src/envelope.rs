@@ -316,6 +316,35 @@ pub struct ProviderEvent {
     pub direction: Option<Direction>,
 }
 
+impl ProviderEvent {
+    /// An event that names who sent it, the delivery and its type, with every other
+    /// field empty: parsers and tests fill in only what they know, so a field the
+    /// event gains is defaulted here once.
+    pub fn new(
+        provider: impl Into<String>,
+        event_id: impl Into<String>,
+        event_type: impl Into<String>,
+    ) -> ProviderEvent {
+        ProviderEvent {
+            provider: provider.into(),
+            event_id: event_id.into(),
+            event_type: event_type.into(),
+            status: None,
+            occurred_at: None,
+            provider_ref: None,
+            amount_minor: None,
+            currency: None,
+            reason: None,
+            provider_seq: None,
+            fee_minor: None,
+            rail: None,
+            movement: None,
+            captured_minor: None,
+            direction: None,
+        }
+    }
+}
+
 /// The raw payload of a fact, kept so every status can be traced to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RawEvidence {

@@ -38,6 +38,13 @@ async fn post(
     Ok((response.status().as_u16(), response.text().await?))
 }
 
+/// `POST /v1/payments` under `key`, which must answer 201; the created payment.
+async fn create(client: &reqwest::Client, mesh: &Mesh, token: &str, key: &str, body: &str) -> anyhow::Result<Value> {
+    let (status, text) = post(client, mesh, "/v1/payments", token, Some(key), body).await?;
+    anyhow::ensure!(status == 201, "{text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
 fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String {
     json!({
         "merchant_id": merchant,
@@ -49,6 +56,20 @@ fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String
         "metadata": {"order": "o-1"},
     })
     .to_string()
+}
+
+/// Makes PAYTRACK_IN refuse every message (a 16-byte message limit), so a create's
+/// publish fails; returns the stream's configuration, which `update_stream` restores.
+async fn refuse_inbound(mesh: &Mesh) -> anyhow::Result<async_nats::jetstream::stream::Config> {
+    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
+    let original = stream.info().await?.config.clone();
+    mesh.js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 16,
+            ..original.clone()
+        })
+        .await?;
+    Ok(original)
 }
 
 /// Messages of PAYTRACK_IN on the subjects matching `filter`.
@@ -166,31 +187,11 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     let mesh = Mesh::start().await?;
     let client = http()?;
     let token = mesh.operator_token();
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("rtp-1"),
-        &create_body("m_c", "rtp", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let rtp = serde_json::from_str::<Value>(&text)?["payment_id"]
+    let rtp = create(&client, &mesh, &token, "rtp-1", &create_body("m_c", "rtp", "US", 100)).await?["payment_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("card-1"),
-        &create_body("m_c", "card", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let card = serde_json::from_str::<Value>(&text)?["payment_id"]
+    let card = create(&client, &mesh, &token, "card-1", &create_body("m_c", "card", "US", 100)).await?["payment_id"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
@@ -355,25 +356,16 @@ async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<
     let mesh = Mesh::start().await?;
     let client = http()?;
     let token = mesh.operator_token();
-    let create = |key: String| {
-        let (client, token, mesh) = (&client, &token, &mesh);
-        async move {
-            let (status, text) = post(
-                client,
-                mesh,
-                "/v1/payments",
-                token,
-                Some(&key),
-                &create_body("m_r", "card", "US", 500),
-            )
-            .await?;
-            anyhow::ensure!(status == 201, "{text}");
-            Ok::<Value, anyhow::Error>(serde_json::from_str(&text)?)
-        }
-    };
     let mut failing = Vec::new();
     for i in 0..5 {
-        let created = create(format!("r-{i}")).await?;
+        let created = create(
+            &client,
+            &mesh,
+            &token,
+            &format!("r-{i}"),
+            &create_body("m_r", "card", "US", 500),
+        )
+        .await?;
         assert_eq!(created["routing"]["provider"], "stdwebhooks", "{created}");
         failing.push(created["payment_id"].as_str().unwrap_or_default().to_owned());
     }
@@ -387,9 +379,11 @@ async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<
     let moved = eventually(WAIT, "a create routed away from stdwebhooks", || {
         n += 1;
         let key = format!("after-{n}");
-        let create = &create;
+        let (client, token, mesh) = (&client, &token, &mesh);
         async move {
-            let created = create(key).await.ok()?;
+            let created = create(client, mesh, token, &key, &create_body("m_r", "card", "US", 500))
+                .await
+                .ok()?;
             (created["routing"]["provider"] != "stdwebhooks").then_some(created)
         }
     })
@@ -649,15 +643,8 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     let client = http()?;
     let token = mesh.operator_token();
     let body = create_body("m_retry", "card", "US", 800);
-    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
-    let original = stream.info().await?.config.clone();
     // PAYTRACK_IN refuses every message for a while.
-    mesh.js
-        .update_stream(async_nats::jetstream::stream::Config {
-            max_message_size: 16,
-            ..original.clone()
-        })
-        .await?;
+    let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
@@ -689,14 +676,7 @@ async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_ke
     let client = http()?;
     let token = mesh.operator_token();
     let body = create_body("m_twice", "card", "US", 700);
-    let mut stream = mesh.js.get_stream(subjects::STREAM_IN).await?;
-    let original = stream.info().await?.config.clone();
-    mesh.js
-        .update_stream(async_nats::jetstream::stream::Config {
-            max_message_size: 16,
-            ..original.clone()
-        })
-        .await?;
+    let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     mesh.js.update_stream(original).await?;

@@ -18,6 +18,7 @@ use paytrack_reconciler::judge;
 use paytrack_shared::envelope::InboundFact;
 use paytrack_shared::{Status, StatusModel, subjects};
 use paytrack_tests::mesh::MeshOptions;
+use paytrack_tests::workload::wait_statuses;
 use paytrack_tests::{Mesh, eventually, facts};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -140,21 +141,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
         .map(|(pay, _, p)| (pay.clone(), p[p.len() - 1].as_str().to_owned()))
         .collect();
     let wait = if kill_midway { 90 } else { 45 };
-    eventually(
-        Duration::from_secs(wait),
-        "every payment at its ground truth",
-        || async {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT payment_id, status FROM payments WHERE tenant = $1")
-                    .bind(tenant.as_str())
-                    .fetch_all(&mesh.db)
-                    .await
-                    .ok()?;
-            let got: BTreeMap<String, String> = rows.into_iter().collect();
-            (got == expected).then_some(())
-        },
-    )
-    .await?;
+    wait_statuses(&mesh, &expected, Duration::from_secs(wait)).await?;
 
     // Every history a chain the model allows, each fact applied once.
     let model = StatusModel::get();

@@ -15,114 +15,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::{Client, Event, ServerError};
 use futures::StreamExt;
 use paytrack_nats::Role;
 use paytrack_shared::{TenantId, readers};
 use paytrack_tests::NatsServer;
-use secrecy::ExposeSecret;
-use tokio::sync::mpsc;
-
-/// How long to wait for the server's answer to one operation on a loaded machine.
-const ANSWER: Duration = Duration::from_secs(20);
+use paytrack_tests::probe::{ANSWER, Probe};
 
 const ACME: &str = "acme";
 const GLOBEX: &str = "globex";
-
-/// A tenant reader's connection, as a program following docs/readers.md makes it,
-/// whose server errors can be awaited.
-struct TenantProbe {
-    user: String,
-    client: Client,
-    errors: mpsc::UnboundedReceiver<String>,
-}
-
-impl TenantProbe {
-    async fn connect(nats: &NatsServer, tenant: &str) -> anyhow::Result<TenantProbe> {
-        let tenant_id = TenantId::new(tenant)?;
-        let user = readers::tenant_reader_user(&tenant_id);
-        let (tx, errors) = mpsc::unbounded_channel();
-        let password = nats.tenant_reader_password(tenant);
-        let client = async_nats::ConnectOptions::with_user_and_password(user.clone(), password.expose_secret().into())
-            .custom_inbox_prefix(readers::tenant_reader_inbox(&tenant_id))
-            .event_callback(move |event| {
-                let tx = tx.clone();
-                async move {
-                    if let Event::ServerError(ServerError::Other(text)) = event {
-                        let _ = tx.send(text);
-                    }
-                }
-            })
-            .connect(nats.url())
-            .await
-            .with_context(|| format!("connect as {user}"))?;
-        Ok(TenantProbe { user, client, errors })
-    }
-
-    /// Subscribes to `subject` and waits for the server to refuse it.
-    async fn subscribe_refused(&mut self, subject: &str) -> anyhow::Result<()> {
-        let _subscription = self.client.subscribe(subject.to_owned()).await?;
-        self.client.flush().await?;
-        let expected = format!("permissions violation for subscription to \"{subject}\"");
-        let deadline = tokio::time::Instant::now() + ANSWER;
-        loop {
-            let text = tokio::time::timeout_at(deadline, self.errors.recv())
-                .await
-                .with_context(|| format!("{} subscription to {subject} was not refused", self.user))?
-                .context("connection closed")?;
-            if text.to_lowercase().contains(&expected.to_lowercase()) {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Sends a JetStream API request and waits for the server to refuse it for
-    /// permissions; any answer at all means it was let through.
-    async fn request_refused(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        match self.request(subject, body).await? {
-            None => Ok(()),
-            Some(answer) => anyhow::bail!("{} may send {subject}: answered {answer}", self.user),
-        }
-    }
-
-    /// Sends a JetStream API request the permissions let through and waits for
-    /// JetStream's error answer.
-    async fn request_failed(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        match self.request(subject, body).await? {
-            None => anyhow::bail!("{} {subject} was refused for permissions, not by JetStream", self.user),
-            Some(answer) if answer.get("error").is_some() => Ok(answer),
-            Some(answer) => anyhow::bail!("{} {subject} succeeded: {answer}", self.user),
-        }
-    }
-
-    /// The answer to a request, or None when the server refused it for permissions.
-    async fn request(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<Option<serde_json::Value>> {
-        let inbox = self.client.new_inbox();
-        let mut answers = self.client.subscribe(inbox.clone()).await?;
-        self.client
-            .publish_with_reply(subject.to_owned(), inbox, serde_json::to_vec(body)?.into())
-            .await?;
-        self.client.flush().await?;
-        let expected = format!("permissions violation for publish to \"{subject}\"").to_lowercase();
-        let deadline = tokio::time::Instant::now() + ANSWER;
-        loop {
-            tokio::select! {
-                error = tokio::time::timeout_at(deadline, self.errors.recv()) => {
-                    let text = error
-                        .with_context(|| format!("{} {subject}: neither refused nor answered", self.user))?
-                        .context("connection closed")?;
-                    if text.to_lowercase().contains(&expected) {
-                        return Ok(None);
-                    }
-                }
-                answer = answers.next() => {
-                    let answer = answer.context("inbox subscription ended")?;
-                    return Ok(Some(serde_json::from_slice(&answer.payload).unwrap_or_default()));
-                }
-            }
-        }
-    }
-}
 
 /// Publishes `count` transitions of `tenant` as the reconciler, payloads `<tenant><n>`.
 async fn transitions(nats: &NatsServer, tenant: &str, count: usize) -> anyhow::Result<()> {
@@ -147,7 +47,7 @@ fn consumer_create(mirror: &str, name: &str, filter: &str) -> serde_json::Value 
 
 /// Reads `count` messages of `tenant`'s history from the status mirror as that
 /// tenant's reader, with a named ordered consumer (the create that names its filter).
-async fn read_history(probe: &TenantProbe, tenant: &str, count: usize) -> anyhow::Result<Vec<String>> {
+async fn read_history(probe: &Probe, tenant: &str, count: usize) -> anyhow::Result<Vec<String>> {
     let js = async_nats::jetstream::new(probe.client.clone());
     let mirror = js.get_stream_no_info(readers::STATUS_MIRROR).await?;
     let consumer = mirror
@@ -179,9 +79,9 @@ async fn a_tenant_reader_reads_its_own_tenant_and_is_refused_anothers() -> anyho
     transitions(&nats, GLOBEX, 2).await?;
 
     // Its own history, from the mirror, and nothing of another tenant's in it.
-    let mut acme = TenantProbe::connect(&nats, ACME).await?;
+    let mut acme = Probe::as_tenant_reader(&nats, ACME).await?;
     assert_eq!(read_history(&acme, ACME, 3).await?, ["acme0", "acme1", "acme2"]);
-    let globex = TenantProbe::connect(&nats, GLOBEX).await?;
+    let globex = Probe::as_tenant_reader(&nats, GLOBEX).await?;
     assert_eq!(read_history(&globex, GLOBEX, 2).await?, ["globex0", "globex1"]);
 
     // Its own live events, on a plain subscription.
@@ -235,10 +135,14 @@ async fn a_tenant_reader_reads_its_own_tenant_and_is_refused_anothers() -> anyho
     // The filtered create of its own tenant with another filter (or several) in the
     // body: JetStream refuses the mismatch.
     let own = format!("$JS.API.CONSUMER.CREATE.{mirror}.peek.paytrack.status.acme.>");
-    acme.request_failed(&own, &body).await?;
+    acme.request_failed(&own, &body)
+        .await?
+        .context("refused for permissions, not by JetStream")?;
     let several = serde_json::json!({"stream_name": mirror, "config": {"name": "peek", "ack_policy": "none",
         "filter_subjects": ["paytrack.status.acme.>", theirs]}});
-    acme.request_failed(&own, &several).await?;
+    acme.request_failed(&own, &several)
+        .await?
+        .context("refused for permissions, not by JetStream")?;
     // Nor on the services' streams.
     acme.request_refused(
         "$JS.API.CONSUMER.CREATE.PAYTRACK_STATUS.peek.paytrack.status.acme.>",
@@ -296,7 +200,7 @@ async fn a_tenant_reader_cannot_deliver_its_history_into_another_tenants_subject
     transitions(&nats, ACME, 1).await?;
     let admin = async_nats::jetstream::new(nats.admin_client().await?);
     let before = status_messages(&admin).await?;
-    let mut acme = TenantProbe::connect(&nats, ACME).await?;
+    let mut acme = Probe::as_tenant_reader(&nats, ACME).await?;
     let mirror = readers::STATUS_MIRROR;
     let create = format!("$JS.API.CONSUMER.CREATE.{mirror}.push.paytrack.status.acme.>");
     let push_into = |name: &str, deliver: &str| {
@@ -410,7 +314,7 @@ async fn a_tenant_readers_account_holds_no_other_tenants_history() -> anyhow::Re
 
     // Its user may not use the services' API its mirrors reach the sources with, nor
     // listen where the sources deliver.
-    let mut acme = TenantProbe::connect(&nats, ACME).await?;
+    let mut acme = Probe::as_tenant_reader(&nats, ACME).await?;
     let body = consumer_create("PAYTRACK_STATUS", "peek", "paytrack.status.globex.>");
     for subject in [
         "$JS.paytrack.API.CONSUMER.CREATE.PAYTRACK_STATUS.peek.paytrack.status.globex.>",
@@ -430,7 +334,7 @@ async fn a_tenant_readers_api_answer_never_lands_in_another_tenants_subjects() -
     let nats = NatsServer::start_with_tenant_readers(&[ACME]).await?;
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
     nats.lay_out_for(&settings).await?;
-    let acme = TenantProbe::connect(&nats, ACME).await?;
+    let acme = Probe::as_tenant_reader(&nats, ACME).await?;
     let forged = "paytrack.status.globex.m_1.pay_reply";
     let admin = async_nats::jetstream::new(nats.admin_client().await?);
     let before = admin.get_stream("PAYTRACK_STATUS").await?.info().await?.state.messages;
@@ -462,7 +366,7 @@ async fn a_tenant_readers_api_answer_never_reaches_the_services_api() -> anyhow:
         paytrack_nats::durable_consumer(durable, "paytrack.status.>"),
     )
     .await?;
-    let acme = TenantProbe::connect(&nats, ACME).await?;
+    let acme = Probe::as_tenant_reader(&nats, ACME).await?;
     for call in [
         format!("$JS.paytrack.API.CONSUMER.DELETE.PAYTRACK_STATUS.{durable}"),
         format!("$JS.API.CONSUMER.DELETE.PAYTRACK_STATUS.{durable}"),

@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use paytrack_nats::Role;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::MeshOptions;
-use paytrack_tests::workload::{WAIT, check_ledger, dump, plans, publish, scalar, wait_projected};
+use paytrack_tests::workload::{WAIT, check_ledger, dump, plans, publish, wait_projected, wait_some_projected};
 use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -43,16 +43,7 @@ async fn killed_mid_flow_two_instances_end_equal_to_a_rebuild() -> anyhow::Resul
     let publisher = publish(&mesh, &plans, Duration::ZERO);
     let killer = async {
         // Kill once part of the work is committed (and while the rest is in flight).
-        mesh.eventually(WAIT, "some transitions projected", || async {
-            scalar(
-                &mesh.db,
-                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
-                &mesh.tenant,
-            )
-            .await
-            .filter(|n| *n >= 300)
-        })
-        .await?;
+        wait_some_projected(&mesh, 300).await?;
         mesh.kill_projector(async { Ok(()) }).await
     };
     let started = std::time::Instant::now();
@@ -143,33 +134,22 @@ async fn the_database_refuses_an_unbalanced_journal_entry() -> anyhow::Result<()
         r.err()
             .and_then(|e| e.as_database_error().and_then(|d| d.code().map(|c| c.into_owned())))
     };
-    assert_eq!(
-        refused(entry(1, vec![("provider_clearing:x", "USD", 100)]).await),
-        Some("23514".into()),
-        "a one-legged entry"
-    );
-    assert_eq!(
-        refused(
-            entry(
-                2,
-                vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "USD", -90)]
-            )
-            .await
+    let unbalanced = [
+        (1, vec![("provider_clearing:x", "USD", 100)], "a one-legged entry"),
+        (
+            2,
+            vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "USD", -90)],
+            "legs that do not sum to zero",
         ),
-        Some("23514".into()),
-        "legs that do not sum to zero"
-    );
-    assert_eq!(
-        refused(
-            entry(
-                3,
-                vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "EUR", -100)]
-            )
-            .await
+        (
+            3,
+            vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "EUR", -100)],
+            "legs that sum to zero only across currencies",
         ),
-        Some("23514".into()),
-        "legs that sum to zero only across currencies"
-    );
+    ];
+    for (version, legs, why) in unbalanced {
+        assert_eq!(refused(entry(version, legs).await), Some("23514".into()), "{why}");
+    }
     entry(
         4,
         vec![("provider_clearing:x", "USD", 100), ("merchant_payable:m", "USD", -100)],
@@ -501,16 +481,7 @@ async fn a_list_position_then_since_misses_no_transition() -> anyhow::Result<()>
     };
     let client = async {
         // Load the list while the flow is under way.
-        mesh.eventually(WAIT, "some transitions projected", || async {
-            scalar(
-                &mesh.db,
-                "SELECT count(*) FROM payment_timeline WHERE tenant = $1",
-                &mesh.tenant,
-            )
-            .await
-            .filter(|n| *n >= 100)
-        })
-        .await?;
+        wait_some_projected(&mesh, 100).await?;
         // The safe position is copied from the consumer's ack floor every 200 ms: on a
         // loaded machine the first copy may not have happened yet (position 0 is safe,
         // but proves nothing), so load the list until it names a point in the flow.

@@ -650,21 +650,7 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
     let truth_of = |payment: String| {
         let http = http.clone();
         let sim = sim.clone();
-        async move {
-            let all: Value = http
-                .get(format!("{sim}/v1/ground-truth"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            all["payments"]
-                .as_array()?
-                .iter()
-                .find(|p| p["payment_id"] == payment)
-                .cloned()
-        }
+        async move { paytrack_tests::ground_truth::of_payment(&http, &sim, &payment).await }
     };
     let scenarios: [(&str, Vec<Value>); 5] = [
         (

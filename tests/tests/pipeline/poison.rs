@@ -40,21 +40,11 @@ fn fact(tenant: &TenantId, payment: &str, fact_id: &str, event_type: &str, event
         merchant_id: None,
         received_at: chrono::Utc::now(),
         source: FactSource::Webhook(ProviderEvent {
-            provider: "stdwebhooks".into(),
-            event_id: event_id.to_owned(),
-            event_type: event_type.to_owned(),
-            status: None,
-            occurred_at: None,
             provider_ref: Some(format!("pr\u{0}{payment}")),
             amount_minor: Some(100),
             currency: Some("USD".into()),
             reason: Some("nul \u{0} inside".into()),
-            provider_seq: None,
-            fee_minor: None,
-            rail: None,
-            movement: None,
-            captured_minor: None,
-            direction: None,
+            ..ProviderEvent::new("stdwebhooks", event_id, event_type)
         }),
         raw: RawEvidence {
             headers: BTreeMap::from([("webhook-id".to_owned(), format!("id\u{0}{payment}"))]),

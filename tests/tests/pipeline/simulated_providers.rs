@@ -13,7 +13,8 @@ use paytrack_reconciler::judge;
 use paytrack_shared::StatusModel;
 use paytrack_shared::config::WebhookSecrets;
 use paytrack_tests::mesh::{MeshOptions, RAZORPAY_SECRET, STRIPE_SECRET};
-use paytrack_tests::{Mesh, eventually, facts};
+use paytrack_tests::workload::wait_statuses;
+use paytrack_tests::{Mesh, eventually, facts, ground_truth};
 use serde_json::{Value, json};
 
 const PAYMENTS: usize = 30;
@@ -94,15 +95,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
 
     // Ground truth, once the simulator has decided every payment.
     let (truth, lost) = eventually(Duration::from_secs(30), "every outcome decided", || async {
-        let all: Value = http
-            .get(format!("{sim}/v1/ground-truth"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let payments = all["payments"].as_array()?;
+        let payments = ground_truth::payments(&http, &sim).await?;
         let truth: BTreeMap<String, String> = payments
             .iter()
             .filter_map(|p| Some((p["payment_id"].as_str()?.to_owned(), p["status"].as_str()?.to_owned())))
@@ -114,21 +107,7 @@ async fn run(kill_midway: bool) -> anyhow::Result<()> {
     // Some webhooks were lost: only the sweeps' status queries can settle those payments.
     anyhow::ensure!(lost > 0, "the simulator lost no webhook; the run proves nothing");
     let wait = if kill_midway { 90 } else { 45 };
-    eventually(
-        Duration::from_secs(wait),
-        "every payment at the ground truth",
-        || async {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT payment_id, status FROM payments WHERE tenant = $1")
-                    .bind(tenant.as_str())
-                    .fetch_all(&mesh.db)
-                    .await
-                    .ok()?;
-            let got: BTreeMap<String, String> = rows.into_iter().collect();
-            (got == truth).then_some(())
-        },
-    )
-    .await?;
+    wait_statuses(&mesh, &truth, Duration::from_secs(wait)).await?;
 
     let model = StatusModel::get();
     for payment in &payments {

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use paytrack_nats::Role;
 use paytrack_shared::config::WebhookSecrets;
 use paytrack_shared::{PaymentId, TenantId};
-use paytrack_tests::{NatsServer, eventually};
+use paytrack_tests::{NatsServer, eventually, ground_truth};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -107,20 +107,7 @@ impl Stack {
     }
 
     async fn truth(&self, payment: &str) -> Option<Value> {
-        let all: Value = self
-            .http
-            .get(format!("{}/v1/ground-truth", self.sim))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        all["payments"]
-            .as_array()?
-            .iter()
-            .find(|p| p["payment_id"] == payment)
-            .cloned()
+        ground_truth::of_payment(&self.http, &self.sim, payment).await
     }
 
     /// Facts stored for `payment` in PAYTRACK_IN.
@@ -342,17 +329,8 @@ async fn the_simulator_requires_its_token_and_acts_only_for_its_tenant() -> anyh
 async fn light_traffic_invents_payments() -> anyhow::Result<()> {
     let stack = start_with(Some(Duration::from_millis(100))).await?;
     let invented = eventually(Duration::from_secs(30), "three invented payments settled", || async {
-        let all: Value = stack
-            .http
-            .get(format!("{}/v1/ground-truth", stack.sim))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let settled: Vec<String> = all["payments"]
-            .as_array()?
+        let settled: Vec<String> = ground_truth::payments(&stack.http, &stack.sim)
+            .await?
             .iter()
             .filter(|p| p["status"] != "pending" && p["webhooks_sent"] == 2)
             .filter_map(|p| p["payment_id"].as_str().map(str::to_owned))

@@ -10,104 +10,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::{Client, Event, ServerError};
+use async_nats::Client;
 use futures::StreamExt;
 use paytrack_nats::Role;
 use paytrack_tests::NatsServer;
+use paytrack_tests::probe::{ANSWER, Probe};
 use secrecy::ExposeSecret;
-use tokio::sync::mpsc;
-
-/// How long to wait for the server's answer to one operation on a loaded machine.
-const ANSWER: Duration = Duration::from_secs(20);
-
-/// A client of one role whose server errors can be awaited.
-struct Probe {
-    role: Role,
-    client: Client,
-    errors: mpsc::UnboundedReceiver<String>,
-}
-
-impl Probe {
-    async fn connect(nats: &NatsServer, role: Role) -> anyhow::Result<Probe> {
-        let (tx, errors) = mpsc::unbounded_channel();
-        let password = nats.password(role);
-        let client =
-            async_nats::ConnectOptions::with_user_and_password(role.user().into(), password.expose_secret().into())
-                .custom_inbox_prefix(role.inbox_prefix())
-                .event_callback(move |event| {
-                    let tx = tx.clone();
-                    async move {
-                        if let Event::ServerError(ServerError::Other(text)) = event {
-                            let _ = tx.send(text);
-                        }
-                    }
-                })
-                .connect(nats.url())
-                .await
-                .with_context(|| format!("connect as {}", role.user()))?;
-        Ok(Probe { role, client, errors })
-    }
-
-    /// Publishes to `subject` and waits for the server to refuse it.
-    async fn publish_refused(&mut self, subject: &str) -> anyhow::Result<()> {
-        self.client.publish(subject.to_owned(), "forged".into()).await?;
-        self.client.flush().await?;
-        self.violation(subject, "Publish").await
-    }
-
-    /// Subscribes to `subject` and waits for the server to refuse it.
-    async fn subscribe_refused(&mut self, subject: &str) -> anyhow::Result<()> {
-        let _subscription = self.client.subscribe(subject.to_owned()).await?;
-        self.client.flush().await?;
-        self.violation(subject, "Subscription").await
-    }
-
-    async fn violation(&mut self, subject: &str, what: &str) -> anyhow::Result<()> {
-        let expected = format!("permissions violation for {what} to \"{subject}\"").to_lowercase();
-        let deadline = tokio::time::Instant::now() + ANSWER;
-        loop {
-            let text = tokio::time::timeout_at(deadline, self.errors.recv())
-                .await
-                .with_context(|| format!("{} {what} to {subject} was not refused", self.role.user()))?
-                .context("connection closed")?;
-            if text.to_lowercase().contains(&expected) {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Publishes to `subject` and sees it arrive at `watcher`'s subscription to it.
-    async fn publish_allowed(&mut self, watcher: &Client, subject: &str) -> anyhow::Result<()> {
-        let mut seen = subscribed(watcher, subject).await?;
-        self.client.publish(subject.to_owned(), "allowed".into()).await?;
-        self.client.flush().await?;
-        let message = tokio::time::timeout(ANSWER, seen.next())
-            .await
-            .with_context(|| format!("{} publish to {subject} never arrived", self.role.user()))?
-            .context("subscription ended")?;
-        assert_eq!(message.subject.as_str(), subject);
-        assert_eq!(&message.payload[..], b"allowed");
-        anyhow::ensure!(
-            self.errors.try_recv().is_err(),
-            "{} got a server error publishing to {subject}",
-            self.role.user()
-        );
-        Ok(())
-    }
-}
-
-/// A subscription the server has surely registered: `client` sees its own
-/// sentinel message on it before it is returned. (`flush` only writes the socket.)
-async fn subscribed(client: &Client, subject: &str) -> anyhow::Result<async_nats::Subscriber> {
-    let mut subscription = client.subscribe(subject.to_owned()).await?;
-    client.publish(subject.to_owned(), "sentinel".into()).await?;
-    let sentinel = tokio::time::timeout(ANSWER, subscription.next())
-        .await
-        .context("sentinel never arrived")?
-        .context("subscription ended")?;
-    anyhow::ensure!(&sentinel.payload[..] == b"sentinel");
-    Ok(subscription)
-}
 
 const STATUS: &str = "paytrack.status.dev.m_1.pay_forged";
 const CHECKPOINT: &str = "paytrack.checkpoint.dev.m_1.pay_forged";
@@ -123,7 +31,7 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let admin = nats.admin_client().await?;
 
-    let mut ingest = Probe::connect(&nats, Role::Ingest).await?;
+    let mut ingest = Probe::as_role(&nats, Role::Ingest).await?;
     for subject in [INBOUND, PUSH] {
         ingest.publish_allowed(&admin, subject).await?;
     }
@@ -136,7 +44,7 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     }
     ingest.publish_refused("$KV.PAYTRACK_PRESENCE.dev.u.d.s").await?;
 
-    let mut reconciler = Probe::connect(&nats, Role::Reconciler).await?;
+    let mut reconciler = Probe::as_role(&nats, Role::Reconciler).await?;
     // INBOUND: the sweep records a provider's status-query answer as a fact.
     for subject in [OUTCOME, STATUS, ALERT, INBOUND] {
         reconciler.publish_allowed(&admin, subject).await?;
@@ -145,7 +53,7 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
         reconciler.publish_refused(subject).await?;
     }
 
-    let mut projector = Probe::connect(&nats, Role::Projector).await?;
+    let mut projector = Probe::as_role(&nats, Role::Projector).await?;
     for subject in [CHECKPOINT, ALERT, DEAD] {
         projector.publish_allowed(&admin, subject).await?;
     }
@@ -153,7 +61,7 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
         projector.publish_refused(subject).await?;
     }
 
-    let mut edge = Probe::connect(&nats, Role::Edge).await?;
+    let mut edge = Probe::as_role(&nats, Role::Edge).await?;
     edge.publish_allowed(&admin, SESSION).await?;
     for subject in [STATUS, CHECKPOINT, INBOUND, PUSH, ALERT] {
         edge.publish_refused(subject).await?;
@@ -168,7 +76,7 @@ async fn each_service_publishes_only_its_own_subjects() -> anyhow::Result<()> {
     edge.subscribe_refused("_INBOX_ingest.>").await?;
     edge.subscribe_refused("_INBOX.>").await?;
 
-    let mut reader = Probe::connect(&nats, Role::Reader).await?;
+    let mut reader = Probe::as_role(&nats, Role::Reader).await?;
     for subject in [STATUS, CHECKPOINT, INBOUND, PUSH, SESSION, OUTCOME, ALERT, DEAD] {
         reader.publish_refused(subject).await?;
     }
@@ -204,7 +112,7 @@ async fn a_connection_without_valid_credentials_is_refused() -> anyhow::Result<(
         .await;
     assert!(wrong.is_err(), "a wrong password was accepted");
     // The right one is accepted.
-    let right = Probe::connect(&nats, Role::Reconciler).await?;
+    let right = Probe::as_role(&nats, Role::Reconciler).await?;
     right.client.flush().await?;
     Ok(())
 }
@@ -261,56 +169,6 @@ const DURABLES: [(&str, &str, &str, Role); 6] = [
     ),
 ];
 
-impl Probe {
-    /// Sends a JetStream API request and waits for the server to refuse it for
-    /// permissions; any answer at all means it was let through.
-    async fn request_refused(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        match self.request(subject, body).await? {
-            None => Ok(()),
-            Some(answer) => anyhow::bail!("{} may send {subject}: answered {answer}", self.role.user()),
-        }
-    }
-
-    /// Sends a JetStream API request and waits for a refusal: a permissions violation
-    /// or an error answer of JetStream itself.
-    async fn request_failed(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<()> {
-        match self.request(subject, body).await? {
-            Some(answer) if answer.get("error").is_none() => {
-                anyhow::bail!("{} {subject} succeeded: {answer}", self.role.user())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The answer to a request, or None when the server refused it for permissions.
-    async fn request(&mut self, subject: &str, body: &serde_json::Value) -> anyhow::Result<Option<serde_json::Value>> {
-        let inbox = self.client.new_inbox();
-        let mut answers = self.client.subscribe(inbox.clone()).await?;
-        self.client
-            .publish_with_reply(subject.to_owned(), inbox, serde_json::to_vec(body)?.into())
-            .await?;
-        self.client.flush().await?;
-        let expected = format!("permissions violation for publish to \"{subject}\"").to_lowercase();
-        let deadline = tokio::time::Instant::now() + ANSWER;
-        loop {
-            tokio::select! {
-                error = tokio::time::timeout_at(deadline, self.errors.recv()) => {
-                    let text = error
-                        .with_context(|| format!("{} {subject}: neither refused nor answered", self.role.user()))?
-                        .context("connection closed")?;
-                    if text.to_lowercase().contains(&expected) {
-                        return Ok(None);
-                    }
-                }
-                answer = answers.next() => {
-                    let answer = answer.context("inbox subscription ended")?;
-                    return Ok(Some(serde_json::from_slice(&answer.payload).unwrap_or_default()));
-                }
-            }
-        }
-    }
-}
-
 /// The stream configuration `stream` has on `admin`'s server now, as JSON.
 async fn config_of(admin: &Client, stream: &str) -> anyhow::Result<serde_json::Value> {
     let js = async_nats::jetstream::new(admin.clone());
@@ -349,7 +207,7 @@ async fn no_user_but_the_admin_changes_the_layout_or_another_services_consumers(
         Role::Edge,
         Role::Reader,
     ] {
-        let mut probe = Probe::connect(&nats, role).await?;
+        let mut probe = Probe::as_role(&nats, role).await?;
         probe
             .request_refused("$JS.API.STREAM.UPDATE.PAYTRACK_STATUS", &forged)
             .await?;
@@ -596,7 +454,7 @@ async fn a_reader_gets_expiring_consumers_on_its_mirrors_only_and_never_another_
     let nats = NatsServer::start().await?;
     let settings = paytrack_shared::config::Settings::from_pairs([("nats_url", nats.url())])?;
     nats.lay_out_for(&settings).await?;
-    let mut reader = Probe::connect(&nats, Role::Reader).await?;
+    let mut reader = Probe::as_role(&nats, Role::Reader).await?;
     let durable = |stream: &str, name: &str| serde_json::json!({"stream_name": stream, "config": {"durable_name": name, "ack_policy": "explicit"}});
     for (source, mirror) in READER_STREAMS {
         // No consumer at all on the services' streams.
@@ -639,7 +497,7 @@ async fn a_reader_gets_expiring_consumers_on_its_mirrors_only_and_never_another_
     }
     // Nor may the admin take the readers' inbox (a client of its own must use
     // `_INBOX_admin`).
-    Probe::connect(&nats, Role::Admin)
+    Probe::as_role(&nats, Role::Admin)
         .await?
         .subscribe_refused("_INBOX.>")
         .await?;
@@ -740,7 +598,7 @@ async fn the_all_tenant_readers_replies_and_deliveries_never_reach_the_services_
     let stored = || async { anyhow::Ok(admin.get_stream("PAYTRACK_STATUS").await?.info().await?.state.messages) };
     let before = stored().await?;
 
-    let mut reader = Probe::connect(&nats, Role::Reader).await?;
+    let mut reader = Probe::as_role(&nats, Role::Reader).await?;
     // An answer to a forged reply subject: once a later request on the same
     // connection is answered, the forged answer is stored or never will be.
     reader

@@ -147,32 +147,21 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         .map(str::to_owned);
     verify::check_text("error_description", reason.as_deref())?;
     let (payment_id, merchant_id) = linked_by_notes(&payment["notes"], &refund["notes"]);
-    let status = EVENTS
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, s)| (*s).to_owned());
-
+    let status = verify::status_of(EVENTS, &event_type);
+    let event = ProviderEvent {
+        amount_minor,
+        currency,
+        reason,
+        fee_minor,
+        rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
+        movement: movement.map(|parsed| parsed.evidence),
+        ..verify::provider_event(PROVIDER, &delivery_id, event_type, status, occurred_at, provider_ref)
+    };
     Ok(Verified {
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         payment_id,
         merchant_id,
-        event: ProviderEvent {
-            provider: PROVIDER.to_owned(),
-            event_id: delivery_id,
-            event_type,
-            status,
-            occurred_at: Some(occurred_at),
-            provider_ref: Some(provider_ref),
-            amount_minor,
-            currency,
-            reason,
-            provider_seq: None,
-            fee_minor,
-            rail: payment["method"].as_str().and_then(|m| verify::rail_of(RAILS, m)),
-            movement: movement.map(|parsed| parsed.evidence),
-            captured_minor: None,
-            direction: None,
-        },
+        event,
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
 }
@@ -207,27 +196,19 @@ fn parse_payout(
     let (by_notes, merchant_id) = linked_by_notes(&payout["notes"], &Value::Null);
     let payment_id = by_notes.or_else(|| payout["reference_id"].as_str().and_then(|r| PaymentId::new(r).ok()));
     let status = payout_status(&event_type, payout);
+    let event = ProviderEvent {
+        amount_minor,
+        currency,
+        reason,
+        rail: payout["mode"].as_str().and_then(|m| verify::rail_of(PAYOUT_RAILS, m)),
+        direction: Some(Direction::Payout),
+        ..verify::provider_event(PROVIDER, &delivery_id, event_type, status, occurred_at, provider_ref)
+    };
     Ok(Verified {
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         payment_id,
         merchant_id,
-        event: ProviderEvent {
-            provider: PROVIDER.to_owned(),
-            event_id: delivery_id,
-            event_type,
-            status,
-            occurred_at: Some(occurred_at),
-            provider_ref: Some(provider_ref),
-            amount_minor,
-            currency,
-            reason,
-            provider_seq: None,
-            fee_minor: None,
-            rail: payout["mode"].as_str().and_then(|m| verify::rail_of(PAYOUT_RAILS, m)),
-            movement: None,
-            captured_minor: None,
-            direction: Some(Direction::Payout),
-        },
+        event,
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
     })
 }

@@ -109,33 +109,29 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
             "content-type",
         ],
     );
-    let status = EVENTS
-        .iter()
-        .find(|(t, _)| *t == parsed.event_type)
-        .map(|(_, s)| (*s).to_owned());
+    let status = verify::status_of(EVENTS, &parsed.event_type);
     let movement = super::movements::stdwebhooks(&parsed.event_type, parsed.data.movement.as_ref())?;
-
+    let event = ProviderEvent {
+        amount_minor: Some(parsed.data.amount_minor),
+        currency: Some(parsed.data.currency),
+        reason: parsed.data.reason,
+        fee_minor: parsed.data.fee_minor,
+        rail: parsed.data.rail,
+        movement,
+        ..verify::provider_event(
+            PROVIDER,
+            &delivery_id,
+            parsed.event_type,
+            status,
+            parsed.timestamp,
+            parsed.data.provider_ref,
+        )
+    };
     Ok(Verified {
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         payment_id: Some(parsed.data.payment_id),
         merchant_id: parsed.data.merchant_id,
-        event: ProviderEvent {
-            provider: PROVIDER.to_owned(),
-            event_id: delivery_id,
-            event_type: parsed.event_type,
-            status,
-            occurred_at: Some(parsed.timestamp),
-            provider_ref: Some(parsed.data.provider_ref),
-            amount_minor: Some(parsed.data.amount_minor),
-            currency: Some(parsed.data.currency),
-            reason: parsed.data.reason,
-            provider_seq: None,
-            fee_minor: parsed.data.fee_minor,
-            rail: parsed.data.rail,
-            movement,
-            captured_minor: None,
-            direction: None,
-        },
+        event,
         evidence_headers,
     })
 }

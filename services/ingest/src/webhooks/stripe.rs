@@ -110,32 +110,21 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
     let metadata = &object["metadata"];
     let payment_id = metadata["payment_id"].as_str().and_then(|id| PaymentId::new(id).ok());
     let merchant_id = metadata["merchant_id"].as_str().and_then(|id| MerchantId::new(id).ok());
-    let status = EVENTS
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, s)| (*s).to_owned());
-
+    let status = verify::status_of(EVENTS, &event_type);
+    let event = ProviderEvent {
+        amount_minor,
+        currency,
+        reason,
+        rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
+        movement: movement.map(|parsed| parsed.evidence),
+        captured_minor,
+        ..verify::provider_event(PROVIDER, &delivery_id, event_type, status, occurred_at, provider_ref)
+    };
     Ok(Verified {
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         payment_id,
         merchant_id,
-        event: ProviderEvent {
-            provider: PROVIDER.to_owned(),
-            event_id: delivery_id,
-            event_type,
-            status,
-            occurred_at: Some(occurred_at),
-            provider_ref: Some(provider_ref),
-            amount_minor,
-            currency,
-            reason,
-            provider_seq: None,
-            fee_minor: None,
-            rail: payment_method_type(object).and_then(|t| verify::rail_of(RAILS, t)),
-            movement: movement.map(|parsed| parsed.evidence),
-            captured_minor,
-            direction: None,
-        },
+        event,
         evidence_headers: verify::evidence_headers(headers, &[HEADER_SIGNATURE, "content-type"]),
     })
 }

@@ -2,7 +2,9 @@
 //! compared in constant time, the timestamp tolerance, and the delivery-id shape.
 
 use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use paytrack_shared::envelope::ProviderEvent;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -84,10 +86,40 @@ pub fn check_delivery_id(id: &str, what: &str) -> Result<(), ApiError> {
 /// paytrack's rail for a provider's own payment method name, from the provider's
 /// `table` (`(provider's name, rail)`); None for a method no rail matches.
 pub fn rail_of(table: &[(&str, &str)], method: &str) -> Option<String> {
+    looked_up(table, method)
+}
+
+/// paytrack's status for a provider's event type, from the provider's `table`
+/// (`(event type, status)`); None for a type that moves no status.
+pub fn status_of(table: &[(&str, &str)], event_type: &str) -> Option<String> {
+    looked_up(table, event_type)
+}
+
+/// The value `table` pairs with `key`, owned.
+fn looked_up(table: &[(&str, &str)], key: &str) -> Option<String> {
     table
         .iter()
-        .find(|(m, _)| *m == method)
-        .map(|(_, rail)| (*rail).to_owned())
+        .find(|(k, _)| *k == key)
+        .map(|(_, value)| (*value).to_owned())
+}
+
+/// A provider event with what every scheme names (the provider, the delivery, its
+/// type and status, when it happened, the provider's payment) and every other field
+/// empty: each scheme then fills in only what its shape carries.
+pub fn provider_event(
+    provider: &str,
+    delivery_id: &str,
+    event_type: String,
+    status: Option<String>,
+    occurred_at: DateTime<Utc>,
+    provider_ref: String,
+) -> ProviderEvent {
+    ProviderEvent {
+        status,
+        occurred_at: Some(occurred_at),
+        provider_ref: Some(provider_ref),
+        ..ProviderEvent::new(provider, delivery_id, event_type)
+    }
 }
 
 /// Refuses control characters in a text paytrack keeps.

@@ -84,6 +84,11 @@ impl Truth {
 }
 
 fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<MovementEvidence>) -> InboundFact {
+    let event_type = if movement.is_some() {
+        "charge.refund.updated"
+    } else {
+        "payment_intent.succeeded"
+    };
     InboundFact {
         v: 1,
         fact_id: format!("wh:stripe:{id}").into(),
@@ -92,25 +97,13 @@ fn event(id: &str, status: Option<&str>, amount: Option<i64>, movement: Option<M
         merchant_id: Some(MerchantId::new("m").unwrap()),
         received_at: t0() + Duration::days(1),
         source: FactSource::Webhook(ProviderEvent {
-            provider: "stripe".into(),
-            event_id: id.into(),
-            event_type: if movement.is_some() {
-                "charge.refund.updated".into()
-            } else {
-                "payment_intent.succeeded".into()
-            },
             status: status.map(str::to_owned),
             occurred_at: Some(t0()),
             provider_ref: Some("pi_1".into()),
             amount_minor: amount,
             currency: Some("USD".into()),
-            reason: None,
-            provider_seq: None,
-            fee_minor: None,
-            rail: None,
             movement,
-            captured_minor: None,
-            direction: None,
+            ..ProviderEvent::new("stripe", id, event_type)
         }),
         raw: RawEvidence {
             headers: BTreeMap::new(),

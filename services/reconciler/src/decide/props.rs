@@ -49,21 +49,14 @@ fn webhook(n: u64, status: Status, seq: u64) -> InboundFact {
     inbound(
         format!("wh:stdwebhooks:e{n}"),
         FactSource::Webhook(ProviderEvent {
-            provider: "stdwebhooks".into(),
-            event_id: format!("e{n}"),
-            event_type: format!("payment.{status}"),
             occurred_at: Some(t0() + Duration::seconds(i64::try_from(seq).unwrap_or(0))),
             provider_ref: Some("pr".into()),
             amount_minor: Some(100),
             currency: Some("USD".into()),
             reason: (status == Status::Returned).then(|| "R01".to_owned()),
             provider_seq: Some(seq),
-            fee_minor: None,
-            movement: None,
-            captured_minor: None,
-            direction: None,
             status: Some(status.as_str().to_owned()),
-            rail: None,
+            ..ProviderEvent::new("stdwebhooks", format!("e{n}"), format!("payment.{status}"))
         }),
     )
 }
