@@ -68,6 +68,21 @@ struct Phase {
     note: String,
 }
 
+/// How long each fault of the random schedule occupies: a fault that heals
+/// sooner waits out its slot, so a 30-minute schedule runs 30 minutes.
+pub const SCHEDULE_SLOT: Duration = Duration::from_secs(30);
+
+/// The quiet time after a fault before the next one: at least 10 s, and for
+/// a scheduled fault the rest of its slot.
+fn settle_after(took: Duration, scheduled: bool) -> Duration {
+    let quiet = Duration::from_secs(10);
+    if scheduled {
+        SCHEDULE_SLOT.saturating_sub(took).max(quiet)
+    } else {
+        quiet
+    }
+}
+
 /// Faults drawn from the pool with `seed` until `duration` has passed.
 pub fn schedule(seed: u64, count: usize) -> Vec<Fault> {
     let pool = Fault::pool();
@@ -141,8 +156,8 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let mut faults: Vec<(String, Fault)> = suite.faults.iter().map(|f| (f.label(), *f)).collect();
     if !suite.schedule.is_zero() {
-        // At most one fault every 30 s; the schedule stops once its time is up.
-        let count = (suite.schedule.as_secs() / 30).max(1) as usize;
+        // One fault per 30 s slot, so the schedule lasts its whole time.
+        let count = (suite.schedule.as_secs() / SCHEDULE_SLOT.as_secs()).max(1) as usize;
         for (n, fault) in schedule(suite.seed, count).into_iter().enumerate() {
             faults.push((format!("schedule #{}: {}", n + 1, fault.label()), fault));
         }
@@ -162,6 +177,7 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
         phase.store(phases.len(), Ordering::Relaxed);
         tracing::info!(fault = %label, "injecting");
         let started = Instant::now();
+        let is_scheduled = label.starts_with("schedule");
         let note = match fault.run(&mut shape).await {
             Ok(note) => note,
             Err(error) => format!("fault step failed: {error:#}"),
@@ -174,7 +190,7 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
             recovery,
             note,
         });
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(settle_after(started.elapsed(), is_scheduled)).await;
     }
 
     stop_load.cancel();
@@ -277,6 +293,13 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_fault_waits_out_its_slot_and_every_fault_gets_quiet_time() {
+        assert_eq!(settle_after(Duration::from_secs(4), true), Duration::from_secs(26));
+        assert_eq!(settle_after(Duration::from_secs(25), true), Duration::from_secs(10));
+        assert_eq!(settle_after(Duration::from_secs(4), false), Duration::from_secs(10));
+    }
 
     #[test]
     fn a_seed_reproduces_its_schedule_and_another_seed_draws_another() {
