@@ -13,10 +13,12 @@
 //! - no `persisted` checkpoint for its version after `reconciler_trace_gap_ms`:
 //!   a `trace_gap` alert;
 //! - still `initiated`/`pending`/`held` past its rail's window: a status query to
-//!   the provider (at most the rail's `max_checks`, `interval_secs` apart), whose
+//!   the provider (the rail's `max_checks`, `interval_secs` apart), whose
 //!   answer is published on PAYTRACK_IN as a `status_query` fact and decided like
 //!   any other;
-//! - checks exhausted and still not settled: an `unclear_pending` alert;
+//! - checks exhausted and still not settled: an `unclear_pending` alert, and
+//!   the checks go on, the interval doubling up to 64 times (the provider keeps
+//!   the truth, and a webhook it lost must not leave the payment pending);
 //! - settled and persisted: the entry is removed.
 //!
 //! A payment that never settles stays tracked, so each tenant may have at most
@@ -199,7 +201,8 @@ pub fn plan(entry: &Entry, now: DateTime<Utc>, model: &StatusModel, config: &Swe
         // once the gap has passed; an unsettled payment inside the gap needs no read.
         look_for_checkpoint: !entry.persisted && (!unsettled(entry.status) || (gap_passed && !entry.trace_gap_raised)),
         trace_gap: !entry.persisted && !entry.trace_gap_raised && gap_passed,
-        query: due && entry.checks < checks.max_checks,
+        // Once `unclear_pending` is raised the provider is still asked, ever less often.
+        query: due && (entry.checks < checks.max_checks || entry.unclear_raised),
         unclear: due && entry.checks >= checks.max_checks && !entry.unclear_raised,
         forget: !unsettled(entry.status) && entry.persisted,
     }
@@ -532,7 +535,7 @@ impl Sweeps {
             // The claim: whoever updates the revision first makes this check.
             let rules = model.rail(entry.rail.as_deref());
             entry.checks += 1;
-            let interval = self.config.scaled(rules.status_checks.interval_secs);
+            let interval = self.config.scaled(rules.status_checks.interval_after(entry.checks));
             entry.next_check_at = Some(now.checked_add_signed(interval).unwrap_or(DateTime::<Utc>::MAX_UTC));
             if self.write(key, &entry, revision).await.is_none() {
                 return Ok(());
@@ -771,7 +774,7 @@ mod tests {
     }
 
     #[test]
-    fn upi_is_checked_no_earlier_than_90_s_and_at_most_3_times() {
+    fn upi_is_checked_from_90_s_three_times_then_alerted_and_asked_ever_less_often() {
         let model = StatusModel::get();
         let c = config();
         let mut e = entry(Status::Pending, "upi");
@@ -787,7 +790,15 @@ mod tests {
         let p = plan(&e, at(360), model, &c);
         assert!(!p.query && p.unclear, "{p:?}");
         e.unclear_raised = true;
-        assert_eq!(plan(&e, at(400), model, &c), Plan::default());
+        let p = plan(&e, at(400), model, &c);
+        assert!(
+            p.query && !p.unclear,
+            "after the alert the provider is still asked: {p:?}"
+        );
+        e.checks = 4;
+        e.next_check_at = Some(at(580));
+        assert!(!plan(&e, at(579), model, &c).query);
+        assert!(plan(&e, at(580), model, &c).query);
     }
 
     #[test]

@@ -173,8 +173,23 @@ pub struct StatusChecks {
     pub first_after_secs: u64,
     /// Between checks.
     pub interval_secs: u64,
-    /// At most this many checks; then the payment raises `unclear_pending`.
+    /// This many checks, then the payment raises `unclear_pending`; the checks
+    /// go on after it, ever less often (see [`StatusChecks::interval_after`]).
     pub max_checks: u32,
+}
+
+/// How many times the interval doubles once `max_checks` are spent: the
+/// provider stays the truth for a payment nobody settled, so it is asked
+/// again, at most every `interval_secs × 2^TAIL_DOUBLINGS`.
+pub const TAIL_DOUBLINGS: u32 = 6;
+
+impl StatusChecks {
+    /// The wait after check number `made` (1 for the first): `interval_secs`
+    /// up to `max_checks`, then doubling each time up to [`TAIL_DOUBLINGS`].
+    pub fn interval_after(&self, made: u32) -> u64 {
+        let past = made.saturating_sub(self.max_checks).min(TAIL_DOUBLINGS);
+        self.interval_secs.saturating_mul(1u64 << past)
+    }
 }
 
 /// A date that chrono cannot represent: the arithmetic that would produce it is
@@ -490,7 +505,7 @@ impl StatusModel {
             let c = &r.status_checks;
             let days = |d: Option<u32>| d.map_or("none".to_owned(), |d| format!("{d} days"));
             out.push_str(&format!(
-                "| `{name}` | {} | {} s | {} | refunds {}; disputes {} | first after {} s, then every {} s, at most {} |\n",
+                "| `{name}` | {} | {} s | {} | refunds {}; disputes {} | first after {} s, then every {} s; after {}, `unclear_pending`, then doubling to every {} s |\n",
                 if r.irrevocable { "yes" } else { "no" },
                 r.pending_window_secs,
                 if windows.is_empty() {
@@ -502,7 +517,8 @@ impl StatusModel {
                 days(r.money_windows.dispute_days),
                 c.first_after_secs,
                 c.interval_secs,
-                c.max_checks
+                c.max_checks,
+                c.interval_after(c.max_checks + TAIL_DOUBLINGS)
             ));
         }
         out
@@ -511,6 +527,17 @@ impl StatusModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn checks_go_on_after_unclear_pending_ever_less_often() {
+        let c = StatusChecks {
+            first_after_secs: 90,
+            interval_secs: 90,
+            max_checks: 3,
+        };
+        let waits: Vec<u64> = (1..=11).map(|made| c.interval_after(made)).collect();
+        assert_eq!(waits, [90, 90, 90, 180, 360, 720, 1440, 2880, 5760, 5760, 5760]);
+    }
+
     use super::*;
 
     #[test]

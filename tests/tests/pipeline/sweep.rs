@@ -23,6 +23,8 @@ const WAIT: Duration = Duration::from_secs(30);
 enum Answer {
     /// 503 to every query.
     Down,
+    /// 503 to this many queries, then this status.
+    DownFor(usize, &'static str),
     /// This status, at this provider sequence.
     Status(&'static str, Option<u64>),
     /// This status, with the payment's terms as the simulator gives them: amount,
@@ -37,9 +39,17 @@ struct Provider {
 }
 
 async fn status_query(State(p): State<Provider>, Path((provider, reference)): Path<(String, String)>) -> Response {
-    p.queries.fetch_add(1, Ordering::SeqCst);
+    let before = p.queries.fetch_add(1, Ordering::SeqCst);
     match p.answer {
         Answer::Down => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Answer::DownFor(n, _) if before < n => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Answer::DownFor(_, status) => axum::Json(serde_json::json!({
+            "status": status,
+            "provider": provider,
+            "provider_ref": reference,
+            "occurred_at": Utc::now().to_rfc3339(),
+        }))
+        .into_response(),
         Answer::Status(status, seq) => axum::Json(serde_json::json!({
             "status": status,
             "provider": provider,
@@ -123,30 +133,40 @@ async fn pending_payment(mesh: &Mesh, pay: &str, rail: &str) -> anyhow::Result<(
     Ok(())
 }
 
-/// The provider answers nothing: after its rail's window and its three checks, the
-/// UPI payment raises `unclear_pending`, linking to its evidence; no fourth query.
+/// The provider answers nothing for a while: after its rail's window and its three
+/// checks, the UPI payment raises `unclear_pending` once, linking to its evidence.
+/// The provider is still asked, ever less often, and its answer when it comes
+/// settles the payment: a lost webhook never leaves a payment pending for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_whose_provider_stops_answering_raises_unclear_pending() -> anyhow::Result<()> {
-    let (url, queries) = provider(Answer::Down).await?;
+async fn a_payment_whose_provider_stops_answering_raises_unclear_pending_and_is_still_asked() -> anyhow::Result<()> {
+    let (url, queries) = provider(Answer::DownFor(5, "succeeded")).await?;
     let mesh = mesh(&url, &[]).await?;
     let pay = "pay_upi_silent";
+    let alerts_before = mesh.stream_messages(subjects::STREAM_ALERT).await?;
     pending_payment(&mesh, pay, "upi").await?;
     let raised = alert(&mesh, &mesh.tenant, subjects::ALERT_UNCLEAR_PENDING).await?;
     assert_eq!(raised.payment_id.as_str(), pay);
     assert_eq!(raised.evidence, format!("/v1/payments/{pay}/evidence"));
+    assert!(
+        raised.detail.contains("after 3 status checks"),
+        "UPI raises after its 3 checks: {}",
+        raised.detail
+    );
+    // The answer that finally comes settles it; nothing was invented before it.
+    let chain = eventually(WAIT, "the payment settled by a later check", || async {
+        let chain = facts::chain(&mesh.js, &mesh.tenant, pay).await.ok()?;
+        (chain.last().map(|t| t.status) == Some(Status::Succeeded)).then_some(chain)
+    })
+    .await?;
+    let statuses: Vec<Status> = chain.iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [Status::Initiated, Status::Pending, Status::Succeeded]);
     assert_eq!(
         queries.load(Ordering::SeqCst),
-        3,
-        "UPI allows at most 3 status checks, whatever the number of replicas"
+        6,
+        "five unanswered checks and the one answered, whatever the number of replicas"
     );
-    // Still pending: nothing was invented.
-    let chain = facts::chain(&mesh.js, &mesh.tenant, pay).await?;
-    assert_eq!(chain.last().map(|t| t.status), Some(Status::Pending));
-    // More sweeps go by: no further query, one alert.
-    let at = mesh.stream_messages(subjects::STREAM_ALERT).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(queries.load(Ordering::SeqCst), 3);
-    assert_eq!(mesh.stream_messages(subjects::STREAM_ALERT).await?, at);
+    // One alert for the payment, however many checks went unanswered.
+    assert_eq!(mesh.stream_messages(subjects::STREAM_ALERT).await?, alerts_before + 1);
     Ok(())
 }
 
