@@ -146,16 +146,22 @@ async fn stripe_success(mesh: &Mesh, payment: &str, at: i64) -> anyhow::Result<(
     Ok(())
 }
 
+/// A mesh on which `payment` succeeded on Stripe a minute ago; that time.
+async fn mesh_after_stripe_success(payment: &str) -> anyhow::Result<(Mesh, i64)> {
+    let mesh = Mesh::start().await?;
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    Ok((mesh, t))
+}
+
 /// Stripe partial refunds of 1,000 then 1,500 of a 5,000 payment: each
 /// `charge.refunded` carries the cumulative `amount_refunded` and lists the refunds
 /// by id. The payment stays `succeeded` (never `returned`), its net is 2,500, a
 /// repeat of the first event changes nothing, and the ledger recognises 2,500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_refunds";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
 
     let first = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
     assert_eq!(
@@ -292,10 +298,8 @@ async fn razorpay_failed_then_captured_succeeds_with_an_alert() -> anyhow::Resul
 /// lost: an alert when it opens, the amount withheld, and each step posted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_dispute";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
     let dispute = |status: &str, fee: i64| {
         with(
             movement("dispute", "dp_1", 5000, status, payment),
@@ -379,10 +383,8 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
 /// every amount, movement, journal entry and posting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_rebuild";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
     let charged = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
     let dispute = |status: &str| {
         with(
