@@ -252,6 +252,18 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
 /// payments; a rebuild records its own.
 pub const REBUILD_LOCAL_TABLES: [&str; 2] = ["projector_progress", "projector_positions"];
 
+/// How many of the mesh tenant's journal entries have legs that do not sum to zero
+/// per currency: 0 whatever was projected, rewritten or adopted.
+pub async fn unbalanced_entries(mesh: &Mesh) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
+           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
+    )
+    .bind(mesh.tenant.as_str())
+    .fetch_one(&mesh.db)
+    .await?)
+}
+
 /// A tenant's projection dumped by [`dump`], table by table.
 pub type Dump = BTreeMap<&'static str, Vec<Value>>;
 

@@ -73,14 +73,11 @@ async fn an_adopted_chain_without_create_terms_keeps_the_projected_amount() -> a
             .fetch_one(&mesh.db)
             .await?;
     assert_eq!(after, held, "adopting a chain without terms keeps the projected amount");
-    let unbalanced: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
-           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
-    )
-    .bind(mesh.tenant.as_str())
-    .fetch_one(&mesh.db)
-    .await?;
-    assert_eq!(unbalanced, 0, "every journal entry balances");
+    assert_eq!(
+        paytrack_tests::workload::unbalanced_entries(&mesh).await?,
+        0,
+        "every journal entry balances"
+    );
     Ok(())
 }
 
