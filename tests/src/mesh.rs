@@ -742,17 +742,30 @@ impl RunningProjector {
 }
 
 impl Mesh {
+    /// Takes the running projector out of the mesh, to stop it.
+    fn take_projector(&self) -> anyhow::Result<Option<RunningProjector>> {
+        Ok(self
+            .projector
+            .lock()
+            .map_err(|_| anyhow::anyhow!("projector lock"))?
+            .take())
+    }
+
+    /// Starts a fresh projector on the mesh's settings with its admin API on `admin`,
+    /// in place of the one taken out.
+    fn start_projector(&self, admin: std::net::TcpListener) -> anyhow::Result<()> {
+        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
+        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
+        Ok(())
+    }
+
     /// Stops the projector alone (as SIGTERM to its process would), runs `between`,
     /// then starts a fresh projector on the same settings and admin address.
     pub async fn restart_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
         &self,
         between: F,
     ) -> anyhow::Result<()> {
-        let running = self
-            .projector
-            .lock()
-            .map_err(|_| anyhow::anyhow!("projector lock"))?
-            .take();
+        let running = self.take_projector()?;
         if let Some(running) = running {
             running.shutdown.cancel();
             running.task.await?.context("projector ended with an error")?;
@@ -760,9 +773,7 @@ impl Mesh {
         between.await?;
         // The old listener is closed; the address is free for the fresh projector.
         let admin = std::net::TcpListener::bind(self.projector_admin)?;
-        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
-        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
-        Ok(())
+        self.start_projector(admin)
     }
 
     /// Kills the projector mid-work (its consumer loop is aborted where it stands, as
@@ -773,11 +784,7 @@ impl Mesh {
         &self,
         between: F,
     ) -> anyhow::Result<()> {
-        let running = self
-            .projector
-            .lock()
-            .map_err(|_| anyhow::anyhow!("projector lock"))?
-            .take();
+        let running = self.take_projector()?;
         if let Some(running) = running {
             running.task.abort();
             running.shutdown.cancel();
@@ -789,9 +796,7 @@ impl Mesh {
             std::net::TcpListener::bind(self.projector_admin).ok()
         })
         .await?;
-        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
-        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
-        Ok(())
+        self.start_projector(admin)
     }
 
     /// Starts another projector instance named `instance` on the mesh's settings (a
