@@ -1,8 +1,14 @@
 //! Arbitrary webhook input for the providers' property tests: header values (absent,
 //! any bytes, printable text) and bodies (any bytes, or JSON shaped like a Stripe or
-//! Razorpay event with arbitrary values), so each scheme is fed the same hostile mix.
+//! Razorpay event with arbitrary values), so each scheme is fed the same hostile mix,
+//! and the one answer every scheme may give it.
 
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::IntoResponse;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+use crate::error::ApiError;
 
 /// A header value: absent, any bytes, or printable ASCII.
 pub fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
@@ -27,4 +33,22 @@ pub fn provider_body() -> impl Strategy<Value = Vec<u8>> {
             .into_bytes()
         }),
     ]
+}
+
+/// Sets header `name` to `value` where a request can carry it (absent and
+/// unrepresentable values are left out), as a client sending those bytes would.
+pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: Option<Vec<u8>>) {
+    if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+        headers.insert(name, v);
+    }
+}
+
+/// Holds when a scheme's answer to arbitrary input is an accepted event or a 4xx:
+/// never a 5xx (a panic fails the property on its own).
+pub fn accepted_or_4xx<T>(answer: Result<T, ApiError>) -> Result<(), TestCaseError> {
+    if let Err(error) = answer {
+        let status = error.into_response().status().as_u16();
+        prop_assert!((400..500).contains(&status), "answered {}", status);
+    }
+    Ok(())
 }

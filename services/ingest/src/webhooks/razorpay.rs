@@ -419,7 +419,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::webhooks::arbitrary::{header_value, provider_body};
+        use crate::webhooks::arbitrary::{accepted_or_4xx, header_value, provider_body, set_header};
 
         fn sign_body(body: &[u8]) -> String {
             hex::encode(verify::hmac_sha256(&SecretBox::new(SECRET.as_bytes().into()), &[body]))
@@ -438,20 +438,12 @@ mod tests {
                 sign in any::<bool>(),
             ) {
                 let mut h = HeaderMap::new();
-                if let Some(v) = sig.and_then(|v| axum::http::HeaderValue::from_bytes(&v).ok()) {
-                    h.insert(HEADER_SIGNATURE, v);
-                }
-                if let Some(v) = id.and_then(|v| axum::http::HeaderValue::from_bytes(&v).ok()) {
-                    h.insert(HEADER_EVENT_ID, v);
-                }
+                set_header(&mut h, HEADER_SIGNATURE, sig);
+                set_header(&mut h, HEADER_EVENT_ID, id);
                 if sign {
                     h.insert(HEADER_SIGNATURE, sign_body(&body).parse().unwrap());
                 }
-                if let Err(error) = verify_and_parse(&keys(SECRET), &h, &body) {
-                    use axum::response::IntoResponse;
-                    let status = error.into_response().status().as_u16();
-                    prop_assert!((400..500).contains(&status), "answered {}", status);
-                }
+                accepted_or_4xx(verify_and_parse(&keys(SECRET), &h, &body))?;
             }
         }
     }
