@@ -281,6 +281,15 @@ pub struct Rebuilt {
     pub db: PgPool,
 }
 
+impl Rebuilt {
+    /// Asserts that each of `tables` holds the same rows live and rebuilt.
+    pub fn assert_same(&self, tables: &[&str]) {
+        for table in tables {
+            assert_eq!(self.live[table], self.replayed[table], "{table}");
+        }
+    }
+}
+
 /// Rebuilds the mesh's projection from its streams (as the projector's NATS user)
 /// into a fresh database, and dumps both for the tenant.
 pub async fn rebuild_and_dump(mesh: &Mesh) -> anyhow::Result<Rebuilt> {

@@ -14,6 +14,14 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The tables a rebuild must reproduce for a payment's money.
+const LEDGER_TABLES: [&str; 4] = [
+    "payment_timeline",
+    "journal_entries",
+    "ledger_postings",
+    "ledger_accounts",
+];
+
 /// Posts a Stripe event (`id`, `type`, `data.object`), signed now; its HTTP status.
 async fn stripe(mesh: &Mesh, id: &str, event_type: &str, created: i64, object: Value) -> anyhow::Result<u16> {
     let body = json!({"id": id, "object": "event", "api_version": "2022-11-15", "created": created,
@@ -113,6 +121,11 @@ fn razorpay_entity(entity: &str, payment: &str, created: i64, fields: Value) -> 
     let mut payload = serde_json::Map::new();
     payload.insert(entity.to_owned(), json!({"entity": with(base, fields)}));
     Value::Object(payload)
+}
+
+/// The view's amounts named `keys`, in that order.
+fn amounts(view: &Value, keys: &[&str]) -> Value {
+    keys.iter().map(|k| view["amounts"][k].clone()).collect()
 }
 
 fn charge(payment: &str, amount_refunded: i64, refunds: Value) -> Value {
@@ -331,28 +344,13 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
         kinds.iter().any(|k| k == "dispute_opened").then_some(())
     })
     .await?;
-    assert_eq!(
-        stripe(
-            &mesh,
-            "evt_dp_2",
-            "charge.dispute.funds_withdrawn",
-            t + 20,
-            dispute("needs_response", 1500)
-        )
-        .await?,
-        200
-    );
-    assert_eq!(
-        stripe(
-            &mesh,
-            "evt_dp_3",
-            "charge.dispute.closed",
-            t + 30,
-            dispute("lost", 1500)
-        )
-        .await?,
-        200
-    );
+    for (id, event_type, at, status) in [
+        ("evt_dp_2", "charge.dispute.funds_withdrawn", t + 20, "needs_response"),
+        ("evt_dp_3", "charge.dispute.closed", t + 30, "lost"),
+    ] {
+        let object = dispute(status, 1500);
+        assert_eq!(stripe(&mesh, id, event_type, at, object).await?, 200, "{id}");
+    }
     let lost = mesh
         .view_when(payment, "the dispute lost", |v| v["version"] == 4)
         .await?;
@@ -408,15 +406,12 @@ async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
         mesh.view_when(payment, event_type, |v| v["version"] == n + 2).await?;
     }
     let view = mesh.view_when(payment, "every movement", |v| v["version"] == 6).await?;
-    let a = &view["amounts"];
     assert_eq!(
-        (
-            &a["captured_minor"],
-            &a["refunded_minor"],
-            &a["disputed_minor"],
-            &a["net_minor"]
+        amounts(
+            &view,
+            &["captured_minor", "refunded_minor", "disputed_minor", "net_minor"]
         ),
-        (&json!(5000), &json!(500), &json!(0), &json!(4500)),
+        json!([5000, 500, 0, 4500]),
         "{view}"
     );
     assert_eq!(view["at_risk_minor"], 4500, "{view}");
@@ -436,15 +431,8 @@ async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
     assert_eq!((sum, merchant), (0, 4500));
 
     let rebuilt = rebuild_and_dump(&mesh).await?;
+    rebuilt.assert_same(&LEDGER_TABLES);
     let (live, replayed) = (&rebuilt.live, &rebuilt.replayed);
-    for table in [
-        "payment_timeline",
-        "journal_entries",
-        "ledger_postings",
-        "ledger_accounts",
-    ] {
-        assert_eq!(live[table], replayed[table], "{table}");
-    }
     let money = |rows: &Vec<Value>| -> Vec<Value> {
         rows.iter()
             .map(|r| json!([r["amounts"], r["ledger_minor"], r["captured_at"], r["at_risk_until"]]))
@@ -785,10 +773,9 @@ async fn a_partial_capture_captures_what_the_provider_received() -> anyhow::Resu
     let view = mesh
         .view_when(payment, "the capture", |v| v["status"] == "succeeded")
         .await?;
-    let a = &view["amounts"];
     assert_eq!(
-        (&a["authorised_minor"], &a["captured_minor"], &a["net_minor"]),
-        (&json!(5000), &json!(3000), &json!(3000)),
+        amounts(&view, &["authorised_minor", "captured_minor", "net_minor"]),
+        json!([5000, 3000, 3000]),
         "{view}"
     );
     let (kinds, sum, merchant) = journal(&mesh, payment).await?;
@@ -861,10 +848,9 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
         (&json!("payout"), &json!("returned")),
         "{listed}"
     );
-    let a = &view["amounts"];
     assert_eq!(
-        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
-        (&json!(120000), &json!(120000), &json!(0)),
+        amounts(&view, &["paid_minor", "returned_minor", "net_minor"]),
+        json!([120000, 120000, 0]),
         "{view}"
     );
     let (kinds, sum, merchant) = journal_when(&mesh, payment, 2).await?;
@@ -890,16 +876,8 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
     assert_eq!(ledger_minor(&mesh, payment).await?, 0);
 
     let rebuilt = rebuild_and_dump(&mesh).await?;
-    let (live, replayed) = (&rebuilt.live, &rebuilt.replayed);
-    for table in [
-        "payment_timeline",
-        "journal_entries",
-        "ledger_postings",
-        "ledger_accounts",
-        "payments",
-    ] {
-        assert_eq!(live[table], replayed[table], "{table}");
-    }
+    rebuilt.assert_same(&LEDGER_TABLES);
+    rebuilt.assert_same(&["payments"]);
     Ok(())
 }
 
@@ -928,10 +906,9 @@ async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()
     let view = mesh
         .view_when(payment, "the payout returned", |v| v["status"] == "returned")
         .await?;
-    let a = &view["amounts"];
     assert_eq!(
-        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
-        (&json!(75000), &json!(75000), &json!(0)),
+        amounts(&view, &["paid_minor", "returned_minor", "net_minor"]),
+        json!([75000, 75000, 0]),
         "{view}"
     );
     assert_eq!(view["rail"], "imps", "{view}");
