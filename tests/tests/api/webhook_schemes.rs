@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use paytrack_nats::Role;
-use paytrack_shared::config::Settings;
 use paytrack_shared::{PaymentId, TenantId};
+use paytrack_tests::standalone::StandaloneIngest;
 use paytrack_tests::{NatsServer, hostile};
-use tokio_util::sync::CancellationToken;
 
 const STD_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STD_NEW: &str = "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";
@@ -26,53 +25,27 @@ const NEW_SECRETS: [(&str, &str); 3] = [("stdwebhooks", STD_NEW), ("razorpay", R
 /// A signed delivery: its body and headers.
 type Delivery = (String, Vec<(String, String)>);
 
-struct RunningIngest {
-    url: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RunningIngest {
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await??;
-        Ok(())
-    }
-}
-
-fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
-    settings_with(nats, secrets, &[])
-}
-
-fn settings_with(nats: &NatsServer, secrets: &str, extra: &[(&'static str, &str)]) -> anyhow::Result<Settings> {
-    let mut pairs = nats.settings_pairs();
-    pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    pairs.extend([
-        ("nats_url", nats.url()),
-        // Never connected to: webhooks read no table.
-        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
-        ("ingest_listen", "127.0.0.1:0".to_owned()),
-        ("nats_ack_timeout_ms", "5000".to_owned()),
-        ("jwt_secret", "test-secret".to_owned()),
-        ("webhook_secrets", secrets.to_owned()),
-    ]);
-    Ok(Settings::from_pairs(pairs)?)
-}
-
-async fn start_ingest(nats: &NatsServer, secrets: &str) -> anyhow::Result<RunningIngest> {
-    start_ingest_with(nats, secrets, &[]).await
-}
-
 /// A test's own NATS with ingest on it verifying `secrets` (and `extra` settings),
 /// and the admin's JetStream context that reads what ingest stored.
 async fn start(
     secrets: &str,
     extra: &[(&'static str, &str)],
-) -> anyhow::Result<(NatsServer, async_nats::jetstream::Context, RunningIngest)> {
+) -> anyhow::Result<(NatsServer, async_nats::jetstream::Context, StandaloneIngest)> {
     let nats = NatsServer::start().await?;
     let js = async_nats::jetstream::new(nats.admin_client().await?);
-    let ingest = start_ingest_with(&nats, secrets, extra).await?;
+    let ingest = start_ingest(&nats, secrets, extra).await?;
     Ok((nats, js, ingest))
+}
+
+/// Ingest on `nats` verifying `secrets`, with `extra` settings and a 5 s ack wait.
+async fn start_ingest(
+    nats: &NatsServer,
+    secrets: &str,
+    extra: &[(&'static str, &str)],
+) -> anyhow::Result<StandaloneIngest> {
+    let mut extra = extra.to_vec();
+    extra.push(("nats_ack_timeout_ms", "5000"));
+    StandaloneIngest::start(nats, secrets, &extra).await
 }
 
 /// The provider-reference index as ingest's NATS user sees it.
@@ -91,29 +64,6 @@ async fn stored_fact(js: &async_nats::jetstream::Context, payment: &str) -> anyh
         .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
         .await?;
     Ok(serde_json::from_slice(&stored.payload)?)
-}
-
-async fn start_ingest_with(
-    nats: &NatsServer,
-    secrets: &str,
-    extra: &[(&'static str, &str)],
-) -> anyhow::Result<RunningIngest> {
-    paytrack_shared::telemetry::init_for_tests();
-    let settings = settings_with(nats, secrets, extra)?;
-    nats.lay_out_for(&settings).await?;
-    let config = paytrack_ingest::Config::from_settings(&settings)?;
-    let ingest = paytrack_ingest::Ingest::bind(config).await?;
-    let url = format!("http://{}", ingest.local_addr()?);
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move { Ok(ingest.run(token).await?) });
-    let http = reqwest::Client::new();
-    paytrack_tests::eventually(Duration::from_secs(20), "ingest ready", || async {
-        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await?;
-    Ok(RunningIngest { url, stop, task })
 }
 
 fn endpoint_secrets(tenant: &TenantId, which: &[(&str, &str)]) -> String {
@@ -281,7 +231,7 @@ async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
 
     // After the rotation: ingest restarted with the new secrets only.
     ingest.stop().await?;
-    let ingest = start_ingest(&nats, &endpoint_secrets(&tenant, &NEW_SECRETS)).await?;
+    let ingest = start_ingest(&nats, &endpoint_secrets(&tenant, &NEW_SECRETS), &[]).await?;
     for (provider, old, new) in schemes {
         let before = inbound_messages(&js).await?;
         let (status, _) = post(
@@ -320,7 +270,9 @@ async fn unusable_secrets_stop_the_start() -> anyhow::Result<()> {
         "acme/paypal=some-secret",
         "acme/stdwebhooks=whpk_AAAA",
     ] {
-        let error = match settings(&nats, secrets).and_then(|s| Ok(paytrack_ingest::Config::from_settings(&s)?)) {
+        let error = match StandaloneIngest::settings(&nats, secrets, &[])
+            .and_then(|s| Ok(paytrack_ingest::Config::from_settings(&s)?))
+        {
             Ok(_) => anyhow::bail!("{secrets} was accepted"),
             Err(error) => error.to_string(),
         };
