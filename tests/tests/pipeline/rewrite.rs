@@ -91,15 +91,7 @@ async fn a_history_lost_by_the_broker_and_begun_again_keeps_the_payments_terms()
     let mesh = Mesh::start().await?;
     let payment = "pay_lost_then_queried";
     facts::publish(&mesh.js, &facts::create(&mesh.tenant, payment, "rtp", "stdwebhooks")?).await?;
-    let pending = facts::event(
-        &mesh.tenant,
-        payment,
-        &format!("{payment}_p"),
-        Status::Pending,
-        Some(1),
-        chrono::Utc::now(),
-        None,
-    )?;
+    let pending = facts::first_pending(&mesh.tenant, payment)?;
     facts::publish(&mesh.js, &pending).await?;
     mesh.wait_for_row(payment, 2).await?;
     let held = terms(&mesh, payment).await?;
