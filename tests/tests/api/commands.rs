@@ -47,18 +47,9 @@ async fn post(
     Ok((response.status().as_u16(), response.text().await?))
 }
 
-/// [`post`] that must answer `want`; the body as JSON.
-async fn post_expecting(
-    want: u16,
-    client: &reqwest::Client,
-    mesh: &Mesh,
-    path: &str,
-    credential: &str,
-    key: Option<&str>,
-    body: &str,
-) -> anyhow::Result<Value> {
-    let (status, text) = post(client, mesh, path, credential, key, body).await?;
-    assert_eq!(status, want, "{path}: {text}");
+/// The body of a [`post`] answer as JSON, once its status is `want`.
+fn expecting(want: u16, (status, text): (u16, String)) -> anyhow::Result<Value> {
+    assert_eq!(status, want, "{text}");
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -85,15 +76,17 @@ async fn projected(mesh: &Mesh, token: &str, payment: &str) -> anyhow::Result<()
 }
 
 /// A mesh whose providers initiate payments at a [`sandbox_gateway`] that fails
-/// for `failing`; the requests the gateway saw.
-async fn mesh_with_gateway(failing: &'static str) -> anyhow::Result<(Mesh, Seen)> {
+/// for `failing`, a client and an operator token as [`start`] gives; and the
+/// requests the gateway saw.
+async fn mesh_with_gateway(failing: &'static str) -> anyhow::Result<(Mesh, reqwest::Client, String, Seen)> {
     let (url, seen) = sandbox_gateway(failing).await?;
     let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
         provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
         ..Default::default()
     })
     .await?;
-    Ok((mesh, seen))
+    let token = mesh.operator_token();
+    Ok((mesh, http()?, token, seen))
 }
 
 fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String {
@@ -240,17 +233,8 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     let before = inbound_count(&mesh).await?;
 
     for command in ["cancel", "retry"] {
-        let (status, text) = post(
-            &client,
-            &mesh,
-            &format!("/v1/payments/{rtp}/{command}"),
-            &token,
-            None,
-            "",
-        )
-        .await?;
-        assert_eq!(status, 422, "{text}");
-        let body: Value = serde_json::from_str(&text)?;
+        let path = format!("/v1/payments/{rtp}/{command}");
+        let body = expecting(422, post(&client, &mesh, &path, &token, None, "").await?)?;
         assert_eq!(body["code"], "unsupported_feature");
         assert_eq!(body["feature"], command);
         assert_eq!(
@@ -259,17 +243,11 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         );
         assert!(body.get("program").is_some_and(Value::is_null), "{body}");
     }
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("zz-1"),
-        &create_body("m_c", "card", "ZZ", 100),
-    )
-    .await?;
-    assert_eq!(status, 422, "{text}");
-    let body: Value = serde_json::from_str(&text)?;
+    let zz = create_body("m_c", "card", "ZZ", 100);
+    let body = expecting(
+        422,
+        post(&client, &mesh, "/v1/payments", &token, Some("zz-1"), &zz).await?,
+    )?;
     assert_eq!(
         (body["code"].as_str(), body["feature"].as_str()),
         (Some("unsupported_feature"), Some("create"))
@@ -277,17 +255,9 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
 
     // Resolve: reason required, operators only.
     let resolve = format!("/v1/payments/{card}/resolve");
-    let (status, text) = post(
-        &client,
-        &mesh,
-        &resolve,
-        &token,
-        None,
-        &json!({"status": "failed"}).to_string(),
-    )
-    .await?;
-    assert_eq!(status, 422, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "invalid_reason");
+    let no_reason = json!({"status": "failed"}).to_string();
+    let body = expecting(422, post(&client, &mesh, &resolve, &token, None, &no_reason).await?)?;
+    assert_eq!(body["code"], "invalid_reason");
     let (status, _) = post(
         &client,
         &mesh,
@@ -343,14 +313,17 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
     // payment is projected first, so each command is checked against its status.
     projected(&mesh, &token, &card).await?;
     let retry_path = format!("/v1/payments/{card}/retry");
-    let retry = post_expecting(202, &client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
+    let retry = expecting(202, post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?)?;
     assert_eq!(
         retry["routing"]["provider"], "stdwebhooks",
         "a retry is routed: {retry}"
     );
     let cancel = format!("/v1/payments/{card}/cancel");
     let body = json!({"reason": "customer asked"}).to_string();
-    let first = post_expecting(202, &client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?;
+    let first = expecting(
+        202,
+        post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?,
+    )?;
     assert_eq!(
         (first["command"].as_str(), first["duplicate"].as_bool()),
         (Some("cancel"), Some(false))
@@ -362,17 +335,9 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         (first["seq"].clone(), Some(true))
     );
     // Only investigation_required is resolved: refused before it is recorded.
-    let (status, text) = post(
-        &client,
-        &mesh,
-        &resolve,
-        &token,
-        None,
-        &json!({"status": "failed", "reason": "bank confirmed"}).to_string(),
-    )
-    .await?;
-    assert_eq!(status, 409, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "state_conflict");
+    let confirmed = json!({"status": "failed", "reason": "bank confirmed"}).to_string();
+    let body = expecting(409, post(&client, &mesh, &resolve, &token, None, &confirmed).await?)?;
+    assert_eq!(body["code"], "state_conflict");
     assert_eq!(inbound_count(&mesh).await?, before + 2);
     // The reconciler applies the cancel.
     mesh.eventually(WAIT, "cancelled", || async {
@@ -449,7 +414,7 @@ async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyho
     ws.next_of("subscribed", WAIT).await?;
 
     let body = json!({"user": "u_push", "type": "order.ready", "data": {"order": "o-9"}}).to_string();
-    let accepted = post_expecting(202, &client, &mesh, "/v1/push", &mesh.api_key, None, &body).await?;
+    let accepted = expecting(202, post(&client, &mesh, "/v1/push", &mesh.api_key, None, &body).await?)?;
     let event = ws.next_of("event", WAIT).await?;
     assert_eq!(event["kind"], "push");
     assert_eq!(event["channel"], "user:u_push");
@@ -592,15 +557,19 @@ async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)
 /// unavailable, and the next create is routed to the other candidate, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
-    let (mesh, seen) = mesh_with_gateway("stdwebhooks").await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token, seen) = mesh_with_gateway("stdwebhooks").await?;
     let body = create_body("m_i", "card", "US", 900);
-    let first = post_expecting(201, &client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?;
+    let first = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?,
+    )?;
     // stdwebhooks (first preference) failed to initiate: no reference, provider avoided.
     assert_eq!(first["routing"]["provider"], "stdwebhooks");
     assert!(first["routing"]["provider_ref"].is_null(), "{first}");
-    let second = post_expecting(201, &client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?;
+    let second = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?,
+    )?;
     let payment = second["payment_id"].as_str().unwrap_or_default();
     assert_eq!(second["routing"]["provider"], "stripe", "{second}");
     assert_eq!(second["routing"]["provider_ref"], format!("pi_{payment}"));
@@ -656,7 +625,10 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     let claimed = claim["payment_id"].as_str().unwrap_or_default().to_owned();
 
     mesh.js.update_stream(original).await?;
-    let created = post_expecting(201, &client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?,
+    )?;
     assert_eq!(created["payment_id"], claimed.as_str());
     let facts = tenant_inbound(&mesh).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
@@ -667,15 +639,16 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
 /// `Idempotency-Key` (its payment id), so the provider makes one payment of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_key() -> anyhow::Result<()> {
-    let (mesh, seen) = mesh_with_gateway("none").await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token, seen) = mesh_with_gateway("none").await?;
     let body = create_body("m_twice", "card", "US", 700);
     let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     mesh.js.update_stream(original).await?;
-    let created = post_expecting(201, &client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?,
+    )?;
     let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     assert_eq!(requests.len(), 2, "{requests:?}");
     for request in &requests {
@@ -691,33 +664,19 @@ async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_ke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422() -> anyhow::Result<()> {
     let (mesh, client, token) = start().await?;
-    let created = |text: &str| -> anyhow::Result<String> {
-        let value: Value = serde_json::from_str(text)?;
-        Ok(value["payment_id"].as_str().context("payment_id")?.to_owned())
-    };
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("first"),
-        &create_body("m_k", "card", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let payment = created(&text)?;
+    let created =
+        |value: Value| -> anyhow::Result<String> { Ok(value["payment_id"].as_str().context("payment_id")?.to_owned()) };
+    let first = create_body("m_k", "card", "US", 100);
+    let payment = created(expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("first"), &first).await?,
+    )?)?;
     // A create keyed like the cancel's fact id of the first payment.
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some(&format!("{payment}:cancel:K")),
-        &create_body("m_k", "card", "US", 200),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let other = created(&text)?;
+    let (key, second) = (format!("{payment}:cancel:K"), create_body("m_k", "card", "US", 200));
+    let other = created(expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some(&key), &second).await?,
+    )?)?;
     // Projected first, so each command below is checked against its status: the
     // retry (of an initiated payment) before the cancel.
     for id in [&payment, &other] {
@@ -728,7 +687,10 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
     assert_eq!(status, 202, "{text}");
     let cancel = format!("/v1/payments/{payment}/cancel");
     let first_reason = json!({"reason": "customer asked"}).to_string();
-    let accepted = post_expecting(202, &client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
+    let accepted = expecting(
+        202,
+        post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?,
+    )?;
     assert_eq!(
         accepted["duplicate"], false,
         "the cancel is a fact of its own: {accepted}"
@@ -798,7 +760,10 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
 async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> anyhow::Result<()> {
     let (mesh, client, token) = start().await?;
     let first_body = create_body("m_ttl", "card", "US", 100);
-    let first = post_expecting(201, &client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?;
+    let first = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?,
+    )?;
     // The key's TTL runs out: the bucket forgets it.
     let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
     let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
@@ -807,16 +772,10 @@ async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> a
         bucket.purge(key).await?;
     }
     let second_body = create_body("m_ttl", "card", "US", 300);
-    let second = post_expecting(
+    let second = expecting(
         201,
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("reused"),
-        &second_body,
-    )
-    .await?;
+        post(&client, &mesh, "/v1/payments", &token, Some("reused"), &second_body).await?,
+    )?;
     let payment = second["payment_id"].as_str().context("payment_id")?.to_owned();
     assert_ne!(first["payment_id"], second["payment_id"]);
     assert_ne!(first["fact_id"], second["fact_id"], "every fact id names its payment");
