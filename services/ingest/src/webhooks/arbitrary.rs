@@ -35,9 +35,56 @@ pub fn provider_body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// One arbitrary webhook request: a signature header value, an event-id header
+/// value, a body, and whether a valid signature replaces the arbitrary one.
+#[derive(Debug, Clone)]
+pub struct ArbitraryRequest {
+    signature: Option<Vec<u8>>,
+    event_id: Option<Vec<u8>>,
+    /// The body, as the scheme receives it.
+    pub body: Vec<u8>,
+    sign: bool,
+}
+
+/// Arbitrary requests: any header values and bodies, about half of them signed
+/// validly so that the parser is reached too.
+pub fn request() -> impl Strategy<Value = ArbitraryRequest> {
+    (header_value(), header_value(), provider_body(), any::<bool>()).prop_map(|(signature, event_id, body, sign)| {
+        ArbitraryRequest {
+            signature,
+            event_id,
+            body,
+            sign,
+        }
+    })
+}
+
+impl ArbitraryRequest {
+    /// The request's headers as a scheme reads them: the signature under
+    /// `signature_header` (`sign(body)` when the request is signed validly) and the
+    /// event id under `event_id_header`, where the scheme has one.
+    pub fn headers(
+        &self,
+        signature_header: &'static str,
+        event_id_header: Option<&'static str>,
+        sign: impl Fn(&[u8]) -> String,
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        set_header(&mut headers, signature_header, self.signature.clone());
+        if let Some(name) = event_id_header {
+            set_header(&mut headers, name, self.event_id.clone());
+        }
+        if self.sign {
+            let signature = HeaderValue::from_str(&sign(&self.body)).expect("a signature is printable ASCII");
+            headers.insert(signature_header, signature);
+        }
+        headers
+    }
+}
+
 /// Sets header `name` to `value` where a request can carry it (absent and
 /// unrepresentable values are left out), as a client sending those bytes would.
-pub fn set_header(headers: &mut HeaderMap, name: &'static str, value: Option<Vec<u8>>) {
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: Option<Vec<u8>>) {
     if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
         headers.insert(name, v);
     }
