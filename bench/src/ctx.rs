@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::MeshOptions;
 
+use crate::client::{Fleet, Target};
 use crate::plan::Plan;
 use crate::servers::{self, ServerProcess};
 
@@ -136,6 +137,27 @@ impl Ctx {
         )
         .fetch_one(&self.mesh.db)
         .await?)
+    }
+
+    /// A fresh edge process and a fleet of sessions on it, one per channel of
+    /// `channels`, each subscribed: where every section that measures sessions on
+    /// one edge starts. The edge stops when the returned process is dropped.
+    pub async fn edge_with_sessions(
+        &self,
+        channels: impl IntoIterator<Item = String>,
+    ) -> anyhow::Result<(ServerProcess, Fleet)> {
+        let edge = self.spawn_edge().await?;
+        let mut fleet = Fleet::new(
+            Target {
+                addr: edge.addr,
+                token: Some(self.token.clone()),
+                nats: false,
+            },
+            self.plan.connect_concurrency,
+        );
+        fleet.add(channels);
+        fleet.wait_subscribed(Duration::from_secs(300)).await?;
+        Ok((edge, fleet))
     }
 
     /// Starts a ws-edge in its own process on the mesh's NATS and waits until it is ready.

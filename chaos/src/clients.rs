@@ -126,9 +126,15 @@ pub async fn follow(
     while !stop.is_cancelled() {
         let edge = &edges[attempt % edges.len()];
         attempt += 1;
+        let target = Session {
+            edge,
+            token: &token,
+            timeline: &timeline,
+            stop: &stop,
+        };
         let session = match transport {
-            Transport::WebSocket => ws_session(edge, &token, &mut cursor, &timeline, &stop).await,
-            Transport::Sse => sse_session(edge, &token, &mut cursor, &timeline, &stop).await,
+            Transport::WebSocket => ws_session(target, &mut cursor).await,
+            Transport::Sse => sse_session(target, &mut cursor).await,
         };
         if stop.is_cancelled() {
             break;
@@ -148,15 +154,19 @@ fn lock(timeline: &Mutex<Timeline>) -> std::sync::MutexGuard<'_, Timeline> {
     timeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn ws_session(
-    edge: &str,
-    token: &str,
-    cursor: &mut Cursor,
-    timeline: &Mutex<Timeline>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    let url = format!("{}/v1/ws", edge.replacen("http://", "ws://", 1));
-    let mut client = WsClient::connect(&url, token).await?;
+/// What one client session needs besides its cursor: the edge it talks to, its
+/// token, the timeline it records into and when to stop.
+#[derive(Clone, Copy)]
+struct Session<'a> {
+    edge: &'a str,
+    token: &'a str,
+    timeline: &'a Mutex<Timeline>,
+    stop: &'a CancellationToken,
+}
+
+async fn ws_session(session: Session<'_>, cursor: &mut Cursor) -> anyhow::Result<()> {
+    let url = format!("{}/v1/ws", session.edge.replacen("http://", "ws://", 1));
+    let mut client = WsClient::connect(&url, session.token).await?;
     let mut subscribe = json!({"type": "subscribe", "channel": CHANNEL});
     if let Some(since) = cursor.since() {
         subscribe["since"] = since;
@@ -166,12 +176,12 @@ async fn ws_session(
     let silence = Duration::from_secs(20);
     loop {
         let frame = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = session.stop.cancelled() => return Ok(()),
             frame = client.next(silence) => frame?,
         };
         match frame["type"].as_str() {
-            Some("subscribed") => cursor.subscribed(&frame, &mut lock(timeline)),
-            Some("event") => cursor.take(&frame, &mut lock(timeline)),
+            Some("subscribed") => cursor.subscribed(&frame, &mut lock(session.timeline)),
+            Some("event") => cursor.take(&frame, &mut lock(session.timeline)),
             Some("heartbeat") => {
                 let positions = frame["positions"].clone();
                 client.send(json!({"type": "ack", "positions": positions})).await?;
@@ -182,13 +192,7 @@ async fn ws_session(
     }
 }
 
-async fn sse_session(
-    edge: &str,
-    token: &str,
-    cursor: &mut Cursor,
-    timeline: &Mutex<Timeline>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
+async fn sse_session(session: Session<'_>, cursor: &mut Cursor) -> anyhow::Result<()> {
     let last_event_id = cursor.epoch.as_ref().map(|epoch| {
         format!(
             "{}:{}",
@@ -196,22 +200,23 @@ async fn sse_session(
             cursor.seq
         )
     });
-    let mut client = match SseClient::open(edge, CHANNEL, Some(token), last_event_id.as_deref()).await? {
+    let mut client = match SseClient::open(session.edge, CHANNEL, Some(session.token), last_event_id.as_deref()).await?
+    {
         Opened::Open(client) => client,
         Opened::Refused(status, body) => anyhow::bail!("SSE refused with {status}: {body}"),
     };
     let silence = Duration::from_secs(20);
     loop {
         let event = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = session.stop.cancelled() => return Ok(()),
             event = client.next(silence) => event?,
         };
         match event.event.as_str() {
-            "subscribed" => cursor.subscribed(&event.data, &mut lock(timeline)),
+            "subscribed" => cursor.subscribed(&event.data, &mut lock(session.timeline)),
             "close" => anyhow::bail!("closed: {}", event.data),
             "heartbeat" => {}
             _ if event.data["type"] == "event" || event.data["position"].is_object() => {
-                cursor.take(&event.data, &mut lock(timeline));
+                cursor.take(&event.data, &mut lock(session.timeline));
             }
             _ => {}
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use paytrack_nats::{Layout, Role};
+use paytrack_tests::nats::RolePasswords;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::proxy::{Link, Mode};
@@ -59,7 +60,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
     links: HashMap<(usize, usize), Link>,
-    passwords: Vec<(Role, SecretString)>,
+    passwords: RolePasswords,
     sync: SyncPolicy,
     /// Each store file's size at the last modelled fsync (see [`Cluster::mark_synced`]).
     synced: HashMap<PathBuf, u64>,
@@ -91,10 +92,7 @@ impl Cluster {
                 }
             }
         }
-        let passwords = Role::ALL
-            .into_iter()
-            .map(|role| (role, SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))))
-            .collect();
+        let passwords = RolePasswords::generate();
         let mut cluster = Cluster {
             dir,
             nodes,
@@ -129,11 +127,7 @@ impl Cluster {
 
     /// The password of `role`'s user.
     pub fn password(&self, role: Role) -> SecretString {
-        self.passwords
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| SecretString::from(String::new()))
+        self.passwords.of(role)
     }
 
     /// A client of `role`'s user connected to any node (it follows the cluster).
@@ -217,9 +211,7 @@ impl Cluster {
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        for (role, password) in &self.passwords {
-            command.env(role.password_env(), password.expose_secret());
-        }
+        self.passwords.hand_to(&mut command);
         self.nodes[i].child = Some(command.spawn().context("spawn nats-server")?);
         Ok(())
     }

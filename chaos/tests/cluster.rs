@@ -14,6 +14,49 @@ fn layout(replicas: usize) -> anyhow::Result<Layout> {
     Ok(Layout::from_settings(&settings))
 }
 
+/// Creates `config` with three replicas, retried while the cluster settles: right
+/// after a start the meta leader may not know every peer yet ("no suitable peers
+/// for placement").
+async fn create_r3_stream(js: &jetstream::Context, config: jetstream::stream::Config) -> anyhow::Result<()> {
+    paytrack_tests::eventually(Duration::from_secs(60), "an R3 stream placed", || {
+        let js = js.clone();
+        let config = jetstream::stream::Config {
+            num_replicas: 3,
+            ..config.clone()
+        };
+        async move { js.create_stream(config).await.ok().map(drop) }
+    })
+    .await
+}
+
+/// Whether both of `stream`'s followers are current, online and without lag, as
+/// the node `js` talks to reports them.
+async fn followers_caught_up(js: &jetstream::Context, stream: &str) -> Option<()> {
+    let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+    let replicas = info.cluster?.replicas;
+    (replicas.len() == 2
+        && replicas
+            .iter()
+            .all(|r| r.current && !r.offline && r.lag.unwrap_or(0) == 0))
+    .then_some(())
+}
+
+/// The sequence of CHAIN's last `chain.p` message as a direct get through `client`'s
+/// node answers it (any replica may answer a direct get).
+async fn direct_last_sequence(client: &async_nats::Client) -> Option<u64> {
+    let reply = client
+        .request("$JS.API.DIRECT.GET.CHAIN", r#"{"last_by_subj":"chain.p"}"#.into())
+        .await
+        .ok()?;
+    reply
+        .headers
+        .as_ref()?
+        .get("Nats-Sequence")?
+        .as_str()
+        .parse::<u64>()
+        .ok()
+}
+
 /// `PAYTRACK_NATS_REPLICAS=3` lays every stream and bucket out with three replicas
 /// on three distinct nodes, and a service expecting R3 accepts it.
 #[tokio::test(flavor = "multi_thread")]
@@ -48,22 +91,14 @@ async fn a_layout_at_three_replicas_is_what_the_cluster_holds() -> anyhow::Resul
 async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Result<()> {
     let cluster = Cluster::start(SyncPolicy::Always).await?;
     let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
-    // Retried while the cluster settles: right after a start the meta leader may not
-    // know every peer yet ("no suitable peers for placement").
-    paytrack_tests::eventually(Duration::from_secs(60), "an R3 stream placed", || {
-        let js = js.clone();
-        async move {
-            js.create_stream(jetstream::stream::Config {
-                name: "PARTITION".to_owned(),
-                subjects: vec!["partition.>".to_owned()],
-                num_replicas: 3,
-                ..Default::default()
-            })
-            .await
-            .ok()
-            .map(drop)
-        }
-    })
+    create_r3_stream(
+        &js,
+        jetstream::stream::Config {
+            name: "PARTITION".to_owned(),
+            subjects: vec!["partition.>".to_owned()],
+            ..Default::default()
+        },
+    )
     .await?;
     let leader = cluster.stream_leader("PARTITION").await?;
     let isolated = (leader + 1) % 3;
@@ -85,16 +120,7 @@ async fn a_node_cut_off_by_the_proxy_catches_up_after_the_heal() -> anyhow::Resu
     .await?;
     cluster.isolate(isolated, false);
     paytrack_tests::eventually(Duration::from_secs(90), "every replica current again", || {
-        let js = js.clone();
-        async move {
-            let info = js.get_stream("PARTITION").await.ok()?.info().await.ok()?.clone();
-            let replicas = info.cluster?.replicas;
-            (replicas.len() == 2
-                && replicas
-                    .iter()
-                    .all(|r| r.current && !r.offline && r.lag.unwrap_or(0) == 0))
-            .then_some(())
-        }
+        followers_caught_up(&js, "PARTITION")
     })
     .await?;
     Ok(())
@@ -113,21 +139,15 @@ async fn a_lagging_replica_never_gives_the_reconcilers_read_a_stale_base() -> an
 
     let cluster = Cluster::start(SyncPolicy::Always).await?;
     let js = jetstream::new(cluster.connect_as(Role::Admin).await?);
-    paytrack_tests::eventually(Duration::from_secs(60), "an R3 stream placed", || {
-        let js = js.clone();
-        async move {
-            js.create_stream(jetstream::stream::Config {
-                name: "CHAIN".to_owned(),
-                subjects: vec!["chain.>".to_owned()],
-                num_replicas: 3,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .ok()
-            .map(drop)
-        }
-    })
+    create_r3_stream(
+        &js,
+        jetstream::stream::Config {
+            name: "CHAIN".to_owned(),
+            subjects: vec!["chain.>".to_owned()],
+            allow_direct: true,
+            ..Default::default()
+        },
+    )
     .await?;
     let leader = cluster.stream_leader("CHAIN").await?;
     let lagging = (leader + 1) % 3;
@@ -146,24 +166,12 @@ async fn a_lagging_replica_never_gives_the_reconcilers_read_a_stale_base() -> an
     let first = append(0, "v1").await?.sequence;
     // Every replica holds v1 before the cut.
     paytrack_tests::eventually(Duration::from_secs(60), "v1 on every replica", || {
-        let js = at_leader.clone();
-        async move {
-            let info = js.get_stream("CHAIN").await.ok()?.info().await.ok()?.clone();
-            let replicas = info.cluster?.replicas;
-            (replicas.len() == 2 && replicas.iter().all(|r| r.current && r.lag.unwrap_or(0) == 0)).then_some(())
-        }
+        followers_caught_up(&at_leader, "CHAIN")
     })
     .await?;
     // Replicas answer direct gets once they are set up to.
     paytrack_tests::eventually(Duration::from_secs(60), "direct gets answered", || {
-        let client = lagging_client.clone();
-        async move {
-            let reply = client
-                .request("$JS.API.DIRECT.GET.CHAIN", r#"{"last_by_subj":"chain.p"}"#.into())
-                .await
-                .ok()?;
-            reply.headers.as_ref()?.get("Nats-Sequence").map(drop)
-        }
+        direct_last_sequence(&lagging_client)
     })
     .await?;
     // The handle the reconciler would hold, taken while the node is still joined.
@@ -178,20 +186,7 @@ async fn a_lagging_replica_never_gives_the_reconcilers_read_a_stale_base() -> an
     // The hazard exists: the cut-off replica answers a direct get with v1.
     // Once it has set up its own responder (its peers' answers are out of reach).
     let stale = paytrack_tests::eventually(Duration::from_secs(60), "the cut-off replica's answer", || {
-        let client = lagging_client.clone();
-        async move {
-            let reply = client
-                .request("$JS.API.DIRECT.GET.CHAIN", r#"{"last_by_subj":"chain.p"}"#.into())
-                .await
-                .ok()?;
-            reply
-                .headers
-                .as_ref()?
-                .get("Nats-Sequence")?
-                .as_str()
-                .parse::<u64>()
-                .ok()
-        }
+        direct_last_sequence(&lagging_client)
     })
     .await?;
     assert_eq!(stale, first, "the cut-off replica answers from its own copy");

@@ -116,6 +116,20 @@ pub fn event(
     )
 }
 
+/// The provider's first event of `payment`: `pending`, sequence 1, now, delivered
+/// as `<payment>_p`.
+pub fn first_pending(tenant: &TenantId, payment: &str) -> anyhow::Result<InboundFact> {
+    event(
+        tenant,
+        payment,
+        &format!("{payment}_p"),
+        Status::Pending,
+        Some(1),
+        Utc::now(),
+        None,
+    )
+}
+
 /// Every transition of `payment` in PAYTRACK_STATUS, oldest first.
 pub async fn chain(js: &jetstream::Context, tenant: &TenantId, payment: &str) -> anyhow::Result<Vec<Transition>> {
     let filter = subjects::status_of_payment(tenant, &PaymentId::new(payment)?);

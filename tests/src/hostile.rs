@@ -232,7 +232,18 @@ pub fn body(provider: &str, f: &Fields) -> String {
 
 /// The headers that sign `body` for `provider` with `secret`, now.
 pub fn sign(provider: &str, secret: &str, event_id: &str, body: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let ts = chrono::Utc::now().timestamp();
+    sign_at(provider, secret, event_id, body, chrono::Utc::now().timestamp())
+}
+
+/// The headers that sign `body` for `provider` with `secret` at the Unix time `ts`
+/// (Standard Webhooks and Stripe sign it; Razorpay signs the body alone).
+pub fn sign_at(
+    provider: &str,
+    secret: &str,
+    event_id: &str,
+    body: &str,
+    ts: i64,
+) -> anyhow::Result<Vec<(String, String)>> {
     Ok(match provider {
         "stdwebhooks" => {
             let signature = standardwebhooks::Webhook::new(secret)?.sign(event_id, ts, body.as_bytes())?;

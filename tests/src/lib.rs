@@ -18,6 +18,7 @@ pub mod pg;
 pub mod probe;
 pub mod prom;
 pub mod sse;
+pub mod standalone;
 pub mod workload;
 pub mod ws;
 

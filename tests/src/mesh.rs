@@ -399,15 +399,17 @@ impl Mesh {
         ])
     }
 
-    /// Posts `body` with `headers` to the tenant's stdwebhooks endpoint.
-    pub async fn post_webhook_with(
+    /// Posts `body` with `headers` to `tenant`'s webhook endpoint for `provider`.
+    async fn post_to(
         &self,
+        tenant: &TenantId,
+        provider: &str,
         headers: &[(String, String)],
         body: &str,
     ) -> anyhow::Result<reqwest::Response> {
         let mut request = self
             .http
-            .post(format!("{}/v1/webhooks/{}/stdwebhooks", self.ingest_url, self.tenant))
+            .post(format!("{}/v1/webhooks/{tenant}/{provider}", self.ingest_url))
             .header("content-type", "application/json")
             .body(body.to_owned());
         for (k, v) in headers {
@@ -416,28 +418,43 @@ impl Mesh {
         Ok(request.send().await?)
     }
 
+    /// Posts `body` with `headers` to the tenant's stdwebhooks endpoint.
+    pub async fn post_webhook_with(
+        &self,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.post_to(&self.tenant, "stdwebhooks", headers, body).await
+    }
+
     /// Signs and posts a webhook.
     pub async fn post_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
         let headers = self.sign(delivery_id, body)?;
         self.post_webhook_with(&headers, body).await
     }
 
+    /// Signs `body` as `provider` signs its webhooks, now, with the tenant's secret
+    /// for it ([`RAZORPAY_SECRET`], [`STRIPE_SECRET`]), and posts it to the tenant's
+    /// endpoint for that provider: a provider's own event shape end to end.
+    pub async fn post_provider_webhook(
+        &self,
+        provider: &str,
+        event_id: &str,
+        body: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let headers = match provider {
+            "stdwebhooks" => self.sign(event_id, body)?,
+            "razorpay" => crate::hostile::sign(provider, RAZORPAY_SECRET, event_id, body)?,
+            _ => crate::hostile::sign(provider, STRIPE_SECRET, event_id, body)?,
+        };
+        self.post_to(&self.tenant, provider, &headers, body).await
+    }
+
     /// Signs a webhook with [`Mesh::other_tenant`]'s secret and posts it to that
     /// tenant's stdwebhooks endpoint.
     pub async fn post_other_webhook(&self, delivery_id: &str, body: &str) -> anyhow::Result<reqwest::Response> {
         let headers = Self::sign_with(&self.other_webhook, delivery_id, body)?;
-        let mut request = self
-            .http
-            .post(format!(
-                "{}/v1/webhooks/{}/stdwebhooks",
-                self.ingest_url, self.other_tenant
-            ))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        for (k, v) in &headers {
-            request = request.header(k, v);
-        }
-        Ok(request.send().await?)
+        self.post_to(&self.other_tenant, "stdwebhooks", &headers, body).await
     }
 
     /// An operator token of [`Mesh::other_tenant`].
@@ -453,6 +470,28 @@ impl Mesh {
             .bearer_auth(credential)
             .send()
             .await?)
+    }
+
+    /// A payment's REST view as an operator reads it.
+    pub async fn payment_view(&self, payment: &str) -> anyhow::Result<serde_json::Value> {
+        let path = format!("/v1/payments/{payment}");
+        Ok(self.get(&path, &self.operator_token()).await?.json().await?)
+    }
+
+    /// A payment's REST view once `ready` holds for it; an error naming `what` when
+    /// it does not within [`crate::workload::WAIT`].
+    pub async fn view_when(
+        &self,
+        payment: &str,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let ready = &ready;
+        self.eventually(crate::workload::WAIT, what, || async move {
+            let view = self.payment_view(payment).await.ok()?;
+            ready(&view).then_some(view)
+        })
+        .await
     }
 
     /// A payment's timeline as an operator reads it, and its statuses oldest first.
@@ -703,17 +742,30 @@ impl RunningProjector {
 }
 
 impl Mesh {
+    /// Takes the running projector out of the mesh, to stop it.
+    fn take_projector(&self) -> anyhow::Result<Option<RunningProjector>> {
+        Ok(self
+            .projector
+            .lock()
+            .map_err(|_| anyhow::anyhow!("projector lock"))?
+            .take())
+    }
+
+    /// Starts a fresh projector on the mesh's settings with its admin API on `admin`,
+    /// in place of the one taken out.
+    fn start_projector(&self, admin: std::net::TcpListener) -> anyhow::Result<()> {
+        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
+        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
+        Ok(())
+    }
+
     /// Stops the projector alone (as SIGTERM to its process would), runs `between`,
     /// then starts a fresh projector on the same settings and admin address.
     pub async fn restart_projector<F: std::future::Future<Output = anyhow::Result<()>>>(
         &self,
         between: F,
     ) -> anyhow::Result<()> {
-        let running = self
-            .projector
-            .lock()
-            .map_err(|_| anyhow::anyhow!("projector lock"))?
-            .take();
+        let running = self.take_projector()?;
         if let Some(running) = running {
             running.shutdown.cancel();
             running.task.await?.context("projector ended with an error")?;
@@ -721,9 +773,7 @@ impl Mesh {
         between.await?;
         // The old listener is closed; the address is free for the fresh projector.
         let admin = std::net::TcpListener::bind(self.projector_admin)?;
-        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
-        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
-        Ok(())
+        self.start_projector(admin)
     }
 
     /// Kills the projector mid-work (its consumer loop is aborted where it stands, as
@@ -734,11 +784,7 @@ impl Mesh {
         &self,
         between: F,
     ) -> anyhow::Result<()> {
-        let running = self
-            .projector
-            .lock()
-            .map_err(|_| anyhow::anyhow!("projector lock"))?
-            .take();
+        let running = self.take_projector()?;
         if let Some(running) = running {
             running.task.abort();
             running.shutdown.cancel();
@@ -750,9 +796,7 @@ impl Mesh {
             std::net::TcpListener::bind(self.projector_admin).ok()
         })
         .await?;
-        let fresh = RunningProjector::spawn(&self.settings, admin, &self.shutdown);
-        *self.projector.lock().map_err(|_| anyhow::anyhow!("projector lock"))? = Some(fresh);
-        Ok(())
+        self.start_projector(admin)
     }
 
     /// Starts another projector instance named `instance` on the mesh's settings (a

@@ -55,7 +55,7 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
-    passwords: Vec<(Role, SecretString)>,
+    passwords: RolePasswords,
     /// Readers scoped to one tenant, rendered into the configuration beside the roles.
     tenant_readers: Vec<(TenantReader, SecretString)>,
     child: Option<Child>,
@@ -94,7 +94,7 @@ impl NatsServer {
     /// A server with its port, store and passwords chosen but not started yet
     /// ([`NatsServer::restart`] starts it): for tests of services that start first.
     pub fn stopped() -> anyhow::Result<NatsServer> {
-        let passwords = Role::ALL.into_iter().map(|role| (role, new_password())).collect();
+        let passwords = RolePasswords::generate();
         Ok(NatsServer {
             // Outside the ephemeral range: the port stays unbound until the server
             // starts, possibly long after (services that start first).
@@ -114,11 +114,7 @@ impl NatsServer {
 
     /// The password of `role`'s user on this server.
     pub fn password(&self, role: Role) -> SecretString {
-        self.passwords
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| SecretString::from(String::new()))
+        self.passwords.of(role)
     }
 
     /// The password of `tenant`'s reader on this server (empty when the server was
@@ -243,9 +239,7 @@ impl NatsServer {
             .arg(self.log_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        for (role, password) in &self.passwords {
-            command.env(role.password_env(), password.expose_secret());
-        }
+        self.passwords.hand_to(&mut command);
         for (reader, password) in &self.tenant_readers {
             command.env(reader.password_env(), password.expose_secret());
         }
@@ -284,6 +278,36 @@ impl NatsServer {
 
 /// A fresh password: letters and digits, starting with a letter, as nats-server reads
 /// a bare string.
+/// One fresh random password per NATS role: what a test server or cluster renders
+/// its users from and hands its clients.
+#[derive(Debug, Clone)]
+pub struct RolePasswords(Vec<(Role, SecretString)>);
+
+impl RolePasswords {
+    /// A new random password for every role.
+    pub fn generate() -> RolePasswords {
+        RolePasswords(Role::ALL.into_iter().map(|role| (role, new_password())).collect())
+    }
+
+    /// The password of `role`'s user (empty when there is none: the server then
+    /// refuses it).
+    pub fn of(&self, role: Role) -> SecretString {
+        self.0
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| SecretString::from(String::new()))
+    }
+
+    /// Sets every role's password in the environment a nats-server's configuration
+    /// reads them from.
+    pub fn hand_to(&self, command: &mut Command) {
+        for (role, password) in &self.0 {
+            command.env(role.password_env(), password.expose_secret());
+        }
+    }
+}
+
 fn new_password() -> SecretString {
     SecretString::from(format!("p{}", uuid::Uuid::new_v4().simple()))
 }

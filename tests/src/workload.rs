@@ -252,13 +252,65 @@ pub async fn wait_projected(mesh: &Mesh, db: &PgPool, total: usize) -> anyhow::R
 /// payments; a rebuild records its own.
 pub const REBUILD_LOCAL_TABLES: [&str; 2] = ["projector_progress", "projector_positions"];
 
+/// How many of the mesh tenant's journal entries have legs that do not sum to zero
+/// per currency: 0 whatever was projected, rewritten or adopted.
+pub async fn unbalanced_entries(mesh: &Mesh) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
+           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
+    )
+    .bind(mesh.tenant.as_str())
+    .fetch_one(&mesh.db)
+    .await?)
+}
+
+/// A tenant's projection dumped by [`dump`], table by table.
+pub type Dump = BTreeMap<&'static str, Vec<Value>>;
+
+/// The mesh's projection next to one rebuilt from the streams into an empty
+/// database: what every rebuild test compares.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// What the rebuild read and wrote.
+    pub report: paytrack_ledger_projector::rebuild::RebuildReport,
+    /// The mesh's own database, dumped.
+    pub live: Dump,
+    /// The rebuilt database, dumped.
+    pub replayed: Dump,
+    /// The rebuilt database itself, for checks beyond the dump.
+    pub db: PgPool,
+}
+
+impl Rebuilt {
+    /// Asserts that each of `tables` holds the same rows live and rebuilt.
+    pub fn assert_same(&self, tables: &[&str]) {
+        for table in tables {
+            assert_eq!(self.live[table], self.replayed[table], "{table}");
+        }
+    }
+}
+
+/// Rebuilds the mesh's projection from its streams (as the projector's NATS user)
+/// into a fresh database, and dumps both for the tenant.
+pub async fn rebuild_and_dump(mesh: &Mesh) -> anyhow::Result<Rebuilt> {
+    let rebuilt = PgPool::connect(&crate::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
+    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    Ok(Rebuilt {
+        report,
+        live: dump(&mesh.db, &mesh.tenant).await?,
+        replayed: dump(&rebuilt, &mesh.tenant).await?,
+        db: rebuilt,
+    })
+}
+
 /// Every row of the projection that a rebuild must reproduce, as JSON, in key order:
 /// every table the migrations create except [`REBUILD_LOCAL_TABLES`]. Columns left
 /// out, and why: `payments.created_at`/`updated_at` (when this database wrote the
 /// row), `checkpoints.created_at` (when this database reached them) and
 /// `checkpoints.published_at`, compared as published or not (when this process saw
 /// the acknowledgement).
-pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<BTreeMap<&'static str, Vec<Value>>> {
+pub async fn dump(db: &PgPool, tenant: &TenantId) -> anyhow::Result<Dump> {
     let payments = format!(
         "SELECT tenant, payment_id, merchant_id, status, version, status_seq, {final_} AS final, trace_id, occurred_at,
                 amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts,

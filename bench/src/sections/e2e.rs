@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::client::{Fleet, Target};
+use crate::client::Fleet;
 use crate::ctx::Ctx;
 use crate::report::{Plot, Report};
 use crate::stats::{self, histogram, progress};
@@ -20,18 +20,10 @@ const P99_BOUND_MS: f64 = 50.0;
 pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
     let mut plot_series = Vec::new();
     for &sessions in &ctx.plan.e2e_sessions {
-        let edge = ctx.spawn_edge().await?;
         progress(&format!("end to end: connecting {sessions} sessions"));
-        let mut fleet = Fleet::new(
-            Target {
-                addr: edge.addr,
-                token: Some(ctx.token.clone()),
-                nats: false,
-            },
-            ctx.plan.connect_concurrency,
-        );
-        fleet.add((0..sessions).map(|i| format!("merchant:e{sessions}m{i}")));
-        fleet.wait_subscribed(Duration::from_secs(300)).await?;
+        let (edge, fleet) = ctx
+            .edge_with_sessions((0..sessions).map(|i| format!("merchant:e{sessions}m{i}")))
+            .await?;
         // The sessions' open and subscribe audit is stored before any load is offered.
         ctx.drain().await?;
         let mut points = Vec::new();

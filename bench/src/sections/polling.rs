@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::client::{Fleet, Target};
 use crate::ctx::Ctx;
 use crate::report::{Plot, Report, num};
 use crate::stats::{between, progress};
@@ -86,17 +85,9 @@ async fn measure(ctx: &Arc<Ctx>, clients: usize) -> anyhow::Result<Figures> {
         })
         .await?;
 
-    let edge = ctx.spawn_edge().await?;
-    let mut fleet = Fleet::new(
-        Target {
-            addr: edge.addr,
-            token: Some(ctx.token.clone()),
-            nats: false,
-        },
-        ctx.plan.connect_concurrency,
-    );
-    fleet.add((0..clients).map(|i| format!("payment:{prefix}{i}")));
-    fleet.wait_subscribed(Duration::from_secs(300)).await?;
+    let (_edge, fleet) = ctx
+        .edge_with_sessions((0..clients).map(|i| format!("payment:{prefix}{i}")))
+        .await?;
     fleet.recorder.take();
 
     progress(&format!(

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::client::{Fleet, Target};
 use crate::ctx::Ctx;
 use crate::report::{Plot, Report, num};
 use crate::stats::progress;
@@ -81,17 +80,9 @@ struct Storm {
 }
 
 async fn storm(ctx: &Arc<Ctx>, round: usize, sessions: usize, outage: Duration) -> anyhow::Result<Storm> {
-    let edge = ctx.spawn_edge().await?;
-    let mut fleet = Fleet::new(
-        Target {
-            addr: edge.addr,
-            token: Some(ctx.token.clone()),
-            nats: false,
-        },
-        ctx.plan.connect_concurrency,
-    );
-    fleet.add((0..sessions).map(|i| format!("merchant:s{round}m{i}")));
-    fleet.wait_subscribed(Duration::from_secs(300)).await?;
+    let (_edge, mut fleet) = ctx
+        .edge_with_sessions((0..sessions).map(|i| format!("merchant:s{round}m{i}")))
+        .await?;
 
     // Transitions flow through the whole storm; each acknowledged one is remembered.
     let acked: Arc<Mutex<Vec<(String, SystemTime)>>> = Arc::default();

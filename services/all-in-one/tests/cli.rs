@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use paytrack_shared::TenantId;
 use paytrack_shared::auth::JwtKeys;
-use paytrack_tests::{NatsServer, eventually};
+use paytrack_tests::NatsServer;
+use paytrack_tests::standalone::StandaloneIngest;
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 const SECRETS: &str = "acme/stdwebhooks=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,\
                        acme/razorpay=rzp_cli_secret_1,acme/stripe=whsec_cli_stripe";
@@ -61,28 +61,9 @@ async fn mint_token_prints_a_verifiable_token() -> anyhow::Result<()> {
 /// hold, it is refused (401) and the command fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
-    paytrack_shared::telemetry::init_for_tests();
     let nats = NatsServer::start().await?;
-    let mut pairs = nats.settings_pairs();
-    pairs.extend([
-        ("nats_url", nats.url()),
-        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
-        ("ingest_listen", "127.0.0.1:0".to_owned()),
-        ("jwt_secret", "cli-test-secret".to_owned()),
-        ("webhook_secrets", SECRETS.to_owned()),
-    ]);
-    let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
-    nats.lay_out_for(&settings).await?;
-    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
-    let url = format!("http://{}", ingest.local_addr()?);
-    let stop = CancellationToken::new();
-    tokio::spawn(ingest.run(stop.clone()));
-    let http = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "ingest ready", || async {
-        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await?;
+    let ingest = StandaloneIngest::start(&nats, SECRETS, &[("jwt_secret", "cli-test-secret")]).await?;
+    let url = ingest.url.clone();
     let js = async_nats::jetstream::new(nats.admin_client().await?);
 
     for provider in ["stdwebhooks", "razorpay", "stripe"] {
@@ -125,7 +106,7 @@ async fn webhook_sends_a_signed_event_of_each_scheme() -> anyhow::Result<()> {
         assert!(!ok, "{provider}: a forged webhook was accepted: {out}");
         assert!(out.contains("HTTP 401"), "{out}");
     }
-    stop.cancel();
+    ingest.stop().await?;
     Ok(())
 }
 

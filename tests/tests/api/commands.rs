@@ -16,6 +16,15 @@ fn http() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?)
 }
 
+/// A mesh, a client for its API and an operator token of its tenant: where most
+/// command tests start.
+async fn start() -> anyhow::Result<(Mesh, reqwest::Client, String)> {
+    let mesh = Mesh::start().await?;
+    let client = http()?;
+    let token = mesh.operator_token();
+    Ok((mesh, client, token))
+}
+
 /// `POST {ingest}{path}` with a bearer credential, an optional Idempotency-Key and a
 /// raw body; the status and the body as text.
 async fn post(
@@ -38,11 +47,46 @@ async fn post(
     Ok((response.status().as_u16(), response.text().await?))
 }
 
+/// The body of a [`post`] answer as JSON, once its status is `want`.
+fn expecting(want: u16, (status, text): (u16, String)) -> anyhow::Result<Value> {
+    assert_eq!(status, want, "{text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// `POST /v1/payments` under `key`, which must answer 201; the created payment.
 async fn create(client: &reqwest::Client, mesh: &Mesh, token: &str, key: &str, body: &str) -> anyhow::Result<Value> {
     let (status, text) = post(client, mesh, "/v1/payments", token, Some(key), body).await?;
     anyhow::ensure!(status == 201, "{text}");
     Ok(serde_json::from_str(&text)?)
+}
+
+/// The id of a created payment.
+fn payment_id(created: &Value) -> String {
+    created["payment_id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until the payment's view is readable, so the commands after it are
+/// checked against its status.
+async fn projected(mesh: &Mesh, token: &str, payment: &str) -> anyhow::Result<()> {
+    mesh.eventually(WAIT, "the payment is projected", || async {
+        let response = mesh.get(&format!("/v1/payments/{payment}"), token).await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await
+}
+
+/// A mesh whose providers initiate payments at a [`sandbox_gateway`] that fails
+/// for `failing`, a client and an operator token as [`start`] gives; and the
+/// requests the gateway saw.
+async fn mesh_with_gateway(failing: &'static str) -> anyhow::Result<(Mesh, reqwest::Client, String, Seen)> {
+    let (url, seen) = sandbox_gateway(failing).await?;
+    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
+        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        ..Default::default()
+    })
+    .await?;
+    let token = mesh.operator_token();
+    Ok((mesh, http()?, token, seen))
 }
 
 fn create_body(merchant: &str, rail: &str, country: &str, amount: i64) -> String {
@@ -83,22 +127,21 @@ async fn inbound(mesh: &Mesh, filter: String) -> anyhow::Result<Vec<(String, usi
     Ok(found)
 }
 
+/// Messages of PAYTRACK_IN under the mesh tenant.
+async fn tenant_inbound(mesh: &Mesh) -> anyhow::Result<Vec<(String, usize)>> {
+    inbound(mesh, format!("paytrack.in.{}.>", mesh.tenant)).await
+}
+
 async fn inbound_count(mesh: &Mesh) -> anyhow::Result<usize> {
-    Ok(inbound(mesh, format!("paytrack.in.{}.>", mesh.tenant))
-        .await?
-        .iter()
-        .map(|(_, n)| n)
-        .sum())
+    Ok(tenant_inbound(mesh).await?.iter().map(|(_, n)| n).sum())
 }
 
 /// 20 concurrent creates with one key make one payment and 20 identical answers;
 /// the key with another body is 422; the payment opens as `initiated`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
+    let (mesh, client, token) = start().await?;
     let body = create_body("m_idem", "card", "US", 4200);
-    let token = mesh.operator_token();
     let started = std::time::Instant::now();
     let answers = futures::future::try_join_all(
         (0..20).map(|_| post(&client, &mesh, "/v1/payments", &token, Some("order-42"), &body)),
@@ -115,7 +158,7 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
         );
     }
     let created: Value = serde_json::from_str(first)?;
-    let payment = created["payment_id"].as_str().unwrap_or_default().to_owned();
+    let payment = payment_id(&created);
     assert_eq!(created["status"], "initiated");
     assert_eq!(created["version"], 1);
     assert_eq!(created["routing"]["provider"], "stdwebhooks");
@@ -123,7 +166,7 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
     assert_eq!(created["capabilities"]["features"]["cancel"], true);
 
     // One payment, one fact.
-    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    let facts = tenant_inbound(&mesh).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{payment}", mesh.tenant), 1)]);
     // The same key later (and by an API key of the tenant) still replays.
     let (status, again) = post(&client, &mesh, "/v1/payments", &mesh.api_key, Some("order-42"), &body).await?;
@@ -184,31 +227,14 @@ async fn concurrent_creates_with_one_key_make_one_payment() -> anyhow::Result<()
 /// 404; supported commands are recorded as facts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
-    let token = mesh.operator_token();
-    let rtp = create(&client, &mesh, &token, "rtp-1", &create_body("m_c", "rtp", "US", 100)).await?["payment_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let card = create(&client, &mesh, &token, "card-1", &create_body("m_c", "card", "US", 100)).await?["payment_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (mesh, client, token) = start().await?;
+    let rtp = payment_id(&create(&client, &mesh, &token, "rtp-1", &create_body("m_c", "rtp", "US", 100)).await?);
+    let card = payment_id(&create(&client, &mesh, &token, "card-1", &create_body("m_c", "card", "US", 100)).await?);
     let before = inbound_count(&mesh).await?;
 
     for command in ["cancel", "retry"] {
-        let (status, text) = post(
-            &client,
-            &mesh,
-            &format!("/v1/payments/{rtp}/{command}"),
-            &token,
-            None,
-            "",
-        )
-        .await?;
-        assert_eq!(status, 422, "{text}");
-        let body: Value = serde_json::from_str(&text)?;
+        let path = format!("/v1/payments/{rtp}/{command}");
+        let body = expecting(422, post(&client, &mesh, &path, &token, None, "").await?)?;
         assert_eq!(body["code"], "unsupported_feature");
         assert_eq!(body["feature"], command);
         assert_eq!(
@@ -217,17 +243,11 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         );
         assert!(body.get("program").is_some_and(Value::is_null), "{body}");
     }
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("zz-1"),
-        &create_body("m_c", "card", "ZZ", 100),
-    )
-    .await?;
-    assert_eq!(status, 422, "{text}");
-    let body: Value = serde_json::from_str(&text)?;
+    let zz = create_body("m_c", "card", "ZZ", 100);
+    let body = expecting(
+        422,
+        post(&client, &mesh, "/v1/payments", &token, Some("zz-1"), &zz).await?,
+    )?;
     assert_eq!(
         (body["code"].as_str(), body["feature"].as_str()),
         (Some("unsupported_feature"), Some("create"))
@@ -235,17 +255,9 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
 
     // Resolve: reason required, operators only.
     let resolve = format!("/v1/payments/{card}/resolve");
-    let (status, text) = post(
-        &client,
-        &mesh,
-        &resolve,
-        &token,
-        None,
-        &json!({"status": "failed"}).to_string(),
-    )
-    .await?;
-    assert_eq!(status, 422, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "invalid_reason");
+    let no_reason = json!({"status": "failed"}).to_string();
+    let body = expecting(422, post(&client, &mesh, &resolve, &token, None, &no_reason).await?)?;
+    assert_eq!(body["code"], "invalid_reason");
     let (status, _) = post(
         &client,
         &mesh,
@@ -299,24 +311,19 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
 
     // Supported commands are facts; a retry with the same key is a duplicate. The
     // payment is projected first, so each command is checked against its status.
-    mesh.eventually(WAIT, "the card payment is projected", || async {
-        let response = mesh.get(&format!("/v1/payments/{card}"), &token).await.ok()?;
-        (response.status() == 200).then_some(())
-    })
-    .await?;
+    projected(&mesh, &token, &card).await?;
     let retry_path = format!("/v1/payments/{card}/retry");
-    let (status, text) = post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?;
-    assert_eq!(status, 202, "{text}");
-    let retry: Value = serde_json::from_str(&text)?;
+    let retry = expecting(202, post(&client, &mesh, &retry_path, &mesh.api_key, None, "").await?)?;
     assert_eq!(
         retry["routing"]["provider"], "stdwebhooks",
         "a retry is routed: {retry}"
     );
     let cancel = format!("/v1/payments/{card}/cancel");
     let body = json!({"reason": "customer asked"}).to_string();
-    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?;
-    assert_eq!(status, 202, "{text}");
-    let first: Value = serde_json::from_str(&text)?;
+    let first = expecting(
+        202,
+        post(&client, &mesh, &cancel, &mesh.api_key, Some("c-1"), &body).await?,
+    )?;
     assert_eq!(
         (first["command"].as_str(), first["duplicate"].as_bool()),
         (Some("cancel"), Some(false))
@@ -328,17 +335,9 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
         (first["seq"].clone(), Some(true))
     );
     // Only investigation_required is resolved: refused before it is recorded.
-    let (status, text) = post(
-        &client,
-        &mesh,
-        &resolve,
-        &token,
-        None,
-        &json!({"status": "failed", "reason": "bank confirmed"}).to_string(),
-    )
-    .await?;
-    assert_eq!(status, 409, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text)?["code"], "state_conflict");
+    let confirmed = json!({"status": "failed", "reason": "bank confirmed"}).to_string();
+    let body = expecting(409, post(&client, &mesh, &resolve, &token, None, &confirmed).await?)?;
+    assert_eq!(body["code"], "state_conflict");
     assert_eq!(inbound_count(&mesh).await?, before + 2);
     // The reconciler applies the cancel.
     mesh.eventually(WAIT, "cancelled", || async {
@@ -353,9 +352,7 @@ async fn commands_are_checked_against_capabilities_roles_and_tenants() -> anyhow
 /// its webhooks), and the create records why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token) = start().await?;
     let mut failing = Vec::new();
     for i in 0..5 {
         let created = create(
@@ -367,7 +364,7 @@ async fn routing_moves_traffic_away_from_a_failing_provider() -> anyhow::Result<
         )
         .await?;
         assert_eq!(created["routing"]["provider"], "stdwebhooks", "{created}");
-        failing.push(created["payment_id"].as_str().unwrap_or_default().to_owned());
+        failing.push(payment_id(&created));
     }
     for (i, payment) in failing.iter().enumerate() {
         let response = mesh
@@ -417,9 +414,7 @@ async fn push_reaches_a_user_subscriber_and_every_route_is_documented() -> anyho
     ws.next_of("subscribed", WAIT).await?;
 
     let body = json!({"user": "u_push", "type": "order.ready", "data": {"order": "o-9"}}).to_string();
-    let (status, text) = post(&client, &mesh, "/v1/push", &mesh.api_key, None, &body).await?;
-    assert_eq!(status, 202, "{text}");
-    let accepted: Value = serde_json::from_str(&text)?;
+    let accepted = expecting(202, post(&client, &mesh, "/v1/push", &mesh.api_key, None, &body).await?)?;
     let event = ws.next_of("event", WAIT).await?;
     assert_eq!(event["kind"], "push");
     assert_eq!(event["channel"], "user:u_push");
@@ -514,7 +509,7 @@ async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Resul
     assert_eq!(created["payment_id"], "pay_dead_owner");
     let (status, again) = post(&client, &mesh, "/v1/payments", &token, Some("crashed-1"), &body).await?;
     assert_eq!((status, &again), (201, &text));
-    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    let facts = tenant_inbound(&mesh).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.pay_dead_owner", mesh.tenant), 1)]);
     let (status, ..) = mesh.wait_for_row("pay_dead_owner", 1).await?;
     assert_eq!(status, "initiated");
@@ -562,24 +557,19 @@ async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)
 /// unavailable, and the next create is routed to the other candidate, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
-    let (url, seen) = sandbox_gateway("stdwebhooks").await?;
-    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
-        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
-        ..Default::default()
-    })
-    .await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token, seen) = mesh_with_gateway("stdwebhooks").await?;
     let body = create_body("m_i", "card", "US", 900);
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?;
-    assert_eq!(status, 201, "{text}");
-    let first: Value = serde_json::from_str(&text)?;
+    let first = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?,
+    )?;
     // stdwebhooks (first preference) failed to initiate: no reference, provider avoided.
     assert_eq!(first["routing"]["provider"], "stdwebhooks");
     assert!(first["routing"]["provider_ref"].is_null(), "{first}");
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?;
-    assert_eq!(status, 201, "{text}");
-    let second: Value = serde_json::from_str(&text)?;
+    let second = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?,
+    )?;
     let payment = second["payment_id"].as_str().unwrap_or_default();
     assert_eq!(second["routing"]["provider"], "stripe", "{second}");
     assert_eq!(second["routing"]["provider_ref"], format!("pi_{payment}"));
@@ -606,29 +596,12 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
             "currency": "usd", "metadata": {}, "created": t}},
     })
     .to_string();
-    let mut mac =
-        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(paytrack_tests::mesh::STRIPE_SECRET.as_bytes())?;
-    hmac::Mac::update(&mut mac, format!("{t}.{event}").as_bytes());
-    let signature = hex::encode(hmac::Mac::finalize(mac).into_bytes());
-    let response = client
-        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
-        .header("stripe-signature", format!("t={t},v1={signature}"))
-        .header("content-type", "application/json")
-        .body(event)
-        .send()
+    let response = mesh
+        .post_provider_webhook("stripe", &format!("evt_{payment}"), &event)
         .await?;
     assert_eq!(response.status(), 200, "{}", response.text().await?);
-    eventually(WAIT, "the linked event moved the payment", || async {
-        let current: Value = client
-            .get(format!("{}/v1/payments/{payment}", mesh.ingest_url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (current["status"] == "succeeded" && current["version"] == 2).then_some(())
+    mesh.view_when(payment, "the linked event moved the payment", |current| {
+        current["status"] == "succeeded" && current["version"] == 2
     })
     .await?;
     Ok(())
@@ -639,9 +612,7 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
 /// been stored after all, its `Nats-Msg-Id` would de-duplicate the retry's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token) = start().await?;
     let body = create_body("m_retry", "card", "US", 800);
     // PAYTRACK_IN refuses every message for a while.
     let original = refuse_inbound(&mesh).await?;
@@ -654,11 +625,12 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     let claimed = claim["payment_id"].as_str().unwrap_or_default().to_owned();
 
     mesh.js.update_stream(original).await?;
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?;
-    assert_eq!(status, 201, "{text}");
-    let created: Value = serde_json::from_str(&text)?;
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("flaky-1"), &body).await?,
+    )?;
     assert_eq!(created["payment_id"], claimed.as_str());
-    let facts = inbound(&mesh, format!("paytrack.in.{}.>", mesh.tenant)).await?;
+    let facts = tenant_inbound(&mesh).await?;
     assert_eq!(facts, vec![(format!("paytrack.in.{}.{claimed}", mesh.tenant), 1)]);
     Ok(())
 }
@@ -667,22 +639,16 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
 /// `Idempotency-Key` (its payment id), so the provider makes one payment of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_key() -> anyhow::Result<()> {
-    let (url, seen) = sandbox_gateway("none").await?;
-    let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
-        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
-        ..Default::default()
-    })
-    .await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token, seen) = mesh_with_gateway("none").await?;
     let body = create_body("m_twice", "card", "US", 700);
     let original = refuse_inbound(&mesh).await?;
     let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
     assert_eq!(status, 503, "{text}");
     mesh.js.update_stream(original).await?;
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?;
-    assert_eq!(status, 201, "{text}");
-    let created: Value = serde_json::from_str(&text)?;
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?,
+    )?;
     let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     assert_eq!(requests.len(), 2, "{requests:?}");
     for request in &requests {
@@ -697,53 +663,34 @@ async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_ke
 /// push) reused with another body answers 422 and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
-    let token = mesh.operator_token();
-    let created = |text: &str| -> anyhow::Result<String> {
-        let value: Value = serde_json::from_str(text)?;
-        Ok(value["payment_id"].as_str().context("payment_id")?.to_owned())
-    };
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some("first"),
-        &create_body("m_k", "card", "US", 100),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let payment = created(&text)?;
+    let (mesh, client, token) = start().await?;
+    let created =
+        |value: Value| -> anyhow::Result<String> { Ok(value["payment_id"].as_str().context("payment_id")?.to_owned()) };
+    let first = create_body("m_k", "card", "US", 100);
+    let payment = created(expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("first"), &first).await?,
+    )?)?;
     // A create keyed like the cancel's fact id of the first payment.
-    let (status, text) = post(
-        &client,
-        &mesh,
-        "/v1/payments",
-        &token,
-        Some(&format!("{payment}:cancel:K")),
-        &create_body("m_k", "card", "US", 200),
-    )
-    .await?;
-    assert_eq!(status, 201, "{text}");
-    let other = created(&text)?;
+    let (key, second) = (format!("{payment}:cancel:K"), create_body("m_k", "card", "US", 200));
+    let other = created(expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some(&key), &second).await?,
+    )?)?;
     // Projected first, so each command below is checked against its status: the
     // retry (of an initiated payment) before the cancel.
     for id in [&payment, &other] {
-        mesh.eventually(WAIT, "the payment is projected", || async {
-            let response = mesh.get(&format!("/v1/payments/{id}"), &token).await.ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await?;
+        projected(&mesh, &token, id).await?;
     }
     let retry = format!("/v1/payments/{payment}/retry");
     let (status, text) = post(&client, &mesh, &retry, &mesh.api_key, Some("R"), "").await?;
     assert_eq!(status, 202, "{text}");
     let cancel = format!("/v1/payments/{payment}/cancel");
     let first_reason = json!({"reason": "customer asked"}).to_string();
-    let (status, text) = post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?;
-    assert_eq!(status, 202, "{text}");
-    let accepted: Value = serde_json::from_str(&text)?;
+    let accepted = expecting(
+        202,
+        post(&client, &mesh, &cancel, &mesh.api_key, Some("K"), &first_reason).await?,
+    )?;
     assert_eq!(
         accepted["duplicate"], false,
         "the cancel is a fact of its own: {accepted}"
@@ -811,13 +758,12 @@ async fn keyed_commands_never_collide_and_a_key_reused_with_another_body_is_422(
 /// is its own: the create's fact id names its payment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
-    let client = http()?;
-    let token = mesh.operator_token();
+    let (mesh, client, token) = start().await?;
     let first_body = create_body("m_ttl", "card", "US", 100);
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?;
-    assert_eq!(status, 201, "{text}");
-    let first: Value = serde_json::from_str(&text)?;
+    let first = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("reused"), &first_body).await?,
+    )?;
     // The key's TTL runs out: the bucket forgets it.
     let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
     let keys: Vec<String> = bucket.keys().await?.try_collect().await?;
@@ -826,9 +772,10 @@ async fn a_key_reused_after_its_ttl_makes_a_payment_with_its_own_evidence() -> a
         bucket.purge(key).await?;
     }
     let second_body = create_body("m_ttl", "card", "US", 300);
-    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("reused"), &second_body).await?;
-    assert_eq!(status, 201, "{text}");
-    let second: Value = serde_json::from_str(&text)?;
+    let second = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("reused"), &second_body).await?,
+    )?;
     let payment = second["payment_id"].as_str().context("payment_id")?.to_owned();
     assert_ne!(first["payment_id"], second["payment_id"]);
     assert_ne!(first["fact_id"], second["fact_id"], "every fact id names its payment");

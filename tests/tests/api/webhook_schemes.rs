@@ -7,13 +7,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use hmac::{Hmac, Mac};
 use paytrack_nats::Role;
-use paytrack_shared::config::Settings;
 use paytrack_shared::{PaymentId, TenantId};
-use paytrack_tests::NatsServer;
-use sha2::Sha256;
-use tokio_util::sync::CancellationToken;
+use paytrack_tests::standalone::StandaloneIngest;
+use paytrack_tests::{NatsServer, hostile};
 
 const STD_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const STD_NEW: &str = "whsec_QWxsIHlvdXIgYmFzZSBhcmUgYmVsb25nIHRvIHVz";
@@ -22,67 +19,51 @@ const RZP_NEW: &str = "rzp_new_webhook_secret";
 const STRIPE_OLD: &str = "whsec_stripe_old_secret";
 const STRIPE_NEW: &str = "whsec_stripe_new_secret";
 
+/// Every scheme's secret after the rotation.
+const NEW_SECRETS: [(&str, &str); 3] = [("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)];
+
 /// A signed delivery: its body and headers.
 type Delivery = (String, Vec<(String, String)>);
 
-struct RunningIngest {
-    url: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A test's own NATS with ingest on it verifying `secrets` (and `extra` settings),
+/// and the admin's JetStream context that reads what ingest stored.
+async fn start(
+    secrets: &str,
+    extra: &[(&'static str, &str)],
+) -> anyhow::Result<(NatsServer, async_nats::jetstream::Context, StandaloneIngest)> {
+    let nats = NatsServer::start().await?;
+    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let ingest = start_ingest(&nats, secrets, extra).await?;
+    Ok((nats, js, ingest))
 }
 
-impl RunningIngest {
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await??;
-        Ok(())
-    }
-}
-
-fn settings(nats: &NatsServer, secrets: &str) -> anyhow::Result<Settings> {
-    settings_with(nats, secrets, &[])
-}
-
-fn settings_with(nats: &NatsServer, secrets: &str, extra: &[(&'static str, &str)]) -> anyhow::Result<Settings> {
-    let mut pairs = nats.settings_pairs();
-    pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    pairs.extend([
-        ("nats_url", nats.url()),
-        // Never connected to: webhooks read no table.
-        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
-        ("ingest_listen", "127.0.0.1:0".to_owned()),
-        ("nats_ack_timeout_ms", "5000".to_owned()),
-        ("jwt_secret", "test-secret".to_owned()),
-        ("webhook_secrets", secrets.to_owned()),
-    ]);
-    Ok(Settings::from_pairs(pairs)?)
-}
-
-async fn start_ingest(nats: &NatsServer, secrets: &str) -> anyhow::Result<RunningIngest> {
-    start_ingest_with(nats, secrets, &[]).await
-}
-
-async fn start_ingest_with(
+/// Ingest on `nats` verifying `secrets`, with `extra` settings and a 5 s ack wait.
+async fn start_ingest(
     nats: &NatsServer,
     secrets: &str,
     extra: &[(&'static str, &str)],
-) -> anyhow::Result<RunningIngest> {
-    paytrack_shared::telemetry::init_for_tests();
-    let settings = settings_with(nats, secrets, extra)?;
-    nats.lay_out_for(&settings).await?;
-    let config = paytrack_ingest::Config::from_settings(&settings)?;
-    let ingest = paytrack_ingest::Ingest::bind(config).await?;
-    let url = format!("http://{}", ingest.local_addr()?);
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move { Ok(ingest.run(token).await?) });
-    let http = reqwest::Client::new();
-    paytrack_tests::eventually(Duration::from_secs(20), "ingest ready", || async {
-        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await?;
-    Ok(RunningIngest { url, stop, task })
+) -> anyhow::Result<StandaloneIngest> {
+    let mut extra = extra.to_vec();
+    extra.push(("nats_ack_timeout_ms", "5000"));
+    StandaloneIngest::start(nats, secrets, &extra).await
+}
+
+/// The provider-reference index as ingest's NATS user sees it.
+async fn provider_refs(nats: &NatsServer) -> anyhow::Result<paytrack_ingest::provider_refs::ProviderRefs> {
+    Ok(paytrack_ingest::provider_refs::ProviderRefs::from_client(
+        nats.connect_as(Role::Ingest).await?,
+        Duration::from_secs(5),
+    ))
+}
+
+/// The last fact PAYTRACK_IN stored for `payment` of tenant `acme`.
+async fn stored_fact(js: &async_nats::jetstream::Context, payment: &str) -> anyhow::Result<serde_json::Value> {
+    let stored = js
+        .get_stream(paytrack_shared::subjects::STREAM_IN)
+        .await?
+        .get_last_raw_message_by_subject(&format!("paytrack.in.acme.{payment}"))
+        .await?;
+    Ok(serde_json::from_slice(&stored.payload)?)
 }
 
 fn endpoint_secrets(tenant: &TenantId, which: &[(&str, &str)]) -> String {
@@ -93,42 +74,21 @@ fn endpoint_secrets(tenant: &TenantId, which: &[(&str, &str)]) -> String {
         .join(",")
 }
 
-fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// One signed delivery: the body and its headers, signed with `secret` at `ts`.
 fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i64) -> Delivery {
-    match provider {
-        "stdwebhooks" => {
-            let body = serde_json::json!({
-                "type": "payment.succeeded",
-                "timestamp": "2026-11-23T10:00:00Z",
-                "data": {"payment_id": payment.unwrap_or("pay_std"), "provider_ref": format!("sw_{id}"),
-                         "amount_minor": 1250, "currency": "USD", "merchant_id": "m_1"},
-            })
-            .to_string();
-            let sig = standardwebhooks::Webhook::new(secret)
-                .expect("whsec")
-                .sign(id, ts, body.as_bytes())
-                .expect("sign");
-            let headers = vec![
-                ("webhook-id".into(), id.into()),
-                ("webhook-timestamp".into(), ts.to_string()),
-                ("webhook-signature".into(), sig),
-            ];
-            (body, headers)
-        }
+    let body = match provider {
+        "stdwebhooks" => serde_json::json!({
+            "type": "payment.succeeded",
+            "timestamp": "2026-11-23T10:00:00Z",
+            "data": {"payment_id": payment.unwrap_or("pay_std"), "provider_ref": format!("sw_{id}"),
+                     "amount_minor": 1250, "currency": "USD", "merchant_id": "m_1"},
+        }),
         "razorpay" => {
             let notes = match payment {
                 Some(p) => serde_json::json!({"payment_id": p, "merchant_id": "m_1"}),
                 None => serde_json::json!([]),
             };
-            let body = serde_json::json!({
+            serde_json::json!({
                 "entity": "event", "account_id": "acc_test", "event": "payment.captured",
                 "contains": ["payment"],
                 "payload": {"payment": {"entity": {"id": format!("pay_{id}"), "entity": "payment",
@@ -136,31 +96,26 @@ fn delivery(provider: &str, secret: &str, id: &str, payment: Option<&str>, ts: i
                     "card": {"number": "4111111111111111"}, "created_at": ts - 5}}},
                 "created_at": ts,
             })
-            .to_string();
-            let headers = vec![
-                ("x-razorpay-signature".into(), hmac_hex(secret, &[body.as_bytes()])),
-                ("x-razorpay-event-id".into(), id.into()),
-            ];
-            (body, headers)
         }
         _ => {
             let metadata = match payment {
                 Some(p) => serde_json::json!({"payment_id": p}),
                 None => serde_json::json!({}),
             };
-            let body = serde_json::json!({
+            serde_json::json!({
                 "id": id, "object": "event", "created": ts, "type": "payment_intent.succeeded",
                 "data": {"object": {"id": format!("pi_{id}"), "object": "payment_intent", "amount": 2000,
                     "currency": "usd", "metadata": metadata, "created": ts - 5}},
             })
-            .to_string();
-            let t = ts.to_string();
-            let sig = hmac_hex(secret, &[t.as_bytes(), b".", body.as_bytes()]);
-            (body, vec![("stripe-signature".into(), format!("t={t},v1={sig}"))])
         }
     }
+    .to_string();
+    let headers = hostile::sign_at(provider, secret, id, &body, ts).expect("every scheme signs with its test secret");
+    (body, headers)
 }
 
+/// Posts a signed delivery to `tenant`'s `provider` endpoint; the status and the
+/// JSON answer.
 async fn post(
     http: &reqwest::Client,
     ingest: &str,
@@ -168,16 +123,7 @@ async fn post(
     provider: &str,
     (body, headers): &Delivery,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let mut request = http
-        .post(format!("{ingest}/v1/webhooks/{tenant}/{provider}"))
-        .header("content-type", "application/json")
-        .body(body.clone());
-    for (k, v) in headers {
-        request = request.header(k, v);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or_default()))
+    hostile::post(http, ingest, tenant.as_str(), provider, headers, body.clone()).await
 }
 
 async fn inbound_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
@@ -204,8 +150,6 @@ fn id(prefix: &str) -> String {
 /// one is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
     let tenant = TenantId::new("acme")?;
     let rotating = endpoint_secrets(
         &tenant,
@@ -218,7 +162,7 @@ async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
             ("stripe", STRIPE_NEW),
         ],
     );
-    let ingest = start_ingest(&nats, &rotating).await?;
+    let (nats, js, ingest) = start(&rotating, &[]).await?;
     let http = reqwest::Client::new();
     let schemes = [
         ("stdwebhooks", STD_OLD, STD_NEW),
@@ -277,12 +221,7 @@ async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
     // The card number in the Razorpay body is masked in the stored evidence.
     let sent = delivery("razorpay", RZP_NEW, &id("card"), Some("pay_card"), now());
     assert_eq!(post(&http, &ingest.url, &tenant, "razorpay", &sent).await?.0, 200);
-    let stored = js
-        .get_stream(paytrack_shared::subjects::STREAM_IN)
-        .await?
-        .get_last_raw_message_by_subject("paytrack.in.acme.pay_card")
-        .await?;
-    let fact: serde_json::Value = serde_json::from_slice(&stored.payload)?;
+    let fact = stored_fact(&js, "pay_card").await?;
     let body = fact["raw"]["body"].as_str().unwrap_or_default();
     assert!(body.contains(r#""number":"************1111""#), "{body}");
     assert_eq!(body.len(), sent.0.len(), "masking keeps every other byte");
@@ -292,11 +231,7 @@ async fn each_scheme_verifies_refuses_and_rotates() -> anyhow::Result<()> {
 
     // After the rotation: ingest restarted with the new secrets only.
     ingest.stop().await?;
-    let rotated = endpoint_secrets(
-        &tenant,
-        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
-    );
-    let ingest = start_ingest(&nats, &rotated).await?;
+    let ingest = start_ingest(&nats, &endpoint_secrets(&tenant, &NEW_SECRETS), &[]).await?;
     for (provider, old, new) in schemes {
         let before = inbound_messages(&js).await?;
         let (status, _) = post(
@@ -335,7 +270,9 @@ async fn unusable_secrets_stop_the_start() -> anyhow::Result<()> {
         "acme/paypal=some-secret",
         "acme/stdwebhooks=whpk_AAAA",
     ] {
-        let error = match settings(&nats, secrets).and_then(|s| Ok(paytrack_ingest::Config::from_settings(&s)?)) {
+        let error = match StandaloneIngest::settings(&nats, secrets, &[])
+            .and_then(|s| Ok(paytrack_ingest::Config::from_settings(&s)?))
+        {
             Ok(_) => anyhow::bail!("{secrets} was accepted"),
             Err(error) => error.to_string(),
         };
@@ -352,19 +289,11 @@ async fn unusable_secrets_stop_the_start() -> anyhow::Result<()> {
 /// the right payment, and a later event of that reference links at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_unknown_payments_are_parked_then_linked() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
     let tenant = TenantId::new("acme")?;
-    let ingest = start_ingest(
-        &nats,
-        &endpoint_secrets(&tenant, &[("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)]),
-    )
-    .await?;
+    let secrets = endpoint_secrets(&tenant, &[("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)]);
+    let (nats, js, ingest) = start(&secrets, &[]).await?;
     let http = reqwest::Client::new();
-    let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
-        nats.connect_as(Role::Ingest).await?,
-        Duration::from_secs(5),
-    );
+    let refs = provider_refs(&nats).await?;
 
     let before = inbound_messages(&js).await?;
     let event = id("e");
@@ -378,12 +307,7 @@ async fn events_for_unknown_payments_are_parked_then_linked() -> anyhow::Result<
     let payment = PaymentId::new("pay_linked")?;
     assert_eq!(refs.record(&tenant, "stripe", &provider_ref, &payment).await?, 1);
     assert_eq!(inbound_messages(&js).await?, before + 1);
-    let stored = js
-        .get_stream(paytrack_shared::subjects::STREAM_IN)
-        .await?
-        .get_last_raw_message_by_subject("paytrack.in.acme.pay_linked")
-        .await?;
-    let fact: serde_json::Value = serde_json::from_slice(&stored.payload)?;
+    let fact = stored_fact(&js, "pay_linked").await?;
     assert_eq!(fact["fact_id"], format!("wh:stripe:{event}"));
     assert!(refs.parked(&tenant, "stripe", &provider_ref).await?.is_empty());
     assert_eq!(
@@ -412,14 +336,8 @@ async fn events_for_unknown_payments_are_parked_then_linked() -> anyhow::Result<
 async fn a_burst_with_duplicates_stores_exactly_the_unique_facts() -> anyhow::Result<()> {
     const TOTAL: usize = 5_000;
     const UNIQUE: usize = 4_000;
-    let nats = NatsServer::start().await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
     let tenant = TenantId::new("acme")?;
-    let secrets = endpoint_secrets(
-        &tenant,
-        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
-    );
-    let ingest = start_ingest(&nats, &secrets).await?;
+    let (_nats, js, ingest) = start(&endpoint_secrets(&tenant, &NEW_SECRETS), &[]).await?;
     let before = inbound_messages(&js).await?;
 
     let providers = ["stdwebhooks", "razorpay", "stripe"];
@@ -512,18 +430,15 @@ async fn provider_events_become_transitions_by_their_own_rules() -> anyhow::Resu
 /// repeated `payment_id` was taken, the last one winning.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scheme_answers_the_hostile_table_with_a_4xx_and_stores_nothing() -> anyhow::Result<()> {
-    use paytrack_tests::hostile::{self, Context, Fields};
-    let nats = NatsServer::start().await?;
+    use paytrack_tests::hostile::{Context, Fields};
     let tenant = TenantId::new("t_hostile")?;
-    let secrets = [("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)];
-    let ingest = start_ingest(&nats, &endpoint_secrets(&tenant, &secrets)).await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
+    let (_nats, js, ingest) = start(&endpoint_secrets(&tenant, &NEW_SECRETS), &[]).await?;
     let http = reqwest::Client::new();
     let context = Context {
         other_tenants_payment: "pay_of_another_tenant".to_owned(),
     };
     let mut wrong = Vec::new();
-    for (provider, secret) in secrets {
+    for (provider, secret) in NEW_SECRETS {
         for case in hostile::table() {
             let before = inbound_messages(&js).await?;
             let fields = Fields::normal(&id("evt_"), &format!("pay_{}", &id("h")[1..]));
@@ -555,14 +470,8 @@ async fn every_scheme_answers_the_hostile_table_with_a_4xx_and_stores_nothing() 
 /// the signed body: a replay is a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_signed_body_is_the_same_delivery_whatever_its_unsigned_headers() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
     let tenant = TenantId::new("acme")?;
-    let secrets = endpoint_secrets(
-        &tenant,
-        &[("stdwebhooks", STD_NEW), ("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)],
-    );
-    let ingest = start_ingest(&nats, &secrets).await?;
+    let (_nats, js, ingest) = start(&endpoint_secrets(&tenant, &NEW_SECRETS), &[]).await?;
     let http = reqwest::Client::new();
     let before = inbound_messages(&js).await?;
     let with_header = |(body, headers): &Delivery, name: &str, value: String| -> Delivery {
@@ -611,24 +520,11 @@ async fn a_replayed_signed_body_is_the_same_delivery_whatever_its_unsigned_heade
 /// provider without a default leaves it unknown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let js = async_nats::jetstream::new(nats.admin_client().await?);
     let tenant = TenantId::new("acme")?;
     let secrets = endpoint_secrets(&tenant, &[("razorpay", RZP_NEW), ("stripe", STRIPE_NEW)]);
-    let mut settings = settings(&nats, &secrets)?;
-    settings.provider_default_rails = "acme/razorpay=upi".to_owned();
-    paytrack_shared::telemetry::init_for_tests();
-    nats.lay_out_for(&settings).await?;
-    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
-    let url = format!("http://{}", ingest.local_addr()?);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(ingest.run(stop.clone()));
+    let (_nats, js, ingest) = start(&secrets, &[("provider_default_rails", "acme/razorpay=upi")]).await?;
+    let url = ingest.url.clone();
     let http = reqwest::Client::new();
-    paytrack_tests::eventually(Duration::from_secs(20), "ingest ready", || async {
-        let response = http.get(format!("{url}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await?;
     let stream = js.get_stream(paytrack_shared::subjects::STREAM_IN).await?;
     let rail_of = |payment: &'static str| {
         let stream = &stream;
@@ -651,10 +547,9 @@ async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyho
     let mut value: serde_json::Value = serde_json::from_str(&body)?;
     value["payload"]["payment"]["entity"]["method"] = serde_json::json!("card");
     let body = value.to_string();
-    let own = (
-        body.clone(),
-        vec![("x-razorpay-signature".to_owned(), hmac_hex(RZP_NEW, &[body.as_bytes()]))],
-    );
+    let mut headers = hostile::sign("razorpay", RZP_NEW, "evt_own", &body)?;
+    headers.retain(|(name, _)| name != "x-razorpay-event-id");
+    let own = (body, headers);
     let (status, answer) = post(&http, &url, &tenant, "razorpay", &own).await?;
     // A Razorpay delivery's event id header is still required (kept as evidence).
     assert_eq!(status, 400, "{answer}");
@@ -679,8 +574,7 @@ async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyho
         let refused = paytrack_shared::config::Settings::from_pairs([("provider_default_rails", bad.to_owned())]);
         assert!(refused.is_err(), "{bad} was accepted");
     }
-    stop.cancel();
-    task.await??;
+    ingest.stop().await?;
     Ok(())
 }
 
@@ -691,7 +585,6 @@ async fn a_tenants_default_rail_fills_the_rail_an_event_does_not_name() -> anyho
 /// park again. `/metrics` shows the tenant's parked count and the refusals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
     let tenant = TenantId::new("acme")?;
     let other = TenantId::new("beta")?;
     let secrets = format!(
@@ -699,7 +592,7 @@ async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
         endpoint_secrets(&tenant, &[("stripe", STRIPE_NEW)]),
         endpoint_secrets(&other, &[("stripe", STRIPE_NEW)])
     );
-    let ingest = start_ingest_with(&nats, &secrets, &[("ingest_parked_events_max_per_tenant", "3")]).await?;
+    let (nats, _js, ingest) = start(&secrets, &[("ingest_parked_events_max_per_tenant", "3")]).await?;
     let http = reqwest::Client::new();
     let events: Vec<String> = (0..4).map(|_| id("q")).collect();
     let sent: Vec<Delivery> = events
@@ -713,10 +606,7 @@ async fn parked_events_are_bounded_per_tenant() -> anyhow::Result<()> {
     let (status, answer) = post(&http, &ingest.url, &tenant, "stripe", &sent[3]).await?;
     assert_eq!(status, 429, "{answer}");
     assert_eq!(answer["code"], "quota_exceeded", "{answer}");
-    let refs = paytrack_ingest::provider_refs::ProviderRefs::from_client(
-        nats.connect_as(Role::Ingest).await?,
-        Duration::from_secs(5),
-    );
+    let refs = provider_refs(&nats).await?;
     assert!(
         refs.parked(&tenant, "stripe", &format!("pi_{}", events[3]))
             .await?

@@ -219,14 +219,11 @@ async fn lost_transition_is_noticed(damage: Damage) -> anyhow::Result<()> {
         ],
         "what was projected stays on the timeline"
     );
-    let unbalanced: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
-           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
-    )
-    .bind(mesh.tenant.as_str())
-    .fetch_one(&mesh.db)
-    .await?;
-    assert_eq!(unbalanced, 0, "every journal entry balances");
+    assert_eq!(
+        paytrack_tests::workload::unbalanced_entries(&mesh).await?,
+        0,
+        "every journal entry balances"
+    );
     // A redelivery or replay of the rewritten transition changes nothing more.
     let again = mesh.wait_for_row(&payment, 3).await?;
     assert_eq!((again.0.as_str(), again.1), ("failed", 3));

@@ -13,7 +13,9 @@ use async_nats::jetstream;
 use paytrack_nats::Role;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::MeshOptions;
-use paytrack_tests::workload::{WAIT, check_ledger, dump, plans, publish, wait_projected, wait_some_projected};
+use paytrack_tests::workload::{
+    Rebuilt, WAIT, check_ledger, plans, publish, rebuild_and_dump, wait_projected, wait_some_projected,
+};
 use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -69,13 +71,14 @@ async fn killed_mid_flow_two_instances_end_equal_to_a_rebuild() -> anyhow::Resul
     second.cancel();
     second_task.await??;
 
-    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
-    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
-    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let Rebuilt {
+        report,
+        live,
+        replayed,
+        db: rebuilt,
+    } = rebuild_and_dump(&mesh).await?;
     assert_eq!(report.transitions, total as u64);
     eprintln!("rebuild: {report:?}");
-    let live = dump(&mesh.db, &mesh.tenant).await?;
-    let replayed = dump(&rebuilt, &mesh.tenant).await?;
     for (table, rows) in &live {
         if LEDGER_TABLES.contains(table) {
             assert!(!rows.is_empty(), "{table} has rows");
@@ -216,11 +219,7 @@ async fn final_only_after_both_checkpoints_and_never_for_ach_success() -> anyhow
     // REST and the list agree; and where final, both checkpoints are in the stream.
     let token = mesh.operator_token();
     for (payment, expected) in [("pf0", true), ("pf1", false), ("pf2", true)] {
-        let body: Value = mesh
-            .get(&format!("/v1/payments/{payment}"), &token)
-            .await?
-            .json()
-            .await?;
+        let body = mesh.payment_view(payment).await?;
         assert_eq!(body["final"], expected, "{payment}: {body}");
         let evidence: Value = mesh
             .get(&format!("/v1/payments/{payment}/evidence"), &token)
@@ -408,11 +407,7 @@ async fn an_ach_success_turns_final_only_when_its_return_window_closes() -> anyh
     for payment in ["win_inside", "win_moved"] {
         let last = checkpoints(payment).await?;
         assert_ne!(last["checkpoint"], "return_window_closed", "{payment}: {last}");
-        let body: Value = mesh
-            .get(&format!("/v1/payments/{payment}"), &token)
-            .await?
-            .json()
-            .await?;
+        let body = mesh.payment_view(payment).await?;
         assert_eq!(body["final"], false, "{payment}: {body}");
     }
 
@@ -442,11 +437,7 @@ async fn an_ach_success_turns_final_only_when_its_return_window_closes() -> anyh
     }
 
     // A rebuild reads the window's checkpoint back and ends with the same rows.
-    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
-    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
-    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
-    let live = dump(&mesh.db, &mesh.tenant).await?;
-    let replayed = dump(&rebuilt, &mesh.tenant).await?;
+    let Rebuilt { live, replayed, .. } = rebuild_and_dump(&mesh).await?;
     assert_eq!(live["checkpoints"], replayed["checkpoints"]);
     assert_eq!(live["payments"], replayed["payments"]);
     let finals: Vec<&Value> = live["payments"].iter().filter(|p| p["final"] == true).collect();
@@ -787,12 +778,10 @@ async fn a_rebuild_restores_every_table_alerts_and_acknowledgements_included() -
     }
     projector_caught_up(&mesh).await?;
 
-    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
-    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
-    let report = paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let Rebuilt {
+        report, live, replayed, ..
+    } = rebuild_and_dump(&mesh).await?;
     eprintln!("rebuild: {report:?}");
-    let live = dump(&mesh.db, &tenant).await?;
-    let replayed = dump(&rebuilt, &tenant).await?;
     for table in [
         "payments",
         "payment_timeline",

@@ -28,15 +28,7 @@ async fn a_fact_for_a_payment_whose_claim_was_lost_continues_its_history() -> an
     .await?;
 
     // A provider event that names no merchant.
-    let mut pending = facts::event(
-        &mesh.tenant,
-        payment,
-        &format!("{payment}_p"),
-        Status::Pending,
-        Some(1),
-        chrono::Utc::now(),
-        None,
-    )?;
+    let mut pending = facts::first_pending(&mesh.tenant, payment)?;
     pending.merchant_id = None;
     facts::publish(&mesh.js, &pending).await?;
 

@@ -6,42 +6,28 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use paytrack_nats::Role;
 use paytrack_tests::Mesh;
 use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
-use paytrack_tests::workload::dump;
+use paytrack_tests::workload::rebuild_and_dump;
 use paytrack_tests::ws::WsClient;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?)
-}
-
-fn hmac_hex(secret: &str, parts: &[&[u8]]) -> anyhow::Result<String> {
-    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes())?;
-    for part in parts {
-        hmac::Mac::update(&mut mac, part);
-    }
-    Ok(hex::encode(hmac::Mac::finalize(mac).into_bytes()))
-}
+/// The tables a rebuild must reproduce for a payment's money.
+const LEDGER_TABLES: [&str; 4] = [
+    "payment_timeline",
+    "journal_entries",
+    "ledger_postings",
+    "ledger_accounts",
+];
 
 /// Posts a Stripe event (`id`, `type`, `data.object`), signed now; its HTTP status.
 async fn stripe(mesh: &Mesh, id: &str, event_type: &str, created: i64, object: Value) -> anyhow::Result<u16> {
     let body = json!({"id": id, "object": "event", "api_version": "2022-11-15", "created": created,
         "type": event_type, "data": {"object": object}, "livemode": false})
     .to_string();
-    let t = chrono::Utc::now().timestamp();
-    let signature = hmac_hex(STRIPE_SECRET, &[t.to_string().as_bytes(), b".", body.as_bytes()])?;
-    let response = client()?
-        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
-        .header("stripe-signature", format!("t={t},v1={signature}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+    let response = mesh.post_provider_webhook("stripe", id, &body).await?;
     Ok(response.status().as_u16())
 }
 
@@ -51,30 +37,8 @@ async fn razorpay(mesh: &Mesh, id: &str, event: &str, created: i64, payload: Val
         "contains": payload.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
         "payload": payload, "created_at": created})
     .to_string();
-    let response = client()?
-        .post(format!("{}/v1/webhooks/{}/razorpay", mesh.ingest_url, mesh.tenant))
-        .header("x-razorpay-signature", hmac_hex(RAZORPAY_SECRET, &[body.as_bytes()])?)
-        .header("x-razorpay-event-id", id)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+    let response = mesh.post_provider_webhook("razorpay", id, &body).await?;
     Ok(response.status().as_u16())
-}
-
-/// The payment's REST view once `ready` holds for it.
-async fn view_when(mesh: &Mesh, payment: &str, what: &str, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    let token = mesh.operator_token();
-    let ready = &ready;
-    mesh.eventually(WAIT, what, || {
-        let token = token.clone();
-        async move {
-            let response = mesh.get(&format!("/v1/payments/{payment}"), &token).await.ok()?;
-            let view: Value = response.json().await.ok()?;
-            ready(&view).then_some(view)
-        }
-    })
-    .await
 }
 
 /// The payment's journal entry kinds in version order, and the sum of every leg.
@@ -108,6 +72,62 @@ async fn alerts(mesh: &Mesh, payment: &str) -> anyhow::Result<Vec<String>> {
     )
 }
 
+/// The payment's `ledger_minor`: what its postings owe the merchant.
+async fn ledger_minor(mesh: &Mesh, payment: &str) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT ledger_minor FROM payments WHERE tenant = $1 AND payment_id = $2")
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_one(&mesh.db)
+            .await?,
+    )
+}
+
+/// The payment's [`journal`] once it holds `entries` entries.
+async fn journal_when(mesh: &Mesh, payment: &str, entries: usize) -> anyhow::Result<(Vec<String>, i64, i64)> {
+    mesh.eventually(WAIT, &format!("{entries} journal entries"), || async {
+        let posted = journal(mesh, payment).await.ok()?;
+        (posted.0.len() == entries).then_some(posted)
+    })
+    .await
+}
+
+/// `base` with every field of the object `extra` set on it.
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
+}
+
+/// Stripe's PaymentIntent of the payment for `amount` cents, succeeded.
+fn intent(payment: &str, amount: i64) -> Value {
+    json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": amount,
+        "currency": "usd", "status": "succeeded", "metadata": {"payment_id": payment, "merchant_id": "m_money"}})
+}
+
+/// A Stripe `refund` or `dispute` object of `amount` that names only the payment's
+/// PaymentIntent.
+fn movement(object: &str, id: &str, amount: i64, status: &str, payment: &str) -> Value {
+    json!({"id": id, "object": object, "amount": amount, "currency": "usd", "status": status,
+        "payment_intent": format!("pi_{payment}")})
+}
+
+/// A Razorpay webhook `payload` holding one `entity` (`payment` or `payout`) of the
+/// payment in INR, created at `created`, with `fields` on top.
+fn razorpay_entity(entity: &str, payment: &str, created: i64, fields: Value) -> Value {
+    let base = json!({"entity": entity, "currency": "INR",
+        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": created});
+    let mut payload = serde_json::Map::new();
+    payload.insert(entity.to_owned(), json!({"entity": with(base, fields)}));
+    Value::Object(payload)
+}
+
+/// The view's amounts named `keys`, in that order.
+fn amounts(view: &Value, keys: &[&str]) -> Value {
+    keys.iter().map(|k| view["amounts"][k].clone()).collect()
+}
+
 fn charge(payment: &str, amount_refunded: i64, refunds: Value) -> Value {
     json!({"id": format!("ch_{payment}"), "object": "charge", "amount": 5000, "amount_captured": 5000,
         "amount_refunded": amount_refunded, "currency": "usd", "payment_intent": format!("pi_{payment}"),
@@ -116,26 +136,35 @@ fn charge(payment: &str, amount_refunded: i64, refunds: Value) -> Value {
 }
 
 fn refund(id: &str, amount: i64, status: &str, payment: &str) -> Value {
-    json!({"id": id, "object": "refund", "amount": amount, "currency": "usd", "status": status,
-        "charge": format!("ch_{payment}"), "payment_intent": format!("pi_{payment}")})
+    with(
+        movement("refund", id, amount, status, payment),
+        json!({"charge": format!("ch_{payment}")}),
+    )
 }
 
 async fn stripe_success(mesh: &Mesh, payment: &str, at: i64) -> anyhow::Result<()> {
-    let intent = json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 5000,
-        "currency": "usd", "status": "succeeded", "metadata": {"payment_id": payment, "merchant_id": "m_money"}});
     assert_eq!(
         stripe(
             mesh,
             &format!("evt_ok_{payment}"),
             "payment_intent.succeeded",
             at,
-            intent
+            intent(payment, 5000)
         )
         .await?,
         200
     );
-    view_when(mesh, payment, "the payment succeeded", |v| v["status"] == "succeeded").await?;
+    mesh.view_when(payment, "the payment succeeded", |v| v["status"] == "succeeded")
+        .await?;
     Ok(())
+}
+
+/// A mesh on which `payment` succeeded on Stripe a minute ago; that time.
+async fn mesh_after_stripe_success(payment: &str) -> anyhow::Result<(Mesh, i64)> {
+    let mesh = Mesh::start().await?;
+    let t = chrono::Utc::now().timestamp() - 60;
+    stripe_success(&mesh, payment, t).await?;
+    Ok((mesh, t))
 }
 
 /// Stripe partial refunds of 1,000 then 1,500 of a 5,000 payment: each
@@ -144,20 +173,16 @@ async fn stripe_success(mesh: &Mesh, payment: &str, at: i64) -> anyhow::Result<(
 /// repeat of the first event changes nothing, and the ledger recognises 2,500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_refunds";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
 
     let first = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
     assert_eq!(
         stripe(&mesh, "evt_rf_1", "charge.refunded", t + 10, first.clone()).await?,
         200
     );
-    view_when(&mesh, payment, "the first refund", |v| {
-        v["amounts"]["refunded_minor"] == 1000
-    })
-    .await?;
+    mesh.view_when(payment, "the first refund", |v| v["amounts"]["refunded_minor"] == 1000)
+        .await?;
     let second = charge(
         payment,
         2500,
@@ -172,10 +197,9 @@ async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> 
         stripe(&mesh, "evt_rf_1_again", "charge.refunded", t + 10, first).await?,
         200
     );
-    let view = view_when(&mesh, payment, "both refunds", |v| {
-        v["amounts"]["refunded_minor"] == 2500
-    })
-    .await?;
+    let view = mesh
+        .view_when(payment, "both refunds", |v| v["amounts"]["refunded_minor"] == 2500)
+        .await?;
     assert_eq!(view["status"], "succeeded", "{view}");
     assert_eq!(view["amounts"]["captured_minor"], 5000, "{view}");
     assert_eq!(view["amounts"]["net_minor"], 2500, "{view}");
@@ -196,12 +220,7 @@ async fn stripe_partial_refunds_leave_the_net_and_never_return_the_payment() -> 
         (n >= 4).then_some(())
     })
     .await?;
-    let ledger: i64 = sqlx::query_scalar("SELECT ledger_minor FROM payments WHERE tenant = $1 AND payment_id = $2")
-        .bind(mesh.tenant.as_str())
-        .bind(payment)
-        .fetch_one(&mesh.db)
-        .await?;
-    assert_eq!(ledger, 2500);
+    assert_eq!(ledger_minor(&mesh, payment).await?, 2500);
     let (kinds, sum, merchant) = journal(&mesh, payment).await?;
     assert_eq!(kinds, ["capture", "refund", "refund"]);
     assert_eq!((sum, merchant), (0, 2500));
@@ -249,23 +268,28 @@ async fn razorpay_failed_then_captured_succeeds_with_an_alert() -> anyhow::Resul
     let payment = "pay_late";
     let t = chrono::Utc::now().timestamp() - 60;
     let entity = |status: &str| {
-        json!({"payment": {"entity": {"id": "pay_RzpLate1", "entity": "payment", "amount": 50000,
-            "currency": "INR", "status": status, "method": "upi",
-            "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}})
+        razorpay_entity(
+            "payment",
+            payment,
+            t,
+            json!({"id": "pay_RzpLate1", "amount": 50000, "status": status, "method": "upi"}),
+        )
     };
     assert_eq!(
         razorpay(&mesh, "evt_fail", "payment.failed", t, entity("failed")).await?,
         200
     );
-    view_when(&mesh, payment, "the failure", |v| v["status"] == "failed").await?;
+    mesh.view_when(payment, "the failure", |v| v["status"] == "failed")
+        .await?;
     assert_eq!(
         razorpay(&mesh, "evt_capture", "payment.captured", t + 120, entity("captured")).await?,
         200
     );
-    let view = view_when(&mesh, payment, "the late capture", |v| {
-        v["status"] != "failed" && v["version"] == 2
-    })
-    .await?;
+    let view = mesh
+        .view_when(payment, "the late capture", |v| {
+            v["status"] != "failed" && v["version"] == 2
+        })
+        .await?;
     assert_eq!(view["status"], "succeeded", "{view}");
     assert_eq!(view["amounts"]["captured_minor"], 50000, "{view}");
     let raised = mesh
@@ -287,15 +311,15 @@ async fn razorpay_failed_then_captured_succeeds_with_an_alert() -> anyhow::Resul
 /// lost: an alert when it opens, the amount withheld, and each step posted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_dispute";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
     let dispute = |status: &str, fee: i64| {
-        json!({"id": "dp_1", "object": "dispute", "amount": 5000, "currency": "usd", "status": status,
-            "reason": "fraudulent", "charge": format!("ch_{payment}"), "payment_intent": format!("pi_{payment}"),
-            "metadata": {"payment_id": payment, "merchant_id": "m_money"},
-            "balance_transactions": if fee > 0 { json!([{"amount": -5000, "fee": fee}]) } else { json!([]) }})
+        with(
+            movement("dispute", "dp_1", 5000, status, payment),
+            json!({"reason": "fraudulent", "charge": format!("ch_{payment}"),
+                "metadata": {"payment_id": payment, "merchant_id": "m_money"},
+                "balance_transactions": if fee > 0 { json!([{"amount": -5000, "fee": fee}]) } else { json!([]) }}),
+        )
     };
     assert_eq!(
         stripe(
@@ -308,10 +332,11 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
         .await?,
         200
     );
-    let opened = view_when(&mesh, payment, "the dispute opened", |v| {
-        v["amounts"]["disputed_minor"] == 5000
-    })
-    .await?;
+    let opened = mesh
+        .view_when(payment, "the dispute opened", |v| {
+            v["amounts"]["disputed_minor"] == 5000
+        })
+        .await?;
     assert_eq!(opened["status"], "succeeded", "{opened}");
     assert_eq!(opened["amounts"]["net_minor"], 0, "{opened}");
     mesh.eventually(WAIT, "the dispute alert", || async {
@@ -319,29 +344,16 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
         kinds.iter().any(|k| k == "dispute_opened").then_some(())
     })
     .await?;
-    assert_eq!(
-        stripe(
-            &mesh,
-            "evt_dp_2",
-            "charge.dispute.funds_withdrawn",
-            t + 20,
-            dispute("needs_response", 1500)
-        )
-        .await?,
-        200
-    );
-    assert_eq!(
-        stripe(
-            &mesh,
-            "evt_dp_3",
-            "charge.dispute.closed",
-            t + 30,
-            dispute("lost", 1500)
-        )
-        .await?,
-        200
-    );
-    let lost = view_when(&mesh, payment, "the dispute lost", |v| v["version"] == 4).await?;
+    for (id, event_type, at, status) in [
+        ("evt_dp_2", "charge.dispute.funds_withdrawn", t + 20, "needs_response"),
+        ("evt_dp_3", "charge.dispute.closed", t + 30, "lost"),
+    ] {
+        let object = dispute(status, 1500);
+        assert_eq!(stripe(&mesh, id, event_type, at, object).await?, 200, "{id}");
+    }
+    let lost = mesh
+        .view_when(payment, "the dispute lost", |v| v["version"] == 4)
+        .await?;
     assert_eq!(lost["amounts"]["disputed_minor"], 5000, "{lost}");
     assert_eq!(lost["amounts"]["net_minor"], 0, "{lost}");
     let (kinds, sum, merchant) = journal(&mesh, payment).await?;
@@ -369,27 +381,21 @@ async fn stripe_dispute_opened_then_lost_withdraws_the_amount() -> anyhow::Resul
 /// every amount, movement, journal entry and posting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
-    let mesh = Mesh::start().await?;
     let payment = "pay_rebuild";
-    let t = chrono::Utc::now().timestamp() - 60;
-    stripe_success(&mesh, payment, t).await?;
+    let (mesh, t) = mesh_after_stripe_success(payment).await?;
     let charged = charge(payment, 1000, json!([refund("re_1", 1000, "succeeded", payment)]));
+    let dispute = |status: &str| {
+        with(
+            movement("dispute", "dp_9", 4500, status, payment),
+            json!({"metadata": {"payment_id": payment}}),
+        )
+    };
     let steps = [
         ("evt_rb_1", "charge.refunded", charged),
         ("evt_rb_2", "refund.failed", refund("re_1", 1000, "failed", payment)),
         ("evt_rb_3", "refund.created", refund("re_2", 500, "pending", payment)),
-        (
-            "evt_rb_4",
-            "charge.dispute.created",
-            json!({"id": "dp_9", "object": "dispute", "amount": 4500, "currency": "usd", "status": "needs_response",
-                "payment_intent": format!("pi_{payment}"), "metadata": {"payment_id": payment}}),
-        ),
-        (
-            "evt_rb_5",
-            "charge.dispute.funds_reinstated",
-            json!({"id": "dp_9", "object": "dispute", "amount": 4500, "currency": "usd", "status": "won",
-                "payment_intent": format!("pi_{payment}"), "metadata": {"payment_id": payment}}),
-        ),
+        ("evt_rb_4", "charge.dispute.created", dispute("needs_response")),
+        ("evt_rb_5", "charge.dispute.funds_reinstated", dispute("won")),
     ];
     for (n, (id, event_type, object)) in steps.into_iter().enumerate() {
         assert_eq!(
@@ -397,18 +403,15 @@ async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
             200
         );
         // One at a time: each movement is its own version.
-        view_when(&mesh, payment, event_type, |v| v["version"] == n + 2).await?;
+        mesh.view_when(payment, event_type, |v| v["version"] == n + 2).await?;
     }
-    let view = view_when(&mesh, payment, "every movement", |v| v["version"] == 6).await?;
-    let a = &view["amounts"];
+    let view = mesh.view_when(payment, "every movement", |v| v["version"] == 6).await?;
     assert_eq!(
-        (
-            &a["captured_minor"],
-            &a["refunded_minor"],
-            &a["disputed_minor"],
-            &a["net_minor"]
+        amounts(
+            &view,
+            &["captured_minor", "refunded_minor", "disputed_minor", "net_minor"]
         ),
-        (&json!(5000), &json!(500), &json!(0), &json!(4500)),
+        json!([5000, 500, 0, 4500]),
         "{view}"
     );
     assert_eq!(view["at_risk_minor"], 4500, "{view}");
@@ -427,19 +430,9 @@ async fn every_amount_and_posting_survives_a_rebuild() -> anyhow::Result<()> {
     );
     assert_eq!((sum, merchant), (0, 4500));
 
-    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
-    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
-    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
-    let live = dump(&mesh.db, &mesh.tenant).await?;
-    let replayed = dump(&rebuilt, &mesh.tenant).await?;
-    for table in [
-        "payment_timeline",
-        "journal_entries",
-        "ledger_postings",
-        "ledger_accounts",
-    ] {
-        assert_eq!(live[table], replayed[table], "{table}");
-    }
+    let rebuilt = rebuild_and_dump(&mesh).await?;
+    rebuilt.assert_same(&LEDGER_TABLES);
+    let (live, replayed) = (&rebuilt.live, &rebuilt.replayed);
     let money = |rows: &Vec<Value>| -> Vec<Value> {
         rows.iter()
             .map(|r| json!([r["amounts"], r["ledger_minor"], r["captured_at"], r["at_risk_until"]]))
@@ -465,22 +458,20 @@ struct Planned {
 fn planned(n: usize, rng: &mut impl rand::Rng) -> Planned {
     let payment = format!("pay_r{n}");
     let amount: i64 = rng.random_range(1_000..20_000);
-    let pi = format!("pi_{payment}");
     let mut events = vec![(
         format!("evt_{payment}_ok"),
         "payment_intent.succeeded",
-        json!({"id": pi, "object": "payment_intent", "amount": amount, "currency": "usd", "status": "succeeded",
-            "metadata": {"payment_id": payment, "merchant_id": format!("m_r{}", n % 3)}}),
+        with(
+            intent(&payment, amount),
+            json!({"metadata": {"payment_id": payment, "merchant_id": format!("m_r{}", n % 3)}}),
+        ),
     )];
     let mut refunded = 0;
     for r in 0..rng.random_range(0..4) {
         let id = format!("re_{payment}_{r}");
         let part: i64 = rng.random_range(1..=amount / 4);
         let fails = rng.random_bool(0.3);
-        let object = |status: &str| {
-            json!({"id": id, "object": "refund", "amount": part, "currency": "usd", "status": status,
-                "payment_intent": pi})
-        };
+        let object = |status: &str| movement("refund", &id, part, status, &payment);
         events.push((format!("evt_{id}_c"), "refund.created", object("pending")));
         if fails {
             events.push((format!("evt_{id}_f"), "refund.failed", object("failed")));
@@ -494,10 +485,7 @@ fn planned(n: usize, rng: &mut impl rand::Rng) -> Planned {
         let part = amount - refunded;
         let lost = rng.random_bool(0.5);
         let id = format!("dp_{payment}");
-        let object = |status: &str| {
-            json!({"id": id, "object": "dispute", "amount": part, "currency": "usd", "status": status,
-                "payment_intent": pi})
-        };
+        let object = |status: &str| movement("dispute", &id, part, status, &payment);
         events.push((
             format!("evt_{id}_o"),
             "charge.dispute.created",
@@ -557,12 +545,13 @@ async fn random_movements_of_many_payments_settle_to_the_truth() -> anyhow::Resu
         assert!(status == 200 || status == 202, "{id}: {status}");
     }
     for p in &plans {
-        let view = view_when(&mesh, &p.payment, &format!("{}'s amounts", p.payment), |v| {
-            v["amounts"]["net_minor"] == p.net
-                && v["amounts"]["refunded_minor"] == p.refunded
-                && v["amounts"]["disputed_minor"] == p.disputed
-        })
-        .await?;
+        let view = mesh
+            .view_when(&p.payment, &format!("{}'s amounts", p.payment), |v| {
+                v["amounts"]["net_minor"] == p.net
+                    && v["amounts"]["refunded_minor"] == p.refunded
+                    && v["amounts"]["disputed_minor"] == p.disputed
+            })
+            .await?;
         assert_eq!(view["status"], "succeeded", "{view}");
     }
     let nets: i64 = plans.iter().map(|p| p.net).sum();
@@ -609,9 +598,9 @@ async fn generic_refund_and_dispute_events_move_the_amounts() -> anyhow::Result<
     ];
     for (n, (id, body)) in steps.iter().enumerate() {
         assert_eq!(mesh.post_webhook(id, body).await?.status(), 200);
-        view_when(&mesh, payment, id, |v| v["version"] == n + 2).await?;
+        mesh.view_when(payment, id, |v| v["version"] == n + 2).await?;
     }
-    let view = view_when(&mesh, payment, "every movement", |v| v["version"] == 4).await?;
+    let view = mesh.view_when(payment, "every movement", |v| v["version"] == 4).await?;
     assert_eq!(view["status"], "succeeded", "{view}");
     assert_eq!(view["amounts"]["refunded_minor"], 250, "{view}");
     assert_eq!(view["amounts"]["disputed_minor"], 0, "{view}");
@@ -633,25 +622,7 @@ async fn generic_refund_and_dispute_events_move_the_amounts() -> anyhow::Result<
 async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     let tenant = mesh.tenant.clone();
-    let (sim, http) = start_simulator(&mesh, &["stripe", "razorpay"]).await?;
-    let behave = |provider: &'static str, success: u32| {
-        let http = http.clone();
-        let sim = sim.clone();
-        async move {
-            let response = http
-                .put(format!("{sim}/v1/providers/{provider}/behaviour"))
-                .json(&json!({"latency_ms": 20, "success_pct": success, "duplicate_pct": 20}))
-                .send()
-                .await?;
-            anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
-            anyhow::Ok(())
-        }
-    };
-    let truth_of = |payment: String| {
-        let http = http.clone();
-        let sim = sim.clone();
-        async move { paytrack_tests::ground_truth::of_payment(&http, &sim, &payment).await }
-    };
+    let sim = Sim::start(&mesh, &["stripe", "razorpay"]).await?;
     let scenarios: [(&str, Vec<Value>); 5] = [
         (
             "refunds",
@@ -672,44 +643,31 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
     for provider in ["stripe", "razorpay"] {
         for (name, actions) in &scenarios {
             let payment = format!("pay_{provider}_{name}");
-            behave(provider, if *name == "late_capture" { 0 } else { 100 }).await?;
-            let response = http
-                .post(format!("{sim}/v1/providers/{provider}/payments"))
-                .json(
-                    &json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 1500,
-                    "currency": "USD", "rail": "card", "merchant_id": "m_sim"}),
-                )
-                .send()
+            sim.behave(provider, if *name == "late_capture" { 0 } else { 100 })
                 .await?;
-            anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
-            let initiated: Value = response.json().await?;
-            let provider_ref = initiated["provider_ref"].as_str().unwrap_or_default().to_owned();
+            let provider_ref = sim
+                .initiate(
+                    provider,
+                    json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 1500,
+                        "currency": "USD", "rail": "card", "merchant_id": "m_sim"}),
+                )
+                .await?;
             // The outcome first, in paytrack too: movements follow it.
-            view_when(&mesh, &payment, "the outcome", |v| {
+            mesh.view_when(&payment, "the outcome", |v| {
                 v["status"] == "succeeded" || v["status"] == "failed"
             })
             .await?;
             for action in actions {
-                let response = http
-                    .post(format!(
-                        "{sim}/v1/providers/{provider}/payments/{provider_ref}/movements"
-                    ))
-                    .json(action)
-                    .send()
-                    .await?;
-                let status = response.status();
-                anyhow::ensure!(
-                    status == 200,
-                    "{action} {provider_ref}: {status} {}",
-                    response.text().await?
-                );
+                sim.movement(provider, &provider_ref, action).await?;
             }
             driven.push(payment);
         }
     }
     let model = paytrack_shared::StatusModel::get();
     for payment in &driven {
-        let truth = truth_of(payment.clone()).await.unwrap_or_default();
+        let truth = paytrack_tests::ground_truth::of_payment(&sim.http, &sim.url, payment)
+            .await
+            .unwrap_or_default();
         // A capture after a failure is what the model's late-capture row of the
         // provider and rail says (the simulator's events name the rail, card).
         let provider = truth["provider"].as_str().unwrap_or_default();
@@ -723,14 +681,15 @@ async fn the_simulator_drives_every_movement_per_payment() -> anyhow::Result<()>
             }
             _ => 0,
         };
-        let view = view_when(&mesh, payment, &format!("{payment} at the truth"), |v| {
-            v["status"] == status
-                && v["amounts"]["net_minor"] == net
-                && v["amounts"]["refunded_minor"] == truth["refunded_minor"]
-                && v["amounts"]["disputed_minor"] == truth["disputed_minor"]
-                && v["version"].as_i64().unwrap_or(0) >= 2
-        })
-        .await?;
+        let view = mesh
+            .view_when(payment, &format!("{payment} at the truth"), |v| {
+                v["status"] == status
+                    && v["amounts"]["net_minor"] == net
+                    && v["amounts"]["refunded_minor"] == truth["refunded_minor"]
+                    && v["amounts"]["disputed_minor"] == truth["disputed_minor"]
+                    && v["version"].as_i64().unwrap_or(0) >= 2
+            })
+            .await?;
         if payment.ends_with("refunds") {
             assert_eq!(view["amounts"]["refunded"], true, "{view}");
         }
@@ -783,8 +742,7 @@ async fn an_upgraded_projector_stores_the_new_alert_kinds() -> anyhow::Result<()
     let payment = "pay_upgraded";
     let t = chrono::Utc::now().timestamp() - 60;
     stripe_success(&mesh, payment, t).await?;
-    let dispute = json!({"id": "dp_up", "object": "dispute", "amount": 5000, "currency": "usd",
-        "status": "needs_response", "payment_intent": format!("pi_{payment}")});
+    let dispute = movement("dispute", "dp_up", 5000, "needs_response", payment);
     assert_eq!(
         stripe(&mesh, "evt_up_dp", "charge.dispute.created", t + 10, dispute).await?,
         200
@@ -804,18 +762,20 @@ async fn a_partial_capture_captures_what_the_provider_received() -> anyhow::Resu
     let mesh = Mesh::start().await?;
     let payment = "pay_partial";
     let t = chrono::Utc::now().timestamp() - 60;
-    let intent = json!({"id": format!("pi_{payment}"), "object": "payment_intent", "amount": 5000,
-        "amount_capturable": 0, "amount_received": 3000, "currency": "usd", "status": "succeeded",
-        "metadata": {"payment_id": payment, "merchant_id": "m_money"}});
+    let intent = with(
+        intent(payment, 5000),
+        json!({"amount_capturable": 0, "amount_received": 3000}),
+    );
     assert_eq!(
         stripe(&mesh, "evt_partial", "payment_intent.succeeded", t, intent).await?,
         200
     );
-    let view = view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
-    let a = &view["amounts"];
+    let view = mesh
+        .view_when(payment, "the capture", |v| v["status"] == "succeeded")
+        .await?;
     assert_eq!(
-        (&a["authorised_minor"], &a["captured_minor"], &a["net_minor"]),
-        (&json!(5000), &json!(3000), &json!(3000)),
+        amounts(&view, &["authorised_minor", "captured_minor", "net_minor"]),
+        json!([5000, 3000, 3000]),
         "{view}"
     );
     let (kinds, sum, merchant) = journal(&mesh, payment).await?;
@@ -835,10 +795,13 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
     let payment = "po_returned";
     let t = chrono::Utc::now().timestamp() - 60;
     let entity = |status: &str, utr: Value, failure: Value| {
-        json!({"payout": {"entity": {"id": "pout_RzpBack1", "entity": "payout", "fund_account_id": "fa_1",
-            "amount": 120000, "currency": "INR", "status": status, "mode": "IMPS", "purpose": "payout",
-            "reference_id": payment, "utr": utr, "failure_reason": failure,
-            "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}})
+        razorpay_entity(
+            "payout",
+            payment,
+            t,
+            json!({"id": "pout_RzpBack1", "fund_account_id": "fa_1", "amount": 120000, "status": status,
+                "mode": "IMPS", "purpose": "payout", "reference_id": payment, "utr": utr, "failure_reason": failure}),
+        )
     };
     let steps = [
         ("evt_po_1", "payout.queued", entity("queued", Value::Null, Value::Null)),
@@ -862,12 +825,14 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
             "{event}"
         );
         let (status, payout_status) = statuses[n];
-        view_when(&mesh, payment, event, |v| {
+        mesh.view_when(payment, event, |v| {
             v["status"] == status && v["payout_status"] == payout_status && v["direction"] == "payout"
         })
         .await?;
     }
-    let view = view_when(&mesh, payment, "the reversal", |v| v["status"] == "returned").await?;
+    let view = mesh
+        .view_when(payment, "the reversal", |v| v["status"] == "returned")
+        .await?;
     let listed = mesh
         .get("/v1/payments?limit=200", &mesh.operator_token())
         .await?
@@ -883,18 +848,12 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
         (&json!("payout"), &json!("returned")),
         "{listed}"
     );
-    let a = &view["amounts"];
     assert_eq!(
-        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
-        (&json!(120000), &json!(120000), &json!(0)),
+        amounts(&view, &["paid_minor", "returned_minor", "net_minor"]),
+        json!([120000, 120000, 0]),
         "{view}"
     );
-    let (kinds, sum, merchant) = mesh
-        .eventually(WAIT, "both postings", || async {
-            let posted = journal(&mesh, payment).await.ok()?;
-            (posted.0.len() == 2).then_some(posted)
-        })
-        .await?;
+    let (kinds, sum, merchant) = journal_when(&mesh, payment, 2).await?;
     assert_eq!(kinds, ["payout", "payout_return"]);
     assert_eq!((sum, merchant), (0, 0));
     let legs: Vec<(String, i64)> = sqlx::query_as(
@@ -914,27 +873,11 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
     .map(|(a, m)| (a.to_owned(), m))
     .collect();
     assert_eq!(legs, want);
-    let ledger: i64 = sqlx::query_scalar("SELECT ledger_minor FROM payments WHERE tenant = $1 AND payment_id = $2")
-        .bind(mesh.tenant.as_str())
-        .bind(payment)
-        .fetch_one(&mesh.db)
-        .await?;
-    assert_eq!(ledger, 0);
+    assert_eq!(ledger_minor(&mesh, payment).await?, 0);
 
-    let rebuilt = PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
-    let js = jetstream::new(mesh.nats.connect_as(Role::Projector).await?);
-    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
-    let live = dump(&mesh.db, &mesh.tenant).await?;
-    let replayed = dump(&rebuilt, &mesh.tenant).await?;
-    for table in [
-        "payment_timeline",
-        "journal_entries",
-        "ledger_postings",
-        "ledger_accounts",
-        "payments",
-    ] {
-        assert_eq!(live[table], replayed[table], "{table}");
-    }
+    let rebuilt = rebuild_and_dump(&mesh).await?;
+    rebuilt.assert_same(&LEDGER_TABLES);
+    rebuilt.assert_same(&["payments"]);
     Ok(())
 }
 
@@ -945,57 +888,40 @@ async fn a_payout_paid_then_returned_with_its_postings() -> anyhow::Result<()> {
 async fn the_simulator_pays_and_returns_a_razorpay_payout() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     let tenant = mesh.tenant.clone();
-    let (sim, http) = start_simulator(&mesh, &["razorpay"]).await?;
-    let response = http
-        .put(format!("{sim}/v1/providers/razorpay/behaviour"))
-        .json(&json!({"latency_ms": 20, "success_pct": 100, "duplicate_pct": 20}))
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+    let sim = Sim::start(&mesh, &["razorpay"]).await?;
+    sim.behave("razorpay", 100).await?;
     let payment = "po_sim_returned";
-    let response = http
-        .post(format!("{sim}/v1/providers/razorpay/payments"))
-        .json(
-            &json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 75000,
-            "currency": "INR", "rail": "imps", "merchant_id": "m_sim", "payout": true}),
+    let provider_ref = sim
+        .initiate(
+            "razorpay",
+            json!({"tenant": tenant.as_str(), "payment_id": payment, "amount_minor": 75000,
+                "currency": "INR", "rail": "imps", "merchant_id": "m_sim", "payout": true}),
         )
-        .send()
         .await?;
-    anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
-    let initiated: Value = response.json().await?;
-    let provider_ref = initiated["provider_ref"].as_str().unwrap_or_default().to_owned();
-    assert!(provider_ref.starts_with("pout_"), "{initiated}");
-    view_when(&mesh, payment, "the payout paid", |v| v["status"] == "succeeded").await?;
-    let response = http
-        .post(format!("{sim}/v1/providers/razorpay/payments/{provider_ref}/movements"))
-        .json(&json!({"action": "payout_return"}))
-        .send()
+    assert!(provider_ref.starts_with("pout_"), "{provider_ref}");
+    mesh.view_when(payment, "the payout paid", |v| v["status"] == "succeeded")
         .await?;
-    anyhow::ensure!(response.status() == 200, "return: {}", response.text().await?);
-    let view = view_when(&mesh, payment, "the payout returned", |v| v["status"] == "returned").await?;
-    let a = &view["amounts"];
+    sim.movement("razorpay", &provider_ref, &json!({"action": "payout_return"}))
+        .await?;
+    let view = mesh
+        .view_when(payment, "the payout returned", |v| v["status"] == "returned")
+        .await?;
     assert_eq!(
-        (&a["paid_minor"], &a["returned_minor"], &a["net_minor"]),
-        (&json!(75000), &json!(75000), &json!(0)),
+        amounts(&view, &["paid_minor", "returned_minor", "net_minor"]),
+        json!([75000, 75000, 0]),
         "{view}"
     );
     assert_eq!(view["rail"], "imps", "{view}");
-    let (kinds, sum, merchant) = mesh
-        .eventually(WAIT, "both postings", || async {
-            let posted = journal(&mesh, payment).await.ok()?;
-            (posted.0.len() == 2).then_some(posted)
-        })
-        .await?;
+    let (kinds, sum, merchant) = journal_when(&mesh, payment, 2).await?;
     assert_eq!(kinds, ["payout", "payout_return"]);
     assert_eq!((sum, merchant), (0, 0));
     // A payment cannot be returned as a payout, nor can another provider pay one.
-    let refused = http
-        .post(format!("{sim}/v1/providers/stripe/payments"))
-        .json(
-            &json!({"tenant": tenant.as_str(), "payment_id": "po_sim_stripe", "amount_minor": 100,
-            "currency": "USD", "rail": "card", "payout": true}),
+    let refused = sim
+        .post_initiate(
+            "stripe",
+            json!({"tenant": tenant.as_str(), "payment_id": "po_sim_stripe", "amount_minor": 100,
+                "currency": "USD", "rail": "card", "payout": true}),
         )
-        .send()
         .await?;
     assert!(refused.status().is_client_error(), "{}", refused.status());
     Ok(())
@@ -1009,14 +935,21 @@ async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
     let payment = "pay_not_a_payout";
     let t = chrono::Utc::now().timestamp() - 60;
-    let captured = json!({"payment": {"entity": {"id": "pay_RzpIn1", "entity": "payment", "amount": 40000,
-        "currency": "INR", "status": "captured", "method": "upi",
-        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    let captured = razorpay_entity(
+        "payment",
+        payment,
+        t,
+        json!({"id": "pay_RzpIn1", "amount": 40000, "status": "captured", "method": "upi"}),
+    );
     assert_eq!(razorpay(&mesh, "evt_in_1", "payment.captured", t, captured).await?, 200);
-    view_when(&mesh, payment, "the capture", |v| v["status"] == "succeeded").await?;
-    let payout = json!({"payout": {"entity": {"id": "pout_RzpOut1", "entity": "payout", "amount": 40000,
-        "currency": "INR", "status": "reversed", "mode": "UPI", "reference_id": payment,
-        "notes": {"payment_id": payment, "merchant_id": "m_money"}, "created_at": t}}});
+    mesh.view_when(payment, "the capture", |v| v["status"] == "succeeded")
+        .await?;
+    let payout = razorpay_entity(
+        "payout",
+        payment,
+        t,
+        json!({"id": "pout_RzpOut1", "amount": 40000, "status": "reversed", "mode": "UPI", "reference_id": payment}),
+    );
     assert_eq!(
         razorpay(&mesh, "evt_out_1", "payout.reversed", t + 10, payout).await?,
         200
@@ -1035,7 +968,9 @@ async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
         })
         .await?;
     assert!(reason.contains("payout"), "{reason}");
-    let view = view_when(&mesh, payment, "the payment as it was", |v| v["version"] == 1).await?;
+    let view = mesh
+        .view_when(payment, "the payment as it was", |v| v["version"] == 1)
+        .await?;
     assert_eq!(
         (&view["status"], &view["amounts"]["net_minor"]),
         (&json!("succeeded"), &json!(40000))
@@ -1046,38 +981,100 @@ async fn a_payout_event_naming_a_payment_is_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the provider simulator for the mesh's tenant at `providers` (signing with
-/// this file's secrets, inventing no traffic); answers its base URL and a client that
-/// presents its token on every call.
-async fn start_simulator(mesh: &Mesh, providers: &[&str]) -> anyhow::Result<(String, reqwest::Client)> {
-    use paytrack_shared::config::WebhookSecrets;
-    let port = paytrack_tests::free_port()?;
-    let tenant = &mesh.tenant;
-    let token = secrecy::SecretString::from("sim-money-token".to_owned());
-    let secrets: Vec<String> = providers
-        .iter()
-        .map(|provider| {
-            let secret = if *provider == "stripe" {
-                STRIPE_SECRET
-            } else {
-                RAZORPAY_SECRET
-            };
-            format!("{tenant}/{provider}={secret}")
+/// The provider simulator a test drives, and a client that presents its token.
+struct Sim {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    /// Starts the provider simulator for the mesh's tenant at `providers` (signing
+    /// with this file's secrets, inventing no traffic).
+    async fn start(mesh: &Mesh, providers: &[&str]) -> anyhow::Result<Sim> {
+        use paytrack_shared::config::WebhookSecrets;
+        let port = paytrack_tests::free_port()?;
+        let tenant = &mesh.tenant;
+        let token = secrecy::SecretString::from("sim-money-token".to_owned());
+        let secrets: Vec<String> = providers
+            .iter()
+            .map(|provider| {
+                let secret = if *provider == "stripe" {
+                    STRIPE_SECRET
+                } else {
+                    RAZORPAY_SECRET
+                };
+                format!("{tenant}/{provider}={secret}")
+            })
+            .collect();
+        let simulator = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
+            listen: format!("127.0.0.1:{port}").parse()?,
+            ingest_url: mesh.ingest_url.clone(),
+            tenant: tenant.clone(),
+            token: token.clone(),
+            secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets.join(",")))?,
+            traffic_every: None,
         })
-        .collect();
-    let simulator = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
-        listen: format!("127.0.0.1:{port}").parse()?,
-        ingest_url: mesh.ingest_url.clone(),
-        tenant: tenant.clone(),
-        token: token.clone(),
-        secrets: WebhookSecrets::parse(&secrecy::SecretString::from(secrets.join(",")))?,
-        traffic_every: None,
-    })
-    .await?;
-    tokio::spawn(simulator.run(tokio_util::sync::CancellationToken::new()));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
-        .build()?;
-    Ok((format!("http://127.0.0.1:{port}"), http))
+        .await?;
+        tokio::spawn(simulator.run(tokio_util::sync::CancellationToken::new()));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
+            .build()?;
+        Ok(Sim {
+            url: format!("http://127.0.0.1:{port}"),
+            http,
+        })
+    }
+
+    /// Makes `provider` answer quickly, succeed `success_pct` of payments and send
+    /// a fifth of its webhooks twice.
+    async fn behave(&self, provider: &str, success_pct: u32) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/v1/providers/{provider}/behaviour", self.url))
+            .json(&json!({"latency_ms": 20, "success_pct": success_pct, "duplicate_pct": 20}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "behaviour: {}", response.status());
+        Ok(())
+    }
+
+    /// Asks `provider` to initiate the payment `body` describes; its answer as it is.
+    async fn post_initiate(&self, provider: &str, body: Value) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(format!("{}/v1/providers/{provider}/payments", self.url))
+            .json(&body)
+            .send()
+            .await?)
+    }
+
+    /// Initiates the payment `body` describes at `provider`; the provider's reference.
+    async fn initiate(&self, provider: &str, body: Value) -> anyhow::Result<String> {
+        let response = self.post_initiate(provider, body).await?;
+        anyhow::ensure!(response.status() == 201, "initiate: {}", response.text().await?);
+        let initiated: Value = response.json().await?;
+        Ok(initiated["provider_ref"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Has `provider` move money of the payment it knows as `provider_ref`
+    /// (a refund, a dispute, a late capture, a payout's return).
+    async fn movement(&self, provider: &str, provider_ref: &str, action: &Value) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/providers/{provider}/payments/{provider_ref}/movements",
+                self.url
+            ))
+            .json(action)
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status == 200,
+            "{action} {provider_ref}: {status} {}",
+            response.text().await?
+        );
+        Ok(())
+    }
 }

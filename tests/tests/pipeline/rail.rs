@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use hmac::Mac;
-use paytrack_tests::mesh::{RAZORPAY_SECRET, STRIPE_SECRET};
 use paytrack_tests::{Mesh, facts};
 use serde_json::{Value, json};
 
@@ -13,27 +11,13 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The payment as REST shows it once it is final, or the last view at the deadline.
 async fn final_view(mesh: &Mesh, payment: &str) -> anyhow::Result<Value> {
-    let token = mesh.operator_token();
     let found = mesh
-        .eventually(WAIT, &format!("{payment} final"), || async {
-            let view: Value = mesh
-                .get(&format!("/v1/payments/{payment}"), &token)
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (view["final"] == true).then_some(view)
-        })
+        .view_when(payment, &format!("{payment} final"), |view| view["final"] == true)
         .await;
     match found {
         Ok(view) => Ok(view),
         Err(error) => {
-            let last: Value = mesh
-                .get(&format!("/v1/payments/{payment}"), &token)
-                .await?
-                .json()
-                .await?;
+            let last = mesh.payment_view(payment).await?;
             anyhow::bail!("{error}: {last}")
         }
     }
@@ -85,21 +69,12 @@ async fn a_create_beaten_by_its_webhooks_still_gives_the_payment_its_rail() -> a
     Ok(())
 }
 
-fn hmac_hex(secret: &str, parts: &[&[u8]]) -> anyhow::Result<String> {
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())?;
-    for part in parts {
-        mac.update(part);
-    }
-    Ok(hex::encode(mac.finalize().into_bytes()))
-}
-
 /// A payment known only from its provider's webhooks takes its rail from the event:
 /// Razorpay's `method`, Stripe's `payment_method_types`, a Standard Webhooks event's
 /// `data.rail`; each becomes final on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_known_only_from_webhooks_takes_its_rail_from_the_event() -> anyhow::Result<()> {
     let mesh = Mesh::start().await?;
-    let client = reqwest::Client::new();
     let now = chrono::Utc::now().timestamp();
 
     let razorpay = json!({
@@ -110,17 +85,7 @@ async fn a_payment_known_only_from_webhooks_takes_its_rail_from_the_event() -> a
         "created_at": now,
     })
     .to_string();
-    let response = client
-        .post(format!("{}/v1/webhooks/{}/razorpay", mesh.ingest_url, mesh.tenant))
-        .header(
-            "x-razorpay-signature",
-            hmac_hex(RAZORPAY_SECRET, &[razorpay.as_bytes()])?,
-        )
-        .header("x-razorpay-event-id", "evt_rail_1")
-        .header("content-type", "application/json")
-        .body(razorpay)
-        .send()
-        .await?;
+    let response = mesh.post_provider_webhook("razorpay", "evt_rail_1", &razorpay).await?;
     assert_eq!(response.status(), 200, "{}", response.text().await?);
 
     let stripe = json!({
@@ -130,15 +95,7 @@ async fn a_payment_known_only_from_webhooks_takes_its_rail_from_the_event() -> a
             "created": now - 5}},
     })
     .to_string();
-    let t = now.to_string();
-    let signature = hmac_hex(STRIPE_SECRET, &[t.as_bytes(), b".", stripe.as_bytes()])?;
-    let response = client
-        .post(format!("{}/v1/webhooks/{}/stripe", mesh.ingest_url, mesh.tenant))
-        .header("stripe-signature", format!("t={t},v1={signature}"))
-        .header("content-type", "application/json")
-        .body(stripe)
-        .send()
-        .await?;
+    let response = mesh.post_provider_webhook("stripe", "evt_stripe_rail", &stripe).await?;
     assert_eq!(response.status(), 200, "{}", response.text().await?);
 
     let mut std_body: Value = serde_json::from_str(&Mesh::webhook_body("pay_std_rail", "succeeded", "m_1"))?;
@@ -176,15 +133,8 @@ async fn every_payment_that_is_not_final_says_why() -> anyhow::Result<()> {
         ("pay_why_card", Value::Null),
     ] {
         let view = mesh
-            .eventually(WAIT, &format!("{payment}: {why}"), || async {
-                let view: Value = mesh
-                    .get(&format!("/v1/payments/{payment}"), &token)
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                (view.get("not_final_because") == Some(&why)).then_some(view)
+            .view_when(payment, &format!("{payment}: {why}"), |view| {
+                view.get("not_final_because") == Some(&why)
             })
             .await?;
         assert_eq!(view["final"], why.is_null(), "{view}");

@@ -73,14 +73,11 @@ async fn an_adopted_chain_without_create_terms_keeps_the_projected_amount() -> a
             .fetch_one(&mesh.db)
             .await?;
     assert_eq!(after, held, "adopting a chain without terms keeps the projected amount");
-    let unbalanced: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings WHERE tenant = $1
-           GROUP BY payment_id, version, currency HAVING sum(amount_minor) <> 0) u",
-    )
-    .bind(mesh.tenant.as_str())
-    .fetch_one(&mesh.db)
-    .await?;
-    assert_eq!(unbalanced, 0, "every journal entry balances");
+    assert_eq!(
+        paytrack_tests::workload::unbalanced_entries(&mesh).await?,
+        0,
+        "every journal entry balances"
+    );
     Ok(())
 }
 
@@ -94,15 +91,7 @@ async fn a_history_lost_by_the_broker_and_begun_again_keeps_the_payments_terms()
     let mesh = Mesh::start().await?;
     let payment = "pay_lost_then_queried";
     facts::publish(&mesh.js, &facts::create(&mesh.tenant, payment, "rtp", "stdwebhooks")?).await?;
-    let pending = facts::event(
-        &mesh.tenant,
-        payment,
-        &format!("{payment}_p"),
-        Status::Pending,
-        Some(1),
-        chrono::Utc::now(),
-        None,
-    )?;
+    let pending = facts::first_pending(&mesh.tenant, payment)?;
     facts::publish(&mesh.js, &pending).await?;
     mesh.wait_for_row(payment, 2).await?;
     let held = terms(&mesh, payment).await?;

@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use paytrack_nats::Role;
 use paytrack_shared::config::WebhookSecrets;
 use paytrack_shared::{PaymentId, TenantId};
+use paytrack_tests::standalone::StandaloneIngest;
 use paytrack_tests::{NatsServer, eventually, ground_truth};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -31,23 +32,11 @@ async fn start() -> anyhow::Result<Stack> {
 }
 
 async fn start_with(traffic_every: Option<Duration>) -> anyhow::Result<Stack> {
-    paytrack_shared::telemetry::init_for_tests();
     let nats = NatsServer::start().await?;
-    let mut pairs = nats.settings_pairs();
-    pairs.extend([
-        ("nats_url", nats.url()),
-        ("database_url", "postgres://unused@127.0.0.1:1/unused".to_owned()),
-        ("ingest_listen", "127.0.0.1:0".to_owned()),
-        ("jwt_secret", "test-secret".to_owned()),
-        ("webhook_secrets", SECRETS.to_owned()),
-    ]);
-    let settings = paytrack_shared::config::Settings::from_pairs(pairs)?;
-    nats.lay_out_for(&settings).await?;
-    let stop = CancellationToken::new();
-    let ingest = paytrack_ingest::Ingest::bind(paytrack_ingest::Config::from_settings(&settings)?).await?;
-    let ingest_url = format!("http://{}", ingest.local_addr()?);
-    let token = stop.clone();
-    tokio::spawn(async move { ingest.run(token).await });
+    let ingest = StandaloneIngest::start(&nats, SECRETS, &[]).await?;
+    let ingest_url = ingest.url.clone();
+    // The simulator stops with ingest.
+    let stop = ingest.shutdown_token();
     let sim = paytrack_simulator::Simulator::bind(paytrack_simulator::Config {
         listen: "127.0.0.1:0".parse()?,
         ingest_url: ingest_url.clone(),
@@ -63,11 +52,6 @@ async fn start_with(traffic_every: Option<Duration>) -> anyhow::Result<Stack> {
     let http = reqwest::Client::builder()
         .default_headers(paytrack_shared::auth::gateway_headers(Some(&token)))
         .build()?;
-    eventually(Duration::from_secs(20), "ingest ready", || async {
-        let response = http.get(format!("{ingest_url}/readyz")).send().await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await?;
     for provider in ["stdwebhooks", "razorpay", "stripe"] {
         let response = http
             .put(format!("{sim_url}/v1/providers/{provider}/behaviour"))

@@ -117,19 +117,7 @@ async fn alert(mesh: &Mesh, tenant: &TenantId, kind: &str) -> anyhow::Result<Ale
 async fn pending_payment(mesh: &Mesh, pay: &str, rail: &str) -> anyhow::Result<()> {
     let tenant = &mesh.tenant;
     facts::publish(&mesh.js, &facts::create(tenant, pay, rail, "stdwebhooks")?).await?;
-    facts::publish(
-        &mesh.js,
-        &facts::event(
-            tenant,
-            pay,
-            &format!("{pay}_p"),
-            Status::Pending,
-            Some(1),
-            Utc::now(),
-            None,
-        )?,
-    )
-    .await?;
+    facts::publish(&mesh.js, &facts::first_pending(tenant, pay)?).await?;
     Ok(())
 }
 
