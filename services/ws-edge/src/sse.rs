@@ -339,7 +339,7 @@ impl Session {
                         let event = SessionEvent::Stale { positions, acked: currency.acked().clone() };
                         tokio::spawn(async move { audit.record(event).await });
                     }
-                    let sent = self.hub.heartbeat(&out, std::iter::once((key.as_str(), id, &self.channel)));
+                    let sent = self.hub.heartbeat(&out, std::iter::once((&key, id)));
                     currency.sent(sent);
                 }
             }
