@@ -466,7 +466,7 @@ async fn make(
         routing: Some(routing.clone()),
         capabilities: Some(capabilities.clone()),
     });
-    let fact_id = msg_id::command_fact_id(payment_id, &action, key);
+    let fact_id = msg_id::command_fact_id(payment_id, &action, key).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
         fact_id: fact_id.clone(),
@@ -718,7 +718,8 @@ async fn command(
             *chosen = Some(decision.clone());
             routing = Some(decision);
         }
-        let fact_id = msg_id::command_fact_id(&payment_id, &action, &key);
+        let fact_id =
+            msg_id::command_fact_id(&payment_id, &action, &key).map_err(|e| ApiError::Invalid(e.to_string()))?;
         let fact = InboundFact {
             v: ENVELOPE_VERSION,
             fact_id: fact_id.clone(),

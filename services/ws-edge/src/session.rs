@@ -169,7 +169,7 @@ impl Opened {
         // filter wants it, rather than for the trace layer in every session for its
         // whole life.
         let span = tracing::info_span!(target: "ws_edge::session", "session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
-        let audit = Audit::new(state, session_id, &claims.tenant, &claims.sub, transport);
+        let audit = Audit::new(state, session_id, &claims.tenant, claims.sub.as_str(), transport);
         metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
         metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
         audit
@@ -502,7 +502,6 @@ async fn subscribe(
             let code = match error {
                 ChannelError::Unknown(_) => close::BAD_REQUEST,
                 ChannelError::Forbidden(_) => close::FORBIDDEN,
-                ChannelError::BadDevice(_) => close::UNAUTHORIZED,
             };
             audit
                 .record(SessionEvent::Denied {

@@ -68,7 +68,7 @@ pub async fn open(
     };
     let (channel, device) = match subscribable(raw, &claims) {
         Ok(subscribed) => subscribed,
-        Err(error @ (ChannelError::Unknown(_) | ChannelError::BadDevice(_))) => {
+        Err(error @ ChannelError::Unknown(_)) => {
             return refuse(ProblemType::InvalidRequest, &error.to_string());
         }
         Err(error @ ChannelError::Forbidden(_)) => {
