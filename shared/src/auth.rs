@@ -9,13 +9,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::TenantId;
+use crate::ids::{DeviceId, TenantId, UserId};
 
-/// The claims paytrack reads from a token.
+/// The claims paytrack reads from a token, each id typed: `sub` names a user (or an
+/// operator) and `device` one of its devices, and both end up in subjects, filters
+/// and presence keys, so a token whose ids are not ids is refused.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
     /// Who the token was issued to (an operator, a user).
-    pub sub: String,
+    pub sub: UserId,
     /// The only tenant the token may see.
     pub tenant: TenantId,
     /// Expiry, seconds since the epoch.
@@ -26,10 +28,47 @@ pub struct Claims {
     pub iss: String,
     /// The device a user's token belongs to (narrows `user:` channels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<DeviceId>,
     /// The channels the token may subscribe to; absent for operator tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+}
+
+/// The claims as a token carries them, before their ids are checked: what is signed
+/// when minting and decoded when verifying, so a malformed id is told apart from a
+/// bad token ([`AuthError::BadClaim`]).
+#[derive(Serialize, Deserialize)]
+struct TokenClaims {
+    sub: String,
+    tenant: TenantId,
+    exp: u64,
+    aud: String,
+    iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channels: Option<Vec<String>>,
+}
+
+impl TryFrom<TokenClaims> for Claims {
+    type Error = AuthError;
+
+    fn try_from(raw: TokenClaims) -> Result<Claims, AuthError> {
+        let sub = UserId::new(&raw.sub).map_err(|_| AuthError::BadClaim("sub"))?;
+        let device = raw
+            .device
+            .map(|device| DeviceId::new(&device).map_err(|_| AuthError::BadClaim("device")))
+            .transpose()?;
+        Ok(Claims {
+            sub,
+            tenant: raw.tenant,
+            exp: raw.exp,
+            aud: raw.aud,
+            iss: raw.iss,
+            device,
+            channels: raw.channels,
+        })
+    }
 }
 
 /// Why a credential was refused.
@@ -45,8 +84,9 @@ pub enum AuthError {
     /// audience or issuer.
     #[error("invalid token")]
     Invalid,
-    /// A claim that ends up in a subject or a filter is not a subject token
-    /// (`[A-Za-z0-9_-]{1,64}`); `device: ">"` would otherwise widen a JetStream filter.
+    /// A claim that ends up in a subject or a filter (`sub`, `device`) is not a subject
+    /// token (`[A-Za-z0-9_-]{1,64}`); `device: ">"` would otherwise widen a JetStream
+    /// filter.
     #[error("invalid token: malformed {0} claim")]
     BadClaim(&'static str),
 }
@@ -163,7 +203,8 @@ impl JwtKeys {
     }
 
     /// Checks a token's signature, expiry, not-before, issuer and audience, and that
-    /// its `device` claim is a subject token (it becomes part of a JetStream filter).
+    /// its `sub` and `device` claims are ids (they become parts of subjects, filters
+    /// and keys).
     ///
     /// The key is chosen by the header alone, then the algorithm is pinned by the
     /// key, never by the token: a `kid` selects a JWKS key and the token's `alg` must
@@ -185,19 +226,18 @@ impl JwtKeys {
         if header.alg != algorithm {
             return Err(AuthError::Invalid);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
+        let claims = jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation(algorithm))
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
             })?;
-        if let Some(device) = &claims.device {
-            crate::ids::validate_token(device, "device").map_err(|_| AuthError::BadClaim("device"))?;
-        }
-        Ok(claims)
+        Claims::try_from(claims)
     }
 
-    /// Mints a token for `sub` in `tenant`, valid for `ttl_secs`.
+    /// Mints a token for `sub` in `tenant`, valid for `ttl_secs`. The claims are
+    /// signed as given: a `sub` or `device` that is no id makes a token that
+    /// [`JwtKeys::verify`] refuses.
     pub fn mint(
         &self,
         sub: &str,
@@ -207,7 +247,7 @@ impl JwtKeys {
         device: Option<String>,
     ) -> String {
         let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl_secs;
-        let claims = Claims {
+        let claims = TokenClaims {
             sub: sub.to_owned(),
             tenant: tenant.clone(),
             exp,
@@ -308,7 +348,7 @@ mod tests {
         let token = keys().mint("op", &tenant, 60, None, None);
         let claims = keys().verify(&token).unwrap();
         assert_eq!(claims.tenant, tenant);
-        assert_eq!(claims.sub, "op");
+        assert_eq!(claims.sub.as_str(), "op");
     }
 
     #[test]
@@ -332,7 +372,7 @@ mod tests {
             keys().verify(&other_aud.mint("op", &tenant, 60, None, None)),
             Err(AuthError::Invalid)
         );
-        let claims = Claims {
+        let claims = TokenClaims {
             sub: "op".into(),
             tenant,
             exp: 1_000,
@@ -387,7 +427,21 @@ mod tests {
             assert_eq!(keys().verify(&token), Err(AuthError::BadClaim("device")), "{device:?}");
         }
         let token = encode(&claims_json(serde_json::json!({ "device": "phone-1_a" })));
-        assert_eq!(keys().verify(&token).unwrap().device.as_deref(), Some("phone-1_a"));
+        let device = keys().verify(&token).unwrap().device;
+        assert_eq!(device.as_ref().map(DeviceId::as_str), Some("phone-1_a"));
+    }
+
+    #[test]
+    fn a_sub_claim_that_is_not_a_user_id_is_refused() {
+        for sub in ["", "a.b", ">", "a b", "op\u{7}", &"u".repeat(65)] {
+            let token = encode(&claims_json(serde_json::json!({ "sub": sub })));
+            assert_eq!(keys().verify(&token), Err(AuthError::BadClaim("sub")), "{sub:?}");
+        }
+        let tenant = TenantId::new("acme").unwrap();
+        let minted = keys().mint("op.1", &tenant, 60, None, None);
+        assert_eq!(keys().verify(&minted), Err(AuthError::BadClaim("sub")));
+        let token = encode(&claims_json(serde_json::json!({ "sub": "user_1-a" })));
+        assert_eq!(keys().verify(&token).unwrap().sub.as_str(), "user_1-a");
     }
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/jwt");

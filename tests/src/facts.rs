@@ -76,7 +76,7 @@ pub fn create_with_ref(
 
 /// A command fact (`cmd:<payment>:<name>:<n>`).
 pub fn command(tenant: &TenantId, payment: &str, key: &str, action: CommandAction) -> anyhow::Result<InboundFact> {
-    let id = msg_id::command_fact_id(&PaymentId::new(payment)?, &action, key);
+    let id = msg_id::command_fact_id(&PaymentId::new(payment)?, &action, key)?;
     fact(
         tenant,
         payment,
@@ -102,7 +102,7 @@ pub fn event(
     fact(
         tenant,
         payment,
-        msg_id::webhook_fact_id("stdwebhooks", event_id),
+        msg_id::webhook_fact_id("stdwebhooks", event_id)?,
         FactSource::Webhook(ProviderEvent {
             occurred_at: Some(occurred_at),
             provider_ref: Some(format!("pr_{payment}")),

@@ -134,7 +134,9 @@ async fn main() -> anyhow::Result<()> {
             // The token's tenant is --tenant (PAYTRACK_TENANT), as for every command.
             let tenant = cli.connection.tenant()?;
             let channels = (!channels.is_empty()).then_some(channels);
-            println!("{}", keys.mint(&sub, &tenant, ttl_secs, channels, None));
+            // A token whose `sub` is no user id would be refused wherever it is used.
+            let sub = paytrack_shared::UserId::new(&sub).context("--sub")?;
+            println!("{}", keys.mint(sub.as_str(), &tenant, ttl_secs, channels, None));
             Ok(())
         }
         Command::Operator(command) => cli::run(command, &cli.connection, &settings, out).await,

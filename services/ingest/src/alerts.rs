@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for Operator {
         }
         Ok(Operator {
             tenant: claims.tenant,
-            actor: claims.sub,
+            actor: claims.sub.to_string(),
         })
     }
 }

@@ -142,7 +142,7 @@ impl FromRequestParts<AppState> for Caller {
             scope: Scope::of_channels(claims.channels.as_deref()),
             tenant: claims.tenant,
             kind,
-            actor: claims.sub,
+            actor: claims.sub.to_string(),
         })
     }
 }

@@ -466,7 +466,7 @@ async fn make(
         routing: Some(routing.clone()),
         capabilities: Some(capabilities.clone()),
     });
-    let fact_id = msg_id::command_fact_id(payment_id, &action, key);
+    let fact_id = msg_id::command_fact_id(payment_id, &action, key).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let fact = InboundFact {
         v: ENVELOPE_VERSION,
         fact_id: fact_id.clone(),
@@ -554,6 +554,8 @@ fn commander_request(
 }
 
 /// `POST /v1/payments/{payment_id}/cancel`.
+// Its refusals shared with the other commands are documented by `CommandRefusals`
+// (openapi.rs).
 #[utoipa::path(post, path = "/v1/payments/{payment_id}/cancel", tag = "commands",
     request_body(content = CommandRequest, description = "May be empty"),
     params(("payment_id" = String, Path, description = "The payment"),
@@ -561,12 +563,8 @@ fn commander_request(
     responses(
         (status = 202, description = "Recorded; the reconciler decides. `watch` and `Location` say where its outcome shows", body = CommandAccepted,
             headers(("Location" = String, description = "The payment's timeline"))),
-        (status = 400, description = "invalid_request", body = ProblemBody),
-        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody),
-        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
         (status = 409, description = "state_conflict: the payment's status forbids a cancel", body = ProblemBody),
-        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody),
-        (status = 503, description = "unavailable", body = ProblemBody)),
+        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn cancel_payment(
     State(state): State<AppState>,
@@ -581,6 +579,8 @@ pub async fn cancel_payment(
 }
 
 /// `POST /v1/payments/{payment_id}/retry`.
+// Its refusals shared with the other commands are documented by `CommandRefusals`
+// (openapi.rs).
 #[utoipa::path(post, path = "/v1/payments/{payment_id}/retry", tag = "commands",
     request_body(content = CommandRequest, description = "May be empty"),
     params(("payment_id" = String, Path, description = "The payment"),
@@ -588,12 +588,8 @@ pub async fn cancel_payment(
     responses(
         (status = 202, description = "Recorded, with the provider chosen for the new attempt; `watch` and `Location` say where its outcome shows", body = CommandAccepted,
             headers(("Location" = String, description = "The payment's timeline"))),
-        (status = 400, description = "invalid_request", body = ProblemBody),
-        (status = 401, description = "unauthorized", body = ProblemBody), (status = 403, description = "forbidden", body = ProblemBody),
-        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
         (status = 409, description = "state_conflict: a retry needs an initiated or failed payment", body = ProblemBody),
-        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody),
-        (status = 503, description = "unavailable", body = ProblemBody)),
+        (status = 422, description = "unsupported_feature, invalid_reason or idempotency_key_reused", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn retry_payment(
     State(state): State<AppState>,
@@ -611,6 +607,8 @@ pub async fn retry_payment(
 }
 
 /// `POST /v1/payments/{payment_id}/resolve`: operators only; `reason` required.
+// Its refusals shared with the other commands are documented by `CommandRefusals`
+// (openapi.rs).
 #[utoipa::path(post, path = "/v1/payments/{payment_id}/resolve", tag = "commands",
     request_body = ResolveRequest,
     params(("payment_id" = String, Path, description = "The payment"),
@@ -619,12 +617,9 @@ pub async fn retry_payment(
         (status = 202, description = "Recorded; the reconciler decides. `watch` and `Location` say where its outcome shows", body = CommandAccepted,
             headers(("Location" = String, description = "The payment's timeline"))),
         (status = 400, description = "invalid_request: a malformed body, or a status that resolves nothing", body = ProblemBody),
-        (status = 401, description = "unauthorized", body = ProblemBody),
         (status = 403, description = "forbidden: not an operator", body = ProblemBody),
-        (status = 404, description = "not_found: no such payment in the caller's tenant", body = ProblemBody),
         (status = 409, description = "state_conflict: only investigation_required is resolved, to a status the model allows", body = ProblemBody),
-        (status = 422, description = "invalid_reason (none given) or idempotency_key_reused", body = ProblemBody),
-        (status = 503, description = "unavailable", body = ProblemBody)),
+        (status = 422, description = "invalid_reason (none given) or idempotency_key_reused", body = ProblemBody)),
     security(("bearer" = [])))]
 pub async fn resolve_payment(
     State(state): State<AppState>,
@@ -718,7 +713,8 @@ async fn command(
             *chosen = Some(decision.clone());
             routing = Some(decision);
         }
-        let fact_id = msg_id::command_fact_id(&payment_id, &action, &key);
+        let fact_id =
+            msg_id::command_fact_id(&payment_id, &action, &key).map_err(|e| ApiError::Invalid(e.to_string()))?;
         let fact = InboundFact {
             v: ENVELOPE_VERSION,
             fact_id: fact_id.clone(),

@@ -39,7 +39,7 @@ use paytrack_shared::problem::{ProblemBody, ProblemType};
         metrics,
     ),
     components(schemas(ProblemBody, ProblemType)),
-    modifiers(&Security, &Problems),
+    modifiers(&Security, &CommandRefusals, &Problems),
 )]
 pub struct ApiDoc;
 
@@ -56,6 +56,44 @@ impl Modify for Security {
                 "Bearer <backend API key>",
             ))),
         );
+    }
+}
+
+/// The refusals every payment command (cancel, retry, resolve) shares, documented once:
+/// each command's annotation names only what is its own (its 202, 409 and 422, and a
+/// 400 or 403 it words differently), and these fill in the rest. Bodies are problems
+/// ([`Problems`] runs after).
+struct CommandRefusals;
+
+impl CommandRefusals {
+    const PATHS: [&'static str; 3] = [
+        "/v1/payments/{payment_id}/cancel",
+        "/v1/payments/{payment_id}/retry",
+        "/v1/payments/{payment_id}/resolve",
+    ];
+    const RESPONSES: [(&'static str, &'static str); 5] = [
+        ("400", "invalid_request"),
+        ("401", "unauthorized"),
+        ("403", "forbidden"),
+        ("404", "not_found: no such payment in the caller's tenant"),
+        ("503", "unavailable"),
+    ];
+}
+
+impl Modify for CommandRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in Self::PATHS {
+            let Some(operation) = openapi.paths.paths.get_mut(path).and_then(|item| item.post.as_mut()) else {
+                continue;
+            };
+            for (status, description) in Self::RESPONSES {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| utoipa::openapi::Response::new(description).into());
+            }
+        }
     }
 }
 

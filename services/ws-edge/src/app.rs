@@ -182,7 +182,7 @@ async fn presence_of(
     if paytrack_shared::ids::validate_token(&user, "user").is_err() {
         return Problem::new(ProblemType::InvalidRequest, "a user id is a subject token").into_response();
     }
-    if claims.channels.is_some() && claims.sub != user {
+    if claims.channels.is_some() && claims.sub != user.as_str() {
         return Problem::new(ProblemType::Forbidden, "this token may ask for its own presence only").into_response();
     }
     if let Err(wait) = state.presence_reads.check(&claims.tenant) {

@@ -26,9 +26,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use paytrack_shared::DeviceId;
 use paytrack_shared::TenantId;
 use paytrack_shared::auth::Claims;
-use paytrack_shared::ids::validate_token;
 use serde::{Deserialize, Serialize};
 
 use governor::clock::{Clock, DefaultClock};
@@ -267,11 +267,7 @@ impl Presence {
     /// [`Presence::leave`] at close. Failures are logged: presence is advisory and never
     /// holds a session up.
     pub fn track(self: &Arc<Self>, claims: &Claims, session_id: &str, transport: &'static str) -> Option<Arc<str>> {
-        // A `sub` that is not a subject token cannot name a key; such a user has no presence.
-        if validate_token(&claims.sub, "user").is_err() {
-            return None;
-        }
-        let device = claims.device.as_deref().unwrap_or(NO_DEVICE);
+        let device = claims.device.as_ref().map_or(NO_DEVICE, DeviceId::as_str);
         let key: Arc<str> = format!("{}.{}.{}.{}", claims.tenant, claims.sub, device, session_id).into();
         self.lock().insert(
             key.clone(),

@@ -20,7 +20,7 @@
 //! names a position whose event is not queued before it.
 //!
 //! One file per job: `ring.rs` (the recent messages), `feed.rs` (reading a stream and
-//! queueing each message to its channels), `channels.rs` (the channel map), `frame.rs`
+//! queueing each message to its channels), `channels.rs` (the channel map), `tenant_channel.rs` (its key), `frame.rs`
 //! (an event's wire encoding), `hub.rs` (the hub and its start), `replay.rs` (where a
 //! subscription continues from), `backlog.rs` (the paged replay), `health.rs` (feed
 //! currency and heartbeats) and `incarnation.rs` (a recreated stream).
@@ -34,5 +34,7 @@ mod hub;
 mod incarnation;
 mod replay;
 mod ring;
+mod tenant_channel;
 
 pub use hub::{Hub, Ready, Request, Subscribed};
+pub use tenant_channel::TenantChannel;

@@ -16,12 +16,11 @@ use tracing::Instrument;
 
 use crate::app::EdgeState;
 use crate::audit::Audit;
-use paytrack_shared::ChannelKey;
 
 use crate::channel::{ChannelError, subscribable};
 use crate::currency::{Currency, Verdict};
 use crate::protocol::{ClientMessage, ServerMessage, close};
-use crate::router::{Hub, Ready, Request, Subscribed};
+use crate::router::{Hub, Ready, Request, Subscribed, TenantChannel};
 use crate::send_queue::{Next, Outgoing, SendQueue};
 use crate::stream_event::HistoryError;
 
@@ -37,9 +36,8 @@ static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 
 /// A subscription the router holds for this session.
 struct Held {
-    key: String,
+    key: TenantChannel,
     id: u64,
-    channel: ChannelKey,
 }
 
 /// A session's few channels, each with its `T`, in a vector sized to what it holds (a
@@ -95,10 +93,9 @@ impl<T> ByChannel<T> {
 
 /// A subscribe still replaying.
 struct Starting {
-    key: String,
-    id: u64,
     /// The channel, held once it is ready.
-    channel: ChannelKey,
+    key: TenantChannel,
+    id: u64,
     /// The subscribe's task (None while one answered from memory is recorded).
     task: Option<AbortHandle>,
 }
@@ -172,7 +169,7 @@ impl Opened {
         // filter wants it, rather than for the trace layer in every session for its
         // whole life.
         let span = tracing::info_span!(target: "ws_edge::session", "session", %session_id, tenant = %claims.tenant, sub = %claims.sub, transport);
-        let audit = Audit::new(state, session_id, &claims.tenant, &claims.sub, transport);
+        let audit = Audit::new(state, session_id, &claims.tenant, claims.sub.as_str(), transport);
         metrics::gauge!("paytrack_edge_sessions_open", "transport" => transport).increment(1);
         metrics::counter!("paytrack_edge_sessions_opened_total", "transport" => transport).increment(1);
         audit
@@ -459,7 +456,7 @@ fn heartbeat(
         };
         tokio::spawn(async move { audit.record(event).await });
     }
-    let sent = hub.heartbeat(out, held.values().map(|h| (h.key.as_str(), h.id, &h.channel)));
+    let sent = hub.heartbeat(out, held.values().map(|h| (&h.key, h.id)));
     currency.sent(sent);
     true
 }
@@ -505,7 +502,6 @@ async fn subscribe(
             let code = match error {
                 ChannelError::Unknown(_) => close::BAD_REQUEST,
                 ChannelError::Forbidden(_) => close::FORBIDDEN,
-                ChannelError::BadDevice(_) => close::UNAUTHORIZED,
             };
             audit
                 .record(SessionEvent::Denied {
@@ -574,16 +570,7 @@ async fn subscribe(
     // What memory answers (a resume from the ring, a wide channel this edge follows)
     // is answered here, without a task or a JetStream read.
     if let Some(ready) = hub.subscribe_from_memory(&request) {
-        let channel = request.channel.clone();
-        subs.starting.insert(
-            name.clone(),
-            Starting {
-                key,
-                id,
-                channel,
-                task: None,
-            },
-        );
+        subs.starting.insert(name.clone(), Starting { key, id, task: None });
         let done = Started {
             name,
             id,
@@ -602,7 +589,6 @@ async fn subscribe(
     };
     let hub = hub.clone();
     let task_name = name.clone();
-    let channel = request.channel.clone();
     let task = subs.tasks.get_or_insert_with(JoinSet::new).spawn(async move {
         // The tenant's slot is held until a backlog is sent too, so that one
         // tenant's replays take at most its share of the edge's replay slots.
@@ -629,7 +615,6 @@ async fn subscribe(
         Starting {
             key,
             id,
-            channel,
             task: Some(task),
         },
     );
@@ -654,7 +639,6 @@ async fn started(
                 Held {
                     key: start.key,
                     id: done.id,
-                    channel: start.channel,
                 },
             );
             tracing::info!(channel = %done.name, recovered = ready.recovered, seq = ready.position.seq, "subscribed");

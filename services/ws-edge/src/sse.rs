@@ -68,7 +68,7 @@ pub async fn open(
     };
     let (channel, device) = match subscribable(raw, &claims) {
         Ok(subscribed) => subscribed,
-        Err(error @ (ChannelError::Unknown(_) | ChannelError::BadDevice(_))) => {
+        Err(error @ ChannelError::Unknown(_)) => {
             return refuse(ProblemType::InvalidRequest, &error.to_string());
         }
         Err(error @ ChannelError::Forbidden(_)) => {
@@ -339,7 +339,7 @@ impl Session {
                         let event = SessionEvent::Stale { positions, acked: currency.acked().clone() };
                         tokio::spawn(async move { audit.record(event).await });
                     }
-                    let sent = self.hub.heartbeat(&out, std::iter::once((key.as_str(), id, &self.channel)));
+                    let sent = self.hub.heartbeat(&out, std::iter::once((&key, id)));
                     currency.sent(sent);
                 }
             }

@@ -102,6 +102,13 @@ macro_rules! token_type {
             }
         }
 
+        /// Compares with the string it is spelled as (tests, claims, fixtures).
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let raw = String::deserialize(deserializer)?;
@@ -139,14 +146,49 @@ token_type!(
 );
 
 /// A fact's stable id, the root of its `Nats-Msg-Id` and of its transition's: built by
-/// [`crate::msg_id`] from validated parts for a new fact (`wh:`, `sq:`, `cmd:`), read
-/// back as it was written from streams, rows and fixtures. Typed so that a fact id is
+/// [`crate::msg_id`] through [`FactId::new`] for a new fact (`wh:`, `sq:`, `cmd:`),
+/// read back as it was written (`From`) from streams, rows and fixtures. Typed so that a fact id is
 /// never confused with a payment, push or alert id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FactId(String);
 
+/// The longest fact id (in bytes): the longest command fact id, `cmd:`, a payment id,
+/// the longest command name and an idempotency key of 255 characters, fits with room
+/// to spare. A fact id is part of a `Nats-Msg-Id`, so it is bounded where it is made.
+pub const MAX_FACT_ID_LEN: usize = 512;
+
+/// Why a string is not a fact id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FactIdError {
+    /// The id was empty.
+    #[error("a fact id must not be empty")]
+    Empty,
+    /// The id was longer than [`MAX_FACT_ID_LEN`] bytes.
+    #[error("a fact id is at most {MAX_FACT_ID_LEN} bytes")]
+    TooLong,
+    /// The id held a control or white-space character (it is sent in a header).
+    #[error("a fact id may hold printable characters only (no control characters or spaces)")]
+    NotPrintable,
+}
+
 impl FactId {
+    /// Validates a fact id made from outside input (a provider's delivery id, a
+    /// caller's idempotency key): 1 to [`MAX_FACT_ID_LEN`] bytes, no control or
+    /// white-space characters.
+    pub fn new(id: &str) -> Result<FactId, FactIdError> {
+        if id.is_empty() {
+            return Err(FactIdError::Empty);
+        }
+        if id.len() > MAX_FACT_ID_LEN {
+            return Err(FactIdError::TooLong);
+        }
+        if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(FactIdError::NotPrintable);
+        }
+        Ok(FactId(id.to_owned()))
+    }
+
     /// The id as it appears in message ids and JSON.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -257,10 +299,32 @@ mod tests {
 
     #[test]
     fn a_fact_id_is_its_string_on_the_wire() {
-        let id = crate::msg_id::webhook_fact_id("stripe", "evt_1");
+        let id = crate::msg_id::webhook_fact_id("stripe", "evt_1").unwrap();
         assert_eq!(id, "wh:stripe:evt_1");
         assert_eq!(serde_json::to_value(&id).unwrap(), "wh:stripe:evt_1");
         assert_eq!(serde_json::from_str::<FactId>("\"wh:stripe:evt_1\"").unwrap(), id);
+    }
+
+    #[test]
+    fn a_fact_id_is_refused_when_empty_over_long_or_not_printable() {
+        assert_eq!(
+            FactId::new("cmd:p1:cancel:k-1/é").map(String::from),
+            Ok("cmd:p1:cancel:k-1/é".to_owned())
+        );
+        assert!(FactId::new(&"x".repeat(MAX_FACT_ID_LEN)).is_ok());
+        let long = "x".repeat(MAX_FACT_ID_LEN + 1);
+        let cases: [(&str, FactIdError); 7] = [
+            ("", FactIdError::Empty),
+            (&long, FactIdError::TooLong),
+            ("wh:sim:a\nb", FactIdError::NotPrintable),
+            ("wh:sim:a\rb", FactIdError::NotPrintable),
+            ("wh:sim:a b", FactIdError::NotPrintable),
+            ("wh:sim:\u{7f}", FactIdError::NotPrintable),
+            ("wh:sim:\u{85}", FactIdError::NotPrintable),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(FactId::new(input), Err(expected), "{input:?}");
+        }
     }
 
     #[test]

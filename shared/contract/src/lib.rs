@@ -17,5 +17,5 @@ pub mod status;
 pub mod subjects;
 
 pub use channel::{ChannelKey, ChannelKeyError};
-pub use ids::{DeviceId, FactId, MerchantId, PaymentId, TenantId, Token, UserId};
+pub use ids::{DeviceId, FactId, FactIdError, MerchantId, PaymentId, TenantId, Token, UserId};
 pub use status::{Status, StatusModel};

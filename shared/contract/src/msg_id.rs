@@ -8,12 +8,13 @@
 //! two tenants never collide, whatever the rest of the id holds.
 
 use crate::envelope::CommandAction;
-use crate::ids::{FactId, PaymentId, TenantId};
+use crate::ids::{FactId, FactIdError, PaymentId, TenantId};
 
 /// The stable id of a provider webhook delivery: `wh:<provider>:<delivery id>`.
 /// Unique within a tenant (the tenant is the endpoint's, not part of the fact id).
-pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> FactId {
-    FactId::from(format!("wh:{provider}:{delivery_id}"))
+/// The delivery id is the provider's: an id it makes unprintable or too long is refused.
+pub fn webhook_fact_id(provider: &str, delivery_id: &str) -> Result<FactId, FactIdError> {
+    FactId::new(&format!("wh:{provider}:{delivery_id}"))
 }
 
 /// The stable id of a status-query answer, the reconciler's `check`-th query of
@@ -30,9 +31,14 @@ pub fn status_query_fact_id(provider: &str, payment: &PaymentId, check: u32) -> 
 /// Collision-free by construction: a payment id is a token (never `:`) and the
 /// command is one of [`CommandAction::name`]'s words, so the first two `:` end
 /// them and whatever the key spells is only ever the key. The payment id makes every
-/// fact id unique per payment, also when a key is reused after its TTL.
-pub fn command_fact_id(payment: &PaymentId, action: &CommandAction, idempotency_key: &str) -> FactId {
-    FactId::from(format!("cmd:{payment}:{}:{idempotency_key}", action.name()))
+/// fact id unique per payment, also when a key is reused after its TTL. The key is the
+/// caller's: a key that makes the id unprintable or too long is refused.
+pub fn command_fact_id(
+    payment: &PaymentId,
+    action: &CommandAction,
+    idempotency_key: &str,
+) -> Result<FactId, FactIdError> {
+    FactId::new(&format!("cmd:{payment}:{}:{idempotency_key}", action.name()))
 }
 
 /// An inbound fact in PAYTRACK_IN (webhook or command): `<tenant>:<fact_id>`, so a
@@ -111,14 +117,25 @@ mod tests {
     #[test]
     fn fact_ids_and_their_message_ids() {
         let (a, b) = tenants();
-        let id = webhook_fact_id("stdwebhooks", "msg_1");
+        let id = webhook_fact_id("stdwebhooks", "msg_1").unwrap();
         assert_eq!(id, "wh:stdwebhooks:msg_1");
         let cancel = CommandAction::Cancel { reason: None };
-        assert_eq!(command_fact_id(&pay(), &cancel, "k1"), "cmd:pay_1:cancel:k1");
+        assert_eq!(command_fact_id(&pay(), &cancel, "k1").unwrap(), "cmd:pay_1:cancel:k1");
         assert_eq!(fact(&a, &id), "acme:wh:stdwebhooks:msg_1");
         assert_ne!(fact(&a, &id), fact(&b, &id));
-        let command = command_fact_id(&pay(), &cancel, "k1");
+        let command = command_fact_id(&pay(), &cancel, "k1").unwrap();
         assert_ne!(fact(&a, &command), fact(&b, &command));
+    }
+
+    #[test]
+    fn outside_parts_that_make_a_bad_fact_id_are_refused() {
+        let cancel = CommandAction::Cancel { reason: None };
+        assert_eq!(command_fact_id(&pay(), &cancel, "k 1"), Err(FactIdError::NotPrintable));
+        assert_eq!(
+            command_fact_id(&pay(), &cancel, &"k".repeat(600)),
+            Err(FactIdError::TooLong)
+        );
+        assert_eq!(webhook_fact_id("stripe", "evt\n1"), Err(FactIdError::NotPrintable));
     }
 
     /// No key spells another command's id: every (payment, command, key) makes its own.
@@ -148,7 +165,7 @@ mod tests {
         for payment in &payments {
             for action in &actions {
                 for key in keys {
-                    let id = command_fact_id(payment, action, key);
+                    let id = command_fact_id(payment, action, key).unwrap();
                     let previous = seen.insert(id.clone(), (payment.clone(), action.name(), key));
                     assert!(previous.is_none(), "{id} is spelled twice: {previous:?}");
                 }

@@ -130,6 +130,45 @@ async fn a_device_claim_that_could_widen_a_filter_is_refused() -> anyhow::Result
     Ok(())
 }
 
+/// A `sub` claim names a user in subjects, filters, presence keys and the actor of
+/// every command: one that is not an id (empty, dotted, spaced, a control character,
+/// too long) is refused when the token is verified, 401 with a problem body over REST
+/// and at the WebSocket upgrade, and the refused command publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_claim_that_is_no_user_id_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let mesh = Mesh::start().await?;
+    let client = reqwest::Client::builder().timeout(WAIT).build()?;
+    let body = serde_json::json!({
+        "merchant_id": "m_sub", "amount_minor": 100, "currency": "USD", "rail": "card", "country": "US",
+    })
+    .to_string();
+    let long = "u".repeat(65);
+    for (i, sub) in ["", "op.1", "op 1", "op\u{7}", long.as_str()].into_iter().enumerate() {
+        let token = mesh.jwt.mint(sub, &mesh.tenant, 600, None, None);
+        let response = client
+            .post(format!("{}/v1/payments", mesh.ingest_url))
+            .bearer_auth(&token)
+            .header("idempotency-key", format!("sub-{i}"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        assert_eq!(response.status(), 401, "{sub:?}");
+        let problem: serde_json::Value = response.json().await?;
+        assert_eq!(problem["code"], "unauthorized", "{sub:?}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap_or_default().contains("sub"),
+            "{sub:?}: {problem}"
+        );
+        assert!(matches!(
+            WsClient::try_connect(&mesh.ws_url(), Some(&token)).await?,
+            Upgrade::Refused(401)
+        ));
+    }
+    assert_eq!(mesh.stream_messages(paytrack_shared::subjects::STREAM_IN).await?, 0);
+    Ok(())
+}
+
 /// A token whose `nbf` is an hour away is not valid yet: 401 at the upgrade and over
 /// REST.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,16 @@ impl ArbitraryRequest {
     }
 }
 
+/// Headers holding each arbitrary value a header can carry at all (an absent one,
+/// or bytes no header can carry, is left out).
+pub fn headers(values: &[(&'static str, &Option<Vec<u8>>)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in values {
+        set_header(&mut headers, name, (*value).clone());
+    }
+    headers
+}
+
 /// Sets header `name` to `value` where a request can carry it (absent and
 /// unrepresentable values are left out), as a client sending those bytes would.
 fn set_header(headers: &mut HeaderMap, name: &'static str, value: Option<Vec<u8>>) {

@@ -140,7 +140,8 @@ async fn handle(
         // masked digits. The signature headers (keyed) are what match an original.
         evidence_headers.insert(MASKED_HEADER.to_owned(), masked.to_string());
     }
-    let fact_id = paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id);
+    let fact_id = paytrack_shared::msg_id::webhook_fact_id(provider, &verified.delivery_id)
+        .map_err(|e| ApiError::Malformed(e.to_string()))?;
     let provider_ref = verified.event.provider_ref.clone();
     // A provider's status event that names its payment records its reference, so its
     // later refunds and disputes (which name only the reference) find the payment.

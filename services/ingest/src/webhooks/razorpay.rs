@@ -157,13 +157,24 @@ pub fn verify_and_parse(keys: &[Key], headers: &HeaderMap, body: &[u8]) -> Resul
         movement: movement.map(|parsed| parsed.evidence),
         ..verify::provider_event(PROVIDER, &delivery_id, event_type, status, occurred_at, provider_ref)
     };
-    Ok(Verified {
+    Ok(verified(delivery_id, (payment_id, merchant_id), event, headers))
+}
+
+/// A payment's or payout's event as verified: with the payment and merchant it is
+/// linked to, and the headers kept as evidence.
+fn verified(
+    delivery_id: String,
+    (payment_id, merchant_id): (Option<PaymentId>, Option<MerchantId>),
+    event: ProviderEvent,
+    headers: &HeaderMap,
+) -> Verified {
+    Verified {
         delivery_id,
         payment_id,
         merchant_id,
         event,
         evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
-    })
+    }
 }
 
 /// A payout event (`payout` is `payload.payout.entity`): the payout is linked like
@@ -204,13 +215,7 @@ fn parse_payout(
         direction: Some(Direction::Payout),
         ..verify::provider_event(PROVIDER, &delivery_id, event_type, status, occurred_at, provider_ref)
     };
-    Ok(Verified {
-        delivery_id,
-        payment_id,
-        merchant_id,
-        event,
-        evidence_headers: verify::evidence_headers(headers, &[HEADER_EVENT_ID, HEADER_SIGNATURE, "content-type"]),
-    })
+    Ok(verified(delivery_id, (payment_id, merchant_id), event, headers))
 }
 
 /// What names a Razorpay delivery: the hex SHA-256 of the body Razorpay signed, not

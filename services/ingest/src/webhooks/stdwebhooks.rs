@@ -455,6 +455,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
+        use crate::webhooks::arbitrary::headers;
 
         fn header_value() -> impl Strategy<Value = Option<Vec<u8>>> {
             let now = Utc::now().timestamp();
@@ -501,12 +502,7 @@ mod tests {
                 body in body_bytes(),
                 sign in any::<bool>(),
             ) {
-                let mut h = HeaderMap::new();
-                for (name, value) in [(HEADER_WEBHOOK_ID, &id), (HEADER_WEBHOOK_TIMESTAMP, &ts), (HEADER_WEBHOOK_SIGNATURE, &sig)] {
-                    if let Some(v) = value.as_ref().and_then(|v| axum::http::HeaderValue::from_bytes(v).ok()) {
-                        h.insert(name, v);
-                    }
-                }
+                let mut h = headers(&[(HEADER_WEBHOOK_ID, &id), (HEADER_WEBHOOK_TIMESTAMP, &ts), (HEADER_WEBHOOK_SIGNATURE, &sig)]);
                 if sign {
                     let id = h.get(HEADER_WEBHOOK_ID).and_then(|v| v.to_str().ok()).unwrap_or("msg_1").to_owned();
                     let ts = h.get(HEADER_WEBHOOK_TIMESTAMP).and_then(|v| v.to_str().ok()?.parse::<i64>().ok());

@@ -19,6 +19,7 @@ use super::frame::encode_event;
 use super::hub::{Hub, Inner};
 use super::replay::missed_in_ring;
 use super::ring::Msg;
+use super::tenant_channel::TenantChannel;
 use crate::send_queue::SendQueue;
 use crate::stream_event::{HistoryError, unavailable};
 
@@ -80,7 +81,7 @@ const REPLAY_CONSUMER_IDLE: Duration = Duration::from_secs(60);
 /// subscription over to the live feed.
 pub struct Backlog {
     pub(super) feed: Feed,
-    pub(super) key: String,
+    pub(super) key: TenantChannel,
     pub(super) name: String,
     pub(super) id: u64,
     pub(super) out: Arc<SendQueue>,

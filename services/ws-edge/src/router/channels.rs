@@ -5,53 +5,64 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use paytrack_shared::DeviceId;
 use paytrack_shared::subjects::{AlertSubject, PaymentSubject, PushSubject};
 
 use super::feed::Feed;
 use super::hub::Sub;
-use super::hub::{Hub, Inner, Request};
-use paytrack_shared::ChannelKey;
+use super::hub::{Hub, Inner};
+use super::tenant_channel::{ChannelMap, ChannelRef, TenantChannel, TenantChannelRef};
 
-/// The map key of a channel inside a tenant (and, for user channels, a device).
-pub fn channel_key(tenant: &str, name: &str, device: Option<&str>) -> String {
-    format!("{tenant} {name} {}", device.unwrap_or(""))
-}
+/// `tenant user:<id>` → device → how many followed channels are bound to it, so a push
+/// to `all` finds the device-bound channels.
+pub(super) type UserDevices = ChannelMap<HashMap<DeviceId, usize>>;
 
-/// The keys of every channel a message of `feed` on `subject` belongs to.
-pub(super) fn keys_of(
+/// Calls `each` with the key of every channel a message of `feed` on `subject` belongs
+/// to. Allocates nothing: every message of every stream goes through it.
+pub(super) fn each_key<'a>(
     feed: Feed,
-    subject: &str,
-    user_devices: &HashMap<String, HashMap<String, usize>>,
-) -> Vec<String> {
+    subject: &'a str,
+    user_devices: &'a UserDevices,
+    mut each: impl FnMut(TenantChannelRef<'a>),
+) {
+    let key = |tenant, channel| TenantChannelRef {
+        tenant,
+        channel,
+        device: None,
+    };
     match feed {
-        Feed::Status => match PaymentSubject::parse(subject) {
-            Some(s) => vec![
-                channel_key(s.tenant, &format!("payment:{}", s.payment), None),
-                channel_key(s.tenant, &format!("merchant:{}", s.merchant), None),
-                channel_key(s.tenant, "payments", None),
-            ],
-            None => Vec::new(),
-        },
-        Feed::Alert => match alert_tenant(subject) {
-            Some(tenant) => vec![channel_key(tenant, "alerts", None)],
-            None => Vec::new(),
-        },
-        Feed::Push => match PushSubject::parse(subject) {
-            Some(s) => {
-                let name = format!("user:{}", s.user);
-                let mut keys = vec![channel_key(s.tenant, &name, None)];
+        Feed::Status => {
+            if let Some(s) = PaymentSubject::parse(subject) {
+                each(key(s.tenant, ChannelRef::Payment(s.payment)));
+                each(key(s.tenant, ChannelRef::Merchant(s.merchant)));
+                each(key(s.tenant, ChannelRef::Payments));
+            }
+        }
+        Feed::Alert => {
+            if let Some(tenant) = alert_tenant(subject) {
+                each(key(tenant, ChannelRef::Alerts));
+            }
+        }
+        Feed::Push => {
+            if let Some(s) = PushSubject::parse(subject) {
+                let user = key(s.tenant, ChannelRef::User(s.user));
+                each(user);
                 match s.device {
                     None => {
-                        if let Some(devices) = user_devices.get(&channel_key(s.tenant, &name, None)) {
-                            keys.extend(devices.keys().map(|d| channel_key(s.tenant, &name, Some(d))));
+                        for device in user_devices.get(&user).into_iter().flat_map(HashMap::keys) {
+                            each(TenantChannelRef {
+                                device: Some(device.as_str()),
+                                ..user
+                            });
                         }
                     }
-                    Some(device) => keys.push(channel_key(s.tenant, &name, Some(device))),
+                    Some(device) => each(TenantChannelRef {
+                        device: Some(device),
+                        ..user
+                    }),
                 }
-                keys
             }
-            None => Vec::new(),
-        },
+        }
     }
 }
 
@@ -63,25 +74,28 @@ fn alert_tenant(subject: &str) -> Option<&str> {
 
 /// Whether `subject` is in the channel of `key` (used to pick a channel's messages
 /// from the ring). Allocates nothing: a resume may test many ring messages.
-pub(super) fn matches(feed: Feed, subject: &str, key: &str) -> bool {
-    let mut parts = key.splitn(3, ' ');
-    let (Some(key_tenant), Some(name), Some(key_device)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    match feed {
-        Feed::Status => PaymentSubject::parse(subject).is_some_and(|s| {
-            s.tenant == key_tenant
-                && key_device.is_empty()
-                && (name == "payments"
-                    || name.strip_prefix("payment:") == Some(s.payment)
-                    || name.strip_prefix("merchant:") == Some(s.merchant))
+pub(super) fn matches(feed: Feed, subject: &str, key: &TenantChannel) -> bool {
+    let key = key.borrowed();
+    match (feed, key.channel) {
+        (Feed::Status, channel) => PaymentSubject::parse(subject).is_some_and(|s| {
+            s.tenant == key.tenant
+                && key.device.is_none()
+                && match channel {
+                    ChannelRef::Payments => true,
+                    ChannelRef::Payment(id) => id == s.payment,
+                    ChannelRef::Merchant(id) => id == s.merchant,
+                    ChannelRef::Alerts | ChannelRef::User(_) => false,
+                }
         }),
-        Feed::Alert => name == "alerts" && key_device.is_empty() && alert_tenant(subject) == Some(key_tenant),
-        Feed::Push => PushSubject::parse(subject).is_some_and(|s| {
-            s.tenant == key_tenant
-                && name.strip_prefix("user:") == Some(s.user)
-                && (key_device.is_empty() || s.device.is_none_or(|device| device == key_device))
+        (Feed::Alert, ChannelRef::Alerts) => key.device.is_none() && alert_tenant(subject) == Some(key.tenant),
+        (Feed::Push, ChannelRef::User(user)) => PushSubject::parse(subject).is_some_and(|s| {
+            s.tenant == key.tenant
+                && s.user == user
+                && key
+                    .device
+                    .is_none_or(|key_device| s.device.is_none_or(|device| device == key_device))
         }),
+        (Feed::Alert | Feed::Push, _) => false,
     }
 }
 
@@ -140,40 +154,40 @@ impl Entry {
 
 /// The channel's entry, created (and indexed) when this edge did not follow it, or
 /// taken back from the idle channels.
-pub(super) fn attach<'a>(inner: &'a mut Inner, key: &str, name: &str, request: &Request) -> &'a mut Entry {
-    let head = inner.rings[Feed::of(&request.channel) as usize].head;
-    attach_in(&mut inner.channels, &mut inner.user_devices, head, key, name, request)
+pub(super) fn attach<'a>(inner: &'a mut Inner, key: &TenantChannel, name: &str) -> &'a mut Entry {
+    let head = inner.rings[Feed::of(&key.channel) as usize].head;
+    attach_in(&mut inner.channels, &mut inner.user_devices, head, key, name)
 }
 
 /// [`attach`] on the hub's fields (`head`: the ring's head, where the entry's index
 /// starts).
 pub(super) fn attach_in<'a>(
-    channels: &'a mut HashMap<String, Entry>,
-    user_devices: &mut HashMap<String, HashMap<String, usize>>,
+    channels: &'a mut ChannelMap<Entry>,
+    user_devices: &mut UserDevices,
     head: u64,
-    key: &str,
+    key: &TenantChannel,
     name: &str,
-    request: &Request,
 ) -> &'a mut Entry {
     if !channels.contains_key(key) {
-        if let (ChannelKey::User(_), Some(device)) = (&request.channel, &request.device) {
-            let user = channel_key(request.tenant.as_str(), name, None);
-            *user_devices
-                .entry(user)
-                .or_default()
-                .entry(device.to_string())
-                .or_default() += 1;
+        if let Some(device) = &key.device {
+            let user = TenantChannel {
+                device: None,
+                ..key.clone()
+            };
+            *user_devices.entry(user).or_default().entry(device.clone()).or_default() += 1;
         }
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
-    let entry = channels.entry(key.to_owned()).or_insert_with(|| Entry::new(name, head));
+    let entry = channels.entry(key.clone()).or_insert_with(|| Entry::new(name, head));
     if entry.idle.take().is_some() {
         metrics::gauge!("paytrack_edge_channels").increment(1);
     }
     entry
 }
 
-pub(super) fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
+/// Ends subscription `id` of the channel; a channel no session holds any more stays
+/// followed (idle) for a while when it has a known position, else is forgotten.
+pub(super) fn detach_locked(inner: &mut Inner, key: &TenantChannel, id: u64) {
     let Some(entry) = inner.channels.get_mut(key) else {
         return;
     };
@@ -192,7 +206,7 @@ pub(super) fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
     inner.next_ticket += 1;
     entry.idle = Some(ticket);
     let now = std::time::Instant::now();
-    inner.idle.push_back((ticket, now, key.to_owned()));
+    inner.idle.push_back((ticket, now, key.clone()));
     while let Some((ticket, since, _)) = inner.idle.front() {
         if inner.idle.len() <= IDLE_CHANNELS && now.duration_since(*since) < IDLE_FOR {
             break;
@@ -207,31 +221,28 @@ pub(super) fn detach_locked(inner: &mut Inner, key: &str, id: u64) {
 }
 
 /// Forgets a channel (and its device index).
-pub(super) fn remove_entry(inner: &mut Inner, key: &str) {
+pub(super) fn remove_entry(inner: &mut Inner, key: &TenantChannel) {
     inner.channels.remove(key);
-    // A device-bound user channel's key is `tenant user:<id> device`.
-    let mut parts = key.splitn(3, ' ');
-    if let (Some(tenant), Some(name), Some(device)) = (parts.next(), parts.next(), parts.next())
-        && !device.is_empty()
-    {
-        let user = channel_key(tenant, name, None);
-        if let Some(devices) = inner.user_devices.get_mut(&user) {
-            if let Some(count) = devices.get_mut(device) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    devices.remove(device);
-                }
+    let Some(device) = &key.device else {
+        return;
+    };
+    let user = key.without_device();
+    if let Some(devices) = inner.user_devices.get_mut(&user) {
+        if let Some(count) = devices.get_mut(device) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                devices.remove(device);
             }
-            if devices.is_empty() {
-                inner.user_devices.remove(&user);
-            }
+        }
+        if devices.is_empty() {
+            inner.user_devices.remove(&user);
         }
     }
 }
 
 impl Hub {
     /// Ends a subscription.
-    pub fn detach(&self, key: &str, id: u64) {
+    pub fn detach(&self, key: &TenantChannel, id: u64) {
         detach_locked(&mut self.lock(), key, id);
     }
 }
@@ -240,43 +251,84 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn keys_of(feed: Feed, subject: &str, user_devices: &UserDevices) -> Vec<TenantChannel> {
+        let mut keys = Vec::new();
+        each_key(feed, subject, user_devices, |key| {
+            let found = ChannelMap::from_iter(
+                ["payment:p1", "merchant:m1", "payments", "alerts", "user:u1"]
+                    .iter()
+                    .flat_map(|c| [None, Some("d1"), Some("d2")].map(|d| TenantChannel::parse(key.tenant, c, d)))
+                    .map(|k| (k, ())),
+            );
+            let (owned, ()) = found.get_key_value(&key).expect("a key of a known channel");
+            keys.push(owned.clone());
+        });
+        keys
+    }
+
+    fn key(channel: &str, device: Option<&str>) -> TenantChannel {
+        TenantChannel::parse("acme", channel, device)
+    }
+
     #[test]
     fn subjects_map_to_their_channels() {
-        let none = HashMap::new();
+        let none = UserDevices::default();
         assert_eq!(
             keys_of(Feed::Status, "paytrack.status.acme.m1.p1", &none),
-            vec!["acme payment:p1 ", "acme merchant:m1 ", "acme payments "]
+            vec![key("payment:p1", None), key("merchant:m1", None), key("payments", None)]
         );
-        let mut devices = HashMap::new();
+        let mut devices = UserDevices::default();
         devices.insert(
-            channel_key("acme", "user:u1", None),
-            HashMap::from([("d1".to_owned(), 1)]),
+            key("user:u1", None),
+            HashMap::from([(DeviceId::new("d1").expect("device"), 1)]),
         );
         assert_eq!(
             keys_of(Feed::Push, "paytrack.push.acme.u1.all", &devices),
-            vec!["acme user:u1 ", "acme user:u1 d1"]
+            vec![key("user:u1", None), key("user:u1", Some("d1"))]
         );
         assert_eq!(
             keys_of(Feed::Push, "paytrack.push.acme.u1.d2", &devices),
-            vec!["acme user:u1 ", "acme user:u1 d2"]
+            vec![key("user:u1", None), key("user:u1", Some("d2"))]
         );
-        assert!(matches(Feed::Push, "paytrack.push.acme.u1.all", "acme user:u1 d9"));
-        assert!(!matches(Feed::Push, "paytrack.push.acme.u1.d1", "acme user:u1 d9"));
-        assert!(!matches(Feed::Status, "paytrack.status.other.m1.p1", "acme payments "));
+        assert!(matches(
+            Feed::Push,
+            "paytrack.push.acme.u1.all",
+            &key("user:u1", Some("d9"))
+        ));
+        assert!(!matches(
+            Feed::Push,
+            "paytrack.push.acme.u1.d1",
+            &key("user:u1", Some("d9"))
+        ));
+        assert!(!matches(
+            Feed::Status,
+            "paytrack.status.other.m1.p1",
+            &key("payments", None)
+        ));
         assert_eq!(
             keys_of(Feed::Alert, "paytrack.alert.acme.dispute_opened", &none),
-            vec!["acme alerts "]
+            vec![key("alerts", None)]
         );
-        assert!(matches(Feed::Alert, "paytrack.alert.acme._ack", "acme alerts "));
+        assert!(matches(Feed::Alert, "paytrack.alert.acme._ack", &key("alerts", None)));
         assert!(!matches(
             Feed::Alert,
             "paytrack.alert.other.dispute_opened",
-            "acme alerts "
+            &key("alerts", None)
         ));
         assert!(!matches(
             Feed::Alert,
             "paytrack.alert.acme.dispute_opened",
-            "acme payments "
+            &key("payments", None)
+        ));
+        assert!(matches(
+            Feed::Status,
+            "paytrack.status.acme.m1.p1",
+            &key("merchant:m1", None)
+        ));
+        assert!(!matches(
+            Feed::Status,
+            "paytrack.status.acme.p1.m1",
+            &key("merchant:m1", None)
         ));
     }
 }

@@ -15,7 +15,7 @@ use paytrack_shared::{subjects, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::field;
 
-use super::channels::{Entry, keys_of};
+use super::channels::{Entry, each_key};
 use super::frame::encode_event;
 use super::hub::{Hub, Inner, Sub};
 use super::ring::Msg;
@@ -57,17 +57,6 @@ impl Feed {
     }
 }
 
-/// The feed of a channel, from its name.
-pub(super) fn feed_of_name(name: &str) -> Feed {
-    if name.starts_with("user:") {
-        Feed::Push
-    } else if name == "alerts" {
-        Feed::Alert
-    } else {
-        Feed::Status
-    }
-}
-
 /// Queues `message` to `sub` (skipping what it already has), chaining its `prev_seq`.
 pub(super) fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &Msg) {
     if message.seq <= sub.last_seq || message.rendered().is_none() {
@@ -83,22 +72,28 @@ pub(super) fn deliver_one(sub: &mut Sub, channel: &str, epoch: &str, message: &M
 /// to, indexes it on their entries, adds it to the ring and records, on the entries of
 /// the message the ring evicts, that it is now their newest at the floor.
 pub(super) fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
-    let keys = keys_of(feed, &message.subject, &inner.user_devices);
-    let epoch = &inner.epochs[feed as usize];
+    let Inner {
+        rings,
+        epochs,
+        channels,
+        user_devices,
+        ..
+    } = inner;
+    let epoch = &epochs[feed as usize];
     let mut queued = 0;
-    for key in keys {
-        if let Some(entry) = inner.channels.get_mut(&key) {
+    each_key(feed, &message.subject, user_devices, |key| {
+        if let Some(entry) = channels.get_mut(&key) {
             queued += dispatch(entry, epoch, message);
         }
-    }
+    });
     if queued > 0
         && let Some(headers) = &message.headers
     {
         latency::observe_stamped(latency::FRAME_QUEUED, headers);
     }
-    if let Some(evicted) = inner.rings[feed as usize].push(message.clone()) {
-        for key in keys_of(feed, &evicted.subject, &inner.user_devices) {
-            if let Some(entry) = inner.channels.get_mut(&key) {
+    if let Some(evicted) = rings[feed as usize].push(message.clone()) {
+        each_key(feed, &evicted.subject, user_devices, |key| {
+            if let Some(entry) = channels.get_mut(&key) {
                 entry.below_floor = Some(evicted.seq);
                 if entry.recent.front() == Some(&evicted.seq) {
                     entry.recent.pop_front();
@@ -107,7 +102,7 @@ pub(super) fn ingest_locked(inner: &mut Inner, feed: Feed, message: &Arc<Msg>) {
                     }
                 }
             }
-        }
+        });
     }
 }
 
@@ -275,6 +270,66 @@ mod tests {
 
     use super::*;
     use crate::send_queue::SendQueue;
+
+    #[test]
+    fn routing_a_message_to_its_channels_allocates_nothing() {
+        use crate::router::ring::Ring;
+        use crate::router::tenant_channel::TenantChannel;
+        let channel_key = TenantChannel::parse;
+        let mut inner = Inner {
+            rings: [Ring::new(0, 4), Ring::new(0, 4), Ring::new(0, 4)],
+            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
+            generations: [0; FEEDS],
+            channels: Default::default(),
+            user_devices: Default::default(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
+        };
+        // Followed channels (idle: no session to encode for), one of them device-bound.
+        for (key, name) in [
+            (channel_key("acme", "merchant:m1", None), "merchant:m1"),
+            (channel_key("acme", "payments", None), "payments"),
+            (channel_key("acme", "user:u1", Some("d1")), "user:u1"),
+        ] {
+            inner.channels.insert(
+                key,
+                Entry {
+                    latest: Some(0),
+                    ..Entry::new(name, 0)
+                },
+            );
+        }
+        inner.user_devices.insert(
+            channel_key("acme", "user:u1", None),
+            [(paytrack_shared::DeviceId::new("d1").unwrap(), 1)]
+                .into_iter()
+                .collect(),
+        );
+        let status: Vec<_> = (1..=64)
+            .map(|seq| Msg::note(seq, &format!("paytrack.status.acme.m1.p{seq}")))
+            .collect();
+        let pushes: Vec<_> = (1..=64)
+            .map(|seq| Msg::note(seq, "paytrack.push.acme.u1.all"))
+            .collect();
+        // Warm up: the rings and the channels' indexes reach their steady size.
+        for (status, push) in status.iter().zip(&pushes).take(8) {
+            ingest_locked(&mut inner, Feed::Status, status);
+            ingest_locked(&mut inner, Feed::Push, push);
+        }
+        let routed = allocation_counter::measure(|| {
+            for message in &status[8..] {
+                ingest_locked(&mut inner, Feed::Status, message);
+            }
+            for message in &pushes[8..] {
+                ingest_locked(&mut inner, Feed::Push, message);
+            }
+        });
+        assert_eq!(routed.count_total, 0, "allocations while routing: {routed:?}");
+        let merchant = &inner.channels[&channel_key("acme", "merchant:m1", None)];
+        assert_eq!(merchant.latest, Some(64));
+        let device = &inner.channels[&channel_key("acme", "user:u1", Some("d1"))];
+        assert_eq!(device.latest, Some(64));
+    }
 
     #[test]
     fn one_encoding_per_prev_seq_is_shared_by_every_session_and_chains() {

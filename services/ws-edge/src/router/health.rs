@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::Feed;
 use super::hub::Hub;
+use super::tenant_channel::TenantChannel;
 use crate::protocol::ServerMessage;
 use crate::send_queue::SendQueue;
-use paytrack_shared::ChannelKey;
 
 /// Whether one feed is current with its stream, as the heartbeats report it.
 #[derive(Default)]
@@ -97,19 +97,20 @@ impl Hub {
         (live, lag)
     }
 
-    /// Queues a heartbeat naming the position each of `subs` (`(key, id, channel)`)
+    /// Queues a heartbeat naming the position each of `subs` (`(key, id)`)
     /// has reached, under the lock that queues events, so the heartbeat never runs
     /// ahead of them, with the edge's own currency (`live`, `lag_ms`). Returns the
     /// positions sent, which the session's next acks must catch up with.
     pub fn heartbeat<'a>(
         &self,
         out: &SendQueue,
-        subs: impl Iterator<Item = (&'a str, u64, &'a ChannelKey)>,
+        subs: impl Iterator<Item = (&'a TenantChannel, u64)>,
     ) -> BTreeMap<String, Position> {
         let (live, lag_ms) = self.currency();
         let inner = self.lock();
         let mut positions = BTreeMap::new();
-        for (key, id, channel) in subs {
+        for (key, id) in subs {
+            let channel = &key.channel;
             if let Some(sub) = inner.channels.get(key).and_then(|e| e.subs.get(&id))
                 && sub.replay.is_none()
             {

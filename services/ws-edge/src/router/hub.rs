@@ -1,7 +1,7 @@
 //! The hub: the state every session's view is decided under (one lock), what a
 //! subscribe asks for and returns, and the hub's start.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,10 +13,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, Replay};
-use super::channels::{Entry, channel_key};
+use super::channels::{Entry, UserDevices};
 use super::feed::{FEEDS, Feed, open_feed};
 use super::health::FeedHealth;
 use super::ring::Ring;
+use super::tenant_channel::{ChannelMap, TenantChannel};
 use crate::send_queue::SendQueue;
 use crate::stream_event::{HistoryError, unavailable};
 use paytrack_shared::ChannelKey;
@@ -40,12 +41,11 @@ pub(super) struct Inner {
     /// Bumped when a stream is found recreated: what a feed opened on the old
     /// incarnation still delivers is dropped.
     pub(super) generations: [u64; FEEDS],
-    pub(super) channels: HashMap<String, Entry>,
-    /// `tenant user:<id>` → device → subscriptions, so a push to `all` finds the
-    /// device-bound channels.
-    pub(super) user_devices: HashMap<String, HashMap<String, usize>>,
+    pub(super) channels: ChannelMap<Entry>,
+    /// The user channels' device-bound keys, so a push to `all` finds them.
+    pub(super) user_devices: UserDevices,
     /// Channels no session holds, oldest first: (ticket, since when, key).
-    pub(super) idle: VecDeque<(u64, std::time::Instant, String)>,
+    pub(super) idle: VecDeque<(u64, std::time::Instant, TenantChannel)>,
     pub(super) next_ticket: u64,
 }
 
@@ -70,12 +70,8 @@ pub struct Request {
 
 impl Request {
     /// The channel's map key.
-    pub fn key(&self) -> String {
-        let device = match self.channel {
-            ChannelKey::User(_) => self.device.as_ref().map(DeviceId::as_str),
-            _ => None,
-        };
-        channel_key(self.tenant.as_str(), &self.channel.to_string(), device)
+    pub fn key(&self) -> TenantChannel {
+        TenantChannel::new(self.tenant.clone(), self.channel.clone(), self.device.clone())
     }
 }
 
@@ -139,8 +135,8 @@ impl Hub {
             rings: Feed::ALL.map(|feed| Ring::new(heads[feed as usize], ring_messages)),
             epochs,
             generations: [0; FEEDS],
-            channels: HashMap::new(),
-            user_devices: HashMap::new(),
+            channels: ChannelMap::default(),
+            user_devices: UserDevices::default(),
             idle: VecDeque::new(),
             next_ticket: 0,
         };

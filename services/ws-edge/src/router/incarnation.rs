@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::stream;
 
-use super::feed::{Feed, feed_of_name};
+use super::feed::Feed;
 use super::hub::Hub;
 use super::ring::Ring;
+use super::tenant_channel::TenantChannel;
 
 impl Hub {
     /// Where a feed (re)opens: after the ring's head, in the current generation.
@@ -58,11 +59,11 @@ impl Hub {
         inner.generations[feed as usize] += 1;
         let capacity = inner.rings[feed as usize].capacity;
         inner.rings[feed as usize] = Ring::new(head, capacity);
-        let keys: Vec<String> = inner
+        let keys: Vec<TenantChannel> = inner
             .channels
-            .iter()
-            .filter(|(_, entry)| feed_of_name(&entry.name) == feed)
-            .map(|(key, _)| key.clone())
+            .keys()
+            .filter(|key| Feed::of(&key.channel) == feed)
+            .cloned()
             .collect();
         for key in keys {
             let Some(entry) = inner.channels.remove(&key) else {

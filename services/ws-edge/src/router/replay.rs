@@ -16,6 +16,7 @@ use super::channels::{Entry, attach, attach_in, detach_locked, matches};
 use super::feed::{Feed, deliver_one};
 use super::hub::{Hub, Inner, Ready, Request, Sub, Subscribed};
 use super::ring::{Msg, Ring};
+use super::tenant_channel::TenantChannel;
 use crate::protocol::ServerMessage;
 use crate::stream_event::{HistoryError, render, unavailable};
 use paytrack_shared::ChannelKey;
@@ -49,7 +50,13 @@ pub(super) fn static_snapshot(channel: &ChannelKey) -> Option<Value> {
 
 /// The channel's messages the ring holds after `after`, oldest first, from the entry's
 /// index (the ring is scanned only for what the index does not cover yet, once).
-pub(super) fn missed_in_ring(ring: &Ring, feed: Feed, key: &str, entry: &mut Entry, after: u64) -> Vec<Arc<Msg>> {
+pub(super) fn missed_in_ring(
+    ring: &Ring,
+    feed: Feed,
+    key: &TenantChannel,
+    entry: &mut Entry,
+    after: u64,
+) -> Vec<Arc<Msg>> {
     if after < entry.indexed_after {
         let upto = entry.indexed_after;
         let older: VecDeque<u64> = ring
@@ -82,7 +89,7 @@ pub(super) fn go_live_from_ring(
     inner: &mut Inner,
     feed: Feed,
     epoch: &str,
-    key: &str,
+    key: &TenantChannel,
     request: &Request,
     latest: u64,
     recovered: bool,
@@ -99,7 +106,7 @@ pub(super) fn go_live_from_ring(
     } = inner;
     let ring = &rings[feed as usize];
     let floor = ring.floor;
-    let entry = attach_in(channels, user_devices, ring.head, key, &name, request);
+    let entry = attach_in(channels, user_devices, ring.head, key, &name);
     let missed = missed_in_ring(ring, feed, key, entry, after);
     let bytes = missed.iter().map(|m| m.payload.len()).sum();
     if !request.out.fits(missed.len() + 1, bytes) {
@@ -308,7 +315,7 @@ impl Hub {
         {
             return Ok(Subscribed { ready, backlog: None });
         }
-        let entry = attach(inner, &key, &name, &request);
+        let entry = attach(inner, &key, &name);
         entry.subs.insert(
             request.id,
             Sub {
@@ -399,21 +406,20 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, VecDeque};
+    use std::collections::VecDeque;
 
     use super::*;
-    use crate::router::channels::channel_key;
     use crate::router::feed::ingest_locked;
 
     #[test]
     fn an_idle_channel_answers_a_since_older_than_the_ring_from_its_index() {
-        let key = channel_key("a", "merchant:m1", None);
+        let key = TenantChannel::parse("a", "merchant:m1", None);
         let mut inner = Inner {
             rings: [Ring::new(10, 4), Ring::new(0, 4), Ring::new(0, 4)],
             epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
             generations: [0; 3],
-            channels: HashMap::new(),
-            user_devices: HashMap::new(),
+            channels: Default::default(),
+            user_devices: Default::default(),
             idle: VecDeque::new(),
             next_ticket: 0,
         };
