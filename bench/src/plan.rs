@@ -39,6 +39,10 @@ pub struct Plan {
     pub polling_duration: Duration,
     /// Handshakes a client process runs at once.
     pub connect_concurrency: usize,
+    /// Subscribed sessions of the production shape's end-to-end figure, spread over
+    /// its two edges (fewer than section 2's largest: every service, three nats nodes
+    /// and the clients share the machine).
+    pub shape_sessions: Vec<usize>,
 }
 
 impl Plan {
@@ -64,6 +68,7 @@ impl Plan {
             polling_period: Duration::from_secs(1),
             polling_duration: Duration::from_secs(2),
             connect_concurrency: 16,
+            shape_sessions: vec![10],
         }
     }
 
@@ -80,6 +85,7 @@ impl Plan {
             storms: full.storms.iter().map(|&(n, d)| (scale(n), d)).collect(),
             projector_sizes: full.projector_sizes.iter().map(|&n| scale(n)).collect(),
             polling_clients: full.polling_clients.iter().map(|&n| scale(n)).collect(),
+            shape_sessions: full.shape_sessions.iter().map(|&n| scale(n)).collect(),
             ..full
         }
     }
@@ -106,6 +112,7 @@ impl Plan {
             polling_period: Duration::from_secs(5),
             polling_duration: Duration::from_secs(15),
             connect_concurrency: 256,
+            shape_sessions: vec![2_000],
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The six sections, each measuring a figure against a ceiling in the same run.
+//! The sections, each measuring a figure against a ceiling in the same run.
 
 pub mod e2e;
 pub mod fanout;
@@ -6,4 +6,5 @@ pub mod ingest;
 pub mod multi_edge;
 pub mod polling;
 pub mod projector;
+pub mod shape;
 pub mod storm;
