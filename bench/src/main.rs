@@ -45,7 +45,7 @@ struct Cli {
     /// the full run; several minutes more).
     #[arg(long)]
     multi_edge: bool,
-    /// Only these sections (numbers 1-8, comma separated); all by default (the smoke
+    /// Only these sections (numbers 1-9, comma separated); all by default (the smoke
     /// run leaves out 8, the production shape, unless named: it needs the service
     /// binaries built next to this one).
     #[arg(long, value_delimiter = ',')]
@@ -177,6 +177,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         section!(3, report::SECTIONS[2], sections::multi_edge::run(&ctx, &mut report));
     }
     section!(4, report::SECTIONS[3], sections::storm::run(&ctx, &mut report));
+    section!(
+        9,
+        sections::long_lives::SECTION,
+        sections::long_lives::run(&ctx, &mut report)
+    );
     // The projector's bulk load runs last: the sweeps look for the `persisted`
     // checkpoint of each of its pending payments once the trace gap (30 s) has
     // passed, a burst that would weigh on any section after it.
@@ -299,6 +304,12 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
         format!(
             "Production shape: three nats-server nodes in one JetStream cluster with every stream and bucket at R3 and `sync_interval: always`, durable PostgreSQL, each service as its own process with two replicas (two edges, ingest behind a balancer), started by `paytrack-chaos`'s launcher with the shipped status-check windows. Ingest and its ceiling (raw publish+ack into a stream configured as PAYTRACK_IN, so R3 too, on the same cluster) run with the reconcilers and projectors paused (SIGSTOP); end to end offers the loads of section 2 to {:?} sessions spread over both edges (fewer than section 2's largest: the three nodes, eight service processes and the clients share the machine). Each row carries the load average (1, 5, 15 min) when it was measured. Its correctness counts are its own rows, and a count that is not 0 fails the run.",
             plan.shape_sessions
+        ),
+        format!(
+            "Long lives: one edge process opens {} sessions (a `merchant:` channel each, new channels every cycle) and drops them without a close handshake, {} times; its VmRSS is read with every session subscribed and again once its `paytrack_edge_sessions_open` gauge is 0 (plus 2 s). The first cycle warms the allocator up; the verdict fits a line through the after-close figures of the later cycles: a slope under {}% of what the first cycle's sessions took while open, with no session or channel left in the edge's gauges, is a plateau (memory retained for reuse), otherwise a leak.",
+            plan.long_lives_sessions,
+            plan.long_lives_cycles,
+            sections::long_lives::PLATEAU_SHARE * 100.0
         ),
         "Polling: every client's payment gets one transition (pending → held), spread evenly over the polling window; staleness runs from ingest's 2xx for it to the first poll (or WebSocket event) showing it.".into(),
     ];

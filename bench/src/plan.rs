@@ -43,6 +43,10 @@ pub struct Plan {
     /// its two edges (fewer than section 2's largest: every service, three nats nodes
     /// and the clients share the machine).
     pub shape_sessions: Vec<usize>,
+    /// Sessions one edge opens and closes per long-lives cycle.
+    pub long_lives_sessions: usize,
+    /// Open/close cycles of the long-lives section.
+    pub long_lives_cycles: usize,
 }
 
 impl Plan {
@@ -69,6 +73,8 @@ impl Plan {
             polling_duration: Duration::from_secs(2),
             connect_concurrency: 16,
             shape_sessions: vec![10],
+            long_lives_sessions: 30,
+            long_lives_cycles: 3,
         }
     }
 
@@ -86,6 +92,7 @@ impl Plan {
             projector_sizes: full.projector_sizes.iter().map(|&n| scale(n)).collect(),
             polling_clients: full.polling_clients.iter().map(|&n| scale(n)).collect(),
             shape_sessions: full.shape_sessions.iter().map(|&n| scale(n)).collect(),
+            long_lives_sessions: scale(full.long_lives_sessions),
             ..full
         }
     }
@@ -113,6 +120,8 @@ impl Plan {
             polling_duration: Duration::from_secs(15),
             connect_concurrency: 256,
             shape_sessions: vec![2_000],
+            long_lives_sessions: 15_000,
+            long_lives_cycles: 5,
         }
     }
 }

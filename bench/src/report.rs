@@ -49,7 +49,7 @@ pub struct Report {
 }
 
 /// The section titles, in order; a complete table has rows for each.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "1. Ingest",
     "2. End to end",
     "3. Fan-out",
@@ -58,6 +58,7 @@ pub const SECTIONS: [&str; 8] = [
     "6. Polling baseline",
     "7. Correctness",
     "8. Production shape",
+    "9. Long lives",
 ];
 
 impl Report {

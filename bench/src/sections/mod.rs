@@ -3,6 +3,7 @@
 pub mod e2e;
 pub mod fanout;
 pub mod ingest;
+pub mod long_lives;
 pub mod multi_edge;
 pub mod polling;
 pub mod projector;
