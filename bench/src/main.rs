@@ -45,7 +45,7 @@ struct Cli {
     /// the full run; several minutes more).
     #[arg(long)]
     multi_edge: bool,
-    /// Only these sections (numbers 1-9, comma separated); all by default (the smoke
+    /// Only these sections (numbers 1-10, comma separated); all by default (the smoke
     /// run leaves out 8, the production shape, unless named: it needs the service
     /// binaries built next to this one).
     #[arg(long, value_delimiter = ',')]
@@ -182,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sections::long_lives::SECTION,
         sections::long_lives::run(&ctx, &mut report)
     );
+    section!(10, sections::idle::SECTION, sections::idle::run(&ctx, &mut report));
     // The projector's bulk load runs last: the sweeps look for the `persisted`
     // checkpoint of each of its pending payments once the trace gap (30 s) has
     // passed, a burst that would weigh on any section after it.
@@ -310,6 +311,10 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
             plan.long_lives_sessions,
             plan.long_lives_cycles,
             sections::long_lives::PLATEAU_SHARE * 100.0
+        ),
+        format!(
+            "Idle sessions: one edge holds each size's sessions, all on `payments` or each on a `payment:` channel of its own, subscribed and then sent nothing for {} s. Cores are CPU time over that window of the mesh's own nats-server (a child of this process, so no other nats-server on the machine is counted) and of the edge; JetStream API requests are the account's counter; messages stored are the last sequences of every stream and bucket together; consumers are every stream's and bucket's at the end.",
+            plan.idle_window.as_secs()
         ),
         "Polling: every client's payment gets one transition (pending → held), spread evenly over the polling window; staleness runs from ingest's 2xx for it to the first poll (or WebSocket event) showing it.".into(),
     ];

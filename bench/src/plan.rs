@@ -47,6 +47,8 @@ pub struct Plan {
     pub long_lives_sessions: usize,
     /// Open/close cycles of the long-lives section.
     pub long_lives_cycles: usize,
+    /// How long idle sessions are watched (section 10).
+    pub idle_window: Duration,
 }
 
 impl Plan {
@@ -75,6 +77,7 @@ impl Plan {
             shape_sessions: vec![10],
             long_lives_sessions: 30,
             long_lives_cycles: 3,
+            idle_window: Duration::from_secs(2),
         }
     }
 
@@ -122,6 +125,7 @@ impl Plan {
             shape_sessions: vec![2_000],
             long_lives_sessions: 15_000,
             long_lives_cycles: 5,
+            idle_window: Duration::from_secs(30),
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct Report {
 }
 
 /// The section titles, in order; a complete table has rows for each.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "1. Ingest",
     "2. End to end",
     "3. Fan-out",
@@ -59,6 +59,7 @@ pub const SECTIONS: [&str; 9] = [
     "7. Correctness",
     "8. Production shape",
     "9. Long lives",
+    "10. Idle sessions",
 ];
 
 impl Report {

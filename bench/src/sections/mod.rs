@@ -2,6 +2,7 @@
 
 pub mod e2e;
 pub mod fanout;
+pub mod idle;
 pub mod ingest;
 pub mod long_lives;
 pub mod multi_edge;
