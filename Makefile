@@ -38,7 +38,9 @@ bench: BENCH_OUT ?= bench/results
 bench: ## Build release, measure capacity against same-run ceilings, durable PostgreSQL, 60 s loads (about 20 min idle, plus the build); writes bench/results/
 	bash scripts/install-nats-server.sh
 	bash scripts/ensure-postgres.sh
-	cargo build --profile profiling --locked -p paytrack-bench
+	# The production-shape section runs the service binaries built next to the bench.
+	cargo build --profile profiling --locked --bins -p paytrack-bench -p paytrack-ingest -p paytrack-reconciler \
+		-p paytrack-ledger-projector -p paytrack-ws-edge -p paytrack-simulator
 	ulimit -n $$(ulimit -Hn) && "$${CARGO_TARGET_DIR:-target}/profiling/paytrack-bench" --out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-quick: ## The lighter variant of `make bench`: 5 s loads, labelled as such in its results; writes .dev/bench-quick/

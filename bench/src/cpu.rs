@@ -64,6 +64,37 @@ impl CpuSample {
     }
 }
 
+/// The process ids of this process's children named `comm` (the mesh's own
+/// nats-server, apart from any other on the machine).
+pub fn own_children(comm: &str) -> Vec<u32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    let close = stat.rfind(')').unwrap_or(0);
+                    let name = stat.find('(').and_then(|open| stat.get(open + 1..close));
+                    // After comm: state, then the parent's pid.
+                    let parent = stat.get(close + 2..).and_then(|rest| rest.split(' ').nth(1));
+                    name == Some(comm) && parent.and_then(|p| p.parse::<u32>().ok()) == Some(own)
+                })
+        })
+        .collect()
+}
+
+/// Seconds of CPU (user+system) `pids` have used so far, together.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| stat_of(*pid))
+        .map(|(_, ticks)| ticks as f64 / TICKS_PER_SECOND)
+        .sum()
+}
+
 /// `comm` and utime+stime (ticks) of `/proc/<pid>/stat`.
 fn stat_of(pid: u32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -39,6 +39,16 @@ pub struct Plan {
     pub polling_duration: Duration,
     /// Handshakes a client process runs at once.
     pub connect_concurrency: usize,
+    /// Subscribed sessions of the production shape's end-to-end figure, spread over
+    /// its two edges (fewer than section 2's largest: every service, three nats nodes
+    /// and the clients share the machine).
+    pub shape_sessions: Vec<usize>,
+    /// Sessions one edge opens and closes per long-lives cycle.
+    pub long_lives_sessions: usize,
+    /// Open/close cycles of the long-lives section.
+    pub long_lives_cycles: usize,
+    /// How long idle sessions are watched (section 10).
+    pub idle_window: Duration,
 }
 
 impl Plan {
@@ -64,6 +74,10 @@ impl Plan {
             polling_period: Duration::from_secs(1),
             polling_duration: Duration::from_secs(2),
             connect_concurrency: 16,
+            shape_sessions: vec![10],
+            long_lives_sessions: 30,
+            long_lives_cycles: 3,
+            idle_window: Duration::from_secs(2),
         }
     }
 
@@ -80,6 +94,8 @@ impl Plan {
             storms: full.storms.iter().map(|&(n, d)| (scale(n), d)).collect(),
             projector_sizes: full.projector_sizes.iter().map(|&n| scale(n)).collect(),
             polling_clients: full.polling_clients.iter().map(|&n| scale(n)).collect(),
+            shape_sessions: full.shape_sessions.iter().map(|&n| scale(n)).collect(),
+            long_lives_sessions: scale(full.long_lives_sessions),
             ..full
         }
     }
@@ -106,6 +122,10 @@ impl Plan {
             polling_period: Duration::from_secs(5),
             polling_duration: Duration::from_secs(15),
             connect_concurrency: 256,
+            shape_sessions: vec![2_000],
+            long_lives_sessions: 15_000,
+            long_lives_cycles: 5,
+            idle_window: Duration::from_secs(30),
         }
     }
 }

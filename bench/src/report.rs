@@ -49,7 +49,7 @@ pub struct Report {
 }
 
 /// The section titles, in order; a complete table has rows for each.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 10] = [
     "1. Ingest",
     "2. End to end",
     "3. Fan-out",
@@ -57,6 +57,9 @@ pub const SECTIONS: [&str; 7] = [
     "5. Projector",
     "6. Polling baseline",
     "7. Correctness",
+    "8. Production shape",
+    "9. Long lives",
+    "10. Idle sessions",
 ];
 
 impl Report {

@@ -49,6 +49,8 @@ fn smoke_run_writes_a_complete_table_and_every_plot() -> anyhow::Result<()> {
         "4. Reconnect storm",
         "5. Projector",
         "6. Polling baseline",
+        "9. Long lives",
+        "10. Idle sessions",
     ] {
         let rows = table
             .lines()

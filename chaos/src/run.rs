@@ -106,6 +106,7 @@ pub async fn run(suite: &Suite) -> anyhow::Result<Outcome> {
         sync: suite.sync,
         stream_replicas: 3,
         status_queries: suite.status_queries,
+        window_divisor: crate::shape::WINDOW_DIVISOR,
     })
     .await?;
     shape.cluster.mark_synced();

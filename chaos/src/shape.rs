@@ -37,6 +37,9 @@ pub struct ShapeOptions {
     /// Whether the reconciler may ask the providers' status-query API. Off, a lost
     /// webhook is never recovered: the checker's own test (it must then count).
     pub status_queries: bool,
+    /// Every status-check interval and rail window is divided by this:
+    /// [`WINDOW_DIVISOR`] under faults, 1 (the shipped windows) for capacity figures.
+    pub window_divisor: u32,
 }
 
 /// The running shape.
@@ -60,6 +63,17 @@ pub struct Shape {
     layout: Layout,
 }
 
+/// The providers the tenant has webhook secrets for.
+pub const PROVIDERS: [&str; 3] = ["stdwebhooks", "razorpay", "stripe"];
+
+/// The tenant's webhook secret for `provider` (fixed per provider, so a client that
+/// posts webhooks itself, as the capacity bench does, signs them as the simulator does).
+pub fn webhook_secret(provider: &str) -> String {
+    use base64::Engine;
+    let n = PROVIDERS.iter().position(|p| *p == provider).map_or(0, |i| i + 1) as u8;
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([n; 24]))
+}
+
 fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(([127, 0, 0, 1], paytrack_tests::free_port_for_later()?).into())
 }
@@ -81,21 +95,12 @@ impl Shape {
         let secret = |prefix: &str| format!("{prefix}{}", uuid::Uuid::new_v4().simple());
         let jwt_secret = SecretString::from(secret("jwt"));
         let simulator_token = SecretString::from(secret("sim_"));
-        let whsec = |n: u8| {
-            use base64::Engine;
-            format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([n; 24]))
-        };
-        let webhook_secrets = format!(
-            "{TENANT}/stdwebhooks={},{TENANT}/razorpay={},{TENANT}/stripe={}",
-            whsec(1),
-            whsec(2),
-            whsec(3)
-        );
+        let webhook_secrets = PROVIDERS
+            .map(|p| format!("{TENANT}/{p}={}", webhook_secret(p)))
+            .join(",");
         let simulator_addr = free_addr()?;
         let simulator_url = format!("http://{simulator_addr}");
-        let providers = ["stdwebhooks", "razorpay", "stripe"]
-            .map(|p| format!("{p}={simulator_url}"))
-            .join(",");
+        let providers = PROVIDERS.map(|p| format!("{p}={simulator_url}")).join(",");
 
         let mut common = BTreeMap::new();
         let set = |common: &mut BTreeMap<String, String>, k: &str, v: String| {
@@ -124,7 +129,11 @@ impl Shape {
         if options.status_queries {
             set(&mut common, "RECONCILER_STATUS_QUERY_URLS", providers);
         }
-        set(&mut common, "RECONCILER_WINDOW_DIVISOR", WINDOW_DIVISOR.to_string());
+        set(
+            &mut common,
+            "RECONCILER_WINDOW_DIVISOR",
+            options.window_divisor.max(1).to_string(),
+        );
         set(&mut common, "RECONCILER_SWEEP_INTERVAL_MS", "1000".to_owned());
         set(&mut common, "LOG_FORMAT", "json".to_owned());
 

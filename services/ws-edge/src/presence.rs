@@ -18,7 +18,7 @@
 //! fill the bucket's consumers. Reads are limited per tenant ([`ReadLimit`]): a
 //! tenant over its rate gets 429 with a Retry-After, and other tenants are untouched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -113,9 +113,21 @@ pub struct Presence {
 struct View {
     /// Session keys (`<tenant>.<user>.<device>.<session_id>`), sorted so that a user's
     /// keys are one range.
-    sessions: BTreeMap<String, Here>,
+    sessions: BTreeMap<Box<str>, Seen>,
     /// Edge keys (`_edge.<edge_id>`): when each edge last said it is alive.
     edges: HashMap<String, DateTime<Utc>>,
+    /// One copy of each edge id the entries name, shared by all of them.
+    edge_ids: HashSet<Arc<str>>,
+}
+
+/// A session key's value as the view keeps it. Every edge keeps one per session of
+/// every edge, so an entry holds no string of its own: its device and session id
+/// are its key's last tokens, its edge's id is shared and its transport is a flag.
+struct Seen {
+    edge_id: Arc<str>,
+    sse: bool,
+    since: DateTime<Utc>,
+    seen_at: DateTime<Utc>,
 }
 
 impl View {
@@ -134,7 +146,13 @@ impl View {
             }
             (false, Some(value)) => {
                 if let Ok(here) = serde_json::from_slice::<Here>(value) {
-                    self.sessions.insert(key.to_owned(), here);
+                    let seen = Seen {
+                        edge_id: self.edge_id(here.edge_id),
+                        sse: here.transport == crate::sse::TRANSPORT,
+                        since: here.since,
+                        seen_at: here.seen_at,
+                    };
+                    self.sessions.insert(key.into(), seen);
                 }
             }
             (false, None) => {
@@ -143,28 +161,42 @@ impl View {
         }
     }
 
+    /// The shared copy of `edge_id` (made on its first sight).
+    fn edge_id(&mut self, edge_id: String) -> Arc<str> {
+        if let Some(shared) = self.edge_ids.get(edge_id.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = edge_id.into();
+        self.edge_ids.insert(shared.clone());
+        shared
+    }
+
     /// The sessions under `prefix` (`<tenant>.<user>.`) whose edge said it is alive
     /// within `ttl` (`own` is this edge, alive by definition), each with when its edge
     /// last said so.
     fn of(&self, prefix: &str, own: &str, ttl: Duration) -> Vec<Here> {
         let mut present: Vec<Here> = self
             .sessions
-            .range(prefix.to_owned()..)
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(_, here)| here)
-            .filter(|here| within(here.seen_at, SESSION_KEY_RETENTION))
-            .filter_map(|here| {
-                let seen_at = if here.edge_id == own {
+            .filter(|(_, seen)| within(seen.seen_at, SESSION_KEY_RETENTION))
+            .filter_map(|(key, seen)| {
+                let seen_at = if &*seen.edge_id == own {
                     Utc::now()
                 } else {
                     self.edges
-                        .get(&edge_key(&here.edge_id))
+                        .get(&edge_key(&seen.edge_id))
                         .copied()
                         .filter(|at| within(*at, ttl))?
                 };
+                let (device, session_id) = device_and_session(key);
                 Some(Here {
+                    device: device.to_owned(),
+                    session_id: session_id.to_owned(),
+                    edge_id: seen.edge_id.to_string(),
+                    transport: transport_name(seen.sse).to_owned(),
+                    since: seen.since,
                     seen_at,
-                    ..here.clone()
                 })
             })
             .collect();
@@ -498,6 +530,38 @@ mod tests {
         view.apply(&edge_key("other"), None);
         view.apply("t.u1.phone.s1", None);
         assert!(devices(&view).is_empty(), "deleted keys are forgotten");
+    }
+
+    /// Every edge keeps an entry for every session of every edge: the entries of one
+    /// edge's sessions share one copy of its id, and an entry's device and session
+    /// are read back from its key, so the view grows by little more than the keys.
+    #[test]
+    fn the_view_keeps_one_copy_of_an_edge_id_for_all_its_sessions() {
+        let mut view = View::default();
+        view.apply("t.u1.phone.s1", Some(&here("phone", "other")));
+        view.apply("t.u2.tablet.s2", Some(&here("tablet", "other")));
+        let ids: Vec<&Arc<str>> = view.sessions.values().map(|seen| &seen.edge_id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(
+            Arc::ptr_eq(ids[0], ids[1]),
+            "each entry holds its own copy of the edge id"
+        );
+        let alive = serde_json::to_vec(&Alive {
+            edge_id: "other".to_owned(),
+            seen_at: Utc::now(),
+        })
+        .unwrap_or_default();
+        view.apply(&edge_key("other"), Some(&alive));
+        let listed = view.of("t.u2.", "me", Duration::from_secs(60));
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].device.as_str(), listed[0].session_id.as_str()),
+            ("tablet", "s2")
+        );
+        assert_eq!(
+            (listed[0].edge_id.as_str(), listed[0].transport.as_str()),
+            ("other", "websocket")
+        );
     }
 
     #[test]
