@@ -257,13 +257,13 @@ pub async fn run_with_admin(
     }
     .await;
     let (
-        status_consumer,
+        mut status_consumer,
         status_epoch,
         session_epoch,
-        session_consumer,
-        evidence_consumer,
-        outcome_consumer,
-        alert_consumer,
+        mut session_consumer,
+        mut evidence_consumer,
+        mut outcome_consumer,
+        mut alert_consumer,
     ) = match started {
         Ok(started) => started,
         Err(not_started) => {
@@ -275,6 +275,19 @@ pub async fn run_with_admin(
             };
         }
     };
+    // A position past a stream's end (a power loss cut the stream back) would skip
+    // what is stored at the sequences handed out again: checked before consuming.
+    paytrack_nats::overrun::check_all(
+        &js,
+        [
+            &mut status_consumer,
+            &mut evidence_consumer,
+            &mut session_consumer,
+            &mut outcome_consumer,
+            &mut alert_consumer,
+        ],
+    )
+    .await;
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 
@@ -295,16 +308,15 @@ pub async fn run_with_admin(
         status_epoch.clone(),
         shutdown.clone(),
     ));
-    let backlog = paytrack_nats::backlog::watch(
-        vec![
-            status_consumer.clone(),
-            evidence_consumer.clone(),
-            session_consumer.clone(),
-            outcome_consumer.clone(),
-            alert_consumer.clone(),
-        ],
-        shutdown.clone(),
-    );
+    let durables = vec![
+        status_consumer.clone(),
+        evidence_consumer.clone(),
+        session_consumer.clone(),
+        outcome_consumer.clone(),
+        alert_consumer.clone(),
+    ];
+    let overrun = paytrack_nats::overrun::watch(js.clone(), durables.clone(), shutdown.clone());
+    let backlog = paytrack_nats::backlog::watch(durables, shutdown.clone());
     let live = history::Live {
         db: db.clone(),
         js: js.clone(),
@@ -355,7 +367,8 @@ pub async fn run_with_admin(
         session_loop,
         outcome_loop,
         alert_loop,
-        backlog
+        backlog,
+        overrun
     );
     let _ = drainer.await;
     let _ = windows.await;
