@@ -15,6 +15,7 @@
 //! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
 //! a `dead_letter` alert, and the consumer moves on.
 
+mod alert_outbox;
 mod alerts;
 mod checkpoints;
 mod divergence;
@@ -299,6 +300,7 @@ pub async fn run_with_admin(
     let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
     let alert_supervisor = supervisor(subjects::STREAM_ALERT, paytrack_nats::CONSUMER_PROJECTOR_ALERTS);
     let drainer = tokio::spawn(outbox::drain(db.clone(), js.clone(), shutdown.clone()));
+    let alert_drainer = tokio::spawn(alert_outbox::drain(db.clone(), js.clone(), shutdown.clone()));
     let windows = tokio::spawn(window::close_windows(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
@@ -371,6 +373,7 @@ pub async fn run_with_admin(
         overrun
     );
     let _ = drainer.await;
+    let _ = alert_drainer.await;
     let _ = windows.await;
     let _ = tracker.await;
 
