@@ -1,5 +1,6 @@
 //! A power loss under the default sync cuts PAYTRACK_IN back to its last fsync while
-//! the reconciler's durable consumer keeps a position past the stream's new end. The
+//! the reconciler's durable consumer keeps a position past the stream's new end
+//! (its state newer than the stream's blocks). The
 //! stream hands those sequence numbers out again; the reconciler must decide the
 //! facts stored there instead of skipping them (docs/durability.md).
 
@@ -58,7 +59,7 @@ async fn facts_stored_after_a_power_loss_cut_the_stream_back_are_decided() -> an
     for payment in ["pay_unsynced_1", "pay_unsynced_2", "pay_unsynced_3"] {
         decided(&js, &tenant, payment).await?;
     }
-    cluster.power_loss();
+    cluster.power_loss_keeping_consumer_state();
     cluster.restart_all().await?;
 
     // New facts take the sequence numbers the stream hands out again.
