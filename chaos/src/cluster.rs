@@ -62,8 +62,8 @@ pub struct Cluster {
     links: HashMap<(usize, usize), Link>,
     passwords: RolePasswords,
     sync: SyncPolicy,
-    /// Each store file's size at the last modelled fsync (see [`Cluster::mark_synced`]).
-    synced: HashMap<PathBuf, u64>,
+    /// Each store file as the last modelled fsync left it (see [`Cluster::mark_synced`]).
+    synced: HashMap<PathBuf, Synced>,
 }
 
 impl Cluster {
@@ -339,19 +339,38 @@ impl Cluster {
         }
     }
 
-    /// Records every store file's size now, as the data an fsync has made durable:
+    /// Records every JetStream store file now, as the data an fsync has made durable:
     /// with the default policy the caller marks it every [`DEFAULT_SYNC_INTERVAL`].
+    /// Message blocks (`*.blk`, streams' and Raft logs') only grow, so their size is
+    /// kept; every other file (consumer state, Raft state and snapshots, stream
+    /// metadata, indexes) is rewritten in place, so its content is kept.
     pub fn mark_synced(&mut self) {
-        self.synced = self.nodes.iter().flat_map(|n| block_files(&n.store)).collect();
+        self.synced = self
+            .nodes
+            .iter()
+            .flat_map(|n| synced_files(&n.store.join("js")))
+            .collect();
     }
 
-    /// A power loss: every node killed at once. Under the default policy the data
-    /// written since the last modelled fsync ([`Cluster::mark_synced`]) is lost, as
-    /// the page cache would be: every message block is cut back to its synced size
-    /// (a block created since is emptied). Returns the bytes taken away. Under
-    /// `sync_interval: always` every acknowledged write was synced and nothing is
-    /// taken away.
+    /// A power loss: every node killed at once. Under the default policy every file of
+    /// every node goes back to the last modelled fsync ([`Cluster::mark_synced`]), as
+    /// the page cache's loss would take it: message blocks are cut back to their
+    /// synced size (a block created since is emptied), every other file gets its
+    /// synced content back, and a file created since is removed. Returns the bytes
+    /// taken away. Under `sync_interval: always` every acknowledged write was synced
+    /// and nothing is taken away.
     pub fn power_loss(&mut self) -> u64 {
+        self.lose_power(|_| false)
+    }
+
+    /// [`Cluster::power_loss`], but the consumers' state (each consumer's `obs/`
+    /// directory and its Raft group `C-…`) keeps what it held at the kill: consumer
+    /// state newer than the stream's blocks, a position past the stream's new end.
+    pub fn power_loss_keeping_consumer_state(&mut self) -> u64 {
+        self.lose_power(is_consumer_state)
+    }
+
+    fn lose_power(&mut self, keep: impl Fn(&Path) -> bool) -> u64 {
         for i in 0..NODES {
             self.kill(i);
         }
@@ -360,14 +379,23 @@ impl Cluster {
         }
         let mut lost = 0;
         for node in &self.nodes {
-            for (path, size) in block_files(&node.store) {
-                let synced = self.synced.get(&path).copied().unwrap_or(0);
-                if size > synced
-                    && let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path)
-                    && file.set_len(synced).is_ok()
-                {
-                    lost += size - synced;
+            for (path, now) in synced_files(&node.store.join("js")) {
+                if keep(&path) {
+                    continue;
                 }
+                lost += revert(&path, &now, self.synced.get(&path));
+            }
+        }
+        // Files synced and removed since come back (never message blocks: their
+        // content was not kept, and a removed block was compacted away).
+        for (path, synced) in &self.synced {
+            if let Synced::Content(bytes) = synced
+                && !keep(path)
+                && !path.exists()
+                && path.parent().is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
+                && std::fs::write(path, bytes).is_ok()
+            {
+                lost += bytes.len() as u64;
             }
         }
         lost
@@ -414,6 +442,86 @@ impl Drop for Cluster {
     }
 }
 
+/// A store file as an fsync left it.
+#[derive(Debug, Clone)]
+enum Synced {
+    /// A message block: its size (blocks are only appended to).
+    Size(u64),
+    /// Any other file: its content.
+    Content(Vec<u8>),
+}
+
+/// Every file under `dir`: message blocks by size, every other file by content.
+fn synced_files(dir: &Path) -> Vec<(PathBuf, Synced)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(path),
+                Ok(meta) if is_block(&path) => found.push((path, Synced::Size(meta.len()))),
+                Ok(_) => {
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        found.push((path, Synced::Content(bytes)));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    found
+}
+
+/// Puts `path` (now `now`) back as `synced` left it, or removes it when it was not
+/// synced at all; returns the bytes taken away.
+fn revert(path: &Path, now: &Synced, synced: Option<&Synced>) -> u64 {
+    match (now, synced) {
+        (Synced::Size(size), synced) => {
+            let keep = match synced {
+                Some(Synced::Size(kept)) => *kept,
+                _ => 0,
+            };
+            if *size > keep
+                && let Ok(file) = std::fs::OpenOptions::new().write(true).open(path)
+                && file.set_len(keep).is_ok()
+            {
+                size - keep
+            } else {
+                0
+            }
+        }
+        (Synced::Content(bytes), Some(Synced::Content(kept))) => {
+            if bytes != kept && std::fs::write(path, kept).is_ok() {
+                bytes.len() as u64
+            } else {
+                0
+            }
+        }
+        (Synced::Content(bytes), _) => {
+            if std::fs::remove_file(path).is_ok() {
+                bytes.len() as u64
+            } else {
+                0
+            }
+        }
+    }
+}
+
+fn is_block(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "blk")
+}
+
+/// A consumer's state: its `obs/<consumer>/` directory in a stream, or its Raft
+/// group's directory (`C-…`).
+fn is_consumer_state(path: &Path) -> bool {
+    path.components().any(|c| {
+        let c = c.as_os_str().to_string_lossy();
+        c == "obs" || c.starts_with("C-")
+    })
+}
+
 /// Every message block file (`*.blk`) under `dir` with its size.
 fn block_files(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut found = Vec::new();
@@ -424,7 +532,7 @@ fn block_files(dir: &Path) -> Vec<(PathBuf, u64)> {
             let path = entry.path();
             match entry.metadata() {
                 Ok(meta) if meta.is_dir() => pending.push(path),
-                Ok(meta) if path.extension().is_some_and(|e| e == "blk") => found.push((path, meta.len())),
+                Ok(meta) if is_block(&path) => found.push((path, meta.len())),
                 _ => {}
             }
         }

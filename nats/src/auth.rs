@@ -402,13 +402,16 @@ impl Permissions {
         }
     }
 
-    /// A durable pull consumer the user owns: get or create it, pull, acknowledge.
+    /// A durable pull consumer the user owns: get or create it, pull, acknowledge,
+    /// rewind.
     fn durable(&mut self, stream: &str, name: &str) {
         self.publish.extend([
             api(&format!("CONSUMER.INFO.{stream}.{name}")),
             api(&format!("CONSUMER.CREATE.{stream}.{name}")),
             api(&format!("CONSUMER.CREATE.{stream}.{name}.>")),
             api(&format!("CONSUMER.MSG.NEXT.{stream}.{name}")),
+            // Rewinding it when its position is past the stream's end (`overrun`).
+            api(&format!("CONSUMER.RESET.{stream}.{name}")),
             format!("$JS.ACK.{stream}.{name}.>"),
         ]);
     }

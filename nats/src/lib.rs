@@ -17,6 +17,7 @@ mod buckets;
 mod consume;
 mod delivery;
 mod lanes;
+pub mod overrun;
 pub mod reader_accounts;
 mod retry;
 mod service;

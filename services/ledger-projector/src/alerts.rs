@@ -1,13 +1,14 @@
 //! Storing every record of PAYTRACK_ALERT so operators can list and acknowledge
 //! them (`GET /v1/alerts`): payment alerts (`unclear_pending`, `source_mismatch`,
 //! `trace_gap`, and the money's: `dispute_opened`, `captured_after_failure`,
-//! `refund_failed`, `investigation_required`), `dead_letter` alerts of parked messages, and operators'
+//! `refund_failed`, `investigation_required`), `dead_letter` alerts of parked messages,
+//! `consumer_rewound` alerts of consumers found past their stream's end, and operators'
 //! acknowledgements (`paytrack.alert.<tenant>._ack`). The live consumer and a
 //! rebuild both go through [`apply`], so a rebuild ends with the same rows.
 
 use async_nats::jetstream;
 use paytrack_nats::{Delivery, HandleError};
-use paytrack_shared::envelope::{self, Alert, AlertAck, DeadLetter};
+use paytrack_shared::envelope::{self, Alert, AlertAck, ConsumerRewound, DeadLetter};
 use paytrack_shared::subjects;
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -39,6 +40,16 @@ pub async fn apply(db: &PgPool, message: &jetstream::Message, consumer: &str) ->
                 envelope::decode(&message.payload).map_err(|e| HandleError::poison("decode the dead letter", e))?;
             let span = tracing::info_span!("consume", consumer, stream_seq = seq, tenant = ?dead.tenant);
             apply_dead_letter(db, seq, &dead).instrument(span).await
+        }
+        subjects::ALERT_CONSUMER_REWOUND => {
+            let seq = message
+                .info()
+                .map_err(|e| HandleError::poison("read the message's position", e.to_string()))?
+                .stream_sequence;
+            let rewound: ConsumerRewound =
+                envelope::decode(&message.payload).map_err(|e| HandleError::poison("decode the rewind", e))?;
+            let span = tracing::info_span!("consume", consumer, stream_seq = seq, rewound = %rewound.consumer);
+            apply_consumer_rewound(db, seq, &rewound).instrument(span).await
         }
         _ => {
             let delivery =
@@ -113,6 +124,48 @@ async fn apply_dead_letter(db: &PgPool, alert_seq: u64, dead: &DeadLetter) -> Re
     .await
     .map_err(db_error)?;
     tracing::info!(tenant, alert_id, "dead-letter alert stored");
+    Ok(())
+}
+
+/// Stores the `consumer_rewound` alert of a consumer found past its stream's end: no
+/// tenant (`_`), no payment; the detail names the consumer and both positions, the
+/// evidence is the stream. Its id is the one it was published under, so the replicas
+/// that noticed the same overrun store one alert.
+async fn apply_consumer_rewound(db: &PgPool, alert_seq: u64, rewound: &ConsumerRewound) -> Result<(), HandleError> {
+    let seq = sequence(alert_seq)?;
+    let alert_id = paytrack_shared::msg_id::consumer_rewound(
+        &rewound.stream,
+        &rewound.consumer,
+        rewound.delivered,
+        rewound.stream_last,
+    );
+    let detail = format!(
+        "{consumer} on {stream} had delivered up to sequence {delivered} (acknowledged up to {ack_floor}), \
+         past the stream's last sequence {last}; rewound to deliver again from sequence {restart}",
+        consumer = rewound.consumer,
+        stream = rewound.stream,
+        delivered = rewound.delivered,
+        ack_floor = rewound.ack_floor,
+        last = rewound.stream_last,
+        restart = rewound.restart_at,
+    );
+    sqlx::query(
+        "INSERT INTO alerts
+           (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)
+         VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, '', $7)
+         ON CONFLICT (tenant, alert_id) DO NOTHING",
+    )
+    .bind(subjects::NO_TENANT)
+    .bind(clean(&alert_id))
+    .bind(subjects::ALERT_CONSUMER_REWOUND)
+    .bind(clean(&detail))
+    .bind(clean(&rewound.stream))
+    .bind(rewound.rewound_at)
+    .bind(seq)
+    .execute(db)
+    .await
+    .map_err(db_error)?;
+    tracing::warn!(alert_id, "consumer_rewound alert stored");
     Ok(())
 }
 

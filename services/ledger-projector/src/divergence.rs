@@ -183,7 +183,8 @@ pub async fn check(
     })
     .to_string();
     // One alert per rewritten version and fact: a redelivery of the rewritten
-    // transition adds nothing. Not read from PAYTRACK_ALERT, so no alert sequence.
+    // transition adds nothing. Stored with alert sequence 0: the row is owed to
+    // PAYTRACK_ALERT, and `alert_outbox` publishes it after this transaction commits.
     sqlx::query(
         "INSERT INTO alerts
            (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)

@@ -15,6 +15,7 @@
 //! be stored (or keeps failing) is parked on `paytrack.dead.<stream>.<consumer>` with
 //! a `dead_letter` alert, and the consumer moves on.
 
+mod alert_outbox;
 mod alerts;
 mod checkpoints;
 mod divergence;
@@ -257,13 +258,13 @@ pub async fn run_with_admin(
     }
     .await;
     let (
-        status_consumer,
+        mut status_consumer,
         status_epoch,
         session_epoch,
-        session_consumer,
-        evidence_consumer,
-        outcome_consumer,
-        alert_consumer,
+        mut session_consumer,
+        mut evidence_consumer,
+        mut outcome_consumer,
+        mut alert_consumer,
     ) = match started {
         Ok(started) => started,
         Err(not_started) => {
@@ -275,6 +276,19 @@ pub async fn run_with_admin(
             };
         }
     };
+    // A position past a stream's end (a power loss cut the stream back) would skip
+    // what is stored at the sequences handed out again: checked before consuming.
+    paytrack_nats::overrun::check_all(
+        &js,
+        [
+            &mut status_consumer,
+            &mut evidence_consumer,
+            &mut session_consumer,
+            &mut outcome_consumer,
+            &mut alert_consumer,
+        ],
+    )
+    .await;
     readiness.set(true);
     tracing::info!("ledger-projector consuming transitions and evidence");
 
@@ -286,6 +300,7 @@ pub async fn run_with_admin(
     let outcome_supervisor = supervisor(subjects::STREAM_OUTCOME, paytrack_nats::CONSUMER_PROJECTOR_OUTCOMES);
     let alert_supervisor = supervisor(subjects::STREAM_ALERT, paytrack_nats::CONSUMER_PROJECTOR_ALERTS);
     let drainer = tokio::spawn(outbox::drain(db.clone(), js.clone(), shutdown.clone()));
+    let alert_drainer = tokio::spawn(alert_outbox::drain(db.clone(), js.clone(), shutdown.clone()));
     let windows = tokio::spawn(window::close_windows(db.clone(), js.clone(), shutdown.clone()));
     let tracker = tokio::spawn(position::track(
         db.clone(),
@@ -295,16 +310,15 @@ pub async fn run_with_admin(
         status_epoch.clone(),
         shutdown.clone(),
     ));
-    let backlog = paytrack_nats::backlog::watch(
-        vec![
-            status_consumer.clone(),
-            evidence_consumer.clone(),
-            session_consumer.clone(),
-            outcome_consumer.clone(),
-            alert_consumer.clone(),
-        ],
-        shutdown.clone(),
-    );
+    let durables = vec![
+        status_consumer.clone(),
+        evidence_consumer.clone(),
+        session_consumer.clone(),
+        outcome_consumer.clone(),
+        alert_consumer.clone(),
+    ];
+    let overrun = paytrack_nats::overrun::watch(js.clone(), durables.clone(), shutdown.clone());
+    let backlog = paytrack_nats::backlog::watch(durables, shutdown.clone());
     let live = history::Live {
         db: db.clone(),
         js: js.clone(),
@@ -355,9 +369,11 @@ pub async fn run_with_admin(
         session_loop,
         outcome_loop,
         alert_loop,
-        backlog
+        backlog,
+        overrun
     );
     let _ = drainer.await;
+    let _ = alert_drainer.await;
     let _ = windows.await;
     let _ = tracker.await;
 

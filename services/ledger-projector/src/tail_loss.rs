@@ -142,7 +142,8 @@ async fn still_held(stream: &jetstream::stream::Stream, row: &Projected) -> Resu
     })
 }
 
-/// Stores the `history_lost` alert of `row` (once per version and sequence).
+/// Stores the `history_lost` alert of `row` (once per version and sequence), with
+/// alert sequence 0: owed to PAYTRACK_ALERT, published by `alert_outbox`.
 async fn raise(db: &PgPool, stream: &str, row: &Projected) -> Result<(), sqlx::Error> {
     tracing::error!(
         tenant = %row.tenant,

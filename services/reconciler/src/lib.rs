@@ -167,7 +167,7 @@ pub async fn run_with_admin(
         Ok::<_, paytrack_nats::LayoutError>((consumer, reconciler, sweeps))
     })
     .await;
-    let (consumer, reconciler, sweeps) = match started {
+    let (mut consumer, reconciler, sweeps) = match started {
         Ok(started) => started,
         Err(not_started) => {
             tracing::info!("reconciler stopped before it was ready");
@@ -178,6 +178,9 @@ pub async fn run_with_admin(
             };
         }
     };
+    // A position past the stream's end (a power loss cut the stream back) would skip
+    // the facts stored at the sequences handed out again: checked before consuming.
+    paytrack_nats::overrun::check_all(&js, [&mut consumer]).await;
     readiness.set(true);
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);
 
@@ -193,12 +196,13 @@ pub async fn run_with_admin(
     // ends its sweeps too.
     let sweeper = sweeps.run(shutdown.clone());
     let backlog = paytrack_nats::backlog::watch(vec![consumer.clone()], shutdown.clone());
+    let overrun = paytrack_nats::overrun::watch(js.clone(), vec![consumer.clone()], shutdown.clone());
     let consumer =
         paytrack_nats::consume_deliveries_in_lanes(consumer, shutdown, supervisor, config.lanes, |delivery| {
             let reconciler = &reconciler;
             async move { reconciler.handle(delivery).await.map(drop) }
         });
-    tokio::join!(consumer, sweeper, backlog);
+    tokio::join!(consumer, sweeper, backlog, overrun);
 
     admin.stopped().await;
     tracing::info!("reconciler stopped");

@@ -44,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 
+/// How often the sweep's watch checks that the bucket did not go back.
+const BUCKET_CHECK: Duration = Duration::from_secs(5);
+
 /// The sweep's settings.
 #[derive(Debug, Clone)]
 pub struct SweepConfig {
@@ -410,11 +413,22 @@ impl Sweeps {
                     }
                 }
             };
+            // A watch lost to a broker restart: what the bucket lost meanwhile is
+            // written back before the index is reloaded from the bucket.
+            self.restore_if_went_back().await;
             self.with_index(Index::clear);
+            let mut went_back = tokio::time::interval(BUCKET_CHECK);
+            went_back.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
                     next = watch.next() => next,
+                    _ = went_back.tick() => {
+                        if self.restore_if_went_back().await {
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 match next {
                     Some(Ok(change)) => self.learn(change),
@@ -425,6 +439,48 @@ impl Sweeps {
                     None => break,
                 }
             }
+        }
+    }
+
+    /// When the bucket went back ([`Sweeps::bucket_went_back`]), writes back from the
+    /// index every tracked payment the bucket lost; whether it went back.
+    async fn restore_if_went_back(&self) -> bool {
+        if !self.bucket_went_back().await {
+            return false;
+        }
+        let tracked: Vec<(String, Entry)> = self.with_index(|index| {
+            index
+                .entries
+                .iter()
+                .map(|(key, (entry, _))| (key.clone(), entry.clone()))
+                .collect()
+        });
+        for (key, entry) in tracked {
+            self.resync(&key, &entry).await;
+        }
+        true
+    }
+
+    /// Whether the bucket's last revision is below one the index holds: the broker
+    /// lost the bucket's unsynced tail (a power loss) and gives those revisions out
+    /// again, which a running watch would skip. Every tracked payment the bucket lost
+    /// is then written back and the index reloaded.
+    async fn bucket_went_back(&self) -> bool {
+        let newest_known = self.with_index(|index| index.entries.values().map(|(_, revision)| *revision).max());
+        let Some(newest_known) = newest_known else {
+            return false;
+        };
+        // Fresh stream info: the bucket handle's status is what it read when opened.
+        match paytrack_nats::get_stream(&self.js, subjects::STREAM_SWEEP).await {
+            Ok(stream) if stream.cached_info().state.last_sequence < newest_known => {
+                tracing::warn!(
+                    newest_known,
+                    bucket_last = stream.cached_info().state.last_sequence,
+                    "the sweep bucket went back; watching it again from its start"
+                );
+                true
+            }
+            _ => false,
         }
     }
 
@@ -553,11 +609,54 @@ impl Sweeps {
     /// Writes `entry` if the revision is still `revision`; the new revision.
     async fn write(&self, key: &str, entry: &Entry, revision: u64) -> Option<u64> {
         let value = bytes::Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
-        let written = self.store.update(key, value, revision).await.ok()?;
+        let Ok(written) = self.store.update(key, value, revision).await else {
+            self.resync(key, entry).await;
+            return None;
+        };
         // The watch brings this write too; recording it now keeps the next scan from
         // acting on the revision just replaced.
         self.remember(key, entry.clone(), written);
         Some(written)
+    }
+
+    /// After a compare-and-set that failed: takes the bucket's current entry into the
+    /// index even when its revision is lower than the one the index knows, or writes
+    /// `entry` again when the bucket no longer holds the key. A broker that lost its
+    /// unsynced tail (a power loss) cuts the bucket back and gives its revisions out
+    /// again; the index, which ignores older revisions, would otherwise keep the lost
+    /// entry and its revision, every write would fail on it, and the payment would
+    /// never be queried again.
+    async fn resync(&self, key: &str, entry: &Entry) {
+        let current = match self.store.entry(key).await {
+            Ok(current) => current,
+            Err(error) => {
+                tracing::debug!(%error, key, "sweep entry not re-read after a failed write");
+                return;
+            }
+        };
+        match current {
+            Some(current) if current.operation == kv::Operation::Put => {
+                let known = self.with_index(|index| index.entries.get(key).map(|(_, revision)| *revision));
+                if known.is_some_and(|known| current.revision < known)
+                    && let Ok(stored) = serde_json::from_slice::<Entry>(&current.value)
+                {
+                    tracing::warn!(
+                        key,
+                        known,
+                        bucket = current.revision,
+                        "the sweep bucket went back; re-indexed"
+                    );
+                    self.with_index(|index| index.insert(key, stored, current.revision));
+                }
+            }
+            _ => {
+                let value = bytes::Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
+                if let Ok(revision) = self.store.create(key, value).await {
+                    tracing::warn!(key, revision, "the sweep bucket lost a tracked payment; written again");
+                    self.with_index(|index| index.insert(key, entry.clone(), revision));
+                }
+            }
+        }
     }
 
     /// Whether the entry's version is persisted: the subject's newest checkpoint is

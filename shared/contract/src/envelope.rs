@@ -660,6 +660,34 @@ pub enum SessionEvent {
     },
 }
 
+/// A `consumer_rewound` alert on `paytrack.alert._.consumer_rewound`: a durable
+/// consumer had delivered past its stream's last sequence (the stream lost its tail
+/// in a power loss or a damaged block, the consumer's state did not), so it would
+/// have skipped the messages stored at the sequences handed out again. It was rewound
+/// to deliver from `restart_at`; what it had done before is delivered again and
+/// recognised, since every consumer is idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsumerRewound {
+    /// Envelope version.
+    pub v: u32,
+    /// Always `consumer_rewound`.
+    pub kind: String,
+    /// The stream.
+    pub stream: String,
+    /// The durable consumer.
+    pub consumer: String,
+    /// The stream sequence the consumer had delivered up to.
+    pub delivered: u64,
+    /// The stream sequence the consumer's acknowledgements had reached.
+    pub ack_floor: u64,
+    /// The stream's last sequence when the overrun was noticed.
+    pub stream_last: u64,
+    /// The first stream sequence delivered again after the rewind.
+    pub restart_at: u64,
+    /// When it was rewound.
+    pub rewound_at: DateTime<Utc>,
+}
+
 /// A `dead_letter` alert on `paytrack.alert.<tenant>.dead_letter`: a consumer parked
 /// a message it could not handle on `dead_subject` and moved on. The parked copy
 /// keeps the original headers and payload, so an operator can fix the cause and
@@ -768,7 +796,8 @@ versioned!(
     Checkpoint,
     FactOutcome,
     SessionAudit,
-    DeadLetter
+    DeadLetter,
+    ConsumerRewound
 );
 
 #[cfg(test)]

@@ -85,6 +85,13 @@ pub fn dead_letter(stream: &str, consumer: &str, seq: u64) -> String {
     format!("dead:{stream}:{consumer}:{seq}")
 }
 
+/// A `consumer_rewound` alert: one per consumer, position it was found at and stream
+/// end it was found past, so every replica that notices the same overrun raises one
+/// alert between them.
+pub fn consumer_rewound(stream: &str, consumer: &str, delivered: u64, stream_last: u64) -> String {
+    format!("rewound:{stream}:{consumer}:{delivered}:{stream_last}")
+}
+
 /// A fact's outcome in PAYTRACK_OUTCOME: `<tenant>:<payment_id>:<inbound_seq>:outcome`.
 /// Keyed by the fact's position in PAYTRACK_IN, so a redelivery of the same message
 /// records one outcome, while a later repeat of the fact (stored again after the

@@ -109,6 +109,9 @@ pub const SESSION_ALL: &str = "paytrack.session.>";
 pub const DEAD_ALL: &str = "paytrack.dead.>";
 /// The alert kind raised when a consumer parks a message.
 pub const ALERT_DEAD_LETTER: &str = "dead_letter";
+/// The alert kind raised when a durable consumer's position was past its stream's
+/// end (the stream lost its tail, the consumer's state did not) and was rewound.
+pub const ALERT_CONSUMER_REWOUND: &str = "consumer_rewound";
 /// The tenant token of alerts about messages whose subject names no readable tenant.
 pub const NO_TENANT: &str = "_";
 /// The last token of an operator's acknowledgement of an alert

@@ -299,3 +299,90 @@ async fn a_decided_fact_lost_from_the_input_stream_is_not_applied_twice() -> any
     assert_eq!((status.as_str(), version), ("succeeded", 2));
     Ok(())
 }
+
+/// `history_lost` and `history_diverged` take the path every alert takes: they are
+/// published on PAYTRACK_ALERT (so the live `alerts` channel shows them), once each,
+/// and a rebuild of the projection from the streams restores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_alerts_are_published_and_survive_a_rebuild() -> anyhow::Result<()> {
+    let mut mesh = Mesh::start().await?;
+    let payment = "pay_history_alerts";
+    for (delivery, status, version) in [("ha_1", "pending", 1), ("ha_2", "succeeded", 2)] {
+        let response = mesh
+            .post_webhook(delivery, &Mesh::webhook_body(payment, status, "m_1"))
+            .await?;
+        anyhow::ensure!(response.status() == 200, "webhook answered {}", response.status());
+        mesh.wait_for_row(payment, version).await?;
+    }
+    let subject = subjects::status(&mesh.tenant, &MerchantId::new("m_1")?, &PaymentId::new(payment)?);
+    let lost_seq = mesh
+        .js
+        .get_stream(subjects::STREAM_STATUS)
+        .await?
+        .get_last_raw_message_by_subject(&subject)
+        .await?
+        .sequence;
+    mesh.nats.stop();
+    damage_record(
+        &mesh.nats.store_dir(),
+        subjects::STREAM_STATUS,
+        lost_seq,
+        Damage::Truncate,
+    )?;
+    mesh.nats.restart().await?;
+    let response = mesh
+        .post_webhook("ha_3", &Mesh::webhook_body(payment, "failed", "m_1"))
+        .await?;
+    anyhow::ensure!(response.status() == 200, "webhook answered {}", response.status());
+    mesh.wait_for_row(payment, 3).await?;
+
+    let alert_stream = mesh.js.get_stream(subjects::STREAM_ALERT).await?;
+    for kind in ["history_lost", "history_diverged"] {
+        let published = eventually(WAIT, &format!("{kind} on PAYTRACK_ALERT"), || async {
+            let message = alert_stream
+                .get_last_raw_message_by_subject(&subjects::alert(Some(&mesh.tenant), kind))
+                .await
+                .ok()?;
+            paytrack_shared::envelope::decode::<paytrack_shared::envelope::Alert>(&message.payload).ok()
+        })
+        .await?;
+        assert_eq!(
+            (published.kind.as_str(), published.payment_id.as_str()),
+            (kind, payment)
+        );
+        // The stored alert knows where it is in the stream.
+        let seq: i64 = eventually(WAIT, "the alert's position recorded", || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT alert_seq FROM alerts WHERE tenant = $1 AND payment_id = $2 AND kind = $3 AND alert_seq > 0",
+            )
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .bind(kind)
+            .fetch_optional(&mesh.db)
+            .await
+            .ok()
+            .flatten()
+        })
+        .await?;
+        assert!(seq > 0);
+    }
+    let published: Vec<(String, String)> = alerts(&mesh, payment).await?;
+    let rebuilt = sqlx::PgPool::connect(&paytrack_tests::pg::fresh_database().await?).await?;
+    let js = jetstream::new(mesh.nats.connect_as(paytrack_nats::Role::Projector).await?);
+    paytrack_ledger_projector::rebuild::rebuild(&js, &rebuilt).await?;
+    let mut restored: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, detail FROM alerts WHERE tenant = $1 AND payment_id = $2")
+            .bind(mesh.tenant.as_str())
+            .bind(payment)
+            .fetch_all(&rebuilt)
+            .await?;
+    let mut live = published;
+    live.sort();
+    restored.sort();
+    assert!(
+        live.iter().any(|(kind, _)| kind == "history_lost") && live.iter().any(|(kind, _)| kind == "history_diverged"),
+        "{live:?}"
+    );
+    assert_eq!(restored, live, "a rebuild restores the projector's alerts");
+    Ok(())
+}
