@@ -11,6 +11,7 @@
 
 mod export;
 mod ids;
+mod tally;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -30,6 +31,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogFormat, Settings};
 
 pub use export::{ExportError, TraceExport};
+pub use tally::{Summary, Tally};
 
 /// The W3C header that carries trace context.
 pub const TRACEPARENT: &str = "traceparent";
