@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanBuilder, SpanContext, TraceContextExt, TraceId, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{SpanBuilder, SpanContext, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
@@ -235,14 +235,14 @@ pub fn record_trace_id(span: &Span) -> String {
 /// Makes `span` a child of the trace in `headers`, if they carry one.
 pub fn continue_from<E: Extractor>(span: &Span, headers: &E) {
     let parent = TraceContextPropagator::new().extract(headers);
-    let trace: TraceId = parent.span().span_context().trace_id();
-    if !parent.span().span_context().is_valid() {
+    let incoming = parent.span().span_context().clone();
+    if !incoming.is_valid() {
         return;
     }
     if exports_traces() {
         let _ = span.set_parent(parent);
     } else {
-        ids::set_parent(span, trace);
+        ids::set_parent(span, incoming.trace_id());
     }
 }
 

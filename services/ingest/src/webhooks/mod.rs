@@ -161,7 +161,7 @@ async fn handle(
         source: FactSource::Webhook(verified.event),
         raw: RawEvidence {
             headers: evidence_headers,
-            body: masked_body,
+            body: masked_body.into_owned(),
         },
     };
     let payment_id = match verified.payment_id {
