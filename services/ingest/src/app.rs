@@ -61,6 +61,9 @@ pub struct AppState {
     pub push_epoch: PushEpoch,
     /// Each tenant's rail at a provider whose events name none.
     pub default_rails: Arc<paytrack_shared::config::DefaultRails>,
+    /// Webhook outcomes since the last `webhooks received` summary line (per
+    /// webhook at debug).
+    pub webhook_tally: Arc<paytrack_shared::telemetry::Tally>,
 }
 
 impl AppState {
@@ -87,6 +90,10 @@ impl AppState {
             initiator: Initiator::new(config.provider_urls.clone(), config.gateway_token.as_ref()),
             push_epoch: PushEpoch::default(),
             default_rails: Arc::new(config.default_rails.clone()),
+            webhook_tally: Arc::new(paytrack_shared::telemetry::Tally::new(
+                crate::webhooks::OUTCOME_LABELS,
+                std::time::Duration::from_secs(10),
+            )),
         })
     }
 }

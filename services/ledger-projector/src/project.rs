@@ -291,6 +291,9 @@ async fn apply_in(
         )
         .collect();
 
+    // The payments the projection held before this batch (the lock above keeps it so
+    // until commit): every other payment of the batch is inserted, never upserted.
+    let existing: BTreeSet<(String, String)> = state.keys().cloned().collect();
     let model = StatusModel::get();
     let mut result = BatchResult::default();
     let mut timeline = Timeline::default();
@@ -470,7 +473,9 @@ async fn apply_in(
     }
 
     write_timeline(tx, &timeline, &origin.epoch).await?;
-    write_payments(tx, rows.values(), &origin.epoch).await?;
+    let (first_seen, known) = first_seen_and_known(&rows, &existing);
+    write_payments(tx, first_seen, PaymentWrite::Insert, &origin.epoch).await?;
+    write_payments(tx, known, PaymentWrite::Update, &origin.epoch).await?;
     write_ledger(tx, &accounts, &journal, &postings).await?;
     checkpoints::insert(tx, &result.due).await?;
     // Checkpoints read from the stream (a rebuild) are stored ones, and only a stored
@@ -537,9 +542,71 @@ async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch:
     Ok(())
 }
 
-async fn write_payments<'a>(
+/// How a batch writes current state: payments first seen in the batch are plain
+/// inserts (no conflict is possible under the batch's lock, and an upsert's
+/// speculative insertion was the batch's most expensive statement); payments already
+/// projected are updated, only ever to a newer version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PaymentWrite {
+    Insert,
+    Update,
+}
+
+impl PaymentWrite {
+    fn sql(self) -> &'static str {
+        match self {
+            PaymentWrite::Insert => {
+                "INSERT INTO payments
+                   (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
+                    currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts, captured_at,
+                    at_risk_until)
+                 SELECT u.t, u.p, u.m, u.s, u.v, u.sq, u.tr, u.o, u.am, u.c, u.r, u.co, u.pv, u.pr, u.l, $16, u.a::jsonb,
+                        u.ca, u.ar
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                   $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
+                   $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+                   AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)"
+            }
+            // Only a newer version moves current state (a new version is not final until
+            // its own checkpoints are stored: finality is read from `checkpoints`). The
+            // merchant never changes ($3 is bound for the insert's sake).
+            PaymentWrite::Update => {
+                "UPDATE payments SET
+                   status = u.s, version = u.v, status_seq = u.sq, trace_id = u.tr, occurred_at = u.o,
+                   amount_minor = u.am, currency = u.c, rail = u.r, country = u.co, provider = u.pv,
+                   provider_ref = u.pr, ledger_minor = u.l, status_epoch = $16, amounts = u.a::jsonb,
+                   captured_at = u.ca, at_risk_until = u.ar, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                   $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
+                   $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+                   AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)
+                 WHERE payments.tenant = u.t AND payments.payment_id = u.p AND payments.version < u.v"
+            }
+        }
+    }
+}
+
+/// The batch's payment rows split into those first seen in the batch (not in
+/// `existing`, the payments projected before it) and those already known.
+fn first_seen_and_known<'a>(
+    rows: &'a BTreeMap<(String, String), PaymentRow>,
+    existing: &BTreeSet<(String, String)>,
+) -> (Vec<&'a PaymentRow>, Vec<&'a PaymentRow>) {
+    let (mut first_seen, mut known) = (Vec::new(), Vec::new());
+    for (key, row) in rows {
+        if existing.contains(key) {
+            known.push(row);
+        } else {
+            first_seen.push(row);
+        }
+    }
+    (first_seen, known)
+}
+
+async fn write_payments(
     tx: &mut Transaction<'_, Postgres>,
-    rows: impl Iterator<Item = &'a PaymentRow>,
+    rows: Vec<&PaymentRow>,
+    write: PaymentWrite,
     epoch: &str,
 ) -> Result<(), BatchError> {
     #[derive(Default)]
@@ -587,50 +654,28 @@ async fn write_payments<'a>(
     if c.tenant.is_empty() {
         return Ok(());
     }
-    // Only a newer version moves current state (a new version is not final until its
-    // own checkpoints are stored: finality is read from `checkpoints`).
-    sqlx::query(
-        "INSERT INTO payments
-           (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
-            currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts, captured_at,
-            at_risk_until)
-         SELECT u.t, u.p, u.m, u.s, u.v, u.sq, u.tr, u.o, u.am, u.c, u.r, u.co, u.pv, u.pr, u.l, $16, u.a::jsonb,
-                u.ca, u.ar
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-           $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-           $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
-           AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)
-         ON CONFLICT (tenant, payment_id) DO UPDATE SET
-           status = EXCLUDED.status, version = EXCLUDED.version, status_seq = EXCLUDED.status_seq,
-           trace_id = EXCLUDED.trace_id, occurred_at = EXCLUDED.occurred_at, amount_minor = EXCLUDED.amount_minor,
-           currency = EXCLUDED.currency, rail = EXCLUDED.rail, country = EXCLUDED.country,
-           provider = EXCLUDED.provider, provider_ref = EXCLUDED.provider_ref,
-           ledger_minor = EXCLUDED.ledger_minor, status_epoch = EXCLUDED.status_epoch,
-           amounts = EXCLUDED.amounts, captured_at = EXCLUDED.captured_at, at_risk_until = EXCLUDED.at_risk_until,
-           updated_at = now()
-         WHERE payments.version < EXCLUDED.version",
-    )
-    .bind(&c.tenant)
-    .bind(&c.payment_id)
-    .bind(&c.merchant_id)
-    .bind(&c.status)
-    .bind(&c.version)
-    .bind(&c.seq)
-    .bind(&c.trace_id)
-    .bind(&c.occurred_at)
-    .bind(&c.amount)
-    .bind(&c.currency)
-    .bind(&c.rail)
-    .bind(&c.country)
-    .bind(&c.provider)
-    .bind(&c.provider_ref)
-    .bind(&c.ledger_minor)
-    .bind(epoch)
-    .bind(&c.amounts)
-    .bind(&c.captured_at)
-    .bind(&c.at_risk_until)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(write.sql())
+        .bind(&c.tenant)
+        .bind(&c.payment_id)
+        .bind(&c.merchant_id)
+        .bind(&c.status)
+        .bind(&c.version)
+        .bind(&c.seq)
+        .bind(&c.trace_id)
+        .bind(&c.occurred_at)
+        .bind(&c.amount)
+        .bind(&c.currency)
+        .bind(&c.rail)
+        .bind(&c.country)
+        .bind(&c.provider)
+        .bind(&c.provider_ref)
+        .bind(&c.ledger_minor)
+        .bind(epoch)
+        .bind(&c.amounts)
+        .bind(&c.captured_at)
+        .bind(&c.at_risk_until)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -692,4 +737,64 @@ async fn write_ledger(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(tenant: &str, payment: &str, version: i64) -> PaymentRow {
+        PaymentRow {
+            tenant: tenant.to_owned(),
+            payment_id: payment.to_owned(),
+            merchant_id: "m_1".to_owned(),
+            status: "pending".to_owned(),
+            version,
+            seq: version,
+            trace_id: String::new(),
+            occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            terms: PaymentTerms::default(),
+            ledger_minor: 0,
+            amounts: None,
+            captured_at: None,
+            at_risk_until: None,
+        }
+    }
+
+    fn key(tenant: &str, payment: &str) -> (String, String) {
+        (tenant.to_owned(), payment.to_owned())
+    }
+
+    #[test]
+    fn payments_first_seen_in_a_batch_are_inserted_and_known_ones_updated() {
+        let rows = BTreeMap::from([
+            (key("t1", "pay_new"), row("t1", "pay_new", 2)),
+            (key("t1", "pay_known"), row("t1", "pay_known", 4)),
+            (key("t2", "pay_known"), row("t2", "pay_known", 1)),
+        ]);
+        // Known in tenant t1 only: the same payment id in t2 is another payment.
+        let existing = BTreeSet::from([key("t1", "pay_known"), key("t1", "pay_elsewhere")]);
+        let (first_seen, known) = first_seen_and_known(&rows, &existing);
+        let names = |rows: &[&PaymentRow]| {
+            rows.iter()
+                .map(|r| format!("{}/{}", r.tenant, r.payment_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&first_seen), ["t1/pay_new", "t2/pay_known"]);
+        assert_eq!(names(&known), ["t1/pay_known"]);
+    }
+
+    #[test]
+    fn only_the_update_moves_an_existing_row_and_only_to_a_newer_version() {
+        let insert = PaymentWrite::Insert.sql();
+        assert!(insert.starts_with("INSERT INTO payments"));
+        assert!(
+            !insert.contains("ON CONFLICT"),
+            "a first-seen payment is never upserted"
+        );
+        let update = PaymentWrite::Update.sql();
+        assert!(update.starts_with("UPDATE payments"));
+        assert!(update.contains("payments.version < u.v"));
+        assert!(!update.contains("merchant_id ="), "the merchant never changes");
+    }
 }

@@ -7,7 +7,7 @@ use paytrack_shared::envelope::{
     ProviderOrder, Transition,
 };
 use paytrack_shared::metrics::latency;
-use paytrack_shared::telemetry;
+use paytrack_shared::telemetry::{self, Tally};
 use paytrack_shared::{FactId, MerchantId, StatusModel, msg_id, subjects};
 use tracing::Instrument;
 
@@ -72,7 +72,23 @@ pub struct Reconciler {
     status: Stream,
     claims: Claims,
     sweeps: Option<std::sync::Arc<crate::sweep::Sweeps>>,
+    /// Decisions since the last `facts decided` summary line (per fact at debug).
+    decisions: Tally,
 }
+
+/// The decision labels counted for the summary line, as the facts metric names them.
+const DECISION_LABELS: &[&str] = &[
+    "applied",
+    "redelivered",
+    "conflict",
+    "duplicate",
+    "stale",
+    "not_applied",
+    "unmapped",
+];
+
+/// How often the reconciler writes its `facts decided` summary line, at most.
+const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Current {
     merchant: MerchantId,
@@ -111,6 +127,7 @@ impl Reconciler {
             status,
             claims,
             sweeps: None,
+            decisions: Tally::new(DECISION_LABELS, SUMMARY_EVERY),
         })
     }
 
@@ -181,7 +198,7 @@ impl Reconciler {
                     seq,
                     redelivered,
                     ..
-                } => tracing::info!(
+                } => tracing::debug!(
                     status = %transition.status,
                     version = transition.version,
                     seq,
@@ -196,6 +213,9 @@ impl Reconciler {
                 }
                 Decision::NotApplied { reason, .. } => tracing::info!(%reason, "fact recorded, not applied"),
                 Decision::Unmapped => tracing::info!("no mapping rule; fact recorded, not applied"),
+            }
+            if let Some(summary) = self.decisions.record(label) {
+                tracing::info!(decisions = %summary, total = summary.total(), elapsed_ms = summary.elapsed.as_millis() as u64, "facts decided");
             }
             Ok(decision)
         }

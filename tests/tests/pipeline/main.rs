@@ -8,6 +8,7 @@
 mod bitflip;
 mod chain;
 mod checkpoint_outbox;
+mod claim_lookup;
 mod fact_window;
 mod ledger;
 mod ledger_bench;

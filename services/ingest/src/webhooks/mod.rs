@@ -65,6 +65,9 @@ pub struct Accepted {
     pub parked: bool,
 }
 
+/// The webhook outcomes the `webhooks received` summary line counts.
+pub const OUTCOME_LABELS: &[&str] = &["stored", "duplicate", "parked", "refused"];
+
 /// Handles one webhook delivery.
 pub async fn receive(
     State(state): State<AppState>,
@@ -93,9 +96,13 @@ pub async fn receive(
         metrics::counter!("paytrack_ingest_webhooks_total", "outcome" => outcome).increment(1);
         match &result {
             Ok((_, Json(accepted))) => {
-                tracing::info!(seq = accepted.seq, duplicate = accepted.duplicate, "webhook stored")
+                tracing::debug!(seq = accepted.seq, duplicate = accepted.duplicate, "webhook stored")
             }
             Err(error) => tracing::info!(%error, "webhook refused"),
+        }
+        let counted = if result.is_ok() { outcome } else { "refused" };
+        if let Some(summary) = state.webhook_tally.record(counted) {
+            tracing::info!(outcomes = %summary, total = summary.total(), elapsed_ms = summary.elapsed.as_millis() as u64, "webhooks received");
         }
         result
     }
@@ -155,7 +162,7 @@ async fn handle(
         source: FactSource::Webhook(verified.event),
         raw: RawEvidence {
             headers: evidence_headers,
-            body: masked_body,
+            body: masked_body.into_owned(),
         },
     };
     let payment_id = match verified.payment_id {
