@@ -5,7 +5,7 @@
 //! projection.
 //!
 //! Every message is still settled on its own, by the same [`Supervisor`] rules as
-//! [`crate::consume_deliveries`]: a batch that succeeds acknowledges each message; a
+//! [`crate::consume_deliveries_in_lanes`]: a batch that succeeds acknowledges each message; a
 //! transient failure (the database is down) hands each back for a later retry, and a
 //! message delivered again is handled on its own; a batch the store refuses is
 //! handled again one message at a time. So only the message that fails is parked,

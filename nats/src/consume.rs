@@ -18,7 +18,7 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 /// handed over is finished first. Pull errors (e.g. a server restart) are logged and
 /// pulling resumes, so a consumer loop outlives NATS outages. A `handle` that panics
 /// is logged and counted and the loop goes on (the message, unacknowledged, comes
-/// back after the ack wait); [`crate::consume_deliveries`] and the batch consumers
+/// back after the ack wait); [`crate::consume_deliveries_in_lanes`] and the batch consumers
 /// turn such a panic into a parked message instead.
 pub async fn consume<F, Fut>(
     consumer: consumer::PullConsumer,

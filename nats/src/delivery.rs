@@ -385,23 +385,9 @@ pub fn printable(text: &str, max: usize) -> String {
 /// [`Delivery`] of `T` (one that cannot be opened is parked at once), handed to
 /// `handle` inside its span, and settled by the [`Supervisor`]. A `handle` that
 /// panics on a message is poison: the message is parked with an alert and the
-/// consumer goes on.
-pub async fn consume_deliveries<T, F, Fut>(
-    consumer: consumer::PullConsumer,
-    shutdown: CancellationToken,
-    supervisor: Supervisor,
-    handle: F,
-) where
-    T: DeserializeOwned + Versioned + Traced,
-    F: Fn(Delivery<T>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), HandleError>>,
-{
-    consume_deliveries_in_lanes(consumer, shutdown, supervisor, NonZeroUsize::MIN, handle).await;
-}
-
-/// [`consume_deliveries`] with `lanes` messages handled at once: messages of one
-/// subject are handled in delivery order, one after another (see
-/// [`crate::consume_in_lanes`]).
+/// consumer goes on. `lanes` messages are handled at once: messages of one subject
+/// are handled in delivery order, one after another (see [`crate::consume_in_lanes`]);
+/// [`NonZeroUsize::MIN`] handles one message at a time.
 pub async fn consume_deliveries_in_lanes<T, F, Fut>(
     consumer: consumer::PullConsumer,
     shutdown: CancellationToken,

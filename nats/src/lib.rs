@@ -36,13 +36,13 @@ pub use crate::buckets::{
 };
 pub use crate::consume::{Cause, HandleError, Panicked, catch_panic, consume, guarded};
 pub use crate::delivery::{
-    Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries,
-    consume_deliveries_in_lanes, dead_headers, printable,
+    Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries_in_lanes,
+    dead_headers, printable,
 };
 pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::reader_accounts::{ReaderAccount, apply_reader_layout};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};
-pub use crate::service::{AdminTask, ServiceStart, StartError};
+pub use crate::service::{AdminTask, ConsumerWatch, ServiceStart, StartError};
 pub use crate::verify::{layout_streams, verify_layout};
 
 /// Why the JetStream layout could not be applied or read.

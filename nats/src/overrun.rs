@@ -59,23 +59,6 @@ pub enum OverrunError {
     },
 }
 
-/// A consumer found past its stream's end, and where it now delivers from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewind {
-    /// The stream.
-    pub stream: String,
-    /// The consumer.
-    pub consumer: String,
-    /// The stream sequence it had delivered up to.
-    pub delivered: u64,
-    /// The stream sequence its acknowledgements had reached.
-    pub ack_floor: u64,
-    /// The stream's last sequence.
-    pub stream_last: u64,
-    /// The first sequence it delivers again.
-    pub restart_at: u64,
-}
-
 /// The first sequence a consumer found past a stream holding `first..=last` delivers
 /// again: `last + 1 - REWIND_MARGIN`, never before the stream's first message.
 pub fn restart_at(first: u64, last: u64) -> u64 {
@@ -85,7 +68,10 @@ pub fn restart_at(first: u64, last: u64) -> u64 {
 /// Checks `consumer` once and rewinds it if it is past its stream's end; returns the
 /// rewind made, if any. The alert is best effort: a failed publish is logged, the
 /// rewind stands.
-pub async fn check(js: &jetstream::Context, consumer: &mut PullConsumer) -> Result<Option<Rewind>, OverrunError> {
+pub async fn check(
+    js: &jetstream::Context,
+    consumer: &mut PullConsumer,
+) -> Result<Option<ConsumerRewound>, OverrunError> {
     let (stream, name) = {
         let cached = consumer.cached_info();
         (cached.stream_name.clone(), cached.name.clone())
@@ -108,13 +94,16 @@ pub async fn check(js: &jetstream::Context, consumer: &mut PullConsumer) -> Resu
     if delivered <= state.last_sequence && ack_floor <= state.last_sequence {
         return Ok(None);
     }
-    let rewind = Rewind {
+    let rewind = ConsumerRewound {
+        v: ENVELOPE_VERSION,
+        kind: subjects::ALERT_CONSUMER_REWOUND.to_owned(),
         stream: stream.clone(),
         consumer: name.clone(),
         delivered,
         ack_floor,
         stream_last: state.last_sequence,
         restart_at: restart_at(state.first_sequence, state.last_sequence),
+        rewound_at: Utc::now(),
     };
     tracing::warn!(
         stream = %rewind.stream,
@@ -142,26 +131,15 @@ pub async fn check(js: &jetstream::Context, consumer: &mut PullConsumer) -> Resu
     Ok(Some(rewind))
 }
 
-/// Publishes the `consumer_rewound` alert of `rewind`, de-duplicated by its id.
-async fn raise_alert(js: &jetstream::Context, rewind: &Rewind) -> Result<(), async_nats::Error> {
-    let alert = ConsumerRewound {
-        v: ENVELOPE_VERSION,
-        kind: subjects::ALERT_CONSUMER_REWOUND.to_owned(),
-        stream: rewind.stream.clone(),
-        consumer: rewind.consumer.clone(),
-        delivered: rewind.delivered,
-        ack_floor: rewind.ack_floor,
-        stream_last: rewind.stream_last,
-        restart_at: rewind.restart_at,
-        rewound_at: Utc::now(),
-    };
+/// Publishes `rewind` as the `consumer_rewound` alert, de-duplicated by its id.
+async fn raise_alert(js: &jetstream::Context, rewind: &ConsumerRewound) -> Result<(), async_nats::Error> {
     let id = paytrack_shared::msg_id::consumer_rewound(
         &rewind.stream,
         &rewind.consumer,
         rewind.delivered,
         rewind.stream_last,
     );
-    let message = PublishMessage::build().payload(envelope::encode(&alert)).message_id(id);
+    let message = PublishMessage::build().payload(envelope::encode(rewind)).message_id(id);
     js.send_publish(subjects::alert(None, subjects::ALERT_CONSUMER_REWOUND), message)
         .await?
         .await?;

@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::PullConsumer;
 use paytrack_shared::health::Readiness;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Credentials, LayoutError};
+use crate::{Credentials, LayoutError, NotStarted};
 
 /// Why a consumer service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,55 @@ impl AdminTask {
         if let Some(task) = self.0 {
             let _ = task.await;
         }
+    }
+
+    /// Ends `service` when it stopped before it was ready: waits until the admin
+    /// listener has stopped, then answers `Ok` for a shutdown and the layout error for
+    /// a layout it refuses to run on.
+    pub async fn stopped_before_ready(self, service: &str, not_started: NotStarted) -> Result<(), LayoutError> {
+        tracing::info!(service, "stopped before it was ready");
+        self.stopped().await;
+        match not_started {
+            NotStarted::WrongLayout(wrong) => Err(wrong),
+            NotStarted::Stopped(_) => Ok(()),
+        }
+    }
+}
+
+/// What watches a consumer service's durable consumers while they consume: their
+/// positions checked again every interval ([`crate::overrun::watch`]) and their
+/// backlog gauged ([`crate::backlog::watch`]), until shutdown.
+pub struct ConsumerWatch {
+    js: async_nats::jetstream::Context,
+    consumers: Vec<PullConsumer>,
+    shutdown: CancellationToken,
+}
+
+impl ConsumerWatch {
+    /// Checks `consumers`' positions once before they consume (one found past its
+    /// stream's end, after a power loss cut the stream back, would skip what is
+    /// stored at the sequences handed out again: it is rewound), then marks
+    /// `readiness` ready. The watch it returns runs next to the consumers.
+    pub async fn start(
+        js: &async_nats::jetstream::Context,
+        readiness: &Readiness,
+        consumers: &mut [PullConsumer],
+        shutdown: &CancellationToken,
+    ) -> ConsumerWatch {
+        crate::overrun::check_all(js, consumers.iter_mut()).await;
+        readiness.set(true);
+        ConsumerWatch {
+            js: js.clone(),
+            consumers: consumers.to_vec(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Watches until shutdown.
+    pub async fn run(self) {
+        let backlog = crate::backlog::watch(self.consumers.clone(), self.shutdown.clone());
+        let overrun = crate::overrun::watch(self.js, self.consumers, self.shutdown);
+        tokio::join!(backlog, overrun);
     }
 }
 

@@ -258,38 +258,32 @@ pub async fn run_with_admin(
     }
     .await;
     let (
-        mut status_consumer,
+        status_consumer,
         status_epoch,
         session_epoch,
-        mut session_consumer,
-        mut evidence_consumer,
-        mut outcome_consumer,
-        mut alert_consumer,
+        session_consumer,
+        evidence_consumer,
+        outcome_consumer,
+        alert_consumer,
     ) = match started {
         Ok(started) => started,
-        Err(not_started) => {
-            tracing::info!("ledger-projector stopped before it was ready");
-            admin.stopped().await;
-            return match not_started {
-                paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
-                paytrack_nats::NotStarted::Stopped(_) => Ok(()),
-            };
-        }
+        Err(not_started) => return Ok(admin.stopped_before_ready("ledger-projector", not_started).await?),
     };
-    // A position past a stream's end (a power loss cut the stream back) would skip
-    // what is stored at the sequences handed out again: checked before consuming.
-    paytrack_nats::overrun::check_all(
-        &js,
-        [
-            &mut status_consumer,
-            &mut evidence_consumer,
-            &mut session_consumer,
-            &mut outcome_consumer,
-            &mut alert_consumer,
-        ],
-    )
-    .await;
-    readiness.set(true);
+    let mut durables = [
+        status_consumer,
+        evidence_consumer,
+        session_consumer,
+        outcome_consumer,
+        alert_consumer,
+    ];
+    let watch = paytrack_nats::ConsumerWatch::start(&js, &readiness, &mut durables, &shutdown).await;
+    let [
+        status_consumer,
+        evidence_consumer,
+        session_consumer,
+        outcome_consumer,
+        alert_consumer,
+    ] = durables;
     tracing::info!("ledger-projector consuming transitions and evidence");
 
     let supervisor =
@@ -310,15 +304,6 @@ pub async fn run_with_admin(
         status_epoch.clone(),
         shutdown.clone(),
     ));
-    let durables = vec![
-        status_consumer.clone(),
-        evidence_consumer.clone(),
-        session_consumer.clone(),
-        outcome_consumer.clone(),
-        alert_consumer.clone(),
-    ];
-    let overrun = paytrack_nats::overrun::watch(js.clone(), durables.clone(), shutdown.clone());
-    let backlog = paytrack_nats::backlog::watch(durables, shutdown.clone());
     let live = history::Live {
         db: db.clone(),
         js: js.clone(),
@@ -369,8 +354,7 @@ pub async fn run_with_admin(
         session_loop,
         outcome_loop,
         alert_loop,
-        backlog,
-        overrun
+        watch.run()
     );
     let _ = drainer.await;
     let _ = alert_drainer.await;

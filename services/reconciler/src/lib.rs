@@ -169,19 +169,10 @@ pub async fn run_with_admin(
     .await;
     let (mut consumer, reconciler, sweeps) = match started {
         Ok(started) => started,
-        Err(not_started) => {
-            tracing::info!("reconciler stopped before it was ready");
-            admin.stopped().await;
-            return match not_started {
-                paytrack_nats::NotStarted::WrongLayout(wrong) => Err(wrong.into()),
-                paytrack_nats::NotStarted::Stopped(_) => Ok(()),
-            };
-        }
+        Err(not_started) => return Ok(admin.stopped_before_ready("reconciler", not_started).await?),
     };
-    // A position past the stream's end (a power loss cut the stream back) would skip
-    // the facts stored at the sequences handed out again: checked before consuming.
-    paytrack_nats::overrun::check_all(&js, [&mut consumer]).await;
-    readiness.set(true);
+    let watch =
+        paytrack_nats::ConsumerWatch::start(&js, &readiness, std::slice::from_mut(&mut consumer), &shutdown).await;
     tracing::info!("reconciler consuming {}", subjects::IN_ALL);
 
     let supervisor = paytrack_nats::Supervisor::new(
@@ -195,14 +186,12 @@ pub async fn run_with_admin(
     // the reconciler (shutdown, or its task being aborted like a killed process)
     // ends its sweeps too.
     let sweeper = sweeps.run(shutdown.clone());
-    let backlog = paytrack_nats::backlog::watch(vec![consumer.clone()], shutdown.clone());
-    let overrun = paytrack_nats::overrun::watch(js.clone(), vec![consumer.clone()], shutdown.clone());
     let consumer =
         paytrack_nats::consume_deliveries_in_lanes(consumer, shutdown, supervisor, config.lanes, |delivery| {
             let reconciler = &reconciler;
             async move { reconciler.handle(delivery).await.map(drop) }
         });
-    tokio::join!(consumer, sweeper, backlog, overrun);
+    tokio::join!(consumer, sweeper, watch.run());
 
     admin.stopped().await;
     tracing::info!("reconciler stopped");

@@ -541,10 +541,17 @@ async fn a_handler_that_panics_parks_its_message_and_the_consumer_goes_on() -> a
         let (shutdown, record) = (shutdown.clone(), record.clone());
         loops.push(tokio::spawn(async move {
             if name == one_by_one {
-                paytrack_nats::consume_deliveries(consumer, shutdown, supervisor, |d: Delivery<InboundFact>| {
-                    record(one_by_one, &d.envelope);
-                    async { Ok::<(), HandleError>(()) }
-                })
+                let one = std::num::NonZeroUsize::MIN;
+                paytrack_nats::consume_deliveries_in_lanes(
+                    consumer,
+                    shutdown,
+                    supervisor,
+                    one,
+                    |d: Delivery<InboundFact>| {
+                        record(one_by_one, &d.envelope);
+                        async { Ok::<(), HandleError>(()) }
+                    },
+                )
                 .await;
             } else {
                 let max = std::num::NonZeroUsize::new(16).expect("non-zero");
