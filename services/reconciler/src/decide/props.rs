@@ -158,16 +158,7 @@ fn noise() -> impl Strategy<Value = Vec<(u8, u8, u64)>> {
 }
 
 fn noise_fact(n: usize, (kind, status, seq): (u8, u8, u64)) -> InboundFact {
-    let statuses = [
-        Status::Initiated,
-        Status::Pending,
-        Status::Held,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Cancelled,
-        Status::Returned,
-        Status::InvestigationRequired,
-    ];
+    let statuses = Status::ALL;
     let status = statuses[usize::from(status) % statuses.len()];
     match kind {
         0 => webhook(100 + n as u64, status, seq),

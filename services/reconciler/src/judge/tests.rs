@@ -19,17 +19,6 @@ const STATES: [Option<Status>; 9] = [
     Some(Status::InvestigationRequired),
 ];
 
-const TARGETS: [Status; 8] = [
-    Status::Initiated,
-    Status::Pending,
-    Status::Held,
-    Status::Succeeded,
-    Status::Failed,
-    Status::Cancelled,
-    Status::Returned,
-    Status::InvestigationRequired,
-];
-
 fn t0() -> DateTime<Utc> {
     // A Monday: two banking days later is Wednesday.
     "2026-11-23T12:00:00Z".parse().unwrap()
@@ -107,7 +96,7 @@ fn table(rail: Option<&str>, fact: impl Fn(Status) -> FactView<'static>) -> Vec<
         .iter()
         .map(|from| {
             let current = from.map(|s| state(s, rail));
-            TARGETS
+            Status::ALL
                 .iter()
                 .map(|to| {
                     letter(&decide(
