@@ -16,14 +16,13 @@ use super::{carry_create_terms, next_transition, view_of};
 use crate::judge::{self, State};
 use crate::mapping::map_fact;
 
-const WALK: [Status; 6] = [
-    Status::Pending,
-    Status::Held,
-    Status::Succeeded,
-    Status::Failed,
-    Status::Cancelled,
-    Status::Returned,
-];
+/// The statuses a provider's path walks through: every one but `initiated` (a
+/// command's) and `investigation_required` (the reconciler's).
+fn walk() -> impl Iterator<Item = Status> {
+    Status::ALL
+        .into_iter()
+        .filter(|s| !matches!(s, Status::Initiated | Status::InvestigationRequired))
+}
 
 fn t0() -> DateTime<Utc> {
     "2026-11-23T12:00:00Z".parse().unwrap()
@@ -96,9 +95,7 @@ fn truth(rail: Option<&str>, choices: &[u8]) -> Vec<Status> {
     let model = StatusModel::get();
     let mut path: Vec<Status> = Vec::new();
     for c in choices {
-        let candidates: Vec<Status> = WALK
-            .iter()
-            .copied()
+        let candidates: Vec<Status> = walk()
             .filter(|s| model.check_transition(path.last().copied(), *s).is_ok())
             .filter(|s| *s != Status::Returned || rail.is_none_or(|r| !model.rail(Some(r)).irrevocable))
             .collect();
