@@ -104,39 +104,13 @@ impl Ctx {
     /// Acknowledged payments the projection does not hold once the mesh has drained
     /// (waiting up to `within` for the last ones): lost acks.
     pub async fn lost_acks(&self, within: Duration) -> anyhow::Result<(usize, usize)> {
-        let acked: Vec<String> = self
-            .acked
-            .lock()
-            .map(|a| a.iter().cloned().collect())
-            .unwrap_or_default();
-        let count_missing = || async {
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM payments WHERE tenant = $1 AND payment_id = ANY($2)")
-                    .bind(self.mesh.tenant.as_str())
-                    .bind(&acked)
-                    .fetch_one(&self.mesh.db)
-                    .await?;
-            Ok::<_, anyhow::Error>(acked.len().saturating_sub(usize::try_from(held).unwrap_or(0)))
-        };
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let missing = count_missing().await?;
-            if missing == 0 || tokio::time::Instant::now() > deadline {
-                return Ok((missing, acked.len()));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        lost_acks(&self.mesh.db, self.mesh.tenant.as_str(), &self.acked, within).await
     }
 
     /// Journal entries whose legs do not sum to zero in some currency (the database's
     /// trigger refuses them at commit: any here is a defect).
     pub async fn unbalanced_entries(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM ledger_postings \
-             GROUP BY tenant, payment_id, version, currency HAVING sum(amount_minor) <> 0) unbalanced",
-        )
-        .fetch_one(&self.mesh.db)
-        .await?)
+        unbalanced_entries(&self.mesh.db).await
     }
 
     /// A fresh edge process and a fleet of sessions on it, one per channel of
@@ -147,6 +121,17 @@ impl Ctx {
         channels: impl IntoIterator<Item = String>,
     ) -> anyhow::Result<(ServerProcess, Fleet)> {
         let edge = self.spawn_edge().await?;
+        let fleet = self.fleet_on(&edge, channels).await?;
+        Ok((edge, fleet))
+    }
+
+    /// A fleet of sessions on `edge`, one per channel of `channels`, each
+    /// subscribed: for sections that open sessions on an edge they already hold.
+    pub async fn fleet_on(
+        &self,
+        edge: &ServerProcess,
+        channels: impl IntoIterator<Item = String>,
+    ) -> anyhow::Result<Fleet> {
         let mut fleet = Fleet::new(
             Target {
                 addr: edge.addr,
@@ -157,7 +142,7 @@ impl Ctx {
         );
         fleet.add(channels);
         fleet.wait_subscribed(Duration::from_secs(300)).await?;
-        Ok((edge, fleet))
+        Ok(fleet)
     }
 
     /// Starts a ws-edge in its own process on the mesh's NATS and waits until it is ready.
@@ -274,21 +259,8 @@ impl Ctx {
             paytrack_shared::subjects::STREAM_SESSION,
         ];
         self.mesh
-            .eventually(Duration::from_secs(300), "the mesh to drain", || async {
-                for name in streams {
-                    let Ok(stream) = self.mesh.js.get_stream(name).await else {
-                        continue;
-                    };
-                    let infos: Vec<_> = stream.consumers().try_collect().await.ok()?;
-                    let busy = infos
-                        .iter()
-                        .filter(|c| c.config.durable_name.is_some())
-                        .any(|c| c.num_pending > 0 || c.num_ack_pending > 0);
-                    if busy {
-                        return None;
-                    }
-                }
-                Some(())
+            .eventually(Duration::from_secs(300), "the mesh to drain", || {
+                consumers_idle(&self.mesh.js, streams)
             })
             .await
     }
@@ -298,4 +270,63 @@ impl Ctx {
         let account = self.mesh.js.query_account().await.context("jetstream account info")?;
         Ok(account.requests.total)
     }
+}
+
+/// `Some` once no durable consumer of `streams` has anything pending or awaiting
+/// an ack (a stream that cannot be read counts as idle): the condition both the
+/// mesh and a shape wait on before a figure is taken.
+pub async fn consumers_idle(js: &async_nats::jetstream::Context, streams: [&str; 4]) -> Option<()> {
+    for name in streams {
+        let Ok(stream) = js.get_stream(name).await else {
+            continue;
+        };
+        let infos: Vec<_> = stream.consumers().try_collect().await.ok()?;
+        let busy = infos
+            .iter()
+            .filter(|c| c.config.durable_name.is_some())
+            .any(|c| c.num_pending > 0 || c.num_ack_pending > 0);
+        if busy {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Of the payments in `acked` (acknowledged to a sender for `tenant`), how many the
+/// projection in `db` does not hold, waiting up to `within` for the last ones, and
+/// how many were acknowledged: the lost-ack figure of the mesh and of a shape.
+pub async fn lost_acks(
+    db: &sqlx::PgPool,
+    tenant: &str,
+    acked: &Mutex<HashSet<String>>,
+    within: Duration,
+) -> anyhow::Result<(usize, usize)> {
+    let acked: Vec<String> = acked.lock().map(|a| a.iter().cloned().collect()).unwrap_or_default();
+    let count_missing = || async {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE tenant = $1 AND payment_id = ANY($2)")
+            .bind(tenant)
+            .bind(&acked)
+            .fetch_one(db)
+            .await?;
+        Ok::<_, anyhow::Error>(acked.len().saturating_sub(usize::try_from(held).unwrap_or(0)))
+    };
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let missing = count_missing().await?;
+        if missing == 0 || tokio::time::Instant::now() > deadline {
+            return Ok((missing, acked.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Journal entries in `db` whose legs do not sum to zero in some currency (the
+/// database's trigger refuses them at commit: any here is a defect).
+pub async fn unbalanced_entries(db: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM ledger_postings \
+         GROUP BY tenant, payment_id, version, currency HAVING sum(amount_minor) <> 0) unbalanced",
+    )
+    .fetch_one(db)
+    .await?)
 }

@@ -102,6 +102,21 @@ impl Report {
         });
     }
 
+    /// Adds a row counting what went wrong (`count`), only when anything did: a
+    /// clean run's table carries no zero rows of failures.
+    pub fn failures(
+        &mut self,
+        section: &'static str,
+        size: impl Into<String>,
+        figure: &str,
+        count: usize,
+        target: &str,
+    ) {
+        if count > 0 {
+            self.plain(section, size, figure, count.to_string(), target);
+        }
+    }
+
     /// The Markdown document: machine, table, notes, plots.
     pub fn markdown(&self, machine: &str) -> String {
         let mut out = String::from("# paytrack capacity figures\n\n");

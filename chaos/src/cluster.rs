@@ -454,6 +454,20 @@ enum Synced {
 /// Every file under `dir`: message blocks by size, every other file by content.
 fn synced_files(dir: &Path) -> Vec<(PathBuf, Synced)> {
     let mut found = Vec::new();
+    for (path, meta) in files_under(dir) {
+        if is_block(&path) {
+            found.push((path, Synced::Size(meta.len())));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            found.push((path, Synced::Content(bytes)));
+        }
+    }
+    found
+}
+
+/// Every regular file under `dir` with its metadata; unreadable directories
+/// and entries are passed over, as a store being written to may change under us.
+fn files_under(dir: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
@@ -461,12 +475,7 @@ fn synced_files(dir: &Path) -> Vec<(PathBuf, Synced)> {
             let path = entry.path();
             match entry.metadata() {
                 Ok(meta) if meta.is_dir() => pending.push(path),
-                Ok(meta) if is_block(&path) => found.push((path, Synced::Size(meta.len()))),
-                Ok(_) => {
-                    if let Ok(bytes) = std::fs::read(&path) {
-                        found.push((path, Synced::Content(bytes)));
-                    }
-                }
+                Ok(meta) => found.push((path, meta)),
                 Err(_) => {}
             }
         }
@@ -524,18 +533,9 @@ fn is_consumer_state(path: &Path) -> bool {
 
 /// Every message block file (`*.blk`) under `dir` with its size.
 fn block_files(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            match entry.metadata() {
-                Ok(meta) if meta.is_dir() => pending.push(path),
-                Ok(meta) if is_block(&path) => found.push((path, meta.len())),
-                _ => {}
-            }
-        }
-    }
-    found
+    files_under(dir)
+        .into_iter()
+        .filter(|(path, _)| is_block(path))
+        .map(|(path, meta)| (path, meta.len()))
+        .collect()
 }

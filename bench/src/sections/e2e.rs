@@ -52,18 +52,8 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
                 crate::cpu::describe(&h.3),
                 "the machine's cores: where they went",
             );
-            if h.2 > 0 {
-                report.plain(
-                    SECTION,
-                    &label,
-                    "webhooks not accepted (error or non-2xx)",
-                    h.2.to_string(),
-                    "0",
-                );
-            }
-            if h.1 > 0 {
-                report.plain(SECTION, &label, "events not received within 30 s", h.1.to_string(), "0");
-            }
+            report.failures(SECTION, &label, "webhooks not accepted (error or non-2xx)", h.2, "0");
+            report.failures(SECTION, &label, "events not received within 30 s", h.1, "0");
             if p99 < P99_BOUND_MS && h.1 == 0 && h.2 == 0 {
                 best = Some(load);
             }

@@ -6,11 +6,10 @@
 //! with the number of channels rather than of sessions shows up as the difference
 //! between the two rows of a size.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::TryStreamExt;
 
-use crate::client::{Fleet, Target};
 use crate::ctx::Ctx;
 use crate::report::{Report, num};
 use crate::stats::progress;
@@ -94,16 +93,9 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         for channels in [Channels::Shared, Channels::OwnPayment] {
             let edge = ctx.spawn_edge().await?;
             progress(&format!("idle: {size} sessions {}", channels.label()));
-            let mut fleet = Fleet::new(
-                Target {
-                    addr: edge.addr,
-                    token: Some(ctx.token.clone()),
-                    nats: false,
-                },
-                ctx.plan.connect_concurrency,
-            );
-            fleet.add((0..size).map(|i| channels.channel(size, i)));
-            fleet.wait_subscribed(Duration::from_secs(300)).await?;
+            let fleet = ctx
+                .fleet_on(&edge, (0..size).map(|i| channels.channel(size, i)))
+                .await?;
             ctx.drain().await?;
             let edge_pid: Vec<u32> = edge.pid().into_iter().collect();
             let before = (

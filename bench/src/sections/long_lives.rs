@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::client::{Fleet, Target};
 use crate::ctx::Ctx;
 use crate::report::{Report, num};
 use crate::stats::progress;
@@ -137,16 +136,9 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
             "long lives: cycle {} of {count}, opening {sessions} sessions",
             cycle + 1
         ));
-        let mut fleet = Fleet::new(
-            Target {
-                addr: edge.addr,
-                token: Some(ctx.token.clone()),
-                nats: false,
-            },
-            ctx.plan.connect_concurrency,
-        );
-        fleet.add((0..sessions).map(|i| format!("merchant:ll{cycle}m{i}")));
-        fleet.wait_subscribed(Duration::from_secs(300)).await?;
+        let mut fleet = ctx
+            .fleet_on(&edge, (0..sessions).map(|i| format!("merchant:ll{cycle}m{i}")))
+            .await?;
         let open_rss = edge.rss_bytes()?;
         fleet.drop_all().await;
         drop(fleet);

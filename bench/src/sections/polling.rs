@@ -36,15 +36,7 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
             num(r.poll_rps),
             &format!("WebSocket: {} events/s pushed, 0 requests", num(r.ws_events_per_sec)),
         );
-        if r.unseen > 0 {
-            report.plain(
-                SECTION,
-                &label,
-                "transitions no poll saw before the end",
-                r.unseen.to_string(),
-                "",
-            );
-        }
+        report.failures(SECTION, &label, "transitions no poll saw before the end", r.unseen, "");
         poll_pts.push((clients as f64, r.poll_staleness_ms));
         ws_pts.push((clients as f64, r.ws_staleness_ms));
         ctx.drain().await?;

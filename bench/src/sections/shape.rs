@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use async_nats::jetstream;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use paytrack_chaos::cluster::SyncPolicy;
 use paytrack_chaos::services::Kind;
 use paytrack_chaos::shape::{self, Shape, ShapeOptions};
@@ -184,24 +184,14 @@ pub fn tabulate(figures: &ShapeFigures, report: &mut Report) {
             f.cpu.clone(),
             "the machine's cores: where they went",
         );
-        if f.refused > 0 {
-            report.plain(
-                SECTION,
-                &size,
-                "webhooks not accepted (error or non-2xx)",
-                f.refused.to_string(),
-                "0",
-            );
-        }
-        if f.missing > 0 {
-            report.plain(
-                SECTION,
-                &size,
-                "events not received within 30 s",
-                f.missing.to_string(),
-                "0",
-            );
-        }
+        report.failures(
+            SECTION,
+            &size,
+            "webhooks not accepted (error or non-2xx)",
+            f.refused,
+            "0",
+        );
+        report.failures(SECTION, &size, "events not received within 30 s", f.missing, "0");
     }
     let c = figures.correctness;
     for (name, count, what) in c.rows() {
@@ -352,63 +342,25 @@ impl ShapeTarget {
             paytrack_shared::subjects::STREAM_OUTCOME,
             paytrack_shared::subjects::STREAM_SESSION,
         ];
-        paytrack_tests::eventually(Duration::from_secs(300), "the shape to drain", || async {
-            for name in streams {
-                let Ok(stream) = self.js.get_stream(name).await else {
-                    continue;
-                };
-                let infos: Vec<_> = stream.consumers().try_collect().await.ok()?;
-                let busy = infos
-                    .iter()
-                    .filter(|c| c.config.durable_name.is_some())
-                    .any(|c| c.num_pending > 0 || c.num_ack_pending > 0);
-                if busy {
-                    return None;
-                }
-            }
-            Some(())
+        paytrack_tests::eventually(Duration::from_secs(300), "the shape to drain", || {
+            crate::ctx::consumers_idle(&self.js, streams)
         })
         .await
     }
 
     /// Counts the run's correctness checks on the shape's own database.
     async fn correctness(&self) -> anyhow::Result<Correctness> {
-        let acked: Vec<String> = self
-            .acked
-            .lock()
-            .map(|a| a.iter().cloned().collect())
-            .unwrap_or_default();
-        let count_missing = || async {
-            let held: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM payments WHERE tenant = $1 AND payment_id = ANY($2)")
-                    .bind(shape::TENANT)
-                    .bind(&acked)
-                    .fetch_one(&self.db)
-                    .await?;
-            Ok::<_, anyhow::Error>(acked.len().saturating_sub(usize::try_from(held).unwrap_or(0)))
-        };
         // The last acknowledged payments may still be on their way to the projection.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-        let lost = loop {
-            let missing = count_missing().await?;
-            if missing == 0 || tokio::time::Instant::now() > deadline {
-                break missing;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        let unbalanced: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM ledger_postings \
-             GROUP BY tenant, payment_id, version, currency HAVING sum(amount_minor) <> 0) unbalanced",
-        )
-        .fetch_one(&self.db)
-        .await?;
+        let (lost, acked) =
+            crate::ctx::lost_acks(&self.db, shape::TENANT, &self.acked, Duration::from_secs(180)).await?;
+        let unbalanced = crate::ctx::unbalanced_entries(&self.db).await?;
         let (gaps, duplicates) = self.continuity.lock().map(|c| *c).unwrap_or_default();
         Ok(Correctness {
             gaps,
             duplicates,
             unbalanced: u64::try_from(unbalanced).unwrap_or(u64::MAX),
             lost_acks: lost as u64,
-            acked: acked.len(),
+            acked,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! rebuild both go through [`apply`], so a rebuild ends with the same rows.
 
 use async_nats::jetstream;
+use chrono::{DateTime, Utc};
 use paytrack_nats::{Delivery, HandleError};
 use paytrack_shared::envelope::{self, Alert, AlertAck, ConsumerRewound, DeadLetter};
 use paytrack_shared::subjects;
@@ -107,22 +108,19 @@ async fn apply_dead_letter(db: &PgPool, alert_seq: u64, dead: &DeadLetter) -> Re
         delivered = dead.delivered,
         error = dead.error,
     );
-    sqlx::query(
-        "INSERT INTO alerts
-           (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)
-         VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, '', $7)
-         ON CONFLICT (tenant, alert_id) DO NOTHING",
+    store_operational(
+        db,
+        OperationalAlert {
+            tenant,
+            alert_id: &alert_id,
+            kind: subjects::ALERT_DEAD_LETTER,
+            detail: &detail,
+            evidence: &dead.dead_subject,
+            raised_at: dead.parked_at,
+            seq,
+        },
     )
-    .bind(tenant)
-    .bind(clean(&alert_id))
-    .bind(subjects::ALERT_DEAD_LETTER)
-    .bind(clean(&detail))
-    .bind(clean(&dead.dead_subject))
-    .bind(dead.parked_at)
-    .bind(seq)
-    .execute(db)
-    .await
-    .map_err(db_error)?;
+    .await?;
     tracing::info!(tenant, alert_id, "dead-letter alert stored");
     Ok(())
 }
@@ -149,23 +147,60 @@ async fn apply_consumer_rewound(db: &PgPool, alert_seq: u64, rewound: &ConsumerR
         last = rewound.stream_last,
         restart = rewound.restart_at,
     );
+    store_operational(
+        db,
+        OperationalAlert {
+            tenant: subjects::NO_TENANT,
+            alert_id: &alert_id,
+            kind: subjects::ALERT_CONSUMER_REWOUND,
+            detail: &detail,
+            evidence: &rewound.stream,
+            raised_at: rewound.rewound_at,
+            seq,
+        },
+    )
+    .await?;
+    tracing::warn!(alert_id, "consumer_rewound alert stored");
+    Ok(())
+}
+
+/// An alert about the pipeline rather than a payment (a parked message, a rewound
+/// consumer): it names no payment, no merchant and no trace.
+struct OperationalAlert<'a> {
+    /// The tenant it concerns, or `_` when it concerns none.
+    tenant: &'a str,
+    /// Its id; a repeat under the same id is a no-op.
+    alert_id: &'a str,
+    /// Its kind, as its subject names it.
+    kind: &'a str,
+    /// What happened, for an operator.
+    detail: &'a str,
+    /// Where to look: the parked copy's subject, the stream.
+    evidence: &'a str,
+    /// When it happened.
+    raised_at: DateTime<Utc>,
+    /// Its position in PAYTRACK_ALERT.
+    seq: i64,
+}
+
+/// Stores an operational alert once (keyed by tenant and id).
+async fn store_operational(db: &PgPool, alert: OperationalAlert<'_>) -> Result<(), HandleError> {
     sqlx::query(
         "INSERT INTO alerts
            (tenant, alert_id, kind, payment_id, merchant_id, detail, evidence, raised_at, trace_id, alert_seq)
          VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, '', $7)
          ON CONFLICT (tenant, alert_id) DO NOTHING",
     )
-    .bind(subjects::NO_TENANT)
-    .bind(clean(&alert_id))
-    .bind(subjects::ALERT_CONSUMER_REWOUND)
-    .bind(clean(&detail))
-    .bind(clean(&rewound.stream))
-    .bind(rewound.rewound_at)
-    .bind(seq)
+    .bind(alert.tenant)
+    .bind(clean(alert.alert_id))
+    .bind(alert.kind)
+    .bind(clean(alert.detail))
+    .bind(clean(alert.evidence))
+    .bind(alert.raised_at)
+    .bind(alert.seq)
     .execute(db)
     .await
     .map_err(db_error)?;
-    tracing::warn!(alert_id, "consumer_rewound alert stored");
     Ok(())
 }
 

@@ -125,29 +125,41 @@ async fn recorded(db: &PgPool, stream: &str, epoch: &str) -> Option<u64> {
 /// Sets the position of `stream` back to `seq`: the stream lost what was past it, and
 /// will number new messages from there again.
 async fn move_back(db: &PgPool, stream: &str, epoch: &str, seq: u64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE projector_positions SET seq = $3, updated_at = now() WHERE stream = $1 AND epoch = $2")
-        .bind(stream)
-        .bind(epoch)
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .execute(db)
-        .await?;
-    Ok(())
+    write(
+        db,
+        "UPDATE projector_positions SET seq = $3, updated_at = now() WHERE stream = $1 AND epoch = $2",
+        stream,
+        epoch,
+        seq,
+    )
+    .await
 }
 
 /// Records `seq` of `epoch` as the safe position of `stream` (never backwards within
 /// an epoch; a new epoch replaces the old one).
 pub async fn record(db: &PgPool, stream: &str, epoch: &str, seq: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    write(
+        db,
         "INSERT INTO projector_positions (stream, epoch, seq) VALUES ($1, $2, $3)
          ON CONFLICT (stream) DO UPDATE SET
            seq = CASE WHEN projector_positions.epoch = EXCLUDED.epoch
                       THEN GREATEST(projector_positions.seq, EXCLUDED.seq) ELSE EXCLUDED.seq END,
            epoch = EXCLUDED.epoch, updated_at = now()",
+        stream,
+        epoch,
+        seq,
     )
-    .bind(stream)
-    .bind(epoch)
-    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-    .execute(db)
-    .await?;
+    .await
+}
+
+/// Runs `sql`, a statement on `projector_positions` taking the stream, the epoch and
+/// the sequence as `$1`..`$3` (a sequence past `i64` is stored as `i64::MAX`).
+async fn write(db: &PgPool, sql: &'static str, stream: &str, epoch: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(sql)
+        .bind(stream)
+        .bind(epoch)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(db)
+        .await?;
     Ok(())
 }

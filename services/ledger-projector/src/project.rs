@@ -542,6 +542,20 @@ async fn write_timeline(tx: &mut Transaction<'_, Postgres>, t: &Timeline, epoch:
     Ok(())
 }
 
+/// The batch's payment rows as the relation `u`, one array per column in
+/// [`write_payments`]' binding order ($16, the epoch, is a scalar): the insert and
+/// the update of [`PaymentWrite`] read the same rows. A macro, so both statements
+/// stay `&'static str` literals.
+macro_rules! payment_columns {
+    () => {
+        "
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+           $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
+           $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+           AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)"
+    };
+}
+
 /// How a batch writes current state: payments first seen in the batch are plain
 /// inserts (no conflict is possible under the batch's lock, and an upsert's
 /// speculative insertion was the batch's most expensive statement); payments already
@@ -556,31 +570,30 @@ impl PaymentWrite {
     fn sql(self) -> &'static str {
         match self {
             PaymentWrite::Insert => {
-                "INSERT INTO payments
-                   (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at, amount_minor,
-                    currency, rail, country, provider, provider_ref, ledger_minor, status_epoch, amounts, captured_at,
-                    at_risk_until)
-                 SELECT u.t, u.p, u.m, u.s, u.v, u.sq, u.tr, u.o, u.am, u.c, u.r, u.co, u.pv, u.pr, u.l, $16, u.a::jsonb,
-                        u.ca, u.ar
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                   $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-                   $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
-                   AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)"
+                concat!(
+                    "INSERT INTO payments
+                       (tenant, payment_id, merchant_id, status, version, status_seq, trace_id, occurred_at,
+                        amount_minor, currency, rail, country, provider, provider_ref, ledger_minor, status_epoch,
+                        amounts, captured_at, at_risk_until)
+                     SELECT u.t, u.p, u.m, u.s, u.v, u.sq, u.tr, u.o, u.am, u.c, u.r, u.co, u.pv, u.pr, u.l, $16,
+                            u.a::jsonb, u.ca, u.ar",
+                    payment_columns!()
+                )
             }
             // Only a newer version moves current state (a new version is not final until
             // its own checkpoints are stored: finality is read from `checkpoints`). The
             // merchant never changes ($3 is bound for the insert's sake).
             PaymentWrite::Update => {
-                "UPDATE payments SET
-                   status = u.s, version = u.v, status_seq = u.sq, trace_id = u.tr, occurred_at = u.o,
-                   amount_minor = u.am, currency = u.c, rail = u.r, country = u.co, provider = u.pv,
-                   provider_ref = u.pr, ledger_minor = u.l, status_epoch = $16, amounts = u.a::jsonb,
-                   captured_at = u.ca, at_risk_until = u.ar, updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                   $7::text[], $8::timestamptz[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[],
-                   $14::text[], $15::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
-                   AS u(t, p, m, s, v, sq, tr, o, am, c, r, co, pv, pr, l, a, ca, ar)
-                 WHERE payments.tenant = u.t AND payments.payment_id = u.p AND payments.version < u.v"
+                concat!(
+                    "UPDATE payments SET
+                       status = u.s, version = u.v, status_seq = u.sq, trace_id = u.tr, occurred_at = u.o,
+                       amount_minor = u.am, currency = u.c, rail = u.r, country = u.co, provider = u.pv,
+                       provider_ref = u.pr, ledger_minor = u.l, status_epoch = $16, amounts = u.a::jsonb,
+                       captured_at = u.ca, at_risk_until = u.ar, updated_at = now()",
+                    payment_columns!(),
+                    "
+                     WHERE payments.tenant = u.t AND payments.payment_id = u.p AND payments.version < u.v"
+                )
             }
         }
     }
