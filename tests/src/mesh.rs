@@ -231,7 +231,7 @@ impl Mesh {
         }
         let simulator_token = uuid::Uuid::new_v4().simple().to_string();
         let simulator_port = if options.simulator {
-            let port = crate::free_port()?;
+            let port = crate::free_port_for_later()?;
             let url = format!("http://127.0.0.1:{port}");
             let gateways = format!("stdwebhooks={url},razorpay={url},stripe={url}");
             pairs.push(("reconciler_status_query_urls", gateways.clone()));

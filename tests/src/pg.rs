@@ -132,7 +132,7 @@ fn start_cluster() -> anyhow::Result<Cluster> {
     let dir = init_cluster("paytrack-test-pg-", InitSync::Skip)?;
     let dir_str = dir.to_str().context("temp path is not UTF-8")?.to_owned();
     let data = format!("{dir_str}/data");
-    let port = crate::free_port()?;
+    let port = crate::free_port_for_later()?;
     let postgres = pg_bin().join("postgres");
     let script = format!(
         "{postgres} -D {data} -p {port} -k {dir_str} -c listen_addresses=127.0.0.1{extra} \

@@ -992,7 +992,7 @@ impl Sim {
     /// with this file's secrets, inventing no traffic).
     async fn start(mesh: &Mesh, providers: &[&str]) -> anyhow::Result<Sim> {
         use paytrack_shared::config::WebhookSecrets;
-        let port = paytrack_tests::free_port()?;
+        let port = paytrack_tests::free_port_for_later()?;
         let tenant = &mesh.tenant;
         let token = secrecy::SecretString::from("sim-money-token".to_owned());
         let secrets: Vec<String> = providers

@@ -24,7 +24,7 @@ const PROVIDERS: [&str; 2] = ["stripe", "razorpay"];
 
 async fn run(kill_midway: bool) -> anyhow::Result<()> {
     // The simulator's port is reserved first: the reconcilers are configured with it.
-    let port = paytrack_tests::free_port()?;
+    let port = paytrack_tests::free_port_for_later()?;
     let sim = format!("http://127.0.0.1:{port}");
     let mesh = Mesh::start_with(MeshOptions {
         reconcilers: 2,
