@@ -379,12 +379,16 @@ async fn create(
     let body_hash = fingerprint(&request);
     let bucket_key = Idempotency::bucket_key(&caller.tenant, &key);
     let fresh = PaymentId::new(&format!("pay_{}", uuid::Uuid::now_v7().simple())).map_err(|_| ApiError::Internal)?;
-    let (revision, payment_id) = match stores.idempotency.claim(&bucket_key, &body_hash, fresh).await? {
+    let (revision, payment_id, earlier) = match stores.idempotency.claim(&bucket_key, &body_hash, fresh).await? {
         Claimed::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
             return Ok(json_response(status, body, true));
         }
-        Claimed::Owner { revision, payment_id } => (revision, payment_id),
+        Claimed::Owner {
+            revision,
+            payment_id,
+            routing,
+        } => (revision, payment_id, routing),
     };
     tracing::Span::current().record("payment_id", payment_id.as_str());
     let made = make(
@@ -396,17 +400,19 @@ async fn create(
         merchant,
         capabilities,
         &payment_id,
+        earlier,
         now,
     )
     .await;
     let created = match made {
         Ok(created) => created,
-        Err(error) => {
+        Err((error, routing)) => {
             // The publish failed (or may have been stored without an ack): the
-            // caller's retry with the key takes the claim over with this payment id.
+            // caller's retry with the key takes the claim over with this payment id
+            // and this provider.
             stores
                 .idempotency
-                .abandon(&bucket_key, revision, &body_hash, &payment_id)
+                .abandon(&bucket_key, revision, &body_hash, &payment_id, routing.as_ref())
                 .await;
             return Err(error);
         }
@@ -425,6 +431,8 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, text, false))
 }
 
+/// Routes and initiates the payment, then records it; a failure says which
+/// provider was chosen, so the claim keeps it for the retry.
 #[allow(clippy::too_many_arguments)]
 async fn make(
     state: &AppState,
@@ -435,24 +443,72 @@ async fn make(
     merchant: MerchantId,
     capabilities: CapabilitySnapshot,
     payment_id: &PaymentId,
+    earlier: Option<RoutingDecision>,
+    now: DateTime<Utc>,
+) -> Result<PaymentCreated, (ApiError, Option<RoutingDecision>)> {
+    let routing = route(state, caller, request, payment_id, earlier).await;
+    record_created(
+        state,
+        caller,
+        key,
+        raw_body,
+        request,
+        merchant,
+        capabilities,
+        payment_id,
+        routing.clone(),
+        now,
+    )
+    .await
+    .map_err(|error| (error, Some(routing)))
+}
+
+/// The provider for a payment: the one an abandoned attempt under the same key
+/// chose (asked again only if it gave no reference), else the routing rules'
+/// choice, asked to initiate the payment.
+async fn route(
+    state: &AppState,
+    caller: &Caller,
+    request: &CreatePaymentRequest,
+    payment_id: &PaymentId,
+    earlier: Option<RoutingDecision>,
+) -> RoutingDecision {
+    let mut routing = earlier.unwrap_or_else(|| state.health.choose(&request.rail, &request.country));
+    if routing.provider_ref.is_none() {
+        routing.provider_ref = state
+            .initiator
+            .initiate(
+                &routing.provider,
+                Initiation {
+                    tenant: &caller.tenant,
+                    payment_id,
+                    amount_minor: request.amount_minor,
+                    currency: &request.currency,
+                    rail: &request.rail,
+                },
+                &state.health,
+            )
+            .await;
+    }
+    routing
+}
+
+/// Stores the create command and what later commands and events look the
+/// payment up by.
+#[allow(clippy::too_many_arguments)]
+async fn record_created(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    raw_body: &[u8],
+    request: &CreatePaymentRequest,
+    merchant: MerchantId,
+    capabilities: CapabilitySnapshot,
+    payment_id: &PaymentId,
+    routing: RoutingDecision,
     now: DateTime<Utc>,
 ) -> Result<PaymentCreated, ApiError> {
     let stores = stores(state)?;
-    let mut routing = state.health.choose(&request.rail, &request.country);
-    routing.provider_ref = state
-        .initiator
-        .initiate(
-            &routing.provider,
-            Initiation {
-                tenant: &caller.tenant,
-                payment_id,
-                amount_minor: request.amount_minor,
-                currency: &request.currency,
-                rail: &request.rail,
-            },
-            &state.health,
-        )
-        .await;
     metrics::counter!("paytrack_ingest_routed_total", "provider" => routing.provider.clone()).increment(1);
     let action = CommandAction::Create(CreatePayment {
         merchant_id: merchant.clone(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind};
 use chrono::{DateTime, Utc};
+use paytrack_shared::envelope::RoutingDecision;
 use paytrack_shared::{PaymentId, TenantId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,6 +40,10 @@ enum Record {
         body_hash: String,
         payment_id: PaymentId,
         claimed_at: DateTime<Utc>,
+        /// The provider an abandoned attempt chose (and its reference, if it got
+        /// one), so the retry asks the same provider and never a second one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routing: Option<RoutingDecision>,
     },
     /// Answered: the response to replay.
     Done {
@@ -71,6 +76,8 @@ pub enum Claimed {
         revision: u64,
         /// The payment id to use (the dead owner's, after a take-over).
         payment_id: PaymentId,
+        /// The provider the abandoned attempt chose, to be used again.
+        routing: Option<RoutingDecision>,
     },
     /// The key was answered before: answer this, byte for byte.
     Replay {
@@ -191,12 +198,14 @@ impl Idempotency {
                 body_hash: body_hash.to_owned(),
                 payment_id: fresh.clone(),
                 claimed_at: Utc::now(),
+                routing: None,
             };
             match self.store.create(key, encode(&pending)).await {
                 Ok(revision) => {
                     return Ok(Claimed::Owner {
                         revision,
                         payment_id: fresh,
+                        routing: None,
                     });
                 }
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
@@ -221,7 +230,10 @@ impl Idempotency {
                     // Another kind of command's key (never the case: their bucket keys differ).
                     Record::Bound { .. } => return Err(ApiError::IdempotencyKeyReused),
                     Record::Pending {
-                        payment_id, claimed_at, ..
+                        payment_id,
+                        claimed_at,
+                        routing,
+                        ..
                     } if Utc::now()
                         .signed_duration_since(claimed_at)
                         .to_std()
@@ -232,10 +244,15 @@ impl Idempotency {
                             body_hash: body_hash.to_owned(),
                             payment_id: payment_id.clone(),
                             claimed_at: Utc::now(),
+                            routing: routing.clone(),
                         };
                         if let Ok(revision) = self.store.update(key, encode(&taken), entry.revision).await {
                             tracing::warn!(payment_id = %payment_id, "took over an abandoned idempotency claim");
-                            return Ok(Claimed::Owner { revision, payment_id });
+                            return Ok(Claimed::Owner {
+                                revision,
+                                payment_id,
+                                routing,
+                            });
                         }
                     }
                     Record::Pending { .. } => {
@@ -277,11 +294,22 @@ impl Idempotency {
     /// the caller's retry takes it over at once. The claim keeps its payment id: a
     /// publish that JetStream did store despite the error is then de-duplicated by
     /// its `Nats-Msg-Id`, and the retry answers the payment that fact created.
-    pub async fn abandon(&self, key: &str, revision: u64, body_hash: &str, payment_id: &PaymentId) {
+    /// The claim also keeps `routing`, the provider this attempt chose: the retry
+    /// asks that provider again (or, holding its reference, not at all), never
+    /// another one, which would make the payment twice.
+    pub async fn abandon(
+        &self,
+        key: &str,
+        revision: u64,
+        body_hash: &str,
+        payment_id: &PaymentId,
+        routing: Option<&RoutingDecision>,
+    ) {
         let abandoned = Record::Pending {
             body_hash: body_hash.to_owned(),
             payment_id: payment_id.clone(),
             claimed_at: DateTime::UNIX_EPOCH,
+            routing: routing.cloned(),
         };
         if let Err(error) = self.store.update(key, encode(&abandoned), revision).await {
             tracing::warn!(%error, "idempotency claim not abandoned; it is taken over after the claim timeout");

@@ -635,10 +635,11 @@ async fn a_create_whose_publish_fails_is_retried_under_the_same_payment_id() -> 
     Ok(())
 }
 
-/// A create retried after a 503 asks the provider again under the same
-/// `Idempotency-Key` (its payment id), so the provider makes one payment of it.
+/// A create retried after a 503 keeps the provider its first attempt chose and the
+/// reference that provider answered: the provider is asked once, so it makes one
+/// payment of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_key() -> anyhow::Result<()> {
+async fn a_create_retried_after_a_503_keeps_the_provider_it_first_asked() -> anyhow::Result<()> {
     let (mesh, client, token, seen) = mesh_with_gateway("none").await?;
     let body = create_body("m_twice", "card", "US", 700);
     let original = refuse_inbound(&mesh).await?;
@@ -650,11 +651,39 @@ async fn a_create_retried_after_a_503_asks_the_provider_under_one_idempotency_ke
         post(&client, &mesh, "/v1/payments", &token, Some("twice-1"), &body).await?,
     )?;
     let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    assert_eq!(requests.len(), 2, "{requests:?}");
-    for request in &requests {
-        assert_eq!(request["idempotency-key"], created["payment_id"], "{request}");
-    }
-    assert_eq!(requests[0], requests[1], "the same initiation, twice");
+    assert_eq!(requests.len(), 1, "asked once: {requests:?}");
+    assert_eq!(requests[0]["idempotency-key"], created["payment_id"], "{}", requests[0]);
+    let payment = created["payment_id"].as_str().context("payment_id")?;
+    assert_eq!(created["routing"]["provider_ref"], format!("pi_{payment}"), "{created}");
+    Ok(())
+}
+
+/// A claim abandoned after its provider was chosen is taken over with that provider,
+/// even where the routing rules would choose another (another replica's health, or
+/// a provider marked unavailable since): one payment is never made at two providers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_claim_is_taken_over_with_the_provider_it_chose() -> anyhow::Result<()> {
+    let (mesh, client, token, seen) = mesh_with_gateway("none").await?;
+    // card in the US routes to stdwebhooks first; the abandoned attempt chose stripe.
+    let body = create_body("m_sticky", "card", "US", 900);
+    let fingerprint = paytrack_ingest::create_fingerprint(body.as_bytes()).context("a create body")?;
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "sticky-1");
+    let pending = json!({
+        "state": "pending", "body_hash": fingerprint, "payment_id": "pay_sticky",
+        "claimed_at": chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        "routing": {"provider": "stripe", "provider_ref": "pi_first_attempt", "reason": "chosen by the first attempt"},
+    });
+    bucket.create(&key, pending.to_string().into()).await?;
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("sticky-1"), &body).await?,
+    )?;
+    assert_eq!(created["payment_id"], "pay_sticky");
+    assert_eq!(created["routing"]["provider"], "stripe", "{created}");
+    assert_eq!(created["routing"]["provider_ref"], "pi_first_attempt", "{created}");
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert!(requests.is_empty(), "no provider asked again: {requests:?}");
     Ok(())
 }
 
