@@ -101,6 +101,10 @@ pub const METRICS: &[Metric] = &[
         "paytrack_consumer_parked_total",
         "Messages parked on PAYTRACK_DEAD after failing too often or being unreadable, by consumer.",
     ),
+    counter(
+        "paytrack_consumer_rewinds_total",
+        "Durable consumers found past their stream's last sequence (the broker lost the stream's tail) and rewound, by stream and consumer.",
+    ),
     // ingest.
     counter(
         "paytrack_ingest_webhooks_total",
