@@ -321,7 +321,7 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
         (status = 403, description = "An end user's token", body = ProblemBody),
         (status = 409, description = "The first request with this key is still in progress", body = ProblemBody),
         (status = 422, description = "unsupported_feature, or idempotency_key_reused", body = ProblemBody),
-        (status = 503, description = "The event store cannot take it; retry", body = ProblemBody),
+        (status = 503, description = "The event store cannot take it, or the routed provider could not be asked to initiate the payment; retry with the same key", body = ProblemBody),
     ),
     security(("bearer" = [])))]
 pub async fn create_payment(
@@ -407,9 +407,9 @@ async fn create(
     let created = match made {
         Ok(created) => created,
         Err((error, routing)) => {
-            // The publish failed (or may have been stored without an ack): the
-            // caller's retry with the key takes the claim over with this payment id
-            // and this provider.
+            // The initiation or the publish failed (the fact may have been stored
+            // without an ack): the caller's retry with the key takes the claim over
+            // with this payment id and, if it may hold the payment, this provider.
             stores
                 .idempotency
                 .abandon(&bucket_key, revision, &body_hash, &payment_id, routing.as_ref())
@@ -446,7 +446,7 @@ async fn make(
     earlier: Option<RoutingDecision>,
     now: DateTime<Utc>,
 ) -> Result<PaymentCreated, (ApiError, Option<RoutingDecision>)> {
-    let routing = route(state, caller, request, payment_id, earlier).await;
+    let routing = route(state, caller, request, payment_id, earlier).await?;
     record_created(
         state,
         caller,
@@ -465,17 +465,18 @@ async fn make(
 
 /// The provider for a payment: the one an abandoned attempt under the same key
 /// chose (asked again only if it gave no reference), else the routing rules'
-/// choice, asked to initiate the payment.
+/// choice, asked to initiate the payment. A failed initiation fails the create and
+/// keeps the provider for the retry when it may hold the payment.
 async fn route(
     state: &AppState,
     caller: &Caller,
     request: &CreatePaymentRequest,
     payment_id: &PaymentId,
     earlier: Option<RoutingDecision>,
-) -> RoutingDecision {
+) -> Result<RoutingDecision, (ApiError, Option<RoutingDecision>)> {
     let mut routing = earlier.unwrap_or_else(|| state.health.choose(&request.rail, &request.country));
     if routing.provider_ref.is_none() {
-        routing.provider_ref = state
+        let initiated = state
             .initiator
             .initiate(
                 &routing.provider,
@@ -489,8 +490,15 @@ async fn route(
                 &state.health,
             )
             .await;
+        match initiated {
+            Ok(provider_ref) => routing.provider_ref = provider_ref,
+            Err(failed) => {
+                let keep = failed.may_hold_payment.then_some(routing);
+                return Err((failed.into(), keep));
+            }
+        }
     }
-    routing
+    Ok(routing)
 }
 
 /// Stores the create command and what later commands and events look the

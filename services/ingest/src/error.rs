@@ -30,6 +30,10 @@ pub enum ApiError {
     /// JetStream cannot take the fact now; the sender should retry.
     #[error("the event store is unavailable; retry later")]
     Unavailable,
+    /// The routed provider could not be asked to initiate a new payment; the caller
+    /// retries with the same `Idempotency-Key` (503, like [`ApiError::Unavailable`]).
+    #[error(transparent)]
+    ProviderUnavailable(#[from] crate::initiate::InitiationFailed),
     /// Something failed on our side; details are in the logs only.
     #[error("internal error")]
     Internal,
@@ -98,7 +102,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => ProblemType::Unauthorized,
             ApiError::Forbidden(_) => ProblemType::Forbidden,
             ApiError::NotFound(_) => ProblemType::NotFound,
-            ApiError::Unavailable => ProblemType::Unavailable,
+            ApiError::Unavailable | ApiError::ProviderUnavailable(_) => ProblemType::Unavailable,
             ApiError::Internal => ProblemType::Internal,
             ApiError::Unsupported { .. } => ProblemType::UnsupportedFeature,
             ApiError::StateConflict { .. } => ProblemType::StateConflict,

@@ -76,12 +76,17 @@ async fn projected(mesh: &Mesh, token: &str, payment: &str) -> anyhow::Result<()
 }
 
 /// A mesh whose providers initiate payments at a [`sandbox_gateway`] that fails
-/// for `failing`, a client and an operator token as [`start`] gives; and the
+/// once for `failing`, a client and an operator token as [`start`] gives; and the
 /// requests the gateway saw.
 async fn mesh_with_gateway(failing: &'static str) -> anyhow::Result<(Mesh, reqwest::Client, String, Seen)> {
     let (url, seen) = sandbox_gateway(failing).await?;
+    mesh_with_gateways(&format!("stdwebhooks={url},stripe={url}"), seen).await
+}
+
+/// A mesh whose providers initiate payments at the gateways `provider_urls` names.
+async fn mesh_with_gateways(provider_urls: &str, seen: Seen) -> anyhow::Result<(Mesh, reqwest::Client, String, Seen)> {
     let mesh = Mesh::start_with(paytrack_tests::mesh::MeshOptions {
-        provider_urls: Some(format!("stdwebhooks={url},stripe={url}")),
+        provider_urls: Some(provider_urls.to_owned()),
         ..Default::default()
     })
     .await?;
@@ -520,17 +525,21 @@ async fn an_abandoned_claim_is_taken_over_with_its_payment_id() -> anyhow::Resul
 /// `Idempotency-Key` header (if any) as `"idempotency-key"`.
 type Seen = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
 
-/// A sandbox gateway for the initiation tests: every provider but `failing` answers
-/// a provider_ref and keeps the requests; `failing` answers 500.
+/// A sandbox gateway for the initiation tests: every provider answers a
+/// provider_ref and keeps the requests, except that `failing` answers its first
+/// request 500 (and keeps nothing).
 async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)> {
     use axum::extract::{Path, State};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    type Gateway = (Seen, &'static str, Arc<AtomicBool>);
     async fn initiate(
-        State((seen, failing)): State<(Seen, &'static str)>,
+        State((seen, failing, failed)): State<Gateway>,
         Path(provider): Path<String>,
         headers: axum::http::HeaderMap,
         axum::Json(mut body): axum::Json<Value>,
     ) -> Result<axum::Json<Value>, axum::http::StatusCode> {
-        if provider == failing {
+        if provider == failing && !failed.swap(true, Ordering::SeqCst) {
             return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         }
         let reference = format!("pi_{}", body["payment_id"].as_str().unwrap_or_default());
@@ -545,7 +554,7 @@ async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)
     let seen = Seen::default();
     let app = axum::Router::new()
         .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
-        .with_state((seen.clone(), failing));
+        .with_state((seen.clone(), failing, Arc::new(AtomicBool::new(false))));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -553,24 +562,31 @@ async fn sandbox_gateway(failing: &'static str) -> anyhow::Result<(String, Seen)
 }
 
 /// A create asks the routed provider's sandbox gateway to initiate the payment and
-/// records the provider_ref it answers; a gateway that fails marks its provider
-/// unavailable, and the next create is routed to the other candidate, saying why.
+/// records the provider_ref it answers. A gateway that fails (500) fails the create
+/// with 503 and marks its provider unavailable: the next create is routed to the
+/// other candidate, saying why, while the failed create's retry under its key asks
+/// the same provider again (a 500 may hide a payment it made) under the same
+/// payment id, and nothing was stored for it before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() -> anyhow::Result<()> {
     let (mesh, client, token, seen) = mesh_with_gateway("stdwebhooks").await?;
     let body = create_body("m_i", "card", "US", 900);
-    let first = expecting(
-        201,
-        post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?,
-    )?;
-    // stdwebhooks (first preference) failed to initiate: no reference, provider avoided.
-    assert_eq!(first["routing"]["provider"], "stdwebhooks");
-    assert!(first["routing"]["provider_ref"].is_null(), "{first}");
+    // stdwebhooks (first preference) fails to initiate: 503, nothing stored.
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("stdwebhooks could not initiate the payment"), "{text}");
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "i-1");
+    let claim: Value = serde_json::from_slice(&bucket.get(&key).await?.context("the claim is kept")?)?;
+    assert_eq!(claim["routing"]["provider"], "stdwebhooks", "{claim}");
+    let claimed = claim["payment_id"].as_str().context("payment_id")?.to_owned();
+    assert!(inbound(&mesh, format!("paytrack.in.*.{claimed}")).await?.is_empty());
+
     let second = expecting(
         201,
         post(&client, &mesh, "/v1/payments", &token, Some("i-2"), &body).await?,
     )?;
-    let payment = second["payment_id"].as_str().unwrap_or_default();
+    let payment = second["payment_id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(second["routing"]["provider"], "stripe", "{second}");
     assert_eq!(second["routing"]["provider_ref"], format!("pi_{payment}"));
     let reason = second["routing"]["reason"].as_str().unwrap_or_default();
@@ -578,14 +594,23 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
         reason.contains("stdwebhooks (0 outcomes, too few to judge, unavailable)"),
         "{reason}"
     );
+
+    // The retry of the failed create asks stdwebhooks again, for the claimed payment.
+    let retried = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("i-1"), &body).await?,
+    )?;
+    assert_eq!(retried["payment_id"], claimed.as_str());
+    assert_eq!(retried["routing"]["provider"], "stdwebhooks", "{retried}");
+    assert_eq!(retried["routing"]["provider_ref"], format!("pi_{claimed}"));
     let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    assert_eq!(
-        requests,
-        vec![json!({
-            "tenant": mesh.tenant.as_str(), "payment_id": payment, "amount_minor": 900,
-            "currency": "USD", "rail": "card", "idempotency-key": payment,
-        })]
-    );
+    let asked = |id: &str| {
+        json!({
+            "tenant": mesh.tenant.as_str(), "payment_id": id, "amount_minor": 900,
+            "currency": "USD", "rail": "card", "idempotency-key": id,
+        })
+    };
+    assert_eq!(requests, vec![asked(&payment), asked(&claimed)]);
 
     // The provider's event names only the recorded reference (no metadata): it is the
     // created payment's fact, and moves it.
@@ -600,10 +625,36 @@ async fn initiation_records_the_provider_ref_and_a_failing_gateway_is_avoided() 
         .post_provider_webhook("stripe", &format!("evt_{payment}"), &event)
         .await?;
     assert_eq!(response.status(), 200, "{}", response.text().await?);
-    mesh.view_when(payment, "the linked event moved the payment", |current| {
+    mesh.view_when(&payment, "the linked event moved the payment", |current| {
         current["status"] == "succeeded" && current["version"] == 2
     })
     .await?;
+    Ok(())
+}
+
+/// A gateway that cannot even be connected to never saw the payment: the create
+/// answers 503, and its retry under the same key is routed afresh, to the provider
+/// that answers, under the same payment id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_gateway_is_unreachable_is_retried_at_another_provider() -> anyhow::Result<()> {
+    let (url, seen) = sandbox_gateway("none").await?;
+    let closed = format!("http://127.0.0.1:{}", paytrack_tests::free_port_for_later()?);
+    let (mesh, client, token, seen) = mesh_with_gateways(&format!("stdwebhooks={closed},stripe={url}"), seen).await?;
+    let body = create_body("m_unreachable", "card", "US", 500);
+    let (status, text) = post(&client, &mesh, "/v1/payments", &token, Some("u-1"), &body).await?;
+    assert_eq!(status, 503, "{text}");
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "u-1");
+    let claim: Value = serde_json::from_slice(&bucket.get(&key).await?.context("the claim is kept")?)?;
+    assert!(claim["routing"].is_null(), "no provider kept: {claim}");
+    let created = expecting(
+        201,
+        post(&client, &mesh, "/v1/payments", &token, Some("u-1"), &body).await?,
+    )?;
+    assert_eq!(created["payment_id"], claim["payment_id"]);
+    assert_eq!(created["routing"]["provider"], "stripe", "{created}");
+    let requests = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
     Ok(())
 }
 
