@@ -391,19 +391,29 @@ async fn create(
         } => (revision, payment_id, routing),
     };
     tracing::Span::current().record("payment_id", payment_id.as_str());
-    let made = make(
-        state,
-        caller,
-        &key,
-        &body,
-        &request,
-        merchant,
-        capabilities,
-        &payment_id,
-        earlier,
-        now,
-    )
-    .await;
+    let mut claim = OwnClaim {
+        key: &bucket_key,
+        revision,
+        body_hash: &body_hash,
+    };
+    let made = match route(state, caller, &request, &payment_id, earlier, &mut claim).await {
+        Ok(routing) => record_created(
+            state,
+            caller,
+            &key,
+            &body,
+            &request,
+            merchant,
+            capabilities,
+            &payment_id,
+            routing.clone(),
+            now,
+        )
+        .await
+        .map_err(|error| (error, Some(routing))),
+        Err(failed) => Err(failed),
+    };
+    let revision = claim.revision;
     let created = match made {
         Ok(created) => created,
         Err((error, routing)) => {
@@ -431,50 +441,37 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, text, false))
 }
 
-/// Routes and initiates the payment, then records it; a failure says which
-/// provider was chosen, so the claim keeps it for the retry.
-#[allow(clippy::too_many_arguments)]
-async fn make(
-    state: &AppState,
-    caller: &Caller,
-    key: &str,
-    raw_body: &[u8],
-    request: &CreatePaymentRequest,
-    merchant: MerchantId,
-    capabilities: CapabilitySnapshot,
-    payment_id: &PaymentId,
-    earlier: Option<RoutingDecision>,
-    now: DateTime<Utc>,
-) -> Result<PaymentCreated, (ApiError, Option<RoutingDecision>)> {
-    let routing = route(state, caller, request, payment_id, earlier).await?;
-    record_created(
-        state,
-        caller,
-        key,
-        raw_body,
-        request,
-        merchant,
-        capabilities,
-        payment_id,
-        routing.clone(),
-        now,
-    )
-    .await
-    .map_err(|error| (error, Some(routing)))
+/// The idempotency claim a create owns: where it is and its current revision.
+struct OwnClaim<'a> {
+    key: &'a str,
+    revision: u64,
+    body_hash: &'a str,
 }
 
 /// The provider for a payment: the one an abandoned attempt under the same key
 /// chose (asked again only if it gave no reference), else the routing rules'
-/// choice, asked to initiate the payment. A failed initiation fails the create and
-/// keeps the provider for the retry when it may hold the payment.
+/// choice, written into the claim and then asked to initiate the payment. A failed
+/// initiation fails the create and keeps the provider for the retry when it may
+/// hold the payment.
 async fn route(
     state: &AppState,
     caller: &Caller,
     request: &CreatePaymentRequest,
     payment_id: &PaymentId,
     earlier: Option<RoutingDecision>,
+    claim: &mut OwnClaim<'_>,
 ) -> Result<RoutingDecision, (ApiError, Option<RoutingDecision>)> {
+    let chosen_before = earlier.is_some();
     let mut routing = earlier.unwrap_or_else(|| state.health.choose(&request.rail, &request.country));
+    if !chosen_before && state.initiator.has_gateway(&routing.provider) {
+        // A claim taken over holds its provider already.
+        claim.revision = stores(state)
+            .map_err(|error| (error, None))?
+            .idempotency
+            .note_routing(claim.key, claim.revision, claim.body_hash, payment_id, &routing)
+            .await
+            .map_err(|error| (error, None))?;
+    }
     if routing.provider_ref.is_none() {
         let initiated = state
             .initiator

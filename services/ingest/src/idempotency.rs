@@ -290,6 +290,31 @@ impl Idempotency {
             .map_err(|e| unavailable("complete", &e))
     }
 
+    /// Writes the provider a claim this request owns has chosen into the claim, before
+    /// that provider is asked to initiate the payment: an ingest that dies while
+    /// asking leaves the choice behind, so the retry that takes the claim over asks
+    /// the same provider (under the same payment id) and never a second one. The
+    /// claim's new revision.
+    pub async fn note_routing(
+        &self,
+        key: &str,
+        revision: u64,
+        body_hash: &str,
+        payment_id: &PaymentId,
+        routing: &RoutingDecision,
+    ) -> Result<u64, ApiError> {
+        let noted = Record::Pending {
+            body_hash: body_hash.to_owned(),
+            payment_id: payment_id.clone(),
+            claimed_at: Utc::now(),
+            routing: Some(routing.clone()),
+        };
+        self.store
+            .update(key, encode(&noted), revision)
+            .await
+            .map_err(|e| unavailable("note routing", &e))
+    }
+
     /// Gives up a claim whose work failed (the publish was refused or timed out), so
     /// the caller's retry takes it over at once. The claim keeps its payment id: a
     /// publish that JetStream did store despite the error is then de-duplicated by

@@ -115,6 +115,12 @@ impl Initiator {
         Initiator { urls, http }
     }
 
+    /// Whether `provider` has a gateway to ask (else a create names the provider and
+    /// its reference comes with the provider's events).
+    pub fn has_gateway(&self, provider: &str) -> bool {
+        self.urls.contains_key(provider)
+    }
+
     /// Asks `provider`'s gateway to initiate the payment: its reference; None when no
     /// gateway is configured or its 2xx named no usable reference. A failure marks the
     /// provider unavailable in `health`.

@@ -658,6 +658,64 @@ async fn a_create_whose_gateway_is_unreachable_is_retried_at_another_provider() 
     Ok(())
 }
 
+/// The provider a create chose is in its idempotency claim before that provider is
+/// asked: an ingest that died while asking leaves it behind, and the retry that takes
+/// the claim over asks the same provider, never a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_names_its_provider_in_its_claim_before_asking_it() -> anyhow::Result<()> {
+    use axum::extract::State;
+    use tokio::sync::{mpsc, oneshot};
+    type Arrivals = mpsc::Sender<oneshot::Sender<()>>;
+    // A gateway that reports each request and answers only once released.
+    async fn initiate(State(arrivals): State<Arrivals>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+        let (release, released) = oneshot::channel();
+        let _ = arrivals.send(release).await;
+        let _ = released.await;
+        axum::Json(json!({"provider_ref": format!("pi_{}", body["payment_id"].as_str().unwrap_or_default())}))
+    }
+    let (arrived, mut arrivals) = mpsc::channel(4);
+    let app = axum::Router::new()
+        .route("/v1/providers/{provider}/payments", axum::routing::post(initiate))
+        .with_state(arrived);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (mesh, client, token, _) =
+        mesh_with_gateways(&format!("stdwebhooks={url},stripe={url}"), Seen::default()).await?;
+    let body = create_body("m_noted", "card", "US", 300);
+    let request = {
+        let (client, mesh, token, body) = (client.clone(), mesh.ingest_url.clone(), token.clone(), body.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{mesh}/v1/payments"))
+                .bearer_auth(token)
+                .header("idempotency-key", "noted-1")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        })
+    };
+    let release = tokio::time::timeout(WAIT, arrivals.recv())
+        .await?
+        .context("the gateway was asked")?;
+    let bucket = mesh.js.get_key_value(subjects::IDEMPOTENCY_BUCKET).await?;
+    let key = paytrack_ingest::Idempotency::bucket_key(&mesh.tenant, "noted-1");
+    let claim: Value = serde_json::from_slice(&bucket.get(&key).await?.context("the claim")?)?;
+    assert_eq!(claim["state"], "pending", "{claim}");
+    assert_eq!(
+        claim["routing"]["provider"], "stdwebhooks",
+        "chosen before asking: {claim}"
+    );
+    let _ = release.send(());
+    let response = request.await??;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await?;
+    assert_eq!(created["routing"]["provider"], "stdwebhooks", "{created}");
+    assert_eq!(created["payment_id"], claim["payment_id"]);
+    Ok(())
+}
+
 /// A create whose fact JetStream refuses answers 503 and leaves its claim to the
 /// caller's retry, which makes the payment under the same id (had the refused publish
 /// been stored after all, its `Nats-Msg-Id` would de-duplicate the retry's).
