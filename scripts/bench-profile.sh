@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Profiles one bench figure: runs paytrack-bench for that figure alone, records the
-# bench process (ingest, reconciler, projector and the clients all run in it) with
-# `perf record` while the load runs, and renders a flame graph SVG with inferno.
+# process that does the work with `perf record` while the load runs, and renders a
+# flame graph SVG with inferno. The bench process runs ingest, the reconciler, the
+# projector and the clients; the edge and nats-server run in their own processes, so
+# the edge's figures record the whole machine (each process is a root of the graph).
 #
 #   scripts/bench-profile.sh e2e        # 10k sessions, 1,000 transitions/s for 60 s
 #   scripts/bench-profile.sh projector  # the projector catching up on 40,000 transitions
+#   scripts/bench-profile.sh ingest     # webhooks for 60 s while the mesh consumes them
+#   scripts/bench-profile.sh storm      # 10k sessions resuming at once (whole machine)
+#   scripts/bench-profile.sh fanout     # the edge connecting and broadcasting to 15k (whole machine)
 #
 # Needs perf (linux-perf) and the bench built with `--profile profiling` (release code
 # with line tables). Writes bench/results/flame-<figure>.svg and the perf summary
@@ -12,13 +17,14 @@
 # Environment: PROFILE_SECS (how long to record; default 30), CARGO_TARGET_DIR.
 set -euo pipefail
 
-figure="${1:?usage: bench-profile.sh e2e|projector}"
+figure="${1:?usage: bench-profile.sh e2e|projector|ingest|storm|fanout}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 bench="$target/profiling/paytrack-bench"
 out="$repo/bench/results"
 secs="${PROFILE_SECS:-30}"
 inferno_version=0.12.8
+scope=bench
 
 case "$figure" in
   e2e)
@@ -29,7 +35,22 @@ case "$figure" in
     args=(--only 5 --projector-sizes 40000)
     marker="projector: catching up on 40000 transitions"
     ;;
-  *) echo "unknown figure $figure (e2e or projector)" >&2; exit 2 ;;
+  ingest)
+    args=(--only 1)
+    marker="ingest: webhooks for 60 s while the mesh consumes them"
+    ;;
+  storm)
+    args=(--only 4)
+    marker="reconnect storm: dropping 10000 sessions"
+    scope=all
+    secs="${PROFILE_SECS:-15}"
+    ;;
+  fanout)
+    args=(--only 3)
+    marker="fan-out: ws-edge holding 15000 sessions"
+    scope=all
+    ;;
+  *) echo "unknown figure $figure (e2e, projector, ingest, storm or fanout)" >&2; exit 2 ;;
 esac
 
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
@@ -50,14 +71,17 @@ until grep -qF "$marker" "$log"; do
   kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "the bench ended before the load" >&2; exit 1; }
   sleep 1
 done
-perf record -F 99 --call-graph dwarf,32768 -p "$pid" -o "$work/perf.data" -- sleep "$secs" 2>"$work/perf.log"
+if [[ "$scope" == all ]]; then target_args=(-a); else target_args=(-p "$pid"); fi
+perf record -F 99 --call-graph dwarf,32768 "${target_args[@]}" -o "$work/perf.data" -- sleep "$secs" 2>"$work/perf.log"
 wait "$pid" || { tail -n 30 "$log" >&2; echo "the bench run failed" >&2; exit 1; }
 
 perf script -i "$work/perf.data" --no-inline 2>/dev/null | inferno-collapse-perf >"$work/folded"
 inferno-flamegraph --title "paytrack-bench: $figure (${args[*]})" <"$work/folded" >"$out/flame-$figure.svg"
 perf report -i "$work/perf.data" --no-inline --no-children --sort symbol --stdio >"$work/report" 2>/dev/null || true
 {
-  echo "# perf record -F 99 --call-graph dwarf of the bench process, $secs s: paytrack-bench ${args[*]}"
+  echo "# perf record -F 99 --call-graph dwarf of the $([[ $scope == all ]] && echo 'whole machine' || echo 'bench process'), $secs s: paytrack-bench ${args[*]}"
+  echo "# share of the samples by process"
+  perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n 12 || true
   echo "# top symbols by self time"
   grep -E '^ +[0-9.]+%' "$work/report" | head -n 40 | sed -E 's/ +- +- *$//; s/ +$//' || true
   echo "# the run's own figures"

@@ -43,7 +43,11 @@ pub async fn run(ctx: &Arc<Ctx>, report: &mut Report) -> anyhow::Result<()> {
                     crate::report::num(p99),
                     crate::report::num(p999)
                 ),
-                "target p99 ≤ 10 ms at 1,000/s, 10k sessions",
+                match load {
+                    1_000 => "target p99 ≤ 10 ms at 1,000/s, sustained",
+                    300 => "target p99 ≤ 5 ms at 300/s",
+                    _ => "",
+                },
             );
             report.plain(
                 SECTION,
