@@ -52,6 +52,10 @@ pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
+/// Set to a command (`heaptrack -o /tmp/edge`) to run the edge processes under it,
+/// for a heap profile of their sessions.
+const EDGE_WRAPPER: &str = "PAYTRACK_BENCH_EDGE_WRAPPER";
+
 /// Starts this binary's hidden `subcommand` with `env`, and reads `listening <addr>`
 /// from its stdout; the rest of its stdout (its log lines) goes to `log`, when given.
 /// Closing its stdin (on drop) stops it.
@@ -61,11 +65,21 @@ pub async fn spawn_self(
     log: Option<PathBuf>,
 ) -> anyhow::Result<ServerProcess> {
     let exe = std::env::current_exe()?;
-    let mut command = Command::new(exe);
+    let wrapper = std::env::var(EDGE_WRAPPER).ok().filter(|_| subcommand == "edge");
+    let mut command = match wrapper.as_deref().map(str::split_whitespace) {
+        Some(mut words) => {
+            let mut command = Command::new(words.next().context("an empty edge wrapper")?);
+            command.args(words).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     command
         .arg(subcommand)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // The wrapper (a shell script) finds its tools on the PATH.
+        .envs(wrapper.map(|_| ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
