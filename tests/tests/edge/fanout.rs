@@ -85,6 +85,52 @@ fn open_files_limit() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Sessions that subscribe a wide channel of a fresh edge all at once share one read
+/// of its position: one `STREAM.MSG.GET` of PAYTRACK_STATUS for `payments`, not one
+/// per session (each such read scans the stream's subjects; thousands of them at
+/// once kept nats-server saturated and every read timing out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_joining_a_wide_channel_at_once_read_its_position_once() -> anyhow::Result<()> {
+    const SESSIONS: usize = 64;
+    let mesh = Mesh::start_with(MeshOptions::quiet()).await?;
+    let admin = mesh.nats.admin_client().await?;
+    let mut reads = admin
+        .subscribe(format!("$JS.API.STREAM.MSG.GET.{}", subjects::STREAM_STATUS))
+        .await?;
+    admin.flush().await?;
+    let (url, operator) = (mesh.ws_url(), mesh.operator_token());
+    let clients: Vec<WsClient> = futures::stream::iter(0..SESSIONS)
+        .map(|_| {
+            let (url, token) = (url.clone(), operator.clone());
+            async move { WsClient::connect(&url, &token).await }
+        })
+        .buffer_unordered(SESSIONS)
+        .try_collect()
+        .await?;
+    // Every session asks at once, then each waits for its answer.
+    let mut clients = clients;
+    for client in &mut clients {
+        client.send(json!({"type": "subscribe", "channel": "payments"})).await?;
+    }
+    for client in &mut clients {
+        let subscribed = client.next_of("subscribed", WAIT).await?;
+        assert_eq!(subscribed["channel"], "payments", "{subscribed}");
+    }
+    admin.flush().await?;
+    let mut payments_reads = 0;
+    while let Ok(Some(request)) = tokio::time::timeout(Duration::from_millis(500), reads.next()).await {
+        let body = String::from_utf8_lossy(&request.payload);
+        if body.contains(&subjects::tenant_messages(&mesh.tenant)) {
+            payments_reads += 1;
+        }
+    }
+    assert!(
+        (1..=3).contains(&payments_reads),
+        "{SESSIONS} sessions joining `payments` read its position {payments_reads} times"
+    );
+    Ok(())
+}
+
 /// 3,000 sessions on distinct `payment:` channels and 500 on `payments` (of another
 /// tenant) against one edge: every one is subscribed and gets its events, and the
 /// edge's JetStream consumers are exactly those of an idle edge.

@@ -94,11 +94,18 @@ pub struct Hub {
     /// Short JetStream reads of subscribes (a latest position, a snapshot, the
     /// stream's first sequence).
     pub(super) permits: Semaphore,
+    /// The latest-position reads of channels in flight, each shared by every
+    /// subscribe of its channel that starts meanwhile (see `Hub::shared_latest`).
+    pub(super) latest_reads: Mutex<std::collections::HashMap<TenantChannel, LatestRead>>,
     /// Replays running at once, each holding a consumer and at most a page and
     /// [`MAX_BUFFERED`] live messages: the bound on what replays hold in memory.
     pub(super) replays: Arc<Semaphore>,
     pub(super) timeout: Duration,
 }
+
+/// One latest-position read of a channel: `(latest, known)`, the channel having no
+/// message in `(latest, known]`.
+pub(super) type LatestRead = Arc<tokio::sync::OnceCell<(u64, u64)>>;
 
 /// A started subscription: `subscribed` is queued, and any backlog still has to go
 /// through [`Hub::replay`].
@@ -147,6 +154,7 @@ impl Hub {
             reopen: Default::default(),
             heads: Feed::ALL.map(|feed| watch::Sender::new(heads[feed as usize])),
             permits: Semaphore::new(concurrency.max(1)),
+            latest_reads: Mutex::default(),
             replays: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
             health: Default::default(),

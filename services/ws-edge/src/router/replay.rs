@@ -219,10 +219,7 @@ impl Hub {
         let (latest, known, below) = match held {
             Some(held) => held,
             None => {
-                let latest = {
-                    let _permit = self.permits.acquire().await.map_err(unavailable)?;
-                    latest_seq(stream, &filters).await?
-                };
+                let (latest, known) = self.shared_latest(&key, stream, &filters, head_before).await?;
                 // The feed must have passed the channel's newest message before the
                 // memory can be trusted after it.
                 let mut heads = self.heads[feed as usize].subscribe();
@@ -230,7 +227,7 @@ impl Hub {
                     .await
                     .map_err(|_| unavailable("edge feed behind the stream"))?
                     .map_err(unavailable)?;
-                (latest, head_before.max(latest), None)
+                (latest, known, None)
             }
         };
 
@@ -378,6 +375,43 @@ impl Hub {
 
     pub(super) fn ring_floor(&self, feed: Feed) -> u64 {
         self.lock().rings[feed as usize].floor
+    }
+
+    /// The newest message of a channel this edge holds no position of, and what is
+    /// known with it: `(latest, known)`, the channel having no message in
+    /// `(latest, known]`. One read serves every subscribe of the channel that starts
+    /// while it is in flight, so thousands of sessions joining a fresh edge's
+    /// `payments` read the stream once, not once each (each read of a wide channel
+    /// scans the stream's subjects; a read per session kept nats-server saturated
+    /// and every read timing out). The read starts after its own caller's
+    /// `head_before`, so its `known` holds; a subscribe that joins it later uses
+    /// that older fact, as if the first had been slower. A failed read is not
+    /// shared: the next waiter reads again.
+    pub(super) async fn shared_latest(
+        &self,
+        key: &TenantChannel,
+        stream: &Stream,
+        filters: &[String],
+        head_before: u64,
+    ) -> Result<(u64, u64), HistoryError> {
+        let read = {
+            let mut reads = self.latest_reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.entry(key.clone()).or_default().clone()
+        };
+        let result = read
+            .get_or_try_init(|| async {
+                let _permit = self.permits.acquire().await.map_err(unavailable)?;
+                let latest = latest_seq(stream, filters).await?;
+                Ok::<_, HistoryError>((latest, head_before.max(latest)))
+            })
+            .await
+            .copied();
+        let mut reads = self.latest_reads.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.get(key).is_some_and(|r| Arc::ptr_eq(r, &read)) {
+            // Later subscribes find the channel in memory, or read afresh.
+            reads.remove(key);
+        }
+        result
     }
 
     pub(super) async fn first_seq(&self, feed: Feed) -> Result<u64, HistoryError> {
