@@ -117,6 +117,13 @@ async fn alert(mesh: &Mesh, tenant: &TenantId, kind: &str) -> anyhow::Result<Ale
 async fn pending_payment(mesh: &Mesh, pay: &str, rail: &str) -> anyhow::Result<()> {
     let tenant = &mesh.tenant;
     facts::publish(&mesh.js, &facts::create(tenant, pay, rail, "stdwebhooks")?).await?;
+    // The pending event follows the decided create, as a provider's would: two
+    // reconciler replicas may otherwise decide the two facts in either order.
+    eventually(WAIT, "the create decided", || async {
+        let chain = facts::chain(&mesh.js, tenant, pay).await.ok()?;
+        (!chain.is_empty()).then_some(())
+    })
+    .await?;
     facts::publish(&mesh.js, &facts::first_pending(tenant, pay)?).await?;
     Ok(())
 }
