@@ -392,6 +392,7 @@ async fn create(
     };
     tracing::Span::current().record("payment_id", payment_id.as_str());
     let mut claim = OwnClaim {
+        store: &stores.idempotency,
         key: &bucket_key,
         revision,
         body_hash: &body_hash,
@@ -443,6 +444,7 @@ async fn create(
 
 /// The idempotency claim a create owns: where it is and its current revision.
 struct OwnClaim<'a> {
+    store: &'a Idempotency,
     key: &'a str,
     revision: u64,
     body_hash: &'a str,
@@ -465,9 +467,8 @@ async fn route(
     let mut routing = earlier.unwrap_or_else(|| state.health.choose(&request.rail, &request.country));
     if !chosen_before && state.initiator.has_gateway(&routing.provider) {
         // A claim taken over holds its provider already.
-        claim.revision = stores(state)
-            .map_err(|error| (error, None))?
-            .idempotency
+        claim.revision = claim
+            .store
             .note_routing(claim.key, claim.revision, claim.body_hash, payment_id, &routing)
             .await
             .map_err(|error| (error, None))?;

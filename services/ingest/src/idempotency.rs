@@ -58,6 +58,21 @@ enum Record {
 }
 
 impl Record {
+    /// A claim of `payment_id` for the body hashing to `body_hash`, made at `claimed_at`.
+    fn pending(
+        body_hash: &str,
+        payment_id: &PaymentId,
+        claimed_at: DateTime<Utc>,
+        routing: Option<RoutingDecision>,
+    ) -> Record {
+        Record::Pending {
+            body_hash: body_hash.to_owned(),
+            payment_id: payment_id.clone(),
+            claimed_at,
+            routing,
+        }
+    }
+
     fn body_hash(&self) -> &str {
         match self {
             Record::Pending { body_hash, .. } | Record::Done { body_hash, .. } | Record::Bound { body_hash } => {
@@ -194,12 +209,7 @@ impl Idempotency {
     pub async fn claim(&self, key: &str, body_hash: &str, fresh: PaymentId) -> Result<Claimed, ApiError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let pending = Record::Pending {
-                body_hash: body_hash.to_owned(),
-                payment_id: fresh.clone(),
-                claimed_at: Utc::now(),
-                routing: None,
-            };
+            let pending = Record::pending(body_hash, &fresh, Utc::now(), None);
             match self.store.create(key, encode(&pending)).await {
                 Ok(revision) => {
                     return Ok(Claimed::Owner {
@@ -240,12 +250,7 @@ impl Idempotency {
                         .unwrap_or_default()
                         > self.claim_timeout =>
                     {
-                        let taken = Record::Pending {
-                            body_hash: body_hash.to_owned(),
-                            payment_id: payment_id.clone(),
-                            claimed_at: Utc::now(),
-                            routing: routing.clone(),
-                        };
+                        let taken = Record::pending(body_hash, &payment_id, Utc::now(), routing.clone());
                         if let Ok(revision) = self.store.update(key, encode(&taken), entry.revision).await {
                             tracing::warn!(payment_id = %payment_id, "took over an abandoned idempotency claim");
                             return Ok(Claimed::Owner {
@@ -303,12 +308,7 @@ impl Idempotency {
         payment_id: &PaymentId,
         routing: &RoutingDecision,
     ) -> Result<u64, ApiError> {
-        let noted = Record::Pending {
-            body_hash: body_hash.to_owned(),
-            payment_id: payment_id.clone(),
-            claimed_at: Utc::now(),
-            routing: Some(routing.clone()),
-        };
+        let noted = Record::pending(body_hash, payment_id, Utc::now(), Some(routing.clone()));
         self.store
             .update(key, encode(&noted), revision)
             .await
@@ -330,12 +330,7 @@ impl Idempotency {
         payment_id: &PaymentId,
         routing: Option<&RoutingDecision>,
     ) {
-        let abandoned = Record::Pending {
-            body_hash: body_hash.to_owned(),
-            payment_id: payment_id.clone(),
-            claimed_at: DateTime::UNIX_EPOCH,
-            routing: routing.cloned(),
-        };
+        let abandoned = Record::pending(body_hash, payment_id, DateTime::UNIX_EPOCH, routing.cloned());
         if let Err(error) = self.store.update(key, encode(&abandoned), revision).await {
             tracing::warn!(%error, "idempotency claim not abandoned; it is taken over after the claim timeout");
         }
