@@ -67,11 +67,13 @@ async fn facts_stored_after_a_power_loss_cut_the_stream_back_are_decided() -> an
         decided(&js, &tenant, payment).await?;
     }
     // The rewind is said: an operator alert on PAYTRACK_ALERT naming the consumer.
-    let alert = js
-        .get_stream(subjects::STREAM_ALERT)
-        .await?
-        .get_last_raw_message_by_subject(&subjects::alert(None, subjects::ALERT_CONSUMER_REWOUND))
-        .await?;
+    // Published by the rewind, which may land after the facts it lets through.
+    let alerts = js.get_stream(subjects::STREAM_ALERT).await?;
+    let subject = subjects::alert(None, subjects::ALERT_CONSUMER_REWOUND);
+    let alert = eventually(Duration::from_secs(60), "the consumer_rewound alert", || async {
+        alerts.get_last_raw_message_by_subject(&subject).await.ok()
+    })
+    .await?;
     let rewound: ConsumerRewound = envelope::decode(&alert.payload)?;
     assert_eq!(
         (rewound.stream.as_str(), rewound.consumer.as_str()),
