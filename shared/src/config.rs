@@ -111,6 +111,11 @@ pub struct Settings {
     pub session_write_timeout_ms: u64,
     /// Recent messages per stream the edge keeps in memory to serve resumes.
     pub edge_ring_messages: usize,
+    /// How long the edge still follows a channel no session holds, so that its
+    /// sessions resume from memory after a dropped connection.
+    pub edge_idle_channel_secs: u64,
+    /// At most this many channels no session holds are followed (the oldest go first).
+    pub edge_idle_channels: usize,
     /// How long a session's presence outlives its last refresh (an edge that died).
     pub edge_presence_ttl_secs: u64,
     /// Channels one session may hold at once.

@@ -198,7 +198,15 @@ async fn presence_of(
     let Some(presence) = state.presence.get() else {
         return not_connected();
     };
-    axum::Json(json!({ "user": user, "sessions": presence.of(&claims.tenant, &user) })).into_response()
+    match presence.of(&claims.tenant, &user).await {
+        Ok(sessions) => axum::Json(json!({ "user": user, "sessions": sessions })).into_response(),
+        Err(error) => {
+            tracing::warn!(tenant = %claims.tenant, %error, "presence not read");
+            Problem::new(ProblemType::Unavailable, "presence could not be read; retry later")
+                .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                .into_response()
+        }
+    }
 }
 
 /// The token's claims (from the `Authorization` header, else the `token` query

@@ -62,6 +62,8 @@ pub struct Config {
     pub write_timeout: std::time::Duration,
     /// Recent messages per stream kept in memory for resumes.
     pub ring_messages: usize,
+    /// How long, and how many, channels no session holds stay followed.
+    pub idle_channels: router::IdleWindow,
     /// How long a session's presence outlives its last refresh.
     pub presence_ttl: std::time::Duration,
     /// Channels one session may hold.
@@ -97,6 +99,10 @@ impl Config {
             session_queue_bytes: s.session_queue_bytes,
             write_timeout: std::time::Duration::from_millis(s.session_write_timeout_ms),
             ring_messages: s.edge_ring_messages,
+            idle_channels: router::IdleWindow {
+                keep_for: std::time::Duration::from_secs(s.edge_idle_channel_secs),
+                at_most: s.edge_idle_channels,
+            },
             presence_ttl: std::time::Duration::from_secs(s.edge_presence_ttl_secs),
             max_subscriptions: s.edge_max_subscriptions,
             replay_concurrency: s.edge_replay_concurrency,
@@ -149,6 +155,7 @@ pub struct WsEdge {
 #[derive(Debug, Clone, Copy)]
 struct FeedSettings {
     ring_messages: usize,
+    idle_channels: router::IdleWindow,
     replay_concurrency: usize,
     timeout: std::time::Duration,
 }
@@ -182,6 +189,7 @@ impl WsEdge {
             jwks,
             feeds: FeedSettings {
                 ring_messages: config.ring_messages,
+                idle_channels: config.idle_channels,
                 replay_concurrency: config.replay_concurrency,
                 timeout: config.nats_timeout,
             },
@@ -231,6 +239,7 @@ impl WsEdge {
                 router::Hub::start(
                     &js,
                     feeds.ring_messages,
+                    feeds.idle_channels,
                     feeds.replay_concurrency,
                     feeds.timeout,
                     stop.clone(),
@@ -241,7 +250,7 @@ impl WsEdge {
             .await;
             let Ok(hub) = opened else { return };
             let presence = paytrack_nats::retry_until_ready("open the presence bucket", &stop, || {
-                presence::Presence::open(&js, presence_ttl, &state.edge_id)
+                presence::Presence::open(&js, presence_ttl, &state.edge_id, feeds.timeout)
             })
             .await;
             let Ok(presence) = presence else { return };

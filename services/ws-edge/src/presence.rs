@@ -12,11 +12,13 @@
 //! [`SESSION_KEY_RETENTION`], the bucket's age limit, which removes a dead edge's
 //! leftovers.
 //!
-//! `GET /v1/presence/{user}` is answered from memory: each edge keeps one watch of the
-//! bucket (one consumer for the edge's life, whatever the reads) and a map of every
-//! key's last value, so a read costs no JetStream request and a burst of reads cannot
-//! fill the bucket's consumers. Reads are limited per tenant ([`ReadLimit`]): a
-//! tenant over its rate gets 429 with a Retry-After, and other tenants are untouched.
+//! `GET /v1/presence/{user}` reads the bucket when asked: one batched direct get of
+//! the newest value of the user's keys and of every edge's key (no consumer, one round
+//! trip). An edge keeps nothing of other edges' sessions, so its memory does not grow
+//! with the number of edges or with the sessions they hold (a view of every key, kept
+//! by a watch on every edge, cost each edge about 500 bytes per session of the whole
+//! fleet). Reads are limited per tenant ([`ReadLimit`]): a tenant over its rate gets
+//! 429 with a Retry-After, and other tenants are untouched.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -43,6 +45,9 @@ pub enum PresenceError {
     /// The bucket could not be created or opened.
     #[error("presence bucket: {0}")]
     Bucket(#[source] async_nats::Error),
+    /// A user's presence could not be read.
+    #[error("presence read: {0}")]
+    Read(#[source] paytrack_nats::DirectReadError),
 }
 
 /// One open session of a user, as `GET /v1/presence/{user}` lists it.
@@ -99,8 +104,10 @@ fn edge_key(edge_id: &str) -> String {
 /// The presence bucket of one edge.
 pub struct Presence {
     store: kv::Store,
-    /// Every key's last value, kept by the edge's watch of the bucket.
-    view: Mutex<View>,
+    /// For the batched reads of a user's keys.
+    client: async_nats::Client,
+    /// How long a read may take.
+    read_timeout: Duration,
     ttl: Duration,
     edge_id: String,
     /// The sessions present on this edge, by key, refreshed together. The key is
@@ -108,7 +115,7 @@ pub struct Presence {
     present: Mutex<HashMap<Arc<str>, Present>>,
 }
 
-/// What the bucket holds, as the edge's watch last saw it.
+/// What the bucket holds of one user and of the edges, as one read found it.
 #[derive(Default)]
 struct View {
     /// Session keys (`<tenant>.<user>.<device>.<session_id>`), sorted so that a user's
@@ -120,9 +127,8 @@ struct View {
     edge_ids: HashSet<Arc<str>>,
 }
 
-/// A session key's value as the view keeps it. Every edge keeps one per session of
-/// every edge, so an entry holds no string of its own: its device and session id
-/// are its key's last tokens, its edge's id is shared and its transport is a flag.
+/// A session key's value as the view keeps it: its device and session id are its
+/// key's last tokens, its edge's id is shared and its transport is a flag.
 struct Seen {
     edge_id: Arc<str>,
     sse: bool,
@@ -131,7 +137,7 @@ struct Seen {
 }
 
 impl View {
-    /// Applies one entry of the watch: a put stores the key's value, a delete or
+    /// Applies one key's newest entry: a put stores the key's value, a delete or
     /// purge forgets it; values that cannot be read are ignored.
     fn apply(&mut self, key: &str, value: Option<&[u8]>) {
         let edge = key.starts_with(EDGE_KEY_PREFIX) && key.as_bytes().get(EDGE_KEY_PREFIX.len()) == Some(&b'.');
@@ -243,9 +249,6 @@ impl ReadLimit {
     }
 }
 
-/// How long the watch waits before it is opened again after it ended or failed.
-const REWATCH_AFTER: Duration = Duration::from_secs(1);
-
 /// One session present on this edge.
 struct Present {
     since: DateTime<Utc>,
@@ -261,23 +264,23 @@ struct Present {
 impl Presence {
     /// Opens the bucket (the layout step creates it), says this edge is alive, and
     /// keeps saying so every third of `ttl`.
-    pub async fn open(js: &jetstream::Context, ttl: Duration, edge_id: &str) -> Result<Arc<Presence>, PresenceError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        ttl: Duration,
+        edge_id: &str,
+        read_timeout: Duration,
+    ) -> Result<Arc<Presence>, PresenceError> {
         let store = paytrack_nats::open_bucket(js, BUCKET)
             .await
             .map_err(|e| PresenceError::Bucket(e.into()))?;
         let presence = Arc::new(Presence {
             store,
-            view: Mutex::new(View::default()),
+            client: js.client(),
+            read_timeout,
             ttl,
             edge_id: edge_id.to_owned(),
             present: Mutex::new(HashMap::new()),
         });
-        let watch = presence
-            .store
-            .watch_with_history(">")
-            .await
-            .map_err(|e| PresenceError::Bucket(e.into()))?;
-        tokio::spawn(keep_watching(Arc::downgrade(&presence), watch));
         presence.say_alive().await;
         tokio::spawn(every_third_of(Arc::downgrade(&presence), ttl, |p| async move {
             p.say_alive().await
@@ -404,43 +407,26 @@ impl Presence {
         }
     }
 
-    /// The sessions `user` of `tenant` has open now, from the edge's view of the
-    /// bucket. `user` must be a valid subject token (the caller checks it).
-    pub fn of(&self, tenant: &TenantId, user: &str) -> Vec<Here> {
-        let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        view.of(&format!("{tenant}.{user}."), &self.edge_id, self.ttl)
+    /// The sessions `user` of `tenant` has open now, on any edge, read from the bucket
+    /// (the newest value of the user's keys and of every edge's key, in one batched
+    /// direct get). `user` must be a valid subject token (the caller checks it).
+    pub async fn of(&self, tenant: &TenantId, user: &str) -> Result<Vec<Here>, PresenceError> {
+        let prefix = format!("{tenant}.{user}.");
+        let filters = [format!("{prefix}>"), format!("{EDGE_KEY_PREFIX}.>")];
+        let newest = paytrack_nats::last_per_key(&self.client, BUCKET, &filters, READ_BATCH, self.read_timeout)
+            .await
+            .map_err(PresenceError::Read)?;
+        let mut view = View::default();
+        for entry in &newest {
+            view.apply(&entry.key, entry.value.as_deref());
+        }
+        Ok(view.of(&prefix, &self.edge_id, self.ttl))
     }
 }
 
-/// Keeps `presence`'s view of the bucket current from `watch` (every key's last value,
-/// then every change), opening the watch again when it ends, for as long as the edge's
-/// presence exists.
-async fn keep_watching(presence: Weak<Presence>, mut watch: kv::Watch) {
-    loop {
-        while let Some(entry) = watch.next().await {
-            let Some(presence) = presence.upgrade() else { return };
-            match entry {
-                Ok(entry) => {
-                    let value = (entry.operation == kv::Operation::Put).then_some(&entry.value[..]);
-                    let mut view = presence.view.lock().unwrap_or_else(|p| p.into_inner());
-                    view.apply(&entry.key, value);
-                }
-                Err(error) => tracing::warn!(%error, "presence watch error"),
-            }
-        }
-        loop {
-            tokio::time::sleep(REWATCH_AFTER).await;
-            let Some(presence) = presence.upgrade() else { return };
-            match presence.store.watch_with_history(">").await {
-                Ok(opened) => {
-                    watch = opened;
-                    break;
-                }
-                Err(error) => tracing::warn!(%error, "presence watch not reopened; retrying"),
-            }
-        }
-    }
-}
+/// Keys one presence read returns at most (a user's sessions and every edge's key);
+/// a user with more sessions open is listed in part.
+const READ_BATCH: usize = 1024;
 
 /// The transport a presence entry names (`Present::sse`).
 fn transport_name(sse: bool) -> &'static str {

@@ -36,5 +36,6 @@ mod replay;
 mod ring;
 mod tenant_channel;
 
+pub use channels::IdleWindow;
 pub use hub::{Hub, Ready, Request, Subscribed};
 pub use tenant_channel::TenantChannel;

@@ -141,7 +141,7 @@ async fn a_session_on_an_edge_that_stopped_saying_it_is_alive_is_not_listed() ->
     bucket
         .put("_edge.ghost-edge", alive_entry("ghost-edge", said).into())
         .await?;
-    // The edge's view of the bucket follows the bucket's changes.
+    // A read finds the bucket's newest values.
     let body = mesh
         .eventually(WAIT, "the tablet listed", || async {
             let (_, body) = presence(&mesh, "u_ghost", Some(&operator)).await.ok()?;
@@ -227,9 +227,10 @@ async fn presence_consumers(mesh: &Mesh) -> anyhow::Result<usize> {
 }
 
 /// A burst of concurrent presence reads (48 tasks with one end user's token) is
-/// answered from what the edge holds: the presence bucket gains no consumer while it
-/// runs, the burst is limited per tenant (429 with a Retry-After, never 503), and the
-/// other tenant's operator reads go through all along.
+/// answered by direct gets of the bucket: the bucket has no consumer before (an edge
+/// keeps no watch, so no copy of other edges' sessions) and gains none while it runs,
+/// the burst is limited per tenant (429 with a Retry-After, never 503), and the other
+/// tenant's operator reads go through all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_presence_reads_opens_no_consumer_and_is_limited_per_tenant() -> anyhow::Result<()> {
     // Rare heartbeats: the clients here read nothing, and a client silent for three
@@ -251,6 +252,7 @@ async fn a_burst_of_presence_reads_opens_no_consumer_and_is_limited_per_tenant()
     })
     .await?;
     let before = presence_consumers(&mesh).await?;
+    assert_eq!(before, 0, "an edge watches the presence bucket");
 
     let url = format!("http://{}/v1/presence/u_burst", mesh.edge_addr);
     let http = reqwest::Client::new();

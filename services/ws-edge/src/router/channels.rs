@@ -99,12 +99,30 @@ pub(super) fn matches(feed: Feed, subject: &str, key: &TenantChannel) -> bool {
     }
 }
 
-/// How long a channel no session holds is still followed, so that clients that
-/// reconnect (a dropped edge connection, a reconnect storm) resume from memory.
-pub(super) const IDLE_FOR: Duration = Duration::from_secs(120);
+/// How long, and how many, channels no session holds are still followed, so that
+/// clients that reconnect (a dropped edge connection, a reconnect storm) resume from
+/// memory. Both bound what an edge keeps for sessions that are gone: an idle channel
+/// costs its entry in the channel map (about 650 bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct IdleWindow {
+    /// How long an idle channel is followed.
+    pub keep_for: Duration,
+    /// At most this many idle channels are followed (the oldest go first).
+    pub at_most: usize,
+}
 
-/// At most this many channels no session holds are followed (the oldest go first).
-pub(super) const IDLE_CHANNELS: usize = 65_536;
+impl Default for IdleWindow {
+    fn default() -> Self {
+        IdleWindow {
+            keep_for: Duration::from_secs(120),
+            at_most: 65_536,
+        }
+    }
+}
+
+/// How often the hub forgets idle channels past their window when no session
+/// detaches to do it (a quiet edge gives their memory back too).
+pub(super) const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A channel some local session holds, or held until recently (idle).
 pub(super) struct Entry {
@@ -207,8 +225,16 @@ pub(super) fn detach_locked(inner: &mut Inner, key: &TenantChannel, id: u64) {
     entry.idle = Some(ticket);
     let now = std::time::Instant::now();
     inner.idle.push_back((ticket, now, key.clone()));
+    expire_idle(inner, now);
+}
+
+/// Forgets the idle channels past the hub's [`IdleWindow`] at `now`: those idle longer
+/// than its time, and the oldest beyond its count. A channel taken back by a session
+/// since it went idle has a new ticket (or none) and is kept.
+pub(super) fn expire_idle(inner: &mut Inner, now: std::time::Instant) {
+    let window = inner.idle_window;
     while let Some((ticket, since, _)) = inner.idle.front() {
-        if inner.idle.len() <= IDLE_CHANNELS && now.duration_since(*since) < IDLE_FOR {
+        if inner.idle.len() <= window.at_most && now.duration_since(*since) < window.keep_for {
             break;
         }
         let ticket = *ticket;
@@ -217,6 +243,9 @@ pub(super) fn detach_locked(inner: &mut Inner, key: &TenantChannel, id: u64) {
         {
             remove_entry(inner, &key);
         }
+    }
+    if inner.idle.is_empty() && inner.idle.capacity() > 0 {
+        inner.idle = VecDeque::new();
     }
 }
 
@@ -330,5 +359,60 @@ mod tests {
             "paytrack.status.acme.p1.m1",
             &key("merchant:m1", None)
         ));
+    }
+
+    /// Idle channels are forgotten past the window's count at once, and past its time
+    /// by a later sweep; a channel a session took back is kept.
+    #[test]
+    fn idle_channels_are_forgotten_past_their_window_and_held_ones_kept() {
+        let mut inner = Inner {
+            rings: [
+                super::super::ring::Ring::new(0, 4),
+                super::super::ring::Ring::new(0, 4),
+                super::super::ring::Ring::new(0, 4),
+            ],
+            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
+            generations: [0; 3],
+            channels: ChannelMap::default(),
+            user_devices: UserDevices::default(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
+            idle_window: IdleWindow {
+                keep_for: Duration::from_secs(60),
+                at_most: 2,
+            },
+        };
+        let keys: Vec<TenantChannel> = ["merchant:m1", "merchant:m2", "merchant:m3"]
+            .iter()
+            .map(|c| TenantChannel::parse("a", c, None))
+            .collect();
+        let (out, _outgoing) = crate::send_queue::SendQueue::new(4, 4096);
+        for (id, key) in keys.iter().enumerate() {
+            let entry = attach(&mut inner, key, "merchant");
+            entry.latest = Some(1);
+            entry.subs.insert(
+                id as u64,
+                Sub {
+                    out: out.clone(),
+                    last_seq: 1,
+                    replay: None,
+                },
+            );
+        }
+        for (id, key) in keys.iter().enumerate() {
+            detach_locked(&mut inner, key, id as u64);
+        }
+        // Three idle, at most two kept: the oldest went at once.
+        assert!(!inner.channels.contains_key(&keys[0]));
+        assert!(inner.channels.contains_key(&keys[1]) && inner.channels.contains_key(&keys[2]));
+        // m2 is held again; then both are past the window's time.
+        attach(&mut inner, &keys[1], "merchant");
+        expire_idle(&mut inner, std::time::Instant::now() + Duration::from_secs(61));
+        assert!(inner.channels.contains_key(&keys[1]), "a held channel is kept");
+        assert!(
+            !inner.channels.contains_key(&keys[2]),
+            "an idle one past its time is forgotten"
+        );
+        assert!(inner.idle.is_empty());
     }
 }

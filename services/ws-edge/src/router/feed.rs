@@ -284,6 +284,7 @@ mod tests {
             user_devices: Default::default(),
             idle: VecDeque::new(),
             next_ticket: 0,
+            idle_window: crate::router::IdleWindow::default(),
         };
         // Followed channels (idle: no session to encode for), one of them device-bound.
         for (key, name) in [

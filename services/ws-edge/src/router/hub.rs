@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, Replay};
-use super::channels::{Entry, UserDevices};
+use super::channels::{Entry, IDLE_SWEEP_EVERY, IdleWindow, UserDevices, expire_idle};
 use super::feed::{FEEDS, Feed, open_feed};
 use super::health::FeedHealth;
 use super::ring::Ring;
@@ -47,6 +47,8 @@ pub(super) struct Inner {
     /// Channels no session holds, oldest first: (ticket, since when, key).
     pub(super) idle: VecDeque<(u64, std::time::Instant, TenantChannel)>,
     pub(super) next_ticket: u64,
+    /// How long, and how many, idle channels are kept.
+    pub(super) idle_window: IdleWindow,
 }
 
 /// What a subscribe asks for.
@@ -123,6 +125,7 @@ impl Hub {
     pub async fn start(
         js: &jetstream::Context,
         ring_messages: usize,
+        idle_window: IdleWindow,
         concurrency: usize,
         timeout: Duration,
         shutdown: CancellationToken,
@@ -146,6 +149,7 @@ impl Hub {
             user_devices: UserDevices::default(),
             idle: VecDeque::new(),
             next_ticket: 0,
+            idle_window,
         };
         let streams = <[Stream; FEEDS]>::try_from(streams).map_err(|_| unavailable("streams"))?;
         let hub = Arc::new(Hub {
@@ -164,6 +168,7 @@ impl Hub {
             hub.health[feed as usize].consumer_ok.store(true, Ordering::Relaxed);
             tokio::spawn(hub.clone().watch_health(feed, js.client(), shutdown.clone()));
         }
+        tokio::spawn(forget_idle_channels(Arc::downgrade(&hub), shutdown.clone()));
         for feed in Feed::ALL {
             let from = heads[feed as usize] + 1;
             // Opened before the edge serves, so its consumers exist from the start.
@@ -177,5 +182,21 @@ impl Hub {
         // A panic while holding the lock leaves consistent data (every change is a
         // single insert or push), so a poisoned lock is still used.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Forgets idle channels past their window every [`IDLE_SWEEP_EVERY`], so an edge no
+/// session detaches from any more still gives their memory back; ends with the hub or
+/// at `shutdown`.
+async fn forget_idle_channels(hub: std::sync::Weak<Hub>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(IDLE_SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        expire_idle(&mut hub.lock(), std::time::Instant::now());
     }
 }

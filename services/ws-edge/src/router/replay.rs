@@ -456,6 +456,7 @@ mod tests {
             user_devices: Default::default(),
             idle: VecDeque::new(),
             next_ticket: 0,
+            idle_window: crate::router::IdleWindow::default(),
         };
         // Followed since seq 10, when it had no message (latest 0), now idle.
         inner.channels.insert(
