@@ -147,6 +147,12 @@ impl Ctx {
 
     /// Starts a ws-edge in its own process on the mesh's NATS and waits until it is ready.
     pub async fn spawn_edge(&self) -> anyhow::Result<ServerProcess> {
+        self.spawn_edge_with(&[]).await
+    }
+
+    /// [`Ctx::spawn_edge`] with settings of its own (`PAYTRACK_` names without the
+    /// prefix), each of which the section's results must state.
+    pub async fn spawn_edge_with(&self, settings: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
         let n = self.edges.fetch_add(1, Ordering::SeqCst);
         let mut env: Vec<(String, String)> = self
             .mesh
@@ -176,6 +182,7 @@ impl Ctx {
             .into_iter()
             .map(|(k, v)| (format!("PAYTRACK_{k}"), v)),
         );
+        env.extend(settings.iter().map(|(k, v)| (format!("PAYTRACK_{k}"), (*v).to_owned())));
         // RUST_LOG unset: the edge logs at its default level, to its own file.
         let log = self.log_dir.join(format!("edge-{n}.log"));
         let edge = servers::spawn_self("edge", &env, Some(log)).await?;

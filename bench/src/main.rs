@@ -63,6 +63,10 @@ struct Cli {
     /// Only these projector sizes (transitions preloaded, comma separated).
     #[arg(long, value_delimiter = ',')]
     projector_sizes: Vec<usize>,
+    /// Only these ingest sizes (webhooks per burst, comma separated), e.g. a burst long
+    /// enough to profile.
+    #[arg(long, value_delimiter = ',')]
+    ingest_sizes: Vec<usize>,
     /// Where paytrack's log files go (default: a temporary directory, removed at the end).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -96,7 +100,18 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Each process's workers carry its role, so a whole-machine profile
+    // (`scripts/bench-profile.sh`) tells the edge's samples from the bench's.
+    let role = match &cli.command {
+        Some(Command::Edge) => "edge",
+        Some(Command::Bare) => "bare",
+        Some(Command::Clients { .. }) => "clients",
+        None => "bench",
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(format!("{role}-worker"))
+        .enable_all()
+        .build()?;
     match cli.command {
         Some(Command::Edge) => runtime.block_on(servers::edge_main()),
         Some(Command::Bare) => runtime.block_on(servers::bare_main()),
@@ -123,6 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if !cli.projector_sizes.is_empty() {
         plan.projector_sizes = cli.projector_sizes.clone();
+    }
+    if !cli.ingest_sizes.is_empty() {
+        plan.ingest_sizes = cli.ingest_sizes.clone();
     }
     if let Some(secs) = cli.load_secs {
         plan.e2e_step = std::time::Duration::from_secs(secs.max(1));
@@ -307,9 +325,11 @@ fn notes(plan: &Plan, multi_edge: bool) -> Vec<String> {
             plan.shape_sessions
         ),
         format!(
-            "Long lives: one edge process opens {} sessions (a `merchant:` channel each, new channels every cycle) and drops them without a close handshake, {} times; its VmRSS is read with every session subscribed and again once its `paytrack_edge_sessions_open` gauge is 0 (plus 2 s). The first cycle warms the allocator up; the verdict fits a line through the after-close figures of the later cycles: a slope under {}% of what the first cycle's sessions took while open, with no session or channel left in the edge's gauges, is a plateau (memory retained for reuse), otherwise a leak.",
+            "Long lives: one edge process opens {} sessions (a `merchant:` channel each, new channels every cycle) and drops them without a close handshake, {} times; its VmRSS is read with every session subscribed and again once its `paytrack_edge_sessions_open` gauge is 0 (plus {} s). The edge follows a channel no session holds for {} s here (`PAYTRACK_EDGE_IDLE_CHANNEL_SECS`; 120 s by default, at most `edge_idle_channels` = 65,536 of them, about 650 bytes each), so that each cycle's new channels are gone when memory is read. The first cycle warms the allocator up; the verdict fits a line through the after-close figures of the later cycles: a slope under {}% of what the first cycle's sessions took while open, with no session or channel left in the edge's gauges, is a plateau (memory retained for reuse), otherwise a leak.",
             plan.long_lives_sessions,
             plan.long_lives_cycles,
+            sections::long_lives::SETTLE.as_secs(),
+            sections::long_lives::IDLE_CHANNEL_SECS,
             sections::long_lives::PLATEAU_SHARE * 100.0
         ),
         format!(

@@ -17,6 +17,18 @@ use crate::stats::progress;
 /// The section's title in the table.
 pub const SECTION: &str = crate::report::SECTIONS[8];
 
+/// The edge's idle-channel window in this section (`edge_idle_channel_secs`, 120 by
+/// default): a channel no session holds is followed this long for resumes, and each
+/// cycle's channels are new, so with the default the cycles' idle channels (bounded
+/// by `edge_idle_channels`) would be what grows. Kept short here, the memory after a
+/// close is what the closed sessions left behind otherwise.
+pub const IDLE_CHANNEL_SECS: u64 = 1;
+
+/// How long after the edge counts no session open its memory is read: the idle
+/// window, the edge's sweep of idle channels (every 5 s), and a moment for anything
+/// else it frees after a session ends (its feeds' interest, presence).
+pub const SETTLE: Duration = Duration::from_secs(IDLE_CHANNEL_SECS + 5 + 2);
+
 /// Growth per cycle after the first, as a share of what the first cycle's sessions
 /// took while open, below which the memory after close is a plateau (retention).
 pub const PLATEAU_SHARE: f64 = 0.05;
@@ -126,7 +138,10 @@ pub fn tabulate(sessions: usize, baseline: u64, cycles: &[Cycle], report: &mut R
 /// Opens and closes the plan's sessions on one edge, cycle after cycle.
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let (sessions, count) = (ctx.plan.long_lives_sessions, ctx.plan.long_lives_cycles);
-    let mut edge = ctx.spawn_edge().await?;
+    let idle_secs = IDLE_CHANNEL_SECS.to_string();
+    let mut edge = ctx
+        .spawn_edge_with(&[("EDGE_IDLE_CHANNEL_SECS", idle_secs.as_str())])
+        .await?;
     let http = reqwest::Client::new();
     let metrics_url = format!("http://{}/metrics", edge.addr);
     let baseline = edge.rss_bytes()?;
@@ -149,9 +164,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
                 (held.0 == 0.0).then_some(held)
             })
             .await?;
-        // A moment for anything the edge frees after a session ends (its feeds'
-        // interest, presence) before memory is read.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(SETTLE).await;
         edge.check_alive()?;
         cycles.push(Cycle {
             open_rss,
