@@ -56,9 +56,9 @@ const NO_RESULTS: u16 = 404;
 
 /// The newest message of every subject matching one of `filters` in `stream` (at
 /// most `batch` of them), each with its `Nats-Subject` header, in one direct get.
-/// Deleted keys of a bucket come back as their delete markers: the caller reads
-/// their `KV-Operation` header.
-pub async fn last_per_subject(
+/// Deleted keys of a bucket come back as their delete markers ([`last_per_key`] reads
+/// their `KV-Operation` header).
+pub(crate) async fn last_per_subject(
     client: &async_nats::Client,
     stream: &str,
     filters: &[String],

@@ -40,7 +40,7 @@ pub use crate::delivery::{
     Delivery, OpenError, RetryPolicy, STALLED_AFTER_FAILURES, Supervisor, Traced, consume_deliveries_in_lanes,
     dead_headers, printable,
 };
-pub use crate::direct::{DirectReadError, KeyEntry, last_per_key, last_per_subject};
+pub use crate::direct::{DirectReadError, KeyEntry, last_per_key};
 pub use crate::lanes::{consume_in_lanes, lane_of};
 pub use crate::reader_accounts::{ReaderAccount, apply_reader_layout};
 pub use crate::retry::{NotStarted, RefuseWrongLayout, Stopped, retry_until_laid_out, retry_until_ready};

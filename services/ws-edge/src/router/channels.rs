@@ -365,23 +365,12 @@ mod tests {
     /// by a later sweep; a channel a session took back is kept.
     #[test]
     fn idle_channels_are_forgotten_past_their_window_and_held_ones_kept() {
-        let mut inner = Inner {
-            rings: [
-                super::super::ring::Ring::new(0, 4),
-                super::super::ring::Ring::new(0, 4),
-                super::super::ring::Ring::new(0, 4),
-            ],
-            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
-            generations: [0; 3],
-            channels: ChannelMap::default(),
-            user_devices: UserDevices::default(),
-            idle: VecDeque::new(),
-            next_ticket: 0,
-            idle_window: IdleWindow {
-                keep_for: Duration::from_secs(60),
-                at_most: 2,
-            },
+        let ring = || super::super::ring::Ring::new(0, 4);
+        let window = IdleWindow {
+            keep_for: Duration::from_secs(60),
+            at_most: 2,
         };
+        let mut inner = Inner::new([ring(), ring(), ring()], ["e"; 3].map(str::to_owned), window);
         let keys: Vec<TenantChannel> = ["merchant:m1", "merchant:m2", "merchant:m3"]
             .iter()
             .map(|c| TenantChannel::parse("a", c, None))

@@ -276,16 +276,11 @@ mod tests {
         use crate::router::ring::Ring;
         use crate::router::tenant_channel::TenantChannel;
         let channel_key = TenantChannel::parse;
-        let mut inner = Inner {
-            rings: [Ring::new(0, 4), Ring::new(0, 4), Ring::new(0, 4)],
-            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
-            generations: [0; FEEDS],
-            channels: Default::default(),
-            user_devices: Default::default(),
-            idle: VecDeque::new(),
-            next_ticket: 0,
-            idle_window: crate::router::IdleWindow::default(),
-        };
+        let mut inner = Inner::new(
+            [Ring::new(0, 4), Ring::new(0, 4), Ring::new(0, 4)],
+            ["e"; FEEDS].map(str::to_owned),
+            crate::router::IdleWindow::default(),
+        );
         // Followed channels (idle: no session to encode for), one of them device-bound.
         for (key, name) in [
             (channel_key("acme", "merchant:m1", None), "merchant:m1"),

@@ -51,6 +51,22 @@ pub(super) struct Inner {
     pub(super) idle_window: IdleWindow,
 }
 
+impl Inner {
+    /// The state of a hub that follows no channel yet: each stream's ring and epoch.
+    pub(super) fn new(rings: [Ring; FEEDS], epochs: [String; FEEDS], idle_window: IdleWindow) -> Inner {
+        Inner {
+            rings,
+            epochs,
+            generations: [0; FEEDS],
+            channels: ChannelMap::default(),
+            user_devices: UserDevices::default(),
+            idle: VecDeque::new(),
+            next_ticket: 0,
+            idle_window,
+        }
+    }
+}
+
 /// What a subscribe asks for.
 pub struct Request {
     /// The channel.
@@ -141,16 +157,11 @@ impl Hub {
             streams.push(stream);
         }
         let epochs = <[String; FEEDS]>::try_from(epochs).map_err(|_| unavailable("epochs"))?;
-        let inner = Inner {
-            rings: Feed::ALL.map(|feed| Ring::new(heads[feed as usize], ring_messages)),
+        let inner = Inner::new(
+            Feed::ALL.map(|feed| Ring::new(heads[feed as usize], ring_messages)),
             epochs,
-            generations: [0; FEEDS],
-            channels: ChannelMap::default(),
-            user_devices: UserDevices::default(),
-            idle: VecDeque::new(),
-            next_ticket: 0,
             idle_window,
-        };
+        );
         let streams = <[Stream; FEEDS]>::try_from(streams).map_err(|_| unavailable("streams"))?;
         let hub = Arc::new(Hub {
             inner: Mutex::new(inner),

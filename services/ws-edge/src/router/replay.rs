@@ -448,16 +448,11 @@ mod tests {
     #[test]
     fn an_idle_channel_answers_a_since_older_than_the_ring_from_its_index() {
         let key = TenantChannel::parse("a", "merchant:m1", None);
-        let mut inner = Inner {
-            rings: [Ring::new(10, 4), Ring::new(0, 4), Ring::new(0, 4)],
-            epochs: ["e".to_owned(), "e".to_owned(), "e".to_owned()],
-            generations: [0; 3],
-            channels: Default::default(),
-            user_devices: Default::default(),
-            idle: VecDeque::new(),
-            next_ticket: 0,
-            idle_window: crate::router::IdleWindow::default(),
-        };
+        let mut inner = Inner::new(
+            [Ring::new(10, 4), Ring::new(0, 4), Ring::new(0, 4)],
+            ["e"; 3].map(str::to_owned),
+            crate::router::IdleWindow::default(),
+        );
         // Followed since seq 10, when it had no message (latest 0), now idle.
         inner.channels.insert(
             key.clone(),
